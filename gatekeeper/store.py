@@ -1,0 +1,358 @@
+"""The exemplar store on Chroma.
+
+Embedded ``PersistentClient`` under ``data_dir`` by default; ``HttpClient`` to a Chroma server
+when ``store.host`` is set. Vectors are always passed in: Chroma never embeds.
+
+Layout in Chroma, for a store named ``N`` (``store.collection``):
+
+* ``N`` holds no vectors; its metadata points at the active build (``gatekeeper_active``).
+* ``N--<build>`` holds the exemplar vectors of one build, cosine space, with metadata recording
+  the embedding model, its dimension and the catalog hash.
+
+Sync is incremental on the active build (content-hash ids: add new, update changed, delete
+removed). A rebuild fills a fresh build and then flips the pointer, so a reader sees either the
+old build or the new one, never a half-built collection; the old build is then dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatekeeper.catalog import OFF_TOPIC, Catalog, Exemplar
+from gatekeeper.decision import Neighbour
+from gatekeeper.embedding import Embedder, Vectors
+from gatekeeper.errors import (
+    IndexMismatchError,
+    IndexMissingError,
+    StoreError,
+    StoreUnavailableError,
+)
+from gatekeeper.settings import StoreSettings
+
+POINTER_KEY = "gatekeeper_active"
+_WRITE_BATCH = 1000
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the active build was made from."""
+
+    collection: str
+    model: str
+    dimension: int
+    catalog_hash: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What a sync changed."""
+
+    collection: str
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    rebuilt: bool
+    seconds: float
+
+
+def open_client(settings: StoreSettings, data_dir: Path) -> Any:
+    """A Chroma client: a server when ``settings.host`` is set, else embedded under data_dir."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.host:
+            return chromadb.HttpClient(
+                host=settings.host, port=settings.port, ssl=settings.ssl, settings=chroma_settings
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
+    except (ValueError, OSError, RuntimeError) as exc:
+        where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
+        raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {exc}") from exc
+
+
+class ExemplarStore:
+    """Exemplar vectors in Chroma, read through a pointer so rebuilds are atomic."""
+
+    def __init__(self, client: Any, name: str, top_k: int = 10) -> None:
+        self._client = client
+        self.name = name
+        self.top_k = top_k
+        self._active: Any = None
+        self._count = 0
+
+    # -- reading -------------------------------------------------------------------------
+
+    def info(self) -> IndexInfo | None:
+        """What the active build holds, or None when nothing is built yet."""
+        collection = self._active_collection(refresh=True)
+        if collection is None:
+            return None
+        meta = collection.metadata or {}
+        return IndexInfo(
+            collection=collection.name,
+            model=str(meta.get("model", "")),
+            dimension=int(meta.get("dimension", 0)),
+            catalog_hash=str(meta.get("catalog_hash", "")),
+            count=int(self._guard(collection.count)),
+        )
+
+    def check_compatible(self, embedder: Embedder) -> IndexInfo:
+        """The active build's info; raise if there is none or it was built with another model."""
+        info = self.info()
+        if info is None:
+            raise IndexMissingError(
+                f"no index in collection {self.name!r} yet: run `gatekeeper index`"
+            )
+        if info.model != embedder.identity:
+            raise IndexMismatchError(
+                f"collection {self.name!r} was built with embedding model {info.model!r}, but "
+                f"the gate is configured with {embedder.identity!r}: run "
+                "`gatekeeper index --rebuild` to re-embed the catalog with the configured model"
+            )
+        return info
+
+    def query(self, vectors: Vectors, k: int | None = None) -> list[list[Neighbour]]:
+        """The ``k`` nearest exemplars of each vector, most similar first."""
+        if len(vectors) == 0:
+            return []
+        collection = self._active_collection()
+        if collection is None:
+            raise IndexMissingError(f"no index in collection {self.name!r}: run `gatekeeper index`")
+        n = min(k or self.top_k, max(1, self._count))
+        from chromadb.errors import NotFoundError
+
+        try:
+            result = self._query(collection, vectors, n)
+        except NotFoundError:
+            # Another process rebuilt and dropped the build we held: follow the pointer again.
+            collection = self._active_collection(refresh=True)
+            if collection is None:
+                raise IndexMissingError(f"the index of {self.name!r} was dropped") from None
+            result = self._query(collection, vectors, n)
+        return [
+            [
+                Neighbour(id=i, text=doc or "", intent=str(meta["intent"]), similarity=1.0 - dist)
+                for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+            ]
+            for ids, docs, metas, dists in zip(
+                result["ids"], result["documents"], result["metadatas"], result["distances"],
+                strict=True,
+            )
+        ]
+
+    def _query(self, collection: Any, vectors: Vectors, n: int) -> Any:
+        from chromadb.errors import NotFoundError
+
+        return self._guard(
+            lambda: collection.query(
+                query_embeddings=np.asarray(vectors, dtype=np.float32),
+                n_results=n,
+                include=["documents", "metadatas", "distances"],
+            ),
+            passthrough=(NotFoundError,),
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def sync(
+        self,
+        catalog: Catalog,
+        embedder: Embedder,
+        *,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> SyncReport:
+        """Make the index match ``catalog``: incrementally, or as an atomic rebuild."""
+        started = time.perf_counter()
+        exemplars = catalog.exemplars()
+        active = self._active_collection(refresh=True)
+        if active is not None and not rebuild:
+            meta = active.metadata or {}
+            if meta.get("model") != embedder.identity:
+                raise IndexMismatchError(
+                    f"collection {self.name!r} was built with {meta.get('model')!r}, not "
+                    f"{embedder.identity!r}: use `gatekeeper index --rebuild`"
+                )
+            counts = self._sync_incremental(active, exemplars, embedder, progress, on_total)
+            self._write_meta(active, embedder, catalog)
+            self._count = int(self._guard(active.count))
+            added, updated, deleted, unchanged = counts
+            return SyncReport(active.name, added, updated, deleted, unchanged, False,
+                              time.perf_counter() - started)
+        fresh = self._build(exemplars, embedder, catalog, progress, on_total)
+        self._point_at(fresh.name)
+        if active is not None:
+            self._drop(active.name)
+        self._active = fresh
+        self._count = len(exemplars)
+        return SyncReport(fresh.name, len(exemplars), 0, 0, 0, True, time.perf_counter() - started)
+
+    def _sync_incremental(
+        self,
+        collection: Any,
+        exemplars: Sequence[Exemplar],
+        embedder: Embedder,
+        progress: Progress | None,
+        on_total: Callable[[int], None] | None,
+    ) -> tuple[int, int, int, int]:
+        existing = self._guard(lambda: collection.get(include=["metadatas"]))
+        have = dict(zip(existing["ids"], existing["metadatas"], strict=True))
+        wanted = {e.id: e for e in exemplars}
+        new = [e for i, e in wanted.items() if i not in have]
+        changed = [e for i, e in wanted.items() if i in have and have[i] != _metadata(e)]
+        removed = [i for i in have if i not in wanted]
+        if on_total is not None:
+            on_total(len(new) + len(changed))
+        self._upsert(collection, new + changed, embedder, progress)
+        for start in range(0, len(removed), _WRITE_BATCH):
+            batch = removed[start : start + _WRITE_BATCH]
+            self._guard(lambda b=batch: collection.delete(ids=b))
+        return len(new), len(changed), len(removed), len(wanted) - len(new) - len(changed)
+
+    def _build(
+        self,
+        exemplars: Sequence[Exemplar],
+        embedder: Embedder,
+        catalog: Catalog,
+        progress: Progress | None,
+        on_total: Callable[[int], None] | None,
+    ) -> Any:
+        build_name = f"{self.name}--{time.strftime('%Y%m%d%H%M%S')}-{time.time_ns() % 10**6:06d}"
+        collection = self._guard(
+            lambda: self._client.create_collection(
+                build_name,
+                embedding_function=None,
+                metadata=_build_metadata(embedder, catalog),
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        )
+        if on_total is not None:
+            on_total(len(exemplars))
+        try:
+            self._upsert(collection, exemplars, embedder, progress)
+        except BaseException:
+            self._drop(build_name)
+            raise
+        return collection
+
+    def _upsert(
+        self,
+        collection: Any,
+        exemplars: Sequence[Exemplar],
+        embedder: Embedder,
+        progress: Progress | None,
+    ) -> None:
+        for start in range(0, len(exemplars), _WRITE_BATCH):
+            batch = exemplars[start : start + _WRITE_BATCH]
+            vectors = embedder.embed([e.text for e in batch], progress=progress)
+            self._guard(
+                lambda b=batch, v=vectors: collection.upsert(
+                    ids=[e.id for e in b],
+                    embeddings=v,
+                    documents=[e.text for e in b],
+                    metadatas=[_metadata(e) for e in b],
+                )
+            )
+
+    def _write_meta(self, collection: Any, embedder: Embedder, catalog: Catalog) -> None:
+        self._guard(lambda: collection.modify(metadata=_build_metadata(embedder, catalog)))
+
+    def _pointer(self) -> Any:
+        return self._guard(
+            lambda: self._client.get_or_create_collection(self.name, embedding_function=None)
+        )
+
+    def _point_at(self, build_name: str) -> None:
+        pointer = self._pointer()
+        self._guard(lambda: pointer.modify(metadata={POINTER_KEY: build_name}))
+
+    def _active_collection(self, *, refresh: bool = False) -> Any:
+        if self._active is not None and not refresh:
+            return self._active
+        active_name = (self._pointer().metadata or {}).get(POINTER_KEY)
+        if not active_name:
+            self._active = None
+            return None
+        from chromadb.errors import NotFoundError
+
+        try:
+            self._active = self._guard(
+                lambda: self._client.get_collection(active_name, embedding_function=None),
+                passthrough=(NotFoundError,),
+            )
+        except NotFoundError:
+            self._active = None
+        else:
+            self._count = int(self._guard(self._active.count))
+        return self._active
+
+    def _drop(self, name: str) -> None:
+        try:
+            self._client.delete_collection(name)
+        except Exception:  # an old build that cannot be dropped is garbage, not a failure
+            return
+
+    def drop_all(self) -> None:
+        """Delete the pointer and every build of this store."""
+        for collection in self._guard(self._client.list_collections):
+            name = collection if isinstance(collection, str) else collection.name
+            if name == self.name or name.startswith(f"{self.name}--"):
+                self._drop(name)
+        self._active = None
+
+    def _guard(self, call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()) -> Any:
+        """Run a Chroma call; turn its failures into StoreErrors."""
+        try:
+            return call()
+        except passthrough:
+            raise
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
+            raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _metadata(exemplar: Exemplar) -> dict[str, Any]:
+    return {"intent": exemplar.intent, "kind": exemplar.kind}
+
+
+def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
+    return {
+        "model": embedder.identity,
+        "dimension": embedder.dimension,
+        "catalog_hash": catalog.content_hash(),
+        "n_intents": len(catalog.intents),
+        "has_off_topic": bool(catalog.off_topic.exemplars),
+    }
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError | ConnectionError):
+            return True
+        if "Could not connect" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+__all__ = ["OFF_TOPIC", "ExemplarStore", "IndexInfo", "SyncReport", "open_client"]
