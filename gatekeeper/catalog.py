@@ -22,9 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gatekeeper.errors import CatalogError
 
 OFF_TOPIC = "off_topic"
-DEFAULT_REFUSAL = (
-    "Sorry, I can only help with questions about our products, orders and services."
-)
+DEFAULT_REFUSAL = "Sorry, I can only help with questions about our products, orders and services."
 ExemplarKind = Literal["intent", "off_topic"]
 
 

@@ -46,7 +46,9 @@ def content_text(content: Any) -> str:
             elif isinstance(part, Mapping) and part.get("type") == "text":
                 parts.append(str(part.get("text", "")))
         return "\n".join(parts)
-    raise InputError(f"message content must be a string or a list of parts, not {type(content).__name__}")
+    raise InputError(
+        f"message content must be a string or a list of parts, not {type(content).__name__}"
+    )
 
 
 def user_turns(messages: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -162,7 +162,10 @@ class ContrastRule:
         return Scored(best.similarity - gap, best.intent, why)
 
 
-RULES: dict[str, type[TopOneRule] | type[ContrastRule]] = {"top1": TopOneRule, "contrast": ContrastRule}
+RULES: dict[str, type[TopOneRule] | type[ContrastRule]] = {
+    "top1": TopOneRule,
+    "contrast": ContrastRule,
+}
 
 
 def build_rule(name: str) -> DecisionRule:

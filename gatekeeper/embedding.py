@@ -140,7 +140,7 @@ class LocalEmbedder(Embedder):
             raise ModelNotFoundError(
                 "FlagEmbedding is not installed: pip install 'gatekeeper[local]'"
             ) from exc
-        transformers_logging.set_verbosity_error()  # tokenizer chatter is not our users' news
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # tokenizer chatter is not our users' news
         kwargs: dict[str, Any] = {
             "normalize_embeddings": True,
             "devices": "cpu",
@@ -194,7 +194,8 @@ class LocalEmbedder(Embedder):
         with torch.inference_mode():
             hidden = model.model(**inputs, return_dict=True).last_hidden_state
             pooled = model.pooling(hidden, inputs["attention_mask"])
-        return pooled.float().numpy()
+        result: npt.NDArray[Any] = pooled.float().numpy()
+        return result
 
 
 class OpenAIEmbedder(Embedder):
@@ -234,7 +235,10 @@ class OpenAIEmbedder(Embedder):
         import openai
 
         prefix = self._settings.query_instruction or ""
-        kwargs: dict[str, Any] = {"model": self._settings.model, "input": [prefix + t for t in texts]}
+        kwargs: dict[str, Any] = {
+            "model": self._settings.model,
+            "input": [prefix + t for t in texts],
+        }
         if self._settings.dimensions:
             kwargs["dimensions"] = self._settings.dimensions
         try:
@@ -244,5 +248,7 @@ class OpenAIEmbedder(Embedder):
             raise EmbeddingError(f"embeddings request to {where} failed: {exc}") from exc
         ordered = sorted(response.data, key=lambda item: item.index)
         if len(ordered) != len(texts):
-            raise EmbeddingError(f"embeddings endpoint returned {len(ordered)} vectors for {len(texts)} texts")
+            raise EmbeddingError(
+                f"embeddings endpoint returned {len(ordered)} vectors for {len(texts)} texts"
+            )
         return np.asarray([item.embedding for item in ordered], dtype=np.float32)

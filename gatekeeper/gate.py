@@ -224,7 +224,10 @@ class Gatekeeper:
             previous: Decision | None = None
             for text in turns:
                 alone = decide(
-                    neighbours[text], rule=self.rule, catalog=self.catalog, thresholds=self.thresholds
+                    neighbours[text],
+                    rule=self.rule,
+                    catalog=self.catalog,
+                    thresholds=self.thresholds,
                 )
                 previous = as_followup(
                     alone,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ def message_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def drop_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def drop_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: never log a value under a secret-looking key."""
     for key in list(event_dict):
         if key.lower() in _SECRET_KEYS:

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,7 +38,11 @@ def project_path(relative: Path) -> Path:
     return beside_package if beside_package.exists() else relative
 
 
-class EmbeddingSettings(BaseModel):
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingSettings(_Section):
     """Which model turns messages into vectors."""
 
     provider: Literal["local", "openai"] = "local"
@@ -66,7 +71,7 @@ class EmbeddingSettings(BaseModel):
     max_retries: int = Field(2, ge=0, le=10)
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(_Section):
     """Where the exemplar vectors live."""
 
     host: str | None = Field(None, description="Chroma server host; unset = embedded store")
@@ -79,7 +84,7 @@ class StoreSettings(BaseModel):
     )
 
 
-class GateSettings(BaseModel):
+class GateSettings(_Section):
     """How a decision is made."""
 
     threshold: float = Field(0.5, ge=-1.0, le=1.0)
@@ -99,7 +104,7 @@ class GateSettings(BaseModel):
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
 
 
-class UpstreamSettings(BaseModel):
+class UpstreamSettings(_Section):
     """The OpenAI-compatible chat endpoint admitted messages go to."""
 
     base_url: str | None = None
@@ -109,7 +114,7 @@ class UpstreamSettings(BaseModel):
     max_retries: int = Field(2, ge=0, le=10)
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     """The gating proxy."""
 
     host: str = "127.0.0.1"
@@ -125,7 +130,7 @@ class ServerSettings(BaseModel):
         return value
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(_Section):
     """What is logged, and how."""
 
     format: Literal["auto", "json", "console"] = "auto"
@@ -133,7 +138,7 @@ class LoggingSettings(BaseModel):
     log_text: bool = Field(False, description="log the customer's raw text (off: privacy)")
 
 
-class PricingSettings(BaseModel):
+class PricingSettings(_Section):
     """Prices for the eval's cost lines, in USD per 1M tokens."""
 
     llm_model: str = "gpt-4o-mini"
@@ -206,14 +211,17 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         loaded = _FileSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
-    except (OSError, ValueError) as exc:  # YAML syntax errors surface as ValueError
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
     return loaded
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f" (settings file {path}, GATEKEEPER_* env vars)" if path else " (GATEKEEPER_* env vars)"
+    where = (
+        f" (settings file {path}, GATEKEEPER_* env vars)" if path else " (GATEKEEPER_* env vars)"
+    )
     problems = [
-        f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()
     ]
     return "invalid settings" + where + ":\n" + "\n".join(problems)

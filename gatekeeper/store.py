@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,10 @@ class ExemplarStore:
                 for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
             ]
             for ids, docs, metas, dists in zip(
-                result["ids"], result["documents"], result["metadatas"], result["distances"],
+                result["ids"],
+                result["documents"],
+                result["metadatas"],
+                result["distances"],
                 strict=True,
             )
         ]
@@ -191,8 +195,15 @@ class ExemplarStore:
             self._write_meta(active, embedder, catalog)
             self._count = int(self._guard(active.count))
             added, updated, deleted, unchanged = counts
-            return SyncReport(active.name, added, updated, deleted, unchanged, False,
-                              time.perf_counter() - started)
+            return SyncReport(
+                active.name,
+                added,
+                updated,
+                deleted,
+                unchanged,
+                False,
+                time.perf_counter() - started,
+            )
         fresh = self._build(exemplars, embedder, catalog, progress, on_total)
         self._point_at(fresh.name)
         if active is not None:
@@ -220,7 +231,7 @@ class ExemplarStore:
         self._upsert(collection, new + changed, embedder, progress)
         for start in range(0, len(removed), _WRITE_BATCH):
             batch = removed[start : start + _WRITE_BATCH]
-            self._guard(lambda b=batch: collection.delete(ids=b))
+            self._guard(partial(collection.delete, ids=batch))
         return len(new), len(changed), len(removed), len(wanted) - len(new) - len(changed)
 
     def _build(
@@ -260,11 +271,12 @@ class ExemplarStore:
             batch = exemplars[start : start + _WRITE_BATCH]
             vectors = embedder.embed([e.text for e in batch], progress=progress)
             self._guard(
-                lambda b=batch, v=vectors: collection.upsert(
-                    ids=[e.id for e in b],
-                    embeddings=v,
-                    documents=[e.text for e in b],
-                    metadatas=[_metadata(e) for e in b],
+                partial(
+                    collection.upsert,
+                    ids=[e.id for e in batch],
+                    embeddings=vectors,
+                    documents=[e.text for e in batch],
+                    metadatas=[_metadata(e) for e in batch],
                 )
             )
 
@@ -314,7 +326,9 @@ class ExemplarStore:
                 self._drop(name)
         self._active = None
 
-    def _guard(self, call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()) -> Any:
+    def _guard(
+        self, call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()
+    ) -> Any:
         """Run a Chroma call; turn its failures into StoreErrors."""
         try:
             return call()

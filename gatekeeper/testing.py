@@ -65,7 +65,11 @@ def tiny_catalog() -> Catalog:
                     "name": "refund_request",
                     "exemplars": ["i want a refund", "refund my money", "how do refunds work"],
                 },
-                {"name": "greeting", "reply": "Hello! How can I help?", "exemplars": ["hello", "hi there"]},
+                {
+                    "name": "greeting",
+                    "reply": "Hello! How can I help?",
+                    "exemplars": ["hello", "hi there"],
+                },
             ],
             "off_topic": {
                 "reply": "Sorry, I only help with orders.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +33,18 @@ def tiny_gate(tmp_path: Path) -> Gatekeeper:
 
 
 @pytest.fixture(scope="session")
-def real_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatekeeper]:
+def real_gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
     """The default gate: packaged all-MiniLM-L6-v2, the shop catalog, an embedded Chroma."""
     from gatekeeper.settings import load_settings
 
     data_dir = tmp_path_factory.mktemp("real-gate")
-    settings = load_settings(REPO / "configs" / "gatekeeper.yaml" if (REPO / "configs" / "gatekeeper.yaml").exists() else None,
-                             data_dir=data_dir, catalog=SHOP_CATALOG)
+    settings = load_settings(
+        REPO / "configs" / "gatekeeper.yaml"
+        if (REPO / "configs" / "gatekeeper.yaml").exists()
+        else None,
+        data_dir=data_dir,
+        catalog=SHOP_CATALOG,
+    )
     gate = Gatekeeper.from_settings(settings)
     gate.index()
-    yield gate
+    return gate

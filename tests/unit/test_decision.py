@@ -1,0 +1,119 @@
+"""The decision rule, as a pure function over neighbours."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatekeeper.catalog import parse_catalog
+from gatekeeper.decision import (
+    ContrastRule,
+    Neighbour,
+    Route,
+    Thresholds,
+    TopOneRule,
+    build_rule,
+    decide,
+)
+
+CATALOG = parse_catalog(
+    {
+        "intents": [
+            {"name": "order_status", "exemplars": ["where is my order"]},
+            {"name": "refund", "exemplars": ["refund please"], "threshold": 0.8},
+            {"name": "greeting", "exemplars": ["hi"], "reply": "Hello!"},
+        ],
+        "off_topic": {"exemplars": ["tell me a joke"], "reply": "Only shop questions."},
+    }
+)
+THRESHOLDS = Thresholds.from_catalog(CATALOG, 0.5)
+
+
+def n(intent: str, similarity: float) -> Neighbour:
+    return Neighbour(
+        id=f"{intent}-{similarity}", text=f"about {intent}", intent=intent, similarity=similarity
+    )
+
+
+def test_top1_forwards_above_threshold() -> None:
+    """A close in-domain exemplar routes to the LLM with its intent."""
+    d = decide(
+        [n("order_status", 0.7), n("refund", 0.4)],
+        rule=TopOneRule(),
+        catalog=CATALOG,
+        thresholds=THRESHOLDS,
+    )
+    assert (d.route, d.intent, d.score, d.threshold) == (Route.LLM, "order_status", 0.7, 0.5)
+    assert "forwarded" in d.reason and d.reply is None
+
+
+def test_below_threshold_is_off_topic_with_refusal() -> None:
+    """Under the threshold the message is refused with the catalog's reply."""
+    d = decide([n("order_status", 0.3)], rule=TopOneRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    assert d.route is Route.OFF_TOPIC
+    assert d.reply == "Only shop questions."
+    assert "< threshold" in d.reason
+
+
+def test_per_intent_threshold_overrides_global() -> None:
+    """An intent's own threshold applies instead of the global one."""
+    d = decide([n("refund", 0.7)], rule=TopOneRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    assert d.route is Route.OFF_TOPIC and d.threshold == 0.8
+
+
+def test_settings_override_beats_catalog_threshold() -> None:
+    """Thresholds given in settings override the catalog's."""
+    thresholds = Thresholds.from_catalog(CATALOG, 0.5, {"refund": 0.6})
+    d = decide([n("refund", 0.7)], rule=TopOneRule(), catalog=CATALOG, thresholds=thresholds)
+    assert d.route is Route.LLM
+
+
+def test_canned_intent_gets_fixed_reply() -> None:
+    """A canned intent is answered with its reply, not forwarded."""
+    d = decide([n("greeting", 0.9)], rule=TopOneRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    assert (d.route, d.reply) == (Route.CANNED, "Hello!")
+
+
+def test_contrast_lowers_score_when_off_topic_is_closer() -> None:
+    """With an off-topic exemplar closer than any in-domain one, contrast drops the score."""
+    neighbours = [n("off_topic", 0.8), n("order_status", 0.6)]
+    top1 = decide(neighbours, rule=TopOneRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    contrast = decide(neighbours, rule=ContrastRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    assert top1.route is Route.LLM
+    assert contrast.score == pytest.approx(0.4)
+    assert contrast.route is Route.OFF_TOPIC
+
+
+def test_no_in_domain_neighbour() -> None:
+    """Only off-topic neighbours: refused, no intent."""
+    d = decide([n("off_topic", 0.9)], rule=ContrastRule(), catalog=CATALOG, thresholds=THRESHOLDS)
+    assert d.route is Route.OFF_TOPIC and d.intent is None
+
+
+def test_unknown_rule_name() -> None:
+    """Asking for a rule that does not exist names the known ones."""
+    with pytest.raises(ValueError, match="contrast"):
+        build_rule("nope")
+
+
+similarities = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
+intents = st.sampled_from(["order_status", "refund", "greeting", "off_topic"])
+
+
+@given(st.lists(st.tuples(intents, similarities), min_size=1, max_size=12))
+def test_contrast_never_scores_above_top1(pairs: list[tuple[str, float]]) -> None:
+    """Contrast equals top-1 without a closer off-topic exemplar, and is never higher."""
+    neighbours = [n(i, s) for i, s in pairs]
+    top1 = TopOneRule().score(neighbours)
+    contrast = ContrastRule().score(neighbours)
+    assert contrast.intent == top1.intent
+    assert contrast.score <= top1.score + 1e-9
+
+
+@given(st.lists(st.tuples(intents, similarities), min_size=1, max_size=12), similarities)
+def test_route_follows_score_and_threshold(pairs: list[tuple[str, float]], t: float) -> None:
+    """The route is off_topic exactly when the score is under the threshold."""
+    neighbours = [n(i, s) for i, s in pairs]
+    d = decide(neighbours, rule=ContrastRule(), catalog=CATALOG, thresholds=Thresholds(t))
+    assert (d.route is Route.OFF_TOPIC) == (d.intent is None or d.score < t)

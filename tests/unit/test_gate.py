@@ -1,0 +1,136 @@
+"""The Gatekeeper core on the hashing embedder: checks, batching, errors, logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from gatekeeper.decision import Route
+from gatekeeper.errors import EmbeddingError, EmptyMessageError, MessageTooLongError
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
+
+
+def test_in_domain_off_topic_and_canned(tiny_gate: Gatekeeper) -> None:
+    """Shop questions are forwarded, off-topic ones refused, greetings answered."""
+    assert tiny_gate.check("where is my order?").route is Route.LLM
+    refused = tiny_gate.check("tell me a joke")
+    assert refused.route is Route.OFF_TOPIC
+    assert refused.reply == "Sorry, I only help with orders."
+    canned = tiny_gate.check("hello")
+    assert (canned.route, canned.reply) == (Route.CANNED, "Hello! How can I help?")
+
+
+def test_check_many_embeds_once(tiny_gate: Gatekeeper) -> None:
+    """check_many decides every message with a single embedding batch."""
+    embedder = tiny_gate.embedder
+    assert isinstance(embedder, HashingEmbedder)
+    before = embedder.calls
+    decisions = tiny_gate.check_many(["track my order", "write a poem", "refund my money"])
+    assert embedder.calls == before + 1
+    assert [d.route for d in decisions] == [Route.LLM, Route.OFF_TOPIC, Route.LLM]
+    assert all(d.message_id and d.latency_ms > 0 for d in decisions)
+
+
+async def test_acheck_matches_check(tiny_gate: Gatekeeper) -> None:
+    """The async check gives the same decision as the sync one."""
+    sync = tiny_gate.check("track my order")
+    assert (await tiny_gate.acheck("track my order")).route is sync.route
+    many = await tiny_gate.acheck_many(["track my order", "tell me a joke"])
+    assert [d.route for d in many] == [Route.LLM, Route.OFF_TOPIC]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_empty_message(tiny_gate: Gatekeeper, text: str) -> None:
+    """Empty messages are a client error."""
+    with pytest.raises(EmptyMessageError):
+        tiny_gate.check(text)
+
+
+def test_too_long_message(tmp_path: Path) -> None:
+    """Messages over gate.max_message_chars are refused with the limit named."""
+    gate = make_gate(tmp_path, gate={"threshold": 0.35, "max_message_chars": 50})
+    with pytest.raises(MessageTooLongError, match="limit is 50"):
+        gate.check("x" * 51)
+
+
+def test_conversation_followup_and_drift(tiny_gate: Gatekeeper) -> None:
+    """A short follow-up after an order question passes; a joke mid-chat is refused."""
+    chat: list[dict[str, Any]] = [
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "Your order number, please?"},
+        {"role": "user", "content": "NW-55120"},
+    ]
+    followup = tiny_gate.check(chat)
+    assert followup.route is Route.LLM and followup.intent == "order_status"
+    assert "follow-up" in followup.reason
+    chat[-1] = {"role": "user", "content": "tell me a joke"}
+    assert tiny_gate.check(chat).route is Route.OFF_TOPIC
+    assert tiny_gate.check("NW-55120").route is Route.OFF_TOPIC
+
+
+class _Broken(HashingEmbedder):
+    def _encode(self, texts: list[str]) -> Any:
+        raise EmbeddingError("model is gone")
+
+
+@pytest.mark.parametrize(
+    ("policy", "route"), [("fail_open", Route.LLM), ("fail_closed", Route.OFF_TOPIC)]
+)
+def test_gate_failure_policy(tmp_path: Path, policy: str, route: Route) -> None:
+    """When the model fails, fail_open forwards and fail_closed refuses, marking the error."""
+    working = make_gate(tmp_path)
+    working.index()
+    gate = Gatekeeper(
+        settings=working.settings.model_copy(
+            update={"gate": working.settings.gate.model_copy(update={"on_error": policy})}
+        ),
+        catalog=working.catalog,
+        embedder=_Broken(),
+        store=working.store,
+    )
+    gate._ready = working.ready()  # the index exists; only encoding fails
+    decision = gate.check("where is my order")
+    assert decision.route is route and decision.gate_error == "EmbeddingError"
+    with pytest.raises(EmbeddingError):
+        gate.check("where is my order", on_error="raise")
+
+
+def test_logs_carry_decision_not_text(tiny_gate: Gatekeeper) -> None:
+    """gate.decided has route, intent, score, threshold, latency, id and no raw text."""
+    with capture_logs() as logs:
+        tiny_gate.check("where is my order, my name is Jane Doe")
+    event = next(e for e in logs if e["event"] == "gate.decided")
+    assert {"route", "intent", "score", "threshold", "latency_ms", "message_id"} <= set(event)
+    assert "Jane" not in repr(logs)
+
+
+def test_log_text_setting_includes_text(tmp_path: Path) -> None:
+    """With logging.log_text the raw text is logged."""
+    gate = make_gate(tmp_path, logging={"log_text": True})
+    with capture_logs() as logs:
+        gate.check("where is my order, Jane")
+    assert any(e.get("text") == "where is my order, Jane" for e in logs)
+
+
+def test_stale_index_is_synced_on_first_use(tmp_path: Path) -> None:
+    """With auto_sync, a gate whose catalog changed syncs the index before deciding."""
+    first = make_gate(tmp_path)
+    first.index()
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["intents"].append({"name": "gift_cards", "exemplars": ["buy a gift card"]})
+    from gatekeeper.catalog import parse_catalog
+
+    second = make_gate(tmp_path, catalog=parse_catalog(raw))
+    decision = second.check("buy a gift card")
+    assert decision.intent == "gift_cards"
+
+
+def test_shadow_marks_decisions(tmp_path: Path) -> None:
+    """In shadow mode decisions are marked so wrappers forward everything."""
+    gate = make_gate(tmp_path, gate={"threshold": 0.35, "shadow": True})
+    decision = gate.check("tell me a joke")
+    assert decision.route is Route.OFF_TOPIC and decision.shadow

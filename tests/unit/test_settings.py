@@ -1,0 +1,69 @@
+"""Settings: env vars, YAML file, validation errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.errors import ConfigError
+from gatekeeper.settings import load_settings
+
+
+def test_nested_env_vars_override_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEKEEPER_GATE__THRESHOLD and GATEKEEPER_DATA_DIR reach the nested settings."""
+    monkeypatch.setenv("GATEKEEPER_GATE__THRESHOLD", "0.42")
+    monkeypatch.setenv("GATEKEEPER_DATA_DIR", "/tmp/somewhere")
+    settings = load_settings(None)
+    assert settings.gate.threshold == pytest.approx(0.42)
+    assert settings.data_dir == Path("/tmp/somewhere")
+
+
+def test_yaml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The YAML file sets values; an env var beats the file."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate:\n  threshold: 0.3\n  rule: top1\nstore:\n  top_k: 7\n")
+    monkeypatch.setenv("GATEKEEPER_STORE__TOP_K", "9")
+    settings = load_settings(config)
+    assert settings.gate.threshold == pytest.approx(0.3)
+    assert settings.gate.rule == "top1"
+    assert settings.store.top_k == 9
+
+
+def test_comma_separated_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEKEEPER_SERVER__API_KEYS is a comma-separated list of secrets."""
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", "k1, k2,,k3")
+    keys = load_settings(None).server.api_keys
+    assert [k.get_secret_value() for k in keys] == ["k1", "k2", "k3"]
+    assert "k1" not in repr(load_settings(None).server)
+
+
+def test_bad_value_names_the_field(tmp_path: Path) -> None:
+    """A bad value gives a ConfigError naming the field and the file."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate:\n  threshold: high\n")
+    with pytest.raises(ConfigError, match=r"gate\.threshold") as info:
+        load_settings(config)
+    assert str(config) in str(info.value)
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    """A typo in a settings key is an error, not silently ignored."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate:\n  treshold: 0.4\n")
+    with pytest.raises(ConfigError, match="treshold"):
+        load_settings(config)
+
+
+def test_missing_settings_file() -> None:
+    """Naming a settings file that does not exist is a ConfigError."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(Path("/nonexistent/gk.yaml"))
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    """A settings file that is not YAML is a ConfigError."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate: [unclosed\n")
+    with pytest.raises(ConfigError):
+        load_settings(config)

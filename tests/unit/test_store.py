@@ -1,0 +1,101 @@
+"""The Chroma store: incremental sync, model check, atomic rebuild (embedded Chroma)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.catalog import parse_catalog
+from gatekeeper.errors import IndexMismatchError, IndexMissingError, StoreUnavailableError
+from gatekeeper.settings import StoreSettings
+from gatekeeper.store import ExemplarStore, open_client
+from gatekeeper.testing import HashingEmbedder, tiny_catalog
+
+
+def _store(tmp_path: Path, name: str = "shop-test") -> ExemplarStore:
+    return ExemplarStore(open_client(StoreSettings(), tmp_path), name, top_k=5)
+
+
+def test_first_sync_builds_and_records_model(tmp_path: Path) -> None:
+    """A first sync builds the collection with the model, dimension and catalog hash."""
+    store, embedder, catalog = _store(tmp_path), HashingEmbedder(), tiny_catalog()
+    report = store.sync(catalog, embedder)
+    info = store.check_compatible(embedder)
+    assert report.rebuilt and report.added == len(catalog.exemplars())
+    assert (info.model, info.dimension) == (embedder.identity, embedder.dimension)
+    assert info.catalog_hash == catalog.content_hash()
+    assert info.count == len(catalog.exemplars())
+
+
+def test_incremental_sync_adds_and_deletes_only_the_difference(tmp_path: Path) -> None:
+    """Changing one exemplar re-embeds only it: one added, one deleted, the rest unchanged."""
+    store, embedder = _store(tmp_path), HashingEmbedder()
+    store.sync(tiny_catalog(), embedder)
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["intents"][0]["exemplars"] = ["where is my order", "track my order", "parcel status"]
+    raw["off_topic"]["exemplars"] = list(raw["off_topic"]["exemplars"]) + ["sing a song"]
+    changed = parse_catalog(raw)
+    calls_before = embedder.calls
+    report = store.sync(changed, embedder)
+    assert (report.added, report.deleted, report.rebuilt) == (2, 1, False)
+    assert report.unchanged == len(changed.exemplars()) - 2
+    assert embedder.calls == calls_before + 1
+    assert store.info() is not None
+    assert store.info().count == len(changed.exemplars())  # type: ignore[union-attr]
+
+
+def test_other_model_is_refused(tmp_path: Path) -> None:
+    """An index built with one model cannot be served or synced with another."""
+    store = _store(tmp_path)
+    store.sync(tiny_catalog(), HashingEmbedder(256))
+    other = HashingEmbedder(128)
+    with pytest.raises(IndexMismatchError, match="--rebuild"):
+        store.check_compatible(other)
+    with pytest.raises(IndexMismatchError):
+        store.sync(tiny_catalog(), other)
+    report = store.sync(tiny_catalog(), other, rebuild=True)
+    assert report.rebuilt and store.check_compatible(other).dimension == 128
+
+
+def test_missing_index(tmp_path: Path) -> None:
+    """Querying or checking before any build says to run `gatekeeper index`."""
+    store = _store(tmp_path)
+    with pytest.raises(IndexMissingError, match="gatekeeper index"):
+        store.check_compatible(HashingEmbedder())
+
+
+def test_rebuild_flips_pointer_for_other_readers(tmp_path: Path) -> None:
+    """A reader holding the old build follows the pointer after another process rebuilds."""
+    embedder = HashingEmbedder()
+    writer = _store(tmp_path)
+    writer.sync(tiny_catalog(), embedder)
+    reader = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", top_k=3)
+    vector = embedder.embed(["where is my order"])
+    old_name = reader.check_compatible(embedder).collection
+    assert reader.query(vector)[0][0].intent == "order_status"
+    writer.sync(tiny_catalog(), embedder, rebuild=True)
+    hits = reader.query(vector)[0]
+    assert hits[0].intent == "order_status" and hits[0].similarity > 0.99
+    assert reader.info().collection != old_name  # type: ignore[union-attr]
+
+
+def test_failed_rebuild_keeps_the_old_index(tmp_path: Path) -> None:
+    """If embedding fails mid-rebuild, readers keep the previous complete build."""
+
+    class Broken(HashingEmbedder):
+        def _encode(self, texts: list[str]) -> object:  # type: ignore[override]
+            raise RuntimeError("model crashed")
+
+    store = _store(tmp_path)
+    store.sync(tiny_catalog(), HashingEmbedder())
+    before = store.info()
+    with pytest.raises(RuntimeError):
+        store.sync(tiny_catalog(), Broken(), rebuild=True)
+    assert store.info() == before
+
+
+def test_unreachable_server() -> None:
+    """A Chroma server that is not there is a StoreUnavailableError."""
+    with pytest.raises(StoreUnavailableError, match="127.0.0.1:9"):
+        open_client(StoreSettings(host="127.0.0.1", port=9), Path("."))
