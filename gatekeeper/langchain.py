@@ -1,0 +1,584 @@
+"""The gate as a LangChain runnable: :class:`GatekeeperRunnable`.
+
+Put it where the chat model (or any runnable) was, and off-topic and canned messages are answered
+without calling it::
+
+    from gatekeeper.langchain import GatekeeperRunnable
+
+    gated = GatekeeperRunnable(gate=gate, runnable=chat_model, input_key="question")
+    chain = prompt | gated | StrOutputParser()
+
+What it accepts, and what the gate judges:
+
+* a string: that text;
+* a list of messages (``BaseMessage`` objects, OpenAI-style ``{"role", "content"}`` dicts, or
+  ``("human", "...")`` tuples) or a single message: the conversation, mapped to OpenAI roles
+  (``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``SystemMessage`` → ``system``); the
+  gate judges the last user message in the light of the user turns before it
+  (:mod:`gatekeeper.conversation`);
+* a ``PromptValue`` (what a prompt template produces): its messages, as above;
+* a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
+  messages under that key are the earlier turns of the conversation.
+
+What it returns: when the message is admitted (route ``llm``), or the gate runs in shadow mode
+(``gate.shadow``), the wrapped runnable gets the *original* input and its output is returned
+unchanged. Otherwise (``off_topic``, ``canned``) the wrapped runnable is not called and the result
+is an ``AIMessage`` (one ``AIMessageChunk`` when streaming) with the decision's reply as content
+and the decision, ``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``.
+
+Tracing: the runnable is its own run (``GatekeeperRunnable``) with two children. The first,
+``gatekeeper_check``, spans the gate's decision and outputs it. The second carries the decision
+in its metadata (``gatekeeper_route``, ``gatekeeper_intent``, ``gatekeeper_score``,
+``gatekeeper_threshold``, ``gatekeeper_latency_ms``, ``gatekeeper_message_id``,
+``gatekeeper_shadow``): the wrapped runnable when the message is forwarded (so the model's own
+run, and every run under it, can be filtered by route), else ``gatekeeper_reply``, which outputs
+the canned answer. The caller's callbacks, tags and metadata flow to both.
+
+``batch``/``abatch`` decide all inputs with one ``Gatekeeper.check_many`` call (one embedding
+pass, one store query), then call the wrapped runnable's ``batch``/``abatch`` once with the
+admitted inputs only; results come back in input order. Client mistakes (an empty message, no
+user turn, a dict without ``input_key``) raise :class:`~gatekeeper.errors.InputError`, or with
+``return_exceptions=True`` come back in that input's slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableSerializable,
+)
+from langchain_core.runnables.base import coerce_to_runnable
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    merge_configs,
+)
+from langchain_core.runnables.utils import ConfigurableFieldSpec
+from pydantic import ConfigDict, field_validator
+
+from gatekeeper.decision import Decision
+from gatekeeper.errors import InputError
+from gatekeeper.gate import Gatekeeper, Message
+from gatekeeper.settings import Settings
+
+#: What :class:`GatekeeperRunnable` accepts (see the module docstring).
+GateInput = str | PromptValue | BaseMessage | Sequence[Any] | Mapping[str, Any]
+
+CHECK_RUN = "gatekeeper_check"
+REPLY_RUN = "gatekeeper_reply"
+METADATA_KEY = "gatekeeper"
+
+_ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
+
+
+class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
+    """A runnable (usually a chat model) behind the gate.
+
+    Admitted messages reach ``runnable`` with their original input and its output comes back
+    unchanged; off-topic and canned ones get an ``AIMessage`` with the gate's reply and the
+    decision in ``response_metadata["gatekeeper"]``, without a call to ``runnable``.
+    """
+
+    gate: Gatekeeper
+    """The gate that decides."""
+    runnable: Runnable[Any, Any]
+    """What admitted inputs go to: a chat model, a chain, any runnable (a function is wrapped)."""
+    input_key: str = "input"
+    """For dict inputs: the key whose value (a text or messages) the gate judges."""
+    history_key: str | None = None
+    """For dict inputs: the key holding the earlier messages of the conversation, if any."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("runnable", mode="before")
+    @classmethod
+    def _coerce_runnable(cls, value: Any) -> Runnable[Any, Any]:
+        runnable: Runnable[Any, Any] = coerce_to_runnable(value)
+        return runnable
+
+    @classmethod
+    def from_settings(
+        cls,
+        runnable: Runnable[Any, Any],
+        *,
+        settings: Settings | None = None,
+        config: Path | None = None,
+        input_key: str = "input",
+        history_key: str | None = None,
+        **overrides: Any,
+    ) -> GatekeeperRunnable:
+        """``runnable`` behind a gate built from settings (see :meth:`Gatekeeper.from_settings`)."""
+        gate = Gatekeeper.from_settings(settings, config=config, **overrides)
+        return cls(gate=gate, runnable=runnable, input_key=input_key, history_key=history_key)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        """The wrapped runnable's configurable fields, so ``with_config(configurable=…)`` works."""
+        return self.runnable.config_specs
+
+    # -- input ---------------------------------------------------------------------------
+
+    def to_gate_message(self, value: GateInput) -> Message:
+        """What the gate judges for ``value``: a text, or a conversation in OpenAI format."""
+        if isinstance(value, Mapping):
+            if self.input_key not in value:
+                raise InputError(
+                    f"the input dict has no key {self.input_key!r} (input_key); "
+                    f"its keys: {sorted(map(str, value))}"
+                )
+            message = self._message(value[self.input_key], self.input_key)
+            if self.history_key is None or value.get(self.history_key) is None:
+                return message
+            history = self._message(value[self.history_key], self.history_key)
+            if isinstance(history, str):
+                history = [{"role": "user", "content": history}]
+            if isinstance(message, str):
+                message = [{"role": "user", "content": message}]
+            return [*history, *message]
+        return self._message(value, "input")
+
+    @staticmethod
+    def _message(value: Any, where: str) -> Message:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, PromptValue):
+            return [_openai_message(m) for m in value.to_messages()]
+        if isinstance(value, BaseMessage):
+            return [_openai_message(value)]
+        if isinstance(value, Sequence) and not isinstance(value, bytes):
+            try:
+                messages = convert_to_messages(value)
+            except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
+                raise InputError(f"{where}: not a list of chat messages ({exc})") from exc
+            return [_openai_message(m) for m in messages]
+        raise InputError(
+            f"{where}: expected a string, a list of messages, a PromptValue or a dict, "
+            f"not {type(value).__name__}"
+        )
+
+    # -- invoke --------------------------------------------------------------------------
+
+    def invoke(self, input: GateInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Decide ``input``; forward it to the wrapped runnable or answer with the reply."""
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: GateInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        """:meth:`invoke`, async: the gate runs off the event loop, then ``runnable.ainvoke``."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    def _invoke(
+        self,
+        input: GateInput,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Any:
+        decision = self._check([self.to_gate_message(input)], [config])[0]
+        if self._forwards(decision):
+            return self.runnable.invoke(input, self._child_config(config, decision), **kwargs)
+        return self._reply(decision, config)
+
+    async def _ainvoke(
+        self,
+        input: GateInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Any:
+        decision = (await self._acheck([self.to_gate_message(input)], [config]))[0]
+        if self._forwards(decision):
+            child = self._child_config(config, decision)
+            return await self.runnable.ainvoke(input, child, **kwargs)
+        return await self._areply(decision, config)
+
+    # -- batch ---------------------------------------------------------------------------
+
+    def batch(
+        self,
+        inputs: list[GateInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[Any]:
+        """Decide all ``inputs`` in one gate pass; batch the admitted ones to the runnable."""
+
+        def run(
+            items: list[GateInput],
+            run_manager: list[CallbackManagerForChainRun],
+            config: list[RunnableConfig],
+        ) -> list[Any]:
+            return self._batch(items, config, return_exceptions, kwargs)
+
+        return self._batch_with_config(run, inputs, config, return_exceptions=return_exceptions)
+
+    async def abatch(
+        self,
+        inputs: list[GateInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[Any]:
+        """:meth:`batch`, async."""
+
+        async def run(
+            items: list[GateInput],
+            run_manager: list[AsyncCallbackManagerForChainRun],
+            config: list[RunnableConfig],
+        ) -> list[Any]:
+            return await self._abatch(items, config, return_exceptions, kwargs)
+
+        return await self._abatch_with_config(
+            run, inputs, config, return_exceptions=return_exceptions
+        )
+
+    def _batch(
+        self,
+        inputs: list[GateInput],
+        configs: list[RunnableConfig],
+        return_exceptions: bool,
+        kwargs: dict[str, Any],
+    ) -> list[Any]:
+        results: list[Any] = [None] * len(inputs)
+        messages = self._messages(inputs, results, return_exceptions)
+        positions = list(messages)
+        outcomes = self._check(
+            [messages[i] for i in positions],
+            [configs[i] for i in positions],
+            return_exceptions=return_exceptions,
+        )
+        forward: list[tuple[int, Decision]] = []
+        for i, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = outcome
+            elif self._forwards(outcome):
+                forward.append((i, outcome))
+            else:
+                results[i] = self._reply(outcome, configs[i])
+        if forward:
+            answers = self.runnable.batch(
+                [inputs[i] for i, _ in forward],
+                [self._child_config(configs[i], d) for i, d in forward],
+                return_exceptions=return_exceptions,
+                **kwargs,
+            )
+            for (i, _), answer in zip(forward, answers, strict=True):
+                results[i] = answer
+        return results
+
+    async def _abatch(
+        self,
+        inputs: list[GateInput],
+        configs: list[RunnableConfig],
+        return_exceptions: bool,
+        kwargs: dict[str, Any],
+    ) -> list[Any]:
+        results: list[Any] = [None] * len(inputs)
+        messages = self._messages(inputs, results, return_exceptions)
+        positions = list(messages)
+        outcomes = await self._acheck(
+            [messages[i] for i in positions],
+            [configs[i] for i in positions],
+            return_exceptions=return_exceptions,
+        )
+        forward: list[tuple[int, Decision]] = []
+        for i, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = outcome
+            elif self._forwards(outcome):
+                forward.append((i, outcome))
+            else:
+                results[i] = await self._areply(outcome, configs[i])
+        if forward:
+            answers = await self.runnable.abatch(
+                [inputs[i] for i, _ in forward],
+                [self._child_config(configs[i], d) for i, d in forward],
+                return_exceptions=return_exceptions,
+                **kwargs,
+            )
+            for (i, _), answer in zip(forward, answers, strict=True):
+                results[i] = answer
+        return results
+
+    def _messages(
+        self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
+    ) -> dict[int, Message]:
+        """The gate message of each input, by position; bad inputs' errors go to ``results``."""
+        messages: dict[int, Message] = {}
+        for i, item in enumerate(inputs):
+            try:
+                messages[i] = self.to_gate_message(item)
+            except InputError as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
+        return messages
+
+    # -- stream --------------------------------------------------------------------------
+
+    def stream(
+        self, input: GateInput, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> Iterator[Any]:
+        """Admitted: the wrapped runnable's chunks; blocked: one ``AIMessageChunk``."""
+        return self.transform(iter([input]), config, **kwargs)
+
+    async def astream(
+        self, input: GateInput, config: RunnableConfig | None = None, **kwargs: Any | None
+    ) -> AsyncIterator[Any]:
+        """:meth:`stream`, async."""
+
+        async def single() -> AsyncIterator[GateInput]:
+            yield input
+
+        async for chunk in self.atransform(single(), config, **kwargs):
+            yield chunk
+
+    def transform(
+        self,
+        input: Iterator[GateInput],
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> Iterator[Any]:
+        """Collect the input stream, decide it, then stream the answer."""
+        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
+
+    async def atransform(
+        self,
+        input: AsyncIterator[GateInput],
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> AsyncIterator[Any]:
+        """:meth:`transform`, async."""
+        async for chunk in self._atransform_stream_with_config(
+            input, self._atransform, config, **kwargs
+        ):
+            yield chunk
+
+    def _transform(
+        self,
+        chunks: Iterator[GateInput],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        value = _collect(chunks)
+        decision = self._check([self.to_gate_message(value)], [config])[0]
+        if self._forwards(decision):
+            child = self._child_config(config, decision)
+            yield from self.runnable.stream(value, child, **kwargs)
+        else:
+            yield self._reply(decision, config, chunk=True)
+
+    async def _atransform(
+        self,
+        chunks: AsyncIterator[GateInput],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        value: Any = None
+        async for chunk in chunks:
+            value = _add(value, chunk)
+        decision = (await self._acheck([self.to_gate_message(value)], [config]))[0]
+        if self._forwards(decision):
+            child = self._child_config(config, decision)
+            async for out in self.runnable.astream(value, child, **kwargs):
+                yield out
+        else:
+            yield await self._areply(decision, config, chunk=True)
+
+    # -- the gate's own runs -------------------------------------------------------------
+
+    @staticmethod
+    def _forwards(decision: Decision) -> bool:
+        return decision.admitted or decision.shadow
+
+    def _check(
+        self,
+        messages: list[Message],
+        configs: list[RunnableConfig],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message.
+
+        With ``return_exceptions``, a batch holding a message the gate refuses to judge
+        (:class:`InputError`) is decided again one message at a time, so the error lands in
+        that message's slot only; otherwise the error is raised.
+        """
+        if not messages:
+            return []
+        runs = [
+            get_callback_manager_for_config(c).on_chain_start(None, {"message": m}, name=CHECK_RUN)
+            for m, c in zip(messages, configs, strict=True)
+        ]
+        try:
+            outcomes: list[Decision | Exception] = list(self.gate.check_many(messages))
+        except InputError as exc:
+            if not return_exceptions:
+                _fail(runs, exc)
+                raise
+            outcomes = [exc] if len(messages) == 1 else [self._check_alone(m) for m in messages]
+        except BaseException as exc:
+            _fail(runs, exc)
+            raise
+        for run, outcome in zip(runs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                run.on_chain_error(outcome)
+            else:
+                run.on_chain_end(outcome.model_dump(mode="json"))
+        return outcomes
+
+    async def _acheck(
+        self,
+        messages: list[Message],
+        configs: list[RunnableConfig],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """:meth:`_check`, async: the gate runs in a worker thread."""
+        if not messages:
+            return []
+        runs = [
+            await get_async_callback_manager_for_config(c).on_chain_start(
+                None, {"message": m}, name=CHECK_RUN
+            )
+            for m, c in zip(messages, configs, strict=True)
+        ]
+        try:
+            outcomes: list[Decision | Exception] = list(await self.gate.acheck_many(messages))
+        except InputError as exc:
+            if not return_exceptions:
+                await _afail(runs, exc)
+                raise
+            if len(messages) == 1:
+                outcomes = [exc]
+            else:
+                outcomes = [await self._acheck_alone(m) for m in messages]
+        except BaseException as exc:
+            await _afail(runs, exc)
+            raise
+        for run, outcome in zip(runs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                await run.on_chain_error(outcome)
+            else:
+                await run.on_chain_end(outcome.model_dump(mode="json"))
+        return outcomes
+
+    def _check_alone(self, message: Message) -> Decision | InputError:
+        try:
+            return self.gate.check(message)
+        except InputError as exc:
+            return exc
+
+    async def _acheck_alone(self, message: Message) -> Decision | InputError:
+        try:
+            return await self.gate.acheck(message)
+        except InputError as exc:
+            return exc
+
+    @staticmethod
+    def _child_config(config: RunnableConfig, decision: Decision) -> RunnableConfig:
+        """``config`` with the decision added to its metadata (inherited by every child run)."""
+        return merge_configs(config, {"metadata": decision_metadata(decision)})
+
+    def _reply(self, decision: Decision, config: RunnableConfig, *, chunk: bool = False) -> Any:
+        manager = get_callback_manager_for_config(self._child_config(config, decision))
+        run = manager.on_chain_start(None, decision.summary(), name=REPLY_RUN)
+        message = blocked_message(decision, chunk=chunk)
+        run.on_chain_end(message)
+        return message
+
+    async def _areply(
+        self, decision: Decision, config: RunnableConfig, *, chunk: bool = False
+    ) -> Any:
+        manager = get_async_callback_manager_for_config(self._child_config(config, decision))
+        run = await manager.on_chain_start(None, decision.summary(), name=REPLY_RUN)
+        message = blocked_message(decision, chunk=chunk)
+        await run.on_chain_end(message)
+        return message
+
+
+def decision_metadata(decision: Decision) -> dict[str, Any]:
+    """The decision as flat run metadata: ``gatekeeper_route``, ``gatekeeper_intent``, …"""
+    fields = {f"gatekeeper_{key}": value for key, value in decision.summary().items()}
+    fields["gatekeeper_shadow"] = decision.shadow
+    return fields
+
+
+def blocked_message(decision: Decision, *, chunk: bool = False) -> AIMessage:
+    """The answer to a message the gate did not forward: its reply, the decision attached."""
+    cls = AIMessageChunk if chunk else AIMessage
+    return cls(
+        content=decision.reply or "",
+        response_metadata={METADATA_KEY: decision.model_dump(mode="json")},
+    )
+
+
+def _openai_message(message: BaseMessage) -> dict[str, Any]:
+    if isinstance(message, HumanMessage):
+        role = "user"
+    elif isinstance(message, AIMessage):
+        role = "assistant"
+    elif isinstance(message, SystemMessage):
+        role = "system"
+    elif isinstance(message, ToolMessage):
+        role = "tool"
+    elif isinstance(message, ChatMessage):
+        role = _ROLES.get(message.role, message.role)
+    else:
+        role = _ROLES.get(message.type, message.type)
+    return {"role": role, "content": message.content}
+
+
+def _add(total: Any, chunk: Any) -> Any:
+    """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:
+        return chunk
+
+
+def _collect(chunks: Iterator[Any]) -> Any:
+    total: Any = None
+    for chunk in chunks:
+        total = _add(total, chunk)
+    return total
+
+
+def _fail(runs: list[CallbackManagerForChainRun], exc: BaseException) -> None:
+    for run in runs:
+        run.on_chain_error(exc)
+
+
+async def _afail(runs: list[AsyncCallbackManagerForChainRun], exc: BaseException) -> None:
+    for run in runs:
+        await run.on_chain_error(exc)
+
+
+__all__ = ["GateInput", "GatekeeperRunnable", "blocked_message", "decision_metadata"]
