@@ -1,0 +1,100 @@
+"""The default gate end to end: packaged all-MiniLM-L6-v2, shop catalog, embedded Chroma."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gatekeeper.decision import Route
+from gatekeeper.embedding import LocalEmbedder
+from gatekeeper.errors import ModelNotFoundError
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import EmbeddingSettings
+
+pytestmark = pytest.mark.integration
+
+SHIPPING_LIKE = {"order_status", "shipping_info", "delivery_problem"}
+
+
+def test_parcel_question_is_forwarded(real_gate: Gatekeeper) -> None:
+    """A late-parcel question reaches the LLM with a shipping-like intent."""
+    decision = real_gate.check("where is my parcel, it's been 5 days")
+    assert decision.route is Route.LLM
+    assert decision.intent in SHIPPING_LIKE
+
+
+def test_world_cup_is_refused(real_gate: Gatekeeper) -> None:
+    """A sports trivia question is answered with the refusal, not forwarded."""
+    decision = real_gate.check("who won the world cup in 2018")
+    assert decision.route is Route.OFF_TOPIC
+    assert decision.reply and "Northwind" in decision.reply
+
+
+def test_batch_agrees_with_single_checks(real_gate: Gatekeeper) -> None:
+    """check_many gives the same routes and scores as one check per message."""
+    messages = [
+        "my card was declined at checkout",
+        "can you recommend a good pizza recipe",
+        "thanks so much!",
+        "I want to send back the shoes, they are too small",
+    ]
+    batch = real_gate.check_many(messages)
+    single = [real_gate.check(m) for m in messages]
+    assert [d.route for d in batch] == [d.route for d in single]
+    assert np.allclose([d.score for d in batch], [d.score for d in single], atol=1e-4)
+    assert batch[2].route is Route.CANNED
+
+
+def test_realistic_conversations(real_gate: Gatekeeper) -> None:
+    """Follow-ups after a delivery question pass; a mid-chat sports question is refused."""
+    chat = [
+        {"role": "user", "content": "hi, my order hasn't arrived and it's been over a week"},
+        {"role": "assistant", "content": "Sorry about that! Could you give me the order number?"},
+    ]
+    for followup in ["NW-55120", "yes", "jane.doe@example.com", "my name is Priya Shah"]:
+        decision = real_gate.check([*chat, {"role": "user", "content": followup}])
+        assert decision.route is Route.LLM, (followup, decision.reason)
+    drift = [*chat, {"role": "user", "content": "by the way, who won the match last night?"}]
+    assert real_gate.check(drift).route is Route.OFF_TOPIC
+
+
+def test_vectors_are_normalised_and_deterministic() -> None:
+    """The local embedder returns unit float32 vectors, the same for the same text."""
+    embedder = LocalEmbedder(EmbeddingSettings())
+    vectors = embedder.embed(["where is my order", "where is my order", "bonjour"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, embedder.dimension)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[1])
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    """A model that is neither a directory nor an installed package is ModelNotFoundError."""
+    embedder = LocalEmbedder(EmbeddingSettings(model=str(tmp_path / "no-such-model")))
+    with pytest.raises(ModelNotFoundError, match="never downloaded"):
+        embedder.load()
+
+
+def test_cli_index_then_check(tmp_path: Path) -> None:
+    """`gatekeeper index` then `gatekeeper check --json` work offline on the defaults."""
+    env = {**os.environ, "GATEKEEPER_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "gatekeeper.cli"]
+    index = subprocess.run([*cli, "index"], env=env, capture_output=True, text=True, timeout=300)
+    assert index.returncode == 0, index.stderr
+    assert "added" in index.stdout
+    check = subprocess.run(
+        [*cli, "check", "who won the world cup in 2018", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr
+    decision = json.loads(check.stdout)
+    assert decision["route"] == "off_topic"
+    assert {"route", "intent", "score", "threshold"} <= set(decision)
