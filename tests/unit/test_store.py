@@ -34,7 +34,7 @@ def test_incremental_sync_adds_and_deletes_only_the_difference(tmp_path: Path) -
     store.sync(tiny_catalog(), embedder)
     raw = tiny_catalog().model_dump(mode="json")
     raw["intents"][0]["exemplars"] = ["where is my order", "track my order", "parcel status"]
-    raw["off_topic"]["exemplars"] = list(raw["off_topic"]["exemplars"]) + ["sing a song"]
+    raw["off_topic"]["exemplars"] = [*raw["off_topic"]["exemplars"], "sing a song"]
     changed = parse_catalog(raw)
     calls_before = embedder.calls
     report = store.sync(changed, embedder)
@@ -97,5 +97,5 @@ def test_failed_rebuild_keeps_the_old_index(tmp_path: Path) -> None:
 
 def test_unreachable_server() -> None:
     """A Chroma server that is not there is a StoreUnavailableError."""
-    with pytest.raises(StoreUnavailableError, match="127.0.0.1:9"):
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:9"):
         open_client(StoreSettings(host="127.0.0.1", port=9), Path("."))
