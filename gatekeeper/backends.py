@@ -1,0 +1,416 @@
+"""Backends: what an admitted message is sent to, and the gate in front of one.
+
+:class:`OpenAIChatBackend` calls any OpenAI-compatible chat endpoint through the ``openai`` client
+(settings from ``upstream``). :class:`GatedBackend` (``Gatekeeper.wrap(backend)``) puts the gate in
+front of a backend with the same call shape: admitted messages reach the backend and its output is
+returned unchanged; off-topic and canned messages get their reply without a backend call. The
+backend is :class:`OpenAIChatBackend`, or any sync or async callable taking the message.
+
+::
+
+    gated = gate.wrap(lambda message: my_llm(message))
+    gated("where is my order?")          # my_llm's answer
+    gated("write me a poem")             # the catalog's off-topic reply; my_llm not called
+    result = gated.invoke_with_decision("hello")
+    result.output, result.decision.route, result.called
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from gatekeeper.decision import Decision
+from gatekeeper.errors import (
+    BackendError,
+    ConfigError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from gatekeeper.settings import Settings, UpstreamSettings
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    from gatekeeper.gate import Gatekeeper, Message
+
+#: The ``model`` of a locally built reply when neither the request nor the backend names one.
+LOCAL_MODEL = "gatekeeper"
+
+
+# -- chat completions built locally ----------------------------------------------------------
+
+
+def completion_id() -> str:
+    """A fresh id for a locally built chat completion."""
+    return f"chatcmpl-gk-{uuid.uuid4().hex[:24]}"
+
+
+def local_completion(text: str, *, model: str | None = None, n: int = 1) -> ChatCompletion:
+    """A complete, valid ``chat.completion`` answering ``text`` (no LLM involved)."""
+    from openai.types.chat import ChatCompletion
+    from openai.types.chat.chat_completion import Choice
+    from openai.types.chat.chat_completion_message import ChatCompletionMessage
+    from openai.types.completion_usage import CompletionUsage
+
+    return ChatCompletion(
+        id=completion_id(),
+        object="chat.completion",
+        created=int(time.time()),
+        model=model or LOCAL_MODEL,
+        choices=[
+            Choice(
+                index=i,
+                finish_reason="stop",
+                logprobs=None,
+                message=ChatCompletionMessage(role="assistant", content=text),
+            )
+            for i in range(max(1, n))
+        ],
+        usage=CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+    )
+
+
+def local_chunks(
+    text: str, *, model: str | None = None, n: int = 1, include_usage: bool = False
+) -> list[ChatCompletionChunk]:
+    """The ``chat.completion.chunk`` s of a streamed answer of ``text``: a role chunk, the
+    content, a finish chunk per choice, and a usage chunk when ``include_usage``."""
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+    from openai.types.completion_usage import CompletionUsage
+
+    ident, created, model = completion_id(), int(time.time()), model or LOCAL_MODEL
+
+    def chunk(choices: list[Choice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=ident,
+            object="chat.completion.chunk",
+            created=created,
+            model=model,
+            choices=choices,
+            usage=usage,
+        )
+
+    chunks: list[ChatCompletionChunk] = []
+    for i in range(max(1, n)):
+        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(role="assistant", content=""))]))
+        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(content=text))]))
+        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(), finish_reason="stop")]))
+    if include_usage:
+        usage = CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        chunks.append(chunk([], usage))
+    return chunks
+
+
+def as_chat_messages(message: Message) -> list[dict[str, Any]]:
+    """``message`` in OpenAI chat format: a text becomes one user message."""
+    if isinstance(message, str):
+        return [{"role": "user", "content": message}]
+    if isinstance(message, Mapping):
+        return [dict(message)]
+    return [dict(m) for m in message]
+
+
+# -- the OpenAI-compatible chat backend ----------------------------------------------------------
+
+
+class OpenAIChatBackend:
+    """Any OpenAI-compatible chat endpoint, through the ``openai`` client.
+
+    ``backend(message, **kwargs)`` sends ``message`` (a text or chat messages) to
+    ``chat.completions.create`` with ``model`` from settings unless given, and returns what the
+    client returns (a ``ChatCompletion``, or a stream of chunks with ``stream=True``).
+    ``await backend.acall(...)`` does the same on the async client. openai's errors become
+    gatekeeper's: :class:`UpstreamTimeoutError`, :class:`UpstreamUnavailableError`,
+    :class:`BackendError` (with ``status_code``).
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings | Settings | None = None,
+        *,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+        **defaults: Any,
+    ) -> None:
+        if isinstance(settings, Settings):
+            settings = settings.upstream
+        self.settings = settings or UpstreamSettings()
+        self.defaults = defaults
+        self._client = client
+        self._async_client = async_client
+
+    @property
+    def model(self) -> str | None:
+        """The chat model used when a call names none."""
+        model = self.defaults.get("model", self.settings.model)
+        return str(model) if model else None
+
+    # -- clients, created on first use ----------------------------------------------------
+
+    def _client_options(self) -> dict[str, Any]:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        return {
+            "base_url": self.settings.base_url,
+            # a keyless local endpoint still needs some key for the client to start
+            "api_key": key or os.environ.get("OPENAI_API_KEY") or "no-key",
+            "timeout": self.settings.timeout,
+            "max_retries": self.settings.max_retries,
+        }
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The sync ``openai`` client (created on first use)."""
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._client_options())
+        return self._client
+
+    @property
+    def async_client(self) -> openai.AsyncOpenAI:
+        """The async ``openai`` client (created on first use)."""
+        if self._async_client is None:
+            import openai
+
+            self._async_client = openai.AsyncOpenAI(**self._client_options())
+        return self._async_client
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _request(self, message: Message, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        request = {**self.defaults, **kwargs}
+        request["messages"] = as_chat_messages(message)
+        if not request.get("model"):
+            if not self.settings.model:
+                raise ConfigError(
+                    "no chat model: set upstream.model (GATEKEEPER_UPSTREAM__MODEL) or pass model="
+                )
+            request["model"] = self.settings.model
+        return request
+
+    def __call__(self, message: Message, **kwargs: Any) -> Any:
+        """``chat.completions.create`` with ``message``; returns the client's answer."""
+        request = self._request(message, kwargs)
+        with upstream_errors(self.settings.base_url):
+            return self.client.chat.completions.create(**request)
+
+    async def acall(self, message: Message, **kwargs: Any) -> Any:
+        """:meth:`__call__` on the async client."""
+        request = self._request(message, kwargs)
+        with upstream_errors(self.settings.base_url):
+            return await self.async_client.chat.completions.create(**request)
+
+    def local_reply(self, text: str, **kwargs: Any) -> Any:
+        """What this backend would return for ``text``, built locally: a ``ChatCompletion``,
+        or an iterator of ``ChatCompletionChunk`` s when ``stream=True``."""
+        model = kwargs.get("model") or self.model
+        n = int(kwargs.get("n") or 1)
+        if kwargs.get("stream"):
+            usage = bool((kwargs.get("stream_options") or {}).get("include_usage"))
+            return iter(local_chunks(text, model=model, n=n, include_usage=usage))
+        return local_completion(text, model=model, n=n)
+
+    async def alocal_reply(self, text: str, **kwargs: Any) -> Any:
+        """:meth:`local_reply` for async callers: streams are async iterators."""
+        reply = self.local_reply(text, **kwargs)
+        if kwargs.get("stream"):
+            return _aiter(list(reply))
+        return reply
+
+    def close(self) -> None:
+        """Close the sync client, if one was created."""
+        if self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients, if created."""
+        self.close()
+        if self._async_client is not None:
+            await self._async_client.close()
+
+
+async def _aiter(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+@contextmanager
+def upstream_errors(where: str | None) -> Iterator[None]:
+    """Turn the ``openai`` client's errors into gatekeeper's backend errors."""
+    import openai
+
+    where = where or "the OpenAI API"
+    try:
+        yield
+    except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
+        raise UpstreamTimeoutError(f"{where} did not answer in time") from exc
+    except openai.APIConnectionError as exc:
+        raise UpstreamUnavailableError(f"cannot reach {where}: {exc}") from exc
+    except openai.APIStatusError as exc:
+        raise BackendError(
+            f"{where} answered HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code
+        ) from exc
+
+
+# -- the gate in front of a backend ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Gated:
+    """One gated call: the output the caller gets, the decision, and whether the backend ran."""
+
+    output: Any
+    decision: Decision
+    called: bool
+
+
+@runtime_checkable
+class LocalReplies(Protocol):
+    """A backend that knows how to shape a reply it did not compute (e.g. a ChatCompletion)."""
+
+    def local_reply(self, text: str, **kwargs: Any) -> Any: ...
+
+
+class GatedBackend:
+    """``backend`` behind ``gate``; see the module docstring. Build with ``gate.wrap(backend)``.
+
+    In shadow mode (``gate.shadow``) every message reaches the backend; the decision is kept.
+    Input mistakes (an empty or oversized message) raise :class:`~gatekeeper.errors.InputError`;
+    gate failures follow ``gate.on_error``.
+    """
+
+    def __init__(self, gate: Gatekeeper, backend: Any) -> None:
+        if not callable(backend):
+            raise TypeError(f"a backend must be callable, not {type(backend).__name__}")
+        self.gate = gate
+        self.backend = backend
+
+    # -- the same call shape as the backend ----------------------------------------------------
+
+    def __call__(self, message: Message, **kwargs: Any) -> Any:
+        """The backend's output for admitted messages, else the reply (no backend call)."""
+        return self.invoke_with_decision(message, **kwargs).output
+
+    async def acall(self, message: Message, **kwargs: Any) -> Any:
+        """Async :meth:`__call__`; the backend may be sync (run in a thread) or async."""
+        return (await self.ainvoke_with_decision(message, **kwargs)).output
+
+    # -- with the decision -----------------------------------------------------------------------
+
+    def invoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
+        """Decide ``message``, call the backend if admitted; the output and the decision."""
+        return self._finish(message, self.gate.check(message), kwargs)
+
+    async def ainvoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
+        """Async :meth:`invoke_with_decision`."""
+        decision = await self.gate.acheck(message)
+        return await self._afinish(message, decision, kwargs)
+
+    def batch_with_decisions(self, messages: Sequence[Message], **kwargs: Any) -> list[Gated]:
+        """Decide all ``messages`` in one batched pass, then call the backend for each admitted
+        one, in order."""
+        decisions = self.gate.check_many(messages)
+        return [self._finish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
+
+    async def abatch_with_decisions(
+        self, messages: Sequence[Message], **kwargs: Any
+    ) -> list[Gated]:
+        """Async :meth:`batch_with_decisions`: the admitted backend calls run concurrently."""
+        decisions = await self.gate.acheck_many(messages)
+        return list(
+            await asyncio.gather(
+                *(self._afinish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True))
+            )
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def forwards(decision: Decision) -> bool:
+        """True when the message goes to the backend (admitted, or any route in shadow mode)."""
+        return decision.admitted or decision.shadow
+
+    def _reply_text(self, decision: Decision) -> str:
+        return decision.reply or self.gate.catalog.off_topic.reply
+
+    def _finish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+        if not self.forwards(decision):
+            return Gated(self._local(decision, kwargs), decision, called=False)
+        output = self.backend(message, **kwargs)
+        if inspect.isawaitable(output):
+            output = _run_sync(output)
+        return Gated(output, decision, called=True)
+
+    async def _afinish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+        if not self.forwards(decision):
+            return Gated(await self._alocal(decision, kwargs), decision, called=False)
+        return Gated(await self._acall_backend(message, kwargs), decision, called=True)
+
+    async def _acall_backend(self, message: Message, kwargs: dict[str, Any]) -> Any:
+        acall = getattr(self.backend, "acall", None)
+        if callable(acall):
+            return await acall(message, **kwargs)
+        if _is_async_callable(self.backend):
+            return await self.backend(message, **kwargs)
+        output = await asyncio.to_thread(self.backend, message, **kwargs)
+        return await output if inspect.isawaitable(output) else output
+
+    def _local(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
+        text = self._reply_text(decision)
+        if isinstance(self.backend, LocalReplies):
+            return self.backend.local_reply(text, **kwargs)
+        return text
+
+    async def _alocal(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
+        alocal = getattr(self.backend, "alocal_reply", None)
+        if callable(alocal):
+            return await alocal(self._reply_text(decision), **kwargs)
+        return self._local(decision, kwargs)
+
+
+def _is_async_callable(obj: Any) -> bool:
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(obj, "__call__", None)  # noqa: B004 - the instance's __call__, not callable()
+    )
+
+
+def _run_sync(awaitable: Awaitable[Any]) -> Any:
+    """Run an async backend's result from sync code (only when no event loop is running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+
+        async def wait() -> Any:
+            return await awaitable
+
+        return asyncio.run(wait())
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    raise TypeError(
+        "the backend is async and an event loop is running: use `await gated.acall(...)`"
+    )
+
+
+Backend = Callable[..., Any]
+
+__all__ = [
+    "Backend",
+    "Gated",
+    "GatedBackend",
+    "LocalReplies",
+    "OpenAIChatBackend",
+    "as_chat_messages",
+    "local_chunks",
+    "local_completion",
+    "upstream_errors",
+]

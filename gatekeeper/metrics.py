@@ -1,0 +1,93 @@
+"""Prometheus metrics of the gating proxy, in a registry of their own (one per app, no globals).
+
+=============================================  =============================================
+``gatekeeper_decisions_total``                 decisions by ``route``, ``intent``, ``mode``
+                                               (``enforce`` or ``shadow``)
+``gatekeeper_llm_calls_saved_total``           requests answered without calling the LLM
+``gatekeeper_gate_seconds``                    histogram: time the proxy spent deciding
+``gatekeeper_upstream_errors_total``           upstream failures by ``kind``
+``gatekeeper_gate_failures_total``             gate failures (model, Chroma) by ``policy``
+                                               and ``error``
+``gatekeeper_requests_total``                  HTTP answers by ``path`` and ``status``
+=============================================  =============================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatekeeper.decision import Decision
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+NO_INTENT = "none"
+
+
+class Metrics:
+    """The proxy's counters and histograms, registered in their own ``CollectorRegistry``."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "gatekeeper_decisions",
+            "Gate decisions by route and intent; mode is enforce or shadow.",
+            ["route", "intent", "mode"],
+            registry=self.registry,
+        )
+        self.llm_calls_saved = Counter(
+            "gatekeeper_llm_calls_saved",
+            "Requests answered by the gate (off-topic or canned) without calling the LLM.",
+            registry=self.registry,
+        )
+        self.gate_seconds = Histogram(
+            "gatekeeper_gate_seconds",
+            "Wall-clock time the proxy spent deciding one request.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "gatekeeper_upstream_errors",
+            "Upstream LLM failures by kind (timeout, unavailable, status_5xx, auth, stream, ...).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.gate_failures = Counter(
+            "gatekeeper_gate_failures",
+            "Requests decided by the failure policy because the gate itself failed.",
+            ["policy", "error"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "gatekeeper_requests",
+            "HTTP answers by path and status code.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+
+    def observe_decision(self, decision: Decision, *, seconds: float, policy: str) -> None:
+        """Count one request's decision (and a gate failure, when the policy decided it)."""
+        mode = "shadow" if decision.shadow else "enforce"
+        intent = decision.intent or NO_INTENT
+        self.decisions.labels(route=decision.route.value, intent=intent, mode=mode).inc()
+        self.gate_seconds.observe(seconds)
+        if decision.gate_error:
+            self.gate_failures.labels(policy=policy, error=decision.gate_error).inc()
+
+    def saved_call(self) -> None:
+        """One LLM call the gate saved."""
+        self.llm_calls_saved.inc()
+
+    def upstream_error(self, kind: str) -> None:
+        """One upstream failure of ``kind``."""
+        self.upstream_errors.labels(kind=kind).inc()
+
+    def answered(self, path: str, status: int) -> None:
+        """One HTTP answer."""
+        self.requests.labels(path=path, status=str(status)).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
