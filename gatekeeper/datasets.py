@@ -1,0 +1,228 @@
+"""Labelled datasets: the customer messages an eval judges, each with the answer it should get.
+
+A dataset is a JSONL or CSV file of rows with ``text``, ``label`` (``in_domain`` | ``off_topic``)
+and an optional ``intent``. A multi-turn row carries ``messages`` (OpenAI chat format; in CSV, a
+JSON string) instead of ``text``: the last user message is judged, earlier user turns are its
+context. An intent ``unsupported:<name>`` marks an in-domain question of an intent the catalog
+lacks (on-topic for the business, so it should still reach the LLM).
+
+Every problem is a :class:`~gatekeeper.errors.DatasetError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gatekeeper.conversation import content_text
+from gatekeeper.errors import DatasetError
+
+Label = Literal["in_domain", "off_topic"]
+LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
+UNSUPPORTED_PREFIX = "unsupported:"
+ChatMessages = tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled customer message (or conversation) and where it came from."""
+
+    message: str | ChatMessages
+    label: Label
+    intent: str | None
+    source: str
+    line: int
+
+    @property
+    def in_domain(self) -> bool:
+        return self.label == "in_domain"
+
+    @property
+    def multi_turn(self) -> bool:
+        return not isinstance(self.message, str)
+
+    @property
+    def unsupported(self) -> bool:
+        """An on-topic question of an intent the catalog has no exemplars for."""
+        return self.intent is not None and self.intent.startswith(UNSUPPORTED_PREFIX)
+
+    @property
+    def text(self) -> str:
+        """The text that is judged: the message, or the conversation's last user turn."""
+        if isinstance(self.message, str):
+            return self.message
+        return last_user_text(self.message)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}, line {self.line}"
+
+    def as_input(self) -> str | list[dict[str, Any]]:
+        """The message in the form the gate takes."""
+        if isinstance(self.message, str):
+            return self.message
+        return [dict(m) for m in self.message]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The examples of one or more dataset files, in file order."""
+
+    examples: tuple[Example, ...]
+    sources: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def name(self) -> str:
+        return " + ".join(Path(s).name for s in self.sources)
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The content of the last user message ('' when there is none)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def load_dataset(path: Path | str) -> Dataset:
+    """Load one labelled dataset (JSONL or CSV); raise :class:`DatasetError` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        rows = _read_jsonl(path)
+    elif suffix == ".csv":
+        rows = _read_csv(path)
+    else:
+        raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
+    examples = tuple(parse_row(row, source=str(path), line=line) for line, row in rows)
+    if not examples:
+        raise DatasetError(f"dataset {path} has no rows")
+    return Dataset(examples=examples, sources=(str(path),))
+
+
+def load_datasets(paths: Iterable[Path | str]) -> Dataset:
+    """Load several dataset files as one, keeping each example's source."""
+    loaded = [load_dataset(p) for p in paths]
+    if not loaded:
+        raise DatasetError("no dataset given")
+    return Dataset(
+        examples=tuple(e for d in loaded for e in d.examples),
+        sources=tuple(s for d in loaded for s in d.sources),
+    )
+
+
+def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
+    """One dataset row as an :class:`Example`; ``source`` and ``line`` go into errors."""
+    where = f"dataset {source}, line {line}"
+    label = row.get("label")
+    if label not in LABELS:
+        raise DatasetError(f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}")
+    intent = row.get("intent")
+    if intent is not None and not isinstance(intent, str):
+        raise DatasetError(f"{where}: 'intent' must be a string, not {type(intent).__name__}")
+    intent = (intent.strip() or None) if isinstance(intent, str) else None
+    message = _message(row, where)
+    return Example(message=message, label=label, intent=intent, source=source, line=line)
+
+
+def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
+    text, messages = row.get("text"), row.get("messages")
+    if _present(text) and _present(messages):
+        raise DatasetError(f"{where}: give either 'text' or 'messages', not both")
+    if _present(messages):
+        return _chat(messages, where)
+    if not isinstance(text, str) or not text.strip():
+        raise DatasetError(f"{where}: 'text' is missing or empty (or give 'messages')")
+    return text
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _chat(messages: Any, where: str) -> ChatMessages:
+    if isinstance(messages, str):  # CSV cells carry the conversation as JSON
+        try:
+            messages = json.loads(messages)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: 'messages' is not valid JSON: {exc}") from exc
+    if not isinstance(messages, list) or not messages:
+        raise DatasetError(f"{where}: 'messages' must be a non-empty list of chat messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise DatasetError(f"{where}: messages[{index}] must be an object with 'role'")
+        try:
+            content_text(message.get("content"))
+        except Exception as exc:
+            raise DatasetError(f"{where}: messages[{index}]: {exc}") from exc
+    if not last_user_text(messages).strip():
+        raise DatasetError(f"{where}: the conversation has no non-empty last user message")
+    return tuple(messages)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"dataset {path}, line {number}: not valid JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise DatasetError(f"dataset {path}, line {number}: expected a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    text = _read_text(path)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        if "label" not in header or not ({"text", "messages"} & set(header)):
+            raise DatasetError(
+                f"dataset {path}: the CSV header needs 'label' and 'text' (or 'messages') "
+                f"columns; it has {header}"
+            )
+        return [(reader.line_num, dict(row)) for row in reader]
+    except csv.Error as exc:
+        raise DatasetError(f"dataset {path}: not valid CSV: {exc}") from exc
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"dataset {path}: cannot read: {exc}") from exc
+
+
+def example_row(example: Example) -> dict[str, Any]:
+    """An example back as a dataset row (for writing JSONL)."""
+    row: dict[str, Any] = {}
+    if isinstance(example.message, str):
+        row["text"] = example.message
+    else:
+        row["messages"] = [dict(m) for m in example.message]
+    row["label"] = example.label
+    if example.intent is not None:
+        row["intent"] = example.intent
+    return row
+
+
+def write_jsonl(examples: Iterable[Example], path: Path) -> int:
+    """Write ``examples`` as a JSONL dataset; return how many rows were written."""
+    lines = [json.dumps(example_row(e), ensure_ascii=False) for e in examples]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)

@@ -1,0 +1,497 @@
+"""Eval reports people read: ``report.json`` (machine), ``report.md`` (summary tables) and a
+self-contained ``report.html`` with PNG plots (also written beside it):
+
+* ``scores.png`` — score distributions of in-domain vs off-topic messages, threshold marked;
+* ``tradeoff.png`` — saved LLM calls vs wrongly blocked customers over the threshold sweep,
+  with the operating point;
+* ``intents.png`` — in-domain pass rate per intent.
+
+Plots use matplotlib's Agg backend (no display needed); the HTML embeds them as data URIs so it
+opens offline, anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gatekeeper.eval import EvalReport, Listed, SweepPoint
+
+PLOTS = ("scores.png", "tradeoff.png", "intents.png")
+MD_LISTED = 50
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a report was written."""
+
+    directory: Path
+    json: Path
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """``0.9731`` as ``97.3%``; ``–`` for a missing value."""
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+def _ci(report: EvalReport, name: str, fmt: Any = pct) -> str:
+    interval = report.confidence_intervals.get(name)
+    if interval is None or interval.low is None or interval.high is None:
+        return ""
+    return f"{fmt(interval.low)} – {fmt(interval.high)}"
+
+
+def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
+    """The headline table: (metric, value, 95% bootstrap interval)."""
+    rows = [
+        (
+            "messages",
+            f"{report.n_queries} ({report.n_in_domain} in-domain, {report.n_off_topic} off-topic)",
+            "",
+        ),
+        ("threshold", f"{report.threshold:.4f} ({_threshold_origin(report)})", ""),
+        ("LLM calls (counted)", f"{report.llm_calls}", ""),
+        (
+            "LLM calls saved",
+            f"{report.llm_calls_saved} ({pct(report.saved_rate)})",
+            _ci(report, "saved_rate"),
+        ),
+        (
+            "in-domain pass rate",
+            pct(report.in_domain_pass_rate),
+            _ci(report, "in_domain_pass_rate"),
+        ),
+        (
+            "customers wrongly blocked",
+            f"{len(report.wrongly_blocked)} ({pct(report.false_block_rate)})",
+            _ci(report, "false_block_rate"),
+        ),
+        (
+            "off-topic block rate",
+            pct(report.off_topic_block_rate),
+            _ci(report, "off_topic_block_rate"),
+        ),
+    ]
+    if report.n_unsupported:
+        rows += [
+            (
+                "  supported intents pass",
+                pct(report.supported_pass_rate),
+                f"n={report.n_supported}",
+            ),
+            (
+                "  unsupported on-topic pass",
+                pct(report.unsupported_pass_rate),
+                f"n={report.n_unsupported}",
+            ),
+        ]
+    if report.conversations is not None:
+        c = report.conversations
+        rows.append(
+            (
+                "conversations: pass / block",
+                f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
+                f"n={c.n}, {c.rescued_followups} follow-ups",
+            )
+        )
+    rows += [
+        (
+            "AUROC / FPR@95%TPR",
+            f"{num(report.auroc)} / {pct(report.fpr_at_95tpr)}",
+            _ci(report, "auroc", num),
+        ),
+        (
+            "gate latency p50/p95/p99",
+            _latency(report),
+            f"n={report.latency_ms.n_sampled} single calls",
+        ),
+        (
+            "LLM cost saved",
+            f"{money(report.cost.net_saved)} of {money(report.cost.without_gate)} "
+            f"({pct(report.cost.net_saved_fraction)})",
+            f"{report.cost.llm_model} prices",
+        ),
+        (
+            "LLM time saved",
+            f"{report.time.net_seconds_saved:,.0f} s",
+            f"{report.time.llm_seconds_per_call:g} s per call",
+        ),
+    ]
+    for p in report.projections:
+        rows.append(
+            (
+                f"at {pct(p.off_topic_share, 0)} off-topic traffic",
+                f"{pct(p.saved_rate)} calls saved, cost −{pct(p.cost_reduction, 0)}, "
+                f"{num(p.speedup, 1)}× faster",
+                f"{p.customers_wrongly_blocked_per_1k:.1f} customers blocked per 1k",
+            )
+        )
+    return rows
+
+
+def _threshold_origin(report: EvalReport) -> str:
+    c = report.calibration
+    if c is None:
+        return "from settings"
+    return f"calibrated on {c.source} for {pct(c.target_pass_rate)} in-domain pass"
+
+
+def _latency(report: EvalReport) -> str:
+    lat = report.latency_ms
+    return f"{num(lat.p50, 1)} / {num(lat.p95, 1)} / {num(lat.p99, 1)} ms"
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scores(report: EvalReport, path: Path) -> Path:
+    """Histograms of in-domain and off-topic scores with the threshold marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    samples = report.scores
+    values = samples.in_domain + samples.off_topic
+    bins = 50 if values else 10
+    span = (min(values), max(values)) if values else (0.0, 1.0)
+    if samples.in_domain:
+        ax.hist(
+            samples.in_domain, bins=bins, range=span, alpha=0.6, label="in-domain", color="#2a7ab9"
+        )
+    if samples.off_topic:
+        ax.hist(
+            samples.off_topic, bins=bins, range=span, alpha=0.6, label="off-topic", color="#d9534f"
+        )
+    ax.axvline(
+        report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}"
+    )
+    ax.set_xlabel("score (similarity to the catalog)")
+    ax.set_ylabel("messages")
+    ax.set_title(f"Score distributions ({report.score_basis})")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_tradeoff(report: EvalReport, path: Path) -> Path:
+    """Saved calls vs wrongly blocked customers along the threshold sweep."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    points = [p for p in report.sweep if p.false_block_rate is not None]
+    ax.plot(
+        [p.false_block_rate * 100 for p in points if p.false_block_rate is not None],
+        [p.saved_rate * 100 for p in points],
+        color="#2a7ab9",
+        marker=".",
+        markersize=3,
+        label="threshold sweep",
+    )
+    here = _operating_point(report.sweep, report.threshold)
+    if here is not None and here.false_block_rate is not None:
+        ax.scatter(
+            [here.false_block_rate * 100],
+            [here.saved_rate * 100],
+            color="#d9534f",
+            zorder=3,
+            s=60,
+            label=f"operating point (threshold {report.threshold:.3f})",
+        )
+        ax.annotate(
+            f"{pct(here.saved_rate)} saved, {pct(here.false_block_rate)} blocked",
+            (here.false_block_rate * 100, here.saved_rate * 100),
+            textcoords="offset points",
+            xytext=(10, -15),
+        )
+    ax.set_xlabel("in-domain customers wrongly blocked (%)")
+    ax.set_ylabel("LLM calls saved (%)")
+    ax.set_title("Saved calls vs wrongly blocked customers")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def _operating_point(points: Sequence[SweepPoint], threshold: float) -> SweepPoint | None:
+    return min(points, key=lambda p: abs(p.threshold - threshold), default=None)
+
+
+def plot_intents(report: EvalReport, path: Path) -> Path:
+    """In-domain pass rate per labelled intent (unsupported intents in orange)."""
+    plt = _pyplot()
+    rows = report.per_intent
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * len(rows) + 1)))
+    colors = ["#f0ad4e" if r.intent.startswith("unsupported:") else "#2a7ab9" for r in rows]
+    ax.barh(
+        [f"{r.intent} (n={r.n})" for r in rows], [r.pass_rate * 100 for r in rows], color=colors
+    )
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("in-domain pass rate (%)")
+    ax.set_title("Pass rate per intent (orange: intents the catalog lacks)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.invert_yaxis()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def clean(cell: str) -> str:
+        return cell.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
+    return [
+        [
+            f"{i.source}:{i.line}",
+            i.text,
+            i.label_intent or "",
+            i.nearest_intent or "",
+            f"{i.score:.3f}",
+            f"{i.threshold:.3f}",
+        ]
+        for i in items
+    ]
+
+
+LISTED_HEADER = ("where", "message", "labelled intent", "nearest intent", "score", "threshold")
+
+
+def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str]]]]:
+    """The report's tables: (title, header, rows) — shared by Markdown and HTML."""
+    out: list[tuple[str, Sequence[str], list[list[str]]]] = [
+        ("Summary", ("metric", "value", "95% CI / note"), [list(r) for r in summary_rows(report)]),
+        (
+            "By dataset",
+            (
+                "dataset",
+                "messages",
+                "in-domain",
+                "off-topic",
+                "LLM calls",
+                "in-domain pass",
+                "off-topic block",
+            ),
+            [
+                [
+                    Path(s.source).name,
+                    str(s.n),
+                    str(s.n_in_domain),
+                    str(s.n_off_topic),
+                    str(s.llm_calls),
+                    pct(s.in_domain_pass_rate),
+                    pct(s.off_topic_block_rate),
+                ]
+                for s in report.by_source
+            ],
+        ),
+        (
+            "Pass rate per intent",
+            ("intent", "n", "passed", "pass rate", "routed to this intent"),
+            [
+                [r.intent, str(r.n), str(r.passed), pct(r.pass_rate), pct(r.intent_match_rate)]
+                for r in report.per_intent
+            ],
+        ),
+        (
+            f"Customers wrongly blocked ({len(report.wrongly_blocked)})",
+            LISTED_HEADER,
+            _listed_rows(report.wrongly_blocked),
+        ),
+        (
+            f"Off-topic messages let through ({len(report.wrongly_admitted)}, highest score first)",
+            LISTED_HEADER,
+            _listed_rows(report.wrongly_admitted),
+        ),
+        (
+            "Threshold sweep (single messages)",
+            (
+                "threshold",
+                "LLM calls",
+                "saved",
+                "wrongly blocked",
+                "in-domain pass",
+                "off-topic block",
+            ),
+            [
+                [
+                    f"{p.threshold:.3f}",
+                    str(p.llm_calls),
+                    pct(p.saved_rate),
+                    str(p.wrongly_blocked),
+                    pct(p.in_domain_pass_rate),
+                    pct(p.off_topic_block_rate),
+                ]
+                for p in _thin(report.sweep, report.threshold)
+            ],
+        ),
+    ]
+    return out
+
+
+def _thin(points: Sequence[SweepPoint], operating: float, every: int = 5) -> list[SweepPoint]:
+    """Every ``every``-th sweep point, plus the operating point."""
+    return [p for i, p in enumerate(points) if i % every == 0 or p.threshold == operating]
+
+
+def notes(report: EvalReport) -> list[str]:
+    """How the numbers were obtained, one sentence each."""
+    c = report.calibration
+    out = [
+        f"LLM calls are counted: {report.counting['method']}.",
+        "Pass = routed to the LLM or answered by a canned in-domain reply; "
+        "block = refused as off-topic.",
+        f"AUROC, FPR@95%TPR, the sweep and the score plot use {report.score_basis}.",
+        f"Latency: {report.latency_ms.method}.",
+        f"Confidence intervals: percentile bootstrap, {report.bootstrap['draws']} draws, "
+        f"seed {report.bootstrap['seed']}.",
+    ]
+    if c is not None:
+        out.append(
+            f"The threshold {c.threshold:.4f} was chosen on {c.source} alone "
+            f"({c.n_in_domain} in-domain, {c.n_off_topic} off-topic; there: "
+            f"{pct(c.in_domain_pass_rate)} pass, {pct(c.off_topic_block_rate)} blocked) "
+            "and applied unchanged to the evaluated data."
+        )
+    return out
+
+
+def render_markdown(report: EvalReport) -> str:
+    """``report.md``."""
+    parts = [
+        f"# Gate eval: {', '.join(Path(d).name for d in report.meta.get('datasets', []))}",
+        "",
+        _meta_line(report),
+        "",
+    ]
+    for title, header, rows in sections(report):
+        shown = rows[:MD_LISTED] if "wrongly" in title or "let through" in title else rows
+        parts += [f"## {title}", "", _md_table(header, shown) if shown else "_none_", ""]
+        if len(shown) < len(rows):
+            parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
+    parts += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+    parts += ["## How these numbers were made", ""] + [f"- {n}" for n in notes(report)] + [""]
+    return "\n".join(parts)
+
+
+def _meta_line(report: EvalReport) -> str:
+    m = report.meta
+    return (
+        f"catalog `{m.get('catalog', '?')}` · model `{m.get('embedding_model', '?')}` · "
+        f"rule `{report.rule}` · collection `{m.get('collection', '?')}` · "
+        f"{m.get('created_at', '')}"
+    )
+
+
+# -- html -------------------------------------------------------------------------------------
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.meta{color:#666;font-size:.9em} details{margin-bottom:1em}
+"""
+
+
+def render_html(report: EvalReport, plots: Sequence[Path]) -> str:
+    """``report.html``: the tables, and the plots embedded as data URIs."""
+    title = "Gate eval: " + ", ".join(Path(d).name for d in report.meta.get("datasets", []))
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='meta'>{html.escape(_meta_line(report).replace('`', ''))}</p>",
+    ]
+    tables = sections(report)
+    parts += _html_section(*tables[0])
+    parts.append("<h2>Plots</h2>")
+    parts += [f"<img alt='{p.name}' src='data:image/png;base64,{_b64(p)}'>" for p in plots]
+    for title_, header, rows in tables[1:]:
+        parts += _html_section(title_, header, rows)
+    parts.append("<h2>How these numbers were made</h2><ul>")
+    parts += [f"<li>{html.escape(n)}</li>" for n in notes(report)]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)
+
+
+def _html_section(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    table = _html_table(header, rows) if rows else "<p><em>none</em></p>"
+    if len(rows) > 30:
+        return [
+            f"<h2>{html.escape(title)}</h2>",
+            f"<details><summary>{len(rows)} rows</summary>{table}</details>",
+        ]
+    return [f"<h2>{html.escape(title)}</h2>", table]
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
+    """Write report.json, the PNG plots, report.md and report.html into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "report.json"
+    json_path.write_text(
+        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    plots = (
+        plot_scores(report, out_dir / PLOTS[0]),
+        plot_tradeoff(report, out_dir / PLOTS[1]),
+        plot_intents(report, out_dir / PLOTS[2]),
+    )
+    md_path = out_dir / "report.md"
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    html_path = out_dir / "report.html"
+    html_path.write_text(render_html(report, plots), encoding="utf-8")
+    return ReportFiles(out_dir, json_path, md_path, html_path, plots)
