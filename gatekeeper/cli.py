@@ -102,7 +102,9 @@ def progress_bar(console: Console | None = None) -> Progress:
     )
 
 
-def tracked(progress: Progress, description: str) -> tuple[Callable[[int], None], Callable[[int], None]]:
+def tracked(
+    progress: Progress, description: str
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
     """A (progress, on_total) pair of callbacks feeding one progress-bar task."""
     task = progress.add_task(description, total=None)
 
@@ -145,11 +147,15 @@ def index(
 
 @app.command()
 def check(
-    text: Annotated[str | None, typer.Argument(help="The customer message ('-' reads stdin).")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="The customer message ('-' reads stdin).")
+    ] = None,
     config: ConfigOption = None,
     conversation: Annotated[
         Path | None,
-        typer.Option("--conversation", help="A JSON file of chat messages; the last user turn is judged."),
+        typer.Option(
+            "--conversation", help="A JSON file of chat messages; the last user turn is judged."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -167,7 +173,9 @@ def check(
         table = Table(show_header=False, box=None)
         for key in ("route", "intent", "score", "threshold", "reason", "latency_ms"):
             value = getattr(decision, key)
-            table.add_row(f"[bold]{key}[/]", f"{value:.3f}" if isinstance(value, float) else str(value))
+            table.add_row(
+                f"[bold]{key}[/]", f"{value:.3f}" if isinstance(value, float) else str(value)
+            )
         if decision.reply:
             table.add_row("[bold]reply[/]", decision.reply)
         for n in decision.neighbours[:3]:
@@ -203,6 +211,228 @@ def serve(
     with friendly_errors():
         settings = setup(config)
         run_server(settings, host=host, port=port)
+
+
+# -- eval, calibrate, demo ------------------------------------------------------------------
+
+DatasetsOption = Annotated[
+    list[Path],
+    typer.Option("--dataset", "-d", help="Labelled dataset (JSONL or CSV); repeat for several."),
+]
+RuleOption = Annotated[
+    str | None, typer.Option("--rule", help="Decision rule for this run: top1 or contrast.")
+]
+DEMO_CATALOG = Path("configs/intents/shop.yaml")
+DEMO_CALIBRATION = Path("eval/datasets/shop_calibration.jsonl")
+DEMO_DATASETS = (
+    Path("eval/datasets/shop_test.jsonl"),
+    Path("eval/datasets/shop_conversations.jsonl"),
+)
+DEMO_TARGET = 0.98
+DEFAULT_SETTINGS_FILE = Path("configs/gatekeeper.yaml")
+
+
+def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[float]) -> Any:
+    from gatekeeper.eval import EvalOptions
+
+    if any(not 0 <= s <= 1 for s in shares):
+        raise InputError("--off-topic-share must be between 0 and 1")
+    return EvalOptions(
+        latency_sample=latency_sample,
+        bootstrap=bootstrap,
+        seed=seed,
+        off_topic_shares=tuple(shares) or (0.7,),
+    )
+
+
+def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
+    """Run an eval plan with progress bars, write the report, print the summary."""
+    from gatekeeper.eval import evaluate
+    from gatekeeper.report import write_report
+
+    console = _stderr()
+    with progress_bar(console) as progress:
+        report, _ = evaluate(settings, plan, task=lambda d: tracked(progress, d))
+    with console.status("writing the report"):
+        files = write_report(report, out)
+    _print_summary(report)
+    if report.counting["gate_errors"]:
+        console.print(
+            f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
+            "messages (decided by gate.on_error); see the log"
+        )
+    typer.echo(
+        f"report: {files.html}  ({files.json.name}, {files.markdown.name}, "
+        f"{len(files.plots)} plots in {files.directory})"
+    )
+
+
+def _print_summary(report: Any) -> None:
+    from gatekeeper.report import summary_rows
+
+    table = Table(title="gatekeeper eval", show_lines=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value")
+    table.add_column("95% CI / note", style="dim")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("eval")
+def eval_command(
+    dataset: DatasetsOption,
+    config: ConfigOption = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option("--catalog", help="Catalog to evaluate (indexed in a collection of its own)."),
+    ] = None,
+    calibrate_on: Annotated[
+        Path | None,
+        typer.Option("--calibrate-on", help="Choose the threshold on this labelled file alone."),
+    ] = None,
+    target_pass_rate: Annotated[
+        float | None,
+        typer.Option("--target-pass-rate", min=0.0, max=1.0, help="In-domain pass rate to reach."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Use this threshold (no calibration).")
+    ] = None,
+    rule: RuleOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "reports/eval"
+    ),
+    latency_sample: Annotated[
+        int, typer.Option("--latency-sample", min=0, help="Messages timed one by one.")
+    ] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap draws.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and sampling.")] = 0,
+    off_topic_share: Annotated[
+        list[float] | None,
+        typer.Option("--off-topic-share", help="Traffic mix to project to (repeatable)."),
+    ] = None,
+) -> None:
+    """Measure the gate on labelled data: LLM calls saved, customers wrongly blocked, cost."""
+    from gatekeeper.eval import EvalPlan
+
+    with friendly_errors():
+        if calibrate_on is not None and target_pass_rate is None:
+            raise InputError("--calibrate-on needs --target-pass-rate")
+        if calibrate_on is not None and threshold is not None:
+            raise InputError("give --threshold or --calibrate-on, not both")
+        settings = setup(config, quiet=True)
+        plan = EvalPlan(
+            datasets=tuple(dataset),
+            catalog=catalog,
+            calibrate_on=calibrate_on,
+            target_pass_rate=target_pass_rate,
+            threshold=threshold,
+            rule=_rule(rule),
+            options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
+        )
+        _run_eval(settings, plan, out)
+
+
+def _rule(rule: str | None) -> str | None:
+    if rule is not None and rule not in {"top1", "contrast"}:
+        raise InputError(f"unknown rule {rule!r}; use top1 or contrast")
+    return rule
+
+
+@app.command()
+def calibrate(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", "-d", help="Labelled calibration file (JSONL or CSV).")
+    ],
+    target_pass_rate: Annotated[
+        float,
+        typer.Option("--target-pass-rate", min=0.0, max=1.0, help="In-domain pass rate to reach."),
+    ],
+    config: ConfigOption = None,
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", help="Catalog (indexed in a collection of its own).")
+    ] = None,
+    rule: RuleOption = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Store gate.threshold in the settings file.")
+    ] = False,
+) -> None:
+    """Choose the threshold that passes the target share of in-domain messages."""
+    from gatekeeper.datasets import load_dataset
+    from gatekeeper.eval import build_gate, ensure_index, store_threshold
+    from gatekeeper.eval import calibrate as choose
+    from gatekeeper.settings import default_config_path, project_path
+
+    with friendly_errors():
+        target = config if config is not None else default_config_path()
+        target = target or project_path(DEFAULT_SETTINGS_FILE)
+        settings = setup(
+            config if config is None or config.exists() or not write else None, quiet=True
+        )
+        data = load_dataset(dataset)
+        gate = build_gate(settings, catalog, _rule(rule))
+        with progress_bar(_stderr()) as progress:
+            ensure_index(gate, lambda d: tracked(progress, d))
+            result = choose(gate, data, target_pass_rate, lambda d: tracked(progress, d))
+        if not result.reached:
+            _stderr().print("[bold yellow]warning:[/] no threshold reaches the target on this file")
+        typer.echo(
+            f"threshold {result.threshold:.4f}: on {dataset} it passes "
+            f"{_pct(result.in_domain_pass_rate)} of {result.n_in_domain} in-domain messages "
+            f"and blocks {_pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
+            f"(rule {gate.rule.name}, model {gate.embedder.identity})"
+        )
+        if write:
+            command = (
+                f"gatekeeper calibrate --dataset {dataset} --target-pass-rate {target_pass_rate}"
+            )
+            if catalog is not None:
+                command += f" --catalog {catalog}"
+            note = (
+                f"{command} --write → {_pct(result.in_domain_pass_rate)} in-domain pass, "
+                f"{_pct(result.off_topic_block_rate)} off-topic blocked there "
+                f"({gate.embedder.identity}, rule {gate.rule.name})"
+            )
+            store_threshold(target, result.threshold, note)
+            typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "reports/demo"
+    ),
+    use_configured_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--use-configured-threshold",
+            help="Skip calibration; use gate.threshold from the settings.",
+        ),
+    ] = False,
+    latency_sample: Annotated[
+        int, typer.Option("--latency-sample", min=0, help="Messages timed one by one.")
+    ] = 200,
+) -> None:
+    """Index the shop catalog, calibrate on the bundled calibration split, evaluate the bundled
+    test split and conversations, print the savings summary and write the report."""
+    from gatekeeper.eval import EvalOptions, EvalPlan
+    from gatekeeper.settings import project_path
+
+    with friendly_errors():
+        settings = setup(config, quiet=True)
+        plan = EvalPlan(
+            datasets=tuple(project_path(p) for p in DEMO_DATASETS),
+            catalog=project_path(DEMO_CATALOG),
+            calibrate_on=None if use_configured_threshold else project_path(DEMO_CALIBRATION),
+            target_pass_rate=None if use_configured_threshold else DEMO_TARGET,
+            options=EvalOptions(latency_sample=latency_sample),
+        )
+        _run_eval(settings, plan, out)
 
 
 def main() -> None:
