@@ -6,10 +6,18 @@ swapped by name (``gate.rule``). Rules shipped:
 
 ``top1``
     score = the highest similarity to any in-domain exemplar; the intent is that exemplar's.
-``contrast`` (default)
+``contrast``
     as ``top1``, but off-topic exemplars act as a contrast class: when the nearest off-topic
     exemplar is closer than the nearest in-domain one, the score drops by the gap,
     ``score = s_in - max(0, s_off - s_in)``. With no off-topic exemplars it equals ``top1``.
+``density`` (default)
+    as ``contrast``, but ``s_in`` is the mean similarity of the ``k`` nearest in-domain
+    exemplars (``gate.density_k``, default 5) rather than of the nearest one: a message in a
+    dense in-domain neighbourhood scores high even when no single exemplar matches it, and a
+    message that brushes one exemplar by chance scores low. The gap is still measured from the
+    single nearest in-domain exemplar. Chosen on banking77's calibration file (see
+    ``eval/README.md``): at a 99% in-domain pass rate it blocks more off-topic queries than
+    ``top1`` at the same pass rate.
 
 Either way the message is ``off_topic`` when the score is under the threshold (the intent's own
 threshold when it has one), ``canned`` when the intent has a fixed reply, else ``llm``.
@@ -17,7 +25,7 @@ threshold when it has one), ``canned`` when the intent has a fixed reply, else `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -162,16 +170,44 @@ class ContrastRule:
         return Scored(best.similarity - gap, best.intent, why)
 
 
-RULES: dict[str, type[TopOneRule] | type[ContrastRule]] = {
-    "top1": TopOneRule,
-    "contrast": ContrastRule,
+class DensityRule:
+    """Mean similarity of the k nearest in-domain exemplars, lowered by the contrast gap."""
+
+    name = "density"
+
+    def __init__(self, k: int = 5) -> None:
+        self.k = k
+
+    def score(self, neighbours: Sequence[Neighbour]) -> Scored:
+        ranked = sorted(neighbours, key=lambda n: -n.similarity)
+        in_domain = [n.similarity for n in ranked if not n.off_topic][: self.k]
+        if not in_domain:
+            return Scored(-1.0, None, "no in-domain exemplar among the nearest")
+        # Fewer than k in-domain exemplars among the fetched neighbours: the missing ones are
+        # at most as similar as the farthest neighbour fetched, so count them at that value.
+        in_domain += [ranked[-1].similarity] * (self.k - len(in_domain))
+        density = sum(in_domain) / self.k
+        best = best_in_domain(neighbours)
+        off = best_off_topic(neighbours)
+        assert best is not None
+        gap = max(0.0, off.similarity - best.similarity) if off is not None else 0.0
+        why = f"nearest intent {best.intent!r}, mean of {self.k} nearest in-domain {density:.3f}"
+        if gap > 0:
+            why += f", an off-topic exemplar is {gap:.3f} closer"
+        return Scored(density - gap, best.intent, why)
+
+
+RULES: dict[str, Callable[[int], DecisionRule]] = {
+    "top1": lambda k: TopOneRule(),
+    "contrast": lambda k: ContrastRule(),
+    "density": DensityRule,
 }
 
 
-def build_rule(name: str) -> DecisionRule:
-    """The rule called ``name``."""
+def build_rule(name: str, k: int = 5) -> DecisionRule:
+    """The rule called ``name`` (``k`` is the density rule's neighbourhood size)."""
     try:
-        return RULES[name]()
+        return RULES[name](k)
     except KeyError:
         raise ValueError(f"unknown decision rule {name!r}; known: {sorted(RULES)}") from None
 

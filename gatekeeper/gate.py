@@ -55,7 +55,7 @@ class Gatekeeper:
         self.catalog = catalog
         self.embedder = embedder
         self.store = store
-        self.rule = rule or build_rule(settings.gate.rule)
+        self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
         self.thresholds = Thresholds.from_catalog(
             catalog, settings.gate.threshold, settings.gate.intent_thresholds
         )

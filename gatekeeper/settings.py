@@ -78,7 +78,7 @@ class StoreSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     ssl: bool = False
     collection: str = Field("gatekeeper", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,400}[a-zA-Z0-9]$")
-    top_k: int = Field(10, ge=1, le=200, description="nearest exemplars fetched per message")
+    top_k: int = Field(20, ge=1, le=200, description="nearest exemplars fetched per message")
     auto_sync: bool = Field(
         True, description="build or sync the index on first use when it is missing or stale"
     )
@@ -89,7 +89,8 @@ class GateSettings(_Section):
 
     threshold: float = Field(0.5, ge=-1.0, le=1.0)
     intent_thresholds: dict[str, float] = Field(default_factory=dict)
-    rule: Literal["top1", "contrast"] = "contrast"
+    rule: Literal["top1", "contrast", "density"] = "density"
+    density_k: int = Field(5, ge=1, le=50, description="neighbourhood size of the density rule")
     max_message_chars: int = Field(4000, ge=1)
     followup_max_words: int = Field(
         12, ge=0, description="a turn this short may be a follow-up in an in-domain conversation"

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gatekeeper.catalog import parse_catalog
 from gatekeeper.decision import (
     ContrastRule,
+    DensityRule,
     Neighbour,
     Route,
     Thresholds,
@@ -117,3 +118,35 @@ def test_route_follows_score_and_threshold(pairs: list[tuple[str, float]], t: fl
     neighbours = [n(i, s) for i, s in pairs]
     d = decide(neighbours, rule=ContrastRule(), catalog=CATALOG, thresholds=Thresholds(t))
     assert (d.route is Route.OFF_TOPIC) == (d.intent is None or d.score < t)
+
+
+def test_density_averages_the_k_nearest_in_domain() -> None:
+    """The density score is the mean of the k nearest in-domain similarities."""
+    neighbours = [
+        n("order_status", 0.9),
+        n("refund", 0.5),
+        n("order_status", 0.4),
+        n("off_topic", 0.3),
+    ]
+    scored = DensityRule(k=3).score(neighbours)
+    assert scored.intent == "order_status"
+    assert scored.score == pytest.approx((0.9 + 0.5 + 0.4) / 3)
+
+
+def test_density_fills_missing_neighbours_with_the_farthest() -> None:
+    """Fewer than k in-domain neighbours count the farthest fetched similarity for the rest."""
+    neighbours = [n("order_status", 0.8), n("off_topic", 0.7), n("off_topic", 0.2)]
+    assert DensityRule(k=3).score(neighbours).score == pytest.approx((0.8 + 0.2 + 0.2) / 3)
+
+
+def test_density_applies_the_contrast_gap() -> None:
+    """A closer off-topic exemplar lowers the density score by the gap to the nearest."""
+    neighbours = [n("off_topic", 0.9), n("order_status", 0.6), n("order_status", 0.6)]
+    assert DensityRule(k=2).score(neighbours).score == pytest.approx(0.6 - 0.3)
+
+
+@given(st.lists(st.tuples(intents, similarities), min_size=1, max_size=12))
+def test_density_never_scores_above_contrast(pairs: list[tuple[str, float]]) -> None:
+    """Averaging the k nearest never scores above the single nearest (same gap)."""
+    neighbours = [n(i, s) for i, s in pairs]
+    assert DensityRule(k=5).score(neighbours).score <= ContrastRule().score(neighbours).score + 1e-9
