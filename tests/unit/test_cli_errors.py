@@ -1,0 +1,58 @@
+"""The CLI turns user mistakes into one clear line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatekeeper.cli import app
+
+runner = CliRunner()
+
+
+def test_catalog_typo_is_one_clear_error(tmp_path: Path) -> None:
+    """A catalog with a typo'd key exits 2 naming the file, intent and key."""
+    catalog = tmp_path / "typo.yaml"
+    catalog.write_text("intents:\n  - name: refund\n    exemplar: [refund please]\n")
+    result = runner.invoke(
+        app, ["index", "--catalog", str(catalog)], env={"GATEKEEPER_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2
+    assert "unknown key 'exemplar'" in result.output
+    assert str(catalog) in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_settings_file(tmp_path: Path) -> None:
+    """An invalid settings value exits 2 naming the field."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate:\n  threshold: 7\n")
+    result = runner.invoke(app, ["check", "hello", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "gate.threshold" in result.output
+
+
+def test_missing_message(tmp_path: Path) -> None:
+    """`check` without a message says what to give."""
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2
+    assert "give the message" in result.output
+
+
+def test_unreadable_conversation_file(tmp_path: Path) -> None:
+    """A conversation file that is not JSON is a clear error."""
+    bad = tmp_path / "chat.json"
+    bad.write_text("{nope")
+    result = runner.invoke(app, ["check", "--conversation", str(bad)])
+    assert result.exit_code == 2
+    assert "cannot read conversation" in result.output
+
+
+@pytest.mark.parametrize("command", ["index", "check", "serve"])
+def test_every_command_takes_config(command: str) -> None:
+    """Every command documents --config."""
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--config" in result.output
