@@ -1,0 +1,85 @@
+"""Gate latency vs the embedding model's own forward pass, side by side in one run.
+
+    .venv/bin/python eval/benchmark_latency.py [--n 300] [--dataset eval/datasets/shop_test.jsonl]
+
+For each message (one at a time, as a chatbot sees them) it times:
+
+* ``model``: the embedding model's own forward pass for that message (FlagEmbedding's
+  ``encode_queries`` on the loaded model, and the gate's single-pass encoder);
+* ``gate``: a full ``Gatekeeper.check`` (embed + Chroma query + decision + log).
+
+Rounds alternate so both see the same machine state. Prints p50/p95/p99 in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from gatekeeper.embedding import LocalEmbedder
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import load_settings
+
+HERE = Path(__file__).resolve().parent
+
+
+def _messages(path: Path, n: int) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    texts = [r["text"] for r in rows if "text" in r]
+    return (texts * (n // max(1, len(texts)) + 1))[:n]
+
+
+def _percentiles(samples: list[float]) -> str:
+    p50, p95, p99 = np.percentile(samples, [50, 95, 99])
+    return f"p50 {p50:6.2f}  p95 {p95:6.2f}  p99 {p99:6.2f}  mean {statistics.fmean(samples):6.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--dataset", type=Path, default=HERE / "datasets" / "shop_test.jsonl")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = load_settings(None, data_dir=Path(data_dir))
+        gate = Gatekeeper.from_settings(settings)
+        gate.index()
+        gate.ready()
+        embedder = gate.embedder
+        assert isinstance(embedder, LocalEmbedder)
+        flag_model = embedder._model
+        messages = _messages(args.dataset, args.n)
+        for text in messages[:20]:  # warm-up
+            gate.check(text)
+            flag_model.encode_queries([text])
+
+        timings: dict[str, list[float]] = {"flag_encode": [], "single_pass": [], "gate": []}
+        for text in messages:
+            start = time.perf_counter()
+            flag_model.encode_queries([text])
+            timings["flag_encode"].append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            embedder.embed([text])
+            timings["single_pass"].append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            gate.check(text)
+            timings["gate"].append((time.perf_counter() - start) * 1000)
+
+    print(f"{len(messages)} messages, one at a time, model {embedder.identity}")
+    print(f"model: FlagModel.encode_queries   {_percentiles(timings['flag_encode'])}")
+    print(f"model: one forward pass (gate's)  {_percentiles(timings['single_pass'])}")
+    print(f"gate:  Gatekeeper.check           {_percentiles(timings['gate'])}")
+    overhead = np.median(timings["gate"]) - np.median(timings["single_pass"])
+    print(f"gate overhead over its forward pass (median): {overhead:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
