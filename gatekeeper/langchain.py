@@ -217,7 +217,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
     def batch(
         self,
-        inputs: list[GateInput],
+        inputs: Sequence[GateInput],
         config: RunnableConfig | list[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -232,11 +232,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         ) -> list[Any]:
             return self._batch(items, config, return_exceptions, kwargs)
 
-        return self._batch_with_config(run, inputs, config, return_exceptions=return_exceptions)
+        return self._batch_with_config(
+            run, list(inputs), config, return_exceptions=return_exceptions
+        )
 
     async def abatch(
         self,
-        inputs: list[GateInput],
+        inputs: Sequence[GateInput],
         config: RunnableConfig | list[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -252,7 +254,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             return await self._abatch(items, config, return_exceptions, kwargs)
 
         return await self._abatch_with_config(
-            run, inputs, config, return_exceptions=return_exceptions
+            run, list(inputs), config, return_exceptions=return_exceptions
         )
 
     def _batch(
