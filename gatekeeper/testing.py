@@ -85,10 +85,10 @@ def make_gate(data_dir: Path, catalog: Catalog | None = None, **overrides: Any) 
     """A :class:`~gatekeeper.gate.Gatekeeper` on :class:`HashingEmbedder` and an embedded Chroma
     under ``data_dir``; ``overrides`` are settings (``gate={"threshold": 0.4}``)."""
     from gatekeeper.gate import Gatekeeper
-    from gatekeeper.settings import load_settings
+    from gatekeeper.settings import Settings
 
-    overrides.setdefault("gate", {"threshold": 0.35})
-    settings = load_settings(None, data_dir=data_dir, **overrides)
+    overrides["gate"] = {"threshold": 0.35, "rule": "contrast", **overrides.get("gate", {})}
+    settings = Settings(data_dir=data_dir, **overrides)  # no settings file: tests stay isolated
     return Gatekeeper.from_settings(
         settings, catalog=catalog or tiny_catalog(), embedder=HashingEmbedder()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ def _no_gatekeeper_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("GATEKEEPER_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """A test that configures logging (CLI commands do) does not leak it into the next."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
 
 
 @pytest.fixture
