@@ -314,6 +314,10 @@ class EvalReport(BaseModel):
     conversations: ConversationStats | None
     wrongly_blocked: list[Listed]
     wrongly_admitted: list[Listed]
+    canned_mismatches: list[Listed] = Field(
+        description="in-domain messages answered by another intent's canned reply "
+        "(passed, but the customer got e.g. a greeting to a delivery question)"
+    )
     sweep: list[SweepPoint]
     meta: dict[str, Any]
     scores: ScoreSamples = Field(default_factory=ScoreSamples, exclude=True)
@@ -835,6 +839,17 @@ def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
     )
 
 
+def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Labelled in-domain messages answered with the canned reply of another intent."""
+    return [
+        o
+        for o in outcomes
+        if o.decision.route is Route.CANNED
+        and o.example.intent is not None
+        and o.example.intent != o.decision.intent
+    ]
+
+
 def listed(outcome: Outcome) -> Listed:
     """An outcome as a row of the report's lists."""
     d = outcome.decision
@@ -927,6 +942,7 @@ def build_report(
         wrongly_admitted=[
             listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],
+        canned_mismatches=[listed(o) for o in canned_mismatches(inside)][: options.max_listed],
         sweep=sweep(table, gate.settings.gate.threshold),
         meta=dict(meta or {}),
         scores=ScoreSamples(
@@ -973,13 +989,22 @@ def build_gate(
 def evaluate(
     settings: Settings, plan: EvalPlan, task: TaskFactory = no_progress
 ) -> tuple[EvalReport, Gatekeeper]:
-    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics."""
+    """Build the gate the plan asks for, then :func:`evaluate_gate`."""
+    load_datasets([*plan.datasets, *([plan.calibrate_on] if plan.calibrate_on else [])])
+    return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task)
+
+
+def evaluate_gate(
+    gate: Gatekeeper, plan: EvalPlan, task: TaskFactory = no_progress
+) -> tuple[EvalReport, Gatekeeper]:
+    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics.
+
+    Returns the report and the gate as evaluated (with the calibrated threshold)."""
     if plan.calibrate_on is not None and plan.target_pass_rate is None:
         raise DatasetError("--calibrate-on needs --target-pass-rate")
     dataset = load_datasets(plan.datasets)
     calibration_set = load_datasets([plan.calibrate_on]) if plan.calibrate_on else None
     started = time.perf_counter()
-    gate = build_gate(settings, plan.catalog, plan.rule)
     synced = ensure_index(gate, task)
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
@@ -1061,7 +1086,10 @@ def _with_threshold(text: str, threshold: float, note: str) -> str:
             lines[start + 1 + offset] = indent + line
             break
     else:
-        lines.insert(start + 1, indent + line)
+        at = start + 1
+        while at < end and lines[at].lstrip().startswith("#"):
+            at += 1  # after the block's leading comments
+        lines.insert(at, indent + line)
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,10 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             _ci(report, "off_topic_block_rate"),
         ),
     ]
+    if report.canned_mismatches:
+        rows.append(
+            ("  in-domain given a wrong canned reply", str(len(report.canned_mismatches)), "")
+        )
     if report.n_unsupported:
         rows += [
             (
@@ -341,6 +345,11 @@ def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str
             _listed_rows(report.wrongly_admitted),
         ),
         (
+            f"Answered with another intent's canned reply ({len(report.canned_mismatches)})",
+            LISTED_HEADER,
+            _listed_rows(report.canned_mismatches),
+        ),
+        (
             "Threshold sweep (single messages)",
             (
                 "threshold",
@@ -402,7 +411,7 @@ def render_markdown(report: EvalReport) -> str:
         "",
     ]
     for title, header, rows in sections(report):
-        shown = rows[:MD_LISTED] if "wrongly" in title or "let through" in title else rows
+        shown = rows[:MD_LISTED] if header is LISTED_HEADER else rows
         parts += [f"## {title}", "", _md_table(header, shown) if shown else "_none_", ""]
         if len(shown) < len(rows):
             parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
