@@ -1,0 +1,121 @@
+"""Labelled datasets: JSONL and CSV, single messages and conversations, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.datasets import load_dataset, load_datasets, write_jsonl
+from gatekeeper.errors import DatasetError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _jsonl(tmp_path: Path, *rows: object, name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_jsonl_single_and_multi_turn() -> None:
+    """The fixture loads with labels, intents, sources and line numbers."""
+    data = load_dataset(FIXTURES / "tiny_eval.jsonl")
+    assert len(data) == 18
+    first, last = data.examples[0], data.examples[-1]
+    assert (first.text, first.label, first.intent, first.line) == (
+        "where is my order now",
+        "in_domain",
+        "order_status",
+        1,
+    )
+    assert not first.multi_turn and last.multi_turn
+    assert last.text == "tell me a joke instead" and last.label == "off_topic"
+    assert isinstance(last.as_input(), list)
+    assert sum(e.unsupported for e in data.examples) == 2
+
+
+def test_csv_with_text_and_messages(tmp_path: Path) -> None:
+    """CSV rows carry text, or a conversation as a JSON string in 'messages'."""
+    chat = json.dumps(
+        [{"role": "user", "content": "where is it"}, {"role": "user", "content": "ok"}]
+    )
+    path = tmp_path / "data.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "messages", "label", "intent"])
+        writer.writerow(["track my order", "", "in_domain", "order_status"])
+        writer.writerow(["", chat, "in_domain", "order_status"])
+        writer.writerow(["tell me a joke", "", "off_topic", ""])
+    data = load_dataset(path)
+    assert [e.text for e in data.examples] == ["track my order", "ok", "tell me a joke"]
+    assert data.examples[1].multi_turn and data.examples[2].intent is None
+    assert [e.line for e in data.examples] == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ({"text": "hi", "label": "maybe"}, "'label' must be 'in_domain' or 'off_topic'"),
+        ({"label": "in_domain"}, "'text' is missing or empty"),
+        ({"text": "  ", "label": "off_topic"}, "'text' is missing or empty"),
+        (
+            {"text": "hi", "messages": [{"role": "user", "content": "x"}], "label": "in_domain"},
+            "either 'text' or 'messages'",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": "x"}], "label": "in_domain"},
+            "no non-empty last user message",
+        ),
+        ({"messages": "not json", "label": "in_domain"}, "'messages' is not valid JSON"),
+        ({"messages": [], "label": "in_domain"}, "non-empty list"),
+        ({"text": "hi", "label": "in_domain", "intent": 3}, "'intent' must be a string"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path: Path, row: object, problem: str) -> None:
+    """A bad row is a DatasetError naming the file, the line and the problem."""
+    path = _jsonl(tmp_path, {"text": "fine", "label": "in_domain"}, row)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    assert f"{path}, line 2" in str(caught.value) and problem in str(caught.value)
+
+
+def test_invalid_json_line(tmp_path: Path) -> None:
+    """A line that is not JSON is reported with its number."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a", "label": "in_domain"}\n\n{"text": oops}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"bad.jsonl, line 3: not valid JSON"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("missing.jsonl", None, "does not exist"),
+        ("data.txt", "x", "unknown format"),
+        ("empty.jsonl", "\n", "has no rows"),
+        ("data.csv", "question,label\nhi,in_domain\n", "needs 'label' and 'text'"),
+        ("list.jsonl", "[1, 2]\n", "expected a JSON object"),
+    ],
+)
+def test_file_level_errors(tmp_path: Path, name: str, content: str | None, problem: str) -> None:
+    """Missing files, unknown formats, empty files and bad CSV headers are clear errors."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetError, match=problem):
+        load_dataset(path)
+
+
+def test_several_files_and_write_round_trip(tmp_path: Path) -> None:
+    """load_datasets concatenates files; write_jsonl writes rows that load back the same."""
+    both = load_datasets([FIXTURES / "tiny_eval.jsonl", FIXTURES / "tiny_calibration.jsonl"])
+    assert len(both) == 18 + 11 and len(both.sources) == 2
+    out = tmp_path / "copy.jsonl"
+    assert write_jsonl(both.examples, out) == len(both)
+    again = load_dataset(out)
+    assert [(e.message, e.label, e.intent) for e in again.examples] == [
+        (e.message, e.label, e.intent) for e in both.examples
+    ]

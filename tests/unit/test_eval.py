@@ -1,0 +1,212 @@
+"""The eval harness on the hashing embedder: its numbers agree with an independent recount."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gatekeeper.datasets import load_dataset
+from gatekeeper.decision import Route
+from gatekeeper.eval import (
+    CountingBackend,
+    EvalOptions,
+    EvalPlan,
+    ScoreTable,
+    build_report,
+    calibrate,
+    choose_threshold,
+    eval_collection_name,
+    evaluate_gate,
+    run_eval,
+    score_rows,
+    score_table,
+    sweep_point,
+    with_threshold,
+)
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import EmbeddingSettings, load_settings
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+EVAL = FIXTURES / "tiny_eval.jsonl"
+CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
+FAST = EvalOptions(latency_sample=4, bootstrap=200, seed=7)
+
+
+def _auroc(positives: list[float], negatives: list[float]) -> float:
+    """AUROC by its definition: P(score of a positive > score of a negative), ties half."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    return sum(pairs) / len(pairs)
+
+
+def test_counting_backend_counts_calls() -> None:
+    """Each call reaches the counter once, whatever the arguments."""
+    backend = CountingBackend()
+    backend("a")
+    backend([{"role": "user", "content": "b"}], temperature=0)
+    assert backend.calls == 2
+
+
+def test_report_agrees_with_independent_recount(tiny_gate: Gatekeeper) -> None:
+    """Totals, saved calls, pass/block rates, per-intent rates and AUROC match a recount."""
+    data = load_dataset(EVAL)
+    run = run_eval(tiny_gate, data, FAST)
+    report = build_report(tiny_gate, run, FAST)
+    # recount from fresh decisions, without the harness
+    decisions = tiny_gate.check_many([e.as_input() for e in data.examples])
+    rows = list(zip(data.examples, decisions, strict=True))
+    forwarded = sum(d.route is Route.LLM for d in decisions)
+    inside = [(e, d) for e, d in rows if e.in_domain]
+    outside = [(e, d) for e, d in rows if not e.in_domain]
+    passed_in = sum(d.route is not Route.OFF_TOPIC for _, d in inside)
+    blocked_off = sum(d.route is Route.OFF_TOPIC for _, d in outside)
+    assert (report.n_queries, report.n_in_domain, report.n_off_topic) == (18, 10, 8)
+    assert report.llm_calls == forwarded and report.llm_calls_saved == 18 - forwarded
+    assert report.saved_rate == pytest.approx((18 - forwarded) / 18)
+    assert report.in_domain_pass_rate == pytest.approx(passed_in / 10)
+    assert report.false_block_rate == pytest.approx(1 - passed_in / 10)
+    assert report.off_topic_block_rate == pytest.approx(blocked_off / 8)
+    assert len(report.wrongly_blocked) == 10 - passed_in
+    unsupported = [d for e, d in inside if e.unsupported]
+    assert report.unsupported_pass_rate == pytest.approx(
+        sum(d.route is not Route.OFF_TOPIC for d in unsupported) / len(unsupported)
+    )
+    order = [d for e, d in inside if e.intent == "order_status"]
+    row = next(r for r in report.per_intent if r.intent == "order_status")
+    assert (row.n, row.passed) == (len(order), sum(d.route is not Route.OFF_TOPIC for d in order))
+    single = [(e, d) for e, d in rows if not e.multi_turn]
+    expected_auroc = _auroc(
+        [d.score for e, d in single if e.in_domain], [d.score for e, d in single if not e.in_domain]
+    )
+    assert report.auroc == pytest.approx(expected_auroc)
+    assert report.counting["consistent"] and report.counting["gate_errors"] == 0
+
+
+def test_cost_and_time_follow_the_price_table(tiny_gate: Gatekeeper) -> None:
+    """Cost lines are saved calls times the configured price per call; time likewise."""
+    run = run_eval(tiny_gate, load_dataset(EVAL), FAST)
+    report = build_report(tiny_gate, run, FAST)
+    p = tiny_gate.settings.pricing
+    per_call = (
+        p.avg_input_tokens * p.llm_input_per_1m + p.avg_output_tokens * p.llm_output_per_1m
+    ) / 1e6
+    assert report.cost.llm_cost_per_call == pytest.approx(per_call)
+    assert report.cost.llm_cost_saved == pytest.approx(report.llm_calls_saved * per_call)
+    assert report.cost.without_gate == pytest.approx(18 * per_call)
+    assert report.time.llm_seconds_saved == pytest.approx(
+        report.llm_calls_saved * p.llm_seconds_per_call
+    )
+    mix = report.projections[0]
+    assert mix.off_topic_share == 0.7
+    admit_in = sum(o.called for o in run.outcomes if o.example.in_domain) / 10
+    admit_off = sum(o.called for o in run.outcomes if not o.example.in_domain) / 8
+    assert mix.llm_calls_per_1k == pytest.approx(1000 * (0.3 * admit_in + 0.7 * admit_off))
+
+
+def test_calls_are_counted_not_inferred(tmp_path: Path) -> None:
+    """In shadow mode every message reaches the backend, and the harness reports exactly that."""
+    from gatekeeper.testing import make_gate
+
+    gate = make_gate(tmp_path, gate={"threshold": 0.35, "shadow": True})
+    gate.index()
+    report = build_report(gate, run_eval(gate, load_dataset(EVAL), FAST), FAST)
+    assert report.off_topic_replies > 0  # the decisions say "refuse" ...
+    assert report.llm_calls == 18 and report.llm_calls_saved == 0  # ... but nothing was saved
+
+
+def test_latency_is_measured_on_single_calls(tiny_gate: Gatekeeper) -> None:
+    """Latency percentiles come from the configured number of single gate.check calls."""
+    report = build_report(tiny_gate, run_eval(tiny_gate, load_dataset(EVAL), FAST), FAST)
+    lat = report.latency_ms
+    assert lat.n_sampled == 4 and lat.p50 is not None and lat.p99 is not None
+    assert lat.p50 <= lat.p95 <= lat.p99 and "single gate.check()" in lat.method
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate(tiny_gate: Gatekeeper) -> None:
+    """The same seed gives the same intervals, and each interval contains its point estimate."""
+    run = run_eval(tiny_gate, load_dataset(EVAL), FAST)
+    first, second = build_report(tiny_gate, run, FAST), build_report(tiny_gate, run, FAST)
+    assert first.confidence_intervals == second.confidence_intervals
+    for name in ("saved_rate", "in_domain_pass_rate", "off_topic_block_rate"):
+        interval = first.confidence_intervals[name]
+        assert interval.low is not None and interval.high is not None
+        assert interval.low <= getattr(first, name) <= interval.high
+
+
+def test_sweep_at_the_operating_point_matches_the_counted_run(tiny_gate: Gatekeeper) -> None:
+    """On single messages, the sweep's point at the gate's threshold equals the counted numbers."""
+    data = load_dataset(EVAL)
+    single = type(data)(tuple(e for e in data.examples if not e.multi_turn), data.sources)
+    report = build_report(tiny_gate, run_eval(tiny_gate, single, FAST), FAST)
+    here = next(p for p in report.sweep if p.threshold == report.threshold)
+    assert here.llm_calls == report.llm_calls
+    assert here.in_domain_pass_rate == pytest.approx(report.in_domain_pass_rate)
+    assert here.off_topic_block_rate == pytest.approx(report.off_topic_block_rate)
+
+
+def _table(scores: list[float], inside: list[bool], fixed: list[float] | None = None) -> ScoreTable:
+    n = len(scores)
+    return ScoreTable(
+        scores=np.array(scores),
+        in_domain=np.array(inside),
+        fixed=np.array(fixed if fixed is not None else [math.nan] * n),
+        routable=np.ones(n, dtype=bool),
+        canned=np.zeros(n, dtype=bool),
+    )
+
+
+def test_choose_threshold_is_the_highest_meeting_the_target() -> None:
+    """With 10 in-domain scores, an 80% target keeps the top 8: the threshold is the 8th score."""
+    scores = [0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.3, 0.2]
+    table = _table(scores, [True] * 10 + [False] * 2)
+    threshold, reached = choose_threshold(table, 0.8)
+    assert reached and threshold == pytest.approx(0.55)
+    assert table.passes(threshold)[:10].mean() >= 0.8
+    assert table.passes(threshold + 1e-3)[:10].mean() < 0.8
+    assert choose_threshold(table, 1.0)[0] == pytest.approx(0.45)
+
+
+def test_choose_threshold_respects_intent_thresholds() -> None:
+    """Rows with their own intent threshold pass or fail whatever the global threshold is."""
+    table = _table([0.9, 0.8, 0.2, 0.1], [True] * 4, [math.nan, math.nan, 0.5, 0.05])
+    threshold, reached = choose_threshold(table, 0.75)  # 3 of 4 must pass; the last always does
+    assert reached and threshold == pytest.approx(0.8)
+    assert choose_threshold(table, 1.0) == (-1.0, False)  # the 0.2 row can never pass
+
+
+def test_calibration_uses_the_calibration_file_only(tiny_gate: Gatekeeper) -> None:
+    """The threshold meets the target on the calibration file, and eval applies it unchanged."""
+    calibration_data = load_dataset(CALIBRATION)
+    result = calibrate(tiny_gate, calibration_data, 0.85)
+    decisions = with_threshold(tiny_gate, result.threshold).check_many(
+        [e.as_input() for e in calibration_data.examples]
+    )
+    inside = [d for e, d in zip(calibration_data.examples, decisions, strict=True) if e.in_domain]
+    assert sum(d.route is not Route.OFF_TOPIC for d in inside) / len(inside) >= 0.85
+    assert result.in_domain_pass_rate is not None and result.in_domain_pass_rate >= 0.85
+    plan = EvalPlan(datasets=(EVAL,), calibrate_on=CALIBRATION, target_pass_rate=0.85, options=FAST)
+    report, gate = evaluate_gate(tiny_gate, plan)
+    assert report.threshold == result.threshold == gate.settings.gate.threshold
+    assert report.calibration is not None and report.calibration.source == "tiny_calibration.jsonl"
+
+
+def test_score_rows_keep_conversations_out_of_the_curves(tiny_gate: Gatekeeper) -> None:
+    """Score-based metrics use single messages when there are any."""
+    run = run_eval(tiny_gate, load_dataset(EVAL), FAST)
+    rows, basis = score_rows(run.outcomes)
+    assert len(rows) == 16 and "conversations reported separately" in basis
+    assert len(score_table(rows, tiny_gate)) == 16
+    assert sweep_point(score_table(rows, tiny_gate), 2.0).llm_calls == 0
+
+
+def test_eval_collection_name_is_valid_and_distinct() -> None:
+    """Collection names are valid Chroma names, one per catalog and embedding setup."""
+    first = eval_collection_name("abc", EmbeddingSettings())
+    other_model = eval_collection_name("abc", EmbeddingSettings(model="elsewhere"))
+    other_catalog = eval_collection_name("abd", EmbeddingSettings())
+    assert re.fullmatch(r"[a-zA-Z0-9._-]{3,512}", first)
+    assert len({first, other_model, other_catalog}) == 3
+    load_settings(None, store={"collection": first})  # the settings accept it too

@@ -1,0 +1,160 @@
+"""`gatekeeper eval` and `gatekeeper calibrate` through Typer's CliRunner, on the hashing
+embedder; and the settings-file round trip of a calibrated threshold."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+import yaml
+from typer.testing import CliRunner
+
+from gatekeeper.cli import app
+from gatekeeper.errors import ConfigError
+from gatekeeper.eval import store_threshold
+from gatekeeper.settings import load_settings
+from gatekeeper.testing import HashingEmbedder
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+DESIGN_FIELDS = {
+    "n_queries", "n_in_domain", "n_off_topic", "llm_calls", "llm_calls_saved", "saved_rate",
+    "in_domain_pass_rate", "false_block_rate", "off_topic_block_rate", "auroc", "fpr_at_95tpr",
+    "threshold", "latency_ms", "cost",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging for its process; put it back for the tests that follow."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A settings file with its own data dir; gates built by the CLI use the hashing embedder."""
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(
+        f"# my settings\ndata_dir: {tmp_path / 'data'}\ngate:\n  rule: contrast  # keep\n"
+        "  threshold: 0.2\nstore:\n  top_k: 5\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _invoke(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
+    """eval --catalog --calibrate-on writes report.json (DESIGN fields), md, html and plots."""
+    out = tmp_path / "report"
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.yaml",
+        "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.85",
+        "--out", out, "--latency-sample", "3", "--bootstrap", "50",
+        "--off-topic-share", "0.7", "--off-topic-share", "0.5",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) >= DESIGN_FIELDS
+    assert {"p50", "p95", "p99"} <= set(report["latency_ms"])
+    assert report["n_queries"] == 18 and report["llm_calls"] + report["llm_calls_saved"] == 18
+    assert report["calibration"]["source"] == "tiny_calibration.jsonl"
+    assert report["meta"]["collection"].startswith("gk-eval-")
+    assert [p["off_topic_share"] for p in report["projections"]] == [0.7, 0.5]
+    for name in ("scores.png", "tradeoff.png", "intents.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "| LLM calls saved |" in (out / "report.md").read_text()
+    assert "LLM calls saved" in output and "report.html" in output
+
+
+def test_eval_accepts_a_csv_catalog_and_fixed_threshold(config: Path, tmp_path: Path) -> None:
+    """A text,intent CSV catalog works, and --threshold is used as given."""
+    out = tmp_path / "csv"
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.csv", "--threshold", "0.4", "--out", out,
+        "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert report["threshold"] == 0.4 and report["calibration"] is None
+    assert report["latency_ms"]["n_sampled"] == 0
+
+
+def test_eval_reports_a_malformed_dataset(config: Path, tmp_path: Path) -> None:
+    """A bad row exits with code 2 and a message naming the file and the line."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "label": "in_domain"}\n{"text": "x", "label": "spam"}\n')
+    code, output = _invoke("eval", "--config", config, "--dataset", bad, "--out", tmp_path / "o")
+    assert code == 2 and "bad.jsonl, line 2" in " ".join(output.split())
+
+
+def test_calibrate_needs_a_target(config: Path) -> None:
+    """eval --calibrate-on without --target-pass-rate is refused."""
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--calibrate-on", FIXTURES / "tiny_calibration.jsonl",
+    )  # fmt: skip
+    assert code == 2 and "--target-pass-rate" in " ".join(output.split())
+
+
+def test_calibrate_write_round_trip(config: Path) -> None:
+    """calibrate --write stores the printed threshold, keeping the file's other keys."""
+    code, output = _invoke(
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--catalog", FIXTURES / "tiny_catalog.yaml", "--write",
+    )  # fmt: skip
+    assert code == 0, output
+    printed = float(output.split("threshold ", 1)[1].split(":", 1)[0])
+    settings = load_settings(config)
+    assert settings.gate.threshold == pytest.approx(printed)
+    assert settings.gate.rule == "contrast" and settings.store.top_k == 5
+    text = config.read_text()
+    assert text.startswith("# my settings") and "rule: contrast  # keep" in text
+    assert "gatekeeper calibrate --dataset" in text and text.count("threshold:") == 1
+
+
+def test_store_threshold_creates_a_missing_file(tmp_path: Path) -> None:
+    """A settings file that does not exist yet is created with gate.threshold."""
+    path = tmp_path / "new" / "gatekeeper.yaml"
+    store_threshold(path, 0.4321, "made by a test")
+    assert yaml.safe_load(path.read_text()) == {"gate": {"threshold": 0.4321}}
+    assert "# made by a test" in path.read_text()
+
+
+def test_store_threshold_adds_a_gate_block_and_handles_flow_style(tmp_path: Path) -> None:
+    """Without a gate block one is appended; a flow-style gate mapping is rewritten."""
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("store:\n  top_k: 4\n")
+    store_threshold(plain, 0.3, "note")
+    assert yaml.safe_load(plain.read_text()) == {"store": {"top_k": 4}, "gate": {"threshold": 0.3}}
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("gate: {rule: top1, threshold: 0.9}\n")
+    store_threshold(flow, 0.25, "note")
+    assert yaml.safe_load(flow.read_text())["gate"] == {"rule": "top1", "threshold": 0.25}
+
+
+def test_store_threshold_leaves_an_invalid_file_untouched(tmp_path: Path) -> None:
+    """When the result would not load as settings, the original file is restored."""
+    path = tmp_path / "bad.yaml"
+    original = "gate:\n  threshold: 0.5\nnot_a_setting: 1\n"
+    path.write_text(original)
+    with pytest.raises(ConfigError):
+        store_threshold(path, 0.3, "note")
+    assert path.read_text() == original
