@@ -219,6 +219,13 @@ DatasetsOption = Annotated[
     list[Path],
     typer.Option("--dataset", "-d", help="Labelled dataset (JSONL or CSV); repeat for several."),
 ]
+SkipInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Skip malformed dataset rows (listed in the report) instead of failing.",
+    ),
+]
 RuleOption = Annotated[
     str | None, typer.Option("--rule", help="Decision rule for this run: top1 or contrast.")
 ]
@@ -256,6 +263,12 @@ def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
     with console.status("writing the report"):
         files = write_report(report, out)
     _print_summary(report)
+    skipped = report.meta.get("skipped_rows") or []
+    if skipped:
+        console.print(
+            f"[bold yellow]warning:[/] skipped {len(skipped)} malformed rows: {skipped[0]}"
+            + (" …" if len(skipped) > 1 else "")
+        )
     if report.counting["gate_errors"]:
         console.print(
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
@@ -299,6 +312,7 @@ def eval_command(
         float | None, typer.Option("--threshold", help="Use this threshold (no calibration).")
     ] = None,
     rule: RuleOption = None,
+    skip_invalid: SkipInvalidOption = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
         "reports/eval"
     ),
@@ -328,6 +342,7 @@ def eval_command(
             target_pass_rate=target_pass_rate,
             threshold=threshold,
             rule=_rule(rule),
+            skip_invalid=skip_invalid,
             options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
         )
         _run_eval(settings, plan, out)
@@ -353,6 +368,7 @@ def calibrate(
         Path | None, typer.Option("--catalog", help="Catalog (indexed in a collection of its own).")
     ] = None,
     rule: RuleOption = None,
+    skip_invalid: SkipInvalidOption = False,
     write: Annotated[
         bool, typer.Option("--write", help="Store gate.threshold in the settings file.")
     ] = False,
@@ -369,7 +385,9 @@ def calibrate(
         settings = setup(
             config if config is None or config.exists() or not write else None, quiet=True
         )
-        data = load_dataset(dataset)
+        data = load_dataset(dataset, skip_invalid=skip_invalid)
+        if data.skipped:
+            _stderr().print(f"[bold yellow]warning:[/] skipped {len(data.skipped)} malformed rows")
         gate = build_gate(settings, catalog, _rule(rule))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))

@@ -75,6 +75,7 @@ class Dataset:
 
     examples: tuple[Example, ...]
     sources: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # why each skipped row was skipped (``skip_invalid``)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -92,8 +93,11 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def load_dataset(path: Path | str) -> Dataset:
-    """Load one labelled dataset (JSONL or CSV); raise :class:`DatasetError` on any problem."""
+def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
+    """Load one labelled dataset (JSONL or CSV); raise :class:`DatasetError` on any problem.
+
+    With ``skip_invalid``, a malformed row (e.g. an empty text) is left out and its problem
+    recorded in :attr:`Dataset.skipped` instead; file-level problems still raise."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
@@ -104,20 +108,29 @@ def load_dataset(path: Path | str) -> Dataset:
         rows = _read_csv(path)
     else:
         raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
-    examples = tuple(parse_row(row, source=str(path), line=line) for line, row in rows)
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for line, row in rows:
+        try:
+            examples.append(parse_row(row, source=str(path), line=line))
+        except DatasetError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append(str(exc))
     if not examples:
-        raise DatasetError(f"dataset {path} has no rows")
-    return Dataset(examples=examples, sources=(str(path),))
+        raise DatasetError(f"dataset {path} has no rows" + (" left" if skipped else ""))
+    return Dataset(examples=tuple(examples), sources=(str(path),), skipped=tuple(skipped))
 
 
-def load_datasets(paths: Iterable[Path | str]) -> Dataset:
+def load_datasets(paths: Iterable[Path | str], *, skip_invalid: bool = False) -> Dataset:
     """Load several dataset files as one, keeping each example's source."""
-    loaded = [load_dataset(p) for p in paths]
+    loaded = [load_dataset(p, skip_invalid=skip_invalid) for p in paths]
     if not loaded:
         raise DatasetError("no dataset given")
     return Dataset(
         examples=tuple(e for d in loaded for e in d.examples),
         sources=tuple(s for d in loaded for s in d.sources),
+        skipped=tuple(s for d in loaded for s in d.skipped),
     )
 
 

@@ -965,6 +965,7 @@ class EvalPlan:
     target_pass_rate: float | None = None
     threshold: float | None = None
     rule: str | None = None
+    skip_invalid: bool = False
     options: EvalOptions = field(default_factory=EvalOptions)
 
 
@@ -990,7 +991,8 @@ def evaluate(
     settings: Settings, plan: EvalPlan, task: TaskFactory = no_progress
 ) -> tuple[EvalReport, Gatekeeper]:
     """Build the gate the plan asks for, then :func:`evaluate_gate`."""
-    load_datasets([*plan.datasets, *([plan.calibrate_on] if plan.calibrate_on else [])])
+    paths = [*plan.datasets, *([plan.calibrate_on] if plan.calibrate_on else [])]
+    load_datasets(paths, skip_invalid=plan.skip_invalid)  # fail before loading the model
     return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task)
 
 
@@ -1002,8 +1004,12 @@ def evaluate_gate(
     Returns the report and the gate as evaluated (with the calibrated threshold)."""
     if plan.calibrate_on is not None and plan.target_pass_rate is None:
         raise DatasetError("--calibrate-on needs --target-pass-rate")
-    dataset = load_datasets(plan.datasets)
-    calibration_set = load_datasets([plan.calibrate_on]) if plan.calibrate_on else None
+    dataset = load_datasets(plan.datasets, skip_invalid=plan.skip_invalid)
+    calibration_set = (
+        load_datasets([plan.calibrate_on], skip_invalid=plan.skip_invalid)
+        if plan.calibrate_on
+        else None
+    )
     started = time.perf_counter()
     synced = ensure_index(gate, task)
     if plan.threshold is not None:
@@ -1025,6 +1031,7 @@ def evaluate_gate(
         "index_seconds": synced.seconds if synced is not None else 0.0,
         "seconds": time.perf_counter() - started,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "skipped_rows": [*dataset.skipped, *(calibration_set.skipped if calibration_set else ())],
     }
     return build_report(gate, run, plan.options, calibration, meta), gate
 

@@ -392,6 +392,11 @@ def notes(report: EvalReport) -> list[str]:
         f"Confidence intervals: percentile bootstrap, {report.bootstrap['draws']} draws, "
         f"seed {report.bootstrap['seed']}.",
     ]
+    skipped = report.meta.get("skipped_rows") or []
+    if skipped:
+        out.append(
+            f"{len(skipped)} malformed rows were skipped (--skip-invalid): " + "; ".join(skipped)
+        )
     if c is not None:
         out.append(
             f"The threshold {c.threshold:.4f} was chosen on {c.source} alone "

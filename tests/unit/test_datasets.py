@@ -119,3 +119,16 @@ def test_several_files_and_write_round_trip(tmp_path: Path) -> None:
     assert [(e.message, e.label, e.intent) for e in again.examples] == [
         (e.message, e.label, e.intent) for e in both.examples
     ]
+
+
+def test_skip_invalid_keeps_the_good_rows(tmp_path: Path) -> None:
+    """With skip_invalid, malformed rows are left out and each one's problem is recorded."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "fine", "label": "in_domain"},
+        {"text": "", "label": "in_domain"},
+        {"text": "also fine", "label": "off_topic"},
+    )
+    data = load_datasets([path], skip_invalid=True)
+    assert [e.text for e in data.examples] == ["fine", "also fine"]
+    assert len(data.skipped) == 1 and "line 2" in data.skipped[0]

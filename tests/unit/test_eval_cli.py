@@ -98,11 +98,19 @@ def test_eval_accepts_a_csv_catalog_and_fixed_threshold(config: Path, tmp_path: 
 
 
 def test_eval_reports_a_malformed_dataset(config: Path, tmp_path: Path) -> None:
-    """A bad row exits with code 2 and a message naming the file and the line."""
+    """A bad row exits 2 naming the file and line; --skip-invalid leaves it out instead."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "label": "in_domain"}\n{"text": "x", "label": "spam"}\n')
     code, output = _invoke("eval", "--config", config, "--dataset", bad, "--out", tmp_path / "o")
     assert code == 2 and "bad.jsonl, line 2" in " ".join(output.split())
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", bad, "--out", tmp_path / "o", "--skip-invalid",
+        "--catalog", FIXTURES / "tiny_catalog.yaml", "--latency-sample", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["n_queries"] == 1 and len(report["meta"]["skipped_rows"]) == 1
+    assert report["auroc"] is None  # one class only: no ROC
 
 
 def test_calibrate_needs_a_target(config: Path) -> None:
