@@ -112,6 +112,7 @@ class LocalEmbedder(Embedder):
         self._model: Any = None
         self._dimension: int | None = None
         self._lock = threading.Lock()
+        self._encode_lock = threading.Lock()
 
     @property
     def dimension(self) -> int:
@@ -163,9 +164,12 @@ class LocalEmbedder(Embedder):
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
         try:
-            if self._settings.model_class == "encoder":
-                return self._forward(texts)
-            out = self._model.encode_queries(texts, batch_size=self.batch_size)
+            # Hugging Face fast tokenizers are not thread-safe ("Already borrowed"): one
+            # encode at a time per model, whichever interface (proxy, runnable, eval) calls.
+            with self._encode_lock:
+                if self._settings.model_class == "encoder":
+                    return self._forward(texts)
+                out = self._model.encode_queries(texts, batch_size=self.batch_size)
         except Exception as exc:  # a model failure is an EmbeddingError, whatever raised it
             raise EmbeddingError(f"local embedding failed: {exc}") from exc
         if isinstance(out, dict):  # bge-m3 returns {"dense_vecs": ...}
