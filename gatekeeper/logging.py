@@ -61,6 +61,27 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
     logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
 
 
+class _LibraryLogger:
+    """A logger that is polite as a library: structlog's when the application configured
+    structlog (the CLI and server do, tests capture), else the stdlib ``logging`` logger, which
+    prints nothing below WARNING unless the application set logging up. Never stdout."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _target(self) -> Any:
+        if structlog.is_configured():
+            return structlog.get_logger(self._name)
+        return structlog.wrap_logger(
+            logging.getLogger(self._name),
+            processors=[drop_secrets, structlog.processors.KeyValueRenderer(key_order=["event"])],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(self._target(), method)
+
+
 def get_logger(name: str = "gatekeeper") -> Any:
-    """The library's logger."""
-    return structlog.get_logger(name)
+    """The library's logger (see :class:`_LibraryLogger`)."""
+    return _LibraryLogger(name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 import structlog
 
+from gatekeeper.gate import Gatekeeper
 from gatekeeper.logging import configure_logging, get_logger, message_id
 from gatekeeper.settings import LoggingSettings
 
@@ -30,3 +32,13 @@ def test_message_id_is_stable_and_not_the_text() -> None:
     assert message_id("hello") == message_id("hello")
     assert message_id("hello") != message_id("hello!")
     assert "hello" not in message_id("hello")
+
+
+def test_unconfigured_library_prints_nothing_to_stdout(
+    tiny_gate: Gatekeeper, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Used as a library without logging set up, the gate writes nothing to stdout."""
+    structlog.reset_defaults()
+    capsys.readouterr()
+    tiny_gate.check("where is my order")
+    assert capsys.readouterr().out == ""

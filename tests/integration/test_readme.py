@@ -1,0 +1,88 @@
+"""The README's Python examples run as written (against loopback servers, not the internet)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.server import create_app
+from gatekeeper.settings import load_settings
+from gatekeeper.testing import LoopbackServer, RecordingUpstream
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+def _block(marker: str) -> str:
+    found = [b for b in BLOCKS if marker in b]
+    assert len(found) == 1, f"one README python block should contain {marker!r}"
+    return found[0]
+
+
+def _run(code: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    return out.getvalue()
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data dir for the examples' default gate."""
+    monkeypatch.setenv("GATEKEEPER_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+@pytest.fixture
+def upstream() -> Iterator[RecordingUpstream]:
+    with RecordingUpstream() as server:
+        yield server
+
+
+def test_python_api_example(isolated: Path) -> None:
+    """The 'Use it from Python' example prints a route for PayPal."""
+    out = _run(_block("gate.check_many"))
+    assert out.startswith("llm payment_methods")
+
+
+def test_wrapper_example(isolated: Path) -> None:
+    """The wrapper example answers the parcel question, refuses the poem, cans the thanks."""
+    lines = _run(_block("gate.wrap(")).splitlines()
+    assert lines[0].startswith("(the LLM answers")
+    assert "Sorry" in lines[1]
+    assert lines[2] == "canned False"
+
+
+def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
+    """The proxy example prints llm for the parcel and off_topic for the match."""
+    settings = load_settings(
+        None,
+        data_dir=isolated / "data",
+        upstream={"base_url": upstream.base_url, "api_key": "sk-upstream"},
+        server={"api_keys": "sk-shop-bot-1"},
+    )
+    with LoopbackServer(create_app(settings)) as proxy:
+        code = _block("with_raw_response").replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}")
+        lines = _run(code).splitlines()
+    assert lines[0].startswith("llm ->")
+    assert lines[1].startswith("off_topic -> Sorry")
+    assert len(upstream.calls) == 1
+
+
+def test_langchain_example(
+    isolated: Path, upstream: RecordingUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LCEL example refuses the poem without an LLM call and forwards the parcel question."""
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    lines = _run(_block("GatekeeperRunnable(")).splitlines()
+    assert lines[0].startswith("Sorry")
+    assert "parcel" in lines[1]
+    assert len(upstream.calls) == 1
