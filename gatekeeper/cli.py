@@ -313,6 +313,14 @@ def eval_command(
     ] = None,
     rule: RuleOption = None,
     skip_invalid: SkipInvalidOption = False,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Send every message through a real gating proxy on loopback in front of a "
+            "recording upstream, and count the calls the upstream received.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
         "reports/eval"
     ),
@@ -343,6 +351,7 @@ def eval_command(
             threshold=threshold,
             rule=_rule(rule),
             skip_invalid=skip_invalid,
+            replay=replay,
             options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
         )
         _run_eval(settings, plan, out)
