@@ -128,7 +128,8 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
         (
             "gate latency p50/p95/p99",
             _latency(report),
-            f"n={report.latency_ms.n_sampled} single calls",
+            f"n={report.latency_ms.n_sampled} single calls; embedding alone p50 "
+            f"{num(report.latency_ms.embed_p50, 1)} ms",
         ),
         (
             "LLM cost saved",

@@ -210,3 +210,18 @@ def test_eval_collection_name_is_valid_and_distinct() -> None:
     assert re.fullmatch(r"[a-zA-Z0-9._-]{3,512}", first)
     assert len({first, other_model, other_catalog}) == 3
     load_settings(None, store={"collection": first})  # the settings accept it too
+
+
+def test_banking_benchmark_skips_without_its_data(tmp_path: Path) -> None:
+    """The benchmark script exits 0 with a message when the banking77 files are absent."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "eval" / "benchmark_banking77.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--data", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "skipped" in done.stdout
