@@ -6,7 +6,7 @@ calibration.jsonl alone for a 99% in-domain pass rate, then applied unchanged to
 of the 27 intents the catalog lacks). Prints, per rule: supported pass rate,
 unsupported-but-on-topic pass rate, off-topic block rate, AUROC; writes the full reports.
 
-    .venv/bin/python eval/benchmark_banking77.py [--data DIR] [--rule contrast --rule top1]
+    .venv/bin/python eval/benchmark_banking77.py [--data DIR] [--rule density --rule top1 ...]
 
 Exits 0 with a message when the benchmark data is not there (a user's machine won't have it).
 """
@@ -32,7 +32,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "banking77")
     parser.add_argument("--target", type=float, default=0.99, help="in-domain pass rate target")
     parser.add_argument(
-        "--rule", action="append", choices=("contrast", "top1"), help="repeatable; default both"
+        "--rule",
+        action="append",
+        choices=("density", "contrast", "top1"),
+        help="repeatable; default all three",
     )
     parser.add_argument("--latency-sample", type=int, default=200)
     parser.add_argument("--config", type=Path, default=None, help="settings file")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:
         settings = setup(args.config, quiet=True)
         catalog, dropped = clean_catalog(args.data / "exemplars.csv", args.out)
         print(f"catalog: {catalog} ({dropped} exemplar rows with an empty text dropped)")
-        for rule in args.rule or ["contrast", "top1"]:
+        for rule in args.rule or ["density", "contrast", "top1"]:
             plan = EvalPlan(
                 datasets=(args.data / "test.jsonl", args.data / "unsupported_banking_test.jsonl"),
                 catalog=catalog,

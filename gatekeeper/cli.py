@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gatekeeper.decision import RULES
 from gatekeeper.errors import (
     BackendError,
     CatalogError,
@@ -227,7 +228,8 @@ SkipInvalidOption = Annotated[
     ),
 ]
 RuleOption = Annotated[
-    str | None, typer.Option("--rule", help="Decision rule for this run: top1 or contrast.")
+    str | None,
+    typer.Option("--rule", help="Decision rule for this run: density, contrast or top1."),
 ]
 DEMO_CATALOG = Path("configs/intents/shop.yaml")
 DEMO_CALIBRATION = Path("eval/datasets/shop_calibration.jsonl")
@@ -358,8 +360,8 @@ def eval_command(
 
 
 def _rule(rule: str | None) -> str | None:
-    if rule is not None and rule not in {"top1", "contrast"}:
-        raise InputError(f"unknown rule {rule!r}; use top1 or contrast")
+    if rule is not None and rule not in RULES:
+        raise InputError(f"unknown rule {rule!r}; use one of {', '.join(sorted(RULES))}")
     return rule
 
 

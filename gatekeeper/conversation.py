@@ -5,10 +5,11 @@ but reads it in the light of the user turns before it:
 
 1. The most recent user turns (up to ``CONTEXT_TURNS``) are each decided on their own text, in
    order, oldest first.
-2. A turn decided ``off_topic`` is *rescued* as a **follow-up** when all three hold:
+2. A turn decided ``off_topic`` is *rescued* as a **follow-up** when all of these hold:
    the user turn just before it ended up forwarded to the LLM (``llm``); the turn is short
    (at most ``gate.followup_max_words`` words: "yes", an order number, an e-mail address, a
-   name); and no off-topic exemplar is close to it (best off-topic similarity under
+   name); it does not lean off-topic (its nearest exemplar is not an off-topic one); and no
+   off-topic exemplar is close to it (best off-topic similarity under
    ``gate.followup_off_topic_max``). A rescued turn is forwarded with the previous turn's
    intent and a reason that says so.
 3. The last turn's decision is the conversation's decision.
@@ -25,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gatekeeper.decision import Decision, Neighbour, Route, best_off_topic
+from gatekeeper.decision import Decision, Neighbour, Route, best_in_domain, best_off_topic
 from gatekeeper.errors import EmptyMessageError, InputError
 
 CONTEXT_TURNS = 4
@@ -93,7 +94,12 @@ def as_followup(
     if words > max_words:
         return decision
     nearest_off = best_off_topic(neighbours)
-    if nearest_off is not None and nearest_off.similarity >= off_topic_max:
+    nearest_in = best_in_domain(neighbours)
+    if nearest_off is not None and (
+        nearest_off.similarity >= off_topic_max
+        or nearest_in is None
+        or nearest_off.similarity > nearest_in.similarity
+    ):
         return decision
     return decision.model_copy(
         update={

@@ -20,7 +20,10 @@ swapped by name (``gate.rule``). Rules shipped:
     ``top1`` at the same pass rate.
 
 Either way the message is ``off_topic`` when the score is under the threshold (the intent's own
-threshold when it has one), ``canned`` when the intent has a fixed reply, else ``llm``.
+threshold when it has one), else ``llm``, or ``canned`` when the intent has a fixed reply **and**
+the nearest exemplar is that close (similarity at least ``gate.canned_min_similarity``). A
+canned reply skips the LLM, so a loose match ("yes" vaguely like "hi") must not earn one: it is
+forwarded instead, which costs a call but never answers a customer with the wrong fixed reply.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class Thresholds:
 
     default: float
     per_intent: Mapping[str, float] = field(default_factory=dict)
+    canned_min_similarity: float = 0.0
 
     def for_intent(self, intent: str | None) -> float:
         if intent is None:
@@ -105,12 +109,16 @@ class Thresholds:
 
     @classmethod
     def from_catalog(
-        cls, catalog: Catalog, default: float, overrides: Mapping[str, float] | None = None
+        cls,
+        catalog: Catalog,
+        default: float,
+        overrides: Mapping[str, float] | None = None,
+        canned_min_similarity: float = 0.0,
     ) -> Thresholds:
         """Catalog thresholds, then ``overrides`` (settings) on top."""
         per_intent = {i.name: i.threshold for i in catalog.intents if i.threshold is not None}
         per_intent.update(overrides or {})
-        return cls(default=default, per_intent=per_intent)
+        return cls(default, per_intent, canned_min_similarity)
 
 
 @dataclass(frozen=True)
@@ -237,8 +245,14 @@ def decide(
             reply=catalog.off_topic.reply,
         )
     intent = catalog.intent(scored.intent)
-    route = Route.CANNED if intent.canned else Route.LLM
-    verb = "answered with its fixed reply" if intent.canned else "forwarded"
+    nearest = best_in_domain(neighbours)
+    confident = nearest is not None and nearest.similarity >= thresholds.canned_min_similarity
+    if intent.canned and confident:
+        route, verb, reply = Route.CANNED, "answered with its fixed reply", intent.reply
+    elif intent.canned:
+        route, verb, reply = Route.LLM, "too loose a match for the fixed reply, forwarded", None
+    else:
+        route, verb, reply = Route.LLM, "forwarded", None
     return Decision(
         route=route,
         intent=intent.name,
@@ -246,5 +260,5 @@ def decide(
         threshold=threshold,
         reason=f"score {scored.score:.3f} >= threshold {threshold:.3f}: {scored.why}, {verb}",
         neighbours=shown,
-        reply=intent.reply,
+        reply=reply,
     )

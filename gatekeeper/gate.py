@@ -57,7 +57,10 @@ class Gatekeeper:
         self.store = store
         self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
         self.thresholds = Thresholds.from_catalog(
-            catalog, settings.gate.threshold, settings.gate.intent_thresholds
+            catalog,
+            settings.gate.threshold,
+            settings.gate.intent_thresholds,
+            settings.gate.canned_min_similarity,
         )
         self._log = logger or get_logger()
         self._ready: IndexInfo | None = None

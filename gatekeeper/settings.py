@@ -101,6 +101,12 @@ class GateSettings(_Section):
         le=1.0,
         description="a follow-up is still refused when an off-topic exemplar is this similar",
     )
+    canned_min_similarity: float = Field(
+        0.7,
+        ge=-1.0,
+        le=1.0,
+        description="a canned reply needs an exemplar this similar; looser matches are forwarded",
+    )
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
 

@@ -56,7 +56,7 @@ class BreakableEmbedder(HashingEmbedder):
 
 def tiny_gate_at(data_dir: Path, **gate: Any) -> Gatekeeper:
     """An indexed tiny gate on a breakable hashing embedder."""
-    settings = load_settings(None, data_dir=data_dir, gate={"threshold": 0.35, **gate})
+    settings = Settings(data_dir=data_dir, gate={"threshold": 0.35, "rule": "contrast", **gate})
     built = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=BreakableEmbedder())
     built.index()
     return built

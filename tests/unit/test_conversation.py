@@ -89,3 +89,21 @@ def test_long_turn_or_refused_context_is_not_a_followup() -> None:
         is alone
     )
     assert as_followup(alone, [], "yes", None, max_words=12, off_topic_max=0.55) is alone
+
+
+def test_followup_leaning_off_topic_stays_refused() -> None:
+    """A short turn whose nearest exemplar is off-topic is not rescued, however loosely."""
+    alone = _decision(Route.OFF_TOPIC)
+    neighbours = [
+        Neighbour("a", "capital of France?", "off_topic", 0.4),
+        Neighbour("b", "where is my order", "order_status", 0.3),
+    ]
+    out = as_followup(
+        alone,
+        neighbours,
+        "what's the capital of Peru?",
+        _decision(Route.LLM),
+        max_words=12,
+        off_topic_max=0.55,
+    )
+    assert out is alone

@@ -150,3 +150,13 @@ def test_density_never_scores_above_contrast(pairs: list[tuple[str, float]]) -> 
     """Averaging the k nearest never scores above the single nearest (same gap)."""
     neighbours = [n(i, s) for i, s in pairs]
     assert DensityRule(k=5).score(neighbours).score <= ContrastRule().score(neighbours).score + 1e-9
+
+
+def test_loose_canned_match_is_forwarded_not_canned() -> None:
+    """A canned intent matched loosely goes to the LLM instead of getting the fixed reply."""
+    thresholds = Thresholds.from_catalog(CATALOG, 0.3, canned_min_similarity=0.7)
+    loose = decide([n("greeting", 0.4)], rule=TopOneRule(), catalog=CATALOG, thresholds=thresholds)
+    assert (loose.route, loose.intent, loose.reply) == (Route.LLM, "greeting", None)
+    assert "too loose" in loose.reason
+    tight = decide([n("greeting", 0.8)], rule=TopOneRule(), catalog=CATALOG, thresholds=thresholds)
+    assert tight.route is Route.CANNED
