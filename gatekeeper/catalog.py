@@ -7,7 +7,6 @@ names the file, the intent and the problem.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import json
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gatekeeper._rows import Row, read_csv, read_jsonl
 from gatekeeper.errors import CatalogError
 
 OFF_TOPIC = "off_topic"
@@ -129,9 +129,9 @@ def load_catalog(path: Path | str) -> Catalog:
     if suffix in {".yaml", ".yml"}:
         raw = _read_yaml(path)
     elif suffix == ".csv":
-        raw = _rows_to_raw(_read_csv_rows(path), path)
+        raw = _rows_to_raw(read_csv(path, CatalogError, "catalog", _check_catalog_header), path)
     elif suffix in {".jsonl", ".ndjson"}:
-        raw = _rows_to_raw(_read_jsonl_rows(path), path)
+        raw = _rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
     else:
         raise CatalogError(f"catalog {path}: unknown format {suffix!r} (use .yaml, .csv or .jsonl)")
     return parse_catalog(raw, source=str(path))
@@ -232,41 +232,16 @@ def _read_yaml(path: Path) -> Any:
         raise CatalogError(f"catalog {path}: cannot read: {exc}") from exc
 
 
-def _read_csv_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"text", "intent"} - set(reader.fieldnames or [])
-            if missing:
-                raise CatalogError(
-                    f"catalog {path}: CSV header must have 'text' and 'intent' columns; "
-                    f"missing {sorted(missing)} (header: {reader.fieldnames})"
-                )
-            return [(number, dict(row)) for number, row in enumerate(reader, start=2)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CatalogError(f"catalog {path}: cannot read CSV: {exc}") from exc
+def _check_catalog_header(header: list[str]) -> str | None:
+    missing = {"text", "intent"} - set(header)
+    return (
+        f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}"
+        if missing
+        else None
+    )
 
 
-def _read_jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"catalog {path}: cannot read: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"catalog {path}, line {number}: not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise CatalogError(f"catalog {path}, line {number}: expected an object")
-        rows.append((number, row))
-    return rows
-
-
-def _rows_to_raw(rows: list[tuple[int, dict[str, Any]]], path: Path) -> dict[str, Any]:
+def _rows_to_raw(rows: list[Row], path: Path) -> dict[str, Any]:
     intents: dict[str, list[str]] = {}
     off_topic: list[str] = []
     for number, row in rows:

@@ -11,14 +11,13 @@ Every problem is a :class:`~gatekeeper.errors.DatasetError` naming the file and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gatekeeper._rows import read_csv, read_jsonl
 from gatekeeper.conversation import content_text
 from gatekeeper.errors import DatasetError
 
@@ -103,9 +102,9 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
         raise DatasetError(f"dataset {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson"}:
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path, DatasetError, "dataset")
     elif suffix == ".csv":
-        rows = _read_csv(path)
+        rows = read_csv(path, DatasetError, "dataset", _check_dataset_header)
     else:
         raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
     examples: list[Example] = []
@@ -183,41 +182,10 @@ def _chat(messages: Any, where: str) -> ChatMessages:
     return tuple(messages)
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"dataset {path}, line {number}: not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise DatasetError(f"dataset {path}, line {number}: expected a JSON object")
-        rows.append((number, row))
-    return rows
-
-
-def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    text = _read_text(path)
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
-        if "label" not in header or not ({"text", "messages"} & set(header)):
-            raise DatasetError(
-                f"dataset {path}: the CSV header needs 'label' and 'text' (or 'messages') "
-                f"columns; it has {header}"
-            )
-        return [(reader.line_num, dict(row)) for row in reader]
-    except csv.Error as exc:
-        raise DatasetError(f"dataset {path}: not valid CSV: {exc}") from exc
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"dataset {path}: cannot read: {exc}") from exc
+def _check_dataset_header(header: list[str]) -> str | None:
+    if "label" not in header or not ({"text", "messages"} & set(header)):
+        return "the CSV header needs 'label' and 'text' (or 'messages') columns"
+    return None
 
 
 def example_row(example: Example) -> dict[str, Any]:

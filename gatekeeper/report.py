@@ -116,7 +116,7 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             (
                 "conversations: pass / block",
                 f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
-                f"n={c.n}, {c.rescued_followups} follow-ups",
+                f"n={c.n}, {c.rescued_followups} rescued as follow-ups",
             )
         )
     rows += [
