@@ -438,7 +438,7 @@ def score_rows(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], str]:
         basis = (
             "single messages"
             if len(single) == len(outcomes)
-            else ("single messages (conversations reported separately)")
+            else "single messages; conversations reported separately"
         )
         return single, basis
     return list(outcomes), "last user turns of conversations (no single messages)"
