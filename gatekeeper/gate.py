@@ -65,6 +65,7 @@ class Gatekeeper:
         self._log = logger or get_logger()
         self._ready: IndexInfo | None = None
         self._lock = threading.Lock()
+        self._ready_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -125,6 +126,12 @@ class Gatekeeper:
         """
         if self._ready is not None:
             return self._ready
+        with self._ready_lock:  # concurrent first requests: one loads and syncs, the rest wait
+            if self._ready is not None:
+                return self._ready
+            return self._make_ready()
+
+    def _make_ready(self) -> IndexInfo:
         self.embedder.load()
         info = self.store.info()
         stale = info is None or info.catalog_hash != self.catalog.content_hash()

@@ -55,6 +55,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gatekeeper.backends import local_chunks, local_completion
+from gatekeeper.batching import DecisionBatcher
 from gatekeeper.decision import Decision
 from gatekeeper.errors import (
     EmbeddingError,
@@ -150,7 +151,10 @@ class Proxy:
     client: httpx.AsyncClient
     metrics: Metrics
     log: Any = field(default_factory=get_logger)
-    gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    batcher: DecisionBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = DecisionBatcher(self.gate, on_error=self.settings.gate.on_error)
 
     def upstream_url(self, path: str) -> str:
         base = self.settings.upstream.base_url
@@ -183,8 +187,8 @@ class Proxy:
         policy = self.settings.gate.on_error
         started = time.perf_counter()
         try:
-            async with self.gate_lock:  # one decision at a time: tokenizers are not thread-safe
-                decision = await self.gate.acheck(messages, on_error=policy)
+            # Concurrent requests share forward passes (see gatekeeper.batching).
+            decision = await self.batcher.decide(messages)
         except EmptyMessageError as exc:
             raise ProxyError(400, str(exc), code="empty_message") from exc
         except MessageTooLongError as exc:
@@ -551,8 +555,7 @@ async def readyz(request: Request) -> Response:
     """Ready: the model is loaded and the collection is reachable."""
     proxy = proxy_of(request)
     try:
-        async with proxy.gate_lock:
-            ready = await asyncio.to_thread(proxy.readiness)
+        ready = await asyncio.to_thread(proxy.readiness)
     except GatekeeperError as exc:
         return JSONResponse(
             {"status": "not_ready", "reason": f"{type(exc).__name__}: {exc}"}, status_code=503

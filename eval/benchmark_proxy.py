@@ -1,0 +1,91 @@
+"""What the gating proxy adds to a chat request, measured on loopback.
+
+    .venv/bin/python eval/benchmark_proxy.py [--n 200] [--concurrency 8]
+
+Starts a ``RecordingUpstream`` (an instant OpenAI-compatible upstream) and the real proxy
+(``gatekeeper.server.create_app`` under uvicorn) with the default model and shop catalog, both
+on 127.0.0.1, and times the official ``openai`` client, one request at a time:
+
+* ``direct``: straight to the upstream (the baseline: HTTP + JSON only);
+* ``admitted``: through the proxy, an in-domain message (gate + forward);
+* ``blocked``: through the proxy, an off-topic message (gate + local answer, no upstream call).
+
+Then ``--concurrency`` clients send blocked requests at once, for throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openai
+
+from gatekeeper.server import create_app
+from gatekeeper.settings import load_settings
+from gatekeeper.testing import LoopbackServer, RecordingUpstream
+
+ADMITTED = "hi, my parcel still hasn't arrived, can you check where it is?"
+BLOCKED = "who won the football match last night?"
+
+
+def _time(client: openai.OpenAI, text: str, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def _line(name: str, samples: list[float]) -> str:
+    p50, p95, p99 = np.percentile(samples, [50, 95, 99])
+    return f"{name:9s} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as data_dir, RecordingUpstream() as upstream:
+        settings = load_settings(
+            None,
+            data_dir=Path(data_dir),
+            upstream={"base_url": upstream.base_url, "api_key": "sk-upstream"},
+            logging={"level": "WARNING"},
+        )
+        with LoopbackServer(create_app(settings)) as proxy:
+            direct = openai.OpenAI(base_url=upstream.base_url, api_key="x", max_retries=0)
+            gated = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0)
+            for client, text in [(direct, ADMITTED), (gated, ADMITTED), (gated, BLOCKED)]:
+                _time(client, text, 10)  # warm-up
+            upstream.reset()
+            rows = {
+                "direct": _time(direct, ADMITTED, args.n),
+                "admitted": _time(gated, ADMITTED, args.n),
+                "blocked": _time(gated, BLOCKED, args.n),
+            }
+            upstream_calls = len(upstream.calls)
+            total = args.n * args.concurrency // 2
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                list(pool.map(lambda _: _time(gated, BLOCKED, 1), range(total)))
+            seconds = time.perf_counter() - start
+
+    print(f"{args.n} sequential requests each, default model, loopback")
+    for name, samples in rows.items():
+        print(_line(name, samples))
+    print(f"upstream saw {upstream_calls} calls (direct + admitted = {2 * args.n})")
+    print(
+        f"{total} blocked requests from {args.concurrency} concurrent clients: "
+        f"{total / seconds:.0f} requests/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
