@@ -447,8 +447,11 @@ def demo(
         int, typer.Option("--latency-sample", min=0, help="Messages timed one by one.")
     ] = 200,
 ) -> None:
-    """Index the shop catalog, calibrate on the bundled calibration split, evaluate the bundled
-    test split and conversations, print the savings summary and write the report."""
+    """Index the shop catalog, calibrate, evaluate the bundled data, print the savings.
+
+    Calibrates on the bundled calibration split, evaluates the bundled test split and
+    conversations, prints the summary and writes the report.
+    """
     from gatekeeper.eval import EvalOptions, EvalPlan
     from gatekeeper.settings import project_path
 
