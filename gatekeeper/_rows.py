@@ -34,7 +34,7 @@ def read_jsonl(path: Path, error: type[GatekeeperError], what: str) -> list[Row]
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise error(f"{what} {path}, line {number}: not valid JSON: {exc}") from exc
         if not isinstance(row, dict):
             raise error(f"{what} {path}, line {number}: expected a JSON object")

@@ -335,16 +335,11 @@ class GatedBackend:
 
     # -- internals ---------------------------------------------------------------------------
 
-    @staticmethod
-    def forwards(decision: Decision) -> bool:
-        """True when the message goes to the backend (admitted, or any route in shadow mode)."""
-        return decision.admitted or decision.shadow
-
     def _reply_text(self, decision: Decision) -> str:
         return decision.reply or self.gate.catalog.off_topic.reply
 
     def _finish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
-        if not self.forwards(decision):
+        if not decision.forwarded:
             return Gated(self._local(decision, kwargs), decision, called=False)
         output = self.backend(message, **kwargs)
         if inspect.isawaitable(output):
@@ -352,7 +347,7 @@ class GatedBackend:
         return Gated(output, decision, called=True)
 
     async def _afinish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
-        if not self.forwards(decision):
+        if not decision.forwarded:
             return Gated(await self._alocal(decision, kwargs), decision, called=False)
         return Gated(await self._acall_backend(message, kwargs), decision, called=True)
 

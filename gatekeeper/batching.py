@@ -39,7 +39,9 @@ class DecisionBatcher:
             if not future.done():
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                await self._run(batch)
+                # Shielded: if this caller is cancelled (client gone, shutdown timeout), the
+                # batch still finishes for the other callers waiting on it.
+                await asyncio.shield(asyncio.ensure_future(self._run(batch)))
         return await future
 
     async def _run(self, batch: list[_Pending]) -> None:
@@ -51,15 +53,23 @@ class DecisionBatcher:
             else:  # one client's mistake must not fail the others: decide them one by one
                 for message, future in batch:
                     await self._run_one(message, future)
-        except Exception as exc:
+        except BaseException as exc:
             for _, future in batch:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
         else:
             for (_, future), decision in zip(batch, decisions, strict=True):
-                future.set_result(decision)
+                if not future.done():
+                    future.set_result(decision)
 
     async def _run_one(self, message: Message, future: asyncio.Future[Decision]) -> None:
         try:
-            future.set_result(await self.gate.acheck(message, on_error=self.on_error))
+            decision = await self.gate.acheck(message, on_error=self.on_error)
         except Exception as exc:
-            future.set_exception(exc)
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(decision)

@@ -79,8 +79,13 @@ class Decision(BaseModel):
 
     @property
     def admitted(self) -> bool:
-        """True when the message goes to the LLM backend."""
+        """True when the gate admits the message to the LLM (route ``llm``)."""
         return self.route is Route.LLM
+
+    @property
+    def forwarded(self) -> bool:
+        """True when the message goes to the backend: admitted, or any route in shadow mode."""
+        return self.admitted or self.shadow
 
     def summary(self) -> dict[str, Any]:
         """The fields that go to logs, headers and metadata (no exemplar or customer text)."""

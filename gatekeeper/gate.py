@@ -7,13 +7,14 @@ collection are loaded once, on first use (or on :meth:`Gatekeeper.ready`).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gatekeeper.catalog import Catalog, load_catalog
+from gatekeeper.catalog import OFF_TOPIC, Catalog, load_catalog
 from gatekeeper.conversation import as_followup, content_text, user_turns
 from gatekeeper.decision import Decision, DecisionRule, Route, Thresholds, build_rule, decide
 from gatekeeper.embedding import Embedder, build_embedder
@@ -66,6 +67,9 @@ class Gatekeeper:
         self._ready: IndexInfo | None = None
         self._lock = threading.Lock()
         self._ready_lock = threading.Lock()
+        id_key = settings.logging.message_id_key
+        self._id_key = id_key.get_secret_value().encode() if id_key else os.urandom(32)
+        self._known_intents = frozenset([OFF_TOPIC, *(i.name for i in catalog.intents)])
 
     @classmethod
     def from_settings(
@@ -196,7 +200,7 @@ class Gatekeeper:
             done = decision.model_copy(
                 update={
                     "latency_ms": per_message_ms,
-                    "message_id": message_id(turns[-1]),
+                    "message_id": message_id(turns[-1], self._id_key),
                     "shadow": self.settings.gate.shadow,
                 }
             )
@@ -220,14 +224,23 @@ class Gatekeeper:
                 f"the message has {len(last)} characters; the limit is {limit} "
                 "(gate.max_message_chars)"
             )
-        return [t[:limit] for t in turns if t.strip()]
+        kept = [t[:limit] for t in turns if t.strip()]
+        for text in kept:
+            _require_text(text)
+        return kept
 
     def _decide_all(
         self, conversations: list[list[str]], progress: Progress | None
     ) -> list[Decision]:
         unique = list(dict.fromkeys(t for turns in conversations for t in turns))
         vectors = self.embedder.embed(unique, progress=progress)
-        neighbours = dict(zip(unique, self.store.query(vectors), strict=True))
+        known = self._known_intents
+        # An index shared with a replica on another catalog version (a rolling deploy, or
+        # auto_sync off) may hold intents this catalog lacks: those neighbours are ignored.
+        neighbours = {
+            text: [n for n in found if n.intent in known]
+            for text, found in zip(unique, self.store.query(vectors), strict=True)
+        }
         gate = self.settings.gate
         decisions = []
         for turns in conversations:
@@ -282,6 +295,16 @@ class Gatekeeper:
         from gatekeeper.backends import GatedBackend
 
         return GatedBackend(self, backend)
+
+
+def _require_text(text: str) -> None:
+    """Text the tokenizer can take; anything else is the client's mistake, not the model's."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"the message is not valid Unicode text (character {exc.start}: a lone surrogate)"
+        ) from None
 
 
 __all__ = ["Gatekeeper", "InputError", "Message"]

@@ -196,7 +196,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         decision = self._check([self.to_gate_message(input)], [config])[0]
-        if self._forwards(decision):
+        if decision.forwarded:
             return self.runnable.invoke(input, self._child_config(config, decision), **kwargs)
         return self._reply(decision, config)
 
@@ -208,7 +208,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         decision = (await self._acheck([self.to_gate_message(input)], [config]))[0]
-        if self._forwards(decision):
+        if decision.forwarded:
             child = self._child_config(config, decision)
             return await self.runnable.ainvoke(input, child, **kwargs)
         return await self._areply(decision, config)
@@ -276,7 +276,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         for i, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 results[i] = outcome
-            elif self._forwards(outcome):
+            elif outcome.forwarded:
                 forward.append((i, outcome))
             else:
                 results[i] = self._reply(outcome, configs[i])
@@ -310,7 +310,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         for i, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 results[i] = outcome
-            elif self._forwards(outcome):
+            elif outcome.forwarded:
                 forward.append((i, outcome))
             else:
                 results[i] = await self._areply(outcome, configs[i])
@@ -388,7 +388,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> Iterator[Any]:
         value = _collect(chunks)
         decision = self._check([self.to_gate_message(value)], [config])[0]
-        if self._forwards(decision):
+        if decision.forwarded:
             child = self._child_config(config, decision)
             yield from self.runnable.stream(value, child, **kwargs)
         else:
@@ -405,7 +405,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         async for chunk in chunks:
             value = _add(value, chunk)
         decision = (await self._acheck([self.to_gate_message(value)], [config]))[0]
-        if self._forwards(decision):
+        if decision.forwarded:
             child = self._child_config(config, decision)
             async for out in self.runnable.astream(value, child, **kwargs):
                 yield out
@@ -413,10 +413,6 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             yield await self._areply(decision, config, chunk=True)
 
     # -- the gate's own runs -------------------------------------------------------------
-
-    @staticmethod
-    def _forwards(decision: Decision) -> bool:
-        return decision.admitted or decision.shadow
 
     def _check(
         self,

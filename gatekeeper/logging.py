@@ -8,6 +8,7 @@ message (a hash) instead of its text, unless ``logging.log_text`` is on.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -20,9 +21,14 @@ from gatekeeper.settings import LoggingSettings
 _SECRET_KEYS = frozenset({"api_key", "authorization", "password", "token"})
 
 
-def message_id(text: str) -> str:
-    """A short stable id of a message: lets logs be joined without holding the text."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+def message_id(text: str, key: bytes) -> str:
+    """A short id of a message: joins logs, headers and reports without holding the text.
+
+    Keyed (HMAC-SHA256), so a short message ("yes", an order number) cannot be recovered by
+    hashing guesses; the same key gives the same id, across processes and replicas.
+    """
+    digest = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return digest.hexdigest()[:16]
 
 
 def drop_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -61,9 +61,11 @@ from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
     GatekeeperError,
+    IndexMismatchError,
     IndexMissingError,
     InputError,
     MessageTooLongError,
+    ModelNotFoundError,
     StoreError,
 )
 from gatekeeper.gate import Gatekeeper
@@ -156,14 +158,14 @@ class Proxy:
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(self.gate, on_error=self.settings.gate.on_error)
 
-    def upstream_url(self, path: str) -> str:
+    def upstream_url(self, path: str, headers: Mapping[str, str]) -> str:
         base = self.settings.upstream.base_url
         if not base:
             raise _upstream_failure(
                 502,
                 "no upstream is configured: set GATEKEEPER_UPSTREAM__BASE_URL",
                 "upstream_not_configured",
-                {},
+                headers,
             )
         return f"{base.rstrip('/')}/{path}"
 
@@ -179,9 +181,6 @@ class Proxy:
             headers["authorization"] = f"Bearer {key.get_secret_value()}"
         return headers
 
-    def forwards(self, decision: Decision) -> bool:
-        return decision.admitted or decision.shadow
-
     async def decide(self, messages: Any) -> Decision:
         """The gate's decision on ``messages``; input mistakes become 4xx."""
         policy = self.settings.gate.on_error
@@ -195,7 +194,7 @@ class Proxy:
             raise ProxyError(400, str(exc), code="message_too_long") from exc
         except InputError as exc:
             raise ProxyError(422, str(exc), code="invalid_messages") from exc
-        if self.settings.gate.shadow and not decision.shadow:
+        if self.settings.gate.shadow and not decision.shadow:  # the proxy's own setting
             decision = decision.model_copy(update={"shadow": True})
         self.metrics.observe_decision(
             decision, seconds=time.perf_counter() - started, policy=policy
@@ -275,7 +274,7 @@ def parse_chat_request(body: bytes) -> Json:
     """The JSON of a chat request, checked for the shape the gate needs."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ProxyError(
             400, f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from exc
@@ -379,7 +378,10 @@ async def send_upstream(
 ) -> httpx.Response:
     """Send a request upstream (the answer's body not yet read); failures become 502/504."""
     request = proxy.client.build_request(
-        method, proxy.upstream_url(path), content=body, headers=proxy.upstream_headers(accept)
+        method,
+        proxy.upstream_url(path, headers),
+        content=body,
+        headers=proxy.upstream_headers(accept),
     )
     try:
         response = await proxy.client.send(request, stream=True)
@@ -457,7 +459,7 @@ def _upstream_message(body: bytes) -> str:
     try:
         error = json.loads(body).get("error")
         message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return str(message)[:300] if message else ""
 
@@ -520,11 +522,12 @@ async def chat_completions(request: Request) -> Response:
     payload = parse_chat_request(body)
     decision = await proxy.decide(payload["messages"])
     headers = decision_headers(decision)
-    if proxy.forwards(decision):
+    if decision.forwarded:
         return await forward_chat(
             proxy, request, body, stream=payload.get("stream") is True, headers=headers
         )
-    proxy.metrics.saved_call()
+    if decision.gate_error is None:  # a refusal because the gate failed saves nothing
+        proxy.metrics.saved_call()
     reply = decision.reply or proxy.gate.catalog.off_topic.reply
     return local_answer(payload, reply, headers)
 
@@ -557,9 +560,9 @@ async def readyz(request: Request) -> Response:
     try:
         ready = await asyncio.to_thread(proxy.readiness)
     except GatekeeperError as exc:
-        return JSONResponse(
-            {"status": "not_ready", "reason": f"{type(exc).__name__}: {exc}"}, status_code=503
-        )
+        # The detail (hosts, paths) goes to the log, not to an unauthenticated probe.
+        proxy.log.warning("server.not_ready", error=str(exc), error_type=type(exc).__name__)
+        return JSONResponse({"status": "not_ready", "reason": type(exc).__name__}, status_code=503)
     return JSONResponse(ready)
 
 
@@ -590,6 +593,8 @@ def create_app(
             the_gate = await asyncio.to_thread(Gatekeeper.from_settings, settings)
         try:
             await asyncio.to_thread(the_gate.ready)
+        except (IndexMismatchError, ModelNotFoundError):
+            raise  # misconfigured, not unavailable: refuse to serve rather than fail open
         except (EmbeddingError, StoreError) as exc:
             log.error(
                 "gate.not_ready",
@@ -755,8 +760,12 @@ def run_server(
 
     host = host or settings.server.host
     port = port or settings.server.port
+    # Configuration mistakes (catalog, model, an index of another model) stop the server here,
+    # with the library's own error, before it listens: never a proxy that forwards everything.
+    gate = Gatekeeper.from_settings(settings)
+    gate.ready()
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, gate=gate),
         host=host,
         port=port,
         lifespan="on",

@@ -12,9 +12,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -42,6 +51,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _http_url(value: str | None) -> str | None:
+    """``value`` if it is an http(s) URL with a host (and a valid port), else ValueError."""
+    if value is None:
+        return None
+    parts = urlsplit(value)  # raises ValueError on a malformed IPv6 host
+    _ = parts.port  # raises ValueError on a bad port
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    return value
+
+
 class EmbeddingSettings(_Section):
     """Which model turns messages into vectors."""
 
@@ -64,7 +84,7 @@ class EmbeddingSettings(_Section):
     )
     batch_size: int = Field(64, ge=1, le=4096)
     max_length: int = Field(256, ge=8, le=8192)
-    base_url: str | None = None
+    base_url: Annotated[str | None, AfterValidator(_http_url)] = None
     api_key: SecretStr | None = None
     dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
     timeout: float = Field(30.0, gt=0)
@@ -114,7 +134,7 @@ class GateSettings(_Section):
 class UpstreamSettings(_Section):
     """The OpenAI-compatible chat endpoint admitted messages go to."""
 
-    base_url: str | None = None
+    base_url: Annotated[str | None, AfterValidator(_http_url)] = None
     api_key: SecretStr | None = None
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
@@ -143,6 +163,11 @@ class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="log the customer's raw text (off: privacy)")
+    message_id_key: SecretStr | None = Field(
+        None,
+        description="key of the message ids in logs and headers; set the same value on every "
+        "replica to join their logs (unset: a random key per process)",
+    )
 
 
 class PricingSettings(_Section):
@@ -189,10 +214,26 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         yaml_file = settings_cls.model_config.get("yaml_file")
-        sources = [init_settings, env_settings, dotenv_settings]
+        sources = [init_settings, env_settings, _OwnVariables(dotenv_settings)]
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return (*sources, file_secret_settings)
+
+
+class _OwnVariables(PydanticBaseSettingsSource):
+    """A ``.env`` source that keeps gatekeeper's own variables: a project's ``.env`` may well
+    hold ``OPENAI_API_KEY`` and friends, which are none of these settings' business."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {key: value for key, value in self._inner().items() if key in fields}
 
 
 def default_config_path() -> Path | None:
@@ -224,9 +265,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = (
-        f" (settings file {path}, GATEKEEPER_* env vars)" if path else " (GATEKEEPER_* env vars)"
-    )
+    sources = "GATEKEEPER_* env vars, .env"
+    where = f" (settings file {path}, {sources})" if path else f" ({sources})"
     problems = [
         f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
         for err in exc.errors()

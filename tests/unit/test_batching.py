@@ -47,3 +47,17 @@ async def test_single_message_is_its_own_batch(tiny_gate: Gatekeeper) -> None:
     assert (await batcher.decide("where is my order")).route is Route.LLM
     with pytest.raises(EmptyMessageError):
         await batcher.decide("")
+
+
+async def test_cancelled_leader_does_not_strand_the_batch(tiny_gate: Gatekeeper) -> None:
+    """If the caller running a batch is cancelled, the others in it still get answers."""
+    batcher = DecisionBatcher(tiny_gate, on_error="raise")
+    first = asyncio.create_task(batcher.decide("where is my order"))
+    leader = asyncio.create_task(batcher.decide("where is my order"))
+    followers = [asyncio.create_task(batcher.decide("tell me a joke")) for _ in range(5)]
+    await first  # meanwhile the others queued; the leader now takes all of them in one batch
+    for _ in range(3):
+        await asyncio.sleep(0)
+    leader.cancel()
+    decisions = await asyncio.wait_for(asyncio.gather(*followers), timeout=30)
+    assert all(d.route is Route.OFF_TOPIC for d in decisions)

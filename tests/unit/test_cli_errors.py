@@ -56,3 +56,21 @@ def test_every_command_takes_config(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
     assert "--config" in result.output
+
+
+def test_serve_with_a_bad_catalog_stops_before_listening(tmp_path: Path) -> None:
+    """`serve` with a broken catalog exits 2 with the catalog error, before any server starts."""
+    result = runner.invoke(
+        app,
+        ["serve", "--port", "1"],
+        env={"GATEKEEPER_DATA_DIR": str(tmp_path), "GATEKEEPER_CATALOG": str(tmp_path / "no.yaml")},
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_serve_with_a_bad_upstream_url(tmp_path: Path) -> None:
+    """A malformed upstream URL is a settings error naming the field."""
+    result = runner.invoke(app, ["serve"], env={"GATEKEEPER_UPSTREAM__BASE_URL": "http://[::1"})
+    assert result.exit_code == 2
+    assert "upstream.base_url" in result.output

@@ -134,3 +134,24 @@ def test_shadow_marks_decisions(tmp_path: Path) -> None:
     gate = make_gate(tmp_path, gate={"threshold": 0.35, "shadow": True})
     decision = gate.check("tell me a joke")
     assert decision.route is Route.OFF_TOPIC and decision.shadow
+
+
+def test_invalid_unicode_is_a_client_error_not_a_gate_failure(tiny_gate: Gatekeeper) -> None:
+    """A lone surrogate is an InputError; it can never trip the fail-open policy."""
+    from gatekeeper.errors import InputError
+
+    with pytest.raises(InputError, match="not valid Unicode"):
+        tiny_gate.check("poem \ud800", on_error="fail_open")
+
+
+def test_neighbours_of_unknown_intents_are_ignored(tmp_path: Path) -> None:
+    """An index holding an intent the catalog no longer has does not break decisions."""
+    from gatekeeper.catalog import parse_catalog
+
+    first = make_gate(tmp_path)
+    first.index()
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["intents"][0]["name"] = "order_tracking"
+    renamed = make_gate(tmp_path, catalog=parse_catalog(raw), store={"auto_sync": False})
+    decision = renamed.check("where is my order", on_error="raise")
+    assert decision.intent != "order_status"

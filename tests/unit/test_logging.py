@@ -28,10 +28,12 @@ def test_json_lines_when_not_a_terminal() -> None:
 
 
 def test_message_id_is_stable_and_not_the_text() -> None:
-    """The message id is a short hash: stable, and not the text."""
-    assert message_id("hello") == message_id("hello")
-    assert message_id("hello") != message_id("hello!")
-    assert "hello" not in message_id("hello")
+    """The message id is a keyed hash: stable for one key, differs across keys, not the text."""
+    key = b"k" * 32
+    assert message_id("hello", key) == message_id("hello", key)
+    assert message_id("hello", key) != message_id("hello!", key)
+    assert message_id("hello", key) != message_id("hello", b"other key")
+    assert "hello" not in message_id("hello", key)
 
 
 def test_unconfigured_library_prints_nothing_to_stdout(

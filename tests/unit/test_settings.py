@@ -74,3 +74,17 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / ".env").write_text("GATEKEEPER_GATE__THRESHOLD=0.61\n")
     monkeypatch.chdir(tmp_path)
     assert load_settings(None).gate.threshold == pytest.approx(0.61)
+
+
+def test_dotenv_with_other_tools_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables of other tools in .env are ignored, not an error."""
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-x\nGATEKEEPER_GATE__THRESHOLD=0.4\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(None).gate.threshold == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://host/v1", "not a url", "http://h:99999"])
+def test_bad_upstream_url_is_refused(url: str) -> None:
+    """An upstream base_url that is not an http(s) URL is a ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=r"upstream\.base_url"):
+        load_settings(None, upstream={"base_url": url})
