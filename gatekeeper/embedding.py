@@ -108,7 +108,9 @@ class LocalEmbedder(Embedder):
         self.batch_size = settings.batch_size
         name = Path(settings.model).name if Path(settings.model).is_dir() else settings.model
         instruction = f":{settings.query_instruction}" if settings.query_instruction else ""
-        self.identity = f"local:{name}:{settings.pooling}{instruction}"
+        shape = "" if settings.model_class == "encoder" else f":{settings.model_class}"
+        length = "" if settings.max_length == 256 else f":len{settings.max_length}"
+        self.identity = f"local:{name}:{settings.pooling}{instruction}{shape}{length}"
         self._model: Any = None
         self._dimension: int | None = None
         self._lock = threading.Lock()
@@ -159,7 +161,9 @@ class LocalEmbedder(Embedder):
                 return flag.FlagLLMModel(str(path), **kwargs)
             return flag.FlagModel(str(path), pooling_method=self._settings.pooling, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"cannot load embedding model from {path}: {exc}") from exc
+            raise ModelNotFoundError(
+                f"cannot load embedding model from {path}: {_first_sentence(exc)}"
+            ) from exc
 
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
@@ -200,6 +204,13 @@ class LocalEmbedder(Embedder):
             pooled = model.pooling(hidden, inputs["attention_mask"])
         result: npt.NDArray[Any] = pooled.float().numpy()
         return result
+
+
+def _first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """The gist of a library's error (transformers lists every model type it knows)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class OpenAIEmbedder(Embedder):
