@@ -177,8 +177,40 @@ def _claim(owner: dict[str, str], text: str, intent: str, source: str) -> None:
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
-    problems = [_describe_one(err, raw) for err in exc.errors()]
+    problems = [_describe_one(err, raw) for err in _root_causes(exc.errors())]
     return f"catalog {source}:\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def _root_causes(errors: list[Any]) -> list[Any]:
+    """``errors`` without the ones a typo'd key causes: the required field the key was meant
+    to be ("exemplars: Field required" beside unknown key 'exemplrs'), and the empty
+    ``intents`` that follows when no intent validated."""
+    meant: set[tuple[Any, ...]] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            *parent, key = err["loc"]
+            scope = _scope(tuple(parent))
+            for hint in difflib.get_close_matches(str(key), _ALLOWED[scope], n=1):
+                meant.add((*parent, hint))
+    intent_failed = any(
+        len(err["loc"]) > 1 and err["loc"][0] == "intents" and isinstance(err["loc"][1], int)
+        for err in errors
+    )
+    return [
+        err
+        for err in errors
+        if not (err["type"] == "missing" and tuple(err["loc"]) in meant)
+        and not (err["type"] == "too_short" and tuple(err["loc"]) == ("intents",) and intent_failed)
+    ]
+
+
+def _scope(parent: tuple[Any, ...]) -> str:
+    """Which model a location's keys belong to: catalog, intent or off_topic."""
+    if len(parent) == 2 and parent[0] == "intents" and isinstance(parent[1], int):
+        return "intent"
+    if parent == ("off_topic",):
+        return "off_topic"
+    return "catalog"
 
 
 _ALLOWED = {

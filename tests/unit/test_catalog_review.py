@@ -1,0 +1,55 @@
+"""A typo'd catalog key is reported once, without the errors it merely causes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatekeeper.catalog import parse_catalog
+from gatekeeper.errors import CatalogError
+
+
+def _problems(raw: dict[str, object]) -> list[str]:
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(raw, source="c.yaml")
+    header, *lines = str(caught.value).splitlines()
+    assert header == "catalog c.yaml:"
+    return [line.strip() for line in lines]
+
+
+def test_a_typo_in_the_only_intent_is_one_line() -> None:
+    """'exemplrs' gives just the did-you-mean line: no 'Field required', no empty 'intents'."""
+    problems = _problems({"intents": [{"name": "orders", "exemplrs": ["where is my order"]}]})
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "intent 'orders': unknown key 'exemplrs' (did you mean 'exemplars'?)"
+    )
+
+
+def test_a_typo_beside_valid_intents_is_one_line() -> None:
+    """With other intents valid, the typo'd intent still gets exactly one line."""
+    problems = _problems(
+        {
+            "intents": [
+                {"name": "orders", "exemplrs": ["where is my order"]},
+                {"name": "refunds", "exemplars": ["refund please"]},
+            ]
+        }
+    )
+    assert problems == [
+        "intent 'orders': unknown key 'exemplrs' (did you mean 'exemplars'?); "
+        "allowed: description, exemplars, name, reply, threshold"
+    ]
+
+
+def test_an_unrelated_missing_field_is_still_reported() -> None:
+    """A typo only hides the field it was meant to be; another missing field stays listed."""
+    problems = _problems({"intents": [{"nme": "orders"}]})
+    assert any("unknown key 'nme' (did you mean 'name'?)" in p for p in problems)
+    assert any("exemplars: Field required" in p for p in problems)
+    assert not any("name: Field required" in p for p in problems)
+
+
+def test_an_empty_intents_list_is_still_reported() -> None:
+    """'intents: []' keeps its too-short error: it is the real problem there."""
+    problems = _problems({"intents": []})
+    assert len(problems) == 1 and problems[0].startswith("intents:")
