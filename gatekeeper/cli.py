@@ -8,7 +8,6 @@ Library errors are mapped to exit codes here, and only here:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -63,7 +63,8 @@ def exit_code(exc: GatekeeperError) -> int:
 
 
 def _stderr() -> Console:
-    return Console(stderr=True)
+    """The console for errors, warnings and progress: a message is never hard-wrapped."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -72,7 +73,7 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except GatekeeperError as exc:
-        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exit_code(exc)) from None
     except KeyboardInterrupt:
         _stderr().print("interrupted")
@@ -85,7 +86,7 @@ def setup(config: Path | None, *, quiet: bool = False, **overrides: Any) -> Sett
 
     settings = load_settings(config, **overrides)
     log_settings = settings.logging
-    if quiet and "GATEKEEPER_LOGGING__LEVEL" not in os.environ:
+    if quiet and "level" not in log_settings.model_fields_set:  # set in YAML, .env or env var
         log_settings = log_settings.model_copy(update={"level": "WARNING"})
     configure_logging(log_settings)
     return settings
@@ -107,7 +108,7 @@ def tracked(
     progress: Progress, description: str
 ) -> tuple[Callable[[int], None], Callable[[int], None]]:
     """A (progress, on_total) pair of callbacks feeding one progress-bar task."""
-    task = progress.add_task(description, total=None)
+    task = progress.add_task(escape(description), total=None)
 
     def advance(n: int) -> None:
         progress.advance(task, n)
@@ -175,12 +176,15 @@ def check(
         for key in ("route", "intent", "score", "threshold", "reason", "latency_ms"):
             value = getattr(decision, key)
             table.add_row(
-                f"[bold]{key}[/]", f"{value:.3f}" if isinstance(value, float) else str(value)
+                f"[bold]{key}[/]",
+                escape(f"{value:.3f}" if isinstance(value, float) else str(value)),
             )
         if decision.reply:
-            table.add_row("[bold]reply[/]", decision.reply)
+            table.add_row("[bold]reply[/]", escape(decision.reply))
         for n in decision.neighbours[:3]:
-            table.add_row("[dim]nearest[/]", f"{n['similarity']:.3f}  {n['intent']}: {n['text']}")
+            table.add_row(
+                "[dim]nearest[/]", escape(f"{n['similarity']:.3f}  {n['intent']}: {n['text']}")
+            )
         Console().print(table)
 
 
@@ -254,11 +258,19 @@ def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[f
     )
 
 
+def _target(value: float | None) -> float | None:
+    """``--target-pass-rate``, refused unless in (0, 1]."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise InputError(f"--target-pass-rate must be above 0 and at most 1, got {value:g}")
+    return value
+
+
 def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
     """Run an eval plan with progress bars, write the report, print the summary."""
     from gatekeeper.eval import evaluate
-    from gatekeeper.report import write_report
+    from gatekeeper.report import check_report_dir, write_report
 
+    check_report_dir(out)  # before the model loads, not after the whole run
     console = _stderr()
     with progress_bar(console) as progress:
         report, _ = evaluate(settings, plan, task=lambda d: tracked(progress, d))
@@ -268,7 +280,8 @@ def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(
-            f"[bold yellow]warning:[/] skipped {len(skipped)} malformed rows: {skipped[0]}"
+            f"[bold yellow]warning:[/] skipped {len(skipped)} malformed rows: "
+            + escape(str(skipped[0]))
             + (" …" if len(skipped) > 1 else "")
         )
     if report.counting["gate_errors"]:
@@ -290,7 +303,7 @@ def _print_summary(report: Any) -> None:
     table.add_column("value")
     table.add_column("95% CI / note", style="dim")
     for row in summary_rows(report):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     Console().print(table)
 
 
@@ -342,6 +355,11 @@ def eval_command(
     with friendly_errors():
         if calibrate_on is not None and target_pass_rate is None:
             raise InputError("--calibrate-on needs --target-pass-rate")
+        if target_pass_rate is not None and calibrate_on is None:
+            raise InputError(
+                "--target-pass-rate needs --calibrate-on FILE (the labelled file to choose "
+                "the threshold on)"
+            )
         if calibrate_on is not None and threshold is not None:
             raise InputError("give --threshold or --calibrate-on, not both")
         settings = setup(config, quiet=True)
@@ -349,7 +367,7 @@ def eval_command(
             datasets=tuple(dataset),
             catalog=catalog,
             calibrate_on=calibrate_on,
-            target_pass_rate=target_pass_rate,
+            target_pass_rate=_target(target_pass_rate),
             threshold=threshold,
             rule=_rule(rule),
             skip_invalid=skip_invalid,
@@ -386,16 +404,20 @@ def calibrate(
 ) -> None:
     """Choose the threshold that passes the target share of in-domain messages."""
     from gatekeeper.datasets import load_dataset
-    from gatekeeper.eval import build_gate, ensure_index, store_threshold
+    from gatekeeper.eval import build_gate, check_settings_target, ensure_index, store_threshold
     from gatekeeper.eval import calibrate as choose
     from gatekeeper.settings import default_config_path, project_path
 
     with friendly_errors():
+        _target(target_pass_rate)
         target = config if config is not None else default_config_path()
         target = target or project_path(DEFAULT_SETTINGS_FILE)
         settings = setup(
             config if config is None or config.exists() or not write else None, quiet=True
         )
+        if write:
+            _check_write_catalog(catalog, settings, target)
+            check_settings_target(target)
         data = load_dataset(dataset, skip_invalid=skip_invalid)
         if data.skipped:
             _stderr().print(f"[bold yellow]warning:[/] skipped {len(data.skipped)} malformed rows")
@@ -424,6 +446,17 @@ def calibrate(
             )
             store_threshold(target, result.threshold, note)
             typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
+
+
+def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path) -> None:
+    """``calibrate --write`` stores a threshold only for the catalog the settings file serves."""
+    if catalog is None or catalog.resolve() == settings.catalog.resolve():
+        return
+    raise InputError(
+        f"--write would store a threshold tuned for {catalog} in {target}, which serves the "
+        f"catalog {settings.catalog}; set 'catalog: {catalog}' in {target} as well, or drop "
+        "--catalog"
+    )
 
 
 def _pct(value: float | None) -> str:

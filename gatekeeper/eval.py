@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -37,7 +38,7 @@ from pydantic import BaseModel, Field
 
 from gatekeeper.datasets import Dataset, Example, load_datasets
 from gatekeeper.decision import Decision, Route
-from gatekeeper.errors import DatasetError
+from gatekeeper.errors import ConfigError, DatasetError, InputError
 from gatekeeper.settings import EmbeddingSettings, PricingSettings, Settings
 
 if TYPE_CHECKING:
@@ -467,14 +468,19 @@ def floor_threshold(value: float, decimals: int = 4) -> float:
     return float(max(-1.0, min(1.0, math.floor(value * scale) / scale)))
 
 
+def check_target(target: float) -> None:
+    """Refuse a target pass rate outside (0, 1] with :class:`InputError`."""
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"the target pass rate must be above 0 and at most 1, got {target:g}")
+
+
 def choose_threshold(table: ScoreTable, target: float) -> tuple[float, bool]:
     """The highest global threshold whose in-domain pass rate reaches ``target``.
 
     Returns ``(threshold, reached)``; when no threshold reaches the target (messages with no
     in-domain neighbour, or intents with their own high threshold), the lowest one is returned.
     """
-    if not 0.0 < target <= 1.0:
-        raise ValueError("the target pass rate must be in (0, 1]")
+    check_target(target)
     inside = table.in_domain
     n_in = int(inside.sum())
     if n_in == 0:
@@ -1082,25 +1088,47 @@ def evaluate(
     settings: Settings, plan: EvalPlan, task: TaskFactory = no_progress
 ) -> tuple[EvalReport, Gatekeeper]:
     """Build the gate the plan asks for, then :func:`evaluate_gate`."""
-    paths = [*plan.datasets, *([plan.calibrate_on] if plan.calibrate_on else [])]
-    load_datasets(paths, skip_invalid=plan.skip_invalid)  # fail before loading the model
-    return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task)
+    data = load_plan_data(plan)  # fail on bad data before loading the model
+    return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task, data=data)
 
 
-def evaluate_gate(
-    gate: Gatekeeper, plan: EvalPlan, task: TaskFactory = no_progress
-) -> tuple[EvalReport, Gatekeeper]:
-    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics.
+def check_plan(plan: EvalPlan) -> None:
+    """Refuse an inconsistent plan with :class:`InputError`."""
+    if (plan.calibrate_on is None) != (plan.target_pass_rate is None):
+        raise InputError(
+            "calibrating needs both a calibration dataset and a target pass rate; "
+            "the plan gives only one of them"
+        )
+    if plan.calibrate_on is not None and plan.threshold is not None:
+        raise InputError("the plan gives both a fixed threshold and a calibration dataset")
+    if plan.target_pass_rate is not None:
+        check_target(plan.target_pass_rate)
 
-    Returns the report and the gate as evaluated (with the calibrated threshold)."""
-    if plan.calibrate_on is not None and plan.target_pass_rate is None:
-        raise DatasetError("--calibrate-on needs --target-pass-rate")
+
+def load_plan_data(plan: EvalPlan) -> tuple[Dataset, Dataset | None]:
+    """Check the plan, then load its datasets and its calibration set (if any), once."""
+    check_plan(plan)
     dataset = load_datasets(plan.datasets, skip_invalid=plan.skip_invalid)
     calibration_set = (
         load_datasets([plan.calibrate_on], skip_invalid=plan.skip_invalid)
-        if plan.calibrate_on
+        if plan.calibrate_on is not None
         else None
     )
+    return dataset, calibration_set
+
+
+def evaluate_gate(
+    gate: Gatekeeper,
+    plan: EvalPlan,
+    task: TaskFactory = no_progress,
+    *,
+    data: tuple[Dataset, Dataset | None] | None = None,
+) -> tuple[EvalReport, Gatekeeper]:
+    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics.
+
+    ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
+    Returns the report and the gate as evaluated (with the calibrated threshold)."""
+    dataset, calibration_set = data if data is not None else load_plan_data(plan)
     started = time.perf_counter()
     synced = ensure_index(gate, task)
     if plan.threshold is not None:
@@ -1139,13 +1167,16 @@ def store_threshold(path: Path, threshold: float, note: str) -> None:
     its other keys and comments; ``note`` becomes the line's comment."""
     import yaml
 
-    from gatekeeper.errors import ConfigError
     from gatekeeper.settings import load_settings
 
-    original = path.read_text(encoding="utf-8") if path.exists() else None
-    updated = _with_threshold(original or "", threshold, note)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated, encoding="utf-8")
+    check_settings_target(path)
+    try:
+        original = path.read_text(encoding="utf-8") if path.exists() else None
+        updated = _with_threshold(original or "", threshold, note)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(updated, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot write the threshold to {path}: {exc}") from exc
     try:
         stored = (yaml.safe_load(updated) or {}).get("gate", {}).get("threshold")
         load_settings(path)
@@ -1159,6 +1190,31 @@ def store_threshold(path: Path, threshold: float, note: str) -> None:
         else:
             path.write_text(original, encoding="utf-8")
         raise ConfigError(f"could not store the threshold in {path}: {problem}")
+
+
+def check_settings_target(path: Path) -> None:
+    """Refuse, with :class:`ConfigError`, a settings file that cannot be written: call before
+    a long calibration so the problem shows before the work, not after."""
+    problem = why_unwritable(path, want_dir=False)
+    if problem:
+        raise ConfigError(f"cannot write the threshold to settings file {path}: {problem}")
+
+
+def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
+    """Why ``path`` (a directory if ``want_dir``, else a file) cannot be written, or None."""
+
+    if path.exists():
+        if want_dir and not path.is_dir():
+            return "it exists and is not a directory"
+        if not want_dir and path.is_dir():
+            return "it is a directory"
+        return None if os.access(path, os.W_OK) else "permission denied"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
 def _with_threshold(text: str, threshold: float, note: str) -> str:

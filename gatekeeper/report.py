@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.eval import EvalReport, Listed, SweepPoint
+from gatekeeper.errors import InputError
+from gatekeeper.eval import EvalReport, Listed, SweepPoint, why_unwritable
 
 PLOTS = ("scores.png", "tradeoff.png", "intents.png")
 MD_LISTED = 50
@@ -492,8 +493,25 @@ def _b64(path: Path) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
+def check_report_dir(out_dir: Path) -> None:
+    """Refuse, with :class:`InputError`, a report directory that cannot be written: call it
+    before a long eval so the problem shows before the work, not after."""
+    problem = why_unwritable(out_dir, want_dir=True)
+    if problem:
+        raise InputError(f"cannot write the report to {out_dir}: {problem}")
+
+
 def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
-    """Write report.json, the PNG plots, report.md and report.html into ``out_dir``."""
+    """Write report.json, the PNG plots, report.md and report.html into ``out_dir``;
+    :class:`InputError` if the directory cannot be written."""
+    check_report_dir(out_dir)
+    try:
+        return _write_report(report, out_dir)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {out_dir}: {exc}") from exc
+
+
+def _write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "report.json"
     json_path.write_text(

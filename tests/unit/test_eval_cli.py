@@ -124,6 +124,8 @@ def test_calibrate_needs_a_target(config: Path) -> None:
 
 def test_calibrate_write_round_trip(config: Path) -> None:
     """calibrate --write stores the printed threshold, keeping the file's other keys."""
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
     code, output = _invoke(
         "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
         "--target-pass-rate", "0.85", "--catalog", FIXTURES / "tiny_catalog.yaml", "--write",
