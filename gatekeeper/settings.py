@@ -10,6 +10,7 @@ package's source tree).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -40,11 +41,15 @@ _DEFAULT_CONFIG = Path("configs/gatekeeper.yaml")
 
 
 def project_path(relative: Path) -> Path:
-    """``relative`` under the working directory if it exists there, else beside the package."""
-    if relative.exists():
-        return relative
-    beside_package = Path(__file__).resolve().parent.parent / relative
-    return beside_package if beside_package.exists() else relative
+    """Where a bundled file (default catalog, settings, eval data) is: under the working
+    directory, else in the source tree beside the package (a clone, an editable install), else
+    where a wheel installs it (``<prefix>/share/gatekeeper/``); ``relative`` if nowhere."""
+    candidates = (
+        relative,
+        Path(__file__).resolve().parent.parent / relative,
+        Path(sys.prefix) / "share" / "gatekeeper" / relative,
+    )
+    return next((path for path in candidates if path.exists()), relative)
 
 
 class _Section(BaseModel):

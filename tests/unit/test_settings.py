@@ -88,3 +88,19 @@ def test_bad_upstream_url_is_refused(url: str) -> None:
     """An upstream base_url that is not an http(s) URL is a ConfigError naming the field."""
     with pytest.raises(ConfigError, match=r"upstream\.base_url"):
         load_settings(None, upstream={"base_url": url})
+
+
+def test_bundled_files_are_found_under_the_install_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a clone, bundled files are found where a wheel installs them."""
+    import sys
+
+    from gatekeeper.settings import project_path
+
+    installed = tmp_path / "share" / "gatekeeper" / "configs" / "intents" / "zz_only_here.yaml"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("intents: []\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert project_path(Path("configs/intents/zz_only_here.yaml")) == installed
