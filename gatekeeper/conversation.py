@@ -52,6 +52,16 @@ def content_text(content: Any) -> str:
     )
 
 
+def last_user_text(messages: Any) -> str:
+    """The content of the last user message ('' when there is none, or no list of messages)."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
 def user_turns(messages: Sequence[Mapping[str, Any]]) -> list[str]:
     """The texts of the last :data:`CONTEXT_TURNS` user messages, oldest first."""
     if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):

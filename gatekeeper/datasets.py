@@ -12,13 +12,13 @@ Every problem is a :class:`~gatekeeper.errors.DatasetError` naming the file and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from gatekeeper._rows import read_csv, read_jsonl
-from gatekeeper.conversation import content_text
+from gatekeeper.conversation import content_text, last_user_text
 from gatekeeper.errors import DatasetError
 
 Label = Literal["in_domain", "off_topic"]
@@ -82,14 +82,6 @@ class Dataset:
     @property
     def name(self) -> str:
         return " + ".join(Path(s).name for s in self.sources)
-
-
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The content of the last user message ('' when there is none)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return content_text(message.get("content"))
-    return ""
 
 
 def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.catalog import Catalog, parse_catalog
+from gatekeeper.conversation import last_user_text
 from gatekeeper.embedding import Embedder
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -169,15 +170,6 @@ class LoopbackServer:
         self.stop()
 
 
-def _last_user_text(messages: Any) -> str:
-    from gatekeeper.conversation import content_text
-
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return content_text(message.get("content"))
-    return ""
-
-
 class RecordingUpstream:
     """A small real OpenAI-compatible chat server that records what it receives.
 
@@ -279,7 +271,7 @@ class RecordingUpstream:
             if refused is not None:
                 return refused
             ident = "chatcmpl-echo-" + hashlib.sha256(raw).hexdigest()[:16]
-            text = "echo: " + _last_user_text(body.get("messages"))
+            text = "echo: " + last_user_text(body.get("messages"))
             model = str(body.get("model") or self.model)
             if body.get("stream"):
                 return StreamingResponse(_sse(ident, model, text), media_type="text/event-stream")
