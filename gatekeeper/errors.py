@@ -74,6 +74,10 @@ class StoreUnavailableError(StoreError):
 class IndexMissingError(StoreError):
     """No index has been built for this collection yet (run ``gatekeeper index``)."""
 
+    @classmethod
+    def for_collection(cls, name: str) -> IndexMissingError:
+        return cls(f"no index in collection {name!r} yet: run `gatekeeper index`")
+
 
 class IndexMismatchError(StoreError):
     """The index was built with another embedding model (run ``gatekeeper index --rebuild``)."""

@@ -144,9 +144,7 @@ class Gatekeeper:
         if stale:
             if not self.settings.store.auto_sync:
                 if info is None:
-                    raise IndexMissingError(
-                        f"no index in collection {self.store.name!r}: run `gatekeeper index`"
-                    )
+                    raise IndexMissingError.for_collection(self.store.name)
                 self._log.warning("index.stale", collection=info.collection)
             else:
                 self.index()

@@ -206,7 +206,7 @@ class Proxy:
         self.gate.ready()
         info = self.gate.store.info()
         if info is None:
-            raise IndexMissingError(f"no index in collection {self.gate.store.name!r}")
+            raise IndexMissingError.for_collection(self.gate.store.name)
         return {
             "status": "ready",
             "collection": info.collection,

@@ -114,9 +114,7 @@ class ExemplarStore:
         """The active build's info; raise if there is none or it was built with another model."""
         info = self.info()
         if info is None:
-            raise IndexMissingError(
-                f"no index in collection {self.name!r} yet: run `gatekeeper index`"
-            )
+            raise IndexMissingError.for_collection(self.name)
         if info.model != embedder.identity:
             raise IndexMismatchError(
                 f"collection {self.name!r} was built with embedding model {info.model!r}, but "
@@ -131,7 +129,7 @@ class ExemplarStore:
             return []
         collection = self._active_collection()
         if collection is None:
-            raise IndexMissingError(f"no index in collection {self.name!r}: run `gatekeeper index`")
+            raise IndexMissingError.for_collection(self.name)
         n = min(k or self.top_k, max(1, self._count))
         from chromadb.errors import NotFoundError
 
