@@ -28,10 +28,16 @@ def _no_gatekeeper_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     """A test that configures logging (CLI commands do) does not leak it into the next."""
-    yield
+    import logging
+
     import structlog
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
     structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

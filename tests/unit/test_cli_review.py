@@ -3,14 +3,11 @@ combinations and unusable output paths fail fast (before the model loads) with e
 
 from __future__ import annotations
 
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app, setup
@@ -23,18 +20,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CATALOG = FIXTURES / "tiny_catalog.yaml"
 EVAL = FIXTURES / "tiny_eval.jsonl"
 CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process; put it back for the tests that follow."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -4,12 +4,9 @@ embedder; and the settings-file round trip of a calibrated threshold."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -25,18 +22,6 @@ DESIGN_FIELDS = {
     "in_domain_pass_rate", "false_block_rate", "off_topic_block_rate", "auroc", "fpr_at_95tpr",
     "threshold", "latency_ms", "cost",
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process; put it back for the tests that follow."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
