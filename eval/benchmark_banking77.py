@@ -82,9 +82,10 @@ def clean_catalog(source: Path, out_dir: Path) -> tuple[Path, int]:
 
 def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:
     """One eval per rule; the reports go to ``args.out/<rule>/``."""
-    from gatekeeper.cli import friendly_errors, progress_bar, setup, tracked
-    from gatekeeper.eval import EvalOptions, EvalPlan, evaluate
-    from gatekeeper.report import write_report
+    from gatekeeper.cli._app import friendly_errors, progress_bar, setup, tracked
+    from gatekeeper.eval.plan import EvalPlan, evaluate
+    from gatekeeper.eval.report import write_report
+    from gatekeeper.eval.schema import EvalOptions
 
     rows = []
     with friendly_errors():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import openai
 
-from gatekeeper.server import create_app
+from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import load_settings
 from gatekeeper.testing import LoopbackServer, RecordingUpstream
 

@@ -16,7 +16,8 @@ from gatekeeper.errors import InputError
 
 if TYPE_CHECKING:
     from gatekeeper.decision import Decision
-    from gatekeeper.gate import Gatekeeper, Message, OnError
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.types import Message, OnError
 
 _Pending = tuple["Message", "asyncio.Future[Decision]"]
 

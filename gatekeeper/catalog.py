@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatekeeper._rows import Row, read_csv, read_jsonl
 from gatekeeper.errors import CatalogError
+from gatekeeper.types import OFF_TOPIC
 
-OFF_TOPIC = "off_topic"
 DEFAULT_REFUSAL = "Sorry, I can only help with questions about our products, orders and services."
 ExemplarKind = Literal["intent", "off_topic"]
 

@@ -26,8 +26,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gatekeeper.decision import Decision, Neighbour, Route, best_in_domain, best_off_topic
+from gatekeeper.decision import Decision, Route
 from gatekeeper.errors import EmptyMessageError, InputError
+from gatekeeper.rules import best_in_domain, best_off_topic
+from gatekeeper.types import Neighbour
 
 CONTEXT_TURNS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)

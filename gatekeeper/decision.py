@@ -28,14 +28,16 @@ forwarded instead, which costs a call but never answers a customer with the wron
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gatekeeper.catalog import OFF_TOPIC, Catalog
+from gatekeeper.catalog import Catalog
+from gatekeeper.rules import DecisionRule, best_in_domain
+from gatekeeper.types import Neighbour
 
 
 class Route(StrEnum):
@@ -44,20 +46,6 @@ class Route(StrEnum):
     LLM = "llm"
     OFF_TOPIC = "off_topic"
     CANNED = "canned"
-
-
-@dataclass(frozen=True, slots=True)
-class Neighbour:
-    """One nearby exemplar: its id, text, intent (``off_topic`` for contrast exemplars)."""
-
-    id: str
-    text: str
-    intent: str
-    similarity: float
-
-    @property
-    def off_topic(self) -> bool:
-        return self.intent == OFF_TOPIC
 
 
 class Decision(BaseModel):
@@ -124,105 +112,6 @@ class Thresholds:
         per_intent = {i.name: i.threshold for i in catalog.intents if i.threshold is not None}
         per_intent.update(overrides or {})
         return cls(default, per_intent, canned_min_similarity)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """What a rule concludes before routing: the score and the intent it belongs to."""
-
-    score: float
-    intent: str | None
-    why: str
-
-
-class DecisionRule(Protocol):
-    """Turns a message's nearest exemplars into a score and an intent."""
-
-    name: str
-
-    def score(self, neighbours: Sequence[Neighbour]) -> Scored: ...
-
-
-def best_in_domain(neighbours: Sequence[Neighbour]) -> Neighbour | None:
-    """The most similar in-domain exemplar, if any."""
-    return max((n for n in neighbours if not n.off_topic), key=lambda n: n.similarity, default=None)
-
-
-def best_off_topic(neighbours: Sequence[Neighbour]) -> Neighbour | None:
-    """The most similar off-topic exemplar, if any."""
-    return max((n for n in neighbours if n.off_topic), key=lambda n: n.similarity, default=None)
-
-
-class TopOneRule:
-    """score = similarity of the nearest in-domain exemplar."""
-
-    name = "top1"
-
-    def score(self, neighbours: Sequence[Neighbour]) -> Scored:
-        best = best_in_domain(neighbours)
-        if best is None:
-            return Scored(-1.0, None, "no in-domain exemplar among the nearest")
-        return Scored(best.similarity, best.intent, f"nearest intent {best.intent!r}")
-
-
-class ContrastRule:
-    """top-1 in-domain similarity, lowered by how much closer an off-topic exemplar is."""
-
-    name = "contrast"
-
-    def score(self, neighbours: Sequence[Neighbour]) -> Scored:
-        best = best_in_domain(neighbours)
-        off = best_off_topic(neighbours)
-        if best is None:
-            return Scored(-1.0, None, "no in-domain exemplar among the nearest")
-        gap = max(0.0, off.similarity - best.similarity) if off is not None else 0.0
-        if gap > 0:
-            why = f"nearest intent {best.intent!r}, but an off-topic exemplar is {gap:.3f} closer"
-        else:
-            why = f"nearest intent {best.intent!r}"
-        return Scored(best.similarity - gap, best.intent, why)
-
-
-class DensityRule:
-    """Mean similarity of the k nearest in-domain exemplars, lowered by the contrast gap."""
-
-    name = "density"
-
-    def __init__(self, k: int = 5) -> None:
-        self.k = k
-
-    def score(self, neighbours: Sequence[Neighbour]) -> Scored:
-        ranked = sorted(neighbours, key=lambda n: -n.similarity)
-        in_domain = [n.similarity for n in ranked if not n.off_topic][: self.k]
-        if not in_domain:
-            return Scored(-1.0, None, "no in-domain exemplar among the nearest")
-        # Fewer than k in-domain exemplars among the fetched neighbours: the missing ones are
-        # at most as similar as the farthest neighbour fetched, so count them at that value.
-        in_domain += [ranked[-1].similarity] * (self.k - len(in_domain))
-        density = sum(in_domain) / self.k
-        best = best_in_domain(neighbours)
-        off = best_off_topic(neighbours)
-        assert best is not None
-        gap = max(0.0, off.similarity - best.similarity) if off is not None else 0.0
-        why = f"nearest intent {best.intent!r}, mean of {self.k} nearest in-domain {density:.3f}"
-        if gap > 0:
-            why += f", an off-topic exemplar is {gap:.3f} closer"
-        return Scored(density - gap, best.intent, why)
-
-
-RULES: dict[str, Callable[[int], DecisionRule]] = {
-    "top1": lambda k: TopOneRule(),
-    "contrast": lambda k: ContrastRule(),
-    "density": DensityRule,
-}
-
-
-def build_rule(name: str, k: int = 5) -> DecisionRule:
-    """The rule called ``name`` (``k`` is the density rule's neighbourhood size)."""
-    try:
-        return RULES[name](k)
-    except KeyError:
-        raise ValueError(f"unknown decision rule {name!r}; known: {sorted(RULES)}") from None
 
 
 def decide(

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from gatekeeper.catalog import OFF_TOPIC, Catalog, load_catalog
+from gatekeeper.catalog import Catalog, load_catalog
 from gatekeeper.conversation import as_followup, content_text, user_turns
-from gatekeeper.decision import Decision, DecisionRule, Route, Thresholds, build_rule, decide
+from gatekeeper.decision import Decision, Route, Thresholds, decide
 from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
@@ -27,16 +27,10 @@ from gatekeeper.errors import (
     StoreError,
 )
 from gatekeeper.logging import get_logger, message_id
+from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, open_client
-
-if TYPE_CHECKING:
-    from gatekeeper.backends import GatedBackend
-
-#: A customer message: its text, or a conversation in OpenAI chat format.
-Message = str | Sequence[Mapping[str, Any]]
-OnError = Literal["raise", "fail_open", "fail_closed"]
-Progress = Callable[[int], None]
+from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress
 
 
 class Gatekeeper:
@@ -285,15 +279,6 @@ class Gatekeeper:
             fields["text"] = text
         self._log.info("gate.decided", **fields)
 
-    # -- backends ------------------------------------------------------------------------
-
-    def wrap(self, backend: Any) -> GatedBackend:
-        """``backend`` behind the gate: same call shape, off-topic and canned messages answered
-        without calling it. See :mod:`gatekeeper.backends`."""
-        from gatekeeper.backends import GatedBackend
-
-        return GatedBackend(self, backend)
-
 
 def _require_text(text: str) -> None:
     """Text the tokenizer can take; anything else is the client's mistake, not the model's."""
@@ -305,4 +290,4 @@ def _require_text(text: str) -> None:
         ) from None
 
 
-__all__ = ["Gatekeeper", "InputError", "Message"]
+__all__ = ["Gatekeeper"]

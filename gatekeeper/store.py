@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gatekeeper.catalog import OFF_TOPIC, Catalog, Exemplar
-from gatekeeper.decision import Neighbour
+from gatekeeper.catalog import Catalog, Exemplar
 from gatekeeper.embedding import Embedder, Vectors
 from gatekeeper.errors import (
     IndexMismatchError,
@@ -35,6 +34,7 @@ from gatekeeper.errors import (
     StoreUnavailableError,
 )
 from gatekeeper.settings import StoreSettings
+from gatekeeper.types import Neighbour
 
 POINTER_KEY = "gatekeeper_active"
 _WRITE_BATCH = 1000
@@ -367,4 +367,4 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["OFF_TOPIC", "ExemplarStore", "IndexInfo", "SyncReport", "open_client"]
+__all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "open_client"]

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.datasets import load_dataset
-from gatekeeper.eval import EvalOptions, build_report, run_eval, run_replay
+from gatekeeper.eval.datasets import load_dataset
+from gatekeeper.eval.metrics import build_report
+from gatekeeper.eval.replay import run_replay
+from gatekeeper.eval.run import run_eval
+from gatekeeper.eval.schema import EvalOptions
 from gatekeeper.gate import Gatekeeper
 
 pytestmark = pytest.mark.integration

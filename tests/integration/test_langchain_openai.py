@@ -13,7 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_openai import ChatOpenAI
 
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.langchain import GatekeeperRunnable
+from gatekeeper.interfaces.langchain import GatekeeperRunnable
 from gatekeeper.testing import RecordingUpstream
 
 pytestmark = pytest.mark.integration

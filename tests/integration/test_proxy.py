@@ -19,7 +19,6 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from gatekeeper.backends import OpenAIChatBackend
 from gatekeeper.errors import (
     BackendError,
     EmbeddingError,
@@ -27,7 +26,9 @@ from gatekeeper.errors import (
     UpstreamUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.server import create_app
+from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
+from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.wrapper import GatedBackend
 from gatekeeper.settings import Settings, UpstreamSettings, load_settings
 from gatekeeper.testing import HashingEmbedder, LoopbackServer, RecordingUpstream, tiny_catalog
 
@@ -701,7 +702,7 @@ def test_wrapped_openai_backend_forwards_admitted(
     gate: Gatekeeper, chat_backend: OpenAIChatBackend, upstream: RecordingUpstream
 ) -> None:
     """Admitted messages reach the endpoint; off-topic ones get a local ChatCompletion."""
-    gated = gate.wrap(chat_backend)
+    gated = GatedBackend(gate, chat_backend)
     assert gated("where is my order").choices[0].message.content == "echo: where is my order"
     assert gated("tell me a joke").choices[0].message.content == OFF_TOPIC_REPLY
     assert [c["messages"] for c in upstream.calls] == [ORDER]
@@ -712,7 +713,7 @@ async def test_wrapped_openai_backend_async_and_streaming(
     gate: Gatekeeper, chat_backend: OpenAIChatBackend, upstream: RecordingUpstream
 ) -> None:
     """``acall`` uses the async client; streams come back as the client's stream."""
-    gated = gate.wrap(chat_backend)
+    gated = GatedBackend(gate, chat_backend)
     stream = await gated.acall(ORDER, stream=True)
     assert "".join([c.choices[0].delta.content or "" async for c in stream]) == (
         "echo: where is my order"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.server import create_app
+from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import load_settings
 from gatekeeper.testing import LoopbackServer, RecordingUpstream
 from tests.conftest import REPO
@@ -54,7 +54,7 @@ def test_python_api_example(isolated: Path) -> None:
 
 def test_wrapper_example(isolated: Path) -> None:
     """The wrapper example answers the parcel question, refuses the poem, cans the thanks."""
-    lines = _run(_block("gate.wrap(")).splitlines()
+    lines = _run(_block("GatedBackend(gate, ")).splitlines()
     assert lines[0].startswith("(the LLM answers")
     assert "Sorry" in lines[1]
     assert lines[2] == "canned False"

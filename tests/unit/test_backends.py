@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gatekeeper.backends import Gated, GatedBackend, OpenAIChatBackend, as_chat_messages
 from gatekeeper.decision import Route
 from gatekeeper.errors import ConfigError, EmptyMessageError, MessageTooLongError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.openai_backend import OpenAIChatBackend, as_chat_messages
+from gatekeeper.interfaces.wrapper import Gated, GatedBackend
 from gatekeeper.settings import UpstreamSettings
 from gatekeeper.testing import make_gate
 
@@ -50,7 +51,7 @@ def backend() -> CountingBackend:
 
 def test_wrap_returns_a_gated_backend(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
     """``gate.wrap`` puts the gate in front of the backend."""
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     assert isinstance(gated, GatedBackend)
     assert gated.backend is backend
 
@@ -59,7 +60,7 @@ def test_admitted_message_reaches_the_backend(
     tiny_gate: Gatekeeper, backend: CountingBackend
 ) -> None:
     """An in-domain message returns the backend's output unchanged, with its kwargs."""
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     assert gated("where is my order", temperature=0.2) == "llm: where is my order"
     assert backend.calls == [("where is my order", {"temperature": 0.2})]
 
@@ -68,7 +69,7 @@ def test_off_topic_message_gets_the_reply_without_a_call(
     tiny_gate: Gatekeeper, backend: CountingBackend
 ) -> None:
     """An off-topic message gets the catalog's off-topic reply; the backend is not called."""
-    assert tiny_gate.wrap(backend)("tell me a joke") == OFF_TOPIC_REPLY
+    assert GatedBackend(tiny_gate, backend)("tell me a joke") == OFF_TOPIC_REPLY
     assert backend.calls == []
 
 
@@ -76,7 +77,7 @@ def test_canned_message_gets_its_fixed_reply(
     tiny_gate: Gatekeeper, backend: CountingBackend
 ) -> None:
     """A canned intent answers with its fixed reply; the backend is not called."""
-    assert tiny_gate.wrap(backend)("hello") == GREETING_REPLY
+    assert GatedBackend(tiny_gate, backend)("hello") == GREETING_REPLY
     assert backend.calls == []
 
 
@@ -84,7 +85,7 @@ def test_invoke_with_decision_exposes_the_decision(
     tiny_gate: Gatekeeper, backend: CountingBackend
 ) -> None:
     """``invoke_with_decision`` returns output, decision and whether the backend ran."""
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     admitted = gated.invoke_with_decision("where is my order")
     refused = gated.invoke_with_decision("what is the weather today")
     assert (admitted.decision.route, admitted.decision.intent, admitted.called) == (
@@ -102,7 +103,7 @@ def test_invoke_with_decision_exposes_the_decision(
 
 def test_gated_is_a_frozen_dataclass(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
     """``Gated`` results cannot be changed after the fact."""
-    result = tiny_gate.wrap(backend).invoke_with_decision("hello")
+    result = GatedBackend(tiny_gate, backend).invoke_with_decision("hello")
     assert isinstance(result, Gated)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.called = True  # type: ignore[misc]
@@ -117,7 +118,7 @@ def test_conversation_is_passed_as_given_and_judged_as_a_whole(
         {"role": "assistant", "content": "Which order number?"},
         {"role": "user", "content": "NW-55120"},
     ]
-    result = tiny_gate.wrap(backend).invoke_with_decision(conversation)
+    result = GatedBackend(tiny_gate, backend).invoke_with_decision(conversation)
     assert result.called
     assert result.decision.intent == "order_status"
     assert backend.calls[0][0] is conversation
@@ -132,7 +133,7 @@ def test_off_topic_turn_mid_conversation_is_refused(
         {"role": "assistant", "content": "It ships tomorrow."},
         {"role": "user", "content": "tell me a joke"},
     ]
-    assert tiny_gate.wrap(backend)(conversation) == OFF_TOPIC_REPLY
+    assert GatedBackend(tiny_gate, backend)(conversation) == OFF_TOPIC_REPLY
     assert backend.calls == []
 
 
@@ -142,7 +143,7 @@ def test_batch_decides_once_and_calls_only_admitted(
     """``batch_with_decisions`` embeds all messages in one pass and calls the backend per admit."""
     messages = ["where is my order", "tell me a joke", "hello", "i want a refund please"]
     passes_before = tiny_gate.embedder.calls  # type: ignore[attr-defined]
-    results = tiny_gate.wrap(backend).batch_with_decisions(messages, user="u1")
+    results = GatedBackend(tiny_gate, backend).batch_with_decisions(messages, user="u1")
     assert tiny_gate.embedder.calls == passes_before + 1  # type: ignore[attr-defined]
     assert [r.decision.route for r in results] == [
         Route.LLM,
@@ -158,7 +159,7 @@ def test_batch_decides_once_and_calls_only_admitted(
 async def test_async_backend_through_acall(tiny_gate: Gatekeeper) -> None:
     """An async backend is awaited for admitted messages and skipped for off-topic ones."""
     backend = AsyncCountingBackend()
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     assert await gated.acall("where is my order") == "async llm: where is my order"
     assert await gated.acall("write a poem") == OFF_TOPIC_REPLY
     assert backend.calls == ["where is my order"]
@@ -172,13 +173,13 @@ async def test_async_function_backend(tiny_gate: Gatekeeper) -> None:
         seen.append(message)
         return "answered"
 
-    result = await tiny_gate.wrap(llm).ainvoke_with_decision("track my order")
+    result = await GatedBackend(tiny_gate, llm).ainvoke_with_decision("track my order")
     assert (result.output, result.called, seen) == ("answered", True, ["track my order"])
 
 
 async def test_sync_backend_through_acall(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
     """A sync backend also works from async code (run off the event loop)."""
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     assert await gated.acall("where is my order") == "llm: where is my order"
     assert await gated.acall("hello") == GREETING_REPLY
     assert len(backend.calls) == 1
@@ -187,7 +188,7 @@ async def test_sync_backend_through_acall(tiny_gate: Gatekeeper, backend: Counti
 async def test_async_batch(tiny_gate: Gatekeeper) -> None:
     """``abatch_with_decisions`` calls the async backend only for admitted messages."""
     backend = AsyncCountingBackend()
-    results = await tiny_gate.wrap(backend).abatch_with_decisions(
+    results = await GatedBackend(tiny_gate, backend).abatch_with_decisions(
         ["where is my order", "tell me a joke"]
     )
     assert [r.called for r in results] == [True, False]
@@ -197,13 +198,13 @@ async def test_async_batch(tiny_gate: Gatekeeper) -> None:
 def test_sync_call_of_async_backend_outside_a_loop(tiny_gate: Gatekeeper) -> None:
     """Calling an async backend from sync code without a running loop still works."""
     backend = AsyncCountingBackend()
-    assert tiny_gate.wrap(backend)("where is my order") == "async llm: where is my order"
+    assert GatedBackend(tiny_gate, backend)("where is my order") == "async llm: where is my order"
 
 
 def test_shadow_mode_forwards_everything(tmp_path: Path, backend: CountingBackend) -> None:
     """In shadow mode every message reaches the backend; the decision still says off_topic."""
     gate = make_gate(tmp_path / "data", gate={"threshold": 0.35, "shadow": True})
-    result = gate.wrap(backend).invoke_with_decision("tell me a joke")
+    result = GatedBackend(gate, backend).invoke_with_decision("tell me a joke")
     assert result.called
     assert result.output == "llm: tell me a joke"
     assert (result.decision.route, result.decision.shadow) == (Route.OFF_TOPIC, True)
@@ -211,7 +212,7 @@ def test_shadow_mode_forwards_everything(tmp_path: Path, backend: CountingBacken
 
 def test_input_mistakes_raise(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
     """Empty and oversized messages raise InputErrors and never reach the backend."""
-    gated = tiny_gate.wrap(backend)
+    gated = GatedBackend(tiny_gate, backend)
     with pytest.raises(EmptyMessageError):
         gated("   ")
     with pytest.raises(MessageTooLongError):
@@ -222,7 +223,7 @@ def test_input_mistakes_raise(tiny_gate: Gatekeeper, backend: CountingBackend) -
 def test_a_backend_must_be_callable(tiny_gate: Gatekeeper) -> None:
     """Wrapping something that cannot be called fails at once."""
     with pytest.raises(TypeError, match="callable"):
-        tiny_gate.wrap("not a backend")
+        GatedBackend(tiny_gate, "not a backend")
 
 
 # -- OpenAIChatBackend without the network: blocked answers are built locally --------------------
@@ -238,7 +239,7 @@ def test_openai_backend_off_topic_is_a_local_chat_completion(
     tiny_gate: Gatekeeper, chat_backend: OpenAIChatBackend
 ) -> None:
     """Off-topic through the OpenAI backend gives a valid ChatCompletion, no client created."""
-    completion = tiny_gate.wrap(chat_backend)("tell me a joke")
+    completion = GatedBackend(tiny_gate, chat_backend)("tell me a joke")
     assert isinstance(completion, ChatCompletion)
     assert completion.choices[0].message.content == OFF_TOPIC_REPLY
     assert completion.choices[0].finish_reason == "stop"
@@ -251,7 +252,7 @@ def test_openai_backend_canned_stream_is_chunks(
     tiny_gate: Gatekeeper, chat_backend: OpenAIChatBackend
 ) -> None:
     """With ``stream=True`` a canned reply comes as chat.completion.chunk objects."""
-    chunks = list(tiny_gate.wrap(chat_backend)("hello", stream=True, model="other"))
+    chunks = list(GatedBackend(tiny_gate, chat_backend)("hello", stream=True, model="other"))
     assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == GREETING_REPLY
@@ -263,7 +264,7 @@ async def test_openai_backend_async_stream_is_an_async_iterator(
     tiny_gate: Gatekeeper, chat_backend: OpenAIChatBackend
 ) -> None:
     """``acall`` with ``stream=True`` on a blocked message yields chunks asynchronously."""
-    stream = await tiny_gate.wrap(chat_backend).acall("tell me a joke", stream=True)
+    stream = await GatedBackend(tiny_gate, chat_backend).acall("tell me a joke", stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == OFF_TOPIC_REPLY
 
@@ -272,7 +273,7 @@ def test_openai_backend_needs_a_model(tiny_gate: Gatekeeper) -> None:
     """Forwarding without any model configured is a ConfigError, not an obscure client error."""
     backend = OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
     with pytest.raises(ConfigError, match="model"):
-        tiny_gate.wrap(backend)("where is my order")
+        GatedBackend(tiny_gate, backend)("where is my order")
 
 
 def test_as_chat_messages() -> None:

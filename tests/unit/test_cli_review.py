@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from gatekeeper.cli import app, setup
+from gatekeeper.cli import app
+from gatekeeper.cli._app import setup
 from gatekeeper.errors import ConfigError, InputError
-from gatekeeper.eval import EvalPlan, check_plan, choose_threshold, store_threshold
-from gatekeeper.report import check_report_dir
+from gatekeeper.eval.plan import EvalPlan, check_plan
+from gatekeeper.eval.report import check_report_dir
+from gatekeeper.eval.settings_file import store_threshold
+from gatekeeper.eval.thresholds import choose_threshold
 from gatekeeper.testing import HashingEmbedder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

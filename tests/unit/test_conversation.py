@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.conversation import as_followup, content_text, user_turns, word_count
-from gatekeeper.decision import Decision, Neighbour, Route
+from gatekeeper.decision import Decision, Route
 from gatekeeper.errors import EmptyMessageError, InputError
+from gatekeeper.types import Neighbour
 
 
 def _decision(route: Route, intent: str | None = "order_status") -> Decision:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.datasets import load_dataset, load_datasets, write_jsonl
 from gatekeeper.errors import DatasetError
+from gatekeeper.eval.datasets import load_dataset, load_datasets, write_jsonl
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

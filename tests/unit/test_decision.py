@@ -7,16 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatekeeper.catalog import parse_catalog
-from gatekeeper.decision import (
-    ContrastRule,
-    DensityRule,
-    Neighbour,
-    Route,
-    Thresholds,
-    TopOneRule,
-    build_rule,
-    decide,
-)
+from gatekeeper.decision import Route, Thresholds, decide
+from gatekeeper.rules import ContrastRule, DensityRule, TopOneRule, build_rule
+from gatekeeper.types import Neighbour
 
 CATALOG = parse_catalog(
     {

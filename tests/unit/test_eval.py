@@ -9,23 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatekeeper.datasets import load_dataset
 from gatekeeper.decision import Route
-from gatekeeper.eval import (
-    CountingBackend,
-    EvalOptions,
-    EvalPlan,
+from gatekeeper.eval.datasets import load_dataset
+from gatekeeper.eval.gates import eval_collection_name, with_threshold
+from gatekeeper.eval.metrics import build_report
+from gatekeeper.eval.plan import EvalPlan, evaluate_gate
+from gatekeeper.eval.run import CountingBackend, run_eval
+from gatekeeper.eval.schema import EvalOptions
+from gatekeeper.eval.thresholds import (
     ScoreTable,
-    build_report,
     calibrate,
     choose_threshold,
-    eval_collection_name,
-    evaluate_gate,
-    run_eval,
     score_rows,
     score_table,
     sweep_point,
-    with_threshold,
 )
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import EmbeddingSettings, load_settings

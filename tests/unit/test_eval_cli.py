@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gatekeeper.cli import app
 from gatekeeper.errors import ConfigError
-from gatekeeper.eval import store_threshold
+from gatekeeper.eval.settings_file import store_threshold
 from gatekeeper.settings import load_settings
 from gatekeeper.testing import HashingEmbedder
 

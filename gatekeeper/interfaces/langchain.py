@@ -78,8 +78,9 @@ from pydantic import ConfigDict, field_validator
 
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
-from gatekeeper.gate import Gatekeeper, Message
+from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import Settings
+from gatekeeper.types import Message
 
 #: What :class:`GatekeeperRunnable` accepts (see the module docstring).
 GateInput = str | PromptValue | BaseMessage | Sequence[Any] | Mapping[str, Any]

@@ -1,33 +1,14 @@
-"""Backends: what an admitted message is sent to, and the gate in front of one.
-
-:class:`OpenAIChatBackend` calls any OpenAI-compatible chat endpoint through the ``openai`` client
-(settings from ``upstream``). :class:`GatedBackend` (``Gatekeeper.wrap(backend)``) puts the gate in
-front of a backend with the same call shape: admitted messages reach the backend and its output is
-returned unchanged; off-topic and canned messages get their reply without a backend call. The
-backend is :class:`OpenAIChatBackend`, or any sync or async callable taking the message.
-
-::
-
-    gated = gate.wrap(lambda message: my_llm(message))
-    gated("where is my order?")          # my_llm's answer
-    gated("write me a poem")             # the catalog's off-topic reply; my_llm not called
-    result = gated.invoke_with_decision("hello")
-    result.output, result.decision.route, result.called
-"""
+"""The OpenAI-compatible chat backend, and chat completions built locally for refused messages."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from gatekeeper.decision import Decision
 from gatekeeper.errors import (
     BackendError,
     ConfigError,
@@ -40,9 +21,11 @@ if TYPE_CHECKING:
     import openai
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    from gatekeeper.gate import Gatekeeper, Message
+    from gatekeeper.types import Message
 
 #: The ``model`` of a locally built reply when neither the request nor the backend names one.
+
+
 LOCAL_MODEL = "gatekeeper"
 
 
@@ -260,152 +243,3 @@ def upstream_errors(where: str | None) -> Iterator[None]:
         raise BackendError(
             f"{where} answered HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code
         ) from exc
-
-
-# -- the gate in front of a backend ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Gated:
-    """One gated call: the output the caller gets, the decision, and whether the backend ran."""
-
-    output: Any
-    decision: Decision
-    called: bool
-
-
-@runtime_checkable
-class LocalReplies(Protocol):
-    """A backend that knows how to shape a reply it did not compute (e.g. a ChatCompletion)."""
-
-    def local_reply(self, text: str, **kwargs: Any) -> Any: ...
-
-
-class GatedBackend:
-    """``backend`` behind ``gate``; see the module docstring. Build with ``gate.wrap(backend)``.
-
-    In shadow mode (``gate.shadow``) every message reaches the backend; the decision is kept.
-    Input mistakes (an empty or oversized message) raise :class:`~gatekeeper.errors.InputError`;
-    gate failures follow ``gate.on_error``.
-    """
-
-    def __init__(self, gate: Gatekeeper, backend: Any) -> None:
-        if not callable(backend):
-            raise TypeError(f"a backend must be callable, not {type(backend).__name__}")
-        self.gate = gate
-        self.backend = backend
-
-    # -- the same call shape as the backend ----------------------------------------------------
-
-    def __call__(self, message: Message, **kwargs: Any) -> Any:
-        """The backend's output for admitted messages, else the reply (no backend call)."""
-        return self.invoke_with_decision(message, **kwargs).output
-
-    async def acall(self, message: Message, **kwargs: Any) -> Any:
-        """Async :meth:`__call__`; the backend may be sync (run in a thread) or async."""
-        return (await self.ainvoke_with_decision(message, **kwargs)).output
-
-    # -- with the decision -----------------------------------------------------------------------
-
-    def invoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
-        """Decide ``message``, call the backend if admitted; the output and the decision."""
-        return self._finish(message, self.gate.check(message), kwargs)
-
-    async def ainvoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
-        """Async :meth:`invoke_with_decision`."""
-        decision = await self.gate.acheck(message)
-        return await self._afinish(message, decision, kwargs)
-
-    def batch_with_decisions(self, messages: Sequence[Message], **kwargs: Any) -> list[Gated]:
-        """Decide all ``messages`` in one batched pass, then call the backend for each admitted
-        one, in order."""
-        decisions = self.gate.check_many(messages)
-        return [self._finish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
-
-    async def abatch_with_decisions(
-        self, messages: Sequence[Message], **kwargs: Any
-    ) -> list[Gated]:
-        """Async :meth:`batch_with_decisions`: the admitted backend calls run concurrently."""
-        decisions = await self.gate.acheck_many(messages)
-        return list(
-            await asyncio.gather(
-                *(self._afinish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True))
-            )
-        )
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _reply_text(self, decision: Decision) -> str:
-        return decision.reply or self.gate.catalog.off_topic.reply
-
-    def _finish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
-        if not decision.forwarded:
-            return Gated(self._local(decision, kwargs), decision, called=False)
-        output = self.backend(message, **kwargs)
-        if inspect.isawaitable(output):
-            output = _run_sync(output)
-        return Gated(output, decision, called=True)
-
-    async def _afinish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
-        if not decision.forwarded:
-            return Gated(await self._alocal(decision, kwargs), decision, called=False)
-        return Gated(await self._acall_backend(message, kwargs), decision, called=True)
-
-    async def _acall_backend(self, message: Message, kwargs: dict[str, Any]) -> Any:
-        acall = getattr(self.backend, "acall", None)
-        if callable(acall):
-            return await acall(message, **kwargs)
-        if _is_async_callable(self.backend):
-            return await self.backend(message, **kwargs)
-        output = await asyncio.to_thread(self.backend, message, **kwargs)
-        return await output if inspect.isawaitable(output) else output
-
-    def _local(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
-        text = self._reply_text(decision)
-        if isinstance(self.backend, LocalReplies):
-            return self.backend.local_reply(text, **kwargs)
-        return text
-
-    async def _alocal(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
-        alocal = getattr(self.backend, "alocal_reply", None)
-        if callable(alocal):
-            return await alocal(self._reply_text(decision), **kwargs)
-        return self._local(decision, kwargs)
-
-
-def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None)  # noqa: B004 - the instance's __call__, not callable()
-    )
-
-
-def _run_sync(awaitable: Awaitable[Any]) -> Any:
-    """Run an async backend's result from sync code (only when no event loop is running)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-
-        async def wait() -> Any:
-            return await awaitable
-
-        return asyncio.run(wait())
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()
-    raise TypeError(
-        "the backend is async and an event loop is running: use `await gated.acall(...)`"
-    )
-
-
-Backend = Callable[..., Any]
-
-__all__ = [
-    "Backend",
-    "Gated",
-    "GatedBackend",
-    "LocalReplies",
-    "OpenAIChatBackend",
-    "as_chat_messages",
-    "local_chunks",
-    "local_completion",
-    "upstream_errors",
-]

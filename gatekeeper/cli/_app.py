@@ -1,0 +1,137 @@
+"""The Typer app, its shared options, and the edge where library errors become exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gatekeeper.errors import (
+    BackendError,
+    CatalogError,
+    ConfigError,
+    DatasetError,
+    EmbeddingError,
+    GatekeeperError,
+    InputError,
+    StoreError,
+)
+from gatekeeper.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="gatekeeper",
+    help="An intent gate in front of a customer-service LLM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (default: configs/gatekeeper.yaml)."),
+]
+CatalogOption = Annotated[
+    Path | None, typer.Option("--catalog", help="Catalog file (YAML, CSV or JSONL).")
+]
+
+USER_ERRORS = (ConfigError, CatalogError, DatasetError, InputError)
+UNAVAILABLE = (EmbeddingError, StoreError, BackendError)
+
+
+def exit_code(exc: GatekeeperError) -> int:
+    """The exit code of a library error."""
+    if isinstance(exc, USER_ERRORS):
+        return 2
+    if isinstance(exc, UNAVAILABLE):
+        return 3
+    return 1
+
+
+def _stderr() -> Console:
+    """The console for errors, warnings and progress: a message is never hard-wrapped."""
+    return Console(stderr=True, soft_wrap=True)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Print library errors as one clear message and exit with their code: no traceback."""
+    try:
+        yield
+    except GatekeeperError as exc:
+        _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(exit_code(exc)) from None
+    except KeyboardInterrupt:
+        _stderr().print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def setup(config: Path | None, *, quiet: bool = False, **overrides: Any) -> Settings:
+    """Load settings and configure logging; ``quiet`` commands log warnings and worse only."""
+    from gatekeeper.logging import configure_logging
+
+    settings = load_settings(config, **overrides)
+    log_settings = settings.logging
+    if quiet and "level" not in log_settings.model_fields_set:  # set in YAML, .env or env var
+        log_settings = log_settings.model_copy(update={"level": "WARNING"})
+    configure_logging(log_settings)
+    return settings
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """The progress bar every long command uses (hidden when not on a terminal)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or _stderr(),
+        transient=False,
+    )
+
+
+def tracked(
+    progress: Progress, description: str
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """A (progress, on_total) pair of callbacks feeding one progress-bar task."""
+    task = progress.add_task(escape(description), total=None)
+
+    def advance(n: int) -> None:
+        progress.advance(task, n)
+
+    def set_total(total: int) -> None:
+        progress.update(task, total=total)
+
+    return advance, set_total
+
+
+# -- eval, calibrate, demo ------------------------------------------------------------------
+
+DatasetsOption = Annotated[
+    list[Path],
+    typer.Option("--dataset", "-d", help="Labelled dataset (JSONL or CSV); repeat for several."),
+]
+SkipInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Skip malformed dataset rows (listed in the report) instead of failing.",
+    ),
+]
+RuleOption = Annotated[
+    str | None,
+    typer.Option("--rule", help="Decision rule for this run: density, contrast or top1."),
+]
+DEMO_CATALOG = Path("configs/intents/shop.yaml")
+DEMO_CALIBRATION = Path("eval/datasets/shop_calibration.jsonl")
+DEMO_DATASETS = (
+    Path("eval/datasets/shop_test.jsonl"),
+    Path("eval/datasets/shop_conversations.jsonl"),
+)
+DEMO_TARGET = 0.98
+DEFAULT_SETTINGS_FILE = Path("configs/gatekeeper.yaml")

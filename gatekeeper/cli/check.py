@@ -1,0 +1,75 @@
+"""``gatekeeper check``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gatekeeper.cli._app import ConfigOption, app, friendly_errors, setup
+from gatekeeper.errors import (
+    InputError,
+)
+
+
+@app.command()
+def check(
+    text: Annotated[
+        str | None, typer.Argument(help="The customer message ('-' reads stdin).")
+    ] = None,
+    config: ConfigOption = None,
+    conversation: Annotated[
+        Path | None,
+        typer.Option(
+            "--conversation", help="A JSON file of chat messages; the last user turn is judged."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Decide one message and print the decision."""
+    from gatekeeper.gate import Gatekeeper
+
+    with friendly_errors():
+        message = _message_argument(text, conversation)
+        settings = setup(config, quiet=True)
+        gate = Gatekeeper.from_settings(settings)
+        decision = gate.check(message, on_error="raise")
+        if as_json:
+            typer.echo(json.dumps(decision.model_dump(mode="json"), ensure_ascii=False))
+            return
+        table = Table(show_header=False, box=None)
+        for key in ("route", "intent", "score", "threshold", "reason", "latency_ms"):
+            value = getattr(decision, key)
+            table.add_row(
+                f"[bold]{key}[/]",
+                escape(f"{value:.3f}" if isinstance(value, float) else str(value)),
+            )
+        if decision.reply:
+            table.add_row("[bold]reply[/]", escape(decision.reply))
+        for n in decision.neighbours[:3]:
+            table.add_row(
+                "[dim]nearest[/]", escape(f"{n['similarity']:.3f}  {n['intent']}: {n['text']}")
+            )
+        Console().print(table)
+
+
+def _message_argument(text: str | None, conversation: Path | None) -> Any:
+    if conversation is not None:
+        try:
+            messages = json.loads(conversation.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read conversation {conversation}: {exc}") from exc
+        if isinstance(messages, dict):
+            messages = messages.get("messages")
+        if not isinstance(messages, list):
+            raise InputError(f"{conversation}: expected a JSON list of chat messages")
+        return messages
+    if text is None:
+        raise InputError("give the message to check, or --conversation FILE")
+    return sys.stdin.read() if text == "-" else text

@@ -1,0 +1,46 @@
+"""``gatekeeper index``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gatekeeper.cli._app import (
+    CatalogOption,
+    ConfigOption,
+    _stderr,
+    app,
+    friendly_errors,
+    progress_bar,
+    setup,
+    tracked,
+)
+
+
+@app.command()
+def index(
+    config: ConfigOption = None,
+    catalog: CatalogOption = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Re-embed everything into a fresh collection.")
+    ] = False,
+) -> None:
+    """Build or sync the Chroma collection of exemplars."""
+    from gatekeeper.gate import Gatekeeper
+
+    with friendly_errors():
+        settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
+        gate = Gatekeeper.from_settings(settings)
+        console = _stderr()
+        with console.status("loading the embedding model"):
+            gate.embedder.load()
+        with progress_bar(console) as progress:
+            advance, set_total = tracked(progress, "embedding exemplars")
+            report = gate.index(rebuild=rebuild, progress=advance, on_total=set_total)
+        typer.echo(
+            f"indexed {settings.catalog} into {report.collection}: "
+            f"{report.added} added, {report.updated} updated, {report.deleted} deleted, "
+            f"{report.unchanged} unchanged in {report.seconds:.1f}s"
+            + (" (rebuilt)" if report.rebuilt else "")
+        )

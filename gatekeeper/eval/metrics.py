@@ -1,0 +1,382 @@
+"""Every number of an eval report, computed from the outcomes of a run."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gatekeeper.decision import Route
+from gatekeeper.errors import DatasetError
+from gatekeeper.eval.schema import (
+    BOOTSTRAP_LEVEL,
+    Calibration,
+    ConversationStats,
+    Cost,
+    EvalOptions,
+    EvalReport,
+    EvalRun,
+    IntentRow,
+    Interval,
+    Latency,
+    Listed,
+    Outcome,
+    Projection,
+    ScoreSamples,
+    SourceRow,
+    TimeSaved,
+)
+from gatekeeper.eval.thresholds import (
+    FloatArray,
+    ScoreTable,
+    rate,
+    roc_metrics,
+    score_rows,
+    score_table,
+    sweep,
+)
+from gatekeeper.settings import PricingSettings
+
+if TYPE_CHECKING:
+    from gatekeeper.gate import Gatekeeper
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def latency_summary(run: EvalRun) -> Latency:
+    """p50/p95/p99 of single-message gate latency, and the embedding model's alone."""
+    batch = [o.decision.latency_ms for o in run.outcomes]
+    return Latency(
+        p50=percentile(run.gate_ms, 50),
+        p95=percentile(run.gate_ms, 95),
+        p99=percentile(run.gate_ms, 99),
+        mean=float(np.mean(run.gate_ms)) if run.gate_ms else None,
+        n_sampled=len(run.gate_ms),
+        method=(
+            f"wall time of single gate.check() calls on a seeded sample of {len(run.gate_ms)} "
+            "messages (embedding + Chroma query + rule), after a warm-up call; embed_* is the "
+            "embedding model alone on the same messages; batch_ms_per_message is the batched "
+            "pass's time divided by its size"
+        ),
+        embed_p50=percentile(run.embed_ms, 50),
+        embed_p95=percentile(run.embed_ms, 95),
+        embed_p99=percentile(run.embed_ms, 99),
+        batch_ms_per_message=float(np.mean(batch)) if batch else None,
+    )
+
+
+def llm_cost_per_call(pricing: PricingSettings) -> float:
+    """USD per LLM call at the configured prices and average token counts."""
+    return (
+        pricing.avg_input_tokens * pricing.llm_input_per_1m
+        + pricing.avg_output_tokens * pricing.llm_output_per_1m
+    ) / 1e6
+
+
+def embedding_cost_per_message(pricing: PricingSettings) -> float:
+    """USD the gate's embedding of one message costs (0 for a local model)."""
+    return pricing.avg_message_tokens * pricing.embedding_per_1m / 1e6
+
+
+def cost_summary(n: int, llm_calls: int, pricing: PricingSettings) -> Cost:
+    """The cost lines for ``n`` messages of which ``llm_calls`` reached the LLM."""
+    per_call = llm_cost_per_call(pricing)
+    per_message = embedding_cost_per_message(pricing)
+    without = n * per_call
+    embedding = n * per_message
+    with_gate = llm_calls * per_call + embedding
+    net = without - with_gate
+    return Cost(
+        llm_model=pricing.llm_model,
+        llm_cost_per_call=per_call,
+        embedding_cost_per_message=per_message,
+        without_gate=without,
+        with_gate=with_gate,
+        llm_cost_saved=(n - llm_calls) * per_call,
+        embedding_cost=embedding,
+        net_saved=net,
+        net_saved_fraction=net / without if without else None,
+        net_saved_per_1k_messages=net / n * 1000 if n else None,
+    )
+
+
+def time_summary(
+    n: int, llm_calls: int, pricing: PricingSettings, gate_mean_ms: float | None
+) -> TimeSaved:
+    """LLM seconds saved against the seconds the gate adds to every message."""
+    per_call = pricing.llm_seconds_per_call
+    gate_s = (gate_mean_ms or 0.0) / 1000
+    saved = (n - llm_calls) * per_call
+    added = n * gate_s
+    with_gate = (llm_calls * per_call + added) / n if n else None
+    return TimeSaved(
+        llm_seconds_per_call=per_call,
+        llm_seconds_saved=saved,
+        gate_seconds_added=added,
+        net_seconds_saved=saved - added,
+        mean_response_s_without=per_call,
+        mean_response_s_with=with_gate,
+        speedup=per_call / with_gate if with_gate else None,
+    )
+
+
+def project(
+    share: float,
+    admit_in: float,
+    admit_off: float,
+    false_block: float,
+    pricing: PricingSettings,
+    gate_mean_ms: float | None,
+) -> Projection:
+    """The measured admit rates applied to traffic with ``share`` off-topic messages."""
+    calls = 1000 * ((1 - share) * admit_in + share * admit_off)
+    per_call = llm_cost_per_call(pricing)
+    without = 1000 * per_call
+    with_gate = calls * per_call + 1000 * embedding_cost_per_message(pricing)
+    seconds = pricing.llm_seconds_per_call
+    mean_with = calls / 1000 * seconds + (gate_mean_ms or 0.0) / 1000
+    return Projection(
+        off_topic_share=share,
+        llm_calls_per_1k=calls,
+        saved_rate=1 - calls / 1000,
+        cost_per_1k_without=without,
+        cost_per_1k_with=with_gate,
+        cost_saved_per_1k=without - with_gate,
+        cost_reduction=(without - with_gate) / without if without else None,
+        customers_wrongly_blocked_per_1k=1000 * (1 - share) * false_block,
+        mean_response_s_without=seconds,
+        mean_response_s_with=mean_with,
+        speedup=seconds / mean_with if mean_with else None,
+    )
+
+
+def bootstrap_intervals(
+    outcomes: Sequence[Outcome], table: ScoreTable, draws: int, seed: int
+) -> dict[str, Interval]:
+    """Percentile bootstrap intervals (rows resampled with replacement, seeded)."""
+    if draws <= 0 or not outcomes:
+        return {}
+    rng = np.random.default_rng(seed)
+    inside = np.array([o.example.in_domain for o in outcomes])
+    passed = np.array([o.passed for o in outcomes])
+    saved = np.array([not o.called for o in outcomes])
+    idx = rng.integers(0, len(outcomes), size=(draws, len(outcomes)), dtype=np.int32)
+    ins, pas = inside[idx], passed[idx]
+    n_in, n_off = ins.sum(axis=1), (~ins).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pass_rate = (ins & pas).sum(axis=1) / n_in
+        block_rate = (~ins & ~pas).sum(axis=1) / n_off
+    samples = {
+        "saved_rate": saved[idx].mean(axis=1),
+        "in_domain_pass_rate": pass_rate,
+        "false_block_rate": 1 - pass_rate,
+        "off_topic_block_rate": block_rate,
+        "auroc": _bootstrap_auroc(table, draws, rng),
+    }
+    return {name: _interval(values) for name, values in samples.items()}
+
+
+def _bootstrap_auroc(table: ScoreTable, draws: int, rng: np.random.Generator) -> FloatArray:
+    from sklearn.metrics import roc_auc_score
+
+    values = np.full(draws, np.nan)
+    if len(table) == 0:
+        return values
+    for i in range(draws):
+        pick = rng.integers(0, len(table), size=len(table))
+        labels = table.in_domain[pick]
+        if labels.all() or not labels.any():
+            continue
+        values[i] = roc_auc_score(labels, table.scores[pick])
+    return values
+
+
+def _interval(values: npt.NDArray[Any]) -> Interval:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Interval(low=None, high=None)
+    tail = (1 - BOOTSTRAP_LEVEL) / 2 * 100
+    return Interval(
+        low=float(np.percentile(finite, tail)), high=float(np.percentile(finite, 100 - tail))
+    )
+
+
+def per_intent_rows(outcomes: Sequence[Outcome]) -> list[IntentRow]:
+    """Pass rate per labelled intent of the in-domain rows, worst first."""
+    groups: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        if o.example.in_domain:
+            groups[o.example.intent or "(no intent)"].append(o)
+    rows = []
+    for intent, members in groups.items():
+        passed = sum(o.passed for o in members)
+        match = None
+        if members[0].example.intent and not members[0].example.unsupported:
+            match = sum(o.decision.intent == intent for o in members) / len(members)
+        rows.append(
+            IntentRow(
+                intent=intent,
+                n=len(members),
+                passed=passed,
+                pass_rate=passed / len(members),
+                intent_match_rate=match,
+            )
+        )
+    return sorted(rows, key=lambda r: (r.pass_rate, r.intent))
+
+
+def source_rows(outcomes: Sequence[Outcome]) -> list[SourceRow]:
+    """Headline numbers per dataset file."""
+    groups: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        groups[o.example.source].append(o)
+    return [_source_row(source, members) for source, members in groups.items()]
+
+
+def _source_row(source: str, members: Sequence[Outcome]) -> SourceRow:
+    inside = [o for o in members if o.example.in_domain]
+    outside = [o for o in members if not o.example.in_domain]
+    return SourceRow(
+        source=source,
+        n=len(members),
+        n_in_domain=len(inside),
+        n_off_topic=len(outside),
+        llm_calls=sum(o.called for o in members),
+        in_domain_pass_rate=rate([o.passed for o in inside]),
+        off_topic_block_rate=rate([not o.passed for o in outside]),
+    )
+
+
+def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
+    """The multi-turn rows on their own (None when there are none)."""
+    multi = [o for o in outcomes if o.example.multi_turn]
+    if not multi:
+        return None
+    inside = [o for o in multi if o.example.in_domain]
+    outside = [o for o in multi if not o.example.in_domain]
+    return ConversationStats(
+        n=len(multi),
+        n_in_domain=len(inside),
+        n_off_topic=len(outside),
+        in_domain_pass_rate=rate([o.passed for o in inside]),
+        off_topic_block_rate=rate([not o.passed for o in outside]),
+        rescued_followups=sum(o.rescued for o in multi),
+    )
+
+
+def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Labelled in-domain messages answered with the canned reply of another intent."""
+    return [
+        o
+        for o in outcomes
+        if o.decision.route is Route.CANNED
+        and o.example.intent is not None
+        and o.example.intent != o.decision.intent
+    ]
+
+
+def listed(outcome: Outcome) -> Listed:
+    """An outcome as a row of the report's lists."""
+    d = outcome.decision
+    return Listed(
+        source=Path(outcome.example.source).name,
+        line=outcome.example.line,
+        text=outcome.example.text,
+        label_intent=outcome.example.intent,
+        nearest_intent=d.intent,
+        route=d.route.value,
+        score=d.score,
+        threshold=d.threshold,
+        reason=d.reason,
+    )
+
+
+def build_report(
+    gate: Gatekeeper,
+    run: EvalRun,
+    options: EvalOptions | None = None,
+    calibration: Calibration | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> EvalReport:
+    """All metrics of an eval run."""
+    options = options or EvalOptions()
+    outcomes = run.outcomes
+    if not outcomes:
+        raise DatasetError("nothing was evaluated")
+    inside = [o for o in outcomes if o.example.in_domain]
+    outside = [o for o in outcomes if not o.example.in_domain]
+    supported = [o for o in inside if not o.example.unsupported]
+    unsupported = [o for o in inside if o.example.unsupported]
+    rows, basis = score_rows(outcomes)
+    table = score_table(rows, gate)
+    auroc, fpr95 = roc_metrics(table)
+    latency = latency_summary(run)
+    pricing = gate.settings.pricing
+    n = len(outcomes)
+    pass_rate = rate([o.passed for o in inside])
+    false_block = None if pass_rate is None else 1 - pass_rate
+    admit_in = rate([o.called for o in inside]) or 0.0
+    admit_off = rate([o.called for o in outside]) or 0.0
+    counted_by_rows = sum(o.called for o in outcomes)
+    return EvalReport(
+        n_queries=n,
+        n_in_domain=len(inside),
+        n_off_topic=len(outside),
+        n_single=sum(not o.example.multi_turn for o in outcomes),
+        n_multi_turn=sum(o.example.multi_turn for o in outcomes),
+        llm_calls=run.llm_calls,
+        llm_calls_saved=n - run.llm_calls,
+        saved_rate=(n - run.llm_calls) / n,
+        canned_replies=sum(o.decision.route is Route.CANNED for o in outcomes),
+        off_topic_replies=sum(o.decision.route is Route.OFF_TOPIC for o in outcomes),
+        in_domain_pass_rate=pass_rate,
+        false_block_rate=false_block,
+        off_topic_block_rate=rate([not o.passed for o in outside]),
+        n_supported=len(supported),
+        n_unsupported=len(unsupported),
+        supported_pass_rate=rate([o.passed for o in supported]),
+        unsupported_pass_rate=rate([o.passed for o in unsupported]),
+        auroc=auroc,
+        fpr_at_95tpr=fpr95,
+        score_basis=basis,
+        threshold=gate.settings.gate.threshold,
+        rule=gate.rule.name,
+        calibration=calibration,
+        latency_ms=latency,
+        cost=cost_summary(n, run.llm_calls, pricing),
+        time=time_summary(n, run.llm_calls, pricing, latency.mean),
+        projections=[
+            project(s, admit_in, admit_off, false_block or 0.0, pricing, latency.mean)
+            for s in options.off_topic_shares
+        ],
+        confidence_intervals=bootstrap_intervals(outcomes, table, options.bootstrap, options.seed),
+        bootstrap={"draws": options.bootstrap, "seed": options.seed, "level": BOOTSTRAP_LEVEL},
+        counting={
+            "method": run.counting_method,
+            "backend_calls": run.llm_calls,
+            "rows_marked_called": counted_by_rows,
+            "consistent": counted_by_rows == run.llm_calls,
+            "gate_errors": sum(o.decision.gate_error is not None for o in outcomes),
+            "seconds": run.seconds,
+        },
+        per_intent=per_intent_rows(outcomes),
+        by_source=source_rows(outcomes),
+        conversations=conversation_stats(outcomes),
+        wrongly_blocked=[listed(o) for o in inside if not o.passed][: options.max_listed],
+        wrongly_admitted=[
+            listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
+        ][: options.max_listed],
+        canned_mismatches=[listed(o) for o in canned_mismatches(inside)][: options.max_listed],
+        sweep=sweep(table, gate.settings.gate.threshold),
+        meta=dict(meta or {}),
+        scores=ScoreSamples(
+            in_domain=[float(s) for s in table.scores[table.in_domain]],
+            off_topic=[float(s) for s in table.scores[~table.in_domain]],
+        ),
+    )

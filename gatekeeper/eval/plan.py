@@ -1,0 +1,128 @@
+"""``gatekeeper eval`` as a plan: load the data, build the gate, index, calibrate, run, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gatekeeper.errors import InputError
+from gatekeeper.eval.datasets import Dataset, load_datasets
+from gatekeeper.eval.gates import ensure_index, settings_for_catalog, with_threshold
+from gatekeeper.eval.metrics import build_report
+from gatekeeper.eval.progress import TaskFactory, no_progress
+from gatekeeper.eval.replay import run_replay
+from gatekeeper.eval.run import run_eval
+from gatekeeper.eval.schema import EvalOptions, EvalReport
+from gatekeeper.eval.thresholds import calibrate, check_target
+from gatekeeper.settings import Settings
+
+if TYPE_CHECKING:
+    from gatekeeper.gate import Gatekeeper
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What ``gatekeeper eval`` was asked to do."""
+
+    datasets: tuple[Path, ...]
+    catalog: Path | None = None
+    calibrate_on: Path | None = None
+    target_pass_rate: float | None = None
+    threshold: float | None = None
+    rule: str | None = None
+    skip_invalid: bool = False
+    replay: bool = False
+    options: EvalOptions = field(default_factory=EvalOptions)
+
+
+def build_gate(
+    settings: Settings, catalog: Path | None = None, rule: str | None = None
+) -> Gatekeeper:
+    """The gate an eval runs: ``catalog`` (if given) served from a collection of its own."""
+    from gatekeeper.catalog import load_catalog
+    from gatekeeper.gate import Gatekeeper
+
+    loaded = None
+    if catalog is not None:
+        loaded = load_catalog(catalog)
+        settings = settings_for_catalog(settings, catalog, loaded.content_hash())
+    if rule is not None:
+        settings = settings.model_copy(
+            update={"gate": settings.gate.model_copy(update={"rule": rule})}
+        )
+    return Gatekeeper.from_settings(settings, catalog=loaded)
+
+
+def evaluate(
+    settings: Settings, plan: EvalPlan, task: TaskFactory = no_progress
+) -> tuple[EvalReport, Gatekeeper]:
+    """Build the gate the plan asks for, then :func:`evaluate_gate`."""
+    data = load_plan_data(plan)  # fail on bad data before loading the model
+    return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task, data=data)
+
+
+def check_plan(plan: EvalPlan) -> None:
+    """Refuse an inconsistent plan with :class:`InputError`."""
+    if (plan.calibrate_on is None) != (plan.target_pass_rate is None):
+        raise InputError(
+            "calibrating needs both a calibration dataset and a target pass rate; "
+            "the plan gives only one of them"
+        )
+    if plan.calibrate_on is not None and plan.threshold is not None:
+        raise InputError("the plan gives both a fixed threshold and a calibration dataset")
+    if plan.target_pass_rate is not None:
+        check_target(plan.target_pass_rate)
+
+
+def load_plan_data(plan: EvalPlan) -> tuple[Dataset, Dataset | None]:
+    """Check the plan, then load its datasets and its calibration set (if any), once."""
+    check_plan(plan)
+    dataset = load_datasets(plan.datasets, skip_invalid=plan.skip_invalid)
+    calibration_set = (
+        load_datasets([plan.calibrate_on], skip_invalid=plan.skip_invalid)
+        if plan.calibrate_on is not None
+        else None
+    )
+    return dataset, calibration_set
+
+
+def evaluate_gate(
+    gate: Gatekeeper,
+    plan: EvalPlan,
+    task: TaskFactory = no_progress,
+    *,
+    data: tuple[Dataset, Dataset | None] | None = None,
+) -> tuple[EvalReport, Gatekeeper]:
+    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics.
+
+    ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
+    Returns the report and the gate as evaluated (with the calibrated threshold)."""
+    dataset, calibration_set = data if data is not None else load_plan_data(plan)
+    started = time.perf_counter()
+    synced = ensure_index(gate, task)
+    if plan.threshold is not None:
+        gate = with_threshold(gate, plan.threshold)
+    calibration = None
+    if calibration_set is not None and plan.target_pass_rate is not None:
+        calibration = calibrate(
+            gate, calibration_set, plan.target_pass_rate, task, plan.options.chunk_size
+        )
+        gate = with_threshold(gate, calibration.threshold)
+    runner = run_replay if plan.replay else run_eval
+    run = runner(gate, dataset, plan.options, task)
+    meta = {
+        "datasets": list(dataset.sources),
+        "catalog": str(gate.settings.catalog),
+        "catalog_hash": gate.catalog.content_hash(),
+        "collection": gate.store.name,
+        "embedding_model": gate.embedder.identity,
+        "indexed": synced is not None,
+        "index_seconds": synced.seconds if synced is not None else 0.0,
+        "seconds": time.perf_counter() - started,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "skipped_rows": [*dataset.skipped, *(calibration_set.skipped if calibration_set else ())],
+    }
+    return build_report(gate, run, plan.options, calibration, meta), gate

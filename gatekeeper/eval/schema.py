@@ -1,0 +1,261 @@
+"""What an eval run produces: options, outcomes, and the models of ``report.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from gatekeeper.decision import Decision, Route
+from gatekeeper.eval.datasets import Example
+
+if TYPE_CHECKING:
+    pass
+
+
+BOOTSTRAP_LEVEL = 0.95
+FOLLOWUP_PREFIX = "follow-up"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Knobs of one eval run (none of them changes a decision)."""
+
+    latency_sample: int = 200
+    bootstrap: int = 1000
+    seed: int = 0
+    off_topic_shares: tuple[float, ...] = (0.7,)
+    chunk_size: int = 128
+    max_listed: int = 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One example, the gate's decision on it, and whether the backend was really called."""
+
+    example: Example
+    decision: Decision
+    called: bool
+
+    @property
+    def passed(self) -> bool:
+        """Not refused: forwarded to the LLM or answered by a canned in-domain reply."""
+        return self.decision.route is not Route.OFF_TOPIC
+
+    @property
+    def rescued(self) -> bool:
+        return self.decision.reason.startswith(FOLLOWUP_PREFIX)
+
+
+@dataclass
+class EvalRun:
+    """What running a dataset through the gate produced, before any metric is computed."""
+
+    outcomes: list[Outcome]
+    llm_calls: int
+    gate_ms: list[float] = field(default_factory=list)
+    embed_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    counting_method: str = (
+        "calls that reached a CountingBackend behind gate.wrap(); "
+        "llm_calls_saved = n_queries - llm_calls"
+    )
+
+
+# -- report models (report.json) ------------------------------------------------------------
+
+
+class Interval(BaseModel):
+    """A bootstrap confidence interval."""
+
+    low: float | None
+    high: float | None
+
+
+class Latency(BaseModel):
+    """Gate latency per message, in milliseconds."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    n_sampled: int
+    method: str
+    embed_p50: float | None = None
+    embed_p95: float | None = None
+    embed_p99: float | None = None
+    batch_ms_per_message: float | None = None
+
+
+class Cost(BaseModel):
+    """What the LLM calls cost with and without the gate (USD, from ``settings.pricing``)."""
+
+    currency: str = "USD"
+    llm_model: str
+    llm_cost_per_call: float
+    embedding_cost_per_message: float
+    without_gate: float
+    with_gate: float
+    llm_cost_saved: float = Field(description="what the saved calls would have cost")
+    embedding_cost: float
+    net_saved: float
+    net_saved_fraction: float | None
+    net_saved_per_1k_messages: float | None
+
+
+class TimeSaved(BaseModel):
+    """LLM time not spent, from ``pricing.llm_seconds_per_call``."""
+
+    llm_seconds_per_call: float
+    llm_seconds_saved: float
+    gate_seconds_added: float
+    net_seconds_saved: float
+    mean_response_s_without: float
+    mean_response_s_with: float | None
+    speedup: float | None
+
+
+class Projection(BaseModel):
+    """The measured admit rates applied to another traffic mix, per 1,000 messages."""
+
+    off_topic_share: float
+    llm_calls_per_1k: float
+    saved_rate: float
+    cost_per_1k_without: float
+    cost_per_1k_with: float
+    cost_saved_per_1k: float
+    cost_reduction: float | None
+    customers_wrongly_blocked_per_1k: float
+    mean_response_s_without: float
+    mean_response_s_with: float
+    speedup: float | None
+
+
+class IntentRow(BaseModel):
+    """Pass rate of the in-domain messages labelled with one intent."""
+
+    intent: str
+    n: int
+    passed: int
+    pass_rate: float
+    intent_match_rate: float | None = Field(
+        None, description="share routed to this very intent (catalog intents only)"
+    )
+
+
+class SourceRow(BaseModel):
+    """Headline numbers of one dataset file."""
+
+    source: str
+    n: int
+    n_in_domain: int
+    n_off_topic: int
+    llm_calls: int
+    in_domain_pass_rate: float | None
+    off_topic_block_rate: float | None
+
+
+class ConversationStats(BaseModel):
+    """Multi-turn rows on their own."""
+
+    n: int
+    n_in_domain: int
+    n_off_topic: int
+    in_domain_pass_rate: float | None
+    off_topic_block_rate: float | None
+    rescued_followups: int
+
+
+class Listed(BaseModel):
+    """A message the report names: a customer wrongly blocked, or off-topic traffic let in."""
+
+    source: str
+    line: int
+    text: str
+    label_intent: str | None
+    nearest_intent: str | None
+    route: str
+    score: float
+    threshold: float
+    reason: str
+
+
+class SweepPoint(BaseModel):
+    """What one global threshold would do (single-message rows)."""
+
+    threshold: float
+    llm_calls: int
+    saved_rate: float
+    wrongly_blocked: int
+    in_domain_pass_rate: float | None
+    false_block_rate: float | None
+    off_topic_block_rate: float | None
+
+
+class Calibration(BaseModel):
+    """A threshold chosen on a calibration file alone."""
+
+    source: str
+    target_pass_rate: float
+    threshold: float
+    reached: bool
+    in_domain_pass_rate: float | None
+    off_topic_block_rate: float | None
+    n_in_domain: int
+    n_off_topic: int
+    score_basis: str
+
+
+class ScoreSamples(BaseModel):
+    """Scores used for plots (not written to report.json)."""
+
+    in_domain: list[float] = Field(default_factory=list)
+    off_topic: list[float] = Field(default_factory=list)
+
+
+class EvalReport(BaseModel):
+    """Everything ``report.json`` holds."""
+
+    n_queries: int
+    n_in_domain: int
+    n_off_topic: int
+    n_single: int
+    n_multi_turn: int
+    llm_calls: int
+    llm_calls_saved: int
+    saved_rate: float
+    canned_replies: int
+    off_topic_replies: int
+    in_domain_pass_rate: float | None
+    false_block_rate: float | None
+    off_topic_block_rate: float | None
+    n_supported: int
+    n_unsupported: int
+    supported_pass_rate: float | None
+    unsupported_pass_rate: float | None
+    auroc: float | None
+    fpr_at_95tpr: float | None
+    score_basis: str
+    threshold: float
+    rule: str
+    calibration: Calibration | None
+    latency_ms: Latency
+    cost: Cost
+    time: TimeSaved
+    projections: list[Projection]
+    confidence_intervals: dict[str, Interval]
+    bootstrap: dict[str, Any]
+    counting: dict[str, Any]
+    per_intent: list[IntentRow]
+    by_source: list[SourceRow]
+    conversations: ConversationStats | None
+    wrongly_blocked: list[Listed]
+    wrongly_admitted: list[Listed]
+    canned_mismatches: list[Listed] = Field(
+        description="in-domain messages answered by another intent's canned reply "
+        "(passed, but the customer got e.g. a greeting to a delivery question)"
+    )
+    sweep: list[SweepPoint]
+    meta: dict[str, Any]
+    scores: ScoreSamples = Field(default_factory=ScoreSamples, exclude=True)

@@ -1,0 +1,112 @@
+"""Writing a calibrated threshold into a YAML settings file, keeping its comments."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gatekeeper.errors import ConfigError
+
+if TYPE_CHECKING:
+    pass
+
+
+_GATE_BLOCK = re.compile(r"^gate:\s*(#.*)?$")
+_THRESHOLD = re.compile(r"^(?P<indent>[ \t]+)threshold:")
+
+
+def store_threshold(path: Path, threshold: float, note: str) -> None:
+    """Set ``gate.threshold`` in the YAML settings file ``path`` (created if absent), keeping
+    its other keys and comments; ``note`` becomes the line's comment."""
+    import yaml
+
+    from gatekeeper.settings import load_settings
+
+    check_settings_target(path)
+    try:
+        original = path.read_text(encoding="utf-8") if path.exists() else None
+        updated = _with_threshold(original or "", threshold, note)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(updated, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot write the threshold to {path}: {exc}") from exc
+    try:
+        stored = (yaml.safe_load(updated) or {}).get("gate", {}).get("threshold")
+        load_settings(path)
+    except (yaml.YAMLError, ConfigError, AttributeError) as exc:
+        stored, problem = None, str(exc)
+    else:
+        problem = f"gate.threshold reads back as {stored!r}"
+    if stored is None or abs(float(stored) - threshold) > 5e-5:
+        if original is None:
+            path.unlink()
+        else:
+            path.write_text(original, encoding="utf-8")
+        raise ConfigError(f"could not store the threshold in {path}: {problem}")
+
+
+def check_settings_target(path: Path) -> None:
+    """Refuse, with :class:`ConfigError`, a settings file that cannot be written: call before
+    a long calibration so the problem shows before the work, not after."""
+    problem = why_unwritable(path, want_dir=False)
+    if problem:
+        raise ConfigError(f"cannot write the threshold to settings file {path}: {problem}")
+
+
+def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
+    """Why ``path`` (a directory if ``want_dir``, else a file) cannot be written, or None."""
+
+    if path.exists():
+        if want_dir and not path.is_dir():
+            return "it exists and is not a directory"
+        if not want_dir and path.is_dir():
+            return "it is a directory"
+        return None if os.access(path, os.W_OK) else "permission denied"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+def _with_threshold(text: str, threshold: float, note: str) -> str:
+    """``text`` (a YAML settings file) with ``gate.threshold`` set, edited line by line."""
+    line = f"threshold: {threshold:.4f}  # {note}"
+    lines = text.splitlines()
+    start = next((i for i, row in enumerate(lines) if _GATE_BLOCK.match(row)), None)
+    if start is None:
+        if re.search(r"^gate:", text, flags=re.MULTILINE):
+            return _with_threshold_dumped(text, threshold)
+        prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
+        return f"{prefix}gate:\n  {line}\n"
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][:1] in " \t#"):
+        end += 1
+    block = lines[start + 1 : end]
+    indents = [
+        len(r) - len(r.lstrip()) for r in block if r.strip() and not r.lstrip().startswith("#")
+    ]
+    indent = " " * (min(indents) if indents else 2)
+    for offset, row in enumerate(block):
+        match = _THRESHOLD.match(row)
+        if match and match.group("indent") == indent:
+            lines[start + 1 + offset] = indent + line
+            break
+    else:
+        at = start + 1
+        while at < end and lines[at].lstrip().startswith("#"):
+            at += 1  # after the block's leading comments
+        lines.insert(at, indent + line)
+    return "\n".join(lines) + "\n"
+
+
+def _with_threshold_dumped(text: str, threshold: float) -> str:
+    """Fallback for a ``gate:`` in flow style: reload and dump (comments are lost)."""
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    data.setdefault("gate", {})["threshold"] = round(threshold, 4)
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

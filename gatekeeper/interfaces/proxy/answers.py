@@ -1,0 +1,79 @@
+"""Answers the proxy builds itself: decision headers, local completions and chunk streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import quote
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gatekeeper.decision import Decision
+from gatekeeper.interfaces.openai_backend import local_chunks, local_completion
+from gatekeeper.interfaces.proxy.errors import Json
+
+_DROP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "set-cookie",
+    }
+)
+
+
+def _header_value(value: str) -> str:
+    return quote(value, safe=" !#$%&'()*+,-./:;<=>?@[]^_`{|}~") if not value.isascii() else value
+
+
+def decision_headers(decision: Decision) -> dict[str, str]:
+    """``x-gatekeeper-*`` headers of a decision (no customer text)."""
+    headers = {
+        "x-gatekeeper-route": decision.route.value,
+        "x-gatekeeper-intent": _header_value(decision.intent or "none"),
+        "x-gatekeeper-score": f"{decision.score:.4f}",
+        "x-gatekeeper-threshold": f"{decision.threshold:.4f}",
+    }
+    if decision.shadow:
+        headers["x-gatekeeper-shadow"] = "true"
+    if decision.gate_error:
+        headers["x-gatekeeper-gate-error"] = decision.gate_error
+    if decision.message_id:
+        headers["x-gatekeeper-message-id"] = decision.message_id
+    return headers
+
+
+def local_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
+    """The gate's own answer: a ``chat.completion`` or an SSE stream of chunks."""
+    model = payload.get("model") if isinstance(payload.get("model"), str) else None
+    n = payload.get("n") or 1
+    if payload.get("stream"):
+        options = payload.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        chunks = local_chunks(text, model=model, n=n, include_usage=usage)
+        events = [f"data: {c.model_dump_json(exclude_unset=True)}\n\n" for c in chunks]
+        events.append("data: [DONE]\n\n")
+        return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
+    completion = local_completion(text, model=model, n=n)
+    return JSONResponse(completion.model_dump(mode="json", exclude_unset=True), headers=headers)
+
+
+async def _iterate(items: list[str]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item.encode()
+
+
+def passthrough_headers(upstream: httpx.Response, extra: Mapping[str, str]) -> dict[str, str]:
+    """The upstream answer's end-to-end headers, plus ``extra``."""
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_HEADERS}
+    headers.update(extra)
+    return headers

@@ -1,0 +1,136 @@
+"""The proxy app factory: lifespan (gate, upstream client), routes, error handlers, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gatekeeper.errors import (
+    EmbeddingError,
+    IndexMismatchError,
+    ModelNotFoundError,
+    StoreError,
+)
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.endpoints import (
+    chat_completions,
+    healthz,
+    list_models,
+    metrics,
+    readyz,
+)
+from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
+from gatekeeper.interfaces.proxy.metrics import Metrics
+from gatekeeper.interfaces.proxy.middleware import RequestLog
+from gatekeeper.interfaces.proxy.state import Proxy, build_upstream_client
+from gatekeeper.logging import get_logger
+from gatekeeper.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    gate: Gatekeeper | None = None,
+    upstream_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """The proxy app. The gate is built from ``settings`` at startup unless given, and its model
+    loaded then; ``upstream_client`` (closed by its owner) replaces the pooled HTTP client."""
+    metrics_ = Metrics()
+    log = get_logger()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_gate = gate
+        if the_gate is None:
+            the_gate = await asyncio.to_thread(Gatekeeper.from_settings, settings)
+        try:
+            await asyncio.to_thread(the_gate.ready)
+        except (IndexMismatchError, ModelNotFoundError):
+            raise  # misconfigured, not unavailable: refuse to serve rather than fail open
+        except (EmbeddingError, StoreError) as exc:
+            log.error(
+                "gate.not_ready",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                policy=settings.gate.on_error,
+            )
+        client = upstream_client or build_upstream_client(settings.upstream)
+        app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
+        _log_ready(log, settings)
+        try:
+            yield
+        finally:
+            if upstream_client is None:
+                await client.aclose()
+            log.info("server.stopped")
+
+    app = FastAPI(
+        title="gatekeeper", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    _add_error_handlers(app, log)
+    app.add_middleware(RequestLog, metrics=metrics_, log=log)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gatekeeper")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _log_ready(log: Any, settings: Settings) -> None:
+    base = settings.upstream.base_url
+    upstream = str(httpx.URL(base).copy_with(username=None, password=None)) if base else None
+    if upstream is None:
+        log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
+    log.info(
+        "server.ready",
+        upstream=upstream,
+        inbound_auth=bool(settings.server.api_keys),
+        shadow=settings.gate.shadow,
+        on_error=settings.gate.on_error,
+    )
+
+
+def _add_error_handlers(app: FastAPI, log: Any) -> None:
+    async def proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return exc.response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        return error_response(exc.status_code, str(exc.detail), code, headers=exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return error_response(422, str(exc), "invalid_request")
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error(
+            "server.internal_error",
+            path=request.url.path,
+            error_type=type(exc).__name__,
+            exc_info=exc,
+        )
+        return internal_error_response()
+
+    app.add_exception_handler(ProxyError, proxy_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)

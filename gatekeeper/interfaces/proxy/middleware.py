@@ -1,0 +1,73 @@
+"""ASGI middleware: one log event and one metrics count per answer, and a last-resort 500."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gatekeeper.interfaces.proxy.errors import internal_error_response
+from gatekeeper.interfaces.proxy.metrics import Metrics
+
+KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"})
+
+Scope = MutableMapping[str, Any]
+AsgiMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[AsgiMessage]]
+Send = Callable[[AsgiMessage], Awaitable[None]]
+
+
+class RequestLog:
+    """ASGI middleware: one ``http.request`` log event and count per answer (no bodies), and a
+    generic 500 body for anything that escaped every handler."""
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, metrics: Metrics, log: Any
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        seen: dict[str, Any] = {}
+
+        async def recording_send(message: AsgiMessage) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                seen["route"] = _header(message, b"x-gatekeeper-route")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        except Exception as exc:
+            self.log.error(
+                "server.internal_error",
+                path=scope.get("path"),
+                error_type=type(exc).__name__,
+                exc_info=exc,
+            )
+            if "status" in seen:
+                raise
+            await internal_error_response()(scope, receive, recording_send)
+        path = scope.get("path", "")
+        status = int(seen.get("status", 500))
+        self.metrics.answered(path if path in KNOWN_PATHS else "other", status)
+        self.log.info(
+            "http.request",
+            method=scope.get("method"),
+            path=path,
+            status=status,
+            route=seen.get("route"),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+
+def _header(message: AsgiMessage, name: bytes) -> str | None:
+    for key, value in message.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

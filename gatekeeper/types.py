@@ -1,0 +1,42 @@
+"""Small shared types of the core: what a message is, what a neighbour is, what a failure does.
+
+Kept apart so that every layer (gate, rules, store, interfaces) can name them without importing
+one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: The intent name that marks off-topic exemplars (a contrast class, never served).
+OFF_TOPIC = "off_topic"
+
+#: A customer message: its text, or a conversation in OpenAI chat format.
+Message = str | Sequence[Mapping[str, Any]]
+
+#: What happens when the gate itself fails (model or Chroma): raise, forward, or refuse.
+OnError = Literal["raise", "fail_open", "fail_closed"]
+
+#: Called with the number of items just done (progress bars).
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """One nearby exemplar: its id, text, intent (``off_topic`` for contrast exemplars) and
+    cosine similarity to the message."""
+
+    id: str
+    text: str
+    intent: str
+    similarity: float
+
+    @property
+    def off_topic(self) -> bool:
+        """True for an off-topic (contrast) exemplar."""
+        return self.intent == OFF_TOPIC
+
+
+__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress"]
