@@ -1,4 +1,4 @@
-"""Validate eval/datasets/shop_chats.jsonl and split it into a calibration third and a test two-thirds.
+"""Validate eval/datasets/shop_chats.jsonl and split it: a calibration third, a test two-thirds.
 
 Every row is checked first (it parses; roles are user/assistant with at most one leading system
 message; no empty content; the last message is a user turn; one label per user turn; ``label``
@@ -10,7 +10,7 @@ off_topic turn), so both parts get the same mix of served chats, chats that drif
 and chats that end off-topic. Rows are written byte-for-byte as they appear in the source, in
 source order, so running the script twice gives identical files.
 
-    .venv/bin/python eval/split_chats.py   # writes shop_chats_calibration.jsonl and shop_chats_test.jsonl
+    .venv/bin/python eval/split_chats.py   # writes shop_chats_{calibration,test}.jsonl
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def stratum(row: dict) -> tuple[str, bool]:
 
 
 def split(rows: list[tuple[str, dict]], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(calibration lines, test lines): ``fraction`` of each stratum, rounded, goes to calibration."""
+    """(calibration lines, test lines): ``fraction`` of each stratum (rounded) is calibration."""
     groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
     for index, (_, row) in enumerate(rows):
         groups[stratum(row)].append(index)

@@ -12,7 +12,8 @@ With no arguments it splits shop_eval.jsonl into shop_calibration.jsonl and shop
 
     .venv/bin/python eval/split_shop_eval.py   # rewrites the two files; same output every run
     .venv/bin/python eval/split_shop_eval.py --source eval/datasets/shop_zh_eval.jsonl \\
-        --calibration eval/datasets/shop_zh_calibration.jsonl --test eval/datasets/shop_zh_test.jsonl
+        --calibration eval/datasets/shop_zh_calibration.jsonl \\
+        --test eval/datasets/shop_zh_test.jsonl
     .venv/bin/python eval/split_shop_eval.py --source eval/datasets/shop_zh_chats.jsonl \\
         --stratify label   # -> shop_zh_chats_calibration.jsonl, shop_zh_chats_test.jsonl
 
@@ -97,9 +98,7 @@ def main() -> None:
     calibration, test = split(dataset.examples, args.fraction, args.seed, args.stratify)
     n_cal = write_rows(calibration, lines, calibration_path)
     n_test = write_rows(test, lines, test_path)
-    print(
-        f"{len(dataset)} rows -> {calibration_path.name} {n_cal}, {test_path.name} {n_test}"
-    )
+    print(f"{len(dataset)} rows -> {calibration_path.name} {n_cal}, {test_path.name} {n_test}")
 
 
 if __name__ == "__main__":
