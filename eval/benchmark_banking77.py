@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.rules import rule_names
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "banking77"
 FILES = ("exemplars.csv", "calibration.jsonl", "test.jsonl", "unsupported_banking_test.jsonl")
@@ -34,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--rule",
         action="append",
-        choices=("density", "contrast", "top1"),
+        choices=rule_names(),
         help="repeatable; default all three",
     )
     parser.add_argument("--latency-sample", type=int, default=200)
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:
         settings = setup(args.config, quiet=True)
         catalog, dropped = clean_catalog(args.data / "exemplars.csv", args.out)
         print(f"catalog: {catalog} ({dropped} exemplar rows with an empty text dropped)")
-        for rule in args.rule or ["density", "contrast", "top1"]:
+        for rule in args.rule or rule_names():
             plan = EvalPlan(
                 datasets=(args.data / "test.jsonl", args.data / "unsupported_banking_test.jsonl"),
                 catalog=catalog,

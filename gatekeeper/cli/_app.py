@@ -22,6 +22,7 @@ from gatekeeper.errors import (
     InputError,
     StoreError,
 )
+from gatekeeper.rules import rules_help
 from gatekeeper.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -125,7 +126,7 @@ SkipInvalidOption = Annotated[
 ]
 RuleOption = Annotated[
     str | None,
-    typer.Option("--rule", help="Decision rule for this run: density, contrast or top1."),
+    typer.Option("--rule", help=f"Decision rule for this run. {rules_help()}."),
 ]
 DEMO_CATALOG = Path("configs/intents/shop.yaml")
 DEMO_CALIBRATION = Path("eval/datasets/shop_calibration.jsonl")

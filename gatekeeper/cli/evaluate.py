@@ -168,7 +168,7 @@ def eval_command(
 
 def _rule(rule: str | None) -> str | None:
     if rule is not None and rule not in RULES:
-        raise InputError(f"unknown rule {rule!r}; use one of {', '.join(sorted(RULES))}")
+        raise InputError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
     return rule
 
 
