@@ -3,16 +3,19 @@
 A request carries ``messages`` (OpenAI chat format). The gate judges the **last user message**,
 but reads it in the light of the user turns before it:
 
-1. The most recent user turns (up to ``CONTEXT_TURNS``) are each decided on their own text, in
-   order, oldest first.
+1. The most recent user turns (up to ``CONTEXT_TURNS``) are each judged and routed on their own
+   text (:func:`gatekeeper.decision.route_turn`), in order, oldest first.
 2. A turn decided ``off_topic`` is *rescued* as a **follow-up** when all of these hold:
    the user turn just before it ended up forwarded to the LLM (``llm``); the turn is short
    (at most ``gate.followup_max_words`` words: "yes", an order number, an e-mail address, a
    name); it does not lean off-topic (its nearest exemplar is not an off-topic one); and no
    off-topic exemplar is close to it (best off-topic similarity under
    ``gate.followup_off_topic_max``). A rescued turn is forwarded with the previous turn's
-   intent and a reason that says so.
-3. The last turn's decision is the conversation's decision.
+   intent, flagged ``followup``.
+3. The last turn's route is the conversation's.
+
+:func:`route_conversation` is that rule, pure; the live gate and the eval's threshold sweep both
+call it. :func:`chat_messages` is the one validator of chat messages (proxy, datasets, CLI).
 
 So "NW-55120" or "yes" after "my parcel never arrived" reaches the LLM, while "who won the match
 last night?" in the middle of the same chat is still refused: it is close to off-topic
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from gatekeeper.decision import Decision, Route
+from gatekeeper.catalog import Catalog
+from gatekeeper.decision import Judged, Route, Routed, Thresholds, route_turn
 from gatekeeper.errors import EmptyMessageError, InputError
-from gatekeeper.rules import best_in_domain, best_off_topic
-from gatekeeper.types import Neighbour
 
 CONTEXT_TURNS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -54,6 +57,22 @@ def content_text(content: Any) -> str:
     )
 
 
+def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
+    """``messages`` checked to be a non-empty list of ``{"role": str, "content": ...}`` objects
+    with a readable content; :class:`InputError` naming the first bad message otherwise."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes) or not messages:
+        raise InputError("'messages' must be a non-empty list of chat messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InputError(f"messages[{index}] must be an object with a string 'role'")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise InputError(
+                f"messages[{index}].content must be a string or a list of content parts"
+            )
+    return list(messages)
+
+
 def last_user_text(messages: Any) -> str:
     """The content of the last user message ('' when there is none, or no list of messages)."""
     if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
@@ -64,16 +83,13 @@ def last_user_text(messages: Any) -> str:
     return ""
 
 
-def user_turns(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+def user_turns(messages: Any) -> list[str]:
     """The texts of the last :data:`CONTEXT_TURNS` user messages, oldest first."""
-    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
-        raise InputError("'messages' must be a list of chat messages")
-    turns: list[str] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise InputError(f"messages[{index}] must be an object with 'role' and 'content'")
-        if message.get("role") == "user":
-            turns.append(content_text(message.get("content")))
+    if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
+        raise EmptyMessageError("the conversation has no user message to judge")
+    turns = [
+        content_text(m.get("content")) for m in chat_messages(messages) if m.get("role") == "user"
+    ]
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
     if not turns[-1].strip():
@@ -90,37 +106,57 @@ def word_count(text: str) -> int:
     return count
 
 
-def as_followup(
-    decision: Decision,
-    neighbours: Sequence[Neighbour],
-    text: str,
-    previous: Decision | None,
-    *,
-    max_words: int,
-    off_topic_max: float,
-) -> Decision:
-    """``decision`` for a turn, rescued as a follow-up of ``previous`` when the rule allows."""
-    if decision.route is not Route.OFF_TOPIC or previous is None or previous.route is not Route.LLM:
-        return decision
-    words = word_count(text)
-    if words > max_words:
-        return decision
-    nearest_off = best_off_topic(neighbours)
-    nearest_in = best_in_domain(neighbours)
-    if nearest_off is not None and (
-        nearest_off.similarity >= off_topic_max
-        or nearest_in is None
-        or nearest_off.similarity > nearest_in.similarity
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One customer turn of a conversation, judged alone (threshold-independent)."""
+
+    text: str
+    judged: Judged
+    words: int
+
+
+@dataclass(frozen=True)
+class FollowupPolicy:
+    """When a short turn in an in-domain conversation is forwarded although it scores low."""
+
+    max_words: int = 12
+    off_topic_max: float = 0.55
+
+
+def rescue_followup(
+    routed: Routed, turn: Turn, previous: Routed | None, policy: FollowupPolicy
+) -> Routed:
+    """``routed`` (the turn alone), forwarded as a follow-up of ``previous`` when the rule
+    allows (see the module docstring)."""
+    if routed.route is not Route.OFF_TOPIC or previous is None or previous.route is not Route.LLM:
+        return routed
+    if turn.words > policy.max_words:
+        return routed
+    judged = turn.judged
+    if judged.nearest_off is not None and (
+        judged.nearest_off >= policy.off_topic_max or judged.leans_off_topic
     ):
-        return decision
-    return decision.model_copy(
-        update={
-            "route": Route.LLM,
-            "intent": previous.intent,
-            "reply": None,
-            "reason": (
-                f"follow-up ({words} words) in a conversation about {previous.intent!r}; "
-                f"alone it would be refused ({decision.reason})"
-            ),
-        }
+        return routed
+    return Routed(
+        route=Route.LLM,
+        intent=previous.intent,
+        threshold=routed.threshold,
+        reason=(
+            f"follow-up ({turn.words} words) in a conversation about {previous.intent!r}; "
+            f"alone it would be refused ({routed.reason})"
+        ),
+        followup=True,
     )
+
+
+def route_conversation(
+    turns: Sequence[Turn], *, catalog: Catalog, thresholds: Thresholds, policy: FollowupPolicy
+) -> Routed:
+    """Route a conversation's last turn in the light of the turns before it. Pure."""
+    previous: Routed | None = None
+    for turn in turns:
+        alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
+        previous = rescue_followup(alone, turn, previous, policy)
+    if previous is None:
+        raise EmptyMessageError("the conversation has no user message to judge")
+    return previous

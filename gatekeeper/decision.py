@@ -1,8 +1,17 @@
-"""The decision rule: a pure function from a message's nearest exemplars to a route.
+"""The decision: pure functions from a message's nearest exemplars to a route.
 
-A rule sees only :class:`Neighbour` rows (exemplar, intent, similarity) and the catalog's
-thresholds and replies; it never touches a model or a store, so it is tested on its own and
-swapped by name (``gate.rule``). Rules shipped:
+Two steps, both pure (no I/O, no clock), used alike by the live gate and by the eval's
+calibration and threshold sweep, so every number in a report is what the proxy would do:
+
+1. :func:`judge` — a scoring rule (:mod:`gatekeeper.rules`) turns the neighbours into a
+   :class:`Judged` turn: score, intent and what routing needs, independent of any threshold;
+2. :func:`route_turn` — the thresholds and the catalog turn a :class:`Judged` turn into a
+   :class:`Routed` one (``llm``, ``off_topic`` or ``canned``). A conversation is routed by
+   :func:`gatekeeper.conversation.route_conversation`, which calls :func:`route_turn`.
+
+:func:`decide` does both for one message.
+
+Rules shipped (``gate.rule``):
 
 ``top1``
     score = the highest similarity to any in-domain exemplar; the intent is that exemplar's.
@@ -28,6 +37,7 @@ forwarded instead, which costs a call but never answers a customer with the wron
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,8 +46,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from gatekeeper.catalog import Catalog
-from gatekeeper.rules import DecisionRule, best_in_domain
+from gatekeeper.rules import DecisionRule, best_in_domain, best_off_topic
 from gatekeeper.types import Neighbour
+
+#: How many of the nearest exemplars a decision shows.
+SHOWN_NEIGHBOURS = 5
 
 
 class Route(StrEnum):
@@ -58,7 +71,8 @@ class Decision(BaseModel):
     score: float
     threshold: float
     reason: str
-    neighbours: tuple[dict[str, Any], ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    followup: bool = False
     reply: str | None = None
     latency_ms: float = 0.0
     message_id: str | None = None
@@ -89,16 +103,21 @@ class Decision(BaseModel):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """A global threshold with per-intent overrides."""
+    """A global threshold with per-intent overrides, and the bar for a canned reply."""
 
     default: float
     per_intent: Mapping[str, float] = field(default_factory=dict)
     canned_min_similarity: float = 0.0
 
     def for_intent(self, intent: str | None) -> float:
+        """The threshold that applies to a message whose nearest intent is ``intent``."""
         if intent is None:
             return self.default
         return self.per_intent.get(intent, self.default)
+
+    def with_default(self, default: float) -> Thresholds:
+        """The same thresholds with another global one (the eval's sweep and calibration)."""
+        return dataclasses.replace(self, default=default)
 
     @classmethod
     def from_catalog(
@@ -114,6 +133,88 @@ class Thresholds:
         return cls(default, per_intent, canned_min_similarity)
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One message judged by the scoring rule: everything routing needs, no threshold yet."""
+
+    score: float
+    intent: str | None
+    why: str
+    nearest_in: float | None
+    nearest_off: float | None
+    neighbours: tuple[Neighbour, ...] = ()
+
+    @property
+    def leans_off_topic(self) -> bool:
+        """The nearest exemplar is an off-topic one (or no in-domain exemplar is near)."""
+        if self.nearest_off is None:
+            return False
+        return self.nearest_in is None or self.nearest_off > self.nearest_in
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Where a judged message goes, under which threshold, and why."""
+
+    route: Route
+    intent: str | None
+    threshold: float
+    reason: str
+    reply: str | None = None
+    followup: bool = False
+
+
+def judge(neighbours: Sequence[Neighbour], rule: DecisionRule) -> Judged:
+    """Score one message from its nearest exemplars."""
+    scored = rule.score(neighbours)
+    best_in, best_off = best_in_domain(neighbours), best_off_topic(neighbours)
+    ranked = sorted(neighbours, key=lambda n: -n.similarity)
+    return Judged(
+        score=scored.score,
+        intent=scored.intent,
+        why=scored.why,
+        nearest_in=best_in.similarity if best_in is not None else None,
+        nearest_off=best_off.similarity if best_off is not None else None,
+        neighbours=tuple(ranked[:SHOWN_NEIGHBOURS]),
+    )
+
+
+def route_turn(judged: Judged, *, catalog: Catalog, thresholds: Thresholds) -> Routed:
+    """Route one judged message: ``off_topic`` under the threshold, else ``llm``, or ``canned``
+    when its intent has a fixed reply and an exemplar of it is close enough."""
+    threshold = thresholds.for_intent(judged.intent)
+    score = judged.score
+    if judged.intent is None or score < threshold:
+        reason = f"score {score:.3f} < threshold {threshold:.3f}: {judged.why}"
+        return Routed(Route.OFF_TOPIC, judged.intent, threshold, reason, catalog.off_topic.reply)
+    intent = catalog.intent(judged.intent)
+    confident = (
+        judged.nearest_in is not None and judged.nearest_in >= thresholds.canned_min_similarity
+    )
+    if intent.canned and confident:
+        route, verb, reply = Route.CANNED, "answered with its fixed reply", intent.reply
+    elif intent.canned:
+        route, verb, reply = Route.LLM, "too loose a match for the fixed reply, forwarded", None
+    else:
+        route, verb, reply = Route.LLM, "forwarded", None
+    reason = f"score {score:.3f} >= threshold {threshold:.3f}: {judged.why}, {verb}"
+    return Routed(route, intent.name, threshold, reason, reply)
+
+
+def to_decision(judged: Judged, routed: Routed) -> Decision:
+    """The :class:`Decision` of a judged and routed message."""
+    return Decision(
+        route=routed.route,
+        intent=routed.intent,
+        score=judged.score,
+        threshold=routed.threshold,
+        reason=routed.reason,
+        neighbours=judged.neighbours,
+        followup=routed.followup,
+        reply=routed.reply,
+    )
+
+
 def decide(
     neighbours: Sequence[Neighbour],
     *,
@@ -122,37 +223,5 @@ def decide(
     thresholds: Thresholds,
 ) -> Decision:
     """Route one message from its nearest exemplars. Pure: no I/O, no clock."""
-    scored = rule.score(neighbours)
-    threshold = thresholds.for_intent(scored.intent)
-    shown = tuple(
-        {"intent": n.intent, "text": n.text, "similarity": round(n.similarity, 4)}
-        for n in sorted(neighbours, key=lambda n: -n.similarity)[:5]
-    )
-    if scored.intent is None or scored.score < threshold:
-        return Decision(
-            route=Route.OFF_TOPIC,
-            intent=scored.intent,
-            score=scored.score,
-            threshold=threshold,
-            reason=f"score {scored.score:.3f} < threshold {threshold:.3f}: {scored.why}",
-            neighbours=shown,
-            reply=catalog.off_topic.reply,
-        )
-    intent = catalog.intent(scored.intent)
-    nearest = best_in_domain(neighbours)
-    confident = nearest is not None and nearest.similarity >= thresholds.canned_min_similarity
-    if intent.canned and confident:
-        route, verb, reply = Route.CANNED, "answered with its fixed reply", intent.reply
-    elif intent.canned:
-        route, verb, reply = Route.LLM, "too loose a match for the fixed reply, forwarded", None
-    else:
-        route, verb, reply = Route.LLM, "forwarded", None
-    return Decision(
-        route=route,
-        intent=intent.name,
-        score=scored.score,
-        threshold=threshold,
-        reason=f"score {scored.score:.3f} >= threshold {threshold:.3f}: {scored.why}, {verb}",
-        neighbours=shown,
-        reply=reply,
-    )
+    judged = judge(neighbours, rule)
+    return to_decision(judged, route_turn(judged, catalog=catalog, thresholds=thresholds))

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.catalog import Catalog, load_catalog
-from gatekeeper.conversation import as_followup, content_text, user_turns
-from gatekeeper.decision import Decision, Route, Thresholds, decide
+from gatekeeper.conversation import (
+    FollowupPolicy,
+    Turn,
+    content_text,
+    route_conversation,
+    user_turns,
+    word_count,
+)
+from gatekeeper.decision import Decision, Route, Thresholds, judge, to_decision
 from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
@@ -56,6 +63,9 @@ class Gatekeeper:
             settings.gate.threshold,
             settings.gate.intent_thresholds,
             settings.gate.canned_min_similarity,
+        )
+        self.followup_policy = FollowupPolicy(
+            settings.gate.followup_max_words, settings.gate.followup_off_topic_max
         )
         self._log = logger or get_logger()
         self._ready: IndexInfo | None = None
@@ -175,30 +185,54 @@ class Gatekeeper:
         ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
         Client mistakes (empty or oversized messages) always raise :class:`InputError`.
         """
-        conversations = [self._turns(m) for m in messages]
+        texts = [self._turns(m) for m in messages]
         policy = on_error or self.settings.gate.on_error
-        started = time.perf_counter()
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
-            decisions = self._decide_all(conversations, progress)
+            judged = self._judge(texts, progress)
+            ms = (time.perf_counter() - started) * 1000 / max(1, len(messages))
+            return [self.conclude(turns, latency_ms=ms) for turns in judged]
         except (EmbeddingError, StoreError) as exc:
             if policy == "raise":
                 raise
-            decisions = [self._fallback(exc, policy) for _ in conversations]
-        per_message_ms = (time.perf_counter() - started) * 1000 / max(1, len(messages))
-        final = []
-        for turns, decision in zip(conversations, decisions, strict=True):
-            done = decision.model_copy(
-                update={
-                    "latency_ms": per_message_ms,
-                    "message_id": message_id(turns[-1], self._id_key),
-                    "shadow": self.settings.gate.shadow,
-                }
-            )
-            self._log_decision(done, turns[-1])
-            final.append(done)
-        return final
+            return [self._finish(self._fallback(exc, policy), turns[-1], 0.0) for turns in texts]
+
+    def conclude(self, turns: Sequence[Turn], *, latency_ms: float = 0.0) -> Decision:
+        """The live decision on judged ``turns``: :meth:`route` at the gate's thresholds, with
+        its message id, shadow flag and latency, logged as ``gate.decided``."""
+        return self._finish(self.route(turns), turns[-1].text, latency_ms)
+
+    def _finish(self, decision: Decision, text: str, latency_ms: float) -> Decision:
+        done = decision.model_copy(
+            update={
+                "latency_ms": latency_ms,
+                "message_id": message_id(text, self._id_key),
+                "shadow": self.settings.gate.shadow,
+            }
+        )
+        self._log_decision(done, text)
+        return done
+
+    def judge_many(
+        self, messages: Sequence[Message], *, progress: Progress | None = None
+    ) -> list[list[Turn]]:
+        """Each message's customer turns, judged alone: what routing needs at any threshold
+        (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
+        texts = [self._turns(m) for m in messages]
+        self.ready()
+        return self._judge(texts, progress)
+
+    def route(self, turns: Sequence[Turn], *, threshold: float | None = None) -> Decision:
+        """The decision on judged ``turns`` (see :meth:`judge_many`), at the gate's thresholds
+        or with another global ``threshold``. Pure: the same function every interface uses."""
+        thresholds = (
+            self.thresholds if threshold is None else self.thresholds.with_default(threshold)
+        )
+        routed = route_conversation(
+            turns, catalog=self.catalog, thresholds=thresholds, policy=self.followup_policy
+        )
+        return to_decision(turns[-1].judged, routed)
 
     def _turns(self, message: Message) -> list[str]:
         if isinstance(message, str):
@@ -221,40 +255,18 @@ class Gatekeeper:
             _require_text(text)
         return kept
 
-    def _decide_all(
-        self, conversations: list[list[str]], progress: Progress | None
-    ) -> list[Decision]:
-        unique = list(dict.fromkeys(t for turns in conversations for t in turns))
+    def _judge(self, texts: list[list[str]], progress: Progress | None) -> list[list[Turn]]:
+        """One embedding pass and one store query for every distinct turn of ``texts``."""
+        unique = list(dict.fromkeys(t for turns in texts for t in turns))
         vectors = self.embedder.embed(unique, progress=progress)
         known = self._known_intents
-        # An index shared with a replica on another catalog version (a rolling deploy, or
-        # auto_sync off) may hold intents this catalog lacks: those neighbours are ignored.
-        neighbours = {
-            text: [n for n in found if n.intent in known]
-            for text, found in zip(unique, self.store.query(vectors), strict=True)
-        }
-        gate = self.settings.gate
-        decisions = []
-        for turns in conversations:
-            previous: Decision | None = None
-            for text in turns:
-                alone = decide(
-                    neighbours[text],
-                    rule=self.rule,
-                    catalog=self.catalog,
-                    thresholds=self.thresholds,
-                )
-                previous = as_followup(
-                    alone,
-                    neighbours[text],
-                    text,
-                    previous,
-                    max_words=gate.followup_max_words,
-                    off_topic_max=gate.followup_off_topic_max,
-                )
-            assert previous is not None
-            decisions.append(previous)
-        return decisions
+        judged: dict[str, Turn] = {}
+        for text, found in zip(unique, self.store.query(vectors), strict=True):
+            # An index shared with a replica on another catalog version (a rolling deploy, or
+            # auto_sync off) may hold intents this catalog lacks: those neighbours are ignored.
+            neighbours = [n for n in found if n.intent in known]
+            judged[text] = Turn(text, judge(neighbours, self.rule), word_count(text))
+        return [[judged[t] for t in turns] for turns in texts]
 
     def _fallback(self, exc: Exception, policy: OnError) -> Decision:
         route = Route.LLM if policy == "fail_open" else Route.OFF_TOPIC

@@ -53,9 +53,7 @@ def check(
         if decision.reply:
             table.add_row("[bold]reply[/]", escape(decision.reply))
         for n in decision.neighbours[:3]:
-            table.add_row(
-                "[dim]nearest[/]", escape(f"{n['similarity']:.3f}  {n['intent']}: {n['text']}")
-            )
+            table.add_row("[dim]nearest[/]", escape(f"{n.similarity:.3f}  {n.intent}: {n.text}"))
         Console().print(table)
 
 

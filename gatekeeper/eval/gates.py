@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.decision import Decision
+from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.progress import TaskFactory, no_progress
@@ -78,15 +78,15 @@ def chunks(items: Sequence[Example], size: int) -> list[Sequence[Example]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def decide_all(
+def judge_all(
     gate: Gatekeeper, dataset: Dataset, task: TaskFactory = no_progress, chunk_size: int = 128
-) -> list[Decision]:
-    """The gate's decisions on every example (no backend involved)."""
+) -> list[list[Turn]]:
+    """Every example's customer turns, judged by the gate (no threshold, no backend)."""
     check_lengths(dataset, gate.settings.gate.max_message_chars)
     advance, set_total = task(f"scoring {dataset.name}")
     set_total(len(dataset))
-    decisions: list[Decision] = []
+    judged: list[list[Turn]] = []
     for chunk in chunks(dataset.examples, chunk_size):
-        decisions += gate.check_many([e.as_input() for e in chunk], on_error="raise")
+        judged += gate.judge_many([e.as_input() for e in chunk])
         advance(len(chunk))
-    return decisions
+    return judged

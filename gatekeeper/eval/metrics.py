@@ -31,18 +31,18 @@ from gatekeeper.eval.schema import (
     TimeSaved,
 )
 from gatekeeper.eval.thresholds import (
-    FloatArray,
-    ScoreTable,
     rate,
     roc_metrics,
     score_rows,
-    score_table,
     sweep,
 )
 from gatekeeper.settings import PricingSettings
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
+
+
+FloatArray = npt.NDArray[np.float64]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -157,7 +157,7 @@ def project(
 
 
 def bootstrap_intervals(
-    outcomes: Sequence[Outcome], table: ScoreTable, draws: int, seed: int
+    outcomes: Sequence[Outcome], scored: Sequence[Outcome], draws: int, seed: int
 ) -> dict[str, Interval]:
     """Percentile bootstrap intervals (rows resampled with replacement, seeded)."""
     if draws <= 0 or not outcomes:
@@ -177,24 +177,31 @@ def bootstrap_intervals(
         "in_domain_pass_rate": pass_rate,
         "false_block_rate": 1 - pass_rate,
         "off_topic_block_rate": block_rate,
-        "auroc": _bootstrap_auroc(table, draws, rng),
+        "auroc": _bootstrap_auroc(scored, draws, rng),
     }
     return {name: _interval(values) for name, values in samples.items()}
 
 
-def _bootstrap_auroc(table: ScoreTable, draws: int, rng: np.random.Generator) -> FloatArray:
+def _bootstrap_auroc(scored: Sequence[Outcome], draws: int, rng: np.random.Generator) -> FloatArray:
     from sklearn.metrics import roc_auc_score
 
     values = np.full(draws, np.nan)
-    if len(table) == 0:
+    if not scored:
         return values
+    scores, in_domain = score_arrays(scored)
     for i in range(draws):
-        pick = rng.integers(0, len(table), size=len(table))
-        labels = table.in_domain[pick]
+        pick = rng.integers(0, len(scored), size=len(scored))
+        labels = in_domain[pick]
         if labels.all() or not labels.any():
             continue
-        values[i] = roc_auc_score(labels, table.scores[pick])
+        values[i] = roc_auc_score(labels, scores[pick])
     return values
+
+
+def score_arrays(rows: Sequence[Outcome]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """The rows' scores and whether each is in-domain, as arrays."""
+    scores = np.array([o.decision.score for o in rows], dtype=np.float64)
+    return scores, np.array([o.example.in_domain for o in rows], dtype=bool)
 
 
 def _interval(values: npt.NDArray[Any]) -> Interval:
@@ -266,7 +273,7 @@ def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
         n_off_topic=len(outside),
         in_domain_pass_rate=rate([o.passed for o in inside]),
         off_topic_block_rate=rate([not o.passed for o in outside]),
-        rescued_followups=sum(o.rescued for o in multi),
+        rescued_followups=sum(o.decision.followup for o in multi),
     )
 
 
@@ -314,8 +321,8 @@ def build_report(
     supported = [o for o in inside if not o.example.unsupported]
     unsupported = [o for o in inside if o.example.unsupported]
     rows, basis = score_rows(outcomes)
-    table = score_table(rows, gate)
-    auroc, fpr95 = roc_metrics(table)
+    scores, scores_in = score_arrays(rows)
+    auroc, fpr95 = roc_metrics(scores, scores_in)
     latency = latency_summary(run)
     pricing = gate.settings.pricing
     n = len(outcomes)
@@ -355,7 +362,7 @@ def build_report(
             project(s, admit_in, admit_off, false_block or 0.0, pricing, latency.mean)
             for s in options.off_topic_shares
         ],
-        confidence_intervals=bootstrap_intervals(outcomes, table, options.bootstrap, options.seed),
+        confidence_intervals=bootstrap_intervals(outcomes, rows, options.bootstrap, options.seed),
         bootstrap={"draws": options.bootstrap, "seed": options.seed, "level": BOOTSTRAP_LEVEL},
         counting={
             "method": run.counting_method,
@@ -373,10 +380,10 @@ def build_report(
             listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],
         canned_mismatches=[listed(o) for o in canned_mismatches(inside)][: options.max_listed],
-        sweep=sweep(table, gate.settings.gate.threshold),
+        sweep=sweep(gate, outcomes, gate.settings.gate.threshold),
         meta=dict(meta or {}),
         scores=ScoreSamples(
-            in_domain=[float(s) for s in table.scores[table.in_domain]],
-            off_topic=[float(s) for s in table.scores[~table.in_domain]],
+            in_domain=[float(s) for s in scores[scores_in]],
+            off_topic=[float(s) for s in scores[~scores_in]],
         ),
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from gatekeeper.decision import Decision, Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset
-from gatekeeper.eval.gates import check_lengths
+from gatekeeper.eval.gates import check_lengths, judge_all
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.run import measure_latency
 from gatekeeper.eval.schema import EvalOptions, EvalRun, Outcome
@@ -45,12 +45,13 @@ def run_replay(
     advance, set_total = task(f"replaying {dataset.name} through the proxy")
     set_total(len(dataset))
     outcomes: list[Outcome] = []
+    judged = judge_all(gate, dataset, chunk_size=options.chunk_size)  # for the sweep
     started = time.perf_counter()
     with RecordingUpstream() as upstream:
         proxied = _replay_gate(gate, upstream.base_url)
         app = create_app(proxied.settings, gate=proxied)
         with LoopbackServer(app) as proxy, httpx.Client(base_url=proxy.url, timeout=120) as http:
-            for example in dataset.examples:
+            for example, turns in zip(dataset.examples, judged, strict=True):
                 before = len(upstream.calls)
                 body = {"model": "replay", "messages": as_chat_messages(example.as_input())}
                 response = http.post("/v1/chat/completions", json=body)
@@ -60,7 +61,9 @@ def run_replay(
                         f"{response.text[:200]}"
                     )
                 decision = decision_from_headers(response.headers)
-                outcomes.append(Outcome(example, decision, len(upstream.calls) > before))
+                outcomes.append(
+                    Outcome(example, decision, len(upstream.calls) > before, tuple(turns))
+                )
                 advance(1)
         llm_calls = len(upstream.calls)
     run = EvalRun(

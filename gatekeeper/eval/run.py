@@ -39,7 +39,8 @@ def run_eval(
     options: EvalOptions | None = None,
     task: TaskFactory = no_progress,
 ) -> EvalRun:
-    """Every example through the gate wrapping a :class:`CountingBackend`; latency measured."""
+    """Every example judged and routed by the gate, then through the wrapper in front of a
+    :class:`CountingBackend` (the calls that reach it are counted); latency measured."""
     options = options or EvalOptions()
     check_lengths(dataset, gate.settings.gate.max_message_chars)
     counter = CountingBackend()
@@ -49,10 +50,13 @@ def run_eval(
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     for chunk in chunks(dataset.examples, options.chunk_size):
-        results = gated.batch_with_decisions([e.as_input() for e in chunk])
-        outcomes += [
-            Outcome(e, r.decision, bool(r.called)) for e, r in zip(chunk, results, strict=True)
-        ]
+        inputs = [e.as_input() for e in chunk]
+        judged_at = time.perf_counter()
+        judged = gate.judge_many(inputs)
+        ms = (time.perf_counter() - judged_at) * 1000 / len(chunk)
+        for example, message, turns in zip(chunk, inputs, judged, strict=True):
+            result = gated.respond(message, gate.conclude(turns, latency_ms=ms), {})
+            outcomes.append(Outcome(example, result.decision, result.called, tuple(turns)))
         advance(len(chunk))
     run = EvalRun(outcomes=outcomes, llm_calls=counter.calls, seconds=time.perf_counter() - started)
     run.gate_ms, run.embed_ms = measure_latency(gate, dataset, options, task)

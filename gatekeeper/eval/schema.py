@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from gatekeeper.conversation import Turn
 from gatekeeper.decision import Decision, Route
 from gatekeeper.eval.datasets import Example
 
-if TYPE_CHECKING:
-    pass
-
-
 BOOTSTRAP_LEVEL = 0.95
-FOLLOWUP_PREFIX = "follow-up"
 
 
 @dataclass(frozen=True)
@@ -37,15 +33,12 @@ class Outcome:
     example: Example
     decision: Decision
     called: bool
+    turns: tuple[Turn, ...] = ()  # judged alone: what routing needs at any threshold
 
     @property
     def passed(self) -> bool:
         """Not refused: forwarded to the LLM or answered by a canned in-domain reply."""
         return self.decision.route is not Route.OFF_TOPIC
-
-    @property
-    def rescued(self) -> bool:
-        return self.decision.reason.startswith(FOLLOWUP_PREFIX)
 
 
 @dataclass
@@ -58,7 +51,7 @@ class EvalRun:
     embed_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     counting_method: str = (
-        "calls that reached a CountingBackend behind gate.wrap(); "
+        "calls that reached a CountingBackend behind GatedBackend(gate, backend); "
         "llm_calls_saved = n_queries - llm_calls"
     )
 

@@ -1,82 +1,46 @@
-"""Thresholds: calibration on a labelled file, the sweep, and ROC metrics."""
+"""Thresholds: calibration on a labelled file, the sweep, and ROC metrics.
+
+Calibration and the sweep route every example with :meth:`Gatekeeper.route` — the function the
+live gate uses, with the same canned rule, per-intent thresholds and follow-up rule — at each
+candidate global threshold. So a sweep point at the operating threshold is exactly the report's
+headline, and a calibrated threshold passes what the proxy would pass.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.conversation import Turn
+from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError, InputError
 from gatekeeper.eval.datasets import Dataset
-from gatekeeper.eval.gates import decide_all
+from gatekeeper.eval.gates import judge_all
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import Calibration, Outcome, SweepPoint
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
 
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class ScoreTable:
-    """Threshold-independent view of decisions: what any global threshold would do.
-
-    ``fixed`` holds an intent's own threshold (catalog or ``gate.intent_thresholds``) where one
-    applies (NaN where the global threshold does); ``routable`` is False when no in-domain
-    exemplar was near (never passes); ``canned`` marks intents answered by a fixed reply.
-    """
-
-    scores: FloatArray
-    in_domain: BoolArray
-    fixed: FloatArray
-    routable: BoolArray
-    canned: BoolArray
-
-    def passes(self, threshold: float) -> BoolArray:
-        """Which rows pass (llm or canned) at this global threshold."""
-        limit = np.where(np.isnan(self.fixed), threshold, self.fixed)
-        result: BoolArray = self.routable & (self.scores >= limit)
-        return result
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
+#: Sweep resolution: the whole score range, and finer steps near the operating point.
+SWEEP_POINTS = 101
+SWEEP_FINE_SPAN = 0.05
+SWEEP_FINE_STEP = 0.0025
 
 
-def score_rows(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], str]:
-    """The rows whose scores are threshold-independent, and a word on which they are."""
-    single = [o for o in outcomes if not o.example.multi_turn]
-    if single:
-        basis = (
-            "single messages"
-            if len(single) == len(outcomes)
-            else "single messages; conversations reported separately"
-        )
-        return single, basis
-    return list(outcomes), "last user turns of conversations (no single messages)"
+def routes_at(gate: Gatekeeper, rows: Sequence[Sequence[Turn]], threshold: float) -> list[Route]:
+    """Where each judged conversation goes at this global threshold."""
+    return [gate.route(turns, threshold=threshold).route for turns in rows]
 
 
-def score_table(outcomes: Sequence[Outcome], gate: Gatekeeper) -> ScoreTable:
-    """The :class:`ScoreTable` of ``outcomes`` under ``gate``'s catalog and intent thresholds."""
-    per_intent = gate.thresholds.per_intent
-    canned = {i.name for i in gate.catalog.intents if i.canned}
-    intents = [o.decision.intent for o in outcomes]
-    return ScoreTable(
-        scores=np.array([o.decision.score for o in outcomes], dtype=np.float64),
-        in_domain=np.array([o.example.in_domain for o in outcomes], dtype=bool),
-        fixed=np.array(
-            [per_intent.get(i, math.nan) if i is not None else math.nan for i in intents],
-            dtype=np.float64,
-        ),
-        routable=np.array([i is not None for i in intents], dtype=bool),
-        canned=np.array([i in canned for i in intents], dtype=bool),
-    )
+def pass_rate_at(gate: Gatekeeper, rows: Sequence[Sequence[Turn]], threshold: float) -> float:
+    """The share of ``rows`` not refused at ``threshold``."""
+    routes = routes_at(gate, rows, threshold)
+    return sum(r is not Route.OFF_TOPIC for r in routes) / len(routes)
 
 
 def floor_threshold(value: float, decimals: int = 4) -> float:
@@ -91,28 +55,31 @@ def check_target(target: float) -> None:
         raise InputError(f"the target pass rate must be above 0 and at most 1, got {target:g}")
 
 
-def choose_threshold(table: ScoreTable, target: float) -> tuple[float, bool]:
-    """The highest global threshold whose in-domain pass rate reaches ``target``.
+def choose_threshold(
+    gate: Gatekeeper, in_domain: Sequence[Sequence[Turn]], target: float
+) -> tuple[float, bool]:
+    """The highest global threshold at which ``target`` of the in-domain rows pass.
 
-    Returns ``(threshold, reached)``; when no threshold reaches the target (messages with no
-    in-domain neighbour, or intents with their own high threshold), the lowest one is returned.
+    A row's route changes only where the global threshold crosses one of its turns' scores, and
+    raising the threshold never lets more through, so the answer is one of those scores: found
+    by bisection. Returns ``(threshold, reached)``; when nothing reaches the target (rows with
+    no in-domain neighbour, intents with their own high threshold), ``(-1.0, False)``.
     """
     check_target(target)
-    inside = table.in_domain
-    n_in = int(inside.sum())
-    if n_in == 0:
+    if not in_domain:
         raise DatasetError("the calibration data has no in_domain rows")
-    variable = inside & table.routable & np.isnan(table.fixed)
-    fixed_pass = int(
-        (inside & table.routable & ~np.isnan(table.fixed) & (table.scores >= table.fixed)).sum()
-    )
-    need = math.ceil(target * n_in - 1e-9) - fixed_pass
-    if need <= 0:
-        return 1.0, True
-    ranked = np.sort(table.scores[variable])[::-1]
-    if need > ranked.shape[0]:
-        return -1.0, False
-    return floor_threshold(float(ranked[need - 1])), True
+    candidates = sorted({1.0, *(t.judged.score for turns in in_domain for t in turns)})
+    candidates = [c for c in candidates if -1.0 <= c <= 1.0]
+    low, high = 0, len(candidates) - 1  # invariant: candidates[low - 1] passes (or low == 0)
+    if pass_rate_at(gate, in_domain, candidates[0]) < target:
+        return -1.0, pass_rate_at(gate, in_domain, -1.0) >= target
+    while low < high:
+        middle = (low + high + 1) // 2
+        if pass_rate_at(gate, in_domain, candidates[middle]) >= target:
+            low = middle
+        else:
+            high = middle - 1
+    return floor_threshold(candidates[low]), True
 
 
 def calibrate(
@@ -123,62 +90,100 @@ def calibrate(
     chunk_size: int = 128,
 ) -> Calibration:
     """Choose the threshold on ``dataset`` alone for the ``target`` in-domain pass rate."""
-    decisions = decide_all(gate, dataset, task, chunk_size)
-    outcomes = [Outcome(e, d, False) for e, d in zip(dataset.examples, decisions, strict=True)]
-    rows, basis = score_rows(outcomes)
-    table = score_table(rows, gate)
-    threshold, reached = choose_threshold(table, target)
-    passes = table.passes(threshold)
+    judged = judge_all(gate, dataset, task, chunk_size)
+    inside = [j for e, j in zip(dataset.examples, judged, strict=True) if e.in_domain]
+    outside = [j for e, j in zip(dataset.examples, judged, strict=True) if not e.in_domain]
+    threshold, reached = choose_threshold(gate, inside, target)
+    blocked = [r is Route.OFF_TOPIC for r in routes_at(gate, outside, threshold)]
     return Calibration(
         source=dataset.name,
         target_pass_rate=target,
         threshold=threshold,
         reached=reached,
-        in_domain_pass_rate=rate(passes[table.in_domain]),
-        off_topic_block_rate=rate(~passes[~table.in_domain]),
-        n_in_domain=int(table.in_domain.sum()),
-        n_off_topic=int((~table.in_domain).sum()),
-        score_basis=basis,
+        in_domain_pass_rate=pass_rate_at(gate, inside, threshold),
+        off_topic_block_rate=rate(blocked),
+        n_in_domain=len(inside),
+        n_off_topic=len(outside),
+        score_basis=basis_of(dataset),
     )
 
 
-def sweep(table: ScoreTable, operating: float, points: int = 101) -> list[SweepPoint]:
-    """Saved calls vs wrongly blocked customers at a grid of global thresholds."""
-    if len(table) == 0:
+def basis_of(dataset: Dataset) -> str:
+    """Which rows calibration and the sweep route: every row, conversations as chats."""
+    multi = sum(e.multi_turn for e in dataset.examples)
+    if not multi:
+        return "single messages"
+    return f"every row ({multi} conversations routed as chats, with the follow-up rule)"
+
+
+def sweep_grid(scores: Sequence[float], operating: float) -> list[float]:
+    """Thresholds to sweep: the score range in even steps, finer near the operating point."""
+    if not scores:
         return []
-    low = math.floor(float(table.scores.min()) * 100) / 100
-    high = math.ceil(float(table.scores.max()) * 100) / 100
-    grid = sorted({*np.round(np.linspace(max(-1.0, low), min(1.0, high), points), 4), operating})
-    return [sweep_point(table, float(t)) for t in grid]
+    low = max(-1.0, math.floor(min(scores) * 100) / 100)
+    high = min(1.0, math.ceil(max(scores) * 100) / 100)
+    coarse = np.linspace(low, high, SWEEP_POINTS)
+    fine = np.arange(-SWEEP_FINE_SPAN, SWEEP_FINE_SPAN + 1e-9, SWEEP_FINE_STEP) + operating
+    grid = {round(float(t), 4) for t in [*coarse, *fine] if -1.0 <= t <= 1.0}
+    return sorted(grid | {operating})
 
 
-def sweep_point(table: ScoreTable, threshold: float) -> SweepPoint:
-    """What ``threshold`` would do to the rows of ``table``."""
-    passes = table.passes(threshold)
-    calls = int((passes & ~table.canned).sum())
-    inside = table.in_domain
+def sweep(gate: Gatekeeper, outcomes: Sequence[Outcome], operating: float) -> list[SweepPoint]:
+    """Saved calls vs wrongly blocked customers at a grid of global thresholds, every row routed
+    as the gate routes it."""
+    rows = [o for o in outcomes if o.turns]
+    scores = [t.judged.score for o in rows for t in o.turns]
+    return [sweep_point(gate, rows, t) for t in sweep_grid(scores, operating)]
+
+
+def sweep_point(gate: Gatekeeper, outcomes: Sequence[Outcome], threshold: float) -> SweepPoint:
+    """What ``threshold`` would do to ``outcomes``."""
+    routes = routes_at(gate, [o.turns for o in outcomes], threshold)
+    inside = [o.example.in_domain for o in outcomes]
+    passed = [r is not Route.OFF_TOPIC for r in routes]
+    calls = sum(r is Route.LLM for r in routes)
+    passed_in = [p for p, i in zip(passed, inside, strict=True) if i]
+    passed_out = [p for p, i in zip(passed, inside, strict=True) if not i]
+    pass_in = rate(passed_in)
     return SweepPoint(
         threshold=threshold,
         llm_calls=calls,
-        saved_rate=1 - calls / len(table),
-        wrongly_blocked=int((inside & ~passes).sum()),
-        in_domain_pass_rate=rate(passes[inside]),
-        false_block_rate=rate(~passes[inside]),
-        off_topic_block_rate=rate(~passes[~inside]),
+        saved_rate=1 - calls / len(routes) if routes else 0.0,
+        wrongly_blocked=passed_in.count(False),
+        in_domain_pass_rate=pass_in,
+        false_block_rate=None if pass_in is None else 1 - pass_in,
+        off_topic_block_rate=rate([not p for p in passed_out]),
     )
 
 
-def roc_metrics(table: ScoreTable) -> tuple[float | None, float | None]:
+def score_rows(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], str]:
+    """The rows whose score describes them alone (single messages), for AUROC and the score
+    plot; a dataset of conversations only falls back to their last turns."""
+    single = [o for o in outcomes if not o.example.multi_turn]
+    if single:
+        basis = (
+            "single messages"
+            if len(single) == len(outcomes)
+            else "single messages; conversations reported separately"
+        )
+        return single, basis
+    return list(outcomes), "last user turns of conversations (no single messages)"
+
+
+def roc_metrics(
+    scores: npt.NDArray[np.float64], in_domain: npt.NDArray[np.bool_]
+) -> tuple[float | None, float | None]:
     """AUROC of the score (in-domain = positive) and the FPR where TPR first reaches 95%."""
-    if table.in_domain.all() or not table.in_domain.any():
+    if in_domain.all() or not in_domain.any():
         return None, None
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    auroc = float(roc_auc_score(table.in_domain, table.scores))
-    fpr, tpr, _ = roc_curve(table.in_domain, table.scores)
+    auroc = float(roc_auc_score(in_domain, scores))
+    fpr, tpr, _ = roc_curve(in_domain, scores)
     return auroc, float(fpr[int(np.argmax(tpr >= 0.95))])
 
 
 def rate(flags: npt.NDArray[Any] | Sequence[bool]) -> float | None:
+    """The share of true flags (None for none)."""
     array = np.asarray(flags, dtype=bool)
     return float(array.mean()) if array.size else None

@@ -76,7 +76,7 @@ class GatedBackend:
 
     def invoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
         """Decide ``message``, call the backend if admitted; the output and the decision."""
-        return self._finish(message, self.gate.check(message), kwargs)
+        return self.respond(message, self.gate.check(message), kwargs)
 
     async def ainvoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
         """Async :meth:`invoke_with_decision`."""
@@ -87,7 +87,7 @@ class GatedBackend:
         """Decide all ``messages`` in one batched pass, then call the backend for each admitted
         one, in order."""
         decisions = self.gate.check_many(messages)
-        return [self._finish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
+        return [self.respond(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
 
     async def abatch_with_decisions(
         self, messages: Sequence[Message], **kwargs: Any
@@ -105,7 +105,9 @@ class GatedBackend:
     def _reply_text(self, decision: Decision) -> str:
         return decision.reply or self.gate.catalog.off_topic.reply
 
-    def _finish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+    def respond(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+        """Act on a decision already made for ``message``: call the backend when it is
+        forwarded, else build the reply locally."""
         if not decision.forwarded:
             return Gated(self._local(decision, kwargs), decision, called=False)
         output = self.backend(message, **kwargs)

@@ -147,7 +147,7 @@ def test_a_zero_target_pass_rate_is_refused(
 def test_library_refuses_a_zero_target_with_input_error() -> None:
     """choose_threshold and check_plan raise InputError (not ValueError) for a target of 0."""
     with pytest.raises(InputError, match="target pass rate must be above 0"):
-        choose_threshold(None, 0.0)  # type: ignore[arg-type]
+        choose_threshold(None, [], 0.0)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="target pass rate must be above 0"):
         check_plan(EvalPlan(datasets=(EVAL,), calibrate_on=CALIBRATION, target_pass_rate=0.0))
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from gatekeeper.decision import Route
+from gatekeeper.conversation import Turn
+from gatekeeper.decision import Judged, Route
 from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.eval.gates import eval_collection_name, with_threshold
 from gatekeeper.eval.metrics import build_report
@@ -17,11 +16,10 @@ from gatekeeper.eval.plan import EvalPlan, evaluate_gate
 from gatekeeper.eval.run import CountingBackend, run_eval
 from gatekeeper.eval.schema import EvalOptions
 from gatekeeper.eval.thresholds import (
-    ScoreTable,
     calibrate,
     choose_threshold,
+    pass_rate_at,
     score_rows,
-    score_table,
     sweep_point,
 )
 from gatekeeper.gate import Gatekeeper
@@ -134,44 +132,39 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate(tiny_gate: Gatekeeper) ->
 
 
 def test_sweep_at_the_operating_point_matches_the_counted_run(tiny_gate: Gatekeeper) -> None:
-    """On single messages, the sweep's point at the gate's threshold equals the counted numbers."""
+    """The sweep's point at the gate's threshold equals the counted numbers, chats included."""
     data = load_dataset(EVAL)
-    single = type(data)(tuple(e for e in data.examples if not e.multi_turn), data.sources)
-    report = build_report(tiny_gate, run_eval(tiny_gate, single, FAST), FAST)
+    report = build_report(tiny_gate, run_eval(tiny_gate, data, FAST), FAST)
     here = next(p for p in report.sweep if p.threshold == report.threshold)
     assert here.llm_calls == report.llm_calls
     assert here.in_domain_pass_rate == pytest.approx(report.in_domain_pass_rate)
     assert here.off_topic_block_rate == pytest.approx(report.off_topic_block_rate)
 
 
-def _table(scores: list[float], inside: list[bool], fixed: list[float] | None = None) -> ScoreTable:
-    n = len(scores)
-    return ScoreTable(
-        scores=np.array(scores),
-        in_domain=np.array(inside),
-        fixed=np.array(fixed if fixed is not None else [math.nan] * n),
-        routable=np.ones(n, dtype=bool),
-        canned=np.zeros(n, dtype=bool),
-    )
+def _rows(scores: list[float], intent: str = "order_status") -> list[list[Turn]]:
+    """Single-turn rows with these scores, routed under ``intent``."""
+    return [[Turn("m", Judged(s, intent, "test", s, None), 1)] for s in scores]
 
 
-def test_choose_threshold_is_the_highest_meeting_the_target() -> None:
+def test_choose_threshold_is_the_highest_meeting_the_target(tiny_gate: Gatekeeper) -> None:
     """With 10 in-domain scores, an 80% target keeps the top 8: the threshold is the 8th score."""
-    scores = [0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.3, 0.2]
-    table = _table(scores, [True] * 10 + [False] * 2)
-    threshold, reached = choose_threshold(table, 0.8)
+    rows = _rows([0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45])
+    threshold, reached = choose_threshold(tiny_gate, rows, 0.8)
     assert reached and threshold == pytest.approx(0.55)
-    assert table.passes(threshold)[:10].mean() >= 0.8
-    assert table.passes(threshold + 1e-3)[:10].mean() < 0.8
-    assert choose_threshold(table, 1.0)[0] == pytest.approx(0.45)
+    assert pass_rate_at(tiny_gate, rows, threshold) >= 0.8
+    assert pass_rate_at(tiny_gate, rows, threshold + 1e-3) < 0.8
+    assert choose_threshold(tiny_gate, rows, 1.0)[0] == pytest.approx(0.45)
 
 
-def test_choose_threshold_respects_intent_thresholds() -> None:
+def test_choose_threshold_respects_intent_thresholds(tmp_path: Path) -> None:
     """Rows with their own intent threshold pass or fail whatever the global threshold is."""
-    table = _table([0.9, 0.8, 0.2, 0.1], [True] * 4, [math.nan, math.nan, 0.5, 0.05])
-    threshold, reached = choose_threshold(table, 0.75)  # 3 of 4 must pass; the last always does
+    from gatekeeper.testing import make_gate
+
+    gate = make_gate(tmp_path, gate={"intent_thresholds": {"refund_request": 0.5}})
+    rows = _rows([0.9, 0.8]) + _rows([0.2, 0.6], intent="refund_request")
+    threshold, reached = choose_threshold(gate, rows, 0.75)  # 3 of 4; the 0.6 refund always
     assert reached and threshold == pytest.approx(0.8)
-    assert choose_threshold(table, 1.0) == (-1.0, False)  # the 0.2 row can never pass
+    assert choose_threshold(gate, rows, 1.0) == (-1.0, False)  # the 0.2 refund never passes
 
 
 def test_calibration_uses_the_calibration_file_only(tiny_gate: Gatekeeper) -> None:
@@ -195,8 +188,7 @@ def test_score_rows_keep_conversations_out_of_the_curves(tiny_gate: Gatekeeper) 
     run = run_eval(tiny_gate, load_dataset(EVAL), FAST)
     rows, basis = score_rows(run.outcomes)
     assert len(rows) == 16 and "conversations reported separately" in basis
-    assert len(score_table(rows, tiny_gate)) == 16
-    assert sweep_point(score_table(rows, tiny_gate), 2.0).llm_calls == 0
+    assert sweep_point(tiny_gate, run.outcomes, 2.0).llm_calls == 0
 
 
 def test_eval_collection_name_is_valid_and_distinct() -> None:
