@@ -33,7 +33,7 @@ from gatekeeper.errors import (
     MessageTooLongError,
     StoreError,
 )
-from gatekeeper.logging import get_logger, message_id
+from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, open_client
@@ -51,7 +51,7 @@ class Gatekeeper:
         embedder: Embedder,
         store: ExemplarStore,
         rule: DecisionRule | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog

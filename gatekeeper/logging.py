@@ -12,7 +12,7 @@ import hmac
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -67,6 +67,15 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
     logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
 
 
+class Logger(Protocol):
+    """What the library logs with: an event name and key-value fields (structlog style)."""
+
+    def debug(self, event: str, **fields: Any) -> Any: ...
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
 class _LibraryLogger:
     """A logger that is polite as a library: structlog's when the application configured
     structlog (the CLI and server do, tests capture), else the stdlib ``logging`` logger, which
@@ -84,10 +93,19 @@ class _LibraryLogger:
             wrapper_class=structlog.stdlib.BoundLogger,
         )
 
-    def __getattr__(self, method: str) -> Any:
-        return getattr(self._target(), method)
+    def debug(self, event: str, **fields: Any) -> Any:
+        return self._target().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> Any:
+        return self._target().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> Any:
+        return self._target().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> Any:
+        return self._target().error(event, **fields)
 
 
-def get_logger(name: str = "gatekeeper") -> Any:
+def get_logger(name: str = "gatekeeper") -> Logger:
     """The library's logger (see :class:`_LibraryLogger`)."""
     return _LibraryLogger(name)

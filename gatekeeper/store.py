@@ -115,10 +115,11 @@ class ExemplarStore:
         info = self.info()
         if info is None:
             raise IndexMissingError.for_collection(self.name)
-        if info.model != embedder.identity:
+        if info.model != embedder.identity or info.dimension != embedder.dimension:
             raise IndexMismatchError(
-                f"collection {self.name!r} was built with embedding model {info.model!r}, but "
-                f"the gate is configured with {embedder.identity!r}: run "
+                f"collection {self.name!r} was built with embedding model {info.model!r} "
+                f"({info.dimension}-d), but the gate is configured with {embedder.identity!r} "
+                f"({embedder.dimension}-d): run "
                 "`gatekeeper index --rebuild` to re-embed the catalog with the configured model"
             )
         return info
@@ -349,8 +350,6 @@ def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
         "model": embedder.identity,
         "dimension": embedder.dimension,
         "catalog_hash": catalog.content_hash(),
-        "n_intents": len(catalog.intents),
-        "has_off_topic": bool(catalog.off_topic.exemplars),
     }
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gatekeeper._rows import read_csv, read_jsonl
-from gatekeeper.conversation import content_text, last_user_text
-from gatekeeper.errors import DatasetError
+from gatekeeper.conversation import chat_messages, last_user_text
+from gatekeeper.errors import DatasetError, InputError
 
 Label = Literal["in_domain", "off_topic"]
 LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
@@ -160,15 +160,10 @@ def _chat(messages: Any, where: str) -> ChatMessages:
             messages = json.loads(messages)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{where}: 'messages' is not valid JSON: {exc}") from exc
-    if not isinstance(messages, list) or not messages:
-        raise DatasetError(f"{where}: 'messages' must be a non-empty list of chat messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message:
-            raise DatasetError(f"{where}: messages[{index}] must be an object with 'role'")
-        try:
-            content_text(message.get("content"))
-        except Exception as exc:
-            raise DatasetError(f"{where}: messages[{index}]: {exc}") from exc
+    try:
+        messages = chat_messages(messages)
+    except InputError as exc:
+        raise DatasetError(f"{where}: {exc}") from exc
     if not last_user_text(messages).strip():
         raise DatasetError(f"{where}: the conversation has no non-empty last user message")
     return tuple(messages)

@@ -8,17 +8,8 @@ without calling it::
     gated = GatekeeperRunnable(gate=gate, runnable=chat_model, input_key="question")
     chain = prompt | gated | StrOutputParser()
 
-What it accepts, and what the gate judges:
-
-* a string: that text;
-* a list of messages (``BaseMessage`` objects, OpenAI-style ``{"role", "content"}`` dicts, or
-  ``("human", "...")`` tuples) or a single message: the conversation, mapped to OpenAI roles
-  (``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``SystemMessage`` → ``system``); the
-  gate judges the last user message in the light of the user turns before it
-  (:mod:`gatekeeper.conversation`);
-* a ``PromptValue`` (what a prompt template produces): its messages, as above;
-* a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
-  messages under that key are the earlier turns of the conversation.
+What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`` and
+``history_key``) and what the gate judges for each: :mod:`~gatekeeper.interfaces.langchain_input`.
 
 What it returns: when the message is admitted (route ``llm``), or the gate runs in shadow mode
 (``gate.shadow``), the wrapped runnable gets the *original* input and its output is returned
@@ -43,7 +34,8 @@ user turn, a dict without ``input_key``) raise :class:`~gatekeeper.errors.InputE
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +46,7 @@ from langchain_core.callbacks import (
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-    convert_to_messages,
 )
-from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
@@ -79,17 +64,13 @@ from pydantic import ConfigDict, field_validator
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.langchain_input import GateInput, gate_message
 from gatekeeper.settings import Settings
 from gatekeeper.types import Message
-
-#: What :class:`GatekeeperRunnable` accepts (see the module docstring).
-GateInput = str | PromptValue | BaseMessage | Sequence[Any] | Mapping[str, Any]
 
 CHECK_RUN = "gatekeeper_check"
 REPLY_RUN = "gatekeeper_reply"
 METADATA_KEY = "gatekeeper"
-
-_ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
 
 
 class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
@@ -141,41 +122,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
     def to_gate_message(self, value: GateInput) -> Message:
         """What the gate judges for ``value``: a text, or a conversation in OpenAI format."""
-        if isinstance(value, Mapping):
-            if self.input_key not in value:
-                raise InputError(
-                    f"the input dict has no key {self.input_key!r} (input_key); "
-                    f"its keys: {sorted(map(str, value))}"
-                )
-            message = self._message(value[self.input_key], self.input_key)
-            if self.history_key is None or value.get(self.history_key) is None:
-                return message
-            history = self._message(value[self.history_key], self.history_key)
-            if isinstance(history, str):
-                history = [{"role": "user", "content": history}]
-            if isinstance(message, str):
-                message = [{"role": "user", "content": message}]
-            return [*history, *message]
-        return self._message(value, "input")
-
-    @staticmethod
-    def _message(value: Any, where: str) -> Message:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, PromptValue):
-            return [_openai_message(m) for m in value.to_messages()]
-        if isinstance(value, BaseMessage):
-            return [_openai_message(value)]
-        if isinstance(value, Sequence) and not isinstance(value, bytes):
-            try:
-                messages = convert_to_messages(value)
-            except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
-                raise InputError(f"{where}: not a list of chat messages ({exc})") from exc
-            return [_openai_message(m) for m in messages]
-        raise InputError(
-            f"{where}: expected a string, a list of messages, a PromptValue or a dict, "
-            f"not {type(value).__name__}"
-        )
+        return gate_message(value, self.input_key, self.history_key)
 
     # -- invoke --------------------------------------------------------------------------
 
@@ -196,7 +143,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        decision = self._check([self.to_gate_message(input)], [config])[0]
+        decision = self._decided(self._check([self.to_gate_message(input)], [config], False))
         if decision.forwarded:
             return self.runnable.invoke(input, self._child_config(config, decision), **kwargs)
         return self._reply(decision, config)
@@ -208,7 +155,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        decision = (await self._acheck([self.to_gate_message(input)], [config]))[0]
+        decision = self._decided(await self._acheck([self.to_gate_message(input)], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             return await self.runnable.ainvoke(input, child, **kwargs)
@@ -267,29 +214,18 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         messages = self._messages(inputs, results, return_exceptions)
-        positions = list(messages)
         outcomes = self._check(
-            [messages[i] for i in positions],
-            [configs[i] for i in positions],
-            return_exceptions=return_exceptions,
+            list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
-        forward: list[tuple[int, Decision]] = []
-        for i, outcome in zip(positions, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                results[i] = outcome
-            elif outcome.forwarded:
-                forward.append((i, outcome))
-            else:
-                results[i] = self._reply(outcome, configs[i])
+        forward, answer = _sort(list(messages), outcomes, results)
+        for i, decision in answer:
+            results[i] = self._reply(decision, configs[i])
         if forward:
+            items, child_configs = self._forwarded(inputs, configs, forward)
             answers = self.runnable.batch(
-                [inputs[i] for i, _ in forward],
-                [self._child_config(configs[i], d) for i, d in forward],
-                return_exceptions=return_exceptions,
-                **kwargs,
+                items, child_configs, return_exceptions=return_exceptions, **kwargs
             )
-            for (i, _), answer in zip(forward, answers, strict=True):
-                results[i] = answer
+            _place(results, forward, answers)
         return results
 
     async def _abatch(
@@ -301,30 +237,29 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         messages = self._messages(inputs, results, return_exceptions)
-        positions = list(messages)
         outcomes = await self._acheck(
-            [messages[i] for i in positions],
-            [configs[i] for i in positions],
-            return_exceptions=return_exceptions,
+            list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
-        forward: list[tuple[int, Decision]] = []
-        for i, outcome in zip(positions, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                results[i] = outcome
-            elif outcome.forwarded:
-                forward.append((i, outcome))
-            else:
-                results[i] = await self._areply(outcome, configs[i])
+        forward, answer = _sort(list(messages), outcomes, results)
+        for i, decision in answer:
+            results[i] = await self._areply(decision, configs[i])
         if forward:
+            items, child_configs = self._forwarded(inputs, configs, forward)
             answers = await self.runnable.abatch(
-                [inputs[i] for i, _ in forward],
-                [self._child_config(configs[i], d) for i, d in forward],
-                return_exceptions=return_exceptions,
-                **kwargs,
+                items, child_configs, return_exceptions=return_exceptions, **kwargs
             )
-            for (i, _), answer in zip(forward, answers, strict=True):
-                results[i] = answer
+            _place(results, forward, answers)
         return results
+
+    def _forwarded(
+        self,
+        inputs: list[GateInput],
+        configs: list[RunnableConfig],
+        forward: list[tuple[int, Decision]],
+    ) -> tuple[list[GateInput], list[RunnableConfig]]:
+        """The admitted inputs, and their configs carrying the decision."""
+        items = [inputs[i] for i, _ in forward]
+        return items, [self._child_config(configs[i], d) for i, d in forward]
 
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
@@ -388,7 +323,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Iterator[Any]:
         value = _collect(chunks)
-        decision = self._check([self.to_gate_message(value)], [config])[0]
+        decision = self._decided(self._check([self.to_gate_message(value)], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             yield from self.runnable.stream(value, child, **kwargs)
@@ -405,7 +340,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         value: Any = None
         async for chunk in chunks:
             value = _add(value, chunk)
-        decision = (await self._acheck([self.to_gate_message(value)], [config]))[0]
+        decision = self._decided(await self._acheck([self.to_gate_message(value)], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             async for out in self.runnable.astream(value, child, **kwargs):
@@ -416,12 +351,8 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     # -- the gate's own runs -------------------------------------------------------------
 
     def _check(
-        self,
-        messages: list[Message],
-        configs: list[RunnableConfig],
-        *,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
+        self, messages: list[Message], configs: list[RunnableConfig], return_exceptions: bool
+    ) -> list[Decision | InputError]:
         """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message.
 
         With ``return_exceptions``, a batch holding a message the gate refuses to judge
@@ -435,7 +366,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             for m, c in zip(messages, configs, strict=True)
         ]
         try:
-            outcomes: list[Decision | Exception] = list(self.gate.check_many(messages))
+            outcomes: list[Decision | InputError] = list(self.gate.check_many(messages))
         except InputError as exc:
             if not return_exceptions:
                 _fail(runs, exc)
@@ -452,12 +383,8 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         return outcomes
 
     async def _acheck(
-        self,
-        messages: list[Message],
-        configs: list[RunnableConfig],
-        *,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
+        self, messages: list[Message], configs: list[RunnableConfig], return_exceptions: bool
+    ) -> list[Decision | InputError]:
         """:meth:`_check`, async: the gate runs in a worker thread."""
         if not messages:
             return []
@@ -468,15 +395,16 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             for m, c in zip(messages, configs, strict=True)
         ]
         try:
-            outcomes: list[Decision | Exception] = list(await self.gate.acheck_many(messages))
+            outcomes: list[Decision | InputError] = list(await self.gate.acheck_many(messages))
         except InputError as exc:
             if not return_exceptions:
                 await _afail(runs, exc)
                 raise
-            if len(messages) == 1:
-                outcomes = [exc]
-            else:
-                outcomes = [await self._acheck_alone(m) for m in messages]
+            outcomes = (
+                [exc]
+                if len(messages) == 1
+                else [await asyncio.to_thread(self._check_alone, m) for m in messages]
+            )
         except BaseException as exc:
             await _afail(runs, exc)
             raise
@@ -493,11 +421,12 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         except InputError as exc:
             return exc
 
-    async def _acheck_alone(self, message: Message) -> Decision | InputError:
-        try:
-            return await self.gate.acheck(message)
-        except InputError as exc:
-            return exc
+    @staticmethod
+    def _decided(outcomes: list[Decision | InputError]) -> Decision:
+        """The one decision of a single-message check (errors were raised, not returned)."""
+        outcome = outcomes[0]
+        assert isinstance(outcome, Decision)
+        return outcome
 
     @staticmethod
     def _child_config(config: RunnableConfig, decision: Decision) -> RunnableConfig:
@@ -537,22 +466,6 @@ def blocked_message(decision: Decision, *, chunk: bool = False) -> AIMessage:
     )
 
 
-def _openai_message(message: BaseMessage) -> dict[str, Any]:
-    if isinstance(message, HumanMessage):
-        role = "user"
-    elif isinstance(message, AIMessage):
-        role = "assistant"
-    elif isinstance(message, SystemMessage):
-        role = "system"
-    elif isinstance(message, ToolMessage):
-        role = "tool"
-    elif isinstance(message, ChatMessage):
-        role = _ROLES.get(message.role, message.role)
-    else:
-        role = _ROLES.get(message.type, message.type)
-    return {"role": role, "content": message.content}
-
-
 def _add(total: Any, chunk: Any) -> Any:
     """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
     if total is None:
@@ -568,6 +481,25 @@ def _collect(chunks: Iterator[Any]) -> Any:
     for chunk in chunks:
         total = _add(total, chunk)
     return total
+
+
+def _sort(
+    positions: list[int], outcomes: list[Decision | InputError], results: list[Any]
+) -> tuple[list[tuple[int, Decision]], list[tuple[int, Decision]]]:
+    """Errors into ``results``; decisions split into (forwarded, answered by the gate)."""
+    forward: list[tuple[int, Decision]] = []
+    answer: list[tuple[int, Decision]] = []
+    for i, outcome in zip(positions, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            results[i] = outcome
+        else:
+            (forward if outcome.forwarded else answer).append((i, outcome))
+    return forward, answer
+
+
+def _place(results: list[Any], forward: list[tuple[int, Decision]], answers: list[Any]) -> None:
+    for (i, _), answer in zip(forward, answers, strict=True):
+        results[i] = answer
 
 
 def _fail(runs: list[CallbackManagerForChainRun], exc: BaseException) -> None:

@@ -12,6 +12,8 @@ import numpy.typing as npt
 
 from gatekeeper.catalog import Catalog, parse_catalog
 from gatekeeper.embedding import Embedder
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import Settings
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -74,12 +76,9 @@ def tiny_catalog() -> Catalog:
     )
 
 
-def make_gate(data_dir: Path, catalog: Catalog | None = None, **overrides: Any) -> Any:
+def make_gate(data_dir: Path, catalog: Catalog | None = None, **overrides: Any) -> Gatekeeper:
     """A :class:`~gatekeeper.gate.Gatekeeper` on :class:`HashingEmbedder` and an embedded Chroma
     under ``data_dir``; ``overrides`` are settings (``gate={"threshold": 0.4}``)."""
-    from gatekeeper.gate import Gatekeeper
-    from gatekeeper.settings import Settings
-
     overrides["gate"] = {"threshold": 0.35, "rule": "contrast", **overrides.get("gate", {})}
     settings = Settings(data_dir=data_dir, **overrides)  # no settings file: tests stay isolated
     return Gatekeeper.from_settings(

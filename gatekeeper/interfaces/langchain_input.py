@@ -1,0 +1,95 @@
+"""What a :class:`~gatekeeper.interfaces.langchain.GatekeeperRunnable` accepts, and the message
+the gate judges for it.
+
+What it accepts, and what the gate judges:
+
+* a string: that text;
+* a list of messages (``BaseMessage`` objects, OpenAI-style ``{"role", "content"}`` dicts, or
+  ``("human", "...")`` tuples) or a single message: the conversation, mapped to OpenAI roles
+  (``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``SystemMessage`` → ``system``); the
+  gate judges the last user message in the light of the user turns before it
+  (:mod:`gatekeeper.conversation`);
+* a ``PromptValue`` (what a prompt template produces): its messages, as above;
+* a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
+  messages under that key are the earlier turns of the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+
+from gatekeeper.errors import InputError
+from gatekeeper.types import Message
+
+#: What :class:`GatekeeperRunnable` accepts (see the module docstring).
+GateInput = str | PromptValue | BaseMessage | Sequence[Any] | Mapping[str, Any]
+
+
+_ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
+
+
+def gate_message(value: GateInput, input_key: str, history_key: str | None) -> Message:
+    """What the gate judges for ``value``: a text, or a conversation in OpenAI format."""
+    if isinstance(value, Mapping):
+        if input_key not in value:
+            raise InputError(
+                f"the input dict has no key {input_key!r} (input_key); "
+                f"its keys: {sorted(map(str, value))}"
+            )
+        message = _message(value[input_key], input_key)
+        if history_key is None or value.get(history_key) is None:
+            return message
+        history = _message(value[history_key], history_key)
+        if isinstance(history, str):
+            history = [{"role": "user", "content": history}]
+        if isinstance(message, str):
+            message = [{"role": "user", "content": message}]
+        return [*history, *message]
+    return _message(value, "input")
+
+
+def _message(value: Any, where: str) -> Message:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PromptValue):
+        return [_openai_message(m) for m in value.to_messages()]
+    if isinstance(value, BaseMessage):
+        return [_openai_message(value)]
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        try:
+            messages = convert_to_messages(value)
+        except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
+            raise InputError(f"{where}: not a list of chat messages ({exc})") from exc
+        return [_openai_message(m) for m in messages]
+    raise InputError(
+        f"{where}: expected a string, a list of messages, a PromptValue or a dict, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _openai_message(message: BaseMessage) -> dict[str, Any]:
+    if isinstance(message, HumanMessage):
+        role = "user"
+    elif isinstance(message, AIMessage):
+        role = "assistant"
+    elif isinstance(message, SystemMessage):
+        role = "system"
+    elif isinstance(message, ToolMessage):
+        role = "tool"
+    elif isinstance(message, ChatMessage):
+        role = _ROLES.get(message.role, message.role)
+    else:
+        role = _ROLES.get(message.type, message.type)
+    return {"role": role, "content": message.content}
