@@ -36,6 +36,8 @@ class Example:
     intent: str | None
     source: str
     line: int
+    turn: int | None = None  # with per-turn ``labels``: which customer turn (1-based) is judged
+    turns: int | None = None  # ... of how many in the chat
 
     @property
     def in_domain(self) -> bool:
@@ -59,7 +61,8 @@ class Example:
 
     @property
     def where(self) -> str:
-        return f"{self.source}, line {self.line}"
+        turn = f", turn {self.turn}/{self.turns}" if self.turn is not None else ""
+        return f"{self.source}, line {self.line}{turn}"
 
     def as_input(self) -> str | list[dict[str, Any]]:
         """The message in the form the gate takes."""
@@ -103,7 +106,7 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
     skipped: list[str] = []
     for line, row in rows:
         try:
-            examples.append(parse_row(row, source=str(path), line=line))
+            examples += parse_rows(row, source=str(path), line=line)
         except DatasetError as exc:
             if not skip_invalid:
                 raise
@@ -123,6 +126,40 @@ def load_datasets(paths: Iterable[Path | str], *, skip_invalid: bool = False) ->
         sources=tuple(s for d in loaded for s in d.sources),
         skipped=tuple(s for d in loaded for s in d.skipped),
     )
+
+
+def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
+    """One dataset row as its :class:`Example` s: one, or with per-turn ``labels`` one per
+    customer turn (the chat up to that turn, labelled with that turn's label)."""
+    example = parse_row(row, source=source, line=line)
+    labels = row.get("labels")
+    if labels is None or isinstance(example.message, str):
+        return [example]
+    where = f"dataset {source}, line {line}"
+    user_at = [i for i, m in enumerate(example.message) if m.get("role") == "user"]
+    if not isinstance(labels, list) or len(labels) != len(user_at):
+        raise DatasetError(
+            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), "
+            f"got {labels!r}"
+        )
+    if labels[-1] != example.label:
+        raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
+    examples = []
+    for turn, (at, label) in enumerate(zip(user_at, labels, strict=True), start=1):
+        if label not in LABELS:
+            raise DatasetError(f"{where}: labels[{turn - 1}] must be in_domain or off_topic")
+        examples.append(
+            Example(
+                message=example.message[: at + 1],
+                label=label,
+                intent=example.intent if label == "in_domain" else None,
+                source=source,
+                line=line,
+                turn=turn,
+                turns=len(user_at),
+            )
+        )
+    return examples
 
 
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
