@@ -69,7 +69,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(
-            f"[bold yellow]warning:[/] skipped {len(skipped)} malformed rows: "
+            f"[bold yellow]warning:[/] skipped {len(skipped)} rows (empty or malformed): "
             + escape(str(skipped[0]))
             + (" …" if len(skipped) > 1 else "")
         )
@@ -211,7 +211,9 @@ def calibrate(
             check_settings_target(target)
         data = load_dataset(dataset, skip_invalid=skip_invalid)
         if data.skipped:
-            _stderr().print(f"[bold yellow]warning:[/] skipped {len(data.skipped)} malformed rows")
+            _stderr().print(
+                f"[bold yellow]warning:[/] skipped {len(data.skipped)} rows (empty or malformed)"
+            )
         gate = build_gate(settings, catalog, _rule(rule))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
