@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatekeeper._rows import Row, read_csv, read_jsonl, read_text, yaml_problem
-from gatekeeper.errors import CatalogError
+from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.types import OFF_TOPIC
 
 DEFAULT_REFUSAL = (
@@ -124,6 +124,26 @@ class Catalog(BaseModel):
         """A hash of everything in the catalog that the index or the decision depends on."""
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def check_intent_names(
+    names: Iterable[str], catalog: Catalog, setting: str = "gate.intent_thresholds"
+) -> None:
+    """Raise :class:`ConfigError` when ``setting`` names an intent ``catalog`` lacks."""
+    known = [intent.name for intent in catalog.intents]
+    problems = []
+    for name in names:
+        if name in known:
+            continue
+        hint = difflib.get_close_matches(name, known, n=1)
+        problems.append(
+            f"{setting} names intent {name!r}, which the catalog does not have"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + f". The catalog's intents: {', '.join(map(repr, known))}"
+        )
 
 
 def _exemplar(text: str, intent: str, kind: ExemplarKind) -> Exemplar:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.catalog import Catalog, load_catalog
+from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.conversation import as_followup, content_text, user_turns
 from gatekeeper.decision import Decision, Route, Thresholds, decide
 from gatekeeper.embedding import Embedder, build_embedder
@@ -51,6 +51,7 @@ class Gatekeeper:
         self.embedder = embedder
         self.store = store
         self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
+        check_intent_names(settings.gate.intent_thresholds, catalog)
         self.thresholds = Thresholds.from_catalog(
             catalog,
             settings.gate.threshold,

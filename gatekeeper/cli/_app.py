@@ -33,6 +33,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gatekeeper import __version__
+
+        typer.echo(f"gatekeeper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """An intent gate in front of a customer-service LLM."""
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML settings file (default: configs/gatekeeper.yaml)."),
