@@ -247,8 +247,8 @@ def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path)
         return
     raise InputError(
         f"--write would store a threshold tuned for {catalog} in {target}, which serves the "
-        f"catalog {settings.catalog}; set 'catalog: {catalog}' in {target} as well, or drop "
-        "--catalog"
+        f"catalog {settings.catalog}; set 'catalog: {catalog.resolve()}' in {target} as well "
+        "(paths there are relative to the file), or drop --catalog"
     )
 
 

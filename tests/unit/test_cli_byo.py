@@ -178,3 +178,16 @@ def test_chat_backend_without_a_model_names_the_setting() -> None:
     backend = OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
     with pytest.raises(ConfigError, match=r"upstream\.model \(GATEKEEPER_UPSTREAM__MODEL\)"):
         backend("hello")
+
+
+def test_index_prints_catalog_warnings(config: Path, hashing: None, tmp_path: Path) -> None:
+    """`index` on a CSV with an empty and a repeated row succeeds and prints both warnings."""
+    catalog = tmp_path / "c.csv"
+    catalog.write_text(
+        "text,intent\nwhere is my order,orders\n,orders\nwhere is my order,orders\n",
+        encoding="utf-8",
+    )
+    code, output = _invoke("index", "--config", config, "--catalog", catalog)
+    assert code == 0, output
+    assert "skipped 1 empty rows (no text): row 3" in output
+    assert "row 4 repeats row 2" in output
