@@ -1,7 +1,14 @@
 """Row files (JSONL, CSV) as read by catalogs and labelled datasets.
 
-Each reader returns ``(line number, row)`` pairs and raises the caller's error class with a
-message that names the file (as ``"<what> <path>"``) and, where it applies, the line.
+Each reader returns ``(row number, row)`` pairs and raises the caller's error class with a
+message that names the file (as ``"<what> <path>"``) and, where it applies, the row.
+
+Files are taken as people save them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped,
+CSV header names are matched without regard to case or surrounding white space (``Text,Intent``
+is ``text,intent``), the delimiter is whichever of ``,`` ``;`` and tab the header uses, and
+quoted fields may hold delimiters and newlines. A CSV row number is the spreadsheet's (the
+header is row 1); a JSONL row number is the line number. Blank lines are left out; a row of
+empty cells (``,,``) is kept, for the caller to count as an empty row.
 """
 
 from __future__ import annotations
@@ -16,14 +23,25 @@ from typing import Any
 from gatekeeper.errors import GatekeeperError
 
 Row = tuple[int, dict[str, Any]]
+DELIMITERS = (",", ";", "\t")
 
 
 def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
-    """The file's UTF-8 text."""
+    """The file's UTF-8 text, without a leading byte-order mark."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{what} {path}: cannot read: {exc}") from exc
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error as ``", line L, column C: not valid YAML: <problem>"`` (PyYAML's own
+    text names ``"<unicode string>"`` instead of the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def read_jsonl(path: Path, error: type[GatekeeperError], what: str) -> list[Row]:
@@ -42,20 +60,54 @@ def read_jsonl(path: Path, error: type[GatekeeperError], what: str) -> list[Row]
     return rows
 
 
+def sniff_delimiter(text: str) -> str:
+    """The delimiter the header line uses: the most frequent of ``,`` ``;`` and tab outside
+    quotes (``,`` when there is none)."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def header_key(name: str | None) -> str:
+    """A header cell as matched: case and surrounding white space do not count."""
+    return (name or "").strip().casefold()
+
+
 def read_csv(
     path: Path,
     error: type[GatekeeperError],
     what: str,
     check_header: Callable[[list[str]], str | None],
 ) -> list[Row]:
-    """CSV rows keyed by the header; ``check_header`` returns a problem with it, or None."""
+    """CSV rows keyed by the (normalised) header; ``check_header`` returns a problem with the
+    header, or None. Cells beyond the header's are dropped."""
     text = read_text(path, error, what)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    rows: list[Row] = []
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = list(reader.fieldnames or [])
-        problem = check_header(header)
-        if problem:
-            raise error(f"{what} {path}: {problem} (header: {header})")
-        return [(reader.line_num, dict(row)) for row in reader]
+        header: list[str] | None = None
+        for number, cells in enumerate(reader, start=1):
+            if header is None:
+                if not any(cell.strip() for cell in cells):
+                    continue
+                header = [header_key(cell) for cell in cells]
+                problem = check_header(header)
+                if problem:
+                    raise error(f"{what} {path}: {problem} (header: {header})")
+                continue
+            if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
+                continue
+            row = {key: value for key, value in zip(header, cells, strict=False) if key}
+            rows.append((number, row))
     except csv.Error as exc:
         raise error(f"{what} {path}: not valid CSV: {exc}") from exc
+    if header is None:
+        raise error(f"{what} {path}: the file is empty (expected a header row)")
+    return rows

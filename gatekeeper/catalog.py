@@ -1,8 +1,13 @@
 """The catalog: intents with their exemplars, plus off-topic exemplars and the refusal reply.
 
 Given as YAML (``configs/intents/*.yaml``) or as CSV/JSONL rows of ``text,intent`` where the
-intent ``off_topic`` marks an off-topic exemplar. Every problem is a :class:`CatalogError` that
-names the file, the intent and the problem.
+intent ``off_topic`` marks an off-topic exemplar; optional ``reply``, ``description`` and
+``threshold`` columns carry what the YAML form says per intent (and an ``off_topic`` row's
+``reply`` is the refusal). Intent names are any non-empty text, kept as written.
+
+Every problem of a file is reported at once, in one :class:`CatalogError` that names the file
+and, for each problem, the row or intent. What is not worth stopping for (empty rows, rows
+repeated verbatim, unknown columns) comes back as warnings (:func:`read_catalog`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +24,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatekeeper._rows import Row, read_csv, read_jsonl
-from gatekeeper.errors import CatalogError
+from gatekeeper._rows import Row, read_csv, read_jsonl, read_text, yaml_problem
+from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.types import OFF_TOPIC
 
-DEFAULT_REFUSAL = "Sorry, I can only help with questions about our products, orders and services."
+DEFAULT_REFUSAL = (
+    "Sorry, I can't help with that here: I can only answer questions about our services."
+)
 ExemplarKind = Literal["intent", "off_topic"]
+#: Spellings of the off-topic marker that are mistakes, not intents (compared on letters only).
+_OFF_TOPIC_LOOKALIKES = frozenset({"offtopic", "oos", "outofscope"})
+
+
+def looks_like_off_topic(name: str) -> bool:
+    """True for a misspelt off-topic marker (``off-topic``, ``Off_Topic``, ``OOS``...)."""
+    return name != OFF_TOPIC and re.sub(r"[^a-z]", "", name.casefold()) in _OFF_TOPIC_LOOKALIKES
 
 
 class Intent(BaseModel):
@@ -31,7 +46,7 @@ class Intent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=200)
+    name: str = Field(max_length=200)
     description: str = ""
     exemplars: tuple[str, ...] = Field(min_length=1)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
@@ -41,6 +56,13 @@ class Intent(BaseModel):
     def canned(self) -> bool:
         """An intent with a fixed reply is answered without the LLM."""
         return self.reply is not None
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the intent name is empty")
+        return value.strip()
 
     @field_validator("exemplars")
     @classmethod
@@ -104,6 +126,26 @@ class Catalog(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def check_intent_names(
+    names: Iterable[str], catalog: Catalog, setting: str = "gate.intent_thresholds"
+) -> None:
+    """Raise :class:`ConfigError` when ``setting`` names an intent ``catalog`` lacks."""
+    known = [intent.name for intent in catalog.intents]
+    problems = []
+    for name in names:
+        if name in known:
+            continue
+        hint = difflib.get_close_matches(name, known, n=1)
+        problems.append(
+            f"{setting} names intent {name!r}, which the catalog does not have"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + f". The catalog's intents: {', '.join(map(repr, known))}"
+        )
+
+
 def _exemplar(text: str, intent: str, kind: ExemplarKind) -> Exemplar:
     digest = hashlib.sha256(f"{kind}\x1f{intent}\x1f{text}".encode()).hexdigest()[:24]
     return Exemplar(id=digest, text=text, intent=intent, kind=kind)
@@ -120,65 +162,128 @@ def _clean_texts(texts: Iterable[str]) -> tuple[str, ...]:
     return tuple(cleaned)
 
 
-def load_catalog(path: Path | str) -> Catalog:
-    """Load a catalog from YAML, CSV or JSONL; raise :class:`CatalogError` on any problem."""
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """A catalog as read from a file, with what was noticed but not worth stopping for."""
+
+    catalog: Catalog
+    warnings: tuple[str, ...] = ()
+
+
+def read_catalog(path: Path | str) -> LoadedCatalog:
+    """Load a catalog from YAML, CSV or JSONL, with its warnings (empty rows skipped, repeated
+    rows kept once, unknown columns ignored); raise :class:`CatalogError` listing every
+    problem of the file."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"catalog {path} does not exist")
     suffix = path.suffix.lower()
+    problems: list[str] = []
+    warnings: list[str] = []
     if suffix in {".yaml", ".yml"}:
         raw = _read_yaml(path)
     elif suffix == ".csv":
-        raw = _rows_to_raw(read_csv(path, CatalogError, "catalog", _check_catalog_header), path)
+        rows = read_csv(path, CatalogError, "catalog", _check_catalog_header)
+        raw, problems, warnings = _rows_to_raw(rows, path)
     elif suffix in {".jsonl", ".ndjson"}:
-        raw = _rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
+        raw, problems, warnings = _rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
     else:
         raise CatalogError(f"catalog {path}: unknown format {suffix!r} (use .yaml, .csv or .jsonl)")
-    return parse_catalog(raw, source=str(path))
+    catalog = _validated(raw, str(path), problems)
+    return LoadedCatalog(catalog, tuple(warnings))
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    """Load a catalog from YAML, CSV or JSONL; raise :class:`CatalogError` on any problem.
+    Warnings (see :func:`read_catalog`) are logged."""
+    loaded = read_catalog(path)
+    if loaded.warnings:
+        from gatekeeper.logging import get_logger
+
+        log = get_logger()
+        for warning in loaded.warnings:
+            log.warning("catalog.warning", catalog=str(path), warning=warning)
+    return loaded.catalog
 
 
 def parse_catalog(raw: Any, *, source: str = "<catalog>") -> Catalog:
     """Validate an already-parsed catalog mapping."""
+    return _validated(raw, source, [])
+
+
+def _validated(raw: Any, source: str, problems: list[str]) -> Catalog:
+    """``raw`` as a Catalog; every problem (``problems`` found so far, then the model's and the
+    cross-intent ones) in one :class:`CatalogError`."""
     if not isinstance(raw, dict):
         raise CatalogError(f"catalog {source}: expected a mapping with 'intents', got {_kind(raw)}")
+    catalog: Catalog | None = None
     try:
         catalog = Catalog.model_validate(raw)
     except ValidationError as exc:
-        raise CatalogError(_describe(exc, raw, source)) from exc
-    _check_consistency(catalog, source)
+        problems = problems + [_describe_one(e, raw) for e in _root_causes(exc.errors())]
+    problems = problems + _consistency_problems(raw)
+    if problems or catalog is None:
+        raise CatalogError(f"catalog {source}:\n" + "\n".join(f"  {p}" for p in problems))
     return catalog
 
 
-def _check_consistency(catalog: Catalog, source: str) -> None:
+def _valid_intents(raw: dict[str, Any]) -> list[Intent]:
+    """The intents of ``raw`` that validate on their own."""
+    intents = raw.get("intents")
+    valid: list[Intent] = []
+    for item in intents if isinstance(intents, list) else []:
+        try:
+            valid.append(Intent.model_validate(item))
+        except ValidationError:
+            continue
+    return valid
+
+
+def _consistency_problems(raw: dict[str, Any]) -> list[str]:
+    """Problems between intents: a reserved or misspelt off-topic name, an intent defined
+    twice, an exemplar in two intents."""
+    problems: list[str] = []
     seen_intents: set[str] = set()
     owner: dict[str, str] = {}
-    for intent in catalog.intents:
+    for intent in _valid_intents(raw):
         if intent.name == OFF_TOPIC:
-            raise CatalogError(
-                f"catalog {source}: intent 'off_topic' is reserved; put off-topic exemplars "
-                "in the 'off_topic' block"
+            problems.append(
+                "intent 'off_topic' is reserved; put off-topic exemplars in the 'off_topic' block"
             )
+            continue
+        if looks_like_off_topic(intent.name):
+            problems.append(
+                _lookalike(intent.name, "put off-topic exemplars in the 'off_topic' block")
+            )
+            continue
         if intent.name in seen_intents:
-            raise CatalogError(f"catalog {source}: intent {intent.name!r} is defined twice")
+            problems.append(f"intent {intent.name!r} is defined twice")
+            continue
         seen_intents.add(intent.name)
         for text in intent.exemplars:
-            _claim(owner, text, intent.name, source)
-    for text in catalog.off_topic.exemplars:
-        _claim(owner, text, OFF_TOPIC, source)
+            _claim(owner, text, intent.name, problems)
+    try:
+        off_topic = OffTopic.model_validate(raw.get("off_topic") or {})
+    except ValidationError:
+        return problems
+    for text in off_topic.exemplars:
+        _claim(owner, text, OFF_TOPIC, problems)
+    return problems
 
 
-def _claim(owner: dict[str, str], text: str, intent: str, source: str) -> None:
+def _lookalike(name: str, fix: str) -> str:
+    return (
+        f"intent {name!r} looks like the off-topic marker: did you mean 'off_topic'? "
+        f"(as written it would be served as an in-domain intent; {fix})"
+    )
+
+
+def _claim(owner: dict[str, str], text: str, intent: str, problems: list[str]) -> None:
     key = text.casefold()
     if key in owner and owner[key] != intent:
-        raise CatalogError(
-            f"catalog {source}: exemplar {text!r} belongs to both {owner[key]!r} and {intent!r}"
-        )
+        problems.append(f"exemplar {text!r} belongs to both {owner[key]!r} and {intent!r}")
+        return
     owner[key] = intent
-
-
-def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
-    problems = [_describe_one(err, raw) for err in _root_causes(exc.errors())]
-    return f"catalog {source}:\n" + "\n".join(f"  {p}" for p in problems)
 
 
 def _root_causes(errors: list[Any]) -> list[Any]:
@@ -233,6 +338,10 @@ def _describe_one(err: Any, raw: dict[str, Any]) -> str:
         where, scope = "off_topic block", "off_topic"
         loc = loc[1:]
     field = ".".join(str(p) for p in loc)
+    if scope == "intent" and loc == ["exemplars"] and err["type"] in {"too_short", "missing"}:
+        return f"{where} has no exemplars"
+    if scope == "catalog" and where == "intents" and err["type"] == "too_short":
+        return "intents: the catalog has no intents (no in-domain exemplars)"
     if err["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(str(loc[-1]), _ALLOWED[scope], n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -256,12 +365,15 @@ def _kind(value: Any) -> str:
 
 
 def _read_yaml(path: Path) -> Any:
+    text = read_text(path, CatalogError, "catalog")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"catalog {path}: not valid YAML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"catalog {path}: cannot read: {exc}") from exc
+        raise CatalogError(f"catalog {path}{yaml_problem(exc)}") from exc
+
+
+_COLUMNS = ("text", "intent", "reply", "description", "threshold")
+_PROPERTIES = ("reply", "description", "threshold")
 
 
 def _check_catalog_header(header: list[str]) -> str | None:
@@ -273,23 +385,121 @@ def _check_catalog_header(header: list[str]) -> str | None:
     )
 
 
-def _rows_to_raw(rows: list[Row], path: Path) -> dict[str, Any]:
-    intents: dict[str, list[str]] = {}
-    off_topic: list[str] = []
+def _cell(value: Any) -> Any:
+    """A cell's value: text stripped, blank text as None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Rows of ``text,intent[,reply,description,threshold]`` as a catalog mapping, with the
+    problems (fatal) and warnings (not) found on the way.
+
+    An intent's reply, description and threshold may sit on any of its rows (on several, they
+    must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
+    text only sets the property; a row with neither is empty and skipped."""
+    problems: list[str] = []
+    empty: list[int] = []
+    repeated: list[str] = []
+    lookalikes: dict[str, list[int]] = {}
+    unknown: set[str] = set()
+    entries: dict[str, dict[str, Any]] = {}
+    off_topic: dict[str, Any] = {"exemplars": []}
+    given: dict[tuple[str, str], tuple[Any, int]] = {}
+    first_row: dict[tuple[str, str], int] = {}
     for number, row in rows:
-        text, intent = row.get("text"), row.get("intent")
-        if not isinstance(text, str) or not text.strip():
-            raise CatalogError(f"catalog {path}, row {number}: 'text' is missing or empty")
-        if not isinstance(intent, str) or not intent.strip():
-            raise CatalogError(f"catalog {path}, row {number}: 'intent' is missing or empty")
-        if intent.strip() == OFF_TOPIC:
-            off_topic.append(text)
-        else:
-            intents.setdefault(intent.strip(), []).append(text)
-    if not intents:
-        raise CatalogError(f"catalog {path}: no in-domain rows (every intent is off_topic)")
-    return {
+        unknown.update(k for k in row if k not in _COLUMNS)
+        text, intent = _cell(row.get("text")), _cell(row.get("intent"))
+        props = {k: _cell(row.get(k)) for k in _PROPERTIES if _cell(row.get(k)) is not None}
+        if intent is None:
+            if text is None and not props:
+                empty.append(number)
+            else:
+                problems.append(f"row {number}: 'intent' is empty")
+            continue
+        if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
+            problems.append(f"row {number}: 'text' and 'intent' must be text")
+            continue
+        if looks_like_off_topic(intent):
+            lookalikes.setdefault(intent, []).append(number)
+            continue
+        target = (
+            off_topic
+            if intent == OFF_TOPIC
+            else entries.setdefault(intent, {"name": intent, "exemplars": []})
+        )
+        for key, value in props.items():
+            problem = _set_property(target, intent, key, value, number, given)
+            if problem:
+                problems.append(problem)
+        if text is None:
+            if not props:
+                empty.append(number)
+            continue
+        seen = first_row.setdefault((intent, text), number)
+        if seen != number:
+            repeated.append(f"row {number} repeats row {seen}")
+            continue
+        target["exemplars"].append(text)
+    for name, numbers in lookalikes.items():
+        problems.append(
+            f"{_rows_label(numbers)}: "
+            + _lookalike(name, "write the intent of off-topic exemplars as 'off_topic'")
+        )
+    warnings = []
+    if empty:
+        warnings.append(f"skipped {len(empty)} empty rows (no text): {_rows_label(empty)}")
+    if repeated:
+        warnings.append(
+            f"{len(repeated)} rows repeat an earlier row verbatim (kept once): "
+            + ", ".join(repeated[:10])
+            + (" …" if len(repeated) > 10 else "")
+        )
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, _COLUMNS, n=1) for k in sorted(unknown)}
+        named = ", ".join(
+            repr(k) + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()
+        )
+        warnings.append(f"ignored unknown columns {named}; known: {', '.join(_COLUMNS)}")
+    raw = {
         "domain": f"intents from {path.name}",
-        "intents": [{"name": name, "exemplars": texts} for name, texts in intents.items()],
-        "off_topic": {"exemplars": off_topic},
+        "intents": list(entries.values()),
+        "off_topic": off_topic,
     }
+    return raw, problems, warnings
+
+
+def _set_property(
+    target: dict[str, Any],
+    intent: str,
+    key: str,
+    value: Any,
+    number: int,
+    given: dict[tuple[str, str], tuple[Any, int]],
+) -> str | None:
+    """Set an intent's ``key`` from row ``number``; the problem, if any."""
+    if intent == OFF_TOPIC and key != "reply":
+        return f"row {number}: off_topic rows take a 'reply' (the refusal), not a {key!r}"
+    if key == "threshold":
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return f"row {number}: threshold {value!r} of intent {intent!r} is not a number"
+    if not isinstance(value, str | float | int) or isinstance(value, bool):
+        return f"row {number}: {key!r} of intent {intent!r} must be text"
+    earlier = given.get((intent, key))
+    if earlier is not None and earlier[0] != value:
+        return (
+            f"row {number}: intent {intent!r} has {key} {value!r} here but {earlier[0]!r} "
+            f"on row {earlier[1]}"
+        )
+    given.setdefault((intent, key), (value, number))
+    target[key] = value
+    return None
+
+
+def _rows_label(numbers: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.catalog import Catalog, load_catalog
+from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
@@ -36,7 +36,7 @@ from gatekeeper.errors import (
 from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
-from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, open_client
+from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
 from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress
 
 
@@ -58,6 +58,7 @@ class Gatekeeper:
         self.embedder = embedder
         self.store = store
         self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
+        check_intent_names(settings.gate.intent_thresholds, catalog)
         self.thresholds = Thresholds.from_catalog(
             catalog,
             settings.gate.threshold,
@@ -89,14 +90,18 @@ class Gatekeeper:
         """Build a gate from settings (loaded from ``config``, env and ``overrides`` if not given).
 
         Nothing heavy happens here: the model loads and the index is checked on first use.
+        The store is the catalog's own (:func:`~gatekeeper.store.collection_name` of the
+        catalog file, ``settings.catalog`` when ``catalog`` is given loaded).
         """
         settings = settings or load_settings(config, **overrides)
+        source = Path(catalog) if isinstance(catalog, str | Path) else settings.catalog
         if not isinstance(catalog, Catalog):
-            catalog = load_catalog(catalog or settings.catalog)
+            catalog = load_catalog(source)
         embedder = embedder or build_embedder(settings.embedding)
         if store is None:
             client = open_client(settings.store, settings.data_dir)
-            store = ExemplarStore(client, settings.store.collection, settings.store.top_k)
+            name = collection_name(settings.store.collection, source, embedder.identity)
+            store = ExemplarStore(client, name, settings.store.top_k)
         return cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
 
     # -- index ---------------------------------------------------------------------------

@@ -4,11 +4,16 @@ an optional YAML settings file.
 Priority, highest first: keyword arguments, environment variables, ``.env``, the YAML file,
 defaults. The YAML file is ``--config PATH`` on the CLI, else ``GATEKEEPER_CONFIG``, else
 ``configs/gatekeeper.yaml`` when it exists (looked up in the working directory, then beside the
-package's source tree).
+package's source tree). Paths in the YAML file (``catalog``, ``data_dir``) are relative to the
+file's directory; paths from env vars and keyword arguments to the working directory.
+
+Mistakes are errors that name their source: an unknown ``GATEKEEPER_*`` variable in the
+environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value in the file.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -33,6 +38,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gatekeeper._rows import yaml_problem
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 
@@ -229,7 +235,7 @@ class Settings(BaseSettings):
         yaml_file = settings_cls.model_config.get("yaml_file")
         sources = [init_settings, env_settings, _OwnVariables(dotenv_settings)]
         if yaml_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+            sources.append(_YamlFile(settings_cls, yaml_file=yaml_file))
         return (*sources, file_secret_settings)
 
 
@@ -249,6 +255,80 @@ class _OwnVariables(PydanticBaseSettingsSource):
         return {key: value for key, value in self._inner().items() if key in fields}
 
 
+class _YamlFile(YamlConfigSettingsSource):
+    """The YAML settings file, with its paths taken relative to the file's directory."""
+
+    _PATHS = ("catalog", "data_dir")
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        yaml_file = self.settings_cls.model_config.get("yaml_file")
+        if not isinstance(yaml_file, str | Path):
+            return data
+        base = Path(yaml_file).parent
+        for key in self._PATHS:
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                path = Path(value).expanduser()
+                data[key] = path if path.is_absolute() else base / path
+        return data
+
+
+CONFIG_VARIABLE = "GATEKEEPER_CONFIG"
+_PREFIX = "GATEKEEPER_"
+
+
+def known_variables() -> tuple[set[str], tuple[str, ...]]:
+    """The ``GATEKEEPER_*`` variable names settings read (upper case), and the prefixes under
+    which any name is valid (dict-valued settings such as ``gate.intent_thresholds``)."""
+    names, open_prefixes = {CONFIG_VARIABLE}, []
+    for name, field in Settings.model_fields.items():
+        names.add(f"{_PREFIX}{name.upper()}")
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for sub, sub_field in section.model_fields.items():
+                names.add(f"{_PREFIX}{name.upper()}__{sub.upper()}")
+                if getattr(sub_field.annotation, "__origin__", None) is dict:
+                    open_prefixes.append(f"{_PREFIX}{name.upper()}__{sub.upper()}__")
+    return names, tuple(open_prefixes)
+
+
+def suggest_variable(name: str, known: set[str]) -> str | None:
+    """The variable ``name`` was probably meant to be."""
+    upper = name.upper()
+    tail = upper.removeprefix(_PREFIX)
+    by_field = sorted(k for k in known if k.endswith(f"__{tail}"))
+    if len(by_field) == 1:  # GATEKEEPER_THRESHOLD → GATEKEEPER_GATE__THRESHOLD
+        return by_field[0]
+    hits = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
+    return hits[0] if hits else None
+
+
+def unknown_variables(names: Any, source: str) -> list[str]:
+    """One problem line per ``GATEKEEPER_*`` name in ``names`` that no setting reads."""
+    known, open_prefixes = known_variables()
+    problems = []
+    for name in sorted(n for n in names if n.upper().startswith(_PREFIX)):
+        upper = name.upper()
+        if upper in known or upper.startswith(open_prefixes):
+            continue
+        hint = suggest_variable(name, known)
+        problems.append(
+            f"{source}: unknown variable {name}" + (f" (did you mean {hint}?)" if hint else "")
+        )
+    return problems
+
+
+def _dotenv_variables() -> dict[str, str | None]:
+    """The variables of ``.env`` in the working directory (what pydantic-settings reads)."""
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    if not env_file.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(env_file))
+
+
 def default_config_path() -> Path | None:
     """The settings file used when none is named: ``GATEKEEPER_CONFIG``, else the repo's."""
     named = os.environ.get("GATEKEEPER_CONFIG")
@@ -260,10 +340,14 @@ def default_config_path() -> Path | None:
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from ``config`` (or the default settings file), the environment and
-    ``overrides``; raise :class:`ConfigError` naming every bad field."""
+    ``overrides``; raise :class:`ConfigError` naming every bad field and where it came from."""
     path = config if config is not None else default_config_path()
     if path is not None and not path.is_file():
         raise ConfigError(f"settings file {path} does not exist")
+    dotenv = _dotenv_variables()
+    unknown = unknown_variables(os.environ, "environment") + unknown_variables(dotenv, ".env")
+    if unknown:
+        raise ConfigError("invalid settings:\n" + "\n".join(f"  {p}" for p in unknown))
 
     class _FileSettings(Settings):
         model_config = SettingsConfigDict(yaml_file=path)
@@ -271,17 +355,49 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         loaded = _FileSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from exc
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(_describe(exc, path, overrides, dotenv)) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
     return loaded
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    sources = "GATEKEEPER_* env vars, .env"
-    where = f" (settings file {path}, {sources})" if path else f" ({sources})"
-    problems = [
-        f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-        for err in exc.errors()
-    ]
-    return "invalid settings" + where + ":\n" + "\n".join(problems)
+def _describe(
+    exc: ValidationError, path: Path | None, overrides: dict[str, Any], dotenv: dict[str, Any]
+) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<root>"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = _unknown_key(loc)
+        source = _source(loc, path, overrides, dotenv)
+        problems.append(f"  {field} ({source}): {message}")
+    return "invalid settings:\n" + "\n".join(problems)
+
+
+def _unknown_key(loc: list[str]) -> str:
+    section: Any = Settings
+    for part in loc[:-1]:
+        field = section.model_fields.get(part) if hasattr(section, "model_fields") else None
+        section = field.annotation if field is not None else None
+    allowed = sorted(getattr(section, "model_fields", {}))
+    hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+    return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+
+
+def _source(
+    loc: list[str], path: Path | None, overrides: dict[str, Any], dotenv: dict[str, Any]
+) -> str:
+    """Where the value at ``loc`` came from, highest priority first."""
+    if loc and loc[0] in overrides:
+        return "given as an option"
+    for depth in range(len(loc), 0, -1):
+        name = _PREFIX + "__".join(loc[:depth]).upper()
+        if any(k.upper() == name for k in os.environ):
+            return f"environment variable {name}"
+        if any(k.upper() == name for k in dotenv):
+            return f".env variable {name}"
+    return f"settings file {path}" if path is not None else "defaults"

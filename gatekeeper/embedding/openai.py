@@ -20,7 +20,8 @@ class OpenAIEmbedder(Embedder):
         self._settings = settings
         self.batch_size = settings.batch_size
         dims = f":{settings.dimensions}" if settings.dimensions else ""
-        self.identity = f"openai:{settings.model}{dims}"
+        instruction = f":{settings.query_instruction}" if settings.query_instruction else ""
+        self.identity = f"openai:{settings.model}{dims}{instruction}"
         self._client = client
         self._dimension: int | None = settings.dimensions
 

@@ -6,7 +6,9 @@ JSON string) instead of ``text``: the last user message is judged, earlier user 
 context. An intent ``unsupported:<name>`` marks an in-domain question of an intent the catalog
 lacks (on-topic for the business, so it should still reach the LLM).
 
-Every problem is a :class:`~gatekeeper.errors.DatasetError` naming the file and the line.
+Rows with neither a text nor messages (blank lines of a spreadsheet, a benchmark's few empty
+texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal. Every other problem is a
+:class:`~gatekeeper.errors.DatasetError` naming the file and the line.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class Dataset:
 
     examples: tuple[Example, ...]
     sources: tuple[str, ...]
-    skipped: tuple[str, ...] = ()  # why each skipped row was skipped (``skip_invalid``)
+    skipped: tuple[str, ...] = ()  # why each skipped row was skipped (empty, or ``skip_invalid``)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -90,8 +92,9 @@ class Dataset:
 def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
     """Load one labelled dataset (JSONL or CSV); raise :class:`DatasetError` on any problem.
 
-    With ``skip_invalid``, a malformed row (e.g. an empty text) is left out and its problem
-    recorded in :attr:`Dataset.skipped` instead; file-level problems still raise."""
+    An empty row (no text, no messages) is always left out and recorded in
+    :attr:`Dataset.skipped`. With ``skip_invalid``, a malformed row is left out and its problem
+    recorded there too, instead of raising; file-level problems still raise."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
@@ -105,6 +108,9 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
     examples: list[Example] = []
     skipped: list[str] = []
     for line, row in rows:
+        if _empty(row):
+            skipped.append(f"dataset {path}, line {line}: empty row (no text), skipped")
+            continue
         try:
             examples += parse_rows(row, source=str(path), line=line)
         except DatasetError as exc:
@@ -185,6 +191,13 @@ def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
     if not isinstance(text, str) or not text.strip():
         raise DatasetError(f"{where}: 'text' is missing or empty (or give 'messages')")
     return text
+
+
+def _empty(row: Mapping[str, Any]) -> bool:
+    """A row without anything to judge: no text (or only white space) and no messages."""
+    text, messages = row.get("text"), row.get("messages")
+    blank_text = text is None or (isinstance(text, str) and not text.strip())
+    return blank_text and not _present(messages)
 
 
 def _present(value: Any) -> bool:

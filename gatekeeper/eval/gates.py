@@ -1,9 +1,7 @@
-"""The gate an eval runs: built for a catalog in a collection of its own, indexed when needed."""
+"""The gate an eval runs: built for a catalog (in that catalog's own store), indexed when needed."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,27 +10,18 @@ from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.progress import TaskFactory, no_progress
-from gatekeeper.settings import EmbeddingSettings, Settings
+from gatekeeper.settings import Settings
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.store import SyncReport
 
 
-def eval_collection_name(catalog_hash: str, embedding: EmbeddingSettings) -> str:
-    """A Chroma collection name of its own for a catalog and an embedding setup."""
-    model = embedding.model_dump(
-        mode="json", exclude={"api_key", "batch_size", "timeout", "max_retries"}
-    )
-    payload = json.dumps({"catalog": catalog_hash, "embedding": model}, sort_keys=True)
-    return "gk-eval-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def settings_for_catalog(settings: Settings, catalog_path: Path, catalog_hash: str) -> Settings:
-    """``settings`` serving ``catalog_path`` from a collection of its own."""
-    name = eval_collection_name(catalog_hash, settings.embedding)
-    store = settings.store.model_copy(update={"collection": name})
-    return settings.model_copy(update={"catalog": catalog_path, "store": store})
+def settings_for_catalog(settings: Settings, catalog_path: Path) -> Settings:
+    """``settings`` serving ``catalog_path``: the gate built from them uses that catalog's own
+    store, the same one ``gatekeeper index --catalog`` fills (see
+    :func:`gatekeeper.store.collection_name`)."""
+    return settings.model_copy(update={"catalog": catalog_path})
 
 
 def with_gate_settings(gate: Gatekeeper, **changes: Any) -> Gatekeeper:

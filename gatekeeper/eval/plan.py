@@ -41,14 +41,15 @@ class EvalPlan:
 def build_gate(
     settings: Settings, catalog: Path | None = None, rule: str | None = None
 ) -> Gatekeeper:
-    """The gate an eval runs: ``catalog`` (if given) served from a collection of its own."""
+    """The gate an eval runs: ``catalog`` (if given, else the configured one) served from its
+    own store, the one ``gatekeeper index`` fills for it."""
     from gatekeeper.catalog import load_catalog
     from gatekeeper.gate import Gatekeeper
 
     loaded = None
     if catalog is not None:
         loaded = load_catalog(catalog)
-        settings = settings_for_catalog(settings, catalog, loaded.content_hash())
+        settings = settings_for_catalog(settings, catalog)
     if rule is not None:
         settings = settings.model_copy(
             update={"gate": settings.gate.model_copy(update={"rule": rule})}

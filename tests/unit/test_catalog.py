@@ -68,7 +68,7 @@ def test_empty_exemplars_names_the_intent(tmp_path: Path) -> None:
     """An intent with no exemplars is an error naming the intent."""
     data = _base()
     data["intents"][1]["exemplars"] = []
-    with pytest.raises(CatalogError, match=r"intent 'refund': exemplars"):
+    with pytest.raises(CatalogError, match=r"intent 'refund' has no exemplars"):
         load_catalog(_write_yaml(tmp_path, data))
 
 

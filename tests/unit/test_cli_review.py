@@ -70,12 +70,12 @@ def test_markup_in_a_path_is_printed_literally(tmp_path: Path, no_model: None) -
 
 
 def test_brackets_in_an_error_survive(tmp_path: Path, no_model: None) -> None:
-    """A pattern like '^[A-Za-z0-9]...' in a validation message is printed whole."""
+    """An intent name like '[red]x[/]' in a catalog error is printed whole."""
     catalog = tmp_path / "bad.yaml"
-    catalog.write_text("intents:\n  - name: '!bad'\n    exemplars: [hello]\n", encoding="utf-8")
+    catalog.write_text("intents:\n  - name: '[red]x[/]'\n    exemplars: []\n", encoding="utf-8")
     code, output = _invoke("index", "--catalog", catalog)
     assert code == 2
-    assert "^[A-Za-z0-9][A-Za-z0-9_.:-]*$" in output
+    assert "intent '[red]x[/]' has no exemplars" in output
 
 
 def test_check_prints_reply_and_exemplar_text_literally(

@@ -59,8 +59,6 @@ def test_csv_with_text_and_messages(tmp_path: Path) -> None:
     ("row", "problem"),
     [
         ({"text": "hi", "label": "maybe"}, "'label' must be 'in_domain' or 'off_topic'"),
-        ({"label": "in_domain"}, "'text' is missing or empty"),
-        ({"text": "  ", "label": "off_topic"}, "'text' is missing or empty"),
         (
             {"text": "hi", "messages": [{"role": "user", "content": "x"}], "label": "in_domain"},
             "either 'text' or 'messages'",
@@ -126,9 +124,39 @@ def test_skip_invalid_keeps_the_good_rows(tmp_path: Path) -> None:
     path = _jsonl(
         tmp_path,
         {"text": "fine", "label": "in_domain"},
-        {"text": "", "label": "in_domain"},
+        {"text": "hi", "label": "maybe"},
         {"text": "also fine", "label": "off_topic"},
     )
     data = load_datasets([path], skip_invalid=True)
     assert [e.text for e in data.examples] == ["fine", "also fine"]
     assert len(data.skipped) == 1 and "line 2" in data.skipped[0]
+
+
+def test_empty_rows_are_skipped_and_counted_without_skip_invalid(tmp_path: Path) -> None:
+    """Rows with no text (a benchmark's few empty ones) are skipped and counted, not fatal."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "fine", "label": "in_domain"},
+        {"text": "", "label": "in_domain"},
+        {"label": "off_topic"},
+        {"text": "  ", "label": "off_topic", "intent": "x"},
+        {"text": "also fine", "label": "off_topic"},
+    )
+    data = load_dataset(path)
+    assert [e.text for e in data.examples] == ["fine", "also fine"]
+    assert len(data.skipped) == 3 and "line 2: empty row" in data.skipped[0]
+
+
+def test_dataset_csv_as_excel_saves_it(tmp_path: Path) -> None:
+    """A labelled CSV with a BOM, 'Text;Label' header and an empty row loads."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + b"Text;Label;Intent\r\nwhere is my order;in_domain;orders\r\n;;\r\n"
+        b"tell me a joke;off_topic;\r\n"
+    )
+    data = load_dataset(path)
+    assert [(e.text, e.label, e.intent) for e in data.examples] == [
+        ("where is my order", "in_domain", "orders"),
+        ("tell me a joke", "off_topic", None),
+    ]
+    assert len(data.skipped) == 1

@@ -10,7 +10,7 @@ import pytest
 from gatekeeper.conversation import Turn
 from gatekeeper.decision import Judged, Route
 from gatekeeper.eval.datasets import load_dataset
-from gatekeeper.eval.gates import eval_collection_name, with_threshold
+from gatekeeper.eval.gates import with_threshold
 from gatekeeper.eval.metrics import build_report
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
 from gatekeeper.eval.run import CountingBackend, run_eval
@@ -23,7 +23,8 @@ from gatekeeper.eval.thresholds import (
     sweep_point,
 )
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.settings import EmbeddingSettings, load_settings
+from gatekeeper.settings import load_settings
+from gatekeeper.store import collection_name
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EVAL = FIXTURES / "tiny_eval.jsonl"
@@ -191,12 +192,13 @@ def test_score_rows_keep_conversations_out_of_the_curves(tiny_gate: Gatekeeper) 
     assert sweep_point(tiny_gate, run.outcomes, 2.0).llm_calls == 0
 
 
-def test_eval_collection_name_is_valid_and_distinct() -> None:
-    """Collection names are valid Chroma names, one per catalog and embedding setup."""
-    first = eval_collection_name("abc", EmbeddingSettings())
-    other_model = eval_collection_name("abc", EmbeddingSettings(model="elsewhere"))
-    other_catalog = eval_collection_name("abd", EmbeddingSettings())
-    assert re.fullmatch(r"[a-zA-Z0-9._-]{3,512}", first)
+def test_collection_name_is_valid_and_distinct(tmp_path: Path) -> None:
+    """Store names are valid Chroma names, one per catalog file and embedding model."""
+    first = collection_name("gatekeeper", tmp_path / "My Catalog (v2).csv", "local:m")
+    other_model = collection_name("gatekeeper", tmp_path / "My Catalog (v2).csv", "local:n")
+    other_catalog = collection_name("gatekeeper", tmp_path / "other.csv", "local:m")
+    assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", first)
+    assert first.startswith("gatekeeper-My-Catalog-v2-")
     assert len({first, other_model, other_catalog}) == 3
     load_settings(None, store={"collection": first})  # the settings accept it too
 

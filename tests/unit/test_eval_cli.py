@@ -58,7 +58,7 @@ def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
     assert {"p50", "p95", "p99"} <= set(report["latency_ms"])
     assert report["n_queries"] == 18 and report["llm_calls"] + report["llm_calls_saved"] == 18
     assert report["calibration"]["source"] == "tiny_calibration.jsonl"
-    assert report["meta"]["collection"].startswith("gk-eval-")
+    assert report["meta"]["collection"].startswith("gatekeeper-tiny_catalog-")
     assert [p["off_topic_share"] for p in report["projections"]] == [0.7, 0.5]
     for name in ("scores.png", "tradeoff.png", "intents.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,238 @@
+"""Catalogs as people have them: any intent name, spreadsheet CSVs, every problem at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatekeeper.catalog import load_catalog, parse_catalog, read_catalog
+from gatekeeper.errors import CatalogError
+from gatekeeper.testing import make_gate
+
+
+def _csv(tmp_path: Path, text: str, *, bom: bool = False, name: str = "c.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def _problems(path: Path) -> str:
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(path)
+    return str(caught.value)
+
+
+def test_any_non_empty_intent_name_is_kept_as_written() -> None:
+    """'Cancel / Reschedule' and banking77's 'reverted_card_payment?' load, names unchanged."""
+    catalog = parse_catalog(
+        {
+            "intents": [
+                {"name": "Cancel / Reschedule", "exemplars": ["move my appointment"]},
+                {"name": "reverted_card_payment?", "exemplars": ["my payment was reverted"]},
+                {"name": "退款", "exemplars": ["我要退款"]},
+            ]
+        }
+    )
+    assert [i.name for i in catalog.intents] == [
+        "Cancel / Reschedule",
+        "reverted_card_payment?",
+        "退款",
+    ]
+
+
+def test_a_blank_intent_name_is_refused_in_plain_words() -> None:
+    """An intent whose name is blank says so, not a regex."""
+    with pytest.raises(CatalogError, match="the intent name is empty") as caught:
+        parse_catalog({"intents": [{"name": "  ", "exemplars": ["x"]}]})
+    assert "pattern" not in str(caught.value)
+
+
+def test_excel_csv_with_bom_capitalised_header_and_quotes(tmp_path: Path) -> None:
+    """A BOM, 'Text,Intent' headers and quoted commas/newlines load as people saved them."""
+    path = _csv(
+        tmp_path,
+        'Text , Intent\r\n"refund, please",Refunds\r\n"where is\nmy order",Orders\r\n',
+        bom=True,
+    )
+    catalog = load_catalog(path)
+    assert catalog.intent("Refunds").exemplars == ("refund, please",)
+    assert catalog.intent("Orders").exemplars == ("where is\nmy order",)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_csv_delimiter_is_sniffed(tmp_path: Path, delimiter: str) -> None:
+    """Semicolon (European Excel) and tab separated catalogs load like comma ones."""
+    rows = ["text", "intent"], ["refund, please", "refunds"], ["a joke", "off_topic"]
+    path = _csv(tmp_path, "\n".join(delimiter.join(r) for r in rows) + "\n")
+    catalog = load_catalog(path)
+    assert catalog.intent("refunds").exemplars == ("refund, please",)
+    assert catalog.off_topic.exemplars == ("a joke",)
+
+
+def test_empty_rows_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Rows with a blank text are skipped with a warning naming their rows, not fatal."""
+    path = _csv(tmp_path, "text,intent\nwhere is my order,orders\n,orders\n,,\n  ,orders\n")
+    loaded = read_catalog(path)
+    assert loaded.catalog.intent("orders").exemplars == ("where is my order",)
+    assert loaded.warnings == ("skipped 3 empty rows (no text): rows 3, 4, 5",)
+
+
+def test_duplicate_rows_are_reported_with_row_numbers_and_kept_once(tmp_path: Path) -> None:
+    """A row repeated verbatim is kept once and reported with both row numbers."""
+    path = _csv(tmp_path, "text,intent\nhi,greet\nbye,leave\nhi,greet\n")
+    loaded = read_catalog(path)
+    assert loaded.catalog.intent("greet").exemplars == ("hi",)
+    assert any("row 4 repeats row 2" in w for w in loaded.warnings)
+
+
+@pytest.mark.parametrize("label", ["off-topic", "Off_Topic", "offtopic", "off topic", "OOS"])
+def test_off_topic_lookalikes_are_errors_with_a_did_you_mean(tmp_path: Path, label: str) -> None:
+    """A misspelt off-topic marker is an error suggesting 'off_topic', not a new intent."""
+    path = _csv(tmp_path, f"text,intent\nwhere is my order,orders\ntell me a joke,{label}\n")
+    message = _problems(path)
+    assert f"row 3: intent {label!r} looks like the off-topic marker" in message
+    assert "did you mean 'off_topic'?" in message
+
+
+def test_off_topic_lookalike_in_yaml_is_an_error() -> None:
+    """In YAML too, an intent named 'Off-Topic' is refused with a did-you-mean."""
+    with pytest.raises(CatalogError, match="did you mean 'off_topic'"):
+        parse_catalog(
+            {
+                "intents": [
+                    {"name": "orders", "exemplars": ["where is my order"]},
+                    {"name": "Off-Topic", "exemplars": ["tell me a joke"]},
+                ]
+            }
+        )
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """Several problems in one CSV come back together, each naming its row or intent."""
+    path = _csv(
+        tmp_path,
+        "text,intent,threshold\n"
+        "where is my order,orders,\n"
+        "a joke,off-topic,\n"
+        "refund please,,\n"
+        "money back,refunds,high\n"
+        "where is my order,refunds,\n",
+    )
+    message = _problems(path)
+    assert str(path) in message
+    assert "row 3: intent 'off-topic' looks like the off-topic marker" in message
+    assert "row 4: 'intent' is empty" in message
+    assert "row 5: threshold 'high' of intent 'refunds' is not a number" in message
+    assert "belongs to both 'orders' and 'refunds'" in message
+
+
+def test_every_problem_of_a_yaml_catalog_is_reported_at_once() -> None:
+    """An intent without exemplars, a duplicate and a reserved name are listed together."""
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(
+            {
+                "intents": [
+                    {"name": "orders", "exemplars": []},
+                    {"name": "refunds", "exemplars": ["refund please"]},
+                    {"name": "refunds", "exemplars": ["money back"]},
+                    {"name": "off_topic", "exemplars": ["a joke"]},
+                ]
+            },
+            source="c.yaml",
+        )
+    message = str(caught.value)
+    assert "intent 'orders' has no exemplars" in message
+    assert "Tuple should have at least 1 item" not in message
+    assert "intent 'refunds' is defined twice" in message
+    assert "intent 'off_topic' is reserved" in message
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    """A YAML syntax error names the catalog file and the line, not '<unicode string>'."""
+    path = tmp_path / "c.yaml"
+    path.write_text("intents:\n  - name: orders\n    exemplars: [unclosed\n", encoding="utf-8")
+    message = _problems(path)
+    assert message.startswith(f"catalog {path}, line ")
+    assert "<unicode string>" not in message
+
+
+def test_csv_replies_descriptions_and_thresholds(tmp_path: Path) -> None:
+    """Optional reply/description/threshold columns set an intent's; off_topic's reply is the
+    refusal, and a row with a reply but no text only sets the reply."""
+    path = _csv(
+        tmp_path,
+        "text,intent,reply,description,threshold\n"
+        "book a cleaning,Appointments,,Booking visits,0.4\n"
+        "can I come on friday,Appointments,,,\n"
+        "hello,greeting,Hello! This is Smile Dental.,,\n"
+        "hi there,greeting,,,\n"
+        ",off_topic,Sorry - we can only help with your dental care.,,\n",
+    )
+    catalog = load_catalog(path)
+    appointments = catalog.intent("Appointments")
+    assert (appointments.description, appointments.threshold) == ("Booking visits", 0.4)
+    assert catalog.intent("greeting").reply == "Hello! This is Smile Dental."
+    assert catalog.off_topic.reply == "Sorry - we can only help with your dental care."
+    assert catalog.off_topic.exemplars == ()
+
+
+def test_conflicting_replies_name_both_rows(tmp_path: Path) -> None:
+    """Two different replies for one intent are an error naming both rows."""
+    path = _csv(tmp_path, "text,intent,reply\nhi,greeting,Hello!\nhey,greeting,Hi!\n")
+    assert "row 3: intent 'greeting' has reply 'Hi!' here but 'Hello!' on row 2" in _problems(path)
+
+
+def test_unknown_columns_are_a_warning_with_a_did_you_mean(tmp_path: Path) -> None:
+    """A typo'd optional column is ignored with a warning suggesting the right name."""
+    loaded = read_catalog(_csv(tmp_path, "text,intent,replly\nhi,greeting,Hello\n"))
+    assert loaded.warnings == (
+        "ignored unknown columns 'replly' (did you mean 'reply'?); "
+        "known: text, intent, reply, description, threshold",
+    )
+
+
+def test_jsonl_rows_take_the_same_columns(tmp_path: Path) -> None:
+    """JSONL catalog rows carry reply and threshold like CSV columns."""
+    rows = [
+        {"text": "hello", "intent": "greeting", "reply": "Hi! Smile Dental here."},
+        {"text": "book a visit", "intent": "appointments", "threshold": 0.3},
+        {"text": "", "intent": "off_topic", "reply": "Dental questions only, sorry."},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    catalog = load_catalog(path)
+    assert catalog.intent("greeting").reply == "Hi! Smile Dental here."
+    assert catalog.intent("appointments").threshold == 0.3
+    assert catalog.off_topic.reply == "Dental questions only, sorry."
+
+
+def test_a_dentists_csv_gate_greets_and_refuses_in_its_own_words(tmp_path: Path) -> None:
+    """A CSV catalog with replies answers 'hello' with its greeting and refuses with its own
+    refusal, not the shop's."""
+    path = _csv(
+        tmp_path,
+        "text,intent,reply\n"
+        "book a cleaning appointment,appointments,\n"
+        "can I book a checkup,appointments,\n"
+        "hello,greeting,Hello! This is Smile Dental.\n"
+        "hi there,greeting,\n"
+        "tell me a joke,off_topic,Sorry - we can only help with your dental care.\n"
+        "what is the weather today,off_topic,\n",
+    )
+    gate = make_gate(tmp_path / "data", catalog=load_catalog(path))
+    greeting = gate.check("hello")
+    assert (greeting.route.value, greeting.reply) == ("canned", "Hello! This is Smile Dental.")
+    refused = gate.check("tell me a joke please")
+    assert refused.route.value == "off_topic"
+    assert refused.reply == "Sorry - we can only help with your dental care."
+
+
+def test_yaml_catalog_keeps_working(tmp_path: Path) -> None:
+    """A YAML catalog with a BOM (saved by Notepad) loads."""
+    path = tmp_path / "c.yaml"
+    data = {"intents": [{"name": "orders", "exemplars": ["where is my order"]}]}
+    path.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(data).encode())
+    assert load_catalog(path).intent("orders").exemplars == ("where is my order",)
