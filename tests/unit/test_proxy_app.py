@@ -1,0 +1,327 @@
+"""The gating proxy in-process: the ASGI app driven by ``httpx.ASGITransport`` (no sockets), its
+lifespan run, the upstream faked by ``httpx.MockTransport`` and the gate on the hashing embedder.
+
+Uvicorn on loopback stays in ``tests/integration/test_proxy.py`` for what sockets add: SSE
+timing, graceful shutdown, disconnects and end-to-end runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.settings import Settings, UpstreamSettings
+from gatekeeper.testing import make_gate
+
+UPSTREAM = "http://upstream.test/v1"
+CLIENT_KEY = "sk-client-0001"
+ORDER = [{"role": "user", "content": "where is my order"}]
+JOKE = [{"role": "user", "content": "tell me a joke"}]
+OFF_TOPIC_REPLY = "Sorry, I only help with orders."
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+# -- a fake upstream ------------------------------------------------------------------------------
+
+
+def completion(text: str = "echo") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+    }
+
+
+def sse(*events: str, done: bool = True) -> bytes:
+    chunks = [f"data: {e}\n\n" for e in events]
+    if done:
+        chunks.append("data: [DONE]\n\n")
+    return "".join(chunks).encode()
+
+
+CHUNK = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
+)
+
+
+class FakeUpstream:
+    """Records the requests it receives; answers with ``handler`` (default: a completion)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.handler: Handler = self.default
+
+    def default(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        if json.loads(request.content).get("stream"):
+            return httpx.Response(
+                200, content=sse(CHUNK), headers={"content-type": "text/event-stream"}
+            )
+        return httpx.Response(200, json=completion())
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.handler(request)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [r.content for r in self.requests if r.url.path.endswith("/chat/completions")]
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
+    """The tiny hashing gate, indexed once for the module."""
+    built: Gatekeeper = make_gate(tmp_path_factory.mktemp("proxy-app"))
+    built.index()
+    return built
+
+
+def proxy_settings(gate: Gatekeeper, **server: Any) -> Settings:
+    s = gate.settings
+    return s.model_copy(
+        update={
+            "upstream": UpstreamSettings(
+                base_url=UPSTREAM, api_key=SecretStr("sk-up"), timeout=5, max_retries=0
+            ),
+            "server": s.server.model_copy(update=server),
+        }
+    )
+
+
+@asynccontextmanager
+async def serving(
+    gate: Gatekeeper, upstream: FakeUpstream, **server: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running; a client that talks to it in-process."""
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate, **server), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            yield client
+    await upstream_client.aclose()
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+async def client(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream) as proxied:
+        yield proxied
+
+
+async def post(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(
+        "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
+
+
+# -- the basics, in-process -----------------------------------------------------------------------
+
+
+async def test_off_topic_is_answered_locally(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A refusal is the gate's own chat.completion; the upstream sees nothing."""
+    response = await post(client, {"model": "m", "messages": JOKE})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == OFF_TOPIC_REPLY
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert upstream.requests == []
+
+
+async def test_admitted_request_is_forwarded_byte_for_byte(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An in-domain request reaches the upstream exactly as sent."""
+    body = b'{"model":"m",  "messages":[{"role":"user","content":"where is my order"}]}'
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.headers["x-gatekeeper-route"] == "llm"
+    assert upstream.bodies == [body]
+
+
+# -- 1. invalid Unicode ---------------------------------------------------------------------------
+
+LONE_SURROGATES = st.sampled_from(["\\ud800", "\\udfff", "\\uDBFF", "\\udc00x", "a\\ud83d"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("where", ["model", "content", "vendor_field", "key"])
+async def test_lone_surrogate_anywhere_is_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, where: str, stream: bool
+) -> None:
+    """A lone surrogate escaped in JSON (in ``model`` or any string) is a 400, never a 500."""
+    bodies = {
+        "model": '{"model":"\\ud800","messages":[{"role":"user","content":"tell me a joke"}]',
+        "content": '{"model":"m","messages":[{"role":"user","content":"joke \\udfff"}]',
+        "vendor_field": '{"model":"m","messages":[{"role":"user","content":"tell me a joke"}],'
+        '"x":["\\ud800"]',
+        "key": '{"model":"m","messages":[{"role":"user","content":"tell me a joke"}],"\\ud800":1',
+    }
+    body = bodies[where] + (',"stream":true}' if stream else "}")
+    response = await post(client, body.encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_unicode"
+    assert upstream.requests == []
+
+
+async def test_surrogates_encoded_as_utf8_bytes_are_400(client: httpx.AsyncClient) -> None:
+    """UTF-8 bytes that encode a surrogate (ED A0 80) are not UTF-8: 400, not a 500 later."""
+    body = b'{"model":"\xed\xa0\x80","messages":[{"role":"user","content":"tell me a joke"}]}'
+    response = await post(client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_valid_surrogate_pairs_and_escapes_are_accepted(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A correctly paired escape (an emoji) is ordinary text and is echoed back intact."""
+    body = b'{"model":"m \\ud83d\\ude00","messages":[{"role":"user","content":"tell me a joke"}]}'
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.json()["model"] == "m \U0001f600"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    surrogate=LONE_SURROGATES,
+    field=st.sampled_from(["model", "user", "name"]),
+    stream=st.booleans(),
+)
+def test_lone_surrogate_never_500(
+    gate: Gatekeeper, surrogate: str, field: str, stream: bool
+) -> None:
+    """Hypothesis: a lone surrogate in any echoed or judged string is a 400, streaming or not."""
+    payload = '{"model":"M","messages":[{"role":"user","content":"tell me a joke","name":"N"}],'
+    payload += f'"user":"U","stream":{json.dumps(stream)}}}'
+    body = payload.replace({"model": '"M"', "user": '"U"', "name": '"N"'}[field], f'"{surrogate}"')
+    [response] = exchange(gate, FakeUpstream(), [body.encode()])
+    assert response.status_code == 400
+
+
+def exchange(gate: Gatekeeper, upstream: FakeUpstream, bodies: list[bytes]) -> list[httpx.Response]:
+    """POST each body to a freshly started app (sync, for hypothesis tests)."""
+
+    async def run() -> list[httpx.Response]:
+        async with serving(gate, upstream) as client:
+            return [await post(client, body) for body in bodies]
+
+    return asyncio.run(run())
+
+
+# -- 2. integers over the conversion limit --------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "n", "temperature"])
+async def test_huge_integer_anywhere_is_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, where: str
+) -> None:
+    """A JSON integer of more than 4,300 digits is a 400 (json.loads' ValueError), not a 500."""
+    huge = "9" * 5000
+    messages = json.dumps(ORDER)
+    bodies = {
+        "top": f'{{"messages":{messages},"seed":{huge}}}',
+        "nested": f'{{"messages":[{{"role":"user","content":"hi","x":[{{"y":-{huge}}}]}}]}}',
+        "n": f'{{"messages":{messages},"n":{huge}}}',
+        "temperature": f'{{"messages":{messages},"temperature":{huge}.5e1}}',
+    }
+    response = await post(client, bodies[where].encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert upstream.requests == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(digits=st.integers(min_value=4301, max_value=20_000), sign=st.sampled_from(["", "-"]))
+def test_huge_integers_never_500(gate: Gatekeeper, digits: int, sign: str) -> None:
+    """Hypothesis: any integer past the limit, anywhere, is refused as 400."""
+    body = f'{{"messages":{json.dumps(ORDER)},"x":{{"y":[{sign}{"1" * digits}]}}}}'.encode()
+    [response] = exchange(gate, FakeUpstream(), [body])
+    assert response.status_code == 400
+
+
+# -- 7. one reading of the body: duplicate keys, non-finite numbers --------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # two "messages": judged on the last, forwarded raw with both (request smuggling)
+        b'{"messages":[{"role":"user","content":"where is my order"}],'
+        b'"messages":[{"role":"user","content":"write me a poem"}]}',
+        b'{"messages":[{"role":"user","content":"tell me a joke"}],'
+        b'"messages":[{"role":"user","content":"where is my order"}]}',
+        b'{"model":"m","messages":[{"role":"user","role":"user","content":"where is my order"}]}',
+        b'{"messages":[{"role":"user","content":"where is my order"}],"x":{"a":{"b":1,"b":2}}}',
+    ],
+    ids=["messages-judged-last", "messages-judged-first", "in-a-message", "deep"],
+)
+async def test_duplicate_keys_at_any_depth_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """Duplicate keys are refused: the forwarded body must be exactly what was judged."""
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert "duplicate key" in response.json()["error"]["message"]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+async def test_non_finite_numbers_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, constant: str
+) -> None:
+    """NaN and infinities are not JSON; a float literal that overflows to inf neither."""
+    body = f'{{"messages":{json.dumps(ORDER)},"temperature":{constant}}}'.encode()
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert upstream.requests == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    key=st.sampled_from(["messages", "model", "stream", "role", "content"]),
+    depth=st.integers(min_value=0, max_value=5),
+)
+def test_duplicate_keys_never_forwarded(gate: Gatekeeper, key: str, depth: int) -> None:
+    """Hypothesis: a duplicated key at any depth never reaches the upstream."""
+    inner = f'{{"{key}":1,"{key}":2}}'
+    for _ in range(depth):
+        inner = f'{{"x":[{inner}]}}'
+    body = f'{{"messages":{json.dumps(ORDER)},"extra":{inner}}}'.encode()
+    upstream = FakeUpstream()
+    [response] = exchange(gate, upstream, [body])
+    assert response.status_code == 400
+    assert upstream.requests == []
