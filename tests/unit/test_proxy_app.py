@@ -325,3 +325,125 @@ def test_duplicate_keys_never_forwarded(gate: Gatekeeper, key: str, depth: int) 
     [response] = exchange(gate, upstream, [body])
     assert response.status_code == 400
     assert upstream.requests == []
+
+
+# -- 3. an upstream body cut short -----------------------------------------------------------------
+
+
+class CutStream(httpx.AsyncByteStream):
+    """Sends ``head``, then fails as httpcore does when the peer closes before content-length."""
+
+    def __init__(self, head: bytes, error: Exception | None = None) -> None:
+        self.head = head
+        self.error = error or httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body: "
+            "received 40 bytes, expected 775"
+        )
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.head
+        raise self.error
+
+
+def cut_answer(request: httpx.Request) -> httpx.Response:
+    headers = {"content-type": "application/json", "content-length": "775"}
+    return httpx.Response(
+        200, headers=headers, stream=CutStream(json.dumps(completion())[:40].encode())
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models"])
+async def test_upstream_body_cut_short_is_502(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """content-length 775, 40 bytes, then the connection closes: a 502, not a 500."""
+    upstream.handler = cut_answer
+    if path == "/v1/models":
+        response = await client.get(path)
+    else:
+        response = await post(client, {"model": "m", "messages": ORDER})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_interrupted"
+    metrics = (await client.get("/metrics")).text
+    assert 'gatekeeper_upstream_errors_total{kind="body_interrupted"} 1.0' in metrics
+
+
+async def test_upstream_body_read_timeout_is_504(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A body that stops arriving (read timeout) is a 504."""
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=CutStream(b"{", httpx.ReadTimeout("read timed out")))
+
+    upstream.handler = slow
+    response = await post(client, {"model": "m", "messages": ORDER})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+# -- 8. an SSE stream that ends without [DONE] -----------------------------------------------------
+
+
+def sse_answer(body: bytes) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    return handler
+
+
+async def stream(client: httpx.AsyncClient) -> httpx.Response:
+    return await post(client, {"model": "m", "messages": ORDER, "stream": True})
+
+
+async def test_stream_cut_before_done_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A stream closed cleanly but before ``data: [DONE]`` gets an SSE error event, counted."""
+    upstream.handler = sse_answer(sse(CHUNK, CHUNK, done=False))
+    response = await stream(client)
+    assert response.status_code == 200
+    events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[:2] == [f"data: {CHUNK}", f"data: {CHUNK}"]
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert error["code"] == "upstream_stream_truncated"
+    metrics = (await client.get("/metrics")).text
+    assert 'gatekeeper_upstream_errors_total{kind="stream_truncated"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        sse(CHUNK),
+        sse(CHUNK).replace(b"\n", b"\r\n"),
+        sse(CHUNK).replace(b"data: [DONE]", b"data:[DONE]"),
+        sse(CHUNK) + b"\n\n",
+    ],
+    ids=["lf", "crlf", "no-space", "trailing-blank-lines"],
+)
+async def test_complete_stream_is_relayed_unchanged(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """A stream that ends in [DONE] (any line ending) comes back byte for byte, no error."""
+    upstream.handler = sse_answer(body)
+    response = await stream(client)
+    assert response.content == body
+    assert "stream_truncated" not in (await client.get("/metrics")).text
+
+
+async def test_stream_failing_mid_way_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A stream that breaks (httpx error) mid-way ends with the SSE error event, once."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            stream=CutStream(sse(CHUNK, done=False)),
+        )
+
+    upstream.handler = broken
+    response = await stream(client)
+    assert response.text.count('"error"') == 1
+    assert "upstream_stream_interrupted" in response.text
