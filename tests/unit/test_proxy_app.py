@@ -447,3 +447,63 @@ async def test_stream_failing_mid_way_ends_with_an_sse_error(
     response = await stream(client)
     assert response.text.count('"error"') == 1
     assert "upstream_stream_interrupted" in response.text
+
+
+# -- 9. operational endpoints behind the inbound key -----------------------------------------------
+
+OPERATIONAL = ["/metrics", "/readyz", "/openapi.json"]
+
+
+@pytest.fixture
+async def keyed(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
+        yield proxied
+
+
+@pytest.mark.parametrize("path", OPERATIONAL)
+async def test_operational_endpoints_need_the_key_by_default(
+    keyed: httpx.AsyncClient, path: str
+) -> None:
+    """With server.api_keys set, /metrics, /readyz and /openapi.json answer 401 without a key."""
+    response = await keyed.get(path)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert "exemplars" not in response.text and "gatekeeper_" not in response.text
+    wrong = await keyed.get(path, headers={"authorization": "Bearer sk-wrong"})
+    assert wrong.status_code == 401
+    ok = await keyed.get(path, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert ok.status_code == 200
+
+
+async def test_healthz_stays_public(keyed: httpx.AsyncClient) -> None:
+    """/healthz is public by default: a liveness probe carries no key."""
+    assert (await keyed.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_public_paths_setting_opens_chosen_endpoints(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """server.public_paths decides which operational endpoints need no key; never the API."""
+    keys = [SecretStr(CLIENT_KEY)]
+    public = ["/healthz", "/readyz", "/v1/chat/completions", "/v1/models"]
+    async with serving(gate, upstream, api_keys=keys, public_paths=public) as proxied:
+        assert (await proxied.get("/readyz")).status_code == 200
+        assert (await proxied.get("/metrics")).status_code == 401
+        assert (await proxied.get("/v1/models")).status_code == 401
+        assert (await post(proxied, {"messages": ORDER})).status_code == 401
+    assert upstream.requests == []
+
+
+async def test_without_inbound_keys_everything_is_open(client: httpx.AsyncClient) -> None:
+    """No server.api_keys: no inbound auth anywhere (as before)."""
+    for path in [*OPERATIONAL, "/healthz"]:
+        assert (await client.get(path)).status_code == 200
+
+
+def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEKEEPER_SERVER__PUBLIC_PATHS is comma-separated, like the keys."""
+    from gatekeeper.settings import load_settings
+
+    assert Settings().server.public_paths == ["/healthz"]
+    monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", "/healthz, /metrics")
+    assert load_settings(None).server.public_paths == ["/healthz", "/metrics"]

@@ -29,7 +29,7 @@ from gatekeeper.interfaces.proxy.endpoints import (
 )
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
-from gatekeeper.interfaces.proxy.middleware import RequestLog
+from gatekeeper.interfaces.proxy.middleware import InboundAuth, RequestLog
 from gatekeeper.interfaces.proxy.state import Proxy, build_upstream_client
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
@@ -81,7 +81,9 @@ def create_app(
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     _add_error_handlers(app, log)
-    app.add_middleware(RequestLog, metrics=metrics_, log=log)
+    server = settings.server
+    app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
+    app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
     return app
 
 

@@ -6,9 +6,11 @@ import hmac
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
@@ -16,13 +18,20 @@ from gatekeeper.interfaces.proxy.state import Proxy
 
 def authorize(proxy: Proxy, request: Request) -> None:
     """401 unless the request carries one of ``server.api_keys`` (when any are configured)."""
-    keys = proxy.settings.server.api_keys
+    refusal = key_refusal(proxy.settings.server.api_keys, request.headers.get("authorization"))
+    if refusal is not None:
+        raise refusal
+
+
+def key_refusal(keys: Sequence[SecretStr], authorization: str | None) -> ProxyError | None:
+    """The 401 for an ``Authorization`` header that carries none of ``keys`` (None: let in;
+    no keys configured: everyone is let in)."""
     if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return None
+    scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ProxyError(
+        return ProxyError(
             401,
             "missing API key: send it as 'Authorization: Bearer <key>'",
             code="invalid_api_key",
@@ -30,9 +39,10 @@ def authorize(proxy: Proxy, request: Request) -> None:
         )
     given = token.encode()
     if not any(hmac.compare_digest(given, k.get_secret_value().encode()) for k in keys):
-        raise ProxyError(
+        return ProxyError(
             401, "incorrect API key", code="invalid_api_key", headers={"www-authenticate": "Bearer"}
         )
+    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
