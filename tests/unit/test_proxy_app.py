@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
@@ -507,3 +508,63 @@ def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings().server.public_paths == ["/healthz"]
     monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", "/healthz, /metrics")
     assert load_settings(None).server.public_paths == ["/healthz", "/metrics"]
+
+
+# -- 5. a client gone mid-request ----------------------------------------------------------------
+
+
+async def call_asgi(app: Any, body_parts: list[bytes], *, disconnect: bool) -> list[dict[str, Any]]:
+    """Drive the app with raw ASGI messages: ``body_parts``, then (maybe) a disconnect."""
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
+    ]
+    if disconnect:
+        messages.append({"type": "http.disconnect"})
+    else:
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_client_disconnect_mid_body_is_a_client_event_not_a_500(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """A client gone mid-body is logged as http.client_disconnected (no traceback) and counted
+    as 499, never as server.internal_error / 500."""
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        with capture_logs() as logs:
+            sent = await call_asgi(app, [b'{"messages": [{"role": "us'], disconnect=True)
+        metrics = app.state.proxy.metrics.render()[0].decode()
+    events = [entry["event"] for entry in logs]
+    assert "http.client_disconnected" in events
+    assert "server.internal_error" not in events
+    assert not any("exc_info" in entry for entry in logs)
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [499]
+    assert 'gatekeeper_requests_total{path="/v1/chat/completions",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert upstream.requests == []
+    await upstream_client.aclose()

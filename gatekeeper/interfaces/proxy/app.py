@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gatekeeper.errors import (
     EmbeddingError,
@@ -29,7 +30,7 @@ from gatekeeper.interfaces.proxy.endpoints import (
 )
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
-from gatekeeper.interfaces.proxy.middleware import InboundAuth, RequestLog
+from gatekeeper.interfaces.proxy.middleware import CLIENT_CLOSED_REQUEST, InboundAuth, RequestLog
 from gatekeeper.interfaces.proxy.state import Proxy, build_upstream_client
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
@@ -123,6 +124,14 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         return error_response(422, str(exc), "invalid_request")
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed the connection mid-request, or sent a body the server could not
+        # parse (uvicorn then drops the connection): the client's doing, not a bug. Nobody is
+        # left to read the answer; 499 (nginx's "client closed request") is for the log and
+        # the metrics.
+        log.info("http.client_disconnected", path=request.url.path, method=request.method)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error(
             "server.internal_error",
@@ -135,4 +144,5 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, internal_error)

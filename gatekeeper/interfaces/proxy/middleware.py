@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Seque
 from typing import Any
 
 from pydantic import SecretStr
+from starlette.requests import ClientDisconnect
 
 from gatekeeper.interfaces.proxy.errors import internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.requests import key_refusal
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
 KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"})
 
 Scope = MutableMapping[str, Any]
@@ -47,6 +49,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, recording_send)
+        except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
+            self.log.info("http.client_disconnected", path=scope.get("path"))
+            seen.setdefault("status", CLIENT_CLOSED_REQUEST)
         except Exception as exc:
             self.log.error(
                 "server.internal_error",
