@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +21,18 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from gatekeeper.errors import (
+    CatalogError,
+    IndexMismatchError,
+    ModelNotFoundError,
+    StoreUnavailableError,
+)
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.state import LazyClient, build_gate, prepare_gate
 from gatekeeper.settings import Settings, UpstreamSettings
-from gatekeeper.testing import make_gate
+from gatekeeper.store import ExemplarStore
+from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
 
 UPSTREAM = "http://upstream.test/v1"
 CLIENT_KEY = "sk-client-0001"
@@ -568,3 +577,119 @@ async def test_client_disconnect_mid_body_is_a_client_event_not_a_500(
     assert 'status="500"' not in metrics
     assert upstream.requests == []
     await upstream_client.aclose()
+
+
+# -- 6. starting while Chroma is down ------------------------------------------------------------
+
+
+def down_chroma_settings(tmp_path: Path) -> Settings:
+    """Settings with a Chroma server that is not there, and the fake upstream."""
+    settings = Settings(
+        data_dir=tmp_path,
+        store={"host": "127.0.0.1", "port": 9},
+        gate={"threshold": 0.35, "rule": "contrast", "on_error": "fail_open"},
+    )
+    return settings.model_copy(
+        update={"upstream": UpstreamSettings(base_url=UPSTREAM, max_retries=0, timeout=5)}
+    )
+
+
+def test_building_the_gate_needs_no_chroma(tmp_path: Path) -> None:
+    """The proxy's gate is built without connecting: Chroma down is not a start-up failure
+    (Gatekeeper.from_settings used to open the Chroma client, and `serve` exited 3)."""
+    gate = build_gate(down_chroma_settings(tmp_path))
+    with pytest.raises(StoreUnavailableError):
+        gate.store.info()
+
+
+async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Chroma down at start: the proxy starts (logged loudly), forwards everything under
+    fail_open, /readyz says 503; when Chroma is back, the next request (after the retry
+    interval) is gated again and /readyz says ready."""
+    indexed: Gatekeeper = make_gate(tmp_path / "chroma")
+    indexed.index()
+    chroma_up = False
+
+    def opener() -> Any:
+        if not chroma_up:
+            raise StoreUnavailableError("Chroma is unreachable: connection refused")
+        return indexed.store._client
+
+    settings = down_chroma_settings(tmp_path)
+    client = LazyClient(opener, retry_seconds=0.2)
+    gate = Gatekeeper.from_settings(
+        settings,
+        catalog=tiny_catalog(),
+        embedder=HashingEmbedder(),
+        store=ExemplarStore(client, indexed.store.name),
+    )
+    with capture_logs() as logs:
+        prepare_gate(gate)
+    assert [e["policy"] for e in logs if e["event"] == "gate.not_ready"] == ["fail_open"]
+
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(settings, gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as proxied:
+            joke = await post(proxied, {"model": "m", "messages": JOKE})
+            assert joke.status_code == 200
+            assert joke.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
+            assert len(upstream.bodies) == 1  # fail_open: forwarded
+            assert (await proxied.get("/readyz")).status_code == 503
+            chroma_up = True
+            await asyncio.sleep(0.25)  # the retry interval
+            refused = await post(proxied, {"model": "m", "messages": JOKE})
+            assert refused.headers["x-gatekeeper-route"] == "off_topic"
+            assert "x-gatekeeper-gate-error" not in refused.headers
+            assert refused.json()["choices"][0]["message"]["content"] == OFF_TOPIC_REPLY
+            assert len(upstream.bodies) == 1
+            assert (await proxied.get("/readyz")).json()["status"] == "ready"
+    await upstream_client.aclose()
+
+
+def test_readiness_retries_are_rate_limited() -> None:
+    """While Chroma is down, connect attempts happen at most once per retry interval."""
+    attempts = 0
+
+    def opener() -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise StoreUnavailableError("down")
+
+    client = LazyClient(opener, retry_seconds=60)
+    for _ in range(50):
+        with pytest.raises(StoreUnavailableError):
+            client.list_collections()
+    assert attempts == 1
+
+
+@pytest.mark.parametrize("problem", ["model_not_found", "index_of_another_model"])
+def test_misconfiguration_still_refuses_to_start(
+    tmp_path: Path, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing model or an index built with another model stops the server before it
+    listens, whatever gate.on_error says."""
+    gate: Gatekeeper = make_gate(tmp_path, gate={"on_error": "fail_open"})
+    if problem == "model_not_found":
+
+        def missing() -> None:
+            raise ModelNotFoundError("no model at /nowhere")
+
+        monkeypatch.setattr(gate.embedder, "load", missing)
+        expected: type[Exception] = ModelNotFoundError
+    else:
+        gate.store.sync(gate.catalog, HashingEmbedder(128))
+        expected = IndexMismatchError
+    with pytest.raises(expected):
+        prepare_gate(gate)
+
+
+def test_a_bad_catalog_still_refuses_to_start(tmp_path: Path) -> None:
+    """A catalog that does not load stops the server before it listens."""
+    (tmp_path / "bad.yaml").write_text("intents: [oops\n")
+    settings = Settings(data_dir=tmp_path, catalog=tmp_path / "bad.yaml")
+    with pytest.raises(CatalogError):
+        build_gate(settings)

@@ -14,12 +14,6 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from gatekeeper.errors import (
-    EmbeddingError,
-    IndexMismatchError,
-    ModelNotFoundError,
-    StoreError,
-)
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
@@ -31,7 +25,12 @@ from gatekeeper.interfaces.proxy.endpoints import (
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.middleware import CLIENT_CLOSED_REQUEST, InboundAuth, RequestLog
-from gatekeeper.interfaces.proxy.state import Proxy, build_upstream_client
+from gatekeeper.interfaces.proxy.state import (
+    Proxy,
+    build_gate,
+    build_upstream_client,
+    prepare_gate,
+)
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
 
@@ -51,18 +50,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_gate = gate
         if the_gate is None:
-            the_gate = await asyncio.to_thread(Gatekeeper.from_settings, settings)
-        try:
-            await asyncio.to_thread(the_gate.ready)
-        except (IndexMismatchError, ModelNotFoundError):
-            raise  # misconfigured, not unavailable: refuse to serve rather than fail open
-        except (EmbeddingError, StoreError) as exc:
-            log.error(
-                "gate.not_ready",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                policy=settings.gate.on_error,
-            )
+            the_gate = await asyncio.to_thread(build_gate, settings)
+        # Misconfigured (model, index of another model): refuse to serve rather than fail open.
+        # Unavailable (Chroma down): logged, served per gate.on_error until it recovers.
+        await asyncio.to_thread(prepare_gate, the_gate, settings.gate.on_error, log)
         client = upstream_client or build_upstream_client(settings.upstream)
         app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
         _log_ready(log, settings)
