@@ -368,6 +368,10 @@ def test_hostile_json_anywhere_is_never_a_5xx(app: App, text: str) -> None:
         f'{{"messages":[{{"role":"user","content":"where is my order","x":{text}}}]}}',
         f'{{"messages":[{{"role":"user","content":{text}}}],"stream":true}}',
         f'{{"messages":{text}}}',
+        # echoed back in the gate's own answer (plain and streamed)
+        f'{{"model":{text},"messages":[{{"role":"user","content":"tell me a joke"}}]}}',
+        f'{{"model":{text},"messages":[{{"role":"user","content":"hello"}}],"stream":true,'
+        f'"stream_options":{text},"n":{text}}}',
     ):
         status = app.request(
             "POST", "/v1/chat/completions", headers, [body.encode("utf-8", "surrogatepass")]
