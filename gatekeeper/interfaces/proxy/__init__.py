@@ -48,7 +48,11 @@ A stream that fails once started (the upstream breaks off, times out, or ends wi
 ``data: {"error": {...}}`` and is counted in ``gatekeeper_upstream_errors_total``.
 
 When the gate itself fails (model or Chroma), ``gate.on_error`` decides: ``fail_open`` forwards,
-``fail_closed`` refuses; both are counted. With ``gate.shadow`` every request is decided, logged
+``fail_closed`` refuses; both are counted. That holds at start-up too: a proxy whose Chroma server
+is down starts (logging ``gate.not_ready``), serves per ``gate.on_error`` with ``/readyz`` at 503,
+and recovers by itself when Chroma is back (requests retry, at most once every 5 s). A
+misconfiguration (a bad catalog, a model not found, an index built with another model) still
+refuses to start. With ``gate.shadow`` every request is decided, logged
 and counted, then forwarded.
 """
 
