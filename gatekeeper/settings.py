@@ -167,8 +167,13 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    public_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz"],
+        description="paths answered without an inbound key when api_keys is set (comma-separated"
+        " in env); the API endpoints (/v1/...) always need a key",
+    )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "public_paths", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

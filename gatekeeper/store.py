@@ -16,7 +16,15 @@ Layout in Chroma, for a store named ``N``:
 
 Sync is incremental on the active build (content-hash ids: add new, update changed, delete
 removed). A rebuild fills a fresh build and then flips the pointer, so a reader sees either the
-old build or the new one, never a half-built collection; the old build is then dropped.
+old build or the new one, never a half-built collection.
+
+Readers in other processes (replicas, ``gatekeeper index --rebuild`` run beside a live proxy)
+hold the build they opened, so a rebuild does not drop the build it replaced: the pointer
+remembers it as the previous build (``gatekeeper_previous``) and the *next* rebuild drops it.
+Readers re-read the pointer every ``pointer_ttl`` seconds, and on any error reading a build that
+is no longer the pointer's target they follow the pointer and retry, so even rebuilds in quick
+succession fail no query. A row without metadata (a build dropped mid-read) is a StoreError,
+never a TypeError.
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
 POINTER_KEY = "gatekeeper_active"
+PREVIOUS_KEY = "gatekeeper_previous"
+POINTER_TTL = 2.0
 _WRITE_BATCH = 1000
+_ATTEMPTS = 3
 
 Progress = Callable[[int], None]
 
@@ -104,12 +115,16 @@ def open_client(settings: StoreSettings, data_dir: Path) -> Any:
 class ExemplarStore:
     """Exemplar vectors in Chroma, read through a pointer so rebuilds are atomic."""
 
-    def __init__(self, client: Any, name: str, top_k: int = 10) -> None:
+    def __init__(
+        self, client: Any, name: str, top_k: int = 10, *, pointer_ttl: float = POINTER_TTL
+    ) -> None:
         self._client = client
         self.name = name
         self.top_k = top_k
+        self.pointer_ttl = pointer_ttl
         self._active: Any = None
         self._count = 0
+        self._checked = 0.0
 
     # -- reading -------------------------------------------------------------------------
 
@@ -142,36 +157,33 @@ class ExemplarStore:
         return info
 
     def query(self, vectors: Vectors, k: int | None = None) -> list[list[Neighbour]]:
-        """The ``k`` nearest exemplars of each vector, most similar first."""
+        """The ``k`` nearest exemplars of each vector, most similar first.
+
+        A failure reading a build that another process has meanwhile replaced (and maybe
+        dropped) is retried on the pointer's new target; any other failure is a StoreError.
+        """
         if len(vectors) == 0:
             return []
-        collection = self._active_collection()
-        if collection is None:
-            raise IndexMissingError.for_collection(self.name)
-        n = min(k or self.top_k, max(1, self._count))
         from chromadb.errors import NotFoundError
 
-        try:
-            result = self._query(collection, vectors, n)
-        except NotFoundError:
-            # Another process rebuilt and dropped the build we held: follow the pointer again.
-            collection = self._active_collection(refresh=True)
+        failure: Exception | None = None
+        failed_on = ""
+        for _ in range(_ATTEMPTS):
+            collection = self._active_collection(refresh=failure is not None)
             if collection is None:
-                raise IndexMissingError(f"the index of {self.name!r} was dropped") from None
-            result = self._query(collection, vectors, n)
-        return [
-            [
-                Neighbour(id=i, text=doc or "", intent=str(meta["intent"]), similarity=1.0 - dist)
-                for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
-            ]
-            for ids, docs, metas, dists in zip(
-                result["ids"],
-                result["documents"],
-                result["metadatas"],
-                result["distances"],
-                strict=True,
-            )
-        ]
+                raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
+            if failure is not None and collection.name == failed_on:
+                break  # the pointer did not move: a real failure, not the rebuild race
+            n = min(k or self.top_k, max(1, self._count))
+            try:
+                return _neighbours(self._query(collection, vectors, n))
+            except StoreUnavailableError:
+                raise
+            except (StoreError, NotFoundError) as exc:
+                failure, failed_on = exc, collection.name
+        if isinstance(failure, StoreError):
+            raise failure
+        raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
 
     def _query(self, collection: Any, vectors: Vectors, n: int) -> Any:
         from chromadb.errors import NotFoundError
@@ -221,9 +233,11 @@ class ExemplarStore:
                 time.perf_counter() - started,
             )
         fresh = self._build(exemplars, embedder, catalog, progress, on_total)
-        self._point_at(fresh.name)
-        if active is not None:
-            self._drop(active.name)
+        replaced, before = self._point_at(fresh.name)
+        # Readers elsewhere may still hold the build just replaced: it stays, as the pointer's
+        # previous build, until the next rebuild; the one it replaced goes now.
+        if before and before not in (fresh.name, replaced):
+            self._drop(before)
         self._active = fresh
         self._count = len(exemplars)
         return SyncReport(fresh.name, len(exemplars), 0, 0, 0, True, time.perf_counter() - started)
@@ -258,7 +272,9 @@ class ExemplarStore:
         progress: Progress | None,
         on_total: Callable[[int], None] | None,
     ) -> Any:
-        build_name = f"{self.name}--{time.strftime('%Y%m%d%H%M%S')}-{time.time_ns() % 10**6:06d}"
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now // 10**9))
+        build_name = f"{self.name}--{stamp}-{now % 10**9:09d}"
         collection = self._guard(
             lambda: self._client.create_collection(
                 build_name,
@@ -304,29 +320,61 @@ class ExemplarStore:
             lambda: self._client.get_or_create_collection(self.name, embedding_function=None)
         )
 
-    def _point_at(self, build_name: str) -> None:
+    def _point_at(self, build_name: str) -> tuple[str | None, str | None]:
+        """Point at ``build_name``, remembering the build it replaces as the previous one;
+        return the replaced build and the previous build before it (read just before the flip,
+        so that concurrent rebuilds chain up rather than drop each other's builds)."""
         pointer = self._pointer()
-        self._guard(lambda: pointer.modify(metadata={POINTER_KEY: build_name}))
+        meta = pointer.metadata or {}
+        replaced, before = meta.get(POINTER_KEY), meta.get(PREVIOUS_KEY)
+        new_meta = {POINTER_KEY: build_name}
+        if replaced:
+            new_meta[PREVIOUS_KEY] = replaced
+        self._guard(lambda: pointer.modify(metadata=new_meta))
+        return replaced, before
+
+    def _pointer_target(self) -> str | None:
+        name = (self._pointer().metadata or {}).get(POINTER_KEY)
+        self._checked = time.monotonic()
+        return str(name) if name else None
 
     def _active_collection(self, *, refresh: bool = False) -> Any:
-        if self._active is not None and not refresh:
-            return self._active
-        active_name = (self._pointer().metadata or {}).get(POINTER_KEY)
-        if not active_name:
-            self._active = None
-            return None
+        """The pointer's target: the cached build, unless ``refresh`` or the pointer is due for
+        a re-read (every ``pointer_ttl`` seconds); a build dropped between reading the pointer
+        and opening it is followed to the pointer's new target."""
+        cached = self._active
+        if cached is not None and not refresh:
+            if time.monotonic() - self._checked < self.pointer_ttl:
+                return cached
+            if self._pointer_target() == cached.name:
+                return cached
         from chromadb.errors import NotFoundError
 
-        try:
-            self._active = self._guard(
-                lambda: self._client.get_collection(active_name, embedding_function=None),
-                passthrough=(NotFoundError,),
-            )
-        except NotFoundError:
-            self._active = None
-        else:
-            self._count = int(self._guard(self._active.count))
-        return self._active
+        failure: StoreError | None = None
+        for _ in range(_ATTEMPTS):
+            active_name = self._pointer_target()
+            if not active_name:
+                self._active = None
+                return None
+            try:
+                collection = self._guard(
+                    partial(self._client.get_collection, active_name, embedding_function=None),
+                    passthrough=(NotFoundError,),
+                )
+                count = int(self._guard(collection.count))
+            except NotFoundError:
+                continue  # dropped by a newer rebuild after we read the pointer: read it again
+            except StoreUnavailableError:
+                raise
+            except StoreError as exc:
+                failure = exc
+                continue
+            self._active, self._count = collection, count
+            return collection
+        self._active = None
+        if failure is not None:
+            raise failure
+        return None
 
     def _drop(self, name: str) -> None:
         try:
@@ -356,6 +404,27 @@ class ExemplarStore:
             if _is_connection_error(exc):
                 raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
             raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _neighbours(result: Any) -> list[list[Neighbour]]:
+    """Chroma's query result as neighbours; a malformed row (a build dropped while it was being
+    read leaves rows without metadata) is a StoreError."""
+    try:
+        return [
+            [
+                Neighbour(id=i, text=doc or "", intent=str(meta["intent"]), similarity=1.0 - dist)
+                for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+            ]
+            for ids, docs, metas, dists in zip(
+                result["ids"],
+                result["documents"],
+                result["metadatas"],
+                result["distances"],
+                strict=True,
+            )
+        ]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise StoreError(f"Chroma returned a malformed query result: {exc!r}") from exc
 
 
 def _metadata(exemplar: Exemplar) -> dict[str, Any]:

@@ -483,6 +483,37 @@ def test_body_over_the_size_limit_is_413(start_proxy: StartProxy) -> None:
     assert response.json()["error"]["code"] == "request_too_large"
 
 
+def send_and_close(server: LoopbackServer, raw: bytes) -> None:
+    """Send raw bytes on a fresh connection, then close it without reading an answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(raw)
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 1000\r\n\r\n{"messages": [{"role": "us',
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b'transfer-encoding: chunked\r\n\r\n5\r\n{"mes\r\nzz\r\nnot a chunk\r\n',
+    ],
+    ids=["disconnect-mid-body", "broken-chunked-body"],
+)
+def test_client_gone_mid_request_is_a_client_event(proxy: LoopbackServer, raw: bytes) -> None:
+    """A client that disconnects mid-body, or sends a broken chunked body, is logged as
+    http.client_disconnected without a traceback and counted as 499, not as a 500."""
+    with capture_logs() as logs:
+        send_and_close(proxy, raw)
+        wait_for(lambda: any(e["event"] == "http.request" for e in logs))
+    events = [entry["event"] for entry in logs]
+    assert "http.client_disconnected" in events
+    assert "server.internal_error" not in events
+    assert not any("exc_info" in entry for entry in logs)
+    assert metric(proxy, 'gatekeeper_requests_total{path="/v1/chat/completions",status="499"}') == 1
+    assert metric(proxy, 'gatekeeper_requests_total{path="/v1/chat/completions",status="500"}') == 0
+
+
 # -- upstream failures ----------------------------------------------------------------------------
 
 

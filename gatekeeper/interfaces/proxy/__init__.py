@@ -14,24 +14,45 @@ Point a chatbot's ``base_url`` at the proxy and it keeps working, minus the off-
 ``GET /healthz`` · ``GET /readyz`` · ``GET /metrics``
     Alive; model loaded and collection reachable; Prometheus text (see :mod:`gatekeeper.metrics`).
 
+Inbound keys: with ``server.api_keys`` set, every path needs ``Authorization: Bearer <key>``
+except ``server.public_paths`` (default ``["/healthz"]``: a liveness probe carries no key).
+``/metrics``, ``/readyz`` (collection, model, exemplar count) and ``/openapi.json`` are behind
+the key unless listed there (env: ``GATEKEEPER_SERVER__PUBLIC_PATHS=/healthz,/readyz``). The API
+endpoints (``/v1/...``) always need a key, whatever the list says.
+
 Forwarding uses ``httpx`` rather than the ``openai`` client: the body goes upstream byte for byte
 (tools, vendor fields and all, nothing re-serialised), and the answer's bytes, status and SSE
-events come back as the upstream sent them.
+events come back as the upstream sent them. Because the raw body is forwarded, it is read
+strictly, so that what the gate judged is exactly what the upstream reads: UTF-8 only, no lone
+UTF-16 surrogates (``"\\ud800"``) in any string, no duplicate keys at any depth, no ``NaN`` or
+``Infinity``, no number past Python's limits (integers over 4,300 digits, floats that overflow).
+Each is a 400 (refused, not sanitised: a surrogate cannot be judged, echoed or encoded).
 
 Errors are OpenAI-style bodies ``{"error": {"message", "type", "code"}}``:
 
 ====  ===================================================================================
 401   ``server.api_keys`` set and the request's ``Authorization: Bearer`` key missing/wrong
-400   body is not JSON; the judged user message is empty or over ``gate.max_message_chars``
+400   body is not strict UTF-8 JSON (above; ``invalid_json``, ``invalid_unicode``); the judged
+      user message is empty or over ``gate.max_message_chars``
 413   body over ``server.max_body_bytes``
 422   JSON of the wrong shape: no ``messages``, wrong types
-502   upstream unreachable, answered 5xx, or refused the proxy's key (other 4xx pass through)
+499   (logged and counted only) the client went away or sent a broken body mid-request
+502   upstream unreachable, answered 5xx, refused the proxy's key, or cut its answer short
+      (other 4xx pass through)
 504   upstream timed out (``upstream.timeout``)
 500   a bug: logged, answered with a generic body, never a traceback
 ====  ===================================================================================
 
+A stream that fails once started (the upstream breaks off, times out, or ends without its
+``data: [DONE]``) cannot change its status any more: it ends with an SSE event
+``data: {"error": {...}}`` and is counted in ``gatekeeper_upstream_errors_total``.
+
 When the gate itself fails (model or Chroma), ``gate.on_error`` decides: ``fail_open`` forwards,
-``fail_closed`` refuses; both are counted. With ``gate.shadow`` every request is decided, logged
+``fail_closed`` refuses; both are counted. That holds at start-up too: a proxy whose Chroma server
+is down starts (logging ``gate.not_ready``), serves per ``gate.on_error`` with ``/readyz`` at 503,
+and recovers by itself when Chroma is back (requests retry, at most once every 5 s). A
+misconfiguration (a bad catalog, a model not found, an index built with another model) still
+refuses to start. With ``gate.shadow`` every request is decided, logged
 and counted, then forwarded.
 """
 

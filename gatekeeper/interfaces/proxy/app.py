@@ -12,13 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from gatekeeper.errors import (
-    EmbeddingError,
-    IndexMismatchError,
-    ModelNotFoundError,
-    StoreError,
-)
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
@@ -29,8 +24,13 @@ from gatekeeper.interfaces.proxy.endpoints import (
 )
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
-from gatekeeper.interfaces.proxy.middleware import RequestLog
-from gatekeeper.interfaces.proxy.state import Proxy, build_upstream_client
+from gatekeeper.interfaces.proxy.middleware import CLIENT_CLOSED_REQUEST, InboundAuth, RequestLog
+from gatekeeper.interfaces.proxy.state import (
+    Proxy,
+    build_gate,
+    build_upstream_client,
+    prepare_gate,
+)
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
 
@@ -50,18 +50,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_gate = gate
         if the_gate is None:
-            the_gate = await asyncio.to_thread(Gatekeeper.from_settings, settings)
-        try:
-            await asyncio.to_thread(the_gate.ready)
-        except (IndexMismatchError, ModelNotFoundError):
-            raise  # misconfigured, not unavailable: refuse to serve rather than fail open
-        except (EmbeddingError, StoreError) as exc:
-            log.error(
-                "gate.not_ready",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                policy=settings.gate.on_error,
-            )
+            the_gate = await asyncio.to_thread(build_gate, settings)
+        # Misconfigured (model, index of another model): refuse to serve rather than fail open.
+        # Unavailable (Chroma down): logged, served per gate.on_error until it recovers.
+        await asyncio.to_thread(prepare_gate, the_gate, settings.gate.on_error, log)
         client = upstream_client or build_upstream_client(settings.upstream)
         app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
         _log_ready(log, settings)
@@ -81,7 +73,9 @@ def create_app(
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     _add_error_handlers(app, log)
-    app.add_middleware(RequestLog, metrics=metrics_, log=log)
+    server = settings.server
+    app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
+    app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
     return app
 
 
@@ -121,6 +115,14 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         return error_response(422, str(exc), "invalid_request")
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed the connection mid-request, or sent a body the server could not
+        # parse (uvicorn then drops the connection): the client's doing, not a bug. Nobody is
+        # left to read the answer; 499 (nginx's "client closed request") is for the log and
+        # the metrics.
+        log.info("http.client_disconnected", path=request.url.path, method=request.method)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error(
             "server.internal_error",
@@ -133,4 +135,5 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, internal_error)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
@@ -17,8 +16,8 @@ from gatekeeper.interfaces.proxy.state import proxy_of
 from gatekeeper.interfaces.proxy.upstream import (
     Passthrough,
     forward_chat,
+    read_answer,
     send_upstream,
-    timeout_error,
 )
 
 
@@ -48,12 +47,7 @@ async def list_models(request: Request) -> Response:
         upstream = await send_upstream(proxy, "GET", "models", body=None, accept=None, headers={})
     except Passthrough as passthrough:
         return passthrough.response
-    try:
-        content = await upstream.aread()
-    except httpx.TimeoutException as exc:
-        raise timeout_error(proxy, exc, {}) from exc
-    finally:
-        await upstream.aclose()
+    content = await read_answer(proxy, upstream, {})
     return Response(content, upstream.status_code, headers=passthrough_headers(upstream, {}))
 
 

@@ -1,14 +1,20 @@
-"""ASGI middleware: one log event and one metrics count per answer, and a last-resort 500."""
+"""ASGI middleware: one log event and one metrics count per answer, a last-resort 500, and the
+inbound key check on every non-public path."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
+
+from pydantic import SecretStr
+from starlette.requests import ClientDisconnect
 
 from gatekeeper.interfaces.proxy.errors import internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
+from gatekeeper.interfaces.proxy.requests import key_refusal
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
 KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"})
 
 Scope = MutableMapping[str, Any]
@@ -43,6 +49,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, recording_send)
+        except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
+            self.log.info("http.client_disconnected", path=scope.get("path"))
+            seen.setdefault("status", CLIENT_CLOSED_REQUEST)
         except Exception as exc:
             self.log.error(
                 "server.internal_error",
@@ -66,8 +75,33 @@ class RequestLog:
         )
 
 
-def _header(message: AsgiMessage, name: bytes) -> str | None:
+def _header(message: AsgiMessage | Scope, name: bytes) -> str | None:
     for key, value in message.get("headers", []):
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+class InboundAuth:
+    """ASGI middleware: with ``server.api_keys`` set, every path but ``public_paths`` needs a
+    key, including ``/metrics``, ``/readyz`` and ``/openapi.json`` (the API endpoints check it
+    again themselves, so they are never public)."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        keys: Sequence[SecretStr],
+        public_paths: Iterable[str],
+    ) -> None:
+        self.app = app
+        self.keys = list(keys)
+        self.public = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys and scope.get("path") not in self.public:
+            refusal = key_refusal(self.keys, _header(scope, b"authorization"))
+            if refusal is not None:
+                await refusal.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

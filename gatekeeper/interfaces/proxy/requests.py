@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
@@ -14,13 +18,20 @@ from gatekeeper.interfaces.proxy.state import Proxy
 
 def authorize(proxy: Proxy, request: Request) -> None:
     """401 unless the request carries one of ``server.api_keys`` (when any are configured)."""
-    keys = proxy.settings.server.api_keys
+    refusal = key_refusal(proxy.settings.server.api_keys, request.headers.get("authorization"))
+    if refusal is not None:
+        raise refusal
+
+
+def key_refusal(keys: Sequence[SecretStr], authorization: str | None) -> ProxyError | None:
+    """The 401 for an ``Authorization`` header that carries none of ``keys`` (None: let in;
+    no keys configured: everyone is let in)."""
     if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return None
+    scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ProxyError(
+        return ProxyError(
             401,
             "missing API key: send it as 'Authorization: Bearer <key>'",
             code="invalid_api_key",
@@ -28,9 +39,10 @@ def authorize(proxy: Proxy, request: Request) -> None:
         )
     given = token.encode()
     if not any(hmac.compare_digest(given, k.get_secret_value().encode()) for k in keys):
-        raise ProxyError(
+        return ProxyError(
             401, "incorrect API key", code="invalid_api_key", headers={"www-authenticate": "Bearer"}
         )
+    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -52,13 +64,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_chat_request(body: bytes) -> Json:
-    """The JSON of a chat request, checked for the shape the gate needs."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProxyError(
-            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from exc
+    """The JSON of a chat request, checked for the shape the gate needs.
+
+    Strict, because the raw body is what goes upstream: it must be exactly what was judged.
+    UTF-8 only (RFC 8259), no lone surrogates in any string (escaped ``\\ud800`` included), no
+    duplicate keys at any depth, no ``NaN``/``Infinity`` and no number too large to convert:
+    each is a 400, never a request the gate reads one way and the upstream another.
+    """
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ProxyError(422, "the request body must be a JSON object", code="invalid_type")
     if "messages" not in payload:
@@ -72,6 +85,87 @@ def parse_chat_request(body: bytes) -> Json:
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
         raise ProxyError(422, "'n' must be an integer from 1 to 128", code="invalid_value")
     return payload
+
+
+class _Refused(ValueError):
+    """A JSON construct the proxy refuses (raised from inside ``json.loads``)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> Json:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"duplicate key {key[:50]!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:20]}... is out of range")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON from request bytes (see :func:`parse_chat_request`); 400 on anything else."""
+    try:
+        text = body.decode("utf-8")
+        payload = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except UnicodeDecodeError as exc:
+        raise ProxyError(
+            400, f"the request body is not valid UTF-8 JSON: {exc}", code="invalid_json"
+        ) from exc
+    except _Refused as exc:
+        raise ProxyError(400, f"the request body is refused: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise ProxyError(400, "the request body is nested too deeply", code="invalid_json") from exc
+    except ValueError as exc:  # JSONDecodeError, and integers over the int conversion limit
+        raise ProxyError(
+            400, f"the request body is not valid JSON: {_short(exc)}", code="invalid_json"
+        ) from exc
+    if "\\u" in text:  # only an escape can make a lone surrogate out of valid UTF-8
+        _refuse_lone_surrogates(payload)
+    return payload
+
+
+def _short(exc: Exception) -> str:
+    message = str(exc)
+    return message if len(message) <= 200 else message[:200] + "..."
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _refuse_lone_surrogates(payload: Any) -> None:
+    """400 if any string (key or value) holds a lone surrogate: it is not Unicode text, so it
+    can be neither judged nor echoed (nor encoded to UTF-8 on the way back)."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            raise ProxyError(
+                400,
+                "the request body holds a lone UTF-16 surrogate escape (e.g. \\ud800): "
+                "strings must be valid Unicode",
+                code="invalid_unicode",
+            )
 
 
 def check_messages(messages: Any) -> None:

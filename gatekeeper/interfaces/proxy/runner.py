@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
 
@@ -25,8 +25,8 @@ def run_server(
     port = port or settings.server.port
     # Configuration mistakes (catalog, model, an index of another model) stop the server here,
     # with the library's own error, before it listens: never a proxy that forwards everything.
-    gate = Gatekeeper.from_settings(settings)
-    gate.ready()
+    # A Chroma server that is down does not: the proxy starts and follows gate.on_error.
+    gate = prepare_gate(build_gate(settings))
     config = uvicorn.Config(
         create_app(settings, gate=gate),
         host=host,

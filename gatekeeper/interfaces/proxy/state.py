@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -13,16 +15,24 @@ from fastapi import Request
 from gatekeeper.batching import DecisionBatcher
 from gatekeeper.decision import Decision
 from gatekeeper.errors import (
+    EmbeddingError,
     EmptyMessageError,
+    IndexMismatchError,
     IndexMissingError,
     InputError,
     MessageTooLongError,
+    ModelNotFoundError,
+    StoreError,
+    StoreUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
+from gatekeeper.store import ExemplarStore, open_client
+
+READINESS_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -107,3 +117,72 @@ def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(retries=settings.max_retries)
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
     return httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+
+
+class LazyClient:
+    """A Chroma client opened on first use, so that the proxy can start while a Chroma server
+    is down. A failed open is retried by the next use, at most once every ``retry_seconds``
+    (until then it fails at once with the same StoreUnavailableError), so requests that find
+    Chroma down neither pile up on connect attempts nor hammer the server."""
+
+    def __init__(self, opener: Callable[[], Any], *, retry_seconds: float) -> None:
+        self._opener = opener
+        self._retry_seconds = retry_seconds
+        self._client: Any = None
+        self._failure: StoreError | None = None
+        self._failed_at = 0.0
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            now = time.monotonic()
+            if self._failure is not None and now - self._failed_at < self._retry_seconds:
+                raise self._failure
+            try:
+                self._client = self._opener()
+            except StoreError as exc:
+                self._failure, self._failed_at = exc, now
+                raise
+            self._failure = None
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._open(), name)
+
+
+def build_gate(settings: Settings, *, retry_seconds: float = READINESS_RETRY_SECONDS) -> Gatekeeper:
+    """The gate the proxy serves, its Chroma client opened lazily (see :class:`LazyClient`).
+
+    A bad catalog or settings raise here; nothing is loaded or connected yet."""
+    opener = partial(open_client, settings.store, settings.data_dir)
+    client = LazyClient(opener, retry_seconds=retry_seconds)
+    store = ExemplarStore(client, settings.store.collection, settings.store.top_k)
+    return Gatekeeper.from_settings(settings, store=store)
+
+
+def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -> Gatekeeper:
+    """Load the model and check the index before serving.
+
+    A misconfiguration (model not found, an index built with another model) raises: never a
+    proxy that forwards everything. An unavailable gate (Chroma down, the model failing) is
+    logged loudly and served per ``gate.on_error``: ``fail_open`` forwards, ``fail_closed``
+    refuses, ``/readyz`` answers 503, and the next requests retry until the gate recovers.
+    """
+    log = log or get_logger()
+    try:
+        gate.ready()
+    except (IndexMismatchError, ModelNotFoundError):
+        raise
+    except (EmbeddingError, StoreError) as exc:
+        unavailable = isinstance(exc, StoreUnavailableError | EmbeddingError)
+        log.error(
+            "gate.not_ready",
+            error=str(exc),
+            error_type=type(exc).__name__,
+            policy=policy or gate.settings.gate.on_error,
+            hint="serving per gate.on_error; /readyz answers 503 until the gate recovers"
+            + ("" if unavailable else "; run `gatekeeper index`"),
+        )
+    return gate

@@ -125,35 +125,73 @@ async def forward_chat(
         return passthrough.response
     out_headers = passthrough_headers(upstream, headers)
     if not stream:
-        try:
-            content = await upstream.aread()
-        except httpx.TimeoutException as exc:
-            raise timeout_error(proxy, exc, headers) from exc
-        finally:
-            await upstream.aclose()
+        content = await read_answer(proxy, upstream, headers)
         return Response(content, upstream.status_code, headers=out_headers)
+    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
     return StreamingResponse(
-        relay(proxy, upstream),
+        relay(proxy, upstream, expect_done=sse),
         status_code=upstream.status_code,
         headers=out_headers,
         background=BackgroundTask(upstream.aclose),
     )
 
 
-async def relay(proxy: Proxy, upstream: httpx.Response) -> AsyncIterator[bytes]:
-    """The upstream's stream as it arrives; a failure mid-stream ends it with an SSE error."""
+async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[str, str]) -> bytes:
+    """The upstream answer's whole body; a timeout is a 504, a cut or broken body a 502."""
+    try:
+        return await upstream.aread()
+    except httpx.TimeoutException as exc:
+        raise timeout_error(proxy, exc, headers) from exc
+    except httpx.HTTPError as exc:  # e.g. RemoteProtocolError: closed before content-length
+        proxy.metrics.upstream_error("body_interrupted")
+        proxy.log.warning("upstream.body_interrupted", error=type(exc).__name__)
+        raise upstream_failure(
+            502,
+            f"the upstream LLM endpoint's answer was cut off ({type(exc).__name__})",
+            "upstream_interrupted",
+            headers,
+        ) from exc
+    finally:
+        await upstream.aclose()
+
+
+async def relay(
+    proxy: Proxy, upstream: httpx.Response, *, expect_done: bool = False
+) -> AsyncIterator[bytes]:
+    """The upstream's stream as it arrives; a failure mid-stream ends it with an SSE error.
+
+    With ``expect_done`` (a chat completion SSE stream) a stream that ends without its final
+    ``data: [DONE]`` event was cut (e.g. the connection closed without chunked framing, which
+    httpx does not report): it is ended with the same SSE error event, never passed off as whole.
+    """
+    tail = b""
     try:
         async for chunk in upstream.aiter_bytes():
+            tail = (tail + chunk)[-_TAIL:]
             yield chunk
     except httpx.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "stream_interrupted"
-        proxy.metrics.upstream_error(kind)
-        proxy.log.warning("upstream.stream_failed", error=type(exc).__name__)
-        error = {
-            "message": f"the upstream stream failed ({type(exc).__name__})",
-            "type": "upstream_error",
-            "code": f"upstream_{kind}",
-        }
-        yield f"\n\ndata: {json.dumps({'error': error})}\n\n".encode()
+        yield _stream_failed(proxy, kind, f"the upstream stream failed ({type(exc).__name__})")
+        return
     finally:
         await upstream.aclose()
+    if expect_done and not _ends_with_done(tail):
+        yield _stream_failed(
+            proxy, "stream_truncated", "the upstream stream ended without its final [DONE] event"
+        )
+
+
+_TAIL = 64
+
+
+def _ends_with_done(tail: bytes) -> bool:
+    last = tail.rstrip().rsplit(b"\n", 1)[-1].strip()
+    return last in (b"data: [DONE]", b"data:[DONE]")
+
+
+def _stream_failed(proxy: Proxy, kind: str, message: str) -> bytes:
+    """Count and log a broken upstream stream; the SSE error event that ends the client's."""
+    proxy.metrics.upstream_error(kind)
+    proxy.log.warning("upstream.stream_failed", kind=kind, error=message)
+    error = {"message": message, "type": "upstream_error", "code": f"upstream_{kind}"}
+    return f"\n\ndata: {json.dumps({'error': error})}\n\n".encode()

@@ -1,0 +1,695 @@
+"""The gating proxy in-process: the ASGI app driven by ``httpx.ASGITransport`` (no sockets), its
+lifespan run, the upstream faked by ``httpx.MockTransport`` and the gate on the hashing embedder.
+
+Uvicorn on loopback stays in ``tests/integration/test_proxy.py`` for what sockets add: SSE
+timing, graceful shutdown, disconnects and end-to-end runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from gatekeeper.errors import (
+    CatalogError,
+    IndexMismatchError,
+    ModelNotFoundError,
+    StoreUnavailableError,
+)
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.state import LazyClient, build_gate, prepare_gate
+from gatekeeper.settings import Settings, UpstreamSettings
+from gatekeeper.store import ExemplarStore
+from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
+
+UPSTREAM = "http://upstream.test/v1"
+CLIENT_KEY = "sk-client-0001"
+ORDER = [{"role": "user", "content": "where is my order"}]
+JOKE = [{"role": "user", "content": "tell me a joke"}]
+OFF_TOPIC_REPLY = "Sorry, I only help with orders."
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+# -- a fake upstream ------------------------------------------------------------------------------
+
+
+def completion(text: str = "echo") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+    }
+
+
+def sse(*events: str, done: bool = True) -> bytes:
+    chunks = [f"data: {e}\n\n" for e in events]
+    if done:
+        chunks.append("data: [DONE]\n\n")
+    return "".join(chunks).encode()
+
+
+CHUNK = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
+)
+
+
+class FakeUpstream:
+    """Records the requests it receives; answers with ``handler`` (default: a completion)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.handler: Handler = self.default
+
+    def default(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        if json.loads(request.content).get("stream"):
+            return httpx.Response(
+                200, content=sse(CHUNK), headers={"content-type": "text/event-stream"}
+            )
+        return httpx.Response(200, json=completion())
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.handler(request)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [r.content for r in self.requests if r.url.path.endswith("/chat/completions")]
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
+    """The tiny hashing gate, indexed once for the module."""
+    built: Gatekeeper = make_gate(tmp_path_factory.mktemp("proxy-app"))
+    built.index()
+    return built
+
+
+def proxy_settings(gate: Gatekeeper, **server: Any) -> Settings:
+    s = gate.settings
+    return s.model_copy(
+        update={
+            "upstream": UpstreamSettings(
+                base_url=UPSTREAM, api_key=SecretStr("sk-up"), timeout=5, max_retries=0
+            ),
+            "server": s.server.model_copy(update=server),
+        }
+    )
+
+
+@asynccontextmanager
+async def serving(
+    gate: Gatekeeper, upstream: FakeUpstream, **server: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running; a client that talks to it in-process."""
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate, **server), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            yield client
+    await upstream_client.aclose()
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+async def client(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream) as proxied:
+        yield proxied
+
+
+async def post(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(
+        "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
+
+
+# -- the basics, in-process -----------------------------------------------------------------------
+
+
+async def test_off_topic_is_answered_locally(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A refusal is the gate's own chat.completion; the upstream sees nothing."""
+    response = await post(client, {"model": "m", "messages": JOKE})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == OFF_TOPIC_REPLY
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert upstream.requests == []
+
+
+async def test_admitted_request_is_forwarded_byte_for_byte(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An in-domain request reaches the upstream exactly as sent."""
+    body = b'{"model":"m",  "messages":[{"role":"user","content":"where is my order"}]}'
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.headers["x-gatekeeper-route"] == "llm"
+    assert upstream.bodies == [body]
+
+
+# -- 1. invalid Unicode ---------------------------------------------------------------------------
+
+LONE_SURROGATES = st.sampled_from(["\\ud800", "\\udfff", "\\uDBFF", "\\udc00x", "a\\ud83d"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("where", ["model", "content", "vendor_field", "key"])
+async def test_lone_surrogate_anywhere_is_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, where: str, stream: bool
+) -> None:
+    """A lone surrogate escaped in JSON (in ``model`` or any string) is a 400, never a 500."""
+    bodies = {
+        "model": '{"model":"\\ud800","messages":[{"role":"user","content":"tell me a joke"}]',
+        "content": '{"model":"m","messages":[{"role":"user","content":"joke \\udfff"}]',
+        "vendor_field": '{"model":"m","messages":[{"role":"user","content":"tell me a joke"}],'
+        '"x":["\\ud800"]',
+        "key": '{"model":"m","messages":[{"role":"user","content":"tell me a joke"}],"\\ud800":1',
+    }
+    body = bodies[where] + (',"stream":true}' if stream else "}")
+    response = await post(client, body.encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_unicode"
+    assert upstream.requests == []
+
+
+async def test_surrogates_encoded_as_utf8_bytes_are_400(client: httpx.AsyncClient) -> None:
+    """UTF-8 bytes that encode a surrogate (ED A0 80) are not UTF-8: 400, not a 500 later."""
+    body = b'{"model":"\xed\xa0\x80","messages":[{"role":"user","content":"tell me a joke"}]}'
+    response = await post(client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_valid_surrogate_pairs_and_escapes_are_accepted(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A correctly paired escape (an emoji) is ordinary text and is echoed back intact."""
+    body = b'{"model":"m \\ud83d\\ude00","messages":[{"role":"user","content":"tell me a joke"}]}'
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.json()["model"] == "m \U0001f600"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    surrogate=LONE_SURROGATES,
+    field=st.sampled_from(["model", "user", "name"]),
+    stream=st.booleans(),
+)
+def test_lone_surrogate_never_500(
+    gate: Gatekeeper, surrogate: str, field: str, stream: bool
+) -> None:
+    """Hypothesis: a lone surrogate in any echoed or judged string is a 400, streaming or not."""
+    payload = '{"model":"M","messages":[{"role":"user","content":"tell me a joke","name":"N"}],'
+    payload += f'"user":"U","stream":{json.dumps(stream)}}}'
+    body = payload.replace({"model": '"M"', "user": '"U"', "name": '"N"'}[field], f'"{surrogate}"')
+    [response] = exchange(gate, FakeUpstream(), [body.encode()])
+    assert response.status_code == 400
+
+
+def exchange(gate: Gatekeeper, upstream: FakeUpstream, bodies: list[bytes]) -> list[httpx.Response]:
+    """POST each body to a freshly started app (sync, for hypothesis tests)."""
+
+    async def run() -> list[httpx.Response]:
+        async with serving(gate, upstream) as client:
+            return [await post(client, body) for body in bodies]
+
+    return asyncio.run(run())
+
+
+# -- 2. integers over the conversion limit --------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "n", "temperature"])
+async def test_huge_integer_anywhere_is_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, where: str
+) -> None:
+    """A JSON integer of more than 4,300 digits is a 400 (json.loads' ValueError), not a 500."""
+    huge = "9" * 5000
+    messages = json.dumps(ORDER)
+    bodies = {
+        "top": f'{{"messages":{messages},"seed":{huge}}}',
+        "nested": f'{{"messages":[{{"role":"user","content":"hi","x":[{{"y":-{huge}}}]}}]}}',
+        "n": f'{{"messages":{messages},"n":{huge}}}',
+        "temperature": f'{{"messages":{messages},"temperature":{huge}.5e1}}',
+    }
+    response = await post(client, bodies[where].encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert upstream.requests == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(digits=st.integers(min_value=4301, max_value=20_000), sign=st.sampled_from(["", "-"]))
+def test_huge_integers_never_500(gate: Gatekeeper, digits: int, sign: str) -> None:
+    """Hypothesis: any integer past the limit, anywhere, is refused as 400."""
+    body = f'{{"messages":{json.dumps(ORDER)},"x":{{"y":[{sign}{"1" * digits}]}}}}'.encode()
+    [response] = exchange(gate, FakeUpstream(), [body])
+    assert response.status_code == 400
+
+
+# -- 7. one reading of the body: duplicate keys, non-finite numbers --------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # two "messages": judged on the last, forwarded raw with both (request smuggling)
+        b'{"messages":[{"role":"user","content":"where is my order"}],'
+        b'"messages":[{"role":"user","content":"write me a poem"}]}',
+        b'{"messages":[{"role":"user","content":"tell me a joke"}],'
+        b'"messages":[{"role":"user","content":"where is my order"}]}',
+        b'{"model":"m","messages":[{"role":"user","role":"user","content":"where is my order"}]}',
+        b'{"messages":[{"role":"user","content":"where is my order"}],"x":{"a":{"b":1,"b":2}}}',
+    ],
+    ids=["messages-judged-last", "messages-judged-first", "in-a-message", "deep"],
+)
+async def test_duplicate_keys_at_any_depth_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """Duplicate keys are refused: the forwarded body must be exactly what was judged."""
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert "duplicate key" in response.json()["error"]["message"]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+async def test_non_finite_numbers_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, constant: str
+) -> None:
+    """NaN and infinities are not JSON; a float literal that overflows to inf neither."""
+    body = f'{{"messages":{json.dumps(ORDER)},"temperature":{constant}}}'.encode()
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert upstream.requests == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    key=st.sampled_from(["messages", "model", "stream", "role", "content"]),
+    depth=st.integers(min_value=0, max_value=5),
+)
+def test_duplicate_keys_never_forwarded(gate: Gatekeeper, key: str, depth: int) -> None:
+    """Hypothesis: a duplicated key at any depth never reaches the upstream."""
+    inner = f'{{"{key}":1,"{key}":2}}'
+    for _ in range(depth):
+        inner = f'{{"x":[{inner}]}}'
+    body = f'{{"messages":{json.dumps(ORDER)},"extra":{inner}}}'.encode()
+    upstream = FakeUpstream()
+    [response] = exchange(gate, upstream, [body])
+    assert response.status_code == 400
+    assert upstream.requests == []
+
+
+# -- 3. an upstream body cut short -----------------------------------------------------------------
+
+
+class CutStream(httpx.AsyncByteStream):
+    """Sends ``head``, then fails as httpcore does when the peer closes before content-length."""
+
+    def __init__(self, head: bytes, error: Exception | None = None) -> None:
+        self.head = head
+        self.error = error or httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body: "
+            "received 40 bytes, expected 775"
+        )
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.head
+        raise self.error
+
+
+def cut_answer(request: httpx.Request) -> httpx.Response:
+    headers = {"content-type": "application/json", "content-length": "775"}
+    return httpx.Response(
+        200, headers=headers, stream=CutStream(json.dumps(completion())[:40].encode())
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models"])
+async def test_upstream_body_cut_short_is_502(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """content-length 775, 40 bytes, then the connection closes: a 502, not a 500."""
+    upstream.handler = cut_answer
+    if path == "/v1/models":
+        response = await client.get(path)
+    else:
+        response = await post(client, {"model": "m", "messages": ORDER})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_interrupted"
+    metrics = (await client.get("/metrics")).text
+    assert 'gatekeeper_upstream_errors_total{kind="body_interrupted"} 1.0' in metrics
+
+
+async def test_upstream_body_read_timeout_is_504(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A body that stops arriving (read timeout) is a 504."""
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=CutStream(b"{", httpx.ReadTimeout("read timed out")))
+
+    upstream.handler = slow
+    response = await post(client, {"model": "m", "messages": ORDER})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+# -- 8. an SSE stream that ends without [DONE] -----------------------------------------------------
+
+
+def sse_answer(body: bytes) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    return handler
+
+
+async def stream(client: httpx.AsyncClient) -> httpx.Response:
+    return await post(client, {"model": "m", "messages": ORDER, "stream": True})
+
+
+async def test_stream_cut_before_done_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A stream closed cleanly but before ``data: [DONE]`` gets an SSE error event, counted."""
+    upstream.handler = sse_answer(sse(CHUNK, CHUNK, done=False))
+    response = await stream(client)
+    assert response.status_code == 200
+    events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[:2] == [f"data: {CHUNK}", f"data: {CHUNK}"]
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert error["code"] == "upstream_stream_truncated"
+    metrics = (await client.get("/metrics")).text
+    assert 'gatekeeper_upstream_errors_total{kind="stream_truncated"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        sse(CHUNK),
+        sse(CHUNK).replace(b"\n", b"\r\n"),
+        sse(CHUNK).replace(b"data: [DONE]", b"data:[DONE]"),
+        sse(CHUNK) + b"\n\n",
+    ],
+    ids=["lf", "crlf", "no-space", "trailing-blank-lines"],
+)
+async def test_complete_stream_is_relayed_unchanged(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """A stream that ends in [DONE] (any line ending) comes back byte for byte, no error."""
+    upstream.handler = sse_answer(body)
+    response = await stream(client)
+    assert response.content == body
+    assert "stream_truncated" not in (await client.get("/metrics")).text
+
+
+async def test_stream_failing_mid_way_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A stream that breaks (httpx error) mid-way ends with the SSE error event, once."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            stream=CutStream(sse(CHUNK, done=False)),
+        )
+
+    upstream.handler = broken
+    response = await stream(client)
+    assert response.text.count('"error"') == 1
+    assert "upstream_stream_interrupted" in response.text
+
+
+# -- 9. operational endpoints behind the inbound key -----------------------------------------------
+
+OPERATIONAL = ["/metrics", "/readyz", "/openapi.json"]
+
+
+@pytest.fixture
+async def keyed(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
+        yield proxied
+
+
+@pytest.mark.parametrize("path", OPERATIONAL)
+async def test_operational_endpoints_need_the_key_by_default(
+    keyed: httpx.AsyncClient, path: str
+) -> None:
+    """With server.api_keys set, /metrics, /readyz and /openapi.json answer 401 without a key."""
+    response = await keyed.get(path)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert "exemplars" not in response.text and "gatekeeper_" not in response.text
+    wrong = await keyed.get(path, headers={"authorization": "Bearer sk-wrong"})
+    assert wrong.status_code == 401
+    ok = await keyed.get(path, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert ok.status_code == 200
+
+
+async def test_healthz_stays_public(keyed: httpx.AsyncClient) -> None:
+    """/healthz is public by default: a liveness probe carries no key."""
+    assert (await keyed.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_public_paths_setting_opens_chosen_endpoints(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """server.public_paths decides which operational endpoints need no key; never the API."""
+    keys = [SecretStr(CLIENT_KEY)]
+    public = ["/healthz", "/readyz", "/v1/chat/completions", "/v1/models"]
+    async with serving(gate, upstream, api_keys=keys, public_paths=public) as proxied:
+        assert (await proxied.get("/readyz")).status_code == 200
+        assert (await proxied.get("/metrics")).status_code == 401
+        assert (await proxied.get("/v1/models")).status_code == 401
+        assert (await post(proxied, {"messages": ORDER})).status_code == 401
+    assert upstream.requests == []
+
+
+async def test_without_inbound_keys_everything_is_open(client: httpx.AsyncClient) -> None:
+    """No server.api_keys: no inbound auth anywhere (as before)."""
+    for path in [*OPERATIONAL, "/healthz"]:
+        assert (await client.get(path)).status_code == 200
+
+
+def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEKEEPER_SERVER__PUBLIC_PATHS is comma-separated, like the keys."""
+    from gatekeeper.settings import load_settings
+
+    assert Settings().server.public_paths == ["/healthz"]
+    monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", "/healthz, /metrics")
+    assert load_settings(None).server.public_paths == ["/healthz", "/metrics"]
+
+
+# -- 5. a client gone mid-request ----------------------------------------------------------------
+
+
+async def call_asgi(app: Any, body_parts: list[bytes], *, disconnect: bool) -> list[dict[str, Any]]:
+    """Drive the app with raw ASGI messages: ``body_parts``, then (maybe) a disconnect."""
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
+    ]
+    if disconnect:
+        messages.append({"type": "http.disconnect"})
+    else:
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_client_disconnect_mid_body_is_a_client_event_not_a_500(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """A client gone mid-body is logged as http.client_disconnected (no traceback) and counted
+    as 499, never as server.internal_error / 500."""
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        with capture_logs() as logs:
+            sent = await call_asgi(app, [b'{"messages": [{"role": "us'], disconnect=True)
+        metrics = app.state.proxy.metrics.render()[0].decode()
+    events = [entry["event"] for entry in logs]
+    assert "http.client_disconnected" in events
+    assert "server.internal_error" not in events
+    assert not any("exc_info" in entry for entry in logs)
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [499]
+    assert 'gatekeeper_requests_total{path="/v1/chat/completions",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert upstream.requests == []
+    await upstream_client.aclose()
+
+
+# -- 6. starting while Chroma is down ------------------------------------------------------------
+
+
+def down_chroma_settings(tmp_path: Path) -> Settings:
+    """Settings with a Chroma server that is not there, and the fake upstream."""
+    settings = Settings(
+        data_dir=tmp_path,
+        store={"host": "127.0.0.1", "port": 9},
+        gate={"threshold": 0.35, "rule": "contrast", "on_error": "fail_open"},
+    )
+    return settings.model_copy(
+        update={"upstream": UpstreamSettings(base_url=UPSTREAM, max_retries=0, timeout=5)}
+    )
+
+
+def test_building_the_gate_needs_no_chroma(tmp_path: Path) -> None:
+    """The proxy's gate is built without connecting: Chroma down is not a start-up failure
+    (Gatekeeper.from_settings used to open the Chroma client, and `serve` exited 3)."""
+    gate = build_gate(down_chroma_settings(tmp_path))
+    with pytest.raises(StoreUnavailableError):
+        gate.store.info()
+
+
+async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Chroma down at start: the proxy starts (logged loudly), forwards everything under
+    fail_open, /readyz says 503; when Chroma is back, the next request (after the retry
+    interval) is gated again and /readyz says ready."""
+    indexed: Gatekeeper = make_gate(tmp_path / "chroma")
+    indexed.index()
+    chroma_up = False
+
+    def opener() -> Any:
+        if not chroma_up:
+            raise StoreUnavailableError("Chroma is unreachable: connection refused")
+        return indexed.store._client
+
+    settings = down_chroma_settings(tmp_path)
+    client = LazyClient(opener, retry_seconds=0.2)
+    gate = Gatekeeper.from_settings(
+        settings,
+        catalog=tiny_catalog(),
+        embedder=HashingEmbedder(),
+        store=ExemplarStore(client, indexed.store.name),
+    )
+    with capture_logs() as logs:
+        prepare_gate(gate)
+    assert [e["policy"] for e in logs if e["event"] == "gate.not_ready"] == ["fail_open"]
+
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(settings, gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as proxied:
+            joke = await post(proxied, {"model": "m", "messages": JOKE})
+            assert joke.status_code == 200
+            assert joke.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
+            assert len(upstream.bodies) == 1  # fail_open: forwarded
+            assert (await proxied.get("/readyz")).status_code == 503
+            chroma_up = True
+            await asyncio.sleep(0.25)  # the retry interval
+            refused = await post(proxied, {"model": "m", "messages": JOKE})
+            assert refused.headers["x-gatekeeper-route"] == "off_topic"
+            assert "x-gatekeeper-gate-error" not in refused.headers
+            assert refused.json()["choices"][0]["message"]["content"] == OFF_TOPIC_REPLY
+            assert len(upstream.bodies) == 1
+            assert (await proxied.get("/readyz")).json()["status"] == "ready"
+    await upstream_client.aclose()
+
+
+def test_readiness_retries_are_rate_limited() -> None:
+    """While Chroma is down, connect attempts happen at most once per retry interval."""
+    attempts = 0
+
+    def opener() -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise StoreUnavailableError("down")
+
+    client = LazyClient(opener, retry_seconds=60)
+    for _ in range(50):
+        with pytest.raises(StoreUnavailableError):
+            client.list_collections()
+    assert attempts == 1
+
+
+@pytest.mark.parametrize("problem", ["model_not_found", "index_of_another_model"])
+def test_misconfiguration_still_refuses_to_start(
+    tmp_path: Path, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing model or an index built with another model stops the server before it
+    listens, whatever gate.on_error says."""
+    gate: Gatekeeper = make_gate(tmp_path, gate={"on_error": "fail_open"})
+    if problem == "model_not_found":
+
+        def missing() -> None:
+            raise ModelNotFoundError("no model at /nowhere")
+
+        monkeypatch.setattr(gate.embedder, "load", missing)
+        expected: type[Exception] = ModelNotFoundError
+    else:
+        gate.store.sync(gate.catalog, HashingEmbedder(128))
+        expected = IndexMismatchError
+    with pytest.raises(expected):
+        prepare_gate(gate)
+
+
+def test_a_bad_catalog_still_refuses_to_start(tmp_path: Path) -> None:
+    """A catalog that does not load stops the server before it listens."""
+    (tmp_path / "bad.yaml").write_text("intents: [oops\n")
+    settings = Settings(data_dir=tmp_path, catalog=tmp_path / "bad.yaml")
+    with pytest.raises(CatalogError):
+        build_gate(settings)
