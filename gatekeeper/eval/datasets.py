@@ -145,8 +145,7 @@ def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Exampl
     user_at = [i for i, m in enumerate(example.message) if m.get("role") == "user"]
     if not isinstance(labels, list) or len(labels) != len(user_at):
         raise DatasetError(
-            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), "
-            f"got {labels!r}"
+            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), got {labels!r}"
         )
     if labels[-1] != example.label:
         raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
