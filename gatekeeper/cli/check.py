@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, load_gate, setup
+from gatekeeper.conversation import chat_messages
 from gatekeeper.errors import (
     InputError,
 )
@@ -71,8 +72,10 @@ def _message_argument(text: str | None, conversation: Path | None) -> Any:
             raise InputError(f"cannot read conversation {conversation}: {exc}") from exc
         if isinstance(messages, dict):
             messages = messages.get("messages")
-        if not isinstance(messages, list):
-            raise InputError(f"{conversation}: expected a JSON list of chat messages")
+        try:
+            messages = chat_messages(messages)
+        except InputError as exc:
+            raise InputError(f"{conversation}: {exc}") from None
         if text is not None:  # the customer's next turn after the conversation so far
             turn = sys.stdin.read() if text == "-" else text
             return [*messages, {"role": "user", "content": turn}]

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import Request
 from pydantic import SecretStr
 
+from gatekeeper.conversation import chat_messages
+from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
 
@@ -169,20 +171,9 @@ def _refuse_lone_surrogates(payload: Any) -> None:
 
 
 def check_messages(messages: Any) -> None:
-    """422 unless ``messages`` is a non-empty list of ``{"role": str, "content": ...}``."""
-    if not isinstance(messages, list) or not messages:
-        raise ProxyError(
-            422, "'messages' must be a non-empty list of chat messages", code="invalid_type"
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ProxyError(
-                422, f"messages[{i}] must be an object with a string 'role'", code="invalid_type"
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise ProxyError(
-                422,
-                f"messages[{i}].content must be a string or a list of content parts",
-                code="invalid_type",
-            )
+    """422 unless ``messages`` is a non-empty list of ``{"role": str, "content": ...}``
+    (the gate's own chat validator, :func:`gatekeeper.conversation.chat_messages`)."""
+    try:
+        chat_messages(messages)
+    except InputError as exc:
+        raise ProxyError(422, str(exc), code="invalid_type") from exc
