@@ -8,6 +8,7 @@ never maps errors to exit codes or HTTP statuses itself: the CLI (``cli.py``) an
 
     GatekeeperError
     ├── ConfigError            settings that do not validate, a settings file that is not YAML
+    │   └── UncalibratedError  gate.threshold was calibrated for another model or rule
     ├── CatalogError           a catalog file that is missing, malformed or inconsistent
     ├── DatasetError           a labelled dataset that is missing or malformed
     ├── InputError             a customer message the gate cannot judge (a client's mistake)
@@ -33,6 +34,11 @@ class GatekeeperError(Exception):
 
 class ConfigError(GatekeeperError):
     """Settings do not validate."""
+
+
+class UncalibratedError(ConfigError):
+    """``gate.threshold`` was not calibrated for this gate's model and rule; the message gives
+    the ``gatekeeper calibrate`` command that fixes it."""
 
 
 class CatalogError(GatekeeperError):

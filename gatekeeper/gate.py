@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.calibration import check_calibrated
 from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.conversation import (
     FollowupPolicy,
@@ -146,6 +147,7 @@ class Gatekeeper:
 
     def _make_ready(self) -> IndexInfo:
         self.embedder.load()
+        self.check_calibrated()
         info = self.store.info()
         stale = info is None or info.catalog_hash != self.catalog.content_hash()
         if stale and info is not None:
@@ -160,6 +162,19 @@ class Gatekeeper:
         with self._lock:
             self._ready = self.store.check_compatible(self.embedder)
         return self._ready
+
+    def check_calibrated(self) -> None:
+        """Refuse a threshold calibrated for another model or rule (see
+        :mod:`gatekeeper.calibration`); log a warning when only the catalog changed."""
+        outcome = check_calibrated(
+            self.settings.gate,
+            model=self.embedder.identity,
+            rule=self.rule.name,
+            catalog_hash=self.catalog.content_hash(),
+            catalog=str(self.settings.catalog),
+        )
+        if outcome.warning:
+            self._log.warning("gate.calibration_stale", hint=outcome.warning)
 
     # -- decisions -----------------------------------------------------------------------
 

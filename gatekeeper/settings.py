@@ -116,6 +116,14 @@ class StoreSettings(_Section):
     )
 
 
+class CalibrationRecord(_Section):
+    """What a threshold was calibrated for: it is only meaningful for that model and rule."""
+
+    model: str = Field(description="the embedder identity (as the index records it)")
+    rule: str = Field(description="the decision rule")
+    catalog: str | None = Field(None, description="content hash of the catalog")
+
+
 class GateSettings(_Section):
     """How a decision is made."""
 
@@ -141,6 +149,17 @@ class GateSettings(_Section):
     )
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
+    calibrated_for: CalibrationRecord | None = Field(
+        None,
+        description="the model, rule and catalog gate.threshold was calibrated for "
+        "(written by `gatekeeper calibrate --write`); a gate with another model or rule refuses "
+        "to decide rather than use a foreign threshold",
+    )
+    allow_uncalibrated: bool = Field(
+        False,
+        description="decide with gate.threshold although it was not calibrated for this model "
+        "and rule (for experiments; a foreign threshold can block nothing or everything)",
+    )
 
     @field_validator("rule")
     @classmethod

@@ -192,8 +192,9 @@ def calibrate(
     ] = False,
 ) -> None:
     """Choose the threshold that passes the target share of in-domain messages."""
+    from gatekeeper.calibration import record
     from gatekeeper.eval.datasets import load_dataset
-    from gatekeeper.eval.gates import ensure_index
+    from gatekeeper.eval.gates import ensure_index, for_calibration
     from gatekeeper.eval.plan import build_gate
     from gatekeeper.eval.settings_file import check_settings_target, store_threshold
     from gatekeeper.eval.thresholds import calibrate as choose
@@ -214,7 +215,7 @@ def calibrate(
             _stderr().print(
                 f"[bold yellow]warning:[/] skipped {len(data.skipped)} rows (empty or malformed)"
             )
-        gate = build_gate(settings, catalog, _rule(rule))
+        gate = for_calibration(build_gate(settings, catalog, _rule(rule)))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
             result = choose(gate, data, target_pass_rate, lambda d: tracked(progress, d))
@@ -237,7 +238,8 @@ def calibrate(
                 f"{_pct(result.off_topic_block_rate)} off-topic blocked there "
                 f"({gate.embedder.identity}, rule {gate.rule.name})"
             )
-            store_threshold(target, result.threshold, note)
+            made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+            store_threshold(target, result.threshold, note, made_for)
             typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from gatekeeper.cli._app import (
     CatalogOption,
@@ -17,6 +18,7 @@ from gatekeeper.cli._app import (
     setup,
     tracked,
 )
+from gatekeeper.errors import UncalibratedError
 
 
 @app.command()
@@ -43,3 +45,7 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
+        try:
+            gate.check_calibrated()
+        except UncalibratedError as exc:  # the index is fine; serving needs a recalibration
+            console.print(f"[bold yellow]recalibrate before serving:[/] {escape(str(exc))}")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.calibration import record
 from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
@@ -36,8 +37,25 @@ def with_gate_settings(gate: Gatekeeper, **changes: Any) -> Gatekeeper:
 
 
 def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
-    """The same gate with another global threshold."""
-    return with_gate_settings(gate, threshold=threshold)
+    """The same gate with another global threshold, chosen explicitly (so it may be used
+    although it was not calibrated for this model)."""
+    return with_gate_settings(gate, threshold=threshold, allow_uncalibrated=True)
+
+
+def for_calibration(gate: Gatekeeper) -> Gatekeeper:
+    """The same gate, allowed to score before its threshold is calibrated (calibration only
+    needs threshold-free scores)."""
+    return with_gate_settings(gate, allow_uncalibrated=True)
+
+
+def calibrated(gate: Gatekeeper, threshold: float) -> Gatekeeper:
+    """The same gate with ``threshold``, recorded as calibrated for its model, rule, catalog."""
+    return with_gate_settings(
+        gate,
+        threshold=threshold,
+        allow_uncalibrated=False,
+        calibrated_for=record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash()),
+    )
 
 
 def ensure_index(gate: Gatekeeper, task: TaskFactory = no_progress) -> SyncReport | None:

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.datasets import Dataset, load_datasets
-from gatekeeper.eval.gates import ensure_index, settings_for_catalog, with_threshold
+from gatekeeper.eval.gates import (
+    calibrated,
+    ensure_index,
+    for_calibration,
+    settings_for_catalog,
+    with_threshold,
+)
 from gatekeeper.eval.metrics import build_report
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.replay import run_replay
@@ -109,9 +115,13 @@ def evaluate_gate(
     calibration = None
     if calibration_set is not None and plan.target_pass_rate is not None:
         calibration = calibrate(
-            gate, calibration_set, plan.target_pass_rate, task, plan.options.chunk_size
+            for_calibration(gate),
+            calibration_set,
+            plan.target_pass_rate,
+            task,
+            plan.options.chunk_size,
         )
-        gate = with_threshold(gate, calibration.threshold)
+        gate = calibrated(gate, calibration.threshold)
     runner = run_replay if plan.replay else run_eval
     run = runner(gate, dataset, plan.options, task)
     meta = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -10,16 +11,18 @@ from typing import TYPE_CHECKING
 from gatekeeper.errors import ConfigError
 
 if TYPE_CHECKING:
-    pass
+    from gatekeeper.settings import CalibrationRecord
 
 
 _GATE_BLOCK = re.compile(r"^gate:\s*(#.*)?$")
-_THRESHOLD = re.compile(r"^(?P<indent>[ \t]+)threshold:")
 
 
-def store_threshold(path: Path, threshold: float, note: str) -> None:
-    """Set ``gate.threshold`` in the YAML settings file ``path`` (created if absent), keeping
-    its other keys and comments; ``note`` becomes the line's comment."""
+def store_threshold(
+    path: Path, threshold: float, note: str, calibrated_for: CalibrationRecord | None = None
+) -> None:
+    """Set ``gate.threshold`` (and ``gate.calibrated_for``) in the YAML settings file ``path``
+    (created if absent), keeping its other keys and comments; ``note`` becomes the threshold
+    line's comment."""
     import yaml
 
     from gatekeeper.settings import load_settings
@@ -27,7 +30,10 @@ def store_threshold(path: Path, threshold: float, note: str) -> None:
     check_settings_target(path)
     try:
         original = path.read_text(encoding="utf-8") if path.exists() else None
-        updated = _with_threshold(original or "", threshold, note)
+        updated = _with_gate_key(original or "", "threshold", f"{threshold:.4f}", note)
+        if calibrated_for is not None:
+            record = json.dumps(calibrated_for.model_dump(), ensure_ascii=False)
+            updated = _with_gate_key(updated, "calibrated_for", record, None)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(updated, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -72,14 +78,16 @@ def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
     return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
-def _with_threshold(text: str, threshold: float, note: str) -> str:
-    """``text`` (a YAML settings file) with ``gate.threshold`` set, edited line by line."""
-    line = f"threshold: {threshold:.4f}  # {note}"
+def _with_gate_key(text: str, key: str, value: str, note: str | None) -> str:
+    """``text`` (a YAML settings file) with ``gate.<key>`` set to the YAML ``value``, edited
+    line by line."""
+    line = f"{key}: {value}" + (f"  # {note}" if note else "")
+    key_line = re.compile(rf"^(?P<indent>[ \t]+){re.escape(key)}:")
     lines = text.splitlines()
     start = next((i for i, row in enumerate(lines) if _GATE_BLOCK.match(row)), None)
     if start is None:
         if re.search(r"^gate:", text, flags=re.MULTILINE):
-            return _with_threshold_dumped(text, threshold)
+            return _with_key_dumped(text, key, value)
         prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
         return f"{prefix}gate:\n  {line}\n"
     end = start + 1
@@ -91,7 +99,7 @@ def _with_threshold(text: str, threshold: float, note: str) -> str:
     ]
     indent = " " * (min(indents) if indents else 2)
     for offset, row in enumerate(block):
-        match = _THRESHOLD.match(row)
+        match = key_line.match(row)
         if match and match.group("indent") == indent:
             lines[start + 1 + offset] = indent + line
             break
@@ -103,10 +111,10 @@ def _with_threshold(text: str, threshold: float, note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_threshold_dumped(text: str, threshold: float) -> str:
+def _with_key_dumped(text: str, key: str, value: str) -> str:
     """Fallback for a ``gate:`` in flow style: reload and dump (comments are lost)."""
     import yaml
 
     data = yaml.safe_load(text) or {}
-    data.setdefault("gate", {})["threshold"] = round(threshold, 4)
+    data.setdefault("gate", {})[key] = yaml.safe_load(value)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -79,7 +79,12 @@ def tiny_catalog() -> Catalog:
 def make_gate(data_dir: Path, catalog: Catalog | None = None, **overrides: Any) -> Gatekeeper:
     """A :class:`~gatekeeper.gate.Gatekeeper` on :class:`HashingEmbedder` and an embedded Chroma
     under ``data_dir``; ``overrides`` are settings (``gate={"threshold": 0.4}``)."""
-    overrides["gate"] = {"threshold": 0.35, "rule": "contrast", **overrides.get("gate", {})}
+    overrides["gate"] = {
+        "threshold": 0.35,
+        "rule": "contrast",
+        "allow_uncalibrated": True,  # a test gate: the threshold is the test's own choice
+        **overrides.get("gate", {}),
+    }
     settings = Settings(data_dir=data_dir, **overrides)  # no settings file: tests stay isolated
     return Gatekeeper.from_settings(
         settings, catalog=catalog or tiny_catalog(), embedder=HashingEmbedder()

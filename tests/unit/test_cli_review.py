@@ -30,7 +30,8 @@ def config(tmp_path: Path) -> Path:
     """A settings file with its own data dir, serving the tiny catalog."""
     path = tmp_path / "gatekeeper.yaml"
     path.write_text(
-        f"data_dir: {tmp_path / 'data'}\ncatalog: {CATALOG}\ngate:\n  threshold: 0.2\n",
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {CATALOG}\n"
+        "gate:\n  threshold: 0.2\n  allow_uncalibrated: true\n",
         encoding="utf-8",
     )
     return path
@@ -90,7 +91,10 @@ def test_check_prints_reply_and_exemplar_text_literally(
         encoding="utf-8",
     )
     config = tmp_path / "gk.yaml"
-    config.write_text(f"data_dir: {tmp_path / 'data'}\ncatalog: {catalog}\n", encoding="utf-8")
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {catalog}\ngate:\n  allow_uncalibrated: true\n",
+        encoding="utf-8",
+    )
     assert _invoke("index", "--config", config)[0] == 0
     code, output = _invoke("check", "--config", config, "press [red] now")
     assert code == 0, output
@@ -254,7 +258,9 @@ def test_quiet_commands_keep_a_log_level_set_in_yaml(
     monkeypatch.setattr("gatekeeper.logging.configure_logging", lambda s: seen.append(s.level))
     config = tmp_path / "gk.yaml"
     config.write_text(
-        f"logging:\n  level: {yaml_level}\n" if yaml_level else "gate:\n  threshold: 0.2\n",
+        f"logging:\n  level: {yaml_level}\n"
+        if yaml_level
+        else "gate:\n  threshold: 0.2\n  allow_uncalibrated: true\n",
         encoding="utf-8",
     )
     setup(config, quiet=True)

@@ -304,7 +304,7 @@ def test_from_settings_builds_its_gate(tmp_path: Path, counter: Counter) -> None
         data_dir=tmp_path,
         catalog=tiny_catalog(),
         embedder=HashingEmbedder(),
-        gate={"threshold": 0.35},
+        gate={"threshold": 0.35, "allow_uncalibrated": True},
     )
     assert gated.invoke("where is my order") == "LLM ANSWER"
     assert_blocked(gated.invoke("tell me a joke"), "off_topic", REFUSAL)

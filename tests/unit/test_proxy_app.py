@@ -587,7 +587,12 @@ def down_chroma_settings(tmp_path: Path) -> Settings:
     settings = Settings(
         data_dir=tmp_path,
         store={"host": "127.0.0.1", "port": 9},
-        gate={"threshold": 0.35, "rule": "contrast", "on_error": "fail_open"},
+        gate={
+            "threshold": 0.35,
+            "rule": "contrast",
+            "on_error": "fail_open",
+            "allow_uncalibrated": True,
+        },
     )
     return settings.model_copy(
         update={"upstream": UpstreamSettings(base_url=UPSTREAM, max_retries=0, timeout=5)}

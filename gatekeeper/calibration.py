@@ -1,0 +1,66 @@
+"""Thresholds belong to what they were calibrated for.
+
+A threshold is a point on one model's score scale under one rule: MiniLM's 0.26 means nothing
+to another embedder (tried: a gate that kept it blocked no off-topic message at all).
+``gatekeeper calibrate --write`` therefore records, beside ``gate.threshold``, the embedder
+identity, the rule and the catalog hash it was measured on (``gate.calibrated_for``). A gate
+whose model or rule differs refuses to decide (:class:`~gatekeeper.errors.UncalibratedError`,
+with the exact command to run) unless ``gate.allow_uncalibrated`` is set; a changed catalog is
+only a warning (exemplars are edited often, and the scale does not move much).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gatekeeper.errors import UncalibratedError
+from gatekeeper.settings import CalibrationRecord, GateSettings
+
+CALIBRATE_HINT = (
+    "gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 --write"
+)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """The outcome of the check: fine, or fine with a warning."""
+
+    warning: str | None = None
+
+
+def record(model: str, rule: str, catalog_hash: str) -> CalibrationRecord:
+    """What a calibration on this model, rule and catalog writes into the settings."""
+    return CalibrationRecord(model=model, rule=rule, catalog=catalog_hash)
+
+
+def check_calibrated(
+    gate: GateSettings, *, model: str, rule: str, catalog_hash: str, catalog: str
+) -> Calibrated:
+    """Raise :class:`UncalibratedError` when ``gate.threshold`` was not calibrated for this
+    model and rule (unless ``gate.allow_uncalibrated``); warn when only the catalog changed."""
+    found = gate.calibrated_for
+    hint = CALIBRATE_HINT + (f" --catalog {catalog}" if catalog else "")
+    if found is None:
+        if gate.allow_uncalibrated:
+            return Calibrated()
+        raise UncalibratedError(
+            f"gate.threshold {gate.threshold:g} was never calibrated for this gate ({model}, "
+            f"rule {rule}): run `{hint}` on labelled messages of your own, or set "
+            "gate.allow_uncalibrated: true to decide with it anyway"
+        )
+    differs = [
+        f"{what} {was!r} (now {now!r})"
+        for what, was, now in (("model", found.model, model), ("rule", found.rule, rule))
+        if was != now
+    ]
+    if differs and not gate.allow_uncalibrated:
+        raise UncalibratedError(
+            f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
+            f"threshold means nothing on another model's scale. Run `{hint}` to calibrate it "
+            "for this gate, or set gate.allow_uncalibrated: true to decide with it anyway"
+        )
+    if found.catalog is not None and found.catalog != catalog_hash:
+        return Calibrated(
+            f"gate.threshold was calibrated on another version of the catalog; consider `{hint}`"
+        )
+    return Calibrated()

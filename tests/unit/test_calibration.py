@@ -1,0 +1,78 @@
+"""Thresholds belong to the model and rule they were calibrated for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatekeeper.calibration import check_calibrated, record
+from gatekeeper.errors import UncalibratedError
+from gatekeeper.eval.settings_file import store_threshold
+from gatekeeper.settings import GateSettings, load_settings
+from gatekeeper.testing import make_gate
+
+MODEL, RULE = "local:minilm:mean", "density"
+
+
+def _gate(**fields: object) -> GateSettings:
+    return GateSettings(threshold=0.3, **fields)  # type: ignore[arg-type]
+
+
+def test_a_threshold_calibrated_for_this_gate_is_used() -> None:
+    """Same model and rule: no error, no warning."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c1"))
+    outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="c1", catalog="x")
+    assert outcome.warning is None
+
+
+@pytest.mark.parametrize(
+    ("model", "rule", "named"),
+    [("openai:e5-query", RULE, "model"), (MODEL, "top1", "rule")],
+)
+def test_another_model_or_rule_is_refused_with_the_command(
+    model: str, rule: str, named: str
+) -> None:
+    """A threshold from another model or rule raises, naming what differs and the fix."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c1"))
+    with pytest.raises(UncalibratedError, match=rf"calibrated for {named} .*gatekeeper calibrate"):
+        check_calibrated(gate, model=model, rule=rule, catalog_hash="c1", catalog="shop.yaml")
+
+
+def test_a_never_calibrated_threshold_is_refused_unless_allowed() -> None:
+    """No record: refused; gate.allow_uncalibrated (explicit) lets it decide."""
+    with pytest.raises(UncalibratedError, match="never calibrated"):
+        check_calibrated(_gate(), model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
+    allowed = _gate(allow_uncalibrated=True)
+    assert check_calibrated(allowed, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
+
+
+def test_a_changed_catalog_only_warns() -> None:
+    """The same model and rule on an edited catalog decides, with a recalibration hint."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "old"))
+    outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="new", catalog="x")
+    assert outcome.warning is not None and "gatekeeper calibrate" in outcome.warning
+
+
+def test_the_gate_refuses_before_deciding(tmp_path: Path) -> None:
+    """A gate whose settings carry another model's calibration raises on its first check."""
+    gate = make_gate(
+        tmp_path,
+        gate={"allow_uncalibrated": False, "calibrated_for": record(MODEL, RULE, "c")},
+    )
+    with pytest.raises(UncalibratedError):
+        gate.check("where is my order")
+
+
+def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:
+    """calibrate --write stores gate.calibrated_for beside the threshold, comments kept."""
+    path = tmp_path / "gk.yaml"
+    path.write_text("# my settings\ngate:\n  # why\n  threshold: 0.5\n", encoding="utf-8")
+    store_threshold(path, 0.2569, "the command", record(MODEL, RULE, "abc"))
+    text = path.read_text(encoding="utf-8")
+    assert "# my settings" in text and "# why" in text
+    loaded = load_settings(path)
+    assert loaded.gate.threshold == pytest.approx(0.2569)
+    assert loaded.gate.calibrated_for == record(MODEL, RULE, "abc")
+    assert yaml.safe_load(text)["gate"]["calibrated_for"]["model"] == MODEL
