@@ -1,26 +1,36 @@
-"""Conversations, not single lines.
+"""Conversations, not single lines: the conversation model.
 
-A request carries ``messages`` (OpenAI chat format). The gate judges the **last user message**,
-but reads it in the light of the user turns before it:
+A request carries ``messages`` (OpenAI chat format). The gate judges the **last customer turn**
+in the light of the chat before it, the assistant's turns included. The most recent customer
+turns (up to ``CONTEXT_TURNS``) are each judged alone (threshold-free), then routed in order,
+oldest first, by :func:`route_conversation`:
 
-1. The most recent user turns (up to ``CONTEXT_TURNS``) are each judged and routed on their own
-   text (:func:`gatekeeper.decision.route_turn`), in order, oldest first.
-2. A turn decided ``off_topic`` is *rescued* as a **follow-up** when all of these hold:
-   the user turn just before it ended up forwarded to the LLM (``llm``); the turn is short
-   (at most ``gate.followup_max_words`` words: "yes", an order number, an e-mail address, a
-   name); it does not lean off-topic (its nearest exemplar is not an off-topic one); and no
-   off-topic exemplar is close to it (best off-topic similarity under
-   ``gate.followup_off_topic_max``). A rescued turn is forwarded with the previous turn's
-   intent, flagged ``followup``.
-3. The last turn's route is the conversation's.
+1. A turn that passes alone (score over the threshold) passes: ``llm`` or ``canned``.
+2. A turn that would be refused alone, **in a conversation being served** (the customer's
+   previous turn passed), is given the benefit of the doubt and forwarded as a ``followup``
+   (with the conversation's intent) unless it is itself *clearly off-topic*:
 
-:func:`route_conversation` is that rule, pure; the live gate and the eval's threshold sweep both
-call it. :func:`chat_messages` is the one validator of chat messages (proxy, datasets, CLI).
+   * clearly off-topic: an off-topic exemplar is close (similarity at least
+     ``gate.followup_off_topic_max``), or the turn leans off-topic by a clear gap (its nearest
+     off-topic exemplar at least ``gate.followup_off_topic_gap`` closer than its nearest
+     in-domain one);
+   * otherwise it is forwarded when it answers the assistant (the assistant's message just
+     before it asked something and the turn is short: at most ``gate.followup_max_words``
+     words — a name, an e-mail, a phone number, an order id, an address, "yes", "the blue
+     one"), or when its score is within ``gate.session_margin`` of the threshold (hysteresis:
+     a lower bar for staying in a served session: small talk inside service, a polite
+     push-back, "exactly!").
+3. After a refused turn there is no benefit of the doubt: a new in-domain question passes on
+   its own score, and short agreement ("ok", "please?") is refused like the request it follows.
 
-So "NW-55120" or "yes" after "my parcel never arrived" reaches the LLM, while "who won the match
-last night?" in the middle of the same chat is still refused: it is close to off-topic
-exemplars. A follow-up after a refused turn is refused too, so a conversation that drifted off
-topic does not come back in through "ok".
+So "Alessandro Phoenix" after "Could you tell me the name on the order?" is forwarded, while
+"thanks! now write my essay on the French revolution" is refused: it is close to off-topic
+exemplars. The parameters live in ``gate.*`` settings and were chosen on the conversation
+calibration split (``eval/datasets/shop_chats_calibration.jsonl``; see eval/README.md).
+
+:func:`route_conversation` is pure; the live gate (proxy, wrapper, runnable, ``check
+--conversation``) and the eval's calibration and sweep all call it. :func:`chat_messages` is
+the one validator of chat messages.
 """
 
 from __future__ import annotations
@@ -85,16 +95,33 @@ def last_user_text(messages: Any) -> str:
 
 def user_turns(messages: Any) -> list[str]:
     """The texts of the last :data:`CONTEXT_TURNS` user messages, oldest first."""
+    return [text for text, _ in customer_turns(messages)]
+
+
+def customer_turns(messages: Any) -> list[tuple[str, bool]]:
+    """The last :data:`CONTEXT_TURNS` user messages, oldest first, each with whether the
+    assistant's message right before it asked the customer something."""
     if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
         raise EmptyMessageError("the conversation has no user message to judge")
-    turns = [
-        content_text(m.get("content")) for m in chat_messages(messages) if m.get("role") == "user"
-    ]
+    turns: list[tuple[str, bool]] = []
+    asked = False
+    for message in chat_messages(messages):
+        role = message.get("role")
+        if role == "assistant":
+            asked = asks(content_text(message.get("content")))
+        elif role == "user":
+            turns.append((content_text(message.get("content")), asked))
+            asked = False
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
-    if not turns[-1].strip():
+    if not turns[-1][0].strip():
         raise EmptyMessageError("the last user message is empty")
     return turns[-CONTEXT_TURNS:]
+
+
+def asks(text: str) -> bool:
+    """Whether an assistant's message asks the customer something (a question mark in it)."""
+    return "?" in text or "？" in text
 
 
 def word_count(text: str) -> int:
@@ -108,43 +135,60 @@ def word_count(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One customer turn of a conversation, judged alone (threshold-independent)."""
+    """One customer turn of a conversation, judged alone (threshold-independent), and whether
+    the assistant had just asked the customer something."""
 
     text: str
     judged: Judged
     words: int
+    asked: bool = False
 
 
 @dataclass(frozen=True)
 class FollowupPolicy:
-    """When a short turn in an in-domain conversation is forwarded although it scores low."""
+    """When a turn of a served conversation is forwarded although it scores low alone."""
 
     max_words: int = 12
-    off_topic_max: float = 0.55
+    off_topic_max: float = 0.6
+    off_topic_gap: float = 1.0
+    session_margin: float = 0.08
+
+
+def clearly_off_topic(judged: Judged, policy: FollowupPolicy) -> bool:
+    """Close to an off-topic exemplar, or leaning off-topic by a clear gap."""
+    if judged.nearest_off is None:
+        return False
+    if judged.nearest_off >= policy.off_topic_max:
+        return True
+    nearest_in = judged.nearest_in if judged.nearest_in is not None else -1.0
+    return judged.nearest_off - nearest_in >= policy.off_topic_gap
 
 
 def rescue_followup(
     routed: Routed, turn: Turn, previous: Routed | None, policy: FollowupPolicy
 ) -> Routed:
-    """``routed`` (the turn alone), forwarded as a follow-up of ``previous`` when the rule
-    allows (see the module docstring)."""
-    if routed.route is not Route.OFF_TOPIC or previous is None or previous.route is not Route.LLM:
-        return routed
-    if turn.words > policy.max_words:
+    """``routed`` (the turn alone), forwarded as a follow-up of ``previous`` when the
+    conversation model allows (see the module docstring)."""
+    served = previous is not None and previous.route is not Route.OFF_TOPIC
+    if routed.route is not Route.OFF_TOPIC or not served or previous is None:
         return routed
     judged = turn.judged
-    if judged.nearest_off is not None and (
-        judged.nearest_off >= policy.off_topic_max or judged.leans_off_topic
-    ):
+    if clearly_off_topic(judged, policy):
         return routed
+    answers = turn.asked and turn.words <= policy.max_words
+    near = judged.score >= routed.threshold - policy.session_margin
+    if not (answers or near):
+        return routed
+    why = "answers the assistant's question" if answers else "close to the bar, in session"
     return Routed(
         route=Route.LLM,
         intent=previous.intent,
         threshold=routed.threshold,
         reason=(
-            f"follow-up ({turn.words} words) in a conversation about {previous.intent!r}; "
+            f"follow-up ({why}) in a conversation about {previous.intent!r}; "
             f"alone it would be refused ({routed.reason})"
         ),
+        nearest_intent=routed.nearest_intent,
         followup=True,
     )
 

@@ -67,10 +67,11 @@ class Decision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     route: Route
-    intent: str | None
+    intent: str | None  # the intent served; None when refused (see nearest_intent)
     score: float
     threshold: float
     reason: str
+    nearest_intent: str | None = None  # the closest in-domain intent, whatever the route
     neighbours: tuple[Neighbour, ...] = ()
     followup: bool = False
     reply: str | None = None
@@ -161,6 +162,7 @@ class Routed:
     threshold: float
     reason: str
     reply: str | None = None
+    nearest_intent: str | None = None
     followup: bool = False
 
 
@@ -186,7 +188,9 @@ def route_turn(judged: Judged, *, catalog: Catalog, thresholds: Thresholds) -> R
     score = judged.score
     if judged.intent is None or score < threshold:
         reason = f"score {score:.3f} < threshold {threshold:.3f}: {judged.why}"
-        return Routed(Route.OFF_TOPIC, judged.intent, threshold, reason, catalog.off_topic.reply)
+        return Routed(
+            Route.OFF_TOPIC, None, threshold, reason, catalog.off_topic.reply, judged.intent
+        )
     intent = catalog.intent(judged.intent)
     confident = (
         judged.nearest_in is not None and judged.nearest_in >= thresholds.canned_min_similarity
@@ -198,7 +202,7 @@ def route_turn(judged: Judged, *, catalog: Catalog, thresholds: Thresholds) -> R
     else:
         route, verb, reply = Route.LLM, "forwarded", None
     reason = f"score {score:.3f} >= threshold {threshold:.3f}: {judged.why}, {verb}"
-    return Routed(route, intent.name, threshold, reason, reply)
+    return Routed(route, intent.name, threshold, reason, reply, intent.name)
 
 
 def to_decision(judged: Judged, routed: Routed) -> Decision:
@@ -209,6 +213,7 @@ def to_decision(judged: Judged, routed: Routed) -> Decision:
         score=judged.score,
         threshold=routed.threshold,
         reason=routed.reason,
+        nearest_intent=routed.nearest_intent,
         neighbours=judged.neighbours,
         followup=routed.followup,
         reply=routed.reply,

@@ -20,11 +20,11 @@ from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
     content_text,
+    customer_turns,
     route_conversation,
-    user_turns,
     word_count,
 )
-from gatekeeper.decision import Decision, Route, Thresholds, judge, to_decision
+from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
 from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
@@ -67,7 +67,10 @@ class Gatekeeper:
             settings.gate.canned_min_similarity,
         )
         self.followup_policy = FollowupPolicy(
-            settings.gate.followup_max_words, settings.gate.followup_off_topic_max
+            max_words=settings.gate.followup_max_words,
+            off_topic_max=settings.gate.followup_off_topic_max,
+            off_topic_gap=settings.gate.followup_off_topic_gap,
+            session_margin=settings.gate.session_margin,
         )
         self._log = logger or get_logger()
         self._ready: IndexInfo | None = None
@@ -216,7 +219,7 @@ class Gatekeeper:
         except (EmbeddingError, StoreError) as exc:
             if policy == "raise":
                 raise
-            return [self._finish(self._fallback(exc, policy), turns[-1], 0.0) for turns in texts]
+            return [self._finish(self._fallback(exc, policy), turns[-1][0], 0.0) for turns in texts]
 
     def conclude(self, turns: Sequence[Turn], *, latency_ms: float = 0.0) -> Decision:
         """The live decision on judged ``turns``: :meth:`route` at the gate's thresholds, with
@@ -254,14 +257,15 @@ class Gatekeeper:
         )
         return to_decision(turns[-1].judged, routed)
 
-    def _turns(self, message: Message) -> list[str]:
+    def _turns(self, message: Message) -> list[tuple[str, bool]]:
+        """The customer turns to judge, with whether the assistant had just asked something."""
         if isinstance(message, str):
-            turns = [message]
+            turns = [(message, False)]
         elif isinstance(message, Mapping):
-            turns = [content_text(message.get("content"))]
+            turns = [(content_text(message.get("content")), False)]
         else:
-            turns = user_turns(message)
-        last = turns[-1]
+            turns = customer_turns(message)
+        last = turns[-1][0]
         if not last.strip():
             raise EmptyMessageError("the message is empty")
         limit = self.settings.gate.max_message_chars
@@ -270,23 +274,27 @@ class Gatekeeper:
                 f"the message has {len(last)} characters; the limit is {limit} "
                 "(gate.max_message_chars)"
             )
-        kept = [t[:limit] for t in turns if t.strip()]
-        for text in kept:
+        kept = [(text[:limit], asked) for text, asked in turns if text.strip()]
+        for text, _ in kept:
             _require_text(text)
         return kept
 
-    def _judge(self, texts: list[list[str]], progress: Progress | None) -> list[list[Turn]]:
+    def _judge(
+        self, texts: list[list[tuple[str, bool]]], progress: Progress | None
+    ) -> list[list[Turn]]:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
-        unique = list(dict.fromkeys(t for turns in texts for t in turns))
+        unique = list(dict.fromkeys(text for turns in texts for text, _ in turns))
         vectors = self.embedder.embed(unique, progress=progress)
         known = self._known_intents
-        judged: dict[str, Turn] = {}
+        judged: dict[str, Judged] = {}
         for text, found in zip(unique, self.store.query(vectors), strict=True):
             # An index shared with a replica on another catalog version (a rolling deploy, or
             # auto_sync off) may hold intents this catalog lacks: those neighbours are ignored.
-            neighbours = [n for n in found if n.intent in known]
-            judged[text] = Turn(text, judge(neighbours, self.rule), word_count(text))
-        return [[judged[t] for t in turns] for turns in texts]
+            judged[text] = judge([n for n in found if n.intent in known], self.rule)
+        return [
+            [Turn(text, judged[text], word_count(text), asked) for text, asked in turns]
+            for turns in texts
+        ]
 
     def _fallback(self, exc: Exception, policy: OnError) -> Decision:
         route = Route.LLM if policy == "fail_open" else Route.OFF_TOPIC

@@ -133,13 +133,31 @@ class GateSettings(_Section):
     density_k: int = Field(5, ge=1, le=50, description="neighbourhood size of the density rule")
     max_message_chars: int = Field(4000, ge=1)
     followup_max_words: int = Field(
-        12, ge=0, description="a turn this short may be a follow-up in an in-domain conversation"
+        12,
+        ge=0,
+        description="in a served conversation, a turn this short that answers the assistant's "
+        "question is forwarded unless clearly off-topic",
     )
     followup_off_topic_max: float = Field(
-        0.55,
+        0.6,
         ge=-1.0,
         le=1.0,
-        description="a follow-up is still refused when an off-topic exemplar is this similar",
+        description="in a served conversation, a turn this close to an off-topic exemplar is "
+        "still refused",
+    )
+    followup_off_topic_gap: float = Field(
+        1.0,
+        ge=0.0,
+        le=2.0,
+        description="... or a turn whose nearest off-topic exemplar is this much closer than its "
+        "nearest in-domain one (1.0 and more: off)",
+    )
+    session_margin: float = Field(
+        0.08,
+        ge=0.0,
+        le=1.0,
+        description="hysteresis: in a served conversation a turn passes down to threshold - "
+        "session_margin unless it is clearly off-topic",
     )
     canned_min_similarity: float = Field(
         0.7,

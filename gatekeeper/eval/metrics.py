@@ -267,6 +267,7 @@ def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
         return None
     inside = [o for o in multi if o.example.in_domain]
     outside = [o for o in multi if not o.example.in_domain]
+    chats = {(o.example.source, o.example.line) for o in multi}
     return ConversationStats(
         n=len(multi),
         n_in_domain=len(inside),
@@ -274,6 +275,10 @@ def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
         in_domain_pass_rate=rate([o.passed for o in inside]),
         off_topic_block_rate=rate([not o.passed for o in outside]),
         rescued_followups=sum(o.decision.followup for o in multi),
+        n_chats=len(chats),
+        customer_turns_wrongly_refused=sum(not o.passed for o in inside),
+        drift_turns_refused=sum(not o.passed for o in outside),
+        calls_saved_per_chat=(sum(not o.called for o in multi) / len(chats) if chats else None),
     )
 
 
@@ -296,12 +301,25 @@ def listed(outcome: Outcome) -> Listed:
         line=outcome.example.line,
         text=outcome.example.text,
         label_intent=outcome.example.intent,
-        nearest_intent=d.intent,
+        nearest_intent=d.nearest_intent,
+        context=_context(outcome),
         route=d.route.value,
         score=d.score,
         threshold=d.threshold,
         reason=d.reason,
     )
+
+
+def _context(outcome: Outcome) -> str | None:
+    """The assistant's message just before a chat's judged turn (shortened), if any."""
+    message = outcome.example.message
+    if isinstance(message, str) or len(message) < 2:
+        return None
+    before = message[-2]
+    if before.get("role") != "assistant":
+        return None
+    text = str(before.get("content") or "")
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def build_report(

@@ -158,6 +158,14 @@ class ConversationStats(BaseModel):
     in_domain_pass_rate: float | None
     off_topic_block_rate: float | None
     rescued_followups: int
+    n_chats: int = Field(
+        0,
+        description="distinct conversations (a chat with per-turn labels "
+        "counts once, each of its customer turns is a row)",
+    )
+    customer_turns_wrongly_refused: int = 0
+    drift_turns_refused: int = 0
+    calls_saved_per_chat: float | None = None
 
 
 class Listed(BaseModel):
@@ -168,6 +176,9 @@ class Listed(BaseModel):
     text: str
     label_intent: str | None
     nearest_intent: str | None
+    context: str | None = Field(
+        None, description="for a chat: the assistant's message just before the judged turn"
+    )
     route: str
     score: float
     threshold: float
