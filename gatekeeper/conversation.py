@@ -193,6 +193,27 @@ def rescue_followup(
     )
 
 
+def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str) -> Routed:
+    """Right after a refused turn the bar is higher for a short turn ("ok", "please?"): it
+    must clear the threshold by ``session_margin`` (hysteresis the other way)."""
+    short = turn.words <= policy.max_words
+    if routed.route is Route.OFF_TOPIC or not short:
+        return routed
+    if turn.judged.score >= routed.threshold + policy.session_margin:
+        return routed
+    return Routed(
+        route=Route.OFF_TOPIC,
+        intent=None,
+        threshold=routed.threshold,
+        reason=(
+            f"short turn right after a refusal, not clearly in-domain (score "
+            f"{turn.judged.score:.3f} < {routed.threshold + policy.session_margin:.3f})"
+        ),
+        reply=reply,
+        nearest_intent=routed.nearest_intent,
+    )
+
+
 def route_conversation(
     turns: Sequence[Turn], *, catalog: Catalog, thresholds: Thresholds, policy: FollowupPolicy
 ) -> Routed:
@@ -200,7 +221,10 @@ def route_conversation(
     previous: Routed | None = None
     for turn in turns:
         alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
-        previous = rescue_followup(alone, turn, previous, policy)
+        if previous is not None and previous.route is Route.OFF_TOPIC:
+            previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)
+        else:
+            previous = rescue_followup(alone, turn, previous, policy)
     if previous is None:
         raise EmptyMessageError("the conversation has no user message to judge")
     return previous

@@ -106,3 +106,15 @@ def test_route_conversation_rescues_only_in_a_served_chat() -> None:
     alone = route_conversation([short], catalog=catalog, thresholds=thresholds, policy=POLICY)
     assert alone.route is Route.OFF_TOPIC and not alone.followup
     assert alone.intent is None and alone.nearest_intent == "refund_request"
+
+
+def test_short_agreement_after_a_refusal_needs_to_clear_the_bar_by_the_margin() -> None:
+    """After a refused turn, "please?" just over the threshold is refused; a clear new in-domain
+    question passes."""
+    from gatekeeper.conversation import after_refusal
+
+    passed = Routed(route=Route.LLM, intent="thanks", threshold=0.5, reason="alone")
+    please = after_refusal(passed, _turn("please?", score=0.55), POLICY, "no")
+    assert please.route is Route.OFF_TOPIC and please.intent is None and please.reply == "no"
+    question = after_refusal(passed, _turn("can I change my address?", score=0.7), POLICY, "no")
+    assert question is passed
