@@ -5,7 +5,7 @@
 For each message (one at a time, as a chatbot sees them) it times:
 
 * ``model``: the embedding model's own forward pass for that message (FlagEmbedding's
-  ``encode_queries`` on the loaded model, and the gate's single-pass encoder);
+  ``encode_queries`` on the same weights, and the gate's single-pass encoder);
 * ``gate``: a full ``Gatekeeper.check`` (embed + Chroma query + decision + log).
 
 Rounds alternate so both see the same machine state. Prints p50/p95/p99 in milliseconds.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from gatekeeper.embedding import LocalEmbedder
+from gatekeeper.embedding import LocalEmbedder, resolve_model_path
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import load_settings
 
@@ -55,7 +55,16 @@ def main() -> None:
         gate.ready()
         embedder = gate.embedder
         assert isinstance(embedder, LocalEmbedder)
-        flag_model = embedder._model
+        from FlagEmbedding import FlagModel  # the gate itself loads the encoder without it
+
+        flag_model = FlagModel(
+            str(resolve_model_path(settings.embedding.model)),
+            pooling_method=settings.embedding.pooling,
+            normalize_embeddings=True,
+            devices="cpu",
+            use_fp16=False,
+            query_max_length=settings.embedding.max_length,
+        )
         messages = _messages(args.dataset, args.n)
         for text in messages[:20]:  # warm-up
             gate.check(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,9 +46,18 @@ def check(
         message = _message_argument(text, conversation)
         settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
         gate = load_gate(settings)
+        started = time.perf_counter()
+        gate.ready()  # model load and index check: once per process, not part of a decision
+        startup_ms = (time.perf_counter() - started) * 1000
+        # The first decision pays one-time costs (first forward pass, first Chroma query); the
+        # same message decided again is the latency every later message sees.
+        first = gate.check(message, on_error="raise")
         decision = gate.check(message, on_error="raise")
         if as_json:
-            typer.echo(json.dumps(decision.model_dump(mode="json"), ensure_ascii=False))
+            out = decision.model_dump(mode="json")
+            out["first_latency_ms"] = first.latency_ms
+            out["startup_ms"] = startup_ms
+            typer.echo(json.dumps(out, ensure_ascii=False))
             return
         table = Table(show_header=False, box=None)
         for key in ("route", "intent", "score", "threshold", "reason", "latency_ms"):
@@ -56,6 +66,13 @@ def check(
                 f"[bold]{key}[/]",
                 escape(f"{value:.3f}" if isinstance(value, float) else str(value)),
             )
+        table.add_row(
+            "[dim]first decision[/]",
+            escape(
+                f"{first.latency_ms:.3f} ms (one-time warm-up: first forward pass and Chroma "
+                f"query); model load and index check {startup_ms:,.0f} ms before it"
+            ),
+        )
         if decision.reply:
             table.add_row("[bold]reply[/]", escape(decision.reply))
         table.add_row("[dim]catalog[/]", escape(f"{settings.catalog} ({gate.store.name})"))

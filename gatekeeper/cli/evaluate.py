@@ -85,6 +85,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
 
 
 def _print_summary(report: Any, title: str) -> None:
+    from gatekeeper.eval.guide import recommendation_line
     from gatekeeper.eval.report import summary_rows
 
     table = Table(title=title, show_lines=False)
@@ -93,7 +94,9 @@ def _print_summary(report: Any, title: str) -> None:
     table.add_column("95% CI / note", style="dim")
     for row in summary_rows(report):
         table.add_row(*(escape(cell) for cell in row))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(escape(recommendation_line(report)), soft_wrap=True, highlight=False)
 
 
 @app.command("eval")

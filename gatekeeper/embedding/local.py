@@ -1,4 +1,11 @@
-"""Local models through FlagEmbedding (default: the packaged all-MiniLM-L6-v2)."""
+"""Local models (default: the packaged all-MiniLM-L6-v2).
+
+Encoder models with mean or CLS pooling (the default MiniLM, BGE, e5) are loaded with
+``transformers.AutoTokenizer``/``AutoModel`` directly and pooled here exactly as FlagEmbedding
+pools them: same weights, same vectors, without the seconds that importing FlagEmbedding costs
+at start-up. The families FlagEmbedding exists for (``model_class`` ``m3``, ``decoder``) and any
+other pooling still go through FlagEmbedding.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +64,38 @@ def installed_model_packages() -> list[str]:
     return sorted(names)
 
 
+#: Poolings the gate applies itself to an encoder loaded with transformers (FlagEmbedding's
+#: encoder pools only these two).
+DIRECT_POOLING = ("mean", "cls")
+
+
+def uses_flag_embedding(settings: EmbeddingSettings) -> bool:
+    """Whether ``settings`` need FlagEmbedding to load the model (m3, decoder, other poolings);
+    encoders with mean or CLS pooling are loaded with transformers alone."""
+    return settings.model_class != "encoder" or settings.pooling not in DIRECT_POOLING
+
+
+class Encoder:
+    """An encoder loaded with ``AutoTokenizer``/``AutoModel``, pooled as FlagEmbedding's
+    ``FlagModel`` pools (the same operations, so the same vectors)."""
+
+    def __init__(self, tokenizer: Any, model: Any, pooling_method: str) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.pooling_method = pooling_method
+
+    def pooling(self, last_hidden_state: Any, attention_mask: Any) -> Any:
+        if self.pooling_method == "cls":
+            return last_hidden_state[:, 0]
+        import torch
+
+        summed = torch.sum(last_hidden_state * attention_mask.unsqueeze(-1).float(), dim=1)
+        return summed / attention_mask.sum(dim=1, keepdim=True).float()
+
+
 class LocalEmbedder(Embedder):
-    """A local model through FlagEmbedding, loaded once on first use (thread-safe)."""
+    """A local model, loaded once on first use (thread-safe): encoders with transformers,
+    bge-m3 and decoder models through FlagEmbedding."""
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         self._settings = settings
@@ -81,18 +118,44 @@ class LocalEmbedder(Embedder):
 
     def load(self) -> None:
         with self._lock:
-            if self._model is None:
-                self._model = self._load_model()
-                if self._settings.model_class == "encoder":
-                    self._model.model.eval()
-                probe = self._model.encode_queries(["dimension probe"])
+            if self._model is not None:
+                return
+            path = resolve_model_path(self._settings.model)
+            # Offline by construction: never let transformers ask a hub for anything.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            if uses_flag_embedding(self._settings):
+                model = self._load_flag_model(path)
+                probe = model.encode_queries(["dimension probe"])
+                if isinstance(probe, dict):  # bge-m3 returns {"dense_vecs": ...}
+                    probe = probe["dense_vecs"]
                 self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
+            else:
+                model = self._load_encoder(path)
+                self._dimension = int(model.model.config.hidden_size)
+            self._model = model
 
-    def _load_model(self) -> Any:
-        path = resolve_model_path(self._settings.model)
-        # Offline by construction: never let transformers ask a hub for anything.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    def _load_encoder(self, path: Path) -> Encoder:
+        """The tokenizer and model, as FlagModel loads them (float32, on the CPU)."""
+        try:
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as transformers_logging
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                "transformers is not installed: pip install 'gatekeeper[local]'"
+            ) from exc
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # tokenizer chatter is not our users' news
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)  # type: ignore[no-untyped-call]
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"cannot load embedding model from {path}: {_first_sentence(exc)}"
+            ) from exc
+        model.eval()
+        return Encoder(tokenizer, model, self._settings.pooling)
+
+    def _load_flag_model(self, path: Path) -> Any:
         try:
             flag = importlib.import_module("FlagEmbedding")
             from transformers.utils import logging as transformers_logging
@@ -100,7 +163,7 @@ class LocalEmbedder(Embedder):
             raise ModelNotFoundError(
                 "FlagEmbedding is not installed: pip install 'gatekeeper[local]'"
             ) from exc
-        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # tokenizer chatter is not our users' news
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] = {
             "normalize_embeddings": True,
             "devices": "cpu",
@@ -128,7 +191,7 @@ class LocalEmbedder(Embedder):
             # Hugging Face fast tokenizers are not thread-safe ("Already borrowed"): one
             # encode at a time per model, whichever interface (proxy, runnable, eval) calls.
             with self._encode_lock:
-                if self._settings.model_class == "encoder":
+                if isinstance(self._model, Encoder):
                     return self._forward(texts)
                 out = self._model.encode_queries(texts, batch_size=self.batch_size)
         except Exception as exc:  # a model failure is an EmbeddingError, whatever raised it
@@ -138,15 +201,15 @@ class LocalEmbedder(Embedder):
         return np.asarray(out)
 
     def _forward(self, texts: list[str]) -> npt.NDArray[Any]:
-        """One forward pass with the model FlagEmbedding loaded, and its own pooling.
+        """One forward pass and the pooling, nothing else.
 
-        FlagModel.encode runs a throw-away forward pass on the first batch to probe the batch
-        size; on the hot path (one message) that doubles the cost, so the gate calls the model
-        directly.
+        (FlagModel.encode runs a throw-away forward pass on the first batch to probe the batch
+        size; on the hot path, one message, that doubles the cost.) The instruction is put
+        before every text, as FlagModel.encode_queries does.
         """
         import torch
 
-        model = self._model
+        model: Encoder = self._model
         if self._settings.query_instruction:
             texts = [self._settings.query_instruction + t for t in texts]
         inputs = model.tokenizer(

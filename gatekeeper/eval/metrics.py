@@ -26,8 +26,10 @@ from gatekeeper.eval.schema import (
     Listed,
     Outcome,
     Projection,
+    RecommendedThreshold,
     ScoreSamples,
     SourceRow,
+    SweepPoint,
     TimeSaved,
 )
 from gatekeeper.eval.thresholds import (
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 
 
 FloatArray = npt.NDArray[np.float64]
+
+#: In-domain pass rates the report recommends a threshold for.
+RECOMMENDED_TARGETS = (0.99, 0.98, 0.95)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -322,6 +327,58 @@ def _context(outcome: Outcome) -> str | None:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
+def recommend_thresholds(
+    points: Sequence[SweepPoint],
+    *,
+    source: str,
+    calibration: Calibration | None = None,
+    calibration_path: str | None = None,
+    catalog: str | None = None,
+    targets: Sequence[float] = RECOMMENDED_TARGETS,
+) -> list[RecommendedThreshold]:
+    """For each target, the highest swept threshold whose in-domain pass rate reaches it, with
+    what it does there and the command that applies it.
+
+    The thresholds are read off the sweep of the evaluated data (``source``). With a
+    calibration file, the command re-chooses the threshold on that file (the honest way to
+    apply a target); otherwise it sets the swept value directly.
+    """
+    out = []
+    for target in targets:
+        reaching = [
+            p
+            for p in points
+            if p.in_domain_pass_rate is not None and p.in_domain_pass_rate >= target - 1e-12
+        ]
+        best = max(reaching, key=lambda p: p.threshold, default=None)
+        if calibration is not None:
+            where = calibration_path or calibration.source
+            command = f"gatekeeper calibrate --dataset {where} --target-pass-rate {target:g}"
+            command += f" --catalog {catalog} --write" if catalog else " --write"
+        elif best is not None:
+            command = (
+                f"GATEKEEPER_GATE__THRESHOLD={best.threshold:.4f} / "
+                f"gate.threshold: {best.threshold:.4f}"
+            )
+        else:
+            command = "no swept threshold reaches this target on the evaluated data"
+        out.append(
+            RecommendedThreshold(
+                target_pass_rate=target,
+                threshold=None if best is None else best.threshold,
+                in_domain_pass_rate=None if best is None else best.in_domain_pass_rate,
+                false_block_rate=None if best is None else best.false_block_rate,
+                off_topic_block_rate=None if best is None else best.off_topic_block_rate,
+                saved_rate=None if best is None else best.saved_rate,
+                llm_calls=None if best is None else best.llm_calls,
+                wrongly_blocked=None if best is None else best.wrongly_blocked,
+                source=source,
+                command=command,
+            )
+        )
+    return out
+
+
 def build_report(
     gate: Gatekeeper,
     run: EvalRun,
@@ -349,6 +406,16 @@ def build_report(
     admit_in = rate([o.called for o in inside]) or 0.0
     admit_off = rate([o.called for o in outside]) or 0.0
     counted_by_rows = sum(o.called for o in outcomes)
+    meta = dict(meta or {})
+    points = sweep(gate, outcomes, gate.settings.gate.threshold)
+    sources = meta.get("datasets") or sorted({o.example.source for o in outcomes})
+    recommended = recommend_thresholds(
+        points,
+        source=" + ".join(Path(s).name for s in sources),
+        calibration=calibration,
+        calibration_path=meta.get("calibration_path"),
+        catalog=meta.get("catalog"),
+    )
     return EvalReport(
         n_queries=n,
         n_in_domain=len(inside),
@@ -398,8 +465,9 @@ def build_report(
             listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],
         canned_mismatches=[listed(o) for o in canned_mismatches(inside)][: options.max_listed],
-        sweep=sweep(gate, outcomes, gate.settings.gate.threshold),
-        meta=dict(meta or {}),
+        sweep=points,
+        meta=meta,
+        recommended_thresholds=recommended,
         scores=ScoreSamples(
             in_domain=[float(s) for s in scores[scores_in]],
             off_topic=[float(s) for s in scores[~scores_in]],

@@ -126,6 +126,7 @@ def evaluate_gate(
     run = runner(gate, dataset, plan.options, task)
     meta = {
         "datasets": list(dataset.sources),
+        "calibration_path": str(plan.calibrate_on) if plan.calibrate_on is not None else None,
         "catalog": str(gate.settings.catalog),
         "catalog_hash": gate.catalog.content_hash(),
         "collection": gate.store.name,

@@ -45,41 +45,104 @@ def plot_scores(report: EvalReport, path: Path) -> Path:
     return _save(fig, path)
 
 
+#: The trade-off plot shows 0 to this share of in-domain customers blocked: the region where a
+#: threshold is worth choosing (beyond it a gate turns away more customers than anyone accepts).
+TRADEOFF_MAX_FALSE_BLOCK = 0.10
+_MARKERS = ("^", "s", "D", "v", "P")
+
+
 def plot_tradeoff(report: EvalReport, path: Path) -> Path:
-    """Saved calls vs wrongly blocked customers along the threshold sweep."""
+    """Saved calls vs wrongly blocked customers along the threshold sweep (see
+    :func:`tradeoff_figure`)."""
+    return _save(tradeoff_figure(report), path)
+
+
+def tradeoff_figure(report: EvalReport) -> Any:
+    """The trade-off plot as a matplotlib figure: share of LLM calls saved against share of
+    in-domain customers wrongly blocked, zoomed on 0–10% blocked, with the operating point and
+    the recommended thresholds (``report.recommended_thresholds``) marked and labelled."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    points = [p for p in report.sweep if p.false_block_rate is not None]
+    from matplotlib.ticker import PercentFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    points = sorted(
+        (p for p in report.sweep if p.false_block_rate is not None), key=lambda p: p.threshold
+    )
     ax.plot(
-        [p.false_block_rate * 100 for p in points if p.false_block_rate is not None],
-        [p.saved_rate * 100 for p in points],
+        [p.false_block_rate for p in points],
+        [p.saved_rate for p in points],
         color="#2a7ab9",
         marker=".",
         markersize=3,
         label="threshold sweep",
     )
+    limit = TRADEOFF_MAX_FALSE_BLOCK
+    labelled: dict[float, list[str]] = {}
+    for marker, rec in zip(_MARKERS, report.recommended_thresholds, strict=False):
+        if rec.threshold is None or rec.false_block_rate is None or rec.saved_rate is None:
+            continue
+        ax.scatter(
+            [min(rec.false_block_rate, limit)],
+            [rec.saved_rate],
+            marker=marker,
+            s=55,
+            zorder=4,
+            color="#5cb85c",
+            edgecolor="black",
+            clip_on=False,
+            label=f"{pct(rec.target_pass_rate, 0)} pass: threshold {rec.threshold:.4f} "
+            f"({pct(rec.saved_rate)} saved)",
+        )
+        labelled.setdefault(rec.threshold, []).append(pct(rec.target_pass_rate, 0))
+    for rec in report.recommended_thresholds:  # one label per point, however many targets
+        if rec.threshold in labelled and rec.false_block_rate is not None:
+            ax.annotate(
+                f"{' / '.join(labelled.pop(rec.threshold))} pass → {rec.threshold:.3f}",
+                (min(rec.false_block_rate, limit), rec.saved_rate),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+            )
     here = _operating_point(report.sweep, report.threshold)
     if here is not None and here.false_block_rate is not None:
+        off_scale = here.false_block_rate > limit
         ax.scatter(
-            [here.false_block_rate * 100],
-            [here.saved_rate * 100],
+            [min(here.false_block_rate, limit)],
+            [here.saved_rate],
             color="#d9534f",
-            zorder=3,
-            s=60,
-            label=f"operating point (threshold {report.threshold:.3f})",
+            zorder=5,
+            s=70,
+            clip_on=False,
+            label=f"operating point (threshold {report.threshold:.4f})",
         )
         ax.annotate(
-            f"{pct(here.saved_rate)} saved, {pct(here.false_block_rate)} blocked",
-            (here.false_block_rate * 100, here.saved_rate * 100),
+            f"operating: {pct(here.saved_rate)} saved, {pct(here.false_block_rate)} blocked"
+            + (" (off scale →)" if off_scale else ""),
+            (min(here.false_block_rate, limit), here.saved_rate),
             textcoords="offset points",
-            xytext=(10, -15),
+            xytext=(-10, -16) if off_scale else (8, -14),
+            ha="right" if off_scale else "left",
+            fontsize=8,
         )
-    ax.set_xlabel("in-domain customers wrongly blocked (%)")
-    ax.set_ylabel("LLM calls saved (%)")
+    ax.set_xlim(*tradeoff_xlim())
+    shown = [p.saved_rate for p in points if (p.false_block_rate or 0.0) <= limit]
+    if here is not None:
+        shown.append(here.saved_rate)
+    if shown:  # the y range of what is on screen, not of the whole sweep
+        ax.set_ylim(max(0.0, min(shown) - 0.03), min(1.0, max(shown) + 0.03))
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_xlabel("in-domain customers wrongly blocked (0–10% shown)")
+    ax.set_ylabel("LLM calls saved")
     ax.set_title("Saved calls vs wrongly blocked customers")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return _save(fig, path)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def tradeoff_xlim() -> tuple[float, float]:
+    """The trade-off plot's x range, as shares (not percent)."""
+    return (-0.002, TRADEOFF_MAX_FALSE_BLOCK)
 
 
 def _operating_point(points: Sequence[SweepPoint], threshold: float) -> SweepPoint | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.formatting import money, num, pct
+from gatekeeper.eval.guide import GLOSSARY, Section, recommended_section
 from gatekeeper.eval.plots import plot_intents, plot_scores, plot_tradeoff
 from gatekeeper.eval.schema import EvalReport, Listed, SweepPoint
 from gatekeeper.eval.settings_file import why_unwritable
@@ -168,12 +169,41 @@ def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
 
 LISTED_HEADER = ("where", "message", "labelled intent", "nearest intent", "score", "threshold")
 
+#: Sweep points this close to the operating threshold are all shown (the sweep is finer there).
+SWEEP_SHOWN_SPAN = 0.05
 
-def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str]]]]:
-    """The report's tables: (title, header, rows) — shared by Markdown and HTML."""
-    out: list[tuple[str, Sequence[str], list[list[str]]]] = [
-        ("Summary", ("metric", "value", "95% CI / note"), [list(r) for r in summary_rows(report)]),
-        (
+
+def sections(report: EvalReport) -> list[Section]:
+    """The report's tables in reading order: the headline, then the customers wrongly blocked,
+    then what to do about the threshold, then the details."""
+    return [
+        Section(
+            "Summary", ("metric", "value", "95% CI / note"), [list(r) for r in summary_rows(report)]
+        ),
+        Section(
+            f"Customers wrongly blocked ({len(report.wrongly_blocked)})",
+            LISTED_HEADER,
+            _listed_rows(report.wrongly_blocked),
+            intro=(
+                "In-domain messages the gate refused: each is a customer turned away. "
+                "Read them first.",
+            ),
+            listed=True,
+        ),
+        recommended_section(report),
+        Section(
+            f"Off-topic messages let through ({len(report.wrongly_admitted)}, highest score first)",
+            LISTED_HEADER,
+            _listed_rows(report.wrongly_admitted),
+            listed=True,
+        ),
+        Section(
+            f"Answered with another intent's canned reply ({len(report.canned_mismatches)})",
+            LISTED_HEADER,
+            _listed_rows(report.canned_mismatches),
+            listed=True,
+        ),
+        Section(
             "By dataset",
             (
                 "dataset",
@@ -197,7 +227,7 @@ def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str
                 for s in report.by_source
             ],
         ),
-        (
+        Section(
             "Pass rate per intent",
             ("intent", "n", "passed", "pass rate", "routed to this intent"),
             [
@@ -205,23 +235,8 @@ def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str
                 for r in report.per_intent
             ],
         ),
-        (
-            f"Customers wrongly blocked ({len(report.wrongly_blocked)})",
-            LISTED_HEADER,
-            _listed_rows(report.wrongly_blocked),
-        ),
-        (
-            f"Off-topic messages let through ({len(report.wrongly_admitted)}, highest score first)",
-            LISTED_HEADER,
-            _listed_rows(report.wrongly_admitted),
-        ),
-        (
-            f"Answered with another intent's canned reply ({len(report.canned_mismatches)})",
-            LISTED_HEADER,
-            _listed_rows(report.canned_mismatches),
-        ),
-        (
-            "Threshold sweep (single messages)",
+        Section(
+            "Threshold sweep",
             (
                 "threshold",
                 "LLM calls",
@@ -229,26 +244,62 @@ def sections(report: EvalReport) -> list[tuple[str, Sequence[str], list[list[str
                 "wrongly blocked",
                 "in-domain pass",
                 "off-topic block",
+                "note",
             ),
             [
                 [
-                    f"{p.threshold:.3f}",
+                    f"{p.threshold:.4f}",
                     str(p.llm_calls),
                     pct(p.saved_rate),
                     str(p.wrongly_blocked),
                     pct(p.in_domain_pass_rate),
                     pct(p.off_topic_block_rate),
+                    _sweep_note(report, p),
                 ]
-                for p in _thin(report.sweep, report.threshold)
+                for p in _thin(
+                    report.sweep,
+                    report.threshold,
+                    keep=[
+                        r.threshold
+                        for r in report.recommended_thresholds
+                        if r.threshold is not None
+                    ],
+                )
             ],
+            intro=(
+                "What each global threshold would do: every evaluated row (conversations as "
+                "chats) routed as the live gate routes it. Every step within "
+                f"±{SWEEP_SHOWN_SPAN:g} of the operating threshold is shown; farther out, "
+                "every 5th.",
+            ),
         ),
     ]
-    return out
 
 
-def _thin(points: Sequence[SweepPoint], operating: float, every: int = 5) -> list[SweepPoint]:
-    """Every ``every``-th sweep point, plus the operating point."""
-    return [p for i, p in enumerate(points) if i % every == 0 or p.threshold == operating]
+def _sweep_note(report: EvalReport, point: SweepPoint) -> str:
+    notes = ["operating"] if point.threshold == report.threshold else []
+    notes += [
+        f"{pct(r.target_pass_rate, 0)} pass"
+        for r in report.recommended_thresholds
+        if r.threshold == point.threshold
+    ]
+    return ", ".join(notes)
+
+
+def _thin(
+    points: Sequence[SweepPoint],
+    operating: float,
+    every: int = 5,
+    span: float = SWEEP_SHOWN_SPAN,
+    keep: Sequence[float] = (),
+) -> list[SweepPoint]:
+    """Every point within ``span`` of the operating threshold (where the sweep is fine), every
+    ``every``-th of the rest, and the thresholds in ``keep``."""
+    return [
+        p
+        for i, p in enumerate(points)
+        if abs(p.threshold - operating) <= span + 1e-9 or i % every == 0 or p.threshold in keep
+    ]
 
 
 def notes(report: EvalReport) -> list[str]:
@@ -258,7 +309,8 @@ def notes(report: EvalReport) -> list[str]:
         f"LLM calls are counted: {report.counting['method']}.",
         "Pass = routed to the LLM or answered by a canned in-domain reply; "
         "block = refused as off-topic.",
-        f"AUROC, FPR@95%TPR, the sweep and the score plot use {report.score_basis}.",
+        f"AUROC, FPR@95%TPR and the score plot use {report.score_basis}; the sweep and the "
+        "recommended thresholds route every row (conversations as chats) as the live gate does.",
         f"Latency: {report.latency_ms.method}.",
         f"Confidence intervals: percentile bootstrap, {report.bootstrap['draws']} draws, "
         f"seed {report.bootstrap['seed']}.",
@@ -286,12 +338,19 @@ def render_markdown(report: EvalReport) -> str:
         _meta_line(report),
         "",
     ]
-    for title, header, rows in sections(report):
-        shown = rows[:MD_LISTED] if header is LISTED_HEADER else rows
-        parts += [f"## {title}", "", _md_table(header, shown) if shown else "_none_", ""]
+    for section in sections(report):
+        rows = [
+            [f"`{c}`" if i in section.code_columns else c for i, c in enumerate(row)]
+            for row in section.rows
+        ]
+        shown = rows[:MD_LISTED] if section.listed else rows
+        parts += [f"## {section.title}", ""]
+        parts += [line for text in section.intro for line in (text, "")]
+        parts += [_md_table(section.header, shown) if shown else "_none_", ""]
         if len(shown) < len(rows):
             parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
     parts += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+    parts += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
     parts += ["## How these numbers were made", ""] + [f"- {n}" for n in notes(report)] + [""]
     return "\n".join(parts)
 
@@ -308,10 +367,16 @@ def _meta_line(report: EvalReport) -> str:
 # -- html -------------------------------------------------------------------------------------
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], code_columns: Sequence[int] = ()
+) -> str:
+    def cell(i: int, c: str) -> str:
+        text = html.escape(c)
+        return f"<td><code>{text}</code></td>" if i in code_columns else f"<td>{text}</td>"
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -334,25 +399,35 @@ def render_html(report: EvalReport, plots: Sequence[Path]) -> str:
         f"<p class='meta'>{html.escape(_meta_line(report).replace('`', ''))}</p>",
     ]
     tables = sections(report)
-    parts += _html_section(*tables[0])
+    for section in tables[:3]:  # summary, customers wrongly blocked, recommended thresholds
+        parts += _html_section(section)
     parts.append("<h2>Plots</h2>")
     parts += [f"<img alt='{p.name}' src='data:image/png;base64,{_b64(p)}'>" for p in plots]
-    for title_, header, rows in tables[1:]:
-        parts += _html_section(title_, header, rows)
-    parts.append("<h2>How these numbers were made</h2><ul>")
+    for section in tables[3:]:
+        parts += _html_section(section)
+    parts.append("<h2>Glossary</h2><dl>")
+    parts += [
+        f"<dt><b>{html.escape(term)}</b></dt><dd>{html.escape(text)}</dd>"
+        for term, text in GLOSSARY
+    ]
+    parts.append("</dl><h2>How these numbers were made</h2><ul>")
     parts += [f"<li>{html.escape(n)}</li>" for n in notes(report)]
     parts.append("</ul></body></html>")
     return "\n".join(parts)
 
 
-def _html_section(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    table = _html_table(header, rows) if rows else "<p><em>none</em></p>"
+def _html_section(section: Section) -> list[str]:
+    rows = section.rows
+    table = (
+        _html_table(section.header, rows, section.code_columns)
+        if rows
+        else ("<p><em>none</em></p>")
+    )
+    head = [f"<h2>{html.escape(section.title)}</h2>"]
+    head += [f"<p>{html.escape(text)}</p>" for text in section.intro]
     if len(rows) > 30:
-        return [
-            f"<h2>{html.escape(title)}</h2>",
-            f"<details><summary>{len(rows)} rows</summary>{table}</details>",
-        ]
-    return [f"<h2>{html.escape(title)}</h2>", table]
+        return [*head, f"<details><summary>{len(rows)} rows</summary>{table}</details>"]
+    return [*head, table]
 
 
 def _b64(path: Path) -> str:

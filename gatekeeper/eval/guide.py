@@ -1,0 +1,151 @@
+"""The parts of an eval report that tell a reader what to do: the recommended thresholds with
+the command applying each, and a glossary of the report's words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gatekeeper.eval.formatting import pct
+from gatekeeper.eval.schema import EvalReport
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the report, shared by Markdown and HTML."""
+
+    title: str
+    header: Sequence[str]
+    rows: list[list[str]]
+    intro: tuple[str, ...] = ()
+    listed: bool = False  # a list of messages: Markdown shows the first MD_LISTED
+    code_columns: tuple[int, ...] = ()  # cells shown as code (commands)
+
+
+def recommended_section(report: EvalReport) -> Section:
+    """The recommended thresholds: what each does and the command that applies it."""
+    recs = report.recommended_thresholds
+    source = recs[0].source if recs else "the evaluated data"
+    intro = [
+        f"The highest threshold on the sweep of {source} that still lets at least 99%, 98% or "
+        "95% of in-domain customers through. A higher threshold saves more LLM calls and "
+        "turns away more customers."
+    ]
+    c = report.calibration
+    if c is not None:
+        intro.append(
+            f"This report's threshold was calibrated on {c.source}. The values below are read "
+            f"off the evaluated data ({source}), not off {c.source}; the command applies a "
+            f"target the honest way, by choosing the threshold on {c.source} again, so what it "
+            "writes can differ a little from the value shown."
+        )
+    else:
+        intro.append(
+            "Apply one in the environment (GATEKEEPER_GATE__THRESHOLD=<t>) or in the settings "
+            "file (gate.threshold: <t>); better, choose it with `gatekeeper calibrate` on a "
+            "labelled file of its own, and evaluate on another."
+        )
+    rows = [
+        [
+            pct(r.target_pass_rate, 0),
+            "–" if r.threshold is None else f"{r.threshold:.4f}",
+            pct(r.in_domain_pass_rate),
+            "–" if r.wrongly_blocked is None else str(r.wrongly_blocked),
+            pct(r.off_topic_block_rate),
+            pct(r.saved_rate),
+            r.command,
+        ]
+        for r in recs
+    ]
+    return Section(
+        "Recommended thresholds",
+        (
+            "target pass",
+            "threshold",
+            "in-domain pass",
+            "wrongly blocked",
+            "off-topic blocked",
+            "LLM calls saved",
+            "apply with",
+        ),
+        rows,
+        intro=tuple(intro),
+        code_columns=(6,),
+    )
+
+
+def recommendation_line(report: EvalReport) -> str:
+    """The recommended thresholds in one line (the CLI summary)."""
+    parts = [
+        f"{pct(r.target_pass_rate, 0)} pass → {r.threshold:.4f} "
+        f"({pct(r.off_topic_block_rate)} off-topic blocked, {pct(r.saved_rate)} saved)"
+        for r in report.recommended_thresholds
+        if r.threshold is not None
+    ]
+    if not parts:
+        return "recommended thresholds: none reaches 95% in-domain pass on this data"
+    recs = report.recommended_thresholds
+    how = (
+        f"apply with: {recs[0].command}"
+        if report.calibration is not None
+        else "apply with GATEKEEPER_GATE__THRESHOLD=<t> or gate.threshold: <t>"
+    )
+    return f"recommended thresholds (from {recs[0].source}): " + "; ".join(parts) + f" — {how}"
+
+
+GLOSSARY = (
+    (
+        "score",
+        "how close a message is to the catalog's in-domain exemplars, from -1 to 1; higher means "
+        "more like what the business serves. The default rule (density) takes the mean "
+        "similarity of the 5 nearest in-domain exemplars.",
+    ),
+    (
+        "threshold",
+        "the score under which a message is refused as off-topic. One global value; an intent "
+        "may have its own.",
+    ),
+    (
+        "why a score can be negative",
+        "when an off-topic exemplar is closer to the message than any in-domain one, the "
+        "density and contrast rules subtract that gap from the score, so clear off-topic "
+        "messages can fall below 0.",
+    ),
+    (
+        "in-domain pass rate",
+        "the share of in-domain customer messages that are not refused (forwarded to the LLM, "
+        "or answered with a fixed reply such as a greeting).",
+    ),
+    (
+        "false block rate",
+        "1 − in-domain pass rate: the share of in-domain customers wrongly turned away.",
+    ),
+    ("off-topic block rate", "the share of off-topic messages refused before reaching the LLM."),
+    (
+        "saved rate",
+        "the share of all messages that did not cause an LLM call (refused, or answered with a "
+        "fixed reply).",
+    ),
+    (
+        "AUROC",
+        "the chance that a random in-domain message scores above a random off-topic one (1 = "
+        "the score separates them perfectly, 0.5 = no better than a coin).",
+    ),
+    (
+        "FPR@95%TPR",
+        "the share of off-topic messages let through at the threshold that passes 95% of "
+        "in-domain ones (lower is better).",
+    ),
+    (
+        "routed to this intent",
+        "in the per-intent table (intent_match_rate): the share of an intent's messages whose "
+        "nearest intent was that same intent; a message can pass while being matched to "
+        "another intent.",
+    ),
+    (
+        "supported vs unsupported on-topic",
+        "supported messages belong to an intent the catalog has; unsupported ones "
+        "(`unsupported:<name>` in the data) are on-topic questions the catalog has no intent "
+        "for. They should pass too, and are counted separately because they are harder.",
+    ),
+)

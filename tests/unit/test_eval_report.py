@@ -1,0 +1,201 @@
+"""The eval report people act on: sections in reading order, recommended thresholds read off the
+sweep, a trade-off plot zoomed where a threshold is chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.eval.guide import GLOSSARY, recommendation_line
+from gatekeeper.eval.metrics import RECOMMENDED_TARGETS, recommend_thresholds
+from gatekeeper.eval.plan import EvalPlan, evaluate_gate
+from gatekeeper.eval.plots import TRADEOFF_MAX_FALSE_BLOCK, tradeoff_figure
+from gatekeeper.eval.report import (
+    SWEEP_SHOWN_SPAN,
+    _thin,
+    render_html,
+    render_markdown,
+    write_report,
+)
+from gatekeeper.eval.schema import EvalOptions, EvalReport, SweepPoint
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.testing import make_gate
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+EVAL = FIXTURES / "tiny_eval.jsonl"
+CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
+FAST = EvalOptions(latency_sample=2, bootstrap=20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
+    built = make_gate(tmp_path_factory.mktemp("report"))
+    built.index()
+    return built
+
+
+@pytest.fixture(scope="module")
+def report(gate: Gatekeeper) -> EvalReport:
+    """A report on the tiny fixtures, threshold calibrated on the tiny calibration file."""
+    plan = EvalPlan(datasets=(EVAL,), calibrate_on=CALIBRATION, target_pass_rate=0.85, options=FAST)
+    return evaluate_gate(gate, plan)[0]
+
+
+@pytest.fixture(scope="module")
+def fixed(gate: Gatekeeper) -> EvalReport:
+    """The same data at a fixed threshold (no calibration file)."""
+    return evaluate_gate(gate, EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST))[0]
+
+
+def _positions(text: str, titles: list[str]) -> list[int]:
+    found = [text.find(t) for t in titles]
+    assert all(i >= 0 for i in found), dict(zip(titles, found, strict=True))
+    return found
+
+
+ORDER = [
+    "Summary",
+    "Customers wrongly blocked",
+    "Recommended thresholds",
+    "Off-topic messages let through",
+    "By dataset",
+    "Pass rate per intent",
+    "Threshold sweep",
+    "Glossary",
+    "How these numbers were made",
+]
+
+
+def test_markdown_sections_are_in_reading_order(report: EvalReport) -> None:
+    """Wrongly blocked customers come right after the summary, before every other table."""
+    text = render_markdown(report)
+    found = _positions(text, [f"## {t}" for t in ORDER])
+    assert found == sorted(found)
+    assert report.wrongly_blocked and report.wrongly_blocked[0].text in text
+
+
+def test_html_sections_are_in_reading_order(report: EvalReport, tmp_path: Path) -> None:
+    """The HTML report has the same order, the plots after the recommended thresholds."""
+    files = write_report(report, tmp_path / "out")
+    text = files.html.read_text(encoding="utf-8")
+    found = _positions(text, [f"<h2>{t}" for t in [*ORDER[:3], "Plots", *ORDER[3:]]])
+    assert found == sorted(found)
+    assert render_html(report, files.plots) == text
+
+
+def test_glossary_explains_every_term(report: EvalReport) -> None:
+    """The glossary names each number the report shows, in plain words."""
+    terms = {term for term, _ in GLOSSARY}
+    for needed in (
+        "score",
+        "threshold",
+        "in-domain pass rate",
+        "false block rate",
+        "off-topic block rate",
+        "saved rate",
+        "AUROC",
+        "FPR@95%TPR",
+        "routed to this intent",
+        "supported vs unsupported on-topic",
+    ):
+        assert needed in terms
+    text = dict(GLOSSARY)
+    assert "random in-domain message scores above a random off-topic" in text["AUROC"]
+    assert "negative" in " ".join(terms) and "intent_match_rate" in text["routed to this intent"]
+    assert "## Glossary" in render_markdown(report)
+
+
+def _highest_reaching(points: list[SweepPoint], target: float) -> SweepPoint | None:
+    reaching = [p for p in points if (p.in_domain_pass_rate or 0.0) >= target]
+    return max(reaching, key=lambda p: p.threshold, default=None)
+
+
+@pytest.mark.parametrize("which", ["report", "fixed"])
+def test_recommended_thresholds_are_what_the_sweep_says(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """Each recommendation is the highest swept threshold reaching its target, and carries
+    that sweep point's numbers."""
+    rep: EvalReport = request.getfixturevalue(which)
+    recs = rep.recommended_thresholds
+    assert [r.target_pass_rate for r in recs] == list(RECOMMENDED_TARGETS) == [0.99, 0.98, 0.95]
+    for rec in recs:
+        best = _highest_reaching(rep.sweep, rec.target_pass_rate)
+        assert best is not None and rec.threshold == best.threshold
+        assert rec.in_domain_pass_rate == best.in_domain_pass_rate >= rec.target_pass_rate
+        assert rec.off_topic_block_rate == best.off_topic_block_rate
+        assert rec.saved_rate == best.saved_rate and rec.llm_calls == best.llm_calls
+        higher = [p for p in rep.sweep if p.threshold > best.threshold]
+        assert all((p.in_domain_pass_rate or 0.0) < rec.target_pass_rate for p in higher)
+        assert rec.source == "tiny_eval.jsonl"
+
+
+def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
+    """With a calibration file: the calibrate command on that file; without: the setting."""
+    rec = report.recommended_thresholds[0]
+    assert rec.command.startswith(
+        f"gatekeeper calibrate --dataset {CALIBRATION} --target-pass-rate 0.99"
+    )
+    assert rec.command.endswith("--write")
+    text = render_markdown(report)
+    assert "calibrated on tiny_calibration.jsonl" in text and "read off the evaluated data" in text
+    plain = fixed.recommended_thresholds[0]
+    assert plain.threshold is not None
+    assert plain.command == (
+        f"GATEKEEPER_GATE__THRESHOLD={plain.threshold:.4f} / gate.threshold: {plain.threshold:.4f}"
+    )
+    line = recommendation_line(fixed)
+    assert all(f"{t} pass → " in line for t in ("99%", "98%", "95%"))
+    assert "GATEKEEPER_GATE__THRESHOLD" in line
+    assert "gatekeeper calibrate --dataset" in recommendation_line(report)
+
+
+def test_no_threshold_reaching_a_target_is_said_plainly() -> None:
+    """A target no swept threshold reaches has no threshold and says so."""
+    points = [
+        SweepPoint(
+            threshold=0.5,
+            llm_calls=1,
+            saved_rate=0.5,
+            wrongly_blocked=1,
+            in_domain_pass_rate=0.9,
+            false_block_rate=0.1,
+            off_topic_block_rate=1.0,
+        )
+    ]
+    recs = recommend_thresholds(points, source="x.jsonl")
+    assert [r.threshold for r in recs] == [None, None, None]
+    assert "no swept threshold reaches" in recs[0].command
+
+
+def test_tradeoff_plot_zooms_on_few_customers_blocked(report: EvalReport) -> None:
+    """The x axis runs to at most 10% of in-domain customers blocked; the operating point and
+    the three recommended thresholds are marked and labelled."""
+    import matplotlib.pyplot as plt
+
+    fig = tradeoff_figure(report)
+    try:
+        ax = fig.axes[0]
+        low, high = ax.get_xlim()
+        assert high <= 0.1 and high == TRADEOFF_MAX_FALSE_BLOCK and low <= 0.0
+        labels = ax.get_legend_handles_labels()[1]
+        assert any(label.startswith("operating point") for label in labels)
+        for target in ("99%", "98%", "95%"):
+            assert any(label.startswith(f"{target} pass: threshold") for label in labels)
+        assert any("pass →" in t.get_text() for t in ax.texts)
+    finally:
+        plt.close(fig)
+
+
+def test_sweep_table_keeps_the_fine_steps_near_the_operating_point(report: EvalReport) -> None:
+    """Every sweep point within ±0.05 of the operating threshold is listed; the rest thinned."""
+    shown = _thin(report.sweep, report.threshold)
+    near = [p for p in report.sweep if abs(p.threshold - report.threshold) <= SWEEP_SHOWN_SPAN]
+    assert len(near) > 20  # the sweep is fine there (0.0025 steps)
+    assert all(p in shown for p in near)
+    far = [p for p in report.sweep if p not in near]
+    assert 0 < len([p for p in shown if p in far]) <= len(far) // 5 + 1
+    text = render_markdown(report)
+    assert all(f"| {p.threshold:.4f} |" in text for p in near)
+    assert "| operating" in text or "operating |" in text
