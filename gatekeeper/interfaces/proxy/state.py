@@ -14,6 +14,7 @@ from fastapi import Request
 
 from gatekeeper.batching import DecisionBatcher
 from gatekeeper.decision import Decision
+from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
@@ -30,7 +31,7 @@ from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failur
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
-from gatekeeper.store import ExemplarStore, open_client
+from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
 
@@ -152,14 +153,23 @@ class LazyClient:
         return getattr(self._open(), name)
 
 
-def build_gate(settings: Settings, *, retry_seconds: float = READINESS_RETRY_SECONDS) -> Gatekeeper:
+def build_gate(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    retry_seconds: float = READINESS_RETRY_SECONDS,
+) -> Gatekeeper:
     """The gate the proxy serves, its Chroma client opened lazily (see :class:`LazyClient`).
 
-    A bad catalog or settings raise here; nothing is loaded or connected yet."""
+    Its store is the one ``gatekeeper index`` fills for the same settings: the catalog's own
+    (:func:`~gatekeeper.store.collection_name` of ``settings.catalog`` and the embedder's
+    identity). A bad catalog or settings raise here; nothing is loaded or connected yet."""
+    embedder = embedder or build_embedder(settings.embedding)
     opener = partial(open_client, settings.store, settings.data_dir)
     client = LazyClient(opener, retry_seconds=retry_seconds)
-    store = ExemplarStore(client, settings.store.collection, settings.store.top_k)
-    return Gatekeeper.from_settings(settings, store=store)
+    name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
+    store = ExemplarStore(client, name, settings.store.top_k)
+    return Gatekeeper.from_settings(settings, embedder=embedder, store=store)
 
 
 def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -> Gatekeeper:
