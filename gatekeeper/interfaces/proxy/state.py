@@ -35,6 +35,30 @@ from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
 
+#: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
+#: and what httpx sets itself.
+_NOT_FORWARDED = frozenset(
+    {
+        "authorization",
+        "connection",
+        "cookie",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "accept-encoding",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
+
 
 @dataclass
 class Proxy:
@@ -50,7 +74,7 @@ class Proxy:
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(self.gate, on_error=self.settings.gate.on_error)
 
-    def upstream_url(self, path: str, headers: Mapping[str, str]) -> str:
+    def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> str:
         base = self.settings.upstream.base_url
         if not base:
             raise upstream_failure(
@@ -59,7 +83,7 @@ class Proxy:
                 "upstream_not_configured",
                 headers,
             )
-        return f"{base.rstrip('/')}/{path}"
+        return f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else "")
 
     def upstream_headers(self, accept: str | None) -> dict[str, str]:
         """Headers sent upstream: the proxy's own key, never the client's."""
@@ -68,6 +92,16 @@ class Proxy:
             "accept": accept or "application/json",
             "accept-encoding": "identity",
         }
+        key = self.settings.upstream.api_key
+        if key is not None and key.get_secret_value():
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        return headers
+
+    def forwarded_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """Headers of a passed-through request: the client's end-to-end ones (content type,
+        ``OpenAI-Beta``, ...) with the proxy's own key instead of the client's."""
+        headers = {k: v for k, v in client_headers.items() if k.lower() not in _NOT_FORWARDED}
+        headers["accept-encoding"] = "identity"
         key = self.settings.upstream.api_key
         if key is not None and key.get_secret_value():
             headers["authorization"] = f"Bearer {key.get_secret_value()}"
