@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from gatekeeper.settings import Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
+_PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 
 #: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
 #: and what httpx sets itself.
@@ -97,14 +99,21 @@ class Proxy:
             headers["authorization"] = f"Bearer {key.get_secret_value()}"
         return headers
 
-    def forwarded_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+    def forwarded_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Headers of a passed-through request: the client's end-to-end ones (content type,
-        ``OpenAI-Beta``, ...) with the proxy's own key instead of the client's."""
-        headers = {k: v for k, v in client_headers.items() if k.lower() not in _NOT_FORWARDED}
-        headers["accept-encoding"] = "identity"
+        ``OpenAI-Beta``, ...; printable ASCII only, others are dropped rather than re-encoded),
+        with the proxy's own key instead of the client's."""
+        headers = [
+            (k, v)
+            for k, v in raw
+            if _PRINTABLE.fullmatch(k)
+            and _PRINTABLE.fullmatch(v or b" ")
+            and k.decode().lower() not in _NOT_FORWARDED
+        ]
+        headers.append((b"accept-encoding", b"identity"))
         key = self.settings.upstream.api_key
         if key is not None and key.get_secret_value():
-            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+            headers.append((b"authorization", f"Bearer {key.get_secret_value()}".encode()))
         return headers
 
     async def decide(self, messages: Any) -> Decision:

@@ -25,7 +25,7 @@ async def send_upstream(
     accept: str | None,
     headers: Mapping[str, str],
     query: str = "",
-    upstream_headers: Mapping[str, str] | None = None,
+    upstream_headers: Mapping[str, str] | list[tuple[bytes, bytes]] | None = None,
 ) -> httpx.Response:
     """Send a request upstream (the answer's body not yet read); failures become 502/504.
 
@@ -167,7 +167,7 @@ async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Resp
             accept=None,
             headers={},
             query=request.url.query,
-            upstream_headers=proxy.forwarded_headers(request.headers),
+            upstream_headers=proxy.forwarded_headers(request.headers.raw),
         )
     except Passthrough as passthrough:
         return passthrough.response
