@@ -1,4 +1,5 @@
-"""The OpenAI-compatible chat backend, and chat completions built locally for refused messages."""
+"""The OpenAI-compatible chat backend, and the answers built locally for refused messages:
+chat completions (and their chunks) and Responses API responses (and their stream events)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from gatekeeper.settings import Settings, UpstreamSettings
 if TYPE_CHECKING:
     import openai
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    from openai.types.responses import Response as OpenAIResponse
+    from openai.types.responses import ResponseOutputMessage, ResponseStreamEvent
 
     from gatekeeper.types import Message
 
@@ -92,6 +95,148 @@ def local_chunks(
         usage = CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
         chunks.append(chunk([], usage))
     return chunks
+
+
+# -- Responses API answers built locally --------------------------------------------------------
+
+
+def response_id() -> str:
+    """A fresh id for a locally built Responses API ``response``."""
+    return f"resp_gk_{uuid.uuid4().hex[:24]}"
+
+
+def local_response(
+    text: str,
+    *,
+    model: str | None = None,
+    instructions: str | None = None,
+    ident: str | None = None,
+    created_at: int | None = None,
+    status: str = "completed",
+) -> OpenAIResponse:
+    """A valid Responses API ``response`` whose output is one assistant message of ``text``
+    (no LLM involved); with ``status="in_progress"`` the empty response a stream opens with."""
+    from openai.types.responses import Response, ResponseUsage
+    from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
+    done = status == "completed"
+    ident = ident or response_id()
+    return Response(
+        id=ident,
+        object="response",
+        created_at=created_at if created_at is not None else int(time.time()),
+        completed_at=int(time.time()) if done else None,
+        status=status,
+        model=model or LOCAL_MODEL,
+        instructions=instructions,
+        output=[_output_message(ident, text)] if done else [],
+        parallel_tool_calls=True,
+        tool_choice="auto",
+        tools=[],
+        error=None,
+        incomplete_details=None,
+        usage=ResponseUsage(
+            input_tokens=0,
+            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+            output_tokens=0,
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+            total_tokens=0,
+        )
+        if done
+        else None,
+    )
+
+
+def _message_id(response_ident: str) -> str:
+    return "msg_gk_" + (response_ident.removeprefix("resp_gk_") or uuid.uuid4().hex[:24])
+
+
+def _output_message(response_ident: str, text: str | None) -> ResponseOutputMessage:
+    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+
+    content = (
+        []
+        if text is None
+        else [ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])]
+    )
+    return ResponseOutputMessage(
+        id=_message_id(response_ident),
+        type="message",
+        role="assistant",
+        status="completed" if text is not None else "in_progress",
+        content=content,
+    )
+
+
+def local_response_events(
+    text: str, *, model: str | None = None, instructions: str | None = None
+) -> list[ResponseStreamEvent]:
+    """The Responses API stream events of an answer of ``text``, in the order the API sends
+    them: ``response.created``, ``response.in_progress``, ``response.output_item.added``,
+    ``response.content_part.added``, ``response.output_text.delta``,
+    ``response.output_text.done``, ``response.content_part.done``,
+    ``response.output_item.done``, ``response.completed``."""
+    from openai.types.responses import (
+        ResponseCompletedEvent,
+        ResponseContentPartAddedEvent,
+        ResponseContentPartDoneEvent,
+        ResponseCreatedEvent,
+        ResponseInProgressEvent,
+        ResponseOutputItemAddedEvent,
+        ResponseOutputItemDoneEvent,
+        ResponseOutputText,
+        ResponseTextDeltaEvent,
+        ResponseTextDoneEvent,
+    )
+
+    ident, created = response_id(), int(time.time())
+    item_id = _message_id(ident)
+    opened = local_response(
+        text,
+        model=model,
+        instructions=instructions,
+        ident=ident,
+        created_at=created,
+        status="in_progress",
+    )
+    done = local_response(
+        text, model=model, instructions=instructions, ident=ident, created_at=created
+    )
+    part = ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])
+    empty = ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[])
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    events: list[Any] = [
+        ResponseCreatedEvent(type="response.created", response=opened, sequence_number=0),
+        ResponseInProgressEvent(type="response.in_progress", response=opened, sequence_number=0),
+        ResponseOutputItemAddedEvent(
+            type="response.output_item.added",
+            output_index=0,
+            item=_output_message(ident, None),
+            sequence_number=0,
+        ),
+        ResponseContentPartAddedEvent(
+            type="response.content_part.added", part=empty, sequence_number=0, **where
+        ),
+        ResponseTextDeltaEvent(
+            type="response.output_text.delta", delta=text, logprobs=[], sequence_number=0, **where
+        ),
+        ResponseTextDoneEvent(
+            type="response.output_text.done", text=text, logprobs=[], sequence_number=0, **where
+        ),
+        ResponseContentPartDoneEvent(
+            type="response.content_part.done", part=part, sequence_number=0, **where
+        ),
+        ResponseOutputItemDoneEvent(
+            type="response.output_item.done",
+            output_index=0,
+            item=_output_message(ident, text),
+            sequence_number=0,
+        ),
+        ResponseCompletedEvent(type="response.completed", response=done, sequence_number=0),
+    ]
+    for number, event in enumerate(events):
+        event.sequence_number = number
+    return list(events)
 
 
 def as_chat_messages(message: Message) -> list[dict[str, Any]]:

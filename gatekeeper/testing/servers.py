@@ -9,6 +9,24 @@ from typing import Any
 from gatekeeper.conversation import last_user_text
 
 
+def _last_input_text(items: Any) -> str:
+    """The text of the last user message of a Responses API ``input``."""
+    if isinstance(items, str):
+        return items
+    messages = [
+        {"role": item.get("role"), "content": _part_texts(item.get("content"))}
+        for item in items or []
+        if isinstance(item, dict) and "role" in item
+    ]
+    return last_user_text(messages)
+
+
+def _part_texts(content: Any) -> Any:
+    if not isinstance(content, list):
+        return content
+    return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p)
+
+
 class LoopbackServer:
     """An ASGI app served by uvicorn on 127.0.0.1, on a free port, in a background thread.
 
@@ -86,7 +104,10 @@ class RecordingUpstream:
 
     ``POST /v1/chat/completions`` answers ``"echo: <last user message>"``, as one
     ``chat.completion`` or, with ``stream: true``, as SSE chunks (one per word) ending in
-    ``data: [DONE]``; ``GET /v1/models`` lists :attr:`model`. Answers are deterministic (the id
+    ``data: [DONE]``; ``POST /v1/responses`` answers the same echo of the last user input as a
+    Responses API ``response`` or, streamed, as its events (``event: <type>``, one
+    ``response.output_text.delta`` per word) ending in ``response.completed``;
+    ``GET /v1/models`` lists :attr:`model`. Answers are deterministic (the id
     derives from the request body, ``created`` is fixed), so two identical requests get
     byte-identical answers. Switches: :meth:`fail_with` (answer an error status),
     :meth:`delay` (wait before answering), :meth:`reset`.
@@ -230,6 +251,104 @@ class RecordingUpstream:
             yield event({}, "stop")
             yield b"data: [DONE]\n\n"
 
+        async def responses(request: Request) -> Response:
+            raw = await request.body()
+            self.raw_bodies.append(raw)
+            self.headers.append(dict(request.headers))
+            body = json.loads(raw)
+            self.calls.append(body)
+            refused = await gatekeeping(request)
+            if refused is not None:
+                return refused
+            ident = "resp_echo_" + hashlib.sha256(raw).hexdigest()[:16]
+            text = "echo: " + _last_input_text(body.get("input"))
+            model = str(body.get("model") or self.model)
+            if body.get("stream"):
+                events = _response_events(ident, model, text)
+                return StreamingResponse(_aiter(events), media_type="text/event-stream")
+            answer = _response(ident, model, text, "completed")
+            return Response(json.dumps(answer, ensure_ascii=False), media_type="application/json")
+
+        def _response(ident: str, model: str, text: str | None, status: str) -> dict[str, Any]:
+            output = [] if text is None else [_message(ident, text, "completed")]
+            words = len(text.split()) if text else 0
+            return {
+                "id": ident,
+                "object": "response",
+                "created_at": self.CREATED,
+                "status": status,
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "error": None,
+                "incomplete_details": None,
+                "usage": {
+                    "input_tokens": 7,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": words,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": 7 + words,
+                },
+            }
+
+        def _message(ident: str, text: str | None, status: str) -> dict[str, Any]:
+            content = [] if text is None else [_text_part(text)]
+            msg_id = "msg_" + ident.removeprefix("resp_")
+            return {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "status": status,
+                "content": content,
+            }
+
+        def _text_part(text: str) -> dict[str, Any]:
+            return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+        def _response_events(ident: str, model: str, text: str) -> list[bytes]:
+            where = {"item_id": "msg_" + ident.removeprefix("resp_"), "output_index": 0}
+            part = {**where, "content_index": 0}
+            opened = _response(ident, model, None, "in_progress")
+            events: list[dict[str, Any]] = [
+                {"type": "response.created", "response": opened},
+                {"type": "response.in_progress", "response": opened},
+                {
+                    "type": "response.output_item.added",
+                    "output_index": 0,
+                    "item": _message(ident, None, "in_progress"),
+                },
+                {"type": "response.content_part.added", **part, "part": _text_part("")},
+            ]
+            for i, word in enumerate(text.split(" ")):
+                delta = word if i == 0 else " " + word
+                events.append(
+                    {"type": "response.output_text.delta", **part, "delta": delta, "logprobs": []}
+                )
+            events += [
+                {"type": "response.output_text.done", **part, "text": text, "logprobs": []},
+                {"type": "response.content_part.done", **part, "part": _text_part(text)},
+                {
+                    "type": "response.output_item.done",
+                    "output_index": 0,
+                    "item": _message(ident, text, "completed"),
+                },
+                {
+                    "type": "response.completed",
+                    "response": _response(ident, model, text, "completed"),
+                },
+            ]
+            return [
+                f"event: {e['type']}\ndata: "
+                f"{json.dumps({**e, 'sequence_number': n}, ensure_ascii=False)}\n\n".encode()
+                for n, e in enumerate(events)
+            ]
+
+        async def _aiter(items: list[bytes]) -> Any:
+            for item in items:
+                yield item
+
         async def models(request: Request) -> Response:
             self.headers.append(dict(request.headers))
             refused = await gatekeeping(request)
@@ -248,6 +367,7 @@ class RecordingUpstream:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/v1/responses", responses, methods=["POST"]),
                 Route("/v1/models", models, methods=["GET"]),
             ]
         )

@@ -44,9 +44,13 @@ MAX_BODY = 64_000
 
 
 def upstream_answer(request: httpx.Request) -> httpx.Response:
-    """A healthy upstream: a completion, an SSE stream, or a model list."""
+    """A healthy upstream: a completion, an SSE stream, or a model list; anything else (passed
+    through: other methods and /v1/ paths, any body) a 404."""
     if request.url.path.endswith("/models"):
         return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+    gated = request.url.path.endswith(("/chat/completions", "/responses"))
+    if request.method != "POST" or not gated:
+        return httpx.Response(404, json={"error": {"message": "no such route"}})
     body = json.loads(request.read())
     if body.get("stream") is True:
         chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
@@ -307,8 +311,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[bytes, bytes]], list
     method = draw(st.sampled_from(["POST"] * 8 + ["GET", "PUT", "HEAD", "OPTIONS", "DELETE"]))
     path = draw(
         st.sampled_from(
-            ["/v1/chat/completions"] * 8
+            ["/v1/chat/completions"] * 6
+            + ["/v1/responses"] * 4
             + ["/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/"]
+            + ["/v1/embeddings", "/v1/files/f-1?limit=2", "/v1/completions", "/v1/../x"]
         )
         | st.text(max_size=20).map(lambda p: "/" + p)
     )

@@ -362,8 +362,9 @@ def test_metrics_count_decisions_and_saved_calls(proxy: LoopbackServer) -> None:
 
 
 def test_unknown_path_is_an_openai_style_404(proxy: LoopbackServer) -> None:
-    """An unknown path answers 404 with an OpenAI-style error body."""
-    response = httpx.get(f"{proxy.url}/v1/nothing-here")
+    """An unknown path answers 404 with an OpenAI-style error body (unknown /v1/ paths are
+    passed through to the upstream: see test_proxy_responses_loopback.py)."""
+    response = httpx.get(f"{proxy.url}/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 

@@ -698,3 +698,24 @@ def test_a_bad_catalog_still_refuses_to_start(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, catalog=tmp_path / "bad.yaml")
     with pytest.raises(CatalogError):
         build_gate(settings)
+
+
+def test_the_proxy_serves_the_store_index_fills(tmp_path: Path) -> None:
+    """`gatekeeper serve` reads the very store `gatekeeper index` fills for the same settings
+    (the catalog's own, named from its path and the embedder), not a store named after the bare
+    ``store.collection`` prefix."""
+    catalog = tmp_path / "tiny.yaml"
+    catalog.write_text(json.dumps(tiny_catalog_data()))
+    settings = Settings(data_dir=tmp_path, catalog=catalog, gate={"rule": "contrast"})
+    indexed = Gatekeeper.from_settings(settings, embedder=HashingEmbedder())
+    served = build_gate(settings, embedder=HashingEmbedder())
+    assert served.store.name == indexed.store.name
+    assert served.store.name.startswith("gatekeeper-tiny-")
+
+
+def tiny_catalog_data() -> dict[str, Any]:
+    return {
+        "domain": "a small test shop",
+        "intents": [{"name": "order_status", "exemplars": ["where is my order", "track it"]}],
+        "off_topic": {"reply": OFF_TOPIC_REPLY, "exemplars": ["tell me a joke"]},
+    }

@@ -9,8 +9,22 @@ Point a chatbot's ``base_url`` at the proxy and it keeps working, minus the off-
     chunk). Off-topic and canned requests get a locally built ``chat.completion`` (or, with
     ``stream: true``, ``chat.completion.chunk`` events ending in ``data: [DONE]``). Every answer
     carries ``x-gatekeeper-route``, ``x-gatekeeper-intent`` and ``x-gatekeeper-score``.
+``POST /v1/responses``
+    The Responses API, gated the same way: the gate decides the last user message of ``input``
+    (a string, or input items ``{"role", "content"}`` with string or ``input_text`` content;
+    tool items are history, ``instructions`` a system prompt, never a user turn). Admitted: the
+    raw body to ``upstream/responses``. Refused/canned: a local ``response`` or its SSE events,
+    ``response.created`` ... ``response.completed``. A forwarded stream must end with a terminal
+    event (``response.completed``/``incomplete``/``failed``, ``error``), else it is cut (below).
 ``GET /v1/models``
-    Passed through to the upstream.
+    Passed through to the upstream (read whole).
+any other ``/v1/...``
+    Passed through, any method, behind the same inbound key: the proxy's upstream key, the raw
+    path, query string and (streamed) body unchanged, the answer streamed back (hop-by-hop
+    headers dropped); no decision, no ``x-gatekeeper-*`` headers. A non-SSE answer that breaks
+    mid-body is cut for the client too (connection closed), an SSE one ends with the SSE error
+    event. ``/v1/completions``, ``/v1/threads/...`` and ``/v1/realtime/...`` would reach the LLM
+    ungated: 403 ``endpoint_not_gated``. Dot segments in the path: 400.
 ``GET /healthz`` · ``GET /readyz`` · ``GET /metrics``
     Alive; model loaded and collection reachable; Prometheus text (see :mod:`gatekeeper.metrics`).
 
@@ -35,7 +49,8 @@ Errors are OpenAI-style bodies ``{"error": {"message", "type", "code"}}``:
 400   body is not strict UTF-8 JSON (above; ``invalid_json``, ``invalid_unicode``); the judged
       user message is empty or over ``gate.max_message_chars``
 413   body over ``server.max_body_bytes``
-422   JSON of the wrong shape: no ``messages``, wrong types
+403   an ungated generation endpoint (``/v1/completions``, ``/v1/threads``, ``/v1/realtime``)
+422   JSON of the wrong shape: no ``messages`` (``input`` for responses), wrong types
 499   (logged and counted only) the client went away or sent a broken body mid-request
 502   upstream unreachable, answered 5xx, refused the proxy's key, or cut its answer short
       (other 4xx pass through)
@@ -44,8 +59,9 @@ Errors are OpenAI-style bodies ``{"error": {"message", "type", "code"}}``:
 ====  ===================================================================================
 
 A stream that fails once started (the upstream breaks off, times out, or ends without its
-``data: [DONE]``) cannot change its status any more: it ends with an SSE event
-``data: {"error": {...}}`` and is counted in ``gatekeeper_upstream_errors_total``.
+``data: [DONE]``, a Responses stream its ``response.completed``) cannot change its status any
+more: it ends with an SSE event ``data: {"error": {...}}`` and is counted in
+``gatekeeper_upstream_errors_total``.
 
 When the gate itself fails (model or Chroma), ``gate.on_error`` decides: ``fail_open`` forwards,
 ``fail_closed`` refuses; both are counted. That holds at start-up too: a proxy whose Chroma server

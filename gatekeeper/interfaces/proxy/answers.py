@@ -1,4 +1,5 @@
-"""Answers the proxy builds itself: decision headers, local completions and chunk streams."""
+"""Answers the proxy builds itself: decision headers, local chat completions and chunk streams,
+local Responses API responses and event streams."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gatekeeper.decision import Decision
-from gatekeeper.interfaces.openai_backend import local_chunks, local_completion
+from gatekeeper.interfaces.openai_backend import (
+    local_chunks,
+    local_completion,
+    local_response,
+    local_response_events,
+)
 from gatekeeper.interfaces.proxy.errors import Json
 
 _DROP_HEADERS = frozenset(
@@ -65,6 +71,24 @@ def local_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
     completion = local_completion(text, model=model, n=n)
     return JSONResponse(completion.model_dump(mode="json", exclude_unset=True), headers=headers)
+
+
+def local_responses_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
+    """The gate's own answer to a Responses API request: a ``response`` object, or with
+    ``stream: true`` its SSE events (``event: <type>`` and ``data: <event>``), from
+    ``response.created`` to ``response.completed``."""
+    model = payload.get("model") if isinstance(payload.get("model"), str) else None
+    instructions = (
+        payload.get("instructions") if isinstance(payload.get("instructions"), str) else None
+    )
+    if payload.get("stream"):
+        events = [
+            f"event: {e.type}\ndata: {e.model_dump_json(exclude_unset=True)}\n\n"
+            for e in local_response_events(text, model=model, instructions=instructions)
+        ]
+        return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
+    response = local_response(text, model=model, instructions=instructions)
+    return JSONResponse(response.model_dump(mode="json", exclude_unset=True), headers=headers)
 
 
 async def _iterate(items: list[str]) -> AsyncIterator[bytes]:

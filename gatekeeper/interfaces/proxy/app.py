@@ -20,7 +20,9 @@ from gatekeeper.interfaces.proxy.endpoints import (
     healthz,
     list_models,
     metrics,
+    passthrough,
     readyz,
+    responses,
 )
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
@@ -68,15 +70,21 @@ def create_app(
         title="gatekeeper", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/responses", responses, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    # Last: every other /v1/ method and path goes through (GET /v1/responses/{id}, embeddings, ...)
+    app.add_api_route("/v1/{path:path}", passthrough, methods=_ALL_METHODS)
     _add_error_handlers(app, log)
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
     app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
     return app
+
+
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def _version() -> str:

@@ -7,15 +7,28 @@ import asyncio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from gatekeeper.decision import Decision
 from gatekeeper.errors import (
     GatekeeperError,
 )
-from gatekeeper.interfaces.proxy.answers import decision_headers, local_answer, passthrough_headers
-from gatekeeper.interfaces.proxy.requests import authorize, parse_chat_request, read_body
-from gatekeeper.interfaces.proxy.state import proxy_of
+from gatekeeper.interfaces.proxy.answers import (
+    decision_headers,
+    local_answer,
+    local_responses_answer,
+    passthrough_headers,
+)
+from gatekeeper.interfaces.proxy.errors import ProxyError
+from gatekeeper.interfaces.proxy.requests import (
+    authorize,
+    parse_chat_request,
+    parse_responses_request,
+    read_body,
+)
+from gatekeeper.interfaces.proxy.state import Proxy, proxy_of
 from gatekeeper.interfaces.proxy.upstream import (
     Passthrough,
-    forward_chat,
+    forward_gated,
+    forward_passthrough,
     read_answer,
     send_upstream,
 )
@@ -30,17 +43,64 @@ async def chat_completions(request: Request) -> Response:
     decision = await proxy.decide(payload["messages"])
     headers = decision_headers(decision)
     if decision.forwarded:
-        return await forward_chat(
-            proxy, request, body, stream=payload.get("stream") is True, headers=headers
+        stream = payload.get("stream") is True
+        return await forward_gated(
+            proxy, request, body, path="chat/completions", stream=stream, headers=headers
         )
+    return local_answer(payload, _refusal(proxy, decision), headers)
+
+
+async def responses(request: Request) -> Response:
+    """Gate a Responses API request (``input``, ``instructions``); forward it or answer it."""
+    proxy = proxy_of(request)
+    authorize(proxy, request)
+    body = await read_body(request, proxy.settings.server.max_body_bytes)
+    payload, messages = parse_responses_request(body)
+    decision = await proxy.decide(messages)
+    headers = decision_headers(decision)
+    if decision.forwarded:
+        stream = payload.get("stream") is True
+        return await forward_gated(
+            proxy, request, body, path="responses", stream=stream, headers=headers
+        )
+    return local_responses_answer(payload, _refusal(proxy, decision), headers)
+
+
+def _refusal(proxy: Proxy, decision: Decision) -> str:
+    """The text of a refused or canned request's local answer (and the saved call counted)."""
     if decision.gate_error is None:  # a refusal because the gate failed saves nothing
         proxy.metrics.saved_call()
-    reply = decision.reply or proxy.gate.catalog.off_topic.reply
-    return local_answer(payload, reply, headers)
+    return decision.reply or proxy.gate.catalog.off_topic.reply
+
+
+#: Endpoints that would generate text from customer input without passing the gate.
+UNGATED = ("completions", "threads", "realtime")
+
+
+async def passthrough(request: Request) -> Response:
+    """Any other ``/v1/...`` request (embeddings, models/{id}, files, stored responses, ...):
+    forwarded with the proxy's key, its body and query string unchanged, the answer streamed
+    back. Generation endpoints the gate cannot read (:data:`UNGATED`) are refused."""
+    proxy = proxy_of(request)
+    authorize(proxy, request)
+    path = request.url.path.removeprefix("/v1/")  # decoded: /v1/%63ompletions is refused too
+    if path.split("/", 1)[0] in UNGATED:
+        raise ProxyError(
+            403,
+            f"/v1/{path} would reach the LLM without passing the gate; "
+            "use /v1/chat/completions or /v1/responses",
+            code="endpoint_not_gated",
+            kind="permission_error",
+        )
+    if {".", ".."} & set(path.split("/")):  # never out of the upstream's /v1/ with our key
+        raise ProxyError(400, "dot segments are not allowed in the path", code="invalid_path")
+    raw = request.scope.get("raw_path")  # as sent: %2F in an id stays %2F
+    raw_path = raw.decode("latin-1").removeprefix("/v1/") if isinstance(raw, bytes) else path
+    return await forward_passthrough(proxy, request, raw_path)
 
 
 async def list_models(request: Request) -> Response:
-    """The upstream's model list, passed through."""
+    """The upstream's model list, passed through (read whole: a cut list is a 502)."""
     proxy = proxy_of(request)
     authorize(proxy, request)
     try:

@@ -13,9 +13,12 @@ from starlette.requests import ClientDisconnect
 from gatekeeper.interfaces.proxy.errors import internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.requests import key_refusal
+from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
-KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"})
+KNOWN_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/responses", "/v1/models", "/healthz", "/readyz", "/metrics"}
+)
 
 Scope = MutableMapping[str, Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -52,6 +55,12 @@ class RequestLog:
         except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
             self.log.info("http.client_disconnected", path=scope.get("path"))
             seen.setdefault("status", CLIENT_CLOSED_REQUEST)
+        except UpstreamBodyBroken:
+            # A passed-through answer broke off mid-body (logged and counted where it broke).
+            # Returning with the answer unfinished makes the server close the connection, so
+            # the client sees a cut answer, never a short one passed off as whole (no
+            # traceback: not a bug).
+            pass
         except Exception as exc:
             self.log.error(
                 "server.internal_error",
@@ -62,6 +71,9 @@ class RequestLog:
             if "status" in seen:
                 raise
             await internal_error_response()(scope, receive, recording_send)
+        self._log_request(scope, seen, started)
+
+    def _log_request(self, scope: Scope, seen: dict[str, Any], started: float) -> None:
         path = scope.get("path", "")
         status = int(seen.get("status", 500))
         self.metrics.answered(path if path in KNOWN_PATHS else "other", status)

@@ -177,3 +177,87 @@ def check_messages(messages: Any) -> None:
         chat_messages(messages)
     except InputError as exc:
         raise ProxyError(422, str(exc), code="invalid_type") from exc
+
+
+#: Text parts of Responses API message content (input text, and earlier assistant output).
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+
+
+def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
+    """The JSON of a Responses API request (read as strictly as a chat request, see
+    :func:`parse_chat_request`), and the chat messages the gate judges.
+
+    ``input`` is a string (one user message) or a list of input items: messages
+    ``{"role", "content"}`` (``"type": "message"`` optional) whose content is a string or a list
+    of parts (``input_text``/``output_text`` give text; images and files none). Other items
+    (tool calls and outputs, reasoning, references) are no customer turn and are skipped.
+    ``instructions`` becomes a system message: a system prompt, never a user turn.
+    """
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ProxyError(422, "the request body must be a JSON object", code="invalid_type")
+    if "input" not in payload:
+        raise ProxyError(
+            422, "missing required parameter: 'input'", code="missing_required_parameter"
+        )
+    if "stream" in payload and not isinstance(payload["stream"], bool | None):
+        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    instructions = payload.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise ProxyError(422, "'instructions' must be a string", code="invalid_type")
+    messages: list[Json] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    messages.extend(_input_messages(payload["input"]))
+    if not any(m["role"] == "user" for m in messages):
+        # nothing to judge (e.g. only tool outputs): refused like a chat without a user turn
+        raise ProxyError(400, "the input has no user message to judge", code="empty_message")
+    check_messages(messages)
+    return payload, messages
+
+
+def _input_messages(items: Any) -> list[Json]:
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise ProxyError(
+            422, "'input' must be a string or a list of input items", code="invalid_type"
+        )
+    messages = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProxyError(422, f"input[{index}] must be an object", code="invalid_type")
+        if "role" not in item or item.get("type", "message") != "message":
+            continue  # function_call, function_call_output, reasoning, item_reference, ...
+        role = item["role"]
+        if not isinstance(role, str):
+            raise ProxyError(422, f"input[{index}].role must be a string", code="invalid_type")
+        messages.append({"role": role, "content": _content_text(item.get("content"), index)})
+    return messages
+
+
+def _content_text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ProxyError(
+            422,
+            f"input[{index}].content must be a string or a list of content parts",
+            code="invalid_type",
+        )
+    texts = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise ProxyError(
+                422, f"input[{index}].content parts must be objects", code="invalid_type"
+            )
+        if part.get("type") in _TEXT_PARTS:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ProxyError(
+                    422,
+                    f"input[{index}].content: a text part needs a string 'text'",
+                    code="invalid_type",
+                )
+            texts.append(text)
+    return "\n".join(texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +15,7 @@ from fastapi import Request
 
 from gatekeeper.batching import DecisionBatcher
 from gatekeeper.decision import Decision
+from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
@@ -30,9 +32,34 @@ from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failur
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
-from gatekeeper.store import ExemplarStore, open_client
+from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
+_PRINTABLE = re.compile(rb"[\x20-\x7e]+")
+
+#: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
+#: and what httpx sets itself.
+_NOT_FORWARDED = frozenset(
+    {
+        "authorization",
+        "connection",
+        "cookie",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "accept-encoding",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
 
 
 @dataclass
@@ -49,7 +76,7 @@ class Proxy:
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(self.gate, on_error=self.settings.gate.on_error)
 
-    def upstream_url(self, path: str, headers: Mapping[str, str]) -> str:
+    def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> str:
         base = self.settings.upstream.base_url
         if not base:
             raise upstream_failure(
@@ -58,7 +85,7 @@ class Proxy:
                 "upstream_not_configured",
                 headers,
             )
-        return f"{base.rstrip('/')}/{path}"
+        return f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else "")
 
     def upstream_headers(self, accept: str | None) -> dict[str, str]:
         """Headers sent upstream: the proxy's own key, never the client's."""
@@ -70,6 +97,23 @@ class Proxy:
         key = self.settings.upstream.api_key
         if key is not None and key.get_secret_value():
             headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        return headers
+
+    def forwarded_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Headers of a passed-through request: the client's end-to-end ones (content type,
+        ``OpenAI-Beta``, ...; printable ASCII only, others are dropped rather than re-encoded),
+        with the proxy's own key instead of the client's."""
+        headers = [
+            (k, v)
+            for k, v in raw
+            if _PRINTABLE.fullmatch(k)
+            and _PRINTABLE.fullmatch(v or b" ")
+            and k.decode().lower() not in _NOT_FORWARDED
+        ]
+        headers.append((b"accept-encoding", b"identity"))
+        key = self.settings.upstream.api_key
+        if key is not None and key.get_secret_value():
+            headers.append((b"authorization", f"Bearer {key.get_secret_value()}".encode()))
         return headers
 
     async def decide(self, messages: Any) -> Decision:
@@ -152,14 +196,23 @@ class LazyClient:
         return getattr(self._open(), name)
 
 
-def build_gate(settings: Settings, *, retry_seconds: float = READINESS_RETRY_SECONDS) -> Gatekeeper:
+def build_gate(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    retry_seconds: float = READINESS_RETRY_SECONDS,
+) -> Gatekeeper:
     """The gate the proxy serves, its Chroma client opened lazily (see :class:`LazyClient`).
 
-    A bad catalog or settings raise here; nothing is loaded or connected yet."""
+    Its store is the one ``gatekeeper index`` fills for the same settings: the catalog's own
+    (:func:`~gatekeeper.store.collection_name` of ``settings.catalog`` and the embedder's
+    identity). A bad catalog or settings raise here; nothing is loaded or connected yet."""
+    embedder = embedder or build_embedder(settings.embedding)
     opener = partial(open_client, settings.store, settings.data_dir)
     client = LazyClient(opener, retry_seconds=retry_seconds)
-    store = ExemplarStore(client, settings.store.collection, settings.store.top_k)
-    return Gatekeeper.from_settings(settings, store=store)
+    name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
+    store = ExemplarStore(client, name, settings.store.top_k)
+    return Gatekeeper.from_settings(settings, embedder=embedder, store=store)
 
 
 def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -> Gatekeeper:

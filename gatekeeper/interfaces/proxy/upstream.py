@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 import httpx
 from fastapi import Request
@@ -20,16 +21,21 @@ async def send_upstream(
     method: str,
     path: str,
     *,
-    body: bytes | None,
+    body: bytes | AsyncIterable[bytes] | None,
     accept: str | None,
     headers: Mapping[str, str],
+    query: str = "",
+    upstream_headers: Mapping[str, str] | list[tuple[bytes, bytes]] | None = None,
 ) -> httpx.Response:
-    """Send a request upstream (the answer's body not yet read); failures become 502/504."""
+    """Send a request upstream (the answer's body not yet read); failures become 502/504.
+
+    ``headers`` go on the proxy's answer (also an error answer); ``upstream_headers`` replace
+    the default JSON request headers (:meth:`Proxy.upstream_headers`)."""
     request = proxy.client.build_request(
         method,
-        proxy.upstream_url(path, headers),
+        proxy.upstream_url(path, headers, query),
         content=body,
-        headers=proxy.upstream_headers(accept),
+        headers=upstream_headers or proxy.upstream_headers(accept),
     )
     try:
         response = await proxy.client.send(request, stream=True)
@@ -112,14 +118,21 @@ def _upstream_message(body: bytes) -> str:
     return str(message)[:300] if message else ""
 
 
-async def forward_chat(
-    proxy: Proxy, request: Request, body: bytes, *, stream: bool, headers: dict[str, str]
+async def forward_gated(
+    proxy: Proxy,
+    request: Request,
+    body: bytes,
+    *,
+    path: str,
+    stream: bool,
+    headers: dict[str, str],
 ) -> Response:
-    """Forward the raw body; the upstream's answer back unchanged (streamed chunk by chunk)."""
+    """Forward an admitted request's raw body to ``upstream/<path>`` (``chat/completions`` or
+    ``responses``); the upstream's answer back unchanged (streamed chunk by chunk)."""
     accept = "text/event-stream" if stream else request.headers.get("accept")
     try:
         upstream = await send_upstream(
-            proxy, "POST", "chat/completions", body=body, accept=accept, headers=headers
+            proxy, "POST", path, body=body, accept=accept, headers=headers
         )
     except Passthrough as passthrough:
         return passthrough.response
@@ -128,12 +141,62 @@ async def forward_chat(
         content = await read_answer(proxy, upstream, headers)
         return Response(content, upstream.status_code, headers=out_headers)
     sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    end = _STREAM_ENDS[path]() if sse else None
     return StreamingResponse(
-        relay(proxy, upstream, expect_done=sse),
+        relay(proxy, upstream, end=end),
         status_code=upstream.status_code,
         headers=out_headers,
         background=BackgroundTask(upstream.aclose),
     )
+
+
+async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Response:
+    """Forward a request the gate does not judge to ``upstream/<path>``: method, query string
+    and body unchanged (streamed, not size-limited: the upstream sets its own limits), the
+    proxy's key. The answer is streamed back; connect failures, timeouts and 5xx are 502/504
+    as for gated requests. Once the answer has started, an SSE stream that breaks ends with an
+    SSE error event; any other body that breaks is cut off (the connection is aborted), never
+    passed off as whole."""
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    try:
+        upstream = await send_upstream(
+            proxy,
+            request.method,
+            path,
+            body=request.stream() if has_body else None,
+            accept=None,
+            headers={},
+            query=request.url.query,
+            upstream_headers=proxy.forwarded_headers(request.headers.raw),
+        )
+    except Passthrough as passthrough:
+        return passthrough.response
+    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    return StreamingResponse(
+        relay(proxy, upstream) if sse else relay_body(proxy, upstream),
+        status_code=upstream.status_code,
+        headers=passthrough_headers(upstream, {}),
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+class UpstreamBodyBroken(Exception):
+    """A passed-through answer broke off after its status was sent: the client's connection is
+    aborted (see :class:`~gatekeeper.interfaces.proxy.middleware.RequestLog`)."""
+
+
+async def relay_body(proxy: Proxy, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """A non-SSE upstream body as it arrives; a failure mid-way aborts the answer."""
+    try:
+        async for chunk in upstream.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "body_interrupted"
+        proxy.metrics.upstream_error(kind)
+        proxy.log.warning("upstream.body_interrupted", kind=kind, error=type(exc).__name__)
+        raise UpstreamBodyBroken(type(exc).__name__) from exc
+    finally:
+        await upstream.aclose()
 
 
 async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[str, str]) -> bytes:
@@ -155,19 +218,106 @@ async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[s
         await upstream.aclose()
 
 
+class StreamEnd(Protocol):
+    """Watches an SSE stream go by and tells whether it ended as such a stream must end."""
+
+    missing: str  # what a cut stream lacks, for the error event
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def complete(self) -> bool: ...
+
+
+class DoneEnd:
+    """A chat completion stream ends with ``data: [DONE]``."""
+
+    missing = "its final [DONE] event"
+    _TAIL = 64
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk)[-self._TAIL :]
+
+    def complete(self) -> bool:
+        last = self._tail.rstrip().rsplit(b"\n", 1)[-1].strip()
+        return last in (b"data: [DONE]", b"data:[DONE]")
+
+
+class ResponseEnd:
+    """A Responses API stream ends with a terminal event: ``response.completed`` (or
+    ``response.incomplete``, ``response.failed``, ``error``: the upstream's own account of a
+    failure, passed on as it is). Only the last event is kept (and parsed, at the end)."""
+
+    missing = "its final response.completed event"
+    TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
+    def __init__(self) -> None:
+        self._pending = bytearray()  # the event being received
+        self._last = b""  # the last complete event
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if b"\n\n" not in self._pending and b"\r\n\r\n" not in self._pending:
+            return
+        text = bytes(self._pending).replace(b"\r\n", b"\n")
+        complete, _, rest = text.rpartition(b"\n\n")
+        for event in reversed(complete.split(b"\n\n")):
+            if _event_type(event) is not None:
+                self._last = event
+                break
+        self._pending = bytearray(rest)
+
+    def complete(self) -> bool:
+        pending = bytes(self._pending).replace(b"\r\n", b"\n").strip()
+        last = pending if _event_type(pending) is not None else self._last
+        return _event_type(last) in self.TERMINAL
+
+
+def _event_type(event: bytes) -> str | None:
+    """An SSE event's type: its ``event:`` field, else its data's ``type``; None for an event
+    without data (comments, keep-alives)."""
+    name, data = None, []
+    for line in event.split(b"\n"):
+        field, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"event":
+            name = value.decode("utf-8", "replace").strip()
+        elif field == b"data":
+            data.append(value)
+    if not data:
+        return None
+    if name:
+        return name
+    try:
+        payload = json.loads(b"\n".join(data))
+    except (ValueError, RecursionError):
+        return ""
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+_STREAM_ENDS: dict[str, Callable[[], StreamEnd]] = {
+    "chat/completions": DoneEnd,
+    "responses": ResponseEnd,
+}
+
+
 async def relay(
-    proxy: Proxy, upstream: httpx.Response, *, expect_done: bool = False
+    proxy: Proxy, upstream: httpx.Response, *, end: StreamEnd | None = None
 ) -> AsyncIterator[bytes]:
     """The upstream's stream as it arrives; a failure mid-stream ends it with an SSE error.
 
-    With ``expect_done`` (a chat completion SSE stream) a stream that ends without its final
-    ``data: [DONE]`` event was cut (e.g. the connection closed without chunked framing, which
-    httpx does not report): it is ended with the same SSE error event, never passed off as whole.
+    With ``end`` (an SSE stream of a known kind), a stream that stops before its final event
+    (``data: [DONE]`` for chat, ``response.completed`` for Responses) was cut (e.g. the
+    connection closed without chunked framing, which httpx does not report): it is ended with
+    the same SSE error event, never passed off as whole.
     """
-    tail = b""
     try:
         async for chunk in upstream.aiter_bytes():
-            tail = (tail + chunk)[-_TAIL:]
+            if end is not None:
+                end.feed(chunk)
             yield chunk
     except httpx.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "stream_interrupted"
@@ -175,18 +325,10 @@ async def relay(
         return
     finally:
         await upstream.aclose()
-    if expect_done and not _ends_with_done(tail):
+    if end is not None and not end.complete():
         yield _stream_failed(
-            proxy, "stream_truncated", "the upstream stream ended without its final [DONE] event"
+            proxy, "stream_truncated", f"the upstream stream ended without {end.missing}"
         )
-
-
-_TAIL = 64
-
-
-def _ends_with_done(tail: bytes) -> bool:
-    last = tail.rstrip().rsplit(b"\n", 1)[-1].strip()
-    return last in (b"data: [DONE]", b"data:[DONE]")
 
 
 def _stream_failed(proxy: Proxy, kind: str, message: str) -> bytes:

@@ -1,0 +1,545 @@
+"""The proxy as a drop-in for more of the OpenAI API, in-process (like test_proxy_app.py):
+``POST /v1/responses`` gated like chat completions, and every other ``/v1/...`` request passed
+through to the upstream with the proxy's key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from pydantic import SecretStr
+
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.upstream import ResponseEnd
+from tests.unit.test_proxy_app import (
+    CLIENT_KEY,
+    OFF_TOPIC_REPLY,
+    CutStream,
+    FakeUpstream,
+    gate,  # noqa: F401  (the module's gate fixture)
+    serving,
+    sse_answer,
+)
+
+REFUSAL_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+async def client(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream) as proxied:
+        yield proxied
+
+
+@pytest.fixture
+async def keyed(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
+        yield proxied
+
+
+def sdk(client: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    """The official client, talking to the app in-process."""
+    return openai.AsyncOpenAI(
+        base_url="http://proxy/v1", api_key="unused", http_client=client, max_retries=0
+    )
+
+
+async def post(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(
+        "/v1/responses", content=content, headers={"content-type": "application/json"}
+    )
+
+
+def upstream_response(text: str = "echo") -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "m",
+        "output": [
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def responses_sse(*types: str, named: bool = True, eol: str = "\n") -> bytes:
+    """A Responses API stream of events of ``types`` (with ``event:`` lines unless not
+    ``named``; the data carries ``type`` either way)."""
+    out = []
+    for n, kind in enumerate(types):
+        data = json.dumps({"type": kind, "sequence_number": n})
+        lines = ([f"event: {kind}"] if named else []) + [f"data: {data}"]
+        out.append(eol.join(lines) + eol + eol)
+    return "".join(out).encode()
+
+
+# -- 1. POST /v1/responses ------------------------------------------------------------------------
+
+
+async def test_refused_response_parses_in_the_openai_client(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An off-topic input gets a local ``response`` whose output_text is the refusal, with the
+    decision headers; the upstream sees nothing."""
+    raw = await sdk(client).responses.with_raw_response.create(model="m", input="tell me a joke")
+    assert raw.headers["x-gatekeeper-route"] == "off_topic"
+    response = raw.parse()
+    assert response.output_text == OFF_TOPIC_REPLY
+    assert response.status == "completed" and response.model == "m"
+    assert upstream.requests == []
+
+
+async def test_refused_stream_is_a_valid_event_sequence(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """With stream=True the refusal is the Responses event sequence, parsed by the client."""
+    stream = await sdk(client).responses.create(
+        model="m", input=[{"role": "user", "content": "tell me a joke"}], stream=True
+    )
+    events = [event async for event in stream]
+    assert [e.type for e in events] == REFUSAL_EVENTS
+    assert [e.sequence_number for e in events] == list(range(len(REFUSAL_EVENTS)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == OFF_TOPIC_REPLY
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output_text == OFF_TOPIC_REPLY
+    assert upstream.requests == []
+
+
+async def test_canned_intent_is_answered_locally(client: httpx.AsyncClient) -> None:
+    """A canned intent (greeting) gets its own reply as a local response."""
+    raw = await sdk(client).responses.with_raw_response.create(model="m", input="hello")
+    assert raw.headers["x-gatekeeper-route"] == "canned"
+    assert raw.parse().output_text == "Hello! How can I help?"
+
+
+async def test_admitted_response_request_is_forwarded_byte_for_byte(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An in-domain input (message items with input_text parts) reaches upstream/responses
+    exactly as sent, with the proxy's key; the upstream's answer comes back."""
+    upstream.handler = lambda request: httpx.Response(200, json=upstream_response("on its way"))
+    body = (
+        b'{"model":"m", "instructions":"be brief","input":[{"type":"message","role":"user",'
+        b'"content":[{"type":"input_text","text":"where is my order"}]}],"x_vendor":1}'
+    )
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.headers["x-gatekeeper-route"] == "llm"
+    assert response.json()["output"][0]["content"][0]["text"] == "on its way"
+    [sent] = upstream.requests
+    assert sent.url.path == "/v1/responses" and sent.content == body
+    assert sent.headers["authorization"] == "Bearer sk-up"
+
+
+async def test_instructions_are_not_a_user_turn(client: httpx.AsyncClient) -> None:
+    """``instructions`` is a system prompt: an in-domain one does not admit an off-topic input."""
+    response = await post(
+        client, {"model": "m", "instructions": "where is my order", "input": "tell me a joke"}
+    )
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+
+
+async def test_the_last_user_message_is_judged_with_its_history(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Assistant output_text items and tool items are history, not the judged turn."""
+    body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "where is my order"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Which order?"}]},
+            {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            {"role": "user", "content": [{"type": "input_text", "text": "tell me a joke"}]},
+        ],
+    }
+    response = await post(client, body)
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "m"}, 422, "missing_required_parameter"),
+        ({"input": 5}, 422, "invalid_type"),
+        ({"input": [1]}, 422, "invalid_type"),
+        ({"input": [{"role": 1, "content": "x"}]}, 422, "invalid_type"),
+        ({"input": [{"role": "user", "content": 5}]}, 422, "invalid_type"),
+        ({"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]}, 422, None),
+        ({"input": "where is my order", "stream": "yes"}, 422, "invalid_type"),
+        ({"input": "where is my order", "instructions": ["x"]}, 422, "invalid_type"),
+        ({"input": []}, 400, "empty_message"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, 400, None),
+        ({"input": "   "}, 400, "empty_message"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400, None),
+    ],
+)
+async def test_bad_responses_requests_are_4xx(
+    client: httpx.AsyncClient,
+    upstream: FakeUpstream,
+    body: dict[str, Any],
+    status: int,
+    code: str | None,
+) -> None:
+    """Wrong shapes are 422, nothing to judge is 400; never forwarded, never a 500."""
+    response = await post(client, body)
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"]["code"] == code
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input":"where is my order","input":"tell me a joke"}',
+        b'{"input":"where is my order","x":"\\ud800"}',
+        b'{"input":"where is my order","temperature":NaN}',
+        b'{"input":"where is my order"',
+    ],
+    ids=["duplicate-key", "lone-surrogate", "nan", "truncated"],
+)
+async def test_responses_bodies_are_read_strictly(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """The same strict JSON as chat completions: what is judged is what would be forwarded."""
+    response = await post(client, body)
+    assert response.status_code == 400
+    assert upstream.requests == []
+
+
+async def test_responses_need_the_key(keyed: httpx.AsyncClient, upstream: FakeUpstream) -> None:
+    response = await post(keyed, {"model": "m", "input": "where is my order"})
+    assert response.status_code == 401
+    assert upstream.requests == []
+
+
+async def test_responses_upstream_failures_are_502_504(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Upstream 5xx is a 502, a timeout a 504, each with the decision headers."""
+    upstream.handler = lambda request: httpx.Response(500, json={"error": {"message": "boom"}})
+    failed = await post(client, {"model": "m", "input": "where is my order"})
+    assert failed.status_code == 502 and failed.headers["x-gatekeeper-route"] == "llm"
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    upstream.handler = slow
+    timed_out = await post(client, {"model": "m", "input": "where is my order"})
+    assert timed_out.status_code == 504
+
+
+# -- the end of a forwarded Responses stream -----------------------------------------------------
+
+
+async def stream(client: httpx.AsyncClient) -> httpx.Response:
+    return await post(client, {"model": "m", "input": "where is my order", "stream": True})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        responses_sse("response.created", "response.output_text.delta", "response.completed"),
+        responses_sse("response.created", "response.completed", eol="\r\n"),
+        responses_sse("response.created", "response.completed", named=False),
+        responses_sse("response.created", "response.incomplete"),
+        responses_sse("response.created", "response.failed"),
+        responses_sse("response.created", "response.completed") + b": keep-alive\n\n",
+    ],
+    ids=["lf", "crlf", "data-type-only", "incomplete", "failed", "comment-after"],
+)
+async def test_complete_responses_stream_is_relayed_unchanged(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """A stream ending in a terminal event comes back byte for byte, no error added."""
+    upstream.handler = sse_answer(body)
+    response = await stream(client)
+    assert response.content == body
+    assert "stream_truncated" not in (await client.get("/metrics")).text
+
+
+async def test_responses_stream_without_completed_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A stream that stops before ``response.completed`` (even after a [DONE]-like line) is
+    ended with the SSE error event and counted."""
+    body = responses_sse("response.created", "response.output_text.delta")
+    upstream.handler = sse_answer(body)
+    response = await stream(client)
+    assert response.content.startswith(body)
+    last = response.text.strip().splitlines()[-1]
+    assert json.loads(last.removeprefix("data: "))["error"]["code"] == "upstream_stream_truncated"
+    assert 'kind="stream_truncated"} 1.0' in (await client.get("/metrics")).text
+
+
+async def test_responses_stream_breaking_mid_way_ends_with_an_sse_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        head = responses_sse("response.created")
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=CutStream(head)
+        )
+
+    upstream.handler = broken
+    response = await stream(client)
+    assert response.text.count('"error"') == 1
+    assert "upstream_stream_interrupted" in response.text
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_response_end_survives_any_chunking(size: int) -> None:
+    """The terminal event is found however the bytes are split (CRLF pairs included)."""
+    for eol in ("\n", "\r\n"):
+        for named in (True, False):
+            whole = responses_sse("response.created", "response.completed", named=named, eol=eol)
+            for cut in (whole, whole[:-2], whole[: whole.rindex(b"data:")]):
+                end = ResponseEnd()
+                for i in range(0, len(cut), size):
+                    end.feed(cut[i : i + size])
+                assert end.complete() is (cut != whole[: whole.rindex(b"data:")])
+
+
+# -- 2. other /v1/ routes pass through -----------------------------------------------------------
+
+
+async def test_embeddings_pass_through_with_the_proxy_key(
+    keyed: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """POST /v1/embeddings: body and content type unchanged, the proxy's key, not the client's;
+    the upstream's answer comes back with its status and end-to-end headers."""
+    embedding = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+    }
+    upstream.handler = lambda request: httpx.Response(
+        200, json=embedding, headers={"x-request-id": "req-1", "connection": "keep-alive"}
+    )
+    body = b'{"model":"text-embedding-3-small",  "input":["tell me a joke"]}'
+    response = await keyed.post(
+        "/v1/embeddings",
+        content=body,
+        headers={
+            "authorization": f"Bearer {CLIENT_KEY}",
+            "content-type": "application/json",
+            "openai-beta": "x",
+        },
+    )
+    assert response.status_code == 200
+    assert response.json() == embedding
+    assert response.headers["x-request-id"] == "req-1"
+    assert "x-gatekeeper-route" not in response.headers  # not judged
+    [sent] = upstream.requests
+    assert (sent.method, sent.url.path, sent.content) == ("POST", "/v1/embeddings", body)
+    assert sent.headers["authorization"] == "Bearer sk-up"
+    assert sent.headers["openai-beta"] == "x"
+    assert sent.headers["content-type"] == "application/json"
+
+
+async def test_a_get_passes_through_with_its_query_string(
+    keyed: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    upstream.handler = lambda request: httpx.Response(200, json={"id": "m", "object": "model"})
+    response = await keyed.get(
+        "/v1/models/m%2Fx?limit=2&after=a%20b", headers={"authorization": f"Bearer {CLIENT_KEY}"}
+    )
+    assert response.status_code == 200 and response.json()["id"] == "m"
+    [sent] = upstream.requests
+    assert sent.method == "GET" and sent.content == b""
+    assert sent.url.raw_path == b"/v1/models/m%2Fx?limit=2&after=a%20b"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE", "PUT", "PATCH"])
+async def test_unauthenticated_passthrough_is_401(
+    keyed: httpx.AsyncClient, upstream: FakeUpstream, method: str
+) -> None:
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        response = await keyed.request(method, "/v1/files/file-1", headers=headers)
+        assert response.status_code == 401
+    assert upstream.requests == []
+
+
+async def test_passthrough_failures_are_mapped(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Upstream 5xx and unreachable: 502; timeout: 504; 4xx: passed through as-is."""
+    upstream.handler = lambda request: httpx.Response(503, json={"error": {"message": "busy"}})
+    assert (await client.get("/v1/files")).status_code == 502
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    upstream.handler = unreachable
+    gone = await client.post("/v1/embeddings", json={"input": "x"})
+    assert gone.status_code == 502
+    assert gone.json()["error"]["code"] == "upstream_unavailable"
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("slow", request=request)
+
+    upstream.handler = slow
+    assert (await client.delete("/v1/files/file-1")).status_code == 504
+
+    upstream.handler = lambda request: httpx.Response(404, json={"error": {"message": "no"}})
+    missing = await client.get("/v1/models/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "no"
+
+
+async def test_stored_responses_pass_through(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Only POST /v1/responses is judged: GET /v1/responses/{id} is passed through."""
+    upstream.handler = lambda request: httpx.Response(200, json=upstream_response())
+    response = await client.get("/v1/responses/resp_1")
+    assert response.status_code == 200 and response.json()["id"] == "resp_1"
+    assert upstream.requests[0].url.path == "/v1/responses/resp_1"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/completions", "/v1/threads/runs", "/v1/threads/t1/runs", "/v1/realtime/sessions"]
+)
+async def test_generation_endpoints_the_gate_cannot_read_are_refused(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """Passing these through would let any client skip the gate: 403, never forwarded."""
+    response = await client.post(path, json={"prompt": "tell me a joke", "model": "m"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "endpoint_not_gated"
+    assert upstream.requests == []
+
+
+async def test_passthrough_sse_is_relayed(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An SSE answer on a passed-through path comes back as it is (no end check: unknown kind)."""
+    body = b"data: {}\n\n"
+    upstream.handler = sse_answer(body)
+    response = await client.post("/v1/audio/speech", json={"input": "hi", "stream_format": "sse"})
+    assert response.status_code == 200 and response.content == body
+
+
+async def raw_call(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+    raw_path: bytes,
+    body_parts: list[bytes],
+    *,
+    disconnect: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Drive the app with raw ASGI messages (no client-side path normalisation); the messages
+    it sent and its log events."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.interfaces.proxy.app import create_app
+    from tests.unit.test_proxy_app import proxy_settings
+
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
+    ]
+    messages.append(
+        {"type": "http.disconnect"}
+        if disconnect
+        else {"type": "http.request", "body": b"", "more_body": False}
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    from urllib.parse import unquote
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": unquote(raw_path.decode()),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        with capture_logs() as logs:
+            await app(scope, receive, send)
+    await upstream_client.aclose()
+    return sent, logs
+
+
+def status_of(sent: list[dict[str, Any]]) -> int:
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    return int(start["status"])
+
+
+@pytest.mark.parametrize(
+    "path", [b"/v1/../admin", b"/v1/files/%2e%2e/%2E%2E/admin", b"/v1/./x", b"/v1/a/.."]
+)
+async def test_passthrough_never_leaves_the_upstream_v1(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+    path: bytes,
+) -> None:
+    """Dot segments (plain or percent-encoded) would reach other upstream paths with the
+    proxy's key: 400, never forwarded."""
+    sent, _ = await raw_call(gate, upstream, path, [b"{}"])
+    assert status_of(sent) == 400
+    assert upstream.requests == []
+
+
+async def test_client_gone_mid_passthrough_body_is_499_not_500(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """The passed-through body is streamed upstream; a client gone mid-body is the client's
+    doing (499, logged as such), not an upstream failure or a bug."""
+    sent, logs = await raw_call(gate, upstream, b"/v1/files", [b'{"a": '], disconnect=True)
+    events = [entry["event"] for entry in logs]
+    assert status_of(sent) == 499, (sent, events)
+    assert "server.internal_error" not in events
+    assert "upstream.unavailable" not in events
