@@ -1,0 +1,152 @@
+"""``gatekeeper init``: scaffold an editable catalog from a file of examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+import yaml
+from rich.markup import escape
+
+from gatekeeper.cli._app import ConfigOption, _stderr, app, friendly_errors, setup
+from gatekeeper.errors import InputError
+
+if TYPE_CHECKING:
+    from gatekeeper.scaffold import Scaffold
+
+
+@app.command()
+def init(
+    examples: Annotated[
+        Path,
+        typer.Argument(
+            help="Your examples: CSV or JSONL rows of text,intent (the catalog format; "
+            "optional reply, description, threshold columns; intent off_topic for messages "
+            "you do not serve)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The catalog to write (.yaml).")] = Path(
+        "catalog.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="One sentence on what your customer service covers."),
+    ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            help="Language of the canned replies and generic off-topic set: en or "
+            "zh (default: detected from the examples).",
+        ),
+    ] = None,
+    cut: Annotated[
+        float | None,
+        typer.Option(
+            "--cut",
+            help="Leave out a generic off-topic line whose cosine similarity to an exemplar of "
+            "yours reaches this (default: read off your exemplars, at least 0.6).",
+        ),
+    ] = None,
+    traffic: Annotated[
+        Path | None,
+        typer.Option(
+            "--traffic",
+            help="A sample of real messages (one per line, or JSONL with text): reports which "
+            "look off-topic.",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Lines shown per report.")] = 15,
+    config: ConfigOption = None,
+) -> None:
+    """Scaffold an editable YAML catalog from your examples (canned replies, a refusal and
+    generic off-topic messages added), then print the next commands."""
+    from gatekeeper.catalog import parse_catalog, read_catalog
+    from gatekeeper.embedding import build_embedder
+    from gatekeeper.scaffold import (
+        LANGUAGES,
+        read_traffic,
+        render_dropped,
+        render_yaml,
+        scaffold_catalog,
+    )
+
+    with friendly_errors():
+        if out.suffix.lower() not in {".yaml", ".yml"}:
+            raise InputError(f"--out {out}: the catalog is written as YAML; name it *.yaml")
+        if out.exists() and not force:
+            raise InputError(f"{out} exists; pass --force to overwrite it")
+        if language is not None and language not in LANGUAGES:
+            raise InputError(f"--language {language!r}: use one of {', '.join(LANGUAGES)}")
+        if cut is not None and not -1.0 <= cut <= 1.0:
+            raise InputError(f"--cut must be a cosine similarity in [-1, 1], got {cut:g}")
+        settings = setup(config, quiet=True)
+        console = _stderr()
+        loaded = read_catalog(examples)
+        for warning in loaded.warnings:
+            console.print(
+                f"[bold yellow]warning:[/] {escape(str(examples))}: {escape(warning)}",
+                highlight=False,
+            )
+        sample = read_traffic(traffic) if traffic is not None else []
+        embedder = build_embedder(settings.embedding)
+        with console.status(f"embedding with {embedder.identity}"):
+            result = scaffold_catalog(
+                loaded.catalog,
+                embedder,
+                language=language,  # type: ignore[arg-type]  # checked above
+                domain=domain,
+                cut=cut,
+                traffic=sample,
+            )
+        dropped_file = out.with_name(out.stem + ".dropped.txt")
+        text = render_yaml(result, source=examples.name, dropped_file=dropped_file.name)
+        parse_catalog(yaml.safe_load(text), source=str(out))  # what we write loads
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        dropped_file.write_text(render_dropped(result), encoding="utf-8")
+        _report(result, out, dropped_file, top)
+
+
+def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
+    echo = typer.echo
+    too_close = [d for d in result.dropped if d.reason == "too_close"]
+    repeats = [d for d in result.dropped if d.reason == "repeats"]
+    echo(
+        f"wrote {out}: {len(result.owner_intents)} intents of yours"
+        + (f" + canned {', '.join(result.canned_added)}" if result.canned_added else "")
+        + f", language {result.language}"
+    )
+    echo(
+        f"generic off-topic ({result.language}): kept {len(result.generic_kept)} of "
+        f"{result.generic_total}; left out {len(too_close)} too close to your exemplars "
+        f"(cosine >= {result.cut:.3f}, {result.cut_source}) and {len(repeats)} repeating one"
+    )
+    for d in result.dropped[:top]:
+        echo(f"  {d.similarity:.3f}  {d.text!r}  ~ {d.intent}: {d.nearest!r}")
+    if len(result.dropped) > top:
+        echo(f"  … {len(result.dropped) - top} more")
+    echo(f"the full list: {dropped_file}")
+    if result.traffic is not None:
+        hits = result.traffic.looks_off_topic
+        share = len(hits) / result.traffic.n_lines
+        echo(
+            f"traffic sample: {len(hits)} of {result.traffic.n_lines} lines ({share:.0%}) look "
+            "off-topic (nearer to a generic off-topic message than to any exemplar of yours)"
+        )
+        for line, nearest in hits[:top]:
+            echo(f"  {line!r}  ~ {nearest!r}")
+    echo("")
+    echo("next: edit the catalog (its comments say what), then")
+    echo(f"  gatekeeper index --catalog {out}")
+    echo(
+        f"  gatekeeper calibrate --catalog {out} --dataset YOUR_LABELLED_MESSAGES.jsonl "
+        "--target-pass-rate 0.98 --write --config YOUR_SETTINGS.yaml"
+    )
+    echo(
+        f"  (YOUR_SETTINGS.yaml says `catalog: {out.resolve()}`; the labelled messages are rows "
+        "of text,label with label in_domain or off_topic, not exemplars of the catalog)"
+    )
+    echo('  gatekeeper check --config YOUR_SETTINGS.yaml "a customer message"')

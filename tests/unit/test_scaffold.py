@@ -1,0 +1,182 @@
+"""``gatekeeper init``: a catalog scaffolded from an owner's examples (hashing embedder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatekeeper.catalog import read_catalog
+from gatekeeper.cli import app
+from gatekeeper.scaffold import (
+    CANNED,
+    MIN_CUT,
+    REFUSAL,
+    detect_language,
+    generic_off_topic,
+    read_traffic,
+    scaffold_catalog,
+)
+from gatekeeper.testing import HashingEmbedder
+
+EN_EXAMPLES = (
+    "text,intent\n"
+    "how do I reset my password,account\n"
+    "I forgot my password,account\n"
+    "Will there be a thunderstorm tonight?,weather_alerts\n"
+    "send me storm alerts,weather_alerts\n"
+    "where is my parcel,Delivery / Tracking\n"
+    "track my parcel please,Delivery / Tracking\n"
+)
+ZH_EXAMPLES = (
+    "text,intent\n"
+    "账号被冻结了怎么解封,账户\n"
+    "登录不上去了,账户\n"
+    "我的快递到哪了,物流\n"
+    "查一下物流,物流\n"
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _invoke(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gatekeeper init`` embeds with the hashing embedder."""
+    monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+
+
+def test_bundled_sets_are_there_for_both_languages() -> None:
+    """The generic off-topic sets ship with the package, one message per line."""
+    en, zh = generic_off_topic("en"), generic_off_topic("zh")
+    assert len(en) >= 500 and len(zh) >= 500
+    assert detect_language(en) == "en" and detect_language(zh) == "zh"
+
+
+def test_language_is_detected_from_the_share_of_cjk() -> None:
+    assert detect_language(["我的快递到哪了", "order NW-123"]) == "zh"
+    assert detect_language(["where is my order", "订单"]) == "en"
+    assert detect_language(["12345"]) == "en"
+
+
+def test_scaffold_adds_canned_intents_refusal_and_drops_near_lines(tmp_path: Path) -> None:
+    """The owner's intents are kept as written; greeting/thanks/goodbye and the refusal are
+    added; a generic line repeating an exemplar or near one is left out, with its nearest."""
+    examples = read_catalog(_write(tmp_path / "ex.csv", EN_EXAMPLES)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    catalog = result.catalog
+    names = [i.name for i in catalog.intents]
+    assert names == ["account", "weather_alerts", "Delivery / Tracking", *CANNED["en"]]
+    assert catalog.intent("greeting").reply == CANNED["en"]["greeting"][1]
+    assert catalog.off_topic.reply == REFUSAL["en"]
+    dropped = {d.text: d for d in result.dropped}
+    repeat = dropped["will there be a thunderstorm tonight"]
+    assert repeat.reason == "repeats" and repeat.intent == "weather_alerts"
+    near = dropped["how do I reset my Netflix password"]
+    assert near.reason == "too_close" and near.nearest == "how do I reset my password"
+    assert near.similarity >= 0.6 and near.intent == "account"
+    kept = set(catalog.off_topic.exemplars)
+    assert not kept & set(dropped) and "write me a leetcode solution for two sum" in kept
+    assert len(kept) + len(result.dropped) == result.generic_total
+    assert result.dropped[0].reason == "repeats"  # repeats first, then by similarity
+
+
+def test_auto_cut_is_read_off_the_exemplars_and_never_below_the_floor(tmp_path: Path) -> None:
+    examples = read_catalog(_write(tmp_path / "ex.csv", EN_EXAMPLES)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder())
+    assert result.cut_source == "auto" and result.cut >= MIN_CUT
+
+
+def test_existing_canned_intents_and_refusal_are_the_owners(tmp_path: Path) -> None:
+    """An owner who has a greeting intent and a refusal keeps them; their off-topic rows stay
+    first in the off-topic block."""
+    path = _write(
+        tmp_path / "ex.csv",
+        "text,intent,reply\n"
+        "book a cleaning,appointments,\n"
+        "hello,greeting,Hello! This is Smile Dental.\n"
+        "tell me a joke,off_topic,Sorry - dental questions only.\n",
+    )
+    result = scaffold_catalog(read_catalog(path).catalog, HashingEmbedder(), cut=0.6)
+    catalog = result.catalog
+    assert catalog.intent("greeting").reply == "Hello! This is Smile Dental."
+    assert result.canned_added == ("thanks", "goodbye")
+    assert catalog.off_topic.reply == "Sorry - dental questions only."
+    assert catalog.off_topic.exemplars[0] == "tell me a joke"
+
+
+def test_chinese_examples_get_chinese_replies_and_the_zh_set(tmp_path: Path) -> None:
+    examples = read_catalog(_write(tmp_path / "ex.csv", ZH_EXAMPLES)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    assert result.language == "zh"
+    assert result.catalog.intent("thanks").reply == CANNED["zh"]["thanks"][1]
+    assert result.catalog.off_topic.reply == REFUSAL["zh"]
+    assert set(result.generic_kept) <= set(generic_off_topic("zh"))
+    near = {d.text: d for d in result.dropped}["QQ号被冻结了怎么解封"]
+    assert near.nearest == "账号被冻结了怎么解封" and near.intent == "账户"
+
+
+def test_traffic_lines_nearer_to_generic_off_topic_are_reported(tmp_path: Path) -> None:
+    examples = read_catalog(_write(tmp_path / "ex.csv", EN_EXAMPLES)).catalog
+    traffic = ["write me a leetcode solution for two sum please", "where is my parcel now"]
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6, traffic=traffic)
+    assert result.traffic is not None and result.traffic.n_lines == 2
+    assert [line for line, _ in result.traffic.looks_off_topic] == [traffic[0]]
+
+
+def test_traffic_is_read_as_lines_or_jsonl(tmp_path: Path) -> None:
+    assert read_traffic(_write(tmp_path / "t.txt", "a\n\n b \n")) == ["a", "b"]
+    assert read_traffic(_write(tmp_path / "t.jsonl", '{"text": "x"}\n{"text": "y"}\n')) == [
+        "x",
+        "y",
+    ]
+
+
+def test_cli_writes_a_catalog_that_loads_and_the_report(tmp_path: Path, hashing: None) -> None:
+    """`gatekeeper init` writes a commented YAML catalog that loads, the dropped-lines report
+    beside it, and prints the next commands; it refuses to overwrite without --force."""
+    examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
+    out = tmp_path / "catalog.yaml"
+    code, output = _invoke("init", examples, "--out", out, "--cut", "0.6", "--domain", "Storms")
+    assert code == 0, output
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Catalog scaffolded by `gatekeeper init`")
+    catalog = read_catalog(out).catalog
+    assert catalog.domain == "Storms"
+    assert {"greeting", "thanks", "goodbye", "Delivery / Tracking"} <= {
+        i.name for i in catalog.intents
+    }
+    assert catalog.off_topic.reply == REFUSAL["en"] and len(catalog.off_topic.exemplars) > 500
+    report = (tmp_path / "catalog.dropped.txt").read_text(encoding="utf-8")
+    assert "how do I reset my Netflix password\taccount\thow do I reset my password" in report
+    assert "how do I reset my Netflix password" in output and "kept" in output
+    assert f"gatekeeper index --catalog {out}" in output
+    assert "--target-pass-rate 0.98 --write" in output
+
+    code, output = _invoke("init", examples, "--out", out)
+    assert code == 2 and "--force" in output
+    code, output = _invoke("init", examples, "--out", out, "--force", "--language", "zh")
+    assert code == 0, output
+    assert read_catalog(out).catalog.off_topic.reply == REFUSAL["zh"]
+
+
+def test_cli_refuses_a_bad_language_and_a_non_yaml_out(tmp_path: Path, hashing: None) -> None:
+    examples = _write(tmp_path / "examples.csv", ZH_EXAMPLES)
+    code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml", "--language", "fr")
+    assert code == 2 and "en, zh" in output
+    code, output = _invoke("init", examples, "--out", tmp_path / "c.csv")
+    assert code == 2 and "YAML" in output
+    code, output = _invoke("init", examples, "--out", tmp_path / "zh.yaml")
+    assert code == 0, output
+    catalog = read_catalog(tmp_path / "zh.yaml").catalog
+    assert catalog.intent("greeting").reply == CANNED["zh"]["greeting"][1]
+    assert (tmp_path / "zh.yaml").read_text(encoding="utf-8").startswith("# 由 `gatekeeper init`")
