@@ -647,9 +647,10 @@ def test_shadow_mode_decides_but_forwards_everything(
     raw = chat(server, JOKE)
     assert raw.parse().choices[0].message.content == "echo: tell me a joke"
     assert raw.headers["x-gatekeeper-route"] == "off_topic"
+    assert raw.headers["x-gatekeeper-intent"] == "none"  # refused: no intent, whatever is near
     assert raw.headers["x-gatekeeper-shadow"] == "true"
     assert len(upstream.calls) == 1
-    assert metric(server, 'gatekeeper_decisions_total{intent="refund_request",mode="shadow"') == 1
+    assert metric(server, 'gatekeeper_decisions_total{intent="none",mode="shadow"') == 1
     assert metric(server, "gatekeeper_llm_calls_saved_total") == 0
 
 

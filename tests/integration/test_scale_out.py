@@ -54,7 +54,12 @@ def replica_settings(tmp_path: Path, port: int, upstream: str) -> Settings:
         data_dir=tmp_path / "unused",
         catalog=catalog,
         store={"host": "127.0.0.1", "port": port, "auto_sync": False},
-        gate={"threshold": 0.35, "rule": "contrast", "on_error": "fail_closed"},
+        gate={
+            "threshold": 0.35,
+            "rule": "contrast",
+            "on_error": "fail_closed",
+            "allow_uncalibrated": True,
+        },
     )
     return settings.model_copy(
         update={"upstream": UpstreamSettings(base_url=upstream, api_key=SecretStr("sk-up"))}
