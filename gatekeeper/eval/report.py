@@ -91,9 +91,11 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
         c = report.conversations
         rows.append(
             (
-                "conversations: pass / block",
+                "conversation turns: pass / block",
                 f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
-                f"n={c.n}, {c.rescued_followups} rescued as follow-ups",
+                f"{c.n} turns of {c.n_chats} chats: {c.customer_turns_wrongly_refused} customer "
+                f"turns wrongly refused, {c.drift_turns_refused} drift turns refused, "
+                f"{c.rescued_followups} follow-ups",
             )
         )
     rows += [
@@ -157,7 +159,7 @@ def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
     return [
         [
             f"{i.source}:{i.line}",
-            i.text,
+            i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})",
             i.label_intent or "",
             i.nearest_intent or "",
             f"{i.score:.3f}",
