@@ -25,8 +25,10 @@ oldest first, by :func:`route_conversation`:
 
 So "Alessandro Phoenix" after "Could you tell me the name on the order?" is forwarded, while
 "thanks! now write my essay on the French revolution" is refused: it is close to off-topic
-exemplars. The parameters live in ``gate.*`` settings and were chosen on the conversation
-calibration split (``eval/datasets/shop_chats_calibration.jsonl``; see eval/README.md).
+exemplars. The parameters live in ``gate.*`` settings and are calibrated like the threshold, on
+labelled chats: ``gatekeeper calibrate ... --conversations CHATS.jsonl --write``
+(:mod:`gatekeeper.eval.conversations`); the shipped ones were chosen on
+``eval/datasets/shop_chats_calibration.jsonl`` (see eval/README.md).
 
 :func:`route_conversation` is pure; the live gate (proxy, wrapper, runnable, ``check
 --conversation``) and the eval's calibration and sweep all call it. :func:`chat_messages` is
@@ -149,7 +151,7 @@ class FollowupPolicy:
     """When a turn of a served conversation is forwarded although it scores low alone."""
 
     max_words: int = 12
-    off_topic_max: float = 0.6
+    off_topic_max: float = 0.65
     off_topic_gap: float = 1.0
     session_margin: float = 0.08
 

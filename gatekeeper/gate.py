@@ -246,14 +246,24 @@ class Gatekeeper:
         self.ready()
         return self._judge(texts, progress)
 
-    def route(self, turns: Sequence[Turn], *, threshold: float | None = None) -> Decision:
+    def route(
+        self,
+        turns: Sequence[Turn],
+        *,
+        threshold: float | None = None,
+        policy: FollowupPolicy | None = None,
+    ) -> Decision:
         """The decision on judged ``turns`` (see :meth:`judge_many`), at the gate's thresholds
-        or with another global ``threshold``. Pure: the same function every interface uses."""
+        and conversation settings, or with another global ``threshold`` or ``policy``. Pure: the
+        same function every interface uses."""
         thresholds = (
             self.thresholds if threshold is None else self.thresholds.with_default(threshold)
         )
         routed = route_conversation(
-            turns, catalog=self.catalog, thresholds=thresholds, policy=self.followup_policy
+            turns,
+            catalog=self.catalog,
+            thresholds=thresholds,
+            policy=policy or self.followup_policy,
         )
         return to_decision(turns[-1].judged, routed)
 

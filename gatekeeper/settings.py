@@ -139,7 +139,7 @@ class GateSettings(_Section):
         "question is forwarded unless clearly off-topic",
     )
     followup_off_topic_max: float = Field(
-        0.6,
+        0.65,
         ge=-1.0,
         le=1.0,
         description="in a served conversation, a turn this close to an off-topic exemplar is "

@@ -193,11 +193,29 @@ def calibrate(
     write: Annotated[
         bool, typer.Option("--write", help="Store gate.threshold in the settings file.")
     ] = False,
+    conversations: Annotated[
+        Path | None,
+        typer.Option(
+            "--conversations",
+            help="Labelled chats (per-turn labels): also choose the conversation settings "
+            "(gate.session_margin, followup_*) at the chosen threshold.",
+        ),
+    ] = None,
+    conversation_target: Annotated[
+        float,
+        typer.Option(
+            "--conversation-target",
+            min=0.0,
+            max=1.0,
+            help="In-domain customer turns of the chats to pass (default 0.995).",
+        ),
+    ] = 0.995,
 ) -> None:
-    """Choose the threshold that passes the target share of in-domain messages."""
+    """Choose the threshold that passes the target share of in-domain messages (and, with
+    --conversations, the conversation settings)."""
     from gatekeeper.calibration import record
     from gatekeeper.eval.datasets import load_dataset
-    from gatekeeper.eval.gates import ensure_index, for_calibration
+    from gatekeeper.eval.gates import calibrated, ensure_index, for_calibration
     from gatekeeper.eval.plan import build_gate
     from gatekeeper.eval.settings_file import check_settings_target, store_threshold
     from gatekeeper.eval.thresholds import calibrate as choose
@@ -244,6 +262,52 @@ def calibrate(
             made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
             store_threshold(target, result.threshold, note, made_for)
             typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
+        if conversations is not None:
+            _calibrate_conversations(
+                calibrated(gate, result.threshold),
+                conversations,
+                conversation_target,
+                target if write else None,
+                skip_invalid,
+            )
+
+
+def _calibrate_conversations(
+    gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool
+) -> None:
+    """Choose the conversation settings on the chats in ``path``; store them if asked."""
+    from gatekeeper.eval.conversations import calibrate_conversations
+    from gatekeeper.eval.datasets import load_dataset
+    from gatekeeper.eval.settings_file import store_gate_settings
+
+    _target(target)
+    chats = load_dataset(path, skip_invalid=skip_invalid)
+    with progress_bar(_stderr()) as progress:
+        found = calibrate_conversations(gate, chats, target, lambda d: tracked(progress, d))
+    p = found.policy
+    if not found.reached:
+        _stderr().print("[bold yellow]warning:[/] no conversation setting reaches the target")
+    typer.echo(
+        f"conversation settings: session_margin {p.session_margin:g}, followup_off_topic_max "
+        f"{p.off_topic_max:g}, followup_off_topic_gap {p.off_topic_gap:g}, followup_max_words "
+        f"{p.max_words}: on {path} they pass {_pct(found.in_domain_pass_rate)} of "
+        f"{found.n_in_domain} in-domain customer turns and refuse "
+        f"{_pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
+    )
+    if write_to is not None:
+        note = (
+            f"gatekeeper calibrate ... --conversations {path} --conversation-target {target:g} "
+            f"--write → {_pct(found.in_domain_pass_rate)} customer turns passed, "
+            f"{_pct(found.off_topic_block_rate)} drift turns refused there"
+        )
+        values = {
+            "session_margin": f"{p.session_margin:g}",
+            "followup_off_topic_max": f"{p.off_topic_max:g}",
+            "followup_off_topic_gap": f"{p.off_topic_gap:g}",
+            "followup_max_words": str(p.max_words),
+        }
+        store_gate_settings(write_to, values, note)
+        typer.echo(f"wrote the conversation settings to {write_to}")
 
 
 def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path) -> None:

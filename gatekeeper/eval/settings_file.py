@@ -53,6 +53,27 @@ def store_threshold(
         raise ConfigError(f"could not store the threshold in {path}: {problem}")
 
 
+def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
+    """Set several ``gate.<key>`` lines (YAML values) in the settings file ``path``, keeping its
+    other keys and comments; ``note`` goes on the first line."""
+    from gatekeeper.settings import load_settings
+
+    check_settings_target(path)
+    try:
+        original = path.read_text(encoding="utf-8") if path.exists() else ""
+        updated = original
+        for index, (key, value) in enumerate(values.items()):
+            updated = _with_gate_key(updated, key, value, note if index == 0 else None)
+        path.write_text(updated, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot write to settings file {path}: {exc}") from exc
+    try:
+        load_settings(path)
+    except ConfigError:
+        path.write_text(original, encoding="utf-8")
+        raise
+
+
 def check_settings_target(path: Path) -> None:
     """Refuse, with :class:`ConfigError`, a settings file that cannot be written: call before
     a long calibration so the problem shows before the work, not after."""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
+    content_text,
     customer_turns,
     rescue_followup,
     route_conversation,
+    user_turns,
     word_count,
 )
 from gatekeeper.decision import Judged, Route, Routed, Thresholds
+from gatekeeper.errors import EmptyMessageError, InputError
 
 POLICY = FollowupPolicy(max_words=12, off_topic_max=0.55, off_topic_gap=0.15, session_margin=0.1)
 
@@ -118,3 +125,76 @@ def test_short_agreement_after_a_refusal_needs_to_clear_the_bar_by_the_margin() 
     assert please.route is Route.OFF_TOPIC and please.intent is None and please.reply == "no"
     question = after_refusal(passed, _turn("can I change my address?", score=0.7), POLICY, "no")
     assert question is passed
+
+
+def test_conversation_settings_are_calibrated_on_labelled_chats(tmp_path: Path) -> None:
+    """calibrate_conversations picks settings passing the target share of customer turns and,
+    among those, refusing the most drift turns; the chats' test split never enters."""
+    import json
+
+    from gatekeeper.eval.conversations import calibrate_conversations
+    from gatekeeper.eval.datasets import load_dataset
+    from gatekeeper.testing import make_gate
+
+    gate = make_gate(tmp_path / "data", gate={"threshold": 0.5})
+    gate.index()
+    chats = tmp_path / "chats.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "where is my order"},
+                {"role": "assistant", "content": "What is the order number?"},
+                {"role": "user", "content": "NW-12345"},
+            ],
+            "labels": ["in_domain", "in_domain"],
+            "label": "in_domain",
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "i want a refund"},
+                {"role": "assistant", "content": "Sure, it is on its way."},
+                {"role": "user", "content": "tell me a joke"},
+            ],
+            "labels": ["in_domain", "off_topic"],
+            "label": "off_topic",
+        },
+    ]
+    chats.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    found = calibrate_conversations(gate, load_dataset(chats), 1.0)
+    assert found.reached and found.in_domain_pass_rate == 1.0
+    assert found.n_in_domain == 3 and found.n_off_topic == 1
+    assert found.off_topic_block_rate == 1.0  # the joke stays refused
+
+
+def test_user_turns_keeps_recent_user_messages() -> None:
+    """Only user turns count, the last few, oldest first; content parts are joined."""
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "two"}, {"type": "image_url"}]},
+    ]
+    assert user_turns(messages) == ["one", "two"]
+
+
+def test_no_user_turn_or_empty_last_turn() -> None:
+    """A conversation without a user turn, or with an empty last one, is a client error."""
+    with pytest.raises(EmptyMessageError):
+        user_turns([{"role": "assistant", "content": "hi"}])
+    with pytest.raises(EmptyMessageError):
+        user_turns([{"role": "user", "content": "hi"}, {"role": "user", "content": " "}])
+
+
+def test_bad_shapes() -> None:
+    """Messages that are not objects, or content of a wrong type, are refused clearly."""
+    with pytest.raises(InputError):
+        user_turns(["hello"])  # type: ignore[list-item]
+    with pytest.raises(InputError):
+        content_text(42)
+
+
+def test_word_count_handles_cjk() -> None:
+    """CJK runs count about one word per two characters."""
+    assert word_count("yes") == 1
+    assert word_count("my name is Priya Shah") == 5
+    assert 2 <= word_count("我的快递到哪了") <= 5

@@ -1,0 +1,107 @@
+"""Calibrating the conversation model like the threshold: on labelled chats, never on test.
+
+The threshold is chosen first (on single messages). Then, at that threshold, every combination
+of a small grid of conversation settings routes the calibration chats' customer turns with
+:meth:`Gatekeeper.route` (the live rule), and the combination that refuses the most off-topic
+(drift) turns while passing at least the target share of in-domain turns wins; ties go to the
+gentlest setting (smallest margin, loosest off-topic bar, no gap rule, most words). The settings
+are on the model's own score scale, so a new model needs this as much as a new threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gatekeeper.conversation import FollowupPolicy, Turn
+from gatekeeper.decision import Route
+from gatekeeper.errors import DatasetError
+from gatekeeper.eval.datasets import Dataset
+from gatekeeper.eval.gates import judge_all
+from gatekeeper.eval.progress import TaskFactory, no_progress
+
+if TYPE_CHECKING:
+    from gatekeeper.gate import Gatekeeper
+
+MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
+OFF_TOPIC_MAX = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
+GAPS = (0.05, 0.1, 0.15, 0.2, 1.0)
+WORDS = (4, 8, 12)
+
+
+@dataclass(frozen=True)
+class ConversationCalibration:
+    """The conversation settings chosen on a chats file, and what they do there."""
+
+    policy: FollowupPolicy
+    source: str
+    target_pass_rate: float
+    reached: bool
+    in_domain_pass_rate: float
+    off_topic_block_rate: float | None
+    n_in_domain: int
+    n_off_topic: int
+
+
+def _grid() -> list[FollowupPolicy]:
+    """Every candidate, gentlest first (so the first best one wins ties)."""
+    candidates = [
+        FollowupPolicy(max_words=w, off_topic_max=o, off_topic_gap=g, session_margin=m)
+        for m, o, g, w in itertools.product(
+            MARGINS, reversed(OFF_TOPIC_MAX), reversed(GAPS), reversed(WORDS)
+        )
+    ]
+    return candidates
+
+
+def _rates(
+    gate: Gatekeeper, inside: list[list[Turn]], outside: list[list[Turn]], policy: FollowupPolicy
+) -> tuple[float, float | None]:
+    passed = sum(gate.route(t, policy=policy).route is not Route.OFF_TOPIC for t in inside)
+    blocked = sum(gate.route(t, policy=policy).route is Route.OFF_TOPIC for t in outside)
+    return passed / len(inside), (blocked / len(outside) if outside else None)
+
+
+def calibrate_conversations(
+    gate: Gatekeeper,
+    dataset: Dataset,
+    target: float,
+    task: TaskFactory = no_progress,
+    chunk_size: int = 128,
+) -> ConversationCalibration:
+    """Choose ``gate.session_margin``, ``followup_off_topic_max``, ``followup_off_topic_gap`` and
+    ``followup_max_words`` on the chats of ``dataset`` at the gate's threshold."""
+    chats = [e for e in dataset.examples if e.multi_turn]
+    if not chats:
+        raise DatasetError(
+            f"{dataset.name}: no conversations (rows with 'messages') to calibrate on"
+        )
+    judged = judge_all(gate, Dataset(tuple(chats), dataset.sources), task, chunk_size)
+    inside = [j for e, j in zip(chats, judged, strict=True) if e.in_domain]
+    outside = [j for e, j in zip(chats, judged, strict=True) if not e.in_domain]
+    if not inside:
+        raise DatasetError(f"{dataset.name}: no in-domain customer turns to calibrate on")
+    best: tuple[FollowupPolicy, float, float | None] | None = None
+    fallback: tuple[FollowupPolicy, float, float | None] | None = None
+    for policy in _grid():
+        pass_rate, block_rate = _rates(gate, inside, outside, policy)
+        if fallback is None or pass_rate > fallback[1]:
+            fallback = (policy, pass_rate, block_rate)
+        if pass_rate + 1e-12 < target:
+            continue
+        if best is None or (block_rate or 0.0) > (best[2] or 0.0):
+            best = (policy, pass_rate, block_rate)
+    chosen = best or fallback
+    assert chosen is not None
+    policy, pass_rate, block_rate = chosen
+    return ConversationCalibration(
+        policy=policy,
+        source=dataset.name,
+        target_pass_rate=target,
+        reached=best is not None,
+        in_domain_pass_rate=pass_rate,
+        off_topic_block_rate=block_rate,
+        n_in_domain=len(inside),
+        n_off_topic=len(outside),
+    )
