@@ -4,8 +4,9 @@ an optional YAML settings file.
 Priority, highest first: keyword arguments, environment variables, ``.env``, the YAML file,
 defaults. The YAML file is ``--config PATH`` on the CLI, else ``GATEKEEPER_CONFIG``, else
 ``configs/gatekeeper.yaml`` when it exists (looked up in the working directory, then beside the
-package's source tree). Paths in the YAML file (``catalog``, ``data_dir``) are relative to the
-file's directory; paths from env vars and keyword arguments to the working directory.
+package's source tree). Paths in the YAML file (``catalog``, ``data_dir``,
+``embedding.adapter``) are relative to the file's directory; paths from env vars and keyword
+arguments to the working directory.
 
 Mistakes are errors that name their source: an unknown ``GATEKEEPER_*`` variable in the
 environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value in the file.
@@ -101,6 +102,12 @@ class EmbeddingSettings(_Section):
     dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
     timeout: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+    adapter: Path | None = Field(
+        None,
+        description="A linear adapter directory made by `gatekeeper tune` (W.npy + "
+        "manifest.json), applied to the model's vectors; the gate's model identity becomes "
+        "'<model identity>+adapter:<hash>', so index and threshold are remade for it.",
+    )
 
 
 class StoreSettings(_Section):
@@ -301,6 +308,7 @@ class _YamlFile(YamlConfigSettingsSource):
     """The YAML settings file, with its paths taken relative to the file's directory."""
 
     _PATHS = ("catalog", "data_dir")
+    _EMBEDDING_PATHS = ("adapter",)
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
@@ -311,9 +319,19 @@ class _YamlFile(YamlConfigSettingsSource):
         for key in self._PATHS:
             value = data.get(key)
             if isinstance(value, str) and value:
-                path = Path(value).expanduser()
-                data[key] = path if path.is_absolute() else base / path
+                data[key] = _relative_to(base, value)
+        embedding = data.get("embedding")
+        if isinstance(embedding, dict):
+            for key in self._EMBEDDING_PATHS:
+                value = embedding.get(key)
+                if isinstance(value, str) and value:
+                    embedding[key] = _relative_to(base, value)
         return data
+
+
+def _relative_to(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 CONFIG_VARIABLE = "GATEKEEPER_CONFIG"

@@ -8,10 +8,10 @@ library reports.
 
 from __future__ import annotations
 
-from gatekeeper.cli import check, evaluate, index, init, serve
+from gatekeeper.cli import check, evaluate, index, init, serve, tune
 from gatekeeper.cli._app import app
 
-_COMMANDS = (init, index, check, serve, evaluate)  # importing them registers their commands
+_COMMANDS = (init, index, check, serve, evaluate, tune)  # importing them registers their commands
 
 
 def main() -> None:

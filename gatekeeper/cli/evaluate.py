@@ -66,6 +66,12 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
     with console.status("writing the report"):
         files = write_report(report, out)
     _print_summary(report, title)
+    tuned = report.meta.get("tuned")
+    if tuned:
+        typer.echo(
+            f"tuned: adapter {tuned['adapter']} ({tuned['steps']} steps, "
+            f"{tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s with embedding)"
+        )
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(
@@ -128,6 +134,14 @@ def eval_command(
             "recording upstream, and count the calls the upstream received.",
         ),
     ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="First learn a linear adapter on the catalog alone (as `gatekeeper tune`), "
+            "then index, calibrate and evaluate the adapted model (a store of its own).",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
         "reports/eval"
     ),
@@ -164,6 +178,7 @@ def eval_command(
             rule=_rule(rule),
             skip_invalid=skip_invalid,
             replay=replay,
+            tune=tune,
             options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
         )
         _run_eval(settings, plan, out)

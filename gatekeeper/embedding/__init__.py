@@ -7,12 +7,16 @@
 * :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
   ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
 
+An :class:`AdaptedEmbedder` wraps either with a linear adapter learned by ``gatekeeper tune``
+(``embedding.adapter``).
+
 Heavy imports (torch, transformers, FlagEmbedding) happen when a model is first loaded, never at
 import time.
 """
 
 from __future__ import annotations
 
+from gatekeeper.embedding.adapted import AdaptedEmbedder, adapt
 from gatekeeper.embedding.base import Embedder, Vectors, normalise
 from gatekeeper.embedding.local import LocalEmbedder, resolve_model_path
 from gatekeeper.embedding.openai import OpenAIEmbedder
@@ -20,13 +24,16 @@ from gatekeeper.settings import EmbeddingSettings
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:
-    """The embedder that ``settings`` describe (not loaded yet)."""
-    if settings.provider == "openai":
-        return OpenAIEmbedder(settings)
-    return LocalEmbedder(settings)
+    """The embedder that ``settings`` describe (not loaded yet), with the linear adapter of
+    ``embedding.adapter`` applied to its vectors when one is set (``gatekeeper tune``)."""
+    base: Embedder = (
+        OpenAIEmbedder(settings) if settings.provider == "openai" else LocalEmbedder(settings)
+    )
+    return adapt(base, settings.adapter) if settings.adapter is not None else base
 
 
 __all__ = [
+    "AdaptedEmbedder",
     "Embedder",
     "LocalEmbedder",
     "OpenAIEmbedder",

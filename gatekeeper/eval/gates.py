@@ -16,6 +16,7 @@ from gatekeeper.settings import Settings
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.store import SyncReport
+    from gatekeeper.tuning import TuneResult
 
 
 def settings_for_catalog(settings: Settings, catalog_path: Path) -> Settings:
@@ -69,6 +70,44 @@ def ensure_index(gate: Gatekeeper, task: TaskFactory = no_progress) -> SyncRepor
         return None
     advance, set_total = task("embedding exemplars")
     return gate.index(progress=advance, on_total=set_total)
+
+
+def tuned_gate(
+    gate: Gatekeeper, *, seed: int = 0, task: TaskFactory = no_progress
+) -> tuple[Gatekeeper, TuneResult]:
+    """The gate with a linear adapter learned on its catalog alone (``gatekeeper tune``'s
+    recipe, on the frozen model), in the store of the adapted model (a new identity, so a
+    collection of its own). The adapter is written under ``<data_dir>/adapters/``."""
+    from gatekeeper.embedding.adapted import AdaptedEmbedder
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.tuning import TuneConfig, tune_adapter
+
+    base = gate.embedder.base if isinstance(gate.embedder, AdaptedEmbedder) else gate.embedder
+    config = TuneConfig()
+    advance, set_total = task("loading the embedding model")
+    set_total(1)
+    base.load()
+    advance(1)
+    embed, embed_total = task("embedding the catalog for tuning")
+    step, steps_total = task("training the adapter")
+    steps_total(config.steps)
+    result = tune_adapter(
+        gate.catalog,
+        base,
+        adapters_dir=gate.settings.data_dir / "adapters",
+        name=Path(gate.settings.catalog).stem,
+        seed=seed,
+        config=config,
+        embed_progress=embed,
+        on_embed_total=embed_total,
+        train_progress=lambda done, total, loss: step(1),
+    )
+    embedding = gate.settings.embedding.model_copy(update={"adapter": result.path})
+    settings = gate.settings.model_copy(update={"embedding": embedding})
+    adapted = Gatekeeper.from_settings(
+        settings, catalog=gate.catalog, embedder=AdaptedEmbedder(base, result.adapter)
+    )
+    return adapted, result
 
 
 def check_lengths(dataset: Dataset, limit: int) -> None:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.datasets import Dataset, load_datasets
@@ -15,6 +15,7 @@ from gatekeeper.eval.gates import (
     ensure_index,
     for_calibration,
     settings_for_catalog,
+    tuned_gate,
     with_threshold,
 )
 from gatekeeper.eval.metrics import build_report
@@ -41,6 +42,7 @@ class EvalPlan:
     rule: str | None = None
     skip_invalid: bool = False
     replay: bool = False
+    tune: bool = False
     options: EvalOptions = field(default_factory=EvalOptions)
 
 
@@ -103,12 +105,30 @@ def evaluate_gate(
     *,
     data: tuple[Dataset, Dataset | None] | None = None,
 ) -> tuple[EvalReport, Gatekeeper]:
-    """Index if needed, calibrate if asked, run the datasets through the gate, compute metrics.
+    """Tune if asked, index if needed, calibrate if asked, run the datasets through the gate,
+    compute metrics.
 
+    With ``plan.tune`` a linear adapter is learned on the gate's catalog alone (the
+    calibration and test files never reach the trainer) and the adapted gate, in a store of
+    its own, is what gets indexed, calibrated and evaluated.
     ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
     Returns the report and the gate as evaluated (with the calibrated threshold)."""
     dataset, calibration_set = data if data is not None else load_plan_data(plan)
     started = time.perf_counter()
+    tuned: dict[str, Any] | None = None
+    if plan.tune:
+        gate, result = tuned_gate(gate, seed=plan.options.seed, task=task)
+        manifest = result.manifest
+        tuned = {
+            "adapter": str(result.path),
+            "hash": manifest["hash"],
+            "base_embedder": manifest["base_embedder"],
+            "train_seconds": manifest["train_seconds"],
+            "seconds": round(result.seconds, 2),
+            "steps": manifest["steps"],
+            "seed": manifest["seed"],
+            "heldout": manifest["heldout"],
+        }
     synced = ensure_index(gate, task)
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
@@ -136,5 +156,6 @@ def evaluate_gate(
         "seconds": time.perf_counter() - started,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "skipped_rows": [*dataset.skipped, *(calibration_set.skipped if calibration_set else ())],
+        "tuned": tuned,
     }
     return build_report(gate, run, plan.options, calibration, meta), gate

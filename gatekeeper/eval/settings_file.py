@@ -1,4 +1,5 @@
-"""Writing a calibrated threshold into a YAML settings file, keeping its comments."""
+"""Writing a calibrated threshold (or a tuned adapter) into a YAML settings file, keeping its
+comments."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from gatekeeper.settings import CalibrationRecord
 
 
-_GATE_BLOCK = re.compile(r"^gate:\s*(#.*)?$")
+def _block_start(block: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(block)}:\s*(#.*)?$")
 
 
 def store_threshold(
@@ -74,6 +76,37 @@ def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
         raise
 
 
+def store_adapter(path: Path, adapter: Path, note: str | None = None) -> None:
+    """Set ``embedding.adapter`` in the YAML settings file ``path`` (created if absent) to the
+    absolute path of ``adapter``, keeping its other keys and comments."""
+    import yaml
+
+    from gatekeeper.settings import load_settings
+
+    check_settings_target(path)
+    value = json.dumps(str(Path(adapter).resolve()), ensure_ascii=False)
+    try:
+        original = path.read_text(encoding="utf-8") if path.exists() else None
+        updated = _with_block_key(original or "", "embedding", "adapter", value, note)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(updated, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot write the adapter to {path}: {exc}") from exc
+    try:
+        stored = (yaml.safe_load(updated) or {}).get("embedding", {}).get("adapter")
+        load_settings(path)
+    except (yaml.YAMLError, ConfigError, AttributeError) as exc:
+        stored, problem = None, str(exc)
+    else:
+        problem = f"embedding.adapter reads back as {stored!r}"
+    if stored is None or Path(str(stored)) != Path(adapter).resolve():
+        if original is None:
+            path.unlink()
+        else:
+            path.write_text(original, encoding="utf-8")
+        raise ConfigError(f"could not store the adapter in {path}: {problem}")
+
+
 def check_settings_target(path: Path) -> None:
     """Refuse, with :class:`ConfigError`, a settings file that cannot be written: call before
     a long calibration so the problem shows before the work, not after."""
@@ -102,24 +135,30 @@ def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
 def _with_gate_key(text: str, key: str, value: str, note: str | None) -> str:
     """``text`` (a YAML settings file) with ``gate.<key>`` set to the YAML ``value``, edited
     line by line."""
+    return _with_block_key(text, "gate", key, value, note)
+
+
+def _with_block_key(text: str, block: str, key: str, value: str, note: str | None) -> str:
+    """``text`` (a YAML settings file) with ``<block>.<key>`` set to the YAML ``value``,
+    edited line by line."""
     line = f"{key}: {value}" + (f"  # {note}" if note else "")
     key_line = re.compile(rf"^(?P<indent>[ \t]+){re.escape(key)}:")
     lines = text.splitlines()
-    start = next((i for i, row in enumerate(lines) if _GATE_BLOCK.match(row)), None)
+    start = next((i for i, row in enumerate(lines) if _block_start(block).match(row)), None)
     if start is None:
-        if re.search(r"^gate:", text, flags=re.MULTILINE):
-            return _with_key_dumped(text, key, value)
+        if re.search(rf"^{re.escape(block)}:", text, flags=re.MULTILINE):
+            return _with_key_dumped(text, block, key, value)
         prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
-        return f"{prefix}gate:\n  {line}\n"
+        return f"{prefix}{block}:\n  {line}\n"
     end = start + 1
     while end < len(lines) and (not lines[end].strip() or lines[end][:1] in " \t#"):
         end += 1
-    block = lines[start + 1 : end]
+    rows = lines[start + 1 : end]
     indents = [
-        len(r) - len(r.lstrip()) for r in block if r.strip() and not r.lstrip().startswith("#")
+        len(r) - len(r.lstrip()) for r in rows if r.strip() and not r.lstrip().startswith("#")
     ]
     indent = " " * (min(indents) if indents else 2)
-    for offset, row in enumerate(block):
+    for offset, row in enumerate(rows):
         match = key_line.match(row)
         if match and match.group("indent") == indent:
             lines[start + 1 + offset] = indent + line
@@ -132,10 +171,10 @@ def _with_gate_key(text: str, key: str, value: str, note: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_key_dumped(text: str, key: str, value: str) -> str:
-    """Fallback for a ``gate:`` in flow style: reload and dump (comments are lost)."""
+def _with_key_dumped(text: str, block: str, key: str, value: str) -> str:
+    """Fallback for a block in flow style: reload and dump (comments are lost)."""
     import yaml
 
     data = yaml.safe_load(text) or {}
-    data.setdefault("gate", {})[key] = yaml.safe_load(value)
+    data.setdefault(block, {})[key] = yaml.safe_load(value)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
