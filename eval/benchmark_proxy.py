@@ -3,8 +3,8 @@
     .venv/bin/python eval/benchmark_proxy.py [--n 200] [--concurrency 8]
 
 Starts a ``RecordingUpstream`` (an instant OpenAI-compatible upstream) and the real proxy
-(``gatekeeper.server.create_app`` under uvicorn) with the default model and shop catalog, both
-on 127.0.0.1, and times the official ``openai`` client, one request at a time:
+(``gatekeeper.interfaces.proxy.create_app`` under uvicorn) with the default model and shop
+catalog, both on 127.0.0.1, and times the official ``openai`` client, one request at a time:
 
 * ``direct``: straight to the upstream (the baseline: HTTP + JSON only);
 * ``admitted``: through the proxy, an in-domain message (gate + forward);

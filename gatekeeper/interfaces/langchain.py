@@ -3,7 +3,7 @@
 Put it where the chat model (or any runnable) was, and off-topic and canned messages are answered
 without calling it::
 
-    from gatekeeper.langchain import GatekeeperRunnable
+    from gatekeeper import GatekeeperRunnable
 
     gated = GatekeeperRunnable(gate=gate, runnable=chat_model, input_key="question")
     chain = prompt | gated | StrOutputParser()
