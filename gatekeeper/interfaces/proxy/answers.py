@@ -16,25 +16,10 @@ from gatekeeper.interfaces.openai_backend import (
     local_response,
     local_response_events,
 )
-from gatekeeper.interfaces.proxy.errors import Json
+from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json
 
-_DROP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "content-encoding",
-        "date",
-        "server",
-        "set-cookie",
-    }
-)
+#: Upstream answer headers never passed back: hop-by-hop, or recomputed by this server.
+_DROP_HEADERS = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server", "set-cookie"}
 
 
 def _header_value(value: str) -> str:

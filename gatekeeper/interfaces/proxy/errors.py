@@ -7,6 +7,20 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+#: Hop-by-hop headers (RFC 9110 §7.6.1 and the usual extras): never passed on in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
 Json = dict[str, Any]
 
 

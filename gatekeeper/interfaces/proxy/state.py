@@ -28,7 +28,7 @@ from gatekeeper.errors import (
     StoreUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
+from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
@@ -39,27 +39,17 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 
 #: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
 #: and what httpx sets itself.
-_NOT_FORWARDED = frozenset(
-    {
-        "authorization",
-        "connection",
-        "cookie",
-        "host",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "accept-encoding",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-real-ip",
-    }
-)
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "authorization",
+    "cookie",
+    "host",
+    "accept-encoding",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+}
 
 
 @dataclass
