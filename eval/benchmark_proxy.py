@@ -10,7 +10,10 @@ catalog, both on 127.0.0.1, and times the official ``openai`` client, one reques
 * ``admitted``: through the proxy, an in-domain message (gate + forward);
 * ``blocked``: through the proxy, an off-topic message (gate + local answer, no upstream call).
 
-Then ``--concurrency`` clients send blocked requests at once, for throughput.
+Then ``--concurrency`` client threads send requests at once, for throughput: every request a
+different message (the bundled test split's texts, cycled), so the proxy's micro-batches cannot
+collapse repeated texts into one forward pass. The clients run in this process, beside the proxy
+(on the same cores and interpreter), so the figure is a floor, not the proxy's ceiling.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import load_settings
 from gatekeeper.testing import LoopbackServer, RecordingUpstream
 
+REPO = Path(__file__).resolve().parent.parent
 ADMITTED = "hi, my parcel still hasn't arrived, can you check where it is?"
 BLOCKED = "who won the football match last night?"
 
@@ -39,6 +43,14 @@ def _time(client: openai.OpenAI, text: str, n: int) -> list[float]:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
         samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+def _texts() -> list[str]:
+    """Varied customer messages: the bundled test split, in file order."""
+    import json
+
+    path = REPO / "eval" / "datasets" / "shop_test.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _line(name: str, samples: list[float]) -> str:
@@ -72,9 +84,12 @@ def main() -> None:
             }
             upstream_calls = len(upstream.calls)
             total = args.n * args.concurrency // 2
+            texts = _texts()
             start = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                list(pool.map(lambda _: _time(gated, BLOCKED, 1), range(total)))
+                loaded = list(
+                    pool.map(lambda i: _time(gated, texts[i % len(texts)], 1)[0], range(total))
+                )
             seconds = time.perf_counter() - start
 
     print(f"{args.n} sequential requests each, default model, loopback")
@@ -82,9 +97,10 @@ def main() -> None:
         print(_line(name, samples))
     print(f"upstream saw {upstream_calls} calls (direct + admitted = {2 * args.n})")
     print(
-        f"{total} blocked requests from {args.concurrency} concurrent clients: "
+        f"{total} requests (varied messages) from {args.concurrency} concurrent clients: "
         f"{total / seconds:.0f} requests/s"
     )
+    print(_line("loaded", loaded))
 
 
 if __name__ == "__main__":
