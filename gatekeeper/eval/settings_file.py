@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigError
 
@@ -25,86 +26,89 @@ def store_threshold(
     """Set ``gate.threshold`` (and ``gate.calibrated_for``) in the YAML settings file ``path``
     (created if absent), keeping its other keys and comments; ``note`` becomes the threshold
     line's comment."""
-    import yaml
 
-    from gatekeeper.settings import load_settings
+    def edit(text: str) -> str:
+        text = _with_gate_key(text, "threshold", f"{threshold:.4f}", note)
+        if calibrated_for is None:
+            return text
+        record = json.dumps(calibrated_for.model_dump(), ensure_ascii=False)
+        return _with_gate_key(text, "calibrated_for", record, None)
 
-    check_settings_target(path)
-    try:
-        original = path.read_text(encoding="utf-8") if path.exists() else None
-        updated = _with_gate_key(original or "", "threshold", f"{threshold:.4f}", note)
-        if calibrated_for is not None:
-            record = json.dumps(calibrated_for.model_dump(), ensure_ascii=False)
-            updated = _with_gate_key(updated, "calibrated_for", record, None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(updated, encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot write the threshold to {path}: {exc}") from exc
-    try:
-        stored = (yaml.safe_load(updated) or {}).get("gate", {}).get("threshold")
-        load_settings(path)
-    except (yaml.YAMLError, ConfigError, AttributeError) as exc:
-        stored, problem = None, str(exc)
-    else:
-        problem = f"gate.threshold reads back as {stored!r}"
-    if stored is None or abs(float(stored) - threshold) > 5e-5:
-        if original is None:
-            path.unlink()
-        else:
-            path.write_text(original, encoding="utf-8")
-        raise ConfigError(f"could not store the threshold in {path}: {problem}")
+    def check(data: dict[str, Any]) -> str | None:
+        stored = (data.get("gate") or {}).get("threshold")
+        if stored is not None and abs(float(stored) - threshold) <= 5e-5:
+            return None
+        return f"gate.threshold reads back as {stored!r}"
+
+    _edit_settings(path, "the threshold", edit, check)
 
 
 def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
     """Set several ``gate.<key>`` lines (YAML values) in the settings file ``path``, keeping its
     other keys and comments; ``note`` goes on the first line."""
-    from gatekeeper.settings import load_settings
 
-    check_settings_target(path)
-    try:
-        original = path.read_text(encoding="utf-8") if path.exists() else ""
-        updated = original
+    def edit(text: str) -> str:
         for index, (key, value) in enumerate(values.items()):
-            updated = _with_gate_key(updated, key, value, note if index == 0 else None)
-        path.write_text(updated, encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot write to settings file {path}: {exc}") from exc
-    try:
-        load_settings(path)
-    except ConfigError:
-        path.write_text(original, encoding="utf-8")
-        raise
+            text = _with_gate_key(text, key, value, note if index == 0 else None)
+        return text
+
+    _edit_settings(path, "the gate settings", edit, lambda data: None)
 
 
 def store_adapter(path: Path, adapter: Path, note: str | None = None) -> None:
     """Set ``embedding.adapter`` in the YAML settings file ``path`` (created if absent) to the
     absolute path of ``adapter``, keeping its other keys and comments."""
+    wanted = Path(adapter).resolve()
+    value = json.dumps(str(wanted), ensure_ascii=False)
+
+    def check(data: dict[str, Any]) -> str | None:
+        stored = (data.get("embedding") or {}).get("adapter")
+        if stored is not None and Path(str(stored)) == wanted:
+            return None
+        return f"embedding.adapter reads back as {stored!r}"
+
+    _edit_settings(
+        path,
+        "the adapter",
+        lambda text: _with_block_key(text, "embedding", "adapter", value, note),
+        check,
+    )
+
+
+def _edit_settings(
+    path: Path,
+    what: str,
+    edit: Callable[[str], str],
+    check: Callable[[dict[str, Any]], str | None],
+) -> None:
+    """Apply ``edit`` to the settings file's text (an absent file is empty) and write it; then
+    read it back (YAML, ``check`` on the parsed mapping, and the settings loader). On any
+    problem the file is restored (or removed, if it was new) and :class:`ConfigError` raised."""
     import yaml
 
     from gatekeeper.settings import load_settings
 
     check_settings_target(path)
-    value = json.dumps(str(Path(adapter).resolve()), ensure_ascii=False)
     try:
         original = path.read_text(encoding="utf-8") if path.exists() else None
-        updated = _with_block_key(original or "", "embedding", "adapter", value, note)
+        updated = edit(original or "")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(updated, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot write the adapter to {path}: {exc}") from exc
+        raise ConfigError(f"cannot write {what} to {path}: {exc}") from exc
     try:
-        stored = (yaml.safe_load(updated) or {}).get("embedding", {}).get("adapter")
-        load_settings(path)
-    except (yaml.YAMLError, ConfigError, AttributeError) as exc:
-        stored, problem = None, str(exc)
-    else:
-        problem = f"embedding.adapter reads back as {stored!r}"
-    if stored is None or Path(str(stored)) != Path(adapter).resolve():
+        data = yaml.safe_load(updated) or {}
+        problem = check(data) if isinstance(data, dict) else "the file is not a mapping"
+        if problem is None:
+            load_settings(path)
+    except (yaml.YAMLError, ConfigError, AttributeError, TypeError, ValueError) as exc:
+        problem = str(exc)
+    if problem is not None:
         if original is None:
             path.unlink()
         else:
             path.write_text(original, encoding="utf-8")
-        raise ConfigError(f"could not store the adapter in {path}: {problem}")
+        raise ConfigError(f"could not store {what} in {path}: {problem}")
 
 
 def check_settings_target(path: Path) -> None:

@@ -193,12 +193,17 @@ class RecordingUpstream:
             body = {"error": {"message": message, "type": "upstream_test_error", "code": code}}
             return JSONResponse(body, status_code=status)
 
-        async def chat(request: Request) -> Response:
+        async def record(request: Request) -> tuple[bytes, dict[str, Any]]:
+            """Keep the request's raw body, headers and JSON."""
             raw = await request.body()
             self.raw_bodies.append(raw)
             self.headers.append(dict(request.headers))
             body = json.loads(raw)
             self.calls.append(body)
+            return raw, body
+
+        async def chat(request: Request) -> Response:
+            raw, body = await record(request)
             refused = await gatekeeping(request)
             if refused is not None:
                 return refused
@@ -252,11 +257,7 @@ class RecordingUpstream:
             yield b"data: [DONE]\n\n"
 
         async def responses(request: Request) -> Response:
-            raw = await request.body()
-            self.raw_bodies.append(raw)
-            self.headers.append(dict(request.headers))
-            body = json.loads(raw)
-            self.calls.append(body)
+            raw, body = await record(request)
             refused = await gatekeeping(request)
             if refused is not None:
                 return refused
