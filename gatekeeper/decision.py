@@ -145,13 +145,6 @@ class Judged:
     nearest_off: float | None
     neighbours: tuple[Neighbour, ...] = ()
 
-    @property
-    def leans_off_topic(self) -> bool:
-        """The nearest exemplar is an off-topic one (or no in-domain exemplar is near)."""
-        if self.nearest_off is None:
-            return False
-        return self.nearest_in is None or self.nearest_off > self.nearest_in
-
 
 @dataclass(frozen=True, slots=True)
 class Routed:
