@@ -90,6 +90,12 @@ class EmbeddingSettings(_Section):
         description="FlagEmbedding family: encoder (BERT-like, BGE), m3 (bge-m3, dense vectors), "
         "decoder (Qwen3-Embedding and other decoder-only embedders).",
     )
+    runtime: Literal["auto", "native", "transformers"] = Field(
+        "auto",
+        description="How a local encoder is run: native (BERT models: the tokenizers library and "
+        "a plain-torch forward pass, no transformers import, the fast start), transformers, or "
+        "auto (native where the model is a BERT encoder). Both give the same vectors.",
+    )
     query_instruction: str | None = Field(
         None,
         description="Text put before every message and exemplar (e.g. 'query: ' for e5, "

@@ -1,10 +1,11 @@
 """Local models (default: the packaged all-MiniLM-L6-v2).
 
-Encoder models with mean or CLS pooling (the default MiniLM, BGE, e5) are loaded with
-``transformers.AutoTokenizer``/``AutoModel`` directly and pooled here exactly as FlagEmbedding
-pools them: same weights, same vectors, without the seconds that importing FlagEmbedding costs
-at start-up. The families FlagEmbedding exists for (``model_class`` ``m3``, ``decoder``) and any
-other pooling still go through FlagEmbedding.
+Encoder models with mean or CLS pooling (the default MiniLM, BGE, e5) are pooled here exactly
+as FlagEmbedding pools them: same weights, same vectors, without the seconds that importing
+FlagEmbedding costs at start-up. BERT encoders (the default) run natively
+(:mod:`gatekeeper.embedding.bert`: no transformers import either); other encoders are loaded
+with ``transformers.AutoTokenizer``/``AutoModel``. The families FlagEmbedding exists for
+(``model_class`` ``m3``, ``decoder``) and any other pooling still go through FlagEmbedding.
 """
 
 from __future__ import annotations
@@ -79,10 +80,36 @@ class Encoder:
     """An encoder loaded with ``AutoTokenizer``/``AutoModel``, pooled as FlagEmbedding's
     ``FlagModel`` pools (the same operations, so the same vectors)."""
 
-    def __init__(self, tokenizer: Any, model: Any, pooling_method: str) -> None:
+    def __init__(self, tokenizer: Any, model: Any, pooling_method: str, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.pooling_method = pooling_method
+        self.max_length = max_length
+        self.hidden_size = int(model.config.hidden_size)
+
+    def tokenize(self, texts: list[str]) -> tuple[Any, Any]:
+        """Token ids and attention mask, padded to the longest text."""
+        inputs = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return inputs["input_ids"], inputs["attention_mask"]
+
+    def hidden_states(self, ids: Any, mask: Any) -> Any:
+        return self.model(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+
+    def encode(self, texts: list[str]) -> npt.NDArray[Any]:
+        """One forward pass and the pooling, nothing else.
+
+        (FlagModel.encode runs a throw-away forward pass on the first batch to probe the batch
+        size; on the hot path, one message, that doubles the cost.)
+        """
+        import torch
+
+        ids, mask = self.tokenize(texts)
+        with torch.inference_mode():
+            pooled = self.pooling(self.hidden_states(ids, mask), mask)
+        result: npt.NDArray[Any] = pooled.float().numpy()
+        return result
 
     def pooling(self, last_hidden_state: Any, attention_mask: Any) -> Any:
         if self.pooling_method == "cls":
@@ -91,6 +118,32 @@ class Encoder:
 
         summed = torch.sum(last_hidden_state * attention_mask.unsqueeze(-1).float(), dim=1)
         return summed / attention_mask.sum(dim=1, keepdim=True).float()
+
+
+class NativeBert(Encoder):
+    """A BERT encoder run without transformers (:mod:`gatekeeper.embedding.bert`): the
+    ``tokenizers`` library and a plain-torch forward pass on the same weights, so the same
+    vectors in a fraction of the start-up time."""
+
+    def __init__(self, path: Path, pooling_method: str, max_length: int) -> None:
+        from gatekeeper.embedding import bert
+
+        self.tokenizer = bert.load_tokenizer(path, max_length)
+        self.model = bert.load_encoder(path)
+        self.pooling_method = pooling_method
+        self.max_length = max_length
+        self.hidden_size = self.model.hidden_size
+
+    def tokenize(self, texts: list[str]) -> tuple[Any, Any]:
+        import torch
+
+        batch = self.tokenizer.encode_batch(texts)
+        ids = torch.tensor([encoding.ids for encoding in batch], dtype=torch.long)
+        mask = torch.tensor([encoding.attention_mask for encoding in batch], dtype=torch.long)
+        return ids, mask
+
+    def hidden_states(self, ids: Any, mask: Any) -> Any:
+        return self.model(ids, mask)
 
 
 class LocalEmbedder(Embedder):
@@ -132,11 +185,29 @@ class LocalEmbedder(Embedder):
                 self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
             else:
                 model = self._load_encoder(path)
-                self._dimension = int(model.model.config.hidden_size)
+                self._dimension = model.hidden_size
             self._model = model
 
     def _load_encoder(self, path: Path) -> Encoder:
-        """The tokenizer and model, as FlagModel loads them (float32, on the CPU)."""
+        """The tokenizer and model, as FlagModel loads them (float32, on the CPU): BERT
+        encoders natively, others with transformers."""
+        from gatekeeper.embedding import bert
+
+        runtime = self._settings.runtime
+        if runtime == "native" and not bert.supports(path):
+            raise ModelNotFoundError(
+                f"cannot run the model in {path} natively: it is not a BERT encoder with "
+                "config.json, tokenizer.json and model.safetensors (set embedding.runtime: "
+                "transformers or auto)"
+            )
+        if runtime == "native" or (runtime == "auto" and bert.supports(path)):
+            try:
+                return NativeBert(path, self._settings.pooling, self._settings.max_length)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ModelNotFoundError(
+                    f"cannot load embedding model from {path} without transformers: "
+                    f"{_first_sentence(exc)} (set embedding.runtime: transformers)"
+                ) from exc
         try:
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as transformers_logging
@@ -153,7 +224,7 @@ class LocalEmbedder(Embedder):
                 f"cannot load embedding model from {path}: {_first_sentence(exc)}"
             ) from exc
         model.eval()
-        return Encoder(tokenizer, model, self._settings.pooling)
+        return Encoder(tokenizer, model, self._settings.pooling, self._settings.max_length)
 
     def _load_flag_model(self, path: Path) -> Any:
         try:
@@ -201,29 +272,12 @@ class LocalEmbedder(Embedder):
         return np.asarray(out)
 
     def _forward(self, texts: list[str]) -> npt.NDArray[Any]:
-        """One forward pass and the pooling, nothing else.
-
-        (FlagModel.encode runs a throw-away forward pass on the first batch to probe the batch
-        size; on the hot path, one message, that doubles the cost.) The instruction is put
-        before every text, as FlagModel.encode_queries does.
-        """
-        import torch
-
+        """The encoder's vectors; the instruction is put before every text, as
+        FlagModel.encode_queries does."""
         model: Encoder = self._model
         if self._settings.query_instruction:
             texts = [self._settings.query_instruction + t for t in texts]
-        inputs = model.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self._settings.max_length,
-            return_tensors="pt",
-        )
-        with torch.inference_mode():
-            hidden = model.model(**inputs, return_dict=True).last_hidden_state
-            pooled = model.pooling(hidden, inputs["attention_mask"])
-        result: npt.NDArray[Any] = pooled.float().numpy()
-        return result
+        return model.encode(texts)
 
 
 def _first_sentence(exc: BaseException, limit: int = 200) -> str:

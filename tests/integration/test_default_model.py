@@ -123,9 +123,11 @@ SENTENCES = [
 ]
 
 
+@pytest.mark.parametrize("runtime", ["native", "transformers"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_encoder_vectors_equal_flagembedding(pooling: str) -> None:
-    """The encoder the gate loads without FlagEmbedding gives FlagModel's vectors."""
+def test_encoder_vectors_equal_flagembedding(pooling: str, runtime: str) -> None:
+    """The encoder the gate loads without FlagEmbedding (natively or with transformers) gives
+    FlagModel's vectors."""
     from FlagEmbedding import FlagModel
 
     from gatekeeper.embedding import resolve_model_path
@@ -139,19 +141,30 @@ def test_encoder_vectors_equal_flagembedding(pooling: str) -> None:
         use_fp16=False,
         query_max_length=256,
     ).encode_queries(SENTENCES)
-    ours = LocalEmbedder(EmbeddingSettings(pooling=pooling)).embed(SENTENCES)
+    settings = EmbeddingSettings(pooling=pooling, runtime=runtime)  # type: ignore[arg-type]
+    ours = LocalEmbedder(settings).embed(SENTENCES)
     assert ours.shape == reference.shape
     assert float(np.abs(ours - np.asarray(reference)).max()) < 1e-5
 
 
-def test_default_embedder_does_not_import_flagembedding() -> None:
-    """Loading and using the default model never imports FlagEmbedding."""
+def test_default_embedder_imports_neither_flagembedding_nor_transformers() -> None:
+    """Loading and using the default model imports neither FlagEmbedding nor transformers
+    (the seconds of start-up they cost)."""
     code = (
         "import sys\n"
         "from gatekeeper.embedding import LocalEmbedder\n"
         "from gatekeeper.settings import EmbeddingSettings\n"
         "LocalEmbedder(EmbeddingSettings()).embed(['where is my order'])\n"
-        "print('FlagEmbedding' in sys.modules)\n"
+        "print('FlagEmbedding' in sys.modules, 'transformers' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False False"
+
+
+def test_native_runtime_refuses_a_model_it_cannot_run(tmp_path: Path) -> None:
+    """runtime=native on a directory without BERT weights is a ModelNotFoundError naming the
+    transformers runtime."""
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    embedder = LocalEmbedder(EmbeddingSettings(model=str(tmp_path), runtime="native"))
+    with pytest.raises(ModelNotFoundError, match="runtime: transformers"):
+        embedder.load()
