@@ -16,6 +16,7 @@ from gatekeeper.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
 
 if TYPE_CHECKING:
@@ -276,6 +277,14 @@ class OpenAIChatBackend:
         self.defaults = defaults
         self._client = client
         self._async_client = async_client
+        if not self.model:
+            # Said now, not at the first admitted message (which may come hours later, when a
+            # gate in front has refused everything before it): every call must pass model=.
+            get_logger("gatekeeper.backend").warning(
+                "backend.no_model",
+                message="no chat model: set upstream.model (GATEKEEPER_UPSTREAM__MODEL) or pass "
+                "model= to the backend or to every call",
+            )
 
     @property
     def model(self) -> str | None:

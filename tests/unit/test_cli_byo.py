@@ -170,13 +170,19 @@ def test_remote_embedder_identity_includes_the_instruction() -> None:
 
 
 def test_chat_backend_without_a_model_names_the_setting() -> None:
-    """With no upstream.model and no per-call model, the first call is a ConfigError naming
-    the setting (construction stays possible: a caller may pass model= per call)."""
+    """With no upstream.model, construction warns at once naming the setting (a caller may
+    still pass model= per call), and a call without one is a ConfigError naming it."""
+    from structlog.testing import capture_logs
+
     from gatekeeper.errors import ConfigError
     from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
     from gatekeeper.settings import UpstreamSettings
 
-    backend = OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
+    with capture_logs() as logs:
+        backend = OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
+        OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1"), model="m")
+    assert [entry["event"] for entry in logs] == ["backend.no_model"]
+    assert "upstream.model" in logs[0]["message"]
     with pytest.raises(ConfigError, match=r"upstream\.model \(GATEKEEPER_UPSTREAM__MODEL\)"):
         backend("hello")
 
