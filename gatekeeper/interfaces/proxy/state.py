@@ -148,9 +148,12 @@ def proxy_of(request: Request) -> Proxy:
 def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     """The pooled HTTP client used to reach the upstream (connect failures retried)."""
     timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
-    transport = httpx.AsyncHTTPTransport(retries=settings.max_retries)
+    from gatekeeper.interfaces.proxy.transport import UpstreamTransport
+
+    # The limits belong to the transport: an AsyncClient given a transport ignores its own.
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
-    return httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+    transport = UpstreamTransport(limits=limits, retries=settings.max_retries)
+    return httpx.AsyncClient(timeout=timeout, transport=transport)
 
 
 class LazyClient:

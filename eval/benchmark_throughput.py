@@ -1,0 +1,181 @@
+"""Decisions per second: the gate alone, then the real proxy under many keep-alive clients.
+
+    .venv/bin/python eval/benchmark_throughput.py [--clients 64] [--seconds 30] [--profile F]
+
+One run, side by side, default model and shop catalog:
+
+1. **gate alone**: ``Gatekeeper.check_many`` in batches of 32 (the proxy's micro-batch size) on
+   2,000 varied customer messages (the bundled test split's texts, cycled): the ceiling the
+   proxy is measured against.
+2. **proxy**: ``gatekeeper serve`` started as its own process (uvicorn, as deployed), in front of
+   an instant OpenAI-compatible upstream (``RecordingUpstream``, in this process), loaded by
+   ``--clients`` keep-alive aiohttp clients in this process (not the proxy's) for
+   ``--seconds`` after a warm-up; every request is a different message, so micro-batches cannot
+   collapse repeats into one forward pass. Reports decisions/s, p50/p95/p99 latency, the share
+   of the gate-alone rate, and the proxy's RSS at start and after the load.
+
+The clients run on the same cores as the proxy (a 2-core machine has no others), so the proxy's
+figure is a floor. ``--profile F`` samples the proxy with py-spy during the load and writes the
+collapsed stacks to F (``pip install py-spy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BATCH = 32
+
+
+def _texts() -> list[str]:
+    path = REPO / "eval" / "datasets" / "shop_test.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()]
+
+
+def gate_alone(data_dir: Path, total: int = 2000) -> float:
+    """check_many decisions/s in batches of ``BATCH`` (after one warm-up batch)."""
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.settings import load_settings
+
+    gate = Gatekeeper.from_settings(load_settings(None, data_dir=data_dir))
+    texts = (_texts() * (total // len(_texts()) + 1))[:total]
+    gate.check_many(texts[:BATCH])
+    start = time.perf_counter()
+    for i in range(0, total, BATCH):
+        gate.check_many(texts[i : i + BATCH])
+    return total / (time.perf_counter() - start)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_proxy(data_dir: Path, upstream_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GATEKEEPER_DATA_DIR": str(data_dir),
+        "GATEKEEPER_UPSTREAM__BASE_URL": upstream_url,
+        "GATEKEEPER_UPSTREAM__API_KEY": "sk-upstream",
+        "GATEKEEPER_LOGGING__LEVEL": "WARNING",
+    }
+    cmd = [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the proxy exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the proxy did not start within 120 s")
+
+
+async def load(url: str, clients: int, seconds: float, warmup: float) -> tuple[int, list[float]]:
+    """``clients`` keep-alive clients sending varied messages back to back; latencies (ms) of
+    the requests that started after ``warmup`` and ended before ``warmup + seconds``."""
+    import aiohttp
+
+    texts = _texts()
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while (now := time.perf_counter()) < stop_at:
+                body = {"model": "m", "messages": [{"role": "user", "content": texts[i]}]}
+                i = (i + clients) % len(texts)
+                async with session.post(url, json=body) as response:
+                    await response.read()
+                    ok = response.status == 200
+                end = time.perf_counter()
+                if not ok:
+                    errors += 1
+                elif now >= measure_from and end <= stop_at:
+                    latencies.append((end - now) * 1000)
+
+        await asyncio.gather(*(client(k) for k in range(clients)))
+    return errors, latencies
+
+
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not found: no profile")
+        return None
+    cmd = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-f", "raw", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--profile", type=Path, default=None)
+    args = parser.parse_args()
+
+    from gatekeeper.cli._app import app  # noqa: F401  (the CLI's import cost is not measured)
+    from gatekeeper.testing import RecordingUpstream
+
+    with tempfile.TemporaryDirectory() as tmp, RecordingUpstream() as upstream:
+        data_dir = Path(tmp)
+        alone = gate_alone(data_dir)  # also builds the index the proxy serves
+        port = _free_port()
+        proxy = start_proxy(data_dir, upstream.base_url, port)
+        try:
+            rss_start = _rss_mib(proxy.pid)
+            spy = None
+            if args.profile:
+                spy = _profile(proxy.pid, args.warmup + args.seconds, args.profile)
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            errors, latencies = asyncio.run(load(url, args.clients, args.seconds, args.warmup))
+            rss_end = _rss_mib(proxy.pid)
+            if spy is not None:
+                spy.wait(timeout=60)
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=60)
+
+    rate = len(latencies) / args.seconds
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (0, 0, 0)
+    print(f"gate alone   check_many x{BATCH}: {alone:.0f} decisions/s")
+    print(
+        f"proxy        {args.clients} clients, {args.seconds:.0f} s: {rate:.0f} decisions/s "
+        f"({rate / alone:.0%} of gate alone), p50/p95/p99 {p50:.0f}/{p95:.0f}/{p99:.0f} ms, "
+        f"{errors} errors, upstream saw {len(upstream.calls)} calls"
+    )
+    print(f"proxy RSS    {rss_start:.0f} MiB at start, {rss_end:.0f} MiB after the load")
+
+
+if __name__ == "__main__":
+    main()
