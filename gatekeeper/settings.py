@@ -127,6 +127,12 @@ class StoreSettings(_Section):
     auto_sync: bool = Field(
         True, description="build or sync the index on first use when it is missing or stale"
     )
+    search: Literal["auto", "memory", "chroma"] = Field(
+        "auto",
+        description="Where nearest exemplars are searched: memory (the active build copied into "
+        "one matrix: exact, about 2 ms faster per decision), chroma (Chroma's HNSW query), or "
+        "auto (memory up to 64M floats, e.g. 170k exemplars of 384 dimensions; chroma above).",
+    )
 
 
 class CalibrationRecord(_Section):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from gatekeeper.search import ExemplarMatrix, use_memory
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
@@ -116,15 +118,24 @@ class ExemplarStore:
     """Exemplar vectors in Chroma, read through a pointer so rebuilds are atomic."""
 
     def __init__(
-        self, client: Any, name: str, top_k: int = 10, *, pointer_ttl: float = POINTER_TTL
+        self,
+        client: Any,
+        name: str,
+        top_k: int = 10,
+        *,
+        pointer_ttl: float = POINTER_TTL,
+        search: str = "auto",
     ) -> None:
         self._client = client
         self.name = name
         self.top_k = top_k
         self.pointer_ttl = pointer_ttl
+        self.search = search
         self._active: Any = None
         self._count = 0
         self._checked = 0.0
+        self._matrix: ExemplarMatrix | None = None
+        self._matrix_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -176,6 +187,8 @@ class ExemplarStore:
                 break  # the pointer did not move: a real failure, not the rebuild race
             n = min(k or self.top_k, max(1, self._count))
             try:
+                if use_memory(self.search, self._count, np.shape(vectors)[-1]):
+                    return self._matrix_of(collection).nearest(vectors, n)
                 return _neighbours(self._query(collection, vectors, n))
             except StoreUnavailableError:
                 raise
@@ -184,6 +197,22 @@ class ExemplarStore:
         if isinstance(failure, StoreError):
             raise failure
         raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
+
+    def _matrix_of(self, collection: Any) -> ExemplarMatrix:
+        """The in-memory copy of ``collection`` (:mod:`gatekeeper.search`), loaded again when
+        the build's name, catalog hash or count has changed."""
+        from chromadb.errors import NotFoundError
+
+        key = (collection.name, str((collection.metadata or {}).get("catalog_hash")), self._count)
+        matrix = self._matrix
+        if matrix is not None and matrix.key == key:
+            return matrix
+        with self._matrix_lock:
+            if self._matrix is None or self._matrix.key != key:
+                self._matrix = self._guard(
+                    partial(ExemplarMatrix.load, collection, key), passthrough=(NotFoundError,)
+                )
+            return self._matrix
 
     def _query(self, collection: Any, vectors: Vectors, n: int) -> Any:
         from chromadb.errors import NotFoundError
@@ -340,14 +369,17 @@ class ExemplarStore:
 
     def _active_collection(self, *, refresh: bool = False) -> Any:
         """The pointer's target: the cached build, unless ``refresh`` or the pointer is due for
-        a re-read (every ``pointer_ttl`` seconds); a build dropped between reading the pointer
-        and opening it is followed to the pointer's new target."""
+        a re-read (every ``pointer_ttl`` seconds, when the build is opened again too, so that a
+        sync by another process, which changes its metadata and count, is seen); a build
+        dropped between reading the pointer and opening it is followed to the pointer's new
+        target."""
         cached = self._active
-        if cached is not None and not refresh:
-            if time.monotonic() - self._checked < self.pointer_ttl:
-                return cached
-            if self._pointer_target() == cached.name:
-                return cached
+        if (
+            cached is not None
+            and not refresh
+            and time.monotonic() - self._checked < self.pointer_ttl
+        ):
+            return cached
         from chromadb.errors import NotFoundError
 
         failure: StoreError | None = None

@@ -43,10 +43,10 @@ async def _serve(behaviour: Behaviour) -> AsyncIterator[str]:
         server.close()
 
 
-async def _send(url: str, *, timeout: float = 5.0, retries: int = 0) -> bytes:
+async def _send(url: str, *, read_timeout: float = 5.0, retries: int = 0) -> bytes:
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
     transport = UpstreamTransport(limits=limits, retries=retries)
-    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+    async with httpx.AsyncClient(transport=transport, timeout=read_timeout) as client:
         response = await client.post(url, content=b'{"model": "m"}')
         return response.content
 
@@ -126,7 +126,7 @@ async def test_an_answer_that_never_comes_is_a_timeout() -> None:
         await asyncio.sleep(3)
 
     with pytest.raises(httpx.TimeoutException):
-        await _run(silent, timeout=0.3)
+        await _run(silent, read_timeout=0.3)
 
 
 async def test_a_refused_connection_is_a_connect_error_after_the_retries() -> None:

@@ -97,12 +97,33 @@ def test_readers_follow_the_pointer_within_its_ttl(tmp_path: Path) -> None:
     assert reader.store._active.name == writer.store.info().collection  # type: ignore[union-attr]
 
 
-def test_malformed_rows_are_a_store_error(tmp_path: Path, monkeypatch: Any) -> None:
-    """Rows without metadata (a build dropped mid-read) are a StoreError, never a TypeError."""
+class _DroppedBuild:
+    """A build whose rows lost their metadata (dropped while it was being read)."""
+
+    name = "shop--dropped"
+    metadata = None
+
+    def get(self, **_: Any) -> dict[str, Any]:
+        return {"ids": ["a"], "documents": ["x"], "metadatas": [None], "embeddings": [[0.0] * 8]}
+
+
+@pytest.mark.parametrize("search", ["chroma", "memory"])
+def test_malformed_rows_are_a_store_error(tmp_path: Path, monkeypatch: Any, search: str) -> None:
+    """Rows without metadata (a build dropped mid-read) are a StoreError, never a TypeError,
+    whether Chroma or the in-memory matrix searches."""
     gate: Gatekeeper = make_gate(tmp_path)
     gate.index()
-    malformed = {"ids": [["a"]], "documents": [["x"]], "metadatas": [[None]], "distances": [[0.1]]}
-    monkeypatch.setattr(gate.store, "_query", lambda *args: malformed)
+    gate.store.search = search
+    if search == "chroma":
+        malformed = {
+            "ids": [["a"]],
+            "documents": [["x"]],
+            "metadatas": [[None]],
+            "distances": [[0.1]],
+        }
+        monkeypatch.setattr(gate.store, "_query", lambda *args: malformed)
+    else:
+        monkeypatch.setattr(gate.store, "_active_collection", lambda **_: _DroppedBuild())
     with pytest.raises(StoreError, match="malformed"):
         gate.check("where is my order", on_error="raise")
     decision = gate.check("where is my order", on_error="fail_open")
