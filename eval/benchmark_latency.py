@@ -25,20 +25,31 @@ import structlog
 
 from gatekeeper.embedding import LocalEmbedder, resolve_model_path
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.settings import load_settings
+from gatekeeper.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 
 
-def _messages(path: Path, n: int) -> list[str]:
+def load_messages(path: Path, n: int) -> list[str]:
+    """``n`` message texts of a JSONL dataset (field ``text``), cycled if it has fewer."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     texts = [r["text"] for r in rows if "text" in r]
     return (texts * (n // max(1, len(texts)) + 1))[:n]
 
 
-def _percentiles(samples: list[float]) -> str:
+def percentiles(samples: list[float]) -> str:
+    """p50/p95/p99 and mean of millisecond samples, as one aligned line."""
     p50, p95, p99 = np.percentile(samples, [50, 95, 99])
     return f"p50 {p50:6.2f}  p95 {p95:6.2f}  p99 {p99:6.2f}  mean {statistics.fmean(samples):6.2f}"
+
+
+def build_gate(settings: Settings) -> Gatekeeper:
+    """The gate as the CLI builds it from ``settings``, indexed and ready, logging errors only."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    gate = Gatekeeper.from_settings(settings)
+    gate.index()
+    gate.ready()
+    return gate
 
 
 def main() -> None:
@@ -46,13 +57,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--dataset", type=Path, default=HERE / "datasets" / "shop_test.jsonl")
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 
     with tempfile.TemporaryDirectory() as data_dir:
         settings = load_settings(None, data_dir=Path(data_dir))
-        gate = Gatekeeper.from_settings(settings)
-        gate.index()
-        gate.ready()
+        gate = build_gate(settings)
         embedder = gate.embedder
         assert isinstance(embedder, LocalEmbedder)
         from FlagEmbedding import FlagModel  # the gate itself loads the encoder without it
@@ -65,7 +73,7 @@ def main() -> None:
             use_fp16=False,
             query_max_length=settings.embedding.max_length,
         )
-        messages = _messages(args.dataset, args.n)
+        messages = load_messages(args.dataset, args.n)
         for text in messages[:20]:  # warm-up
             gate.check(text)
             flag_model.encode_queries([text])
@@ -83,9 +91,9 @@ def main() -> None:
             timings["gate"].append((time.perf_counter() - start) * 1000)
 
     print(f"{len(messages)} messages, one at a time, model {embedder.identity}")
-    print(f"model: FlagModel.encode_queries   {_percentiles(timings['flag_encode'])}")
-    print(f"model: one forward pass (gate's)  {_percentiles(timings['single_pass'])}")
-    print(f"gate:  Gatekeeper.check           {_percentiles(timings['gate'])}")
+    print(f"model: FlagModel.encode_queries   {percentiles(timings['flag_encode'])}")
+    print(f"model: one forward pass (gate's)  {percentiles(timings['single_pass'])}")
+    print(f"gate:  Gatekeeper.check           {percentiles(timings['gate'])}")
     overhead = np.median(timings["gate"]) - np.median(timings["single_pass"])
     print(f"gate overhead over its forward pass (median): {overhead:.2f} ms")
 
