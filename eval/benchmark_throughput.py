@@ -65,6 +65,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -158,7 +164,11 @@ def main() -> None:
             if args.profile:
                 spy = _profile(proxy.pid, args.warmup + args.seconds, args.profile)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            cpu = (_cpu_seconds(proxy.pid), _cpu_seconds(os.getpid()), time.perf_counter())
             errors, latencies = asyncio.run(load(url, args.clients, args.seconds, args.warmup))
+            wall = time.perf_counter() - cpu[2]
+            proxy_cpu = (_cpu_seconds(proxy.pid) - cpu[0]) / wall
+            own_cpu = (_cpu_seconds(os.getpid()) - cpu[1]) / wall
             rss_end = _rss_mib(proxy.pid)
             if spy is not None:
                 spy.wait(timeout=60)
@@ -175,6 +185,10 @@ def main() -> None:
         f"{errors} errors, upstream saw {len(upstream.calls)} calls"
     )
     print(f"proxy RSS    {rss_start:.0f} MiB at start, {rss_end:.0f} MiB after the load")
+    print(
+        f"CPU          proxy {proxy_cpu:.0%}, clients + upstream {own_cpu:.0%} "
+        f"(of {os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%)"
+    )
 
 
 if __name__ == "__main__":

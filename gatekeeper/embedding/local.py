@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.embedding.base import Embedder
-from gatekeeper.errors import EmbeddingError, ModelNotFoundError
+from gatekeeper.errors import ConfigError, EmbeddingError, ModelNotFoundError
 from gatekeeper.settings import DEFAULT_MODEL, EmbeddingSettings
 
 
@@ -157,7 +157,8 @@ class LocalEmbedder(Embedder):
         instruction = f":{settings.query_instruction}" if settings.query_instruction else ""
         shape = "" if settings.model_class == "encoder" else f":{settings.model_class}"
         length = "" if settings.max_length == 256 else f":len{settings.max_length}"
-        self.identity = f"local:{name}:{settings.pooling}{instruction}{shape}{length}"
+        quantized = "" if settings.quantize == "none" else f":{settings.quantize}"
+        self.identity = f"local:{name}:{settings.pooling}{instruction}{shape}{length}{quantized}"
         self._model: Any = None
         self._dimension: int | None = None
         self._lock = threading.Lock()
@@ -178,6 +179,12 @@ class LocalEmbedder(Embedder):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             if uses_flag_embedding(self._settings):
+                if self._settings.quantize != "none":
+                    raise ConfigError(
+                        "embedding.quantize works for encoders with mean or CLS pooling only, "
+                        f"not model_class {self._settings.model_class!r} / pooling "
+                        f"{self._settings.pooling!r}"
+                    )
                 model = self._load_flag_model(path)
                 probe = model.encode_queries(["dimension probe"])
                 if isinstance(probe, dict):  # bge-m3 returns {"dense_vecs": ...}
@@ -185,6 +192,8 @@ class LocalEmbedder(Embedder):
                 self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
             else:
                 model = self._load_encoder(path)
+                if self._settings.quantize == "int8":
+                    model.model = quantized_int8(model.model)
                 self._dimension = model.hidden_size
             self._model = model
 
@@ -278,6 +287,20 @@ class LocalEmbedder(Embedder):
         if self._settings.query_instruction:
             texts = [self._settings.query_instruction + t for t in texts]
         return model.encode(texts)
+
+
+def quantized_int8(model: Any) -> Any:
+    """``model`` with every ``nn.Linear`` as a dynamically quantised int8 layer (weights per
+    output channel, activations per batch): the dense layers are nearly all of an encoder's
+    work, and fbgemm's int8 kernels run them about three times faster on a CPU."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch 2.13 flags its quantised tensor types as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})  # type: ignore[no-untyped-call]
 
 
 def _first_sentence(exc: BaseException, limit: int = 200) -> str:

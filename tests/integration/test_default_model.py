@@ -168,3 +168,24 @@ def test_native_runtime_refuses_a_model_it_cannot_run(tmp_path: Path) -> None:
     embedder = LocalEmbedder(EmbeddingSettings(model=str(tmp_path), runtime="native"))
     with pytest.raises(ModelNotFoundError, match="runtime: transformers"):
         embedder.load()
+
+
+def test_int8_is_its_own_model_close_to_the_float_one() -> None:
+    """quantize=int8 gives another model identity (so another index and threshold) and unit
+    vectors that stay close to the float model's, but not equal."""
+    float_model = LocalEmbedder(EmbeddingSettings())
+    int8_model = LocalEmbedder(EmbeddingSettings(quantize="int8"))
+    assert int8_model.identity == float_model.identity + ":int8"
+    ours, reference = int8_model.embed(SENTENCES), float_model.embed(SENTENCES)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosines = (ours * reference).sum(axis=1)
+    assert float(cosines.min()) > 0.85 and float(cosines.max()) < 1 - 1e-4
+
+
+def test_int8_refuses_models_it_cannot_quantise() -> None:
+    """quantize=int8 with a FlagEmbedding-only family is a ConfigError naming the setting."""
+    from gatekeeper.errors import ConfigError
+
+    embedder = LocalEmbedder(EmbeddingSettings(quantize="int8", model_class="m3"))
+    with pytest.raises(ConfigError, match="embedding.quantize"):
+        embedder.load()
