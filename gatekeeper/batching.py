@@ -4,7 +4,8 @@ Many requests arriving at once in an async server would each wait for the model 
 :class:`DecisionBatcher` lets them share forward passes instead: the first caller to reach the
 model takes everything queued so far (up to ``max_batch``) into one ``check_many`` call, and the
 callers that arrive meanwhile are served by the next batch. Nothing ever waits for a batch to
-fill: at low load each batch is one message, at high load batches grow by themselves.
+fill: at low load each batch is one message, at high load batches grow by themselves. Up to
+``workers`` batches run at once (in threads; the model releases the GIL).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ _Pending = tuple["Message", "asyncio.Future[Decision]"]
 class DecisionBatcher:
     """Decide concurrent messages in shared ``check_many`` batches."""
 
-    def __init__(self, gate: Gatekeeper, *, on_error: OnError, max_batch: int = 32) -> None:
+    def __init__(
+        self, gate: Gatekeeper, *, on_error: OnError, max_batch: int = 32, workers: int = 1
+    ) -> None:
         self.gate = gate
         self.on_error: OnError = on_error
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
-        self._turn = asyncio.Lock()
+        self._turn = asyncio.Semaphore(workers)
 
     async def decide(self, message: Message) -> Decision:
         """The decision on ``message``, possibly computed in a batch with others."""

@@ -96,6 +96,13 @@ class EmbeddingSettings(_Section):
         "a plain-torch forward pass, no transformers import, the fast start), transformers, or "
         "auto (native where the model is a BERT encoder). Both give the same vectors.",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="torch threads per forward pass of a local model (process-wide). Unset: "
+        "torch's default (all cores), or cores / server.decision_workers in the proxy.",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="int8: the local encoder's dense layers run as int8 (torch dynamic "
@@ -230,6 +237,15 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    decision_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="micro-batches of decisions computed at once. With a local model each "
+        "forward pass then runs on (cores / decision_workers) threads unless embedding.threads "
+        "is set: two single-threaded batches side by side keep both cores busy where one "
+        "two-threaded batch waits for its slower thread whenever the event loop takes a core.",
+    )
     public_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz"],
         description="paths answered without an inbound key when api_keys is set (comma-separated"

@@ -123,7 +123,8 @@ class Encoder:
 class NativeBert(Encoder):
     """A BERT encoder run without transformers (:mod:`gatekeeper.embedding.bert`): the
     ``tokenizers`` library and a plain-torch forward pass on the same weights, so the same
-    vectors in a fraction of the start-up time."""
+    vectors in a fraction of the start-up time. Thread-safe: the tokenizer's padding and
+    truncation are set once, at load, and never changed by a call."""
 
     def __init__(self, path: Path, pooling_method: str, max_length: int) -> None:
         from gatekeeper.embedding import bert
@@ -175,6 +176,10 @@ class LocalEmbedder(Embedder):
             if self._model is not None:
                 return
             path = resolve_model_path(self._settings.model)
+            if self._settings.threads:
+                import torch
+
+                torch.set_num_threads(self._settings.threads)
             # Offline by construction: never let transformers ask a hub for anything.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -268,8 +273,11 @@ class LocalEmbedder(Embedder):
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
         try:
-            # Hugging Face fast tokenizers are not thread-safe ("Already borrowed"): one
-            # encode at a time per model, whichever interface (proxy, runnable, eval) calls.
+            if isinstance(self._model, NativeBert):  # thread-safe: batches may run side by side
+                return self._forward(texts)
+            # Hugging Face fast tokenizers called through transformers are not thread-safe
+            # ("Already borrowed": each call sets padding and truncation on the shared Rust
+            # tokenizer): one encode at a time per model, whichever interface calls.
             with self._encode_lock:
                 if isinstance(self._model, Encoder):
                     return self._forward(texts)

@@ -187,5 +187,18 @@ def test_int8_refuses_models_it_cannot_quantise() -> None:
     from gatekeeper.errors import ConfigError
 
     embedder = LocalEmbedder(EmbeddingSettings(quantize="int8", model_class="m3"))
-    with pytest.raises(ConfigError, match="embedding.quantize"):
+    with pytest.raises(ConfigError, match=r"embedding\.quantize"):
         embedder.load()
+
+
+def test_native_encoder_is_thread_safe() -> None:
+    """Batches encoded from several threads at once give the vectors a sequential run gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = LocalEmbedder(EmbeddingSettings())
+    batches = [[f"{s} #{i}" for s in SENTENCES] for i in range(8)]
+    sequential = [embedder.embed(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(embedder.embed, batches))
+    for one, other in zip(sequential, concurrent, strict=True):
+        assert np.allclose(one, other, atol=1e-5)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gatekeeper.batching import DecisionBatcher
-from gatekeeper.decision import Route
+from gatekeeper.decision import Decision, Route
 from gatekeeper.errors import EmptyMessageError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.testing import HashingEmbedder
@@ -61,3 +61,33 @@ async def test_cancelled_leader_does_not_strand_the_batch(tiny_gate: Gatekeeper)
     leader.cancel()
     decisions = await asyncio.wait_for(asyncio.gather(*followers), timeout=30)
     assert all(d.route is Route.OFF_TOPIC for d in decisions)
+
+
+class _CountingGate:
+    """Wraps a gate; counts how many ``acheck_many`` calls are in flight at once."""
+
+    def __init__(self, gate: Gatekeeper) -> None:
+        self.gate = gate
+        self.in_flight = 0
+        self.most = 0
+
+    async def acheck_many(self, messages: list[str], *, on_error: str) -> list[Decision]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)  # the forward pass, in a thread in real life
+            return self.gate.check_many(messages, on_error=on_error)  # type: ignore[arg-type]
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+async def test_workers_bound_the_batches_in_flight(tiny_gate: Gatekeeper, workers: int) -> None:
+    """With ``workers`` = N, up to N batches are decided at once, never more, and every
+    caller gets its own answer."""
+    counting = _CountingGate(tiny_gate)
+    batcher = DecisionBatcher(counting, on_error="raise", max_batch=2, workers=workers)  # type: ignore[arg-type]
+    texts = ["where is my order", "tell me a joke"] * 6
+    decisions = await asyncio.gather(*(batcher.decide(t) for t in texts))
+    assert counting.most == workers
+    assert [d.route for d in decisions] == [Route.LLM, Route.OFF_TOPIC] * 6

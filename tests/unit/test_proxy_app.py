@@ -719,3 +719,20 @@ def tiny_catalog_data() -> dict[str, Any]:
         "intents": [{"name": "order_status", "exemplars": ["where is my order", "track it"]}],
         "off_topic": {"reply": OFF_TOPIC_REPLY, "exemplars": ["tell me a joke"]},
     }
+
+
+def test_proxy_splits_the_cores_between_decision_workers() -> None:
+    """A local model in the proxy gets cores / decision_workers threads per forward pass; an
+    explicit embedding.threads or a remote embedder is left alone."""
+    import os
+
+    from gatekeeper.interfaces.proxy.state import model_settings
+    from gatekeeper.settings import Settings
+
+    cores = len(os.sched_getaffinity(0))
+    split = model_settings(Settings(server={"decision_workers": 2}))
+    assert split.threads == max(1, cores // 2)
+    assert model_settings(Settings(server={"decision_workers": 64})).threads == 1
+    assert model_settings(Settings(embedding={"threads": 3})).threads == 3
+    remote = Settings(embedding={"provider": "openai", "model": "m", "base_url": "http://x/v1"})
+    assert model_settings(remote).threads is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -31,7 +32,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.logging import get_logger
-from gatekeeper.settings import Settings, UpstreamSettings
+from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
@@ -64,7 +65,11 @@ class Proxy:
     batcher: DecisionBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.batcher = DecisionBatcher(self.gate, on_error=self.settings.gate.on_error)
+        self.batcher = DecisionBatcher(
+            self.gate,
+            on_error=self.settings.gate.on_error,
+            workers=self.settings.server.decision_workers,
+        )
 
     def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> str:
         base = self.settings.upstream.base_url
@@ -189,6 +194,17 @@ class LazyClient:
         return getattr(self._open(), name)
 
 
+def model_settings(settings: Settings) -> EmbeddingSettings:
+    """The embedding settings the proxy runs: a local model's forward passes get
+    ``cores / server.decision_workers`` threads each unless ``embedding.threads`` is set."""
+    embedding = settings.embedding
+    if embedding.provider != "local" or embedding.threads is not None:
+        return embedding
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // settings.server.decision_workers)
+    return embedding.model_copy(update={"threads": threads})
+
+
 def build_gate(
     settings: Settings,
     *,
@@ -200,7 +216,7 @@ def build_gate(
     Its store is the one ``gatekeeper index`` fills for the same settings: the catalog's own
     (:func:`~gatekeeper.store.collection_name` of ``settings.catalog`` and the embedder's
     identity). A bad catalog or settings raise here; nothing is loaded or connected yet."""
-    embedder = embedder or build_embedder(settings.embedding)
+    embedder = embedder or build_embedder(model_settings(settings))
     opener = partial(open_client, settings.store, settings.data_dir)
     client = LazyClient(opener, retry_seconds=retry_seconds)
     name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
