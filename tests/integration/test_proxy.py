@@ -305,7 +305,8 @@ def test_decision_headers_on_every_answer(proxy: LoopbackServer) -> None:
 
 
 def test_follow_up_order_number_passes(proxy: LoopbackServer, upstream: RecordingUpstream) -> None:
-    """A bare order number after an order question is forwarded with the whole conversation."""
+    """A bare order number after an order question is forwarded with the whole conversation,
+    flagged as a follow-up."""
     conversation = [
         {"role": "user", "content": "where is my order"},
         {"role": "assistant", "content": "Happy to check! What is the order number?"},
@@ -313,6 +314,7 @@ def test_follow_up_order_number_passes(proxy: LoopbackServer, upstream: Recordin
     ]
     raw = chat(proxy, conversation)
     assert raw.headers["x-gatekeeper-route"] == "llm"
+    assert raw.headers["x-gatekeeper-followup"] == "true"
     assert raw.parse().choices[0].message.content == "echo: NW-55120"
     assert upstream.calls[0]["messages"] == conversation
 
@@ -648,6 +650,7 @@ def test_shadow_mode_decides_but_forwards_everything(
     assert raw.parse().choices[0].message.content == "echo: tell me a joke"
     assert raw.headers["x-gatekeeper-route"] == "off_topic"
     assert raw.headers["x-gatekeeper-intent"] == "none"  # refused: no intent, whatever is near
+    assert raw.headers["x-gatekeeper-nearest-intent"]  # ... which has a header of its own
     assert raw.headers["x-gatekeeper-shadow"] == "true"
     assert len(upstream.calls) == 1
     assert metric(server, 'gatekeeper_decisions_total{intent="none",mode="shadow"') == 1

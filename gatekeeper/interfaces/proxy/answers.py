@@ -34,6 +34,11 @@ def decision_headers(decision: Decision) -> dict[str, str]:
         "x-gatekeeper-score": f"{decision.score:.4f}",
         "x-gatekeeper-threshold": f"{decision.threshold:.4f}",
     }
+    if decision.nearest_intent and decision.nearest_intent != decision.intent:
+        # a refused message's nearest in-domain intent, apart: dashboards count intent=none
+        headers["x-gatekeeper-nearest-intent"] = _header_value(decision.nearest_intent)
+    if decision.followup:
+        headers["x-gatekeeper-followup"] = "true"
     if decision.shadow:
         headers["x-gatekeeper-shadow"] = "true"
     if decision.gate_error:
