@@ -105,7 +105,7 @@ class Gatekeeper:
         if store is None:
             client = open_client(settings.store, settings.data_dir)
             name = collection_name(settings.store.collection, source, embedder.identity)
-            store = ExemplarStore(client, name, settings.store.top_k, search=settings.store.search)
+            store = ExemplarStore.from_settings(client, name, settings.store)
         return cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
 
     # -- index ---------------------------------------------------------------------------

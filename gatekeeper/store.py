@@ -49,7 +49,13 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from gatekeeper.search import ExemplarMatrix, use_memory
+from gatekeeper.search import (
+    PCA_CANDIDATES,
+    PCA_DIMENSIONS,
+    SHORTLIST_PER_K,
+    ExemplarMatrix,
+    search_path,
+)
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
@@ -125,17 +131,34 @@ class ExemplarStore:
         *,
         pointer_ttl: float = POINTER_TTL,
         search: str = "auto",
+        pca_dimensions: int = PCA_DIMENSIONS,
+        pca_candidates: int = PCA_CANDIDATES,
     ) -> None:
         self._client = client
         self.name = name
         self.top_k = top_k
         self.pointer_ttl = pointer_ttl
         self.search = search
+        self.pca_dimensions = pca_dimensions
+        self.pca_candidates = pca_candidates
         self._active: Any = None
         self._count = 0
         self._checked = 0.0
         self._matrix: ExemplarMatrix | None = None
         self._matrix_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, client: Any, name: str, settings: StoreSettings) -> ExemplarStore:
+        """The store ``name`` on ``client``, searched as ``settings`` say (top_k, search and
+        the pca search's dimensions and candidates)."""
+        return cls(
+            client,
+            name,
+            settings.top_k,
+            search=settings.search,
+            pca_dimensions=settings.pca_dimensions,
+            pca_candidates=settings.pca_candidates,
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -186,8 +209,13 @@ class ExemplarStore:
             if failure is not None and collection.name == failed_on:
                 break  # the pointer did not move: a real failure, not the rebuild race
             n = min(k or self.top_k, max(1, self._count))
+            path = search_path(self.search, self._count, np.shape(vectors)[-1], self.pca_dimensions)
             try:
-                if use_memory(self.search, self._count, np.shape(vectors)[-1]):
+                if path == "pca":
+                    shortlist = max(self.pca_candidates, SHORTLIST_PER_K * n)
+                    matrix = self._matrix_of(collection, pca=self.pca_dimensions)
+                    return matrix.nearest(vectors, n, candidates=shortlist)
+                if path == "memory":
                     return self._matrix_of(collection).nearest(vectors, n)
                 return _neighbours(self._query(collection, vectors, n))
             except StoreUnavailableError:
@@ -198,21 +226,26 @@ class ExemplarStore:
             raise failure
         raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
 
-    def _matrix_of(self, collection: Any) -> ExemplarMatrix:
+    def _matrix_of(self, collection: Any, pca: int = 0) -> ExemplarMatrix:
         """The in-memory copy of ``collection`` (:mod:`gatekeeper.search`), loaded again when
-        the build's name, catalog hash or count has changed."""
+        the build's name, catalog hash or count has changed; with a coarse index on ``pca``
+        principal directions when ``pca`` is set."""
         from chromadb.errors import NotFoundError
 
         key = (collection.name, str((collection.metadata or {}).get("catalog_hash")), self._count)
         matrix = self._matrix
-        if matrix is not None and matrix.key == key:
+        if matrix is not None and matrix.key == key and (not pca or matrix.pca == pca):
             return matrix
         with self._matrix_lock:
-            if self._matrix is None or self._matrix.key != key:
-                self._matrix = self._guard(
+            matrix = self._matrix
+            if matrix is None or matrix.key != key:
+                matrix = self._guard(
                     partial(ExemplarMatrix.load, collection, key), passthrough=(NotFoundError,)
                 )
-            return self._matrix
+            if pca:
+                matrix = matrix.with_coarse(pca)
+            self._matrix = matrix
+            return matrix
 
     def _query(self, collection: Any, vectors: Vectors, n: int) -> Any:
         from chromadb.errors import NotFoundError

@@ -220,7 +220,7 @@ def build_gate(
     opener = partial(open_client, settings.store, settings.data_dir)
     client = LazyClient(opener, retry_seconds=retry_seconds)
     name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
-    store = ExemplarStore(client, name, settings.store.top_k, search=settings.store.search)
+    store = ExemplarStore.from_settings(client, name, settings.store)
     return Gatekeeper.from_settings(settings, embedder=embedder, store=store)
 
 
