@@ -2,7 +2,7 @@
 
 For a large catalog of high-dimensional vectors (100k exemplars of 3,072 dimensions, as
 text-embedding-3-large gives) the exact product reads the whole matrix for every query: 1.2 GB,
-about 50 ms on one core. Most of the variance that separates exemplars lives in a few hundred
+about 36 ms on one core. Most of the variance that separates exemplars lives in a few hundred
 directions, so :class:`CoarseIndex` keeps every exemplar projected on the top principal
 directions of the build (128 floats a row instead of 3,072), scores the queries there, and hands
 the best ``count`` rows to :meth:`gatekeeper.search.ExemplarMatrix.nearest`, which re-ranks them

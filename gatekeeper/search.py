@@ -11,7 +11,7 @@ sync that changed its catalog hash or count).
 A large build of long vectors (100k exemplars of 3,072 dimensions: 1.2 GB) makes that product
 slow, ~35 ms a query, so ``pca`` adds a coarse search on the build's top principal directions
 (:mod:`gatekeeper.coarse`) whose shortlist is re-ranked with the full vectors, which stay in
-memory: fetching only the shortlist's vectors from Chroma took 23 ms for 200 rows of 3,072, as
+memory: fetching only the shortlist's vectors from Chroma took 22 ms for 200 rows of 3,072, as
 long as most of the product it replaces, and an embedded Chroma holds the vectors in this
 process anyway once it has searched them (its HNSW index).
 
@@ -165,10 +165,10 @@ class ExemplarMatrix:
         """OpenBLAS keeps its threads spinning for a while after a product: on a machine whose
         cores the model's forward passes use, that halved the gate's batch throughput
         (check_many 268/s vs 490/s). The product is small; one thread does it in ~0.2 ms.
-        The coarse search's products stay on one thread too: a single query's product reads
-        memory, which a second thread does not speed up, and the batches' gain from a second
-        core (measured in ``eval/benchmark_search.py --all-threads``) is taken from the forward
-        passes running beside them."""
+        The coarse search's products stay on one thread too: with the cores busy, all threads
+        made it slower (100k x 3,072: 6.5-7.0 ms a query against 3.7-3.9 on one thread,
+        ``eval/benchmark_search.py --all-threads``), and a free core is one the forward passes
+        beside it would have used."""
         return self.blas.limit(limits=1, user_api="blas") if self.blas else nullcontext()
 
 

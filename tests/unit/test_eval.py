@@ -216,3 +216,28 @@ def test_banking_benchmark_skips_without_its_data(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0 and "skipped" in done.stdout
+
+
+def test_search_benchmark_runs_on_a_tiny_catalog() -> None:
+    """benchmark_search.py runs end to end on a tiny synthetic catalog and prints its table,
+    the exact search at recall 1."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    small = "--n 3000 --dimension 128 --clusters 50 --latent 64 --queries 100 --pca 16"
+    small += " --candidates 50 --single 10 --batches 2 --repeats 1"
+    done = subprocess.run(
+        [sys.executable, str(root / "eval" / "benchmark_search.py"), *small.split()],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| exact | 1.0000 | 1.0000 | 1.0000 |" in done.stdout
+    assert "| pca 16 / 50 candidates |" in done.stdout
