@@ -241,3 +241,37 @@ def test_search_benchmark_runs_on_a_tiny_catalog() -> None:
     assert done.returncode == 0, done.stderr
     assert "| exact | 1.0000 | 1.0000 | 1.0000 |" in done.stdout
     assert "| pca 16 / 50 candidates |" in done.stdout
+
+
+def test_indexing_benchmark_skips_without_its_data(tmp_path: Path) -> None:
+    """The indexing benchmark exits 0 with a message when there are not enough texts."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "eval" / "benchmark_indexing.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--data", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "skipped" in done.stdout
+
+
+def test_indexing_benchmark_catalog_is_distinct_texts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without banking77 the catalog comes from the repo's datasets: n texts, none twice."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "eval" / "benchmark_indexing.py"
+    spec = importlib.util.spec_from_file_location("benchmark_indexing", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    catalog = module.build_catalog(tmp_path / "nowhere", 500)
+    texts = [e.text.casefold() for e in catalog.exemplars()]
+    assert len(texts) == len(set(texts)) == 500
+    assert module.build_catalog(tmp_path / "nowhere", 10**6) is None
