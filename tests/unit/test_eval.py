@@ -203,14 +203,16 @@ def test_collection_name_is_valid_and_distinct(tmp_path: Path) -> None:
     load_settings(None, store={"collection": first})  # the settings accept it too
 
 
-def test_banking_benchmark_skips_without_its_data(tmp_path: Path) -> None:
-    """The benchmark script exits 0 with a message when the banking77 files are absent."""
+@pytest.mark.parametrize("script", ["benchmark_banking77.py", "benchmark_indexing.py"])
+def test_benchmark_skips_without_its_data(tmp_path: Path, script: str) -> None:
+    """A benchmark script exits 0 with a message when its data (banking77's files, enough
+    texts) is absent."""
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[2] / "eval" / "benchmark_banking77.py"
+    path = Path(__file__).resolve().parents[2] / "eval" / script
     done = subprocess.run(
-        [sys.executable, str(script), "--data", str(tmp_path / "nowhere")],
+        [sys.executable, str(path), "--data", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
         check=False,
@@ -241,21 +243,6 @@ def test_search_benchmark_runs_on_a_tiny_catalog() -> None:
     assert done.returncode == 0, done.stderr
     assert "| exact | 1.0000 | 1.0000 | 1.0000 |" in done.stdout
     assert "| pca 16 / 50 candidates |" in done.stdout
-
-
-def test_indexing_benchmark_skips_without_its_data(tmp_path: Path) -> None:
-    """The indexing benchmark exits 0 with a message when there are not enough texts."""
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[2] / "eval" / "benchmark_indexing.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--data", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0 and "skipped" in done.stdout
 
 
 def test_indexing_benchmark_catalog_is_distinct_texts(
