@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +67,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the serving processes of ``server.processes``)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += _tree(int(child))
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants."""
+    return sum(_cpu_seconds(p) for p in _tree(pid))
+
+
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of ``pid`` and its descendants (the supervisor, when several serve)."""
+    total = 0.0
+    for member in _tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
-def start_proxy(data_dir: Path, upstream_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_proxy(
+    data_dir: Path, upstream_url: str, port: int, processes: int = 1
+) -> subprocess.Popen[bytes]:
     env = {
+        "GATEKEEPER_SERVER__PROCESSES": str(processes),
         **os.environ,
         "GATEKEEPER_DATA_DIR": str(data_dir),
         "GATEKEEPER_UPSTREAM__BASE_URL": upstream_url,
@@ -94,9 +115,12 @@ def start_proxy(data_dir: Path, upstream_url: str, port: int) -> subprocess.Pope
         if proc.poll() is not None:
             raise SystemExit(f"the proxy exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5):
+                pass
+            if processes > 1:
+                time.sleep(3.0)  # every serving process has loaded its model
+            return proc
+        except (OSError, ValueError):
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the proxy did not start within 120 s")
@@ -149,6 +173,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server.processes of the proxy (default 1)"
+    )
     args = parser.parse_args()
 
     from gatekeeper.cli._app import app  # noqa: F401  (the CLI's import cost is not measured)
@@ -158,17 +185,17 @@ def main() -> None:
         data_dir = Path(tmp)
         alone = gate_alone(data_dir)  # also builds the index the proxy serves
         port = _free_port()
-        proxy = start_proxy(data_dir, upstream.base_url, port)
+        proxy = start_proxy(data_dir, upstream.base_url, port, args.processes)
         try:
             rss_start = _rss_mib(proxy.pid)
             spy = None
             if args.profile:
                 spy = _profile(proxy.pid, args.warmup + args.seconds, args.profile)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            cpu = (_cpu_seconds(proxy.pid), _cpu_seconds(os.getpid()), time.perf_counter())
+            cpu = (_tree_cpu_seconds(proxy.pid), _cpu_seconds(os.getpid()), time.perf_counter())
             errors, latencies = asyncio.run(load(url, args.clients, args.seconds, args.warmup))
             wall = time.perf_counter() - cpu[2]
-            proxy_cpu = (_cpu_seconds(proxy.pid) - cpu[0]) / wall
+            proxy_cpu = (_tree_cpu_seconds(proxy.pid) - cpu[0]) / wall
             own_cpu = (_cpu_seconds(os.getpid()) - cpu[1]) / wall
             rss_end = _rss_mib(proxy.pid)
             if spy is not None:
@@ -181,7 +208,8 @@ def main() -> None:
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (0, 0, 0)
     print(f"gate alone   check_many x{BATCH}: {alone:.0f} decisions/s")
     print(
-        f"proxy        {args.clients} clients, {args.seconds:.0f} s: {rate:.0f} decisions/s "
+        f"proxy        {args.processes} process(es), {args.clients} clients, "
+        f"{args.seconds:.0f} s: {rate:.0f} decisions/s "
         f"({rate / alone:.0%} of gate alone), p50/p95/p99 {p50:.0f}/{p95:.0f}/{p99:.0f} ms, "
         f"{errors} errors, upstream saw {len(upstream.calls)} calls"
     )

@@ -255,15 +255,10 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    decision_workers: int = Field(
-        2,
-        ge=1,
-        le=64,
-        description="micro-batches of decisions computed at once. With a local model each "
-        "forward pass then runs on (cores / decision_workers) threads unless embedding.threads "
-        "is set: two single-threaded batches side by side keep both cores busy where one "
-        "two-threaded batch waits for its slower thread whenever the event loop takes a core.",
-    )
+    # Threads per forward pass of a local model: cores / (processes * decision_workers).
+    decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
+    max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")
+    processes: int = Field(1, ge=1, le=64, description="serving processes sharing the port")
     public_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz"],
         description="paths answered without an inbound key when api_keys is set (comma-separated"

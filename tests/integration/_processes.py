@@ -32,11 +32,12 @@ def _executable(name: str) -> str:
 
 @contextmanager
 def running(
-    args: list[str], ready_url: str, timeout: float = 60.0
+    args: list[str], ready_url: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``args``, wait until ``ready_url`` answers, stop the process afterwards."""
+    """Start ``args`` (in ``env``, default this process's), wait until ``ready_url`` answers,
+    stop the process afterwards."""
     process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or {**os.environ}
     )
     deadline = time.monotonic() + timeout
     try:

@@ -722,7 +722,8 @@ def tiny_catalog_data() -> dict[str, Any]:
 
 
 def test_proxy_splits_the_cores_between_decision_workers() -> None:
-    """A local model in the proxy gets cores / decision_workers threads per forward pass; an
+    """A local model in the proxy gets cores / (processes * decision_workers) threads per
+    forward pass; an
     explicit embedding.threads or a remote embedder is left alone."""
     import os
 
@@ -733,6 +734,20 @@ def test_proxy_splits_the_cores_between_decision_workers() -> None:
     split = model_settings(Settings(server={"decision_workers": 2}))
     assert split.threads == max(1, cores // 2)
     assert model_settings(Settings(server={"decision_workers": 64})).threads == 1
+    both = Settings(server={"decision_workers": 2, "processes": 2})
+    assert model_settings(both).threads == max(1, cores // 4)
     assert model_settings(Settings(embedding={"threads": 3})).threads == 3
     remote = Settings(embedding={"provider": "openai", "model": "m", "base_url": "http://x/v1"})
     assert model_settings(remote).threads is None
+
+
+async def test_proxy_batches_follow_the_server_settings(tiny_gate: Gatekeeper) -> None:
+    """server.max_batch and server.decision_workers size the proxy's micro-batches."""
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+    from gatekeeper.interfaces.proxy.state import Proxy
+    from gatekeeper.settings import Settings
+
+    settings = Settings(server={"max_batch": 5, "decision_workers": 3})
+    async with httpx.AsyncClient() as client:
+        proxy = Proxy(settings, tiny_gate, client, Metrics())
+    assert (proxy.batcher.max_batch, proxy.batcher.workers) == (5, 3)

@@ -1,13 +1,35 @@
-"""Serving the proxy with uvicorn (``gatekeeper serve``)."""
+"""Serving the proxy with uvicorn (``gatekeeper serve``): one process, or ``server.processes``
+processes sharing the port.
+
+One process runs one event loop: with a fast model (int8, or an embeddings server) that loop's
+own Python work (HTTP parsing, JSON, the upstream round trip), not the model, is what limits
+throughput. ``server.processes: N`` runs N identical serving processes on the same listening
+socket (uvicorn's supervisor; the kernel spreads connections over them). Each loads its own
+model and holds its own in-memory exemplar matrix, so memory grows with N; the local model's
+threads are split between them. Their Prometheus counters are shared through
+``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory unless set), so ``/metrics`` on any of them
+answers for all.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
-from gatekeeper.logging import get_logger
+from gatekeeper.logging import configure_logging, get_logger
 from gatekeeper.settings import Settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def run_server(
@@ -19,22 +41,75 @@ def run_server(
 ) -> None:
     """Serve the proxy with uvicorn until SIGINT/SIGTERM; in-flight requests then get up to
     ``graceful_shutdown_seconds`` to finish."""
-    import uvicorn
-
     host = host or settings.server.host
     port = port or settings.server.port
+    get_logger().info("server.starting", host=host, port=port, processes=settings.server.processes)
+    if settings.server.processes > 1:
+        _run_processes(settings, host, port, graceful_shutdown_seconds)
+        return
+    import uvicorn
+
     # Configuration mistakes (catalog, model, an index of another model) stop the server here,
     # with the library's own error, before it listens: never a proxy that forwards everything.
     # A Chroma server that is down does not: the proxy starts and follows gate.on_error.
     gate = prepare_gate(build_gate(settings))
-    config = uvicorn.Config(
-        create_app(settings, gate=gate),
+    config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
+    uvicorn.Server(config).run()
+
+
+@dataclass(frozen=True)
+class ServingProcess:
+    """The app factory each serving process calls (pickled to it with the settings)."""
+
+    settings: Settings
+
+    def __call__(self) -> FastAPI:
+        from uvicorn.config import STARTUP_FAILURE
+
+        configure_logging(self.settings.logging)
+        try:
+            gate = prepare_gate(build_gate(self.settings))
+        except GatekeeperError as exc:
+            # The supervisor stops every process when one exits with STARTUP_FAILURE: a
+            # misconfiguration would fail the same way on every restart.
+            get_logger().error("server.start_failed", error=str(exc), error_type=type(exc).__name__)
+            sys.exit(STARTUP_FAILURE)
+        return create_app(self.settings, gate=gate)
+
+
+def _run_processes(settings: Settings, host: str, port: int, graceful: float) -> None:
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    build_gate(settings)  # a bad catalog or settings fail here, before anything is spawned
+    config = _config(ServingProcess(_portable(settings)), host, port, graceful, factory=True)
+    config.workers = settings.server.processes
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-metrics-") as shared:
+        if not os.environ.get(MULTIPROC_DIR):
+            os.environ[MULTIPROC_DIR] = shared  # inherited by the spawned processes
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise ConfigError("a serving process could not start; its error is logged above")
+
+
+def _portable(settings: Settings) -> Settings:
+    """``settings`` as the base class (loaded settings are of a class made per settings file,
+    which cannot be pickled), field for field, already validated."""
+    fields = {name: getattr(settings, name) for name in Settings.model_fields}
+    return Settings.model_construct(_fields_set=settings.model_fields_set, **fields)
+
+
+def _config(app: Any, host: str, port: int, graceful: float, *, factory: bool = False) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
+        factory=factory,
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(graceful_shutdown_seconds),
+        timeout_graceful_shutdown=int(graceful),
     )
-    get_logger().info("server.starting", host=host, port=port)
-    uvicorn.Server(config).run()

@@ -69,6 +69,7 @@ class Proxy:
             self.gate,
             on_error=self.settings.gate.on_error,
             workers=self.settings.server.decision_workers,
+            max_batch=self.settings.server.max_batch,
         )
 
     def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> str:
@@ -196,12 +197,13 @@ class LazyClient:
 
 def model_settings(settings: Settings) -> EmbeddingSettings:
     """The embedding settings the proxy runs: a local model's forward passes get
-    ``cores / server.decision_workers`` threads each unless ``embedding.threads`` is set."""
+    ``cores / (server.processes * server.decision_workers)`` threads each unless
+    ``embedding.threads`` is set."""
     embedding = settings.embedding
     if embedding.provider != "local" or embedding.threads is not None:
         return embedding
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // settings.server.decision_workers)
+    threads = max(1, (cores or 1) // (settings.server.processes * settings.server.decision_workers))
     return embedding.model_copy(update={"threads": threads})
 
 
