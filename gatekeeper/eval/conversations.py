@@ -2,15 +2,22 @@
 
 The threshold is chosen first (on single messages). Then, at that threshold, every combination
 of a small grid of conversation settings routes the calibration chats' customer turns with
-:meth:`Gatekeeper.route` (the live rule), and the combination that refuses the most off-topic
-(drift) turns while passing at least the target share of in-domain turns wins; ties go to the
-gentlest setting (smallest margin, loosest off-topic bar, no gap rule, most words). The settings
-are on the model's own score scale, so a new model needs this as much as a new threshold.
+:meth:`Gatekeeper.route` (the live rule). Among the combinations passing at least the target
+share of in-domain turns, the choice follows the **one-standard-error rule**: not the one that
+refuses the most off-topic (drift) turns, but the gentlest one whose drift refusals are within
+one binomial standard error of that best. A calibration file has a few hundred customer turns;
+the strictest setting that happens to refuse none of them sits on the edge of what refuses
+customers elsewhere (measured: 0 of 165 on the calibration chats, 10 of 344 on the test chats),
+and the drift counts of settings within one standard error of each other are the same within
+noise. Gentlest: the fewest calibration turns refused, then the widest session margin, the
+loosest off-topic bar, no gap rule, most words. The settings are on the model's own score
+scale, so a new model needs this as much as a new threshold.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,10 +31,12 @@ from gatekeeper.eval.progress import TaskFactory, no_progress
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
 
-MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
+MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)
 OFF_TOPIC_MAX = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
 GAPS = (0.05, 0.1, 0.15, 0.2, 1.0)
 WORDS = (4, 8, 12)
+
+Measured = tuple[FollowupPolicy, float, float | None]  # a policy, its pass and block rates
 
 
 @dataclass(frozen=True)
@@ -45,14 +54,13 @@ class ConversationCalibration:
 
 
 def _grid() -> list[FollowupPolicy]:
-    """Every candidate, gentlest first (so the first best one wins ties)."""
-    candidates = [
+    """Every candidate, gentlest to customers first (so the first best one wins ties)."""
+    return [
         FollowupPolicy(max_words=w, off_topic_max=o, off_topic_gap=g, session_margin=m)
         for m, o, g, w in itertools.product(
-            MARGINS, reversed(OFF_TOPIC_MAX), reversed(GAPS), reversed(WORDS)
+            reversed(MARGINS), reversed(OFF_TOPIC_MAX), reversed(GAPS), reversed(WORDS)
         )
     ]
-    return candidates
 
 
 def _rates(
@@ -82,26 +90,31 @@ def calibrate_conversations(
     outside = [j for e, j in zip(chats, judged, strict=True) if not e.in_domain]
     if not inside:
         raise DatasetError(f"{dataset.name}: no in-domain customer turns to calibrate on")
-    best: tuple[FollowupPolicy, float, float | None] | None = None
-    fallback: tuple[FollowupPolicy, float, float | None] | None = None
-    for policy in _grid():
-        pass_rate, block_rate = _rates(gate, inside, outside, policy)
-        if fallback is None or pass_rate > fallback[1]:
-            fallback = (policy, pass_rate, block_rate)
-        if pass_rate + 1e-12 < target:
-            continue
-        if best is None or (block_rate or 0.0) > (best[2] or 0.0):
-            best = (policy, pass_rate, block_rate)
-    chosen = best or fallback
-    assert chosen is not None
+    measured = [(policy, *_rates(gate, inside, outside, policy)) for policy in _grid()]
+    chosen, reached = choose_policy(measured, target, len(outside))
     policy, pass_rate, block_rate = chosen
     return ConversationCalibration(
         policy=policy,
         source=dataset.name,
         target_pass_rate=target,
-        reached=best is not None,
+        reached=reached,
         in_domain_pass_rate=pass_rate,
         off_topic_block_rate=block_rate,
         n_in_domain=len(inside),
         n_off_topic=len(outside),
     )
+
+
+def choose_policy(
+    measured: list[Measured], target: float, n_off_topic: int
+) -> tuple[Measured, bool]:
+    """The one-standard-error choice among ``(policy, pass rate, block rate)`` rows, gentlest
+    first: the first row passing ``target`` whose block rate is within one standard error of
+    the best such row, fewest blocked first; when none passes, the one passing the most."""
+    feasible = [row for row in measured if row[1] + 1e-12 >= target]
+    if not feasible:
+        return max(measured, key=lambda row: row[1]), False
+    best = max(row[2] or 0.0 for row in feasible)
+    error = math.sqrt(best * (1 - best) / n_off_topic) if n_off_topic else 0.0
+    near = [row for row in feasible if (row[2] or 0.0) >= best - error - 1e-12]
+    return min(near, key=lambda row: (-row[1], row[2] or 0.0)), True

@@ -198,3 +198,22 @@ def test_word_count_handles_cjk() -> None:
     assert word_count("yes") == 1
     assert word_count("my name is Priya Shah") == 5
     assert 2 <= word_count("我的快递到哪了") <= 5
+
+
+def test_conversation_calibration_takes_the_gentlest_setting_within_one_standard_error() -> None:
+    """Among settings passing the target, the gentlest whose drift refusals are within one
+    standard error of the best wins, not the strictest; with none passing, the one passing most."""
+    from gatekeeper.conversation import FollowupPolicy
+    from gatekeeper.eval.conversations import choose_policy
+
+    gentle, strict, stricter = (FollowupPolicy(session_margin=m) for m in (0.3, 0.1, 0.0))
+    harsh = FollowupPolicy(session_margin=0.2, off_topic_max=0.4)
+    rows = [(gentle, 1.0, 0.10), (FollowupPolicy(), 1.0, 0.22), (strict, 1.0, 0.27)]
+    rows += [(stricter, 0.99, 0.60), (harsh, 1.0, 0.22)]
+    # best feasible 0.27 on 45 drift turns: one standard error is 0.066, so 0.22 is as good
+    chosen, reached = choose_policy(rows, 0.995, 45)
+    assert reached and chosen == (FollowupPolicy(), 1.0, 0.22)  # the first (gentlest) of two
+    # with 1,000 drift turns the error is 0.014: 0.22 is worse than 0.27, beyond noise
+    assert choose_policy(rows, 0.995, 1000)[0][0] == strict
+    chosen, reached = choose_policy([(stricter, 0.9, 0.8), (gentle, 0.95, 0.1)], 0.995, 45)
+    assert not reached and chosen[0] == gentle
