@@ -11,7 +11,8 @@ unsupported-but-on-topic pass rate, off-topic block rate, AUROC; writes the full
     .venv/bin/python eval/benchmark_banking77.py [--data DIR] [--rule density --rule top1 ...]
         [--tune]
 
-``--tune`` first learns a linear adapter on exemplars.csv alone (``gatekeeper eval --tune``,
+``--tune`` first learns a linear adapter (``--tune-method encoder``: fine-tunes the local
+encoder) on exemplars.csv alone (``gatekeeper eval --tune``,
 the ``gatekeeper tune`` recipe; calibration and test files never reach the trainer), then
 indexes, calibrates and evaluates the adapted model; reports go to ``<out>/<rule>-tuned/``.
 
@@ -48,6 +49,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help="settings file")
     parser.add_argument(
         "--tune", action="store_true", help="learn a linear adapter on the catalog first"
+    )
+    parser.add_argument(
+        "--tune-method",
+        choices=("adapter", "encoder"),
+        default="adapter",
+        help="with --tune: a linear adapter (default) or a fine-tuned local encoder",
     )
     return parser.parse_args()
 
@@ -89,13 +96,15 @@ def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:
                 target_pass_rate=args.target,
                 rule=rule,
                 tune=args.tune,
+                tune_method=args.tune_method,
                 options=EvalOptions(latency_sample=args.latency_sample),
             )
             started = time.perf_counter()
             with progress_bar() as progress:
                 report, _ = evaluate(settings, plan, task=lambda d: tracked(progress, d))
             seconds = time.perf_counter() - started
-            name = f"{rule}-tuned" if args.tune else rule
+            suffix = "-tuned" if args.tune_method == "adapter" else "-encoder"
+            name = f"{rule}{suffix}" if args.tune else rule
             files = write_report(report, args.out / name)
             rows.append((name, report, seconds, files.html))
     return rows
@@ -114,18 +123,24 @@ def print_result(rule: str, report: Any, seconds: float, html: Path) -> None:
         f"AUROC                          {report.auroc:.4f}  FPR@95%TPR {report.fpr_at_95tpr:.2%}",
         f"LLM calls saved                {report.llm_calls_saved} of {report.n_queries} "
         f"({report.saved_rate:.2%})",
-        f"gate latency p50/p95/p99       {lat.p50:.1f} / {lat.p95:.1f} / {lat.p99:.1f} ms "
-        f"(embedding alone p50 {lat.embed_p50:.1f} ms)",
+        (
+            f"gate latency p50/p95/p99       {lat.p50:.1f} / {lat.p95:.1f} / {lat.p99:.1f} ms "
+            f"(embedding alone p50 {lat.embed_p50:.1f} ms)"
+            if lat.p50 is not None
+            else "gate latency                   not measured (--latency-sample 0)"
+        ),
         f"skipped empty rows             {len(report.meta['skipped_rows'])}",
         f"wall time {seconds:.0f} s (indexing {report.meta['index_seconds']:.0f} s); {html}",
     ]
     tuned = report.meta.get("tuned")
     if tuned:
-        frozen, adapted = tuned["heldout"]["frozen"], tuned["heldout"]["adapted"]
+        frozen = tuned["heldout"]["frozen"]
+        adapted = tuned["heldout"].get("adapted") or tuned["heldout"]["tuned"]
         lines.append(
-            f"tuned: {tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s with "
-            f"embedding the catalog; held-out LOIO AUROC {frozen.get('auroc_loio_vs_off', 0):.4f}"
-            f" -> {adapted.get('auroc_loio_vs_off', 0):.4f}; adapter {tuned['adapter']}"
+            f"tuned: {tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s in all; "
+            f"held-out LOIO AUROC {frozen.get('auroc_loio_vs_off', 0):.4f}"
+            f" -> {adapted.get('auroc_loio_vs_off', 0):.4f}; "
+            f"{tuned.get('adapter') or tuned.get('model')}"
         )
     print("\n" + "\n  ".join(lines))
 

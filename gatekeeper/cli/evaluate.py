@@ -67,7 +67,12 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
         files = write_report(report, out)
     _print_summary(report, title)
     tuned = report.meta.get("tuned")
-    if tuned:
+    if tuned and "model" in tuned:
+        typer.echo(
+            f"tuned: fine-tuned encoder {tuned['model']} ({tuned['epochs']} epoch(s), "
+            f"{tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s in all)"
+        )
+    elif tuned:
         typer.echo(
             f"tuned: adapter {tuned['adapter']} ({tuned['steps']} steps, "
             f"{tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s with embedding)"
@@ -142,6 +147,14 @@ def eval_command(
             "then index, calibrate and evaluate the adapted model (a store of its own).",
         ),
     ] = False,
+    tune_method: Annotated[
+        str,
+        typer.Option(
+            "--tune-method",
+            help="With --tune: adapter (a linear map, any embedder) or encoder (fine-tune the "
+            "local encoder, as `gatekeeper tune --method encoder`).",
+        ),
+    ] = "adapter",
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
         "reports/eval"
     ),
@@ -179,9 +192,16 @@ def eval_command(
             skip_invalid=skip_invalid,
             replay=replay,
             tune=tune,
+            tune_method=_tune_method(tune_method),
             options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
         )
         _run_eval(settings, plan, out)
+
+
+def _tune_method(method: str) -> str:
+    if method not in ("adapter", "encoder"):
+        raise InputError(f"unknown --tune-method {method!r}; use adapter or encoder")
+    return method
 
 
 def _rule(rule: str | None) -> str | None:

@@ -1,7 +1,9 @@
-"""``gatekeeper tune``: learn a linear adapter for the catalog on the configured embedder."""
+"""``gatekeeper tune``: adapt the configured embedder to the catalog — a linear adapter on its
+vectors (any embedder), or a fine-tuned copy of a local encoder (``--method encoder``)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +26,13 @@ from gatekeeper.cli._app import (
 from gatekeeper.settings import Settings
 
 
+class TuneMethod(StrEnum):
+    """What ``gatekeeper tune`` learns."""
+
+    adapter = "adapter"
+    encoder = "encoder"
+
+
 @app.command()
 def tune(
     config: ConfigOption = None,
@@ -38,19 +47,41 @@ def tune(
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the hold-out split and sampling.")
     ] = 0,
+    method: Annotated[
+        TuneMethod,
+        typer.Option(
+            "--method",
+            help="adapter: a linear map learned on the frozen model's vectors (any embedder, "
+            "seconds); encoder: fine-tune a local encoder itself (sentence-transformers, "
+            "minutes on a CPU).",
+        ),
+    ] = TuneMethod.adapter,
     steps: Annotated[
-        int, typer.Option("--steps", min=1, max=100_000, help="Training steps (Adam).")
+        int, typer.Option("--steps", min=1, max=100_000, help="Adapter training steps (Adam).")
     ] = 100,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, max=100, help="Encoder fine-tuning epochs.")
+    ] = 1,
+    triplets: Annotated[
+        int,
+        typer.Option(
+            "--triplets", min=8, max=1_000_000, help="Encoder fine-tuning triplets per epoch."
+        ),
+    ] = 1500,
     write: Annotated[
         bool,
-        typer.Option("--write", help="Store embedding.adapter in the settings file."),
+        typer.Option(
+            "--write",
+            help="Store embedding.adapter (or, with --method encoder, embedding.model) in the "
+            "settings file.",
+        ),
     ] = False,
 ) -> None:
-    """Learn a linear adapter for the catalog on the frozen embedder's vectors.
+    """Adapt the embedder to the catalog: a linear adapter, or a fine-tuned local encoder.
 
     Only the catalog is used (its exemplars, its off_topic block and the bundled generic
-    off-topic set); 10% of each is held out and scored before and after. The adapted model is
-    a new model: rebuild the index and calibrate the threshold for it.
+    off-topic set); 10% of each is held out and scored before and after. The result is a new
+    model: rebuild the index and calibrate the threshold for it.
     """
     from gatekeeper.catalog import load_catalog
     from gatekeeper.embedding import build_embedder
@@ -68,6 +99,11 @@ def tune(
             check_settings_target(target)
         catalog_path = catalog or settings.catalog
         loaded = load_catalog(catalog_path)
+        if method is TuneMethod.encoder:
+            _tune_encoder(
+                settings, loaded, catalog_path, out, seed, epochs, triplets, write, target
+            )
+            return
         frozen = settings.embedding.model_copy(update={"adapter": None})
         embedder = build_embedder(frozen)
         console = _stderr()
@@ -112,6 +148,63 @@ def tune(
             typer.echo(f"wrote embedding.adapter = {result.path.resolve()} to {target}")
 
 
+def _tune_encoder(
+    settings: Settings,
+    loaded: Any,
+    catalog_path: Path,
+    out: Path | None,
+    seed: int,
+    epochs: int,
+    triplets: int,
+    write: bool,
+    target: Path,
+) -> None:
+    from gatekeeper.eval.settings_file import store_model
+    from gatekeeper.finetune import FinetuneConfig, finetune_encoder
+
+    console = _stderr()
+    if settings.embedding.adapter is not None:
+        console.print("note: fine-tuning the model itself; the configured adapter is not used")
+    with _tune_progress(console) as progress:
+        train = progress.add_task("fine-tuning the encoder", total=None)
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            description = f"fine-tuning the encoder (loss {loss:.4f})"
+            progress.update(train, completed=step, total=total, description=description)
+
+        result = finetune_encoder(
+            loaded,
+            settings.embedding.model_copy(update={"adapter": None}),
+            out=out,
+            models_dir=None if out is not None else settings.data_dir / "models",
+            name=Path(catalog_path).stem,
+            seed=seed,
+            config=FinetuneConfig(epochs=epochs, triplets=triplets),
+            progress=on_step,
+        )
+    _print_heldout(result.manifest, "tuned")
+    data = result.manifest["data"]
+    typer.echo(
+        f"fine-tuned {epochs} epoch(s) of {triplets} triplets in "
+        f"{result.manifest['train_seconds']:.1f} s ({result.seconds:.1f} s in all) on "
+        f"{data['exemplars_train']} exemplars of {data['intents']} intents and "
+        f"{data['off_topic_train']} off-topic lines"
+    )
+    where = result.path.resolve()
+    typer.echo(f"model: {where}")
+    typer.echo(f"  settings file:  embedding:\n                    model: {where}")
+    typer.echo(f"  environment:    GATEKEEPER_EMBEDDING__MODEL={where}")
+    typer.echo(
+        "the fine-tuned model is a new model: the current index and threshold are refused for "
+        "it. Then run:\n  gatekeeper index --rebuild\n"
+        "  gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 "
+        "--write"
+    )
+    if write:
+        store_model(target, result.path, note=f"gatekeeper tune --method encoder (seed {seed})")
+        typer.echo(f"wrote embedding.model = {where} to {target}")
+
+
 def _tune_progress(console: Any) -> Any:
     """The shared progress bar, with the time left (the loss is in the description)."""
     progress = progress_bar(console)
@@ -120,9 +213,21 @@ def _tune_progress(console: Any) -> Any:
 
 
 def _print_result(manifest: dict[str, Any], seconds: float) -> None:
+    _print_heldout(manifest, "adapted")
+    data = manifest["data"]
+    typer.echo(
+        f"trained {manifest['steps']} steps in {manifest['train_seconds']:.1f} s "
+        f"({seconds:.1f} s in all) on {data['exemplars_train']} exemplars of "
+        f"{data['intents']} intents and {data['off_topic_train']} off-topic lines "
+        f"({data['off_topic_from_catalog']} from the catalog, the rest generic "
+        f"'{data['language']}'); ‖W − I‖ = {manifest['dist_from_identity']:.3f}"
+    )
+
+
+def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
     from rich.console import Console
 
-    frozen, adapted = manifest["heldout"]["frozen"], manifest["heldout"]["adapted"]
+    frozen, adapted = manifest["heldout"]["frozen"], manifest["heldout"][tuned]
     data = manifest["data"]
     table = Table(
         title=f"held out: {data['exemplars_heldout']} exemplars, "
@@ -130,7 +235,7 @@ def _print_result(manifest: dict[str, Any], seconds: float) -> None:
     )
     table.add_column("metric", style="bold")
     table.add_column("frozen")
-    table.add_column("adapted")
+    table.add_column(tuned)
     labels = {
         "auroc_in_vs_off": "density AUROC, in-domain vs off-topic",
         "auroc_loio_vs_off": "density AUROC, own intent left out vs off-topic",
@@ -140,13 +245,6 @@ def _print_result(manifest: dict[str, Any], seconds: float) -> None:
         if key in frozen:
             table.add_row(label, f"{frozen[key]:.4f}", f"{adapted[key]:.4f}")
     Console().print(table)
-    typer.echo(
-        f"trained {manifest['steps']} steps in {manifest['train_seconds']:.1f} s "
-        f"({seconds:.1f} s in all) on {data['exemplars_train']} exemplars of "
-        f"{data['intents']} intents and {data['off_topic_train']} off-topic lines "
-        f"({data['off_topic_from_catalog']} from the catalog, the rest generic "
-        f"'{data['language']}'); ‖W − I‖ = {manifest['dist_from_identity']:.3f}"
-    )
 
 
 def _print_next_steps(

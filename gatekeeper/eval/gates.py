@@ -110,6 +110,51 @@ def tuned_gate(
     return adapted, result
 
 
+def finetuned_gate(
+    gate: Gatekeeper, *, seed: int = 0, task: TaskFactory = no_progress
+) -> tuple[Gatekeeper, dict[str, Any]]:
+    """The gate on a copy of its local encoder fine-tuned on its catalog alone (``gatekeeper
+    tune --method encoder``), in the store of that model (a new identity, so a collection of
+    its own), and what the run measured. The model is written under ``<data_dir>/models/``."""
+    from gatekeeper.finetune import finetune_encoder
+    from gatekeeper.gate import Gatekeeper
+
+    step, steps_total = task("fine-tuning the encoder")
+    seen = [0]
+
+    def on_step(done: int, total: int, loss: float) -> None:
+        if seen[0] == 0:
+            steps_total(total)
+        step(done - seen[0])
+        seen[0] = done
+
+    frozen = gate.settings.embedding.model_copy(update={"adapter": None})
+    result = finetune_encoder(
+        gate.catalog,
+        frozen,
+        models_dir=gate.settings.data_dir / "models",
+        name=Path(gate.settings.catalog).stem,
+        seed=seed,
+        progress=on_step,
+    )
+    embedding = frozen.model_copy(update={"model": str(result.path)})
+    settings = gate.settings.model_copy(update={"embedding": embedding})
+    tuned = Gatekeeper.from_settings(settings, catalog=gate.catalog)
+    manifest = result.manifest
+    described = {
+        "model": str(result.path),
+        "method": manifest["method"],
+        "hash": manifest["hash"],
+        "base_embedder": manifest["base_embedder"],
+        "train_seconds": manifest["train_seconds"],
+        "seconds": round(result.seconds, 2),
+        "epochs": manifest["hyperparameters"]["epochs"],
+        "seed": manifest["seed"],
+        "heldout": manifest["heldout"],
+    }
+    return tuned, described
+
+
 def check_lengths(dataset: Dataset, limit: int) -> None:
     """Refuse, naming file and line, a message longer than the gate accepts."""
     for example in dataset.examples:

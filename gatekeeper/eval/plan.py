@@ -13,6 +13,7 @@ from gatekeeper.eval.datasets import Dataset, load_datasets
 from gatekeeper.eval.gates import (
     calibrated,
     ensure_index,
+    finetuned_gate,
     for_calibration,
     settings_for_catalog,
     tuned_gate,
@@ -43,6 +44,7 @@ class EvalPlan:
     skip_invalid: bool = False
     replay: bool = False
     tune: bool = False
+    tune_method: str = "adapter"  # or "encoder": fine-tune the local encoder itself
     options: EvalOptions = field(default_factory=EvalOptions)
 
 
@@ -108,15 +110,18 @@ def evaluate_gate(
     """Tune if asked, index if needed, calibrate if asked, run the datasets through the gate,
     compute metrics.
 
-    With ``plan.tune`` a linear adapter is learned on the gate's catalog alone (the
-    calibration and test files never reach the trainer) and the adapted gate, in a store of
-    its own, is what gets indexed, calibrated and evaluated.
+    With ``plan.tune`` a linear adapter is learned (or, with ``tune_method="encoder"``, the
+    local encoder fine-tuned) on the gate's catalog alone (the calibration and test files never
+    reach the trainer) and the tuned gate, in a store of its own, is what gets indexed,
+    calibrated and evaluated.
     ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
     Returns the report and the gate as evaluated (with the calibrated threshold)."""
     dataset, calibration_set = data if data is not None else load_plan_data(plan)
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
-    if plan.tune:
+    if plan.tune and plan.tune_method == "encoder":
+        gate, tuned = finetuned_gate(gate, seed=plan.options.seed, task=task)
+    elif plan.tune:
         gate, result = tuned_gate(gate, seed=plan.options.seed, task=task)
         manifest = result.manifest
         tuned = {

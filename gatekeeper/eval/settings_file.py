@@ -58,19 +58,29 @@ def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
 def store_adapter(path: Path, adapter: Path, note: str | None = None) -> None:
     """Set ``embedding.adapter`` in the YAML settings file ``path`` (created if absent) to the
     absolute path of ``adapter``, keeping its other keys and comments."""
-    wanted = Path(adapter).resolve()
+    _store_embedding_path(path, "adapter", adapter, note)
+
+
+def store_model(path: Path, model: Path, note: str | None = None) -> None:
+    """Set ``embedding.model`` in the YAML settings file ``path`` (created if absent) to the
+    absolute path of the model directory ``model``, keeping its other keys and comments."""
+    _store_embedding_path(path, "model", model, note)
+
+
+def _store_embedding_path(path: Path, key: str, target: Path, note: str | None) -> None:
+    wanted = Path(target).resolve()
     value = json.dumps(str(wanted), ensure_ascii=False)
 
     def check(data: dict[str, Any]) -> str | None:
-        stored = (data.get("embedding") or {}).get("adapter")
+        stored = (data.get("embedding") or {}).get(key)
         if stored is not None and Path(str(stored)) == wanted:
             return None
-        return f"embedding.adapter reads back as {stored!r}"
+        return f"embedding.{key} reads back as {stored!r}"
 
     _edit_settings(
         path,
-        "the adapter",
-        lambda text: _with_block_key(text, "embedding", "adapter", value, note),
+        f"embedding.{key}",
+        lambda text: _with_block_key(text, "embedding", key, value, note),
         check,
     )
 
