@@ -751,3 +751,38 @@ async def test_proxy_batches_follow_the_server_settings(tiny_gate: Gatekeeper) -
     async with httpx.AsyncClient() as client:
         proxy = Proxy(settings, tiny_gate, client, Metrics())
     assert (proxy.batcher.max_batch, proxy.batcher.workers) == (5, 3)
+
+
+def test_the_serving_process_settles_the_collector() -> None:
+    """Before serving, the long-lived objects leave the collector's scans and young
+    collections become rarer (the serving process owns the interpreter)."""
+    import gc
+
+    from gatekeeper.interfaces.proxy.runner import SERVING_GC_THRESHOLDS, settle_collector
+
+    thresholds = gc.get_threshold()
+    try:
+        settle_collector()
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_malloc_arenas_are_capped_unless_the_operator_chose() -> None:
+    """On glibc the serving process caps malloc's arenas; an operator's MALLOC_ARENA_MAX wins."""
+    import os
+    import sys
+
+    import pytest
+
+    from gatekeeper.interfaces.proxy.runner import cap_malloc_arenas
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MALLOC_ARENA_MAX", "4")
+        assert cap_malloc_arenas() is False
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        assert cap_malloc_arenas(16) is True  # a generous bound: the test process is unharmed
