@@ -16,7 +16,6 @@ from gatekeeper.settings import Settings
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.store import SyncReport
-    from gatekeeper.tuning import TuneResult
 
 
 def settings_for_catalog(settings: Settings, catalog_path: Path) -> Settings:
@@ -74,10 +73,11 @@ def ensure_index(gate: Gatekeeper, task: TaskFactory = no_progress) -> SyncRepor
 
 def tuned_gate(
     gate: Gatekeeper, *, seed: int = 0, task: TaskFactory = no_progress
-) -> tuple[Gatekeeper, TuneResult]:
+) -> tuple[Gatekeeper, dict[str, Any]]:
     """The gate with a linear adapter learned on its catalog alone (``gatekeeper tune``'s
     recipe, on the frozen model), in the store of the adapted model (a new identity, so a
-    collection of its own). The adapter is written under ``<data_dir>/adapters/``."""
+    collection of its own), and what the run measured (the report's ``meta.tuned``). The
+    adapter is written under ``<data_dir>/adapters/``."""
     from gatekeeper.embedding.adapted import AdaptedEmbedder
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.tuning import TuneConfig, tune_adapter
@@ -107,7 +107,8 @@ def tuned_gate(
     adapted = Gatekeeper.from_settings(
         settings, catalog=gate.catalog, embedder=AdaptedEmbedder(base, result.adapter)
     )
-    return adapted, result
+    summary = _tuning_summary(result.manifest, result.seconds)
+    return adapted, {"adapter": str(result.path), "steps": result.manifest["steps"], **summary}
 
 
 def finetuned_gate(
@@ -141,18 +142,20 @@ def finetuned_gate(
     settings = gate.settings.model_copy(update={"embedding": embedding})
     tuned = Gatekeeper.from_settings(settings, catalog=gate.catalog)
     manifest = result.manifest
-    described = {
+    summary = _tuning_summary(manifest, result.seconds)
+    epochs = manifest["hyperparameters"]["epochs"]
+    return tuned, {
         "model": str(result.path),
         "method": manifest["method"],
-        "hash": manifest["hash"],
-        "base_embedder": manifest["base_embedder"],
-        "train_seconds": manifest["train_seconds"],
-        "seconds": round(result.seconds, 2),
-        "epochs": manifest["hyperparameters"]["epochs"],
-        "seed": manifest["seed"],
-        "heldout": manifest["heldout"],
+        "epochs": epochs,
+        **summary,
     }
-    return tuned, described
+
+
+def _tuning_summary(manifest: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What any tuning run's manifest tells the report."""
+    keys = ("hash", "base_embedder", "train_seconds", "seed", "heldout")
+    return {**{key: manifest[key] for key in keys}, "seconds": round(seconds, 2)}
 
 
 def check_lengths(dataset: Dataset, limit: int) -> None:

@@ -119,21 +119,9 @@ def evaluate_gate(
     dataset, calibration_set = data if data is not None else load_plan_data(plan)
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
-    if plan.tune and plan.tune_method == "encoder":
-        gate, tuned = finetuned_gate(gate, seed=plan.options.seed, task=task)
-    elif plan.tune:
-        gate, result = tuned_gate(gate, seed=plan.options.seed, task=task)
-        manifest = result.manifest
-        tuned = {
-            "adapter": str(result.path),
-            "hash": manifest["hash"],
-            "base_embedder": manifest["base_embedder"],
-            "train_seconds": manifest["train_seconds"],
-            "seconds": round(result.seconds, 2),
-            "steps": manifest["steps"],
-            "seed": manifest["seed"],
-            "heldout": manifest["heldout"],
-        }
+    if plan.tune:
+        tune = finetuned_gate if plan.tune_method == "encoder" else tuned_gate
+        gate, tuned = tune(gate, seed=plan.options.seed, task=task)
     synced = ensure_index(gate, task)
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
