@@ -94,11 +94,12 @@ def _is_server(pid: int) -> bool:
 
 def test_a_serving_process_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     """A misconfiguration that only the serving processes see (a threshold calibrated for
-    another model) stops `serve` with exit code 2 and the reason, instead of restarting forever."""
+    another model) stops `serve --processes 2` with exit code 2 and the reason, instead of
+    restarting forever."""
     env = _env(tmp_path / "data", GATEKEEPER_EMBEDDING__QUANTIZE="int8")
     assert _gatekeeper("index", env=env).returncode == 0
-    serve_env = {**env, "GATEKEEPER_SERVER__PROCESSES": "2"}
-    done = _gatekeeper("serve", "--port", str(free_port()), env=serve_env, timeout=180)
+    port = str(free_port())
+    done = _gatekeeper("serve", "--port", port, "--processes", "2", env=env, timeout=180)
     assert done.returncode == 2
     assert "calibrated for model" in done.stderr
     assert "a serving process could not start" in done.stderr
