@@ -43,6 +43,7 @@ from gatekeeper.errors import ConfigError
 from gatekeeper.settings import EmbeddingSettings
 from gatekeeper.tuning import (
     TrainProgress,
+    TuningTexts,
     _slug,
     _version,
     heldout_metrics,
@@ -118,30 +119,13 @@ def finetune_encoder(
     tmp = _scratch(out, models_dir)
     try:
         model.save(str(tmp), create_model_card=False)
-        described = {
-            "method": ENCODER_METHOD,
-            "base_model": settings.model,
-            "base_embedder": _identity(settings),
-            "catalog_hash": catalog.content_hash(),
-            "seed": seed,
-            "hyperparameters": asdict(config),
-            "weights_sha256": _digest(tmp / "model.safetensors"),
-        }
+        described = _described(settings, catalog, seed, config, tmp / "model.safetensors")
         digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
         manifest = {
             "format": 1,
             **described,
             "hash": digest,
-            "data": {
-                "language": texts.language,
-                "intents": len(names),
-                "exemplars_train": len(train),
-                "exemplars_heldout": sum(len(v) for v in split.held.values()),
-                "off_topic_train": len(split.off_train),
-                "off_topic_heldout": len(split.off_held),
-                "off_topic_from_catalog": texts.n_catalog_off_topic,
-                "off_topic_generic": texts.n_generic,
-            },
+            "data": _data_counts(texts, split),
             "final_loss": loss,
             "heldout": {"frozen": frozen, "tuned": tuned},
             "train_seconds": round(fit_seconds, 2),
@@ -157,6 +141,35 @@ def finetune_encoder(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return FinetuneResult(Path(target), manifest, time.perf_counter() - started)
+
+
+def _described(
+    settings: EmbeddingSettings, catalog: Catalog, seed: int, config: FinetuneConfig, weights: Path
+) -> dict[str, Any]:
+    """What the model's hash covers: its base, data, recipe and weights."""
+    return {
+        "method": ENCODER_METHOD,
+        "base_model": settings.model,
+        "base_embedder": _identity(settings),
+        "catalog_hash": catalog.content_hash(),
+        "seed": seed,
+        "hyperparameters": asdict(config),
+        "weights_sha256": _digest(weights),
+    }
+
+
+def _data_counts(texts: TuningTexts, split: Any) -> dict[str, Any]:
+    """How much of what the trainer saw (and held out)."""
+    return {
+        "language": texts.language,
+        "intents": len(split.train),
+        "exemplars_train": sum(len(v) for v in split.train.values()),
+        "exemplars_heldout": sum(len(v) for v in split.held.values()),
+        "off_topic_train": len(split.off_train),
+        "off_topic_heldout": len(split.off_held),
+        "off_topic_from_catalog": texts.n_catalog_off_topic,
+        "off_topic_generic": texts.n_generic,
+    }
 
 
 def _base_model(settings: EmbeddingSettings) -> Path:
