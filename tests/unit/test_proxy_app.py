@@ -522,8 +522,17 @@ def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 # -- 5. a client gone mid-request ----------------------------------------------------------------
 
 
-async def call_asgi(app: Any, body_parts: list[bytes], *, disconnect: bool) -> list[dict[str, Any]]:
-    """Drive the app with raw ASGI messages: ``body_parts``, then (maybe) a disconnect."""
+async def call_asgi(
+    app: Any,
+    body_parts: list[bytes],
+    *,
+    disconnect: bool,
+    raw_path: bytes = b"/v1/chat/completions",
+) -> list[dict[str, Any]]:
+    """Drive the app with raw ASGI messages (no client-side path normalisation):
+    ``body_parts`` POSTed to ``raw_path``, then (maybe) a disconnect; what the app sent."""
+    from urllib.parse import unquote
+
     messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": part, "more_body": True} for part in body_parts
     ]
@@ -545,8 +554,8 @@ async def call_asgi(app: Any, body_parts: list[bytes], *, disconnect: bool) -> l
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
+        "path": unquote(raw_path.decode()),
+        "raw_path": raw_path,
         "query_string": b"",
         "root_path": "",
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],

@@ -469,45 +469,13 @@ async def raw_call(
     from structlog.testing import capture_logs
 
     from gatekeeper.interfaces.proxy.app import create_app
-    from tests.unit.test_proxy_app import proxy_settings
+    from tests.unit.test_proxy_app import call_asgi, proxy_settings
 
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
-    ]
-    messages.append(
-        {"type": "http.disconnect"}
-        if disconnect
-        else {"type": "http.request", "body": b"", "more_body": False}
-    )
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    from urllib.parse import unquote
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": unquote(raw_path.decode()),
-        "raw_path": raw_path,
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
     upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
     app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
     async with app.router.lifespan_context(app):
         with capture_logs() as logs:
-            await app(scope, receive, send)
+            sent = await call_asgi(app, body_parts, disconnect=disconnect, raw_path=raw_path)
     await upstream_client.aclose()
     return sent, logs
 
