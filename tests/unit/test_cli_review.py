@@ -17,24 +17,11 @@ from gatekeeper.eval.plan import EvalPlan, check_plan
 from gatekeeper.eval.report import check_report_dir
 from gatekeeper.eval.settings_file import store_threshold
 from gatekeeper.eval.thresholds import choose_threshold
-from gatekeeper.testing import HashingEmbedder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CATALOG = FIXTURES / "tiny_catalog.yaml"
 EVAL = FIXTURES / "tiny_eval.jsonl"
 CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A settings file with its own data dir, serving the tiny catalog."""
-    path = tmp_path / "gatekeeper.yaml"
-    path.write_text(
-        f"data_dir: {tmp_path / 'data'}\ncatalog: {CATALOG}\n"
-        "gate:\n  threshold: 0.2\n  allow_uncalibrated: true\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 @pytest.fixture
@@ -45,12 +32,6 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the embedding model was built")
 
     monkeypatch.setattr("gatekeeper.gate.build_embedder", refuse)
-
-
-@pytest.fixture
-def hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gates built by the CLI use the hashing embedder."""
-    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
 
 
 def _invoke(*args: str | Path) -> tuple[int, str]:
