@@ -106,8 +106,10 @@ def finetune_encoder(
     from sentence_transformers import SentenceTransformer
     from transformers import set_seed
 
+    from gatekeeper.embedding.local import available_cores
+
     set_seed(seed)
-    torch.set_num_threads(_cores())
+    torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(base), device="cpu")
     measure = _HeldOut(split, names, prefix, config.k)
     frozen = measure.metrics(model)
@@ -316,12 +318,6 @@ class _HeldOut:
         return heldout_metrics(
             eye, (index, self.train_labels), (held, self.held_labels), off, self.k
         )
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _digest(path: Path) -> str:

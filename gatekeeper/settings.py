@@ -101,7 +101,8 @@ class EmbeddingSettings(_Section):
         ge=1,
         le=1024,
         description="torch threads per forward pass of a local model (process-wide). Unset: "
-        "torch's default (all cores), or cores / server.decision_workers in the proxy.",
+        "torch's default (all cores), or cores / (server.processes * server.decision_workers) "
+        "in the proxy.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",

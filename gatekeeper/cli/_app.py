@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,6 +60,16 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML settings file (default: configs/gatekeeper.yaml)."),
 ]
+
+
+class TuneMethod(StrEnum):
+    """What ``gatekeeper tune`` (and ``eval --tune``) learns: a linear adapter on the frozen
+    model's vectors, or a fine-tuned copy of a local encoder."""
+
+    adapter = "adapter"
+    encoder = "encoder"
+
+
 CatalogOption = Annotated[
     Path | None,
     typer.Option(

@@ -20,6 +20,7 @@ from gatekeeper.cli._app import (
     DatasetsOption,
     RuleOption,
     SkipInvalidOption,
+    TuneMethod,
     _stderr,
     app,
     friendly_errors,
@@ -148,13 +149,13 @@ def eval_command(
         ),
     ] = False,
     tune_method: Annotated[
-        str,
+        TuneMethod,
         typer.Option(
             "--tune-method",
             help="With --tune: adapter (a linear map, any embedder) or encoder (fine-tune the "
             "local encoder, as `gatekeeper tune --method encoder`).",
         ),
-    ] = "adapter",
+    ] = TuneMethod.adapter,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
         "reports/eval"
     ),
@@ -192,16 +193,10 @@ def eval_command(
             skip_invalid=skip_invalid,
             replay=replay,
             tune=tune,
-            tune_method=_tune_method(tune_method),
+            tune_method=tune_method.value,
             options=_eval_options(latency_sample, bootstrap, seed, off_topic_share or [0.7]),
         )
         _run_eval(settings, plan, out)
-
-
-def _tune_method(method: str) -> str:
-    if method not in ("adapter", "encoder"):
-        raise InputError(f"unknown --tune-method {method!r}; use adapter or encoder")
-    return method
 
 
 def _rule(rule: str | None) -> str | None:

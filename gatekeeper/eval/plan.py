@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.datasets import Dataset, load_datasets
@@ -44,7 +44,7 @@ class EvalPlan:
     skip_invalid: bool = False
     replay: bool = False
     tune: bool = False
-    tune_method: str = "adapter"  # or "encoder": fine-tune the local encoder itself
+    tune_method: Literal["adapter", "encoder"] = "adapter"  # encoder: fine-tune it itself
     options: EvalOptions = field(default_factory=EvalOptions)
 
 

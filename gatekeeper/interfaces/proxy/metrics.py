@@ -19,6 +19,8 @@ from typing import Any
 
 from gatekeeper.decision import Decision
 
+#: Where prometheus-client's multiprocess mode keeps the serving processes' counters.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 NO_INTENT = "none"
 
@@ -91,7 +93,7 @@ class Metrics:
         """The Prometheus text exposition of this registry, and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not os.environ.get(MULTIPROC_DIR):
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         # Several serving processes (server.processes): every process's counters, summed.
         from prometheus_client.multiprocess import MultiProcessCollector

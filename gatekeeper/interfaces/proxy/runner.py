@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.logging import configure_logging, get_logger
 from gatekeeper.settings import Settings
@@ -39,7 +40,6 @@ SERVING_GC_THRESHOLDS = (20_000, 20, 50)
 # clients 721-735 MiB with the default, 625 MiB with 2, at the same rate (eval/README.md, Speed).
 SERVING_MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def run_server(
@@ -127,11 +127,16 @@ def _run_processes(settings: Settings, host: str, port: int, graceful: float) ->
     build_gate(settings)  # a bad catalog or settings fail here, before anything is spawned
     config = _config(ServingProcess(_portable(settings)), host, port, graceful, factory=True)
     config.workers = settings.server.processes
+    ours = not os.environ.get(MULTIPROC_DIR)
     with tempfile.TemporaryDirectory(prefix="gatekeeper-metrics-") as shared:
-        if not os.environ.get(MULTIPROC_DIR):
+        if ours:
             os.environ[MULTIPROC_DIR] = shared  # inherited by the spawned processes
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-        supervisor.run()
+        try:
+            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor.run()
+        finally:
+            if ours:
+                os.environ.pop(MULTIPROC_DIR, None)
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise ConfigError("a serving process could not start; its error is logged above")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -202,8 +201,10 @@ def model_settings(settings: Settings) -> EmbeddingSettings:
     embedding = settings.embedding
     if embedding.provider != "local" or embedding.threads is not None:
         return embedding
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // (settings.server.processes * settings.server.decision_workers))
+    from gatekeeper.embedding.local import available_cores
+
+    share = settings.server.processes * settings.server.decision_workers
+    threads = max(1, available_cores() // share)
     return embedding.model_copy(update={"threads": threads})
 
 
