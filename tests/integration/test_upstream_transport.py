@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
+from gatekeeper.interfaces.proxy.state import build_upstream_client
 from gatekeeper.interfaces.proxy.transport import UpstreamTransport
+from gatekeeper.settings import UpstreamSettings
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +138,37 @@ async def test_a_refused_connection_is_a_connect_error_after_the_retries() -> No
         port = sock.getsockname()[1]
     with pytest.raises(httpx.ConnectError):
         await _send(f"http://127.0.0.1:{port}/v1/models", retries=2)
+
+
+async def test_the_upstream_client_keeps_no_cookies() -> None:
+    """A cookie the upstream sets in one answer is never sent with a later request."""
+    heads: list[bytes] = []
+
+    async def sets_cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            heads.append(head.lower())
+            length = [
+                line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            ]
+            if length:
+                await reader.readexactly(int(length[0].split(b":")[1]))
+            writer.write(
+                OK.replace(b"\r\n\r\n", b"\r\nset-cookie: sticky=customer-a; Path=/\r\n\r\n", 1)
+            )
+            await writer.drain()
+
+    servers = _serve(sets_cookies)
+    url = await anext(servers)
+    try:
+        async with build_upstream_client(UpstreamSettings(base_url=url)) as client:
+            first = await client.post(url, content=b"{}")
+            await client.post(url, content=b"{}")
+    finally:
+        await servers.aclose()
+    assert first.headers["set-cookie"].startswith("sticky=")
+    assert len(heads) == 2
+    assert all(b"cookie:" not in head for head in heads)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -151,14 +152,19 @@ def proxy_of(request: Request) -> Proxy:
 
 
 def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
-    """The pooled HTTP client used to reach the upstream (connect failures retried)."""
+    """The pooled HTTP client used to reach the upstream (connect failures retried).
+
+    It keeps no cookies: one client serves every customer, so a cookie the upstream (or a load
+    balancer in front of it) set in one customer's answer would otherwise ride along with every
+    later customer's request."""
     timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
     from gatekeeper.interfaces.proxy.transport import UpstreamTransport
 
     # The limits belong to the transport: an AsyncClient given a transport ignores its own.
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
     transport = UpstreamTransport(limits=limits, retries=settings.max_retries)
-    return httpx.AsyncClient(timeout=timeout, transport=transport)
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(timeout=timeout, transport=transport, cookies=no_cookies)
 
 
 class LazyClient:
