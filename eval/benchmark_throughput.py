@@ -1,6 +1,7 @@
 """Decisions per second: the gate alone, then the real proxy under many keep-alive clients.
 
-    .venv/bin/python eval/benchmark_throughput.py [--clients 64] [--seconds 30] [--profile F]
+    .venv/bin/python eval/benchmark_throughput.py [--clients 64] [--seconds 30] [--rate R]
+        [--processes N] [--profile F]
 
 One run, side by side, default model and shop catalog:
 
@@ -13,6 +14,12 @@ One run, side by side, default model and shop catalog:
    ``--seconds`` after a warm-up; every request is a different message, so micro-batches cannot
    collapse repeats into one forward pass. Reports decisions/s, p50/p95/p99 latency, the share
    of the gate-alone rate, and the proxy's RSS at start and after the load.
+
+By default the clients are a closed loop (each sends its next request as soon as its answer
+arrives): the proxy's maximum rate, at which 64 clients wait ``64 / rate`` seconds on average
+(Little's law). ``--rate R`` offers R requests/s in all instead (open loop: each client sends at
+the times of its own Poisson stream, late if still waiting, with the lateness counted): the
+latency a deployment sees at that traffic.
 
 The clients run on the same cores as the proxy (a 2-core machine has no others), so the proxy's
 figure is a floor. ``--profile F`` samples the proxy with py-spy during the load and writes the
@@ -126,9 +133,19 @@ def start_proxy(
     raise SystemExit("the proxy did not start within 120 s")
 
 
-async def load(url: str, clients: int, seconds: float, warmup: float) -> tuple[int, list[float]]:
-    """``clients`` keep-alive clients sending varied messages back to back; latencies (ms) of
-    the requests that started after ``warmup`` and ended before ``warmup + seconds``."""
+async def load(
+    url: str, clients: int, seconds: float, warmup: float, rate: float | None = None
+) -> tuple[int, list[float], float]:
+    """``clients`` keep-alive clients sending varied messages; the errors, the latencies (ms) of
+    the requests measured, and the seconds they were measured over.
+
+    Closed loop (``rate`` None): each client sends its next request when its answer arrives; a
+    request is measured when it started after ``warmup`` and ended before ``warmup + seconds``.
+    Open loop (``rate`` decisions/s offered in all): each client sends at the times of its own
+    Poisson stream of ``rate / clients``/s, whether or not the proxy kept up, and a request's
+    latency counts from the time it was due (a client still waiting for its previous answer
+    sends late, and that wait is counted: no coordinated omission); every request due after
+    ``warmup`` and before ``warmup + seconds`` is measured, to its end."""
     import aiohttp
 
     texts = _texts()
@@ -136,26 +153,49 @@ async def load(url: str, clients: int, seconds: float, warmup: float) -> tuple[i
     errors = 0
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + seconds
+    last_end = stop_at
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client(offset: int) -> None:
+        async def send(i: int) -> bool:
+            body = {"model": "m", "messages": [{"role": "user", "content": texts[i]}]}
+            async with session.post(url, json=body) as response:
+                await response.read()
+                return response.status == 200
+
+        async def closed_client(offset: int) -> None:
             nonlocal errors
             i = offset
             while (now := time.perf_counter()) < stop_at:
-                body = {"model": "m", "messages": [{"role": "user", "content": texts[i]}]}
+                ok = await send(i)
                 i = (i + clients) % len(texts)
-                async with session.post(url, json=body) as response:
-                    await response.read()
-                    ok = response.status == 200
                 end = time.perf_counter()
                 if not ok:
                     errors += 1
                 elif now >= measure_from and end <= stop_at:
                     latencies.append((end - now) * 1000)
 
+        async def open_client(offset: int) -> None:
+            nonlocal errors, last_end
+            assert rate is not None
+            rng = np.random.default_rng(offset)
+            i, due = offset, start + rng.exponential(clients / rate)
+            while due < stop_at:
+                if (wait := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                ok = await send(i)
+                i = (i + clients) % len(texts)
+                end = time.perf_counter()
+                if not ok:
+                    errors += 1
+                elif due >= measure_from:
+                    latencies.append((end - due) * 1000)
+                    last_end = max(last_end, end)
+                due += rng.exponential(clients / rate)
+
+        client = closed_client if rate is None else open_client
         await asyncio.gather(*(client(k) for k in range(clients)))
-    return errors, latencies
+    return errors, latencies, last_end - measure_from
 
 
 def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
@@ -173,6 +213,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="offer this many requests/s in all (open loop, Poisson) instead of each client "
+        "sending its next request when its answer arrives",
+    )
     parser.add_argument(
         "--processes", type=int, default=1, help="server.processes of the proxy (default 1)"
     )
@@ -193,7 +240,9 @@ def main() -> None:
                 spy = _profile(proxy.pid, args.warmup + args.seconds, args.profile)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             cpu = (_tree_cpu_seconds(proxy.pid), _cpu_seconds(os.getpid()), time.perf_counter())
-            errors, latencies = asyncio.run(load(url, args.clients, args.seconds, args.warmup))
+            errors, latencies, measured = asyncio.run(
+                load(url, args.clients, args.seconds, args.warmup, args.rate)
+            )
             wall = time.perf_counter() - cpu[2]
             proxy_cpu = (_tree_cpu_seconds(proxy.pid) - cpu[0]) / wall
             own_cpu = (_cpu_seconds(os.getpid()) - cpu[1]) / wall
@@ -204,12 +253,14 @@ def main() -> None:
             proxy.terminate()
             proxy.wait(timeout=60)
 
-    rate = len(latencies) / args.seconds
+    rate = len(latencies) / measured
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (0, 0, 0)
     print(f"gate alone   check_many x{BATCH}: {alone:.0f} decisions/s")
     print(
         f"proxy        {args.processes} process(es), {args.clients} clients, "
-        f"{args.seconds:.0f} s: {rate:.0f} decisions/s "
+        f"{args.seconds:.0f} s"
+        + (f", {args.rate:g}/s offered (open loop)" if args.rate else "")
+        + f": {rate:.0f} decisions/s "
         f"({rate / alone:.0%} of gate alone), p50/p95/p99 {p50:.0f}/{p95:.0f}/{p99:.0f} ms, "
         f"{errors} errors, upstream saw {len(upstream.calls)} calls"
     )
