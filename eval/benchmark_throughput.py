@@ -69,7 +69,7 @@ def gate_alone(data_dir: Path, total: int = 2000) -> float:
     return total / (time.perf_counter() - start)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -237,7 +237,7 @@ def main() -> None:
         # in flight (p99 164-172 ms at 400/s with int8 before this).
         gc.collect()
         gc.freeze()
-        port = _free_port()
+        port = free_port()
         proxy = start_proxy(data_dir, upstream.base_url, port, args.processes)
         try:
             rss_start = _rss_mib(proxy.pid)
