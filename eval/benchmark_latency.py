@@ -28,6 +28,9 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
+#: Every decision timed is a fresh one: the gate's cache of recent turns (``gate.turn_cache``)
+#: would answer a message it has seen without a forward pass.
+NO_TURN_CACHE = {"turn_cache": 0}
 
 
 def load_messages(path: Path, n: int) -> list[str]:
@@ -59,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as data_dir:
-        settings = load_settings(None, data_dir=Path(data_dir))
+        settings = load_settings(None, data_dir=Path(data_dir), gate=NO_TURN_CACHE)
         gate = build_gate(settings)
         embedder = gate.embedder
         assert isinstance(embedder, LocalEmbedder)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import openai
+from benchmark_latency import NO_TURN_CACHE
 from benchmark_throughput import free_port, start_proxy
 
 from gatekeeper.gate import Gatekeeper
@@ -83,7 +84,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, RecordingUpstream() as upstream:
         data_dir = Path(tmp)
-        gate = Gatekeeper.from_settings(load_settings(None, data_dir=data_dir))
+        gate = Gatekeeper.from_settings(load_settings(None, data_dir=data_dir, gate=NO_TURN_CACHE))
         gate.ready()  # builds the index the proxy serves
         port = free_port()
         server = start_proxy(data_dir, upstream.base_url, port)

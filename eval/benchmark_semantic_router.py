@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from benchmark_latency import HERE, build_gate, load_messages, percentiles
+from benchmark_latency import HERE, NO_TURN_CACHE, build_gate, load_messages, percentiles
 
 from gatekeeper.catalog import load_catalog
 from gatekeeper.embedding import resolve_model_path
@@ -152,7 +152,7 @@ def main() -> None:
     python = prepare_venv(args.venv, install=not args.skip_install)
     messages = load_messages(args.dataset, args.n)
     with tempfile.TemporaryDirectory() as work:
-        settings = load_settings(None, data_dir=Path(work) / "data")
+        settings = load_settings(None, data_dir=Path(work) / "data", gate=NO_TURN_CACHE)
         model = resolve_model_path(settings.embedding.model)
         routes = {i.name: list(i.exemplars) for i in load_catalog(settings.catalog).intents}
         job = {"model": str(model), "routes": routes, "messages": messages, "warmup": WARMUP}

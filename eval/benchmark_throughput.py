@@ -59,7 +59,7 @@ def gate_alone(data_dir: Path, total: int = 2000) -> float:
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.settings import load_settings
 
-    gate = Gatekeeper.from_settings(load_settings(None, data_dir=data_dir))
+    gate = Gatekeeper.from_settings(load_settings(None, data_dir=data_dir, gate={"turn_cache": 0}))
     varied = _texts()
     texts = (varied * (total // len(varied) + 1))[:total]
     gate.check_many(texts[:BATCH])
@@ -115,6 +115,8 @@ def start_proxy(
         "GATEKEEPER_UPSTREAM__BASE_URL": upstream_url,
         "GATEKEEPER_UPSTREAM__API_KEY": "sk-upstream",
         "GATEKEEPER_LOGGING__LEVEL": "WARNING",
+        # The texts cycle: every decision must be a fresh one, not the cache of recent turns.
+        "GATEKEEPER_GATE__TURN_CACHE": "0",
     }
     cmd = [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)

@@ -38,6 +38,7 @@ from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
+from gatekeeper.turn_cache import TurnVectors
 from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress
 
 
@@ -72,6 +73,7 @@ class Gatekeeper:
             off_topic_gap=settings.gate.followup_off_topic_gap,
             session_margin=settings.gate.session_margin,
         )
+        self._turn_vectors = TurnVectors(settings.gate.turn_cache)
         self._log = logger or get_logger()
         self._ready: IndexInfo | None = None
         self._lock = threading.Lock()
@@ -294,7 +296,9 @@ class Gatekeeper:
     ) -> list[list[Turn]]:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
         unique = list(dict.fromkeys(text for turns in texts for text, _ in turns))
-        vectors = self.embedder.embed(unique, progress=progress)
+        vectors = self._turn_vectors.embed(
+            unique, lambda missing: self.embedder.embed(missing, progress=progress), progress
+        )
         known = self._known_intents
         judged: dict[str, Judged] = {}
         for text, found in zip(unique, self.store.query(vectors), strict=True):

@@ -217,6 +217,14 @@ class GateSettings(_Section):
         le=1.0,
         description="a canned reply needs an exemplar this similar; looser matches are forwarded",
     )
+    turn_cache: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="vectors of this many recently judged customer turns are kept (keyed by a "
+        "keyed digest, never the text), so a conversation's earlier turns are not embedded again "
+        "with every request; 0: off",
+    )
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
     calibrated_for: CalibrationRecord | None = Field(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gatekeeper.eval.datasets import Dataset
-from gatekeeper.eval.gates import check_lengths, chunks
+from gatekeeper.eval.gates import check_lengths, chunks, with_gate_settings
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import EvalOptions, EvalRun, Outcome
 from gatekeeper.interfaces.wrapper import GatedBackend
@@ -67,10 +67,13 @@ def measure_latency(
     gate: Gatekeeper, dataset: Dataset, options: EvalOptions, task: TaskFactory = no_progress
 ) -> tuple[list[float], list[float]]:
     """Per-message latency of single ``gate.check`` calls, and of the embedding model alone,
-    side by side on a seeded sample of the dataset."""
+    side by side on a seeded sample of the dataset. The run has just judged these messages, so
+    the gate timed keeps no recent turns (``gate.turn_cache`` 0): each decision is a fresh one."""
     size = min(options.latency_sample, len(dataset))
     if size <= 0:
         return [], []
+    # Timing only: the run has already decided with this gate's threshold, calibrated or not.
+    gate = with_gate_settings(gate, turn_cache=0, allow_uncalibrated=True)
     rng = np.random.default_rng(options.seed)
     picked = [dataset.examples[int(i)] for i in rng.choice(len(dataset), size=size, replace=False)]
     gate.check(picked[0].as_input(), on_error="raise")  # warm-up, not measured

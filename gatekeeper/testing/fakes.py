@@ -19,12 +19,14 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 class HashingEmbedder(Embedder):
-    """Hashed bag of words and character trigrams: no model, fully deterministic."""
+    """Hashed bag of words and character trigrams: no model, fully deterministic. ``calls``
+    counts the batches encoded and ``encoded`` lists every text encoded, in order."""
 
     def __init__(self, dimension: int = 256) -> None:
         self._dimension = dimension
         self.identity = f"hashing:{dimension}"
         self.calls = 0
+        self.encoded: list[str] = []
 
     @property
     def dimension(self) -> int:
@@ -32,6 +34,7 @@ class HashingEmbedder(Embedder):
 
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.calls += 1
+        self.encoded += texts
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for token in self._features(text):
