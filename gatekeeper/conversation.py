@@ -48,6 +48,7 @@ from gatekeeper.errors import EmptyMessageError, InputError
 
 CONTEXT_TURNS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
+_NUMBER_GROUP = re.compile(r"[+(]*\d[\d()./#-]*")
 
 
 def content_text(content: Any) -> str:
@@ -127,11 +128,22 @@ def asks(text: str) -> bool:
 
 
 def word_count(text: str) -> int:
-    """Words in ``text``; a run of CJK characters counts one word per two characters."""
-    count = 0
-    for word in _WORD.findall(text):
-        cjk = sum(1 for ch in word if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
-        count += max(1, (cjk + 1) // 2 + (1 if cjk < len(word) else 0)) if cjk else 1
+    """Words in ``text`` as a customer would count them: whitespace-separated tokens with a
+    letter or digit in them, so an e-mail address or an order id ("maria.lopez@gmail.com",
+    "NW-83121") is one word, and a run of number groups ("+41 79 123 45 67", "(977) 625-2661")
+    is one too; a run of CJK characters (no spaces between words) counts one word per two
+    characters."""
+    count, in_number = 0, False
+    for token in text.split():
+        word_chars = sum(len(run) for run in _WORD.findall(token))
+        if not word_chars:
+            continue  # punctuation or an emoji alone
+        number = _NUMBER_GROUP.fullmatch(token.rstrip(",;:.")) is not None
+        if number and in_number:
+            continue  # the next group of the same number
+        in_number = number
+        cjk = sum(1 for ch in token if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
+        count += max(1, (cjk + 1) // 2 + (1 if cjk < word_chars else 0)) if cjk else 1
     return count
 
 

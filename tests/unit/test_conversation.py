@@ -200,6 +200,25 @@ def test_word_count_handles_cjk() -> None:
     assert 2 <= word_count("我的快递到哪了") <= 5
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("nguyen.minh.tuan@gmail.com", 1),
+        ("NW-83121", 1),
+        ("(977) 625-2661", 1),
+        ("+41 79 123 45 67", 1),
+        ("Tanvir Hossain, +880 1712 345678", 3),
+        ("José María García-López", 3),
+        ("yes that's the one", 4),
+        ("ok!! 👍", 1),
+        ("I have 2 kids and 3 dogs", 7),
+    ],
+)
+def test_word_count_counts_an_answer_as_a_customer_would(text: str, words: int) -> None:
+    """An e-mail address, an order id or a phone number (however grouped) is one word."""
+    assert word_count(text) == words
+
+
 def test_conversation_calibration_takes_the_gentlest_setting_within_one_standard_error() -> None:
     """Among settings passing the target, the gentlest whose drift refusals are within one
     standard error of the best wins, not the strictest; with none passing, the one passing most."""
