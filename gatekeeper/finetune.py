@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,21 +36,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.artifacts import (
+    MANIFEST_FILE,
+    artifact_name,
+    gatekeeper_version,
+    publish,
+    scratch_dir,
+    write_manifest,
+)
 from gatekeeper.catalog import Catalog
 from gatekeeper.errors import ConfigError
 from gatekeeper.settings import EmbeddingSettings
 from gatekeeper.tuning import (
     TrainProgress,
     TuningTexts,
-    _slug,
-    _version,
     heldout_metrics,
     split_holdout,
     tuning_texts,
 )
 
 ENCODER_METHOD = "encoder-triplet-distill"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,11 @@ def finetune_encoder(
             "train_seconds": round(fit_seconds, 2),
             "seconds": round(time.perf_counter() - started, 2),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "gatekeeper_version": _version(),
+            "gatekeeper_version": gatekeeper_version(),
         }
-        (tmp / MANIFEST).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        target = out if out is not None else models_dir / f"{_slug(name)}-encoder-{digest[:12]}"  # type: ignore[operator]
-        _publish(tmp, Path(target).expanduser())
+        write_manifest(tmp, manifest)
+        target = out if out is not None else models_dir / artifact_name(name, digest, "encoder")  # type: ignore[operator]
+        publish(tmp, Path(target).expanduser())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return FinetuneResult(Path(target), manifest, time.perf_counter() - started)
@@ -330,26 +331,12 @@ def _digest(path: Path) -> str:
 
 def _scratch(out: Path | None, models_dir: Path | None) -> Path:
     parent = Path(out).expanduser().parent if out is not None else Path(models_dir)  # type: ignore[arg-type]
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".finetune.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` to ``target`` (replacing an older model there)."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+    return scratch_dir(parent, "finetune")
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest of a model directory written by :func:`finetune_encoder`, if it has one."""
-    file = Path(path) / MANIFEST
+    file = Path(path) / MANIFEST_FILE
     if not file.is_file():
         return None
     loaded: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))

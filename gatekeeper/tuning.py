@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -40,11 +38,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.artifacts import (
+    artifact_name,
+    gatekeeper_version,
+    publish,
+    scratch_dir,
+    write_manifest,
+)
 from gatekeeper.catalog import Catalog
 from gatekeeper.embedding import Embedder
 from gatekeeper.embedding.adapted import (
     ADAPTER_METHOD,
-    MANIFEST,
     WEIGHTS,
     Adapter,
     load_adapter,
@@ -356,9 +360,9 @@ def tune_adapter(
         "train_seconds": round(fit_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gatekeeper_version": _version(),
+        "gatekeeper_version": gatekeeper_version(),
     }
-    target = out if out is not None else adapters_dir / f"{_slug(name)}-{manifest_hash[:12]}"  # type: ignore[operator]
+    target = out if out is not None else adapters_dir / artifact_name(name, manifest_hash)  # type: ignore[operator]
     write_adapter(target, weights, manifest)
     return TuneResult(load_adapter(target), time.perf_counter() - started)
 
@@ -367,34 +371,13 @@ def write_adapter(target: Path, weights: npt.NDArray[np.float32], manifest: dict
     """Write ``W.npy`` and ``manifest.json`` into a temporary sibling of ``target``, then
     rename it to ``target`` (replacing an older adapter there)."""
     target = Path(target).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = scratch_dir(target.parent, target.name)
     try:
-        tmp.mkdir()
         np.save(tmp / WEIGHTS, np.ascontiguousarray(weights, dtype=np.float32))
-        (tmp / MANIFEST).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        write_manifest(tmp, manifest)
+        publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_-]+", "-", name).strip("-_")[:40] or "catalog"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gatekeeper")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 __all__ = [

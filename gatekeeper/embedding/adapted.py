@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.artifacts import MANIFEST_FILE
 from gatekeeper.embedding.base import Embedder, Progress, Vectors, normalise
 from gatekeeper.errors import ConfigError
 
 ADAPTER_METHOD = "linear-adapter"
-MANIFEST = "manifest.json"
 WEIGHTS = "W.npy"
 
 
@@ -59,7 +59,7 @@ def load_adapter(path: Path | str) -> Adapter:
     if not path.is_dir():
         raise ConfigError(f"{where} is not a directory (made by `gatekeeper tune`)")
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
         weights = np.load(path / WEIGHTS, allow_pickle=False)
     except FileNotFoundError as exc:
         raise ConfigError(f"{where}: {Path(str(exc.filename)).name} is missing") from exc

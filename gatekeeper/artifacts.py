@@ -1,0 +1,60 @@
+"""What ``gatekeeper tune`` writes: one directory per tuned artifact (a linear adapter, a
+fine-tuned encoder), named after its catalog and content, with a ``manifest.json``, and
+published whole or not at all (written into a hidden sibling, then renamed over the target).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+
+
+def artifact_name(catalog_name: str, digest: str, kind: str = "") -> str:
+    """``<catalog slug>[-<kind>]-<first 12 hex digits of digest>``: a directory name."""
+    slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", catalog_name).strip("-_")[:40] or "catalog"
+    return "-".join(part for part in (slug, kind, digest[:12]) if part)
+
+
+def gatekeeper_version() -> str:
+    """The installed gatekeeper's version, for manifests ("unknown" from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gatekeeper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def scratch_dir(parent: Path, label: str) -> Path:
+    """A fresh hidden directory under ``parent`` to write an artifact into."""
+    parent = Path(parent).expanduser()
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{label}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    (directory / MANIFEST_FILE).write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` to ``target``, replacing an older artifact there (renames
+    only: an interrupted run leaves the old artifact or the new one, never half of one)."""
+    target = Path(target).expanduser()
+    old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
