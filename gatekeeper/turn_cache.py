@@ -39,7 +39,9 @@ class TurnVectors:
         return len(self._vectors)
 
     def _digest(self, text: str) -> bytes:
-        return blake2b(text.encode("utf-8"), key=self._key, digest_size=16).digest()
+        return blake2b(
+            text.encode("utf-8", "surrogatepass"), key=self._key, digest_size=16
+        ).digest()
 
     def embed(
         self,
