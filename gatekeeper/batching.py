@@ -10,12 +10,21 @@ once (in threads; the model releases the GIL).
 A worker that finishes starts the next batch *before* it hands its answers back: answering 32
 requests is tens of milliseconds of the event loop's time, during which the model would
 otherwise sit idle.
+
+The forward passes run on the batcher's own ``workers`` threads, not on asyncio's shared
+default executor, whose idle threads take turns: a decision then always finds a thread whose
+model state (torch's per-thread pools and caches) is warm, and other blocking work never queues
+among decisions. Measured through the proxy, one request at a time: 1.2 ms less per in-domain
+request and 8 concurrent clients served 15% more (eval/README.md, Speed).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 from gatekeeper.errors import InputError
 
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
     from gatekeeper.types import Message, OnError
 
 _Pending = tuple["Message", "asyncio.Future[Decision]"]
+_T = TypeVar("_T")
 
 
 class DecisionBatcher:
@@ -41,6 +51,11 @@ class DecisionBatcher:
         self._running = 0  # workers busy or about to start
         self._starting = 0  # of which have not taken their batch yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="gatekeeper-decide")
+
+    def close(self) -> None:
+        """Let the decision threads go (a batch in progress finishes; none starts)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def decide(self, message: Message) -> Decision:
         """The decision on ``message``, possibly computed in a batch with others."""
@@ -80,7 +95,9 @@ class DecisionBatcher:
         if not messages:
             return []
         try:
-            return list(await self.gate.acheck_many(messages, on_error=self.on_error))
+            return list(
+                await self._in_thread(self.gate.check_many, messages, on_error=self.on_error)
+            )
         except InputError as exc:
             if len(messages) == 1:
                 return [exc]
@@ -90,10 +107,16 @@ class DecisionBatcher:
         outcomes: list[Decision | BaseException] = []
         for message in messages:
             try:
-                outcomes.append(await self.gate.acheck(message, on_error=self.on_error))
+                outcomes.append(
+                    await self._in_thread(self.gate.check, message, on_error=self.on_error)
+                )
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
+
+    async def _in_thread(self, call: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(call, *args, **kwargs))
 
 
 def _deliver(batch: list[_Pending], outcomes: list[Decision | BaseException]) -> None:

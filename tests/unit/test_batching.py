@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -64,21 +66,27 @@ async def test_cancelled_leader_does_not_strand_the_batch(tiny_gate: Gatekeeper)
 
 
 class _CountingGate:
-    """Wraps a gate; counts how many ``acheck_many`` calls are in flight at once."""
+    """Wraps a gate; counts how many ``check_many`` calls are in flight at once (in the
+    batcher's threads) and which threads made them."""
 
     def __init__(self, gate: Gatekeeper) -> None:
         self.gate = gate
         self.in_flight = 0
         self.most = 0
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
 
-    async def acheck_many(self, messages: list[str], *, on_error: str) -> list[Decision]:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
+    def check_many(self, messages: list[str], *, on_error: str) -> list[Decision]:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.threads.add(threading.current_thread().name)
         try:
-            await asyncio.sleep(0.05)  # the forward pass, in a thread in real life
+            time.sleep(0.05)  # the forward pass
             return self.gate.check_many(messages, on_error=on_error)  # type: ignore[arg-type]
         finally:
-            self.in_flight -= 1
+            with self._lock:
+                self.in_flight -= 1
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -89,5 +97,9 @@ async def test_workers_bound_the_batches_in_flight(tiny_gate: Gatekeeper, worker
     batcher = DecisionBatcher(counting, on_error="raise", max_batch=2, workers=workers)  # type: ignore[arg-type]
     texts = ["where is my order", "tell me a joke"] * 6
     decisions = await asyncio.gather(*(batcher.decide(t) for t in texts))
+    batcher.close()
     assert counting.most == workers
     assert [d.route for d in decisions] == [Route.LLM, Route.OFF_TOPIC] * 6
+    # Forward passes run on the batcher's own threads, never more of them than workers.
+    assert len(counting.threads) <= workers
+    assert all(name.startswith("gatekeeper-decide") for name in counting.threads)

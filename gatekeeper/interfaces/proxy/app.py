@@ -62,6 +62,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.proxy.batcher.close()
             if upstream_client is None:
                 await client.aclose()
             log.info("server.stopped")
