@@ -4,8 +4,8 @@ chat completions (and their chunks) and Responses API responses (and their strea
 from __future__ import annotations
 
 import os
-import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -37,10 +37,9 @@ LOCAL_MODEL = "gatekeeper"
 
 
 def _fresh_hex() -> str:
-    """24 random hex digits for an answer's id: unique, not secret. From ``random``, not
-    ``uuid4``: its ``os.urandom`` is a system call that lets the GIL go, and under load 3% of
-    the proxy's event-loop samples sat in it (py-spy, ``eval/benchmark_throughput.py``)."""
-    return f"{random.getrandbits(96):024x}"
+    """24 random hex digits for an answer's id, from the system's randomness: ids stay unique
+    across processes and restarts whatever a caller does to the ``random`` module's seed."""
+    return uuid.uuid4().hex[:24]
 
 
 def completion_id() -> str:
