@@ -795,3 +795,37 @@ def test_malloc_arenas_are_capped_unless_the_operator_chose() -> None:
         assert cap_malloc_arenas() is False
     if "MALLOC_ARENA_MAX" not in os.environ:
         assert cap_malloc_arenas(16) is True  # a generous bound: the test process is unharmed
+
+
+async def test_upstream_requests_carry_the_clients_timeout_and_the_proxys_name(
+    gate: Gatekeeper,
+) -> None:
+    """A gated request goes upstream with the upstream client's timeout, the proxy's own
+    user-agent and key, and nothing of the client's (its key, cookies, user-agent)."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "choices": []})
+
+    timeout = httpx.Timeout(7.5, connect=2.5)
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(answer), timeout=timeout)
+    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
+    body = {"model": "m", "messages": [{"role": "user", "content": "where is my order"}]}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            for _ in range(2):  # the second from the parsed URL the proxy keeps
+                answered = await client.post(
+                    "/v1/chat/completions",
+                    json=body,
+                    headers={"user-agent": "customer-app/1.0", "cookie": "session=abc"},
+                )
+                assert answered.status_code == 200
+    await upstream_client.aclose()
+    assert [str(r.url) for r in seen] == [f"{UPSTREAM}/chat/completions"] * 2
+    for request in seen:
+        assert request.extensions["timeout"] == timeout.as_dict()
+        assert request.headers["user-agent"] == "gatekeeper-proxy"
+        assert request.headers["authorization"] == "Bearer sk-up"
+        assert "cookie" not in request.headers

@@ -36,7 +36,9 @@ from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
+_KNOWN_URLS = 64  # parsed upstream URLs kept (paths: the gated ones and the passed-through)
 _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
+_USER_AGENT = "gatekeeper-proxy"
 
 #: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
 #: and what httpx sets itself.
@@ -63,6 +65,7 @@ class Proxy:
     metrics: Metrics
     log: Any = field(default_factory=get_logger)
     batcher: DecisionBatcher = field(init=False)
+    _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(
@@ -72,7 +75,11 @@ class Proxy:
             max_batch=self.settings.server.max_batch,
         )
 
-    def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> str:
+    def upstream_url(self, path: str, headers: Mapping[str, str], query: str = "") -> httpx.URL:
+        """``upstream.base_url``/``path``[?``query``]; parsed once per path (gated requests
+        have no query; a passed-through one with a query is parsed each time, not kept)."""
+        if not query and (known := self._urls.get(path)) is not None:
+            return known
         base = self.settings.upstream.base_url
         if not base:
             raise upstream_failure(
@@ -81,7 +88,10 @@ class Proxy:
                 "upstream_not_configured",
                 headers,
             )
-        return f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else "")
+        url = httpx.URL(f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else ""))
+        if not query and len(self._urls) < _KNOWN_URLS:
+            self._urls[path] = url
+        return url
 
     def upstream_headers(self, accept: str | None) -> dict[str, str]:
         """Headers sent upstream: the proxy's own key, never the client's."""
@@ -89,6 +99,7 @@ class Proxy:
             "content-type": "application/json",
             "accept": accept or "application/json",
             "accept-encoding": "identity",
+            "user-agent": _USER_AGENT,
         }
         key = self.settings.upstream.api_key
         if key is not None and key.get_secret_value():

@@ -31,11 +31,15 @@ async def send_upstream(
 
     ``headers`` go on the proxy's answer (also an error answer); ``upstream_headers`` replace
     the default JSON request headers (:meth:`Proxy.upstream_headers`)."""
-    request = proxy.client.build_request(
+    # Built directly rather than by client.build_request, which parses the URL and merges the
+    # client's default headers and cookies on every call (the proxy sets all it sends); the
+    # client's timeout goes with the request as build_request would put it.
+    request = httpx.Request(
         method,
         proxy.upstream_url(path, headers, query),
         content=body,
         headers=upstream_headers or proxy.upstream_headers(accept),
+        extensions={"timeout": proxy.client.timeout.as_dict()},
     )
     try:
         response = await proxy.client.send(request, stream=True)
