@@ -22,6 +22,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper._version import __version__
 from gatekeeper.catalog import Catalog, Intent, load_catalog
 from gatekeeper.decision import Decision, Route
 from gatekeeper.embedding import Embedder, LocalEmbedder, OpenAIEmbedder
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from gatekeeper.interfaces.langchain import GatekeeperRunnable
     from gatekeeper.interfaces.proxy import create_app
 
-__version__ = "0.1.0"
 
 #: Names whose modules pull in a heavy dependency (FastAPI, LangChain): imported on first use.
 _LAZY = {

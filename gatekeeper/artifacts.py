@@ -22,16 +22,6 @@ def artifact_name(catalog_name: str, digest: str, kind: str = "") -> str:
     return "-".join(part for part in (slug, kind, digest[:12]) if part)
 
 
-def gatekeeper_version() -> str:
-    """The installed gatekeeper's version, for manifests ("unknown" from a source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gatekeeper")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def scratch_dir(parent: Path, label: str) -> Path:
     """A fresh hidden directory under ``parent`` to write an artifact into."""
     parent = Path(parent).expanduser()

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper._version import __version__
 from gatekeeper.artifacts import (
     MANIFEST_FILE,
     artifact_name,
-    gatekeeper_version,
     publish,
     scratch_dir,
     write_manifest,
@@ -136,7 +136,7 @@ def finetune_encoder(
             "train_seconds": round(fit_seconds, 2),
             "seconds": round(time.perf_counter() - started, 2),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "gatekeeper_version": gatekeeper_version(),
+            "gatekeeper_version": __version__,
         }
         write_manifest(tmp, manifest)
         target = out if out is not None else models_dir / artifact_name(name, digest, "encoder")  # type: ignore[operator]

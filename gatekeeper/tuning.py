@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper._version import __version__
 from gatekeeper.artifacts import (
     artifact_name,
-    gatekeeper_version,
     publish,
     scratch_dir,
     write_manifest,
@@ -360,7 +360,7 @@ def tune_adapter(
         "train_seconds": round(fit_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gatekeeper_version": gatekeeper_version(),
+        "gatekeeper_version": __version__,
     }
     target = out if out is not None else adapters_dir / artifact_name(name, manifest_hash)  # type: ignore[operator]
     write_adapter(target, weights, manifest)

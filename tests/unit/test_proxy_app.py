@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -483,6 +484,19 @@ async def test_operational_endpoints_need_the_key_by_default(
     assert wrong.status_code == 401
     ok = await keyed.get(path, headers={"authorization": f"Bearer {CLIENT_KEY}"})
     assert ok.status_code == 200
+
+
+async def test_the_openapi_document_has_one_operation_id_per_operation(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """/openapi.json is built without FastAPI's duplicate-operation warning, every id unique."""
+    async with serving(gate, upstream) as proxied:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            document = (await proxied.get("/openapi.json")).json()
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert {"passthrough_get", "passthrough_post", "passthrough_delete"} <= set(ids)
 
 
 async def test_healthz_stays_public(keyed: httpx.AsyncClient) -> None:

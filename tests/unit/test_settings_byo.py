@@ -119,3 +119,12 @@ def test_version_flag_prints_the_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"gatekeeper {__version__}"
+
+
+def test_the_package_and_its_distribution_have_one_version() -> None:
+    """pyproject reads the version from gatekeeper._version: the installed metadata agrees."""
+    from importlib.metadata import version
+
+    from gatekeeper import __version__
+
+    assert version("gatekeeper") == __version__

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from gatekeeper._version import __version__
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
@@ -68,7 +69,7 @@ def create_app(
             log.info("server.stopped")
 
     app = FastAPI(
-        title="gatekeeper", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None
+        title="gatekeeper", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/responses", responses, methods=["POST"])
@@ -76,8 +77,15 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
-    # Last: every other /v1/ method and path goes through (GET /v1/responses/{id}, embeddings, ...)
-    app.add_api_route("/v1/{path:path}", passthrough, methods=_ALL_METHODS)
+    # Last: every other /v1/ method and path goes through (GET /v1/responses/{id}, embeddings, ...),
+    # one route per method so that each has an operation id of its own in /openapi.json.
+    for method in _ALL_METHODS:
+        app.add_api_route(
+            "/v1/{path:path}",
+            passthrough,
+            methods=[method],
+            operation_id=f"passthrough_{method.lower()}",
+        )
     _add_error_handlers(app, log)
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
@@ -86,15 +94,6 @@ def create_app(
 
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gatekeeper")
-    except PackageNotFoundError:
-        return "0"
 
 
 def _log_ready(log: Any, settings: Settings) -> None:
