@@ -33,6 +33,9 @@ from gatekeeper.coarse import CoarseIndex
 from gatekeeper.errors import StoreError
 from gatekeeper.types import Neighbour
 
+#: The metadata key of an exemplar's text in a stored row (see :func:`exemplar_text`).
+TEXT_KEY = "text"
+
 #: ``auto`` keeps a build in memory up to this many floats (256 MiB of float32: e.g. 170k
 #: exemplars of 384 dimensions, or 21k of 3,072).
 AUTO_MEMORY_FLOATS = 64 * 1024 * 1024
@@ -205,6 +208,16 @@ def search_path(
     return "chroma"
 
 
+def exemplar_text(document: Any, metadata: Any) -> str:
+    """An exemplar's text from a stored row: its metadata's ``text``, else the row's document.
+
+    Builds keep the text in the metadata, not as a Chroma document: the gate never searches
+    Chroma by text, and a document's full-text index rows took about a third of Chroma's share
+    of indexing. Builds written by earlier versions hold it as the document and read the same."""
+    text = metadata.get(TEXT_KEY) if isinstance(metadata, dict) else None
+    return str(text) if text is not None else str(document or "")
+
+
 def _rows(
     page: Any,
 ) -> tuple[list[str], list[str], list[str], npt.NDArray[np.float32]]:
@@ -212,7 +225,10 @@ def _rows(
     metadata or vector (a build dropped mid-read) is a StoreError."""
     try:
         ids = [str(i) for i in page["ids"]]
-        texts = [doc or "" for doc in page["documents"]]
+        texts = [
+            exemplar_text(doc, meta)
+            for doc, meta in zip(page["documents"], page["metadatas"], strict=True)
+        ]
         intents = [str(meta["intent"]) for meta in page["metadatas"]]
         embeddings: Sequence[Any] = page["embeddings"]
         vectors = np.asarray(embeddings, dtype=np.float32) if len(ids) else np.zeros((0, 0))

@@ -53,7 +53,9 @@ from gatekeeper.search import (
     PCA_CANDIDATES,
     PCA_DIMENSIONS,
     SHORTLIST_PER_K,
+    TEXT_KEY,
     ExemplarMatrix,
+    exemplar_text,
     search_path,
 )
 from gatekeeper.settings import StoreSettings
@@ -316,7 +318,8 @@ class ExemplarStore:
         have = dict(zip(existing["ids"], existing["metadatas"], strict=True))
         wanted = {e.id: e for e in exemplars}
         new = [e for i, e in wanted.items() if i not in have]
-        changed = [e for i, e in wanted.items() if i in have and have[i] != _metadata(e)]
+        # The id hashes the text: a row is changed when its routing (intent, kind) is.
+        changed = [e for i, e in wanted.items() if i in have and _routing(have[i]) != _routing(e)]
         removed = [i for i in have if i not in wanted]
         if on_total is not None:
             on_total(len(new) + len(changed))
@@ -369,7 +372,6 @@ class ExemplarStore:
                     collection.upsert,
                     ids=[e.id for e in batch],
                     embeddings=vectors,
-                    documents=[e.text for e in batch],
                     metadatas=[_metadata(e) for e in batch],
                 )
             )
@@ -477,7 +479,12 @@ def _neighbours(result: Any) -> list[list[Neighbour]]:
     try:
         return [
             [
-                Neighbour(id=i, text=doc or "", intent=str(meta["intent"]), similarity=1.0 - dist)
+                Neighbour(
+                    id=i,
+                    text=exemplar_text(doc, meta),
+                    intent=str(meta["intent"]),
+                    similarity=1.0 - dist,
+                )
                 for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
             ]
             for ids, docs, metas, dists in zip(
@@ -493,7 +500,17 @@ def _neighbours(result: Any) -> list[list[Neighbour]]:
 
 
 def _metadata(exemplar: Exemplar) -> dict[str, Any]:
-    return {"intent": exemplar.intent, "kind": exemplar.kind}
+    """A stored row's metadata: its routing and its text (no Chroma document: see
+    :func:`gatekeeper.search.exemplar_text`)."""
+    return {"intent": exemplar.intent, "kind": exemplar.kind, TEXT_KEY: exemplar.text}
+
+
+def _routing(row: Exemplar | Any) -> tuple[str, str]:
+    """(intent, kind) of an exemplar or of a stored row's metadata."""
+    if isinstance(row, Exemplar):
+        return row.intent, row.kind
+    meta = row if isinstance(row, dict) else {}
+    return str(meta.get("intent")), str(meta.get("kind"))
 
 
 def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:

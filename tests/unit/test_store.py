@@ -99,3 +99,48 @@ def test_unreachable_server() -> None:
     """A Chroma server that is not there is a StoreUnavailableError."""
     with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:9"):
         open_client(StoreSettings(host="127.0.0.1", port=9), Path("."))
+
+
+@pytest.mark.parametrize("search", ["memory", "chroma"])
+def test_a_build_keeps_each_text_in_its_metadata_not_as_a_chroma_document(
+    tmp_path: Path, search: str
+) -> None:
+    """Rows carry the text in metadata (no document to full-text index); neighbours show it."""
+    embedder, catalog = HashingEmbedder(), tiny_catalog()
+    store = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
+    store.sync(catalog, embedder)
+    build = store._active_collection(refresh=True)
+    rows = build.get(include=["documents", "metadatas"])
+    assert set(rows["documents"]) == {None}
+    assert sorted(m["text"] for m in rows["metadatas"]) == sorted(
+        e.text for e in catalog.exemplars()
+    )
+    hit = store.query(embedder.embed(["where is my order"]))[0][0]
+    assert (hit.text, hit.intent) == ("where is my order", "order_status")
+
+
+@pytest.mark.parametrize("search", ["memory", "chroma"])
+def test_a_build_from_before_keeps_its_documents_readable_and_in_sync(
+    tmp_path: Path, search: str
+) -> None:
+    """A build whose texts are Chroma documents is read as before; a sync re-embeds nothing."""
+    embedder, catalog = HashingEmbedder(), tiny_catalog()
+    store = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
+    store.sync(catalog, embedder)
+    build = store._active_collection(refresh=True)
+    rows = build.get(include=["embeddings", "metadatas"])
+    build.delete(ids=rows["ids"])
+    build.add(  # the layout of earlier versions: the text as the document
+        ids=rows["ids"],
+        embeddings=rows["embeddings"],
+        documents=[m.pop("text") for m in rows["metadatas"]],
+        metadatas=rows["metadatas"],
+    )
+    assert all("text" not in m for m in build.get(include=["metadatas"])["metadatas"])
+    reader = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
+    hit = reader.query(embedder.embed(["where is my order"]))[0][0]
+    assert (hit.text, hit.intent) == ("where is my order", "order_status")
+    calls = embedder.calls
+    report = reader.sync(catalog, embedder)
+    assert (report.added, report.deleted, report.rebuilt) == (0, 0, False)
+    assert embedder.calls == calls
