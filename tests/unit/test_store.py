@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,33 +102,41 @@ def test_unreachable_server() -> None:
         open_client(StoreSettings(host="127.0.0.1", port=9), Path("."))
 
 
-@pytest.mark.parametrize("search", ["memory", "chroma"])
+SEARCH_PATHS = ["memory", "chroma"]
+
+
+def _indexed(tmp_path: Path, search: str) -> tuple[ExemplarStore, HashingEmbedder, Any]:
+    """A store on ``search``, the tiny catalog indexed into it, and its active build."""
+    store = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
+    embedder = HashingEmbedder()
+    store.sync(tiny_catalog(), embedder)
+    return store, embedder, store._active_collection(refresh=True)
+
+
+def _nearest(store: ExemplarStore, embedder: HashingEmbedder) -> tuple[str, str]:
+    hit = store.query(embedder.embed(["where is my order"]))[0][0]
+    return hit.text, hit.intent
+
+
+@pytest.mark.parametrize("search", SEARCH_PATHS)
 def test_a_build_keeps_each_text_in_its_metadata_not_as_a_chroma_document(
     tmp_path: Path, search: str
 ) -> None:
     """Rows carry the text in metadata (no document to full-text index); neighbours show it."""
-    embedder, catalog = HashingEmbedder(), tiny_catalog()
-    store = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
-    store.sync(catalog, embedder)
-    build = store._active_collection(refresh=True)
+    store, embedder, build = _indexed(tmp_path, search)
     rows = build.get(include=["documents", "metadatas"])
     assert set(rows["documents"]) == {None}
-    assert sorted(m["text"] for m in rows["metadatas"]) == sorted(
-        e.text for e in catalog.exemplars()
-    )
-    hit = store.query(embedder.embed(["where is my order"]))[0][0]
-    assert (hit.text, hit.intent) == ("where is my order", "order_status")
+    texts = sorted(e.text for e in tiny_catalog().exemplars())
+    assert sorted(m["text"] for m in rows["metadatas"]) == texts
+    assert _nearest(store, embedder) == ("where is my order", "order_status")
 
 
-@pytest.mark.parametrize("search", ["memory", "chroma"])
+@pytest.mark.parametrize("search", SEARCH_PATHS)
 def test_a_build_from_before_keeps_its_documents_readable_and_in_sync(
     tmp_path: Path, search: str
 ) -> None:
     """A build whose texts are Chroma documents is read as before; a sync re-embeds nothing."""
-    embedder, catalog = HashingEmbedder(), tiny_catalog()
-    store = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
-    store.sync(catalog, embedder)
-    build = store._active_collection(refresh=True)
+    _, embedder, build = _indexed(tmp_path, search)
     rows = build.get(include=["embeddings", "metadatas"])
     build.delete(ids=rows["ids"])
     build.add(  # the layout of earlier versions: the text as the document
@@ -138,9 +147,8 @@ def test_a_build_from_before_keeps_its_documents_readable_and_in_sync(
     )
     assert all("text" not in m for m in build.get(include=["metadatas"])["metadatas"])
     reader = ExemplarStore(open_client(StoreSettings(), tmp_path), "shop-test", search=search)
-    hit = reader.query(embedder.embed(["where is my order"]))[0][0]
-    assert (hit.text, hit.intent) == ("where is my order", "order_status")
+    assert _nearest(reader, embedder) == ("where is my order", "order_status")
     calls = embedder.calls
-    report = reader.sync(catalog, embedder)
+    report = reader.sync(tiny_catalog(), embedder)
     assert (report.added, report.deleted, report.rebuilt) == (0, 0, False)
     assert embedder.calls == calls
