@@ -31,10 +31,8 @@ import numpy.typing as npt
 
 from gatekeeper.coarse import CoarseIndex
 from gatekeeper.errors import StoreError
+from gatekeeper.layout import exemplar_text
 from gatekeeper.types import Neighbour
-
-#: The metadata key of an exemplar's text in a stored row (see :func:`exemplar_text`).
-TEXT_KEY = "text"
 
 #: ``auto`` keeps a build in memory up to this many floats (256 MiB of float32: e.g. 170k
 #: exemplars of 384 dimensions, or 21k of 3,072).
@@ -206,16 +204,6 @@ def search_path(
     if mode == "memory" or (mode == "auto" and floats <= AUTO_MEMORY_FLOATS):
         return "memory"
     return "chroma"
-
-
-def exemplar_text(document: Any, metadata: Any) -> str:
-    """An exemplar's text from a stored row: its metadata's ``text``, else the row's document.
-
-    Builds keep the text in the metadata, not as a Chroma document: the gate never searches
-    Chroma by text, and a document's full-text index rows took about a third of Chroma's share
-    of indexing. Builds written by earlier versions hold it as the document and read the same."""
-    text = metadata.get(TEXT_KEY) if isinstance(metadata, dict) else None
-    return str(text) if text is not None else str(document or "")
 
 
 def _rows(

@@ -49,13 +49,12 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from gatekeeper.layout import query_neighbours, routing, row_metadata
 from gatekeeper.search import (
     PCA_CANDIDATES,
     PCA_DIMENSIONS,
     SHORTLIST_PER_K,
-    TEXT_KEY,
     ExemplarMatrix,
-    exemplar_text,
     search_path,
 )
 from gatekeeper.settings import StoreSettings
@@ -219,7 +218,7 @@ class ExemplarStore:
                     return matrix.nearest(vectors, n, candidates=shortlist)
                 if path == "memory":
                     return self._matrix_of(collection).nearest(vectors, n)
-                return _neighbours(self._query(collection, vectors, n))
+                return query_neighbours(self._query(collection, vectors, n))
             except StoreUnavailableError:
                 raise
             except (StoreError, NotFoundError) as exc:
@@ -318,8 +317,7 @@ class ExemplarStore:
         have = dict(zip(existing["ids"], existing["metadatas"], strict=True))
         wanted = {e.id: e for e in exemplars}
         new = [e for i, e in wanted.items() if i not in have]
-        # The id hashes the text: a row is changed when its routing (intent, kind) is.
-        changed = [e for i, e in wanted.items() if i in have and _routing(have[i]) != _routing(e)]
+        changed = [e for i, e in wanted.items() if i in have and routing(have[i]) != routing(e)]
         removed = [i for i in have if i not in wanted]
         if on_total is not None:
             on_total(len(new) + len(changed))
@@ -372,7 +370,7 @@ class ExemplarStore:
                     collection.upsert,
                     ids=[e.id for e in batch],
                     embeddings=vectors,
-                    metadatas=[_metadata(e) for e in batch],
+                    metadatas=[row_metadata(e) for e in batch],
                 )
             )
 
@@ -471,46 +469,6 @@ class ExemplarStore:
             if _is_connection_error(exc):
                 raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
             raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _neighbours(result: Any) -> list[list[Neighbour]]:
-    """Chroma's query result as neighbours; a malformed row (a build dropped while it was being
-    read leaves rows without metadata) is a StoreError."""
-    try:
-        return [
-            [
-                Neighbour(
-                    id=i,
-                    text=exemplar_text(doc, meta),
-                    intent=str(meta["intent"]),
-                    similarity=1.0 - dist,
-                )
-                for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
-            ]
-            for ids, docs, metas, dists in zip(
-                result["ids"],
-                result["documents"],
-                result["metadatas"],
-                result["distances"],
-                strict=True,
-            )
-        ]
-    except (TypeError, KeyError, ValueError) as exc:
-        raise StoreError(f"Chroma returned a malformed query result: {exc!r}") from exc
-
-
-def _metadata(exemplar: Exemplar) -> dict[str, Any]:
-    """A stored row's metadata: its routing and its text (no Chroma document: see
-    :func:`gatekeeper.search.exemplar_text`)."""
-    return {"intent": exemplar.intent, "kind": exemplar.kind, TEXT_KEY: exemplar.text}
-
-
-def _routing(row: Exemplar | Any) -> tuple[str, str]:
-    """(intent, kind) of an exemplar or of a stored row's metadata."""
-    if isinstance(row, Exemplar):
-        return row.intent, row.kind
-    meta = row if isinstance(row, dict) else {}
-    return str(meta.get("intent")), str(meta.get("kind"))
 
 
 def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:

@@ -1,0 +1,66 @@
+"""How an exemplar is laid out in a Chroma row, and read back.
+
+A row is the exemplar's content-hash id, its vector, and metadata: its routing (``intent``,
+``kind``) and its ``text``. The text is not stored as a Chroma *document*: the gate never
+searches Chroma by text, and a document's full-text index rows took about a third of Chroma's
+share of indexing (eval/README.md, Indexing). Builds written by earlier versions hold the text
+as the document; they are read the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatekeeper.catalog import Exemplar
+from gatekeeper.errors import StoreError
+from gatekeeper.types import Neighbour
+
+#: The metadata key of an exemplar's text in a stored row.
+TEXT_KEY = "text"
+
+
+def row_metadata(exemplar: Exemplar) -> dict[str, Any]:
+    """A stored row's metadata: the exemplar's routing and its text."""
+    return {"intent": exemplar.intent, "kind": exemplar.kind, TEXT_KEY: exemplar.text}
+
+
+def routing(row: Exemplar | Any) -> tuple[str, str]:
+    """(intent, kind) of an exemplar or of a stored row's metadata. The id hashes the text, so
+    a stored row matches its exemplar when their routing does."""
+    if isinstance(row, Exemplar):
+        return row.intent, row.kind
+    meta = row if isinstance(row, dict) else {}
+    return str(meta.get("intent")), str(meta.get("kind"))
+
+
+def exemplar_text(document: Any, metadata: Any) -> str:
+    """An exemplar's text from a stored row: its metadata's ``text``, else the row's document
+    (builds of earlier versions)."""
+    text = metadata.get(TEXT_KEY) if isinstance(metadata, dict) else None
+    return str(text) if text is not None else str(document or "")
+
+
+def query_neighbours(result: Any) -> list[list[Neighbour]]:
+    """Chroma's query result as neighbours; a malformed row (a build dropped while it was being
+    read leaves rows without metadata) is a StoreError."""
+    try:
+        return [
+            [
+                Neighbour(
+                    id=i,
+                    text=exemplar_text(doc, meta),
+                    intent=str(meta["intent"]),
+                    similarity=1.0 - dist,
+                )
+                for i, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+            ]
+            for ids, docs, metas, dists in zip(
+                result["ids"],
+                result["documents"],
+                result["metadatas"],
+                result["distances"],
+                strict=True,
+            )
+        ]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise StoreError(f"Chroma returned a malformed query result: {exc!r}") from exc
