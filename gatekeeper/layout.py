@@ -24,12 +24,10 @@ def row_metadata(exemplar: Exemplar) -> dict[str, Any]:
     return {"intent": exemplar.intent, "kind": exemplar.kind, TEXT_KEY: exemplar.text}
 
 
-def routing(row: Exemplar | Any) -> tuple[str, str]:
-    """(intent, kind) of an exemplar or of a stored row's metadata. The id hashes the text, so
-    a stored row matches its exemplar when their routing does."""
-    if isinstance(row, Exemplar):
-        return row.intent, row.kind
-    meta = row if isinstance(row, dict) else {}
+def routing(metadata: Any) -> tuple[str, str]:
+    """(intent, kind) of a stored row's metadata. The id hashes the text, so a stored row
+    matches its exemplar when their routing does."""
+    meta = metadata if isinstance(metadata, dict) else {}
     return str(meta.get("intent")), str(meta.get("kind"))
 
 

@@ -317,7 +317,8 @@ class ExemplarStore:
         have = dict(zip(existing["ids"], existing["metadatas"], strict=True))
         wanted = {e.id: e for e in exemplars}
         new = [e for i, e in wanted.items() if i not in have]
-        changed = [e for i, e in wanted.items() if i in have and routing(have[i]) != routing(e)]
+        stored = {i: routing(meta) for i, meta in have.items()}
+        changed = [e for i, e in wanted.items() if i in have and stored[i] != (e.intent, e.kind)]
         removed = [i for i in have if i not in wanted]
         if on_total is not None:
             on_total(len(new) + len(changed))
