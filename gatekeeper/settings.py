@@ -4,8 +4,8 @@ an optional YAML settings file.
 Priority, highest first: keyword arguments, environment variables, ``.env``, the YAML file,
 defaults. The YAML file is ``--config PATH`` on the CLI, else ``GATEKEEPER_CONFIG``, else
 ``configs/gatekeeper.yaml`` when it exists (looked up in the working directory, then beside the
-package's source tree). Paths in the YAML file (``catalog``, ``data_dir``,
-``embedding.adapter``) are relative to the file's directory; paths from env vars and keyword
+package's source tree). Paths in the YAML file (``catalog``, ``data_dir``, ``embedding.adapter``,
+``embedding.cache_dir``) are relative to the file's directory; paths from env vars and keyword
 arguments to the working directory.
 
 Mistakes are errors that name their source: an unknown ``GATEKEEPER_*`` variable in the
@@ -90,11 +90,16 @@ class EmbeddingSettings(_Section):
         description="FlagEmbedding family: encoder (BERT-like, BGE), m3 (bge-m3, dense vectors), "
         "decoder (Qwen3-Embedding and other decoder-only embedders).",
     )
-    runtime: Literal["auto", "native", "transformers"] = Field(
+    runtime: Literal["auto", "onnx", "native", "transformers"] = Field(
         "auto",
-        description="How a local encoder is run: native (BERT models: the tokenizers library and "
-        "a plain-torch forward pass, no transformers import, the fast start), transformers, or "
-        "auto (native where the model is a BERT encoder). Both give the same vectors.",
+        description="How a local encoder runs: onnx (BERT: ONNX Runtime on a graph exported "
+        "once into cache_dir; the fastest on a CPU), native (BERT: plain torch), transformers, "
+        "or auto (onnx for a float BERT encoder, native if that fails or for int8, else "
+        "transformers). All give the same vectors.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="The onnx runtime's graphs (unset: ~/.cache/gatekeeper, or XDG_CACHE_HOME's)",
     )
     threads: int | None = Field(
         None,
@@ -144,13 +149,12 @@ class StoreSettings(_Section):
     )
     search: Literal["auto", "memory", "pca", "chroma"] = Field(
         "auto",
-        description="Where nearest exemplars are searched: memory (the active build copied into "
-        "one matrix: exact, about 2 ms faster per decision), pca (that matrix plus a coarse "
-        "search on its top principal directions whose shortlist is re-ranked exactly: about 10x "
-        "faster for 100k exemplars of 3,072 dimensions, recall@20 0.999 measured; see "
-        "eval/README.md), chroma (Chroma's HNSW query), or auto (pca for builds of 16M to 512M "
-        "floats whose dimension is at least 4x pca_dimensions, e.g. 5.5k to 170k exemplars of "
-        "3,072; else memory up to 64M floats, e.g. 170k exemplars of 384; chroma above).",
+        description="Where nearest exemplars are searched: memory (the active build as one "
+        "matrix: exact, about 2 ms faster per decision), pca (that matrix plus a coarse search "
+        "on its top principal directions, re-ranked exactly: about 10x faster for 100k x "
+        "3,072, recall@20 0.999), chroma (Chroma's HNSW), or auto (pca for builds of 16M to "
+        "512M floats at least 4x pca_dimensions wide; else memory up to 64M floats; else "
+        "chroma). See eval/README.md.",
     )
     pca_dimensions: int = Field(
         256,
@@ -365,7 +369,7 @@ class _YamlFile(YamlConfigSettingsSource):
     """The YAML settings file, with its paths taken relative to the file's directory."""
 
     _PATHS = ("catalog", "data_dir")
-    _EMBEDDING_PATHS = ("adapter",)
+    _EMBEDDING_PATHS = ("adapter", "cache_dir")
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
@@ -373,16 +377,12 @@ class _YamlFile(YamlConfigSettingsSource):
         if not isinstance(yaml_file, str | Path):
             return data
         base = Path(yaml_file).parent
-        for key in self._PATHS:
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                data[key] = _relative_to(base, value)
-        embedding = data.get("embedding")
-        if isinstance(embedding, dict):
-            for key in self._EMBEDDING_PATHS:
-                value = embedding.get(key)
-                if isinstance(value, str) and value:
-                    embedding[key] = _relative_to(base, value)
+        sections = ((data, self._PATHS), (data.get("embedding"), self._EMBEDDING_PATHS))
+        for section, keys in sections:
+            for key in keys if isinstance(section, dict) else ():
+                assert isinstance(section, dict)
+                if isinstance(value := section.get(key), str) and value:
+                    section[key] = _relative_to(base, value)
         return data
 
 

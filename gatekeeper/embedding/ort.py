@@ -1,0 +1,225 @@
+"""BERT encoders on ONNX Runtime: the same weights and vectors as the torch runtime, faster on
+a CPU, and no torch in a serving process once the graph is cached.
+
+The graph is the gate's own BERT encoder (:class:`gatekeeper.embedding.bert.PackedBert`: the
+dense layers on the real tokens only, as the torch runtime runs them) exported once with
+``torch.onnx`` and checked against torch on probe sentences before it is used. It is kept in a
+cache directory (``embedding.cache_dir``, default ``$XDG_CACHE_HOME/gatekeeper`` or
+``~/.cache/gatekeeper``) under a digest of the weights, the config and the graph format, so a
+changed or fine-tuned model gets its own graph and later loads need neither torch nor the
+export. Written to a temporary file and renamed into place, so an interrupted export leaves
+no half-written graph; a cache that cannot be written only costs the export at every load.
+
+Why: ONNX Runtime's CPU kernels (MLAS) multiply the small matrices of one customer message
+far faster than torch's BLAS path, and batches somewhat faster (eval/README.md, "ONNX
+Runtime"). The vectors agree with the torch runtime's to float rounding (a test holds them
+within 1e-5), so the model identity, the index and the calibrated threshold stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gatekeeper.embedding import bert_files
+from gatekeeper.errors import ModelNotFoundError
+
+#: Bump when :class:`~gatekeeper.embedding.bert.PackedBert`'s graph changes: graphs cached by
+#: an earlier version are then not reused.
+GRAPH_FORMAT = 1
+#: Sentences an exported graph must embed as torch does (different lengths: padding).
+PROBES = (
+    "ok",
+    "Where is my order? I placed it on Monday and it has not arrived yet.",
+    "tell me a joke",
+)
+#: Largest difference between an exported graph's vectors and torch's for it to be used.
+TOLERANCE = 1e-4
+_OPSET = 17
+
+
+def available() -> bool:
+    """Whether ONNX Runtime is installed (Chroma depends on it, so it usually is)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/gatekeeper``, or ``~/.cache/gatekeeper``."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "gatekeeper"
+
+
+def graph_name(path: Path) -> str:
+    """The cached graph's file name: the model directory's name (with its parent's: a model
+    package keeps its files in ``<package>/model``) and a digest of what the graph is made of
+    (config, weights, graph format)."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"gatekeeper-onnx-graph:{GRAPH_FORMAT}:{_OPSET}\n".encode())
+    for name in ("config.json", "model.safetensors"):
+        with (path / name).open("rb") as stream:
+            while chunk := stream.read(1 << 22):
+                digest.update(chunk)
+    return f"{path.parent.name}-{path.name}-{digest.hexdigest()}.onnx"
+
+
+def load_graph(path: Path, cache_dir: Path | None, log: Any) -> bytes | Path:
+    """The model's graph: its cached file, or the bytes of a fresh export (cached if the
+    cache can be written)."""
+    directory = (cache_dir or default_cache_dir()).expanduser()
+    cached = directory / graph_name(path)
+    if cached.is_file():
+        return cached
+    started = time.perf_counter()
+    graph = export_graph(path)
+    log.info(
+        "embedding.onnx_exported", model=path.name, seconds=round(time.perf_counter() - started, 2)
+    )
+    try:
+        write_atomically(cached, graph)
+    except OSError as exc:
+        log.warning("embedding.onnx_cache_unwritable", cache_dir=str(directory), error=str(exc))
+        return graph
+    return cached
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """``data`` in ``target``, whole or not at all (a temporary file renamed into place)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(part, target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+
+
+def export_graph(path: Path) -> bytes:
+    """The ONNX graph of the BERT encoder in ``path``, checked against torch on
+    :data:`PROBES`; :class:`ModelNotFoundError` when it cannot be made or does not agree."""
+    try:
+        import torch
+
+        from gatekeeper.embedding import bert
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "exporting the model for ONNX Runtime needs torch: pip install 'gatekeeper[local]'"
+        ) from exc
+    encoder = bert.load_encoder(path)
+    packed = bert.PackedBert(encoder).eval()
+    tokenizer = bert_files.load_tokenizer(path, 512)
+    ids, mask = token_arrays(tokenizer, list(PROBES))
+    inputs = (torch.from_numpy(ids), torch.from_numpy(mask))
+    try:
+        with torch.no_grad(), tempfile.TemporaryDirectory(prefix="gatekeeper-onnx-") as work:
+            target = Path(work) / "graph.onnx"
+            torch.onnx.export(
+                packed,
+                inputs,
+                target,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["tokens"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "length"},
+                    "attention_mask": {0: "batch", 1: "length"},
+                    "tokens": {0: "tokens"},
+                },
+                opset_version=_OPSET,
+                dynamo=False,
+            )
+            graph = target.read_bytes()
+            expected = packed(*inputs).numpy()
+    except Exception as exc:  # torch.onnx raises many types; all mean "no graph"
+        raise ModelNotFoundError(
+            f"cannot export the model in {path} for ONNX Runtime: {exc} "
+            "(is the onnx package installed? pip install 'gatekeeper[local]')"
+        ) from exc
+    got = session(graph, threads=1).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    worst = float(np.abs(np.asarray(got) - expected).max())
+    if worst > TOLERANCE:
+        raise ModelNotFoundError(
+            f"the ONNX graph of {path} does not compute what torch computes (largest "
+            f"difference {worst:.2e}); set embedding.runtime: native"
+        )
+    return graph
+
+
+def session(graph: bytes | Path, *, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session for ``graph``: ``threads`` per forward pass (unset: ONNX
+    Runtime's default, the physical cores); one thread runs on the caller's own thread, so
+    the proxy's decision workers each compute in parallel."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its optimiser's notes are not our users' news
+    source = str(graph) if isinstance(graph, Path) else graph
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def token_arrays(tokenizer: Any, texts: list[str]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Token ids and attention mask of ``texts``, padded to the longest (int64)."""
+    batch = tokenizer.encode_batch(texts)
+    ids = np.array([encoding.ids for encoding in batch], dtype=np.int64)
+    mask = np.array([encoding.attention_mask for encoding in batch], dtype=np.int64)
+    return ids, mask
+
+
+def pool(tokens: npt.NDArray[Any], mask: npt.NDArray[Any], method: str) -> npt.NDArray[Any]:
+    """Mean or CLS pooling of the real tokens' states (``tokens``: all texts' real tokens, in
+    order; right padding, so each text's first real token is its ``[CLS]``)."""
+    lengths = mask.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    if method == "cls":
+        return np.asarray(tokens[starts])
+    sums = np.add.reduceat(tokens, starts, axis=0)
+    return np.asarray(sums / lengths[:, None].astype(np.float32))
+
+
+class OrtBert:
+    """A BERT encoder run by ONNX Runtime (see the module docstring). Thread-safe: the
+    tokenizer's settings are fixed at load and an ONNX Runtime session runs calls side by
+    side."""
+
+    def __init__(
+        self,
+        path: Path,
+        pooling_method: str,
+        max_length: int,
+        *,
+        threads: int | None,
+        cache_dir: Path | None,
+        log: Any,
+    ) -> None:
+        self.tokenizer = bert_files.load_tokenizer(path, max_length)
+        self.pooling_method = pooling_method
+        self.hidden_size = int(bert_files.config(path)["hidden_size"])
+        graph = load_graph(path, cache_dir, log)
+        try:
+            self._session = session(graph, threads=threads)
+        except Exception as exc:  # a damaged cached file: export again, once
+            if not isinstance(graph, Path):
+                raise ModelNotFoundError(f"ONNX Runtime cannot load the graph: {exc}") from exc
+            log.warning("embedding.onnx_cache_damaged", file=str(graph), error=str(exc))
+            graph.unlink(missing_ok=True)
+            self._session = session(load_graph(path, cache_dir, log), threads=threads)
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[Any]:
+        """One forward pass and the pooling."""
+        ids, mask = token_arrays(self.tokenizer, list(texts))
+        tokens = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return pool(tokens, mask, self.pooling_method)
