@@ -8,7 +8,8 @@ For each message (one at a time, as a chatbot sees them) it times:
   ``encode_queries`` on the same weights, and the gate's single-pass encoder);
 * ``gate``: a full ``Gatekeeper.check`` (embed + Chroma query + decision + log).
 
-Rounds alternate so both see the same machine state. Prints p50/p95/p99 in milliseconds.
+FlagModel is timed first, on its own; then the gate and its forward pass alternate, so both see
+the same machine state. Prints p50/p95/p99 in milliseconds.
 """
 
 from __future__ import annotations
@@ -80,16 +81,20 @@ def main() -> None:
             query_max_length=settings.embedding.max_length,
         )
         messages = list(dict.fromkeys(load_messages(args.dataset, args.n)))
-        for i in range(20):  # warm-up, on texts that are not timed
-            warm = f"warm-up message number {i}: where is my parcel?"
-            gate.check(warm)
-            flag_model.encode_queries([warm])
-
         timings: dict[str, list[float]] = {"flag_encode": [], "single_pass": [], "gate": []}
+        # FlagModel first, on its own: torch's and ONNX Runtime's threads spin for a while
+        # after each call and would slow whichever runs next.
+        for i in range(20):
+            flag_model.encode_queries([f"warm-up message number {i}: where is my parcel?"])
         for text in messages:
             start = time.perf_counter()
             flag_model.encode_queries([text])
             timings["flag_encode"].append((time.perf_counter() - start) * 1000)
+        for i in range(20):  # warm-up, on texts that are not timed
+            warm = f"warm-up message number {i}: where is my parcel?"
+            gate.check(warm)
+            embedder.embed([warm])
+        for text in messages:  # the gate and its own forward pass alternate
             start = time.perf_counter()
             embedder.embed([text])
             timings["single_pass"].append((time.perf_counter() - start) * 1000)
@@ -97,7 +102,8 @@ def main() -> None:
             gate.check(text)
             timings["gate"].append((time.perf_counter() - start) * 1000)
 
-    print(f"{len(messages)} messages, one at a time, model {embedder.identity}")
+    runtime = type(getattr(embedder, "_model", None)).__name__
+    print(f"{len(messages)} messages, one at a time, model {embedder.identity} ({runtime})")
     print(f"model: FlagModel.encode_queries   {percentiles(timings['flag_encode'])}")
     print(f"model: one forward pass (gate's)  {percentiles(timings['single_pass'])}")
     print(f"gate:  Gatekeeper.check           {percentiles(timings['gate'])}")
