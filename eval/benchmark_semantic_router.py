@@ -161,6 +161,7 @@ def main() -> None:
         embed = gate.embedder.embed
         gk = time_calls({"embed": lambda text: embed([text]), "check": gate.check}, messages)
         index = f"Chroma collection of {gate.ready().count} vectors"
+        runtime = type(getattr(gate.embedder, "_model", None)).__name__
         probe = embed([messages[0]])[0]
 
     sr_times: dict[str, list[float]] = sr["timings"]
@@ -169,7 +170,7 @@ def main() -> None:
     print(f"{len(messages)} messages of {args.dataset.name}, one at a time, {WARMUP} warm-up")
     print(f"model {model} (the two sides' vectors: cosine {cosine:.6f} on one message)")
     print(f"catalog {settings.catalog.name}: {len(routes)} routes, {utterances} utterances")
-    print(f"gatekeeper:      {index}, torch threads {torch.get_num_threads()}")
+    print(f"gatekeeper:      {index}, encoder {runtime}, torch threads {torch.get_num_threads()}")
     print(f"semantic-router: {sr['index']}, torch threads {sr['threads']}")
     print()
     print(f"gatekeeper       Gatekeeper.check(text)      {percentiles(gk['check'])}")
