@@ -111,10 +111,9 @@ class EmbeddingSettings(_Section):
     )
     quantize: Literal["none", "int8"] = Field(
         "none",
-        description="int8: the local encoder's dense layers run as int8 (torch dynamic "
-        "quantisation, per channel): about 3x the throughput on a CPU, vectors a little "
-        "different (see eval/README.md for the accuracy cost). A different model identity, so "
-        "index and threshold are remade for it. Encoders only (not m3/decoder).",
+        description="int8: the encoder's dense layers in int8 (dynamic, per channel; torch's, "
+        "or ONNX Runtime's with runtime onnx, another identity): 2-3x the throughput, vectors "
+        "a little different (eval/README.md). Index and threshold are remade for it.",
     )
     query_instruction: str | None = Field(
         None,

@@ -170,6 +170,8 @@ class LocalEmbedder(Embedder):
         shape = "" if settings.model_class == "encoder" else f":{settings.model_class}"
         length = "" if settings.max_length == 256 else f":len{settings.max_length}"
         quantized = "" if settings.quantize == "none" else f":{settings.quantize}"
+        if quantized and settings.runtime == "onnx":  # ONNX Runtime's int8 is another model
+            quantized += "-onnx"
         self.identity = f"local:{name}:{settings.pooling}{instruction}{shape}{length}{quantized}"
         self._model: Any = None
         self._dimension: int | None = None
@@ -232,11 +234,6 @@ class LocalEmbedder(Embedder):
                 "encoder with config.json, tokenizer.json and model.safetensors (set "
                 "embedding.runtime: transformers or auto)"
             )
-        if runtime == "onnx" and self._settings.quantize != "none":
-            raise ConfigError(
-                "embedding.quantize int8 runs on the native runtime, not onnx (set "
-                "embedding.runtime: native or auto)"
-            )
         floats = self._settings.quantize == "none"
         if runtime == "onnx" or (runtime == "auto" and bert_like and floats and ort.available()):
             try:
@@ -267,6 +264,7 @@ class LocalEmbedder(Embedder):
                 threads=self._settings.threads,
                 cache_dir=self._settings.cache_dir,
                 log=get_logger(),
+                int8=self._settings.quantize == "int8",
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelNotFoundError(

@@ -18,11 +18,13 @@ within 1e-5), so the model identity, the index and the calibrated threshold stay
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ PROBES = (
 )
 #: Largest difference between an exported graph's vectors and torch's for it to be used.
 TOLERANCE = 1e-4
+#: Smallest cosine between the int8 graph's vectors of :data:`PROBES` and the float graph's.
+INT8_MIN_COSINE = 0.95
 _OPSET = 17
 
 
@@ -59,7 +63,7 @@ def default_cache_dir() -> Path:
     return Path(root) / "gatekeeper"
 
 
-def graph_name(path: Path) -> str:
+def graph_name(path: Path, *, int8: bool = False) -> str:
     """The cached graph's file name: the model directory's name (with its parent's: a model
     package keeps its files in ``<package>/model``) and a digest of what the graph is made of
     (config, weights, graph format)."""
@@ -69,20 +73,24 @@ def graph_name(path: Path) -> str:
         with (path / name).open("rb") as stream:
             while chunk := stream.read(1 << 22):
                 digest.update(chunk)
-    return f"{path.parent.name}-{path.name}-{digest.hexdigest()}.onnx"
+    form = "-int8" if int8 else ""
+    return f"{path.parent.name}-{path.name}-{digest.hexdigest()}{form}.onnx"
 
 
-def load_graph(path: Path, cache_dir: Path | None, log: Any) -> bytes | Path:
-    """The model's graph: its cached file, or the bytes of a fresh export (cached if the
-    cache can be written)."""
+def load_graph(path: Path, cache_dir: Path | None, log: Any, *, int8: bool = False) -> bytes | Path:
+    """The model's graph (``int8``: its int8 form, made from the float graph): its cached
+    file, or the bytes of a fresh export (cached if the cache can be written)."""
     directory = (cache_dir or default_cache_dir()).expanduser()
-    cached = directory / graph_name(path)
+    cached = directory / graph_name(path, int8=int8)
     if cached.is_file():
         return cached
     started = time.perf_counter()
-    graph = export_graph(path)
+    graph = quantized(load_graph(path, cache_dir, log), path) if int8 else export_graph(path)
     log.info(
-        "embedding.onnx_exported", model=path.name, seconds=round(time.perf_counter() - started, 2)
+        "embedding.onnx_exported",
+        model=path.name,
+        int8=int8,
+        seconds=round(time.perf_counter() - started, 2),
     )
     try:
         write_atomically(cached, graph)
@@ -155,6 +163,58 @@ def export_graph(path: Path) -> bytes:
     return graph
 
 
+def quantized(graph: bytes | Path, path: Path) -> bytes:
+    """``graph`` (of the model in ``path``) with its matrix products in int8 (ONNX Runtime's
+    dynamic quantisation: weights per output channel, activations per batch at run time),
+    checked to stay close to the float graph on :data:`PROBES` (cosine at least
+    :data:`INT8_MIN_COSINE`)."""
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "quantising the graph needs the onnx package: pip install 'gatekeeper[local]'"
+        ) from exc
+    source = onnx.load_model_from_string(graph) if isinstance(graph, bytes) else str(graph)
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-onnx-") as work, _quiet_root_logger():
+        target = Path(work) / "int8.onnx"
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+        result = target.read_bytes()
+    probes = token_arrays(bert_files.load_tokenizer(path, 512), list(PROBES))
+    worst = float(min(_probe_cosines(graph, result, probes)))
+    if worst < INT8_MIN_COSINE:
+        raise ModelNotFoundError(
+            f"the int8 graph's vectors are too far from the float model's (cosine {worst:.3f}); "
+            "set embedding.quantize: none"
+        )
+    return result
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantiser's advice goes to the root logger as warnings: errors only, meanwhile."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _probe_cosines(
+    one: bytes | Path, other: bytes | Path, probes: tuple[npt.NDArray[Any], npt.NDArray[Any]]
+) -> npt.NDArray[Any]:
+    """Cosines between two graphs' mean-pooled vectors of the same tokens."""
+    ids, mask = probes
+    vectors = []
+    for graph in (one, other):
+        tokens = session(graph, threads=1).run(None, {"input_ids": ids, "attention_mask": mask})
+        pooled = pool(tokens[0], mask, "mean")
+        vectors.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+    return np.asarray((vectors[0] * vectors[1]).sum(axis=1))
+
+
 def session(graph: bytes | Path, *, threads: int | None) -> Any:
     """An ONNX Runtime CPU session for ``graph``: ``threads`` per forward pass (unset: ONNX
     Runtime's default, the physical cores); one thread runs on the caller's own thread, so
@@ -204,11 +264,12 @@ class OrtBert:
         threads: int | None,
         cache_dir: Path | None,
         log: Any,
+        int8: bool = False,
     ) -> None:
         self.tokenizer = bert_files.load_tokenizer(path, max_length)
         self.pooling_method = pooling_method
         self.hidden_size = int(bert_files.config(path)["hidden_size"])
-        graph = load_graph(path, cache_dir, log)
+        graph = load_graph(path, cache_dir, log, int8=int8)
         try:
             self._session = session(graph, threads=threads)
         except Exception as exc:  # a damaged cached file: export again, once
@@ -216,7 +277,8 @@ class OrtBert:
                 raise ModelNotFoundError(f"ONNX Runtime cannot load the graph: {exc}") from exc
             log.warning("embedding.onnx_cache_damaged", file=str(graph), error=str(exc))
             graph.unlink(missing_ok=True)
-            self._session = session(load_graph(path, cache_dir, log), threads=threads)
+            graph = load_graph(path, cache_dir, log, int8=int8)
+            self._session = session(graph, threads=threads)
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[Any]:
         """One forward pass and the pooling."""

@@ -171,13 +171,16 @@ def test_bert_runtimes_refuse_a_model_they_cannot_run(tmp_path: Path, runtime: s
         embedder.load()
 
 
-def test_onnx_runtime_refuses_int8() -> None:
-    """runtime=onnx with quantize=int8 is a ConfigError naming the runtimes that do int8."""
-    from gatekeeper.errors import ConfigError
-
-    embedder = LocalEmbedder(EmbeddingSettings(runtime="onnx", quantize="int8"))
-    with pytest.raises(ConfigError, match="native"):
-        embedder.load()
+def test_onnx_int8_is_its_own_model_close_to_the_float_one(tmp_path: Path) -> None:
+    """runtime=onnx with quantize=int8 is another model identity than torch's int8, its graph
+    is cached beside the float one, and its vectors stay close to the float model's."""
+    settings = EmbeddingSettings(runtime="onnx", quantize="int8", cache_dir=tmp_path)
+    int8_model, float_model = LocalEmbedder(settings), LocalEmbedder(EmbeddingSettings())
+    assert int8_model.identity == float_model.identity + ":int8-onnx"
+    ours, reference = int8_model.embed(SENTENCES), float_model.embed(SENTENCES)
+    cosines = (ours * reference).sum(axis=1)
+    assert float(cosines.min()) > 0.9 and float(cosines.max()) < 1 - 1e-4
+    assert sorted(p.name.endswith("-int8.onnx") for p in tmp_path.glob("*.onnx")) == [False, True]
 
 
 def test_the_default_model_runs_on_onnx_runtime_and_int8_on_torch() -> None:
