@@ -29,6 +29,10 @@ RUN pip install "${TORCH}" ".[all]" && rm -rf /src
 RUN useradd --create-home --uid 10001 gatekeeper
 USER gatekeeper
 WORKDIR /home/gatekeeper
+# The default model's ONNX Runtime graph (embedding.runtime auto/onnx), exported here once into
+# ~/.cache/gatekeeper instead of at every container start.
+RUN python -c "from gatekeeper.embedding import LocalEmbedder; \
+from gatekeeper.settings import EmbeddingSettings; LocalEmbedder(EmbeddingSettings()).load()"
 
 EXPOSE 8080
 # The catalog is the installed one (/usr/local/share/gatekeeper/configs/intents/shop.yaml)
