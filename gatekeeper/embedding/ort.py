@@ -107,6 +107,7 @@ def write_atomically(target: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(part, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(part, target)
     except BaseException:
         Path(part).unlink(missing_ok=True)
