@@ -102,7 +102,7 @@ def main() -> None:
             gate.check(text)
             timings["gate"].append((time.perf_counter() - start) * 1000)
 
-    runtime = type(getattr(embedder, "_model", None)).__name__
+    runtime = embedder.runtime
     print(f"{len(messages)} messages, one at a time, model {embedder.identity} ({runtime})")
     print(f"model: FlagModel.encode_queries   {percentiles(timings['flag_encode'])}")
     print(f"model: one forward pass (gate's)  {percentiles(timings['single_pass'])}")

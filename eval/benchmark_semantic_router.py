@@ -161,7 +161,7 @@ def main() -> None:
         embed = gate.embedder.embed
         gk = time_calls({"embed": lambda text: embed([text]), "check": gate.check}, messages)
         index = f"Chroma collection of {gate.ready().count} vectors"
-        runtime = type(getattr(gate.embedder, "_model", None)).__name__
+        runtime = getattr(gate.embedder, "runtime", "?")
         probe = embed([messages[0]])[0]
 
     sr_times: dict[str, list[float]] = sr["timings"]

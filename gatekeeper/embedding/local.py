@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,35 +185,60 @@ class LocalEmbedder(Embedder):
         assert self._dimension is not None
         return self._dimension
 
+    @property
+    def runtime(self) -> str:
+        """What runs the loaded model: ``onnx``, ``native``, ``transformers`` or
+        ``FlagEmbedding`` ("" before it is loaded)."""
+        model = self._model
+        if model is None:
+            return ""
+        if isinstance(model, OrtBert):
+            return "onnx"
+        if isinstance(model, NativeBert):
+            return "native"
+        return "transformers" if isinstance(model, Encoder) else "FlagEmbedding"
+
     def load(self) -> None:
         with self._lock:
             if self._model is not None:
                 return
-            path = resolve_model_path(self._settings.model)
-            # Offline by construction: never let transformers ask a hub for anything.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            if uses_flag_embedding(self._settings):
-                if self._settings.quantize != "none":
-                    raise ConfigError(
-                        "embedding.quantize works for encoders with mean or CLS pooling only, "
-                        f"not model_class {self._settings.model_class!r} / pooling "
-                        f"{self._settings.pooling!r}"
-                    )
+            started = time.perf_counter()
+            self._load()
+            get_logger().info(
+                "embedding.loaded",
+                model=self.identity,
+                runtime=self.runtime,
+                threads=self._settings.threads,
+                seconds=round(time.perf_counter() - started, 2),
+            )
+
+    def _load(self) -> None:
+        """Load the model (under the lock), its dimension with it."""
+        path = resolve_model_path(self._settings.model)
+        # Offline by construction: never let transformers ask a hub for anything.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        if uses_flag_embedding(self._settings):
+            if self._settings.quantize != "none":
+                raise ConfigError(
+                    "embedding.quantize works for encoders with mean or CLS pooling only, "
+                    f"not model_class {self._settings.model_class!r} / pooling "
+                    f"{self._settings.pooling!r}"
+                )
+            self._torch_threads()
+            model = self._load_flag_model(path)
+            probe = model.encode_queries(["dimension probe"])
+            if isinstance(probe, dict):  # bge-m3 returns {"dense_vecs": ...}
+                probe = probe["dense_vecs"]
+            self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
+        else:
+            model = self._load_encoder(path)
+            if isinstance(model, Encoder):  # torch; ONNX Runtime sets its threads itself
                 self._torch_threads()
-                model = self._load_flag_model(path)
-                probe = model.encode_queries(["dimension probe"])
-                if isinstance(probe, dict):  # bge-m3 returns {"dense_vecs": ...}
-                    probe = probe["dense_vecs"]
-                self._dimension = int(np.asarray(probe).reshape(1, -1).shape[1])
-            else:
-                model = self._load_encoder(path)
-                if isinstance(model, Encoder):  # torch; ONNX Runtime sets its threads itself
-                    self._torch_threads()
-                    if self._settings.quantize == "int8":
-                        model.model = quantized_int8(model.model)
-                self._dimension = model.hidden_size
-            self._model = model
+                if self._settings.quantize == "int8":
+                    model.model = quantized_int8(model.model)
+            self._dimension = model.hidden_size
+        self._model = model
 
     def _torch_threads(self) -> None:
         """``embedding.threads`` for torch (process-wide)."""

@@ -184,18 +184,22 @@ def test_onnx_int8_is_its_own_model_close_to_the_float_one(tmp_path: Path) -> No
 
 
 def test_the_default_model_runs_on_onnx_runtime_and_int8_on_torch() -> None:
-    """auto runs the float default model on ONNX Runtime and its int8 form on torch."""
-    from gatekeeper.embedding.local import NativeBert
-    from gatekeeper.embedding.ort import OrtBert
+    """auto runs the float default model on ONNX Runtime and its int8 form on torch, and
+    says which when it loads."""
+    from structlog.testing import capture_logs
 
     float_model, int8_model = (
-        LocalEmbedder(EmbeddingSettings(quantize=q))
-        for q in ("none", "int8")  # type: ignore[arg-type]
+        LocalEmbedder(EmbeddingSettings(quantize=q))  # type: ignore[arg-type]
+        for q in ("none", "int8")
     )
-    float_model.load()
-    int8_model.load()
-    assert isinstance(float_model._model, OrtBert)
-    assert isinstance(int8_model._model, NativeBert)
+    assert float_model.runtime == ""
+    with capture_logs() as logs:
+        float_model.load()
+        int8_model.load()
+    assert (float_model.runtime, int8_model.runtime) == ("onnx", "native")
+    loaded = [entry for entry in logs if entry["event"] == "embedding.loaded"]
+    assert [entry["runtime"] for entry in loaded] == ["onnx", "native"]
+    assert loaded[1]["model"] == int8_model.identity
 
 
 def _load_in_subprocess(cache_dir: Path) -> tuple[bool, list[float]]:
