@@ -11,8 +11,8 @@ export. Written to a temporary file and renamed into place, so an interrupted ex
 no half-written graph; a cache that cannot be written only costs the export at every load.
 
 Why: ONNX Runtime's CPU kernels (MLAS) multiply the small matrices of one customer message
-far faster than torch's BLAS path, and batches somewhat faster (eval/README.md, "ONNX
-Runtime"). The vectors agree with the torch runtime's to float rounding (a test holds them
+far faster than torch's BLAS path, and batches somewhat faster (eval/README.md, Speed,
+"Session 17"). The vectors agree with the torch runtime's to float rounding (a test holds them
 within 1e-5), so the model identity, the index and the calibrated threshold stay the same.
 """
 
@@ -177,10 +177,13 @@ def quantized(graph: bytes | Path, path: Path) -> bytes:
             "quantising the graph needs the onnx package: pip install 'gatekeeper[local]'"
         ) from exc
     source = onnx.load_model_from_string(graph) if isinstance(graph, bytes) else str(graph)
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-onnx-") as work, _quiet_root_logger():
-        target = Path(work) / "int8.onnx"
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
-        result = target.read_bytes()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gatekeeper-onnx-") as work, _quiet_root_logger():
+            target = Path(work) / "int8.onnx"
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+            result = target.read_bytes()
+    except Exception as exc:  # the quantiser raises many types; all mean "no int8 graph"
+        raise ModelNotFoundError(f"cannot quantise the graph of {path}: {exc}") from exc
     probes = token_arrays(bert_files.load_tokenizer(path, 512), list(PROBES))
     worst = float(min(_probe_cosines(graph, result, probes)))
     if worst < INT8_MIN_COSINE:
