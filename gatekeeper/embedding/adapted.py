@@ -92,6 +92,10 @@ class AdaptedEmbedder(Embedder):
     def dimension(self) -> int:
         return int(self.adapter.weights.shape[1])
 
+    @property
+    def runtime(self) -> str:
+        return self.base.runtime
+
     def load(self) -> None:
         self.base.load()
         if self.base.dimension != self.adapter.weights.shape[0]:

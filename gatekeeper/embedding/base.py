@@ -49,6 +49,12 @@ class Embedder(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model now rather than on first use."""
 
+    @property
+    def runtime(self) -> str:
+        """What computes the vectors (a local model's runtime, ``openai`` for a remote
+        endpoint); "" before a local model is loaded."""
+        return ""
+
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:
     """Scale each row to unit length (rows of zeros stay zero)."""

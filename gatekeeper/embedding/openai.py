@@ -39,6 +39,10 @@ class OpenAIEmbedder(Embedder):
         return self._client
 
     @property
+    def runtime(self) -> str:
+        return "openai"
+
+    @property
     def dimension(self) -> int:
         if self._dimension is None:
             self._dimension = int(self._encode(["dimension probe"]).shape[1])

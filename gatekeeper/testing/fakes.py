@@ -29,6 +29,10 @@ class HashingEmbedder(Embedder):
         self.encoded: list[str] = []
 
     @property
+    def runtime(self) -> str:
+        return "hashing"
+
+    @property
     def dimension(self) -> int:
         return self._dimension
 

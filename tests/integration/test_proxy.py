@@ -346,6 +346,7 @@ def test_health_and_readiness(proxy: LoopbackServer) -> None:
     ready = httpx.get(f"{proxy.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["model"] == "hashing:256"
+    assert ready.json()["runtime"] == "hashing"
     assert ready.json()["exemplars"] > 0
 
 

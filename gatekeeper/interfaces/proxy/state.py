@@ -153,6 +153,7 @@ class Proxy:
             "status": "ready",
             "collection": info.collection,
             "model": info.model,
+            "runtime": self.gate.embedder.runtime,
             "exemplars": info.count,
         }
 
