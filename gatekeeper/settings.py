@@ -105,9 +105,9 @@ class EmbeddingSettings(_Section):
         None,
         ge=1,
         le=1024,
-        description="torch threads per forward pass of a local model (process-wide). Unset: "
-        "torch's default (all cores), or cores / (server.processes * server.decision_workers) "
-        "in the proxy.",
+        description="Threads per forward pass of a local model (ONNX Runtime's per session, "
+        "torch's process-wide). Unset: all cores, or cores / (server.processes * "
+        "server.decision_workers) in the proxy.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",
