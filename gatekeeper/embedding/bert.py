@@ -20,10 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatekeeper.embedding.bert_files import load_tokenizer, supports
-
-__all__ = ["BertEncoder", "load_encoder", "load_tokenizer", "supports"]
-
 
 class _Layer(nn.Module):
     """One transformer block: self-attention (query/key/value fused into one matrix), then the

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.embedding import ort
+from gatekeeper.embedding import bert_files, ort
 from gatekeeper.embedding.base import Embedder
-from gatekeeper.embedding.ort import OrtBert
 from gatekeeper.errors import ConfigError, EmbeddingError, ModelNotFoundError
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import DEFAULT_MODEL, EmbeddingSettings
@@ -141,7 +140,7 @@ class NativeBert(Encoder):
     def __init__(self, path: Path, pooling_method: str, max_length: int) -> None:
         from gatekeeper.embedding import bert
 
-        self.tokenizer = bert.load_tokenizer(path, max_length)
+        self.tokenizer = bert_files.load_tokenizer(path, max_length)
         self.model = bert.load_encoder(path)
         self.pooling_method = pooling_method
         self.max_length = max_length
@@ -192,7 +191,7 @@ class LocalEmbedder(Embedder):
         model = self._model
         if model is None:
             return ""
-        if isinstance(model, OrtBert):
+        if isinstance(model, ort.OrtBert):
             return "onnx"
         if isinstance(model, NativeBert):
             return "native"
@@ -247,11 +246,9 @@ class LocalEmbedder(Embedder):
 
             torch.set_num_threads(self._settings.threads)
 
-    def _load_encoder(self, path: Path) -> Encoder | OrtBert:
+    def _load_encoder(self, path: Path) -> Encoder | ort.OrtBert:
         """The tokenizer and model, as FlagModel loads them (float32, on the CPU): BERT
         encoders on ONNX Runtime or natively, others with transformers."""
-        from gatekeeper.embedding import bert_files
-
         runtime = self._settings.runtime
         bert_like = bert_files.supports(path)
         if runtime in ("native", "onnx") and not bert_like:
@@ -278,12 +275,12 @@ class LocalEmbedder(Embedder):
                 ) from exc
         return self._load_transformers(path)
 
-    def _load_onnx(self, path: Path) -> OrtBert:
+    def _load_onnx(self, path: Path) -> ort.OrtBert:
         """The BERT encoder in ``path`` on ONNX Runtime (:mod:`gatekeeper.embedding.ort`)."""
         if not ort.available():
             raise ModelNotFoundError("onnxruntime is not installed (pip install onnxruntime)")
         try:
-            return OrtBert(
+            return ort.OrtBert(
                 path,
                 self._settings.pooling,
                 self._settings.max_length,
@@ -351,7 +348,7 @@ class LocalEmbedder(Embedder):
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
         try:
-            if isinstance(self._model, NativeBert | OrtBert):  # thread-safe: side by side
+            if isinstance(self._model, NativeBert | ort.OrtBert):  # thread-safe: side by side
                 return self._forward(texts)
             # Hugging Face fast tokenizers called through transformers are not thread-safe
             # ("Already borrowed": each call sets padding and truncation on the shared Rust
@@ -369,7 +366,7 @@ class LocalEmbedder(Embedder):
     def _forward(self, texts: list[str]) -> npt.NDArray[Any]:
         """The encoder's vectors; the instruction is put before every text, as
         FlagModel.encode_queries does."""
-        model: Encoder | OrtBert = self._model
+        model: Encoder | ort.OrtBert = self._model
         if self._settings.query_instruction:
             texts = [self._settings.query_instruction + t for t in texts]
         return model.encode(texts)
