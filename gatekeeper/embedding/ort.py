@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -48,6 +49,7 @@ TOLERANCE = 1e-4
 #: Smallest cosine between the int8 graph's vectors of :data:`PROBES` and the float graph's.
 INT8_MIN_COSINE = 0.95
 _OPSET = 17
+_GRAPH_SOURCES = ("config.json", "model.safetensors")
 
 
 def available() -> bool:
@@ -63,25 +65,47 @@ def default_cache_dir() -> Path:
     return Path(root) / "gatekeeper"
 
 
-def graph_name(path: Path, *, int8: bool = False) -> str:
+def graph_name(path: Path, *, int8: bool = False, memo_dir: Path | None = None) -> str:
     """The cached graph's file name: the model directory's name (with its parent's: a model
     package keeps its files in ``<package>/model``) and a digest of what the graph is made of
-    (config, weights, graph format)."""
+    (config, weights, graph format; remembered in ``memo_dir``, see :func:`weights_digest`)."""
+    form = "-int8" if int8 else ""
+    return f"{path.parent.name}-{path.name}-{weights_digest(path, memo_dir)}{form}.onnx"
+
+
+def weights_digest(path: Path, memo_dir: Path | None = None) -> str:
+    """A BLAKE2b digest of the graph format, config and weights in ``path``. Reading 86 MiB of
+    weights takes ~0.2 s, a tenth of a cold start, so the digest is remembered in a small file
+    in ``memo_dir`` (the graph cache) under the files' size, modification time and inode, and
+    recomputed when any of them changes (a retuned or reinstalled model)."""
+    files = [path / name for name in _GRAPH_SOURCES]
+    stamp = [[f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
+    source = str(path.resolve())
+    key = {"format": f"{GRAPH_FORMAT}:{_OPSET}", "source": source, "stamp": stamp}
+    where = hashlib.blake2b(source.encode(), digest_size=6).hexdigest()
+    memo = memo_dir / f".{path.parent.name}-{path.name}-{where}.digest" if memo_dir else None
+    if memo is not None:
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            remembered = json.loads(memo.read_text())
+            if remembered["key"] == key and isinstance(remembered["digest"], str):
+                return remembered["digest"]
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"gatekeeper-onnx-graph:{GRAPH_FORMAT}:{_OPSET}\n".encode())
-    for name in ("config.json", "model.safetensors"):
-        with (path / name).open("rb") as stream:
+    for file in files:
+        with file.open("rb") as stream:
             while chunk := stream.read(1 << 22):
                 digest.update(chunk)
-    form = "-int8" if int8 else ""
-    return f"{path.parent.name}-{path.name}-{digest.hexdigest()}{form}.onnx"
+    if memo is not None:
+        with contextlib.suppress(OSError):
+            write_atomically(memo, json.dumps({"key": key, "digest": digest.hexdigest()}).encode())
+    return digest.hexdigest()
 
 
 def load_graph(path: Path, cache_dir: Path | None, log: Any, *, int8: bool = False) -> bytes | Path:
     """The model's graph (``int8``: its int8 form, made from the float graph): its cached
     file, or the bytes of a fresh export (cached if the cache can be written)."""
     directory = (cache_dir or default_cache_dir()).expanduser()
-    cached = directory / graph_name(path, int8=int8)
+    cached = directory / graph_name(path, int8=int8, memo_dir=directory)
     if cached.is_file():
         return cached
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatekeeper.embedding.ort import graph_name, pool, write_atomically
+from gatekeeper.embedding.ort import graph_name, pool, weights_digest, write_atomically
 
 
 def _padded_and_packed() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,6 +48,34 @@ def test_the_graph_name_follows_the_weights(tmp_path: Path) -> None:
     assert one.removeprefix("a-") == same.removeprefix("b-")
     assert one.removeprefix("a-") != other.removeprefix("c-")
     assert one.startswith("a-model-") and one.endswith(".onnx")
+
+
+def test_the_weights_digest_is_remembered_until_the_files_change(tmp_path: Path) -> None:
+    """A remembered digest is reused while the files are unchanged and recomputed after a
+    retune rewrites the weights."""
+    model = _model(tmp_path / "pkg" / "model", b"weights")
+    memo_dir = tmp_path / "cache"
+    first = weights_digest(model, memo_dir)
+    assert first == weights_digest(model)  # the same digest whether remembered or not
+    (memo,) = memo_dir.glob(".pkg-model-*.digest")
+    memo.write_text(memo.read_text().replace(first, "remembered"))
+    assert weights_digest(model, memo_dir) == "remembered"  # no reread of the weights
+    (model / "model.safetensors").write_bytes(b"retuned weights")
+    assert weights_digest(model, memo_dir) == weights_digest(model) != first
+
+
+def test_a_damaged_or_unwritable_memo_only_costs_a_reread(tmp_path: Path) -> None:
+    """A garbled memo file, or a memo directory that is a file, still yields the digest."""
+    model = _model(tmp_path / "pkg" / "model", b"weights")
+    expected = weights_digest(model)
+    memo_dir = tmp_path / "cache"
+    weights_digest(model, memo_dir)
+    for memo in memo_dir.glob(".pkg-model-*.digest"):
+        memo.write_text("{not json")
+    assert weights_digest(model, memo_dir) == expected
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert weights_digest(model, blocked) == expected
 
 
 def test_an_interrupted_write_leaves_no_file(
