@@ -44,8 +44,9 @@ def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
 
 def for_calibration(gate: Gatekeeper) -> Gatekeeper:
     """The same gate, allowed to score before its threshold is calibrated (calibration only
-    needs threshold-free scores)."""
-    return with_gate_settings(gate, allow_uncalibrated=True)
+    needs threshold-free scores). The configured threshold's record is dropped too: it is about
+    to be replaced, so a warning that it was calibrated on another catalog would be noise."""
+    return with_gate_settings(gate, allow_uncalibrated=True, calibrated_for=None)
 
 
 def calibrated(gate: Gatekeeper, threshold: float) -> Gatekeeper:

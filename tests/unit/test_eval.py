@@ -184,6 +184,25 @@ def test_calibration_uses_the_calibration_file_only(tiny_gate: Gatekeeper) -> No
     assert report.calibration is not None and report.calibration.source == "tiny_calibration.jsonl"
 
 
+def test_calibrating_in_the_eval_does_not_warn_about_the_replaced_threshold(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """An eval that calibrates its own threshold logs no stale-calibration warning about the
+    configured one, though that was recorded for another catalog."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.calibration import record
+    from gatekeeper.eval.gates import with_gate_settings
+
+    foreign = record(tiny_gate.embedder.identity, tiny_gate.rule.name, "another-catalog")
+    gate = with_gate_settings(tiny_gate, allow_uncalibrated=False, calibrated_for=foreign)
+    plan = EvalPlan(datasets=(EVAL,), calibrate_on=CALIBRATION, target_pass_rate=0.85, options=FAST)
+    with capture_logs() as logs:
+        report, _ = evaluate_gate(gate, plan)
+    assert report.calibration is not None
+    assert "gate.calibration_stale" not in [entry["event"] for entry in logs]
+
+
 def test_score_rows_keep_conversations_out_of_the_curves(tiny_gate: Gatekeeper) -> None:
     """Score-based metrics use single messages when there are any."""
     run = run_eval(tiny_gate, load_dataset(EVAL), FAST)
