@@ -23,6 +23,11 @@ oldest first, by :func:`route_conversation`:
 3. After a refused turn there is no benefit of the doubt: a new in-domain question passes on
    its own score, and short agreement ("ok", "please?") is refused like the request it follows.
 
+4. A turn with **no text, only attachments** (an image, audio, a file: a photo of the damaged
+   parcel) has nothing to score, so it follows the conversation: forwarded as a ``followup`` in
+   a served conversation, refused right after a refusal, and forwarded as the first turn (the
+   gate cannot tell, and refusing a customer's photo is the worse mistake).
+
 So "Alessandro Phoenix" after "Could you tell me the name on the order?" is forwarded, while
 "thanks! now write my essay on the French revolution" is refused: it is close to off-topic
 exemplars. The parameters live in ``gate.*`` settings and are calibrated like the threshold, on
@@ -96,6 +101,17 @@ def last_user_text(messages: Any) -> str:
     return ""
 
 
+def attachments_only(content: Any) -> bool:
+    """Whether a message's ``content`` is a list of parts with no text but at least one other
+    part (an image, audio, a file)."""
+    if not isinstance(content, list) or content_text(content).strip():
+        return False
+    return any(
+        isinstance(part, Mapping) and isinstance(part.get("type"), str) and part["type"] != "text"
+        for part in content
+    )
+
+
 def user_turns(messages: Any) -> list[str]:
     """The texts of the last :data:`CONTEXT_TURNS` user messages, oldest first."""
     return [text for text, _ in customer_turns(messages)]
@@ -103,22 +119,26 @@ def user_turns(messages: Any) -> list[str]:
 
 def customer_turns(messages: Any) -> list[tuple[str, bool]]:
     """The last :data:`CONTEXT_TURNS` user messages, oldest first, each with whether the
-    assistant's message right before it asked the customer something."""
+    assistant's message right before it asked the customer something. A last turn of
+    attachments only has the text ``""`` (see :func:`attachments_only`)."""
     if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
         raise EmptyMessageError("the conversation has no user message to judge")
     turns: list[tuple[str, bool]] = []
-    asked = False
+    asked = attached = False
     for message in chat_messages(messages):
         role = message.get("role")
         if role == "assistant":
             asked = asks(content_text(message.get("content")))
         elif role == "user":
             turns.append((content_text(message.get("content")), asked))
+            attached = attachments_only(message.get("content"))
             asked = False
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
     if not turns[-1][0].strip():
-        raise EmptyMessageError("the last user message is empty")
+        if not attached:
+            raise EmptyMessageError("the last user message is empty")
+        turns[-1] = ("", turns[-1][1])
     return turns[-CONTEXT_TURNS:]
 
 
@@ -156,6 +176,17 @@ class Turn:
     judged: Judged
     words: int
     asked: bool = False
+    no_text: bool = False  # attachments only: nothing was scored (see :data:`NO_TEXT`)
+
+
+#: The judgement of a turn of attachments only: nothing to score.
+NO_TEXT = Judged(
+    score=0.0,
+    intent=None,
+    why="no text to judge (attachments only)",
+    nearest_in=None,
+    nearest_off=None,
+)
 
 
 @dataclass(frozen=True)
@@ -228,12 +259,45 @@ def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str
     )
 
 
+def route_attachments(
+    previous: Routed | None, *, catalog: Catalog, thresholds: Thresholds
+) -> Routed:
+    """A turn of attachments only follows the conversation (rule 4 of the module docstring)."""
+    if previous is None:
+        return Routed(
+            route=Route.LLM,
+            intent=None,
+            threshold=thresholds.default,
+            reason="no text to judge (attachments only), first turn: forwarded",
+        )
+    if previous.route is Route.OFF_TOPIC:
+        return Routed(
+            route=Route.OFF_TOPIC,
+            intent=None,
+            threshold=previous.threshold,
+            reason="attachments only, right after a refusal",
+            reply=catalog.off_topic.reply,
+            nearest_intent=previous.nearest_intent,
+        )
+    return Routed(
+        route=Route.LLM,
+        intent=previous.intent,
+        threshold=previous.threshold,
+        reason=f"follow-up (attachments only) in a conversation about {previous.intent!r}",
+        nearest_intent=previous.nearest_intent,
+        followup=True,
+    )
+
+
 def route_conversation(
     turns: Sequence[Turn], *, catalog: Catalog, thresholds: Thresholds, policy: FollowupPolicy
 ) -> Routed:
     """Route a conversation's last turn in the light of the turns before it. Pure."""
     previous: Routed | None = None
     for turn in turns:
+        if turn.no_text:
+            previous = route_attachments(previous, catalog=catalog, thresholds=thresholds)
+            continue
         alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
         if previous is not None and previous.route is Route.OFF_TOPIC:
             previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)

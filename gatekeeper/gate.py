@@ -17,8 +17,10 @@ from typing import Any
 from gatekeeper.calibration import check_calibrated
 from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.conversation import (
+    NO_TEXT,
     FollowupPolicy,
     Turn,
+    attachments_only,
     content_text,
     customer_turns,
     route_conversation,
@@ -270,15 +272,18 @@ class Gatekeeper:
         return to_decision(turns[-1].judged, routed)
 
     def _turns(self, message: Message) -> list[tuple[str, bool]]:
-        """The customer turns to judge, with whether the assistant had just asked something."""
+        """The customer turns to judge, with whether the assistant had just asked something;
+        a last turn of attachments only is ``("", asked)`` (nothing to score)."""
         if isinstance(message, str):
-            turns = [(message, False)]
+            turns, attached = [(message, False)], False
         elif isinstance(message, Mapping):
-            turns = [(content_text(message.get("content")), False)]
+            content = message.get("content")
+            turns, attached = [(content_text(content), False)], attachments_only(content)
         else:
             turns = customer_turns(message)
+            attached = turns[-1][0] == ""
         last = turns[-1][0]
-        if not last.strip():
+        if not last.strip() and not attached:
             raise EmptyMessageError("the message is empty")
         limit = self.settings.gate.max_message_chars
         if len(last) > limit:
@@ -289,24 +294,28 @@ class Gatekeeper:
         kept = [(text[:limit], asked) for text, asked in turns if text.strip()]
         for text, _ in kept:
             _require_text(text)
-        return kept
+        return [*kept, ("", turns[-1][1])] if attached else kept
 
     def _judge(
         self, texts: list[list[tuple[str, bool]]], progress: Progress | None
     ) -> list[list[Turn]]:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
-        unique = list(dict.fromkeys(text for turns in texts for text, _ in turns))
-        vectors = self._turn_vectors.embed(
-            unique, lambda missing: self.embedder.embed(missing, progress=progress), progress
-        )
+        unique = list(dict.fromkeys(text for turns in texts for text, _ in turns if text))
         known = self._known_intents
-        judged: dict[str, Judged] = {}
-        for text, found in zip(unique, self.store.query(vectors), strict=True):
-            # An index shared with a replica on another catalog version (a rolling deploy, or
-            # auto_sync off) may hold intents this catalog lacks: those neighbours are ignored.
-            judged[text] = judge([n for n in found if n.intent in known], self.rule)
+        judged: dict[str, Judged] = {"": NO_TEXT}  # a turn of attachments only
+        if unique:
+            vectors = self._turn_vectors.embed(
+                unique, lambda missing: self.embedder.embed(missing, progress=progress), progress
+            )
+            for text, found in zip(unique, self.store.query(vectors), strict=True):
+                # An index shared with a replica on another catalog version (a rolling deploy,
+                # or auto_sync off) may hold intents this catalog lacks: those are ignored.
+                judged[text] = judge([n for n in found if n.intent in known], self.rule)
         return [
-            [Turn(text, judged[text], word_count(text), asked) for text, asked in turns]
+            [
+                Turn(text, judged[text], word_count(text), asked, no_text=not text)
+                for text, asked in turns
+            ]
             for turns in texts
         ]
 

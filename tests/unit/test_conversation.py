@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.conversation import (
+    NO_TEXT,
     FollowupPolicy,
     Turn,
+    attachments_only,
     content_text,
     customer_turns,
     rescue_followup,
@@ -113,6 +115,57 @@ def test_route_conversation_rescues_only_in_a_served_chat() -> None:
     alone = route_conversation([short], catalog=catalog, thresholds=thresholds, policy=POLICY)
     assert alone.route is Route.OFF_TOPIC and not alone.followup
     assert alone.intent is None and alone.nearest_intent == "refund_request"
+
+
+def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
+    """A photo with no text is forwarded as a follow-up in a served chat, refused right after a
+    refusal, and forwarded (not as a follow-up) as the first turn."""
+    from gatekeeper.testing import tiny_catalog
+
+    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
+    served = Turn("my order is broken", Judged(0.9, "order_status", "close", 0.9, None), 4)
+    refused = Turn("tell me a joke", Judged(0.1, None, "far", 0.1, 0.9), 4)
+    photo = Turn("", NO_TEXT, 0, asked=True, no_text=True)
+
+    def route(*turns: Turn) -> Routed:
+        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
+
+    after_served = route(served, photo)
+    assert after_served.route is Route.LLM and after_served.followup
+    assert after_served.intent == "order_status"
+    after_refusal = route(refused, photo)
+    assert after_refusal.route is Route.OFF_TOPIC and after_refusal.intent is None
+    assert after_refusal.reply == catalog.off_topic.reply
+    first = route(photo)
+    assert first.route is Route.LLM and not first.followup and first.intent is None
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ([{"type": "image_url", "image_url": {"url": "data:,"}}], True),
+        ([{"type": "text", "text": " "}, {"type": "input_audio"}], True),
+        ([{"type": "text", "text": "see photo"}, {"type": "image_url"}], False),
+        ([{"no": "type"}], False),
+        ([{"type": "text", "text": ""}], False),
+        ([], False),
+        ("", False),
+    ],
+)
+def test_attachments_only_needs_a_typed_non_text_part_and_no_text(
+    content: object, expected: bool
+) -> None:
+    """Only content with a typed non-text part and no text counts as attachments only."""
+    assert attachments_only(content) is expected
+
+
+def test_customer_turns_keep_a_last_turn_of_attachments_as_empty_text() -> None:
+    """A last turn of attachments only is kept as ''; an untyped empty part is still empty."""
+    photo = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+    messages = [{"role": "user", "content": "it broke"}, {"role": "assistant", "content": "Photo?"}]
+    assert customer_turns([*messages, photo]) == [("it broke", False), ("", True)]
+    with pytest.raises(EmptyMessageError):
+        customer_turns([*messages, {"role": "user", "content": [{"no": "type"}]}])
 
 
 def test_short_agreement_after_a_refusal_needs_to_clear_the_bar_by_the_margin() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,27 @@ def test_empty_message(tiny_gate: Gatekeeper, text: str) -> None:
     """Empty messages are a client error."""
     with pytest.raises(EmptyMessageError):
         tiny_gate.check(text)
+
+
+def test_a_photo_is_decided_without_embedding_anything(tiny_gate: Gatekeeper) -> None:
+    """A turn of attachments only is decided from the conversation, and no empty text reaches
+    the embedder: a follow-up after a served turn, forwarded alone, refused after a joke."""
+    photo = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}
+    embedded: list[str] = []
+    embed = tiny_gate.embedder.embed
+
+    def recording(texts: Sequence[str], **kwargs: Any) -> Any:
+        embedded.extend(texts)
+        return embed(texts, **kwargs)
+
+    tiny_gate.embedder.embed = recording  # type: ignore[method-assign]
+    served = tiny_gate.check([{"role": "user", "content": "track my order"}, photo])
+    assert served.route is Route.LLM and served.followup and served.intent == "order_status"
+    alone = tiny_gate.check(photo)
+    assert alone.route is Route.LLM and not alone.followup and alone.intent is None
+    refused = tiny_gate.check([{"role": "user", "content": "tell me a joke"}, photo])
+    assert refused.route is Route.OFF_TOPIC
+    assert "" not in embedded
 
 
 def test_too_long_message(tmp_path: Path) -> None:

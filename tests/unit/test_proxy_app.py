@@ -183,6 +183,31 @@ async def test_admitted_request_is_forwarded_byte_for_byte(
     assert upstream.bodies == [body]
 
 
+async def test_a_photo_sent_on_request_is_forwarded(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A customer's photo (image parts, no text) answering the assistant in a served chat is
+    forwarded byte for byte as a follow-up, not refused as an empty message."""
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "where is my order"},
+                {"role": "assistant", "content": "Could you send a photo of the label?"},
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:,"}}],
+                },
+            ],
+        }
+    ).encode()
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.headers["x-gatekeeper-route"] == "llm"
+    assert response.headers["x-gatekeeper-followup"] == "true"
+    assert upstream.bodies == [body]
+
+
 # -- 1. invalid Unicode ---------------------------------------------------------------------------
 
 LONE_SURROGATES = st.sampled_from(["\\ud800", "\\udfff", "\\uDBFF", "\\udc00x", "a\\ud83d"])

@@ -194,6 +194,24 @@ async def test_the_last_user_message_is_judged_with_its_history(
     assert upstream.requests == []
 
 
+async def test_an_image_after_a_served_turn_is_forwarded_as_a_followup(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An input_image with no text, after an in-domain turn, reaches the upstream unchanged,
+    flagged as a follow-up; after an off-topic turn it is refused locally."""
+    upstream.handler = lambda request: httpx.Response(200, json=upstream_response())
+    photo = {"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}
+    served = {"model": "m", "input": [{"role": "user", "content": "where is my order"}, photo]}
+    response = await post(client, served)
+    assert response.headers["x-gatekeeper-route"] == "llm"
+    assert response.headers["x-gatekeeper-followup"] == "true"
+    assert [json.loads(request.content) for request in upstream.requests] == [served]
+    drifted = {"model": "m", "input": [{"role": "user", "content": "tell me a joke"}, photo]}
+    response = await post(client, drifted)
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert len(upstream.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -208,7 +226,7 @@ async def test_the_last_user_message_is_judged_with_its_history(
         ({"input": []}, 400, "empty_message"),
         ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, 400, None),
         ({"input": "   "}, 400, "empty_message"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400, None),
+        ({"input": [{"role": "user", "content": [{"text": "untyped"}]}]}, 400, None),
     ],
 )
 async def test_bad_responses_requests_are_4xx(

@@ -232,8 +232,21 @@ def _input_messages(items: Any) -> list[Json]:
         role = item["role"]
         if not isinstance(role, str):
             raise ProxyError(422, f"input[{index}].role must be a string", code="invalid_type")
-        messages.append({"role": role, "content": _content_text(item.get("content"), index)})
+        messages.append({"role": role, "content": _content(item.get("content"), index)})
     return messages
+
+
+def _content(content: Any, index: int) -> str | list[Json]:
+    """An input item's content as the gate reads chat content: its text, or, when it has
+    parts without text (images, files, audio), chat parts that keep them in view (a turn of
+    attachments only follows the conversation, see :mod:`gatekeeper.conversation`)."""
+    text = _content_text(content, index)
+    if isinstance(content, list) and not text.strip():
+        kinds = [part.get("type") for part in content]
+        others = [{"type": k} for k in kinds if isinstance(k, str) and k not in _TEXT_PARTS]
+        if others:
+            return [{"type": "text", "text": text}, *others]
+    return text
 
 
 def _content_text(content: Any, index: int) -> str:
