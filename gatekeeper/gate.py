@@ -234,7 +234,9 @@ class Gatekeeper:
         done = decision.model_copy(
             update={
                 "latency_ms": latency_ms,
-                "message_id": message_id(text, self._id_key),
+                # no text (attachments only): nothing to identify it by, rather than one id
+                # shared by every photo
+                "message_id": message_id(text, self._id_key) if text else None,
                 "shadow": self.settings.gate.shadow,
             }
         )

@@ -65,6 +65,7 @@ def test_a_photo_is_decided_without_embedding_anything(tiny_gate: Gatekeeper) ->
     tiny_gate.embedder.embed = recording  # type: ignore[method-assign]
     served = tiny_gate.check([{"role": "user", "content": "track my order"}, photo])
     assert served.route is Route.LLM and served.followup and served.intent == "order_status"
+    assert served.message_id is None  # no text to identify it by
     alone = tiny_gate.check(photo)
     assert alone.route is Route.LLM and not alone.followup and alone.intent is None
     refused = tiny_gate.check([{"role": "user", "content": "tell me a joke"}, photo])
