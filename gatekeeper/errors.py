@@ -1,8 +1,9 @@
 """The one error hierarchy of gatekeeper.
 
 Every error the library raises on purpose derives from :class:`GatekeeperError`. The library
-never maps errors to exit codes or HTTP statuses itself: the CLI (``cli.py``) and the server
-(``server.py``) do that at the edge, from the class alone.
+never maps errors to exit codes or HTTP statuses itself: the CLI (``gatekeeper.cli._app``) and
+the proxy (``gatekeeper.interfaces.proxy``) do that at the edge, from the class alone (the table
+is in README.md, "Errors").
 
 ::
 
