@@ -74,3 +74,22 @@ def test_serve_with_a_bad_upstream_url(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve"], env={"GATEKEEPER_UPSTREAM__BASE_URL": "http://[::1"})
     assert result.exit_code == 2
     assert "upstream.base_url" in result.output
+
+
+def test_the_readme_error_table_matches_the_exit_codes() -> None:
+    """Every error class in README.md's error table exits with the code the table gives."""
+    import re
+
+    from gatekeeper import errors
+    from gatekeeper.cli._app import exit_code
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| `\w+", line)]
+    checked = 0
+    for row in rows:
+        names_cell, _, code_cell = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        for name in re.findall(r"`(\w+Error)`", names_cell):
+            assert exit_code(getattr(errors, name)("x")) == int(code_cell), name
+            checked += 1
+    assert checked >= 12  # the table still lists the hierarchy
