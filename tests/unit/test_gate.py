@@ -73,6 +73,15 @@ def test_a_photo_is_decided_without_embedding_anything(tiny_gate: Gatekeeper) ->
     assert "" not in embedded
 
 
+def test_photos_and_texts_share_one_batch(tiny_gate: Gatekeeper) -> None:
+    """A micro-batch mixing photos and texts decides each as it would alone."""
+    photo = {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}
+    batch = [photo, "track my order", [{"role": "user", "content": "tell me a joke"}, photo]]
+    alone = [tiny_gate.check(message).route for message in batch]
+    together = [decision.route for decision in tiny_gate.check_many(batch)]
+    assert together == alone == [Route.LLM, Route.LLM, Route.OFF_TOPIC]
+
+
 def test_too_long_message(tmp_path: Path) -> None:
     """Messages over gate.max_message_chars are refused with the limit named."""
     gate = make_gate(tmp_path, gate={"threshold": 0.35, "max_message_chars": 50})
