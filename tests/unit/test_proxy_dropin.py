@@ -464,6 +464,34 @@ async def test_generation_endpoints_the_gate_cannot_read_are_refused(
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/chat/completions/",
+        "/v1//chat/completions",
+        "/v1/chat//completions",
+        "/v1/chat/completions%2F",
+        "/v1/Chat/Completions",
+        "/v1/responses/",
+        "/v1//completions",
+        "/v1/Completions",
+        "/v1//threads/abc/runs",
+        "/v1/Realtime/sessions",
+        "/v1/batches",
+    ],
+)
+async def test_other_spellings_of_generation_endpoints_never_pass_ungated(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """A trailing or doubled slash or other case (which a lenient upstream may serve) is
+    refused, never forwarded with the proxy's key."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "write an essay"}]}
+    response = await client.post(path, json=body)
+    assert response.status_code in (400, 403)
+    assert response.json()["error"]["code"] in ("invalid_path", "endpoint_not_gated")
+    assert upstream.requests == []
+
+
 async def test_passthrough_sse_is_relayed(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

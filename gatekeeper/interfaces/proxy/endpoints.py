@@ -74,7 +74,15 @@ def _refusal(proxy: Proxy, decision: Decision) -> str:
 
 
 #: Endpoints that would generate text from customer input without passing the gate.
-UNGATED = ("completions", "threads", "realtime")
+UNGATED = ("completions", "threads", "realtime", "batches")
+#: The gated endpoints: another spelling of them (a trailing or doubled slash, other case) is
+#: refused, never passed through ungated.
+GATED = ("chat/completions", "responses")
+
+
+def canonical_path(path: str) -> str:
+    """``path`` as a lenient upstream may read it: no empty segments, lower case."""
+    return "/".join(segment for segment in path.split("/") if segment).lower()
 
 
 async def passthrough(request: Request) -> Response:
@@ -84,7 +92,15 @@ async def passthrough(request: Request) -> Response:
     proxy = proxy_of(request)
     authorize(proxy, request)
     path = request.url.path.removeprefix("/v1/")  # decoded: /v1/%63ompletions is refused too
-    if path.split("/", 1)[0] in UNGATED:
+    canonical = canonical_path(path)
+    if canonical in GATED:
+        raise ProxyError(
+            400,
+            f"/v1/{path} is a spelling of /v1/{canonical}: send it to that exact path, "
+            "where the gate reads it",
+            code="invalid_path",
+        )
+    if canonical.split("/", 1)[0] in UNGATED:
         raise ProxyError(
             403,
             f"/v1/{path} would reach the LLM without passing the gate; "
