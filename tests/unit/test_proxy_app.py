@@ -208,6 +208,27 @@ async def test_a_photo_sent_on_request_is_forwarded(
     assert upstream.bodies == [body]
 
 
+@given(name=st.text(min_size=1, max_size=30))
+def test_any_intent_name_makes_a_valid_header_value(name: str) -> None:
+    """Whatever an owner names an intent (line breaks, control characters, any script), its
+    header value is printable ASCII with no line break, and plain printable names are kept."""
+    from gatekeeper.decision import Decision, Route
+    from gatekeeper.interfaces.proxy.answers import decision_headers
+
+    decision = Decision(
+        route=Route.OFF_TOPIC,
+        intent=None,
+        score=0.1,
+        threshold=0.5,
+        reason="r",
+        nearest_intent=name,
+    )
+    value = decision_headers(decision)["x-gatekeeper-nearest-intent"]
+    assert value.isascii() and value.isprintable()
+    if name.isascii() and name.isprintable():
+        assert value == name
+
+
 # -- 1. invalid Unicode ---------------------------------------------------------------------------
 
 LONE_SURROGATES = st.sampled_from(["\\ud800", "\\udfff", "\\uDBFF", "\\udc00x", "a\\ud83d"])

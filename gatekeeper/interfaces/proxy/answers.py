@@ -23,7 +23,12 @@ _DROP_HEADERS = HOP_BY_HOP | {"content-length", "content-encoding", "date", "ser
 
 
 def _header_value(value: str) -> str:
-    return quote(value, safe=" !#$%&'()*+,-./:;<=>?@[]^_`{|}~") if not value.isascii() else value
+    """An intent name as a header value: as written when it is printable ASCII, else
+    percent-encoded (UTF-8), so a name with a line break (a spreadsheet cell) or another
+    control character can never break or forge a header."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=" !#$%&'()*+,-./:;<=>?@[]^_`{|}~")
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:
