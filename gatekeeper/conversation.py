@@ -43,6 +43,7 @@ the one validator of chat messages.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +68,28 @@ def content_text(content: Any) -> str:
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, Mapping) and part.get("type") == "text":
+            elif isinstance(part, Mapping) and _text_part(part):
                 parts.append(str(part.get("text", "")))
         return "\n".join(parts)
     raise InputError(
         f"message content must be a string or a list of parts, not {type(content).__name__}"
     )
+
+
+#: Content part types that carry text (chat's ``text``; the Responses API's input and output).
+TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
+def _text_part(part: Mapping[str, Any]) -> bool:
+    """A part whose text the gate reads: a text type, or any part with a string ``text`` (so
+    text sent under an unexpected type is judged, not taken for an attachment)."""
+    return part.get("type") in TEXT_PARTS or isinstance(part.get("text"), str)
+
+
+def blank(text: str) -> bool:
+    """Nothing visible in ``text``: only white space, control and format characters (a
+    zero-width space, a byte-order mark, NUL), which embed to an arbitrary vector."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
@@ -104,10 +121,10 @@ def last_user_text(messages: Any) -> str:
 def attachments_only(content: Any) -> bool:
     """Whether a message's ``content`` is a list of parts with no text but at least one other
     part (an image, audio, a file)."""
-    if not isinstance(content, list) or content_text(content).strip():
+    if not isinstance(content, list) or not blank(content_text(content)):
         return False
     return any(
-        isinstance(part, Mapping) and isinstance(part.get("type"), str) and part["type"] != "text"
+        isinstance(part, Mapping) and isinstance(part.get("type"), str) and not _text_part(part)
         for part in content
     )
 
@@ -135,7 +152,7 @@ def customer_turns(messages: Any) -> list[tuple[str, bool]]:
             asked = False
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
-    if not turns[-1][0].strip():
+    if blank(turns[-1][0]):
         if not attached:
             raise EmptyMessageError("the last user message is empty")
         turns[-1] = ("", turns[-1][1])

@@ -21,6 +21,7 @@ from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
     attachments_only,
+    blank,
     content_text,
     customer_turns,
     route_conversation,
@@ -285,7 +286,7 @@ class Gatekeeper:
             turns = customer_turns(message)
             attached = turns[-1][0] == ""
         last = turns[-1][0]
-        if not last.strip() and not attached:
+        if blank(last) and not attached:
             raise EmptyMessageError("the message is empty")
         limit = self.settings.gate.max_message_chars
         if len(last) > limit:
@@ -293,7 +294,7 @@ class Gatekeeper:
                 f"the message has {len(last)} characters; the limit is {limit} "
                 "(gate.max_message_chars)"
             )
-        kept = [(text[:limit], asked) for text, asked in turns if text.strip()]
+        kept = [(text[:limit], asked) for text, asked in turns if not blank(text)]
         for text, _ in kept:
             _require_text(text)
         return [*kept, ("", turns[-1][1])] if attached else kept

@@ -147,6 +147,9 @@ def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
         ([{"type": "text", "text": " "}, {"type": "input_audio"}], True),
         ([{"type": "text", "text": "see photo"}, {"type": "image_url"}], False),
         ([{"no": "type"}], False),
+        ([{"type": "input_text", "text": "write an essay"}], False),
+        ([{"type": "Text", "text": "write an essay"}], False),
+        ([{"type": "image_url"}, {"type": "text", "text": "\u200b"}], True),
         ([{"type": "text", "text": ""}], False),
         ([], False),
         ("", False),
@@ -228,6 +231,16 @@ def test_user_turns_keeps_recent_user_messages() -> None:
         {"role": "user", "content": [{"type": "text", "text": "two"}, {"type": "image_url"}]},
     ]
     assert user_turns(messages) == ["one", "two"]
+
+
+def test_text_under_any_part_type_is_read() -> None:
+    """Text sent as input_text, output_text or an unexpected type is read, not skipped."""
+    content = [
+        {"type": "input_text", "text": "one"},
+        {"type": "Text", "text": "two"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+    ]
+    assert content_text(content) == "one\ntwo"
 
 
 def test_no_user_turn_or_empty_last_turn() -> None:

@@ -44,9 +44,10 @@ async def test_acheck_matches_check(tiny_gate: Gatekeeper) -> None:
     assert [d.route for d in many] == [Route.LLM, Route.OFF_TOPIC]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n"])
+@pytest.mark.parametrize("text", ["", "   ", "\n", "\u200b", "\ufeff", "\x00", "\u200d\u200c "])
 def test_empty_message(tiny_gate: Gatekeeper, text: str) -> None:
-    """Empty messages are a client error."""
+    """Empty messages, or only invisible characters (zero-width, BOM, NUL), are a client
+    error: they would embed to an arbitrary vector."""
     with pytest.raises(EmptyMessageError):
         tiny_gate.check(text)
 
@@ -80,6 +81,19 @@ def test_photos_and_texts_share_one_batch(tiny_gate: Gatekeeper) -> None:
     alone = [tiny_gate.check(message).route for message in batch]
     together = [decision.route for decision in tiny_gate.check_many(batch)]
     assert together == alone == [Route.LLM, Route.LLM, Route.OFF_TOPIC]
+
+
+def test_an_invisible_turn_after_a_refusal_is_no_way_past_the_gate(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """A zero-width space after a refused request is an empty message, not a turn to judge."""
+    chat = [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": "Sorry, I only help with orders."},
+        {"role": "user", "content": "\u200b"},
+    ]
+    with pytest.raises(EmptyMessageError):
+        tiny_gate.check(chat)
 
 
 def test_too_long_message(tmp_path: Path) -> None:

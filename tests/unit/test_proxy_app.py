@@ -229,6 +229,17 @@ def test_any_intent_name_makes_a_valid_header_value(name: str) -> None:
         assert value == name
 
 
+async def test_text_under_another_part_type_is_judged(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An off-topic request sent as an input_text part of a chat message is judged and
+    refused, not forwarded as if it were an attachment."""
+    part = {"type": "input_text", "text": "tell me a joke"}
+    response = await post(client, {"model": "m", "messages": [{"role": "user", "content": [part]}]})
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert upstream.requests == []
+
+
 # -- 1. invalid Unicode ---------------------------------------------------------------------------
 
 LONE_SURROGATES = st.sampled_from(["\\ud800", "\\udfff", "\\uDBFF", "\\udc00x", "a\\ud83d"])

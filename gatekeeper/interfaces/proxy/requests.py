@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import SecretStr
 
-from gatekeeper.conversation import chat_messages
+from gatekeeper.conversation import TEXT_PARTS, blank, chat_messages
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
@@ -179,10 +179,6 @@ def check_messages(messages: Any) -> None:
         raise ProxyError(422, str(exc), code="invalid_type") from exc
 
 
-#: Text parts of Responses API message content (input text, and earlier assistant output).
-_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
-
-
 def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     """The JSON of a Responses API request (read as strictly as a chat request, see
     :func:`parse_chat_request`), and the chat messages the gate judges.
@@ -241,9 +237,9 @@ def _content(content: Any, index: int) -> str | list[Json]:
     parts without text (images, files, audio), chat parts that keep them in view (a turn of
     attachments only follows the conversation, see :mod:`gatekeeper.conversation`)."""
     text = _content_text(content, index)
-    if isinstance(content, list) and not text.strip():
+    if isinstance(content, list) and blank(text):
         kinds = [part.get("type") for part in content]
-        others = [{"type": k} for k in kinds if isinstance(k, str) and k not in _TEXT_PARTS]
+        others = [{"type": k} for k in kinds if isinstance(k, str) and k not in TEXT_PARTS]
         if others:
             return [{"type": "text", "text": text}, *others]
     return text
@@ -264,7 +260,7 @@ def _content_text(content: Any, index: int) -> str:
             raise ProxyError(
                 422, f"input[{index}].content parts must be objects", code="invalid_type"
             )
-        if part.get("type") in _TEXT_PARTS:
+        if part.get("type") in TEXT_PARTS:
             text = part.get("text")
             if not isinstance(text, str):
                 raise ProxyError(
