@@ -83,7 +83,8 @@ TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 def _text_part(part: Mapping[str, Any]) -> bool:
     """A part whose text the gate reads: a text type, or any part with a string ``text`` (so
     text sent under an unexpected type is judged, not taken for an attachment)."""
-    return part.get("type") in TEXT_PARTS or isinstance(part.get("text"), str)
+    kind = part.get("type")
+    return (isinstance(kind, str) and kind in TEXT_PARTS) or isinstance(part.get("text"), str)
 
 
 def blank(text: str) -> bool:

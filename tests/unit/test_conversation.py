@@ -149,6 +149,7 @@ def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
         ([{"no": "type"}], False),
         ([{"type": "input_text", "text": "write an essay"}], False),
         ([{"type": "Text", "text": "write an essay"}], False),
+        ([{"type": []}, {"type": {"a": 1}}], False),
         ([{"type": "image_url"}, {"type": "text", "text": "\u200b"}], True),
         ([{"type": "text", "text": ""}], False),
         ([], False),

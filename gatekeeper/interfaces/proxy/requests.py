@@ -260,7 +260,8 @@ def _content_text(content: Any, index: int) -> str:
             raise ProxyError(
                 422, f"input[{index}].content parts must be objects", code="invalid_type"
             )
-        if part.get("type") in TEXT_PARTS:
+        kind = part.get("type")
+        if isinstance(kind, str) and kind in TEXT_PARTS:
             text = part.get("text")
             if not isinstance(text, str):
                 raise ProxyError(
