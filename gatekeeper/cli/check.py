@@ -84,8 +84,8 @@ def check(
 def _message_argument(text: str | None, conversation: Path | None) -> Any:
     if conversation is not None:
         try:
-            messages = json.loads(conversation.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            messages = json.loads(conversation.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read conversation {conversation}: {exc}") from exc
         if isinstance(messages, dict):
             messages = messages.get("messages")

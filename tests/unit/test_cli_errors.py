@@ -93,3 +93,17 @@ def test_the_readme_error_table_matches_the_exit_codes() -> None:
             assert exit_code(getattr(errors, name)("x")) == int(code_cell), name
             checked += 1
     assert checked >= 12  # the table still lists the hierarchy
+
+
+def test_a_conversation_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    """A conversation file in another encoding exits 2 naming it; a UTF-8 BOM is accepted."""
+    bad = tmp_path / "chat.json"
+    bad.write_bytes(b"\xff\xfe[]")
+    env = {"GATEKEEPER_DATA_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["check", "--conversation", str(bad)], env=env)
+    assert result.exit_code == 2 and "cannot read conversation" in result.output
+    assert "Traceback" not in result.output
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf[]")
+    result = runner.invoke(app, ["check", "--conversation", str(bom)], env=env)
+    assert result.exit_code == 2 and "must be a non-empty list" in result.output

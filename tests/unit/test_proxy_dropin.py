@@ -492,6 +492,16 @@ async def test_other_spellings_of_generation_endpoints_never_pass_ungated(
     assert upstream.requests == []
 
 
+async def test_other_methods_on_the_exact_gated_paths_pass_through(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """GET /v1/chat/completions (the stored completions list) is passed through as before."""
+    upstream.handler = lambda request: httpx.Response(200, json={"object": "list", "data": []})
+    response = await client.get("/v1/chat/completions")
+    assert response.status_code == 200 and response.json()["object"] == "list"
+    assert upstream.requests[0].url.path == "/v1/chat/completions"
+
+
 async def test_passthrough_sse_is_relayed(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

@@ -93,7 +93,7 @@ async def passthrough(request: Request) -> Response:
     authorize(proxy, request)
     path = request.url.path.removeprefix("/v1/")  # decoded: /v1/%63ompletions is refused too
     canonical = canonical_path(path)
-    if canonical in GATED:
+    if canonical in GATED and path != canonical:  # the exact path with GET etc. passes
         raise ProxyError(
             400,
             f"/v1/{path} is a spelling of /v1/{canonical}: send it to that exact path, "
