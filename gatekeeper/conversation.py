@@ -142,19 +142,19 @@ def customer_turns(messages: Any) -> list[tuple[str, bool]]:
     if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
         raise EmptyMessageError("the conversation has no user message to judge")
     turns: list[tuple[str, bool]] = []
-    asked = attached = False
+    asked, last_content = False, None
     for message in chat_messages(messages):
         role = message.get("role")
         if role == "assistant":
             asked = asks(content_text(message.get("content")))
         elif role == "user":
-            turns.append((content_text(message.get("content")), asked))
-            attached = attachments_only(message.get("content"))
+            last_content = message.get("content")
+            turns.append((content_text(last_content), asked))
             asked = False
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
     if blank(turns[-1][0]):
-        if not attached:
+        if not attachments_only(last_content):
             raise EmptyMessageError("the last user message is empty")
         turns[-1] = ("", turns[-1][1])
     return turns[-CONTEXT_TURNS:]

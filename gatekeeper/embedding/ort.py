@@ -79,7 +79,7 @@ def weights_digest(path: Path, memo_dir: Path | None = None) -> str:
     in ``memo_dir`` (the graph cache) under the files' size, modification time and inode, and
     recomputed when any of them changes (a retuned or reinstalled model)."""
     files = [path / name for name in _GRAPH_SOURCES]
-    stamp = [[f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
+    stamp = [[st.st_size, st.st_mtime_ns, st.st_ino] for st in (f.stat() for f in files)]
     source = str(path.resolve())
     key = {"format": f"{GRAPH_FORMAT}:{_OPSET}", "source": source, "stamp": stamp}
     where = hashlib.blake2b(source.encode(), digest_size=6).hexdigest()
