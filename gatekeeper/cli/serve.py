@@ -14,7 +14,9 @@ def serve(
     config: ConfigOption = None,
     catalog: CatalogOption = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port to listen on.")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on (1-65535).")
+    ] = None,
     processes: Annotated[
         int | None,
         typer.Option(

@@ -69,6 +69,30 @@ def test_serve_with_a_bad_catalog_stops_before_listening(tmp_path: Path) -> None
     assert "does not exist" in result.output
 
 
+def test_serve_on_a_taken_port_says_so_before_loading_the_model(tmp_path: Path) -> None:
+    """`serve` on a port another server holds exits 2 naming the address, with no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            app, ["serve", "--port", str(port)], env={"GATEKEEPER_DATA_DIR": str(tmp_path)}
+        )
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_serve_refuses_a_port_out_of_range(port: str) -> None:
+    """`serve --port` outside 1-65535 is a usage error (it used to hang on 99999)."""
+    result = runner.invoke(app, ["serve", "--port", port])
+    assert result.exit_code == 2
+    assert "--port" in result.output
+
+
 def test_serve_with_a_bad_upstream_url(tmp_path: Path) -> None:
     """A malformed upstream URL is a settings error naming the field."""
     result = runner.invoke(app, ["serve"], env={"GATEKEEPER_UPSTREAM__BASE_URL": "http://[::1"})

@@ -13,7 +13,9 @@ answers for all.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -63,10 +65,31 @@ def run_server(
     # Configuration mistakes (catalog, model, an index of another model) stop the server here,
     # with the library's own error, before it listens: never a proxy that forwards everything.
     # A Chroma server that is down does not: the proxy starts and follows gate.on_error.
-    gate = prepare_gate(build_gate(settings))
-    config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
-    settle_collector()
-    uvicorn.Server(config).run()
+    gate = build_gate(settings)  # settings and catalog: nothing loaded yet
+    # The port before the model: one taken by another server is said in a second, and
+    # "server.ready" is only logged once the address is ours.
+    with bind_listening_socket(host, port) as listening:
+        prepare_gate(gate)
+        config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
+        settle_collector()
+        uvicorn.Server(config).run(sockets=[listening])
+
+
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds it: IPv6 when the host has a colon,
+    ``SO_REUSEADDR``, inheritable by serving processes). :class:`ConfigError` with the address
+    and the reason when it cannot be had: a port in use, out of range, a host not on this
+    machine."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {_bind_problem(exc)}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def cap_malloc_arenas(arenas: int = SERVING_MALLOC_ARENAS) -> bool:
@@ -120,11 +143,28 @@ class ServingProcess:
         return app
 
 
+def _bind_problem(exc: OSError | OverflowError) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return "the port is in use (choose another --port or server.port, or stop its server)"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{reason} (check --host / server.host and --port / server.port)"
+
+
 def _run_processes(settings: Settings, host: str, port: int, graceful: float) -> None:
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
 
     build_gate(settings)  # a bad catalog or settings fail here, before anything is spawned
+    with bind_listening_socket(host, port) as listening:
+        supervisor = _supervise(settings, listening, host, port, graceful)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise ConfigError("a serving process could not start; its error is logged above")
+
+
+def _supervise(
+    settings: Settings, listening: socket.socket, host: str, port: int, graceful: float
+) -> Any:
+    from uvicorn.supervisors import Multiprocess
+
     config = _config(ServingProcess(_portable(settings)), host, port, graceful, factory=True)
     config.workers = settings.server.processes
     ours = not os.environ.get(MULTIPROC_DIR)
@@ -132,13 +172,12 @@ def _run_processes(settings: Settings, host: str, port: int, graceful: float) ->
         if ours:
             os.environ[MULTIPROC_DIR] = shared  # inherited by the spawned processes
         try:
-            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor = Multiprocess(config, sockets=[listening])
             supervisor.run()
         finally:
             if ours:
                 os.environ.pop(MULTIPROC_DIR, None)
-    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
-        raise ConfigError("a serving process could not start; its error is logged above")
+    return supervisor
 
 
 def _portable(settings: Settings) -> Settings:
