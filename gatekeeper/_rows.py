@@ -44,20 +44,35 @@ def yaml_problem(exc: Exception) -> str:
     return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
-def read_jsonl(path: Path, error: type[GatekeeperError], what: str) -> list[Row]:
-    """One JSON object per non-blank line."""
+def read_jsonl(
+    path: Path,
+    error: type[GatekeeperError],
+    what: str,
+    on_bad_line: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """One JSON object per non-blank line. A line that is not one raises ``error``, or with
+    ``on_bad_line`` is left out and its problem passed to it."""
     rows: list[Row] = []
     for number, line in enumerate(read_text(path, error, what).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise error(f"{what} {path}, line {number}: not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise error(f"{what} {path}, line {number}: expected a JSON object")
-        rows.append((number, row))
+            rows.append((number, _json_object(line, f"{what} {path}, line {number}", error)))
+        except GatekeeperError as exc:
+            if on_bad_line is None:
+                raise
+            on_bad_line(str(exc))
     return rows
+
+
+def _json_object(line: str, where: str, error: type[GatekeeperError]) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(row, dict):
+        raise error(f"{where}: expected a JSON object")
+    return row
 
 
 def sniff_delimiter(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,11 +81,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
         )
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
-        console.print(
-            f"[bold yellow]warning:[/] skipped {len(skipped)} rows (empty or malformed): "
-            + escape(str(skipped[0]))
-            + (" …" if len(skipped) > 1 else "")
-        )
+        console.print(skipped_warning(skipped) + " (all listed in the report)")
     if report.counting["gate_errors"]:
         console.print(
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
@@ -263,9 +260,7 @@ def calibrate(
             check_settings_target(target)
         data = load_dataset(dataset, skip_invalid=skip_invalid)
         if data.skipped:
-            _stderr().print(
-                f"[bold yellow]warning:[/] skipped {len(data.skipped)} rows (empty or malformed)"
-            )
+            _stderr().print(skipped_warning(data.skipped))
         gate = for_calibration(build_gate(settings, catalog, _rule(rule)))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
@@ -391,3 +386,12 @@ def demo(
             options=EvalOptions(latency_sample=latency_sample),
         )
         _run_eval(settings, plan, out, title="gatekeeper demo")
+
+
+def skipped_warning(skipped: Sequence[str]) -> str:
+    """The console warning for a dataset's skipped rows: how many, and the first one's problem."""
+    rows = "1 row" if len(skipped) == 1 else f"{len(skipped)} rows"
+    more = " …" if len(skipped) > 1 else ""
+    return (
+        f"[bold yellow]warning:[/] skipped {rows} (empty or malformed): {escape(skipped[0])}{more}"
+    )

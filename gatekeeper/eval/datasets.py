@@ -94,19 +94,20 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
 
     An empty row (no text, no messages) is always left out and recorded in
     :attr:`Dataset.skipped`. With ``skip_invalid``, a malformed row is left out and its problem
-    recorded there too, instead of raising; file-level problems still raise."""
+    recorded there too, instead of raising (a JSONL line that is not a JSON object included);
+    file-level problems still raise."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
     suffix = path.suffix.lower()
+    skipped: list[str] = []
     if suffix in {".jsonl", ".ndjson"}:
-        rows = read_jsonl(path, DatasetError, "dataset")
+        rows = read_jsonl(path, DatasetError, "dataset", skipped.append if skip_invalid else None)
     elif suffix == ".csv":
         rows = read_csv(path, DatasetError, "dataset", _check_dataset_header)
     else:
         raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
     examples: list[Example] = []
-    skipped: list[str] = []
     for line, row in rows:
         if _empty(row):
             skipped.append(f"dataset {path}, line {line}: empty row (no text), skipped")

@@ -178,5 +178,5 @@ def test_index_prints_catalog_warnings(config: Path, hashing: None, tmp_path: Pa
     )
     code, output = _invoke("index", "--config", config, "--catalog", catalog)
     assert code == 0, output
-    assert "skipped 1 empty rows (no text): row 3" in output
+    assert "skipped 1 empty row (no text): row 3" in output
     assert "row 4 repeats row 2" in output

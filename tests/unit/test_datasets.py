@@ -132,6 +132,24 @@ def test_skip_invalid_keeps_the_good_rows(tmp_path: Path) -> None:
     assert len(data.skipped) == 1 and "line 2" in data.skipped[0]
 
 
+def test_skip_invalid_also_skips_lines_that_are_not_json_objects(tmp_path: Path) -> None:
+    """With skip_invalid, a JSONL line that is not JSON (or not an object) is skipped and
+    recorded with its line number, like a malformed row."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        '{"text": "fine", "label": "in_domain"}\n{"text": oops}\n[1, 2]\n'
+        '{"text": "also fine", "label": "off_topic"}\n',
+        encoding="utf-8",
+    )
+    data = load_dataset(path, skip_invalid=True)
+    assert [e.text for e in data.examples] == ["fine", "also fine"]
+    assert [s.split(": ", 1)[0] for s in data.skipped] == [
+        f"dataset {path}, line 2",
+        f"dataset {path}, line 3",
+    ]
+    assert "not valid JSON" in data.skipped[0] and "expected a JSON object" in data.skipped[1]
+
+
 def test_empty_rows_are_skipped_and_counted_without_skip_invalid(tmp_path: Path) -> None:
     """Rows with no text (a benchmark's few empty ones) are skipped and counted, not fatal."""
     path = _jsonl(
