@@ -21,6 +21,13 @@ CALIBRATE_HINT = (
 )
 
 
+def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
+    """The ``gatekeeper calibrate`` command to advise, reading (and writing) the same settings
+    file (``config_flag``, see :meth:`Settings.config_flag`) and catalog as the gate."""
+    command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
+    return command + (f" --catalog {catalog}" if catalog else "")
+
+
 @dataclass(frozen=True)
 class Calibrated:
     """The outcome of the check: fine, or fine with a warning."""
@@ -34,12 +41,18 @@ def record(model: str, rule: str, catalog_hash: str) -> CalibrationRecord:
 
 
 def check_calibrated(
-    gate: GateSettings, *, model: str, rule: str, catalog_hash: str, catalog: str
+    gate: GateSettings,
+    *,
+    model: str,
+    rule: str,
+    catalog_hash: str,
+    catalog: str,
+    config_flag: str = "",
 ) -> Calibrated:
     """Raise :class:`UncalibratedError` when ``gate.threshold`` was not calibrated for this
     model and rule (unless ``gate.allow_uncalibrated``); warn when only the catalog changed."""
     found = gate.calibrated_for
-    hint = CALIBRATE_HINT + (f" --catalog {catalog}" if catalog else "")
+    hint = calibrate_hint(config_flag, catalog)
     if found is None:
         if gate.allow_uncalibrated:
             return Calibrated()
@@ -61,6 +74,7 @@ def check_calibrated(
         )
     if found.catalog is not None and found.catalog != catalog_hash:
         return Calibrated(
-            f"gate.threshold was calibrated on another version of the catalog; consider `{hint}`"
+            "gate.threshold was calibrated on a catalog with other contents (an earlier version, "
+            f"or another catalog); consider `{hint}`"
         )
     return Calibrated()

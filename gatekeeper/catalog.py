@@ -449,12 +449,12 @@ def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str]
         )
     warnings = []
     if empty:
-        rows = "1 empty row" if len(empty) == 1 else f"{len(empty)} empty rows"
-        warnings.append(f"skipped {rows} (no text): {_rows_label(empty)}")
+        count = "1 empty row" if len(empty) == 1 else f"{len(empty)} empty rows"
+        warnings.append(f"skipped {count} (no text): {_rows_label(empty)}")
     if repeated:
-        rows = "1 row repeats" if len(repeated) == 1 else f"{len(repeated)} rows repeat"
+        count = "1 row repeats" if len(repeated) == 1 else f"{len(repeated)} rows repeat"
         warnings.append(
-            f"{rows} an earlier row verbatim (kept once): "
+            f"{count} an earlier row verbatim (kept once): "
             + ", ".join(repeated[:10])
             + (" …" if len(repeated) > 10 else "")
         )

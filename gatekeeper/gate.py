@@ -180,6 +180,7 @@ class Gatekeeper:
             rule=self.rule.name,
             catalog_hash=self.catalog.content_hash(),
             catalog=str(self.settings.catalog),
+            config_flag=self.settings.config_flag(),
         )
         if outcome.warning:
             self._log.warning("gate.calibration_stale", hint=outcome.warning)

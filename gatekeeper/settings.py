@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -331,6 +332,26 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
+    _source_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> Path | None:
+        """The settings file these settings were read from (:func:`load_settings`), if any."""
+        return self._source_file
+
+    def with_source_file(self, path: Path | None) -> Settings:
+        """These settings, recorded as read from ``path``."""
+        self._source_file = path
+        return self
+
+    def config_flag(self) -> str:
+        """``" --config PATH"`` for a command printed as advice, when these settings came from
+        another file than the one a command reads by default (``""`` otherwise): the advised
+        command must read, and ``--write`` into, the same file."""
+        path, default = self._source_file, default_config_path()
+        if path is None or (default is not None and path.resolve() == default.resolve()):
+            return ""
+        return f" --config {path}"
 
     @classmethod
     def settings_customise_sources(
@@ -476,7 +497,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
-    return loaded
+    return loaded.with_source_file(path)
 
 
 def _describe(

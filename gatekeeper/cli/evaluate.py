@@ -274,8 +274,10 @@ def calibrate(
             f"(rule {gate.rule.name}, model {gate.embedder.identity})"
         )
         if write:
+            flag = f" --config {config}" if config else ""
             command = (
-                f"gatekeeper calibrate --dataset {dataset} --target-pass-rate {target_pass_rate}"
+                f"gatekeeper calibrate{flag} --dataset {dataset} "
+                f"--target-pass-rate {target_pass_rate}"
             )
             if catalog is not None:
                 command += f" --catalog {catalog}"

@@ -92,9 +92,14 @@ def tune(
             check_settings_target(target)
         catalog_path = catalog or settings.catalog
         loaded = load_catalog(catalog_path)
+        # The advised commands repeat the user's own --config and --catalog: they must read the
+        # same settings file and catalog.
+        flags = (f" --config {config}" if config else "") + (
+            f" --catalog {catalog}" if catalog else ""
+        )
         if method is TuneMethod.encoder:
             _tune_encoder(
-                settings, loaded, catalog_path, out, seed, epochs, triplets, write, target
+                settings, loaded, catalog_path, out, seed, epochs, triplets, write, target, flags
             )
             return
         frozen = settings.embedding.model_copy(update={"adapter": None})
@@ -135,7 +140,7 @@ def tune(
                 train_progress=on_step,
             )
         _print_result(result.manifest, result.seconds)
-        _print_next_steps(result.path, embedder.identity, result.manifest, settings)
+        _print_next_steps(result.path, embedder.identity, result.manifest, flags)
         if write:
             store_adapter(target, result.path, note=f"gatekeeper tune (seed {seed}, {steps} steps)")
             typer.echo(f"wrote embedding.adapter = {result.path.resolve()} to {target}")
@@ -151,6 +156,7 @@ def _tune_encoder(
     triplets: int,
     write: bool,
     target: Path,
+    flags: str,
 ) -> None:
     from gatekeeper.eval.settings_file import store_model
     from gatekeeper.finetune import FinetuneConfig, finetune_encoder
@@ -189,9 +195,7 @@ def _tune_encoder(
     typer.echo(f"  environment:    GATEKEEPER_EMBEDDING__MODEL={where}")
     typer.echo(
         "the fine-tuned model is a new model: the current index and threshold are refused for "
-        "it. Then run:\n  gatekeeper index --rebuild\n"
-        "  gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 "
-        "--write"
+        "it. Then run:\n" + _then_run(flags)
     )
     if write:
         store_model(target, result.path, note=f"gatekeeper tune --method encoder (seed {seed})")
@@ -240,17 +244,21 @@ def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
     Console().print(table)
 
 
-def _print_next_steps(
-    path: Path, identity: str, manifest: dict[str, Any], settings: Settings
-) -> None:
+def _then_run(flags: str) -> str:
+    """The commands that make a tuned model usable: a new index, a threshold on its scale."""
+    return (
+        f"  gatekeeper index --rebuild{flags}\n"
+        f"  gatekeeper calibrate{flags} --dataset YOUR_LABELLED_MESSAGES.jsonl "
+        "--target-pass-rate 0.98 --write"
+    )
+
+
+def _print_next_steps(path: Path, identity: str, manifest: dict[str, Any], flags: str) -> None:
     where = path.resolve()
     typer.echo(f"adapter: {where}")
     typer.echo(f"  settings file:  embedding:\n                    adapter: {where}")
     typer.echo(f"  environment:    GATEKEEPER_EMBEDDING__ADAPTER={where}")
     typer.echo(
         f"the adapted model is a new model ({identity}+adapter:{manifest['hash'][:12]}): the "
-        "current index and threshold are refused for it. Then run:\n"
-        "  gatekeeper index --rebuild\n"
-        "  gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl "
-        "--target-pass-rate 0.98 --write"
+        "current index and threshold are refused for it. Then run:\n" + _then_run(flags)
     )

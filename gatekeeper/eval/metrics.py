@@ -334,6 +334,7 @@ def recommend_thresholds(
     calibration: Calibration | None = None,
     calibration_path: str | None = None,
     catalog: str | None = None,
+    config_flag: str = "",
     targets: Sequence[float] = RECOMMENDED_TARGETS,
 ) -> list[RecommendedThreshold]:
     """For each target, the highest swept threshold whose in-domain pass rate reaches it, with
@@ -353,7 +354,9 @@ def recommend_thresholds(
         best = max(reaching, key=lambda p: p.threshold, default=None)
         if calibration is not None:
             where = calibration_path or calibration.source
-            command = f"gatekeeper calibrate --dataset {where} --target-pass-rate {target:g}"
+            command = (
+                f"gatekeeper calibrate{config_flag} --dataset {where} --target-pass-rate {target:g}"
+            )
             command += f" --catalog {catalog} --write" if catalog else " --write"
         elif best is not None:
             command = (
@@ -415,6 +418,7 @@ def build_report(
         calibration=calibration,
         calibration_path=meta.get("calibration_path"),
         catalog=meta.get("catalog"),
+        config_flag=gate.settings.config_flag(),
     )
     return EvalReport(
         n_queries=n,

@@ -65,6 +65,26 @@ def test_the_gate_refuses_before_deciding(tmp_path: Path) -> None:
         gate.check("where is my order")
 
 
+def test_the_advised_command_reads_the_same_settings_file(tmp_path: Path) -> None:
+    """Settings read from a file of the user's own: the advised `gatekeeper calibrate` names
+    it with --config (run without it, --write would change another file); the default file
+    is not named."""
+    own = tmp_path / "shop-b.yaml"
+    own.write_text(f"gate:\n  threshold: 0.3\n  calibrated_for: {{model: {MODEL}, rule: {RULE}}}\n")
+    settings = load_settings(own)
+    assert settings.source_file == own and settings.config_flag() == f" --config {own}"
+    assert load_settings().config_flag() == ""
+    with pytest.raises(UncalibratedError, match=rf"`gatekeeper calibrate --config {own} --dataset"):
+        check_calibrated(
+            settings.gate,
+            model="openai:e5-query",
+            rule=RULE,
+            catalog_hash="c",
+            catalog="shop.yaml",
+            config_flag=settings.config_flag(),
+        )
+
+
 def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:
     """calibrate --write stores gate.calibrated_for beside the threshold, comments kept."""
     path = tmp_path / "gk.yaml"

@@ -122,7 +122,10 @@ def test_calibrate_write_round_trip(config: Path) -> None:
     assert settings.gate.rule == "contrast" and settings.store.top_k == 5
     text = config.read_text()
     assert text.startswith("# my settings") and "rule: contrast  # keep" in text
-    assert "gatekeeper calibrate --dataset" in text and text.count("threshold:") == 1
+    assert (
+        f"gatekeeper calibrate --config {config} --dataset" in text
+        and text.count("threshold:") == 1
+    )
 
 
 def test_store_threshold_creates_a_missing_file(tmp_path: Path) -> None:

@@ -320,6 +320,8 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path: Path) -> None:
+    """`tune --write` saves an adapter, writes its setting, and advises the rebuild and the
+    recalibration with the user's own --config and --catalog."""
     result = CliRunner().invoke(
         app,
         ["tune", "--config", str(config), "--catalog", str(FIXTURES / "tiny_catalog.yaml"),
@@ -330,7 +332,9 @@ def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path:
     assert len(adapters) == 1 and adapters[0].name.startswith("tiny_catalog-")
     out = result.output
     assert f"GATEKEEPER_EMBEDDING__ADAPTER={adapters[0]}" in out
-    assert "gatekeeper index --rebuild" in out and "gatekeeper calibrate" in out
+    flags = f"--config {config} --catalog {FIXTURES / 'tiny_catalog.yaml'}"
+    assert f"gatekeeper index --rebuild {flags}\n" in out
+    assert f"gatekeeper calibrate {flags} --dataset" in out
     assert "density AUROC" in out
     assert load_settings(config).embedding.adapter == adapters[0]
     assert "# my settings" in config.read_text()

@@ -184,7 +184,8 @@ def _portable(settings: Settings) -> Settings:
     """``settings`` as the base class (loaded settings are of a class made per settings file,
     which cannot be pickled), field for field, already validated."""
     fields = {name: getattr(settings, name) for name in Settings.model_fields}
-    return Settings.model_construct(_fields_set=settings.model_fields_set, **fields)
+    portable = Settings.model_construct(_fields_set=settings.model_fields_set, **fields)
+    return portable.with_source_file(settings.source_file)
 
 
 def _config(app: Any, host: str, port: int, graceful: float, *, factory: bool = False) -> Any:
