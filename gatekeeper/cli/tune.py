@@ -187,7 +187,7 @@ def _tune_encoder(
         f"fine-tuned {epochs} epoch(s) of {triplets} triplets in "
         f"{result.manifest['train_seconds']:.1f} s ({result.seconds:.1f} s in all) on "
         f"{data['exemplars_train']} exemplars of {data['intents']} intents and "
-        f"{data['off_topic_train']} off-topic lines"
+        + _off_topic_summary(data)
     )
     where = result.path.resolve()
     typer.echo(f"model: {where}")
@@ -215,9 +215,18 @@ def _print_result(manifest: dict[str, Any], seconds: float) -> None:
     typer.echo(
         f"trained {manifest['steps']} steps in {manifest['train_seconds']:.1f} s "
         f"({seconds:.1f} s in all) on {data['exemplars_train']} exemplars of "
-        f"{data['intents']} intents and {data['off_topic_train']} off-topic lines "
-        f"({data['off_topic_from_catalog']} from the catalog, the rest generic "
-        f"'{data['language']}'); ‖W − I‖ = {manifest['dist_from_identity']:.3f}"
+        f"{data['intents']} intents and {_off_topic_summary(data)}; "
+        f"‖W − I‖ = {manifest['dist_from_identity']:.3f}"
+    )
+
+
+def _off_topic_summary(data: dict[str, Any]) -> str:
+    """How many off-topic lines trained, how many were held out, and where they came from."""
+    catalog, generic = data["off_topic_from_catalog"], data["off_topic_generic"]
+    return (
+        f"{data['off_topic_train']} off-topic lines ({data['off_topic_heldout']} more held out; "
+        f"of all {catalog + generic}, {catalog} from the catalog and {generic} generic "
+        f"'{data['language']}')"
     )
 
 
