@@ -122,7 +122,10 @@ def eval_command(
     ] = None,
     target_pass_rate: Annotated[
         float | None,
-        typer.Option("--target-pass-rate", min=0.0, max=1.0, help="In-domain pass rate to reach."),
+        typer.Option(
+            "--target-pass-rate",
+            help="In-domain pass rate to reach: above 0, at most 1 (e.g. 0.98).",
+        ),
     ] = None,
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="Use this threshold (no calibration).")
@@ -209,7 +212,10 @@ def calibrate(
     ],
     target_pass_rate: Annotated[
         float,
-        typer.Option("--target-pass-rate", min=0.0, max=1.0, help="In-domain pass rate to reach."),
+        typer.Option(
+            "--target-pass-rate",
+            help="In-domain pass rate to reach: above 0, at most 1 (e.g. 0.98).",
+        ),
     ],
     config: ConfigOption = None,
     catalog: Annotated[

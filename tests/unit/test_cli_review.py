@@ -114,19 +114,20 @@ def test_a_long_error_stays_on_one_line(tmp_path: Path, no_model: None) -> None:
 # -- 3. target pass rate and flag combinations ------------------------------------------------
 
 
+@pytest.mark.parametrize("target", ["0", "1.5", "-0.1", "nan"])
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
-def test_a_zero_target_pass_rate_is_refused(
-    command: str, config: Path, tmp_path: Path, no_model: None
+def test_a_target_pass_rate_out_of_range_is_refused(
+    command: str, target: str, config: Path, tmp_path: Path, no_model: None
 ) -> None:
-    """--target-pass-rate 0 exits 2 with a clear message, before the model loads."""
-    args: list[str | Path] = ["--config", config, "--target-pass-rate", "0"]
+    """--target-pass-rate outside (0, 1] exits 2 with a clear message, before the model loads."""
+    args: list[str | Path] = ["--config", config, "--target-pass-rate", target]
     if command == "eval":
         args += ["--dataset", EVAL, "--calibrate-on", CALIBRATION, "--out", tmp_path / "o"]
     else:
         args += ["--dataset", CALIBRATION]
     code, output = _invoke(command, *args)
     assert code == 2
-    assert "--target-pass-rate must be above 0 and at most 1, got 0" in output
+    assert f"--target-pass-rate must be above 0 and at most 1, got {float(target):g}" in output
 
 
 def test_library_refuses_a_zero_target_with_input_error() -> None:
