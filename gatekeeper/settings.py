@@ -285,6 +285,18 @@ class ServerSettings(_Section):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _sendable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(keys, start=1):
+            value = key.get_secret_value()
+            if not value.isascii() or not value.isprintable() or " " in value:
+                raise ValueError(
+                    f"key {number} has a character other than printable ASCII (no spaces): "
+                    "HTTP clients cannot send it in an Authorization header"
+                )
+        return keys
+
 
 class LoggingSettings(_Section):
     """What is logged, and how."""

@@ -38,6 +38,18 @@ def test_comma_separated_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "k1" not in repr(load_settings(None).server)
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", "sk key", "sk-\tx", "sk-\u200b"])
+def test_a_key_no_http_client_can_send_is_refused(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """A server key with non-ASCII, space or control characters is a settings error naming the
+    key's position, never its value (no client could send it: every request would be 401)."""
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", f"sk-fine,{key}")
+    with pytest.raises(ConfigError, match=r"server\.api_keys .*key 2 has a character") as info:
+        load_settings(None)
+    assert key not in str(info.value)
+
+
 def test_bad_value_names_the_field(tmp_path: Path) -> None:
     """A bad value gives a ConfigError naming the field and the file."""
     config = tmp_path / "gk.yaml"
