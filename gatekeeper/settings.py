@@ -76,6 +76,21 @@ def _http_url(value: str | None) -> str | None:
     return value
 
 
+def _sendable_key(key: SecretStr | None) -> SecretStr | None:
+    """``key`` if an HTTP client can send it in an ``Authorization`` header (printable ASCII, no
+    spaces), else ValueError (the message never shows the key)."""
+    value = key.get_secret_value() if key is not None else ""
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(
+            "the key has a character other than printable ASCII (or a space): it cannot be "
+            "sent in an HTTP Authorization header"
+        )
+    return key
+
+
+ApiKey = Annotated[SecretStr, AfterValidator(_sendable_key)]
+
+
 class EmbeddingSettings(_Section):
     """Which model turns messages into vectors."""
 
@@ -124,7 +139,7 @@ class EmbeddingSettings(_Section):
     batch_size: int = Field(64, ge=1, le=4096)
     max_length: int = Field(256, ge=8, le=8192)
     base_url: Annotated[str | None, AfterValidator(_http_url)] = None
-    api_key: SecretStr | None = None
+    api_key: ApiKey | None = None
     dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
     timeout: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
@@ -255,7 +270,7 @@ class UpstreamSettings(_Section):
     """The OpenAI-compatible chat endpoint admitted messages go to."""
 
     base_url: Annotated[str | None, AfterValidator(_http_url)] = None
-    api_key: SecretStr | None = None
+    api_key: ApiKey | None = None
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
@@ -266,7 +281,7 @@ class ServerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     # Threads per forward pass of a local model: cores / (processes * decision_workers).
     decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
@@ -284,18 +299,6 @@ class ServerSettings(_Section):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
-
-    @field_validator("api_keys")
-    @classmethod
-    def _sendable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        for number, key in enumerate(keys, start=1):
-            value = key.get_secret_value()
-            if not value.isascii() or not value.isprintable() or " " in value:
-                raise ValueError(
-                    f"key {number} has a character other than printable ASCII (no spaces): "
-                    "HTTP clients cannot send it in an Authorization header"
-                )
-        return keys
 
 
 class LoggingSettings(_Section):

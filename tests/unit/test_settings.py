@@ -39,13 +39,21 @@ def test_comma_separated_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("key", ["clé-secrète", "sk key", "sk-\tx", "sk-\u200b"])
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("GATEKEEPER_SERVER__API_KEYS", r"server\.api_keys\.1"),
+        ("GATEKEEPER_UPSTREAM__API_KEY", r"upstream\.api_key"),
+        ("GATEKEEPER_EMBEDDING__API_KEY", r"embedding\.api_key"),
+    ],
+)
 def test_a_key_no_http_client_can_send_is_refused(
-    monkeypatch: pytest.MonkeyPatch, key: str
+    monkeypatch: pytest.MonkeyPatch, key: str, variable: str, field: str
 ) -> None:
-    """A server key with non-ASCII, space or control characters is a settings error naming the
-    key's position, never its value (no client could send it: every request would be 401)."""
-    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", f"sk-fine,{key}")
-    with pytest.raises(ConfigError, match=r"server\.api_keys .*key 2 has a character") as info:
+    """A key with non-ASCII, space or control characters is a settings error naming the field,
+    never the key (sent, it would fail every request: 401s inbound, errors upstream)."""
+    monkeypatch.setenv(variable, f"sk-fine,{key}" if variable.endswith("KEYS") else key)
+    with pytest.raises(ConfigError, match=rf"{field} .*other than printable ASCII") as info:
         load_settings(None)
     assert key not in str(info.value)
 
