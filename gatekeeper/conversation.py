@@ -106,7 +106,22 @@ def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
             raise InputError(
                 f"messages[{index}].content must be a string or a list of content parts"
             )
+        if isinstance(content, list):
+            _check_parts(content, f"messages[{index}].content")
     return list(messages)
+
+
+def _check_parts(parts: list[Any], where: str) -> None:
+    """:class:`InputError` unless every part is a text or an object, and every text-typed part
+    has a string ``text`` (what the chat APIs require; a number's text is not the customer's)."""
+    for number, part in enumerate(parts):
+        if isinstance(part, str):
+            continue
+        if not isinstance(part, Mapping):
+            raise InputError(f"{where}[{number}] must be an object (a content part)")
+        kind = part.get("type")
+        if isinstance(kind, str) and kind in TEXT_PARTS and not isinstance(part.get("text"), str):
+            raise InputError(f"{where}[{number}]: a {kind!r} part needs a string 'text'")
 
 
 def last_user_text(messages: Any) -> str:

@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 
 from gatekeeper._rows import yaml_problem
+from gatekeeper._variables import CONFIG_VARIABLE, PREFIX, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 
@@ -426,64 +427,9 @@ def _relative_to(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-CONFIG_VARIABLE = "GATEKEEPER_CONFIG"
-_PREFIX = "GATEKEEPER_"
-
-
-def known_variables() -> tuple[set[str], tuple[str, ...]]:
-    """The ``GATEKEEPER_*`` variable names settings read (upper case), and the prefixes under
-    which any name is valid (dict-valued settings such as ``gate.intent_thresholds``)."""
-    names, open_prefixes = {CONFIG_VARIABLE}, []
-    for name, field in Settings.model_fields.items():
-        names.add(f"{_PREFIX}{name.upper()}")
-        section = field.annotation
-        if isinstance(section, type) and issubclass(section, BaseModel):
-            for sub, sub_field in section.model_fields.items():
-                names.add(f"{_PREFIX}{name.upper()}__{sub.upper()}")
-                if getattr(sub_field.annotation, "__origin__", None) is dict:
-                    open_prefixes.append(f"{_PREFIX}{name.upper()}__{sub.upper()}__")
-    return names, tuple(open_prefixes)
-
-
-def suggest_variable(name: str, known: set[str]) -> str | None:
-    """The variable ``name`` was probably meant to be."""
-    upper = name.upper()
-    tail = upper.removeprefix(_PREFIX)
-    by_field = sorted(k for k in known if k.endswith(f"__{tail}"))
-    if len(by_field) == 1:  # GATEKEEPER_THRESHOLD → GATEKEEPER_GATE__THRESHOLD
-        return by_field[0]
-    hits = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
-    return hits[0] if hits else None
-
-
-def unknown_variables(names: Any, source: str) -> list[str]:
-    """One problem line per ``GATEKEEPER_*`` name in ``names`` that no setting reads."""
-    known, open_prefixes = known_variables()
-    problems = []
-    for name in sorted(n for n in names if n.upper().startswith(_PREFIX)):
-        upper = name.upper()
-        if upper in known or upper.startswith(open_prefixes):
-            continue
-        hint = suggest_variable(name, known)
-        problems.append(
-            f"{source}: unknown variable {name}" + (f" (did you mean {hint}?)" if hint else "")
-        )
-    return problems
-
-
-def _dotenv_variables() -> dict[str, str | None]:
-    """The variables of ``.env`` in the working directory (what pydantic-settings reads)."""
-    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
-    if not env_file.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return dict(dotenv_values(env_file))
-
-
 def default_config_path() -> Path | None:
     """The settings file used when none is named: ``GATEKEEPER_CONFIG``, else the repo's."""
-    named = os.environ.get("GATEKEEPER_CONFIG")
+    named = os.environ.get(CONFIG_VARIABLE)
     if named:
         return Path(named)
     found = project_path(_DEFAULT_CONFIG)
@@ -496,8 +442,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     path = config if config is not None else default_config_path()
     if path is not None and not path.is_file():
         raise ConfigError(f"settings file {path} does not exist")
-    dotenv = _dotenv_variables()
-    unknown = unknown_variables(os.environ, "environment") + unknown_variables(dotenv, ".env")
+    dotenv = dotenv_variables(Path(str(Settings.model_config.get("env_file") or ".env")))
+    unknown = unknown_variables(os.environ, "environment", Settings) + unknown_variables(
+        dotenv, ".env", Settings
+    )
     if unknown:
         raise ConfigError("invalid settings:\n" + "\n".join(f"  {p}" for p in unknown))
 
@@ -547,7 +495,7 @@ def _source(
     if loc and loc[0] in overrides:
         return "given as an option"
     for depth in range(len(loc), 0, -1):
-        name = _PREFIX + "__".join(loc[:depth]).upper()
+        name = PREFIX + "__".join(loc[:depth]).upper()
         if any(k.upper() == name for k in os.environ):
             return f"environment variable {name}"
         if any(k.upper() == name for k in dotenv):

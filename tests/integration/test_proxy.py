@@ -442,6 +442,15 @@ def test_keys_never_appear_in_logs_or_answers(
             "invalid_type",
         ),
         (b'{"messages": [{"role": "user", "content": "hi"}], "n": 0}', 422, "invalid_value"),
+        # malformed content parts: refused as the Responses API refuses them (a number's text
+        # used to be judged as the customer's)
+        (b'{"messages": [{"role": "user", "content": [42]}]}', 422, "invalid_type"),
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]}',
+            422,
+            "invalid_type",
+        ),
+        (b'{"messages": [{"role": "user", "content": [{"type": "text"}]}]}', 422, "invalid_type"),
         (b'{"messages": [{"role": "user", "content": "   "}]}', 400, "empty_message"),
         (b'{"messages": [{"role": "system", "content": "be nice"}]}', 400, "empty_message"),
         (

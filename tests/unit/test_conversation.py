@@ -11,6 +11,7 @@ from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
     attachments_only,
+    chat_messages,
     content_text,
     customer_turns,
     rescue_followup,
@@ -258,6 +259,22 @@ def test_bad_shapes() -> None:
         user_turns(["hello"])  # type: ignore[list-item]
     with pytest.raises(InputError):
         content_text(42)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ([42], r"messages\[0\]\.content\[0\] must be an object"),
+        ([{"type": "text", "text": 7}], r"content\[0\]: a 'text' part needs a string 'text'"),
+        (["hi", {"type": "input_text"}], r"content\[1\]: a 'input_text' part needs a string"),
+    ],
+)
+def test_malformed_content_parts_are_refused(content: list[object], problem: str) -> None:
+    """A part that is no object, or a text part without a string text, is an InputError naming
+    the part (as the Responses API's parser says; a number's text is not the customer's)."""
+    with pytest.raises(InputError, match=problem):
+        chat_messages([{"role": "user", "content": content}])
+    assert chat_messages([{"role": "user", "content": ["hi", {"type": "image_url"}]}])
 
 
 def test_word_count_handles_cjk() -> None:
