@@ -38,6 +38,7 @@ from gatekeeper._rows import read_jsonl, read_text
 from gatekeeper.catalog import Catalog, Intent, OffTopic
 from gatekeeper.embedding.base import Embedder, Vectors
 from gatekeeper.errors import InputError
+from gatekeeper.legibility import unreadable_warning
 from gatekeeper.types import OFF_TOPIC
 
 Language = Literal["en", "zh"]
@@ -254,6 +255,7 @@ def scaffold_catalog(
     report = None
     if traffic:
         report = _traffic_report(embedder, traffic, vectors, generic, generic_vectors)
+    unreadable = unreadable_warning(texts, vectors)
     return Scaffold(
         catalog=catalog,
         language=lang,
@@ -266,6 +268,7 @@ def scaffold_catalog(
         dropped=tuple(dropped),
         owner_off_topic=examples.off_topic.exemplars,
         traffic=report,
+        notes=(unreadable,) if unreadable else (),
     )
 
 

@@ -227,6 +227,14 @@ class ExemplarStore:
             raise failure
         raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
 
+    def exemplars(self) -> ExemplarMatrix:
+        """Every exemplar of the active build with its vector (the in-memory copy the
+        ``memory`` search uses, loaded if it was not)."""
+        collection = self._active_collection(refresh=True)
+        if collection is None:
+            raise IndexMissingError.for_collection(self.name)
+        return self._matrix_of(collection)
+
     def _matrix_of(self, collection: Any, pca: int = 0) -> ExemplarMatrix:
         """The in-memory copy of ``collection`` (:mod:`gatekeeper.search`), loaded again when
         the build's name, catalog hash or count has changed; with a coarse index on ``pca``

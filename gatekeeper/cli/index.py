@@ -19,6 +19,8 @@ from gatekeeper.cli._app import (
     tracked,
 )
 from gatekeeper.errors import UncalibratedError
+from gatekeeper.legibility import unreadable_warning
+from gatekeeper.types import OFF_TOPIC
 
 
 @app.command()
@@ -45,6 +47,13 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
+        exemplars = gate.store.exemplars()
+        in_domain = [i for i, name in enumerate(exemplars.intents) if name != OFF_TOPIC]
+        unreadable = unreadable_warning(
+            [exemplars.texts[i] for i in in_domain], exemplars.vectors[in_domain]
+        )
+        if unreadable:
+            console.print(f"[bold yellow]warning:[/] {escape(unreadable)}", highlight=False)
         try:
             gate.check_calibrated()
         except UncalibratedError as exc:  # the index is fine; serving needs a recalibration

@@ -108,6 +108,8 @@ def init(
         out.write_text(text, encoding="utf-8")
         dropped_file.write_text(render_dropped(result), encoding="utf-8")
         _report(result, out, dropped_file, top)
+        for note in result.notes:
+            console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)
 
 
 def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:

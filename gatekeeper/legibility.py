@@ -1,0 +1,62 @@
+"""Whether the embedding model reads a catalog's language at all.
+
+A model that does not know a script maps its words to the same few unknown tokens, so texts that
+mean different things embed to (nearly) the same vector: MiniLM, an English model, gives 31% of
+the Chinese shop catalog's 527 distinct exemplars a twin at cosine >= 0.995, and 0% of the
+English catalog's 541. Every similarity is then meaningless, and nothing else says so: the gate
+runs, scores near 1.0, and forwards everything. This check is the model-agnostic symptom (it
+needs only the vectors, so it holds for remote models too): too many distinct in-domain
+exemplars that the model cannot tell apart. The bar was read off catalogs the model does read
+(MiniLM: 0.8% of banking77's 5,903 real customer queries have such a twin, 0% of the shop's)
+and one it does not (31%, and 17% of a 209-exemplar Chinese catalog from ``gatekeeper init``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+#: Two distinct texts closer than this are ones the model cannot tell apart.
+TWIN_COSINE = 0.995
+#: A share of exemplars with a twin above this means the model does not read the catalog.
+UNREADABLE_SHARE = 0.10
+_CHUNK = 1024
+
+
+def twins(texts: Sequence[str], vectors: npt.NDArray[np.floating]) -> list[tuple[int, int]]:
+    """For each text that has one, ``(its index, the index of its nearest other text)`` when
+    that other text is different yet embeds at cosine >= :data:`TWIN_COSINE` (unit vectors;
+    the same text twice, in two intents, is no twin)."""
+    unit = np.asarray(vectors, dtype=np.float32)
+    found: list[tuple[int, int]] = []
+    for start in range(0, len(unit), _CHUNK):
+        sims = unit[start : start + _CHUNK] @ unit.T
+        for row, sim in enumerate(sims):
+            i = start + row
+            close = np.flatnonzero(sim >= TWIN_COSINE).tolist()
+            same = [j for j in close if texts[j] != texts[i]]
+            if same:
+                found.append((i, max(same, key=lambda j: sim[j])))
+    return found
+
+
+def unreadable_warning(texts: Sequence[str], vectors: npt.NDArray[np.floating]) -> str | None:
+    """A warning when the model cannot tell apart :data:`UNREADABLE_SHARE` or more of the
+    distinct ``texts`` (see the module docstring), with an example pair; None otherwise."""
+    distinct = len(set(texts))
+    if distinct < 2:
+        return None
+    pairs = twins(texts, vectors)
+    with_twin = len({texts[i] for i, _ in pairs})
+    if with_twin < UNREADABLE_SHARE * distinct:
+        return None
+    i, j = pairs[0]
+    return (
+        f"the embedding model cannot tell {with_twin} of {distinct} distinct exemplars from "
+        f"another one (cosine >= {TWIN_COSINE}, e.g. {texts[i]!r} and {texts[j]!r}): it "
+        "probably does not read their language, and every similarity it gives is meaningless. "
+        "Use a model that reads it (for Chinese, README: 'Chinese shop, end to end') before "
+        "indexing and calibrating."
+    )
