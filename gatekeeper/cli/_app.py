@@ -189,3 +189,31 @@ DEMO_DATASETS = (
 )
 DEMO_TARGET = 0.98
 DEFAULT_SETTINGS_FILE = Path("configs/gatekeeper.yaml")
+
+
+def settings_target(config: Path | None, *, write: bool) -> Path:
+    """The settings file a ``--write`` stores into: ``--config``, else ``$GATEKEEPER_CONFIG``,
+    else ``configs/gatekeeper.yaml`` under the working directory. Never the package's own copy
+    (the default settings read from anywhere else, shared by every project): with ``write``
+    and none of those, :class:`InputError` asking for ``--config``."""
+    import os
+
+    from gatekeeper._variables import CONFIG_VARIABLE
+    from gatekeeper.settings import default_config_path
+
+    if config is not None:
+        return config
+    named = os.environ.get(CONFIG_VARIABLE)
+    if named:
+        return Path(named)
+    if DEFAULT_SETTINGS_FILE.is_file():
+        return DEFAULT_SETTINGS_FILE
+    bundled = default_config_path()
+    if write:
+        raise InputError(
+            f"--write needs a settings file of yours: pass --config my.yaml (created if absent) "
+            f"or set {CONFIG_VARIABLE}; the settings read here are the package's own"
+            + (f" ({bundled})" if bundled else "")
+            + ", which every project without a settings file shares"
+        )
+    return bundled or DEFAULT_SETTINGS_FILE

@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper.cli._app import (
-    DEFAULT_SETTINGS_FILE,
     DEMO_CALIBRATION,
     DEMO_CATALOG,
     DEMO_DATASETS,
@@ -26,6 +25,7 @@ from gatekeeper.cli._app import (
     app,
     friendly_errors,
     progress_bar,
+    settings_target,
     setup,
     tracked,
 )
@@ -252,12 +252,10 @@ def calibrate(
     from gatekeeper.eval.plan import build_gate
     from gatekeeper.eval.settings_file import check_settings_target, store_threshold
     from gatekeeper.eval.thresholds import calibrate as choose
-    from gatekeeper.settings import default_config_path, project_path
 
     with friendly_errors():
         _target(target_pass_rate)
-        target = config if config is not None else default_config_path()
-        target = target or project_path(DEFAULT_SETTINGS_FILE)
+        target = settings_target(config, write=write)
         settings = setup(
             config if config is None or config.exists() or not write else None, quiet=True
         )

@@ -12,7 +12,6 @@ from rich.progress import TimeRemainingColumn
 from rich.table import Table
 
 from gatekeeper.cli._app import (
-    DEFAULT_SETTINGS_FILE,
     CatalogOption,
     ConfigOption,
     TuneMethod,
@@ -20,6 +19,7 @@ from gatekeeper.cli._app import (
     app,
     friendly_errors,
     progress_bar,
+    settings_target,
     setup,
     tracked,
 )
@@ -79,12 +79,10 @@ def tune(
     from gatekeeper.catalog import load_catalog
     from gatekeeper.embedding import build_embedder
     from gatekeeper.eval.settings_file import check_settings_target, store_adapter
-    from gatekeeper.settings import default_config_path, project_path
     from gatekeeper.tuning import TuneConfig, tune_adapter
 
     with friendly_errors():
-        target = config if config is not None else default_config_path()
-        target = target or project_path(DEFAULT_SETTINGS_FILE)
+        target = settings_target(config, write=write)
         settings = setup(
             config if config is None or config.exists() or not write else None, quiet=True
         )

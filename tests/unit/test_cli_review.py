@@ -193,6 +193,26 @@ def test_calibrate_write_to_an_unusable_settings_path_fails_first(
     assert f"cannot write the threshold to settings file {target}" in output
 
 
+@pytest.mark.parametrize("command", ["calibrate", "tune"])
+def test_write_never_targets_the_packages_own_settings(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_model: None
+) -> None:
+    """--write without --config, outside a directory with configs/gatekeeper.yaml, exits 2
+    asking for --config (it used to write the settings every project shares); the file it
+    would have written is untouched."""
+    bundled = Path(__file__).resolve().parents[2] / "configs" / "gatekeeper.yaml"
+    before = bundled.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
+    args: list[str | Path] = ["--write"]
+    if command == "calibrate":
+        args += ["--dataset", CALIBRATION, "--target-pass-rate", "0.9"]
+    code, output = _invoke(command, *args)
+    assert code == 2
+    assert "--write needs a settings file of yours: pass --config" in " ".join(output.split())
+    assert bundled.read_bytes() == before
+
+
 def test_store_threshold_wraps_os_errors(tmp_path: Path) -> None:
     """store_threshold into a directory raises ConfigError, not an OSError."""
     with pytest.raises(ConfigError, match="is a directory"):
