@@ -3,6 +3,10 @@
 Each reader returns ``(row number, row)`` pairs and raises the caller's error class with a
 message that names the file (as ``"<what> <path>"``) and, where it applies, the row.
 
+A key given twice in one object (JSON) or mapping (YAML) is an error, never "the last one
+wins": a second ``exemplars:`` block added to an intent would otherwise drop the first one's
+exemplars without a word.
+
 Files are taken as people save them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped,
 CSV header names are matched without regard to case or surrounding white space (``Text,Intent``
 is ``text,intent``), the delimiter is whichever of ``,`` ``;`` and tab the header uses, and
@@ -20,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gatekeeper.errors import GatekeeperError
 
 Row = tuple[int, dict[str, Any]]
@@ -32,6 +38,56 @@ def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{what} {path}: cannot read: {exc}") from exc
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"the key {key!r} is given twice in one object")
+            seen.add(key)
+    return obj
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads``, refusing a key given twice in one object (:class:`DuplicateKeyError`)."""
+    return json.loads(text, object_pairs_hook=_unique_pairs)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that gives one key twice (PyYAML keeps the
+    last). Keys brought in by a merge (``<<: *base``) may still be overridden."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(stream: Any) -> Any:
+    """``yaml.safe_load``, refusing a key given twice in one mapping (a ``yaml.YAMLError``)."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
 def yaml_problem(exc: Exception) -> str:
@@ -67,7 +123,9 @@ def read_jsonl(
 
 def _json_object(line: str, where: str, error: type[GatekeeperError]) -> dict[str, Any]:
     try:
-        row = json.loads(line)
+        row = loads_json(line)
+    except DuplicateKeyError as exc:
+        raise error(f"{where}: {exc} (which one is meant?)") from exc
     except (json.JSONDecodeError, RecursionError) as exc:
         raise error(f"{where}: not valid JSON: {exc}") from exc
     if not isinstance(row, dict):
@@ -113,6 +171,13 @@ def read_csv(
                 if not any(cell.strip() for cell in cells):
                     continue
                 header = [header_key(cell) for cell in cells]
+                named = [key for key in header if key]
+                twice = sorted({key for key in named if named.count(key) > 1})
+                if twice:
+                    raise error(
+                        f"{what} {path}: the header names the column {twice[0]!r} twice "
+                        "(which one is meant?)"
+                    )
                 problem = check_header(header)
                 if problem:
                     raise error(f"{what} {path}: {problem} (header: {header})")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatekeeper._rows import Row, read_csv, read_jsonl, read_text, yaml_problem
+from gatekeeper._rows import Row, load_yaml, read_csv, read_jsonl, read_text, yaml_problem
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.types import OFF_TOPIC
 
@@ -367,7 +367,7 @@ def _kind(value: Any) -> str:
 def _read_yaml(path: Path) -> Any:
     text = read_text(path, CatalogError, "catalog")
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise CatalogError(f"catalog {path}{yaml_problem(exc)}") from exc
 

@@ -40,7 +40,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from gatekeeper._rows import yaml_problem
+from gatekeeper._rows import load_yaml, yaml_problem
 from gatekeeper._variables import CONFIG_VARIABLE, PREFIX, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
@@ -406,6 +406,11 @@ class _YamlFile(YamlConfigSettingsSource):
 
     _PATHS = ("catalog", "data_dir")
     _EMBEDDING_PATHS = ("adapter", "cache_dir")
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        """The file as pydantic-settings reads it (UTF-8), refusing a key given twice."""
+        with file_path.open(encoding=self.yaml_file_encoding or "utf-8") as stream:
+            return load_yaml(stream) or {}
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gatekeeper._rows import DuplicateKeyError, loads_json
 from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, load_gate, setup
 from gatekeeper.conversation import chat_messages
 from gatekeeper.errors import (
@@ -84,8 +85,8 @@ def check(
 def _message_argument(text: str | None, conversation: Path | None) -> Any:
     if conversation is not None:
         try:
-            messages = json.loads(conversation.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            messages = loads_json(conversation.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, DuplicateKeyError) as exc:
             raise InputError(f"cannot read conversation {conversation}: {exc}") from exc
         if isinstance(messages, dict):
             messages = messages.get("messages")

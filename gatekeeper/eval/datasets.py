@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gatekeeper._rows import read_csv, read_jsonl
+from gatekeeper._rows import DuplicateKeyError, loads_json, read_csv, read_jsonl
 from gatekeeper.conversation import chat_messages, last_user_text
 from gatekeeper.errors import DatasetError, InputError
 
@@ -207,9 +207,12 @@ def _present(value: Any) -> bool:
 def _chat(messages: Any, where: str) -> ChatMessages:
     if isinstance(messages, str):  # CSV cells carry the conversation as JSON
         try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: 'messages' is not valid JSON: {exc}") from exc
+            messages = loads_json(messages)
+        except (json.JSONDecodeError, DuplicateKeyError) as exc:
+            raise DatasetError(
+                f"{where}: 'messages' must be a list of chat messages (in CSV, the list as "
+                f"JSON text), got a string that is not that: {exc}"
+            ) from exc
     try:
         messages = chat_messages(messages)
     except InputError as exc:

@@ -67,7 +67,10 @@ def test_csv_with_text_and_messages(tmp_path: Path) -> None:
             {"messages": [{"role": "assistant", "content": "x"}], "label": "in_domain"},
             "no non-empty last user message",
         ),
-        ({"messages": "not json", "label": "in_domain"}, "'messages' is not valid JSON"),
+        (
+            {"messages": "not json", "label": "in_domain"},
+            "'messages' must be a list of chat messages",
+        ),
         ({"messages": [], "label": "in_domain"}, "non-empty list"),
         ({"text": "hi", "label": "in_domain", "intent": 3}, "'intent' must be a string"),
     ],
