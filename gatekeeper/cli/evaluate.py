@@ -262,7 +262,9 @@ def calibrate(
         if write:
             _check_write_catalog(catalog, settings, target)
             check_settings_target(target)
-        data = load_dataset(dataset, skip_invalid=skip_invalid)
+        data = load_dataset(
+            dataset, skip_invalid=skip_invalid, max_chars=settings.gate.max_message_chars
+        )
         if data.skipped:
             _stderr().print(skipped_warning(data.skipped))
         gate = for_calibration(build_gate(settings, catalog, _rule(rule)))
@@ -312,7 +314,9 @@ def _calibrate_conversations(
     from gatekeeper.eval.settings_file import store_gate_settings
 
     _target(target)
-    chats = load_dataset(path, skip_invalid=skip_invalid)
+    chats = load_dataset(
+        path, skip_invalid=skip_invalid, max_chars=gate.settings.gate.max_message_chars
+    )
     with progress_bar(_stderr()) as progress:
         found = calibrate_conversations(gate, chats, target, lambda d: tracked(progress, d))
     p = found.policy

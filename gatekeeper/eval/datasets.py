@@ -89,13 +89,16 @@ class Dataset:
         return " + ".join(Path(s).name for s in self.sources)
 
 
-def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
+def load_dataset(
+    path: Path | str, *, skip_invalid: bool = False, max_chars: int | None = None
+) -> Dataset:
     """Load one labelled dataset (JSONL or CSV); raise :class:`DatasetError` on any problem.
 
     An empty row (no text, no messages) is always left out and recorded in
     :attr:`Dataset.skipped`. With ``skip_invalid``, a malformed row is left out and its problem
     recorded there too, instead of raising (a JSONL line that is not a JSON object included);
-    file-level problems still raise."""
+    file-level problems still raise. With ``max_chars`` (``gate.max_message_chars``), a row
+    whose judged message is longer is malformed too: the gate would refuse to judge it."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset {path} does not exist")
@@ -113,7 +116,7 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
             skipped.append(f"dataset {path}, line {line}: empty row (no text), skipped")
             continue
         try:
-            examples += parse_rows(row, source=str(path), line=line)
+            examples += _within(parse_rows(row, source=str(path), line=line), max_chars)
         except DatasetError as exc:
             if not skip_invalid:
                 raise
@@ -123,9 +126,21 @@ def load_dataset(path: Path | str, *, skip_invalid: bool = False) -> Dataset:
     return Dataset(examples=tuple(examples), sources=(str(path),), skipped=tuple(skipped))
 
 
-def load_datasets(paths: Iterable[Path | str], *, skip_invalid: bool = False) -> Dataset:
+def _within(examples: list[Example], max_chars: int | None) -> list[Example]:
+    for example in examples:
+        if max_chars is not None and len(example.text) > max_chars:
+            raise DatasetError(
+                f"dataset {example.where}: the message has {len(example.text)} characters; "
+                f"the gate's limit is {max_chars} (gate.max_message_chars)"
+            )
+    return examples
+
+
+def load_datasets(
+    paths: Iterable[Path | str], *, skip_invalid: bool = False, max_chars: int | None = None
+) -> Dataset:
     """Load several dataset files as one, keeping each example's source."""
-    loaded = [load_dataset(p, skip_invalid=skip_invalid) for p in paths]
+    loaded = [load_dataset(p, skip_invalid=skip_invalid, max_chars=max_chars) for p in paths]
     if not loaded:
         raise DatasetError("no dataset given")
     return Dataset(

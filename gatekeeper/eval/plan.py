@@ -71,7 +71,8 @@ def evaluate(
     settings: Settings, plan: EvalPlan, task: TaskFactory = no_progress
 ) -> tuple[EvalReport, Gatekeeper]:
     """Build the gate the plan asks for, then :func:`evaluate_gate`."""
-    data = load_plan_data(plan)  # fail on bad data before loading the model
+    # fail on bad data before loading the model
+    data = load_plan_data(plan, max_chars=settings.gate.max_message_chars)
     return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task, data=data)
 
 
@@ -88,12 +89,15 @@ def check_plan(plan: EvalPlan) -> None:
         check_target(plan.target_pass_rate)
 
 
-def load_plan_data(plan: EvalPlan) -> tuple[Dataset, Dataset | None]:
-    """Check the plan, then load its datasets and its calibration set (if any), once."""
+def load_plan_data(
+    plan: EvalPlan, *, max_chars: int | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """Check the plan, then load its datasets and its calibration set (if any), once; rows
+    longer than ``max_chars`` are malformed (skipped with ``plan.skip_invalid``)."""
     check_plan(plan)
-    dataset = load_datasets(plan.datasets, skip_invalid=plan.skip_invalid)
+    dataset = load_datasets(plan.datasets, skip_invalid=plan.skip_invalid, max_chars=max_chars)
     calibration_set = (
-        load_datasets([plan.calibrate_on], skip_invalid=plan.skip_invalid)
+        load_datasets([plan.calibrate_on], skip_invalid=plan.skip_invalid, max_chars=max_chars)
         if plan.calibrate_on is not None
         else None
     )
@@ -116,7 +120,10 @@ def evaluate_gate(
     calibrated and evaluated.
     ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
     Returns the report and the gate as evaluated (with the calibrated threshold)."""
-    dataset, calibration_set = data if data is not None else load_plan_data(plan)
+    max_chars = gate.settings.gate.max_message_chars
+    dataset, calibration_set = (
+        data if data is not None else load_plan_data(plan, max_chars=max_chars)
+    )
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:

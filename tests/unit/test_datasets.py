@@ -153,6 +153,21 @@ def test_skip_invalid_also_skips_lines_that_are_not_json_objects(tmp_path: Path)
     assert "not valid JSON" in data.skipped[0] and "expected a JSON object" in data.skipped[1]
 
 
+def test_a_row_longer_than_the_gate_accepts_is_malformed(tmp_path: Path) -> None:
+    """With max_chars, a row whose message is longer is an error naming its line, or with
+    skip_invalid is skipped and recorded (it stopped the whole run before)."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "fine", "label": "in_domain"},
+        {"text": "x" * 41, "label": "off_topic"},
+    )
+    with pytest.raises(DatasetError, match=r"line 2: the message has 41 characters; .* 40"):
+        load_dataset(path, max_chars=40)
+    data = load_dataset(path, skip_invalid=True, max_chars=40)
+    assert [e.text for e in data.examples] == ["fine"] and "line 2" in data.skipped[0]
+    assert len(load_dataset(path)) == 2  # no limit given: the run's own check decides
+
+
 def test_empty_rows_are_skipped_and_counted_without_skip_invalid(tmp_path: Path) -> None:
     """Rows with no text (a benchmark's few empty ones) are skipped and counted, not fatal."""
     path = _jsonl(
