@@ -42,7 +42,7 @@ from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
 from gatekeeper.turn_cache import TurnVectors
-from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress
+from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress, batch_of
 
 
 class Gatekeeper:
@@ -214,13 +214,13 @@ class Gatekeeper:
         ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
         Client mistakes (empty or oversized messages) always raise :class:`InputError`.
         """
-        texts = [self._turns(m) for m in messages]
+        texts = [self._turns(m) for m in batch_of(messages)]
         policy = on_error or self.settings.gate.on_error
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
             judged = self._judge(texts, progress)
-            ms = (time.perf_counter() - started) * 1000 / max(1, len(messages))
+            ms = (time.perf_counter() - started) * 1000 / max(1, len(texts))
             return [self.conclude(turns, latency_ms=ms) for turns in judged]
         except (EmbeddingError, StoreError) as exc:
             if policy == "raise":
@@ -250,7 +250,7 @@ class Gatekeeper:
     ) -> list[list[Turn]]:
         """Each message's customer turns, judged alone: what routing needs at any threshold
         (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
-        texts = [self._turns(m) for m in messages]
+        texts = [self._turns(m) for m in batch_of(messages)]
         self.ready()
         return self._judge(texts, progress)
 

@@ -6,9 +6,11 @@ one another.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from gatekeeper.errors import InputError
 
 #: The intent name that marks off-topic exemplars (a contrast class, never served).
 OFF_TOPIC = "off_topic"
@@ -39,4 +41,16 @@ class Neighbour:
         return self.intent == OFF_TOPIC
 
 
-__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress"]
+def batch_of(messages: Any) -> list[Message]:
+    """``messages`` as a list of messages; :class:`InputError` for one message (a string, a
+    chat message) or no collection at all, which would otherwise be decided (and, behind a
+    wrapper, sent to the LLM) once per character or key."""
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+        raise InputError(
+            f"expected a list of messages, got {type(messages).__name__}: "
+            "to decide one message, use check() (or call(), invoke())"
+        )
+    return list(messages)
+
+
+__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress", "batch_of"]

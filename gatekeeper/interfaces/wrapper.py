@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gatekeeper.decision import Decision
+from gatekeeper.types import batch_of
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -86,6 +87,7 @@ class GatedBackend:
     def batch_with_decisions(self, messages: Sequence[Message], **kwargs: Any) -> list[Gated]:
         """Decide all ``messages`` in one batched pass, then call the backend for each admitted
         one, in order."""
+        messages = batch_of(messages)
         decisions = self.gate.check_many(messages)
         return [self.respond(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
 
@@ -93,6 +95,7 @@ class GatedBackend:
         self, messages: Sequence[Message], **kwargs: Any
     ) -> list[Gated]:
         """Async :meth:`batch_with_decisions`: the admitted backend calls run concurrently."""
+        messages = batch_of(messages)
         decisions = await self.gate.acheck_many(messages)
         return list(
             await asyncio.gather(

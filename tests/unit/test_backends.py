@@ -10,7 +10,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gatekeeper.decision import Route
-from gatekeeper.errors import ConfigError, EmptyMessageError, MessageTooLongError
+from gatekeeper.errors import ConfigError, EmptyMessageError, InputError, MessageTooLongError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.openai_backend import OpenAIChatBackend, as_chat_messages
 from gatekeeper.interfaces.wrapper import Gated, GatedBackend
@@ -281,3 +281,25 @@ def test_as_chat_messages() -> None:
     assert as_chat_messages("hi") == [{"role": "user", "content": "hi"}]
     conversation = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     assert as_chat_messages(conversation) == conversation
+
+
+@pytest.mark.parametrize("messages", ["thanks", b"thanks", {"role": "user", "content": "hi"}, None])
+def test_a_batch_that_is_one_message_is_refused_before_any_call(
+    tiny_gate: Gatekeeper, backend: CountingBackend, messages: Any
+) -> None:
+    """A string (or a chat message, or None) given as a batch is an InputError naming check():
+    it used to be decided, and sent to the LLM, once per character."""
+    gated = GatedBackend(tiny_gate, backend)
+    with pytest.raises(InputError, match=r"expected a list of messages.*use check\(\)"):
+        gated.batch_with_decisions(messages)
+    with pytest.raises(InputError, match="expected a list of messages"):
+        tiny_gate.check_many(messages)
+    assert backend.calls == []
+
+
+def test_a_batch_may_be_any_iterable(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
+    """A generator of messages is a batch: each message decided once, in order."""
+    gated = GatedBackend(tiny_gate, backend)
+    results = gated.batch_with_decisions(m for m in ["where is my order", "hello"])
+    assert len(results) == 2 and results[0].decision.route == Route.LLM
+    assert backend.calls[0][0] == "where is my order"
