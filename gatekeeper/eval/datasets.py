@@ -152,9 +152,12 @@ def load_datasets(
 
 def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
     """One dataset row as its :class:`Example` s: one, or with per-turn ``labels`` one per
-    customer turn (the chat up to that turn, labelled with that turn's label)."""
-    example = parse_row(row, source=source, line=line)
+    customer turn (the chat up to that turn, labelled with that turn's label). A row with
+    ``labels`` needs no ``label``: it is the last turn's."""
     labels = row.get("labels")
+    if row.get("label") is None and isinstance(labels, list) and labels:
+        row = {**row, "label": labels[-1]}  # a chat's label is its last turn's
+    example = parse_row(row, source=source, line=line)
     if labels is None or isinstance(example.message, str):
         return [example]
     where = f"dataset {source}, line {line}"

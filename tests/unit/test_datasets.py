@@ -168,6 +168,18 @@ def test_a_row_longer_than_the_gate_accepts_is_malformed(tmp_path: Path) -> None
     assert len(load_dataset(path)) == 2  # no limit given: the run's own check decides
 
 
+def test_a_chat_with_labels_needs_no_label(tmp_path: Path) -> None:
+    """A chat row with per-turn labels and no 'label' takes its last turn's (the README's
+    shape); one example per customer turn."""
+    chat = [
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "Your name?"},
+        {"role": "user", "content": "write my essay"},
+    ]
+    data = load_dataset(_jsonl(tmp_path, {"messages": chat, "labels": ["in_domain", "off_topic"]}))
+    assert [(e.turn, e.label) for e in data.examples] == [(1, "in_domain"), (2, "off_topic")]
+
+
 def test_empty_rows_are_skipped_and_counted_without_skip_invalid(tmp_path: Path) -> None:
     """Rows with no text (a benchmark's few empty ones) are skipped and counted, not fatal."""
     path = _jsonl(
