@@ -33,11 +33,25 @@ DELIMITERS = (",", ";", "\t")
 
 
 def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
-    """The file's UTF-8 text, without a leading byte-order mark."""
+    """The file's UTF-8 text, without a leading byte-order mark; a file in another encoding
+    is an error naming the line and how to save it."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise error(f"{what} {path}: cannot read: {exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path}{_not_utf8(data, exc, path.suffix.lower())}") from exc
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError, suffix: str) -> str:
+    excel = " (in Excel: 'CSV UTF-8 (Comma delimited)')" if suffix == ".csv" else ""
+    save = f"save it as UTF-8{excel}"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f": the file is UTF-16 text, not UTF-8; {save}"
+    line = data.count(b"\n", 0, exc.start) + 1
+    return f", line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); {save}"
 
 
 class DuplicateKeyError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,25 @@ def test_yaml_catalog_keeps_working(tmp_path: Path) -> None:
     data = {"intents": [{"name": "orders", "exemplars": ["where is my order"]}]}
     path.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(data).encode())
     assert load_catalog(path).intent("orders").exemplars == ("where is my order",)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            b"text,intent\nhello,greeting\ncaf\xe9 order,orders\n",
+            "line 3: not UTF-8 text (byte 0xe9)",
+        ),
+        ("text,intent\nhi,greeting\n".encode("utf-16"), "the file is UTF-16 text, not UTF-8"),
+    ],
+)
+def test_a_file_saved_in_another_encoding_names_the_line_and_the_fix(
+    tmp_path: Path, data: bytes, problem: str
+) -> None:
+    """Excel's plain CSV (cp1252) or UTF-16: the error names the line (not a byte offset) and
+    says to save as CSV UTF-8."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(data)
+    with pytest.raises(CatalogError, match=re.escape(problem)) as caught:
+        load_catalog(path)
+    assert "CSV UTF-8" in str(caught.value)
