@@ -335,6 +335,7 @@ def recommend_thresholds(
     calibration_path: str | None = None,
     catalog: str | None = None,
     config_flag: str = "",
+    skip_invalid: bool = False,
     targets: Sequence[float] = RECOMMENDED_TARGETS,
 ) -> list[RecommendedThreshold]:
     """For each target, the highest swept threshold whose in-domain pass rate reaches it, with
@@ -357,7 +358,8 @@ def recommend_thresholds(
             command = (
                 f"gatekeeper calibrate{config_flag} --dataset {where} --target-pass-rate {target:g}"
             )
-            command += f" --catalog {catalog} --write" if catalog else " --write"
+            command += f" --catalog {catalog}" if catalog else ""
+            command += " --skip-invalid --write" if skip_invalid else " --write"
         elif best is not None:
             command = (
                 f"GATEKEEPER_GATE__THRESHOLD={best.threshold:.4f} / "
@@ -419,6 +421,7 @@ def build_report(
         calibration_path=meta.get("calibration_path"),
         catalog=meta.get("catalog"),
         config_flag=gate.settings.config_flag(),
+        skip_invalid=bool(meta.get("skip_invalid")),
     )
     return EvalReport(
         n_queries=n,

@@ -85,6 +85,10 @@ def check_plan(plan: EvalPlan) -> None:
         )
     if plan.calibrate_on is not None and plan.threshold is not None:
         raise InputError("the plan gives both a fixed threshold and a calibration dataset")
+    if plan.threshold is not None and not -1.0 <= plan.threshold <= 1.0:
+        raise InputError(
+            f"--threshold must be a cosine similarity from -1 to 1, got {plan.threshold:g}"
+        )
     if plan.target_pass_rate is not None:
         check_target(plan.target_pass_rate)
 
@@ -147,6 +151,8 @@ def evaluate_gate(
     meta = {
         "datasets": list(dataset.sources),
         "calibration_path": str(plan.calibrate_on) if plan.calibrate_on is not None else None,
+        "threshold_given": plan.threshold,
+        "skip_invalid": plan.skip_invalid,
         "catalog": str(gate.settings.catalog),
         "catalog_hash": gate.catalog.content_hash(),
         "collection": gate.store.name,

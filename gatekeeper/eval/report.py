@@ -137,7 +137,8 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
 def _threshold_origin(report: EvalReport) -> str:
     c = report.calibration
     if c is None:
-        return "from settings"
+        given = report.meta.get("threshold_given") is not None
+        return "given (--threshold)" if given else "from settings"
     return f"calibrated on {c.source} for {pct(c.target_pass_rate)} in-domain pass"
 
 

@@ -69,7 +69,7 @@ def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
 
 
 def test_eval_accepts_a_csv_catalog_and_fixed_threshold(config: Path, tmp_path: Path) -> None:
-    """A text,intent CSV catalog works, and --threshold is used as given."""
+    """A text,intent CSV catalog works, and --threshold is used and reported as given."""
     out = tmp_path / "csv"
     code, output = _invoke(
         "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
@@ -79,7 +79,21 @@ def test_eval_accepts_a_csv_catalog_and_fixed_threshold(config: Path, tmp_path: 
     assert code == 0, output
     report = json.loads((out / "report.json").read_text())
     assert report["threshold"] == 0.4 and report["calibration"] is None
+    assert report["meta"]["threshold_given"] == 0.4
+    assert "0.4000 (given (--threshold))" in (out / "report.md").read_text()
     assert report["latency_ms"]["n_sampled"] == 0
+
+
+@pytest.mark.parametrize("threshold", ["7", "-1.5", "nan"])
+def test_eval_refuses_a_threshold_no_cosine_can_reach(
+    config: Path, tmp_path: Path, threshold: str
+) -> None:
+    """--threshold outside [-1, 1] exits 2 (it ran and blocked everything, exit 0)."""
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--threshold", threshold, "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert code == 2 and "--threshold must be a cosine similarity from -1 to 1" in output
 
 
 def test_eval_reports_a_malformed_dataset(config: Path, tmp_path: Path) -> None:

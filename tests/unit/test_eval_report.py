@@ -151,6 +151,26 @@ def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
     assert "gatekeeper calibrate --dataset" in recommendation_line(report)
 
 
+def test_the_recommended_command_repeats_what_the_run_needed(report: EvalReport) -> None:
+    """A run that skipped malformed rows recommends a command that skips them too (without
+    --skip-invalid it stopped at the first bad line), and names the settings file."""
+    assert report.calibration is not None
+    rec = recommend_thresholds(
+        report.sweep,
+        source="x",
+        calibration=report.calibration,
+        calibration_path="cal.jsonl",
+        catalog="c.yaml",
+        config_flag=" --config my.yaml",
+        skip_invalid=True,
+        targets=[0.98],
+    )[0]
+    assert rec.command == (
+        "gatekeeper calibrate --config my.yaml --dataset cal.jsonl --target-pass-rate 0.98 "
+        "--catalog c.yaml --skip-invalid --write"
+    )
+
+
 def test_no_threshold_reaching_a_target_is_said_plainly() -> None:
     """A target no swept threshold reaches has no threshold and says so."""
     points = [
