@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatekeeper._rows import Row, load_yaml, read_csv, read_jsonl, read_text, yaml_problem
+from gatekeeper._validation import plain_type_error
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.types import OFF_TOPIC
 
@@ -347,7 +348,9 @@ def _describe_one(err: Any, raw: dict[str, Any]) -> str:
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         allowed = ", ".join(_ALLOWED[scope])
         return f"{where}: unknown key {loc[-1]!r}{suggestion}; allowed: {allowed}"
-    message = str(err["msg"]).removeprefix("Value error, ")
+    if scope == "intent" and loc == ["exemplars"] and err.get("input") is None:
+        return f"{where} has no exemplars"
+    message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {field + ': ' if field else ''}{message}"
 
 

@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 
 from gatekeeper._rows import load_yaml, yaml_problem
+from gatekeeper._validation import plain_type_error
 from gatekeeper._variables import CONFIG_VARIABLE, PREFIX, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
@@ -410,7 +411,13 @@ class _YamlFile(YamlConfigSettingsSource):
     def _read_file(self, file_path: Any) -> dict[str, Any]:
         """The file as pydantic-settings reads it (UTF-8), refusing a key given twice."""
         with file_path.open(encoding=self.yaml_file_encoding or "utf-8") as stream:
-            return load_yaml(stream) or {}
+            data = load_yaml(stream) or {}
+        if not isinstance(data, dict):
+            kind = "one text" if isinstance(data, str) else type(data).__name__
+            raise ValueError(
+                f"the file must be a mapping of settings ('key: value' lines), got {kind}"
+            )
+        return data
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
@@ -475,7 +482,7 @@ def _describe(
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         field = ".".join(loc) or "<root>"
-        message = str(err["msg"]).removeprefix("Value error, ")
+        message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = _unknown_key(loc)
         source = _source(loc, path, overrides, dotenv)

@@ -206,6 +206,10 @@ def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
         raise DatasetError(f"{where}: give either 'text' or 'messages', not both")
     if _present(messages):
         return _chat(messages, where)
+    if text is not None and not isinstance(text, str):
+        raise DatasetError(
+            f"{where}: 'text' must be a string, not {type(text).__name__} (quote it in JSON)"
+        )
     if not isinstance(text, str) or not text.strip():
         raise DatasetError(f"{where}: 'text' is missing or empty (or give 'messages')")
     return text

@@ -53,3 +53,29 @@ def test_an_empty_intents_list_is_still_reported() -> None:
     """'intents: []' keeps its too-short error: it is the real problem there."""
     problems = _problems({"intents": []})
     assert len(problems) == 1 and problems[0].startswith("intents:")
+
+
+@pytest.mark.parametrize(
+    ("raw", "line"),
+    [
+        (
+            {"intents": [{"name": "a", "exemplars": "book a visit"}]},
+            "intent 'a': exemplars: must be a list (one '- item' line each), got one text",
+        ),
+        ({"intents": [{"name": "a", "exemplars": None}]}, "intent 'a' has no exemplars"),
+        (
+            {"intents": {"a": ["x"]}},
+            "intents: must be a list (one '- item' line each), got dict",
+        ),
+        (
+            {"intents": [{"name": "a", "exemplars": ["x"]}], "off_topic": ["y"]},
+            "off_topic block: must be a mapping ('key: value' lines), got list",
+        ),
+    ],
+)
+def test_wrong_shapes_are_said_in_the_files_terms(raw: dict[str, object], line: str) -> None:
+    """A string for a list, an empty key, a mapping for a list: said as the file's shapes, not
+    pydantic's ("Input should be a valid tuple", "instance of OffTopic")."""
+    problems = _problems(raw)
+    assert line in problems
+    assert not any("Input should" in p or "instance of" in p for p in problems)

@@ -58,6 +58,26 @@ def test_a_key_no_http_client_can_send_is_refused(
     assert key not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("gate: 0.3\n", "must be a mapping ('key: value' lines), got float"),
+        ("- gate\n- x\n", "the file must be a mapping of settings ('key: value' lines), got list"),
+    ],
+)
+def test_a_settings_file_of_the_wrong_shape_is_said_plainly(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """A section given as a number, or a file that is a list: the error says what shape is
+    wanted, not pydantic's "instance of GateSettings" or dict()'s "update sequence"."""
+    config = tmp_path / "gk.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert problem in str(info.value)
+    assert "instance of" not in str(info.value) and "update sequence" not in str(info.value)
+
+
 def test_bad_value_names_the_field(tmp_path: Path) -> None:
     """A bad value gives a ConfigError naming the field and the file."""
     config = tmp_path / "gk.yaml"
