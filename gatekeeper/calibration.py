@@ -48,17 +48,26 @@ def check_calibrated(
     catalog_hash: str,
     catalog: str,
     config_flag: str = "",
+    from_file: bool = True,
 ) -> Calibrated:
     """Raise :class:`UncalibratedError` when ``gate.threshold`` was not calibrated for this
-    model and rule (unless ``gate.allow_uncalibrated``); warn when only the catalog changed."""
+    model and rule (unless ``gate.allow_uncalibrated``); warn when only the catalog changed.
+    ``from_file``: whether the settings were read from a settings file (else the message says
+    that the shipped calibration lives in one)."""
     found = gate.calibrated_for
     hint = calibrate_hint(config_flag, catalog)
     if found is None:
         if gate.allow_uncalibrated:
             return Calibrated()
+        in_code = (
+            ""
+            if from_file
+            else " (these settings were not read from a settings file: load them with "
+            "load_settings() to use the calibration shipped in configs/gatekeeper.yaml)"
+        )
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was never calibrated for this gate ({model}, "
-            f"rule {rule}): run `{hint}` on labelled messages of your own, or set "
+            f"rule {rule}){in_code}: run `{hint}` on labelled messages of your own, or set "
             "gate.allow_uncalibrated: true to decide with it anyway"
         )
     differs = [

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gatekeeper._rows import Row, load_yaml, read_csv, read_jsonl, read_text, yaml_problem
 from gatekeeper._validation import plain_type_error
 from gatekeeper.errors import CatalogError, ConfigError
-from gatekeeper.types import OFF_TOPIC
+from gatekeeper.types import OFF_TOPIC, blank
 
 DEFAULT_REFUSAL = (
     "Sorry, I can't help with that here: I can only answer questions about our services."
@@ -156,8 +156,8 @@ def _clean_texts(texts: Iterable[str]) -> tuple[str, ...]:
     cleaned: list[str] = []
     for text in texts:
         stripped = text.strip()
-        if not stripped:
-            raise ValueError("an exemplar is empty")
+        if blank(stripped):
+            raise ValueError("an exemplar is empty (or only invisible characters)")
         if stripped not in cleaned:
             cleaned.append(stripped)
     return tuple(cleaned)

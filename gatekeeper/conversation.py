@@ -43,7 +43,6 @@ the one validator of chat messages.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +50,7 @@ from typing import Any
 from gatekeeper.catalog import Catalog
 from gatekeeper.decision import Judged, Route, Routed, Thresholds, route_turn
 from gatekeeper.errors import EmptyMessageError, InputError
+from gatekeeper.types import blank
 
 CONTEXT_TURNS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -85,12 +85,6 @@ def _text_part(part: Mapping[str, Any]) -> bool:
     text sent under an unexpected type is judged, not taken for an attachment)."""
     kind = part.get("type")
     return (isinstance(kind, str) and kind in TEXT_PARTS) or isinstance(part.get("text"), str)
-
-
-def blank(text: str) -> bool:
-    """Nothing visible in ``text``: only white space, control and format characters (a
-    zero-width space, a byte-order mark, NUL), which embed to an arbitrary vector."""
-    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def chat_messages(messages: Any) -> list[Mapping[str, Any]]:

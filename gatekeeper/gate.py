@@ -21,7 +21,6 @@ from gatekeeper.conversation import (
     FollowupPolicy,
     Turn,
     attachments_only,
-    blank,
     content_text,
     customer_turns,
     route_conversation,
@@ -42,7 +41,7 @@ from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
 from gatekeeper.turn_cache import TurnVectors
-from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress, batch_of
+from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress, batch_of, blank
 
 
 class Gatekeeper:
@@ -181,6 +180,7 @@ class Gatekeeper:
             catalog_hash=self.catalog.content_hash(),
             catalog=str(self.settings.catalog),
             config_flag=self.settings.config_flag(),
+            from_file=self.settings.source_file is not None,
         )
         if outcome.warning:
             self._log.warning("gate.calibration_stale", hint=outcome.warning)

@@ -6,6 +6,7 @@ one another.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,6 +42,12 @@ class Neighbour:
         return self.intent == OFF_TOPIC
 
 
+def blank(text: str) -> bool:
+    """Nothing visible in ``text``: only white space, control and format characters (a
+    zero-width space, a byte-order mark, NUL), which embed to an arbitrary vector."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
 def batch_of(messages: Any) -> list[Message]:
     """``messages`` as a list of messages; :class:`InputError` for one message (a string, a
     chat message) or no collection at all, which would otherwise be decided (and, behind a
@@ -53,4 +60,4 @@ def batch_of(messages: Any) -> list[Message]:
     return list(messages)
 
 
-__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress", "batch_of"]
+__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress", "batch_of", "blank"]

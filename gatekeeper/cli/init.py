@@ -107,12 +107,14 @@ def init(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         dropped_file.write_text(render_dropped(result), encoding="utf-8")
-        _report(result, out, dropped_file, top)
+        _report(result, out, dropped_file, top, config)
         for note in result.notes:
             console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)
 
 
-def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
+def _report(
+    result: Scaffold, out: Path, dropped_file: Path, top: int, config: Path | None
+) -> None:
     echo = typer.echo
     too_close = [d for d in result.dropped if d.reason == "too_close"]
     repeats = [d for d in result.dropped if d.reason == "repeats"]
@@ -140,15 +142,17 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
         )
         for line, nearest in hits[:top]:
             echo(f"  {line!r}  ~ {nearest!r}")
+    settings_file = config or "YOUR_SETTINGS.yaml"
+    flag = f" --config {config}" if config else ""
     echo("")
     echo("next: edit the catalog (its comments say what), then")
-    echo(f"  gatekeeper index --catalog {out}")
+    echo(f"  gatekeeper index{flag} --catalog {out}")
     echo(
         f"  gatekeeper calibrate --catalog {out} --dataset YOUR_LABELLED_MESSAGES.jsonl "
-        "--target-pass-rate 0.98 --write --config YOUR_SETTINGS.yaml"
+        f"--target-pass-rate 0.98 --write --config {settings_file}"
     )
     echo(
-        f"  (YOUR_SETTINGS.yaml says `catalog: {out.resolve()}`; the labelled messages are rows "
+        f"  ({settings_file} says `catalog: {out.resolve()}`; the labelled messages are rows "
         "of text,label with label in_domain or off_topic, not exemplars of the catalog)"
     )
-    echo('  gatekeeper check --config YOUR_SETTINGS.yaml "a customer message"')
+    echo(f'  gatekeeper check --config {settings_file} "a customer message"')

@@ -85,6 +85,18 @@ def test_the_advised_command_reads_the_same_settings_file(tmp_path: Path) -> Non
         )
 
 
+def test_settings_built_in_code_are_pointed_to_load_settings() -> None:
+    """Gatekeeper.from_settings(Settings()) has no calibration record: the error says to read
+    the settings file with load_settings(), where the shipped calibration is."""
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.settings import Settings
+    from gatekeeper.testing import HashingEmbedder
+
+    gate = Gatekeeper.from_settings(Settings(), embedder=HashingEmbedder())
+    with pytest.raises(UncalibratedError, match=r"never calibrated .*load_settings\(\)"):
+        gate.check_calibrated()
+
+
 def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:
     """calibrate --write stores gate.calibrated_for beside the threshold, comments kept."""
     path = tmp_path / "gk.yaml"

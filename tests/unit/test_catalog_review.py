@@ -64,6 +64,10 @@ def test_an_empty_intents_list_is_still_reported() -> None:
         ),
         ({"intents": [{"name": "a", "exemplars": None}]}, "intent 'a' has no exemplars"),
         (
+            {"intents": [{"name": "a", "exemplars": ["ok", "\u200b"]}]},
+            "intent 'a': exemplars: an exemplar is empty (or only invisible characters)",
+        ),
+        (
             {"intents": {"a": ["x"]}},
             "intents: must be a list (one '- item' line each), got dict",
         ),

@@ -169,6 +169,18 @@ def test_cli_writes_a_catalog_that_loads_and_the_report(tmp_path: Path, hashing:
     assert read_catalog(out).catalog.off_topic.reply == REFUSAL["zh"]
 
 
+def test_cli_next_commands_use_the_given_settings_file(tmp_path: Path, hashing: None) -> None:
+    """With --config, the printed next commands read that file (index, calibrate, check), not a
+    placeholder: the index must land in its data_dir."""
+    examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
+    config = _write(tmp_path / "mine.yaml", f"data_dir: {tmp_path / 'data'}\n")
+    out = tmp_path / "catalog.yaml"
+    code, output = _invoke("init", examples, "--out", out, "--config", config)
+    assert code == 0, output
+    assert f"gatekeeper index --config {config} --catalog {out}" in output
+    assert f"--write --config {config}" in output and "YOUR_SETTINGS" not in output
+
+
 def test_cli_refuses_a_bad_language_and_a_non_yaml_out(tmp_path: Path, hashing: None) -> None:
     examples = _write(tmp_path / "examples.csv", ZH_EXAMPLES)
     code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml", "--language", "fr")

@@ -12,10 +12,11 @@ from typing import Any
 from fastapi import Request
 from pydantic import SecretStr
 
-from gatekeeper.conversation import TEXT_PARTS, blank, chat_messages
+from gatekeeper.conversation import TEXT_PARTS, chat_messages
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
+from gatekeeper.types import blank
 
 
 def authorize(proxy: Proxy, request: Request) -> None:
