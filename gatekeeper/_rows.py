@@ -174,10 +174,14 @@ def read_csv(
     check_header: Callable[[list[str]], str | None],
 ) -> list[Row]:
     """CSV rows keyed by the (normalised) header; ``check_header`` returns a problem with the
-    header, or None. Cells beyond the header's are dropped."""
+    header, or None. A row with more non-empty cells than the header is an error (an unquoted
+    comma in a text would otherwise shift it into the intent column); empty extra cells, as
+    spreadsheets export them, are dropped."""
     text = read_text(path, error, what)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    delimiter = sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[Row] = []
+    overflow: list[int] = []  # rows with more (non-empty) cells than the header
     try:
         header: list[str] | None = None
         for number, cells in enumerate(reader, start=1):
@@ -198,10 +202,19 @@ def read_csv(
                 continue
             if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
                 continue
+            if any(cell.strip() for cell in cells[len(header) :]):
+                overflow.append(number)
             row = {key: value for key, value in zip(header, cells, strict=False) if key}
             rows.append((number, row))
     except csv.Error as exc:
         raise error(f"{what} {path}: not valid CSV: {exc}") from exc
     if header is None:
         raise error(f"{what} {path}: the file is empty (expected a header row)")
+    if overflow:
+        shown = ", ".join(str(n) for n in overflow[:10]) + (" …" if len(overflow) > 10 else "")
+        raise error(
+            f"{what} {path}: row{'s' if len(overflow) > 1 else ''} {shown} "
+            f"{'have' if len(overflow) > 1 else 'has'} more cells than the header "
+            f"({len(header)}): put a text that holds a '{delimiter}' in double quotes"
+        )
     return rows

@@ -259,3 +259,16 @@ def test_a_file_saved_in_another_encoding_names_the_line_and_the_fix(
     with pytest.raises(CatalogError, match=re.escape(problem)) as caught:
         load_catalog(path)
     assert "CSV UTF-8" in str(caught.value)
+
+
+def test_an_unquoted_comma_in_a_csv_text_is_an_error_naming_the_row(tmp_path: Path) -> None:
+    """A row with more non-empty cells than the header (an unquoted comma would shift text into
+    the intent column and make up an intent) is an error; empty trailing cells are fine."""
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "text,intent\nfine,orders,,\nhello, where is my order,orders\n", encoding="utf-8"
+    )
+    with pytest.raises(CatalogError, match=r"row 3 has more cells than the header \(2\)"):
+        load_catalog(path)
+    path.write_text("text,intent\nfine,orders,,\n", encoding="utf-8")
+    assert load_catalog(path).intent("orders").exemplars == ("fine",)
