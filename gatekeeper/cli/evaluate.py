@@ -82,6 +82,8 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(skipped_warning(skipped) + " (all listed in the report)")
+    for warning in report.meta.get("dataset_warnings") or []:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     if report.counting["gate_errors"]:
         console.print(
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
@@ -267,6 +269,8 @@ def calibrate(
         )
         if data.skipped:
             _stderr().print(skipped_warning(data.skipped))
+        for warning in data.warnings:
+            _stderr().print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         gate = for_calibration(build_gate(settings, catalog, _rule(rule)))
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))

@@ -112,9 +112,7 @@ def init(
             console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)
 
 
-def _report(
-    result: Scaffold, out: Path, dropped_file: Path, top: int, config: Path | None
-) -> None:
+def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: Path | None) -> None:
     echo = typer.echo
     too_close = [d for d in result.dropped if d.reason == "too_close"]
     repeats = [d for d in result.dropped if d.reason == "repeats"]

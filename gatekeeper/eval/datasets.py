@@ -13,6 +13,7 @@ texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal. Every ot
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class Dataset:
     examples: tuple[Example, ...]
     sources: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # why each skipped row was skipped (empty, or ``skip_invalid``)
+    warnings: tuple[str, ...] = ()  # e.g. a key that looks like a misspelt known one
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -111,7 +113,9 @@ def load_dataset(
     else:
         raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
     examples: list[Example] = []
+    keys: set[str] = set()
     for line, row in rows:
+        keys.update(row)
         if _empty(row):
             skipped.append(f"dataset {path}, line {line}: empty row (no text), skipped")
             continue
@@ -123,7 +127,27 @@ def load_dataset(
             skipped.append(str(exc))
     if not examples:
         raise DatasetError(f"dataset {path} has no rows" + (" left" if skipped else ""))
-    return Dataset(examples=tuple(examples), sources=(str(path),), skipped=tuple(skipped))
+    return Dataset(
+        examples=tuple(examples),
+        sources=(str(path),),
+        skipped=tuple(skipped),
+        warnings=_misspelt_keys(keys, path),
+    )
+
+
+KEYS = ("text", "label", "intent", "messages", "labels")
+
+
+def _misspelt_keys(keys: set[str], path: Path) -> tuple[str, ...]:
+    """A warning for each unknown key close to a known one (``lable``, ``intnet``): its values
+    are ignored, and a misspelt ``intent`` loses the row's intent without a word. Other extra
+    keys (ids, sources, notes) are fine."""
+    warnings = []
+    for key in sorted(k for k in keys if isinstance(k, str) and k not in KEYS):
+        close = difflib.get_close_matches(key.casefold(), KEYS, n=1, cutoff=0.75)
+        if close:
+            warnings.append(f"dataset {path}: ignored key {key!r} (did you mean {close[0]!r}?)")
+    return tuple(warnings)
 
 
 def _within(examples: list[Example], max_chars: int | None) -> list[Example]:
@@ -147,6 +171,7 @@ def load_datasets(
         examples=tuple(e for d in loaded for e in d.examples),
         sources=tuple(s for d in loaded for s in d.sources),
         skipped=tuple(s for d in loaded for s in d.skipped),
+        warnings=tuple(w for d in loaded for w in d.warnings),
     )
 
 

@@ -162,6 +162,10 @@ def evaluate_gate(
         "seconds": time.perf_counter() - started,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "skipped_rows": [*dataset.skipped, *(calibration_set.skipped if calibration_set else ())],
+        "dataset_warnings": [
+            *dataset.warnings,
+            *(calibration_set.warnings if calibration_set else ()),
+        ],
         "tuned": tuned,
     }
     return build_report(gate, run, plan.options, calibration, meta), gate

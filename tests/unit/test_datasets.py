@@ -168,6 +168,19 @@ def test_a_row_longer_than_the_gate_accepts_is_malformed(tmp_path: Path) -> None
     assert len(load_dataset(path)) == 2  # no limit given: the run's own check decides
 
 
+def test_a_misspelt_key_is_a_warning_other_extra_keys_are_not(tmp_path: Path) -> None:
+    """'intnet' beside a valid row is ignored with a did-you-mean warning (the row loses its
+    intent otherwise silently); an 'id' or 'source' column is no warning."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "where is my order", "label": "in_domain", "intnet": "orders", "id": 1},
+        {"text": "a joke", "label": "off_topic", "source": "logs"},
+    )
+    data = load_dataset(path)
+    assert data.warnings == (f"dataset {path}: ignored key 'intnet' (did you mean 'intent'?)",)
+    assert data.examples[0].intent is None
+
+
 def test_a_chat_with_labels_needs_no_label(tmp_path: Path) -> None:
     """A chat row with per-turn labels and no 'label' takes its last turn's (the README's
     shape); one example per customer turn."""
