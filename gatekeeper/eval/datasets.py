@@ -65,7 +65,7 @@ class Example:
     @property
     def where(self) -> str:
         turn = f", turn {self.turn}/{self.turns}" if self.turn is not None else ""
-        return f"{self.source}, line {self.line}{turn}"
+        return f"{located(self.source, self.line)}{turn}"
 
     def as_input(self) -> str | list[dict[str, Any]]:
         """The message in the form the gate takes."""
@@ -89,6 +89,12 @@ class Dataset:
     @property
     def name(self) -> str:
         return " + ".join(Path(s).name for s in self.sources)
+
+
+def located(source: str, line: int) -> str:
+    """``"FILE, line N"``; ``"FILE, row N"`` for a CSV file, whose N is the spreadsheet's row
+    (a quoted cell may span lines)."""
+    return f"{source}, {'row' if source.lower().endswith('.csv') else 'line'} {line}"
 
 
 def load_dataset(
@@ -117,7 +123,7 @@ def load_dataset(
     for line, row in rows:
         keys.update(row)
         if _empty(row):
-            skipped.append(f"dataset {path}, line {line}: empty row (no text), skipped")
+            skipped.append(f"dataset {located(str(path), line)}: empty row (no text), skipped")
             continue
         try:
             examples += _within(parse_rows(row, source=str(path), line=line), max_chars)
@@ -185,7 +191,7 @@ def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Exampl
     example = parse_row(row, source=source, line=line)
     if labels is None or isinstance(example.message, str):
         return [example]
-    where = f"dataset {source}, line {line}"
+    where = f"dataset {located(source, line)}"
     user_at = [i for i, m in enumerate(example.message) if m.get("role") == "user"]
     if not isinstance(labels, list) or len(labels) != len(user_at):
         raise DatasetError(
@@ -213,7 +219,7 @@ def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Exampl
 
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     """One dataset row as an :class:`Example`; ``source`` and ``line`` go into errors."""
-    where = f"dataset {source}, line {line}"
+    where = f"dataset {located(source, line)}"
     label = row.get("label")
     if label not in LABELS:
         raise DatasetError(f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}")

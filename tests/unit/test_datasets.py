@@ -181,6 +181,15 @@ def test_a_misspelt_key_is_a_warning_other_extra_keys_are_not(tmp_path: Path) ->
     assert data.examples[0].intent is None
 
 
+def test_a_csv_problem_names_the_spreadsheet_row(tmp_path: Path) -> None:
+    """In a CSV dataset the number is the spreadsheet's row (a quoted cell may span lines), and
+    the error says 'row', not 'line'."""
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\n"two\nlines",in_domain\nhi,maybe\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"d\.csv, row 3: 'label' must be"):
+        load_dataset(path)
+
+
 def test_a_chat_with_labels_needs_no_label(tmp_path: Path) -> None:
     """A chat row with per-turn labels and no 'label' takes its last turn's (the README's
     shape); one example per customer turn."""
