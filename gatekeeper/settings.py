@@ -289,6 +289,12 @@ class ServerSettings(_Section):
     decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
     max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")
     processes: int = Field(1, ge=1, le=64, description="serving processes sharing the port")
+    response_threads: int = Field(
+        10_000,
+        ge=0,
+        description="Responses API answers whose conversation each process remembers, so that "
+        "a request naming one in previous_response_id is judged as the whole chat (0: none)",
+    )
     public_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz"],
         description="paths answered without an inbound key when api_keys is set (comma-separated"

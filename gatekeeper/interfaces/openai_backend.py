@@ -176,7 +176,11 @@ def _output_message(response_ident: str, text: str | None) -> ResponseOutputMess
 
 
 def local_response_events(
-    text: str, *, model: str | None = None, instructions: str | None = None
+    text: str,
+    *,
+    model: str | None = None,
+    instructions: str | None = None,
+    ident: str | None = None,
 ) -> list[ResponseStreamEvent]:
     """The Responses API stream events of an answer of ``text``, in the order the API sends
     them: ``response.created``, ``response.in_progress``, ``response.output_item.added``,
@@ -196,7 +200,7 @@ def local_response_events(
         ResponseTextDoneEvent,
     )
 
-    ident, created = response_id(), int(time.time())
+    ident, created = ident or response_id(), int(time.time())
     item_id = _message_id(ident)
     opened = local_response(
         text,

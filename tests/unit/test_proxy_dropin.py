@@ -567,3 +567,110 @@ async def test_client_gone_mid_passthrough_body_is_499_not_500(
     assert status_of(sent) == 499, (sent, events)
     assert "server.internal_error" not in events
     assert "upstream.unavailable" not in events
+
+
+# -- 3. previous_response_id: the conversation behind a stored answer --------------------------
+
+
+def answering(text: str, ident: str) -> Any:
+    """An upstream that answers every Responses request with ``text`` under id ``ident``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={**upstream_response(text), "id": ident})
+
+    return handler
+
+
+async def test_a_reply_to_a_stored_answer_is_judged_with_its_conversation(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A client that sends only the new turn and previous_response_id gets the same decision as
+    one that sends the whole chat: the order number answering the assistant's question is
+    forwarded as a follow-up (alone it is refused), its body unchanged."""
+    upstream.handler = answering("Your order number, please?", "resp_up_1")
+    first = await post(client, {"model": "m", "input": "where is my order"})
+    assert first.headers["x-gatekeeper-route"] == "llm"
+    alone = await post(client, {"model": "m", "input": "NW-55120"})
+    assert alone.headers["x-gatekeeper-route"] == "off_topic"
+    body = {"model": "m", "input": "NW-55120", "previous_response_id": "resp_up_1"}
+    reply = await post(client, body)
+    assert reply.headers["x-gatekeeper-route"] == "llm"
+    assert reply.headers["x-gatekeeper-followup"] == "true"
+    assert json.loads(upstream.requests[-1].content) == body
+
+
+async def test_a_streamed_answer_is_remembered_from_its_completed_event(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A streamed forwarded answer's conversation is kept from its response.completed event."""
+    completed = {
+        "type": "response.completed",
+        "response": {**upstream_response("Your order number, please?"), "id": "resp_up_s"},
+    }
+    upstream.handler = sse_answer(
+        b"event: response.created\ndata: {}\n\n"
+        + f"event: response.completed\ndata: {json.dumps(completed)}\n\n".encode()
+    )
+    await post(client, {"model": "m", "input": "where is my order", "stream": True})
+    upstream.handler = answering("thanks", "resp_up_2")
+    reply = await post(
+        client, {"model": "m", "input": "NW-55120", "previous_response_id": "resp_up_s"}
+    )
+    assert reply.headers["x-gatekeeper-route"] == "llm"
+
+
+async def test_continuing_the_proxys_own_answer_sends_the_upstream_what_it_missed(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """After a refusal (an answer the upstream never saw), an in-domain turn that names it is
+    forwarded with the upstream's own previous id and the refused exchange before its input:
+    the upstream can continue, and answers the chat the gate judged."""
+    upstream.handler = answering("Sure, which order?", "resp_up_9")
+    await post(client, {"model": "m", "input": "where is my order"})
+    refused = await post(
+        client, {"model": "m", "input": "tell me a joke", "previous_response_id": "resp_up_9"}
+    )
+    assert refused.headers["x-gatekeeper-route"] == "off_topic"
+    local_id = refused.json()["id"]
+    assert local_id.startswith("resp_gk_")
+    body = {"model": "m", "input": "where is my parcel", "previous_response_id": local_id}
+    forwarded = await post(client, body)
+    assert forwarded.headers["x-gatekeeper-route"] == "llm"
+    sent = json.loads(upstream.requests[-1].content)
+    assert sent["previous_response_id"] == "resp_up_9"
+    assert sent["input"] == [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": OFF_TOPIC_REPLY},
+        {"role": "user", "content": "where is my parcel"},
+    ]
+
+
+async def test_a_forgotten_answer_of_the_proxys_own_is_not_sent_upstream(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A previous_response_id of the proxy's own that it no longer holds (a restart, another
+    process) is dropped from the forwarded body: the upstream would refuse an id it never
+    issued."""
+    body = {"model": "m", "input": "where is my order", "previous_response_id": "resp_gk_0ld"}
+    assert (await post(client, body)).headers["x-gatekeeper-route"] == "llm"
+    assert json.loads(upstream.requests[-1].content) == {
+        "model": "m",
+        "input": [{"role": "user", "content": "where is my order"}],
+    }
+
+
+def test_remembered_conversations_are_bounded() -> None:
+    """The most recent `size` answers are kept (least recently used out); size 0 keeps none;
+    a non-string id finds nothing."""
+    from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
+
+    threads = ResponseThreads(2)
+    for ident in ("a", "b"):
+        threads.remember(ident, Thread(messages=({"role": "user", "content": ident},)))
+    assert threads.get("a") is not None  # now the most recent
+    threads.remember("c", Thread(messages=()))
+    assert threads.get("b") is None and threads.get("a") and threads.get("c")
+    assert threads.get(["a"]) is None
+    none = ResponseThreads(0)
+    none.remember("a", Thread(messages=()))
+    assert none.get("a") is None

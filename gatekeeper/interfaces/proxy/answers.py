@@ -68,7 +68,9 @@ def local_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
     return JSONResponse(completion.model_dump(mode="json", exclude_unset=True), headers=headers)
 
 
-def local_responses_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
+def local_responses_answer(
+    payload: Json, text: str, headers: dict[str, str], *, ident: str | None = None
+) -> Response:
     """The gate's own answer to a Responses API request: a ``response`` object, or with
     ``stream: true`` its SSE events (``event: <type>`` and ``data: <event>``), from
     ``response.created`` to ``response.completed``."""
@@ -79,10 +81,12 @@ def local_responses_answer(payload: Json, text: str, headers: dict[str, str]) ->
     if payload.get("stream"):
         events = [
             f"event: {e.type}\ndata: {e.model_dump_json(exclude_unset=True)}\n\n"
-            for e in local_response_events(text, model=model, instructions=instructions)
+            for e in local_response_events(
+                text, model=model, instructions=instructions, ident=ident
+            )
         ]
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
-    response = local_response(text, model=model, instructions=instructions)
+    response = local_response(text, model=model, instructions=instructions, ident=ident)
     return JSONResponse(response.model_dump(mode="json", exclude_unset=True), headers=headers)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -11,13 +13,14 @@ from gatekeeper.decision import Decision
 from gatekeeper.errors import (
     GatekeeperError,
 )
+from gatekeeper.interfaces.openai_backend import response_id
 from gatekeeper.interfaces.proxy.answers import (
     decision_headers,
     local_answer,
     local_responses_answer,
     passthrough_headers,
 )
-from gatekeeper.interfaces.proxy.errors import ProxyError
+from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.requests import (
     authorize,
     parse_chat_request,
@@ -25,6 +28,14 @@ from gatekeeper.interfaces.proxy.requests import (
     read_body,
 )
 from gatekeeper.interfaces.proxy.state import Proxy, proxy_of
+from gatekeeper.interfaces.proxy.threads import (
+    LOCAL_PREFIX,
+    Thread,
+    answered,
+    local_thread,
+    output_text,
+    upstream_payload,
+)
 from gatekeeper.interfaces.proxy.upstream import (
     Passthrough,
     forward_gated,
@@ -56,14 +67,41 @@ async def responses(request: Request) -> Response:
     authorize(proxy, request)
     body = await read_body(request, proxy.settings.server.max_body_bytes)
     payload, messages = parse_responses_request(body)
-    decision = await proxy.decide(messages)
+    previous_id = payload.get("previous_response_id")
+    previous = proxy.threads.get(previous_id)
+    judged = [*previous.messages, *messages] if previous is not None else messages
+    decision = await proxy.decide(judged)
     headers = decision_headers(decision)
     if decision.forwarded:
-        stream = payload.get("stream") is True
+
+        def remember(response: Json) -> None:
+            text = output_text(response)
+            if text is not None:
+                proxy.threads.remember(response.get("id"), Thread(answered(judged, text)))
+
         return await forward_gated(
-            proxy, request, body, path="responses", stream=stream, headers=headers
+            proxy,
+            request,
+            _continuable(body, payload, previous, previous_id),
+            path="responses",
+            stream=payload.get("stream") is True,
+            headers=headers,
+            on_response=remember,
         )
-    return local_responses_answer(payload, _refusal(proxy, decision), headers)
+    text = _refusal(proxy, decision)
+    ident = response_id()
+    proxy.threads.remember(ident, local_thread(judged, messages, text, previous, previous_id))
+    return local_responses_answer(payload, text, headers, ident=ident)
+
+
+def _continuable(body: bytes, payload: Json, previous: Thread | None, previous_id: Any) -> bytes:
+    """The body to forward: as sent, unless it continues one of the proxy's own answers, which
+    the upstream never saw (see :mod:`gatekeeper.interfaces.proxy.threads`)."""
+    if previous is None and isinstance(previous_id, str) and previous_id.startswith(LOCAL_PREFIX):
+        previous = Thread(messages=(), local=True)  # ours but forgotten: continue from nothing
+    if previous is None or not previous.local:
+        return body
+    return json.dumps(upstream_payload(payload, previous), ensure_ascii=False).encode()
 
 
 def _refusal(proxy: Proxy, decision: Decision) -> str:

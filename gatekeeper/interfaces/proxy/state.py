@@ -31,6 +31,7 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
+from gatekeeper.interfaces.proxy.threads import ResponseThreads
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
@@ -65,9 +66,11 @@ class Proxy:
     metrics: Metrics
     log: Any = field(default_factory=get_logger)
     batcher: DecisionBatcher = field(init=False)
+    threads: ResponseThreads = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.threads = ResponseThreads(self.settings.server.response_threads)
         self.batcher = DecisionBatcher(
             self.gate,
             on_error=self.settings.gate.on_error,

@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gatekeeper.interfaces.proxy.answers import passthrough_headers
-from gatekeeper.interfaces.proxy.errors import ProxyError, upstream_failure
+from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.state import Proxy
 
 
@@ -130,9 +130,12 @@ async def forward_gated(
     path: str,
     stream: bool,
     headers: dict[str, str],
+    on_response: Callable[[Json], None] | None = None,
 ) -> Response:
     """Forward an admitted request's raw body to ``upstream/<path>`` (``chat/completions`` or
-    ``responses``); the upstream's answer back unchanged (streamed chunk by chunk)."""
+    ``responses``); the upstream's answer back unchanged (streamed chunk by chunk).
+    ``on_response`` is given a successful Responses API answer's ``response`` object (the
+    body, or a stream's ``response.completed`` event's), once it has been passed on whole."""
     accept = "text/event-stream" if stream else request.headers.get("accept")
     try:
         upstream = await send_upstream(
@@ -143,11 +146,13 @@ async def forward_gated(
     out_headers = passthrough_headers(upstream, headers)
     if not stream:
         content = await read_answer(proxy, upstream, headers)
+        if on_response is not None and upstream.is_success:
+            _hand_over(on_response, _json_object(content))
         return Response(content, upstream.status_code, headers=out_headers)
     sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
     end = _STREAM_ENDS[path]() if sse else None
     return StreamingResponse(
-        relay(proxy, upstream, end=end),
+        relay(proxy, upstream, end=end, on_response=on_response),
         status_code=upstream.status_code,
         headers=out_headers,
         background=BackgroundTask(upstream.aclose),
@@ -274,9 +279,25 @@ class ResponseEnd:
         self._pending = bytearray(rest)
 
     def complete(self) -> bool:
+        return _event_type(self._final()) in self.TERMINAL
+
+    def response(self) -> Json | None:
+        """The ``response`` object of a stream that ended with ``response.completed``."""
+        final = self._final()
+        if _event_type(final) != "response.completed":
+            return None
+        data = b"\n".join(
+            line.partition(b":")[2].removeprefix(b" ")
+            for line in final.split(b"\n")
+            if line.startswith(b"data")
+        )
+        event = _json_object(data)
+        response = event.get("response") if event is not None else None
+        return response if isinstance(response, dict) else None
+
+    def _final(self) -> bytes:
         pending = bytes(self._pending).replace(b"\r\n", b"\n").strip()
-        last = pending if _event_type(pending) is not None else self._last
-        return _event_type(last) in self.TERMINAL
+        return pending if _event_type(pending) is not None else self._last
 
 
 def _event_type(event: bytes) -> str | None:
@@ -309,7 +330,11 @@ _STREAM_ENDS: dict[str, Callable[[], StreamEnd]] = {
 
 
 async def relay(
-    proxy: Proxy, upstream: httpx.Response, *, end: StreamEnd | None = None
+    proxy: Proxy,
+    upstream: httpx.Response,
+    *,
+    end: StreamEnd | None = None,
+    on_response: Callable[[Json], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The upstream's stream as it arrives; a failure mid-stream ends it with an SSE error.
 
@@ -333,6 +358,21 @@ async def relay(
         yield _stream_failed(
             proxy, "stream_truncated", f"the upstream stream ended without {end.missing}"
         )
+    elif on_response is not None and isinstance(end, ResponseEnd):
+        _hand_over(on_response, end.response())
+
+
+def _json_object(content: bytes) -> Json | None:
+    try:
+        value = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _hand_over(on_response: Callable[[Json], None], response: Json | None) -> None:
+    if response is not None:
+        on_response(response)
 
 
 def _stream_failed(proxy: Proxy, kind: str, message: str) -> bytes:

@@ -1,0 +1,127 @@
+"""The conversation behind recent Responses API answers, for ``previous_response_id``.
+
+A Responses API client that keeps its state on the server sends only the new turn with the id
+of the answer before it. Judged alone, a customer's "Alessandro Phoenix" (after "May I have
+your name?") would be refused mid-service. So the proxy remembers, per answer it passed on or
+gave, the conversation up to that answer (its last :data:`KEPT_MESSAGES` messages), and judges
+a request that names it as the whole chat.
+
+The proxy's own answers (refusals, canned replies; ids ``resp_gk_...``) never reached the
+upstream, which cannot continue from them. A forwarded request that names one is therefore sent
+with the ``previous_response_id`` the upstream knows (the last forwarded answer's, or none) and
+the turns the upstream has not seen put before its ``input``: the upstream answers the chat the
+gate judged.
+
+Held in memory only, per serving process, the most recent ``server.response_threads`` answers
+(least recently used out; 0 keeps none). It holds customer text, like any request in flight,
+and is never logged. A request naming an answer it does not hold (another process, evicted, a
+restart) is judged on what it carries.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from gatekeeper.interfaces.proxy.errors import Json
+
+#: Messages kept per conversation: the conversation rule reads the last few customer turns.
+KEPT_MESSAGES = 16
+#: The prefix of the proxy's own response ids (``openai_backend.response_id``).
+LOCAL_PREFIX = "resp_gk_"
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The chat up to one answer; for the proxy's own answer, what the upstream has not seen."""
+
+    messages: tuple[Json, ...]
+    local: bool = False
+    upstream_previous: str | None = None  # a local answer's last id the upstream knows
+    unseen: tuple[Json, ...] = ()  # a local answer's turns the upstream has not seen
+
+
+class ResponseThreads:
+    """A bounded, thread-safe LRU of response id → :class:`Thread`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._threads: OrderedDict[str, Thread] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, response_id: Any) -> Thread | None:
+        """The thread of ``response_id`` (any JSON value: only a known string finds one)."""
+        if not isinstance(response_id, str):
+            return None
+        with self._lock:
+            thread = self._threads.get(response_id)
+            if thread is not None:
+                self._threads.move_to_end(response_id)
+            return thread
+
+    def remember(self, response_id: Any, thread: Thread) -> None:
+        """Keep ``thread`` as the chat behind ``response_id`` (a string id, else nothing)."""
+        if self.size <= 0 or not isinstance(response_id, str) or not response_id:
+            return
+        with self._lock:
+            self._threads[response_id] = thread
+            self._threads.move_to_end(response_id)
+            while len(self._threads) > self.size:
+                self._threads.popitem(last=False)
+
+
+def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
+    """``messages`` and the assistant's ``answer``, the last :data:`KEPT_MESSAGES` of them."""
+    chat = [*messages, {"role": "assistant", "content": answer}]
+    return tuple(chat[-KEPT_MESSAGES:])
+
+
+def local_thread(
+    judged: list[Json], new: list[Json], answer: str, previous: Thread | None, previous_id: Any
+) -> Thread:
+    """The thread of the proxy's own ``answer`` to a request whose ``new`` input items (chat
+    messages) were judged as ``judged``, continuing ``previous`` (named ``previous_id``)."""
+    turns = [m for m in new if m.get("role") != "system"]
+    if previous is not None and previous.local:
+        upstream_previous, unseen = previous.upstream_previous, previous.unseen
+    else:
+        known = isinstance(previous_id, str) and not previous_id.startswith(LOCAL_PREFIX)
+        upstream_previous, unseen = (previous_id if known else None), ()
+    return Thread(
+        messages=answered(judged, answer),
+        local=True,
+        upstream_previous=upstream_previous,
+        unseen=(*unseen, *turns, {"role": "assistant", "content": answer})[-KEPT_MESSAGES:],
+    )
+
+
+def upstream_payload(payload: Json, previous: Thread) -> Json:
+    """A forwarded request that continues the proxy's own answer (``previous``), as the
+    upstream can take it: its ``previous_response_id`` the last one the upstream knows (or
+    none), the turns it has not seen before its ``input``."""
+    items = payload["input"]
+    given = [{"role": "user", "content": items}] if isinstance(items, str) else list(items)
+    rewritten = {k: v for k, v in payload.items() if k != "previous_response_id"}
+    if previous.upstream_previous is not None:
+        rewritten["previous_response_id"] = previous.upstream_previous
+    rewritten["input"] = [*(dict(m) for m in previous.unseen), *given]
+    return rewritten
+
+
+def output_text(response: Any) -> str | None:
+    """The text of a Responses API ``response`` object's output messages; None if it is no
+    such object."""
+    if not isinstance(response, dict) or not isinstance(response.get("output"), list):
+        return None
+    texts = [
+        part["text"]
+        for item in response["output"]
+        if isinstance(item, dict) and item.get("type") == "message"
+        for part in item.get("content") or []
+        if isinstance(part, dict)
+        and part.get("type") == "output_text"
+        and isinstance(part.get("text"), str)
+    ]
+    return "\n".join(texts)
