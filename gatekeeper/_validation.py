@@ -1,8 +1,12 @@
-"""Pydantic validation errors said in the terms of the file they came from."""
+"""Settings validators, and pydantic validation errors said in the terms of the file they came
+from."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 
 def plain_type_error(err: Any) -> str | None:
@@ -16,3 +20,26 @@ def plain_type_error(err: Any) -> str | None:
     if err["type"] in {"model_type", "dict_type", "model_attributes_type"}:
         return f"must be a mapping ('key: value' lines), got {kind}"
     return None
+
+
+def http_url(value: str | None) -> str | None:
+    """``value`` if it is an http(s) URL with a host (and a valid port), else ValueError."""
+    if value is None:
+        return None
+    parts = urlsplit(value)  # raises ValueError on a malformed IPv6 host
+    _ = parts.port  # raises ValueError on a bad port
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    return value
+
+
+def sendable_key(key: SecretStr | None) -> SecretStr | None:
+    """``key`` if an HTTP client can send it in an ``Authorization`` header (printable ASCII, no
+    spaces), else ValueError (the message never shows the key)."""
+    value = key.get_secret_value() if key is not None else ""
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(
+            "the key has a character other than printable ASCII (or a space): it cannot be "
+            "sent in an HTTP Authorization header"
+        )
+    return key

@@ -19,7 +19,6 @@ import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -41,7 +40,7 @@ from pydantic_settings import (
 )
 
 from gatekeeper._rows import load_yaml, yaml_problem
-from gatekeeper._validation import plain_type_error
+from gatekeeper._validation import http_url, plain_type_error, sendable_key
 from gatekeeper._variables import CONFIG_VARIABLE, PREFIX, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
@@ -67,30 +66,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _http_url(value: str | None) -> str | None:
-    """``value`` if it is an http(s) URL with a host (and a valid port), else ValueError."""
-    if value is None:
-        return None
-    parts = urlsplit(value)  # raises ValueError on a malformed IPv6 host
-    _ = parts.port  # raises ValueError on a bad port
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL with a host")
-    return value
-
-
-def _sendable_key(key: SecretStr | None) -> SecretStr | None:
-    """``key`` if an HTTP client can send it in an ``Authorization`` header (printable ASCII, no
-    spaces), else ValueError (the message never shows the key)."""
-    value = key.get_secret_value() if key is not None else ""
-    if not value.isascii() or not value.isprintable() or " " in value:
-        raise ValueError(
-            "the key has a character other than printable ASCII (or a space): it cannot be "
-            "sent in an HTTP Authorization header"
-        )
-    return key
-
-
-ApiKey = Annotated[SecretStr, AfterValidator(_sendable_key)]
+ApiKey = Annotated[SecretStr, AfterValidator(sendable_key)]
 
 
 class EmbeddingSettings(_Section):
@@ -140,7 +116,7 @@ class EmbeddingSettings(_Section):
     )
     batch_size: int = Field(64, ge=1, le=4096)
     max_length: int = Field(256, ge=8, le=8192)
-    base_url: Annotated[str | None, AfterValidator(_http_url)] = None
+    base_url: Annotated[str | None, AfterValidator(http_url)] = None
     api_key: ApiKey | None = None
     dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
     timeout: float = Field(30.0, gt=0)
@@ -271,7 +247,7 @@ class GateSettings(_Section):
 class UpstreamSettings(_Section):
     """The OpenAI-compatible chat endpoint admitted messages go to."""
 
-    base_url: Annotated[str | None, AfterValidator(_http_url)] = None
+    base_url: Annotated[str | None, AfterValidator(http_url)] = None
     api_key: ApiKey | None = None
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
