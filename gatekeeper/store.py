@@ -51,6 +51,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.layout import query_neighbours, routing, row_metadata
 from gatekeeper.search import (
+    PAGE,
     PCA_CANDIDATES,
     PCA_DIMENSIONS,
     SHORTLIST_PER_K,
@@ -134,8 +135,10 @@ class ExemplarStore:
         search: str = "auto",
         pca_dimensions: int = PCA_DIMENSIONS,
         pca_candidates: int = PCA_CANDIDATES,
+        copy_on_write: bool = False,
     ) -> None:
         self._client = client
+        self.copy_on_write = copy_on_write
         self.name = name
         self.top_k = top_k
         self.pointer_ttl = pointer_ttl
@@ -159,6 +162,7 @@ class ExemplarStore:
             search=settings.search,
             pca_dimensions=settings.pca_dimensions,
             pca_candidates=settings.pca_candidates,
+            copy_on_write=not settings.host,
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -290,28 +294,71 @@ class ExemplarStore:
                     f"collection {self.name!r} was built with {meta.get('model')!r}, not "
                     f"{embedder.identity!r}: use `gatekeeper index --rebuild`"
                 )
+            if self.copy_on_write:
+                return self._sync_by_copy(active, exemplars, embedder, catalog, progress, on_total)
             counts = self._sync_incremental(active, exemplars, embedder, progress, on_total)
             self._write_meta(active, embedder, catalog)
             self._count = int(self._guard(active.count))
-            added, updated, deleted, unchanged = counts
-            return SyncReport(
-                active.name,
-                added,
-                updated,
-                deleted,
-                unchanged,
-                False,
-                time.perf_counter() - started,
-            )
+            return SyncReport(active.name, *counts, False, time.perf_counter() - started)
         fresh = self._build(exemplars, embedder, catalog, progress, on_total)
+        self._switch_to(fresh, len(exemplars))
+        return SyncReport(fresh.name, len(exemplars), 0, 0, 0, True, time.perf_counter() - started)
+
+    def _switch_to(self, fresh: Any, count: int) -> None:
+        """Point readers at the build ``fresh`` (holding ``count`` rows)."""
         replaced, before = self._point_at(fresh.name)
         # Readers elsewhere may still hold the build just replaced: it stays, as the pointer's
         # previous build, until the next rebuild; the one it replaced goes now.
         if before and before not in (fresh.name, replaced):
             self._drop(before)
         self._active = fresh
-        self._count = len(exemplars)
-        return SyncReport(fresh.name, len(exemplars), 0, 0, 0, True, time.perf_counter() - started)
+        self._count = count
+
+    def _sync_by_copy(
+        self,
+        active: Any,
+        exemplars: Sequence[Exemplar],
+        embedder: Embedder,
+        catalog: Catalog,
+        progress: Progress | None,
+        on_total: Callable[[int], None] | None,
+    ) -> SyncReport:
+        """An incremental sync for embedded Chroma: written to a fresh build (the unchanged
+        rows' vectors copied, only new and changed exemplars embedded), then the pointer
+        flipped. A serving process's embedded client cannot read rows another process adds to
+        the build it holds (every query then fails: "Error finding id"), but it follows the
+        pointer to a new build as it does after a rebuild."""
+        started = time.perf_counter()
+        have = self._rows_of(active)
+        wanted = {e.id: e for e in exemplars}
+        same = {
+            i: have[i][1]
+            for i, e in wanted.items()
+            if i in have and routing(have[i][0]) == (e.intent, e.kind)
+        }
+        new = sum(i not in have for i in wanted)
+        changed, removed = len(wanted) - len(same) - new, sum(i not in wanted for i in have)
+        if new == changed == removed == 0:  # only the catalog's other text (replies) moved
+            self._write_meta(active, embedder, catalog)
+            self._count = len(wanted)
+            return SyncReport(active.name, 0, 0, 0, len(same), False, time.perf_counter() - started)
+        fresh = self._build(exemplars, embedder, catalog, progress, on_total, known=same)
+        self._switch_to(fresh, len(exemplars))
+        elapsed = time.perf_counter() - started
+        return SyncReport(fresh.name, new, changed, removed, len(same), False, elapsed)
+
+    def _rows_of(self, collection: Any) -> dict[str, tuple[Any, Any]]:
+        """Every row of ``collection``: id → (metadata, vector), read in pages."""
+        rows: dict[str, tuple[Any, Any]] = {}
+        while True:
+            include = ["metadatas", "embeddings"]
+            page = self._guard(
+                partial(collection.get, include=include, limit=PAGE, offset=len(rows))
+            )
+            if not page["ids"]:
+                return rows
+            pairs = zip(page["metadatas"], page["embeddings"], strict=True)
+            rows.update(zip(page["ids"], pairs, strict=True))
 
     def _sync_incremental(
         self,
@@ -343,7 +390,10 @@ class ExemplarStore:
         catalog: Catalog,
         progress: Progress | None,
         on_total: Callable[[int], None] | None,
+        known: dict[str, Any] | None = None,
     ) -> Any:
+        """A fresh build of ``exemplars`` (the vectors of ``known`` ids copied, not embedded)."""
+        known = known or {}
         now = time.time_ns()
         stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now // 10**9))
         build_name = f"{self.name}--{stamp}-{now % 10**9:09d}"
@@ -356,9 +406,9 @@ class ExemplarStore:
             )
         )
         if on_total is not None:
-            on_total(len(exemplars))
+            on_total(sum(e.id not in known for e in exemplars))
         try:
-            self._upsert(collection, exemplars, embedder, progress)
+            self._upsert(collection, exemplars, embedder, progress, known)
         except BaseException:
             self._drop(build_name)
             raise
@@ -370,10 +420,19 @@ class ExemplarStore:
         exemplars: Sequence[Exemplar],
         embedder: Embedder,
         progress: Progress | None,
+        known: dict[str, Any] | None = None,
     ) -> None:
+        known = known or {}
         for start in range(0, len(exemplars), _WRITE_BATCH):
             batch = exemplars[start : start + _WRITE_BATCH]
-            vectors = embedder.embed([e.text for e in batch], progress=progress)
+            todo = [e for e in batch if e.id not in known]
+            fresh: dict[str, Any] = {}
+            if todo:
+                embedded = embedder.embed([e.text for e in todo], progress=progress)
+                fresh = dict(zip((e.id for e in todo), embedded, strict=True))
+            vectors = np.asarray(
+                [known[e.id] if e.id in known else fresh[e.id] for e in batch], dtype=np.float32
+            )
             self._guard(
                 partial(
                     collection.upsert,
