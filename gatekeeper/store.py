@@ -14,9 +14,11 @@ Layout in Chroma, for a store named ``N``:
 * ``N--<build>`` holds the exemplar vectors of one build, cosine space, with metadata recording
   the embedding model, its dimension and the catalog hash.
 
-Sync is incremental on the active build (content-hash ids: add new, update changed, delete
-removed). A rebuild fills a fresh build and then flips the pointer, so a reader sees either the
-old build or the new one, never a half-built collection.
+Sync is incremental (content-hash ids: add new, update changed, delete removed): on a Chroma
+server, in the active build; embedded, into a fresh build with the unchanged vectors copied
+(another process's embedded client cannot read rows added to a build it holds). A rebuild, or
+that copy, fills a fresh build and then flips the pointer, so a reader sees either the old
+build or the new one, never a half-built collection.
 
 Readers in other processes (replicas, ``gatekeeper index --rebuild`` run beside a live proxy)
 hold the build they opened, so a rebuild does not drop the build it replaced: the pointer
@@ -29,19 +31,17 @@ never a TypeError.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gatekeeper.catalog import Catalog, Exemplar
+from gatekeeper.chroma_client import collection_name, is_connection_error, open_client
 from gatekeeper.embedding import Embedder, Vectors
 from gatekeeper.errors import (
     IndexMismatchError,
@@ -92,34 +92,6 @@ class SyncReport:
     unchanged: int
     rebuilt: bool
     seconds: float
-
-
-def collection_name(base: str, catalog: Path | str, model: str) -> str:
-    """The store of catalog file ``catalog`` embedded with ``model`` (an embedder identity):
-    ``base`` (``store.collection``), the catalog's file stem, and a short hash of its absolute
-    path and the model. A valid Chroma name (3-512 of ``[a-zA-Z0-9._-]``)."""
-    path = Path(catalog).expanduser().resolve()
-    stem = re.sub(r"[^a-zA-Z0-9_-]+", "-", path.stem).strip("-_")[:40] or "catalog"
-    digest = hashlib.sha256(f"{path}\x1f{model}".encode()).hexdigest()[:10]
-    return f"{base}-{stem}-{digest}"
-
-
-def open_client(settings: StoreSettings, data_dir: Path) -> Any:
-    """A Chroma client: a server when ``settings.host`` is set, else embedded under data_dir."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    try:
-        if settings.host:
-            return chromadb.HttpClient(
-                host=settings.host, port=settings.port, ssl=settings.ssl, settings=chroma_settings
-            )
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
-    except (ValueError, OSError, RuntimeError) as exc:
-        where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
-        raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {exc}") from exc
 
 
 class ExemplarStore:
@@ -323,11 +295,9 @@ class ExemplarStore:
         progress: Progress | None,
         on_total: Callable[[int], None] | None,
     ) -> SyncReport:
-        """An incremental sync for embedded Chroma: written to a fresh build (the unchanged
-        rows' vectors copied, only new and changed exemplars embedded), then the pointer
-        flipped. A serving process's embedded client cannot read rows another process adds to
-        the build it holds (every query then fails: "Error finding id"), but it follows the
-        pointer to a new build as it does after a rebuild."""
+        """An incremental sync into a fresh build (unchanged vectors copied), then the pointer
+        flipped: embedded, a serving process cannot read rows another process adds to the
+        build it holds (every query fails: "Error finding id"), but follows the pointer."""
         started = time.perf_counter()
         have = self._rows_of(active)
         wanted = {e.id: e for e in exemplars}
@@ -534,7 +504,7 @@ class ExemplarStore:
         except StoreError:
             raise
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
             raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
 
@@ -545,19 +515,6 @@ def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
         "dimension": embedder.dimension,
         "catalog_hash": catalog.content_hash(),
     }
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    import httpx
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, httpx.TransportError | ConnectionError):
-            return True
-        if "Could not connect" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 __all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "collection_name", "open_client"]
