@@ -31,6 +31,7 @@ from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
+    GatekeeperError,
     IndexMissingError,
     InputError,
     MessageTooLongError,
@@ -62,13 +63,7 @@ class Gatekeeper:
         self.embedder = embedder
         self.store = store
         self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
-        check_intent_names(settings.gate.intent_thresholds, catalog)
-        self.thresholds = Thresholds.from_catalog(
-            catalog,
-            settings.gate.threshold,
-            settings.gate.intent_thresholds,
-            settings.gate.canned_min_similarity,
-        )
+        self._use_catalog(catalog)
         self.followup_policy = FollowupPolicy(
             max_words=settings.gate.followup_max_words,
             off_topic_max=settings.gate.followup_off_topic_max,
@@ -82,7 +77,38 @@ class Gatekeeper:
         self._ready_lock = threading.Lock()
         id_key = settings.logging.message_id_key
         self._id_key = id_key.get_secret_value().encode() if id_key else os.urandom(32)
+        self._declined_hash: str | None = None
+
+    def _use_catalog(self, catalog: Catalog) -> None:
+        """Serve ``catalog``: its intents, replies and per-intent thresholds."""
+        check_intent_names(self.settings.gate.intent_thresholds, catalog)
+        gate = self.settings.gate
+        self.thresholds = Thresholds.from_catalog(
+            catalog, gate.threshold, gate.intent_thresholds, gate.canned_min_similarity
+        )
         self._known_intents = frozenset([OFF_TOPIC, *(i.name for i in catalog.intents)])
+        self._catalog_hash = catalog.content_hash()
+        self.catalog = catalog
+
+    def _follow_index(self) -> None:
+        """After ``gatekeeper index`` elsewhere built the store from an edited catalog file
+        (replicas, a live proxy), serve that file's catalog too: its new intents, replies and
+        thresholds with its exemplars. Only when the file holds exactly what was indexed; read
+        once per indexed version (no Chroma call: the hash is the build's, as last opened)."""
+        indexed = self.store.indexed_catalog_hash()
+        if indexed is None or indexed in (self._catalog_hash, self._declined_hash):
+            return
+        self._declined_hash = indexed
+        try:
+            catalog = load_catalog(self.settings.catalog)
+            if catalog.content_hash() != indexed:
+                return  # not the file that was indexed (edited again, or another catalog)
+            with self._lock:
+                self._use_catalog(catalog)
+        except GatekeeperError as exc:
+            self._log.warning("catalog.reload_failed", error=str(exc), catalog_hash=indexed)
+            return
+        self._log.info("catalog.reloaded", catalog_hash=indexed, intents=len(catalog.intents))
 
     @classmethod
     def from_settings(
@@ -304,6 +330,7 @@ class Gatekeeper:
         self, texts: list[list[tuple[str, bool]]], progress: Progress | None
     ) -> list[list[Turn]]:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
+        self._follow_index()
         unique = list(dict.fromkeys(text for turns in texts for text, _ in turns if text))
         known = self._known_intents
         judged: dict[str, Judged] = {"": NO_TEXT}  # a turn of attachments only

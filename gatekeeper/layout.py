@@ -9,11 +9,15 @@ as the document; they are read the same.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from gatekeeper.catalog import Exemplar
+from gatekeeper.catalog import Catalog, Exemplar
 from gatekeeper.errors import StoreError
 from gatekeeper.types import Neighbour
+
+if TYPE_CHECKING:
+    from gatekeeper.embedding import Embedder
 
 #: The metadata key of an exemplar's text in a stored row.
 TEXT_KEY = "text"
@@ -62,3 +66,23 @@ def query_neighbours(result: Any) -> list[list[Neighbour]]:
         ]
     except (TypeError, KeyError, ValueError) as exc:
         raise StoreError(f"Chroma returned a malformed query result: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the active build was made from (its metadata, :func:`build_metadata`)."""
+
+    collection: str
+    model: str
+    dimension: int
+    catalog_hash: str
+    count: int
+
+
+def build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
+    """A build's metadata: the model, its dimension and the catalog hash it was made from."""
+    return {
+        "model": embedder.identity,
+        "dimension": embedder.dimension,
+        "catalog_hash": catalog.content_hash(),
+    }

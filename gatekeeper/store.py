@@ -49,7 +49,7 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from gatekeeper.layout import query_neighbours, routing, row_metadata
+from gatekeeper.layout import IndexInfo, build_metadata, query_neighbours, routing, row_metadata
 from gatekeeper.search import (
     PAGE,
     PCA_CANDIDATES,
@@ -68,17 +68,6 @@ _WRITE_BATCH = 1000
 _ATTEMPTS = 3
 
 Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """What the active build was made from."""
-
-    collection: str
-    model: str
-    dimension: int
-    catalog_hash: str
-    count: int
 
 
 @dataclass(frozen=True)
@@ -138,6 +127,11 @@ class ExemplarStore:
         )
 
     # -- reading -------------------------------------------------------------------------
+
+    def indexed_catalog_hash(self) -> str | None:
+        """The catalog hash of the build last opened (no Chroma call; None before any)."""
+        value = (getattr(self._active, "metadata", None) or {}).get("catalog_hash")
+        return str(value) if value else None
 
     def info(self) -> IndexInfo | None:
         """What the active build holds, or None when nothing is built yet."""
@@ -371,7 +365,7 @@ class ExemplarStore:
             lambda: self._client.create_collection(
                 build_name,
                 embedding_function=None,
-                metadata=_build_metadata(embedder, catalog),
+                metadata=build_metadata(embedder, catalog),
                 configuration={"hnsw": {"space": "cosine"}},
             )
         )
@@ -413,7 +407,7 @@ class ExemplarStore:
             )
 
     def _write_meta(self, collection: Any, embedder: Embedder, catalog: Catalog) -> None:
-        self._guard(lambda: collection.modify(metadata=_build_metadata(embedder, catalog)))
+        self._guard(lambda: collection.modify(metadata=build_metadata(embedder, catalog)))
 
     def _pointer(self) -> Any:
         return self._guard(
@@ -507,14 +501,6 @@ class ExemplarStore:
             if is_connection_error(exc):
                 raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
             raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
-    return {
-        "model": embedder.identity,
-        "dimension": embedder.dimension,
-        "catalog_hash": catalog.content_hash(),
-    }
 
 
 __all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "collection_name", "open_client"]

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from gatekeeper.decision import Route
-from gatekeeper.testing import make_gate
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import Settings
+from gatekeeper.testing import HashingEmbedder, make_gate
 
 WRITER = """
 import sys
@@ -49,3 +51,45 @@ def test_an_incremental_sync_by_another_process_is_followed_not_fatal(tmp_path: 
         decisions = reader.check_many(messages, on_error="raise")
         assert [d.route for d in decisions] == [Route.LLM, Route.OFF_TOPIC]
     assert "where has my parcel got to" in reader.store.exemplars().texts
+
+
+CATALOG = """
+intents:
+  - name: order_status
+    exemplars: [where is my order, track my order, order status please]
+  - name: refund_request
+    exemplars: [i want a refund, refund my money, how do refunds work]
+off_topic:
+  reply: {reply}
+  exemplars: [tell me a joke, what is the weather today, write a poem]
+"""
+ENGRAVING = """  - name: engraving
+    exemplars: [can you engrave my initials, engrave a name on the watch, engraving options]
+"""
+
+
+def _serving(catalog: Path) -> Gatekeeper:
+    settings = Settings(
+        data_dir=catalog.parent,
+        catalog=catalog,
+        gate={"threshold": 0.35, "rule": "contrast", "allow_uncalibrated": True},
+    )
+    return Gatekeeper.from_settings(settings, embedder=HashingEmbedder())
+
+
+def test_a_replica_serves_the_catalog_that_was_indexed_elsewhere(tmp_path: Path) -> None:
+    """A gate serving a catalog file follows `index` run elsewhere on that file: a new intent
+    is routed to (it was dropped as unknown), and the new refusal is sent (the old one was)."""
+    catalog = tmp_path / "shop.yaml"
+    catalog.write_text(CATALOG.format(reply="old refusal"), encoding="utf-8")
+    replica = _serving(catalog)
+    replica.index()
+    replica.store.pointer_ttl = 0.05
+    assert replica.check("tell me a joke").reply == "old refusal"
+    edited = CATALOG.format(reply="new refusal").replace("off_topic:", ENGRAVING + "off_topic:")
+    catalog.write_text(edited, encoding="utf-8")
+    _serving(catalog).index()
+    time.sleep(0.1)
+    replica.check("hello")  # the first decision after the pointer moved reads the new build
+    assert replica.check("can you engrave my initials").intent == "engraving"
+    assert replica.check("tell me a joke").reply == "new refusal"
