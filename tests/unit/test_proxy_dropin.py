@@ -478,6 +478,15 @@ async def test_generation_endpoints_the_gate_cannot_read_are_refused(
         "/v1//threads/abc/runs",
         "/v1/Realtime/sessions",
         "/v1/batches",
+        # found by an outside-in walkthrough: path parameters, trailing dots, NUL, Anthropic's
+        # messages API, the legacy engines paths, compaction under /v1/responses
+        "/v1/chat/completions;x",
+        "/v1/chat/completions.",
+        "/v1/chat/completions%00",
+        "/v1/responses;v=2",
+        "/v1/messages",
+        "/v1/engines/gpt/completions",
+        "/v1/responses/compact",
     ],
 )
 async def test_other_spellings_of_generation_endpoints_never_pass_ungated(

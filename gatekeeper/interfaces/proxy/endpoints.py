@@ -111,16 +111,23 @@ def _refusal(proxy: Proxy, decision: Decision) -> str:
     return decision.reply or proxy.gate.catalog.off_topic.reply
 
 
-#: Endpoints that would generate text from customer input without passing the gate.
-UNGATED = ("completions", "threads", "realtime", "batches")
+#: Endpoints that would generate text from customer input without passing the gate: OpenAI's
+#: legacy and batch APIs, Assistants runs, Realtime, the legacy engines paths, and the
+#: Anthropic-style messages API that OpenAI-compatible servers (vLLM, LiteLLM) also serve.
+UNGATED = ("completions", "threads", "realtime", "batches", "engines", "messages")
+#: Generation under a gated path that the gate does not read (it would answer from the
+#: conversation with the proxy's key).
+UNGATED_UNDER = ("responses/compact",)
 #: The gated endpoints: another spelling of them (a trailing or doubled slash, other case) is
 #: refused, never passed through ungated.
 GATED = ("chat/completions", "responses")
 
 
 def canonical_path(path: str) -> str:
-    """``path`` as a lenient upstream may read it: no empty segments, lower case."""
-    return "/".join(segment for segment in path.split("/") if segment).lower()
+    """``path`` as a lenient upstream may read it: no empty segments, lower case, no path
+    parameters (``;x``), trailing dots, white space or NUL in a segment."""
+    segments = (s.split(";", 1)[0].rstrip(". \t\x00").lower() for s in path.split("/"))
+    return "/".join(segment for segment in segments if segment)
 
 
 async def passthrough(request: Request) -> Response:
@@ -138,7 +145,7 @@ async def passthrough(request: Request) -> Response:
             "where the gate reads it",
             code="invalid_path",
         )
-    if canonical.split("/", 1)[0] in UNGATED:
+    if canonical.split("/", 1)[0] in UNGATED or canonical in UNGATED_UNDER:
         raise ProxyError(
             403,
             f"/v1/{path} would reach the LLM without passing the gate; "
