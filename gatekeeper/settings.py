@@ -260,7 +260,11 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_body_bytes: int = Field(
+        16_000_000,
+        ge=1024,
+        description="largest gated request body: a chat resends its photos (base64) every turn",
+    )
     # Threads per forward pass of a local model: cores / (processes * decision_workers).
     decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
     max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")
@@ -283,6 +287,16 @@ class ServerSettings(_Section):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("public_paths")
+    @classmethod
+    def _answerable_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is no path: write it as '/{path}'")
+            if path == "/v1" or path.startswith("/v1/"):
+                raise ValueError(f"{path!r}: the API endpoints (/v1/...) always need a key")
+        return paths
 
 
 class LoggingSettings(_Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -900,3 +901,23 @@ async def test_upstream_requests_carry_the_clients_timeout_and_the_proxys_name(
         assert request.headers["user-agent"] == "gatekeeper-proxy"
         assert request.headers["authorization"] == "Bearer sk-up"
         assert "cookie" not in request.headers
+
+
+@pytest.mark.parametrize(
+    ("paths", "problem"),
+    [
+        ("/healthz,readyz", "'readyz' is no path: write it as '/readyz'"),
+        ("/healthz,/v1/models", "the API endpoints (/v1/...) always need a key"),
+    ],
+)
+def test_a_public_path_that_could_never_answer_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, paths: str, problem: str
+) -> None:
+    """A public path without its leading slash (a readiness probe would get 401 forever) or
+    under /v1/ (always keyed) is refused at start, not ignored."""
+    from gatekeeper.errors import ConfigError
+    from gatekeeper.settings import load_settings
+
+    monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", paths)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_settings(None)

@@ -14,12 +14,16 @@ answers for all.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import secrets
 import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
@@ -55,7 +59,15 @@ def run_server(
     ``graceful_shutdown_seconds`` to finish."""
     host = host or settings.server.host
     port = port or settings.server.port
-    get_logger().info("server.starting", host=host, port=port, processes=settings.server.processes)
+    log = get_logger()
+    log.info("server.starting", host=host, port=port, processes=settings.server.processes)
+    if not settings.server.api_keys and not _loopback(host):
+        log.warning(
+            "server.open_to_the_network",
+            host=host,
+            hint="no server.api_keys: anyone who reaches this port uses the upstream key; set "
+            "GATEKEEPER_SERVER__API_KEYS, or listen on 127.0.0.1",
+        )
     if settings.server.processes > 1:
         _run_processes(settings, host, port, graceful_shutdown_seconds)
         return
@@ -73,6 +85,13 @@ def run_server(
         config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
         settle_collector()
         uvicorn.Server(config).run(sockets=[listening])
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -154,6 +173,11 @@ def _run_processes(settings: Settings, host: str, port: int, graceful: float) ->
     from uvicorn.config import STARTUP_FAILURE
 
     build_gate(settings)  # a bad catalog or settings fail here, before anything is spawned
+    if settings.logging.message_id_key is None:
+        # one key for every process: one message, one id in the log, whichever process served
+        key = SecretStr(secrets.token_hex(32))
+        logging_ = settings.logging.model_copy(update={"message_id_key": key})
+        settings = settings.model_copy(update={"logging": logging_})
     with bind_listening_socket(host, port) as listening:
         supervisor = _supervise(settings, listening, host, port, graceful)
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
