@@ -47,7 +47,8 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
 def test_two_serving_processes_share_the_port_the_metrics_and_the_log(tmp_path: Path) -> None:
     """With processes=2, two processes answer on one port, /metrics counts every process's
-    decisions, and every log line of both is whole JSON."""
+    decisions, every log line of both is whole JSON, and one text has one message id
+    whichever process served it."""
     env = _env(tmp_path / "data")
     assert _gatekeeper("index", env=env).returncode == 0
     port = free_port()
@@ -63,18 +64,20 @@ def test_two_serving_processes_share_the_port_the_metrics_and_the_log(tmp_path: 
         with running(args, ready, timeout=120, env=serve_env) as server:
             serving = [p for p in _children(server.pid) if _is_server(p)]
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            routes = []
+            routes, ids = [], set()
             for text in ["where is my order?", "tell me a joke"] * 10:
                 with httpx.Client(timeout=30) as client:  # a new connection each time
                     body = {"model": "m", "messages": [{"role": "user", "content": text}]}
                     answer = client.post(url, json=body)
                 assert answer.status_code == 200
                 routes.append(answer.headers["x-gatekeeper-route"])
+                ids.add((text, answer.headers["x-gatekeeper-message-id"]))
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
             server.terminate()
             _, stderr = server.communicate(timeout=60)
     assert len(serving) == 2
     assert routes == ["llm", "off_topic"] * 10
+    assert len(ids) == 2  # one id per text, across both processes
     decided = sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()

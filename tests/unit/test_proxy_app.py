@@ -921,3 +921,16 @@ def test_a_public_path_that_could_never_answer_is_a_settings_error(
     monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", paths)
     with pytest.raises(ConfigError, match=re.escape(problem)):
         load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("10.1.2.3", False), ("shop.example", False)],
+)  # fmt: skip
+def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> None:
+    """Only loopback addresses count as private: any other host without inbound keys gets
+    the `server.open_to_the_network` warning."""
+    from gatekeeper.interfaces.proxy.runner import _loopback
+
+    assert _loopback(host) is loopback
