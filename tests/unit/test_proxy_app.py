@@ -660,6 +660,33 @@ async def test_client_disconnect_mid_body_is_a_client_event_not_a_500(
     await upstream_client.aclose()
 
 
+async def test_a_request_cancelled_by_shutdown_is_a_503_not_a_500(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """When the graceful-shutdown time runs out, uvicorn cancels the requests still in flight:
+    the client gets an OpenAI-shaped 503 it can retry elsewhere (it got a plain-text 500),
+    and the log a warning, not a traceback."""
+
+    def cancelled(request: httpx.Request) -> httpx.Response:
+        raise asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded")
+
+    upstream.handler = cancelled
+    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
+    async with app.router.lifespan_context(app):
+        with capture_logs() as logs:
+            sent = await call_asgi(
+                app, [json.dumps({"messages": ORDER}).encode()], disconnect=False
+            )
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 503
+    assert json.loads(body)["error"]["code"] == "server_shutting_down"
+    events = [entry["event"] for entry in logs]
+    assert "server.request_cancelled" in events and "server.internal_error" not in events
+    await upstream_client.aclose()
+
+
 # -- 6. starting while Chroma is down ------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ inbound key check on every non-public path."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from pydantic import SecretStr
 from starlette.requests import ClientDisconnect
 
-from gatekeeper.interfaces.proxy.errors import internal_error_response
+from gatekeeper.interfaces.proxy.errors import error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.requests import key_refusal
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
@@ -55,6 +56,18 @@ class RequestLog:
         except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
             self.log.info("http.client_disconnected", path=scope.get("path"))
             seen.setdefault("status", CLIENT_CLOSED_REQUEST)
+        except asyncio.CancelledError:
+            # The server's graceful-shutdown time ran out with this request in flight (uvicorn
+            # cancels it): a 503 the client can retry elsewhere, not uvicorn's plain-text 500
+            # and a traceback in the JSON log. Not re-raised: nothing is left to cancel.
+            self.log.warning("server.request_cancelled", path=scope.get("path"))
+            if "status" not in seen:
+                await error_response(
+                    503,
+                    "the gatekeeper proxy is shutting down; retry the request",
+                    "server_shutting_down",
+                    "server_error",
+                )(scope, receive, recording_send)
         except UpstreamBodyBroken:
             # A passed-through answer broke off mid-body (logged and counted where it broke).
             # Returning with the answer unfinished makes the server close the connection, so
