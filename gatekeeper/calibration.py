@@ -11,6 +11,7 @@ only a warning (exemplars are edited often, and the scale does not move much).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
@@ -21,11 +22,21 @@ CALIBRATE_HINT = (
 )
 
 
+#: Environment variables that choose the model or the rule: a calibration must see them too.
+_SCALE_VARIABLES = ("GATEKEEPER_EMBEDDING__", "GATEKEEPER_GATE__RULE", "GATEKEEPER_GATE__DENSITY_K")
+
+
 def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
     """The ``gatekeeper calibrate`` command to advise, reading (and writing) the same settings
-    file (``config_flag``, see :meth:`Settings.config_flag`) and catalog as the gate."""
+    file (``config_flag``, see :meth:`Settings.config_flag`) and catalog as the gate, with the
+    environment variables that chose its model or rule (never a key's value)."""
     command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
-    return command + (f" --catalog {catalog}" if catalog else "")
+    env = sorted(
+        f"{name}={value}"
+        for name, value in os.environ.items()
+        if name.upper().startswith(_SCALE_VARIABLES) and "KEY" not in name.upper()
+    )
+    return " ".join([*env, command]) + (f" --catalog {catalog}" if catalog else "")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,21 @@ def test_settings_built_in_code_are_pointed_to_load_settings() -> None:
         gate.check_calibrated()
 
 
+def test_the_advised_command_carries_the_variables_that_chose_the_scale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule or model chosen in the environment is in the advised command (run literally in
+    a fresh shell it calibrated the old rule); a key's value never is."""
+    from gatekeeper.calibration import calibrate_hint
+
+    monkeypatch.setenv("GATEKEEPER_GATE__RULE", "contrast")
+    monkeypatch.setenv("GATEKEEPER_EMBEDDING__API_KEY", "sk-secret")
+    monkeypatch.setenv("GATEKEEPER_UPSTREAM__BASE_URL", "http://x")
+    hint = calibrate_hint(" --config my.yaml")
+    assert hint.startswith("GATEKEEPER_GATE__RULE=contrast gatekeeper calibrate --config my.yaml")
+    assert "sk-secret" not in hint and "UPSTREAM" not in hint
+
+
 def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:
     """calibrate --write stores gate.calibrated_for beside the threshold, comments kept."""
     path = tmp_path / "gk.yaml"
