@@ -90,7 +90,9 @@ def check_calibrated(
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
             f"threshold means nothing on another model's scale. Run `{hint}` to calibrate it "
-            "for this gate, or set gate.allow_uncalibrated: true to decide with it anyway"
+            "for this gate (with --conversations CHATS.jsonl, the conversation settings too: "
+            "they are on the same scale), or set gate.allow_uncalibrated: true to decide with "
+            "it anyway"
         )
     if found.catalog is not None and found.catalog != catalog_hash:
         return Calibrated(
