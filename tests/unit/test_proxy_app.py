@@ -961,3 +961,16 @@ def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> N
     from gatekeeper.interfaces.proxy.runner import _loopback
 
     assert _loopback(host) is loopback
+
+
+async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) -> None:
+    """Load balancers that probe with HEAD get 200 from /healthz and /readyz (it was 405);
+    the API description stays free of duplicate operation ids."""
+    import warnings
+
+    for path in ("/healthz", "/readyz"):
+        response = await client.head(path)
+        assert response.status_code == 200 and response.content == b""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (await client.get("/openapi.json")).status_code == 200
