@@ -329,7 +329,11 @@ async def test_huge_integer_anywhere_is_400(
     }
     response = await post(client, bodies[where].encode())
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["code"] == "invalid_json"
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json"
+    if where != "temperature":  # a float literal: json's own parse error
+        assert "a number has more than 4300 digits" in error["message"]
+        assert "sys.set_int_max_str_digits" not in error["message"]
     assert upstream.requests == []
 
 

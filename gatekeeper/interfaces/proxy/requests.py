@@ -6,6 +6,7 @@ import hmac
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,8 +136,13 @@ def parse_json(body: bytes) -> Any:
     except RecursionError as exc:
         raise ProxyError(400, "the request body is nested too deeply", code="invalid_json") from exc
     except ValueError as exc:  # JSONDecodeError, and integers over the int conversion limit
+        problem = (
+            f"a number has more than {sys.get_int_max_str_digits()} digits"
+            if "integer string conversion" in str(exc)
+            else _short(exc)
+        )
         raise ProxyError(
-            400, f"the request body is not valid JSON: {_short(exc)}", code="invalid_json"
+            400, f"the request body is not valid JSON: {problem}", code="invalid_json"
         ) from exc
     if "\\u" in text:  # only an escape can make a lone surrogate out of valid UTF-8
         _refuse_lone_surrogates(payload)
