@@ -23,12 +23,13 @@ _DROP_HEADERS = HOP_BY_HOP | {"content-length", "content-encoding", "date", "ser
 
 
 def _header_value(value: str) -> str:
-    """An intent name as a header value: as written when it is printable ASCII, else
-    percent-encoded (UTF-8), so a name with a line break (a spreadsheet cell) or another
-    control character can never break or forge a header."""
-    if value.isascii() and value.isprintable():
+    """An intent name as a header value: as written when it is printable ASCII without a
+    ``%``, else percent-encoded (UTF-8, ``%`` too), so a name with a line break (a spreadsheet
+    cell) or another control character can never break or forge a header, and
+    ``urllib.parse.unquote`` gives every name back exactly."""
+    if value.isascii() and value.isprintable() and "%" not in value:
         return value
-    return quote(value, safe=" !#$%&'()*+,-./:;<=>?@[]^_`{|}~")
+    return quote(value, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~")
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:
