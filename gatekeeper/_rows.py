@@ -58,20 +58,22 @@ class DuplicateKeyError(ValueError):
     """A JSON object that gives one key twice."""
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` for ``json.loads`` that refuses a key given twice
+    (:class:`DuplicateKeyError`)."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise DuplicateKeyError(f"the key {key!r} is given twice in one object")
+                raise DuplicateKeyError(f"the key {key[:50]!r} is given twice in one object")
             seen.add(key)
     return obj
 
 
 def loads_json(text: str) -> Any:
     """``json.loads``, refusing a key given twice in one object (:class:`DuplicateKeyError`)."""
-    return json.loads(text, object_pairs_hook=_unique_pairs)
+    return json.loads(text, object_pairs_hook=unique_pairs)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import SecretStr
 
+from gatekeeper._rows import DuplicateKeyError, unique_pairs
 from gatekeeper.conversation import TEXT_PARTS, chat_messages
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
@@ -95,17 +96,6 @@ class _Refused(ValueError):
     """A JSON construct the proxy refuses (raised from inside ``json.loads``)."""
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> Json:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Refused(f"duplicate key {key[:50]!r} in a JSON object")
-            seen.add(key)
-    return obj
-
-
 def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number")
 
@@ -123,7 +113,7 @@ def parse_json(body: bytes) -> Any:
         text = body.decode("utf-8")
         payload = json.loads(
             text,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_pairs,
             parse_constant=_no_constant,
             parse_float=_finite_float,
         )
@@ -131,7 +121,7 @@ def parse_json(body: bytes) -> Any:
         raise ProxyError(
             400, f"the request body is not valid UTF-8 JSON: {exc}", code="invalid_json"
         ) from exc
-    except _Refused as exc:
+    except (_Refused, DuplicateKeyError) as exc:
         raise ProxyError(400, f"the request body is refused: {exc}", code="invalid_json") from exc
     except RecursionError as exc:
         raise ProxyError(400, "the request body is nested too deeply", code="invalid_json") from exc
