@@ -228,6 +228,10 @@ def _off_topic_summary(data: dict[str, Any]) -> str:
     )
 
 
+#: A held-out metric this much lower after tuning is worth a warning (noise is smaller).
+WORSE_BY = 0.005
+
+
 def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
     from rich.console import Console
 
@@ -249,6 +253,18 @@ def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
         if key in frozen:
             table.add_row(label, f"{frozen[key]:.4f}", f"{adapted[key]:.4f}")
     Console().print(table)
+    worse = [
+        f"{label} {frozen[key]:.3f} → {adapted[key]:.3f}"
+        for key, label in labels.items()
+        if key in frozen and adapted[key] < frozen[key] - WORSE_BY
+    ]
+    if worse:
+        _stderr().print(
+            f"[bold yellow]warning:[/] the {tuned} model is worse than the frozen one on the "
+            f"held-out exemplars: {'; '.join(worse)}. Compare both with `gatekeeper eval` on "
+            "labelled messages of yours before switching.",
+            highlight=False,
+        )
 
 
 def _then_run(flags: str) -> str:

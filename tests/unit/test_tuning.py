@@ -353,3 +353,26 @@ def test_tune_command_out_and_a_bad_catalog(config: Path, tmp_path: Path) -> Non
     assert load_settings(config).embedding.adapter is None
     bad = CliRunner().invoke(app, ["tune", "--config", str(config), "--catalog", "nope.yaml"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_a_tuned_model_worse_on_held_out_data_is_warned_about(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A held-out metric lower after tuning (intent accuracy 0.787 → 0.723 was seen) is a
+    warning naming it; equal or better ones are not."""
+    from gatekeeper.cli.tune import _print_heldout
+
+    manifest = {
+        "data": {"exemplars_heldout": 50, "off_topic_heldout": 20},
+        "heldout": {
+            "frozen": {"auroc_in_vs_off": 0.95, "intent_accuracy": 0.787},
+            "adapted": {"auroc_in_vs_off": 0.97, "intent_accuracy": 0.723},
+        },
+    }
+    _print_heldout(manifest, "adapted")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nearest-exemplar intent accuracy 0.787 → 0.723" in err
+    assert "density AUROC" not in err.split("warning:")[1]
+    manifest["heldout"]["adapted"]["intent_accuracy"] = 0.79
+    _print_heldout(manifest, "adapted")
+    assert "warning" not in capsys.readouterr().err
