@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper._rows import DuplicateKeyError, loads_json
-from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, load_gate, setup
+from gatekeeper.cli._app import (
+    CatalogOption,
+    ConfigOption,
+    _stderr,
+    app,
+    friendly_errors,
+    load_gate,
+    setup,
+)
 from gatekeeper.conversation import chat_messages
 from gatekeeper.errors import (
     InputError,
@@ -82,6 +90,23 @@ def check(
         Console().print(table)
 
 
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:
+    """A turn whose role is no chat role ('customer', 'agent') is read as no customer turn:
+    say so, rather than judge a conversation other than the one the file means."""
+    unknown = sorted({m["role"] for m in messages if m["role"] not in CHAT_ROLES})
+    if unknown:
+        named = escape(", ".join(map(repr, unknown)))
+        what = f"role {named} is no chat role" if len(unknown) == 1 else f"roles {named} are none"
+        _stderr().print(
+            f"[bold yellow]warning:[/] {escape(str(conversation))}: {what} and skipped; the "
+            "customer's turns are 'user', the chatbot's 'assistant'",
+            highlight=False,
+        )
+
+
 def _message_argument(text: str | None, conversation: Path | None) -> Any:
     if conversation is not None:
         try:
@@ -94,6 +119,7 @@ def _message_argument(text: str | None, conversation: Path | None) -> Any:
             messages = chat_messages(messages)
         except InputError as exc:
             raise InputError(f"{conversation}: {exc}") from None
+        _warn_unknown_roles(messages, conversation)
         if text is not None:  # the customer's next turn after the conversation so far
             turn = sys.stdin.read() if text == "-" else text
             return [*messages, {"role": "user", "content": turn}]

@@ -50,6 +50,21 @@ def test_unreadable_conversation_file(tmp_path: Path) -> None:
     assert "cannot read conversation" in result.output
 
 
+def test_a_conversation_with_roles_of_its_own_is_warned_about(tmp_path: Path) -> None:
+    """A chat file with 'customer'/'agent' roles says they are skipped (it judged another
+    conversation than the file means, silently)."""
+    chat = tmp_path / "chat.json"
+    chat.write_text(
+        '[{"role": "user", "content": "where is my order"},'
+        ' {"role": "customer", "content": "Maria Lopez"}]'
+    )
+    result = runner.invoke(
+        app, ["check", "--conversation", str(chat)], env={"GATEKEEPER_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "role 'customer' is no chat role and skipped" in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize("command", ["index", "check", "serve"])
 def test_every_command_takes_config(command: str) -> None:
     """Every command documents --config."""
