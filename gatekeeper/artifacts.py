@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.errors import InputError
+
 MANIFEST_FILE = "manifest.json"
 
 
@@ -37,10 +39,24 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     )
 
 
+def check_replaceable(target: Path) -> None:
+    """:class:`InputError` unless ``target`` is free or an earlier artifact (a directory with a
+    ``manifest.json``): publishing replaces it whole, so ``--out ~/models`` must never delete
+    a directory of other files."""
+    target = Path(target).expanduser()
+    if target.exists() and not (target.is_dir() and (target / MANIFEST_FILE).is_file()):
+        raise InputError(
+            f"--out {target} exists and is not an earlier tuned model (no {MANIFEST_FILE}): "
+            "it would be replaced whole; name a new directory"
+        )
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Rename the finished ``tmp`` to ``target``, replacing an older artifact there (renames
-    only: an interrupted run leaves the old artifact or the new one, never half of one)."""
+    only: an interrupted run leaves the old artifact or the new one, never half of one);
+    anything else at ``target`` is refused (:func:`check_replaceable`)."""
     target = Path(target).expanduser()
+    check_replaceable(target)
     old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if target.exists():

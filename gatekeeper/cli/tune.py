@@ -76,6 +76,7 @@ def tune(
     off-topic set); 10% of each is held out and scored before and after. The result is a new
     model: rebuild the index and calibrate the threshold for it.
     """
+    from gatekeeper.artifacts import check_replaceable
     from gatekeeper.catalog import load_catalog
     from gatekeeper.embedding import build_embedder
     from gatekeeper.eval.settings_file import check_settings_target, store_adapter
@@ -88,6 +89,8 @@ def tune(
         )
         if write:
             check_settings_target(target)
+        if out is not None:
+            check_replaceable(out)  # before any training, and never over a directory of files
         catalog_path = catalog or settings.catalog
         loaded = load_catalog(catalog_path)
         # The advised commands repeat the user's own --config and --catalog: they must read the

@@ -376,3 +376,27 @@ def test_a_tuned_model_worse_on_held_out_data_is_warned_about(
     manifest["heldout"]["adapted"]["intent_accuracy"] = 0.79
     _print_heldout(manifest, "adapted")
     assert "warning" not in capsys.readouterr().err
+
+
+def test_tune_out_never_replaces_a_directory_of_other_files(tmp_path: Path) -> None:
+    """`--out` naming a directory that is no earlier tuned model (no manifest.json) is refused
+    before training, its files untouched (it was renamed aside and deleted); an earlier
+    artifact may be replaced."""
+    from gatekeeper.artifacts import MANIFEST_FILE, check_replaceable, publish, scratch_dir
+    from gatekeeper.errors import InputError
+
+    mine = tmp_path / "models"
+    (mine / "deeper").mkdir(parents=True)
+    (mine / "keep.txt").write_text("a")
+    with pytest.raises(InputError, match="not an earlier tuned model"):
+        check_replaceable(mine)
+    with pytest.raises(InputError):
+        publish(scratch_dir(tmp_path, "x"), mine)
+    assert (mine / "keep.txt").read_text() == "a" and (mine / "deeper").is_dir()
+    earlier = tmp_path / "adapter"
+    earlier.mkdir()
+    (earlier / MANIFEST_FILE).write_text("{}")
+    fresh = scratch_dir(tmp_path, "y")
+    (fresh / MANIFEST_FILE).write_text('{"new": 1}')
+    publish(fresh, earlier)
+    assert (earlier / MANIFEST_FILE).read_text() == '{"new": 1}'
