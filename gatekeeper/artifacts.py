@@ -51,12 +51,24 @@ def check_replaceable(target: Path) -> None:
         )
 
 
+def _as_umask_allows(directory: Path) -> None:
+    """Give every file under ``directory`` the mode the umask allows: some writers (the
+    encoder's ``model.safetensors``) create theirs owner-only, which replicas or an index job
+    running as another user could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Rename the finished ``tmp`` to ``target``, replacing an older artifact there (renames
     only: an interrupted run leaves the old artifact or the new one, never half of one);
     anything else at ``target`` is refused (:func:`check_replaceable`)."""
     target = Path(target).expanduser()
     check_replaceable(target)
+    _as_umask_allows(tmp)
     old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if target.exists():

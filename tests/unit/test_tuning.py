@@ -4,6 +4,7 @@ determinism, atomic writing, the adapted embedder's identity, settings and the C
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -398,5 +399,12 @@ def test_tune_out_never_replaces_a_directory_of_other_files(tmp_path: Path) -> N
     (earlier / MANIFEST_FILE).write_text("{}")
     fresh = scratch_dir(tmp_path, "y")
     (fresh / MANIFEST_FILE).write_text('{"new": 1}')
-    publish(fresh, earlier)
+    (fresh / "model.safetensors").write_bytes(b"w")
+    (fresh / "model.safetensors").chmod(0o600)  # as the encoder's writer leaves it
+    umask = os.umask(0o022)
+    try:
+        publish(fresh, earlier)
+    finally:
+        os.umask(umask)
     assert (earlier / MANIFEST_FILE).read_text() == '{"new": 1}'
+    assert (earlier / "model.safetensors").stat().st_mode & 0o777 == 0o644
