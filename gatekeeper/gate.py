@@ -59,7 +59,6 @@ class Gatekeeper:
         logger: Logger | None = None,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog
         self.embedder = embedder
         self.store = store
         self.rule = rule or build_rule(settings.gate.rule, settings.gate.density_k)
@@ -182,7 +181,7 @@ class Gatekeeper:
         self.embedder.load()
         self.check_calibrated()
         info = self.store.info()
-        stale = info is None or info.catalog_hash != self.catalog.content_hash()
+        stale = info is None or info.catalog_hash != self._catalog_hash
         if stale and info is not None:
             self.store.check_compatible(self.embedder)  # never sync over another model's index
         if stale:
@@ -203,7 +202,7 @@ class Gatekeeper:
             self.settings.gate,
             model=self.embedder.identity,
             rule=self.rule.name,
-            catalog_hash=self.catalog.content_hash(),
+            catalog_hash=self._catalog_hash,
             catalog=str(self.settings.catalog),
             config_flag=self.settings.config_flag(),
             from_file=self.settings.source_file is not None,

@@ -286,12 +286,7 @@ class ResponseEnd:
         final = self._final()
         if _event_type(final) != "response.completed":
             return None
-        data = b"\n".join(
-            line.partition(b":")[2].removeprefix(b" ")
-            for line in final.split(b"\n")
-            if line.startswith(b"data")
-        )
-        event = _json_object(data)
+        event = _json_object(_sse_fields(final)[1] or b"")
         response = event.get("response") if event is not None else None
         return response if isinstance(response, dict) else None
 
@@ -300,9 +295,8 @@ class ResponseEnd:
         return pending if _event_type(pending) is not None else self._last
 
 
-def _event_type(event: bytes) -> str | None:
-    """An SSE event's type: its ``event:`` field, else its data's ``type``; None for an event
-    without data (comments, keep-alives)."""
+def _sse_fields(event: bytes) -> tuple[str | None, bytes | None]:
+    """An SSE event's ``event:`` field and its ``data:`` lines joined (None when absent)."""
     name, data = None, []
     for line in event.split(b"\n"):
         field, _, value = line.partition(b":")
@@ -311,12 +305,19 @@ def _event_type(event: bytes) -> str | None:
             name = value.decode("utf-8", "replace").strip()
         elif field == b"data":
             data.append(value)
-    if not data:
+    return name, b"\n".join(data) if data else None
+
+
+def _event_type(event: bytes) -> str | None:
+    """An SSE event's type: its ``event:`` field, else its data's ``type``; None for an event
+    without data (comments, keep-alives)."""
+    name, data = _sse_fields(event)
+    if data is None:
         return None
     if name:
         return name
     try:
-        payload = json.loads(b"\n".join(data))
+        payload = json.loads(data)
     except (ValueError, RecursionError):
         return ""
     kind = payload.get("type") if isinstance(payload, dict) else None
