@@ -207,8 +207,8 @@ class Gatekeeper:
             config_flag=self.settings.config_flag(),
             from_file=self.settings.source_file is not None,
         )
-        if outcome.warning:
-            self._log.warning("gate.calibration_stale", hint=outcome.warning)
+        for warning in outcome.warnings:
+            self._log.warning("gate.calibration_stale", hint=warning)
 
     # -- decisions -----------------------------------------------------------------------
 

@@ -230,6 +230,12 @@ class GateSettings(_Section):
         "(written by `gatekeeper calibrate --write`); a gate with another model or rule refuses "
         "to decide rather than use a foreign threshold",
     )
+    conversations_calibrated_for: CalibrationRecord | None = Field(
+        None,
+        description="the model, rule and catalog the conversation settings (session_margin, "
+        "followup_*) were calibrated for (`calibrate --conversations ... --write`); another "
+        "model or rule gets a warning: they are cosine values on the model's scale",
+    )
     allow_uncalibrated: bool = Field(
         False,
         description="decide with gate.threshold although it was not calibrated for this model "

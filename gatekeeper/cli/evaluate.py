@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from gatekeeper.errors import (
     InputError,
 )
 from gatekeeper.rules import RULES
-from gatekeeper.settings import Settings
+from gatekeeper.settings import CalibrationRecord, Settings
 
 
 def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[float]) -> Any:
@@ -299,6 +300,8 @@ def calibrate(
             made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
             store_threshold(target, result.threshold, note, made_for)
             typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
+            if conversations is None:
+                _warn_foreign_conversations(settings, made_for)
         if conversations is not None:
             _calibrate_conversations(
                 calibrated(gate, result.threshold),
@@ -309,10 +312,25 @@ def calibrate(
             )
 
 
+def _warn_foreign_conversations(settings: Settings, made_for: CalibrationRecord) -> None:
+    """After a threshold alone was written: warn when the file's conversation settings were
+    calibrated for another model or rule."""
+    from gatekeeper.calibration import conversations_foreign
+
+    foreign = conversations_foreign(settings.gate, model=made_for.model, rule=made_for.rule)
+    if foreign:
+        _stderr().print(
+            f"[bold yellow]warning:[/] {escape(foreign)}. Calibrate them for this model too: "
+            "run the same command with --conversations CHATS.jsonl (labelled chats)",
+            highlight=False,
+        )
+
+
 def _calibrate_conversations(
     gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool
 ) -> None:
     """Choose the conversation settings on the chats in ``path``; store them if asked."""
+    from gatekeeper.calibration import record
     from gatekeeper.eval.conversations import calibrate_conversations
     from gatekeeper.eval.datasets import load_dataset
     from gatekeeper.eval.settings_file import store_gate_settings
@@ -345,6 +363,10 @@ def _calibrate_conversations(
             "followup_off_topic_gap": f"{p.off_topic_gap:g}",
             "followup_max_words": str(p.max_words),
         }
+        made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+        values["conversations_calibrated_for"] = json.dumps(
+            made_for.model_dump(), ensure_ascii=False
+        )
         store_gate_settings(write_to, values, note)
         typer.echo(f"wrote the conversation settings to {write_to}")
 

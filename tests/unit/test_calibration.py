@@ -24,7 +24,7 @@ def test_a_threshold_calibrated_for_this_gate_is_used() -> None:
     """Same model and rule: no error, no warning."""
     gate = _gate(calibrated_for=record(MODEL, RULE, "c1"))
     outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="c1", catalog="x")
-    assert outcome.warning is None
+    assert outcome.warnings == ()
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,36 @@ def test_a_changed_catalog_only_warns() -> None:
     """The same model and rule on an edited catalog decides, with a recalibration hint."""
     gate = _gate(calibrated_for=record(MODEL, RULE, "old"))
     outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="new", catalog="x")
-    assert outcome.warning is not None and "gatekeeper calibrate" in outcome.warning
+    (warning,) = outcome.warnings
+    assert "gatekeeper calibrate" in warning
+
+
+def test_conversation_settings_of_another_model_warn_with_the_command() -> None:
+    """Conversation settings calibrated for another model: the gate decides, with a warning
+    naming the model they were made for and the command with --conversations."""
+    gate = _gate(
+        calibrated_for=record("openai:e5-query", RULE, "c"),
+        conversations_calibrated_for=record(MODEL, RULE, "c"),
+    )
+    outcome = check_calibrated(
+        gate, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x"
+    )
+    (warning,) = outcome.warnings
+    assert f"gate.followup_*) were calibrated for model {MODEL!r}" in warning
+    assert "--conversations CHATS.jsonl" in warning
+
+
+def test_conversation_settings_of_this_model_or_unrecorded_do_not_warn() -> None:
+    """No warning when the conversation settings were calibrated for this model and rule, or
+    carry no record (the built-in defaults, or values set by hand)."""
+    made_here = _gate(
+        calibrated_for=record(MODEL, RULE, "c"),
+        conversations_calibrated_for=record(MODEL, RULE, "c"),
+    )
+    unrecorded = _gate(calibrated_for=record(MODEL, RULE, "c"))
+    for gate in (made_here, unrecorded):
+        outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
+        assert outcome.warnings == ()
 
 
 def test_the_gate_refuses_before_deciding(tmp_path: Path) -> None:
