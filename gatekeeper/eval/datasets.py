@@ -112,8 +112,9 @@ def load_dataset(
         raise DatasetError(f"dataset {path} does not exist")
     suffix = path.suffix.lower()
     skipped: list[str] = []
+    problems: list[str] = []  # malformed rows: all reported at once, or skipped
     if suffix in {".jsonl", ".ndjson"}:
-        rows = read_jsonl(path, DatasetError, "dataset", skipped.append if skip_invalid else None)
+        rows = read_jsonl(path, DatasetError, "dataset", problems.append)
     elif suffix == ".csv":
         rows = read_csv(path, DatasetError, "dataset", _check_dataset_header)
     else:
@@ -128,9 +129,10 @@ def load_dataset(
         try:
             examples += _within(parse_rows(row, source=str(path), line=line), max_chars)
         except DatasetError as exc:
-            if not skip_invalid:
-                raise
-            skipped.append(str(exc))
+            problems.append(str(exc))
+    if problems and not skip_invalid:
+        raise DatasetError(_all_problems(path, problems))
+    skipped += problems
     if not examples:
         raise DatasetError(f"dataset {path} has no rows" + (" left" if skipped else ""))
     return Dataset(
@@ -142,6 +144,22 @@ def load_dataset(
 
 
 KEYS = ("text", "label", "intent", "messages", "labels")
+
+#: Malformed rows a dataset error lists (the rest are counted).
+LISTED_PROBLEMS = 10
+
+
+def _all_problems(path: Path, problems: list[str]) -> str:
+    """One error for every malformed row, so a file is fixed in one pass, not one row a run."""
+    if len(problems) == 1:
+        return problems[0]
+    listed = "\n".join(f"  {p}" for p in problems[:LISTED_PROBLEMS])
+    more = len(problems) - LISTED_PROBLEMS
+    tail = f"\n  ... and {more} more" if more > 0 else ""
+    return (
+        f"dataset {path}: {len(problems)} malformed rows (fix them, or leave them out with "
+        f"--skip-invalid):\n{listed}{tail}"
+    )
 
 
 def _misspelt_keys(keys: set[str], path: Path) -> tuple[str, ...]:

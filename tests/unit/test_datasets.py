@@ -230,3 +230,26 @@ def test_dataset_csv_as_excel_saves_it(tmp_path: Path) -> None:
         ("tell me a joke", "off_topic", None),
     ]
     assert len(data.skipped) == 1
+
+
+def test_every_malformed_row_is_reported_at_once(tmp_path: Path) -> None:
+    """Without --skip-invalid, one error lists every malformed row (a line that is not JSON
+    included), so a file is fixed in one pass; beyond ten rows the rest are counted."""
+    good = json.dumps({"text": "where is my order", "label": "in_domain"})
+    lines = [
+        good,
+        "{not json",
+        json.dumps({"text": "hi", "label": "maybe"}),
+        good,
+        json.dumps({"text": "", "messages": "x", "label": "in_domain"}),
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    message = str(caught.value)
+    assert "3 malformed rows" in message and "--skip-invalid" in message
+    assert all(f"line {n}" in message for n in (2, 3, 5))
+    path.write_text("\n".join([good] + ["{bad"] * 12) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"12 malformed rows[\s\S]*\.\.\. and 2 more$"):
+        load_dataset(path)
