@@ -25,26 +25,26 @@ class Section:
 def recommended_section(report: EvalReport) -> Section:
     """The recommended thresholds: what each does and the command that applies it."""
     recs = report.recommended_thresholds
-    source = recs[0].source if recs else "the evaluated data"
-    intro = [
-        f"The highest threshold on the sweep of {source} that still lets at least 99%, 98% or "
-        "95% of in-domain customers through. A higher threshold saves more LLM calls and "
-        "turns away more customers."
-    ]
     c = report.calibration
-    if c is not None:
-        intro.append(
-            f"This report's threshold was calibrated on {c.source}. The values below are read "
-            f"off the evaluated data ({source}), not off {c.source}; the command applies a "
-            f"target the honest way, by choosing the threshold on {c.source} again, so what it "
-            "writes can differ a little from the value shown."
-        )
+    if c is not None and c.by_target:
+        intro = [
+            f"For each target, the threshold `gatekeeper calibrate` chooses on {c.source} (the "
+            "highest that still lets at least 99%, 98% or 95% of its in-domain customers "
+            "through): exactly what the command writes. The other columns are what it does on "
+            "the evaluated data, which it was not chosen on, so the pass rate there can fall "
+            "short of the target or exceed it. A higher threshold saves more LLM calls and turns "
+            "away more customers."
+        ]
     else:
-        intro.append(
-            "Apply one in the environment (GATEKEEPER_GATE__THRESHOLD=<t>) or in the settings "
-            "file (gate.threshold: <t>); better, choose it with `gatekeeper calibrate` on a "
-            "labelled file of its own, and evaluate on another."
-        )
+        source = recs[0].source if recs else "the evaluated data"
+        intro = [
+            f"The highest threshold on the sweep of {source} that still lets at least 99%, 98% "
+            "or 95% of in-domain customers through. A higher threshold saves more LLM calls and "
+            "turns away more customers. These are read off the evaluated data itself: apply "
+            "one in the environment (GATEKEEPER_GATE__THRESHOLD=<t>) or in the settings file "
+            "(gate.threshold: <t>); better, choose it with `gatekeeper calibrate` on a labelled "
+            "file of its own, and evaluate on another."
+        ]
     rows = [
         [
             pct(r.target_pass_rate, 0),
@@ -90,7 +90,13 @@ def recommendation_line(report: EvalReport) -> str:
         if report.calibration is not None
         else "apply with GATEKEEPER_GATE__THRESHOLD=<t> or gate.threshold: <t>"
     )
-    return f"recommended thresholds (from {recs[0].source}): " + "; ".join(parts) + f" — {how}"
+    c = report.calibration
+    where = (
+        f"chosen on {c.source}, measured on the evaluated data"
+        if c is not None and c.by_target
+        else f"from {recs[0].source}"
+    )
+    return f"recommended thresholds ({where}): " + "; ".join(parts) + f" — {how}"
 
 
 GLOSSARY = (

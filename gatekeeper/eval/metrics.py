@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,12 @@ from gatekeeper.eval.schema import (
     TimeSaved,
 )
 from gatekeeper.eval.thresholds import (
+    RECOMMENDED_TARGETS,
     rate,
     roc_metrics,
     score_rows,
     sweep,
+    sweep_point,
 )
 from gatekeeper.settings import PricingSettings
 
@@ -46,8 +48,7 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float64]
 
-#: In-domain pass rates the report recommends a threshold for.
-RECOMMENDED_TARGETS = (0.99, 0.98, 0.95)
+__all__ = ["RECOMMENDED_TARGETS", "build_report", "recommend_thresholds"]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -337,27 +338,29 @@ def recommend_thresholds(
     config_flag: str = "",
     skip_invalid: bool = False,
     targets: Sequence[float] = RECOMMENDED_TARGETS,
+    at: Callable[[float], SweepPoint] | None = None,
 ) -> list[RecommendedThreshold]:
-    """For each target, the highest swept threshold whose in-domain pass rate reaches it, with
-    what it does there and the command that applies it.
+    """For each target, a threshold, what it does on the evaluated data and the command that
+    applies it.
 
-    The thresholds are read off the sweep of the evaluated data (``source``). With a
-    calibration file, the command re-chooses the threshold on that file (the honest way to
-    apply a target); otherwise it sets the swept value directly.
+    With a calibration file that chose one for the target (``calibration.by_target``) and
+    ``at`` (the evaluated data's sweep point at any threshold), the threshold is the one
+    chosen on the calibration file: exactly what the command writes, and an honest preview
+    of it on data it was not chosen on. Otherwise it is the highest threshold of the evaluated
+    data's sweep (``source``) that reaches the target, set directly.
     """
     out = []
     for target in targets:
-        reaching = [
-            p
-            for p in points
-            if p.in_domain_pass_rate is not None and p.in_domain_pass_rate >= target - 1e-12
-        ]
-        best = max(reaching, key=lambda p: p.threshold, default=None)
+        key = f"{target:g}"
+        if calibration is not None and at is not None and key in calibration.by_target:
+            chosen = calibration.by_target[key]
+            best, read_off = (None if chosen is None else at(chosen)), calibration.source
+        else:
+            best, read_off = _highest_reaching(points, target), source
         if calibration is not None:
             where = calibration_path or calibration.source
-            command = (
-                f"gatekeeper calibrate{config_flag} --dataset {where} --target-pass-rate {target:g}"
-            )
+            command = f"gatekeeper calibrate{config_flag} --dataset {where}"
+            command += f" --target-pass-rate {key}"
             command += f" --catalog {catalog}" if catalog else ""
             command += " --skip-invalid --write" if skip_invalid else " --write"
         elif best is not None:
@@ -367,21 +370,34 @@ def recommend_thresholds(
             )
         else:
             command = "no swept threshold reaches this target on the evaluated data"
-        out.append(
-            RecommendedThreshold(
-                target_pass_rate=target,
-                threshold=None if best is None else best.threshold,
-                in_domain_pass_rate=None if best is None else best.in_domain_pass_rate,
-                false_block_rate=None if best is None else best.false_block_rate,
-                off_topic_block_rate=None if best is None else best.off_topic_block_rate,
-                saved_rate=None if best is None else best.saved_rate,
-                llm_calls=None if best is None else best.llm_calls,
-                wrongly_blocked=None if best is None else best.wrongly_blocked,
-                source=source,
-                command=command,
-            )
-        )
+        out.append(_recommended(target, best, read_off, command))
     return out
+
+
+def _highest_reaching(points: Sequence[SweepPoint], target: float) -> SweepPoint | None:
+    reaching = [
+        p
+        for p in points
+        if p.in_domain_pass_rate is not None and p.in_domain_pass_rate >= target - 1e-12
+    ]
+    return max(reaching, key=lambda p: p.threshold, default=None)
+
+
+def _recommended(
+    target: float, best: SweepPoint | None, source: str, command: str
+) -> RecommendedThreshold:
+    return RecommendedThreshold(
+        target_pass_rate=target,
+        threshold=None if best is None else best.threshold,
+        in_domain_pass_rate=None if best is None else best.in_domain_pass_rate,
+        false_block_rate=None if best is None else best.false_block_rate,
+        off_topic_block_rate=None if best is None else best.off_topic_block_rate,
+        saved_rate=None if best is None else best.saved_rate,
+        llm_calls=None if best is None else best.llm_calls,
+        wrongly_blocked=None if best is None else best.wrongly_blocked,
+        source=source,
+        command=command,
+    )
 
 
 def build_report(
@@ -422,6 +438,7 @@ def build_report(
         catalog=meta.get("catalog"),
         config_flag=gate.settings.config_flag(),
         skip_invalid=bool(meta.get("skip_invalid")),
+        at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
     )
     return EvalReport(
         n_queries=n,

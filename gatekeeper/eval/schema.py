@@ -224,6 +224,11 @@ class Calibration(BaseModel):
     n_in_domain: int
     n_off_topic: int
     score_basis: str
+    by_target: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="the threshold this file gives each recommended target pass rate (key: the "
+        "target, e.g. '0.99'; None: not reached), as `gatekeeper calibrate` would write it",
+    )
 
 
 class ScoreSamples(BaseModel):

@@ -26,6 +26,9 @@ from gatekeeper.eval.schema import Calibration, Outcome, SweepPoint
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
 
+#: The in-domain pass rates a report recommends a threshold for.
+RECOMMENDED_TARGETS = (0.99, 0.98, 0.95)
+
 #: Sweep resolution: the whole score range, and finer steps near the operating point.
 SWEEP_POINTS = 101
 SWEEP_FINE_SPAN = 0.05
@@ -95,6 +98,10 @@ def calibrate(
     outside = [j for e, j in zip(dataset.examples, judged, strict=True) if not e.in_domain]
     threshold, reached = choose_threshold(gate, inside, target)
     blocked = [r is Route.OFF_TOPIC for r in routes_at(gate, outside, threshold)]
+    by_target: dict[str, float | None] = {}
+    for each in RECOMMENDED_TARGETS:
+        chosen, each_reached = choose_threshold(gate, inside, each)
+        by_target[f"{each:g}"] = chosen if each_reached else None
     return Calibration(
         source=dataset.name,
         target_pass_rate=target,
@@ -105,6 +112,7 @@ def calibrate(
         n_in_domain=len(inside),
         n_off_topic=len(outside),
         score_basis=basis_of(dataset),
+        by_target=by_target,
     )
 
 

@@ -111,24 +111,52 @@ def _highest_reaching(points: list[SweepPoint], target: float) -> SweepPoint | N
     return max(reaching, key=lambda p: p.threshold, default=None)
 
 
-@pytest.mark.parametrize("which", ["report", "fixed"])
-def test_recommended_thresholds_are_what_the_sweep_says(
-    which: str, request: pytest.FixtureRequest
+def test_recommended_thresholds_without_calibration_are_what_the_sweep_says(
+    fixed: EvalReport,
 ) -> None:
-    """Each recommendation is the highest swept threshold reaching its target, and carries
-    that sweep point's numbers."""
-    rep: EvalReport = request.getfixturevalue(which)
-    recs = rep.recommended_thresholds
+    """Without a calibration file, each recommendation is the highest swept threshold reaching
+    its target, and carries that sweep point's numbers."""
+    recs = fixed.recommended_thresholds
     assert [r.target_pass_rate for r in recs] == list(RECOMMENDED_TARGETS) == [0.99, 0.98, 0.95]
     for rec in recs:
-        best = _highest_reaching(rep.sweep, rec.target_pass_rate)
+        best = _highest_reaching(fixed.sweep, rec.target_pass_rate)
         assert best is not None and rec.threshold == best.threshold
         assert rec.in_domain_pass_rate == best.in_domain_pass_rate >= rec.target_pass_rate
         assert rec.off_topic_block_rate == best.off_topic_block_rate
         assert rec.saved_rate == best.saved_rate and rec.llm_calls == best.llm_calls
-        higher = [p for p in rep.sweep if p.threshold > best.threshold]
+        higher = [p for p in fixed.sweep if p.threshold > best.threshold]
         assert all((p.in_domain_pass_rate or 0.0) < rec.target_pass_rate for p in higher)
         assert rec.source == "tiny_eval.jsonl"
+
+
+def test_recommended_thresholds_with_calibration_are_what_calibrate_writes(
+    gate: Gatekeeper, report: EvalReport
+) -> None:
+    """With a calibration file, each recommendation shows the threshold `gatekeeper calibrate`
+    chooses on that file for its target (what its command writes), and what that threshold
+    does on the evaluated data."""
+    from gatekeeper.eval.datasets import load_dataset
+    from gatekeeper.eval.gates import for_calibration
+    from gatekeeper.eval.run import run_eval
+    from gatekeeper.eval.thresholds import calibrate, sweep_point
+
+    outcomes = [o for o in run_eval(gate, load_dataset(EVAL), FAST).outcomes if o.turns]
+    shown = 0
+    for rec in report.recommended_thresholds:
+        written = calibrate(for_calibration(gate), load_dataset(CALIBRATION), rec.target_pass_rate)
+        assert rec.source == "tiny_calibration.jsonl"
+        assert f"--target-pass-rate {rec.target_pass_rate:g} " in rec.command
+        assert rec.threshold == (written.threshold if written.reached else None)
+        if rec.threshold is None:
+            continue
+        shown += 1
+        point = sweep_point(gate, outcomes, rec.threshold)
+        assert rec.in_domain_pass_rate == point.in_domain_pass_rate
+        assert (rec.off_topic_block_rate, rec.llm_calls) == (
+            point.off_topic_block_rate,
+            point.llm_calls,
+        )
+    assert shown, "no target was reached on the calibration fixture"
 
 
 def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
@@ -139,7 +167,7 @@ def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
     )
     assert rec.command.endswith("--write")
     text = render_markdown(report)
-    assert "calibrated on tiny_calibration.jsonl" in text and "read off the evaluated data" in text
+    assert "chooses on tiny_calibration.jsonl" in text and "exactly what the command writes" in text
     plain = fixed.recommended_thresholds[0]
     assert plain.threshold is not None
     assert plain.command == (
