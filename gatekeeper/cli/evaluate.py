@@ -59,6 +59,7 @@ def _target(value: float | None) -> float | None:
 
 def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper eval") -> None:
     """Run an eval plan with progress bars, write the report, print the summary."""
+    from gatekeeper.eval.guide import adopt_tuned_hint
     from gatekeeper.eval.plan import evaluate
     from gatekeeper.eval.report import check_report_dir, write_report
 
@@ -80,6 +81,9 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
             f"tuned: adapter {tuned['adapter']} ({tuned['steps']} steps, "
             f"{tuned['train_seconds']:.1f} s training, {tuned['seconds']:.1f} s with embedding)"
         )
+    adopt = adopt_tuned_hint(report)
+    if adopt:
+        typer.echo(adopt)
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         console.print(skipped_warning(skipped) + " (all listed in the report)")

@@ -45,6 +45,9 @@ def recommended_section(report: EvalReport) -> Section:
             "(gate.threshold: <t>); better, choose it with `gatekeeper calibrate` on a labelled "
             "file of its own, and evaluate on another."
         ]
+    adopt = adopt_tuned_hint(report)
+    if adopt:
+        intro.append(adopt)
     rows = [
         [
             pct(r.target_pass_rate, 0),
@@ -71,6 +74,20 @@ def recommended_section(report: EvalReport) -> Section:
         rows,
         intro=tuple(intro),
         code_columns=(6,),
+    )
+
+
+def adopt_tuned_hint(report: EvalReport) -> str | None:
+    """How to serve the model an ``eval --tune`` run tuned (the calibrate command calibrates
+    whatever model the settings file names: without this step, the frozen one)."""
+    tuned = (report.meta or {}).get("tuned")
+    if not tuned:
+        return None
+    key, path = ("model", tuned["model"]) if "model" in tuned else ("adapter", tuned["adapter"])
+    return (
+        f"This run's numbers are for the tuned model. To serve it, set embedding.{key}: {path} "
+        "in the settings file and run `gatekeeper index --rebuild` before the calibrate "
+        "command; without that step the command calibrates the frozen model."
     )
 
 

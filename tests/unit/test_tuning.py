@@ -20,6 +20,7 @@ from gatekeeper.embedding.adapted import adapt, load_adapter
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
+from gatekeeper.eval.report import render_markdown
 from gatekeeper.eval.schema import EvalOptions
 from gatekeeper.eval.settings_file import store_adapter
 from gatekeeper.settings import CalibrationRecord, EmbeddingSettings, load_settings
@@ -256,7 +257,8 @@ def test_eval_tune_trains_on_the_catalog_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """eval --tune: the trainer sees the catalog's texts, never the calibration or test file;
-    the adapted gate is indexed in its own store, calibrated and evaluated."""
+    the adapted gate is indexed in its own store, calibrated and evaluated, and the report
+    says how to serve the tuned model."""
     seen: list[str] = []
     real_texts, real_tune = tuning.tuning_texts, tuning.tune_adapter
 
@@ -305,6 +307,8 @@ def test_eval_tune_trains_on_the_catalog_only(
     assert report.meta["tuned"]["adapter"].startswith(str(tmp_path / "data" / "adapters"))
     assert evaluated.settings.gate.calibrated_for is not None
     assert evaluated.settings.gate.calibrated_for.model == evaluated.embedder.identity
+    adopt = f"set embedding.adapter: {report.meta['tuned']['adapter']} in the settings file"
+    assert adopt in " ".join(render_markdown(report).split())  # how to serve what was measured
 
 
 @pytest.fixture
