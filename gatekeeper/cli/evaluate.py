@@ -257,7 +257,11 @@ def calibrate(
     from gatekeeper.eval.datasets import load_dataset
     from gatekeeper.eval.gates import calibrated, ensure_index, for_calibration
     from gatekeeper.eval.plan import build_gate
-    from gatekeeper.eval.settings_file import check_settings_target, store_threshold
+    from gatekeeper.eval.settings_file import (
+        check_settings_target,
+        start_settings_file,
+        store_threshold,
+    )
     from gatekeeper.eval.thresholds import calibrate as choose
 
     with friendly_errors():
@@ -266,8 +270,10 @@ def calibrate(
         settings = setup(
             config if config is None or config.exists() or not write else None, quiet=True
         )
-        if write:
+        new_file = write and not target.exists()
+        if write and not new_file:
             _check_write_catalog(catalog, settings, target)
+        if write:
             check_settings_target(target)
         data = load_dataset(
             dataset, skip_invalid=skip_invalid, max_chars=settings.gate.max_message_chars
@@ -302,6 +308,8 @@ def calibrate(
                 f"({gate.embedder.identity}, rule {gate.rule.name})"
             )
             made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+            if new_file and catalog is not None:
+                start_settings_file(target, catalog)
             store_threshold(target, result.threshold, note, made_for)
             typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
             if conversations is None:

@@ -400,6 +400,18 @@ def _recommended(
     )
 
 
+def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
+    """The ``--config`` of a recommended calibrate command: the gate's settings file, or, when
+    the run evaluated another catalog than the default settings file serves, a new file named
+    after that catalog (``calibrate --write`` creates it serving the catalog; into the default
+    file it would refuse to write another catalog's threshold)."""
+    flag = gate.settings.config_flag()
+    catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
+    if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
+        return flag
+    return f" --config gatekeeper-{Path(catalog).stem}.yaml"
+
+
 def build_report(
     gate: Gatekeeper,
     run: EvalRun,
@@ -436,7 +448,7 @@ def build_report(
         calibration=calibration,
         calibration_path=meta.get("calibration_path"),
         catalog=meta.get("catalog"),
-        config_flag=gate.settings.config_flag(),
+        config_flag=_settings_flag(gate, meta),
         skip_invalid=bool(meta.get("skip_invalid")),
         at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
     )

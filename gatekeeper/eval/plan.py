@@ -73,7 +73,8 @@ def evaluate(
     """Build the gate the plan asks for, then :func:`evaluate_gate`."""
     # fail on bad data before loading the model
     data = load_plan_data(plan, max_chars=settings.gate.max_message_chars)
-    return evaluate_gate(build_gate(settings, plan.catalog, plan.rule), plan, task, data=data)
+    gate = build_gate(settings, plan.catalog, plan.rule)
+    return evaluate_gate(gate, plan, task, data=data, settings_catalog=settings.catalog)
 
 
 def check_plan(plan: EvalPlan) -> None:
@@ -114,6 +115,7 @@ def evaluate_gate(
     task: TaskFactory = no_progress,
     *,
     data: tuple[Dataset, Dataset | None] | None = None,
+    settings_catalog: Path | None = None,
 ) -> tuple[EvalReport, Gatekeeper]:
     """Tune if asked, index if needed, calibrate if asked, run the datasets through the gate,
     compute metrics.
@@ -122,7 +124,9 @@ def evaluate_gate(
     local encoder fine-tuned) on the gate's catalog alone (the calibration and test files never
     reach the trainer) and the tuned gate, in a store of its own, is what gets indexed,
     calibrated and evaluated.
-    ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already.
+    ``data`` is what :func:`load_plan_data` returned, if the caller loaded it already;
+    ``settings_catalog`` the catalog the settings file serves, when the gate evaluates another
+    (``--catalog``): the recommended commands then write a settings file of their own.
     Returns the report and the gate as evaluated (with the calibrated threshold)."""
     max_chars = gate.settings.gate.max_message_chars
     dataset, calibration_set = (
@@ -154,6 +158,7 @@ def evaluate_gate(
         "threshold_given": plan.threshold,
         "skip_invalid": plan.skip_invalid,
         "catalog": str(gate.settings.catalog),
+        "settings_catalog": str(settings_catalog or gate.settings.catalog),
         "catalog_hash": gate.catalog.content_hash(),
         "collection": gate.store.name,
         "embedding_model": gate.embedder.identity,

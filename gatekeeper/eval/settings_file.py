@@ -43,6 +43,24 @@ def store_threshold(
     _edit_settings(path, "the threshold", edit, check)
 
 
+def start_settings_file(path: Path, catalog: Path) -> None:
+    """Create the settings file ``path`` serving ``catalog`` (its absolute path)."""
+    wanted = Path(catalog).resolve()
+
+    def check(data: dict[str, Any]) -> str | None:
+        stored = data.get("catalog")
+        return (
+            None if stored and Path(str(stored)) == wanted else f"catalog reads back as {stored!r}"
+        )
+
+    _edit_settings(
+        path,
+        "the catalog",
+        lambda text: f"catalog: {json.dumps(str(wanted), ensure_ascii=False)}\n{text}",
+        check,
+    )
+
+
 def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
     """Set several ``gate.<key>`` lines (YAML values) in the settings file ``path``, keeping its
     other keys and comments; ``note`` goes on the first line."""

@@ -68,6 +68,33 @@ def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
     assert "LLM calls saved" in output and "report.html" in output
 
 
+def test_the_recommended_command_for_another_catalog_writes_a_file_of_its_own(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval --catalog on a catalog the default settings file does not serve recommends a
+    calibrate command into a new settings file; run as printed, it creates that file serving
+    the catalog with the threshold the report showed (into the default file it was refused)."""
+    import shlex
+
+    monkeypatch.setenv("GATEKEEPER_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    code, output = _invoke(
+        "eval", "--dataset", FIXTURES / "tiny_eval.jsonl", "--catalog", catalog,
+        "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.85",
+        "--out", tmp_path / "report", "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    rec = next(r for r in report["recommended_thresholds"] if r["threshold"] is not None)
+    assert " --config gatekeeper-tiny_catalog.yaml " in rec["command"]
+    code, output = _invoke(*shlex.split(rec["command"])[1:])
+    assert code == 0, output
+    written = load_settings(tmp_path / "gatekeeper-tiny_catalog.yaml")
+    assert written.catalog == catalog and written.gate.threshold == rec["threshold"]
+    assert written.gate.calibrated_for is not None
+
+
 def test_eval_accepts_a_csv_catalog_and_fixed_threshold(config: Path, tmp_path: Path) -> None:
     """A text,intent CSV catalog works, and --threshold is used and reported as given."""
     out = tmp_path / "csv"
