@@ -185,7 +185,29 @@ def bootstrap_intervals(
         "off_topic_block_rate": block_rate,
         "auroc": _bootstrap_auroc(scored, draws, rng),
     }
-    return {name: _interval(values) for name, values in samples.items()}
+    intervals = {name: _interval(values) for name, values in samples.items()}
+    counts = {
+        "saved_rate": (int(saved.sum()), len(outcomes)),
+        "in_domain_pass_rate": (int((inside & passed).sum()), int(inside.sum())),
+        "false_block_rate": (int((inside & ~passed).sum()), int(inside.sum())),
+        "off_topic_block_rate": (int((~inside & ~passed).sum()), int((~inside).sum())),
+    }
+    for name, (k, n) in counts.items():
+        if n and k in (0, n):
+            intervals[name] = exact_interval(k, n)
+    return intervals
+
+
+def exact_interval(k: int, n: int) -> Interval:
+    """The Clopper-Pearson interval of a rate where none (``k == 0``) or all (``k == n``) of
+    ``n`` rows count: there the bootstrap cannot vary (0 of 285 wrongly blocked gave
+    0.0%-0.0%), though the true rate may well be above 0 (up to 1.3% at n = 285)."""
+    alpha = 1 - BOOTSTRAP_LEVEL
+    if k == 0:
+        return Interval(low=0.0, high=float(1 - (alpha / 2) ** (1 / n)))
+    if k == n:
+        return Interval(low=float((alpha / 2) ** (1 / n)), high=1.0)
+    raise ValueError("exact_interval is for k == 0 or k == n")
 
 
 def _bootstrap_auroc(scored: Sequence[Outcome], draws: int, rng: np.random.Generator) -> FloatArray:

@@ -316,7 +316,8 @@ def notes(report: EvalReport) -> list[str]:
         "recommended thresholds route every row (conversations as chats) as the live gate does.",
         f"Latency: {report.latency_ms.method}.",
         f"Confidence intervals: percentile bootstrap, {report.bootstrap['draws']} draws, "
-        f"seed {report.bootstrap['seed']}.",
+        f"seed {report.bootstrap['seed']}; a rate of 0% or 100% gets the exact "
+        "(Clopper-Pearson) interval, which resampling cannot give.",
     ]
     skipped = report.meta.get("skipped_rows") or []
     if skipped:

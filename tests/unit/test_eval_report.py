@@ -247,3 +247,32 @@ def test_sweep_table_keeps_the_fine_steps_near_the_operating_point(report: EvalR
     text = render_markdown(report)
     assert all(f"| {p.threshold:.4f} |" in text for p in near)
     assert "| operating" in text or "operating |" in text
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 285), (285, 285), (0, 1), (7, 7)])
+def test_a_rate_of_none_or_all_gets_the_exact_interval(k: int, n: int) -> None:
+    """0 of n (or n of n) gets the Clopper-Pearson interval, which the bootstrap (always
+    0.0%-0.0% there) cannot give: it matches scipy's exact binomial interval."""
+    from scipy.stats import binomtest
+
+    from gatekeeper.eval.metrics import exact_interval
+
+    got = exact_interval(k, n)
+    want = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert got.low == pytest.approx(want.low) and got.high == pytest.approx(want.high)
+    assert got.high - got.low > 0
+
+
+def test_report_intervals_never_collapse_on_a_rate_of_none(fixed: EvalReport) -> None:
+    """A report's interval for a rate observed at 0% or 100% is not a single point."""
+    observed = {
+        "in_domain_pass_rate": fixed.in_domain_pass_rate,
+        "false_block_rate": fixed.false_block_rate,
+        "off_topic_block_rate": fixed.off_topic_block_rate,
+        "saved_rate": fixed.saved_rate,
+    }
+    for name, value in observed.items():
+        interval = fixed.confidence_intervals[name]
+        assert interval.low is not None and interval.high is not None
+        if value in (0.0, 1.0):
+            assert interval.high > interval.low, name
