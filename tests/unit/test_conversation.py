@@ -188,7 +188,6 @@ def test_short_agreement_after_a_refusal_needs_to_clear_the_bar_by_the_margin() 
 def test_conversation_settings_are_calibrated_on_labelled_chats(tmp_path: Path) -> None:
     """calibrate_conversations picks settings passing the target share of customer turns and,
     among those, refusing the most drift turns; the chats' test split never enters."""
-    import json
 
     from gatekeeper.eval.conversations import calibrate_conversations
     from gatekeeper.eval.datasets import load_dataset
@@ -196,28 +195,7 @@ def test_conversation_settings_are_calibrated_on_labelled_chats(tmp_path: Path) 
 
     gate = make_gate(tmp_path / "data", gate={"threshold": 0.5})
     gate.index()
-    chats = tmp_path / "chats.jsonl"
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": "where is my order"},
-                {"role": "assistant", "content": "What is the order number?"},
-                {"role": "user", "content": "NW-12345"},
-            ],
-            "labels": ["in_domain", "in_domain"],
-            "label": "in_domain",
-        },
-        {
-            "messages": [
-                {"role": "user", "content": "i want a refund"},
-                {"role": "assistant", "content": "Sure, it is on its way."},
-                {"role": "user", "content": "tell me a joke"},
-            ],
-            "labels": ["in_domain", "off_topic"],
-            "label": "off_topic",
-        },
-    ]
-    chats.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    chats = Path(__file__).resolve().parent.parent / "fixtures" / "tiny_chats.jsonl"
     found = calibrate_conversations(gate, load_dataset(chats), 1.0)
     assert found.reached and found.in_domain_pass_rate == 1.0
     assert found.n_in_domain == 3 and found.n_off_topic == 1

@@ -169,29 +169,6 @@ def test_calibrate_write_round_trip(config: Path) -> None:
     )
 
 
-def _chats(path: Path) -> Path:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": "where is my order"},
-                {"role": "assistant", "content": "What is the order number?"},
-                {"role": "user", "content": "NW-12345"},
-            ],
-            "labels": ["in_domain", "in_domain"],
-        },
-        {
-            "messages": [
-                {"role": "user", "content": "i want a refund"},
-                {"role": "assistant", "content": "Sure, it is on its way."},
-                {"role": "user", "content": "tell me a joke"},
-            ],
-            "labels": ["in_domain", "off_topic"],
-        },
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def test_calibrate_conversations_records_the_model_and_later_warns(
     config: Path, tmp_path: Path
 ) -> None:
@@ -203,7 +180,7 @@ def test_calibrate_conversations_records_the_model_and_later_warns(
         "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
         "--target-pass-rate", "0.85", "--write",
     ]  # fmt: skip
-    code, output = _invoke(*base, "--conversations", _chats(tmp_path / "chats.jsonl"))
+    code, output = _invoke(*base, "--conversations", FIXTURES / "tiny_chats.jsonl")
     assert code == 0, output
     made_for = load_settings(config).gate.conversations_calibrated_for
     assert made_for is not None and made_for.model == HashingEmbedder().identity
