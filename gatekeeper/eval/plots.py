@@ -94,15 +94,11 @@ def tradeoff_figure(report: EvalReport) -> Any:
             f"({pct(rec.saved_rate)} saved)",
         )
         labelled.setdefault(rec.threshold, []).append(pct(rec.target_pass_rate, 0))
+    labels: list[tuple[str, float, float]] = []  # (text, x, y), placed once the axes are set
     for rec in report.recommended_thresholds:  # one label per point, however many targets
         if rec.threshold in labelled and rec.false_block_rate is not None:
-            ax.annotate(
-                f"{' / '.join(labelled.pop(rec.threshold))} pass → {rec.threshold:.3f}",
-                (min(rec.false_block_rate, limit), rec.saved_rate),
-                textcoords="offset points",
-                xytext=(6, 6),
-                fontsize=8,
-            )
+            text = f"{' / '.join(labelled.pop(rec.threshold))} pass → {rec.threshold:.3f}"
+            labels.append((text, min(rec.false_block_rate, limit), rec.saved_rate or 0.0))
     here = _operating_point(report.sweep, report.threshold)
     if here is not None and here.false_block_rate is not None:
         off_scale = here.false_block_rate > limit
@@ -115,15 +111,11 @@ def tradeoff_figure(report: EvalReport) -> Any:
             clip_on=False,
             label=f"operating point (threshold {report.threshold:.4f})",
         )
-        ax.annotate(
-            f"operating: {pct(here.saved_rate)} saved, {pct(here.false_block_rate)} blocked"
-            + (" (off scale →)" if off_scale else ""),
-            (min(here.false_block_rate, limit), here.saved_rate),
-            textcoords="offset points",
-            xytext=(-10, -16) if off_scale else (8, -14),
-            ha="right" if off_scale else "left",
-            fontsize=8,
-        )
+        text = f"operating: {pct(here.saved_rate)} saved, {pct(here.false_block_rate)} blocked"
+        labels.append(
+            (text + (" (off scale →)" if off_scale else ""), min(here.false_block_rate, limit),
+             here.saved_rate)
+        )  # fmt: skip
     ax.set_xlim(*tradeoff_xlim())
     shown = [p.saved_rate for p in points if (p.false_block_rate or 0.0) <= limit]
     if here is not None:
@@ -137,7 +129,35 @@ def tradeoff_figure(report: EvalReport) -> Any:
     ax.set_title("Saved calls vs wrongly blocked customers")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    _place_labels(fig, ax, labels)
     return fig
+
+
+#: Least vertical distance between two point labels of the trade-off plot, in points.
+LABEL_GAP = 11.0
+
+
+def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, float, float]]) -> None:
+    """Annotate each point beside it, lowest first, each label at least :data:`LABEL_GAP`
+    points above the one before (points close together got overlapping labels); a point in
+    the right third of the plot gets its label on its left, so the text stays inside."""
+    points_per_pixel = 72.0 / fig.dpi
+    low, high = ax.get_xlim()
+    floor = -float("inf")
+    for text, x, y in sorted(labels, key=lambda label: label[2]):
+        y_points = float(ax.transData.transform((x, y))[1]) * points_per_pixel
+        wanted = max(y_points - 4.0, floor + LABEL_GAP)
+        floor = wanted
+        right = x > low + (high - low) * 2 / 3
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(-8 if right else 8, wanted - y_points),
+            ha="right" if right else "left",
+            va="center",
+            fontsize=8,
+        )
 
 
 def tradeoff_xlim() -> tuple[float, float]:

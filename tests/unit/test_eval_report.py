@@ -276,3 +276,28 @@ def test_report_intervals_never_collapse_on_a_rate_of_none(fixed: EvalReport) ->
         assert interval.low is not None and interval.high is not None
         if value in (0.0, 1.0):
             assert interval.high > interval.low, name
+
+
+def test_tradeoff_labels_do_not_overlap_and_stay_inside(report: EvalReport) -> None:
+    """Point labels close together are stacked apart (the demo's operating point and 98% and
+    99% labels overlapped), and no label runs past the plot's right edge."""
+    import matplotlib.pyplot as plt
+
+    spots = (0.0, 0.001, 0.099)  # two points nearly on top of each other, one at the edge
+    recs = [
+        r.model_copy(update={"threshold": 0.3 + i / 100, "false_block_rate": x, "saved_rate": 0.25})
+        for i, (r, x) in enumerate(zip(report.recommended_thresholds, spots, strict=True))
+    ]
+    crowded = report.model_copy(update={"recommended_thresholds": recs})
+    fig = tradeoff_figure(crowded)
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        boxes = [t.get_window_extent() for t in ax.texts]
+        assert len(boxes) >= 3
+        for i, a in enumerate(boxes):
+            assert a.x1 <= ax.get_window_extent().x1 + 1
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
+    finally:
+        plt.close(fig)
