@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.errors import EmbeddingError
+
 Vectors = npt.NDArray[np.float32]
 Progress = Callable[[int], None]
 
@@ -36,10 +38,11 @@ class Embedder(ABC):
             return np.zeros((0, self.dimension), dtype=np.float32)
         # Batches of similar length waste less padding; the order is restored at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = []
+        parts: list[Vectors] = []
         for start in range(0, len(order), self.batch_size):
             batch = [texts[i] for i in order[start : start + self.batch_size]]
-            parts.append(np.asarray(self._encode(batch), dtype=np.float32).reshape(len(batch), -1))
+            expected = parts[0].shape[1] if parts else self.dimension
+            parts.append(checked_vectors(self._encode(batch), len(batch), expected, self.identity))
             if progress is not None:
                 progress(len(batch))
         vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
@@ -54,6 +57,29 @@ class Embedder(ABC):
         """What computes the vectors (a local model's runtime, ``openai`` for a remote
         endpoint); "" before a local model is loaded."""
         return ""
+
+
+def checked_vectors(raw: Any, n: int, dimension: int | None, model: str) -> Vectors:
+    """``raw`` as ``n`` float32 vectors of ``dimension`` (any, when None), or
+    :class:`EmbeddingError`: a model or endpoint that answers with the wrong count, length or
+    NaN must fail like a model failure (``gate.on_error``), not as an unrelated traceback or
+    a decision on NaN scores."""
+    try:
+        vectors = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise EmbeddingError(f"{model} returned no {n} vectors: {type(exc).__name__}") from exc
+    if vectors.ndim == 1 and n == 1:
+        vectors = vectors.reshape(1, -1)
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise EmbeddingError(f"{model} returned no {n} vectors (shape {vectors.shape})")
+    if dimension is not None and vectors.shape[1] != dimension:
+        raise EmbeddingError(
+            f"{model} returned {vectors.shape[1]}-dimensional vectors; it gave "
+            f"{dimension}-dimensional ones before"
+        )
+    if vectors.shape[1] == 0 or not np.isfinite(vectors).all():
+        raise EmbeddingError(f"{model} returned empty vectors or NaN/infinite values")
+    return vectors
 
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:

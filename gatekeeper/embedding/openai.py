@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gatekeeper.embedding.base import Embedder
+from gatekeeper.embedding.base import Embedder, checked_vectors
 from gatekeeper.errors import EmbeddingError
 from gatekeeper.settings import EmbeddingSettings
 
@@ -45,7 +45,8 @@ class OpenAIEmbedder(Embedder):
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            self._dimension = int(self._encode(["dimension probe"]).shape[1])
+            probe = checked_vectors(self._encode(["dimension probe"]), 1, None, self.identity)
+            self._dimension = int(probe.shape[1])
         return self._dimension
 
     def load(self) -> None:
@@ -61,14 +62,35 @@ class OpenAIEmbedder(Embedder):
         }
         if self._settings.dimensions:
             kwargs["dimensions"] = self._settings.dimensions
+        where = self._settings.base_url or "the OpenAI API"
         try:
             response = self._get_client().embeddings.create(**kwargs)
+            ordered = sorted(response.data, key=lambda item: item.index)
+            vectors = np.asarray([item.embedding for item in ordered], dtype=np.float32)
         except openai.APIError as exc:
-            where = self._settings.base_url or "the OpenAI API"
-            raise EmbeddingError(f"embeddings request to {where} failed: {exc}") from exc
-        ordered = sorted(response.data, key=lambda item: item.index)
+            raise EmbeddingError(f"embeddings request to {where} failed: {_why(exc)}") from exc
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # a proxy's HTML error page, {"object": "list"} without data, ...
+            raise EmbeddingError(
+                f"embeddings endpoint {where} sent no list of embeddings ({type(exc).__name__})"
+            ) from exc
         if len(ordered) != len(texts):
             raise EmbeddingError(
                 f"embeddings endpoint returned {len(ordered)} vectors for {len(texts)} texts"
             )
-        return np.asarray([item.embedding for item in ordered], dtype=np.float32)
+        return vectors
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, without the endpoint's message: servers echo the input there
+    (customer text), and the error reaches logs and decisions."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "no answer in time"
+    if isinstance(exc, openai.APIConnectionError):
+        return "cannot connect"
+    if isinstance(exc, openai.APIStatusError):
+        code = getattr(exc, "code", None)
+        return f"HTTP {exc.status_code}" + (f" ({code})" if isinstance(code, str) else "")
+    return type(exc).__name__
