@@ -35,6 +35,7 @@ from gatekeeper.errors import (
     IndexMissingError,
     InputError,
     MessageTooLongError,
+    ModelNotFoundError,
     StoreError,
 )
 from gatekeeper.logging import Logger, get_logger, message_id
@@ -239,7 +240,7 @@ class Gatekeeper:
         ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
         Client mistakes (empty or oversized messages) always raise :class:`InputError`.
         """
-        texts = [self._turns(m) for m in batch_of(messages)]
+        texts = self._all_turns(batch_of(messages))
         policy = on_error or self.settings.gate.on_error
         try:
             self.ready()  # loads the model once; not part of any decision's latency
@@ -248,8 +249,8 @@ class Gatekeeper:
             ms = (time.perf_counter() - started) * 1000 / max(1, len(texts))
             return [self.conclude(turns, latency_ms=ms) for turns in judged]
         except (EmbeddingError, StoreError) as exc:
-            if policy == "raise":
-                raise
+            if policy == "raise" or isinstance(exc, ModelNotFoundError):
+                raise  # a missing model is a setup mistake, not a failure to ride out
             return [self._finish(self._fallback(exc, policy), turns[-1][0], 0.0) for turns in texts]
 
     def conclude(self, turns: Sequence[Turn], *, latency_ms: float = 0.0) -> Decision:
@@ -275,7 +276,7 @@ class Gatekeeper:
     ) -> list[list[Turn]]:
         """Each message's customer turns, judged alone: what routing needs at any threshold
         (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
-        texts = [self._turns(m) for m in batch_of(messages)]
+        texts = self._all_turns(batch_of(messages))
         self.ready()
         return self._judge(texts, progress)
 
@@ -300,6 +301,19 @@ class Gatekeeper:
         )
         return to_decision(turns[-1].judged, routed)
 
+    def _all_turns(self, messages: Sequence[Message]) -> list[list[tuple[str, bool]]]:
+        """Every message's turns (:meth:`_turns`); in a batch, an input mistake names the
+        message's position (``messages[500]: ...``)."""
+        if len(messages) == 1:
+            return [self._turns(messages[0])]
+        out = []
+        for position, message in enumerate(messages):
+            try:
+                out.append(self._turns(message))
+            except InputError as exc:
+                raise type(exc)(f"messages[{position}]: {exc}") from exc
+        return out
+
     def _turns(self, message: Message) -> list[tuple[str, bool]]:
         """The customer turns to judge, with whether the assistant had just asked something;
         a last turn of attachments only is ``("", asked)`` (nothing to score)."""
@@ -321,8 +335,8 @@ class Gatekeeper:
                 "(gate.max_message_chars)"
             )
         kept = [(text[:limit], asked) for text, asked in turns if not blank(text)]
-        for text, _ in kept:
-            _require_text(text)
+        for number, (text, _) in enumerate(kept, start=1):
+            _require_text(text, "the message" if number == len(kept) else "an earlier turn")
         return [*kept, ("", turns[-1][1])] if attached else kept
 
     def _judge(
@@ -373,13 +387,13 @@ class Gatekeeper:
         self._log.info("gate.decided", **fields)
 
 
-def _require_text(text: str) -> None:
+def _require_text(text: str, what: str) -> None:
     """Text the tokenizer can take; anything else is the client's mistake, not the model's."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InputError(
-            f"the message is not valid Unicode text (character {exc.start}: a lone surrogate)"
+            f"{what} is not valid Unicode text (character {exc.start}: a lone surrogate)"
         ) from None
 
 

@@ -10,8 +10,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from gatekeeper.decision import Route
-from gatekeeper.errors import EmbeddingError, EmptyMessageError, MessageTooLongError
+from gatekeeper.errors import (
+    EmbeddingError,
+    EmptyMessageError,
+    InputError,
+    MessageTooLongError,
+    ModelNotFoundError,
+)
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.settings import Settings
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
 
 
@@ -201,3 +208,33 @@ def test_neighbours_of_unknown_intents_are_ignored(tmp_path: Path) -> None:
     renamed = make_gate(tmp_path, catalog=parse_catalog(raw), store={"auto_sync": False})
     decision = renamed.check("where is my order", on_error="raise")
     assert decision.intent != "order_status"
+
+
+def test_a_batch_input_mistake_names_the_message(tmp_path: Path) -> None:
+    """In a batch, an empty, too long or invalid message is named by its position; a lone
+    surrogate in an earlier turn says so."""
+    gate = make_gate(tmp_path)
+    batch = ["where is my order"] * 3 + ["x" * 5000]
+    with pytest.raises(MessageTooLongError, match=r"^messages\[3\]: the message has 5000"):
+        gate.check_many(batch)
+    chat = [
+        {"role": "user", "content": "where is my order \ud800"},
+        {"role": "assistant", "content": "Which one?"},
+        {"role": "user", "content": "the blue one"},
+    ]
+    with pytest.raises(InputError, match="an earlier turn is not valid Unicode"):
+        gate.check(chat)
+
+
+def test_a_missing_model_raises_whatever_on_error_says(tmp_path: Path) -> None:
+    """A model that is not there is a setup mistake: ModelNotFoundError even under fail_open
+    (it silently forwarded every message to the LLM)."""
+
+    class Missing(HashingEmbedder):
+        def load(self) -> None:
+            raise ModelNotFoundError("embedding model 'nope-model' not found")
+
+    settings = Settings(data_dir=tmp_path, gate={"threshold": 0.35, "allow_uncalibrated": True})
+    gate = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=Missing())
+    with pytest.raises(ModelNotFoundError):
+        gate.check("where is my order", on_error="fail_open")
