@@ -255,7 +255,7 @@ def test_a_rate_of_none_or_all_gets_the_exact_interval(k: int, n: int) -> None:
     0.0%-0.0% there) cannot give: it matches scipy's exact binomial interval."""
     from scipy.stats import binomtest
 
-    from gatekeeper.eval.metrics import exact_interval
+    from gatekeeper.eval.intervals import exact_interval
 
     got = exact_interval(k, n)
     want = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
