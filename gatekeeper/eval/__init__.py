@@ -1,8 +1,8 @@
 """The eval harness: how many LLM calls the gate saves, and how many customers it wrongly refuses.
 
 Calls are **counted, not inferred**: every message goes through the real gate wrapping a
-:class:`CountingBackend` (``gate.wrap(backend)``), and ``llm_calls`` is the number of calls that
-actually reached it; ``llm_calls_saved`` is its complement.
+:class:`CountingBackend` (``GatedBackend(gate, backend)``), and ``llm_calls`` is the number of
+calls that actually reached it; ``llm_calls_saved`` is its complement.
 
 Score-based metrics (AUROC, FPR at 95% TPR, the threshold sweep and calibration) use the
 **single-message** rows: a single message's score does not depend on the threshold. A

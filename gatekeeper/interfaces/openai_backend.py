@@ -3,21 +3,23 @@ chat completions (and their chunks) and Responses API responses (and their strea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.errors import (
-    BackendError,
-    ConfigError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
+from gatekeeper.errors import ConfigError
+from gatekeeper.interfaces.chat_streams import (
+    LocalAsyncStream,
+    LocalStream,
+    MappedAsyncStream,
+    MappedStream,
+    upstream_errors,
 )
 from gatekeeper.logging import get_logger
-from gatekeeper.settings import Settings, UpstreamSettings
+from gatekeeper.settings import Settings, UpstreamSettings, load_settings
 
 if TYPE_CHECKING:
     import openai
@@ -283,10 +285,14 @@ class OpenAIChatBackend:
     ) -> None:
         if isinstance(settings, Settings):
             settings = settings.upstream
-        self.settings = settings or UpstreamSettings()
+        # none given: the upstream the settings file and GATEKEEPER_UPSTREAM__* name, as
+        # everywhere else (an empty UpstreamSettings() meant api.openai.com and OPENAI_API_KEY)
+        self.settings = settings or load_settings().upstream
         self.defaults = defaults
         self._client = client
         self._async_client = async_client
+        self._own_async = False  # a client passed in is the caller's to manage
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         if not self.model:
             # Said now, not at the first admitted message (which may come hours later, when a
             # gate in front has refused everything before it): every call must pass model=.
@@ -326,10 +332,14 @@ class OpenAIChatBackend:
     @property
     def async_client(self) -> openai.AsyncOpenAI:
         """The async ``openai`` client (created on first use)."""
-        if self._async_client is None:
+        loop = _running_loop()
+        if self._async_client is None or (self._own_async and self._async_loop is not loop):
+            # one per event loop: a client's connections belong to the loop that opened them
+            # (reused after asyncio.run() closed that loop: "Event loop is closed")
             import openai
 
             self._async_client = openai.AsyncOpenAI(**self._client_options())
+            self._own_async, self._async_loop = True, loop
         return self._async_client
 
     # -- calls ------------------------------------------------------------------------------
@@ -346,16 +356,21 @@ class OpenAIChatBackend:
         return request
 
     def __call__(self, message: Message, **kwargs: Any) -> Any:
-        """``chat.completions.create`` with ``message``; returns the client's answer."""
+        """``chat.completions.create`` with ``message``; returns the client's answer (a
+        stream's errors while it is read are mapped too)."""
         request = self._request(message, kwargs)
-        with upstream_errors(self.settings.base_url):
-            return self.client.chat.completions.create(**request)
+        where = self.settings.base_url
+        with upstream_errors(where):
+            answer = self.client.chat.completions.create(**request)
+        return MappedStream(answer, where) if request.get("stream") else answer
 
     async def acall(self, message: Message, **kwargs: Any) -> Any:
         """:meth:`__call__` on the async client."""
         request = self._request(message, kwargs)
-        with upstream_errors(self.settings.base_url):
-            return await self.async_client.chat.completions.create(**request)
+        where = self.settings.base_url
+        with upstream_errors(where):
+            answer = await self.async_client.chat.completions.create(**request)
+        return MappedAsyncStream(answer, where) if request.get("stream") else answer
 
     def local_reply(self, text: str, **kwargs: Any) -> Any:
         """What this backend would return for ``text``, built locally: a ``ChatCompletion``,
@@ -364,14 +379,14 @@ class OpenAIChatBackend:
         n = int(kwargs.get("n") or 1)
         if kwargs.get("stream"):
             usage = bool((kwargs.get("stream_options") or {}).get("include_usage"))
-            return iter(local_chunks(text, model=model, n=n, include_usage=usage))
+            return LocalStream(local_chunks(text, model=model, n=n, include_usage=usage))
         return local_completion(text, model=model, n=n)
 
     async def alocal_reply(self, text: str, **kwargs: Any) -> Any:
-        """:meth:`local_reply` for async callers: streams are async iterators."""
+        """:meth:`local_reply` for async callers: streams are async streams."""
         reply = self.local_reply(text, **kwargs)
         if kwargs.get("stream"):
-            return _aiter(list(reply))
+            return LocalAsyncStream(reply)
         return reply
 
     def close(self) -> None:
@@ -386,24 +401,8 @@ class OpenAIChatBackend:
             await self._async_client.close()
 
 
-async def _aiter(items: list[Any]) -> AsyncIterator[Any]:
-    for item in items:
-        yield item
-
-
-@contextmanager
-def upstream_errors(where: str | None) -> Iterator[None]:
-    """Turn the ``openai`` client's errors into gatekeeper's backend errors."""
-    import openai
-
-    where = where or "the OpenAI API"
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        yield
-    except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
-        raise UpstreamTimeoutError(f"{where} did not answer in time") from exc
-    except openai.APIConnectionError as exc:
-        raise UpstreamUnavailableError(f"cannot reach {where}: {exc}") from exc
-    except openai.APIStatusError as exc:
-        raise BackendError(
-            f"{where} answered HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code
-        ) from exc
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,14 +1,14 @@
 """Backends: what an admitted message is sent to, and the gate in front of one.
 
 :class:`OpenAIChatBackend` calls any OpenAI-compatible chat endpoint through the ``openai`` client
-(settings from ``upstream``). :class:`GatedBackend` (``Gatekeeper.wrap(backend)``) puts the gate in
-front of a backend with the same call shape: admitted messages reach the backend and its output is
+(settings from ``upstream``). :class:`GatedBackend` puts the gate in front of a backend with the
+same call shape: admitted messages reach the backend and its output is
 returned unchanged; off-topic and canned messages get their reply without a backend call. The
 backend is :class:`OpenAIChatBackend`, or any sync or async callable taking the message.
 
 ::
 
-    gated = gate.wrap(lambda message: my_llm(message))
+    gated = GatedBackend(gate, lambda message: my_llm(message))
     gated("where is my order?")          # my_llm's answer
     gated("write me a poem")             # the catalog's off-topic reply; my_llm not called
     result = gated.invoke_with_decision("hello")
@@ -50,7 +50,7 @@ class LocalReplies(Protocol):
 
 
 class GatedBackend:
-    """``backend`` behind ``gate``; see the module docstring. Build with ``gate.wrap(backend)``.
+    """``backend`` behind ``gate``; see the module docstring.
 
     In shadow mode (``gate.shadow``) every message reaches the backend; the decision is kept.
     Input mistakes (an empty or oversized message) raise :class:`~gatekeeper.errors.InputError`;

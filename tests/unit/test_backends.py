@@ -1,4 +1,4 @@
-"""The gate in front of a backend: ``Gatekeeper.wrap`` and the locally built chat completions."""
+"""The gate in front of a backend: ``GatedBackend`` and the locally built chat completions."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def backend() -> CountingBackend:
 
 
 def test_wrap_returns_a_gated_backend(tiny_gate: Gatekeeper, backend: CountingBackend) -> None:
-    """``gate.wrap`` puts the gate in front of the backend."""
+    """``GatedBackend(gate, backend)`` puts the gate in front of the backend."""
     gated = GatedBackend(tiny_gate, backend)
     assert isinstance(gated, GatedBackend)
     assert gated.backend is backend
