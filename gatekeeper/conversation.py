@@ -255,7 +255,8 @@ def rescue_followup(
     return Routed(
         route=Route.LLM,
         intent=previous.intent,
-        threshold=routed.threshold,
+        # the bar the score was held to: none lower for an answer, the session's for the rest
+        threshold=routed.threshold if answers else routed.threshold - policy.session_margin,
         reason=(
             f"follow-up ({why}) in a conversation about {previous.intent!r}; "
             f"alone it would be refused ({routed.reason})"
@@ -276,7 +277,7 @@ def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str
     return Routed(
         route=Route.OFF_TOPIC,
         intent=None,
-        threshold=routed.threshold,
+        threshold=routed.threshold + policy.session_margin,  # the bar the score missed
         reason=(
             f"short turn right after a refusal, not clearly in-domain (score "
             f"{turn.judged.score:.3f} < {routed.threshold + policy.session_margin:.3f})"

@@ -95,8 +95,12 @@ class Decision(BaseModel):
         return {
             "route": self.route.value,
             "intent": self.intent,
+            "nearest_intent": self.nearest_intent,
             "score": round(self.score, 4),
             "threshold": round(self.threshold, 4),
+            "followup": self.followup,
+            "shadow": self.shadow,
+            "gate_error": self.gate_error,  # a fail_open decision is not a perfect match
             "latency_ms": round(self.latency_ms, 3),
             "message_id": self.message_id,
         }

@@ -378,10 +378,6 @@ class Gatekeeper:
 
     def _log_decision(self, decision: Decision, text: str) -> None:
         fields = decision.summary()
-        if decision.shadow:
-            fields["shadow"] = True
-        if decision.gate_error:
-            fields["gate_error"] = decision.gate_error
         if self.settings.logging.log_text:
             fields["text"] = text
         self._log.info("gate.decided", **fields)

@@ -76,6 +76,24 @@ def test_in_session_a_turn_near_the_bar_passes() -> None:
     assert rescue_followup(alone, far, _routed(Route.LLM), POLICY) is alone
 
 
+def test_a_decision_names_the_bar_its_score_was_held_to() -> None:
+    """threshold is the bar applied: the session's (threshold - margin) for a turn passed near
+    the bar, the raised one (threshold + margin) for short agreement refused after a refusal,
+    the plain one for an answer to the assistant's question (no bar lowered)."""
+    from gatekeeper.conversation import after_refusal
+
+    near = rescue_followup(
+        _routed(Route.OFF_TOPIC), _turn("haha nice", score=0.45), _routed(Route.LLM), POLICY
+    )
+    assert near.followup and near.threshold == pytest.approx(0.5 - POLICY.session_margin)
+    answer = _turn("Maria Lopez", nearest_in=0.25, asked=True)
+    answered = rescue_followup(_routed(Route.OFF_TOPIC), answer, _routed(Route.LLM), POLICY)
+    assert answered.followup and answered.threshold == 0.5
+    agree = after_refusal(_routed(Route.LLM), _turn("ok", score=0.55), POLICY, "sorry")
+    assert agree.route is Route.OFF_TOPIC
+    assert agree.threshold == pytest.approx(0.5 + POLICY.session_margin)
+
+
 def test_a_clearly_off_topic_turn_stays_refused_in_session() -> None:
     """Close to an off-topic exemplar, or leaning off-topic by the gap: refused mid-chat."""
     alone = _routed(Route.OFF_TOPIC)

@@ -238,3 +238,23 @@ def test_a_missing_model_raises_whatever_on_error_says(tmp_path: Path) -> None:
     gate = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=Missing())
     with pytest.raises(ModelNotFoundError):
         gate.check("where is my order", on_error="fail_open")
+
+
+def test_the_logged_decision_says_what_a_dashboard_needs(tmp_path: Path) -> None:
+    """gate.decided (and every summary: headers, LangChain metadata) carries nearest_intent,
+    followup, shadow and gate_error: a fail_open decision was indistinguishable from a perfect
+    match (route llm, score 1.0)."""
+
+    class Failing(HashingEmbedder):
+        def _encode(self, texts: list[str]) -> Any:
+            raise EmbeddingError("the model crashed")
+
+    settings = Settings(data_dir=tmp_path, gate={"threshold": 0.35, "allow_uncalibrated": True})
+    gate = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=Failing())
+    with capture_logs() as logs:
+        decision = gate.check("where is my order", on_error="fail_open")
+    summary = decision.summary()
+    assert summary["gate_error"] == "EmbeddingError" and summary["route"] == "llm"
+    assert {"nearest_intent", "followup", "shadow"} <= set(summary)
+    (logged,) = [entry for entry in logs if entry["event"] == "gate.decided"]
+    assert logged["gate_error"] == "EmbeddingError" and "followup" in logged
