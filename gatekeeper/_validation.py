@@ -3,10 +3,16 @@ from."""
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from gatekeeper._variables import PREFIX
 
 
 def plain_type_error(err: Any) -> str | None:
@@ -43,3 +49,50 @@ def sendable_key(key: SecretStr | None) -> SecretStr | None:
             "sent in an HTTP Authorization header"
         )
     return key
+
+
+def describe_invalid(
+    exc: ValidationError,
+    root: type[BaseModel],
+    path: Path | None,
+    overrides: Mapping[str, Any],
+    dotenv: Mapping[str, Any],
+) -> str:
+    """Every problem of ``exc`` (validating the settings class ``root``), each with the field,
+    where its value came from (an option, the environment, ``.env``, the file ``path``) and a
+    plain message."""
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<root>"
+        message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = _unknown_key(loc, root)
+        source = _source(loc, path, overrides, dotenv)
+        problems.append(f"  {field} ({source}): {message}")
+    return "invalid settings:\n" + "\n".join(problems)
+
+
+def _unknown_key(loc: list[str], root: type[BaseModel]) -> str:
+    section: Any = root
+    for part in loc[:-1]:
+        field = section.model_fields.get(part) if hasattr(section, "model_fields") else None
+        section = field.annotation if field is not None else None
+    allowed = sorted(getattr(section, "model_fields", {}))
+    hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+    return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+
+
+def _source(
+    loc: list[str], path: Path | None, overrides: Mapping[str, Any], dotenv: Mapping[str, Any]
+) -> str:
+    """Where the value at ``loc`` came from, highest priority first."""
+    if loc and loc[0] in overrides:
+        return "given as an option"
+    for depth in range(len(loc), 0, -1):
+        name = PREFIX + "__".join(loc[:depth]).upper()
+        if any(k.upper() == name for k in os.environ):
+            return f"environment variable {name}"
+        if any(k.upper() == name for k in dotenv):
+            return f".env variable {name}"
+    return f"settings file {path}" if path is not None else "defaults"

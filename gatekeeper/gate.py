@@ -118,15 +118,19 @@ class Gatekeeper:
         config: Path | None = None,
         catalog: Catalog | Path | str | None = None,
         embedder: Embedder | None = None,
-        store: ExemplarStore | None = None,
+        store: ExemplarStore | Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> Gatekeeper:
         """Build a gate from settings (loaded from ``config``, env and ``overrides`` if not given).
+        ``store`` is an :class:`~gatekeeper.store.ExemplarStore`, or a mapping of store
+        settings like the other overrides (``store={"auto_sync": False}``).
 
         Nothing heavy happens here: the model loads and the index is checked on first use.
         The store is the catalog's own (:func:`~gatekeeper.store.collection_name` of the
         catalog file, ``settings.catalog`` when ``catalog`` is given loaded).
         """
+        if isinstance(store, Mapping):  # the store *settings*, not an ExemplarStore
+            overrides["store"], store = store, None
         settings = settings or load_settings(config, **overrides)
         source = Path(catalog) if isinstance(catalog, str | Path) else settings.catalog
         if not isinstance(catalog, Catalog):

@@ -14,7 +14,6 @@ environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value 
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -40,8 +39,8 @@ from pydantic_settings import (
 )
 
 from gatekeeper._rows import load_yaml, yaml_problem
-from gatekeeper._validation import http_url, plain_type_error, sendable_key
-from gatekeeper._variables import CONFIG_VARIABLE, PREFIX, dotenv_variables, unknown_variables
+from gatekeeper._validation import describe_invalid, http_url, sendable_key
+from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 
@@ -353,6 +352,17 @@ class Settings(BaseSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     _source_file: Path | None = PrivateAttr(default=None)
 
+    def __init__(self, **values: Any) -> None:
+        """Settings from ``values`` and the environment; :class:`ConfigError` naming every bad
+        field (pydantic's ValidationError is for the class's own loaders)."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            if type(self) is not Settings:  # load_settings' file-backed class says it itself
+                raise
+            dotenv = dotenv_variables(Path(str(self.model_config.get("env_file") or ".env")))
+            raise ConfigError(describe_invalid(exc, Settings, None, values, dotenv)) from exc
+
     @property
     def source_file(self) -> Path | None:
         """The settings file these settings were read from (:func:`load_settings`), if any."""
@@ -469,49 +479,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         loaded = _FileSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, overrides, dotenv)) from exc
+        raise ConfigError(describe_invalid(exc, Settings, path, overrides, dotenv)) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
     return loaded.with_source_file(path)
-
-
-def _describe(
-    exc: ValidationError, path: Path | None, overrides: dict[str, Any], dotenv: dict[str, Any]
-) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "<root>"
-        message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = _unknown_key(loc)
-        source = _source(loc, path, overrides, dotenv)
-        problems.append(f"  {field} ({source}): {message}")
-    return "invalid settings:\n" + "\n".join(problems)
-
-
-def _unknown_key(loc: list[str]) -> str:
-    section: Any = Settings
-    for part in loc[:-1]:
-        field = section.model_fields.get(part) if hasattr(section, "model_fields") else None
-        section = field.annotation if field is not None else None
-    allowed = sorted(getattr(section, "model_fields", {}))
-    hint = difflib.get_close_matches(loc[-1], allowed, n=1)
-    return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-
-
-def _source(
-    loc: list[str], path: Path | None, overrides: dict[str, Any], dotenv: dict[str, Any]
-) -> str:
-    """Where the value at ``loc`` came from, highest priority first."""
-    if loc and loc[0] in overrides:
-        return "given as an option"
-    for depth in range(len(loc), 0, -1):
-        name = PREFIX + "__".join(loc[:depth]).upper()
-        if any(k.upper() == name for k in os.environ):
-            return f"environment variable {name}"
-        if any(k.upper() == name for k in dotenv):
-            return f".env variable {name}"
-    return f"settings file {path}" if path is not None else "defaults"

@@ -144,3 +144,25 @@ def test_bundled_files_are_found_under_the_install_prefix(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert project_path(Path("configs/intents/zz_only_here.yaml")) == installed
+
+
+def test_settings_built_in_code_raise_config_error() -> None:
+    """Settings(...) with a bad value raises ConfigError naming the field and the fix, like
+    load_settings (it raised pydantic's ValidationError, which the documented error table does
+    not know)."""
+    from gatekeeper.errors import ConfigError
+    from gatekeeper.settings import Settings
+
+    with pytest.raises(ConfigError, match=r"upstream\.base_url \(given as an option\)"):
+        Settings(upstream={"base_url": "not a url"})
+    with pytest.raises(ConfigError, match=r"did you mean 'threshold'"):
+        Settings(gate={"treshold": 0.3})
+
+
+def test_store_settings_can_be_given_to_from_settings(tmp_path: Path) -> None:
+    """Gatekeeper.from_settings(store={...}) takes store settings like any other override (it
+    failed later with AttributeError: 'dict' object has no attribute 'info')."""
+    from gatekeeper.gate import Gatekeeper
+
+    gate = Gatekeeper.from_settings(data_dir=tmp_path, store={"auto_sync": False, "top_k": 7})
+    assert gate.settings.store.auto_sync is False and gate.settings.store.top_k == 7
