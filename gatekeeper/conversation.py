@@ -5,7 +5,9 @@ in the light of the chat before it, the assistant's turns included. The most rec
 turns (up to ``CONTEXT_TURNS``) are each judged alone (threshold-free), then routed in order,
 oldest first, by :func:`route_conversation`:
 
-1. A turn that passes alone (score over the threshold) passes: ``llm`` or ``canned``.
+1. A turn that passes alone (score over the threshold) passes: ``llm`` or ``canned``; but
+   in a conversation being served, a turn that answers the assistant's question gets no fixed
+   reply ("yes" after "Shall I change the colour?" is no *thanks*): it is forwarded.
 2. A turn that would be refused alone, **in a conversation being served** (the customer's
    previous turn passed), is given the benefit of the doubt and forwarded as a ``followup``
    (with the conversation's intent) unless it is itself *clearly off-topic*:
@@ -266,6 +268,22 @@ def rescue_followup(
     )
 
 
+def no_canned_answer(routed: Routed, turn: Turn, previous: Routed | None) -> Routed:
+    """``routed``, unless it gives a fixed reply to a turn that answers the assistant's question
+    in a served chat: that turn is forwarded ("yes" or "the navy one" after "Shall I change it?"
+    got the *thanks* reply; a fixed reply cannot know what was asked)."""
+    served = previous is not None and previous.route is not Route.OFF_TOPIC
+    if routed.route is not Route.CANNED or not turn.asked or not served:
+        return routed
+    return Routed(
+        route=Route.LLM,
+        intent=routed.intent,
+        threshold=routed.threshold,
+        reason=f"{routed.reason}; it answers the assistant's question, so forwarded instead",
+        nearest_intent=routed.nearest_intent,
+    )
+
+
 def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str) -> Routed:
     """Right after a refused turn the bar is higher for a short turn ("ok", "please?"): it
     must clear the threshold by ``session_margin`` (hysteresis the other way)."""
@@ -330,7 +348,9 @@ def route_conversation(
         if previous is not None and previous.route is Route.OFF_TOPIC:
             previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)
         else:
-            previous = rescue_followup(alone, turn, previous, policy)
+            previous = no_canned_answer(
+                rescue_followup(alone, turn, previous, policy), turn, previous
+            )
     if previous is None:
         raise EmptyMessageError("the conversation has no user message to judge")
     return previous

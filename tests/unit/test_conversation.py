@@ -94,6 +94,23 @@ def test_a_decision_names_the_bar_its_score_was_held_to() -> None:
     assert agree.threshold == pytest.approx(0.5 + POLICY.session_margin)
 
 
+def test_an_answer_to_the_assistants_question_gets_no_fixed_reply() -> None:
+    """In a served chat, a turn answering the assistant's question is forwarded, not given a
+    canned reply ("要的" after "需要帮您改成藏青色吗？" got *thanks*); unasked, or as the first
+    turn, the fixed reply stands."""
+    from gatekeeper.conversation import no_canned_answer
+
+    canned = Routed(Route.CANNED, "thanks", 0.5, "alone", reply="You're welcome!")
+    served = _routed(Route.LLM)
+    answer = _turn("要的", score=0.9, asked=True)
+    forwarded = no_canned_answer(canned, answer, served)
+    assert forwarded.route is Route.LLM and forwarded.reply is None
+    assert forwarded.intent == "thanks" and "answers the assistant's question" in forwarded.reason
+    assert no_canned_answer(canned, _turn("thanks!", score=0.9), served) is canned
+    assert no_canned_answer(canned, answer, None) is canned
+    assert no_canned_answer(canned, answer, _routed(Route.OFF_TOPIC)) is canned
+
+
 def test_a_clearly_off_topic_turn_stays_refused_in_session() -> None:
     """Close to an off-topic exemplar, or leaning off-topic by the gap: refused mid-chat."""
     alone = _routed(Route.OFF_TOPIC)
