@@ -323,7 +323,12 @@ class Gatekeeper:
         a last turn of attachments only is ``("", asked)`` (nothing to score)."""
         if isinstance(message, str):
             turns, attached = [(message, False)], False
-        elif isinstance(message, Mapping):
+        elif isinstance(message, Mapping):  # one chat message: the customer's, validated
+            if message.get("role") not in ("user", None):
+                raise InputError(
+                    f"a single message must be the customer's (role 'user'), not "
+                    f"{message.get('role')!r}: pass the whole chat as a list to judge it"
+                )
             content = message.get("content")
             turns, attached = [(content_text(content), False)], attachments_only(content)
         else:

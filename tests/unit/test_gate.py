@@ -258,3 +258,14 @@ def test_the_logged_decision_says_what_a_dashboard_needs(tmp_path: Path) -> None
     assert {"nearest_intent", "followup", "shadow"} <= set(summary)
     (logged,) = [entry for entry in logs if entry["event"] == "gate.decided"]
     assert logged["gate_error"] == "EmbeddingError" and "followup" in logged
+
+
+@pytest.mark.parametrize("role", ["assistant", "system", "tool"])
+def test_a_single_message_that_is_not_the_customers_is_refused(tmp_path: Path, role: str) -> None:
+    """One chat message of another role is an input mistake (it was judged as customer text);
+    a user message, or one without a role, is judged."""
+    gate = make_gate(tmp_path)
+    with pytest.raises(InputError, match=f"must be the customer's .*not '{role}'"):
+        gate.check({"role": role, "content": "where is my order"})
+    assert gate.check({"role": "user", "content": "where is my order"}).admitted
+    assert gate.check({"content": "where is my order"}).admitted
