@@ -294,14 +294,10 @@ def calibrate(
             f"and blocks {_pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
             f"(rule {gate.rule.name}, model {gate.embedder.identity})"
         )
+        flag = f" --config {config}" if config else ""
+        command = f"gatekeeper calibrate{flag} --dataset {dataset} --target-pass-rate "
+        command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")
         if write:
-            flag = f" --config {config}" if config else ""
-            command = (
-                f"gatekeeper calibrate{flag} --dataset {dataset} "
-                f"--target-pass-rate {target_pass_rate}"
-            )
-            if catalog is not None:
-                command += f" --catalog {catalog}"
             note = (
                 f"{command} --write → {_pct(result.in_domain_pass_rate)} in-domain pass, "
                 f"{_pct(result.off_topic_block_rate)} off-topic blocked there "
@@ -321,6 +317,7 @@ def calibrate(
                 conversation_target,
                 target if write else None,
                 skip_invalid,
+                command,
             )
 
 
@@ -339,7 +336,7 @@ def _warn_foreign_conversations(settings: Settings, made_for: CalibrationRecord)
 
 
 def _calibrate_conversations(
-    gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool
+    gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool, command: str
 ) -> None:
     """Choose the conversation settings on the chats in ``path``; store them if asked."""
     from gatekeeper.calibration import record
@@ -365,7 +362,7 @@ def _calibrate_conversations(
     )
     if write_to is not None:
         note = (
-            f"gatekeeper calibrate ... --conversations {path} --conversation-target {target:g} "
+            f"{command} --conversations {path} --conversation-target {target:g} "
             f"--write → {_pct(found.in_domain_pass_rate)} customer turns passed, "
             f"{_pct(found.off_topic_block_rate)} drift turns refused there"
         )

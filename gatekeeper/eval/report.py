@@ -95,7 +95,7 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
                 f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
                 f"{c.n} turns of {c.n_chats} chats: {c.customer_turns_wrongly_refused} customer "
                 f"turns wrongly refused, {c.drift_turns_refused} drift turns refused, "
-                f"{c.rescued_followups} follow-ups",
+                f"{c.rescued_followups} follow-ups forwarded",
             )
         )
     rows += [

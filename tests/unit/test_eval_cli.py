@@ -185,6 +185,9 @@ def test_calibrate_conversations_records_the_model_and_later_warns(
     made_for = load_settings(config).gate.conversations_calibrated_for
     assert made_for is not None and made_for.model == HashingEmbedder().identity
     assert made_for.rule == "contrast"
+    margin_line = next(x for x in config.read_text().splitlines() if "session_margin:" in x)
+    assert f"# gatekeeper calibrate --config {config} --dataset " in margin_line  # as it was run
+    assert "--conversations " in margin_line and " ... " not in margin_line
     code, output = _invoke(*base)
     assert code == 0 and "conversation settings" not in output, output
     code, output = _invoke(*base, "--rule", "top1")
