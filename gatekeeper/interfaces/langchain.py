@@ -13,17 +13,20 @@ What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`
 
 What it returns: when the message is admitted (route ``llm``), or the gate runs in shadow mode
 (``gate.shadow``), the wrapped runnable gets the *original* input and its output is returned
-unchanged. Otherwise (``off_topic``, ``canned``) the wrapped runnable is not called and the result
-is an ``AIMessage`` (one ``AIMessageChunk`` when streaming) with the decision's reply as content
-and the decision, ``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``.
+unchanged. Otherwise (``off_topic``, ``canned``) the wrapped runnable is not called and the
+decision's reply is said by a chat model run of the gate's own (``gatekeeper_reply``,
+:mod:`~gatekeeper.interfaces.langchain_reply`): an ``AIMessage`` (one ``AIMessageChunk`` when
+streaming) with the decision, ``Decision.model_dump(mode="json")``, in
+``response_metadata["gatekeeper"]``.
 
 Tracing: the runnable is its own run (``GatekeeperRunnable``) with two children. The first,
 ``gatekeeper_check``, spans the gate's decision and outputs it. The second carries the decision
 in its metadata (``gatekeeper_route``, ``gatekeeper_intent``, ``gatekeeper_score``,
 ``gatekeeper_threshold``, ``gatekeeper_latency_ms``, ``gatekeeper_message_id``,
 ``gatekeeper_shadow``): the wrapped runnable when the message is forwarded (so the model's own
-run, and every run under it, can be filtered by route), else ``gatekeeper_reply``, which outputs
-the canned answer. The caller's callbacks, tags and metadata flow to both.
+run, and every run under it, can be filtered by route), else the ``gatekeeper_reply`` chat model
+run, so a chat UI rendering ``on_chat_model_stream`` events shows refusals as it shows answers.
+The caller's callbacks, tags and metadata flow to both.
 
 ``batch``/``abatch`` decide all inputs with one ``Gatekeeper.check_many`` call (one embedding
 pass, one store query), then call the wrapped runnable's ``batch``/``abatch`` once with the
@@ -34,7 +37,6 @@ user turn, a dict without ``input_key``) raise :class:`~gatekeeper.errors.InputE
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,6 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
 )
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-)
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
@@ -54,8 +52,6 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import (
-    get_async_callback_manager_for_config,
-    get_callback_manager_for_config,
     merge_configs,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
@@ -64,13 +60,21 @@ from pydantic import ConfigDict, field_validator
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.langchain_check import (
+    CHECK_RUN,
+    acheck_runs,
+    check_runs,
+    decision_metadata,
+)
 from gatekeeper.interfaces.langchain_input import GateInput, gate_message
+from gatekeeper.interfaces.langchain_reply import (
+    REPLY_RUN,
+    blocked_message,
+    reply_input,
+    reply_model,
+)
 from gatekeeper.settings import Settings
 from gatekeeper.types import Message
-
-CHECK_RUN = "gatekeeper_check"
-REPLY_RUN = "gatekeeper_reply"
-METADATA_KEY = "gatekeeper"
 
 
 class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
@@ -143,10 +147,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        decision = self._decided(self._check([self.to_gate_message(input)], [config], False))
+        message = self.to_gate_message(input)
+        decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             return self.runnable.invoke(input, self._child_config(config, decision), **kwargs)
-        return self._reply(decision, config)
+        return self._reply(decision, message, config)
 
     async def _ainvoke(
         self,
@@ -155,11 +160,12 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        decision = self._decided(await self._acheck([self.to_gate_message(input)], [config], False))
+        message = self.to_gate_message(input)
+        decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             return await self.runnable.ainvoke(input, child, **kwargs)
-        return await self._areply(decision, config)
+        return await self._areply(decision, message, config)
 
     # -- batch ---------------------------------------------------------------------------
 
@@ -214,12 +220,12 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         messages = self._messages(inputs, results, return_exceptions)
-        outcomes = self._check(
-            list(messages.values()), [configs[i] for i in messages], return_exceptions
+        outcomes = check_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = self._reply(decision, configs[i])
+            results[i] = self._reply(decision, messages[i], configs[i])
         if forward:
             items, child_configs = self._forwarded(inputs, configs, forward)
             answers = self.runnable.batch(
@@ -237,12 +243,12 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         messages = self._messages(inputs, results, return_exceptions)
-        outcomes = await self._acheck(
-            list(messages.values()), [configs[i] for i in messages], return_exceptions
+        outcomes = await acheck_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = await self._areply(decision, configs[i])
+            results[i] = await self._areply(decision, messages[i], configs[i])
         if forward:
             items, child_configs = self._forwarded(inputs, configs, forward)
             answers = await self.runnable.abatch(
@@ -323,12 +329,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Iterator[Any]:
         value = _collect(chunks)
-        decision = self._decided(self._check([self.to_gate_message(value)], [config], False))
+        message = self.to_gate_message(value)
+        decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             yield from self.runnable.stream(value, child, **kwargs)
         else:
-            yield self._reply(decision, config, chunk=True)
+            yield from self._reply_stream(decision, message, config)
 
     async def _atransform(
         self,
@@ -340,86 +347,17 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         value: Any = None
         async for chunk in chunks:
             value = _add(value, chunk)
-        decision = self._decided(await self._acheck([self.to_gate_message(value)], [config], False))
+        message = self.to_gate_message(value)
+        decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
             async for out in self.runnable.astream(value, child, **kwargs):
                 yield out
         else:
-            yield await self._areply(decision, config, chunk=True)
+            async for reply in self._areply_stream(decision, message, config):
+                yield reply
 
     # -- the gate's own runs -------------------------------------------------------------
-
-    def _check(
-        self, messages: list[Message], configs: list[RunnableConfig], return_exceptions: bool
-    ) -> list[Decision | InputError]:
-        """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message.
-
-        With ``return_exceptions``, a batch holding a message the gate refuses to judge
-        (:class:`InputError`) is decided again one message at a time, so the error lands in
-        that message's slot only; otherwise the error is raised.
-        """
-        if not messages:
-            return []
-        runs = [
-            get_callback_manager_for_config(c).on_chain_start(None, {"message": m}, name=CHECK_RUN)
-            for m, c in zip(messages, configs, strict=True)
-        ]
-        try:
-            outcomes: list[Decision | InputError] = list(self.gate.check_many(messages))
-        except InputError as exc:
-            if not return_exceptions:
-                _fail(runs, exc)
-                raise
-            outcomes = [exc] if len(messages) == 1 else [self._check_alone(m) for m in messages]
-        except BaseException as exc:
-            _fail(runs, exc)
-            raise
-        for run, outcome in zip(runs, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                run.on_chain_error(outcome)
-            else:
-                run.on_chain_end(outcome.model_dump(mode="json"))
-        return outcomes
-
-    async def _acheck(
-        self, messages: list[Message], configs: list[RunnableConfig], return_exceptions: bool
-    ) -> list[Decision | InputError]:
-        """:meth:`_check`, async: the gate runs in a worker thread."""
-        if not messages:
-            return []
-        runs = [
-            await get_async_callback_manager_for_config(c).on_chain_start(
-                None, {"message": m}, name=CHECK_RUN
-            )
-            for m, c in zip(messages, configs, strict=True)
-        ]
-        try:
-            outcomes: list[Decision | InputError] = list(await self.gate.acheck_many(messages))
-        except InputError as exc:
-            if not return_exceptions:
-                await _afail(runs, exc)
-                raise
-            outcomes = (
-                [exc]
-                if len(messages) == 1
-                else [await asyncio.to_thread(self._check_alone, m) for m in messages]
-            )
-        except BaseException as exc:
-            await _afail(runs, exc)
-            raise
-        for run, outcome in zip(runs, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                await run.on_chain_error(outcome)
-            else:
-                await run.on_chain_end(outcome.model_dump(mode="json"))
-        return outcomes
-
-    def _check_alone(self, message: Message) -> Decision | InputError:
-        try:
-            return self.gate.check(message)
-        except InputError as exc:
-            return exc
 
     @staticmethod
     def _decided(outcomes: list[Decision | InputError]) -> Decision:
@@ -433,37 +371,32 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """``config`` with the decision added to its metadata (inherited by every child run)."""
         return merge_configs(config, {"metadata": decision_metadata(decision)})
 
-    def _reply(self, decision: Decision, config: RunnableConfig, *, chunk: bool = False) -> Any:
-        manager = get_callback_manager_for_config(self._child_config(config, decision))
-        run = manager.on_chain_start(None, decision.summary(), name=REPLY_RUN)
-        message = blocked_message(decision, chunk=chunk)
-        run.on_chain_end(message)
-        return message
+    def _reply_config(self, config: RunnableConfig, decision: Decision) -> RunnableConfig:
+        return {**self._child_config(config, decision), "run_name": REPLY_RUN}
 
-    async def _areply(
-        self, decision: Decision, config: RunnableConfig, *, chunk: bool = False
-    ) -> Any:
-        manager = get_async_callback_manager_for_config(self._child_config(config, decision))
-        run = await manager.on_chain_start(None, decision.summary(), name=REPLY_RUN)
-        message = blocked_message(decision, chunk=chunk)
-        await run.on_chain_end(message)
-        return message
+    def _reply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
+        """The reply run's answer (an ``AIMessage``)."""
+        model = reply_model(decision)
+        return model.invoke(reply_input(message), self._reply_config(config, decision))
 
+    async def _areply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
+        model = reply_model(decision)
+        return await model.ainvoke(reply_input(message), self._reply_config(config, decision))
 
-def decision_metadata(decision: Decision) -> dict[str, Any]:
-    """The decision as flat run metadata: ``gatekeeper_route``, ``gatekeeper_intent``, …"""
-    fields = {f"gatekeeper_{key}": value for key, value in decision.summary().items()}
-    fields["gatekeeper_shadow"] = decision.shadow
-    return fields
+    def _reply_stream(
+        self, decision: Decision, message: Message, config: RunnableConfig
+    ) -> Iterator[Any]:
+        """The reply run's chunks (one ``AIMessageChunk``)."""
+        model = reply_model(decision)
+        yield from model.stream(reply_input(message), self._reply_config(config, decision))
 
-
-def blocked_message(decision: Decision, *, chunk: bool = False) -> AIMessage:
-    """The answer to a message the gate did not forward: its reply, the decision attached."""
-    cls = AIMessageChunk if chunk else AIMessage
-    return cls(
-        content=decision.reply or "",
-        response_metadata={METADATA_KEY: decision.model_dump(mode="json")},
-    )
+    async def _areply_stream(
+        self, decision: Decision, message: Message, config: RunnableConfig
+    ) -> AsyncIterator[Any]:
+        model = reply_model(decision)
+        config = self._reply_config(config, decision)
+        async for chunk in model.astream(reply_input(message), config):
+            yield chunk
 
 
 def _add(total: Any, chunk: Any) -> Any:
@@ -502,14 +435,11 @@ def _place(results: list[Any], forward: list[tuple[int, Decision]], answers: lis
         results[i] = answer
 
 
-def _fail(runs: list[CallbackManagerForChainRun], exc: BaseException) -> None:
-    for run in runs:
-        run.on_chain_error(exc)
-
-
-async def _afail(runs: list[AsyncCallbackManagerForChainRun], exc: BaseException) -> None:
-    for run in runs:
-        await run.on_chain_error(exc)
-
-
-__all__ = ["GateInput", "GatekeeperRunnable", "blocked_message", "decision_metadata"]
+__all__ = [
+    "CHECK_RUN",
+    "REPLY_RUN",
+    "GateInput",
+    "GatekeeperRunnable",
+    "blocked_message",
+    "decision_metadata",
+]

@@ -83,7 +83,10 @@ class Recorder(BaseCallbackHandler):
         return [e for e in self.events if e["event"].endswith("start") and e["name"] == name]
 
     def chat_model_starts(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == "chat_model_start"]
+        """The wrapped model's runs (the gate's own reply runs left out)."""
+        return [
+            e for e in self.events if e["event"] == "chat_model_start" and e["name"] != REPLY_RUN
+        ]
 
     def output_of(self, run_id: UUID) -> Any:
         return next(
@@ -526,18 +529,57 @@ async def test_astream_events_admitted(tiny_gate: Gatekeeper) -> None:
 
 
 async def test_astream_events_blocked(tiny_gate: Gatekeeper, counter: Counter) -> None:
-    """astream_events: a blocked message has a reply run and no model events."""
+    """astream_events: a blocked message is answered by a gatekeeper_reply chat model run."""
     gated = GatekeeperRunnable(gate=tiny_gate, runnable=RunnableLambda(counter))
     events = [e async for e in gated.astream_events("write a poem", version="v2")]
     names = {e["name"] for e in events}
     assert {"GatekeeperRunnable", CHECK_RUN, REPLY_RUN} <= names
     assert "RunnableLambda" not in names
-    reply_end = next(e for e in events if (e["event"], e["name"]) == ("on_chain_end", REPLY_RUN))
+    reply_end = next(e for e in events if e["event"] == "on_chat_model_end")
+    assert reply_end["name"] == REPLY_RUN
+    assert REPLY_RUN in reply_end["tags"]
     assert reply_end["metadata"]["gatekeeper_route"] == "off_topic"
+    assert reply_end["metadata"]["ls_provider"] == "gatekeeper"
     assert reply_end["data"]["output"].content == REFUSAL
-    (stream,) = [e for e in events if e["event"] == "on_chain_stream"]
-    assert stream["data"]["chunk"].content == REFUSAL
     assert counter.inputs == []
+
+
+async def test_refusal_reaches_a_chat_ui_filtering_chat_model_stream(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """prompt | gate | parser: a UI showing on_chat_model_stream events shows the refusal."""
+    prompt = ChatPromptTemplate.from_messages([("system", "Shop."), ("human", "{question}")])
+
+    async def shown(question: str) -> str:
+        gated = GatekeeperRunnable(gate=tiny_gate, runnable=answers("It ships today."))
+        chain = prompt | gated | StrOutputParser()
+        text = ""
+        async for event in chain.astream_events({"question": question}, version="v2"):
+            if event["event"] == "on_chat_model_stream":
+                text += str(event["data"]["chunk"].content)
+        return text
+
+    assert await shown("where is my order") == "It ships today."
+    assert await shown("write a poem") == REFUSAL
+    assert await shown("hello") == GREETING
+
+
+def test_stream_refusal_is_a_chat_model_stream(tiny_gate: Gatekeeper) -> None:
+    """stream: the refusal chunk comes from a chat model run whose tokens callbacks see."""
+
+    class Tokens(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.tokens: list[str] = []
+
+        def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+            self.tokens.append(token)
+
+    tokens = Tokens()
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=answers("ok"))
+    (chunk,) = list(gated.stream("tell me a joke", {"callbacks": [tokens]}))
+    assert isinstance(chunk, AIMessageChunk)
+    assert chunk.content == REFUSAL
+    assert tokens.tokens == [REFUSAL]
 
 
 # -- callbacks, tags, metadata ---------------------------------------------------------------
@@ -567,8 +609,9 @@ def check_admitted_trace(recorder: Recorder) -> None:
 def check_blocked_trace(recorder: Recorder) -> None:
     (gate_run,) = recorder.started("GatekeeperRunnable")
     (reply_run,) = recorder.started(REPLY_RUN)
+    assert reply_run["event"] == "chat_model_start"
     assert reply_run["parent_run_id"] == gate_run["run_id"]
-    assert "shop-bot" in reply_run["tags"]
+    assert {"shop-bot", REPLY_RUN} <= set(reply_run["tags"])
     assert reply_run["metadata"]["customer"] == "c-42"
     assert reply_run["metadata"]["gatekeeper_route"] == "off_topic"
     assert recorder.chat_model_starts() == []

@@ -1,0 +1,151 @@
+"""The gate's own answer in LangChain: a chat model run that says the decision's reply.
+
+A message the gate does not forward (``off_topic``, ``canned``) is answered by
+:class:`GatekeeperReplyModel`, a tiny ``BaseChatModel`` that returns (or streams, as one chunk)
+the decision's fixed reply. Because it is a real chat model run, everything that watches chat
+models sees the refusal as it sees the wrapped model's answers: ``on_chat_model_start`` /
+``on_llm_new_token`` / ``on_llm_end`` callbacks, ``astream_events`` (``on_chat_model_stream``,
+the event chat UIs render) and LangSmith traces. The run is recognisable: it is named and tagged
+``gatekeeper_reply``, reports ``ls_provider="gatekeeper"``, makes no network call, is never
+cached, and carries the decision in its metadata (``gatekeeper_route``, ``gatekeeper_intent``,
+…, added by the caller's config) and in its message's ``response_metadata["gatekeeper"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from gatekeeper.decision import Decision
+from gatekeeper.types import Message
+
+#: The name and tag of the reply run.
+REPLY_RUN = "gatekeeper_reply"
+#: Where the decision is in a reply's ``response_metadata``.
+METADATA_KEY = "gatekeeper"
+
+_MESSAGE_CLASSES: dict[str, type[BaseMessage]] = {
+    "user": HumanMessage,
+    "assistant": AIMessage,
+    "system": SystemMessage,
+}
+
+
+class GatekeeperReplyModel(BaseChatModel):
+    """A chat model that answers with one fixed reply, the gate's decision attached.
+
+    One instance per decision (see :func:`reply_model`); it ignores its input, which is only
+    there so a trace shows what was answered.
+    """
+
+    reply: str
+    """The text it answers with."""
+    decision: dict[str, Any]
+    """The decision, ``Decision.model_dump(mode="json")``, put in ``response_metadata``."""
+
+    @property
+    def _llm_type(self) -> str:
+        return REPLY_RUN
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return LangSmithParams(
+            ls_provider="gatekeeper", ls_model_name=REPLY_RUN, ls_model_type="chat"
+        )
+
+    def _message(self) -> AIMessage:
+        return AIMessage(content=self.reply, response_metadata={METADATA_KEY: self.decision})
+
+    def _chunk(self) -> ChatGenerationChunk:
+        message = AIMessageChunk(
+            content=self.reply,
+            response_metadata={METADATA_KEY: self.decision},
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=message)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._message())])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._generate(messages, stop)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield self._chunk()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        yield self._chunk()
+
+
+def reply_model(decision: Decision) -> GatekeeperReplyModel:
+    """The chat model answering ``decision``: its reply, named and tagged ``gatekeeper_reply``."""
+    return GatekeeperReplyModel(
+        reply=decision.reply or "",
+        decision=decision.model_dump(mode="json"),
+        name=REPLY_RUN,
+        tags=[REPLY_RUN],
+        cache=False,
+    )
+
+
+def reply_input(message: Message) -> list[BaseMessage]:
+    """What the gate judged, as chat messages: the reply run's input in a trace."""
+    if isinstance(message, str):
+        return [HumanMessage(content=message)]
+    return [_chat_message(turn) for turn in message]
+
+
+def _chat_message(turn: Any) -> BaseMessage:
+    role = str(turn.get("role", "user"))
+    content = turn.get("content")
+    if not isinstance(content, str | list):
+        content = "" if content is None else str(content)
+    cls = _MESSAGE_CLASSES.get(role)
+    return cls(content=content) if cls else ChatMessage(role=role, content=content)
+
+
+def blocked_message(decision: Decision, *, chunk: bool = False) -> AIMessage:
+    """The answer to a message the gate did not forward: its reply, the decision attached."""
+    cls = AIMessageChunk if chunk else AIMessage
+    return cls(
+        content=decision.reply or "",
+        response_metadata={METADATA_KEY: decision.model_dump(mode="json")},
+    )
