@@ -15,9 +15,11 @@ What it returns: when the message is admitted (route ``llm``), or the gate runs 
 (``gate.shadow``), the wrapped runnable gets the *original* input and its output is returned
 unchanged. Otherwise (``off_topic``, ``canned``) the wrapped runnable is not called and the
 decision's reply is said by a chat model run of the gate's own (``gatekeeper_reply``,
-:mod:`~gatekeeper.interfaces.langchain_reply`): an ``AIMessage`` (one ``AIMessageChunk`` when
-streaming) with the decision, ``Decision.model_dump(mode="json")``, in
-``response_metadata["gatekeeper"]``.
+:mod:`~gatekeeper.interfaces.langchain_reply`), returned in the wrapped runnable's output shape
+(:mod:`~gatekeeper.interfaces.langchain_output`): a ``str`` (:class:`ReplyText`) when it declares
+a ``str`` output, else an ``AIMessage`` (one ``AIMessageChunk`` when streaming); either way with
+the decision, ``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``.
+``OutputType`` / ``get_output_schema()`` describe both.
 
 Tracing: the runnable is its own run (``GatekeeperRunnable``) with two children. The first,
 ``gatekeeper_check``, spans the gate's decision and outputs it. The second carries the decision
@@ -67,6 +69,7 @@ from gatekeeper.interfaces.langchain_check import (
     decision_metadata,
 )
 from gatekeeper.interfaces.langchain_input import GateInput, gate_message
+from gatekeeper.interfaces.langchain_output import ReplyText, output_shape, output_type, shaped
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
     blocked_message,
@@ -81,8 +84,9 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     """A runnable (usually a chat model) behind the gate.
 
     Admitted messages reach ``runnable`` with their original input and its output comes back
-    unchanged; off-topic and canned ones get an ``AIMessage`` with the gate's reply and the
-    decision in ``response_metadata["gatekeeper"]``, without a call to ``runnable``.
+    unchanged; off-topic and canned ones get the gate's reply in ``runnable``'s output shape (a
+    ``str`` or an ``AIMessage``) with the decision in ``response_metadata["gatekeeper"]``,
+    without a call to ``runnable``.
     """
 
     gate: Gatekeeper
@@ -116,6 +120,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """``runnable`` behind a gate built from settings (see :meth:`Gatekeeper.from_settings`)."""
         gate = Gatekeeper.from_settings(settings, config=config, **overrides)
         return cls(gate=gate, runnable=runnable, input_key=input_key, history_key=history_key)
+
+    @property
+    def OutputType(self) -> Any:
+        """The wrapped runnable's output type, ``AIMessage`` added if replies are not among it."""
+        return output_type(self.runnable)
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
@@ -375,28 +384,31 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         return {**self._child_config(config, decision), "run_name": REPLY_RUN}
 
     def _reply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        """The reply run's answer (an ``AIMessage``)."""
+        """The reply run's answer, in the wrapped runnable's output shape."""
         model = reply_model(decision)
-        return model.invoke(reply_input(message), self._reply_config(config, decision))
+        answer = model.invoke(reply_input(message), self._reply_config(config, decision))
+        return shaped(answer, output_shape(self.runnable))
 
     async def _areply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
         model = reply_model(decision)
-        return await model.ainvoke(reply_input(message), self._reply_config(config, decision))
+        answer = await model.ainvoke(reply_input(message), self._reply_config(config, decision))
+        return shaped(answer, output_shape(self.runnable))
 
     def _reply_stream(
         self, decision: Decision, message: Message, config: RunnableConfig
     ) -> Iterator[Any]:
-        """The reply run's chunks (one ``AIMessageChunk``)."""
-        model = reply_model(decision)
-        yield from model.stream(reply_input(message), self._reply_config(config, decision))
+        """The reply run's chunk, in the wrapped runnable's output shape."""
+        model, shape = reply_model(decision), output_shape(self.runnable)
+        for chunk in model.stream(reply_input(message), self._reply_config(config, decision)):
+            yield shaped(chunk, shape)
 
     async def _areply_stream(
         self, decision: Decision, message: Message, config: RunnableConfig
     ) -> AsyncIterator[Any]:
-        model = reply_model(decision)
+        model, shape = reply_model(decision), output_shape(self.runnable)
         config = self._reply_config(config, decision)
         async for chunk in model.astream(reply_input(message), config):
-            yield chunk
+            yield shaped(chunk, shape)
 
 
 def _add(total: Any, chunk: Any) -> Any:
@@ -440,6 +452,7 @@ __all__ = [
     "REPLY_RUN",
     "GateInput",
     "GatekeeperRunnable",
+    "ReplyText",
     "blocked_message",
     "decision_metadata",
 ]

@@ -114,8 +114,9 @@ def gated(tiny_gate: Gatekeeper, counter: Counter) -> GatekeeperRunnable:
 
 
 def assert_blocked(result: Any, route: str, reply: str) -> None:
-    assert isinstance(result, AIMessage)
-    assert result.content == reply
+    """A reply of the gate to a runnable declaring a str output: a str, the decision attached."""
+    assert isinstance(result, str)
+    assert result == reply
     decision = result.response_metadata["gatekeeper"]
     assert decision["route"] == route
     assert {"intent", "score", "threshold", "reason", "neighbours"} <= set(decision)
@@ -133,7 +134,7 @@ def test_string_admitted_reaches_runnable(gated: GatekeeperRunnable, counter: Co
 def test_string_off_topic_is_answered_without_runnable(
     gated: GatekeeperRunnable, counter: Counter
 ) -> None:
-    """An off-topic string gets the refusal as an AIMessage and never reaches the runnable."""
+    """An off-topic string gets the refusal (as text, like the runnable's) without calling it."""
     result = gated.invoke("tell me a joke")
     assert_blocked(result, "off_topic", REFUSAL)
     assert counter.inputs == []
@@ -425,7 +426,7 @@ def test_batch_all_blocked_never_calls_runnable(
 ) -> None:
     """A batch with nothing admitted makes no call to the wrapped runnable."""
     results = gated.batch(["tell me a joke", "write a poem"])
-    assert [r.content for r in results] == [REFUSAL, REFUSAL]
+    assert results == [REFUSAL, REFUSAL]
     assert counter.inputs == []
     assert gated.batch([]) == []
 
@@ -480,11 +481,11 @@ def test_stream_admitted_yields_model_chunks(tiny_gate: Gatekeeper) -> None:
 
 
 def test_stream_blocked_yields_one_reply_chunk(tiny_gate: Gatekeeper, counter: Counter) -> None:
-    """stream: a blocked message yields one AIMessageChunk with the reply and the decision."""
+    """stream: a blocked message yields one chunk (text here) with the reply and the decision."""
     gated = GatekeeperRunnable(gate=tiny_gate, runnable=RunnableLambda(counter))
     (chunk,) = list(gated.stream("tell me a joke"))
-    assert isinstance(chunk, AIMessageChunk)
-    assert chunk.content == REFUSAL
+    assert isinstance(chunk, str)
+    assert chunk == REFUSAL
     assert chunk.response_metadata["gatekeeper"]["route"] == "off_topic"
     assert counter.inputs == []
 
