@@ -68,7 +68,7 @@ from gatekeeper.interfaces.langchain_check import (
     check_runs,
     decision_metadata,
 )
-from gatekeeper.interfaces.langchain_input import GateInput, gate_message
+from gatekeeper.interfaces.langchain_input import GateInput, forwarded_input, gate_message
 from gatekeeper.interfaces.langchain_output import ReplyText, output_shape, output_type, shaped
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
@@ -137,6 +137,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """What the gate judges for ``value``: a text, or a conversation in OpenAI format."""
         return gate_message(value, self.input_key, self.history_key)
 
+    def _prepared(self, value: GateInput) -> tuple[Any, Message]:
+        """What the runnable would get for ``value``, and what the gate judges (or InputError)."""
+        return forwarded_input(value, self.runnable), self.to_gate_message(value)
+
     # -- invoke --------------------------------------------------------------------------
 
     def invoke(self, input: GateInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -156,10 +160,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        message = self.to_gate_message(input)
+        item, message = self._prepared(input)
         decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
-            return self.runnable.invoke(input, self._child_config(config, decision), **kwargs)
+            return self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
         return self._reply(decision, message, config)
 
     async def _ainvoke(
@@ -169,11 +173,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        message = self.to_gate_message(input)
+        item, message = self._prepared(input)
         decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
-            return await self.runnable.ainvoke(input, child, **kwargs)
+            return await self.runnable.ainvoke(item, child, **kwargs)
         return await self._areply(decision, message, config)
 
     # -- batch ---------------------------------------------------------------------------
@@ -228,7 +232,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         kwargs: dict[str, Any],
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
-        messages = self._messages(inputs, results, return_exceptions)
+        items, messages = self._messages(inputs, results, return_exceptions)
         outcomes = check_runs(
             self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
@@ -236,9 +240,9 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         for i, decision in answer:
             results[i] = self._reply(decision, messages[i], configs[i])
         if forward:
-            items, child_configs = self._forwarded(inputs, configs, forward)
+            admitted, child_configs = self._forwarded(items, configs, forward)
             answers = self.runnable.batch(
-                items, child_configs, return_exceptions=return_exceptions, **kwargs
+                admitted, child_configs, return_exceptions=return_exceptions, **kwargs
             )
             _place(results, forward, answers)
         return results
@@ -251,7 +255,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         kwargs: dict[str, Any],
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
-        messages = self._messages(inputs, results, return_exceptions)
+        items, messages = self._messages(inputs, results, return_exceptions)
         outcomes = await acheck_runs(
             self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
         )
@@ -259,36 +263,37 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         for i, decision in answer:
             results[i] = await self._areply(decision, messages[i], configs[i])
         if forward:
-            items, child_configs = self._forwarded(inputs, configs, forward)
+            admitted, child_configs = self._forwarded(items, configs, forward)
             answers = await self.runnable.abatch(
-                items, child_configs, return_exceptions=return_exceptions, **kwargs
+                admitted, child_configs, return_exceptions=return_exceptions, **kwargs
             )
             _place(results, forward, answers)
         return results
 
     def _forwarded(
         self,
-        inputs: list[GateInput],
+        items: list[Any],
         configs: list[RunnableConfig],
         forward: list[tuple[int, Decision]],
-    ) -> tuple[list[GateInput], list[RunnableConfig]]:
-        """The admitted inputs, and their configs carrying the decision."""
-        items = [inputs[i] for i, _ in forward]
-        return items, [self._child_config(configs[i], d) for i, d in forward]
+    ) -> tuple[list[Any], list[RunnableConfig]]:
+        """The admitted inputs as forwarded, and their configs carrying the decision."""
+        admitted = [items[i] for i, _ in forward]
+        return admitted, [self._child_config(configs[i], d) for i, d in forward]
 
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
-    ) -> dict[int, Message]:
-        """The gate message of each input, by position; bad inputs' errors go to ``results``."""
+    ) -> tuple[list[Any], dict[int, Message]]:
+        """Each input as forwarded, and its gate message by position; errors go to ``results``."""
+        items: list[Any] = [None] * len(inputs)
         messages: dict[int, Message] = {}
-        for i, item in enumerate(inputs):
+        for i, value in enumerate(inputs):
             try:
-                messages[i] = self.to_gate_message(item)
+                items[i], messages[i] = self._prepared(value)
             except InputError as exc:
                 if not return_exceptions:
                     raise
                 results[i] = exc
-        return messages
+        return items, messages
 
     # -- stream --------------------------------------------------------------------------
 
@@ -338,11 +343,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Iterator[Any]:
         value = _collect(chunks)
-        message = self.to_gate_message(value)
+        item, message = self._prepared(value)
         decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
-            yield from self.runnable.stream(value, child, **kwargs)
+            yield from self.runnable.stream(item, child, **kwargs)
         else:
             yield from self._reply_stream(decision, message, config)
 
@@ -356,11 +361,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         value: Any = None
         async for chunk in chunks:
             value = _add(value, chunk)
-        message = self.to_gate_message(value)
+        item, message = self._prepared(value)
         decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
-            async for out in self.runnable.astream(value, child, **kwargs):
+            async for out in self.runnable.astream(item, child, **kwargs):
                 yield out
         else:
             async for reply in self._areply_stream(decision, message, config):

@@ -12,6 +12,16 @@ What it accepts, and what the gate judges:
 * a ``PromptValue`` (what a prompt template produces): its messages, as above;
 * a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
   messages under that key are the earlier turns of the conversation.
+
+What an admitted input is forwarded as (:func:`forwarded_input`), the same rule whether the
+message is admitted or refused, so an input that works for one works for the other:
+
+* a single message goes on as a one-message list (what chat models take);
+* a dict goes on as it is, to a runnable that can take one (a chain starting with a prompt, a
+  function); to one that cannot (a chat model, whose declared input type has no dict) it is an
+  :class:`~gatekeeper.errors.InputError` before the gate judges it: put a prompt in front of
+  the model, or pass the messages themselves;
+* anything else goes on unchanged.
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable
 
 from gatekeeper.errors import InputError
+from gatekeeper.interfaces.langchain_types import declared_input, may_take_mapping
 from gatekeeper.types import Message
 
 #: What :class:`GatekeeperRunnable` accepts (see the module docstring).
@@ -58,6 +70,21 @@ def gate_message(value: GateInput, input_key: str, history_key: str | None) -> M
             message = [{"role": "user", "content": message}]
         return [*history, *message]
     return _message(value, "input")
+
+
+def forwarded_input(value: GateInput, runnable: Runnable[Any, Any]) -> Any:
+    """What ``runnable`` gets for ``value`` if the gate admits it (see the module docstring)."""
+    if isinstance(value, BaseMessage):
+        return [value]
+    if isinstance(value, Mapping) and not may_take_mapping(declared_input(runnable)):
+        name = runnable.get_name()
+        raise InputError(
+            f"{name} does not take a dict (a chat model takes a string, messages or a "
+            f"PromptValue): put a prompt in front of it, GatekeeperRunnable(runnable=prompt | "
+            f"model, input_key=<the key of the customer's message>), or pass the messages "
+            f"instead of a dict"
+        )
+    return value
 
 
 def _message(value: Any, where: str) -> Message:

@@ -17,11 +17,12 @@ runnable says what it returns.
 
 from __future__ import annotations
 
-import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
+
+from gatekeeper.interfaces.langchain_types import declared_output, holds_message, is_text
 
 #: How the gate's reply is returned: a ``str`` or a chat message.
 OutputShape = Literal["text", "message"]
@@ -47,8 +48,8 @@ class ReplyText(str):
 
 def output_shape(runnable: Runnable[Any, Any]) -> OutputShape:
     """``text`` when ``runnable`` declares a ``str`` output, else ``message``."""
-    declared = _declared_output(runnable)
-    return "text" if _is_text(declared) else "message"
+    declared = declared_output(runnable)
+    return "text" if is_text(declared) else "message"
 
 
 def shaped(reply: BaseMessage, shape: OutputShape) -> Any:
@@ -61,39 +62,7 @@ def shaped(reply: BaseMessage, shape: OutputShape) -> Any:
 def output_type(runnable: Runnable[Any, Any]) -> Any:
     """What the gated runnable returns: ``runnable``'s output type, with ``AIMessage`` added
     when a reply would not already be one of its values."""
-    declared = _declared_output(runnable)
-    if declared is Any or _is_text(declared) or _holds_message(declared):
+    declared = declared_output(runnable)
+    if declared is Any or is_text(declared) or holds_message(declared):
         return declared
     return Union[declared, AIMessage]  # noqa: UP007 (a runtime type, not an annotation)
-
-
-def _declared_output(runnable: Runnable[Any, Any]) -> Any:
-    try:
-        return runnable.OutputType
-    except TypeError:  # a generic runnable that cannot say
-        return Any
-
-
-def _members(tp: Any) -> list[Any]:
-    """The types a (possibly ``Annotated``, possibly union) type stands for.
-
-    A function annotated ``-> str`` in a module with ``from __future__ import annotations``
-    declares the string ``"str"``: read as ``str``.
-    """
-    if tp == "str":
-        return [str]
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _members(get_args(tp)[0])
-    if origin is Union or origin is types.UnionType:
-        return [m for arg in get_args(tp) for m in _members(arg)]
-    return [tp]
-
-
-def _is_text(tp: Any) -> bool:
-    members = _members(tp)
-    return bool(members) and all(isinstance(m, type) and issubclass(m, str) for m in members)
-
-
-def _holds_message(tp: Any) -> bool:
-    return any(isinstance(m, type) and issubclass(m, BaseMessage) for m in _members(tp))

@@ -1,0 +1,87 @@
+"""GatekeeperRunnable's inputs: admitted and refused messages accept and reject the same ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+
+from gatekeeper.errors import InputError
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.langchain import GatekeeperRunnable
+
+REFUSAL = "Sorry, I only help with orders."
+ANSWER = "It ships today."
+
+
+class Recording(FakeListChatModel):
+    """A fake chat model that records what each call got."""
+
+    seen: list[Any]
+
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        self.seen.append(input)
+        return super().invoke(input, config, **kwargs)
+
+
+@pytest.fixture
+def model() -> Recording:
+    """A recording fake chat model."""
+    return Recording(responses=[ANSWER], seen=[])
+
+
+@pytest.fixture
+def gated_model(tiny_gate: Gatekeeper, model: Recording) -> GatekeeperRunnable:
+    """The gate in front of a bare chat model."""
+    return GatekeeperRunnable(gate=tiny_gate, runnable=model)
+
+
+def test_single_message_reaches_the_chat_model_as_a_list(
+    gated_model: GatekeeperRunnable, model: Recording
+) -> None:
+    """A lone HumanMessage is admitted as a one-message conversation the chat model takes."""
+    message = HumanMessage("where is my order")
+    answer = gated_model.invoke(message)
+    assert isinstance(answer, AIMessage)
+    assert answer.content == ANSWER
+    assert model.seen == [[message]]
+    assert gated_model.invoke(HumanMessage("tell me a joke")).content == REFUSAL
+
+
+async def test_single_message_streams_and_batches(gated_model: GatekeeperRunnable) -> None:
+    """A lone message works admitted in stream, astream and batch too."""
+    message = HumanMessage("where is my order")
+    assert "".join(str(c.content) for c in gated_model.stream(message)) == ANSWER
+    assert "".join([str(c.content) async for c in gated_model.astream(message)]) == ANSWER
+    assert [r.content for r in gated_model.batch([message, HumanMessage("write a poem")])] == [
+        ANSWER,
+        REFUSAL,
+    ]
+
+
+@pytest.mark.parametrize("text", ["where is my order", "tell me a joke"])
+def test_dict_to_a_chat_model_fails_the_same_admitted_or_refused(
+    gated_model: GatekeeperRunnable, model: Recording, text: str
+) -> None:
+    """A dict for a bare chat model is an InputError naming the fix, whatever the gate says."""
+    with pytest.raises(InputError, match="put a prompt in front of it") as caught:
+        gated_model.invoke({"input": text})
+    assert text not in str(caught.value)
+    with pytest.raises(InputError):
+        list(gated_model.stream({"input": text}))
+    assert model.seen == []
+
+
+async def test_dict_to_a_chat_model_in_batches(
+    gated_model: GatekeeperRunnable, model: Recording
+) -> None:
+    """batch/abatch: each dict input gets the InputError in its slot; the rest run."""
+    inputs: list[Any] = [{"input": "tell me a joke"}, "where is my order", {"input": "hello"}]
+    results = gated_model.batch(inputs, return_exceptions=True)
+    assert isinstance(results[0], InputError)
+    assert results[1].content == ANSWER
+    assert isinstance(results[2], InputError)
+    with pytest.raises(InputError):
+        await gated_model.abatch([{"input": "tell me a joke"}])
