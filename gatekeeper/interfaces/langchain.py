@@ -68,7 +68,12 @@ from gatekeeper.interfaces.langchain_check import (
     check_runs,
     decision_metadata,
 )
-from gatekeeper.interfaces.langchain_input import GateInput, forwarded_input, gate_message
+from gatekeeper.interfaces.langchain_input import (
+    GateInput,
+    GateInputSchema,
+    forwarded_input,
+    gate_message,
+)
 from gatekeeper.interfaces.langchain_output import ReplyText, output_shape, output_type, shaped
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
@@ -120,6 +125,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """``runnable`` behind a gate built from settings (see :meth:`Gatekeeper.from_settings`)."""
         gate = Gatekeeper.from_settings(settings, config=config, **overrides)
         return cls(gate=gate, runnable=runnable, input_key=input_key, history_key=history_key)
+
+    @property
+    def InputType(self) -> Any:
+        """What it accepts, as a type pydantic can validate (so ``get_input_schema()`` works)."""
+        return GateInputSchema
 
     @property
     def OutputType(self) -> Any:

@@ -27,7 +27,7 @@ message is admitted or refused, so an input that works for one works for the oth
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.messages import (
     AIMessage,
@@ -38,8 +38,9 @@ from langchain_core.messages import (
     ToolMessage,
     convert_to_messages,
 )
-from langchain_core.prompt_values import PromptValue
+from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 from langchain_core.runnables import Runnable
+from pydantic import Field
 
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.langchain_types import declared_input, may_take_mapping
@@ -47,6 +48,14 @@ from gatekeeper.types import Message
 
 #: What :class:`GatekeeperRunnable` accepts (see the module docstring).
 GateInput = str | PromptValue | BaseMessage | Sequence[Any] | Mapping[str, Any]
+
+#: :data:`GateInput` as its input schema validates it (LangServe-style hosts): concrete classes
+#: only (the abstract ``PromptValue`` cannot be built), tried in order, so a dict stays a dict as
+#: it does at run time, and a prompt value or message object is kept as it is.
+GateInputSchema = Annotated[
+    dict[str, Any] | str | StringPromptValue | ChatPromptValue | BaseMessage | list[Any],
+    Field(union_mode="left_to_right"),
+]
 
 
 _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
+from pydantic import ValidationError
 
 from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
@@ -85,3 +87,31 @@ async def test_dict_to_a_chat_model_in_batches(
     assert isinstance(results[2], InputError)
     with pytest.raises(InputError):
         await gated_model.abatch([{"input": "tell me a joke"}])
+
+
+def test_input_schema_validates_every_accepted_input(gated_model: GatekeeperRunnable) -> None:
+    """get_input_schema() validates dicts (was a TypeError) and keeps every input kind as it is."""
+    accepted: list[Any] = [
+        {"input": "where is my order"},
+        {"text": "where is my order"},  # a dict, not a StringPromptValue
+        "where is my order",
+        [{"role": "user", "content": "where is my order"}],
+        [HumanMessage("where is my order")],
+        HumanMessage("where is my order"),
+        StringPromptValue(text="where is my order"),
+        ChatPromptValue(messages=[HumanMessage("where is my order")]),
+    ]
+    schema = gated_model.get_input_schema()
+    for value in accepted:
+        validated = schema.model_validate(value).root
+        assert validated == value
+        assert type(validated) is type(value)
+
+
+def test_input_schema_rejects_what_the_runnable_rejects(gated_model: GatekeeperRunnable) -> None:
+    """The input schema says no to a number with a ValidationError, not a crash."""
+    schema = gated_model.get_input_schema()
+    with pytest.raises(ValidationError):
+        schema.model_validate(42)
+    assert schema.model_validate_json('{"input": "hi"}').root == {"input": "hi"}
+    assert "anyOf" in gated_model.get_input_jsonschema()
