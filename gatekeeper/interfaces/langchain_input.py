@@ -59,6 +59,8 @@ GateInputSchema = Annotated[
 
 
 _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
+_ROLE_HINT = "user, assistant, system, developer, tool or function"
+_COERCION_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError)
 
 
 def gate_message(value: GateInput, input_key: str, history_key: str | None) -> Message:
@@ -105,14 +107,43 @@ def _message(value: Any, where: str) -> Message:
         return [_openai_message(value)]
     if isinstance(value, Sequence) and not isinstance(value, bytes):
         try:
-            messages = convert_to_messages(value)
-        except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
-            raise InputError(f"{where}: not a list of chat messages ({exc})") from exc
+            messages: list[BaseMessage] | None = convert_to_messages(value)
+        except _COERCION_ERRORS:
+            messages = None
+        if messages is None:
+            # Raised outside the handler: LangChain's error, quoting the customer's text, must
+            # not travel along as the context. Say what is wrong by position and type instead.
+            raise InputError(f"{where}{_bad(value)}")
         return [_openai_message(m) for m in messages]
     raise InputError(
         f"{where}: expected a string, a list of messages, a PromptValue or a dict, "
         f"not {type(value).__name__}"
     )
+
+
+def _bad(messages: Sequence[Any]) -> str:
+    """Which message LangChain cannot read and why, by position and type, never by content."""
+    for i, item in enumerate(messages):
+        try:
+            convert_to_messages([item])
+        except _COERCION_ERRORS:
+            return f"[{i}] {_why(item)}"
+    return ": not a list of chat messages"
+
+
+def _why(item: Any) -> str:
+    if isinstance(item, Mapping):
+        role = item.get("role", item.get("type"))
+        if not isinstance(role, str):
+            return "is an object without a string 'role' (or 'type')"
+        if "content" not in item:
+            return "is an object without 'content'"
+        if role == "tool" and "tool_call_id" not in item:
+            return "is a tool message without a 'tool_call_id'"
+        return f"is an object whose role is not a chat role ({_ROLE_HINT})"
+    if isinstance(item, tuple | list):
+        return f"is a sequence that is not a (role, content) pair with a chat role ({_ROLE_HINT})"
+    return f"is of type {type(item).__name__}, not a chat message"
 
 
 def _openai_message(message: BaseMessage) -> dict[str, Any]:

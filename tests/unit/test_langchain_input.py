@@ -115,3 +115,28 @@ def test_input_schema_rejects_what_the_runnable_rejects(gated_model: GatekeeperR
         schema.model_validate(42)
     assert schema.model_validate_json('{"input": "hi"}').root == {"input": "hi"}
     assert "anyOf" in gated_model.get_input_jsonschema()
+
+
+SECRET = "my card 4111 1111 1111 1111"
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ([{"content": SECRET}], "input[0] is an object without a string 'role'"),
+        ([{"role": "customer", "content": SECRET}], "input[0] is an object whose role"),
+        ([("customer", SECRET)], "input[0] is a sequence that is not a (role, content) pair"),
+        ([{"role": "tool", "content": SECRET}], "input[0] is a tool message without"),
+        ([HumanMessage("hi"), {"text": SECRET}], "input[1] is an object without a string"),
+    ],
+    ids=["no-role", "unknown-role", "unknown-tuple-role", "tool-without-id", "second"],
+)
+def test_message_errors_never_quote_the_customer(
+    gated_model: GatekeeperRunnable, bad: Any, says: str
+) -> None:
+    """An unreadable message is named by position and type; its text is in no error or cause."""
+    with pytest.raises(InputError) as caught:
+        gated_model.invoke(bad)
+    assert str(caught.value).startswith(says)
+    for error in (caught.value, caught.value.__cause__, caught.value.__context__):
+        assert "4111" not in str(error)
