@@ -12,14 +12,15 @@ What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`
 ``history_key``) and what the gate judges for each: :mod:`~gatekeeper.interfaces.langchain_input`.
 
 What it returns: when the message is admitted (route ``llm``), or the gate runs in shadow mode
-(``gate.shadow``), the wrapped runnable gets the *original* input and its output is returned
-unchanged. Otherwise (``off_topic``, ``canned``) the wrapped runnable is not called and the
-decision's reply is said by a chat model run of the gate's own (``gatekeeper_reply``,
-:mod:`~gatekeeper.interfaces.langchain_reply`), returned in the wrapped runnable's output shape
-(:mod:`~gatekeeper.interfaces.langchain_output`): a ``str`` (:class:`ReplyText`) when it declares
-a ``str`` output, else an ``AIMessage`` (one ``AIMessageChunk`` when streaming); either way with
-the decision, ``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``.
-``OutputType`` / ``get_output_schema()`` describe both.
+(``gate.shadow``), the wrapped runnable gets the input as given (a lone message as a
+one-message list) and its output is returned unchanged. Otherwise (``off_topic``, ``canned``)
+the wrapped runnable is not called and the decision's reply is said by a chat model run of the
+gate's own (``gatekeeper_reply``, :mod:`~gatekeeper.interfaces.langchain_reply`), returned in
+the wrapped runnable's output shape (:mod:`~gatekeeper.interfaces.langchain_output`): a ``str``
+(:class:`ReplyText`) when it declares a ``str`` output, else an ``AIMessage`` (one
+``AIMessageChunk`` when streaming); either way with the decision,
+``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``. ``OutputType`` /
+``get_output_schema()`` describe both.
 
 Tracing: the runnable is its own run (``GatekeeperRunnable``) with two children. The first,
 ``gatekeeper_check``, spans the gate's decision and outputs it. The second carries the decision
@@ -33,7 +34,8 @@ The caller's callbacks, tags and metadata flow to both.
 ``batch``/``abatch`` decide all inputs with one ``Gatekeeper.check_many`` call (one embedding
 pass, one store query), then call the wrapped runnable's ``batch``/``abatch`` once with the
 admitted inputs only; results come back in input order. Client mistakes (an empty message, no
-user turn, a dict without ``input_key``) raise :class:`~gatekeeper.errors.InputError`, or with
+user turn, a dict without ``input_key``, a dict for a runnable that takes none) raise
+:class:`~gatekeeper.errors.InputError` whether the gate would admit the message or not, or with
 ``return_exceptions=True`` come back in that input's slot.
 """
 
