@@ -73,7 +73,7 @@ def test_invoke_admitted_reaches_upstream_blocked_does_not(
     refused = gated.invoke("tell me a joke")
     assert refused.content == REFUSAL
     assert refused.response_metadata["gatekeeper"]["route"] == "off_topic"
-    canned = gated.invoke({"question": "hello"})
+    canned = gated.invoke("hello")
     assert canned.response_metadata["gatekeeper"]["route"] == "canned"
     assert len(calls) == 1
 
@@ -106,14 +106,18 @@ def test_stream_passes_upstream_chunks(
 async def test_astream_events_carry_the_decision(
     gated: GatekeeperRunnable, calls: list[dict[str, Any]]
 ) -> None:
-    """astream_events: ChatOpenAI's stream events carry the gate's decision in metadata."""
+    """astream_events: ChatOpenAI's stream events carry the gate's decision in metadata; a
+    refusal streams from the gatekeeper_reply model alone (a chat UI sees it; no upstream)."""
     events = [e async for e in gated.astream_events("where is my order", version="v2")]
     streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
     assert "".join(str(e["data"]["chunk"].content) for e in streamed) == "echo: where is my order"
     assert {e["metadata"]["gatekeeper_route"] for e in streamed} == {"llm"}
     assert {e["metadata"]["gatekeeper_intent"] for e in streamed} == {"order_status"}
     blocked = [e async for e in gated.astream_events("tell me a joke", version="v2")]
-    assert not [e for e in blocked if e["event"].startswith("on_chat_model")]
+    said = [e for e in blocked if e["event"].startswith("on_chat_model")]
+    assert said and {e["name"] for e in said} == {"gatekeeper_reply"}
+    told = [e for e in said if e["event"] == "on_chat_model_stream"]
+    assert "".join(str(e["data"]["chunk"].content) for e in told) == REFUSAL
     assert len(calls) == 1
 
 
