@@ -75,16 +75,17 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             ("  in-domain given a wrong canned reply", str(len(report.canned_mismatches)), "")
         )
     if report.n_unsupported:
+        rows_kind = " (messages and chat turns)" if report.n_multi_turn else ""
         rows += [
             (
                 "  supported intents pass",
                 pct(report.supported_pass_rate),
-                f"n={report.n_supported}",
+                f"n={report.n_supported}{rows_kind}",
             ),
             (
                 "  unsupported on-topic pass",
                 pct(report.unsupported_pass_rate),
-                f"n={report.n_unsupported}",
+                f"n={report.n_unsupported}{rows_kind}",
             ),
         ]
     if report.conversations is not None:
