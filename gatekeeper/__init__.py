@@ -52,12 +52,14 @@ from gatekeeper.types import Message, Neighbour, OnError
 
 if TYPE_CHECKING:
     from gatekeeper.interfaces.langchain import GatekeeperRunnable
+    from gatekeeper.interfaces.langchain_output import ReplyText
     from gatekeeper.interfaces.proxy import create_app
 
 
 #: Names whose modules pull in a heavy dependency (FastAPI, LangChain): imported on first use.
 _LAZY = {
     "GatekeeperRunnable": "gatekeeper.interfaces.langchain",
+    "ReplyText": "gatekeeper.interfaces.langchain_output",
     "create_app": "gatekeeper.interfaces.proxy",
 }
 
@@ -97,6 +99,7 @@ __all__ = [
     "OnError",
     "OpenAIChatBackend",
     "OpenAIEmbedder",
+    "ReplyText",
     "Route",
     "Settings",
     "StoreError",

@@ -150,6 +150,7 @@ def test_public_api_snapshot() -> None:
         "OnError",
         "OpenAIChatBackend",
         "OpenAIEmbedder",
+        "ReplyText",
         "Route",
         "Settings",
         "StoreError",
