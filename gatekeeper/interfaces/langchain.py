@@ -79,7 +79,6 @@ from gatekeeper.interfaces.langchain_input import (
 from gatekeeper.interfaces.langchain_output import ReplyText, output_shape, output_type, shaped
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
-    blocked_message,
     reply_input,
     reply_model,
 )
@@ -470,6 +469,5 @@ __all__ = [
     "GateInput",
     "GatekeeperRunnable",
     "ReplyText",
-    "blocked_message",
     "decision_metadata",
 ]

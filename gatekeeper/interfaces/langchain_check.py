@@ -112,9 +112,7 @@ def _check_alone(gate: Gatekeeper, message: Message) -> Decision | InputError:
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:
     """The decision as flat run metadata: ``gatekeeper_route``, ``gatekeeper_intent``, …"""
-    fields = {f"gatekeeper_{key}": value for key, value in decision.summary().items()}
-    fields["gatekeeper_shadow"] = decision.shadow
-    return fields
+    return {f"gatekeeper_{key}": value for key, value in decision.summary().items()}
 
 
 def _fail(runs: list[CallbackManagerForChainRun], exc: BaseException) -> None:

@@ -140,12 +140,3 @@ def _chat_message(turn: Any) -> BaseMessage:
         content = "" if content is None else str(content)
     cls = _MESSAGE_CLASSES.get(role)
     return cls(content=content) if cls else ChatMessage(role=role, content=content)
-
-
-def blocked_message(decision: Decision, *, chunk: bool = False) -> AIMessage:
-    """The answer to a message the gate did not forward: its reply, the decision attached."""
-    cls = AIMessageChunk if chunk else AIMessage
-    return cls(
-        content=decision.reply or "",
-        response_metadata={METADATA_KEY: decision.model_dump(mode="json")},
-    )
