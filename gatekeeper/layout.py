@@ -9,6 +9,7 @@ as the document; they are read the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,3 +87,27 @@ def build_metadata(embedder: Embedder, catalog: Catalog) -> dict[str, Any]:
         "dimension": embedder.dimension,
         "catalog_hash": catalog.content_hash(),
     }
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What a sync must do to a build: the exemplars to add, those whose intent or kind
+    changed, the ids to remove, and the ids that stay as they are."""
+
+    new: list[Exemplar]
+    changed: list[Exemplar]
+    removed: list[str]
+    unchanged: list[str]
+
+
+def plan_sync(have: dict[str, Any], exemplars: Sequence[Exemplar]) -> SyncPlan:
+    """:class:`SyncPlan` for a build whose rows have the metadata ``have`` (by id); ids are
+    content hashes, so an id kept is a text kept."""
+    wanted = {e.id: e for e in exemplars}
+    moved = {i for i, e in wanted.items() if i in have and routing(have[i]) != (e.intent, e.kind)}
+    return SyncPlan(
+        new=[e for i, e in wanted.items() if i not in have],
+        changed=[wanted[i] for i in wanted if i in moved],
+        removed=[i for i in have if i not in wanted],
+        unchanged=[i for i in wanted if i in have and i not in moved],
+    )

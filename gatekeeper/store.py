@@ -49,7 +49,13 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from gatekeeper.layout import IndexInfo, build_metadata, query_neighbours, routing, row_metadata
+from gatekeeper.layout import (
+    IndexInfo,
+    build_metadata,
+    plan_sync,
+    query_neighbours,
+    row_metadata,
+)
 from gatekeeper.search import (
     PAGE,
     PCA_CANDIDATES,
@@ -294,22 +300,18 @@ class ExemplarStore:
         build it holds (every query fails: "Error finding id"), but follows the pointer."""
         started = time.perf_counter()
         have = self._rows_of(active)
-        wanted = {e.id: e for e in exemplars}
-        same = {
-            i: have[i][1]
-            for i, e in wanted.items()
-            if i in have and routing(have[i][0]) == (e.intent, e.kind)
-        }
-        new = sum(i not in have for i in wanted)
-        changed, removed = len(wanted) - len(same) - new, sum(i not in wanted for i in have)
-        if new == changed == removed == 0:  # only the catalog's other text (replies) moved
+        sync = plan_sync({i: meta for i, (meta, _) in have.items()}, exemplars)
+        new, changed, removed = sync.new, sync.changed, sync.removed
+        same = {i: have[i][1] for i in sync.unchanged}
+        if not (new or changed or removed):  # only the catalog's other text (replies) moved
             self._write_meta(active, embedder, catalog)
-            self._count = len(wanted)
+            self._count = len(same)
             return SyncReport(active.name, 0, 0, 0, len(same), False, time.perf_counter() - started)
         fresh = self._build(exemplars, embedder, catalog, progress, on_total, known=same)
         self._switch_to(fresh, len(exemplars))
         elapsed = time.perf_counter() - started
-        return SyncReport(fresh.name, new, changed, removed, len(same), False, elapsed)
+        counts = (len(new), len(changed), len(removed), len(same))
+        return SyncReport(fresh.name, *counts, False, elapsed)
 
     def _rows_of(self, collection: Any) -> dict[str, tuple[Any, Any]]:
         """Every row of ``collection``: id → (metadata, vector), read in pages."""
@@ -334,18 +336,15 @@ class ExemplarStore:
     ) -> tuple[int, int, int, int]:
         existing = self._guard(lambda: collection.get(include=["metadatas"]))
         have = dict(zip(existing["ids"], existing["metadatas"], strict=True))
-        wanted = {e.id: e for e in exemplars}
-        new = [e for i, e in wanted.items() if i not in have]
-        stored = {i: routing(meta) for i, meta in have.items()}
-        changed = [e for i, e in wanted.items() if i in have and stored[i] != (e.intent, e.kind)]
-        removed = [i for i in have if i not in wanted]
+        sync = plan_sync(have, exemplars)
+        new, changed, removed = sync.new, sync.changed, sync.removed
         if on_total is not None:
             on_total(len(new) + len(changed))
         self._upsert(collection, new + changed, embedder, progress)
         for start in range(0, len(removed), _WRITE_BATCH):
             batch = removed[start : start + _WRITE_BATCH]
             self._guard(partial(collection.delete, ids=batch))
-        return len(new), len(changed), len(removed), len(wanted) - len(new) - len(changed)
+        return len(new), len(changed), len(removed), len(sync.unchanged)
 
     def _build(
         self,
