@@ -253,9 +253,8 @@ def calibrate(
 ) -> None:
     """Choose the threshold that passes the target share of in-domain messages (and, with
     --conversations, the conversation settings)."""
-    from gatekeeper.calibration import record
     from gatekeeper.eval.datasets import load_dataset
-    from gatekeeper.eval.gates import calibrated, ensure_index, for_calibration
+    from gatekeeper.eval.gates import calibrated, ensure_index, for_calibration, record_of
     from gatekeeper.eval.plan import build_gate
     from gatekeeper.eval.settings_file import (
         check_settings_target,
@@ -303,7 +302,7 @@ def calibrate(
                 f"{_pct(result.off_topic_block_rate)} off-topic blocked there "
                 f"({gate.embedder.identity}, rule {gate.rule.name})"
             )
-            made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+            made_for = record_of(gate)
             if new_file and catalog is not None:
                 start_settings_file(target, catalog)
             store_threshold(target, result.threshold, note, made_for)
@@ -339,9 +338,9 @@ def _calibrate_conversations(
     gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool, command: str
 ) -> None:
     """Choose the conversation settings on the chats in ``path``; store them if asked."""
-    from gatekeeper.calibration import record
     from gatekeeper.eval.conversations import calibrate_conversations
     from gatekeeper.eval.datasets import load_dataset
+    from gatekeeper.eval.gates import record_of
     from gatekeeper.eval.settings_file import store_gate_settings
 
     _target(target)
@@ -372,7 +371,7 @@ def _calibrate_conversations(
             "followup_off_topic_gap": f"{p.off_topic_gap:g}",
             "followup_max_words": str(p.max_words),
         }
-        made_for = record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+        made_for = record_of(gate)
         values["conversations_calibrated_for"] = json.dumps(
             made_for.model_dump(), ensure_ascii=False
         )

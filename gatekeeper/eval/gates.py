@@ -11,7 +11,7 @@ from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.progress import TaskFactory, no_progress
-from gatekeeper.settings import Settings
+from gatekeeper.settings import CalibrationRecord, Settings
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -49,13 +49,18 @@ def for_calibration(gate: Gatekeeper) -> Gatekeeper:
     return with_gate_settings(gate, allow_uncalibrated=True, calibrated_for=None)
 
 
+def record_of(gate: Gatekeeper) -> CalibrationRecord:
+    """What a calibration of ``gate`` records: its embedder, rule and catalog."""
+    return record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash())
+
+
 def calibrated(gate: Gatekeeper, threshold: float) -> Gatekeeper:
     """The same gate with ``threshold``, recorded as calibrated for its model, rule, catalog."""
     return with_gate_settings(
         gate,
         threshold=threshold,
         allow_uncalibrated=False,
-        calibrated_for=record(gate.embedder.identity, gate.rule.name, gate.catalog.content_hash()),
+        calibrated_for=record_of(gate),
     )
 
 
