@@ -96,12 +96,11 @@ def calibrate(
     judged = judge_all(gate, dataset, task, chunk_size)
     inside = [j for e, j in zip(dataset.examples, judged, strict=True) if e.in_domain]
     outside = [j for e, j in zip(dataset.examples, judged, strict=True) if not e.in_domain]
-    threshold, reached = choose_threshold(gate, inside, target)
+    targets = dict.fromkeys((target, *RECOMMENDED_TARGETS))  # each chosen once
+    chosen = {t: choose_threshold(gate, inside, t) for t in targets}
+    threshold, reached = chosen[target]
     blocked = [r is Route.OFF_TOPIC for r in routes_at(gate, outside, threshold)]
-    by_target: dict[str, float | None] = {}
-    for each in RECOMMENDED_TARGETS:
-        chosen, each_reached = choose_threshold(gate, inside, each)
-        by_target[f"{each:g}"] = chosen if each_reached else None
+    by_target = {f"{t:g}": (chosen[t][0] if chosen[t][1] else None) for t in RECOMMENDED_TARGETS}
     return Calibration(
         source=dataset.name,
         target_pass_rate=target,
