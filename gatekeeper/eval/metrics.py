@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
@@ -45,8 +44,6 @@ from gatekeeper.settings import PricingSettings
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
 
-
-FloatArray = npt.NDArray[np.float64]
 
 __all__ = ["RECOMMENDED_TARGETS", "build_report", "recommend_thresholds"]
 
