@@ -34,7 +34,7 @@ def tune(
         Path | None,
         typer.Option(
             "--out",
-            help="Adapter directory (default: <data_dir>/adapters/<catalog>-<hash>/).",
+            help="Adapter directory (default: `<data_dir>/adapters/<catalog>-<hash>/`).",
         ),
     ] = None,
     seed: Annotated[

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
     from gatekeeper.types import Message
 
-#: The ``model`` of a locally built reply when neither the request nor the backend names one.
-
 
 @dataclass(frozen=True, slots=True)
 class Gated:

@@ -146,3 +146,12 @@ def test_a_conversation_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path)
     bom.write_bytes(b"\xef\xbb\xbf[]")
     result = runner.invoke(app, ["check", "--conversation", str(bom)], env=env)
     assert result.exit_code == 2 and "must be a non-empty list" in result.output
+
+
+def test_help_text_reflows_docstring_paragraphs() -> None:
+    """`--help` reflows a command's docstring: no line breaks from the source, no lost `<...>`."""
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "messages (and, with --conversations, the conversation settings)" in result.output
+    tune = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"})
+    assert "<data_dir>/adapters/<catalog>-<hash>/" in tune.output
