@@ -39,6 +39,7 @@ from gatekeeper.eval.thresholds import (
     sweep,
     sweep_point,
 )
+from gatekeeper.rules import best_in_domain
 from gatekeeper.settings import PricingSettings
 
 if TYPE_CHECKING:
@@ -241,6 +242,7 @@ def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
 def listed(outcome: Outcome) -> Listed:
     """An outcome as a row of the report's lists."""
     d = outcome.decision
+    nearest = best_in_domain(d.neighbours)
     return Listed(
         source=Path(outcome.example.source).name,
         line=outcome.example.line,
@@ -252,6 +254,8 @@ def listed(outcome: Outcome) -> Listed:
         score=d.score,
         threshold=d.threshold,
         reason=d.reason,
+        nearest_exemplar=nearest.text if nearest is not None else None,
+        nearest_similarity=nearest.similarity if nearest is not None else None,
     )
 
 
@@ -414,6 +418,7 @@ def build_report(
         score_basis=basis,
         threshold=gate.settings.gate.threshold,
         rule=gate.rule.name,
+        canned_min_similarity=gate.settings.gate.canned_min_similarity,
         calibration=calibration,
         latency_ms=latency,
         cost=cost_summary(n, run.llm_calls, pricing),

@@ -173,6 +173,36 @@ def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
 
 LISTED_HEADER = ("where", "message", "labelled intent", "nearest intent", "score", "threshold")
 
+CANNED_HEADER = (
+    "where",
+    "message",
+    "labelled intent",
+    "answered as",
+    "nearest exemplar",
+    "similarity",
+)
+
+
+def _canned_rows(items: Sequence[Listed]) -> list[list[str]]:
+    """A canned reply is chosen by the nearest exemplar's similarity, not by the score."""
+    return [
+        [
+            f"{i.source}:{i.line}",
+            i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})",
+            i.label_intent or "",
+            i.nearest_intent or "",
+            i.nearest_exemplar or "",
+            "" if i.nearest_similarity is None else f"{i.nearest_similarity:.3f}",
+        ]
+        for i in items
+    ]
+
+
+def _canned_bar(report: EvalReport) -> str:
+    bar = report.canned_min_similarity
+    return "" if bar is None else f"; a canned reply needs gate.canned_min_similarity {bar:.2f}"
+
+
 #: Sweep points this close to the operating threshold are all shown (the sweep is finer there).
 SWEEP_SHOWN_SPAN = 0.05
 
@@ -202,9 +232,11 @@ def sections(report: EvalReport) -> list[Section]:
             listed=True,
         ),
         Section(
-            f"Answered with another intent's canned reply ({len(report.canned_mismatches)})",
-            LISTED_HEADER,
-            _listed_rows(report.canned_mismatches),
+            f"Answered with another intent's canned reply ({len(report.canned_mismatches)}"
+            + _canned_bar(report)
+            + ")",
+            CANNED_HEADER,
+            _canned_rows(report.canned_mismatches),
             listed=True,
         ),
         Section(

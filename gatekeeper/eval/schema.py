@@ -183,6 +183,12 @@ class Listed(BaseModel):
     score: float
     threshold: float
     reason: str
+    nearest_exemplar: str | None = Field(
+        None, description="the most similar in-domain exemplar among the shown neighbours"
+    )
+    nearest_similarity: float | None = Field(
+        None, description="its cosine similarity (what gate.canned_min_similarity is held to)"
+    )
 
 
 class SweepPoint(BaseModel):
@@ -263,6 +269,9 @@ class EvalReport(BaseModel):
     score_basis: str
     threshold: float
     rule: str
+    canned_min_similarity: float | None = Field(
+        None, description="the nearest exemplar's similarity a canned reply needs"
+    )
     calibration: Calibration | None
     latency_ms: Latency
     cost: Cost

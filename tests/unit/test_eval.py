@@ -281,3 +281,29 @@ def test_indexing_benchmark_catalog_is_distinct_texts(
     texts = [e.text.casefold() for e in catalog.exemplars()]
     assert len(texts) == len(set(texts)) == 500
     assert module.build_catalog(tmp_path / "nowhere", 10**6) is None
+
+
+def test_canned_mismatch_names_the_exemplar_that_chose_the_reply(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """A wrong canned reply is listed with the nearest exemplar and its similarity, and the
+    report's table shows those and the bar, not the density score."""
+    from gatekeeper.eval.report import sections
+
+    data_file = tmp_path / "canned.jsonl"
+    data_file.write_text(
+        '{"text": "hello", "label": "in_domain", "intent": "order_status"}\n'
+        '{"text": "where is my order now", "label": "in_domain", "intent": "order_status"}\n'
+        '{"text": "tell me a joke", "label": "off_topic"}\n',
+        encoding="utf-8",
+    )
+    run = run_eval(tiny_gate, load_dataset(data_file), FAST)
+    report = build_report(tiny_gate, run, FAST)
+    [mismatch] = report.canned_mismatches
+    assert mismatch.text == "hello"
+    assert mismatch.nearest_intent == "greeting"
+    assert mismatch.nearest_exemplar == "hello"
+    assert mismatch.nearest_similarity == pytest.approx(1.0, abs=1e-4)
+    [section] = [s for s in sections(report) if s.title.startswith("Answered with another")]
+    assert "gate.canned_min_similarity" in section.title
+    assert section.rows[0][3:] == ["greeting", "hello", "1.000"]
