@@ -412,3 +412,33 @@ def test_tune_out_never_replaces_a_directory_of_other_files(tmp_path: Path) -> N
         os.umask(umask)
     assert (earlier / MANIFEST_FILE).read_text() == '{"new": 1}'
     assert (earlier / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_the_intent_term_keeps_intents_apart(seed: int) -> None:
+    """Intents that share the domain's direction: the domain objective alone blurs them
+    (held-out nearest-exemplar accuracy falls); the intent term keeps it higher."""
+    rng = np.random.default_rng(seed)
+    d, per = 16, 30
+    centres = rng.normal(size=(4, d))
+    centres[:, 0] += 3  # the direction every intent of the domain shares
+
+    def intents(n: int) -> np.ndarray:
+        return _unit(np.repeat(centres, n, 0) + rng.normal(size=(4 * n, d)))
+
+    def off_topic(n: int) -> np.ndarray:
+        return _unit(rng.normal(size=(n, d)) - np.eye(d)[0])
+
+    x, off, held, off_held = intents(per), off_topic(80), intents(10), off_topic(40)
+    labels, held_labels = np.repeat(np.arange(4), per), np.repeat(np.arange(4), 10)
+    accuracy = {}
+    for weight in (0.0, 1.0):
+        config = TuneConfig(steps=100, intent=weight, lr=2e-2)
+        w, _ = tuning.fit_linear(x, labels, off, config, seed=0)
+        held_out = tuning.heldout_metrics(w, (x, labels), (held, held_labels), off_held, 5)
+        accuracy[weight] = held_out["intent_accuracy"]
+    assert accuracy[1.0] > accuracy[0.0]
