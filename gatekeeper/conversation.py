@@ -89,6 +89,15 @@ def _text_part(part: Mapping[str, Any]) -> bool:
     return (isinstance(kind, str) and kind in TEXT_PARTS) or isinstance(part.get("text"), str)
 
 
+#: The roles of an OpenAI-format chat; a turn of any other role is no customer turn.
+CHAT_ROLES = ("user", "assistant", "system", "developer", "tool", "function")
+
+
+def chat_roles_hint() -> str:
+    """The chat roles as a message names them: "user, assistant, ... or function"."""
+    return ", ".join(CHAT_ROLES[:-1]) + f" or {CHAT_ROLES[-1]}"
+
+
 def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
     """``messages`` checked to be a non-empty list of ``{"role": str, "content": ...}`` objects
     with a readable content; :class:`InputError` naming the first bad message otherwise."""

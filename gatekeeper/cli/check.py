@@ -23,7 +23,7 @@ from gatekeeper.cli._app import (
     load_gate,
     setup,
 )
-from gatekeeper.conversation import chat_messages
+from gatekeeper.conversation import CHAT_ROLES, chat_messages
 from gatekeeper.errors import (
     InputError,
 )
@@ -91,9 +91,6 @@ def check(
         for n in decision.neighbours[:3]:
             table.add_row("[dim]nearest[/]", escape(f"{n.similarity:.3f}  {n.intent}: {n.text}"))
         Console().print(table)
-
-
-CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:

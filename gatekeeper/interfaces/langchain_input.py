@@ -42,6 +42,7 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPro
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
+from gatekeeper.conversation import chat_roles_hint
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.langchain_types import declared_input, may_take_mapping
 from gatekeeper.types import Message
@@ -59,7 +60,6 @@ GateInputSchema = Annotated[
 
 
 _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
-_ROLE_HINT = "user, assistant, system, developer, tool or function"
 _COERCION_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError)
 
 
@@ -140,9 +140,10 @@ def _why(item: Any) -> str:
             return "is an object without 'content'"
         if role == "tool" and "tool_call_id" not in item:
             return "is a tool message without a 'tool_call_id'"
-        return f"is an object whose role is not a chat role ({_ROLE_HINT})"
+        return f"is an object whose role is not a chat role ({chat_roles_hint()})"
     if isinstance(item, tuple | list):
-        return f"is a sequence that is not a (role, content) pair with a chat role ({_ROLE_HINT})"
+        roles = chat_roles_hint()
+        return f"is a sequence that is not a (role, content) pair with a chat role ({roles})"
     return f"is of type {type(item).__name__}, not a chat message"
 
 
