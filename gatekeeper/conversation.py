@@ -227,23 +227,40 @@ NO_TEXT = Judged(
 )
 
 
+#: ``off_topic_gap`` at or above this turns the gap rule off.
+GAP_OFF = 1.0
+
+
 @dataclass(frozen=True)
 class FollowupPolicy:
-    """When a turn of a served conversation is forwarded although it scores low alone."""
+    """When a turn of a served conversation is forwarded although it scores low alone.
 
-    max_words: int = 12
-    off_topic_max: float = 0.65
-    off_topic_gap: float = 1.0
-    session_margin: float = 0.08
+    The defaults are the settings calibrated for the shipped model, rule and catalog (the
+    gentlest to customers within one standard error of the most drift refused; eval/README.md):
+    a catalog of one's own starts from them until ``calibrate --conversations`` runs."""
+
+    max_words: int = 4
+    off_topic_max: float = 1.0
+    off_topic_gap: float = GAP_OFF
+    session_margin: float = 0.2
 
 
 def clearly_off_topic(judged: Judged, policy: FollowupPolicy) -> bool:
-    """Close to an off-topic exemplar, or leaning off-topic by a clear gap."""
+    """Close to an off-topic exemplar, or leaning off-topic by a clear gap.
+
+    When no in-domain exemplar was among the fetched neighbours, the gap is measured to the
+    least similar one fetched (the nearest in-domain exemplar is at most that similar), so the
+    rule refuses only a gap it can show; it once counted the unseen similarity as -1, which
+    refused every such turn ("Maria Lopez" on a small catalog among 600 generic lines)."""
     if judged.nearest_off is None:
         return False
     if judged.nearest_off >= policy.off_topic_max:
         return True
-    nearest_in = judged.nearest_in if judged.nearest_in is not None else -1.0
+    if policy.off_topic_gap >= GAP_OFF:
+        return False
+    nearest_in = judged.nearest_in if judged.nearest_in is not None else judged.farthest
+    if nearest_in is None:
+        return False
     return judged.nearest_off - nearest_in >= policy.off_topic_gap
 
 

@@ -148,6 +148,9 @@ class Judged:
     nearest_in: float | None
     nearest_off: float | None
     neighbours: tuple[Neighbour, ...] = ()
+    #: the least similar exemplar fetched: when no in-domain one was among them, the nearest
+    #: in-domain exemplar is at most this similar
+    farthest: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,7 @@ def judge(neighbours: Sequence[Neighbour], rule: DecisionRule) -> Judged:
         nearest_in=best_in.similarity if best_in is not None else None,
         nearest_off=best_off.similarity if best_off is not None else None,
         neighbours=tuple(ranked[:SHOWN_NEIGHBOURS]),
+        farthest=ranked[-1].similarity if ranked else None,
     )
 
 

@@ -181,13 +181,13 @@ class GateSettings(_Section):
     density_k: int = Field(5, ge=1, le=50, description="neighbourhood size of the density rule")
     max_message_chars: int = Field(4000, ge=1)
     followup_max_words: int = Field(
-        12,
+        4,
         ge=0,
         description="in a served conversation, a turn this short that answers the assistant's "
         "question is forwarded unless clearly off-topic",
     )
     followup_off_topic_max: float = Field(
-        0.65,
+        1.0,
         ge=-1.0,
         le=1.0,
         description="in a served conversation, a turn this close to an off-topic exemplar is "
@@ -201,7 +201,7 @@ class GateSettings(_Section):
         "nearest in-domain one (1.0 and more: off)",
     )
     session_margin: float = Field(
-        0.08,
+        0.2,
         ge=0.0,
         le=1.0,
         description="hysteresis: in a served conversation a turn passes down to threshold - "

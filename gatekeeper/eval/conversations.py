@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gatekeeper.conversation import FollowupPolicy, Turn
+from gatekeeper.conversation import GAP_OFF, FollowupPolicy, Turn
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)
 OFF_TOPIC_MAX = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
-GAPS = (0.05, 0.1, 0.15, 0.2, 1.0)
+GAPS = (0.05, 0.1, 0.15, 0.2, GAP_OFF)
 WORDS = (4, 8, 12)
 
 Measured = tuple[FollowupPolicy, float, float | None]  # a policy, its pass and block rates

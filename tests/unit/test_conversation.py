@@ -67,6 +67,31 @@ def test_an_answer_to_the_assistants_question_is_forwarded() -> None:
     assert out.followup and out.reply is None
 
 
+def test_an_answer_with_no_in_domain_neighbour_fetched_is_not_vetoed_on_an_unseen_gap() -> None:
+    """A name whose fetched neighbours are all off-topic (a small catalog among many generic
+    lines) is forwarded: the gap is measured to the least similar exemplar fetched, not to -1."""
+    previous = _routed(Route.LLM, "repair_status")
+    judged = Judged(-1.0, None, "no in-domain exemplar", None, 0.34, farthest=0.27)
+    turn = Turn("Maria Lopez", judged, 2, asked=True)
+    out = rescue_followup(_routed(Route.OFF_TOPIC, None), turn, previous, POLICY)
+    assert out.route is Route.LLM and out.followup
+    shown = Judged(-1.0, None, "no in-domain exemplar", None, 0.5, farthest=0.3)
+    far = Turn("Maria Lopez", shown, 2, asked=True)  # a gap of at least 0.2 > 0.15: shown
+    alone = _routed(Route.OFF_TOPIC, None)
+    assert rescue_followup(alone, far, previous, POLICY) is alone
+
+
+def test_the_gap_rule_at_one_is_off() -> None:
+    """followup_off_topic_gap 1.0 (the default) never refuses, even with no in-domain
+    neighbour fetched."""
+    judged = Judged(-1.0, None, "no in-domain exemplar", None, 0.6, farthest=0.5)
+    turn = Turn("Alessandro Phoenix", judged, 2, asked=True)
+    out = rescue_followup(
+        _routed(Route.OFF_TOPIC, None), turn, _routed(Route.LLM), FollowupPolicy()
+    )
+    assert out.followup
+
+
 def test_in_session_a_turn_near_the_bar_passes() -> None:
     """Hysteresis: in a served chat, a turn within session_margin of the threshold passes."""
     near = _turn("haha my dog would love that", score=0.45)
