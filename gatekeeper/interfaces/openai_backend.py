@@ -1,12 +1,10 @@
-"""The OpenAI-compatible chat backend, and the answers built locally for refused messages:
-chat completions (and their chunks) and Responses API responses (and their stream events)."""
+"""The OpenAI-compatible chat backend (the answers it builds locally for refused messages are in
+:mod:`gatekeeper.interfaces.local_answers`)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,238 +16,14 @@ from gatekeeper.interfaces.chat_streams import (
     MappedStream,
     upstream_errors,
 )
+from gatekeeper.interfaces.local_answers import local_chunks, local_completion, structured
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings, load_settings
 
 if TYPE_CHECKING:
     import openai
-    from openai.types.chat import ChatCompletion, ChatCompletionChunk
-    from openai.types.responses import Response as OpenAIResponse
-    from openai.types.responses import ResponseOutputMessage, ResponseStreamEvent
 
     from gatekeeper.types import Message
-
-#: The ``model`` of a locally built reply when neither the request nor the backend names one.
-
-
-LOCAL_MODEL = "gatekeeper"
-
-
-# -- chat completions built locally ----------------------------------------------------------
-
-
-def _fresh_hex() -> str:
-    """24 random hex digits for an answer's id, from the system's randomness: ids stay unique
-    across processes and restarts whatever a caller does to the ``random`` module's seed."""
-    return uuid.uuid4().hex[:24]
-
-
-def completion_id() -> str:
-    """A fresh id for a locally built chat completion."""
-    return f"chatcmpl-gk-{_fresh_hex()}"
-
-
-def local_completion(text: str, *, model: str | None = None, n: int = 1) -> ChatCompletion:
-    """A complete, valid ``chat.completion`` answering ``text`` (no LLM involved)."""
-    from openai.types.chat import ChatCompletion
-    from openai.types.chat.chat_completion import Choice
-    from openai.types.chat.chat_completion_message import ChatCompletionMessage
-    from openai.types.completion_usage import CompletionUsage
-
-    return ChatCompletion(
-        id=completion_id(),
-        object="chat.completion",
-        created=int(time.time()),
-        model=model or LOCAL_MODEL,
-        choices=[
-            Choice(
-                index=i,
-                finish_reason="stop",
-                logprobs=None,
-                message=ChatCompletionMessage(role="assistant", content=text),
-            )
-            for i in range(max(1, n))
-        ],
-        usage=CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
-    )
-
-
-def local_chunks(
-    text: str, *, model: str | None = None, n: int = 1, include_usage: bool = False
-) -> list[ChatCompletionChunk]:
-    """The ``chat.completion.chunk`` s of a streamed answer of ``text``: a role chunk, the
-    content, a finish chunk per choice, and a usage chunk when ``include_usage``."""
-    from openai.types.chat import ChatCompletionChunk
-    from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
-    from openai.types.completion_usage import CompletionUsage
-
-    ident, created, model = completion_id(), int(time.time()), model or LOCAL_MODEL
-
-    def chunk(choices: list[Choice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=ident,
-            object="chat.completion.chunk",
-            created=created,
-            model=model,
-            choices=choices,
-            usage=usage,
-        )
-
-    chunks: list[ChatCompletionChunk] = []
-    for i in range(max(1, n)):
-        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(role="assistant", content=""))]))
-        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(content=text))]))
-        chunks.append(chunk([Choice(index=i, delta=ChoiceDelta(), finish_reason="stop")]))
-    if include_usage:
-        usage = CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        chunks.append(chunk([], usage))
-    return chunks
-
-
-# -- Responses API answers built locally --------------------------------------------------------
-
-
-def response_id() -> str:
-    """A fresh id for a locally built Responses API ``response``."""
-    return f"resp_gk_{_fresh_hex()}"
-
-
-def local_response(
-    text: str,
-    *,
-    model: str | None = None,
-    instructions: str | None = None,
-    ident: str | None = None,
-    created_at: int | None = None,
-    status: str = "completed",
-) -> OpenAIResponse:
-    """A valid Responses API ``response`` whose output is one assistant message of ``text``
-    (no LLM involved); with ``status="in_progress"`` the empty response a stream opens with."""
-    from openai.types.responses import Response, ResponseUsage
-    from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
-
-    done = status == "completed"
-    ident = ident or response_id()
-    return Response(
-        id=ident,
-        object="response",
-        created_at=created_at if created_at is not None else int(time.time()),
-        completed_at=int(time.time()) if done else None,
-        status=status,
-        model=model or LOCAL_MODEL,
-        instructions=instructions,
-        output=[_output_message(ident, text)] if done else [],
-        parallel_tool_calls=True,
-        tool_choice="auto",
-        tools=[],
-        error=None,
-        incomplete_details=None,
-        usage=ResponseUsage(
-            input_tokens=0,
-            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-            output_tokens=0,
-            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
-            total_tokens=0,
-        )
-        if done
-        else None,
-    )
-
-
-def _message_id(response_ident: str) -> str:
-    return "msg_gk_" + (response_ident.removeprefix("resp_gk_") or _fresh_hex())
-
-
-def _output_message(response_ident: str, text: str | None) -> ResponseOutputMessage:
-    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
-
-    content = (
-        []
-        if text is None
-        else [ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])]
-    )
-    return ResponseOutputMessage(
-        id=_message_id(response_ident),
-        type="message",
-        role="assistant",
-        status="completed" if text is not None else "in_progress",
-        content=content,
-    )
-
-
-def local_response_events(
-    text: str,
-    *,
-    model: str | None = None,
-    instructions: str | None = None,
-    ident: str | None = None,
-) -> list[ResponseStreamEvent]:
-    """The Responses API stream events of an answer of ``text``, in the order the API sends
-    them: ``response.created``, ``response.in_progress``, ``response.output_item.added``,
-    ``response.content_part.added``, ``response.output_text.delta``,
-    ``response.output_text.done``, ``response.content_part.done``,
-    ``response.output_item.done``, ``response.completed``."""
-    from openai.types.responses import (
-        ResponseCompletedEvent,
-        ResponseContentPartAddedEvent,
-        ResponseContentPartDoneEvent,
-        ResponseCreatedEvent,
-        ResponseInProgressEvent,
-        ResponseOutputItemAddedEvent,
-        ResponseOutputItemDoneEvent,
-        ResponseOutputText,
-        ResponseTextDeltaEvent,
-        ResponseTextDoneEvent,
-    )
-
-    ident, created = ident or response_id(), int(time.time())
-    item_id = _message_id(ident)
-    opened = local_response(
-        text,
-        model=model,
-        instructions=instructions,
-        ident=ident,
-        created_at=created,
-        status="in_progress",
-    )
-    done = local_response(
-        text, model=model, instructions=instructions, ident=ident, created_at=created
-    )
-    part = ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])
-    empty = ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[])
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    events: list[Any] = [
-        ResponseCreatedEvent(type="response.created", response=opened, sequence_number=0),
-        ResponseInProgressEvent(type="response.in_progress", response=opened, sequence_number=0),
-        ResponseOutputItemAddedEvent(
-            type="response.output_item.added",
-            output_index=0,
-            item=_output_message(ident, None),
-            sequence_number=0,
-        ),
-        ResponseContentPartAddedEvent(
-            type="response.content_part.added", part=empty, sequence_number=0, **where
-        ),
-        ResponseTextDeltaEvent(
-            type="response.output_text.delta", delta=text, logprobs=[], sequence_number=0, **where
-        ),
-        ResponseTextDoneEvent(
-            type="response.output_text.done", text=text, logprobs=[], sequence_number=0, **where
-        ),
-        ResponseContentPartDoneEvent(
-            type="response.content_part.done", part=part, sequence_number=0, **where
-        ),
-        ResponseOutputItemDoneEvent(
-            type="response.output_item.done",
-            output_index=0,
-            item=_output_message(ident, text),
-            sequence_number=0,
-        ),
-        ResponseCompletedEvent(type="response.completed", response=done, sequence_number=0),
-    ]
-    for number, event in enumerate(events):
-        event.sequence_number = number
-    return list(events)
 
 
 def as_chat_messages(message: Message) -> list[dict[str, Any]]:
@@ -374,13 +148,16 @@ class OpenAIChatBackend:
 
     def local_reply(self, text: str, **kwargs: Any) -> Any:
         """What this backend would return for ``text``, built locally: a ``ChatCompletion``,
-        or an iterator of ``ChatCompletionChunk`` s when ``stream=True``."""
+        or an iterator of ``ChatCompletionChunk`` s when ``stream=True``; under a structured
+        ``response_format``, ``text`` comes as the message's ``refusal``."""
         model = kwargs.get("model") or self.model
         n = int(kwargs.get("n") or 1)
+        refusal = structured(kwargs.get("response_format"))
         if kwargs.get("stream"):
             usage = bool((kwargs.get("stream_options") or {}).get("include_usage"))
-            return LocalStream(local_chunks(text, model=model, n=n, include_usage=usage))
-        return local_completion(text, model=model, n=n)
+            chunks = local_chunks(text, model=model, n=n, include_usage=usage, refusal=refusal)
+            return LocalStream(chunks)
+        return local_completion(text, model=model, n=n, refusal=refusal)
 
     async def alocal_reply(self, text: str, **kwargs: Any) -> Any:
         """:meth:`local_reply` for async callers: streams are async streams."""

@@ -10,11 +10,12 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gatekeeper.decision import Decision
-from gatekeeper.interfaces.openai_backend import (
+from gatekeeper.interfaces.local_answers import (
     local_chunks,
     local_completion,
     local_response,
     local_response_events,
+    structured,
 )
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json
 
@@ -55,17 +56,19 @@ def decision_headers(decision: Decision) -> dict[str, str]:
 
 
 def local_answer(payload: Json, text: str, headers: dict[str, str]) -> Response:
-    """The gate's own answer: a ``chat.completion`` or an SSE stream of chunks."""
+    """The gate's own answer: a ``chat.completion`` or an SSE stream of chunks (a refusal
+    under a structured ``response_format``: :mod:`gatekeeper.interfaces.local_answers`)."""
     model = payload.get("model") if isinstance(payload.get("model"), str) else None
     n = payload.get("n") or 1
+    refusal = structured(payload.get("response_format"))
     if payload.get("stream"):
         options = payload.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
-        chunks = local_chunks(text, model=model, n=n, include_usage=usage)
+        chunks = local_chunks(text, model=model, n=n, include_usage=usage, refusal=refusal)
         events = [f"data: {c.model_dump_json(exclude_unset=True)}\n\n" for c in chunks]
         events.append("data: [DONE]\n\n")
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
-    completion = local_completion(text, model=model, n=n)
+    completion = local_completion(text, model=model, n=n, refusal=refusal)
     return JSONResponse(completion.model_dump(mode="json", exclude_unset=True), headers=headers)
 
 
@@ -79,15 +82,19 @@ def local_responses_answer(
     instructions = (
         payload.get("instructions") if isinstance(payload.get("instructions"), str) else None
     )
+    options = payload.get("text")
+    refusal = isinstance(options, Mapping) and structured(options.get("format"))
     if payload.get("stream"):
         events = [
             f"event: {e.type}\ndata: {e.model_dump_json(exclude_unset=True)}\n\n"
             for e in local_response_events(
-                text, model=model, instructions=instructions, ident=ident
+                text, model=model, instructions=instructions, ident=ident, refusal=refusal
             )
         ]
         return StreamingResponse(_iterate(events), media_type="text/event-stream", headers=headers)
-    response = local_response(text, model=model, instructions=instructions, ident=ident)
+    response = local_response(
+        text, model=model, instructions=instructions, ident=ident, refusal=refusal
+    )
     return JSONResponse(response.model_dump(mode="json", exclude_unset=True), headers=headers)
 
 

@@ -13,7 +13,7 @@ from gatekeeper.decision import Decision
 from gatekeeper.errors import (
     GatekeeperError,
 )
-from gatekeeper.interfaces.openai_backend import response_id
+from gatekeeper.interfaces.local_answers import response_id
 from gatekeeper.interfaces.proxy.answers import (
     decision_headers,
     local_answer,

@@ -29,7 +29,7 @@ from gatekeeper.interfaces.proxy.errors import Json
 
 #: Messages kept per conversation: the conversation rule reads the last few customer turns.
 KEPT_MESSAGES = 16
-#: The prefix of the proxy's own response ids (``openai_backend.response_id``).
+#: The prefix of the proxy's own response ids (``local_answers.response_id``).
 LOCAL_PREFIX = "resp_gk_"
 
 
