@@ -13,13 +13,22 @@ backend is :class:`OpenAIChatBackend`, or any sync or async callable taking the 
     gated("write me a poem")             # the catalog's off-topic reply; my_llm not called
     result = gated.invoke_with_decision("hello")
     result.output, result.decision.route, result.called
+
+Positional arguments after the message reach the backend unchanged. When the first of them is
+a chat history, as a chat UI passes it (Gradio's ``ChatInterface`` calls ``fn(message,
+history)``: a list of ``{"role", "content"}`` messages, or of ``[user, assistant]`` pairs), the
+gate judges the message as the next turn of that conversation, so an answer to the assistant's
+question ("Maria Lopez") is not refused mid-chat::
+
+    bot = GatedBackend(gate, respond)     # def respond(message, history): ...
+    gr.ChatInterface(bot, type="messages")
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -63,24 +72,26 @@ class GatedBackend:
 
     # -- the same call shape as the backend ----------------------------------------------------
 
-    def __call__(self, message: Message, **kwargs: Any) -> Any:
+    def __call__(self, message: Message, *args: Any, **kwargs: Any) -> Any:
         """The backend's output for admitted messages, else the reply (no backend call)."""
-        return self.invoke_with_decision(message, **kwargs).output
+        return self.invoke_with_decision(message, *args, **kwargs).output
 
-    async def acall(self, message: Message, **kwargs: Any) -> Any:
+    async def acall(self, message: Message, *args: Any, **kwargs: Any) -> Any:
         """Async :meth:`__call__`; the backend may be sync (run in a thread) or async."""
-        return (await self.ainvoke_with_decision(message, **kwargs)).output
+        return (await self.ainvoke_with_decision(message, *args, **kwargs)).output
 
     # -- with the decision -----------------------------------------------------------------------
 
-    def invoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
-        """Decide ``message``, call the backend if admitted; the output and the decision."""
-        return self.respond(message, self.gate.check(message), kwargs)
+    def invoke_with_decision(self, message: Message, *args: Any, **kwargs: Any) -> Gated:
+        """Decide ``message`` (with the history in ``args``, if any), call the backend if
+        admitted; the output and the decision."""
+        decision = self.gate.check(with_history(message, args))
+        return self.respond(message, decision, kwargs, args)
 
-    async def ainvoke_with_decision(self, message: Message, **kwargs: Any) -> Gated:
+    async def ainvoke_with_decision(self, message: Message, *args: Any, **kwargs: Any) -> Gated:
         """Async :meth:`invoke_with_decision`."""
-        decision = await self.gate.acheck(message)
-        return await self._afinish(message, decision, kwargs)
+        decision = await self.gate.acheck(with_history(message, args))
+        return await self._afinish(message, decision, kwargs, args)
 
     def batch_with_decisions(self, messages: Sequence[Message], **kwargs: Any) -> list[Gated]:
         """Decide all ``messages`` in one batched pass, then call the backend for each admitted
@@ -106,28 +117,42 @@ class GatedBackend:
     def _reply_text(self, decision: Decision) -> str:
         return decision.reply or self.gate.catalog.off_topic.reply
 
-    def respond(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+    def respond(
+        self,
+        message: Message,
+        decision: Decision,
+        kwargs: dict[str, Any],
+        args: tuple[Any, ...] = (),
+    ) -> Gated:
         """Act on a decision already made for ``message``: call the backend when it is
         forwarded, else build the reply locally."""
         if not decision.forwarded:
             return Gated(self._local(decision, kwargs), decision, called=False)
-        output = self.backend(message, **kwargs)
+        output = self.backend(message, *args, **kwargs)
         if inspect.isawaitable(output):
             output = _run_sync(output)
         return Gated(output, decision, called=True)
 
-    async def _afinish(self, message: Message, decision: Decision, kwargs: dict[str, Any]) -> Gated:
+    async def _afinish(
+        self,
+        message: Message,
+        decision: Decision,
+        kwargs: dict[str, Any],
+        args: tuple[Any, ...] = (),
+    ) -> Gated:
         if not decision.forwarded:
             return Gated(await self._alocal(decision, kwargs), decision, called=False)
-        return Gated(await self._acall_backend(message, kwargs), decision, called=True)
+        return Gated(await self._acall_backend(message, args, kwargs), decision, called=True)
 
-    async def _acall_backend(self, message: Message, kwargs: dict[str, Any]) -> Any:
+    async def _acall_backend(
+        self, message: Message, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         acall = getattr(self.backend, "acall", None)
         if callable(acall):
-            return await acall(message, **kwargs)
+            return await acall(message, *args, **kwargs)
         if _is_async_callable(self.backend):
-            return await self.backend(message, **kwargs)
-        output = await asyncio.to_thread(self.backend, message, **kwargs)
+            return await self.backend(message, *args, **kwargs)
+        output = await asyncio.to_thread(self.backend, message, *args, **kwargs)
         return await output if inspect.isawaitable(output) else output
 
     def _local(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
@@ -141,6 +166,41 @@ class GatedBackend:
         if callable(alocal):
             return await alocal(self._reply_text(decision), **kwargs)
         return self._local(decision, kwargs)
+
+
+def with_history(message: Message, args: tuple[Any, ...]) -> Message:
+    """What the gate judges for a call ``(message, *args)``: a text message after a chat history
+    (``args[0]``: ``{"role", "content"}`` messages, or Gradio's ``[user, assistant]`` pairs) is
+    the next user turn of that conversation; anything else is ``message`` alone."""
+    history = args[0] if args else None
+    if not isinstance(message, str) or not _is_sequence(history) or not history:
+        return message
+    turns: list[dict[str, Any]] = []
+    for item in history:
+        if isinstance(item, Mapping) and isinstance(item.get("role"), str):
+            turns.extend(_turn(item["role"], item.get("content")))
+        elif _is_sequence(item) and len(item) == 2:
+            turns.extend([*_turn("user", item[0]), *_turn("assistant", item[1])])
+        else:
+            return message  # not a chat history: the message alone
+    return [*turns, {"role": "user", "content": message}]
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _turn(role: str, content: Any) -> list[dict[str, Any]]:
+    """One history turn in chat format: text as it is; a chat UI's file (a path, a tuple, a
+    component) as an attachment, which the gate does not read; nothing for an empty slot."""
+    if content is None:
+        return []
+    if isinstance(content, str) or (
+        _is_sequence(content)
+        and all(isinstance(part, Mapping) and "type" in part for part in content)
+    ):
+        return [{"role": role, "content": content}]
+    return [{"role": role, "content": [{"type": "file", "file": {}}]}]
 
 
 def _is_async_callable(obj: Any) -> bool:

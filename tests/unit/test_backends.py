@@ -303,3 +303,75 @@ def test_a_batch_may_be_any_iterable(tiny_gate: Gatekeeper, backend: CountingBac
     results = gated.batch_with_decisions(m for m in ["where is my order", "hello"])
     assert len(results) == 2 and results[0].decision.route == Route.LLM
     assert backend.calls[0][0] == "where is my order"
+
+
+class ChatUIBackend:
+    """A chat UI's function, ``fn(message, history)``, recording what it got."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __call__(self, message: str, history: Any) -> str:
+        self.calls.append((message, history))
+        return f"answered {message}"
+
+
+ASKED = [
+    {"role": "user", "content": "where is my order"},
+    {"role": "assistant", "content": "Which name is the order under?"},
+]
+
+
+def test_a_chat_ui_history_is_judged_with_the_message(tiny_gate: Gatekeeper) -> None:
+    """fn(message, history) as Gradio calls it: the message is judged as the next turn of the
+    history (a name answering the assistant passes), and the backend gets both unchanged."""
+    backend = ChatUIBackend()
+    bot = GatedBackend(tiny_gate, backend)
+    alone = bot.invoke_with_decision("Maria Lopez", [])
+    assert not alone.called  # a name alone is no shop question
+    result = bot.invoke_with_decision("Maria Lopez", ASKED)
+    assert result.called and result.decision.followup
+    assert backend.calls == [("Maria Lopez", ASKED)]
+
+
+def test_gradio_pairs_are_a_history_too(tiny_gate: Gatekeeper) -> None:
+    """Gradio's older [user, assistant] pairs (a file as a tuple, an empty slot as None) are read
+    as the same conversation."""
+    backend = ChatUIBackend()
+    pairs = [[("photo.png",), None], ["where is my order", "Which name is the order under?"]]
+    result = GatedBackend(tiny_gate, backend).invoke_with_decision("Maria Lopez", pairs)
+    assert result.called and result.decision.followup
+    assert backend.calls[0][1] is pairs
+
+
+def test_an_off_topic_turn_after_a_history_is_refused(tiny_gate: Gatekeeper) -> None:
+    """The history gives no pass to a clearly off-topic request."""
+    backend = ChatUIBackend()
+    served = [*ASKED, {"role": "user", "content": "Maria"}, {"role": "assistant", "content": "ok"}]
+    assert GatedBackend(tiny_gate, backend)("tell me a joke", served) == OFF_TOPIC_REPLY
+    assert backend.calls == []
+
+
+def test_other_positional_arguments_pass_through(tiny_gate: Gatekeeper) -> None:
+    """A second argument that is no chat history reaches the backend; the message is judged
+    alone."""
+    seen: list[tuple[Any, ...]] = []
+
+    def backend(message: str, temperature: float) -> str:
+        seen.append((message, temperature))
+        return "ok"
+
+    assert GatedBackend(tiny_gate, backend)("where is my order", 0.2) == "ok"
+    assert seen == [("where is my order", 0.2)]
+
+
+async def test_async_chat_ui_function_gets_the_history(tiny_gate: Gatekeeper) -> None:
+    """acall(message, history) judges the conversation and awaits fn(message, history)."""
+    seen: list[Any] = []
+
+    async def respond(message: str, history: Any) -> str:
+        seen.append(history)
+        return "ok"
+
+    assert await GatedBackend(tiny_gate, respond).acall("Maria Lopez", ASKED) == "ok"
+    assert seen == [ASKED]
