@@ -174,16 +174,23 @@ def read_csv(
     error: type[GatekeeperError],
     what: str,
     check_header: Callable[[list[str]], str | None],
+    on_bad_row: Callable[[int, str], None] | None = None,
 ) -> list[Row]:
     """CSV rows keyed by the (normalised) header; ``check_header`` returns a problem with the
-    header, or None. A row with more non-empty cells than the header is an error (an unquoted
-    comma in a text would otherwise shift it into the intent column); empty extra cells, as
-    spreadsheets export them, are dropped."""
+    header, or None.
+
+    A row with more cells than the header is malformed, empty extra cells included (unless
+    every cell is empty): an
+    unquoted comma in a text (``my brakes squeak, can you look at them,repairs,``) would
+    otherwise shift the rest of the row one column right and make up an intent. (Spreadsheets
+    pad the header row as they pad the others, so their exports never do this.) Such rows are
+    left out and passed to ``on_bad_row`` as ``(row number, problem)``; without it, one
+    ``error`` names them all."""
     text = read_text(path, error, what)
     delimiter = sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[Row] = []
-    overflow: list[int] = []  # rows with more (non-empty) cells than the header
+    overflow: list[tuple[int, str]] = []  # rows with more cells than the header
     try:
         header: list[str] | None = None
         for number, cells in enumerate(reader, start=1):
@@ -204,19 +211,32 @@ def read_csv(
                 continue
             if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
                 continue
-            if any(cell.strip() for cell in cells[len(header) :]):
-                overflow.append(number)
+            if len(cells) > len(header) and any(cell.strip() for cell in cells):
+                overflow.append((number, too_many_cells(cells, len(header), delimiter)))
+                continue
             row = {key: value for key, value in zip(header, cells, strict=False) if key}
             rows.append((number, row))
     except csv.Error as exc:
         raise error(f"{what} {path}: not valid CSV: {exc}") from exc
     if header is None:
         raise error(f"{what} {path}: the file is empty (expected a header row)")
-    if overflow:
-        shown = ", ".join(str(n) for n in overflow[:10]) + (" …" if len(overflow) > 10 else "")
-        raise error(
-            f"{what} {path}: row{'s' if len(overflow) > 1 else ''} {shown} "
-            f"{'have' if len(overflow) > 1 else 'has'} more cells than the header "
-            f"({len(header)}): put a text that holds a '{delimiter}' in double quotes"
-        )
+    if overflow and on_bad_row is None:
+        listed = "\n".join(f"  row {number} {problem}" for number, problem in overflow[:10])
+        more = f"\n  ... and {len(overflow) - 10} more" if len(overflow) > 10 else ""
+        raise error(f"{what} {path}:\n{listed}{more}")
+    if on_bad_row is not None:
+        for number, problem in overflow:
+            on_bad_row(number, problem)
     return rows
+
+
+def too_many_cells(cells: list[str], width: int, delimiter: str) -> str:
+    """Why a row with more cells than the header is refused, and how to fix it."""
+    shown = delimiter.join(cells)
+    shown = shown if len(shown) <= 80 else shown[:79] + "…"
+    name = {",": "comma", ";": "semicolon", "\t": "tab"}[delimiter]
+    return (
+        f"has {len(cells)} cells but the header has {width} ({shown!r}): put a text that holds "
+        f'a {name} in double quotes ("my brakes squeak, can you look at them"), or delete '
+        "the cells past the header's last column"
+    )

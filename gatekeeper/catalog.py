@@ -184,8 +184,16 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
     if suffix in {".yaml", ".yml"}:
         raw = _read_yaml(path)
     elif suffix == ".csv":
-        rows = read_csv(path, CatalogError, "catalog", _check_catalog_header)
+        bad: list[str] = []
+        rows = read_csv(
+            path,
+            CatalogError,
+            "catalog",
+            _check_catalog_header,
+            lambda n, p: bad.append(f"row {n} {p}"),
+        )
         raw, problems, warnings = _rows_to_raw(rows, path)
+        problems = bad + problems
     elif suffix in {".jsonl", ".ndjson"}:
         raw, problems, warnings = _rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
     else:

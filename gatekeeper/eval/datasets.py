@@ -116,7 +116,13 @@ def load_dataset(
     if suffix in {".jsonl", ".ndjson"}:
         rows = read_jsonl(path, DatasetError, "dataset", problems.append)
     elif suffix == ".csv":
-        rows = read_csv(path, DatasetError, "dataset", _check_dataset_header)
+        rows = read_csv(
+            path,
+            DatasetError,
+            "dataset",
+            _check_dataset_header,
+            lambda n, p: problems.append(f"dataset {located(str(path), n)} {p}"),
+        )
     else:
         raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
     examples: list[Example] = []

@@ -262,13 +262,25 @@ def test_a_file_saved_in_another_encoding_names_the_line_and_the_fix(
 
 
 def test_an_unquoted_comma_in_a_csv_text_is_an_error_naming_the_row(tmp_path: Path) -> None:
-    """A row with more non-empty cells than the header (an unquoted comma would shift text into
-    the intent column and make up an intent) is an error; empty trailing cells are fine."""
-    path = tmp_path / "c.csv"
-    path.write_text(
-        "text,intent\nfine,orders,,\nhello, where is my order,orders\n", encoding="utf-8"
+    """A row with more cells than the header, even when the extra cell is empty (the owner's
+    `text,intent,reply` row ending in a comma), is an error naming the row and the fix."""
+    path = _csv(
+        tmp_path,
+        "text,intent,reply\nfine,orders,\nmy brakes squeak, can you look at them,repair_booking,\n",
     )
-    with pytest.raises(CatalogError, match=r"row 3 has more cells than the header \(2\)"):
-        load_catalog(path)
-    path.write_text("text,intent\nfine,orders,,\n", encoding="utf-8")
-    assert load_catalog(path).intent("orders").exemplars == ("fine",)
+    problems = _problems(path)
+    assert "row 3 has 4 cells but the header has 3" in problems
+    assert "in double quotes" in problems
+    path = _csv(tmp_path, 'text,intent,reply\n"my brakes squeak, can you look",repairs,\n')
+    assert load_catalog(path).intent("repairs").exemplars == ("my brakes squeak, can you look",)
+
+
+def test_every_overlong_row_is_in_one_error_with_the_other_row_problems(tmp_path: Path) -> None:
+    """Two shifted rows and an empty intent elsewhere: one error names all three rows."""
+    path = _csv(
+        tmp_path,
+        "text,intent\nhello, where is my order,orders\nfine,\nhi,there,greeting\nok,orders\n",
+    )
+    problems = _problems(path).splitlines()
+    assert [p.split()[1].rstrip(":") for p in problems[1:]] == ["2", "4", "3"]
+    assert sum("cells but the header has 2" in p for p in problems) == 2

@@ -190,6 +190,28 @@ def test_a_csv_problem_names_the_spreadsheet_row(tmp_path: Path) -> None:
         load_dataset(path)
 
 
+def test_a_csv_row_longer_than_the_header_is_a_malformed_row(tmp_path: Path) -> None:
+    """An unquoted comma (a row with more cells than the header) is a row problem like the
+    others: listed with them in one error, and left out with skip_invalid."""
+    path = tmp_path / "d.csv"
+    path.write_text(
+        "text,label,intent\n"
+        "my brakes squeak, can you look,in_domain,\n"
+        "hi,maybe,\n"
+        "fine,in_domain,\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    message = str(caught.value)
+    assert "2 malformed rows" in message
+    assert "d.csv, row 2 has 4 cells but the header has 3" in message
+    assert "double quotes" in message and "row 3: 'label'" in message
+    data = load_dataset(path, skip_invalid=True)
+    assert [e.text for e in data.examples] == ["fine"]
+    assert len(data.skipped) == 2
+
+
 def test_a_chat_with_labels_needs_no_label(tmp_path: Path) -> None:
     """A chat row with per-turn labels and no 'label' takes its last turn's (the README's
     shape); one example per customer turn."""
