@@ -7,7 +7,8 @@ intent ``off_topic`` marks an off-topic exemplar; optional ``reply``, ``descript
 
 Every problem of a file is reported at once, in one :class:`CatalogError` that names the file
 and, for each problem, the row or intent. What is not worth stopping for (empty rows, rows
-repeated verbatim, unknown columns) comes back as warnings (:func:`read_catalog`).
+repeated verbatim, unknown columns, likely typos found by :mod:`gatekeeper.catalog_review`)
+comes back as warnings (:func:`read_catalog`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatekeeper._rows import Row, load_yaml, read_csv, read_jsonl, read_text, yaml_problem
 from gatekeeper._validation import plain_type_error
+from gatekeeper.catalog_review import (
+    IntentTexts,
+    consistency_problems,
+    lookalike,
+    looks_like_off_topic,
+    review_warnings,
+)
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.types import OFF_TOPIC, blank
 
@@ -33,13 +40,6 @@ DEFAULT_REFUSAL = (
     "Sorry, I can't help with that here: I can only answer questions about our services."
 )
 ExemplarKind = Literal["intent", "off_topic"]
-#: Spellings of the off-topic marker that are mistakes, not intents (compared on letters only).
-_OFF_TOPIC_LOOKALIKES = frozenset({"offtopic", "oos", "outofscope"})
-
-
-def looks_like_off_topic(name: str) -> bool:
-    """True for a misspelt off-topic marker (``off-topic``, ``Off_Topic``, ``OOS``...)."""
-    return name != OFF_TOPIC and re.sub(r"[^a-z]", "", name.casefold()) in _OFF_TOPIC_LOOKALIKES
 
 
 class Intent(BaseModel):
@@ -173,8 +173,9 @@ class LoadedCatalog:
 
 def read_catalog(path: Path | str) -> LoadedCatalog:
     """Load a catalog from YAML, CSV or JSONL, with its warnings (empty rows skipped, repeated
-    rows kept once, unknown columns ignored); raise :class:`CatalogError` listing every
-    problem of the file."""
+    rows kept once, unknown columns ignored, and what :mod:`gatekeeper.catalog_review` finds:
+    likely typos of intent names, near-repeated exemplars); raise :class:`CatalogError`
+    listing every problem of the file."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"catalog {path} does not exist")
@@ -199,6 +200,7 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
     else:
         raise CatalogError(f"catalog {path}: unknown format {suffix!r} (use .yaml, .csv or .jsonl)")
     catalog = _validated(raw, str(path), problems)
+    warnings += review_warnings(_as_written(raw, catalog), catalog.off_topic.exemplars)
     return LoadedCatalog(catalog, tuple(warnings))
 
 
@@ -249,50 +251,20 @@ def _valid_intents(raw: dict[str, Any]) -> list[Intent]:
 
 
 def _consistency_problems(raw: dict[str, Any]) -> list[str]:
-    """Problems between intents: a reserved or misspelt off-topic name, an intent defined
-    twice, an exemplar in two intents."""
-    problems: list[str] = []
-    seen_intents: set[str] = set()
-    owner: dict[str, str] = {}
-    for intent in _valid_intents(raw):
-        if intent.name == OFF_TOPIC:
-            problems.append(
-                "intent 'off_topic' is reserved; put off-topic exemplars in the 'off_topic' block"
-            )
-            continue
-        if looks_like_off_topic(intent.name):
-            problems.append(
-                _lookalike(intent.name, "put off-topic exemplars in the 'off_topic' block")
-            )
-            continue
-        if intent.name in seen_intents:
-            problems.append(f"intent {intent.name!r} is defined twice")
-            continue
-        seen_intents.add(intent.name)
-        for text in intent.exemplars:
-            _claim(owner, text, intent.name, problems)
+    """Problems between intents (:func:`gatekeeper.catalog_review.consistency_problems`)."""
     try:
-        off_topic = OffTopic.model_validate(raw.get("off_topic") or {})
+        off_topic = OffTopic.model_validate(raw.get("off_topic") or {}).exemplars
     except ValidationError:
-        return problems
-    for text in off_topic.exemplars:
-        _claim(owner, text, OFF_TOPIC, problems)
-    return problems
+        off_topic = ()
+    return consistency_problems([(i.name, i.exemplars) for i in _valid_intents(raw)], off_topic)
 
 
-def _lookalike(name: str, fix: str) -> str:
-    return (
-        f"intent {name!r} looks like the off-topic marker: did you mean 'off_topic'? "
-        f"(as written it would be served as an in-domain intent; {fix})"
-    )
-
-
-def _claim(owner: dict[str, str], text: str, intent: str, problems: list[str]) -> None:
-    key = text.casefold()
-    if key in owner and owner[key] != intent:
-        problems.append(f"exemplar {text!r} belongs to both {owner[key]!r} and {intent!r}")
-        return
-    owner[key] = intent
+def _as_written(raw: dict[str, Any], catalog: Catalog) -> list[IntentTexts]:
+    """The (valid) catalog's intents with their exemplars as written: stripped, repeats kept."""
+    listed = [item.get("exemplars") for item in raw["intents"]]
+    return [
+        (i.name, [t.strip() for t in ts]) for i, ts in zip(catalog.intents, listed, strict=True)
+    ]
 
 
 def _root_causes(errors: list[Any]) -> list[Any]:
@@ -456,7 +428,7 @@ def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str]
     for name, numbers in lookalikes.items():
         problems.append(
             f"{_rows_label(numbers)}: "
-            + _lookalike(name, "write the intent of off-topic exemplars as 'off_topic'")
+            + lookalike(name, "write the intent of off-topic exemplars as 'off_topic'")
         )
     warnings = []
     if empty:

@@ -75,9 +75,11 @@ def test_csv_delimiter_is_sniffed(tmp_path: Path, delimiter: str) -> None:
 
 def test_empty_rows_are_skipped_and_counted(tmp_path: Path) -> None:
     """Rows with a blank text are skipped with a warning naming their rows, not fatal."""
-    path = _csv(tmp_path, "text,intent\nwhere is my order,orders\n,orders\n,,\n  ,orders\n")
+    path = _csv(
+        tmp_path, "text,intent\nwhere is my order,orders\n,orders\n,,\n  ,orders\ntrack it,orders\n"
+    )
     loaded = read_catalog(path)
-    assert loaded.catalog.intent("orders").exemplars == ("where is my order",)
+    assert loaded.catalog.intent("orders").exemplars == ("where is my order", "track it")
     assert loaded.warnings == ("skipped 3 empty rows (no text): rows 3, 4, 5",)
 
 
@@ -188,7 +190,9 @@ def test_conflicting_replies_name_both_rows(tmp_path: Path) -> None:
 
 def test_unknown_columns_are_a_warning_with_a_did_you_mean(tmp_path: Path) -> None:
     """A typo'd optional column is ignored with a warning suggesting the right name."""
-    loaded = read_catalog(_csv(tmp_path, "text,intent,replly\nhi,greeting,Hello\n"))
+    loaded = read_catalog(
+        _csv(tmp_path, "text,intent,replly\nhi,greeting,Hello\nhello,greeting,\n")
+    )
     assert loaded.warnings == (
         "ignored unknown columns 'replly' (did you mean 'reply'?); "
         "known: text, intent, reply, description, threshold",

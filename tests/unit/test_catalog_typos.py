@@ -1,0 +1,129 @@
+"""Likely typos in a catalog: intent names and exemplars that would otherwise split an intent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatekeeper.catalog import read_catalog
+from gatekeeper.catalog_review import near_names
+from gatekeeper.cli import app
+from gatekeeper.errors import CatalogError
+from gatekeeper.testing import HashingEmbedder
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _warnings(path: Path) -> str:
+    return "\n".join(read_catalog(path).warnings)
+
+
+def test_names_that_differ_only_in_case_or_underscores_are_an_error(tmp_path: Path) -> None:
+    """'Rental_Prices' beside 'rental_prices ' (and 'rental prices') is an error naming both."""
+    path = _file(
+        tmp_path,
+        "c.csv",
+        "text,intent\n"
+        "how much is a day rental,rental_prices \n"
+        "weekly rate?,Rental_Prices\n"
+        "price of an e-bike,rental prices\n"
+        "is my bike ready,repair_status\n",
+    )
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(path)
+    message = str(caught.value)
+    assert "intents 'rental_prices' and 'Rental_Prices' differ only in case" in message
+    assert "intents 'rental_prices' and 'rental prices' differ only in case" in message
+
+
+def test_a_name_within_a_small_edit_distance_is_a_warning(tmp_path: Path) -> None:
+    """'repiar_status' (1 exemplar) beside 'repair_status' is named as a likely typo, with the
+    exemplar counts; its single exemplar is flagged too."""
+    path = _file(
+        tmp_path,
+        "c.csv",
+        "text,intent\n"
+        "is my bike ready yet,repair_status\n"
+        "any update on my repair,repair_status\n"
+        "when can I pick up my bike,repiar_status\n",
+    )
+    warnings = _warnings(path)
+    assert "'repair_status' (2 exemplars) ~ 'repiar_status' (1 exemplar)" in warnings
+    assert "1 intent has a single exemplar ('repiar_status')" in warnings
+
+
+def test_real_catalogs_close_names_are_not_typos() -> None:
+    """The shop's change_order/cancel_order and banking77's closest pairs are no warning."""
+    names = [
+        "change_order",
+        "cancel_order",
+        "pending_cash_withdrawal",
+        "declined_cash_withdrawal",
+        "card_payment_not_recognised",
+        "direct_debit_payment_not_recognised",
+    ]
+    assert near_names(names) == []
+    assert near_names(["refund", "refnud"]) == [("refund", "refnud")]
+
+
+def test_an_exemplar_in_two_intents_but_for_case_and_punctuation_is_flagged(
+    tmp_path: Path,
+) -> None:
+    """ "How much is a DAY rental?" in one intent and "how much is a day rental" in another is
+    a warning naming both (an exact repeat, case aside, stays an error)."""
+    path = _file(
+        tmp_path,
+        "c.csv",
+        "text,intent\n"
+        "how much is a day rental,rental_prices\n"
+        "weekly rate,rental_prices\n"
+        "How much is a DAY rental?,repair_prices\n"
+        "full service price,repair_prices\n",
+    )
+    assert (
+        "'How much is a DAY rental?' (repair_prices) ~ 'how much is a day rental' "
+        "(rental_prices)" in _warnings(path)
+    )
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("DAY rental?", "DAY rental"), encoding="utf-8"
+    )
+    with pytest.raises(CatalogError, match="belongs to both 'rental_prices' and 'repair_prices'"):
+        read_catalog(path)
+
+
+def test_an_exemplar_listed_twice_in_one_yaml_intent_is_a_warning(tmp_path: Path) -> None:
+    """A YAML intent that lists an exemplar twice loads it once and says so."""
+    path = _file(
+        tmp_path,
+        "c.yaml",
+        "intents:\n"
+        "  - name: orders\n"
+        "    exemplars: ['where is my order', 'track my parcel', 'where is my order ']\n",
+    )
+    loaded = read_catalog(path)
+    assert loaded.catalog.intent("orders").exemplars == ("where is my order", "track my parcel")
+    assert loaded.warnings == (
+        "1 exemplar is listed twice in one intent (kept once): 'where is my order' in 'orders'",
+    )
+
+
+def test_init_prints_the_typo_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gatekeeper init` prints the likely-typo warnings of the examples it reads."""
+    monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+    examples = _file(
+        tmp_path,
+        "examples.csv",
+        "text,intent\n"
+        "is my bike ready yet,repair_status\n"
+        "any update on my repair,repair_status\n"
+        "when can I pick up my bike,repiar_status\n",
+    )
+    result = CliRunner().invoke(app, ["init", str(examples), "--out", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "'repair_status' (2 exemplars) ~ 'repiar_status' (1 exemplar)" in result.output
