@@ -384,6 +384,7 @@ def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str]
     text only sets the property; a row with neither is empty and skipped."""
     problems: list[str] = []
     empty: list[int] = []
+    only_stray: list[str] = []  # rows whose only values are under unknown columns
     repeated: list[str] = []
     lookalikes: dict[str, list[int]] = {}
     unknown: set[str] = set()
@@ -391,15 +392,21 @@ def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str]
     off_topic: dict[str, Any] = {"exemplars": []}
     given: dict[tuple[str, str], tuple[Any, int]] = {}
     first_row: dict[tuple[str, str], int] = {}
+    column = "column" if path.suffix.lower() == ".csv" else "key"
     for number, row in rows:
         unknown.update(k for k in row if k not in _COLUMNS)
         text, intent = _cell(row.get("text")), _cell(row.get("intent"))
         props = {k: _cell(row.get(k)) for k in _PROPERTIES if _cell(row.get(k)) is not None}
+        stray = [k for k in row if k not in _COLUMNS and _cell(row[k]) is not None]
+        if text is None and not props and stray:  # e.g. a reply under a typo'd 'Repyl'
+            only_stray.append(f"row {number} has {_unknown_keys(stray)}")
+            continue
         if intent is None:
             if text is None and not props:
                 empty.append(number)
             else:
-                problems.append(f"row {number}: 'intent' is empty")
+                hint = f"; the row has the unknown {column} {_unknown_keys(stray)}" if stray else ""
+                problems.append(f"row {number}: 'intent' is empty{hint}")
             continue
         if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
             problems.append(f"row {number}: 'text' and 'intent' must be text")
@@ -441,18 +448,29 @@ def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str]
             + ", ".join(repeated[:10])
             + (" …" if len(repeated) > 10 else "")
         )
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, _COLUMNS, n=1) for k in sorted(unknown)}
-        named = ", ".join(
-            repr(k) + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()
+    if only_stray:
+        warnings.append(
+            f"skipped {len(only_stray)} row{'s' if len(only_stray) > 1 else ''} with no text "
+            f"and values only under unknown {column}s: {'; '.join(only_stray[:10])}"
+            + (" …" if len(only_stray) > 10 else "")
         )
-        warnings.append(f"ignored unknown columns {named}; known: {', '.join(_COLUMNS)}")
+    if unknown:
+        named = _unknown_keys(sorted(unknown))
+        warnings.append(f"ignored unknown {column}s {named}; known: {', '.join(_COLUMNS)}")
     raw = {
         "domain": f"intents from {path.name}",
         "intents": list(entries.values()),
         "off_topic": off_topic,
     }
     return raw, problems, warnings
+
+
+def _unknown_keys(keys: Iterable[str]) -> str:
+    """Unknown columns (or JSONL keys), each with a did-you-mean when one is close."""
+    hints = {k: difflib.get_close_matches(str(k).casefold(), _COLUMNS, n=1) for k in keys}
+    return ", ".join(
+        repr(k) + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()
+    )
 
 
 def _set_property(

@@ -288,3 +288,36 @@ def test_every_overlong_row_is_in_one_error_with_the_other_row_problems(tmp_path
     problems = _problems(path).splitlines()
     assert [p.split()[1].rstrip(":") for p in problems[1:]] == ["2", "4", "3"]
     assert sum("cells but the header has 2" in p for p in problems) == 2
+
+
+def test_a_jsonl_key_typo_gets_a_did_you_mean_in_the_row_error(tmp_path: Path) -> None:
+    """{"text": ..., "intnet": ...}: the 'intent is empty' error names the unknown key and
+    suggests 'intent', as CSV columns get."""
+    path = _csv(
+        tmp_path,
+        '{"text": "rent a bike", "intent": "rental"}\n'
+        '{"text": "fix my bike", "intnet": "repair"}\n',
+        name="c.jsonl",
+    )
+    assert (
+        "row 2: 'intent' is empty; the row has the unknown key 'intnet' (did you mean 'intent'?)"
+        in _problems(path)
+    )
+
+
+def test_a_row_with_a_value_only_in_an_unknown_column_is_not_called_empty(tmp_path: Path) -> None:
+    """The off-topic refusal under a misspelt 'Repyl' header: the skipped row is reported as
+    having only a value in that unknown column (with a did-you-mean), not as an empty row."""
+    path = _csv(
+        tmp_path,
+        "Text,Intent,Repyl\n"
+        "where is my order,orders,\n"
+        "track my parcel,orders,\n"
+        ',off_topic,"Sorry, only orders here."\n',
+    )
+    warnings = read_catalog(path).warnings
+    assert warnings[0] == (
+        "skipped 1 row with no text and values only under unknown columns: "
+        "row 4 has 'repyl' (did you mean 'reply'?)"
+    )
+    assert not any("empty row" in w for w in warnings)
