@@ -49,6 +49,8 @@ CJK_SHARE = 0.3
 AUTO_CUT_QUANTILE = 0.25
 #: The auto cut never goes below this (a floor for models whose unrelated sentences score low).
 MIN_CUT = 0.6
+#: How many kept generic lines, the nearest to the owner's exemplars, ``init`` asks to review.
+REVIEW_KEPT = 10
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
@@ -106,6 +108,16 @@ class DroppedLine:
 
 
 @dataclass(frozen=True)
+class KeptLine:
+    """A generic off-topic line kept, with the owner's exemplar nearest to it."""
+
+    text: str
+    nearest: str
+    intent: str
+    similarity: float
+
+
+@dataclass(frozen=True)
 class TrafficReport:
     """How a sample of real traffic sits against the scaffolded catalog."""
 
@@ -124,11 +136,18 @@ class Scaffold:
     owner_intents: tuple[str, ...]
     canned_added: tuple[str, ...]
     generic_total: int
-    generic_kept: tuple[str, ...]
+    generic_kept: tuple[str, ...]  # nearest to the owner's exemplars first
     dropped: tuple[DroppedLine, ...]
     owner_off_topic: tuple[str, ...]
     traffic: TrafficReport | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    kept_nearest: tuple[KeptLine, ...] = ()  # generic_kept with their nearest exemplars
+
+    def review_kept(self, n: int = REVIEW_KEPT) -> tuple[KeptLine, ...]:
+        """The ``n`` kept generic lines nearest to the owner's exemplars: the ones to read
+        (a line the business serves, just under the cut, would push its customers towards
+        the refusal)."""
+        return self.kept_nearest[:n]
 
 
 def detect_language(texts: Sequence[str]) -> Language:
@@ -227,8 +246,10 @@ def scaffold_catalog(
     best = sims.argmax(axis=1)
     by_key = {_key(t): (t, n) for t, n in in_domain}
     own_off_topic = {_key(t) for t in examples.off_topic.exemplars}
-    kept: list[str] = []
+    kept: list[KeptLine] = []
     dropped: list[DroppedLine] = []
+    own = sims[:, : len(owner_texts)]  # the owner's exemplars come first
+    own_best = own.argmax(axis=1)
     for i, line in enumerate(generic):
         key = _key(line)
         if key in own_off_topic:
@@ -241,11 +262,13 @@ def scaffold_catalog(
         elif similarity >= chosen_cut:
             dropped.append(DroppedLine(line, texts[j], owner_intents[j], similarity, "too_close"))
         else:
-            kept.append(line)
+            j = int(own_best[i])
+            kept.append(KeptLine(line, texts[j], owner_intents[j], float(own[i, j])))
     dropped.sort(key=lambda d: (d.reason != "repeats", -d.similarity))
+    kept.sort(key=lambda k: -k.similarity)  # stable: equal ones stay in the bundled order
     off_topic = OffTopic(
         reply=_owner_refusal(examples) or REFUSAL[lang],
-        exemplars=(*examples.off_topic.exemplars, *kept),
+        exemplars=(*examples.off_topic.exemplars, *(k.text for k in kept)),
     )
     catalog = Catalog(
         domain=domain or _owner_domain(examples) or DOMAIN_PLACEHOLDER[lang],
@@ -264,11 +287,12 @@ def scaffold_catalog(
         owner_intents=tuple(i.name for i in examples.intents),
         canned_added=tuple(added),
         generic_total=len(generic),
-        generic_kept=tuple(kept),
+        generic_kept=tuple(k.text for k in kept),
         dropped=tuple(dropped),
         owner_off_topic=examples.off_topic.exemplars,
         traffic=report,
         notes=(unreadable,) if unreadable else (),
+        kept_nearest=tuple(kept),
     )
 
 
@@ -319,8 +343,9 @@ _HEADER: dict[Language, str] = {
 # * greeting / thanks / goodbye have a `reply`: such messages are answered with it, without
 #   the LLM. Edit the replies, or delete an intent to send those messages to the LLM instead.
 # * off_topic: the refusal, and example messages your business does not serve (a contrast
-#   class). The generic lines were chosen by `gatekeeper init`; delete any your business does
-#   serve. The ones left out as too close to your intents are listed in {dropped}.
+#   class). The generic lines were chosen by `gatekeeper init`, the nearest to your exemplars
+#   first; delete any your business does serve. The ones left out as too close to your
+#   intents are listed in {dropped}.
 """,
     "zh": """\
 # 由 `gatekeeper init` 根据 {source} 生成的目录（catalog）。
@@ -332,7 +357,8 @@ _HEADER: dict[Language, str] = {
 # * greeting / thanks / goodbye 带有 `reply`：这类消息直接用它回复，不调用大模型。
 #   可以修改回复；删掉某个意图，这类消息就会转给大模型。
 # * off_topic：拒答语（reply）和本店不处理的示例消息（对照类）。通用示例由 `gatekeeper init`
-#   挑选；如有本店其实处理的，请删掉。因与您的意图太接近而被去掉的，列在 {dropped}。
+#   挑选，与您的示例最接近的排在前面；如有本店其实处理的，请删掉。因与您的意图太接近而被去掉的，
+#   列在 {dropped}。
 """,
 }
 _COMMENTS: dict[Language, dict[str, str]] = {
@@ -343,7 +369,9 @@ _COMMENTS: dict[Language, dict[str, str]] = {
         "refusal": "# The refusal: what an off-topic message gets. Edit it.",
         "own_off": "# Your own off-topic examples (from {source}).",
         "generic": "# Generic off-topic messages ({kept} of {total} bundled ones; {dropped} "
-        "left out as too close to your intents). Delete any your business serves.",
+        "left out as too close to your intents),\n# ordered by similarity to your exemplars, "
+        "nearest first: read the first ones and delete any your\n# business serves (each "
+        "would push such customers towards the refusal).",
     },
     "zh": {
         "domain": "# 请修改：您的客服范围",
@@ -352,7 +380,8 @@ _COMMENTS: dict[Language, dict[str, str]] = {
         "refusal": "# 拒答语：无关消息收到的回复。请按需修改。",
         "own_off": "# 您自己的无关示例（来自 {source}）。",
         "generic": "# 通用无关消息（内置 {total} 条中保留 {kept} 条；{dropped} 条因与您的意图"
-        "太接近而去掉）。如有本店处理的，请删掉。",
+        "太接近而去掉），\n# 按与您的示例的相似度从高到低排列：请细看前面几条，如有本店处理的，"
+        "请删掉（否则这类顾客会被拒答）。",
     },
 }
 
@@ -389,15 +418,17 @@ def render_yaml(scaffold: Scaffold, *, source: str, dropped_file: str) -> str:
     if scaffold.owner_off_topic:
         out.append("    " + say["own_off"].format(source=source))
         out += [f"    - {_q(text)}" for text in scaffold.owner_off_topic]
-    out.append(
-        "    "
-        + say["generic"].format(
-            kept=len(scaffold.generic_kept),
-            total=scaffold.generic_total,
-            dropped=sum(d.reason == "too_close" for d in scaffold.dropped),
-        )
+    generic = say["generic"].format(
+        kept=len(scaffold.generic_kept),
+        total=scaffold.generic_total,
+        dropped=sum(d.reason == "too_close" for d in scaffold.dropped),
     )
-    out += [f"    - {_q(text)}" for text in scaffold.generic_kept]
+    out += ["    " + line for line in generic.splitlines()]
+    review = {k.text: k for k in scaffold.review_kept()}
+    for text in scaffold.generic_kept:
+        near = review.get(text)
+        note = f"  # {near.similarity:.3f} ~ {near.intent}: {_q(near.nearest)}" if near else ""
+        out.append(f"    - {_q(text)}{note}")
     return "\n".join(out) + "\n"
 
 
@@ -426,7 +457,9 @@ __all__ = [
     "MIN_CUT",
     "OFF_TOPIC",
     "REFUSAL",
+    "REVIEW_KEPT",
     "DroppedLine",
+    "KeptLine",
     "Language",
     "Scaffold",
     "TrafficReport",

@@ -113,6 +113,8 @@ def init(
 
 
 def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: Path | None) -> None:
+    from gatekeeper.scaffold import REVIEW_KEPT
+
     echo = typer.echo
     too_close = [d for d in result.dropped if d.reason == "too_close"]
     repeats = [d for d in result.dropped if d.reason == "repeats"]
@@ -131,6 +133,15 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: P
     if len(result.dropped) > top:
         echo(f"  … {len(result.dropped) - top} more")
     echo(f"the full list: {dropped_file}")
+    review = result.review_kept(min(top, REVIEW_KEPT))
+    if review:
+        echo(
+            f"review these: the {len(review)} kept generic lines nearest to your exemplars "
+            f"(first in {out}'s off_topic block; delete any your business serves, or the gate "
+            "refuses such customers)"
+        )
+        for k in review:
+            echo(f"  {k.similarity:.3f}  {k.text!r}  ~ {k.intent}: {k.nearest!r}")
     if result.traffic is not None:
         hits = result.traffic.looks_off_topic
         share = len(hits) / result.traffic.n_lines

@@ -16,6 +16,7 @@ from gatekeeper.scaffold import (
     detect_language,
     generic_off_topic,
     read_traffic,
+    render_yaml,
     scaffold_catalog,
 )
 from gatekeeper.testing import HashingEmbedder
@@ -192,3 +193,40 @@ def test_cli_refuses_a_bad_language_and_a_non_yaml_out(tmp_path: Path, hashing: 
     catalog = read_catalog(tmp_path / "zh.yaml").catalog
     assert catalog.intent("greeting").reply == CANNED["zh"]["greeting"][1]
     assert (tmp_path / "zh.yaml").read_text(encoding="utf-8").startswith("# 由 `gatekeeper init`")
+
+
+BIKE_EXAMPLES = (
+    "text,intent\n"
+    "I have a flat tire can you fix my bike,repairs\n"
+    "how do I fix a flat tire on my bike,repairs\n"
+    "can I rent a bike for the weekend,rentals\n"
+    "do you rent e-bikes,rentals\n"
+)
+
+
+def test_kept_generic_lines_are_written_nearest_to_the_exemplars_first(tmp_path: Path) -> None:
+    """The kept generic lines are ordered by similarity to the owner's exemplars, nearest
+    first, in the report and in the YAML (whose comment says so): "how do I change a flat
+    tire" (under the cut) leads a bike shop's off-topic block instead of hiding in it."""
+    examples = read_catalog(_write(tmp_path / "ex.csv", BIKE_EXAMPLES)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.99)
+    sims = [k.similarity for k in result.kept_nearest]
+    assert sims == sorted(sims, reverse=True)
+    assert result.generic_kept == tuple(k.text for k in result.kept_nearest)
+    first = result.review_kept(1)[0]
+    assert (first.text, first.intent) == ("how do I change a flat tire", "repairs")
+    assert result.catalog.off_topic.exemplars[0] == "how do I change a flat tire"
+    text = render_yaml(result, source="ex.csv", dropped_file="c.dropped.txt")
+    assert "ordered by similarity to your exemplars, nearest first" in text
+    assert '- "how do I change a flat tire"  # ' in text
+
+
+def test_cli_prints_the_nearest_kept_lines_to_review(tmp_path: Path, hashing: None) -> None:
+    """`gatekeeper init` prints the ten kept generic lines nearest to the owner's exemplars,
+    each with its similarity and nearest exemplar, as lines to review."""
+    examples = _write(tmp_path / "examples.csv", BIKE_EXAMPLES)
+    code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml", "--cut", "0.99")
+    assert code == 0, output
+    review = output.split("review these:")[1].splitlines()[1:11]
+    assert "'how do I change a flat tire'  ~ repairs: " in review[0]
+    assert all(line.startswith("  0.") for line in review)
