@@ -25,7 +25,6 @@ generic off-topic line than to any in-domain exemplar (a comparison, so no scale
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,22 +37,22 @@ from gatekeeper._rows import read_jsonl, read_text
 from gatekeeper.catalog import Catalog, Intent, OffTopic
 from gatekeeper.embedding.base import Embedder, Vectors
 from gatekeeper.errors import InputError
+from gatekeeper.language import (
+    CJK_SHARE,
+    LANGUAGES,
+    Language,
+    detect_language,
+    not_english_warning,
+)
 from gatekeeper.legibility import unreadable_warning
 from gatekeeper.types import OFF_TOPIC
 
-Language = Literal["en", "zh"]
-LANGUAGES: tuple[Language, ...] = ("en", "zh")
-#: Share of CJK characters among letters from which examples are taken to be Chinese.
-CJK_SHARE = 0.3
 #: Quantile of the owner's within-intent nearest-neighbour similarities used as the auto cut.
 AUTO_CUT_QUANTILE = 0.25
 #: The auto cut never goes below this (a floor for models whose unrelated sentences score low).
 MIN_CUT = 0.6
 #: How many kept generic lines, the nearest to the owner's exemplars, ``init`` asks to review.
 REVIEW_KEPT = 10
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
 #: The canned intents and the refusal, per language: (exemplars, reply).
 CANNED: dict[Language, dict[str, tuple[tuple[str, ...], str]]] = {
@@ -148,13 +147,6 @@ class Scaffold:
         (a line the business serves, just under the cut, would push its customers towards
         the refusal)."""
         return self.kept_nearest[:n]
-
-
-def detect_language(texts: Sequence[str]) -> Language:
-    """``zh`` when at least :data:`CJK_SHARE` of the letters in ``texts`` are CJK, else ``en``."""
-    letters = sum(len(_LETTER.findall(t)) for t in texts)
-    cjk = sum(len(_CJK.findall(t)) for t in texts)
-    return "zh" if letters and cjk / letters >= CJK_SHARE else "en"
 
 
 def generic_off_topic(language: Language) -> list[str]:
@@ -278,7 +270,10 @@ def scaffold_catalog(
     report = None
     if traffic:
         report = _traffic_report(embedder, traffic, vectors, generic, generic_vectors)
-    unreadable = unreadable_warning(texts, vectors)
+    notes = [
+        not_english_warning(owner_texts, embedder.identity),
+        unreadable_warning(texts, vectors),
+    ]
     return Scaffold(
         catalog=catalog,
         language=lang,
@@ -291,7 +286,7 @@ def scaffold_catalog(
         dropped=tuple(dropped),
         owner_off_topic=examples.off_topic.exemplars,
         traffic=report,
-        notes=(unreadable,) if unreadable else (),
+        notes=tuple(note for note in notes if note),
         kept_nearest=tuple(kept),
     )
 

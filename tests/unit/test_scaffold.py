@@ -230,3 +230,45 @@ def test_cli_prints_the_nearest_kept_lines_to_review(tmp_path: Path, hashing: No
     review = output.split("review these:")[1].splitlines()[1:11]
     assert "'how do I change a flat tire'  ~ repairs: " in review[0]
     assert all(line.startswith("  0.") for line in review)
+
+
+DE_EXAMPLES = (
+    "text,intent\n"
+    "Kann ich ein E-Bike für morgen mieten?,vermietung\n"
+    "Ich möchte zwei Räder für Samstag buchen,vermietung\n"
+    "Wie viel kostet ein Tagesmietrad?,preise\n"
+    "Gibt es einen Wochenpreis?,preise\n"
+    "Mein Reifen ist platt,reparatur\n"
+    "Die Bremsen quietschen,reparatur\n"
+)
+
+
+def test_german_examples_get_a_warning_about_language_and_model(tmp_path: Path) -> None:
+    """German examples (English scaffolding, an English-only default model) are warned about:
+    supported languages en and zh, the model is English-only, the README's multilingual path."""
+    examples = read_catalog(_write(tmp_path / "de.csv", DE_EXAMPLES)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    assert result.language == "en"
+    (note,) = result.notes
+    assert "do not look English" in note and "supports en and zh only" in note
+    assert "all-MiniLM-L6-v2, is English-only" in note
+    assert "OpenAI-compatible embeddings endpoint" in note and "README" in note
+
+
+@pytest.mark.parametrize(("text", "language"), [(EN_EXAMPLES, "en"), (ZH_EXAMPLES, "zh")])
+def test_english_and_chinese_examples_get_no_language_warning(
+    tmp_path: Path, text: str, language: str
+) -> None:
+    """English and Chinese examples are detected as before, with no language warning."""
+    examples = read_catalog(_write(tmp_path / "ex.csv", text)).catalog
+    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    assert result.language == language
+    assert not any("do not look English" in note for note in result.notes)
+
+
+def test_cli_prints_the_language_warning(tmp_path: Path, hashing: None) -> None:
+    """`gatekeeper init` on German examples prints the warning."""
+    examples = _write(tmp_path / "de.csv", DE_EXAMPLES)
+    code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml")
+    assert code == 0, output
+    assert "warning:" in output and "do not look English" in output
