@@ -28,8 +28,9 @@ _SCALE_VARIABLES = ("GATEKEEPER_EMBEDDING__", "GATEKEEPER_GATE__RULE", "GATEKEEP
 
 def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
     """The ``gatekeeper calibrate`` command to advise, reading (and writing) the same settings
-    file (``config_flag``, see :meth:`Settings.config_flag`) and catalog as the gate, with the
-    environment variables that chose its model or rule (never a key's value)."""
+    file (``config_flag``, see :meth:`Settings.write_flag`: a ``--config`` even when only the
+    package's own settings are in play, which ``--write`` refuses) and catalog as the gate,
+    with the environment variables that chose its model or rule (never a key's value)."""
     command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
     env = sorted(
         f"{name}={value}"

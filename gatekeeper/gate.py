@@ -209,7 +209,7 @@ class Gatekeeper:
             rule=self.rule.name,
             catalog_hash=self._catalog_hash,
             catalog=str(self.settings.catalog),
-            config_flag=self.settings.config_flag(),
+            config_flag=self.settings.write_flag(),
             from_file=self.settings.source_file is not None,
         )
         for warning in outcome.warnings:

@@ -382,6 +382,14 @@ class Settings(BaseSettings):
             return ""
         return f" --config {path}"
 
+    def write_flag(self) -> str:
+        """:meth:`config_flag` for a command that writes (``calibrate --write``): when that is
+        ``""`` and no settings file of the user's would take the write (:func:`own_settings_file`:
+        only the package's own copy is in play), ``" --config YOUR_SETTINGS.yaml"``, since
+        ``--write`` without it fails."""
+        flag = self.config_flag()
+        return flag or ("" if own_settings_file() is not None else f" --config {YOUR_SETTINGS}")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -449,6 +457,20 @@ class _YamlFile(YamlConfigSettingsSource):
 def _relative_to(base: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
+
+
+#: The settings file a printed command names when the user has none yet.
+YOUR_SETTINGS = "YOUR_SETTINGS.yaml"
+
+
+def own_settings_file() -> Path | None:
+    """The user's settings file that a ``--write`` without ``--config`` stores into:
+    ``$GATEKEEPER_CONFIG``, else ``configs/gatekeeper.yaml`` under the working directory; None
+    when neither is there (the settings read are the package's own, shared by every project)."""
+    named = os.environ.get(CONFIG_VARIABLE)
+    if named:
+        return Path(named)
+    return _DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None
 
 
 def default_config_path() -> Path | None:

@@ -197,18 +197,14 @@ def settings_target(config: Path | None, *, write: bool) -> Path:
     else ``configs/gatekeeper.yaml`` under the working directory. Never the package's own copy
     (the default settings read from anywhere else, shared by every project): with ``write``
     and none of those, :class:`InputError` asking for ``--config``."""
-    import os
-
     from gatekeeper._variables import CONFIG_VARIABLE
-    from gatekeeper.settings import default_config_path
+    from gatekeeper.settings import default_config_path, own_settings_file
 
     if config is not None:
         return config
-    named = os.environ.get(CONFIG_VARIABLE)
-    if named:
-        return Path(named)
-    if DEFAULT_SETTINGS_FILE.is_file():
-        return DEFAULT_SETTINGS_FILE
+    own = own_settings_file()
+    if own is not None:
+        return own
     bundled = default_config_path()
     if write:
         raise InputError(

@@ -4,7 +4,7 @@ vectors (any embedder), or a fine-tuned copy of a local encoder (``--method enco
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.markup import escape
@@ -94,9 +94,11 @@ def tune(
         catalog_path = catalog or settings.catalog
         loaded = load_catalog(catalog_path)
         # The advised commands repeat the user's own --config and --catalog: they must read the
-        # same settings file and catalog.
-        flags = (f" --config {config}" if config else "") + (
-            f" --catalog {catalog}" if catalog else ""
+        # same settings file and catalog (and calibrate --write must have a file to write).
+        on_catalog = f" --catalog {catalog}" if catalog else ""
+        flags = _Flags(
+            for_index=(f" --config {config}" if config else "") + on_catalog,
+            for_calibrate=(f" --config {config}" if config else settings.write_flag()) + on_catalog,
         )
         if method is TuneMethod.encoder:
             _tune_encoder(
@@ -157,7 +159,7 @@ def _tune_encoder(
     triplets: int,
     write: bool,
     target: Path,
-    flags: str,
+    flags: _Flags,
 ) -> None:
     from gatekeeper.eval.settings_file import store_model
     from gatekeeper.finetune import FinetuneConfig, finetune_encoder
@@ -270,16 +272,23 @@ def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
         )
 
 
-def _then_run(flags: str) -> str:
+class _Flags(NamedTuple):
+    """The options of the advised ``index`` and ``calibrate --write`` commands."""
+
+    for_index: str
+    for_calibrate: str
+
+
+def _then_run(flags: _Flags) -> str:
     """The commands that make a tuned model usable: a new index, a threshold on its scale."""
     return (
-        f"  gatekeeper index --rebuild{flags}\n"
-        f"  gatekeeper calibrate{flags} --dataset YOUR_LABELLED_MESSAGES.jsonl "
+        f"  gatekeeper index --rebuild{flags.for_index}\n"
+        f"  gatekeeper calibrate{flags.for_calibrate} --dataset YOUR_LABELLED_MESSAGES.jsonl "
         "--target-pass-rate 0.98 --write"
     )
 
 
-def _print_next_steps(path: Path, identity: str, manifest: dict[str, Any], flags: str) -> None:
+def _print_next_steps(path: Path, identity: str, manifest: dict[str, Any], flags: _Flags) -> None:
     where = path.resolve()
     typer.echo(f"adapter: {where}")
     typer.echo(f"  settings file:  embedding:\n                    adapter: {where}")

@@ -351,7 +351,7 @@ def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
     flag = gate.settings.config_flag()
     catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
     if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
-        return flag
+        return flag or gate.settings.write_flag()  # never a --write that must fail
     return f" --config gatekeeper-{Path(catalog).stem}.yaml"
 
 

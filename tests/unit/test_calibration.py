@@ -152,3 +152,36 @@ def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> Non
     assert loaded.gate.threshold == pytest.approx(0.2569)
     assert loaded.gate.calibrated_for == record(MODEL, RULE, "abc")
     assert yaml.safe_load(text)["gate"]["calibrated_for"]["model"] == MODEL
+
+
+def test_a_write_hint_names_a_settings_file_when_the_user_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only the package's own settings in play (no --config, no GATEKEEPER_CONFIG, no
+    ./configs/gatekeeper.yaml), the stale-calibration hint's `calibrate ... --write` carries
+    `--config YOUR_SETTINGS.yaml` (without it --write fails); with a file of the user's, not."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.testing import HashingEmbedder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
+    made_for = record(HashingEmbedder().identity, "contrast", "an older catalog")
+    gate = make_gate(
+        tmp_path / "data", gate={"allow_uncalibrated": False, "calibrated_for": made_for}
+    )
+    with capture_logs() as logs:
+        gate.check_calibrated()
+    (hint,) = [entry["hint"] for entry in logs if entry["event"] == "gate.calibration_stale"]
+    assert "`gatekeeper calibrate --config YOUR_SETTINGS.yaml --dataset " in hint
+    assert hint.endswith(f"--write --catalog {gate.settings.catalog}`")
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "gatekeeper.yaml").write_text("gate: {}\n", encoding="utf-8")
+    with capture_logs() as logs:
+        gate.check_calibrated()
+    assert "gatekeeper calibrate --dataset " in logs[0]["hint"]
+    assert "YOUR_SETTINGS" not in logs[0]["hint"]
+    own = tmp_path / "mine.yaml"
+    own.write_text("gate: {}\n", encoding="utf-8")
+    assert load_settings(own).write_flag() == f" --config {own}"

@@ -442,3 +442,23 @@ def test_the_intent_term_keeps_intents_apart(seed: int) -> None:
         held_out = tuning.heldout_metrics(w, (x, labels), (held, held_labels), off_held, 5)
         accuracy[weight] = held_out["intent_accuracy"]
     assert accuracy[1.0] > accuracy[0.0]
+
+
+def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tune` without --config and no settings file of the user's: the advised `calibrate ...
+    --write` names `--config YOUR_SETTINGS.yaml` (it fails without one); the index command
+    reads the same settings as tune did."""
+    monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
+    monkeypatch.setenv("GATEKEEPER_DATA_DIR", str(tmp_path / "data"))
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    result = CliRunner().invoke(app, ["tune", "--catalog", str(catalog), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"gatekeeper index --rebuild --catalog {catalog}\n" in result.output
+    assert (
+        f"gatekeeper calibrate --config YOUR_SETTINGS.yaml --catalog {catalog} --dataset"
+        in result.output
+    )
