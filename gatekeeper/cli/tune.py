@@ -73,8 +73,9 @@ def tune(
     """Adapt the embedder to the catalog: a linear adapter, or a fine-tuned local encoder.
 
     Only the catalog is used (its exemplars, its off_topic block and the bundled generic
-    off-topic set); 10% of each is held out and scored before and after. The result is a new
-    model: rebuild the index and calibrate the threshold for it.
+    off-topic set); 10% of each (at least one exemplar of an intent with three or more) is
+    held out and scored before and after. The result is a new model: rebuild the index and
+    calibrate the threshold for it.
     """
     from gatekeeper.artifacts import check_replaceable
     from gatekeeper.catalog import load_catalog
@@ -237,15 +238,29 @@ def _off_topic_summary(data: dict[str, Any]) -> str:
 WORSE_BY = 0.005
 
 
+def held_out_title(data: dict[str, Any]) -> str:
+    """What was held out, as it was: 10% of each intent's exemplars but at least one of an
+    intent with three or more (so a quarter or more on a small catalog), and of the
+    off-topic lines; the rest is the index the held-out ones are scored against."""
+    held, off_held = data["exemplars_heldout"], data["off_topic_heldout"]
+    everything, off_all = held + data["exemplars_train"], off_held + data["off_topic_train"]
+    return (
+        f"held out: {held} of {everything} exemplars ({_share(held, everything)}: 10% of each "
+        f"intent, at least one of an intent with three or more) and {off_held} of {off_all} "
+        f"off-topic lines ({_share(off_held, off_all)}); index: the rest"
+    )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
 def _print_heldout(manifest: dict[str, Any], tuned: str) -> None:
     from rich.console import Console
 
     frozen, adapted = manifest["heldout"]["frozen"], manifest["heldout"][tuned]
     data = manifest["data"]
-    table = Table(
-        title=f"held out: {data['exemplars_heldout']} exemplars, "
-        f"{data['off_topic_heldout']} off-topic lines (index: the other 90%)"
-    )
+    table = Table(title=held_out_title(data))
     table.add_column("metric", style="bold")
     table.add_column("frozen")
     table.add_column(tuned)

@@ -114,7 +114,8 @@ def tuned_gate(
         settings, catalog=gate.catalog, embedder=AdaptedEmbedder(base, result.adapter)
     )
     summary = _tuning_summary(result.manifest, result.seconds)
-    return adapted, {"adapter": str(result.path), "steps": result.manifest["steps"], **summary}
+    where = str(result.path.resolve())  # printed as a setting: valid from any directory
+    return adapted, {"adapter": where, "steps": result.manifest["steps"], **summary}
 
 
 def finetuned_gate(
@@ -151,7 +152,7 @@ def finetuned_gate(
     summary = _tuning_summary(manifest, result.seconds)
     epochs = manifest["hyperparameters"]["epochs"]
     return tuned, {
-        "model": str(result.path),
+        "model": str(result.path.resolve()),
         "method": manifest["method"],
         "epochs": epochs,
         **summary,

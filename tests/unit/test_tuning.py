@@ -368,7 +368,12 @@ def test_a_tuned_model_worse_on_held_out_data_is_warned_about(
     from gatekeeper.cli.tune import _print_heldout
 
     manifest = {
-        "data": {"exemplars_heldout": 50, "off_topic_heldout": 20},
+        "data": {
+            "exemplars_heldout": 50,
+            "exemplars_train": 450,
+            "off_topic_heldout": 20,
+            "off_topic_train": 180,
+        },
         "heldout": {
             "frozen": {"auroc_in_vs_off": 0.95, "intent_accuracy": 0.787},
             "adapted": {"auroc_in_vs_off": 0.97, "intent_accuracy": 0.723},
@@ -462,3 +467,36 @@ def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
         f"gatekeeper calibrate --config YOUR_SETTINGS.yaml --catalog {catalog} --dataset"
         in result.output
     )
+
+
+def test_the_held_out_line_says_what_was_held_out() -> None:
+    """The held-out title gives the real share (at least one exemplar of an intent with three
+    or more: 25% on a small catalog), not a flat 10%."""
+    from gatekeeper.cli.tune import held_out_title
+
+    title = held_out_title(
+        {
+            "exemplars_heldout": 3,
+            "exemplars_train": 9,
+            "off_topic_heldout": 60,
+            "off_topic_train": 540,
+        }
+    )
+    assert title.startswith(
+        "held out: 3 of 12 exemplars (25%: 10% of each intent, at least one of an intent "
+        "with three or more) and 60 of 600 off-topic lines (10%)"
+    )
+    assert "90%" not in title
+
+
+def test_eval_tune_reports_the_adapter_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a relative data dir, `eval --tune`'s adapter (and its `set embedding.adapter:`
+    hint) is an absolute path, as `tune` prints it: valid from any directory."""
+    from gatekeeper.eval.gates import tuned_gate
+
+    monkeypatch.chdir(tmp_path)
+    _, meta = tuned_gate(make_gate(Path("data")))
+    assert Path(meta["adapter"]).is_absolute()
+    assert meta["adapter"].startswith(str(tmp_path / "data" / "adapters"))
