@@ -157,9 +157,7 @@ def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> Non
 def test_a_write_hint_names_a_settings_file_when_the_user_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With only the package's own settings in play (no --config, no GATEKEEPER_CONFIG, no
-    ./configs/gatekeeper.yaml), the stale-calibration hint's `calibrate ... --write` carries
-    `--config YOUR_SETTINGS.yaml` (without it --write fails); with a file of the user's, not."""
+    """With no settings file of the user's, the stale hint's --write names YOUR_SETTINGS.yaml."""
     from structlog.testing import capture_logs
 
     from gatekeeper.testing import HashingEmbedder

@@ -266,8 +266,7 @@ def test_a_file_saved_in_another_encoding_names_the_line_and_the_fix(
 
 
 def test_an_unquoted_comma_in_a_csv_text_is_an_error_naming_the_row(tmp_path: Path) -> None:
-    """A row with more cells than the header, even when the extra cell is empty (the owner's
-    `text,intent,reply` row ending in a comma), is an error naming the row and the fix."""
+    """A CSV row longer than the header, even by an empty cell, is an error saying to quote."""
     path = _csv(
         tmp_path,
         "text,intent,reply\nfine,orders,\nmy brakes squeak, can you look at them,repair_booking,\n",
@@ -291,8 +290,7 @@ def test_every_overlong_row_is_in_one_error_with_the_other_row_problems(tmp_path
 
 
 def test_a_jsonl_key_typo_gets_a_did_you_mean_in_the_row_error(tmp_path: Path) -> None:
-    """{"text": ..., "intnet": ...}: the 'intent is empty' error names the unknown key and
-    suggests 'intent', as CSV columns get."""
+    """A JSONL row's 'intent is empty' error names its unknown key 'intnet' with a did-you-mean."""
     path = _csv(
         tmp_path,
         '{"text": "rent a bike", "intent": "rental"}\n'
@@ -306,8 +304,7 @@ def test_a_jsonl_key_typo_gets_a_did_you_mean_in_the_row_error(tmp_path: Path) -
 
 
 def test_a_row_with_a_value_only_in_an_unknown_column_is_not_called_empty(tmp_path: Path) -> None:
-    """The off-topic refusal under a misspelt 'Repyl' header: the skipped row is reported as
-    having only a value in that unknown column (with a did-you-mean), not as an empty row."""
+    """A row with a value only under a misspelt 'Repyl' column is reported as such."""
     path = _csv(
         tmp_path,
         "Text,Intent,Repyl\n"

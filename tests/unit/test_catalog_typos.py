@@ -25,7 +25,7 @@ def _warnings(path: Path) -> str:
 
 
 def test_names_that_differ_only_in_case_or_underscores_are_an_error(tmp_path: Path) -> None:
-    """'Rental_Prices' beside 'rental_prices ' (and 'rental prices') is an error naming both."""
+    """Intent names differing only in case, spaces or underscores are an error naming both."""
     path = _file(
         tmp_path,
         "c.csv",
@@ -43,8 +43,7 @@ def test_names_that_differ_only_in_case_or_underscores_are_an_error(tmp_path: Pa
 
 
 def test_a_name_within_a_small_edit_distance_is_a_warning(tmp_path: Path) -> None:
-    """'repiar_status' (1 exemplar) beside 'repair_status' is named as a likely typo, with the
-    exemplar counts; its single exemplar is flagged too."""
+    """'repiar_status' beside 'repair_status' is warned about, with counts and as single."""
     path = _file(
         tmp_path,
         "c.csv",
@@ -59,7 +58,7 @@ def test_a_name_within_a_small_edit_distance_is_a_warning(tmp_path: Path) -> Non
 
 
 def test_real_catalogs_close_names_are_not_typos() -> None:
-    """The shop's change_order/cancel_order and banking77's closest pairs are no warning."""
+    """Real catalogs' closest legitimate names are no typo; two swapped letters are."""
     names = [
         "change_order",
         "cancel_order",
@@ -75,8 +74,7 @@ def test_real_catalogs_close_names_are_not_typos() -> None:
 def test_an_exemplar_in_two_intents_but_for_case_and_punctuation_is_flagged(
     tmp_path: Path,
 ) -> None:
-    """ "How much is a DAY rental?" in one intent and "how much is a day rental" in another is
-    a warning naming both (an exact repeat, case aside, stays an error)."""
+    """Two intents' exemplars equal but for case and punctuation warn; exact repeats stay errors."""
     path = _file(
         tmp_path,
         "c.csv",
@@ -98,7 +96,7 @@ def test_an_exemplar_in_two_intents_but_for_case_and_punctuation_is_flagged(
 
 
 def test_an_exemplar_listed_twice_in_one_yaml_intent_is_a_warning(tmp_path: Path) -> None:
-    """A YAML intent that lists an exemplar twice loads it once and says so."""
+    """A YAML intent listing an exemplar twice loads it once and warns."""
     path = _file(
         tmp_path,
         "c.yaml",

@@ -191,8 +191,7 @@ def test_a_csv_problem_names_the_spreadsheet_row(tmp_path: Path) -> None:
 
 
 def test_a_csv_row_longer_than_the_header_is_a_malformed_row(tmp_path: Path) -> None:
-    """An unquoted comma (a row with more cells than the header) is a row problem like the
-    others: listed with them in one error, and left out with skip_invalid."""
+    """A dataset CSV row longer than the header is a malformed row, listed and skippable."""
     path = tmp_path / "d.csv"
     path.write_text(
         "text,label,intent\n"

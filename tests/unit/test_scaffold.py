@@ -205,9 +205,7 @@ BIKE_EXAMPLES = (
 
 
 def test_kept_generic_lines_are_written_nearest_to_the_exemplars_first(tmp_path: Path) -> None:
-    """The kept generic lines are ordered by similarity to the owner's exemplars, nearest
-    first, in the report and in the YAML (whose comment says so): "how do I change a flat
-    tire" (under the cut) leads a bike shop's off-topic block instead of hiding in it."""
+    """Kept generic lines are written nearest to the owner's exemplars first, said in a comment."""
     examples = read_catalog(_write(tmp_path / "ex.csv", BIKE_EXAMPLES)).catalog
     result = scaffold_catalog(examples, HashingEmbedder(), cut=0.99)
     sims = [k.similarity for k in result.kept_nearest]
@@ -222,8 +220,7 @@ def test_kept_generic_lines_are_written_nearest_to_the_exemplars_first(tmp_path:
 
 
 def test_cli_prints_the_nearest_kept_lines_to_review(tmp_path: Path, hashing: None) -> None:
-    """`gatekeeper init` prints the ten kept generic lines nearest to the owner's exemplars,
-    each with its similarity and nearest exemplar, as lines to review."""
+    """`init` prints the ten nearest kept lines, with similarity and nearest exemplar, to review."""
     examples = _write(tmp_path / "examples.csv", BIKE_EXAMPLES)
     code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml", "--cut", "0.99")
     assert code == 0, output
@@ -244,8 +241,7 @@ DE_EXAMPLES = (
 
 
 def test_german_examples_get_a_warning_about_language_and_model(tmp_path: Path) -> None:
-    """German examples (English scaffolding, an English-only default model) are warned about:
-    supported languages en and zh, the model is English-only, the README's multilingual path."""
+    """German examples warn: en/zh only, an English-only default model, the README's path."""
     examples = read_catalog(_write(tmp_path / "de.csv", DE_EXAMPLES)).catalog
     result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
     assert result.language == "en"
@@ -267,7 +263,7 @@ def test_english_and_chinese_examples_get_no_language_warning(
 
 
 def test_cli_prints_the_language_warning(tmp_path: Path, hashing: None) -> None:
-    """`gatekeeper init` on German examples prints the warning."""
+    """`gatekeeper init` on German examples prints the language warning."""
     examples = _write(tmp_path / "de.csv", DE_EXAMPLES)
     code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml")
     assert code == 0, output

@@ -452,9 +452,7 @@ def test_the_intent_term_keeps_intents_apart(seed: int) -> None:
 def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`tune` without --config and no settings file of the user's: the advised `calibrate ...
-    --write` names `--config YOUR_SETTINGS.yaml` (it fails without one); the index command
-    reads the same settings as tune did."""
+    """`tune` with no settings file of the user's advises calibrate --config YOUR_SETTINGS.yaml."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
@@ -470,8 +468,7 @@ def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
 
 
 def test_the_held_out_line_says_what_was_held_out() -> None:
-    """The held-out title gives the real share (at least one exemplar of an intent with three
-    or more: 25% on a small catalog), not a flat 10%."""
+    """The held-out title gives the real share (25% on a small catalog), not a flat 10%."""
     from gatekeeper.cli.tune import held_out_title
 
     title = held_out_title(
@@ -492,8 +489,7 @@ def test_the_held_out_line_says_what_was_held_out() -> None:
 def test_eval_tune_reports_the_adapter_as_an_absolute_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a relative data dir, `eval --tune`'s adapter (and its `set embedding.adapter:`
-    hint) is an absolute path, as `tune` prints it: valid from any directory."""
+    """`eval --tune` reports its adapter as an absolute path even with a relative data dir."""
     from gatekeeper.eval.gates import tuned_gate
 
     monkeypatch.chdir(tmp_path)
