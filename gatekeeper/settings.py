@@ -35,10 +35,10 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
-from gatekeeper._rows import load_yaml, yaml_problem
+from gatekeeper._rows import yaml_problem
+from gatekeeper._settings_sources import OwnVariables, YamlFile
 from gatekeeper._validation import describe_invalid, http_url, sendable_key
 from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
@@ -351,6 +351,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     _source_file: Path | None = PrivateAttr(default=None)
+    _served_catalog: Path | None = PrivateAttr(default=None)
 
     def __init__(self, **values: Any) -> None:
         """Settings from ``values`` and the environment; :class:`ConfigError` naming every bad
@@ -368,9 +369,11 @@ class Settings(BaseSettings):
         """The settings file these settings were read from (:func:`load_settings`), if any."""
         return self._source_file
 
-    def with_source_file(self, path: Path | None) -> Settings:
-        """These settings, recorded as read from ``path``."""
+    def with_source_file(self, path: Path | None, served_catalog: Path | None = None) -> Settings:
+        """These settings, recorded as read from ``path``, whose own catalog is
+        ``served_catalog`` when ``catalog`` was given apart (``--catalog``)."""
         self._source_file = path
+        self._served_catalog = served_catalog
         return self
 
     def config_flag(self) -> str:
@@ -386,7 +389,12 @@ class Settings(BaseSettings):
         """:meth:`config_flag` for a command that writes (``calibrate --write``): when that is
         ``""`` and no settings file of the user's would take the write (:func:`own_settings_file`:
         only the package's own copy is in play), ``" --config YOUR_SETTINGS.yaml"``, since
-        ``--write`` without it fails."""
+        ``--write`` without it fails. When ``--catalog`` named another catalog than the settings
+        file serves, a new file named after that catalog (``calibrate --write`` creates it; into
+        the file it would refuse to store another catalog's threshold)."""
+        served = self._served_catalog
+        if served is not None and served.resolve() != self.catalog.resolve():
+            return f" --config gatekeeper-{self.catalog.stem}.yaml"
         flag = self.config_flag()
         return flag or ("" if own_settings_file() is not None else f" --config {YOUR_SETTINGS}")
 
@@ -400,63 +408,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         yaml_file = settings_cls.model_config.get("yaml_file")
-        sources = [init_settings, env_settings, _OwnVariables(dotenv_settings)]
+        sources = [init_settings, env_settings, OwnVariables(dotenv_settings)]
         if yaml_file:
-            sources.append(_YamlFile(settings_cls, yaml_file=yaml_file))
+            sources.append(YamlFile(settings_cls, yaml_file=yaml_file))
         return (*sources, file_secret_settings)
-
-
-class _OwnVariables(PydanticBaseSettingsSource):
-    """A ``.env`` source that keeps gatekeeper's own variables: a project's ``.env`` may well
-    hold ``OPENAI_API_KEY`` and friends, which are none of these settings' business."""
-
-    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
-        super().__init__(inner.settings_cls)
-        self._inner = inner
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        fields = self.settings_cls.model_fields
-        return {key: value for key, value in self._inner().items() if key in fields}
-
-
-class _YamlFile(YamlConfigSettingsSource):
-    """The YAML settings file, with its paths taken relative to the file's directory."""
-
-    _PATHS = ("catalog", "data_dir")
-    _EMBEDDING_PATHS = ("adapter", "cache_dir")
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        """The file as pydantic-settings reads it (UTF-8), refusing a key given twice."""
-        with file_path.open(encoding=self.yaml_file_encoding or "utf-8") as stream:
-            data = load_yaml(stream) or {}
-        if not isinstance(data, dict):
-            kind = "one text" if isinstance(data, str) else type(data).__name__
-            raise ValueError(
-                f"the file must be a mapping of settings ('key: value' lines), got {kind}"
-            )
-        return data
-
-    def __call__(self) -> dict[str, Any]:
-        data = super().__call__()
-        yaml_file = self.settings_cls.model_config.get("yaml_file")
-        if not isinstance(yaml_file, str | Path):
-            return data
-        base = Path(yaml_file).parent
-        sections = ((data, self._PATHS), (data.get("embedding"), self._EMBEDDING_PATHS))
-        for section, keys in sections:
-            for key in keys if isinstance(section, dict) else ():
-                assert isinstance(section, dict)
-                if isinstance(value := section.get(key), str) and value:
-                    section[key] = _relative_to(base, value)
-        return data
-
-
-def _relative_to(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
 
 
 #: The settings file a printed command names when the user has none yet.
@@ -500,10 +455,15 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     try:
         loaded = _FileSettings(**overrides)
+        served = _FileSettings(**_without(overrides, "catalog")) if "catalog" in overrides else None
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, path, overrides, dotenv)) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
-    return loaded.with_source_file(path)
+    return loaded.with_source_file(path, served.catalog if served is not None else None)
+
+
+def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != key}

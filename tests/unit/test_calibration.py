@@ -183,3 +183,15 @@ def test_a_write_hint_names_a_settings_file_when_the_user_has_none(
     own = tmp_path / "mine.yaml"
     own.write_text("gate: {}\n", encoding="utf-8")
     assert load_settings(own).write_flag() == f" --config {own}"
+
+
+def test_a_write_hint_for_another_catalog_names_a_new_settings_file(tmp_path: Path) -> None:
+    """With --catalog naming another catalog than the settings file serves, the advised
+    `calibrate --write` goes to a new file named after it (the file would refuse it)."""
+    (tmp_path / "a.yaml").write_text("intents: []\n", encoding="utf-8")
+    own = tmp_path / "mine.yaml"
+    own.write_text("catalog: a.yaml\n", encoding="utf-8")
+    other = tmp_path / "shop_de.yaml"
+    assert load_settings(own, catalog=other).write_flag() == " --config gatekeeper-shop_de.yaml"
+    assert load_settings(own, catalog=tmp_path / "a.yaml").write_flag() == f" --config {own}"
+    assert load_settings(own).write_flag() == f" --config {own}"
