@@ -980,3 +980,15 @@ async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_ready_log_says_what_is_served(gate: Gatekeeper, upstream: FakeUpstream) -> None:
+    """`server.ready` names the catalog and the store served (an inherited GATEKEEPER_CATALOG
+    beats the settings file's catalog, so an operator must see which one won)."""
+    with capture_logs() as logs:
+        async with serving(gate, upstream):
+            pass
+    [ready] = [entry for entry in logs if entry["event"] == "server.ready"]
+    assert ready["catalog"] == str(gate.settings.catalog)
+    assert ready["store"] == "embedded"
+    assert "config" in ready

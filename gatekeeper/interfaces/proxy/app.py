@@ -109,6 +109,10 @@ def _log_ready(log: Any, settings: Settings) -> None:
         inbound_auth=bool(settings.server.api_keys),
         shadow=settings.gate.shadow,
         on_error=settings.gate.on_error,
+        # what is served: an inherited GATEKEEPER_CATALOG beats the file's `catalog:`
+        config=str(settings.source_file) if settings.source_file is not None else None,
+        catalog=str(settings.catalog),
+        store=f"{settings.store.host}:{settings.store.port}" if settings.store.host else "embedded",
     )
 
 
