@@ -39,6 +39,7 @@ from gatekeeper.errors import (
     StoreError,
 )
 from gatekeeper.logging import Logger, get_logger, message_id
+from gatekeeper.outage import Outage
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
@@ -72,6 +73,7 @@ class Gatekeeper:
         )
         self._turn_vectors = TurnVectors(settings.gate.turn_cache)
         self._log = logger or get_logger()
+        self._outage = Outage(self._log)
         self._ready: IndexInfo | None = None
         self._lock = threading.Lock()
         self._ready_lock = threading.Lock()
@@ -250,6 +252,7 @@ class Gatekeeper:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
             judged = self._judge(texts, progress)
+            self._outage.succeeded()
             ms = (time.perf_counter() - started) * 1000 / max(1, len(texts))
             return [self.conclude(turns, latency_ms=ms) for turns in judged]
         except (EmbeddingError, StoreError) as exc:
@@ -374,7 +377,7 @@ class Gatekeeper:
 
     def _fallback(self, exc: Exception, policy: OnError) -> Decision:
         route = Route.LLM if policy == "fail_open" else Route.OFF_TOPIC
-        self._log.error("gate.failed", error=str(exc), error_type=type(exc).__name__, policy=policy)
+        self._outage.failed(exc, policy)
         return Decision(
             route=route,
             intent=None,

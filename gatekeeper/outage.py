@@ -1,0 +1,67 @@
+"""A run of gate failures (the model or Chroma down), logged as an operator reads it.
+
+Each failed decision is still counted (``gatekeeper_gate_failures_total``) and carries
+``gate_error`` in its own ``gate.decided`` line; what this module limits is the ``gate.failed``
+ERROR line, which a Chroma outage under load wrote once per request (1,087 lines in ten
+seconds, an operator's walkthrough). The first failure of a run is logged at once, repeats at
+most every ``every`` seconds with how many failed since, and the first decision that works
+again logs ``gate.recovered`` with the run's length.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: Seconds between two ``gate.failed`` lines of one outage.
+REPEAT_EVERY = 10.0
+
+
+class Outage:
+    """The current run of failures, if any (thread-safe)."""
+
+    def __init__(
+        self,
+        log: Any,
+        *,
+        every: float = REPEAT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log, self._every, self._clock = log, every, clock
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._logged_at = 0.0
+        self._failures = 0
+        self._unlogged = 0
+
+    def failed(self, exc: Exception, policy: str) -> None:
+        """One failed decision: logged when it starts a run, or ``every`` seconds after the
+        last line."""
+        now = self._clock()
+        with self._lock:
+            self._failures += 1
+            first = self._started is None
+            if not first and now - self._logged_at < self._every:
+                self._unlogged += 1
+                return
+            if first:
+                self._started = now
+            repeated, self._unlogged, self._logged_at = self._unlogged, 0, now
+        fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+        fields["policy"] = policy
+        if not first:
+            fields["repeated"] = repeated + 1  # failures since the last line, this one included
+        self._log.error("gate.failed", **fields)
+
+    def succeeded(self) -> None:
+        """A decision that worked: ends the run, if one is going on."""
+        if self._started is None:  # the usual case, without the lock
+            return
+        with self._lock:
+            if self._started is None:
+                return
+            seconds, failures = self._clock() - self._started, self._failures
+            self._started, self._failures, self._unlogged = None, 0, 0
+        self._log.info("gate.recovered", failures=failures, seconds=round(seconds, 3))
