@@ -157,18 +157,15 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _named(i: Listed) -> list[str]:
+    """The first columns of every list: where, the message (with its chat context), the
+    labelled and the nearest intent."""
+    text = i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})"
+    return [f"{i.source}:{i.line}", text, i.label_intent or "", i.nearest_intent or ""]
+
+
 def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
-    return [
-        [
-            f"{i.source}:{i.line}",
-            i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})",
-            i.label_intent or "",
-            i.nearest_intent or "",
-            f"{i.score:.3f}",
-            f"{i.threshold:.3f}",
-        ]
-        for i in items
-    ]
+    return [[*_named(i), f"{i.score:.3f}", f"{i.threshold:.3f}"] for i in items]
 
 
 LISTED_HEADER = ("where", "message", "labelled intent", "nearest intent", "score", "threshold")
@@ -187,10 +184,7 @@ def _canned_rows(items: Sequence[Listed]) -> list[list[str]]:
     """A canned reply is chosen by the nearest exemplar's similarity, not by the score."""
     return [
         [
-            f"{i.source}:{i.line}",
-            i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})",
-            i.label_intent or "",
-            i.nearest_intent or "",
+            *_named(i),
             i.nearest_exemplar or "",
             "" if i.nearest_similarity is None else f"{i.nearest_similarity:.3f}",
         ]
