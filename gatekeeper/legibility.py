@@ -14,9 +14,15 @@ and one it does not (31%, and 17% of a 209-exemplar Chinese catalog from ``gatek
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+from gatekeeper.types import OFF_TOPIC
+
+if TYPE_CHECKING:
+    from gatekeeper.store import ExemplarStore
 
 #: Two distinct texts closer than this are ones the model cannot tell apart.
 TWIN_COSINE = 0.995
@@ -60,3 +66,10 @@ def unreadable_warning(texts: Sequence[str], vectors: npt.NDArray[np.floating]) 
         "Use a model that reads it (for Chinese, README: 'Chinese shop, end to end') before "
         "indexing and calibrating."
     )
+
+
+def index_warning(store: ExemplarStore) -> str | None:
+    """:func:`unreadable_warning` on the in-domain exemplars of an index, as stored."""
+    exemplars = store.exemplars()
+    in_domain = [i for i, name in enumerate(exemplars.intents) if name != OFF_TOPIC]
+    return unreadable_warning([exemplars.texts[i] for i in in_domain], exemplars.vectors[in_domain])

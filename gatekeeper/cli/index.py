@@ -19,8 +19,7 @@ from gatekeeper.cli._app import (
     tracked,
 )
 from gatekeeper.errors import UncalibratedError
-from gatekeeper.legibility import unreadable_warning
-from gatekeeper.types import OFF_TOPIC
+from gatekeeper.legibility import index_warning
 
 
 @app.command()
@@ -47,11 +46,7 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
-        exemplars = gate.store.exemplars()
-        in_domain = [i for i, name in enumerate(exemplars.intents) if name != OFF_TOPIC]
-        unreadable = unreadable_warning(
-            [exemplars.texts[i] for i in in_domain], exemplars.vectors[in_domain]
-        )
+        unreadable = index_warning(gate.store)
         if unreadable:
             console.print(f"[bold yellow]warning:[/] {escape(unreadable)}", highlight=False)
         try:

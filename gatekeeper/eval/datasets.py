@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gatekeeper._rows import DuplicateKeyError, loads_json, read_csv, read_jsonl
+from gatekeeper.catalog_review import looks_like_off_topic
 from gatekeeper.conversation import chat_messages, last_user_text
 from gatekeeper.errors import DatasetError, InputError
+from gatekeeper.types import OFF_TOPIC, blank
 
 Label = Literal["in_domain", "off_topic"]
 LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
@@ -124,7 +126,9 @@ def load_dataset(
             lambda n, p: problems.append(f"dataset {located(str(path), n)} {p}"),
         )
     else:
-        raise DatasetError(f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv)")
+        raise DatasetError(
+            f"dataset {path}: unknown format {suffix!r} (use .jsonl or .csv){_format_hint(suffix)}"
+        )
     examples: list[Example] = []
     keys: set[str] = set()
     for line, row in rows:
@@ -145,11 +149,24 @@ def load_dataset(
         examples=tuple(examples),
         sources=(str(path),),
         skipped=tuple(skipped),
-        warnings=_misspelt_keys(keys, path),
+        warnings=(*_misspelt_keys(keys, path), *_repeats(examples, path)),
     )
 
 
 KEYS = ("text", "label", "intent", "messages", "labels")
+
+_FORMAT_HINTS = {
+    ".tsv": "; a tab-separated file: save it as CSV (comma-separated, with a header row)",
+    ".txt": "; a text file has no labels: write rows of text and label as .jsonl or .csv",
+    ".json": (
+        '; a JSON file: write one row object per line ({"text": ..., "label": ...}) as .jsonl'
+    ),
+}
+
+
+def _format_hint(suffix: str) -> str:
+    return _FORMAT_HINTS.get(suffix, "")
+
 
 #: Malformed rows a dataset error lists (the rest are counted).
 LISTED_PROBLEMS = 10
@@ -178,6 +195,50 @@ def _misspelt_keys(keys: set[str], path: Path) -> tuple[str, ...]:
         if close:
             warnings.append(f"dataset {path}: ignored key {key!r} (did you mean {close[0]!r}?)")
     return tuple(warnings)
+
+
+def _repeats(examples: list[Example], path: Path) -> list[str]:
+    """Warnings for rows that repeat an earlier one (each copy is counted, so a row pasted
+    twice weighs twice), and for a message labelled both ways (one label is wrong)."""
+    first: dict[tuple[str, int | None], Example] = {}
+    repeated: list[tuple[Example, Example]] = []
+    conflicting: list[tuple[Example, Example]] = []
+    for example in examples:
+        if example.turn is not None:  # chats share their opening turns: not a repeat
+            continue
+        key = (_message_key(example), example.turn)
+        seen = first.setdefault(key, example)
+        if seen is example:
+            continue
+        (repeated if seen.label == example.label else conflicting).append((example, seen))
+    warnings = []
+    if repeated:
+        again, seen = repeated[0]
+        warnings.append(
+            f"dataset {path}: {_rows(len(repeated), 'repeats', 'repeat')} an earlier one (e.g. "
+            f"{_line(again)} repeats {_line(seen)}); each copy is counted"
+        )
+    if conflicting:
+        again, seen = conflicting[0]
+        warnings.append(
+            f"dataset {path}: {_rows(len(conflicting), 'is', 'are')} labelled both ways (e.g. "
+            f"{_line(again)} {again.label}, {_line(seen)} {seen.label}): one label is wrong"
+        )
+    return warnings
+
+
+def _rows(n: int, one: str, many: str) -> str:
+    return f"1 row {one}" if n == 1 else f"{n} rows {many}"
+
+
+def _message_key(example: Example) -> str:
+    if isinstance(example.message, str):
+        return example.message.strip()
+    return json.dumps([dict(m) for m in example.message], ensure_ascii=False, sort_keys=True)
+
+
+def _line(example: Example) -> str:
+    return f"{'row' if example.source.lower().endswith('.csv') else 'line'} {example.line}"
 
 
 def _within(examples: list[Example], max_chars: int | None) -> list[Example]:
@@ -246,13 +307,56 @@ def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     where = f"dataset {located(source, line)}"
     label = row.get("label")
     if label not in LABELS:
-        raise DatasetError(f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}")
+        hint = _label_hint(label)
+        raise DatasetError(
+            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}{hint}"
+        )
     intent = row.get("intent")
     if intent is not None and not isinstance(intent, str):
         raise DatasetError(f"{where}: 'intent' must be a string, not {type(intent).__name__}")
     intent = (intent.strip() or None) if isinstance(intent, str) else None
+    if label == "in_domain" and intent is not None and _off_topic_intent(intent):
+        raise DatasetError(
+            f"{where}: the intent {intent!r} marks an off-topic message, but the label is "
+            "'in_domain' (it would count as a customer wrongly refused): label the row "
+            "'off_topic', or give the in-domain intent"
+        )
     message = _message(row, where)
     return Example(message=message, label=label, intent=intent, source=source, line=line)
+
+
+#: Label spellings that mean one of :data:`LABELS` (compared on letters only, case aside).
+_LABEL_SPELLINGS = {
+    "indomain": "in_domain",
+    "inscope": "in_domain",
+    "supported": "in_domain",
+    "offtopic": "off_topic",
+    "oos": "off_topic",
+    "ood": "off_topic",
+    "outofscope": "off_topic",
+    "outofdomain": "off_topic",
+}
+
+
+def _label_hint(label: Any) -> str:
+    """A did-you-mean for a label spelt another way (``OOS``, ``In_Domain``); a note for a
+    class id (benchmarks ship integer labels, which need mapping to the two words)."""
+    number = isinstance(label, int | float) and not isinstance(label, bool)
+    if number or (isinstance(label, str) and label.strip().isdigit()):  # a CSV cell: "9"
+        return (
+            " (a class id: map the benchmark's ids to the two words, e.g. its out-of-scope id "
+            "to 'off_topic' and the rest to 'in_domain' with the intent name)"
+        )
+    if isinstance(label, str):
+        meant = _LABEL_SPELLINGS.get("".join(ch for ch in label.casefold() if ch.isalpha()))
+        if meant:
+            return f" (did you mean {meant!r}?)"
+    return ""
+
+
+def _off_topic_intent(intent: str) -> bool:
+    """The off-topic marker, or a spelling of it (``oos``, ``out_of_scope``), as an intent."""
+    return intent == OFF_TOPIC or looks_like_off_topic(intent)
 
 
 def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
@@ -265,15 +369,16 @@ def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
         raise DatasetError(
             f"{where}: 'text' must be a string, not {type(text).__name__} (quote it in JSON)"
         )
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or blank(text):
         raise DatasetError(f"{where}: 'text' is missing or empty (or give 'messages')")
     return text
 
 
 def _empty(row: Mapping[str, Any]) -> bool:
-    """A row without anything to judge: no text (or only white space) and no messages."""
+    """A row without anything to judge: no text (or only white space and invisible
+    characters, such as a zero-width space) and no messages."""
     text, messages = row.get("text"), row.get("messages")
-    blank_text = text is None or (isinstance(text, str) and not text.strip())
+    blank_text = text is None or (isinstance(text, str) and blank(text))
     return blank_text and not _present(messages)
 
 
@@ -294,7 +399,7 @@ def _chat(messages: Any, where: str) -> ChatMessages:
         messages = chat_messages(messages)
     except InputError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
-    if not last_user_text(messages).strip():
+    if blank(last_user_text(messages)):
         raise DatasetError(f"{where}: the conversation has no non-empty last user message")
     return tuple(messages)
 

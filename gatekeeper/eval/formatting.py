@@ -1,15 +1,40 @@
-"""Numbers as people read them in reports and summaries."""
+"""Numbers as people read them in reports and summaries.
+
+A rate is never rounded onto a bound it did not reach: one customer refused in 2,000 is
+``99.95%``, not ``100.0%``, and an AUROC of 0.99988 is ``0.9999``, not ``1.000``. Digits are
+added (up to :data:`EXTRA_DIGITS` more) until the text leaves the bound; nearer still, it
+reads ``≈100.0%``.
+"""
 
 from __future__ import annotations
+
+#: How many more digits a number near a bound may get.
+EXTRA_DIGITS = 3
 
 
 def pct(value: float | None, digits: int = 1) -> str:
     """``0.9731`` as ``97.3%``; ``–`` for a missing value."""
-    return "–" if value is None else f"{value * 100:.{digits}f}%"
+    if value is None:
+        return "–"
+    return _off_bounds(value * 100, digits, (0.0, 100.0)) + "%"
 
 
 def num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    """``0.96712`` as ``0.967``; ``–`` for a missing value."""
+    if value is None:
+        return "–"
+    return _off_bounds(value, digits, (0.0, 1.0, -1.0))
+
+
+def _off_bounds(value: float, digits: int, bounds: tuple[float, ...]) -> str:
+    text = f"{value:.{digits}f}"
+    if value in bounds or float(text) not in bounds:
+        return text
+    for extra in range(1, EXTRA_DIGITS + 1):
+        closer = f"{value:.{digits + extra}f}"
+        if float(closer) not in bounds:
+            return closer
+    return f"≈{text}"  # nearer the bound than the digits show
 
 
 def money(value: float | None) -> str:

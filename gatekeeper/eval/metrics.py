@@ -111,11 +111,16 @@ def cost_summary(n: int, llm_calls: int, pricing: PricingSettings) -> Cost:
 
 
 def time_summary(
-    n: int, llm_calls: int, pricing: PricingSettings, gate_mean_ms: float | None
+    n: int,
+    llm_calls: int,
+    pricing: PricingSettings,
+    gate_mean_ms: float | None,
+    batch_ms: float | None = None,
 ) -> TimeSaved:
-    """LLM seconds saved against the seconds the gate adds to every message."""
+    """LLM seconds saved against the seconds the gate adds to every message: the mean of the
+    timed single calls, or without any, the batched run's time per message (lower)."""
     per_call = pricing.llm_seconds_per_call
-    gate_s = (gate_mean_ms or 0.0) / 1000
+    gate_s = (gate_mean_ms if gate_mean_ms is not None else batch_ms or 0.0) / 1000
     saved = (n - llm_calls) * per_call
     added = n * gate_s
     with_gate = (llm_calls * per_call + added) / n if n else None
@@ -127,6 +132,7 @@ def time_summary(
         mean_response_s_without=per_call,
         mean_response_s_with=with_gate,
         speedup=per_call / with_gate if with_gate else None,
+        gate_ms_source="single" if gate_mean_ms is not None else "batch",
     )
 
 
@@ -375,6 +381,7 @@ def build_report(
     scores, scores_in = score_arrays(rows)
     auroc, fpr95 = roc_metrics(scores, scores_in)
     latency = latency_summary(run)
+    gate_ms = latency.mean if latency.mean is not None else latency.batch_ms_per_message
     pricing = gate.settings.pricing
     n = len(outcomes)
     pass_rate = rate([o.passed for o in inside])
@@ -422,10 +429,11 @@ def build_report(
         calibration=calibration,
         latency_ms=latency,
         cost=cost_summary(n, run.llm_calls, pricing),
-        time=time_summary(n, run.llm_calls, pricing, latency.mean),
+        time=time_summary(n, run.llm_calls, pricing, latency.mean, gate_ms),
         projections=[
-            project(s, admit_in, admit_off, false_block or 0.0, pricing, latency.mean)
+            project(s, admit_in, admit_off, false_block or 0.0, pricing, gate_ms)
             for s in options.off_topic_shares
+            if inside and outside  # a mix needs both rates measured, not one of them assumed
         ],
         confidence_intervals=bootstrap_intervals(outcomes, rows, options.bootstrap, options.seed),
         bootstrap={"draws": options.bootstrap, "seed": options.seed, "level": BOOTSTRAP_LEVEL},

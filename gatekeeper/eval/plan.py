@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gatekeeper.errors import InputError
+from gatekeeper.eval.checks import check_threshold_fits, leakage_warnings, mark_unsupported
 from gatekeeper.eval.datasets import Dataset, load_datasets
 from gatekeeper.eval.gates import (
     calibrated,
@@ -25,6 +26,7 @@ from gatekeeper.eval.replay import run_replay
 from gatekeeper.eval.run import run_eval
 from gatekeeper.eval.schema import EvalOptions, EvalReport
 from gatekeeper.eval.thresholds import calibrate, check_target
+from gatekeeper.legibility import index_warning
 from gatekeeper.settings import Settings
 
 if TYPE_CHECKING:
@@ -132,12 +134,22 @@ def evaluate_gate(
     dataset, calibration_set = (
         data if data is not None else load_plan_data(plan, max_chars=max_chars)
     )
+    if plan.threshold is None and calibration_set is None:
+        check_threshold_fits(
+            gate.settings.gate,
+            catalog_hash=gate.catalog.content_hash(),
+            catalog=str(gate.settings.catalog),
+            other_catalog=_other_catalog(gate.settings.catalog, settings_catalog),
+        )
+    dataset = mark_unsupported(dataset, gate.catalog)
+    checked = leakage_warnings(dataset, gate.catalog, calibration_set)
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:
         tune = finetuned_gate if plan.tune_method == "encoder" else tuned_gate
         gate, tuned = tune(gate, seed=plan.options.seed, task=task)
     synced = ensure_index(gate, task)
+    checked += [w for w in [index_warning(gate.store)] if w]
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
     calibration = None
@@ -170,7 +182,13 @@ def evaluate_gate(
         "dataset_warnings": [
             *dataset.warnings,
             *(calibration_set.warnings if calibration_set else ()),
+            *checked,
         ],
         "tuned": tuned,
     }
     return build_report(gate, run, plan.options, calibration, meta), gate
+
+
+def _other_catalog(catalog: Path, settings_catalog: Path | None) -> bool:
+    """Whether the gate evaluates another catalog than the settings file serves."""
+    return settings_catalog is not None and catalog.resolve() != Path(settings_catalog).resolve()

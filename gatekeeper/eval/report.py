@@ -120,9 +120,18 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
         (
             "LLM time saved",
             f"{report.time.net_seconds_saved:,.0f} s",
-            f"{report.time.llm_seconds_per_call:g} s per call",
+            f"{report.time.llm_seconds_per_call:g} s per call"
+            + ("; gate time of the batched run" if report.time.gate_ms_source == "batch" else ""),
         ),
     ]
+    if not report.projections and not (report.n_in_domain and report.n_off_topic):
+        rows.append(
+            (
+                "traffic projection",
+                "–",
+                "needs in-domain and off-topic rows (the data has only one kind)",
+            )
+        )
     for p in report.projections:
         rows.append(
             (

@@ -107,6 +107,11 @@ class TimeSaved(BaseModel):
     mean_response_s_without: float
     mean_response_s_with: float | None
     speedup: float | None
+    gate_ms_source: str = Field(
+        "single",
+        description="the gate's time per message: 'single' (the timed single calls) or 'batch' "
+        "(the batched run's, when none were timed: --latency-sample 0)",
+    )
 
 
 class Projection(BaseModel):

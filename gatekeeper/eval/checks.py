@@ -1,0 +1,123 @@
+"""An eval's data checked against the gate it measures, before any number is computed.
+
+Each check catches a way a run would print confident numbers that mean something else:
+
+* **intents the catalog lacks** (:func:`mark_unsupported`): a test row's intent that is not one
+  of the catalog's is an on-topic question the gate has no exemplars for. It is counted as
+  *unsupported* (as if written ``unsupported:<name>``), not as a supported question the gate
+  failed, and a warning names them (with the catalog's nearest name, for a typo);
+* **leakage** (:func:`leakage_warnings`): test rows that are catalog exemplars, or that the
+  threshold was calibrated on, measure the gate on what it was fitted to;
+* **a threshold from another catalog** (:func:`check_threshold_fits`): ``eval --catalog X`` with
+  the settings file's threshold, calibrated on its own catalog, would report numbers at a
+  threshold nobody chose for X.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from gatekeeper.errors import InputError
+from gatekeeper.eval.datasets import UNSUPPORTED_PREFIX, Dataset, Example
+
+if TYPE_CHECKING:
+    from gatekeeper.catalog import Catalog
+    from gatekeeper.settings import GateSettings
+
+#: Names a warning lists before counting the rest.
+LISTED = 8
+
+
+def mark_unsupported(dataset: Dataset, catalog: Catalog) -> Dataset:
+    """``dataset`` with each in-domain row whose intent the catalog lacks marked unsupported,
+    and a warning naming those intents (a did-you-mean for a near name)."""
+    known = {intent.name for intent in catalog.intents}
+    lacking: dict[str, int] = {}
+    examples: list[Example] = []
+    for example in dataset.examples:
+        intent = example.intent
+        if example.in_domain and intent and not example.unsupported and intent not in known:
+            lacking[intent] = lacking.get(intent, 0) + 1
+            example = replace(example, intent=UNSUPPORTED_PREFIX + intent)
+        examples.append(example)
+    if not lacking:
+        return dataset
+    return replace(
+        dataset,
+        examples=tuple(examples),
+        warnings=(*dataset.warnings, _lacking_warning(lacking, known)),
+    )
+
+
+def _lacking_warning(lacking: dict[str, int], known: set[str]) -> str:
+    names = []
+    for name in sorted(lacking)[:LISTED]:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        meant = f", did you mean {close[0]!r}?" if close else ""
+        names.append(f"{name!r} ({lacking[name]}{meant})")
+    more = len(lacking) - LISTED
+    tail = f" and {more} more" if more > 0 else ""
+    rows = sum(lacking.values())
+    return (
+        f"{rows} in-domain rows carry intents the catalog does not have: {', '.join(names)}"
+        f"{tail}; they are counted as unsupported on-topic questions (write "
+        f"'{UNSUPPORTED_PREFIX}<name>' to say so, or fix the name if it is a typo)"
+    )
+
+
+def leakage_warnings(
+    dataset: Dataset, catalog: Catalog, calibration_set: Dataset | None = None
+) -> list[str]:
+    """A warning when test rows are catalog exemplars or calibration rows (text, case and
+    surrounding space aside): the gate is then measured on what it was fitted to."""
+    tested = _texts(dataset.examples)
+    warnings = []
+    exemplars = {_key(e.text) for e in catalog.exemplars()}
+    shared = tested & exemplars
+    if shared:
+        warnings.append(
+            f"{len(shared)} distinct test messages are exemplars of the catalog (e.g. "
+            f"{_example(shared)}): the gate matches them to themselves, so the report "
+            "overstates how it does on new messages; test on messages the catalog lacks"
+        )
+    if calibration_set is not None:
+        overlap = tested & _texts(calibration_set.examples)
+        if overlap:
+            share = len(overlap) / len(tested)
+            warnings.append(
+                f"{len(overlap)} distinct test messages ({share:.0%}) are also in the "
+                f"calibration file (e.g. {_example(overlap)}): the threshold was chosen on "
+                "them, so the pass rate is measured on the data that set it; calibrate on a "
+                "separate split"
+            )
+    return warnings
+
+
+def _texts(examples: tuple[Example, ...]) -> set[str]:
+    return {_key(e.text) for e in examples if not e.multi_turn}
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _example(keys: set[str]) -> str:
+    return repr(sorted(keys)[0][:60])
+
+
+def check_threshold_fits(
+    gate: GateSettings, *, catalog_hash: str, catalog: str, other_catalog: bool
+) -> None:
+    """Refuse (:class:`InputError`) to evaluate ``catalog``, another catalog than the settings
+    serve, at a threshold calibrated on a catalog with other contents."""
+    found = gate.calibrated_for
+    if not other_catalog or found is None or found.catalog in (None, catalog_hash):
+        return
+    raise InputError(
+        f"gate.threshold {gate.threshold:g} was calibrated on the settings' own catalog, not "
+        f"on {catalog}, so its numbers there would be at a threshold nobody chose. Add "
+        "--calibrate-on LABELLED.jsonl --target-pass-rate 0.98 (labelled messages other than "
+        "the test set), or --threshold T to measure a threshold of your choice"
+    )
