@@ -95,7 +95,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
             "messages (decided by gate.on_error); see the log"
         )
     typer.echo(
-        f"report: {files.html}  ({files.json.name}, {files.markdown.name}, "
+        f"report: {files.html}  ({files.json.name}, {files.markdown.name}, {files.rows.name}, "
         f"{len(files.plots)} plots in {files.directory})"
     )
 

@@ -12,6 +12,7 @@ import numpy as np
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.intervals import bootstrap_intervals, score_arrays
+from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import (
     BOOTSTRAP_LEVEL,
     Calibration,
@@ -26,6 +27,7 @@ from gatekeeper.eval.schema import (
     Outcome,
     Projection,
     RecommendedThreshold,
+    Row,
     ScoreSamples,
     SourceRow,
     SweepPoint,
@@ -245,6 +247,18 @@ def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
     ]
 
 
+def row(outcome: Outcome) -> Row:
+    """An outcome as a line of ``rows.jsonl``."""
+    return Row(
+        **listed(outcome).model_dump(),
+        turn=outcome.example.turn,
+        label=outcome.example.label,
+        passed=outcome.passed,
+        called=outcome.called,
+        followup=outcome.decision.followup,
+    )
+
+
 def listed(outcome: Outcome) -> Listed:
     """An outcome as a row of the report's lists."""
     d = outcome.decision
@@ -367,8 +381,9 @@ def build_report(
     options: EvalOptions | None = None,
     calibration: Calibration | None = None,
     meta: Mapping[str, Any] | None = None,
+    task: TaskFactory = no_progress,
 ) -> EvalReport:
-    """All metrics of an eval run."""
+    """All metrics of an eval run (the threshold sweep, the long part, shown on ``task``)."""
     options = options or EvalOptions()
     outcomes = run.outcomes
     if not outcomes:
@@ -390,7 +405,7 @@ def build_report(
     admit_off = rate([o.called for o in outside]) or 0.0
     counted_by_rows = sum(o.called for o in outcomes)
     meta = dict(meta or {})
-    points = sweep(gate, outcomes, gate.settings.gate.threshold)
+    points = sweep(gate, outcomes, gate.settings.gate.threshold, task)
     sources = meta.get("datasets") or sorted({o.example.source for o in outcomes})
     recommended = recommend_thresholds(
         points,
@@ -456,6 +471,7 @@ def build_report(
         sweep=points,
         meta=meta,
         recommended_thresholds=recommended,
+        rows=[row(o) for o in outcomes],
         scores=ScoreSamples(
             in_domain=[float(s) for s in scores[scores_in]],
             off_topic=[float(s) for s in scores[~scores_in]],

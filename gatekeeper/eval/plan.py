@@ -186,7 +186,7 @@ def evaluate_gate(
         ],
         "tuned": tuned,
     }
-    return build_report(gate, run, plan.options, calibration, meta), gate
+    return build_report(gate, run, plan.options, calibration, meta, task), gate
 
 
 def _other_catalog(catalog: Path, settings_catalog: Path | None) -> bool:

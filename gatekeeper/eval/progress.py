@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 
 Advance = Callable[[int], None]
 #: Makes one progress task: description -> (advance by n, set the total).

@@ -30,6 +30,7 @@ class ReportFiles:
     markdown: Path
     html: Path
     plots: tuple[Path, ...]
+    rows: Path
 
 
 def _ci(report: EvalReport, name: str, fmt: Any = pct) -> str:
@@ -486,7 +487,8 @@ def check_report_dir(out_dir: Path) -> None:
 
 
 def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
-    """Write report.json, the PNG plots, report.md and report.html into ``out_dir``;
+    """Write report.json, the PNG plots, report.md, report.html and rows.jsonl (one line per
+    evaluated row) into ``out_dir``;
     :class:`InputError` if the directory cannot be written."""
     check_report_dir(out_dir)
     try:
@@ -511,4 +513,6 @@ def _write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
     md_path.write_text(render_markdown(report), encoding="utf-8")
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(report, plots), encoding="utf-8")
-    return ReportFiles(out_dir, json_path, md_path, html_path, plots)
+    rows_path = out_dir / "rows.jsonl"  # every row: for a notebook, a spreadsheet, a recount
+    rows_path.write_text("".join(r.model_dump_json() + "\n" for r in report.rows), "utf-8")
+    return ReportFiles(out_dir, json_path, md_path, html_path, plots, rows_path)

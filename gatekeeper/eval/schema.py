@@ -196,6 +196,16 @@ class Listed(BaseModel):
     )
 
 
+class Row(Listed):
+    """One evaluated row as ``rows.jsonl`` holds it: every row, for analysis elsewhere."""
+
+    turn: int | None = Field(None, description="for a per-turn labelled chat: the turn judged")
+    label: str
+    passed: bool
+    called: bool = Field(description="whether the row's call reached the counting backend")
+    followup: bool
+
+
 class SweepPoint(BaseModel):
     """What one global threshold would do (single-message rows)."""
 
@@ -301,3 +311,4 @@ class EvalReport(BaseModel):
         description="the highest swept thresholds reaching 99%, 98% and 95% in-domain pass",
     )
     scores: ScoreSamples = Field(default_factory=ScoreSamples, exclude=True)
+    rows: list[Row] = Field(default_factory=list, exclude=True)  # written as rows.jsonl

@@ -135,12 +135,24 @@ def sweep_grid(scores: Sequence[float], operating: float) -> list[float]:
     return sorted(grid | {operating})
 
 
-def sweep(gate: Gatekeeper, outcomes: Sequence[Outcome], operating: float) -> list[SweepPoint]:
+def sweep(
+    gate: Gatekeeper,
+    outcomes: Sequence[Outcome],
+    operating: float,
+    task: TaskFactory = no_progress,
+) -> list[SweepPoint]:
     """Saved calls vs wrongly blocked customers at a grid of global thresholds, every row routed
     as the gate routes it."""
     rows = [o for o in outcomes if o.turns]
     scores = [t.judged.score for o in rows for t in o.turns]
-    return [sweep_point(gate, rows, t) for t in sweep_grid(scores, operating)]
+    grid = sweep_grid(scores, operating)
+    advance, set_total = task("sweeping thresholds")
+    set_total(len(grid))
+    points = []
+    for threshold in grid:
+        points.append(sweep_point(gate, rows, threshold))
+        advance(1)
+    return points
 
 
 def sweep_point(gate: Gatekeeper, outcomes: Sequence[Outcome], threshold: float) -> SweepPoint:

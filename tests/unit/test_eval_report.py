@@ -11,6 +11,7 @@ from gatekeeper.eval.guide import GLOSSARY, recommendation_line
 from gatekeeper.eval.metrics import RECOMMENDED_TARGETS, recommend_thresholds
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
 from gatekeeper.eval.plots import TRADEOFF_MAX_FALSE_BLOCK, tradeoff_figure
+from gatekeeper.eval.progress import Advance
 from gatekeeper.eval.report import (
     SWEEP_SHOWN_SPAN,
     _thin,
@@ -301,3 +302,39 @@ def test_tradeoff_labels_do_not_overlap_and_stay_inside(report: EvalReport) -> N
                 assert not a.overlaps(b), (a, b)
     finally:
         plt.close(fig)
+
+
+def test_rows_jsonl_holds_every_row_and_recounts_the_report(
+    report: EvalReport, tmp_path: Path
+) -> None:
+    """rows.jsonl has one line per evaluated row; its counts give the report's headline."""
+    import json
+
+    files = write_report(report, tmp_path / "r")
+    rows = [json.loads(line) for line in files.rows.read_text().splitlines()]
+    assert len(rows) == report.n_queries
+    assert sum(r["called"] for r in rows) == report.llm_calls
+    inside = [r for r in rows if r["label"] == "in_domain"]
+    assert sum(r["passed"] for r in inside) / len(inside) == report.in_domain_pass_rate
+    assert {"source", "line", "text", "route", "score", "nearest_intent"} <= set(rows[0])
+    assert "rows" not in json.loads(files.json.read_text())  # not repeated in report.json
+
+
+def test_the_threshold_sweep_shows_progress(gate: Gatekeeper) -> None:
+    """The sweep after the judging bar reports a task with its total and advances to it."""
+    seen: dict[str, list[int]] = {}
+
+    def task(description: str) -> tuple[Advance, Advance]:
+        counts = seen.setdefault(description, [0, 0])
+
+        def advance(n: int) -> None:
+            counts[0] += n
+
+        def set_total(n: int) -> None:
+            counts[1] = n
+
+        return advance, set_total
+
+    evaluate_gate(gate, EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST), task)
+    done, total = seen["sweeping thresholds"]
+    assert total > 10 and done == total
