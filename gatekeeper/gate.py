@@ -384,7 +384,8 @@ class Gatekeeper:
             score=1.0 if route is Route.LLM else -1.0,
             threshold=self.settings.gate.threshold,
             reason=f"the gate failed ({type(exc).__name__}: {exc}); policy {policy}",
-            reply=self.catalog.off_topic.reply if route is Route.OFF_TOPIC else None,
+            # refused for want of a decision, not for being off-topic: say so
+            reply=self.settings.gate.unavailable_reply if route is Route.OFF_TOPIC else None,
             gate_error=type(exc).__name__,
         )
 

@@ -14,6 +14,7 @@ environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value 
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -222,6 +223,12 @@ class GateSettings(_Section):
         "with every request; 0: off",
     )
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    unavailable_reply: str = Field(
+        "Sorry, I can't answer right now. Please try again in a moment.",
+        min_length=1,
+        description="what a fail_closed gate answers while it cannot decide (model or Chroma "
+        "down): the customer may have asked something in-domain, so not the off-topic reply",
+    )
     shadow: bool = Field(False, description="decide, log and count, but forward everything")
     calibrated_for: CalibrationRecord | None = Field(
         None,
@@ -257,6 +264,10 @@ class UpstreamSettings(_Section):
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+
+
+#: The proxy's paths outside the API, which ``server.public_paths`` may open.
+OPERATIONAL_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 class ServerSettings(_Section):
@@ -301,6 +312,13 @@ class ServerSettings(_Section):
                 raise ValueError(f"{path!r} is no path: write it as '/{path}'")
             if path == "/v1" or path.startswith("/v1/"):
                 raise ValueError(f"{path!r}: the API endpoints (/v1/...) always need a key")
+            if path not in OPERATIONAL_PATHS:  # a typo would leave the real path behind the key
+                close = difflib.get_close_matches(path, OPERATIONAL_PATHS, n=1, cutoff=0.6)
+                meant = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"{path!r} is not a path the proxy serves ({meant}public paths are among "
+                    f"{', '.join(OPERATIONAL_PATHS)})"
+                )
         return paths
 
 

@@ -617,12 +617,14 @@ def test_fail_open_forwards_when_the_model_fails(
 def test_fail_closed_refuses_when_the_store_fails(
     start_proxy: StartProxy, upstream: RecordingUpstream, tmp_path: Path
 ) -> None:
-    """With fail_closed, a lost Chroma index refuses requests, counted; /readyz says not ready."""
+    """With fail_closed, a lost Chroma index refuses requests with the unavailable reply (not
+    the off-topic one: the customer asked about an order), counted; /readyz says not ready."""
     broken = tiny_gate_at(tmp_path / "data")
     server = start_proxy(with_gate=broken, on_error="fail_closed")
     broken.store.drop_all()
     raw = chat(server, ORDER)
-    assert raw.parse().choices[0].message.content == OFF_TOPIC_REPLY
+    assert raw.parse().choices[0].message.content == broken.settings.gate.unavailable_reply
+    assert broken.settings.gate.unavailable_reply != OFF_TOPIC_REPLY
     assert raw.headers["x-gatekeeper-route"] == "off_topic"
     assert raw.headers["x-gatekeeper-gate-error"] == "IndexMissingError"
     assert upstream.calls == []

@@ -148,6 +148,8 @@ def test_gate_failure_policy(tmp_path: Path, policy: str, route: Route) -> None:
     gate._ready = working.ready()  # the index exists; only encoding fails
     decision = gate.check("where is my order")
     assert decision.route is route and decision.gate_error == "EmbeddingError"
+    unavailable = gate.settings.gate.unavailable_reply  # not the off-topic reply
+    assert decision.reply == (unavailable if route is Route.OFF_TOPIC else None)
     with pytest.raises(EmbeddingError):
         gate.check("where is my order", on_error="raise")
 

@@ -598,6 +598,16 @@ def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert load_settings(None).server.public_paths == ["/healthz", "/metrics"]
 
 
+def test_a_misspelt_public_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public path the proxy does not serve (a typo) is a settings error with did-you-mean."""
+    from gatekeeper.errors import ConfigError
+    from gatekeeper.settings import load_settings
+
+    monkeypatch.setenv("GATEKEEPER_SERVER__PUBLIC_PATHS", "/healthz,/metric")
+    with pytest.raises(ConfigError, match=r"'/metric' is not a path .*did you mean '/metrics'"):
+        load_settings(None)
+
+
 # -- 5. a client gone mid-request ----------------------------------------------------------------
 
 
