@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Protocol
@@ -40,7 +41,10 @@ def drop_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
 
 
 def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
-    """Configure structlog (and the stdlib root logger) for this process."""
+    """Configure structlog, and the stdlib root logger through the same renderer, for this
+    process: uvicorn's, Chroma's and httpx's records come out as the same JSON lines (or
+    console lines) as gatekeeper's own, with ``logger`` naming their source. JSON lines carry
+    the ``pid``: several serving processes share one stderr."""
     stream = stream or sys.stderr
     fmt = settings.format
     if fmt == "auto":
@@ -50,13 +54,18 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    stamped: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_secrets,
+    ]
+    if fmt == "json":
+        stamped.append(add_pid)
     level = getattr(logging, settings.level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            drop_secrets,
+            *stamped,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -65,7 +74,24 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
+    handler = logging.StreamHandler(stream)  # also one write per line
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamped],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
+
+
+def add_pid(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the process id, to tell serving processes apart."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
 
 
 class Logger(Protocol):

@@ -27,6 +27,31 @@ def test_json_lines_when_not_a_terminal() -> None:
     assert "sk-secret" not in stream.getvalue()
 
 
+def test_stdlib_records_are_the_same_json_lines() -> None:
+    """A third-party stdlib record (uvicorn's, Chroma's) comes out as a JSON line with level,
+    timestamp, logger and pid, like gatekeeper's own events, secrets dropped."""
+    import logging
+    import os
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(), stream=stream)
+    try:
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        logging.getLogger("chromadb").info("below the level: not written")
+        get_logger().info("gate.decided", route="llm")
+    finally:
+        structlog.reset_defaults()
+        root.handlers, root.level = handlers, level
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["event"] == "Invalid HTTP request received."
+    expected = ("warning", "uvicorn.error", os.getpid())
+    assert (first["level"], first["logger"], first["pid"]) == expected
+    assert "timestamp" in first
+    assert second["event"] == "gate.decided" and second["pid"] == os.getpid()
+
+
 def test_message_id_is_stable_and_not_the_text() -> None:
     """The message id is a keyed hash: stable for one key, differs across keys, not the text."""
     key = b"k" * 32
