@@ -185,6 +185,26 @@ async def test_admitted_request_is_forwarded_byte_for_byte(
     assert upstream.bodies == [body]
 
 
+async def test_metrics_show_what_is_served_upstream_time_and_in_flight(
+    client: httpx.AsyncClient, upstream: FakeUpstream, gate: Gatekeeper
+) -> None:
+    """/metrics has build info (model, rule, catalog hash), the upstream's time to answer per
+    path, requests in flight, and passed-through API paths under /v1/other."""
+    order = [{"role": "user", "content": "where is my order"}]
+    await post(client, {"model": "m", "messages": order})
+    await client.post("/v1/embeddings", json={"model": "e", "input": "x"})
+    text = (await client.get("/metrics")).text
+    info = (
+        f'gatekeeper_build_info{{catalog="{gate.catalog.content_hash()}",'
+        f'model="{gate.embedder.identity}",rule="{gate.rule.name}",'
+    )
+    assert info in text
+    assert 'gatekeeper_upstream_seconds_count{path="/v1/chat/completions"} 1.0' in text
+    assert 'gatekeeper_upstream_seconds_count{path="/v1/other"} 1.0' in text
+    assert 'gatekeeper_requests_total{path="/v1/other",status="200"} 1.0' in text
+    assert "gatekeeper_requests_in_flight 1.0" in text  # the /metrics request itself
+
+
 async def test_a_photo_sent_on_request_is_forwarded(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

@@ -8,7 +8,14 @@
 ``gatekeeper_upstream_errors_total``           upstream failures by ``kind``
 ``gatekeeper_gate_failures_total``             gate failures (model, Chroma) by ``policy``
                                                and ``error``
-``gatekeeper_requests_total``                  HTTP answers by ``path`` and ``status``
+``gatekeeper_requests_total``                  HTTP answers by ``path`` (the proxy's own
+                                               paths; ``/v1/other`` for the passed-through
+                                               API, ``other`` for the rest) and ``status``
+``gatekeeper_requests_in_flight``              requests being answered now
+``gatekeeper_upstream_seconds``                histogram: time until the upstream's answer
+                                               began (its headers), by ``path``
+``gatekeeper_build_info``                      1, labelled with ``version``, ``model``,
+                                               ``rule`` and ``catalog`` (its content hash)
 =============================================  =============================================
 """
 
@@ -22,14 +29,28 @@ from gatekeeper.decision import Decision
 #: Where prometheus-client's multiprocess mode keeps the serving processes' counters.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: An LLM answers in tenths of a second to a minute.
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 NO_INTENT = "none"
+#: The paths counted under their own label.
+KNOWN_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/responses", "/v1/models", "/healthz", "/readyz", "/metrics"}
+)
+
+
+def path_label(path: str) -> str:
+    """A request path as a metrics label: one of :data:`KNOWN_PATHS`, ``/v1/other`` for the rest
+    of the API (passed through), ``other`` for anything else (bounded: no label per path)."""
+    if path in KNOWN_PATHS:
+        return path
+    return "/v1/other" if path.startswith("/v1/") else "other"
 
 
 class Metrics:
     """The proxy's counters and histograms, registered in their own ``CollectorRegistry``."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
@@ -67,6 +88,35 @@ class Metrics:
             ["path", "status"],
             registry=self.registry,
         )
+
+        self.in_flight = Gauge(
+            "gatekeeper_requests_in_flight",
+            "HTTP requests being answered now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_seconds = Histogram(
+            "gatekeeper_upstream_seconds",
+            "Time until the upstream LLM's answer began (its headers), by path.",
+            ["path"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "gatekeeper_build_info",
+            "Always 1: what this proxy serves (version, model, rule, catalog content hash).",
+            ["version", "model", "rule", "catalog"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+
+    def serving(self, *, version: str, model: str, rule: str, catalog: str) -> None:
+        """Record what the proxy serves (``gatekeeper_build_info``)."""
+        self.build_info.labels(version=version, model=model, rule=rule, catalog=catalog).set(1)
+
+    def upstream_began(self, path: str, seconds: float) -> None:
+        """The upstream's answer to ``path`` began after ``seconds``."""
+        self.upstream_seconds.labels(path=path).observe(seconds)
 
     def observe_decision(self, decision: Decision, *, seconds: float, policy: str) -> None:
         """Count one request's decision (and a gate failure, when the policy decided it)."""

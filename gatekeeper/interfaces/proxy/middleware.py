@@ -12,14 +12,11 @@ from pydantic import SecretStr
 from starlette.requests import ClientDisconnect
 
 from gatekeeper.interfaces.proxy.errors import error_response, internal_error_response
-from gatekeeper.interfaces.proxy.metrics import Metrics
+from gatekeeper.interfaces.proxy.metrics import Metrics, path_label
 from gatekeeper.interfaces.proxy.requests import key_refusal
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
-KNOWN_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/responses", "/v1/models", "/healthz", "/readyz", "/metrics"}
-)
 
 Scope = MutableMapping[str, Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -51,6 +48,7 @@ class RequestLog:
                 seen["route"] = _header(message, b"x-gatekeeper-route")
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, recording_send)
         except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
@@ -84,12 +82,14 @@ class RequestLog:
             if "status" in seen:
                 raise
             await internal_error_response()(scope, receive, recording_send)
+        finally:
+            self.metrics.in_flight.dec()
         self._log_request(scope, seen, started)
 
     def _log_request(self, scope: Scope, seen: dict[str, Any], started: float) -> None:
         path = scope.get("path", "")
         status = int(seen.get("status", 500))
-        self.metrics.answered(path if path in KNOWN_PATHS else "other", status)
+        self.metrics.answered(path_label(path), status)
         self.log.info(
             "http.request",
             method=scope.get("method"),

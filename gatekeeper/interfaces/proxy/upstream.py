@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
@@ -13,6 +14,7 @@ from starlette.background import BackgroundTask
 
 from gatekeeper.interfaces.proxy.answers import passthrough_headers
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
+from gatekeeper.interfaces.proxy.metrics import path_label
 from gatekeeper.interfaces.proxy.state import Proxy
 
 
@@ -41,6 +43,7 @@ async def send_upstream(
         headers=upstream_headers or proxy.upstream_headers(accept),
         extensions={"timeout": proxy.client.timeout.as_dict()},
     )
+    started = time.perf_counter()
     try:
         response = await proxy.client.send(request, stream=True)
     except httpx.TimeoutException as exc:
@@ -54,6 +57,7 @@ async def send_upstream(
             "upstream_unavailable",
             headers,
         ) from exc
+    proxy.metrics.upstream_began(path_label(f"/v1/{path}"), time.perf_counter() - started)
     if response.status_code >= 400:
         await _raise_for_upstream_status(proxy, response, headers)
     return response
