@@ -455,10 +455,10 @@ def default_config_path() -> Path | None:
     return found if found.exists() else None
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Load settings from ``config`` (or the default settings file), the environment and
     ``overrides``; raise :class:`ConfigError` naming every bad field and where it came from."""
-    path = config if config is not None else default_config_path()
+    path = Path(config) if config is not None else default_config_path()
     if path is not None and not path.is_file():
         raise ConfigError(f"settings file {path} does not exist")
     dotenv = dotenv_variables(Path(str(Settings.model_config.get("env_file") or ".env")))

@@ -101,6 +101,15 @@ def test_missing_settings_file() -> None:
         load_settings(Path("/nonexistent/gk.yaml"))
 
 
+def test_a_settings_path_may_be_a_string(tmp_path: Path) -> None:
+    """load_settings("path.yaml") reads the file as a Path would (it raised AttributeError)."""
+    config = tmp_path / "gk.yaml"
+    config.write_text("gate:\n  threshold: 0.42\n  allow_uncalibrated: true\n")
+    assert load_settings(str(config)).gate.threshold == 0.42
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings("/nonexistent/gk.yaml")
+
+
 def test_invalid_yaml(tmp_path: Path) -> None:
     """A settings file that is not YAML is a ConfigError."""
     config = tmp_path / "gk.yaml"
