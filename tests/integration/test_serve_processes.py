@@ -90,6 +90,52 @@ def test_two_serving_processes_share_the_port_the_metrics_and_the_log(tmp_path: 
     assert events.count("gate.decided") == 20
 
 
+def test_a_draining_server_refuses_new_connections(tmp_path: Path) -> None:
+    """After SIGTERM, serve --processes 2 refuses new connections (a load balancer retries
+    them elsewhere) while a request in flight still gets its answer; before, the supervisor's
+    copy of the socket kept accepting connections that were reset at exit."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    env = _env(tmp_path / "data")
+    assert _gatekeeper("index", env=env).returncode == 0
+    port = free_port()
+    with RecordingUpstream() as upstream:
+        upstream.delay(8.0)
+        serve_env = {
+            **env,
+            "GATEKEEPER_SERVER__PROCESSES": "2",
+            "GATEKEEPER_UPSTREAM__BASE_URL": upstream.base_url,
+            "GATEKEEPER_UPSTREAM__API_KEY": "sk-upstream",
+        }
+        args = [sys.executable, "-m", "gatekeeper.cli", "serve", "--port", str(port)]
+        with running(args, f"http://127.0.0.1:{port}/readyz", timeout=120, env=serve_env) as server:
+            answers: list[int] = []
+            body = {"model": "m", "messages": [{"role": "user", "content": "where is my order?"}]}
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            in_flight = threading.Thread(
+                target=lambda: answers.append(httpx.post(url, json=body, timeout=60).status_code)
+            )
+            in_flight.start()
+            while not upstream.calls:  # the request has reached the upstream: in flight
+                time.sleep(0.05)
+            server.send_signal(signal.SIGTERM)
+            refused = False
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not refused:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    time.sleep(0.1)
+                except ConnectionRefusedError:
+                    refused = True
+            still_in_flight = in_flight.is_alive()
+            in_flight.join(timeout=60)
+    assert refused and still_in_flight
+    assert answers == [200]
+
+
 def _is_server(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     return b"spawn_main" in cmdline

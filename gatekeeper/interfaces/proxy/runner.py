@@ -189,6 +189,18 @@ def _supervise(
 ) -> Any:
     from uvicorn.supervisors import Multiprocess
 
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, which closes its own copy of the listening socket before the
+        serving processes drain. Each process stops listening when told to stop, but the
+        supervisor's copy kept the port open: the kernel went on accepting connections that
+        nobody would serve, and reset them at exit. Now a new connection is refused at once
+        (a load balancer retries it elsewhere) while requests in flight finish."""
+
+        def terminate_all(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
     config = _config(ServingProcess(_portable(settings)), host, port, graceful, factory=True)
     config.workers = settings.server.processes
     ours = not os.environ.get(MULTIPROC_DIR)
@@ -196,7 +208,7 @@ def _supervise(
         if ours:
             os.environ[MULTIPROC_DIR] = shared  # inherited by the spawned processes
         try:
-            supervisor = Multiprocess(config, sockets=[listening])
+            supervisor = Supervisor(config, sockets=[listening])
             supervisor.run()
         finally:
             if ours:
