@@ -180,21 +180,24 @@ class ExemplarStore:
         failure: Exception | None = None
         failed_on = ""
         for _ in range(_ATTEMPTS):
-            collection = self._active_collection(refresh=failure is not None)
+            try:
+                collection = self._active_collection(refresh=failure is not None)
+            except StoreUnavailableError:
+                if self._matrix is None or self._path(vectors) == "chroma":
+                    raise
+                # the copy in memory of the build last read: no rebuild finishes without Chroma
+                return self._nearest_in(self._matrix, vectors, k)
             if collection is None:
                 raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
             if failure is not None and collection.name == failed_on:
                 break  # the pointer did not move: a real failure, not the rebuild race
-            n = min(k or self.top_k, max(1, self._count))
-            path = search_path(self.search, self._count, np.shape(vectors)[-1], self.pca_dimensions)
+            path = self._path(vectors)
             try:
-                if path == "pca":
-                    shortlist = max(self.pca_candidates, SHORTLIST_PER_K * n)
-                    matrix = self._matrix_of(collection, pca=self.pca_dimensions)
-                    return matrix.nearest(vectors, n, candidates=shortlist)
-                if path == "memory":
-                    return self._matrix_of(collection).nearest(vectors, n)
-                return query_neighbours(self._query(collection, vectors, n))
+                if path == "chroma":
+                    n = min(k or self.top_k, max(1, self._count))
+                    return query_neighbours(self._query(collection, vectors, n))
+                pca = self.pca_dimensions if path == "pca" else 0
+                return self._nearest_in(self._matrix_of(collection, pca=pca), vectors, k)
             except StoreUnavailableError:
                 raise
             except (StoreError, NotFoundError) as exc:
@@ -202,6 +205,19 @@ class ExemplarStore:
         if isinstance(failure, StoreError):
             raise failure
         raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
+
+    def _path(self, vectors: Vectors) -> str:
+        return search_path(self.search, self._count, np.shape(vectors)[-1], self.pca_dimensions)
+
+    def _nearest_in(
+        self, matrix: ExemplarMatrix, vectors: Vectors, k: int | None
+    ) -> list[list[Neighbour]]:
+        n = min(k or self.top_k, max(1, self._count))
+        if matrix.pca:
+            return matrix.nearest(
+                vectors, n, candidates=max(self.pca_candidates, SHORTLIST_PER_K * n)
+            )
+        return matrix.nearest(vectors, n)
 
     def exemplars(self) -> ExemplarMatrix:
         """Every exemplar of the active build with its vector (the in-memory copy the

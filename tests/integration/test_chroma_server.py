@@ -39,3 +39,20 @@ def test_chroma_going_away_is_a_store_error(tmp_path: Path) -> None:
         gate.check("where is my order", on_error="raise")
     decision = gate.check("where is my order")
     assert decision.route is Route.OFF_TOPIC and decision.gate_error
+
+
+def test_a_gate_that_has_searched_rides_out_chroma_going_away(tmp_path: Path) -> None:
+    """A gate whose exemplars are in memory (the default search for a small catalog) keeps
+    deciding from that copy while the Chroma server is down, with no gate error."""
+    with chroma_server(tmp_path / "chroma") as port:
+        gate = make_gate(
+            tmp_path / "unused",
+            store={"host": "127.0.0.1", "port": port, "search": "memory"},
+            gate={"threshold": 0.35, "on_error": "fail_closed"},
+        )
+        gate.index()
+        assert gate.check("track my order").route is Route.LLM  # loads the copy in memory
+    gate.store.pointer_ttl = 0.0  # every query asks Chroma for the pointer first
+    decision = gate.check("where is my order please", on_error="raise")
+    assert decision.route is Route.LLM and decision.gate_error is None
+    assert gate.check("tell me a joke", on_error="raise").route is Route.OFF_TOPIC

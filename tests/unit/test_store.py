@@ -119,6 +119,29 @@ def _nearest(store: ExemplarStore, embedder: HashingEmbedder) -> tuple[str, str]
 
 
 @pytest.mark.parametrize("search", SEARCH_PATHS)
+def test_an_in_memory_search_rides_out_a_chroma_blip(
+    tmp_path: Path, search: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Chroma unreachable, a store searching its in-memory copy still answers from it
+    (the same neighbours); a store that searches in Chroma raises StoreUnavailableError."""
+    import httpx
+
+    store, embedder, _ = _indexed(tmp_path, search)
+    before = _nearest(store, embedder)
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise httpx.ConnectError("Could not connect to a Chroma server")
+
+    monkeypatch.setattr(store._client, "get_or_create_collection", unreachable)
+    store.pointer_ttl = 0.0  # the pointer is due for a re-read: Chroma is asked
+    if search == "memory":
+        assert _nearest(store, embedder) == before
+    else:
+        with pytest.raises(StoreUnavailableError):
+            _nearest(store, embedder)
+
+
+@pytest.mark.parametrize("search", SEARCH_PATHS)
 def test_a_build_keeps_each_text_in_its_metadata_not_as_a_chroma_document(
     tmp_path: Path, search: str
 ) -> None:
