@@ -131,3 +131,32 @@ def not_english_warning(texts: Sequence[str], model: str) -> str | None:
         "OpenAI-compatible embeddings endpoint (README: '中文 / Chinese shop, end to end', steps "
         "1-4, and 'Examples in another language'), then run `gatekeeper init` again with it."
     )
+
+
+#: Models (by a part of their identity) that read English only: the packaged default.
+ENGLISH_ONLY_MODELS = ("all-minilm-l6-v2",)
+
+
+def english_only(model: str) -> bool:
+    """Whether the embedder identity ``model`` names an English-only model."""
+    name = model.casefold()
+    return "multilingual" not in name and any(m in name for m in ENGLISH_ONLY_MODELS)
+
+
+def model_language_warning(texts: Sequence[str], model: str, what: str) -> str | None:
+    """A warning when ``texts`` (``what``: "the calibration messages", ...) are Chinese or do
+    not look English while ``model`` reads English only: its scores on them are noise, and a
+    threshold chosen on them means nothing; None otherwise."""
+    if not texts or not english_only(model):
+        return None
+    if detect_language(texts) == "zh":
+        seen = "are Chinese"
+    elif english_share(texts) < ENGLISH_SHARE or non_ascii_share(texts) > NON_ASCII_SHARE:
+        seen = "do not look English"
+    else:
+        return None
+    return (
+        f"{what} {seen}, but the model {model} reads English only: its similarities on them "
+        "are close to noise. Use a multilingual model (README: '中文 / Chinese shop, end to "
+        "end', and 'Examples in another language') and index and calibrate with it"
+    )

@@ -253,6 +253,7 @@ def calibrate(
 ) -> None:
     """Choose the threshold that passes the target share of in-domain messages (and, with
     --conversations, the conversation settings)."""
+    from gatekeeper.eval.checks import language_warnings
     from gatekeeper.eval.datasets import load_dataset
     from gatekeeper.eval.gates import calibrated, ensure_index, for_calibration, record_of
     from gatekeeper.eval.plan import build_gate
@@ -282,6 +283,8 @@ def calibrate(
         for warning in data.warnings:
             _stderr().print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         gate = for_calibration(build_gate(settings, catalog, _rule(rule)))
+        for warning in language_warnings(gate.embedder.identity, {"the messages": data}):
+            _stderr().print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
             result = choose(gate, data, target_pass_rate, lambda d: tracked(progress, d))

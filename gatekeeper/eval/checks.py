@@ -8,6 +8,8 @@ Each check catches a way a run would print confident numbers that mean something
   failed, and a warning names them (with the catalog's nearest name, for a typo);
 * **leakage** (:func:`leakage_warnings`): test rows that are catalog exemplars, or that the
   threshold was calibrated on, measure the gate on what it was fitted to;
+* **a language the model does not read** (:func:`language_warnings`): Chinese or other
+  non-English messages under the English-only default model score close to noise;
 * **a threshold from another catalog** (:func:`check_threshold_fits`): ``eval --catalog X`` with
   the settings file's threshold, calibrated on its own catalog, would report numbers at a
   threshold nobody chose for X.
@@ -16,11 +18,13 @@ Each check catches a way a run would print confident numbers that mean something
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.datasets import UNSUPPORTED_PREFIX, Dataset, Example
+from gatekeeper.language import model_language_warning
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
@@ -121,3 +125,13 @@ def check_threshold_fits(
         "--calibrate-on LABELLED.jsonl --target-pass-rate 0.98 (labelled messages other than "
         "the test set), or --threshold T to measure a threshold of your choice"
     )
+
+
+def language_warnings(model: str, datasets: Mapping[str, Dataset | None]) -> list[str]:
+    """A warning per dataset (keyed by how to call it) in a language ``model`` does not read."""
+    found = [
+        model_language_warning([e.text for e in data.examples], model, what)
+        for what, data in datasets.items()
+        if data is not None
+    ]
+    return [w for w in found if w]

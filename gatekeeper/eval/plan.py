@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gatekeeper.errors import InputError
-from gatekeeper.eval.checks import check_threshold_fits, leakage_warnings, mark_unsupported
+from gatekeeper.eval.checks import (
+    check_threshold_fits,
+    language_warnings,
+    leakage_warnings,
+    mark_unsupported,
+)
 from gatekeeper.eval.datasets import Dataset, load_datasets
 from gatekeeper.eval.gates import (
     calibrated,
@@ -143,6 +148,10 @@ def evaluate_gate(
         )
     dataset = mark_unsupported(dataset, gate.catalog)
     checked = leakage_warnings(dataset, gate.catalog, calibration_set)
+    checked += language_warnings(
+        gate.embedder.identity,
+        {"the test messages": dataset, "the calibration messages": calibration_set},
+    )
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:

