@@ -205,6 +205,21 @@ async def test_metrics_show_what_is_served_upstream_time_and_in_flight(
     assert "gatekeeper_requests_in_flight 1.0" in text  # the /metrics request itself
 
 
+async def test_the_request_line_joins_the_decision_and_the_callers_id(
+    client: httpx.AsyncClient,
+) -> None:
+    """http.request carries the decision's message id (as gate.decided does) and a well-formed
+    x-request-id; a request id that could carry anything is not logged."""
+    order = {"model": "m", "messages": [{"role": "user", "content": "where is my order"}]}
+    with capture_logs() as logs:
+        await client.post("/v1/chat/completions", json=order, headers={"x-request-id": "lb-7:01"})
+        await client.post("/v1/chat/completions", json=order, headers={"x-request-id": "a b c"})
+    decided = [e for e in logs if e["event"] == "gate.decided"]
+    requests = [e for e in logs if e["event"] == "http.request"]
+    assert [r["message_id"] for r in requests] == [d["message_id"] for d in decided]
+    assert [r["request_id"] for r in requests] == ["lb-7:01", None]
+
+
 async def test_a_photo_sent_on_request_is_forwarded(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

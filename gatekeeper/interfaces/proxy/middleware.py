@@ -4,6 +4,7 @@ inbound key check on every non-public path."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from gatekeeper.interfaces.proxy.requests import key_refusal
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 Scope = MutableMapping[str, Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -46,6 +48,7 @@ class RequestLog:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
                 seen["route"] = _header(message, b"x-gatekeeper-route")
+                seen["message_id"] = _header(message, b"x-gatekeeper-message-id")
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -96,8 +99,19 @@ class RequestLog:
             path=path,
             status=status,
             route=seen.get("route"),
+            # joins this line with the decision's gate.decided line
+            message_id=seen.get("message_id"),
+            request_id=request_id(scope),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+
+
+def request_id(scope: Scope) -> str | None:
+    """The client's (or load balancer's) ``x-request-id``, when it looks like an id (at most
+    128 letters, digits and ``.-_:``): logged, so a request can be followed across systems.
+    Anything else is not logged (it could carry anything)."""
+    value = _header(scope, b"x-request-id")
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
 
 
 def _header(message: AsgiMessage | Scope, name: bytes) -> str | None:
