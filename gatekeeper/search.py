@@ -173,6 +173,12 @@ class ExemplarMatrix:
         return self.blas.limit(limits=1, user_api="blas") if self.blas else nullcontext()
 
 
+def shortlist(matrix: ExemplarMatrix, k: int, candidates: int = PCA_CANDIDATES) -> int:
+    """How many rows a search of ``k`` neighbours re-ranks: with a coarse index, at least
+    ``candidates`` and :data:`SHORTLIST_PER_K` per neighbour; 0 (every row, exactly) without."""
+    return max(candidates, SHORTLIST_PER_K * k) if matrix.pca else 0
+
+
 def search_path(
     mode: str, count: int, dimension: int, pca_dimensions: int = PCA_DIMENSIONS
 ) -> Literal["memory", "pca", "chroma"]:

@@ -26,7 +26,7 @@ remembers it as the previous build (``gatekeeper_previous``) and the *next* rebu
 Readers re-read the pointer every ``pointer_ttl`` seconds, and on any error reading a build that
 is no longer the pointer's target they follow the pointer and retry, so even rebuilds in quick
 succession fail no query. A row without metadata (a build dropped mid-read) is a StoreError,
-never a TypeError.
+never a TypeError. A search in memory rides out an unreachable Chroma on its copy of the build.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ from gatekeeper.search import (
     PAGE,
     PCA_CANDIDATES,
     PCA_DIMENSIONS,
-    SHORTLIST_PER_K,
     ExemplarMatrix,
     search_path,
+    shortlist,
 )
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
@@ -213,11 +213,7 @@ class ExemplarStore:
         self, matrix: ExemplarMatrix, vectors: Vectors, k: int | None
     ) -> list[list[Neighbour]]:
         n = min(k or self.top_k, max(1, self._count))
-        if matrix.pca:
-            return matrix.nearest(
-                vectors, n, candidates=max(self.pca_candidates, SHORTLIST_PER_K * n)
-            )
-        return matrix.nearest(vectors, n)
+        return matrix.nearest(vectors, n, candidates=shortlist(matrix, n, self.pca_candidates))
 
     def exemplars(self) -> ExemplarMatrix:
         """Every exemplar of the active build with its vector (the in-memory copy the

@@ -726,7 +726,7 @@ def test_gate_is_built_from_settings_when_not_given(
     with LoopbackServer(create_app(settings)) as server:
         assert httpx.get(f"{server.url}/readyz").status_code == 503
         reply = client_for(server).chat.completions.create(model="m", messages=ORDER)
-    assert reply.choices[0].message.content == "Orders only."
+    assert reply.choices[0].message.content == settings.gate.unavailable_reply  # fail_closed
 
 
 # -- the Python wrapper over a real endpoint ------------------------------------------------------
