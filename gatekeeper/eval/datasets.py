@@ -200,14 +200,13 @@ def _misspelt_keys(keys: set[str], path: Path) -> tuple[str, ...]:
 def _repeats(examples: list[Example], path: Path) -> list[str]:
     """Warnings for rows that repeat an earlier one (each copy is counted, so a row pasted
     twice weighs twice), and for a message labelled both ways (one label is wrong)."""
-    first: dict[tuple[str, int | None], Example] = {}
+    first: dict[str, Example] = {}
     repeated: list[tuple[Example, Example]] = []
     conflicting: list[tuple[Example, Example]] = []
     for example in examples:
         if example.turn is not None:  # chats share their opening turns: not a repeat
             continue
-        key = (_message_key(example), example.turn)
-        seen = first.setdefault(key, example)
+        seen = first.setdefault(_message_key(example), example)
         if seen is example:
             continue
         (repeated if seen.label == example.label else conflicting).append((example, seen))
