@@ -33,6 +33,7 @@ from gatekeeper.cli._app import (
 from gatekeeper.errors import (
     InputError,
 )
+from gatekeeper.eval.formatting import pct
 from gatekeeper.rules import RULES
 from gatekeeper.settings import CalibrationRecord, Settings
 
@@ -292,8 +293,8 @@ def calibrate(
             _stderr().print("[bold yellow]warning:[/] no threshold reaches the target on this file")
         typer.echo(
             f"threshold {result.threshold:.4f}: on {dataset} it passes "
-            f"{_pct(result.in_domain_pass_rate)} of {result.n_in_domain} in-domain messages "
-            f"and blocks {_pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
+            f"{pct(result.in_domain_pass_rate)} of {result.n_in_domain} in-domain messages "
+            f"and blocks {pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
             f"(rule {gate.rule.name}, model {gate.embedder.identity})"
         )
         flag = f" --config {config}" if config else ""
@@ -301,8 +302,8 @@ def calibrate(
         command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")
         if write:
             note = (
-                f"{command} --write → {_pct(result.in_domain_pass_rate)} in-domain pass, "
-                f"{_pct(result.off_topic_block_rate)} off-topic blocked there "
+                f"{command} --write → {pct(result.in_domain_pass_rate)} in-domain pass, "
+                f"{pct(result.off_topic_block_rate)} off-topic blocked there "
                 f"({gate.embedder.identity}, rule {gate.rule.name})"
             )
             made_for = record_of(gate)
@@ -358,15 +359,15 @@ def _calibrate_conversations(
     typer.echo(
         f"conversation settings: session_margin {p.session_margin:g}, followup_off_topic_max "
         f"{p.off_topic_max:g}, followup_off_topic_gap {p.off_topic_gap:g}, followup_max_words "
-        f"{p.max_words}: on {path} they pass {_pct(found.in_domain_pass_rate)} of "
+        f"{p.max_words}: on {path} they pass {pct(found.in_domain_pass_rate)} of "
         f"{found.n_in_domain} in-domain customer turns and refuse "
-        f"{_pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
+        f"{pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
     )
     if write_to is not None:
         note = (
             f"{command} --conversations {path} --conversation-target {target:g} "
-            f"--write → {_pct(found.in_domain_pass_rate)} customer turns passed, "
-            f"{_pct(found.off_topic_block_rate)} drift turns refused there"
+            f"--write → {pct(found.in_domain_pass_rate)} customer turns passed, "
+            f"{pct(found.off_topic_block_rate)} drift turns refused there"
         )
         values = {
             "session_margin": f"{p.session_margin:g}",
@@ -391,10 +392,6 @@ def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path)
         f"catalog {settings.catalog}; set 'catalog: {catalog.resolve()}' in {target} as well "
         "(paths there are relative to the file), or drop --catalog"
     )
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
 
 
 @app.command()
