@@ -49,13 +49,7 @@ from gatekeeper.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from gatekeeper.layout import (
-    IndexInfo,
-    build_metadata,
-    plan_sync,
-    query_neighbours,
-    row_metadata,
-)
+from gatekeeper.layout import IndexInfo, build_metadata, plan_sync, query_neighbours, row_metadata
 from gatekeeper.search import (
     PAGE,
     PCA_CANDIDATES,
@@ -214,6 +208,11 @@ class ExemplarStore:
     ) -> list[list[Neighbour]]:
         n = min(k or self.top_k, max(1, self._count))
         return matrix.nearest(vectors, n, candidates=shortlist(matrix, n, self.pca_candidates))
+
+    @property
+    def holds_copy(self) -> bool:
+        """Whether queries have searched a copy in memory (``memory``/``pca`` search)."""
+        return self._matrix is not None
 
     def exemplars(self) -> ExemplarMatrix:
         """Every exemplar of the active build with its vector (the in-memory copy the

@@ -175,3 +175,34 @@ def test_a_build_from_before_keeps_its_documents_readable_and_in_sync(
     report = reader.sync(tiny_catalog(), embedder)
     assert (report.added, report.deleted, report.rebuilt) == (0, 0, False)
     assert embedder.calls == calls
+
+
+async def test_an_idle_proxy_loads_a_changed_build_before_its_next_request(
+    tmp_path: Path,
+) -> None:
+    """keep_warm loads a build another store synced into the reader's in-memory copy, with no
+    query asking for it (the next request then finds it loaded)."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import cast
+
+    from gatekeeper.interfaces.proxy.state import Proxy, keep_warm
+
+    client = open_client(StoreSettings(), tmp_path)
+    reader = ExemplarStore(client, "shop-test", search="memory")
+    writer = ExemplarStore(client, "shop-test", search="memory")
+    embedder = HashingEmbedder()
+    writer.sync(tiny_catalog(), embedder)
+    reader.query(embedder.embed(["where is my order"]))  # the copy in memory
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["intents"][0]["exemplars"] = [*raw["intents"][0]["exemplars"], "parcel tracking number"]
+    writer.sync(parse_catalog(raw), embedder, rebuild=True)
+    assert "parcel tracking number" not in reader._matrix.texts  # type: ignore[union-attr]
+    proxy = cast(Proxy, SimpleNamespace(gate=SimpleNamespace(store=reader)))
+    warming = asyncio.create_task(keep_warm(proxy, every=0.01))
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if "parcel tracking number" in reader._matrix.texts:  # type: ignore[union-attr]
+            break
+    warming.cancel()
+    assert "parcel tracking number" in reader._matrix.texts  # type: ignore[union-attr]

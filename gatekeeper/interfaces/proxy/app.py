@@ -32,6 +32,7 @@ from gatekeeper.interfaces.proxy.state import (
     Proxy,
     build_gate,
     build_upstream_client,
+    keep_warm,
     prepare_gate,
 )
 from gatekeeper.logging import get_logger
@@ -66,9 +67,11 @@ def create_app(
             catalog=the_gate.catalog.content_hash(),
         )
         _log_ready(log, settings)
+        warmer = asyncio.create_task(keep_warm(app.state.proxy))
         try:
             yield
         finally:
+            warmer.cancel()
             app.state.proxy.batcher.close()
             if upstream_client is None:
                 await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
+    GatekeeperError,
     IndexMismatchError,
     IndexMissingError,
     InputError,
@@ -37,6 +39,8 @@ from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
+#: How often an idle proxy loads a changed build into memory (``index`` run elsewhere).
+WARM_SECONDS = 5.0
 _KNOWN_URLS = 64  # parsed upstream URLs kept (paths: the gated ones and the passed-through)
 _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 _USER_AGENT = "gatekeeper-proxy"
@@ -272,3 +276,18 @@ def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -
             + ("" if unavailable else "; run `gatekeeper index`"),
         )
     return gate
+
+
+async def keep_warm(proxy: Proxy, every: float = WARM_SECONDS) -> None:
+    """Until cancelled: every ``every`` seconds, load a build that changed (a sync or rebuild
+    by another process) into the in-memory copy, so that an idle proxy does not make its next
+    request wait for that load. Only when queries search such a copy; a failure (Chroma down)
+    is left to the decisions, which report it."""
+    store = proxy.gate.store
+    while True:
+        await asyncio.sleep(every)
+        if store.holds_copy:
+            try:
+                await asyncio.to_thread(store.exemplars)
+            except GatekeeperError:
+                continue
