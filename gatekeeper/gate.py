@@ -112,6 +112,14 @@ class Gatekeeper:
             return
         self._log.info("catalog.reloaded", catalog_hash=indexed, intents=len(catalog.intents))
 
+    def refresh(self) -> None:
+        """What a decision does first, for a server with none to make: load a build that
+        another process synced (into the in-memory copy, when queries search one) and serve
+        its catalog file if it holds what was indexed. Blocking; store failures raise."""
+        if self.store.holds_copy:
+            self.store.exemplars()
+        self._follow_index()
+
     @classmethod
     def from_settings(
         cls,

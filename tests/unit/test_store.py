@@ -180,29 +180,30 @@ def test_a_build_from_before_keeps_its_documents_readable_and_in_sync(
 async def test_an_idle_proxy_loads_a_changed_build_before_its_next_request(
     tmp_path: Path,
 ) -> None:
-    """keep_warm loads a build another store synced into the reader's in-memory copy, with no
-    query asking for it (the next request then finds it loaded)."""
+    """keep_warm refreshes the gate: a build another gate indexed (a changed catalog) is loaded
+    into the serving gate's in-memory copy with no request asking for it."""
     import asyncio
     from types import SimpleNamespace
     from typing import cast
 
     from gatekeeper.interfaces.proxy.state import Proxy, keep_warm
+    from gatekeeper.testing import make_gate
 
-    client = open_client(StoreSettings(), tmp_path)
-    reader = ExemplarStore(client, "shop-test", search="memory")
-    writer = ExemplarStore(client, "shop-test", search="memory")
-    embedder = HashingEmbedder()
-    writer.sync(tiny_catalog(), embedder)
-    reader.query(embedder.embed(["where is my order"]))  # the copy in memory
+    serving = make_gate(tmp_path, store={"search": "memory"})
+    serving.index()
+    serving.check("where is my order")  # the copy in memory
     raw = tiny_catalog().model_dump(mode="json")
     raw["intents"][0]["exemplars"] = [*raw["intents"][0]["exemplars"], "parcel tracking number"]
-    writer.sync(parse_catalog(raw), embedder, rebuild=True)
-    assert "parcel tracking number" not in reader._matrix.texts  # type: ignore[union-attr]
-    proxy = cast(Proxy, SimpleNamespace(gate=SimpleNamespace(store=reader)))
-    warming = asyncio.create_task(keep_warm(proxy, every=0.01))
+    make_gate(tmp_path, catalog=parse_catalog(raw), store={"search": "memory"}).index()
+
+    def copied() -> list[str]:
+        return serving.store._matrix.texts  # type: ignore[union-attr]
+
+    assert "parcel tracking number" not in copied()
+    warming = asyncio.create_task(keep_warm(cast(Proxy, SimpleNamespace(gate=serving)), 0.01))
     for _ in range(200):
         await asyncio.sleep(0.02)
-        if "parcel tracking number" in reader._matrix.texts:  # type: ignore[union-attr]
+        if "parcel tracking number" in copied():
             break
     warming.cancel()
-    assert "parcel tracking number" in reader._matrix.texts  # type: ignore[union-attr]
+    assert "parcel tracking number" in copied()

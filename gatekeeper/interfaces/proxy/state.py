@@ -279,15 +279,13 @@ def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -
 
 
 async def keep_warm(proxy: Proxy, every: float = WARM_SECONDS) -> None:
-    """Until cancelled: every ``every`` seconds, load a build that changed (a sync or rebuild
-    by another process) into the in-memory copy, so that an idle proxy does not make its next
-    request wait for that load. Only when queries search such a copy; a failure (Chroma down)
-    is left to the decisions, which report it."""
-    store = proxy.gate.store
+    """Until cancelled: every ``every`` seconds, :meth:`Gatekeeper.refresh` (a build synced by
+    another process loaded into memory, its catalog followed), so that an idle proxy does not
+    make its next request wait for that load. A failure (Chroma down) is left to the
+    decisions, which report it."""
     while True:
         await asyncio.sleep(every)
-        if store.holds_copy:
-            try:
-                await asyncio.to_thread(store.exemplars)
-            except GatekeeperError:
-                continue
+        try:
+            await asyncio.to_thread(proxy.gate.refresh)
+        except GatekeeperError:
+            continue
