@@ -289,3 +289,5 @@ async def keep_warm(proxy: Proxy, every: float = WARM_SECONDS) -> None:
             await asyncio.to_thread(proxy.gate.refresh)
         except GatekeeperError:
             continue
+        except Exception as exc:  # a bug: said, and tried again (decisions refresh too)
+            proxy.log.error("server.refresh_failed", error_type=type(exc).__name__, exc_info=exc)
