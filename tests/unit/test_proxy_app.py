@@ -220,6 +220,18 @@ async def test_the_request_line_joins_the_decision_and_the_callers_id(
     assert [r["request_id"] for r in requests] == ["lb-7:01", None]
 
 
+def test_build_info_follows_the_catalog_served() -> None:
+    """After the catalog served changes, build info shows the new hash at 1, the old at 0."""
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.serving(version="1", model="m", rule="density", catalog="aaa")
+    metrics.serving(version="1", model="m", rule="density", catalog="bbb")
+    text = metrics.render()[0].decode()
+    assert 'catalog="aaa",model="m",rule="density",version="1"} 0.0' in text
+    assert 'catalog="bbb",model="m",rule="density",version="1"} 1.0' in text
+
+
 async def test_a_photo_sent_on_request_is_forwarded(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:

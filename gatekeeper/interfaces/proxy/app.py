@@ -60,12 +60,7 @@ def create_app(
         await asyncio.to_thread(prepare_gate, the_gate, settings.gate.on_error, log)
         client = upstream_client or build_upstream_client(settings.upstream)
         app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
-        metrics_.serving(
-            version=__version__,
-            model=the_gate.embedder.identity,
-            rule=the_gate.rule.name,
-            catalog=the_gate.catalog.content_hash(),
-        )
+        app.state.proxy.record_serving()
         _log_ready(log, settings)
         warmer = asyncio.create_task(keep_warm(app.state.proxy))
         try:

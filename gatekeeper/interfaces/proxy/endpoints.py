@@ -191,5 +191,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
-    content, media_type = proxy_of(request).metrics.render()
+    proxy = proxy_of(request)
+    proxy.record_serving()  # the catalog may have been followed since the last scrape
+    content, media_type = proxy.metrics.render()
     return Response(content, media_type=media_type)

@@ -109,10 +109,16 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self._serving: dict[str, str] | None = None
 
     def serving(self, *, version: str, model: str, rule: str, catalog: str) -> None:
-        """Record what the proxy serves (``gatekeeper_build_info``)."""
-        self.build_info.labels(version=version, model=model, rule=rule, catalog=catalog).set(1)
+        """Record what the proxy serves (``gatekeeper_build_info``); what it served before
+        (a catalog it has since followed) drops to 0."""
+        labels = {"version": version, "model": model, "rule": rule, "catalog": catalog}
+        if self._serving not in (None, labels):
+            self.build_info.labels(**self._serving).set(0)
+        self.build_info.labels(**labels).set(1)
+        self._serving = labels
 
     def upstream_began(self, path: str, seconds: float) -> None:
         """The upstream's answer to ``path`` began after ``seconds``."""

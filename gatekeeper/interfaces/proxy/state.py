@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from gatekeeper._version import __version__
 from gatekeeper.batching import DecisionBatcher
 from gatekeeper.decision import Decision
 from gatekeeper.embedding import Embedder, build_embedder
@@ -72,6 +73,15 @@ class Proxy:
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
+
+    def record_serving(self) -> None:
+        """``gatekeeper_build_info``: the version, model, rule and catalog served now."""
+        self.metrics.serving(
+            version=__version__,
+            model=self.gate.embedder.identity,
+            rule=self.gate.rule.name,
+            catalog=self.gate.catalog.content_hash(),
+        )
 
     def __post_init__(self) -> None:
         self.threads = ResponseThreads(self.settings.server.response_threads)
