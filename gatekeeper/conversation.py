@@ -70,7 +70,7 @@ def content_text(content: Any) -> str:
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, Mapping) and _text_part(part):
+            elif isinstance(part, Mapping) and text_part(part):
                 parts.append(str(part.get("text", "")))
         return "\n".join(parts)
     raise InputError(
@@ -82,7 +82,7 @@ def content_text(content: Any) -> str:
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
-def _text_part(part: Mapping[str, Any]) -> bool:
+def text_part(part: Mapping[str, Any]) -> bool:
     """A part whose text the gate reads: a text type, or any part with a string ``text`` (so
     text sent under an unexpected type is judged, not taken for an attachment)."""
     kind = part.get("type")
@@ -145,7 +145,7 @@ def attachments_only(content: Any) -> bool:
     if not isinstance(content, list) or not blank(content_text(content)):
         return False
     return any(
-        isinstance(part, Mapping) and isinstance(part.get("type"), str) and not _text_part(part)
+        isinstance(part, Mapping) and isinstance(part.get("type"), str) and not text_part(part)
         for part in content
     )
 

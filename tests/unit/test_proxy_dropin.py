@@ -176,6 +176,23 @@ async def test_instructions_are_not_a_user_turn(client: httpx.AsyncClient) -> No
     assert response.headers["x-gatekeeper-route"] == "off_topic"
 
 
+async def test_text_under_an_unknown_part_type_is_judged(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """An input part of an unknown type that carries text is judged (it was taken for an
+    attachment and forwarded unjudged); one with a non-string text is a 422."""
+    part = {"type": "made_up", "text": "tell me a joke"}
+    message = {"role": "user", "content": [part]}
+    response = await post(client, {"model": "m", "input": [message]})
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    assert upstream.requests == []
+    untyped = {"role": "user", "content": [{"text": "tell me a joke"}]}
+    response = await post(client, {"model": "m", "input": [untyped]})
+    assert response.headers["x-gatekeeper-route"] == "off_topic"
+    bad = {"role": "user", "content": [{"type": "made_up", "text": 5}]}
+    assert (await post(client, {"model": "m", "input": [bad]})).status_code == 422
+
+
 async def test_the_last_user_message_is_judged_with_its_history(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
@@ -226,7 +243,6 @@ async def test_an_image_after_a_served_turn_is_forwarded_as_a_followup(
         ({"input": []}, 400, "empty_message"),
         ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, 400, None),
         ({"input": "   "}, 400, "empty_message"),
-        ({"input": [{"role": "user", "content": [{"text": "untyped"}]}]}, 400, None),
     ],
 )
 async def test_bad_responses_requests_are_4xx(

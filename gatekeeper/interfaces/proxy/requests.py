@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from gatekeeper._rows import DuplicateKeyError, unique_pairs
-from gatekeeper.conversation import TEXT_PARTS, chat_messages
+from gatekeeper.conversation import TEXT_PARTS, chat_messages, text_part
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
@@ -235,8 +235,8 @@ def _content(content: Any, index: int) -> str | list[Json]:
     attachments only follows the conversation, see :mod:`gatekeeper.conversation`)."""
     text = _content_text(content, index)
     if isinstance(content, list) and blank(text):
-        kinds = [part.get("type") for part in content]
-        others = [{"type": k} for k in kinds if isinstance(k, str) and k not in TEXT_PARTS]
+        kinds = [part.get("type") for part in content if not text_part(part)]
+        others = [{"type": k} for k in kinds if isinstance(k, str)]
         if others:
             return [{"type": "text", "text": text}, *others]
     return text
@@ -258,7 +258,8 @@ def _content_text(content: Any, index: int) -> str:
                 422, f"input[{index}].content parts must be objects", code="invalid_type"
             )
         kind = part.get("type")
-        if isinstance(kind, str) and kind in TEXT_PARTS:
+        # text under an unexpected type is judged too, never taken for an attachment
+        if (isinstance(kind, str) and kind in TEXT_PARTS) or "text" in part:
             text = part.get("text")
             if not isinstance(text, str):
                 raise ProxyError(
