@@ -289,6 +289,14 @@ def calibrate(
         with progress_bar(_stderr()) as progress:
             ensure_index(gate, lambda d: tracked(progress, d))
             result = choose(gate, data, target_pass_rate, lambda d: tracked(progress, d))
+        if not result.reached and write:  # -1 would forward everything: never written
+            raise InputError(
+                f"no threshold passes {pct(target_pass_rate)} of the in-domain messages of "
+                f"{dataset} (at most {pct(result.in_domain_pass_rate)}, at -1: some are nearer "
+                "the catalog's off-topic exemplars than any intent's); nothing was written. "
+                "Lower --target-pass-rate, or add exemplars for the messages the report lists "
+                "as wrongly blocked (`gatekeeper eval --dataset` on this file shows them)"
+            )
         if not result.reached:
             _stderr().print("[bold yellow]warning:[/] no threshold reaches the target on this file")
         typer.echo(

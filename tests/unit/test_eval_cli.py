@@ -169,6 +169,28 @@ def test_calibrate_write_round_trip(config: Path) -> None:
     )
 
 
+def test_calibrate_never_writes_a_threshold_that_misses_the_target(
+    config: Path, tmp_path: Path
+) -> None:
+    """When no threshold passes the target (an in-domain message nearer off-topic exemplars
+    than any intent), calibrate --write exits 2 and leaves the file alone, instead of writing
+    -1 (a gate that forwards everything); without --write it only warns."""
+    catalog = f"catalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
+    config.write_text(config.read_text().replace("top_k: 5", "top_k: 1") + catalog)
+    before = config.read_text()
+    data = tmp_path / "cal.jsonl"
+    rows = [("where is my order", "in_domain"), ("tell me a joke", "in_domain"),
+            ("write a poem", "off_topic")]  # fmt: skip
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    args = ["calibrate", "--config", config, "--dataset", data, "--target-pass-rate", "1.0",
+            "--catalog", FIXTURES / "tiny_catalog.yaml"]  # fmt: skip
+    code, output = _invoke(*args, "--write")
+    assert code == 2 and "nothing was written" in " ".join(output.split())
+    assert config.read_text() == before
+    code, output = _invoke(*args)
+    assert code == 0 and "no threshold reaches the target" in output
+
+
 def test_calibrate_conversations_records_the_model_and_later_warns(
     config: Path, tmp_path: Path
 ) -> None:
