@@ -29,14 +29,28 @@ def plain_type_error(err: Any) -> str | None:
 
 
 def http_url(value: str | None) -> str | None:
-    """``value`` if it is an http(s) URL with a host (and a valid port), else ValueError."""
+    """``value`` if it is an http(s) URL with a host (and a valid port), else ValueError.
+
+    Credentials in the URL (``http://user:pass@host``) are refused: the HTTP clients send
+    the key in the ``Authorization`` header and fail on every request when the URL holds a
+    second one, and a URL is printed in logs and hints. Messages never show a password."""
     if value is None:
         return None
     parts = urlsplit(value)  # raises ValueError on a malformed IPv6 host
     _ = parts.port  # raises ValueError on a bad port
+    shown = repr(_without_password(value, parts.password))
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        raise ValueError(f"{shown} is not an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{shown} holds credentials: give the key as api_key (sent as a bearer token) "
+            "and the URL without 'user:password@'"
+        )
     return value
+
+
+def _without_password(value: str, password: str | None) -> str:
+    return value.replace(f":{password}@", ":***@", 1) if password else value
 
 
 def sendable_key(key: SecretStr | None) -> SecretStr | None:

@@ -175,3 +175,19 @@ def test_store_settings_can_be_given_to_from_settings(tmp_path: Path) -> None:
 
     gate = Gatekeeper.from_settings(data_dir=tmp_path, store={"auto_sync": False, "top_k": 7})
     assert gate.settings.store.auto_sync is False and gate.settings.store.top_k == 7
+
+
+@pytest.mark.parametrize("section", ["UPSTREAM", "EMBEDDING"])
+def test_a_url_with_credentials_is_refused_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, section: str
+) -> None:
+    """A base URL with user:password@ is a settings error (every forwarded request failed on
+    it, and the URL reached logs); neither error shows the password."""
+    monkeypatch.setenv(f"GATEKEEPER_{section}__BASE_URL", "http://bob:PW-SECRET@127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match="holds credentials") as caught:
+        load_settings(None)
+    assert "PW-SECRET" not in str(caught.value)
+    monkeypatch.setenv(f"GATEKEEPER_{section}__BASE_URL", "ftp://bob:PW-SECRET@host/v1")
+    with pytest.raises(ConfigError, match="not an http") as caught:
+        load_settings(None)
+    assert "PW-SECRET" not in str(caught.value)
