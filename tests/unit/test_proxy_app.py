@@ -121,7 +121,7 @@ def proxy_settings(gate: Gatekeeper, **server: Any) -> Settings:
     return s.model_copy(
         update={
             "upstream": UpstreamSettings(
-                base_url=UPSTREAM, api_key=SecretStr("sk-up"), timeout=5, max_retries=0
+                base_url=UPSTREAM, api_key=SecretStr("sk-upstream-key"), timeout=5, max_retries=0
             ),
             "server": s.server.model_copy(update=server),
         }
@@ -218,6 +218,24 @@ async def test_the_request_line_joins_the_decision_and_the_callers_id(
     requests = [e for e in logs if e["event"] == "http.request"]
     assert [r["message_id"] for r in requests] == [d["message_id"] for d in decided]
     assert [r["request_id"] for r in requests] == ["lb-7:01", None]
+
+
+@pytest.mark.parametrize("status", [400, 429, 500])
+async def test_an_upstream_echoing_the_proxy_key_does_not_return_it(
+    client: httpx.AsyncClient, upstream: FakeUpstream, status: int
+) -> None:
+    """An upstream error that repeats the key it was sent reaches the client with the key
+    replaced by ***, passed through (4xx) or in the proxy's 502."""
+
+    def echoing(request: httpx.Request) -> httpx.Response:
+        said = f"bad request; key {request.headers['authorization']}"
+        return httpx.Response(status, json={"error": {"message": said, "type": "x"}})
+
+    upstream.handler = echoing
+    order = [{"role": "user", "content": "where is my order"}]
+    response = await post(client, {"model": "m", "messages": order})
+    assert response.status_code == (status if status < 500 else 502)
+    assert "sk-upstream-key" not in response.text and "Bearer ***" in response.text
 
 
 def test_build_info_follows_the_catalog_served() -> None:
@@ -989,7 +1007,7 @@ async def test_upstream_requests_carry_the_clients_timeout_and_the_proxys_name(
     for request in seen:
         assert request.extensions["timeout"] == timeout.as_dict()
         assert request.headers["user-agent"] == "gatekeeper-proxy"
-        assert request.headers["authorization"] == "Bearer sk-up"
+        assert request.headers["authorization"] == "Bearer sk-upstream-key"
         assert "cookie" not in request.headers
 
 

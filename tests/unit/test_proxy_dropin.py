@@ -165,7 +165,7 @@ async def test_admitted_response_request_is_forwarded_byte_for_byte(
     assert response.json()["output"][0]["content"][0]["text"] == "on its way"
     [sent] = upstream.requests
     assert sent.url.path == "/v1/responses" and sent.content == body
-    assert sent.headers["authorization"] == "Bearer sk-up"
+    assert sent.headers["authorization"] == "Bearer sk-upstream-key"
 
 
 async def test_instructions_are_not_a_user_turn(client: httpx.AsyncClient) -> None:
@@ -403,7 +403,7 @@ async def test_embeddings_pass_through_with_the_proxy_key(
     assert "x-gatekeeper-route" not in response.headers  # not judged
     [sent] = upstream.requests
     assert (sent.method, sent.url.path, sent.content) == ("POST", "/v1/embeddings", body)
-    assert sent.headers["authorization"] == "Bearer sk-up"
+    assert sent.headers["authorization"] == "Bearer sk-upstream-key"
     assert sent.headers["openai-beta"] == "x"
     assert sent.headers["content-type"] == "application/json"
 

@@ -40,6 +40,8 @@ from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name, open_client
 
 READINESS_RETRY_SECONDS = 5.0
+#: Shorter keys are not scrubbed from upstream errors (they would match ordinary text).
+MIN_SCRUBBED = 8
 #: How often an idle proxy loads a changed build into memory (``index`` run elsewhere).
 WARM_SECONDS = 5.0
 _KNOWN_URLS = 64  # parsed upstream URLs kept (paths: the gated ones and the passed-through)
@@ -73,6 +75,14 @@ class Proxy:
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
+    _secrets: list[bytes] = field(init=False, default_factory=list)
+
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` (an upstream's error body) with the proxy's keys replaced by ``***``: an
+        upstream may echo the key it was sent, and its errors reach the client."""
+        for secret in self._secrets:
+            data = data.replace(secret, b"***")
+        return data
 
     def record_serving(self) -> None:
         """``gatekeeper_build_info``: the version, model, rule and catalog served now."""
@@ -84,6 +94,9 @@ class Proxy:
         )
 
     def __post_init__(self) -> None:
+        keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
+        self._secrets = [k.get_secret_value().encode() for k in keys if k is not None]
+        self._secrets = [k for k in self._secrets if len(k) >= MIN_SCRUBBED]
         self.threads = ResponseThreads(self.settings.server.response_threads)
         self.batcher = DecisionBatcher(
             self.gate,

@@ -80,7 +80,7 @@ async def _raise_for_upstream_status(
     """5xx and a refused proxy key become 502; other 4xx (the client's) pass through as-is."""
     status = response.status_code
     try:
-        body = await response.aread()
+        body = proxy.scrub(await response.aread())
     except httpx.HTTPError:
         body = b""
     finally:
