@@ -12,11 +12,22 @@ written for the ``openai`` client runs unchanged on refused and admitted message
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from gatekeeper.errors import BackendError, UpstreamTimeoutError, UpstreamUnavailableError
+
+#: What an upstream's error text may repeat of a key: a bearer token, an ``sk-`` key.
+_KEYS = re.compile(r"(?i)(bearer\s+)\S+|\bsk-[A-Za-z0-9_\-*.]{6,}")
+
+
+def scrub(text: str) -> str:
+    """``text`` (an upstream's error message) without the keys it may repeat: an endpoint
+    that echoes the ``Authorization`` it got would otherwise put the key in the exception,
+    and from there in the application's logs."""
+    return _KEYS.sub(lambda m: f"{m.group(1)}***" if m.group(1) else "sk-***", text)
 
 
 @contextmanager
@@ -30,10 +41,11 @@ def upstream_errors(where: str | None) -> Iterator[None]:
     except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
         raise UpstreamTimeoutError(f"{where} did not answer in time") from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamUnavailableError(f"cannot reach {where}: {exc}") from exc
+        raise UpstreamUnavailableError(f"cannot reach {where}: {scrub(str(exc))}") from exc
     except openai.APIStatusError as exc:
         raise BackendError(
-            f"{where} answered HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code
+            f"{where} answered HTTP {exc.status_code}: {scrub(exc.message)}",
+            status_code=exc.status_code,
         ) from exc
     except json.JSONDecodeError as exc:  # a stream event that is not JSON
         raise BackendError(f"{where} sent a malformed event stream") from exc

@@ -375,3 +375,28 @@ async def test_async_chat_ui_function_gets_the_history(tiny_gate: Gatekeeper) ->
 
     assert await GatedBackend(tiny_gate, respond).acall("Maria Lopez", ASKED) == "ok"
     assert seen == [ASKED]
+
+
+def test_a_backend_error_does_not_repeat_the_key_the_upstream_echoed() -> None:
+    """An upstream error text that repeats the Authorization it got becomes a BackendError
+    whose message has the key replaced (applications log exception text)."""
+    import httpx
+    import openai
+
+    from gatekeeper.errors import BackendError
+
+    def echoing(request: httpx.Request) -> httpx.Response:
+        said = f"Incorrect API key provided: {request.headers['authorization']}"
+        return httpx.Response(401, json={"error": {"message": said, "type": "auth"}})
+
+    client = openai.OpenAI(
+        base_url="http://llm/v1",
+        api_key="sk-SECRET-abcdef123",
+        http_client=httpx.Client(transport=httpx.MockTransport(echoing)),
+        max_retries=0,
+    )
+    backend = OpenAIChatBackend(UpstreamSettings(model="m"), client=client)
+    with pytest.raises(BackendError) as caught:
+        backend("where is my order")
+    assert "SECRET" not in str(caught.value) and "Bearer ***" in str(caught.value)
+    assert caught.value.status_code == 401
