@@ -15,6 +15,7 @@ environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 from pathlib import Path
@@ -300,6 +301,12 @@ class ServerSettings(_Section):
     @field_validator("api_keys", "public_paths", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
+        """A comma-separated list, or a JSON list (as pydantic-settings reads other lists)."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)  # then each item is validated as a string
+            except ValueError:
+                raise ValueError("is neither a JSON list nor comma-separated values") from None
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value

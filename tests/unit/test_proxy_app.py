@@ -663,6 +663,21 @@ def test_public_paths_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert load_settings(None).server.public_paths == ["/healthz", "/metrics"]
 
 
+def test_inbound_keys_may_be_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEKEEPER_SERVER__API_KEYS as a JSON list gives its keys (it was split on commas, so
+    the keys kept brackets and quotes); a broken one is an error that shows no key."""
+    from gatekeeper.errors import ConfigError
+    from gatekeeper.settings import load_settings
+
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", '["sk-first-key", "sk-second-key"]')
+    keys = load_settings(None).server.api_keys
+    assert [k.get_secret_value() for k in keys] == ["sk-first-key", "sk-second-key"]
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", '["sk-first-key", ')
+    with pytest.raises(ConfigError, match="neither a JSON list") as caught:
+        load_settings(None)
+    assert "sk-first-key" not in str(caught.value)
+
+
 def test_a_misspelt_public_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A public path the proxy does not serve (a typo) is a settings error with did-you-mean."""
     from gatekeeper.errors import ConfigError
