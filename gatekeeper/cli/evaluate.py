@@ -34,7 +34,7 @@ from gatekeeper.errors import (
     InputError,
 )
 from gatekeeper.eval.formatting import pct
-from gatekeeper.rules import RULES
+from gatekeeper.rules import DEFAULT_RULE, RULES
 from gatekeeper.settings import CalibrationRecord, Settings
 
 
@@ -308,6 +308,8 @@ def calibrate(
         flag = f" --config {config}" if config else ""
         command = f"gatekeeper calibrate{flag} --dataset {dataset} --target-pass-rate "
         command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")
+        if rule is not None or gate.rule.name != DEFAULT_RULE:
+            command += f" --rule {gate.rule.name}"  # the note's command gives this threshold
         if write:
             note = (
                 f"{command} --write → {pct(result.in_domain_pass_rate)} in-domain pass, "

@@ -25,12 +25,15 @@ def store_threshold(
 ) -> None:
     """Set ``gate.threshold`` (and ``gate.calibrated_for``) in the YAML settings file ``path``
     (created if absent), keeping its other keys and comments; ``note`` becomes the threshold
-    line's comment."""
+    line's comment. A threshold calibrated for another rule than the file's (``--rule``,
+    ``GATEKEEPER_GATE__RULE``) sets ``gate.rule`` too: the file then serves what it records."""
 
     def edit(text: str) -> str:
         text = _with_gate_key(text, "threshold", f"{threshold:.4f}", note)
         if calibrated_for is None:
             return text
+        if _file_rule(text) != calibrated_for.rule:
+            text = _with_gate_key(text, "rule", calibrated_for.rule, None)
         record = json.dumps(calibrated_for.model_dump(), ensure_ascii=False)
         return _with_gate_key(text, "calibrated_for", record, None)
 
@@ -41,6 +44,21 @@ def store_threshold(
         return f"gate.threshold reads back as {stored!r}"
 
     _edit_settings(path, "the threshold", edit, check)
+
+
+def _file_rule(text: str) -> str:
+    """The rule a settings file's text names (the default when it names none)."""
+    import yaml
+
+    from gatekeeper.rules import DEFAULT_RULE
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return DEFAULT_RULE
+    gate = data.get("gate") if isinstance(data, dict) else None
+    rule = gate.get("rule") if isinstance(gate, dict) else None
+    return str(rule or DEFAULT_RULE)
 
 
 def start_settings_file(path: Path, catalog: Path) -> None:

@@ -169,6 +169,24 @@ def test_calibrate_write_round_trip(config: Path) -> None:
     )
 
 
+def test_calibrate_with_another_rule_writes_a_file_that_serves(config: Path) -> None:
+    """calibrate --rule top1 --write sets gate.rule as well (the file's rule was contrast), and
+    its note's command names --rule: the file serves what it records."""
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
+    code, output = _invoke(
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--rule", "top1", "--write",
+    )  # fmt: skip
+    assert code == 0, output
+    settings = load_settings(config)
+    assert settings.gate.rule == "top1"
+    assert settings.gate.calibrated_for is not None and settings.gate.calibrated_for.rule == "top1"
+    assert "--rule top1 --write" in config.read_text()
+    code, output = _invoke("check", "--config", config, "where is my order")
+    assert code == 0, output
+
+
 def test_calibrate_never_writes_a_threshold_that_misses_the_target(
     config: Path, tmp_path: Path
 ) -> None:
