@@ -151,10 +151,12 @@ def progress_bar(console: Console | None = None) -> Progress:
 
 
 def tracked(
-    progress: Progress, description: str
+    progress: Progress, description: str, *, hidden_until_total: bool = False
 ) -> tuple[Callable[[int], None], Callable[[int], None]]:
-    """A (progress, on_total) pair of callbacks feeding one progress-bar task."""
-    task = progress.add_task(escape(description), total=None)
+    """A (progress, on_total) pair of callbacks feeding one progress-bar task; with
+    ``hidden_until_total``, the bar shows only once a total above 0 is known (work that may
+    turn out to be nothing: an index already in sync)."""
+    task = progress.add_task(escape(description), total=None, visible=not hidden_until_total)
 
     def advance(n: int) -> None:
         progress.advance(task, n)

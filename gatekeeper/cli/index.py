@@ -38,7 +38,7 @@ def index(
         with console.status("loading the embedding model"):
             gate.embedder.load()
         with progress_bar(console) as progress:
-            advance, set_total = tracked(progress, "embedding exemplars")
+            advance, set_total = tracked(progress, "embedding exemplars", hidden_until_total=True)
             report = gate.index(rebuild=rebuild, progress=advance, on_total=set_total)
         typer.echo(
             f"indexed {settings.catalog} into {report.collection}: "

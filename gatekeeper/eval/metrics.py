@@ -253,6 +253,7 @@ def row(outcome: Outcome) -> Row:
         **listed(outcome).model_dump(),
         turn=outcome.example.turn,
         label=outcome.example.label,
+        intent=outcome.decision.intent,
         passed=outcome.passed,
         called=outcome.called,
         followup=outcome.decision.followup,

@@ -201,6 +201,7 @@ class Row(Listed):
 
     turn: int | None = Field(None, description="for a per-turn labelled chat: the turn judged")
     label: str
+    intent: str | None = Field(description="the intent served (a canned reply's); None if refused")
     passed: bool
     called: bool = Field(description="whether the row's call reached the counting backend")
     followup: bool

@@ -263,3 +263,11 @@ def test_store_threshold_leaves_an_invalid_file_untouched(tmp_path: Path) -> Non
     with pytest.raises(ConfigError):
         store_threshold(path, 0.3, "note")
     assert path.read_text() == original
+
+
+def test_index_shows_no_progress_bar_when_nothing_needs_embedding(config: Path) -> None:
+    """A first index draws the embedding bar; a second, with nothing to embed, does not."""
+    code, first = _invoke("index", "--config", config)
+    assert code == 0 and "embedding exemplars" in first, first
+    code, again = _invoke("index", "--config", config)
+    assert code == 0 and "0 added" in again and "embedding exemplars" not in again, again

@@ -316,7 +316,7 @@ def test_rows_jsonl_holds_every_row_and_recounts_the_report(
     assert sum(r["called"] for r in rows) == report.llm_calls
     inside = [r for r in rows if r["label"] == "in_domain"]
     assert sum(r["passed"] for r in inside) / len(inside) == report.in_domain_pass_rate
-    assert {"source", "line", "text", "route", "score", "nearest_intent"} <= set(rows[0])
+    assert {"source", "line", "text", "route", "intent", "score", "nearest_intent"} <= set(rows[0])
     assert "rows" not in json.loads(files.json.read_text())  # not repeated in report.json
 
 
