@@ -41,7 +41,7 @@ def index(
             advance, set_total = tracked(progress, "embedding exemplars", hidden_until_total=True)
             report = gate.index(rebuild=rebuild, progress=advance, on_total=set_total)
         typer.echo(
-            f"indexed {settings.catalog} into {report.collection}: "
+            f"indexed {settings.catalog} into {gate.store.name} (build {report.collection}): "
             f"{report.added} added, {report.updated} updated, {report.deleted} deleted, "
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
