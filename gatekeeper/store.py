@@ -211,7 +211,7 @@ class ExemplarStore:
 
     @property
     def holds_copy(self) -> bool:
-        """Whether queries have searched a copy in memory (``memory``/``pca`` search)."""
+        """Whether a copy is held in memory (a ``memory``/``pca`` search, or :meth:`exemplars`)."""
         return self._matrix is not None
 
     def exemplars(self) -> ExemplarMatrix:

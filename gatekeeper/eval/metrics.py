@@ -445,7 +445,7 @@ def build_report(
         calibration=calibration,
         latency_ms=latency,
         cost=cost_summary(n, run.llm_calls, pricing),
-        time=time_summary(n, run.llm_calls, pricing, latency.mean, gate_ms),
+        time=time_summary(n, run.llm_calls, pricing, latency.mean, latency.batch_ms_per_message),
         projections=[
             project(s, admit_in, admit_off, false_block or 0.0, pricing, gate_ms)
             for s in options.off_topic_shares

@@ -158,7 +158,9 @@ def evaluate_gate(
         tune = finetuned_gate if plan.tune_method == "encoder" else tuned_gate
         gate, tuned = tune(gate, seed=plan.options.seed, task=task)
     synced = ensure_index(gate, task)
-    checked += [w for w in [index_warning(gate.store)] if w]
+    unreadable = index_warning(gate.store)
+    if unreadable:
+        checked.append(unreadable)
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
     calibration = None

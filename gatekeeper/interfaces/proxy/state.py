@@ -95,8 +95,8 @@ class Proxy:
 
     def __post_init__(self) -> None:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
-        self._secrets = [k.get_secret_value().encode() for k in keys if k is not None]
-        self._secrets = [k for k in self._secrets if len(k) >= MIN_SCRUBBED]
+        values = (k.get_secret_value().encode() for k in keys if k is not None)
+        self._secrets = [v for v in values if len(v) >= MIN_SCRUBBED]
         self.threads = ResponseThreads(self.settings.server.response_threads)
         self.batcher = DecisionBatcher(
             self.gate,
