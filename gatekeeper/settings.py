@@ -341,6 +341,15 @@ class LoggingSettings(_Section):
         "replica to join their logs (unset: a random key per process)",
     )
 
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_any_case(cls, level: Any) -> Any:
+        """``debug`` and ``WARN`` mean what every logging library takes them to mean."""
+        if isinstance(level, str):
+            level = level.strip().upper()
+            return "WARNING" if level == "WARN" else level
+        return level
+
 
 class PricingSettings(_Section):
     """Prices for the eval's cost lines, in USD per 1M tokens."""

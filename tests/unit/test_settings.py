@@ -191,3 +191,21 @@ def test_a_url_with_credentials_is_refused_without_showing_them(
     with pytest.raises(ConfigError, match="not an http") as caught:
         load_settings(None)
     assert "PW-SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "level"), [("debug", "DEBUG"), (" Info ", "INFO"), ("warn", "WARNING")]
+)
+def test_log_level_is_taken_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, given: str, level: str
+) -> None:
+    """GATEKEEPER_LOGGING__LEVEL=debug (or warn) is the level every logging library means."""
+    monkeypatch.setenv("GATEKEEPER_LOGGING__LEVEL", given)
+    assert load_settings(None).logging.level == level
+
+
+def test_an_unknown_log_level_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A level no logger has is a settings error naming the field."""
+    monkeypatch.setenv("GATEKEEPER_LOGGING__LEVEL", "verbose")
+    with pytest.raises(ConfigError, match=r"logging\.level"):
+        load_settings(None)
