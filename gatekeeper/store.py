@@ -20,13 +20,12 @@ server, in the active build; embedded, into a fresh build with the unchanged vec
 that copy, fills a fresh build and then flips the pointer, so a reader sees either the old
 build or the new one, never a half-built collection.
 
-Readers in other processes (replicas, ``gatekeeper index --rebuild`` run beside a live proxy)
-hold the build they opened, so a rebuild does not drop the build it replaced: the pointer
-remembers it as the previous build (``gatekeeper_previous``) and the *next* rebuild drops it.
-Readers re-read the pointer every ``pointer_ttl`` seconds, and on any error reading a build that
-is no longer the pointer's target they follow the pointer and retry, so even rebuilds in quick
-succession fail no query. A row without metadata (a build dropped mid-read) is a StoreError,
-never a TypeError. A search in memory rides out an unreachable Chroma on its copy of the build.
+Readers in other processes (replicas, ``index --rebuild`` beside a live proxy) hold the build
+they opened, so a rebuild keeps the build it replaced as ``gatekeeper_previous`` and the *next*
+rebuild drops it. Readers re-read the pointer every ``pointer_ttl`` seconds and, on an error
+reading a build the pointer no longer names, follow it and retry: quick rebuilds fail no query.
+A row without metadata (a build dropped mid-read) is a StoreError, never a TypeError. A search
+in memory rides out an unreachable Chroma on its copy of the build (:meth:`outage_copy`).
 """
 
 from __future__ import annotations
@@ -177,10 +176,9 @@ class ExemplarStore:
             try:
                 collection = self._active_collection(refresh=failure is not None)
             except StoreUnavailableError:
-                if self._matrix is None or self._path(vectors) == "chroma":
+                if (copy := self.outage_copy()) is None:
                     raise
-                # the copy in memory of the build last read: no rebuild finishes without Chroma
-                return self._nearest_in(self._matrix, vectors, k)
+                return self._nearest_in(copy, vectors, k)
             if collection is None:
                 raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
             if failure is not None and collection.name == failed_on:
@@ -208,6 +206,14 @@ class ExemplarStore:
     ) -> list[list[Neighbour]]:
         n = min(k or self.top_k, max(1, self._count))
         return matrix.nearest(vectors, n, candidates=shortlist(matrix, n, self.pca_candidates))
+
+    def outage_copy(self) -> ExemplarMatrix | None:
+        """The in-memory copy of the build last read, which answers queries while Chroma is
+        unreachable (none for a ``chroma`` search, or before any read)."""
+        matrix = self._matrix
+        if matrix is None or self._path(matrix.vectors) == "chroma":
+            return None
+        return matrix
 
     @property
     def holds_copy(self) -> bool:
@@ -449,11 +455,8 @@ class ExemplarStore:
         dropped between reading the pointer and opening it is followed to the pointer's new
         target."""
         cached = self._active
-        if (
-            cached is not None
-            and not refresh
-            and time.monotonic() - self._checked < self.pointer_ttl
-        ):
+        due = refresh or time.monotonic() - self._checked >= self.pointer_ttl
+        if cached is not None and not due:
             return cached
         from chromadb.errors import NotFoundError
 

@@ -859,6 +859,37 @@ async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
     await upstream_client.aclose()
 
 
+@pytest.mark.parametrize("search", ["memory", "chroma"])
+async def test_readyz_stays_ready_while_the_in_memory_copy_serves(
+    tmp_path: Path, upstream: FakeUpstream, search: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chroma unreachable after start: a gate searching its in-memory copy still decides right,
+    and /readyz answers 200 "degraded" (a 503 would take a serving replica out of its load
+    balancer); a gate that searches in Chroma is not ready (503)."""
+    gate: Gatekeeper = make_gate(tmp_path, store={"search": search})
+    gate.index()
+    async with serving(gate, upstream) as proxied:
+        assert (await post(proxied, {"model": "m", "messages": JOKE})).status_code == 200
+
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise httpx.ConnectError("Could not connect to a Chroma server")
+
+        monkeypatch.setattr(gate.store._client, "get_or_create_collection", unreachable)
+        gate.store.pointer_ttl = 0.0  # every read asks Chroma
+        ready = await proxied.get("/readyz")
+        refused = await post(proxied, {"model": "m", "messages": JOKE})
+        if search == "memory":
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["status"] == "degraded"
+            assert ready.json()["exemplars"] == len(tiny_catalog().exemplars())
+            assert refused.headers["x-gatekeeper-route"] == "off_topic"
+            assert "x-gatekeeper-gate-error" not in refused.headers
+            assert upstream.bodies == []
+        else:
+            assert ready.status_code == 503
+            assert refused.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
+
+
 def test_readiness_retries_are_rate_limited() -> None:
     """While Chroma is down, connect attempts happen at most once per retry interval."""
     attempts = 0

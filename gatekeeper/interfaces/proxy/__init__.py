@@ -68,8 +68,9 @@ When the gate itself fails (model or Chroma), ``gate.on_error`` decides: ``fail_
 is down starts (logging ``gate.not_ready``), serves per ``gate.on_error`` with ``/readyz`` at 503,
 and recovers by itself when Chroma is back (requests retry, at most once every 5 s). A
 misconfiguration (a bad catalog, a model not found, an index built with another model) still
-refuses to start. With ``gate.shadow`` every request is decided, logged
-and counted, then forwarded.
+refuses to start. A Chroma lost after start is ridden out by a search in memory (decisions
+from its copy of the build, ``/readyz`` 200 ``degraded``). With ``gate.shadow`` every request
+is decided, logged and counted, then forwarded.
 """
 
 from gatekeeper.interfaces.proxy.app import create_app

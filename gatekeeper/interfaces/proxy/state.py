@@ -174,17 +174,32 @@ class Proxy:
         return decision
 
     def readiness(self) -> Json:
-        """Model loaded and collection reachable (blocking: run in a thread)."""
+        """Model loaded and collection reachable (blocking: run in a thread). While Chroma is
+        unreachable, a gate that decides on its in-memory copy of the build is still ready
+        (``status: degraded``): taking it out of a load balancer would refuse customers the
+        gate can serve."""
         self.gate.ready()
-        info = self.gate.store.info()
+        store = self.gate.store
+        try:
+            info = store.info()
+        except StoreUnavailableError as exc:
+            if (copy := store.outage_copy()) is None:
+                raise
+            self.log.warning("server.degraded", error=str(exc), collection=copy.key[0])
+            return self._ready("degraded", copy.key[0], len(copy.ids)) | {
+                "reason": "StoreUnavailableError"
+            }
         if info is None:
-            raise IndexMissingError.for_collection(self.gate.store.name)
+            raise IndexMissingError.for_collection(store.name)
+        return self._ready("ready", info.collection, info.count)
+
+    def _ready(self, status: str, collection: str, count: int) -> Json:
         return {
-            "status": "ready",
-            "collection": info.collection,
-            "model": info.model,
+            "status": status,
+            "collection": collection,
+            "model": self.gate.embedder.identity,  # what ready() checked the build against
             "runtime": self.gate.embedder.runtime,
-            "exemplars": info.count,
+            "exemplars": count,
         }
 
 
