@@ -185,6 +185,36 @@ async def test_admitted_request_is_forwarded_byte_for_byte(
     assert upstream.bodies == [body]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_operators_account_headers_stay_with_the_proxy(
+    client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+) -> None:
+    """The upstream's openai-organization / openai-project (the operator's account) and its
+    cookies never reach the proxy's clients; its rate-limit and timing headers do."""
+    own = {
+        "openai-organization": "org-operator123",
+        "openai-project": "proj_operator456",
+        "set-cookie": "__cf_bm=abc; path=/",
+        "x-ratelimit-remaining-requests": "99",
+        "openai-processing-ms": "12",
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        plain = upstream.default(request)
+        return httpx.Response(200, content=plain.content, headers={**plain.headers, **own})
+
+    upstream.handler = answer
+    order = [{"role": "user", "content": "where is my order"}]
+    response = await post(client, {"model": "m", "messages": order, "stream": stream})
+    assert response.status_code == 200 and response.headers["x-gatekeeper-route"] == "llm"
+    assert response.headers["x-ratelimit-remaining-requests"] == "99"
+    assert response.headers["openai-processing-ms"] == "12"
+    for name in ("openai-organization", "openai-project", "set-cookie"):
+        assert name not in response.headers
+    models = await client.get("/v1/models")
+    assert models.status_code == 200 and "openai-organization" not in models.headers
+
+
 async def test_metrics_show_what_is_served_upstream_time_and_in_flight(
     client: httpx.AsyncClient, upstream: FakeUpstream, gate: Gatekeeper
 ) -> None:

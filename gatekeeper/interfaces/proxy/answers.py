@@ -19,8 +19,18 @@ from gatekeeper.interfaces.local_answers import (
 )
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json
 
-#: Upstream answer headers never passed back: hop-by-hop, or recomputed by this server.
-_DROP_HEADERS = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server", "set-cookie"}
+#: Upstream answer headers never passed back: hop-by-hop, recomputed by this server, or the
+#: operator's own (a cookie for the proxy's client; the OpenAI organization and project the
+#: upstream key belongs to, which are the operator's account, not the customer's business).
+_DROP_HEADERS = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "date",
+    "server",
+    "set-cookie",
+    "openai-organization",
+    "openai-project",
+}
 
 
 def _header_value(value: str) -> str:
