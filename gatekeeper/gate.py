@@ -96,7 +96,7 @@ class Gatekeeper:
         """After ``gatekeeper index`` elsewhere built the store from an edited catalog file
         (replicas, a live proxy), serve that file's catalog too: its new intents, replies and
         thresholds with its exemplars. Only when the file holds exactly what was indexed; read
-        once per indexed version (no Chroma call: the hash is the build's, as last opened)."""
+        once per indexed version (no Chroma call: the hash of the build queries read)."""
         indexed = self.store.indexed_catalog_hash()
         if indexed is None or indexed in (self._catalog_hash, self._declined_hash):
             return

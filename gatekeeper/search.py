@@ -50,8 +50,11 @@ PCA_DIMENSIONS = 256
 PCA_CANDIDATES = 200
 SHORTLIST_PER_K = 10
 
-#: Rows read from Chroma per page when a build is loaded.
-PAGE = 5000
+#: Rows read from Chroma per page when a build is loaded. A page holds the GIL while Chroma
+#: reads it: 5,000 rows stalled the queries beside a background load for 240-340 ms, 1,000
+#: for 45-80 ms, and 15,000 rows load as fast (0.8 s vs 1.0-1.2 s;
+#: ``eval/benchmark_build_change.py``).
+PAGE = 1000
 
 #: What identifies a build's contents: its name, its catalog hash and its row count.
 BuildKey = tuple[str, str, int]

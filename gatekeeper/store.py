@@ -25,12 +25,11 @@ they opened, so a rebuild keeps the build it replaced as ``gatekeeper_previous``
 rebuild drops it. Readers re-read the pointer every ``pointer_ttl`` seconds and, on an error
 reading a build the pointer no longer names, follow it and retry: quick rebuilds fail no query.
 A row without metadata (a build dropped mid-read) is a StoreError, never a TypeError. A search
-in memory rides out an unreachable Chroma on its copy of the build (:meth:`outage_copy`).
+in memory rides out an unreachable Chroma on its copy of the build (:meth:`serving_copy`).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gatekeeper.build_copy import BuildCopy
 from gatekeeper.catalog import Catalog, Exemplar
 from gatekeeper.chroma_client import collection_name, is_connection_error, open_client
 from gatekeeper.embedding import Embedder, Vectors
@@ -108,8 +108,7 @@ class ExemplarStore:
         self._active: Any = None
         self._count = 0
         self._checked = 0.0
-        self._matrix: ExemplarMatrix | None = None
-        self._matrix_lock = threading.Lock()
+        self._copy = BuildCopy(self._guard)
 
     @classmethod
     def from_settings(cls, client: Any, name: str, settings: StoreSettings) -> ExemplarStore:
@@ -128,9 +127,12 @@ class ExemplarStore:
     # -- reading -------------------------------------------------------------------------
 
     def indexed_catalog_hash(self) -> str | None:
-        """The catalog hash of the build last opened (no Chroma call; None before any)."""
-        value = (getattr(self._active, "metadata", None) or {}).get("catalog_hash")
-        return str(value) if value else None
+        """The catalog hash of the build queries read: the copy in memory when they search one
+        (a new build is served once loaded), else the build last opened. No Chroma call."""
+        copy = self.serving_copy()
+        meta = {"catalog_hash": copy.key[1]} if copy else getattr(self._active, "metadata", None)
+        value = (meta or {}).get("catalog_hash")
+        return str(value) if value and value != "None" else None
 
     def info(self) -> IndexInfo | None:
         """What the active build holds, or None when nothing is built yet."""
@@ -176,7 +178,7 @@ class ExemplarStore:
             try:
                 collection = self._active_collection(refresh=failure is not None)
             except StoreUnavailableError:
-                if (copy := self.outage_copy()) is None:
+                if (copy := self.serving_copy()) is None:
                     raise
                 return self._nearest_in(copy, vectors, k)
             if collection is None:
@@ -189,7 +191,8 @@ class ExemplarStore:
                     n = min(k or self.top_k, max(1, self._count))
                     return query_neighbours(self._query(collection, vectors, n))
                 pca = self.pca_dimensions if path == "pca" else 0
-                return self._nearest_in(self._matrix_of(collection, pca=pca), vectors, k)
+                copy = self._copy.of(collection, self._count, pca, wait=False)
+                return self._nearest_in(copy, vectors, k)
             except StoreUnavailableError:
                 raise
             except (StoreError, NotFoundError) as exc:
@@ -207,10 +210,10 @@ class ExemplarStore:
         n = min(k or self.top_k, max(1, self._count))
         return matrix.nearest(vectors, n, candidates=shortlist(matrix, n, self.pca_candidates))
 
-    def outage_copy(self) -> ExemplarMatrix | None:
-        """The in-memory copy of the build last read, which answers queries while Chroma is
-        unreachable (none for a ``chroma`` search, or before any read)."""
-        matrix = self._matrix
+    def serving_copy(self) -> ExemplarMatrix | None:
+        """The in-memory copy of the build that queries read, also while Chroma is unreachable
+        (none for a ``chroma`` search, or before any read)."""
+        matrix = self._copy.matrix
         if matrix is None or self._path(matrix.vectors) == "chroma":
             return None
         return matrix
@@ -218,7 +221,7 @@ class ExemplarStore:
     @property
     def holds_copy(self) -> bool:
         """Whether a copy is held in memory (a ``memory``/``pca`` search, or :meth:`exemplars`)."""
-        return self._matrix is not None
+        return self._copy.matrix is not None
 
     def exemplars(self) -> ExemplarMatrix:
         """Every exemplar of the active build with its vector (the in-memory copy the
@@ -226,28 +229,7 @@ class ExemplarStore:
         collection = self._active_collection(refresh=True)
         if collection is None:
             raise IndexMissingError.for_collection(self.name)
-        return self._matrix_of(collection)
-
-    def _matrix_of(self, collection: Any, pca: int = 0) -> ExemplarMatrix:
-        """The in-memory copy of ``collection`` (:mod:`gatekeeper.search`), loaded again when
-        the build's name, catalog hash or count has changed; with a coarse index on ``pca``
-        principal directions when ``pca`` is set."""
-        from chromadb.errors import NotFoundError
-
-        key = (collection.name, str((collection.metadata or {}).get("catalog_hash")), self._count)
-        matrix = self._matrix
-        if matrix is not None and matrix.key == key and (not pca or matrix.pca == pca):
-            return matrix
-        with self._matrix_lock:
-            matrix = self._matrix
-            if matrix is None or matrix.key != key:
-                matrix = self._guard(
-                    partial(ExemplarMatrix.load, collection, key), passthrough=(NotFoundError,)
-                )
-            if pca:
-                matrix = matrix.with_coarse(pca)
-            self._matrix = matrix
-            return matrix
+        return self._copy.of(collection, self._count)
 
     def _query(self, collection: Any, vectors: Vectors, n: int) -> Any:
         from chromadb.errors import NotFoundError
@@ -272,7 +254,21 @@ class ExemplarStore:
         progress: Progress | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> SyncReport:
-        """Make the index match ``catalog``: incrementally, or as an atomic rebuild."""
+        """Make the index match ``catalog``: incrementally, or as an atomic rebuild; a copy in
+        memory is current when it returns (another's sync: :mod:`gatekeeper.build_copy`)."""
+        report = self._sync(catalog, embedder, rebuild, progress, on_total)
+        if self.holds_copy:
+            self._copy.of(self._active, self._count)
+        return report
+
+    def _sync(
+        self,
+        catalog: Catalog,
+        embedder: Embedder,
+        rebuild: bool,
+        progress: Progress | None,
+        on_total: Callable[[int], None] | None,
+    ) -> SyncReport:
         started = time.perf_counter()
         exemplars = catalog.exemplars()
         active = self._active_collection(refresh=True)

@@ -4,6 +4,8 @@ build changes; the coarse PCA search re-ranked exactly; and the store's choice b
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,19 @@ def test_memory_search_finds_what_chroma_finds(tmp_path: Path) -> None:
         assert above(got) == above(expected)
 
 
+def _loaded(store: ExemplarStore, probe: Any, text: str) -> Neighbour:
+    """The nearest neighbour of ``probe`` once the reader's copy holds ``text``."""
+    for _ in range(500):
+        nearest = store.query(probe)[0][0]
+        if nearest.text == text:
+            return nearest
+        time.sleep(0.01)
+    raise AssertionError(f"{text!r} never reached the copy in memory")
+
+
 def test_a_sync_elsewhere_reaches_the_matrix(tmp_path: Path) -> None:
     """A reader's matrix follows an incremental sync made through another store object (another
-    process, in production) once its pointer check is due."""
+    process, in production) once its pointer check is due and the new copy is loaded."""
     embedder = HashingEmbedder()
     writer, reader = _store(tmp_path, "memory"), _store(tmp_path, "memory", pointer_ttl=0.0)
     writer.sync(tiny_catalog(), embedder)
@@ -67,9 +79,41 @@ def test_a_sync_elsewhere_reaches_the_matrix(tmp_path: Path) -> None:
     raw = tiny_catalog().model_dump(mode="json")
     raw["off_topic"]["exemplars"] = [*raw["off_topic"]["exemplars"], "sing me a lullaby tonight"]
     writer.sync(parse_catalog(raw), embedder)
-    nearest = reader.query(probe)[0][0]
-    assert (nearest.text, nearest.intent) == ("sing me a lullaby tonight", "off_topic")
+    nearest = _loaded(reader, probe, "sing me a lullaby tonight")
+    assert nearest.intent == "off_topic"
     assert nearest.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_changed_build_loads_behind_the_copy_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the build changes, queries do not wait for the new copy to load: the copy before
+    answers until it is in memory, then the new one does; the writer's own copy is current as
+    soon as its sync returns."""
+    embedder = HashingEmbedder()
+    writer, reader = _store(tmp_path, "memory"), _store(tmp_path, "memory", pointer_ttl=0.0)
+    writer.sync(tiny_catalog(), embedder)
+    probe = embedder.embed(["sing me a lullaby tonight"])
+    reader.query(probe)  # the reader holds a copy of the first build
+    release = threading.Event()
+    load = ExemplarMatrix.load
+
+    def slow_load(collection: Any, key: Any) -> ExemplarMatrix:
+        if threading.current_thread().name == "gatekeeper-build-copy":
+            assert release.wait(10)
+        return load(collection, key)
+
+    monkeypatch.setattr(ExemplarMatrix, "load", slow_load)
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["off_topic"]["exemplars"] = [*raw["off_topic"]["exemplars"], "sing me a lullaby tonight"]
+    writer.sync(parse_catalog(raw), embedder)
+    assert writer.query(probe)[0][0].text == "sing me a lullaby tonight"  # its own sync
+    started = time.monotonic()
+    before = reader.query(probe)[0]  # the new copy is still loading: it answers at once
+    assert time.monotonic() - started < 5
+    assert all(n.text != "sing me a lullaby tonight" for n in before)
+    release.set()
+    assert _loaded(reader, probe, "sing me a lullaby tonight").intent == "off_topic"
 
 
 def test_auto_keeps_small_builds_in_memory_and_large_ones_in_chroma() -> None:
@@ -259,13 +303,13 @@ def test_the_store_searches_on_pca_when_configured(tmp_path: Path, monkeypatch: 
             assert _key(got)[0] == _key(want)[0]
             assert _key(got)[1] == pytest.approx(_key(want)[1], abs=1e-5)
     assert shortlists == [10]
-    matrix = store._matrix
+    matrix = store._copy.matrix
     assert matrix is not None and matrix.coarse is not None and matrix.pca == 16
     store.search = "memory"
     store.query(vectors)
     store.search = "pca"
     store.query(vectors)
-    assert store._matrix is matrix
+    assert store._copy.matrix is matrix
 
 
 def test_pca_defaults_agree_with_the_settings() -> None:

@@ -197,7 +197,7 @@ async def test_an_idle_proxy_loads_a_changed_build_before_its_next_request(
     make_gate(tmp_path, catalog=parse_catalog(raw), store={"search": "memory"}).index()
 
     def copied() -> list[str]:
-        return serving.store._matrix.texts  # type: ignore[union-attr]
+        return serving.store._copy.matrix.texts  # type: ignore[union-attr]
 
     assert "parcel tracking number" not in copied()
     warming = asyncio.create_task(keep_warm(cast(Proxy, SimpleNamespace(gate=serving)), 0.01))

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gatekeeper.decision import Route
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.search import ExemplarMatrix
 from gatekeeper.settings import Settings
 from gatekeeper.testing import HashingEmbedder, make_gate
 
@@ -90,6 +95,43 @@ def test_a_replica_serves_the_catalog_that_was_indexed_elsewhere(tmp_path: Path)
     catalog.write_text(edited, encoding="utf-8")
     _serving(catalog).index()
     time.sleep(0.1)
-    replica.check("hello")  # the first decision after the pointer moved reads the new build
+    for _ in range(500):  # the first decision after the pointer moved loads the new build
+        if replica.check("can you engrave my initials").intent == "engraving":
+            break
+        time.sleep(0.01)
     assert replica.check("can you engrave my initials").intent == "engraving"
+    assert replica.check("tell me a joke").reply == "new refusal"
+
+
+def test_the_catalog_moves_with_the_copy_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a build indexed elsewhere loads behind the copy before, the replica keeps the
+    catalog of the copy it answers from (the old refusal); both move together once loaded."""
+    catalog = tmp_path / "shop.yaml"
+    catalog.write_text(CATALOG.format(reply="old refusal"), encoding="utf-8")
+    replica = _serving(catalog)
+    replica.index()
+    replica.store.pointer_ttl = 0.05
+    assert replica.check("tell me a joke").reply == "old refusal"
+    release = threading.Event()
+    load = ExemplarMatrix.load
+
+    def slow_load(collection: Any, key: Any) -> ExemplarMatrix:
+        if threading.current_thread().name == "gatekeeper-build-copy":
+            assert release.wait(10)
+        return load(collection, key)
+
+    monkeypatch.setattr(ExemplarMatrix, "load", slow_load)
+    edited = CATALOG.format(reply="new refusal").replace("off_topic:", ENGRAVING + "off_topic:")
+    catalog.write_text(edited, encoding="utf-8")
+    _serving(catalog).index()
+    time.sleep(0.1)
+    for _ in range(3):  # the new build is loading: the copy before and its catalog answer
+        assert replica.check("tell me a joke").reply == "old refusal"
+    release.set()
+    for _ in range(500):
+        if replica.check("can you engrave my initials").intent == "engraving":
+            break
+        time.sleep(0.01)
     assert replica.check("tell me a joke").reply == "new refusal"
