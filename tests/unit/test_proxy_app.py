@@ -239,15 +239,18 @@ async def test_the_request_line_joins_the_decision_and_the_callers_id(
     client: httpx.AsyncClient,
 ) -> None:
     """http.request carries the decision's message id (as gate.decided does) and a well-formed
-    x-request-id; a request id that could carry anything is not logged."""
+    x-request-id; a request id that could carry anything, or shaped like a key, is not logged."""
     order = {"model": "m", "messages": [{"role": "user", "content": "where is my order"}]}
     with capture_logs() as logs:
         await client.post("/v1/chat/completions", json=order, headers={"x-request-id": "lb-7:01"})
         await client.post("/v1/chat/completions", json=order, headers={"x-request-id": "a b c"})
+        key = {"x-request-id": "sk-proj-Abc123_def456"}
+        await client.post("/v1/chat/completions", json=order, headers=key)
     decided = [e for e in logs if e["event"] == "gate.decided"]
     requests = [e for e in logs if e["event"] == "http.request"]
     assert [r["message_id"] for r in requests] == [d["message_id"] for d in decided]
-    assert [r["request_id"] for r in requests] == ["lb-7:01", None]
+    assert [r["request_id"] for r in requests] == ["lb-7:01", None, None]
+    assert "Abc123" not in repr(logs)
 
 
 @pytest.mark.parametrize("status", [400, 429, 500])

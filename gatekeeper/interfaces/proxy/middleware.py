@@ -19,6 +19,7 @@ from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_KEY_LIKE = re.compile(r"(?i)sk-")
 
 Scope = MutableMapping[str, Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -109,9 +110,12 @@ class RequestLog:
 def request_id(scope: Scope) -> str | None:
     """The client's (or load balancer's) ``x-request-id``, when it looks like an id (at most
     128 letters, digits and ``.-_:``): logged, so a request can be followed across systems.
-    Anything else is not logged (it could carry anything)."""
+    Anything else is not logged (it could carry anything), nor a value shaped like an API key
+    (``sk-...``: a client that put its key in the wrong header)."""
     value = _header(scope, b"x-request-id")
-    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
+    if value is None or not _REQUEST_ID.fullmatch(value) or _KEY_LIKE.match(value):
+        return None
+    return value
 
 
 def _header(message: AsgiMessage | Scope, name: bytes) -> str | None:

@@ -183,7 +183,7 @@ class Proxy:
         try:
             info = store.info()
         except StoreUnavailableError as exc:
-            if (copy := store.outage_copy()) is None:
+            if (copy := store.serving_copy()) is None:
                 raise
             self.log.warning("server.degraded", error=str(exc), collection=copy.key[0])
             return self._ready("degraded", copy.key[0], len(copy.ids)) | {
