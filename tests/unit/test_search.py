@@ -85,7 +85,7 @@ def test_a_sync_elsewhere_reaches_the_matrix(tmp_path: Path) -> None:
 
 
 def test_a_changed_build_loads_behind_the_copy_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, held_loads: threading.Event
 ) -> None:
     """When the build changes, queries do not wait for the new copy to load: the copy before
     answers until it is in memory, then the new one does; the writer's own copy is current as
@@ -95,15 +95,6 @@ def test_a_changed_build_loads_behind_the_copy_before(
     writer.sync(tiny_catalog(), embedder)
     probe = embedder.embed(["sing me a lullaby tonight"])
     reader.query(probe)  # the reader holds a copy of the first build
-    release = threading.Event()
-    load = ExemplarMatrix.load
-
-    def slow_load(collection: Any, key: Any) -> ExemplarMatrix:
-        if threading.current_thread().name == "gatekeeper-build-copy":
-            assert release.wait(10)
-        return load(collection, key)
-
-    monkeypatch.setattr(ExemplarMatrix, "load", slow_load)
     raw = tiny_catalog().model_dump(mode="json")
     raw["off_topic"]["exemplars"] = [*raw["off_topic"]["exemplars"], "sing me a lullaby tonight"]
     writer.sync(parse_catalog(raw), embedder)
@@ -112,7 +103,7 @@ def test_a_changed_build_loads_behind_the_copy_before(
     before = reader.query(probe)[0]  # the new copy is still loading: it answers at once
     assert time.monotonic() - started < 5
     assert all(n.text != "sing me a lullaby tonight" for n in before)
-    release.set()
+    held_loads.set()
     assert _loaded(reader, probe, "sing me a lullaby tonight").intent == "off_topic"
 
 

@@ -8,13 +8,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from gatekeeper.decision import Route
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.search import ExemplarMatrix
 from gatekeeper.settings import Settings
 from gatekeeper.testing import HashingEmbedder, make_gate
 
@@ -82,9 +78,9 @@ def _serving(catalog: Path) -> Gatekeeper:
     return Gatekeeper.from_settings(settings, embedder=HashingEmbedder())
 
 
-def test_a_replica_serves_the_catalog_that_was_indexed_elsewhere(tmp_path: Path) -> None:
-    """A gate serving a catalog file follows `index` run elsewhere on that file: a new intent
-    is routed to (it was dropped as unknown), and the new refusal is sent (the old one was)."""
+def _replica_then_edit_elsewhere(tmp_path: Path) -> Gatekeeper:
+    """A replica serving a catalog file (it refuses with "old refusal"), after another gate
+    indexed that file edited: a new intent (engraving) and "new refusal"."""
     catalog = tmp_path / "shop.yaml"
     catalog.write_text(CATALOG.format(reply="old refusal"), encoding="utf-8")
     replica = _serving(catalog)
@@ -94,44 +90,35 @@ def test_a_replica_serves_the_catalog_that_was_indexed_elsewhere(tmp_path: Path)
     edited = CATALOG.format(reply="new refusal").replace("off_topic:", ENGRAVING + "off_topic:")
     catalog.write_text(edited, encoding="utf-8")
     _serving(catalog).index()
-    time.sleep(0.1)
-    for _ in range(500):  # the first decision after the pointer moved loads the new build
+    time.sleep(0.1)  # the replica's pointer check is due
+    return replica
+
+
+def _routes_engraving(replica: Gatekeeper) -> bool:
+    """Whether ``replica`` routes to the new intent within 5 s (the new build loads first)."""
+    for _ in range(500):
         if replica.check("can you engrave my initials").intent == "engraving":
-            break
+            return True
         time.sleep(0.01)
-    assert replica.check("can you engrave my initials").intent == "engraving"
+    return False
+
+
+def test_a_replica_serves_the_catalog_that_was_indexed_elsewhere(tmp_path: Path) -> None:
+    """A gate serving a catalog file follows `index` run elsewhere on that file: a new intent
+    is routed to (it was dropped as unknown), and the new refusal is sent (the old one was)."""
+    replica = _replica_then_edit_elsewhere(tmp_path)
+    assert _routes_engraving(replica)  # the first decision after the pointer moved loads it
     assert replica.check("tell me a joke").reply == "new refusal"
 
 
 def test_the_catalog_moves_with_the_copy_in_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, held_loads: threading.Event
 ) -> None:
     """While a build indexed elsewhere loads behind the copy before, the replica keeps the
     catalog of the copy it answers from (the old refusal); both move together once loaded."""
-    catalog = tmp_path / "shop.yaml"
-    catalog.write_text(CATALOG.format(reply="old refusal"), encoding="utf-8")
-    replica = _serving(catalog)
-    replica.index()
-    replica.store.pointer_ttl = 0.05
-    assert replica.check("tell me a joke").reply == "old refusal"
-    release = threading.Event()
-    load = ExemplarMatrix.load
-
-    def slow_load(collection: Any, key: Any) -> ExemplarMatrix:
-        if threading.current_thread().name == "gatekeeper-build-copy":
-            assert release.wait(10)
-        return load(collection, key)
-
-    monkeypatch.setattr(ExemplarMatrix, "load", slow_load)
-    edited = CATALOG.format(reply="new refusal").replace("off_topic:", ENGRAVING + "off_topic:")
-    catalog.write_text(edited, encoding="utf-8")
-    _serving(catalog).index()
-    time.sleep(0.1)
+    replica = _replica_then_edit_elsewhere(tmp_path)
     for _ in range(3):  # the new build is loading: the copy before and its catalog answer
         assert replica.check("tell me a joke").reply == "old refusal"
-    release.set()
-    for _ in range(500):
-        if replica.check("can you engrave my initials").intent == "engraving":
-            break
-        time.sleep(0.01)
+    held_loads.set()
+    assert _routes_engraving(replica)
     assert replica.check("tell me a joke").reply == "new refusal"
