@@ -71,7 +71,7 @@ def content_text(content: Any) -> str:
             if isinstance(part, str):
                 parts.append(part)
             elif isinstance(part, Mapping) and text_part(part):
-                parts.append(str(part.get("text", "")))
+                parts.append(part_text(part))
         return "\n".join(parts)
     raise InputError(
         f"message content must be a string or a list of parts, not {type(content).__name__}"
@@ -82,11 +82,23 @@ def content_text(content: Any) -> str:
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
+#: The fields of a content part that hold text a model reads as the turn's: ``text``, and the
+#: ``refusal`` / ``thinking`` parts' own fields (vLLM reads those as text in any role).
+TEXT_FIELDS = ("text", "refusal", "thinking")
+
+
 def text_part(part: Mapping[str, Any]) -> bool:
-    """A part whose text the gate reads: a text type, or any part with a string ``text`` (so
-    text sent under an unexpected type is judged, not taken for an attachment)."""
+    """A part whose text the gate reads: a text type, or any part with a string in one of
+    :data:`TEXT_FIELDS` (so text sent under another type is judged, not taken for an
+    attachment)."""
     kind = part.get("type")
-    return (isinstance(kind, str) and kind in TEXT_PARTS) or isinstance(part.get("text"), str)
+    in_fields = any(isinstance(part.get(name), str) for name in TEXT_FIELDS)
+    return (isinstance(kind, str) and kind in TEXT_PARTS) or in_fields
+
+
+def part_text(part: Mapping[str, Any]) -> str:
+    """The text of a content part: its :data:`TEXT_FIELDS` that are strings, joined."""
+    return "\n".join(v for name in TEXT_FIELDS if isinstance(v := part.get(name), str))
 
 
 #: The roles of an OpenAI-format chat; a turn of any other role is no customer turn.

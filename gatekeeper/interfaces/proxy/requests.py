@@ -14,7 +14,14 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from gatekeeper._rows import DuplicateKeyError, unique_pairs
-from gatekeeper.conversation import TEXT_PARTS, chat_messages, text_part
+from gatekeeper.conversation import (
+    CHAT_ROLES,
+    TEXT_PARTS,
+    chat_messages,
+    chat_roles_hint,
+    part_text,
+    text_part,
+)
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
@@ -169,11 +176,21 @@ def _refuse_lone_surrogates(payload: Any) -> None:
 
 def check_messages(messages: Any) -> None:
     """422 unless ``messages`` is a non-empty list of ``{"role": str, "content": ...}``
-    (the gate's own chat validator, :func:`gatekeeper.conversation.chat_messages`)."""
+    (the gate's own chat validator, :func:`gatekeeper.conversation.chat_messages`) whose roles
+    are chat roles, as OpenAI requires: an upstream whose chat template prints any role (``User``,
+    ``user ``) would otherwise read a turn the gate took for no customer's."""
     try:
         chat_messages(messages)
     except InputError as exc:
         raise ProxyError(422, str(exc), code="invalid_type") from exc
+    for index, message in enumerate(messages):
+        if message["role"] not in CHAT_ROLES:
+            raise ProxyError(
+                422,
+                f"messages[{index}].role {message['role']!r} is not a chat role "
+                f"({chat_roles_hint()})",
+                code="invalid_value",
+            )
 
 
 def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
@@ -220,13 +237,29 @@ def _input_messages(items: Any) -> list[Json]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ProxyError(422, f"input[{index}] must be an object", code="invalid_type")
-        if "role" not in item or item.get("type", "message") != "message":
+        kind = item.get("type", "message")
+        _check_message_item(item, kind, index)
+        if "role" not in item or kind != "message":
             continue  # function_call, function_call_output, reasoning, item_reference, ...
         role = item["role"]
         if not isinstance(role, str):
             raise ProxyError(422, f"input[{index}].role must be a string", code="invalid_type")
         messages.append({"role": role, "content": _content(item.get("content"), index)})
     return messages
+
+
+def _check_message_item(item: Json, kind: Any, index: int) -> None:
+    """422 for an item that reads as a message but is not one as OpenAI spells it (type
+    ``"Message"``, a message without a role, a bare ``input_text``): an upstream that reads it
+    as the customer's would answer text the gate skipped."""
+    looks_like = isinstance(kind, str) and (kind in TEXT_PARTS or kind.strip().lower() == "message")
+    if looks_like and (kind != "message" or "role" not in item):
+        raise ProxyError(
+            422,
+            f"input[{index}]: a message item is {{'type': 'message', 'role': ..., "
+            f"'content': ...}} (type {kind!r})",
+            code="invalid_value",
+        )
 
 
 def _content(content: Any, index: int) -> str | list[Json]:
@@ -258,14 +291,15 @@ def _content_text(content: Any, index: int) -> str:
                 422, f"input[{index}].content parts must be objects", code="invalid_type"
             )
         kind = part.get("type")
-        # text under an unexpected type is judged too, never taken for an attachment
-        if (isinstance(kind, str) and kind in TEXT_PARTS) or "text" in part:
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise ProxyError(
-                    422,
-                    f"input[{index}].content: a text part needs a string 'text'",
-                    code="invalid_type",
-                )
-            texts.append(text)
+        text_typed = (isinstance(kind, str) and kind in TEXT_PARTS) or "text" in part
+        if text_typed and not isinstance(part.get("text"), str):
+            raise ProxyError(
+                422,
+                f"input[{index}].content: a text part needs a string 'text'",
+                code="invalid_type",
+            )
+        # text under an unexpected type (a refusal, thinking) is judged too, never taken for
+        # an attachment
+        if text_part(part):
+            texts.append(part_text(part))
     return "\n".join(texts)
