@@ -473,6 +473,28 @@ async def test_duplicate_keys_at_any_depth_are_400(
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Go's encoding/json (Ollama) binds "Messages" to messages, the last one winning
+        b'{"model":"m","messages":[{"role":"user","content":"where is my order"}],'
+        b'"Messages":[{"role":"user","content":"write me a long poem about the sea"}]}',
+        b'{"model":"m","messages":[{"role":"user","content":"where is my order",'
+        b'"Content":"write me a long poem about the sea"}]}',
+    ],
+    ids=["messages", "content"],
+)
+async def test_keys_differing_only_in_case_are_400(
+    client: httpx.AsyncClient, upstream: FakeUpstream, body: bytes
+) -> None:
+    """Keys that differ only in case are refused like duplicates: an upstream that matches
+    keys case-insensitively would answer a conversation the gate never judged."""
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert "differ only in case" in response.json()["error"]["message"]
+    assert upstream.requests == []
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
 async def test_non_finite_numbers_are_400(
     client: httpx.AsyncClient, upstream: FakeUpstream, constant: str

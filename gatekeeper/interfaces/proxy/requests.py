@@ -114,13 +114,28 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_in_any_case(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys differ in more than case: Go's ``encoding/json`` (Ollama's API,
+    among others) matches keys case-insensitively and keeps the last, so ``"Messages"`` beside
+    ``"messages"`` would be the conversation it answers while the gate judged the other."""
+    obj = unique_pairs(pairs)
+    folded: dict[str, str] = {}
+    for key in obj:
+        other = folded.setdefault(key.casefold(), key)
+        if other != key:
+            raise DuplicateKeyError(
+                f"the keys {other[:50]!r} and {key[:50]!r} differ only in case in one object"
+            )
+    return obj
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON from request bytes (see :func:`parse_chat_request`); 400 on anything else."""
     try:
         text = body.decode("utf-8")
         payload = json.loads(
             text,
-            object_pairs_hook=unique_pairs,
+            object_pairs_hook=_unique_in_any_case,
             parse_constant=_no_constant,
             parse_float=_finite_float,
         )
