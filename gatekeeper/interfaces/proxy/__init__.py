@@ -18,13 +18,15 @@ Point a chatbot's ``base_url`` at the proxy and it keeps working, minus the off-
     event (``response.completed``/``incomplete``/``failed``, ``error``), else it is cut (below).
 ``GET /v1/models``
     Passed through to the upstream (read whole).
-any other ``/v1/...``
-    Passed through, any method, behind the same inbound key: the proxy's upstream key, the raw
-    path, query string and (streamed) body unchanged, the answer streamed back (hop-by-hop
-    headers dropped); no decision, no ``x-gatekeeper-*`` headers. A non-SSE answer that breaks
-    mid-body is cut for the client too (connection closed), an SSE one ends with the SSE error
-    event. ``/v1/completions``, ``/v1/threads/...`` and ``/v1/realtime/...`` would reach the LLM
-    ungated: 403 ``endpoint_not_gated``. Dot segments in the path: 400.
+other ``/v1/...``
+    Passed through when ``server.passthrough`` lists the path's first segment (models,
+    embeddings, files, moderations, audio, ... and the stored objects of the gated endpoints,
+    read or deleted only; see :mod:`~gatekeeper.interfaces.proxy.passthrough`), behind the same
+    inbound key: the proxy's upstream key, the raw path, query string and (streamed) body
+    unchanged, the answer streamed back (hop-by-hop headers dropped); no decision, no
+    ``x-gatekeeper-*`` headers. A non-SSE answer that breaks mid-body is cut for the client too
+    (connection closed), an SSE one ends with the SSE error event. Any other path: 403
+    ``endpoint_not_gated``. Dot segments in the path: 400.
 ``GET /healthz`` · ``GET /readyz`` · ``GET /metrics``
     Alive; model loaded and collection reachable; Prometheus text (see :mod:`gatekeeper.metrics`).
 

@@ -3,7 +3,7 @@ local Responses API responses and event streams."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -113,8 +113,15 @@ async def _iterate(items: list[str]) -> AsyncIterator[bytes]:
         yield item.encode()
 
 
-def passthrough_headers(upstream: httpx.Response, extra: Mapping[str, str]) -> dict[str, str]:
-    """The upstream answer's end-to-end headers, plus ``extra``."""
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_HEADERS}
+def passthrough_headers(
+    upstream: httpx.Response, extra: Mapping[str, str], scrub: Callable[[bytes], bytes]
+) -> dict[str, str]:
+    """The upstream answer's end-to-end headers, each ``scrub``-bed of the proxy's keys (an
+    upstream that echoes the ``Authorization`` it got), plus ``extra``."""
+    headers = {
+        k: scrub(v.encode()).decode()  # the keys are ASCII: UTF-8 round-trips any value
+        for k, v in upstream.headers.items()
+        if k.lower() not in _DROP_HEADERS
+    }
     headers.update(extra)
     return headers

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from gatekeeper.decision import Decision
+from gatekeeper.decision import Decision, Route
 from gatekeeper.errors import (
     GatekeeperError,
 )
@@ -20,7 +20,8 @@ from gatekeeper.interfaces.proxy.answers import (
     local_responses_answer,
     passthrough_headers,
 )
-from gatekeeper.interfaces.proxy.errors import Json, ProxyError
+from gatekeeper.interfaces.proxy.errors import Json
+from gatekeeper.interfaces.proxy.passthrough import passthrough_refusal
 from gatekeeper.interfaces.proxy.requests import (
     authorize,
     parse_chat_request,
@@ -90,7 +91,9 @@ async def responses(request: Request) -> Response:
         )
     text = _refusal(proxy, decision)
     ident = response_id()
-    proxy.threads.remember(ident, local_thread(judged, messages, text, previous, previous_id))
+    refused = decision.route is Route.OFF_TOPIC
+    thread = local_thread(judged, messages, text, previous, previous_id, refused=refused)
+    proxy.threads.remember(ident, thread)
     return local_responses_answer(payload, text, headers, ident=ident)
 
 
@@ -111,50 +114,16 @@ def _refusal(proxy: Proxy, decision: Decision) -> str:
     return decision.reply or proxy.gate.catalog.off_topic.reply
 
 
-#: Endpoints that would generate text from customer input without passing the gate: OpenAI's
-#: legacy and batch APIs, Assistants runs, Realtime, the legacy engines paths, and the
-#: Anthropic-style messages API that OpenAI-compatible servers (vLLM, LiteLLM) also serve.
-UNGATED = ("completions", "threads", "realtime", "batches", "engines", "messages")
-#: Generation under a gated path that the gate does not read (it would answer from the
-#: conversation with the proxy's key).
-UNGATED_UNDER = ("responses/compact",)
-#: The gated endpoints: another spelling of them (a trailing or doubled slash, other case) is
-#: refused, never passed through ungated.
-GATED = ("chat/completions", "responses")
-
-
-def canonical_path(path: str) -> str:
-    """``path`` as a lenient upstream may read it: no empty segments, lower case, no path
-    parameters (``;x``), trailing dots, white space or NUL in a segment."""
-    segments = (s.split(";", 1)[0].rstrip(". \t\x00").lower() for s in path.split("/"))
-    return "/".join(segment for segment in segments if segment)
-
-
 async def passthrough(request: Request) -> Response:
     """Any other ``/v1/...`` request (embeddings, models/{id}, files, stored responses, ...):
     forwarded with the proxy's key, its body and query string unchanged, the answer streamed
-    back. Generation endpoints the gate cannot read (:data:`UNGATED`) are refused."""
+    back, when :mod:`~gatekeeper.interfaces.proxy.passthrough` lets it pass."""
     proxy = proxy_of(request)
     authorize(proxy, request)
     path = request.url.path.removeprefix("/v1/")  # decoded: /v1/%63ompletions is refused too
-    canonical = canonical_path(path)
-    if canonical in GATED and path != canonical:  # the exact path with GET etc. passes
-        raise ProxyError(
-            400,
-            f"/v1/{path} is a spelling of /v1/{canonical}: send it to that exact path, "
-            "where the gate reads it",
-            code="invalid_path",
-        )
-    if canonical.split("/", 1)[0] in UNGATED or canonical in UNGATED_UNDER:
-        raise ProxyError(
-            403,
-            f"/v1/{path} would reach the LLM without passing the gate; "
-            "use /v1/chat/completions or /v1/responses",
-            code="endpoint_not_gated",
-            kind="permission_error",
-        )
-    if {".", ".."} & set(path.split("/")):  # never out of the upstream's /v1/ with our key
-        raise ProxyError(400, "dot segments are not allowed in the path", code="invalid_path")
+    refusal = passthrough_refusal(path, request.method, proxy.settings.server.passthrough)
+    if refusal is not None:
+        raise refusal
     raw = request.scope.get("raw_path")  # as sent: %2F in an id stays %2F
     raw_path = raw.decode("latin-1").removeprefix("/v1/") if isinstance(raw, bytes) else path
     return await forward_passthrough(proxy, request, raw_path)
@@ -169,7 +138,9 @@ async def list_models(request: Request) -> Response:
     except Passthrough as passthrough:
         return passthrough.response
     content = await read_answer(proxy, upstream, {})
-    return Response(content, upstream.status_code, headers=passthrough_headers(upstream, {}))
+    return Response(
+        content, upstream.status_code, headers=passthrough_headers(upstream, {}, proxy.scrub)
+    )
 
 
 async def healthz(request: Request) -> Response:

@@ -52,6 +52,10 @@ _USER_AGENT = "gatekeeper-proxy"
 #: and what httpx sets itself.
 _NOT_FORWARDED = HOP_BY_HOP | {
     "authorization",
+    # a method override would turn a passed-through GET into what the upstream judges it to be
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "cookie",
     "host",
     "accept-encoding",
@@ -97,7 +101,8 @@ class Proxy:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
         values = (k.get_secret_value().encode() for k in keys if k is not None)
         self._secrets = [v for v in values if len(v) >= MIN_SCRUBBED]
-        self.threads = ResponseThreads(self.settings.server.response_threads)
+        limit = self.settings.gate.max_message_chars
+        self.threads = ResponseThreads(self.settings.server.response_threads, limit)
         self.batcher = DecisionBatcher(
             self.gate,
             on_error=self.settings.gate.on_error,

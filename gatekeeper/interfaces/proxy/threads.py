@@ -12,10 +12,17 @@ with the ``previous_response_id`` the upstream knows (the last forwarded answer'
 the turns the upstream has not seen put before its ``input``: the upstream answers the chat the
 gate judged.
 
+A refusal is never put before a forwarded request: the off-topic turn it refused and the refusal
+stay out of what the upstream sees (they would hand the LLM the very request the gate turned
+away, with "now do what I asked first" after it); canned replies and the turns they answered are.
+
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none). It holds customer text, like any request in flight,
-and is never logged. A request naming an answer it does not hold (another process, evicted, a
-restart) is judged on what it carries.
+and is never logged. Only what the gate reads is kept of the judged chat: the customer's and
+the assistant's turns as text, each cut to ``gate.max_message_chars`` (an attachment by its type
+alone), so a request of 15 MB of instructions costs no more memory than any other. A request
+naming an answer it does not hold (another process, evicted, a restart) is judged on what it
+carries.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from gatekeeper.conversation import attachments_only, content_text, text_part
 from gatekeeper.interfaces.proxy.errors import Json
 
 #: Messages kept per conversation: the conversation rule reads the last few customer turns.
@@ -46,8 +54,9 @@ class Thread:
 class ResponseThreads:
     """A bounded, thread-safe LRU of response id → :class:`Thread`."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_chars: int = 10_000) -> None:
         self.size = size
+        self.max_chars = max_chars
         self._threads: OrderedDict[str, Thread] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -65,11 +74,27 @@ class ResponseThreads:
         """Keep ``thread`` as the chat behind ``response_id`` (a string id, else nothing)."""
         if self.size <= 0 or not isinstance(response_id, str) or not response_id:
             return
+        slim = tuple(_slim(m, self.max_chars) for m in thread.messages if _turn(m))
+        thread = Thread(slim, thread.local, thread.upstream_previous, thread.unseen)
         with self._lock:
             self._threads[response_id] = thread
             self._threads.move_to_end(response_id)
             while len(self._threads) > self.size:
                 self._threads.popitem(last=False)
+
+
+def _turn(message: Json) -> bool:
+    """A customer's or the assistant's turn: what the conversation rule reads."""
+    return message.get("role") in ("user", "assistant")
+
+
+def _slim(message: Json, limit: int) -> Json:
+    """A turn as the gate reads it: its text cut to ``limit``, or its attachments' types."""
+    content = message.get("content")
+    if isinstance(content, list) and attachments_only(content):
+        kinds = [{"type": p["type"]} for p in content if not text_part(p) and "type" in p]
+        return {"role": message["role"], "content": kinds}
+    return {"role": message["role"], "content": content_text(content)[:limit]}
 
 
 def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
@@ -79,11 +104,19 @@ def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
 
 
 def local_thread(
-    judged: list[Json], new: list[Json], answer: str, previous: Thread | None, previous_id: Any
+    judged: list[Json],
+    new: list[Json],
+    answer: str,
+    previous: Thread | None,
+    previous_id: Any,
+    *,
+    refused: bool,
 ) -> Thread:
     """The thread of the proxy's own ``answer`` to a request whose ``new`` input items (chat
-    messages) were judged as ``judged``, continuing ``previous`` (named ``previous_id``)."""
-    turns = [m for m in new if m.get("role") != "system"]
+    messages) were judged as ``judged``, continuing ``previous`` (named ``previous_id``). A
+    ``refused`` exchange is not among the turns the upstream will be shown."""
+    turns = [] if refused else [m for m in new if m.get("role") != "system"]
+    shown = [] if refused else [{"role": "assistant", "content": answer}]
     if previous is not None and previous.local:
         upstream_previous, unseen = previous.upstream_previous, previous.unseen
     else:
@@ -93,7 +126,7 @@ def local_thread(
         messages=answered(judged, answer),
         local=True,
         upstream_previous=upstream_previous,
-        unseen=(*unseen, *turns, {"role": "assistant", "content": answer})[-KEPT_MESSAGES:],
+        unseen=(*unseen, *turns, *shown)[-KEPT_MESSAGES:],
     )
 
 

@@ -106,7 +106,9 @@ async def _raise_for_upstream_status(
             headers,
         )
     proxy.metrics.upstream_error("status_4xx")
-    raise Passthrough(Response(body, status, headers=passthrough_headers(response, headers)))
+    raise Passthrough(
+        Response(body, status, headers=passthrough_headers(response, headers, proxy.scrub))
+    )
 
 
 class Passthrough(Exception):
@@ -147,7 +149,7 @@ async def forward_gated(
         )
     except Passthrough as passthrough:
         return passthrough.response
-    out_headers = passthrough_headers(upstream, headers)
+    out_headers = passthrough_headers(upstream, headers, proxy.scrub)
     if not stream:
         content = await read_answer(proxy, upstream, headers)
         if on_response is not None and upstream.is_success:
@@ -188,7 +190,7 @@ async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Resp
     return StreamingResponse(
         relay(proxy, upstream) if sse else relay_body(proxy, upstream),
         status_code=upstream.status_code,
-        headers=passthrough_headers(upstream, {}),
+        headers=passthrough_headers(upstream, {}, proxy.scrub),
         background=BackgroundTask(upstream.aclose),
     )
 

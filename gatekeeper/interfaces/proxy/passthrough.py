@@ -1,0 +1,92 @@
+"""Which ``/v1/...`` requests the proxy passes through ungated (with its own upstream key).
+
+An allowlist, by the path's first segment (``server.passthrough``, default
+:data:`DEFAULT_PASSTHROUGH`): the endpoints a chatbot uses beside the chat, none of which
+generates an answer from the customer's text. Everything else is refused with 403
+``endpoint_not_gated``. A list of what to refuse could not keep up: the walkthrough of session 23
+got a lenient upstream to generate through ``/v1/v1/chat/completions`` (an upstream base URL
+without ``/v1``), ``/v1/deployments/m/chat/completions`` (Azure-style), ``/v1/chat/completion``,
+``/v1/fim/completions``, ``/v1/images/generations`` and a dozen more, all with the proxy's key.
+
+Under the gated endpoints' own roots (``chat``, ``responses``) and ``models``, only reading and
+deleting stored objects passes (``GET /v1/chat/completions``, ``GET /v1/responses/{id}``,
+``DELETE ...``), and ``POST /v1/responses/{id}/cancel``; any other method there is refused,
+and another spelling of a gated path (a trailing slash, other case, ``;x``) is a 400
+(:func:`canonical_path`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gatekeeper.interfaces.proxy.errors import ProxyError
+from gatekeeper.server_settings import NEVER_PASSED, PASSTHROUGH
+
+#: Passed through by default (``server.passthrough``): models, embeddings, files and uploads,
+#: moderations, audio (transcribing the customer's voice, speaking the bot's reply), vector
+#: stores, and the stored objects of the gated endpoints (read or deleted only).
+DEFAULT_PASSTHROUGH = PASSTHROUGH
+#: Endpoints that generate text from input the gate does not read, never passed through (the
+#: setting refuses them): OpenAI's legacy and batch APIs, Assistants runs, Realtime, the legacy
+#: engines paths, and the Anthropic-style messages API OpenAI-compatible servers also serve.
+UNGATED = NEVER_PASSED
+#: The gated endpoints: another spelling of them is refused, never passed through ungated.
+GATED = ("chat/completions", "responses")
+#: Endpoints whose objects are only read or deleted through the proxy: the gated endpoints'
+#: stored completions and responses, and the model list (``POST /v1/models/x:generateContent``
+#: is generation on some servers).
+_READ_ONLY = ("chat", "responses", "models")
+#: Methods that read or delete a stored object (all that passes under :data:`_READ_ONLY`).
+_READING = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def canonical_path(path: str) -> str:
+    """``path`` as a lenient upstream may read it: no empty segments, lower case, no path
+    parameters (``;x``), trailing dots, white space or NUL in a segment."""
+    segments = (s.split(";", 1)[0].rstrip(". \t\x00").lower() for s in path.split("/"))
+    return "/".join(segment for segment in segments if segment)
+
+
+def passthrough_refusal(path: str, method: str, allowed: Sequence[str]) -> ProxyError | None:
+    """The error for passing ``method /v1/<path>`` (decoded, without ``/v1/``) through, or
+    None when it may pass with ``allowed`` (``server.passthrough``) first segments."""
+    canonical = canonical_path(path)
+    if canonical in GATED and path != canonical:
+        return ProxyError(
+            400,
+            f"/v1/{path} is a spelling of /v1/{canonical}: send it to that exact path, "
+            "where the gate reads it",
+            code="invalid_path",
+        )
+    if {".", ".."} & set(path.split("/")):  # never out of the upstream's /v1/ with our key
+        return ProxyError(400, "dot segments are not allowed in the path", code="invalid_path")
+    first = canonical.split("/", 1)[0]
+    if first in UNGATED or first not in allowed:
+        return _not_gated(
+            f"/v1/{path} is not passed through (server.passthrough lists the /v1/ endpoints "
+            "that are)"
+            if first not in UNGATED
+            else f"/v1/{path} would reach the LLM without passing the gate"
+        )
+    if first in _READ_ONLY and not _stored_object_call(canonical, method):
+        return _not_gated(f"{method} /v1/{path} is not passed through (stored objects only)")
+    return None
+
+
+def _stored_object_call(canonical: str, method: str) -> bool:
+    """Reading or deleting a stored completion or response, or cancelling a response."""
+    parts = canonical.split("/")
+    cancel = parts[0] == "responses" and len(parts) == 3 and parts[2] == "cancel"
+    return method.upper() in _READING or (method.upper() == "POST" and cancel)
+
+
+def _not_gated(what: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"{what}; use /v1/chat/completions or /v1/responses, where the gate reads the message",
+        code="endpoint_not_gated",
+        kind="permission_error",
+    )
+
+
+__all__ = ["DEFAULT_PASSTHROUGH", "canonical_path", "passthrough_refusal"]

@@ -1,0 +1,110 @@
+"""The gating proxy's settings (``server.*``): where it listens, the keys it takes, which paths
+are open without a key, and which ``/v1/...`` endpoints it passes through ungated."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from gatekeeper._section import ApiKey, _Section
+
+#: The proxy's paths outside the API, which ``server.public_paths`` may open.
+OPERATIONAL_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+
+
+#: Default of ``server.passthrough`` (see :mod:`gatekeeper.interfaces.proxy.passthrough`).
+PASSTHROUGH = (
+    "models",
+    "embeddings",
+    "files",
+    "uploads",
+    "moderations",
+    "audio",
+    "vector_stores",
+    "chat",
+    "responses",
+)
+#: Endpoints generating text from input the gate does not read: never passed through.
+NEVER_PASSED = ("completions", "threads", "realtime", "batches", "engines", "messages")
+
+
+class ServerSettings(_Section):
+    """The gating proxy."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(
+        16_000_000,
+        ge=1024,
+        description="largest gated request body: a chat resends its photos (base64) every turn",
+    )
+    # Threads per forward pass of a local model: cores / (processes * decision_workers).
+    decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
+    max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")
+    processes: int = Field(1, ge=1, le=64, description="serving processes sharing the port")
+    response_threads: int = Field(
+        10_000,
+        ge=0,
+        description="Responses API answers whose conversation each process remembers, so that "
+        "a request naming one in previous_response_id is judged as the whole chat (0: none)",
+    )
+    public_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz"],
+        description="paths answered without an inbound key when api_keys is set (comma-separated"
+        " in env); the API endpoints (/v1/...) always need a key",
+    )
+
+    passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(PASSTHROUGH),
+        description="first segments of the /v1/... endpoints passed through ungated with the "
+        "upstream key (comma-separated in env); every other /v1/ path is refused (403)",
+    )
+
+    @field_validator("api_keys", "public_paths", "passthrough", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """A comma-separated list, or a JSON list (as pydantic-settings reads other lists)."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)  # then each item is validated as a string
+            except ValueError:
+                raise ValueError("is neither a JSON list nor comma-separated values") from None
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("passthrough")
+    @classmethod
+    def _passable_endpoints(cls, names: list[str]) -> list[str]:
+        segments = [name.strip().strip("/").lower() for name in names]
+        for given, segment in zip(names, segments, strict=True):
+            if not segment or "/" in segment:
+                raise ValueError(f"{given!r}: name an endpoint's first segment, e.g. 'embeddings'")
+            if segment in NEVER_PASSED:
+                raise ValueError(f"{given!r} would reach the LLM without passing the gate")
+        return segments
+
+    @field_validator("public_paths")
+    @classmethod
+    def _answerable_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is no path: write it as '/{path}'")
+            if path == "/v1" or path.startswith("/v1/"):
+                raise ValueError(f"{path!r}: the API endpoints (/v1/...) always need a key")
+            if path not in OPERATIONAL_PATHS:  # a typo would leave the real path behind the key
+                close = difflib.get_close_matches(path, OPERATIONAL_PATHS, n=1, cutoff=0.6)
+                meant = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"{path!r} is not a path the proxy serves ({meant}public paths are among "
+                    f"{', '.join(OPERATIONAL_PATHS)})"
+                )
+        return paths
+
+
+__all__ = ["NEVER_PASSED", "OPERATIONAL_PATHS", "PASSTHROUGH", "ServerSettings"]
