@@ -570,6 +570,29 @@ async def test_generation_endpoints_the_gate_cannot_read_are_refused(
 @pytest.mark.parametrize(
     "path",
     [
+        "/v1/chat/completions%09",  # request.url.path drops a tab the upstream receives
+        "/v1/chat/completions%0D",
+        "/v1/chat/completions%0B",
+        "/v1/chat/completions%C2%A0",  # no-break space
+        "/v1/chat/completions%E2%80%8B",  # zero-width space
+        "/v1/%E2%80%8Bresponses",
+    ],
+)
+async def test_a_gated_path_with_invisible_characters_is_named_as_such(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """White space or a format character around a gated path's segment (which an upstream
+    may trim) is a 400 naming the gated path, for GET too (not passed through as a read)."""
+    for method in ("POST", "GET"):
+        response = await client.request(method, path, json={"model": "m"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_path"
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
         "/v1/chat/completions/",
         "/v1//chat/completions",
         "/v1/chat//completions",

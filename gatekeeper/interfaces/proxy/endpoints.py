@@ -120,7 +120,9 @@ async def passthrough(request: Request) -> Response:
     back, when :mod:`~gatekeeper.interfaces.proxy.passthrough` lets it pass."""
     proxy = proxy_of(request)
     authorize(proxy, request)
-    path = request.url.path.removeprefix("/v1/")  # decoded: /v1/%63ompletions is refused too
+    # decoded (/v1/%63ompletions is refused too), as the server received it: request.url.path
+    # would drop a %09 or %0A that the upstream receives
+    path = str(request.scope["path"]).removeprefix("/v1/")
     refusal = passthrough_refusal(path, request.method, proxy.settings.server.passthrough)
     if refusal is not None:
         raise refusal

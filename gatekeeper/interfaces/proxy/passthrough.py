@@ -17,6 +17,7 @@ and another spelling of a gated path (a trailing slash, other case, ``;x``) is a
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 from gatekeeper.interfaces.proxy.errors import ProxyError
@@ -42,9 +43,23 @@ _READING = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 def canonical_path(path: str) -> str:
     """``path`` as a lenient upstream may read it: no empty segments, lower case, no path
-    parameters (``;x``), trailing dots, white space or NUL in a segment."""
-    segments = (s.split(";", 1)[0].rstrip(". \t\x00").lower() for s in path.split("/"))
+    parameters (``;x``), no dots, NUL, white space or invisible format characters (a
+    zero-width space) around a segment."""
+    segments = (_trimmed(s.split(";", 1)[0]).lower() for s in path.split("/"))
     return "/".join(segment for segment in segments if segment)
+
+
+def _trimmed(segment: str) -> str:
+    start, end = 0, len(segment)
+    while start < end and _ignorable(segment[start]):
+        start += 1
+    while end > start and (_ignorable(segment[end - 1]) or segment[end - 1] == "."):
+        end -= 1
+    return segment[start:end]
+
+
+def _ignorable(char: str) -> bool:
+    return char.isspace() or char == "\x00" or unicodedata.category(char) == "Cf"
 
 
 def passthrough_refusal(path: str, method: str, allowed: Sequence[str]) -> ProxyError | None:
