@@ -215,6 +215,34 @@ async def test_the_operators_account_headers_stay_with_the_proxy(
     assert models.status_code == 200 and "openai-organization" not in models.headers
 
 
+@pytest.mark.parametrize(
+    ("stream", "answer"),
+    [
+        (False, httpx.Response(200, text="<html>captive portal</html>")),
+        (False, httpx.Response(200, json=[1, 2])),
+        (False, httpx.Response(204)),
+        (False, httpx.Response(302, headers={"location": "http://elsewhere/"})),
+        (True, httpx.Response(200, json=completion())),  # JSON where a stream was asked for
+        (True, httpx.Response(302, headers={"location": "http://elsewhere/"})),
+    ],
+    ids=["html", "json-list", "204", "redirect", "json-for-stream", "redirect-stream"],
+)
+async def test_an_answer_the_client_cannot_use_is_a_502(
+    client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool, answer: httpx.Response
+) -> None:
+    """A forwarded request whose upstream answers with something no chat client can parse (HTML,
+    an empty 204, a redirect, JSON for a stream) gets a 502 in OpenAI's error shape, counted,
+    not a 200 the official client then fails on."""
+    upstream.handler = lambda request: answer
+    order = [{"role": "user", "content": "where is my order"}]
+    response = await post(client, {"model": "m", "messages": order, "stream": stream})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "location" not in response.headers
+    text = (await client.get("/metrics")).text
+    assert 'gatekeeper_upstream_errors_total{kind="malformed"} 1.0' in text
+
+
 @pytest.mark.parametrize("status", [200, 400])
 async def test_the_upstream_key_never_comes_back_in_a_header(
     client: httpx.AsyncClient, upstream: FakeUpstream, status: int

@@ -111,6 +111,20 @@ async def _raise_for_upstream_status(
     )
 
 
+def _unusable(proxy: Proxy, what: str, headers: Mapping[str, str]) -> ProxyError:
+    """502 for a successful-looking answer the client could not use (a gated route's answer
+    must be a JSON object, or the SSE stream it asked for)."""
+    proxy.metrics.upstream_error("malformed")
+    proxy.log.warning("upstream.malformed", answer=what)
+    return upstream_failure(
+        502,
+        f"the upstream LLM endpoint answered with {what}, not a chat answer; check "
+        "GATEKEEPER_UPSTREAM__BASE_URL (an OpenAI-compatible /v1 base)",
+        "upstream_error",
+        headers,
+    )
+
+
 class Passthrough(Exception):
     """An upstream answer to return as-is (its 4xx is about the client's request)."""
 
@@ -150,13 +164,19 @@ async def forward_gated(
     except Passthrough as passthrough:
         return passthrough.response
     out_headers = passthrough_headers(upstream, headers, proxy.scrub)
+    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    if not upstream.is_success or (stream and not sse):  # a redirect; JSON for a stream
+        await upstream.aclose()
+        raise _unusable(proxy, f"HTTP {upstream.status_code}", headers)
     if not stream:
         content = await read_answer(proxy, upstream, headers)
-        if on_response is not None and upstream.is_success:
-            _hand_over(on_response, _json_object(content))
+        answer = _json_object(content)
+        if answer is None:  # HTML from a captive portal, an empty 204, a JSON list
+            raise _unusable(proxy, "a body that is no JSON object", headers)
+        if on_response is not None:
+            _hand_over(on_response, answer)
         return Response(content, upstream.status_code, headers=out_headers)
-    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    end = _STREAM_ENDS[path]() if sse else None
+    end = _STREAM_ENDS[path]()
     return StreamingResponse(
         relay(proxy, upstream, end=end, on_response=on_response),
         status_code=upstream.status_code,
