@@ -243,6 +243,24 @@ async def test_an_answer_the_client_cannot_use_is_a_502(
     assert 'gatekeeper_upstream_errors_total{kind="malformed"} 1.0' in text
 
 
+async def test_an_answer_too_large_to_hold_is_a_502(
+    client: httpx.AsyncClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer read whole (a forwarded chat completion, the model list) larger than
+    MAX_ANSWER_BYTES is a 502, not held in memory whole."""
+    monkeypatch.setattr("gatekeeper.interfaces.proxy.upstream.MAX_ANSWER_BYTES", 1000)
+    upstream.handler = lambda request: httpx.Response(
+        200, json={**completion(), "padding": "x" * 5000}
+    )
+    order = [{"role": "user", "content": "where is my order"}]
+    for response in (
+        await post(client, {"model": "m", "messages": order}),
+        await client.get("/v1/models"),
+    ):
+        assert response.status_code == 502, response.text
+        assert "larger than 1000 bytes" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("status", [200, 400])
 async def test_the_upstream_key_never_comes_back_in_a_header(
     client: httpx.AsyncClient, upstream: FakeUpstream, status: int

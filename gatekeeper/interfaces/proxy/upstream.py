@@ -234,10 +234,28 @@ async def relay_body(proxy: Proxy, upstream: httpx.Response) -> AsyncIterator[by
         await upstream.aclose()
 
 
+#: The largest answer read whole (a chat completion, a Responses object, the model list): a
+#: chat answer is kilobytes, and a 300 MB one kept ~900 MB of the proxy's memory afterwards.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+
+
 async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[str, str]) -> bytes:
-    """The upstream answer's whole body; a timeout is a 504, a cut or broken body a 502."""
+    """The upstream answer's whole body; a timeout is a 504, a cut or broken body a 502, and
+    so is one over :data:`MAX_ANSWER_BYTES`."""
     try:
-        return await upstream.aread()
+        chunks, size = [], 0
+        async for chunk in upstream.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                proxy.metrics.upstream_error("malformed")
+                raise upstream_failure(
+                    502,
+                    f"the upstream LLM endpoint's answer is larger than {MAX_ANSWER_BYTES} bytes",
+                    "upstream_error",
+                    headers,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
     except httpx.TimeoutException as exc:
         raise timeout_error(proxy, exc, headers) from exc
     except httpx.HTTPError as exc:  # e.g. RemoteProtocolError: closed before content-length
