@@ -86,41 +86,43 @@ async def _raise_for_upstream_status(
     finally:
         await response.aclose()
     if status in (401, 403):
-        proxy.metrics.upstream_error("auth")
         proxy.log.error("upstream.auth_failed", status=status)
-        raise upstream_failure(
-            502,
+        raise _fault(
+            proxy,
+            "auth",
             f"the upstream refused the proxy's credentials (HTTP {status}); "
             "check GATEKEEPER_UPSTREAM__API_KEY",
-            "upstream_auth_failed",
             headers,
+            code="upstream_auth_failed",
         )
     if status >= 500:
-        proxy.metrics.upstream_error("status_5xx")
         proxy.log.warning("upstream.error", status=status)
         detail = _upstream_message(body)
-        raise upstream_failure(
-            502,
-            f"the upstream LLM endpoint answered HTTP {status}" + (f": {detail}" if detail else ""),
-            "upstream_error",
-            headers,
-        )
+        message = f"the upstream LLM endpoint answered HTTP {status}"
+        raise _fault(proxy, "status_5xx", message + (f": {detail}" if detail else ""), headers)
     proxy.metrics.upstream_error("status_4xx")
     raise Passthrough(
         Response(body, status, headers=passthrough_headers(response, headers, proxy.scrub))
     )
 
 
+def _fault(
+    proxy: Proxy, kind: str, message: str, headers: Mapping[str, str], code: str = "upstream_error"
+) -> ProxyError:
+    """The 502 for an upstream fault of ``kind``, counted in ``upstream_errors_total``."""
+    proxy.metrics.upstream_error(kind)
+    return upstream_failure(502, message, code, headers)
+
+
 def _unusable(proxy: Proxy, what: str, headers: Mapping[str, str]) -> ProxyError:
     """502 for a successful-looking answer the client could not use (a gated route's answer
     must be a JSON object, or the SSE stream it asked for)."""
-    proxy.metrics.upstream_error("malformed")
     proxy.log.warning("upstream.malformed", answer=what)
-    return upstream_failure(
-        502,
+    return _fault(
+        proxy,
+        "malformed",
         f"the upstream LLM endpoint answered with {what}, not a chat answer; check "
         "GATEKEEPER_UPSTREAM__BASE_URL (an OpenAI-compatible /v1 base)",
-        "upstream_error",
         headers,
     )
 
@@ -247,13 +249,7 @@ async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[s
         async for chunk in upstream.aiter_bytes():
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
-                proxy.metrics.upstream_error("malformed")
-                raise upstream_failure(
-                    502,
-                    f"the upstream LLM endpoint's answer is larger than {MAX_ANSWER_BYTES} bytes",
-                    "upstream_error",
-                    headers,
-                )
+                raise _unusable(proxy, f"an answer larger than {MAX_ANSWER_BYTES} bytes", headers)
             chunks.append(chunk)
         return b"".join(chunks)
     except httpx.TimeoutException as exc:
