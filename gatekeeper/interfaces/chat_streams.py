@@ -30,6 +30,12 @@ def scrub(text: str) -> str:
     return _KEYS.sub(lambda m: f"{m.group(1)}***" if m.group(1) else "sk-***", text)
 
 
+def _cause(exc: Exception, text: str, scrubbed: str) -> Exception | None:
+    """``exc`` as the cause of the error it becomes, unless its ``text`` held a key (it differs
+    from the ``scrubbed`` one): a logged traceback prints the cause's text too."""
+    return exc if scrubbed == text else None
+
+
 @contextmanager
 def upstream_errors(where: str | None) -> Iterator[None]:
     """Turn the ``openai`` client's errors into gatekeeper's backend errors."""
@@ -41,12 +47,15 @@ def upstream_errors(where: str | None) -> Iterator[None]:
     except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
         raise UpstreamTimeoutError(f"{where} did not answer in time") from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamUnavailableError(f"cannot reach {where}: {scrub(str(exc))}") from exc
+        said = scrub(str(exc))
+        raise UpstreamUnavailableError(f"cannot reach {where}: {said}") from _cause(
+            exc, str(exc), said
+        )
     except openai.APIStatusError as exc:
+        said = scrub(exc.message)
         raise BackendError(
-            f"{where} answered HTTP {exc.status_code}: {scrub(exc.message)}",
-            status_code=exc.status_code,
-        ) from exc
+            f"{where} answered HTTP {exc.status_code}: {said}", status_code=exc.status_code
+        ) from _cause(exc, exc.message, said)
     except json.JSONDecodeError as exc:  # a stream event that is not JSON
         raise BackendError(f"{where} sent a malformed event stream") from exc
 

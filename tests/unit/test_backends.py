@@ -379,7 +379,8 @@ async def test_async_chat_ui_function_gets_the_history(tiny_gate: Gatekeeper) ->
 
 def test_a_backend_error_does_not_repeat_the_key_the_upstream_echoed() -> None:
     """An upstream error text that repeats the Authorization it got becomes a BackendError
-    whose message has the key replaced (applications log exception text)."""
+    whose message has the key replaced, and whose traceback does not chain the original error
+    (applications log exception text and tracebacks)."""
     import httpx
     import openai
 
@@ -400,3 +401,7 @@ def test_a_backend_error_does_not_repeat_the_key_the_upstream_echoed() -> None:
         backend("where is my order")
     assert "SECRET" not in str(caught.value) and "Bearer ***" in str(caught.value)
     assert caught.value.status_code == 401
+    import traceback
+
+    logged = "".join(traceback.format_exception(caught.value))  # what logger.exception prints
+    assert "SECRET" not in logged
