@@ -90,10 +90,5 @@ class BuildCopy:
             with self._flag:
                 self._loading = None
 
-    @property
-    def loading(self) -> bool:
-        """Whether a background load is under way."""
-        return self._loading is not None
-
 
 __all__ = ["BuildCopy"]
