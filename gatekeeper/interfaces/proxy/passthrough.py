@@ -1,8 +1,8 @@
 """Which ``/v1/...`` requests the proxy passes through ungated (with its own upstream key).
 
 An allowlist, by the path's first segment (``server.passthrough``, default
-:data:`DEFAULT_PASSTHROUGH`): the endpoints a chatbot uses beside the chat, none of which
-generates an answer from the customer's text. Everything else is refused with 403
+:data:`gatekeeper.server_settings.PASSTHROUGH`): the endpoints a chatbot uses beside the chat,
+none of which generates an answer from the customer's text. Everything else is refused with 403
 ``endpoint_not_gated``. A list of what to refuse could not keep up: the walkthrough of session 23
 got a lenient upstream to generate through ``/v1/v1/chat/completions`` (an upstream base URL
 without ``/v1``), ``/v1/deployments/m/chat/completions`` (Azure-style), ``/v1/chat/completion``,
@@ -21,16 +21,8 @@ import unicodedata
 from collections.abc import Sequence
 
 from gatekeeper.interfaces.proxy.errors import ProxyError
-from gatekeeper.server_settings import NEVER_PASSED, PASSTHROUGH
+from gatekeeper.server_settings import NEVER_PASSED
 
-#: Passed through by default (``server.passthrough``): models, embeddings, files and uploads,
-#: moderations, audio (transcribing the customer's voice, speaking the bot's reply), vector
-#: stores, and the stored objects of the gated endpoints (read or deleted only).
-DEFAULT_PASSTHROUGH = PASSTHROUGH
-#: Endpoints that generate text from input the gate does not read, never passed through (the
-#: setting refuses them): OpenAI's legacy and batch APIs, Assistants runs, Realtime, the legacy
-#: engines paths, and the Anthropic-style messages API OpenAI-compatible servers also serve.
-UNGATED = NEVER_PASSED
 #: The gated endpoints: another spelling of them is refused, never passed through ungated.
 GATED = ("chat/completions", "responses")
 #: Endpoints whose objects are only read or deleted through the proxy: the gated endpoints'
@@ -76,11 +68,11 @@ def passthrough_refusal(path: str, method: str, allowed: Sequence[str]) -> Proxy
     if {".", ".."} & set(path.split("/")):  # never out of the upstream's /v1/ with our key
         return ProxyError(400, "dot segments are not allowed in the path", code="invalid_path")
     first = canonical.split("/", 1)[0]
-    if first in UNGATED or first not in allowed:
+    if first in NEVER_PASSED or first not in allowed:
         return _not_gated(
             f"/v1/{path} is not passed through (server.passthrough lists the /v1/ endpoints "
             "that are)"
-            if first not in UNGATED
+            if first not in NEVER_PASSED
             else f"/v1/{path} would reach the LLM without passing the gate"
         )
     if first in _READ_ONLY and not _stored_object_call(canonical, method):
@@ -104,4 +96,4 @@ def _not_gated(what: str) -> ProxyError:
     )
 
 
-__all__ = ["DEFAULT_PASSTHROUGH", "canonical_path", "passthrough_refusal"]
+__all__ = ["canonical_path", "passthrough_refusal"]
