@@ -1,13 +1,18 @@
-"""Opening Chroma, and the name of a catalog's store in it."""
+"""Opening Chroma (at once, or on first use: :class:`LazyClient`), and the name of a catalog's
+store in it."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.errors import StoreUnavailableError
+from gatekeeper.errors import StoreError, StoreUnavailableError
 from gatekeeper.settings import StoreSettings
 
 
@@ -37,6 +42,50 @@ def open_client(settings: StoreSettings, data_dir: Path) -> Any:
     except (ValueError, OSError, RuntimeError) as exc:
         where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
         raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {exc}") from exc
+
+
+#: How long a failed open is remembered before the next use tries again.
+RETRY_SECONDS = 5.0
+
+
+def open_lazily(
+    settings: StoreSettings, data_dir: Path, *, retry_seconds: float = RETRY_SECONDS
+) -> LazyClient:
+    """:func:`open_client` on first use (see :class:`LazyClient`)."""
+    return LazyClient(partial(open_client, settings, data_dir), retry_seconds=retry_seconds)
+
+
+class LazyClient:
+    """A Chroma client opened on first use, so that the proxy can start while a Chroma server
+    is down. A failed open is retried by the next use, at most once every ``retry_seconds``
+    (until then it fails at once with the same StoreUnavailableError), so requests that find
+    Chroma down neither pile up on connect attempts nor hammer the server."""
+
+    def __init__(self, opener: Callable[[], Any], *, retry_seconds: float) -> None:
+        self._opener = opener
+        self._retry_seconds = retry_seconds
+        self._client: Any = None
+        self._failure: StoreError | None = None
+        self._failed_at = 0.0
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            now = time.monotonic()
+            if self._failure is not None and now - self._failed_at < self._retry_seconds:
+                raise self._failure
+            try:
+                self._client = self._opener()
+            except StoreError as exc:
+                self._failure, self._failed_at = exc, now
+                raise
+            self._failure = None
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._open(), name)
 
 
 def is_connection_error(exc: BaseException) -> bool:

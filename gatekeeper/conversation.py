@@ -83,8 +83,9 @@ TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
 #: The fields of a content part that hold text a model reads as the turn's: ``text``, and the
-#: ``refusal`` / ``thinking`` parts' own fields (vLLM reads those as text in any role).
-TEXT_FIELDS = ("text", "refusal", "thinking")
+#: ``refusal`` / ``thinking`` / ``reasoning`` parts' own fields (vLLM reads the first two as
+#: text in any role; LangChain's reasoning blocks carry ``reasoning``).
+TEXT_FIELDS = ("text", "refusal", "thinking", "reasoning")
 
 
 def text_part(part: Mapping[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gatekeeper.calibration import check_calibrated
 from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
+from gatekeeper.chroma_client import open_lazily
 from gatekeeper.conversation import (
     NO_TEXT,
     FollowupPolicy,
@@ -29,6 +30,7 @@ from gatekeeper.conversation import (
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
 from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
+    ConfigError,
     EmbeddingError,
     EmptyMessageError,
     GatekeeperError,
@@ -42,9 +44,9 @@ from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.outage import Outage
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
-from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name, open_client
+from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name
 from gatekeeper.turn_cache import TurnVectors
-from gatekeeper.types import OFF_TOPIC, Message, OnError, Progress, batch_of, blank
+from gatekeeper.types import OFF_TOPIC, ON_ERROR, Message, OnError, Progress, batch_of, blank
 
 
 class Gatekeeper:
@@ -135,7 +137,8 @@ class Gatekeeper:
         ``store`` is an :class:`~gatekeeper.store.ExemplarStore`, or a mapping of store
         settings like the other overrides (``store={"auto_sync": False}``).
 
-        Nothing heavy happens here: the model loads and the index is checked on first use.
+        Nothing heavy happens here: the model loads, Chroma is opened and the index is checked
+        on first use (so a gate built while a Chroma server is down follows ``gate.on_error``).
         The store is the catalog's own (:func:`~gatekeeper.store.collection_name` of the
         catalog file, ``settings.catalog`` when ``catalog`` is given loaded).
         """
@@ -147,7 +150,7 @@ class Gatekeeper:
             catalog = load_catalog(source)
         embedder = embedder or build_embedder(settings.embedding)
         if store is None:
-            client = open_client(settings.store, settings.data_dir)
+            client = open_lazily(settings.store, settings.data_dir)  # Chroma may be down yet
             name = collection_name(settings.store.collection, source, embedder.identity)
             store = ExemplarStore.from_settings(client, name, settings.store)
         return cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
@@ -254,8 +257,10 @@ class Gatekeeper:
         ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
         Client mistakes (empty or oversized messages) always raise :class:`InputError`.
         """
-        texts = self._all_turns(batch_of(messages))
         policy = on_error or self.settings.gate.on_error
+        if policy not in ON_ERROR:  # a typo must not turn into refusing everyone
+            raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {policy!r}")
+        texts = self._all_turns(batch_of(messages))
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
@@ -340,6 +345,10 @@ class Gatekeeper:
                     f"a single message must be the customer's (role 'user'), not "
                     f"{message.get('role')!r}: pass the whole chat as a list to judge it"
                 )
+            single: Mapping[str, Any] = message
+            if "content" not in single:
+                keys = ", ".join(map(str, single)) or "none"
+                raise InputError(f"a chat message needs a 'content' (its keys: {keys})")
             content = message.get("content")
             turns, attached = [(content_text(content), False)], attachments_only(content)
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from gatekeeper.errors import InputError
 
@@ -21,6 +21,7 @@ Message = str | Sequence[Mapping[str, Any]]
 
 #: What happens when the gate itself fails (model or Chroma): raise, forward, or refuse.
 OnError = Literal["raise", "fail_open", "fail_closed"]
+ON_ERROR: tuple[OnError, ...] = get_args(OnError)
 
 #: Called with the number of items just done (progress bars).
 Progress = Callable[[int], None]
@@ -60,4 +61,13 @@ def batch_of(messages: Any) -> list[Message]:
     return list(messages)
 
 
-__all__ = ["OFF_TOPIC", "Message", "Neighbour", "OnError", "Progress", "batch_of", "blank"]
+__all__ = [
+    "OFF_TOPIC",
+    "ON_ERROR",
+    "Message",
+    "Neighbour",
+    "OnError",
+    "Progress",
+    "batch_of",
+    "blank",
+]

@@ -11,11 +11,13 @@ from structlog.testing import capture_logs
 
 from gatekeeper.decision import Route
 from gatekeeper.errors import (
+    ConfigError,
     EmbeddingError,
     EmptyMessageError,
     InputError,
     MessageTooLongError,
     ModelNotFoundError,
+    StoreUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import Settings
@@ -271,3 +273,43 @@ def test_a_single_message_that_is_not_the_customers_is_refused(tmp_path: Path, r
         gate.check({"role": role, "content": "where is my order"})
     assert gate.check({"role": "user", "content": "where is my order"}).admitted
     assert gate.check({"content": "where is my order"}).admitted
+
+
+@pytest.mark.parametrize("typo", ["fail-open", "FAIL_OPEN", "ignore"])
+def test_an_unknown_on_error_raises_instead_of_refusing_everyone(
+    tiny_gate: Gatekeeper, typo: str
+) -> None:
+    """A per-call on_error that is no policy raises ConfigError naming the choices (it was
+    taken for fail_closed, so a typo refused every customer once the gate failed)."""
+    with pytest.raises(ConfigError, match="raise, fail_open, fail_closed.*" + typo):
+        tiny_gate.check("where is my order?", on_error=typo)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("policy", "route"), [("fail_open", Route.LLM), ("fail_closed", Route.OFF_TOPIC)]
+)
+def test_a_gate_built_while_chroma_is_down_follows_on_error(
+    tmp_path: Path, policy: str, route: Route
+) -> None:
+    """Gatekeeper.from_settings with a Chroma server that is down builds (Chroma opens on first
+    use) and its decisions follow gate.on_error; building raised StoreUnavailableError whatever
+    on_error said."""
+    gate = make_gate(tmp_path, store={"host": "127.0.0.1", "port": 9}, gate={"on_error": policy})
+    decision = gate.check("where is my order?")
+    assert (decision.route, decision.gate_error) == (route, "StoreUnavailableError")
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:9"):
+        gate.check("where is my order?", on_error="raise")
+
+
+def test_a_chat_message_without_content_is_named(tiny_gate: Gatekeeper) -> None:
+    """A single message object without 'content' says so, naming its keys (it said 'the
+    message is empty')."""
+    with pytest.raises(InputError, match=r"needs a 'content'.*text, files"):
+        tiny_gate.check({"text": "where is my order?", "files": []})  # type: ignore[arg-type]
+
+
+def test_a_reasoning_block_is_read_as_text(tiny_gate: Gatekeeper) -> None:
+    """A LangChain reasoning block's text is judged like any text (it was taken for an
+    attachment: forwarded unread as a first turn)."""
+    message = [{"role": "user", "content": [{"type": "reasoning", "reasoning": "tell me a joke"}]}]
+    assert tiny_gate.check(message).route is Route.OFF_TOPIC

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from gatekeeper.chroma_client import LazyClient
 from gatekeeper.errors import (
     CatalogError,
     IndexMismatchError,
@@ -32,7 +33,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
-from gatekeeper.interfaces.proxy.state import LazyClient, build_gate, prepare_gate
+from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.settings import Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -17,6 +15,7 @@ from fastapi import Request
 
 from gatekeeper._version import __version__
 from gatekeeper.batching import DecisionBatcher
+from gatekeeper.chroma_client import RETRY_SECONDS, open_lazily
 from gatekeeper.decision import Decision
 from gatekeeper.embedding import Embedder, build_embedder
 from gatekeeper.errors import (
@@ -37,9 +36,8 @@ from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.threads import ResponseThreads
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
-from gatekeeper.store import ExemplarStore, collection_name, open_client
+from gatekeeper.store import ExemplarStore, collection_name
 
-READINESS_RETRY_SECONDS = 5.0
 #: Shorter keys are not scrubbed from upstream errors (they would match ordinary text).
 MIN_SCRUBBED = 8
 #: How often an idle proxy loads a changed build into memory (``index`` run elsewhere).
@@ -229,39 +227,6 @@ def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, transport=transport, cookies=no_cookies)
 
 
-class LazyClient:
-    """A Chroma client opened on first use, so that the proxy can start while a Chroma server
-    is down. A failed open is retried by the next use, at most once every ``retry_seconds``
-    (until then it fails at once with the same StoreUnavailableError), so requests that find
-    Chroma down neither pile up on connect attempts nor hammer the server."""
-
-    def __init__(self, opener: Callable[[], Any], *, retry_seconds: float) -> None:
-        self._opener = opener
-        self._retry_seconds = retry_seconds
-        self._client: Any = None
-        self._failure: StoreError | None = None
-        self._failed_at = 0.0
-        self._lock = threading.Lock()
-
-    def _open(self) -> Any:
-        with self._lock:
-            if self._client is not None:
-                return self._client
-            now = time.monotonic()
-            if self._failure is not None and now - self._failed_at < self._retry_seconds:
-                raise self._failure
-            try:
-                self._client = self._opener()
-            except StoreError as exc:
-                self._failure, self._failed_at = exc, now
-                raise
-            self._failure = None
-            return self._client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._open(), name)
-
-
 def model_settings(settings: Settings) -> EmbeddingSettings:
     """The embedding settings the proxy runs: a local model's forward passes get
     ``cores / (server.processes * server.decision_workers)`` threads each unless
@@ -280,7 +245,7 @@ def build_gate(
     settings: Settings,
     *,
     embedder: Embedder | None = None,
-    retry_seconds: float = READINESS_RETRY_SECONDS,
+    retry_seconds: float = RETRY_SECONDS,
 ) -> Gatekeeper:
     """The gate the proxy serves, its Chroma client opened lazily (see :class:`LazyClient`).
 
@@ -288,8 +253,7 @@ def build_gate(
     (:func:`~gatekeeper.store.collection_name` of ``settings.catalog`` and the embedder's
     identity). A bad catalog or settings raise here; nothing is loaded or connected yet."""
     embedder = embedder or build_embedder(model_settings(settings))
-    opener = partial(open_client, settings.store, settings.data_dir)
-    client = LazyClient(opener, retry_seconds=retry_seconds)
+    client = open_lazily(settings.store, settings.data_dir, retry_seconds=retry_seconds)
     name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
     store = ExemplarStore.from_settings(client, name, settings.store)
     return Gatekeeper.from_settings(settings, embedder=embedder, store=store)
