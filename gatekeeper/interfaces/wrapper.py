@@ -21,16 +21,21 @@ gate judges the message as the next turn of that conversation, so an answer to t
 question ("Maria Lopez") is not refused mid-chat::
 
     bot = GatedBackend(gate, respond)     # def respond(message, history): ...
-    gr.ChatInterface(bot, type="messages")
+    gr.ChatInterface(bot.as_function(), type="messages")
+
+:meth:`GatedBackend.as_function` has the backend's kind (a generator function for a streaming
+``respond``: Gradio streams only those) and signature. Gradio's multimodal messages
+(``{"text", "files"}``) are judged by their text, the files as attachments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gatekeeper.decision import Decision
 from gatekeeper.types import batch_of
@@ -65,6 +70,10 @@ class GatedBackend:
     """
 
     def __init__(self, gate: Gatekeeper, backend: Any) -> None:
+        if not callable(getattr(gate, "check", None)):
+            raise TypeError(
+                f"GatedBackend(gate, backend): gate must be a Gatekeeper, not {type(gate).__name__}"
+            )
         if not callable(backend):
             raise TypeError(f"a backend must be callable, not {type(backend).__name__}")
         self.gate = gate
@@ -159,6 +168,11 @@ class GatedBackend:
         text = self._reply_text(decision)
         if isinstance(self.backend, LocalReplies):
             return self.backend.local_reply(text, **kwargs)
+        kind = backend_kind(self.backend)
+        if kind == "generator":
+            return _yield_once(text)  # a streaming backend's caller iterates what it gets
+        if kind == "async generator":
+            return _ayield_once(text)
         return text
 
     async def _alocal(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
@@ -167,13 +181,72 @@ class GatedBackend:
             return await alocal(self._reply_text(decision), **kwargs)
         return self._local(decision, kwargs)
 
+    def as_function(self) -> Callable[..., Any]:
+        """This gated backend as a plain function of the backend's kind: a generator function
+        for a generator backend, an async one for an async backend, with the backend's
+        signature. What a chat UI that inspects its function needs (Gradio streams only a
+        generator function)::
+
+            gr.ChatInterface(GatedBackend(gate, stream_reply).as_function(), type="messages")
+        """
+        kind = backend_kind(self.backend)
+        if kind == "generator":
+
+            def gated(message: Message, *args: Any, **kwargs: Any) -> Iterator[Any]:
+                yield from self(message, *args, **kwargs)
+
+        elif kind == "async generator":
+
+            async def gated(message: Message, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[misc]
+                async for part in await self.acall(message, *args, **kwargs):
+                    yield part
+
+        elif kind == "async":
+
+            async def gated(message: Message, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                return await self.acall(message, *args, **kwargs)
+
+        else:
+
+            def gated(message: Message, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                return self(message, *args, **kwargs)
+
+        return functools.wraps(self.backend)(gated)
+
+
+BackendKind = Literal["sync", "async", "generator", "async generator"]
+
+
+def backend_kind(backend: Any) -> BackendKind:
+    """What calling ``backend`` gives: a value, a coroutine, a generator or an async generator
+    (a function, or an object whose ``__call__`` is one)."""
+    call = getattr(backend, "__call__", None)  # noqa: B004 - the instance's __call__
+    for kind, test in (
+        ("async generator", inspect.isasyncgenfunction),
+        ("generator", inspect.isgeneratorfunction),
+        ("async", inspect.iscoroutinefunction),
+    ):
+        if test(backend) or test(call):
+            return kind  # type: ignore[return-value]
+    return "sync"
+
+
+def _yield_once(text: str) -> Iterator[str]:
+    yield text
+
+
+async def _ayield_once(text: str) -> AsyncIterator[str]:
+    yield text
+
 
 def with_history(message: Message, args: tuple[Any, ...]) -> Message:
-    """What the gate judges for a call ``(message, *args)``: a text message after a chat history
-    (``args[0]``: ``{"role", "content"}`` messages, or Gradio's ``[user, assistant]`` pairs) is
-    the next user turn of that conversation; anything else is ``message`` alone."""
+    """What the gate judges for a call ``(message, *args)``: a message (a text, or a chat UI's
+    message: see :func:`ui_message`) after a chat history (``args[0]``: ``{"role", "content"}``
+    messages, or Gradio's ``[user, assistant]`` pairs) is the next user turn of that
+    conversation; anything else is ``message`` alone."""
+    message = ui_message(message)
     history = args[0] if args else None
-    if not isinstance(message, str) or not _is_sequence(history) or not history:
+    if not isinstance(message, str | Mapping) or not _is_sequence(history) or not history:
         return message
     turns: list[dict[str, Any]] = []
     for item in history:
@@ -183,7 +256,20 @@ def with_history(message: Message, args: tuple[Any, ...]) -> Message:
             turns.extend([*_turn("user", item[0]), *_turn("assistant", item[1])])
         else:
             return message  # not a chat history: the message alone
-    return [*turns, {"role": "user", "content": message}]
+    last = message if isinstance(message, Mapping) else {"role": "user", "content": message}
+    return [*turns, last]
+
+
+def ui_message(message: Any) -> Any:
+    """A chat UI's multimodal message (Gradio's ``{"text": ..., "files": [...]}``) as the chat
+    message the gate reads: its text, and its files as attachments; any other message as it
+    is."""
+    if not isinstance(message, Mapping) or "content" in message or "text" not in message:
+        return message
+    text, files = message.get("text"), message.get("files") or ()
+    parts: list[Any] = [{"type": "text", "text": text}] if isinstance(text, str) else []
+    parts += [{"type": "file", "file": {}} for _ in files]
+    return {"role": "user", "content": parts}
 
 
 def _is_sequence(value: Any) -> bool:

@@ -1,0 +1,132 @@
+"""GatedBackend around the backends chat UIs hand it: streaming (generator) functions, Gradio's
+multimodal messages, and a gate that is not one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.wrapper import GatedBackend, backend_kind
+
+ADMITTED = "where is my order?"
+REFUSED = "tell me a joke"
+
+
+def stream_reply(message: Any, history: list[Any]) -> Iterator[str]:
+    """A Gradio-style streaming chat function: the answer so far, growing."""
+    yield "Your order"
+    yield "Your order ships today."
+
+
+async def astream_reply(message: Any, history: list[Any]) -> AsyncIterator[str]:
+    """The async-generator form of :func:`stream_reply`."""
+    for text in ("Your order", "Your order ships today."):
+        yield text
+
+
+async def areply(message: Any, history: list[Any]) -> str:
+    """An async chat function."""
+    return "Your order ships today."
+
+
+def test_a_gate_that_is_not_one_fails_at_once() -> None:
+    """GatedBackend(None, fn) raises TypeError naming the gate (it failed later, on the first
+    call, with an AttributeError)."""
+    with pytest.raises(TypeError, match="gate must be a Gatekeeper, not NoneType"):
+        GatedBackend(None, stream_reply)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("backend", "kind"),
+    [
+        (stream_reply, "generator"),
+        (astream_reply, "async generator"),
+        (areply, "async"),
+        (lambda message, history: "ok", "sync"),
+    ],
+)
+def test_backend_kinds(backend: Any, kind: str) -> None:
+    """A backend's kind is what calling it gives."""
+    assert backend_kind(backend) == kind
+
+
+def test_a_refusal_from_a_generator_backend_is_iterated_like_an_answer(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """Around a generator backend, a refusal is a generator too (it was a str, so a caller
+    iterating the answer got it one character at a time)."""
+    bot = GatedBackend(tiny_gate, stream_reply)
+    assert list(bot(ADMITTED, [])) == ["Your order", "Your order ships today."]
+    assert list(bot(REFUSED, [])) == [tiny_gate.catalog.off_topic.reply]
+
+
+def test_as_function_streams_in_gradio(tiny_gate: Gatekeeper) -> None:
+    """as_function() of a generator backend is a generator function with the backend's
+    signature, which is what Gradio inspects to stream (an instance is never one)."""
+    fn = GatedBackend(tiny_gate, stream_reply).as_function()
+    assert inspect.isgeneratorfunction(fn)
+    assert list(inspect.signature(fn).parameters) == ["message", "history"]
+    assert list(fn(REFUSED, [])) == [tiny_gate.catalog.off_topic.reply]
+    assert list(fn(ADMITTED, []))[-1] == "Your order ships today."
+
+
+def test_as_function_of_async_backends(tiny_gate: Gatekeeper) -> None:
+    """as_function() of an async generator backend is an async generator function, of an async
+    backend a coroutine function; refusals take the same shape."""
+    agen = GatedBackend(tiny_gate, astream_reply).as_function()
+    coro = GatedBackend(tiny_gate, areply).as_function()
+    assert inspect.isasyncgenfunction(agen) and inspect.iscoroutinefunction(coro)
+
+    async def collect(message: str) -> list[str]:
+        return [part async for part in agen(message, [])]
+
+    assert asyncio.run(collect(REFUSED)) == [tiny_gate.catalog.off_topic.reply]
+    assert asyncio.run(collect(ADMITTED))[-1] == "Your order ships today."
+    assert asyncio.run(coro(ADMITTED, [])) == "Your order ships today."
+
+
+def test_as_function_of_a_plain_backend_returns_its_answer(tiny_gate: Gatekeeper) -> None:
+    """as_function() of a plain function is a plain function."""
+    fn = GatedBackend(tiny_gate, lambda message, history: "ok").as_function()
+    assert not inspect.isgeneratorfunction(fn)
+    assert (fn(ADMITTED, []), fn(REFUSED, [])) == ("ok", tiny_gate.catalog.off_topic.reply)
+
+
+@pytest.mark.parametrize(
+    ("message", "called"),
+    [
+        ({"text": ADMITTED, "files": []}, True),
+        ({"text": REFUSED, "files": []}, False),
+        ({"text": "", "files": ["/tmp/gradio/parcel.jpg"]}, True),
+    ],
+)
+def test_gradio_multimodal_messages_are_read(
+    tiny_gate: Gatekeeper, message: dict[str, Any], called: bool
+) -> None:
+    """A Gradio multimodal message {"text", "files"} is judged by its text, its files as
+    attachments (it raised 'the message is empty'); the backend gets it as it was."""
+    seen: list[Any] = []
+
+    def answer(m: Any, history: list[Any]) -> str:
+        seen.append(m)
+        return "answer"
+
+    bot = GatedBackend(tiny_gate, answer)
+    result = bot.invoke_with_decision(message, [])
+    assert result.called is called and seen == ([message] if called else [])
+
+
+def test_a_multimodal_message_after_a_history_is_its_next_turn(tiny_gate: Gatekeeper) -> None:
+    """After a served history, a multimodal photo-only message follows the conversation."""
+    history = [
+        {"role": "user", "content": ADMITTED},
+        {"role": "assistant", "content": "Could you send a photo of the parcel?"},
+    ]
+    bot = GatedBackend(tiny_gate, lambda m, h: "thanks")
+    result = bot.invoke_with_decision({"text": "", "files": ["parcel.jpg"]}, history)
+    assert result.called and result.decision.followup
