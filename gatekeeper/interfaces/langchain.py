@@ -13,14 +13,16 @@ What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`
 
 What it returns: when the message is admitted (route ``llm``), or the gate runs in shadow mode
 (``gate.shadow``), the wrapped runnable gets the input as given (a lone message as a
-one-message list) and its output is returned unchanged. Otherwise (``off_topic``, ``canned``)
+one-message list) and its output is returned unchanged (a chat message with the decision added to
+its ``response_metadata``, see below). Otherwise (``off_topic``, ``canned``)
 the wrapped runnable is not called and the decision's reply is said by a chat model run of the
 gate's own (``gatekeeper_reply``, :mod:`~gatekeeper.interfaces.langchain_reply`), returned in
 the wrapped runnable's output shape (:mod:`~gatekeeper.interfaces.langchain_output`): a ``str``
 (:class:`ReplyText`) when it declares a ``str`` output, else an ``AIMessage`` (one
-``AIMessageChunk`` when streaming); either way with the decision,
-``Decision.model_dump(mode="json")``, in ``response_metadata["gatekeeper"]``. ``OutputType`` /
-``get_output_schema()`` describe both.
+``AIMessageChunk`` when streaming); either way with the decision in
+``response_metadata["gatekeeper"]``, as an admitted answer that is a chat message (or its first
+chunk) has it too: ``Decision.summary()`` (no exemplar or customer text), or the whole decision
+with ``decision_detail="full"``. ``OutputType`` / ``get_output_schema()`` describe both.
 
 Tracing: the runnable is its own run (``GatekeeperRunnable``) with two children. The first,
 ``gatekeeper_check``, spans the gate's decision and outputs it. The second carries the decision
@@ -76,7 +78,15 @@ from gatekeeper.interfaces.langchain_input import (
     forwarded_input,
     gate_message,
 )
-from gatekeeper.interfaces.langchain_output import ReplyText, output_shape, output_type, shaped
+from gatekeeper.interfaces.langchain_output import (
+    DecisionDetail,
+    ReplyText,
+    decision_record,
+    output_shape,
+    output_type,
+    shaped,
+    with_decision,
+)
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
     reply_input,
@@ -103,6 +113,9 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     """For dict inputs: the key whose value (a text or messages) the gate judges."""
     history_key: str | None = None
     """For dict inputs: the key holding the earlier messages of the conversation, if any."""
+    decision_detail: DecisionDetail = "summary"
+    """What answers carry in ``response_metadata["gatekeeper"]``: ``summary`` (no exemplar or
+    customer text: safe to pass on to users) or ``full`` (the neighbours' exemplar texts too)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -174,7 +187,8 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         item, message = self._prepared(input)
         decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
-            return self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
+            answer = self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
+            return with_decision(answer, self._record(decision))
         return self._reply(decision, message, config)
 
     async def _ainvoke(
@@ -188,7 +202,8 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
             child = self._child_config(config, decision)
-            return await self.runnable.ainvoke(item, child, **kwargs)
+            answer = await self.runnable.ainvoke(item, child, **kwargs)
+            return with_decision(answer, self._record(decision))
         return await self._areply(decision, message, config)
 
     # -- batch ---------------------------------------------------------------------------
@@ -255,7 +270,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             answers = self.runnable.batch(
                 admitted, child_configs, return_exceptions=return_exceptions, **kwargs
             )
-            _place(results, forward, answers)
+            self._place(results, forward, answers)
         return results
 
     async def _abatch(
@@ -278,7 +293,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             answers = await self.runnable.abatch(
                 admitted, child_configs, return_exceptions=return_exceptions, **kwargs
             )
-            _place(results, forward, answers)
+            self._place(results, forward, answers)
         return results
 
     def _forwarded(
@@ -357,8 +372,9 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         item, message = self._prepared(value)
         decision = self._decided(check_runs(self.gate, [message], [config], False))
         if decision.forwarded:
-            child = self._child_config(config, decision)
-            yield from self.runnable.stream(item, child, **kwargs)
+            child, record = self._child_config(config, decision), self._record(decision)
+            for number, out in enumerate(self.runnable.stream(item, child, **kwargs)):
+                yield out if number else with_decision(out, record)
         else:
             yield from self._reply_stream(decision, message, config)
 
@@ -375,9 +391,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         item, message = self._prepared(value)
         decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
         if decision.forwarded:
-            child = self._child_config(config, decision)
+            child, record = self._child_config(config, decision), self._record(decision)
+            first = True
             async for out in self.runnable.astream(item, child, **kwargs):
-                yield out
+                yield with_decision(out, record) if first else out
+                first = False
         else:
             async for reply in self._areply_stream(decision, message, config):
                 yield reply
@@ -391,6 +409,16 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         assert isinstance(outcome, Decision)
         return outcome
 
+    def _record(self, decision: Decision) -> dict[str, Any]:
+        return decision_record(decision, self.decision_detail)
+
+    def _place(
+        self, results: list[Any], forward: list[tuple[int, Decision]], answers: list[Any]
+    ) -> None:
+        """The admitted answers into their slots, each with its decision."""
+        for (i, decision), answer in zip(forward, answers, strict=True):
+            results[i] = with_decision(answer, self._record(decision))
+
     @staticmethod
     def _child_config(config: RunnableConfig, decision: Decision) -> RunnableConfig:
         """``config`` with the decision added to its metadata (inherited by every child run)."""
@@ -401,12 +429,12 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
     def _reply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
         """The reply run's answer, in the wrapped runnable's output shape."""
-        model = reply_model(decision)
+        model = reply_model(decision, self._record(decision))
         answer = model.invoke(reply_input(message), self._reply_config(config, decision))
         return shaped(answer, output_shape(self.runnable))
 
     async def _areply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        model = reply_model(decision)
+        model = reply_model(decision, self._record(decision))
         answer = await model.ainvoke(reply_input(message), self._reply_config(config, decision))
         return shaped(answer, output_shape(self.runnable))
 
@@ -414,14 +442,16 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         self, decision: Decision, message: Message, config: RunnableConfig
     ) -> Iterator[Any]:
         """The reply run's chunk, in the wrapped runnable's output shape."""
-        model, shape = reply_model(decision), output_shape(self.runnable)
+        model = reply_model(decision, self._record(decision))
+        shape = output_shape(self.runnable)
         for chunk in model.stream(reply_input(message), self._reply_config(config, decision)):
             yield shaped(chunk, shape)
 
     async def _areply_stream(
         self, decision: Decision, message: Message, config: RunnableConfig
     ) -> AsyncIterator[Any]:
-        model, shape = reply_model(decision), output_shape(self.runnable)
+        model = reply_model(decision, self._record(decision))
+        shape = output_shape(self.runnable)
         config = self._reply_config(config, decision)
         async for chunk in model.astream(reply_input(message), config):
             yield shaped(chunk, shape)
@@ -456,11 +486,6 @@ def _sort(
         else:
             (forward if outcome.forwarded else answer).append((i, outcome))
     return forward, answer
-
-
-def _place(results: list[Any], forward: list[tuple[int, Decision]], answers: list[Any]) -> None:
-    for (i, _), answer in zip(forward, answers, strict=True):
-        results[i] = answer
 
 
 __all__ = [

@@ -12,7 +12,14 @@ The rule, read from the wrapped runnable's declared ``OutputType``:
   streaming) with the decision in ``response_metadata["gatekeeper"]``.
 
 So admitted and refused messages come back as the same kind of value whenever the wrapped
-runnable says what it returns.
+runnable says what it returns. An admitted answer that is a chat message (or, streaming, its
+first chunk) carries the decision in ``response_metadata["gatekeeper"]`` too.
+
+What that decision record holds (:func:`decision_record`): by default ``Decision.summary()``
+(route, intent, nearest intent, score, threshold, followup, shadow, gate error, latency, message
+id), which holds no exemplar or customer text; with ``decision_detail="full"``, the whole
+decision as JSON (the neighbours' exemplar texts and the reason too): for evals and debugging,
+not for answers a host passes on to its users, who could read the catalog out of it.
 """
 
 from __future__ import annotations
@@ -22,17 +29,38 @@ from typing import Any, Literal, Union
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
+from gatekeeper.decision import Decision
 from gatekeeper.interfaces.langchain_types import declared_output, holds_message, is_text
 
 #: How the gate's reply is returned: a ``str`` or a chat message.
 OutputShape = Literal["text", "message"]
+#: How much of the decision an answer carries: see :func:`decision_record`.
+DecisionDetail = Literal["summary", "full"]
+#: Where the decision is in an answer's ``response_metadata``.
+METADATA_KEY = "gatekeeper"
+
+
+def decision_record(decision: Decision, detail: DecisionDetail) -> dict[str, Any]:
+    """The decision as an answer carries it: ``Decision.summary()`` (no exemplar or customer
+    text), or with ``full`` ``Decision.model_dump(mode="json")``."""
+    return decision.model_dump(mode="json") if detail == "full" else decision.summary()
+
+
+def with_decision(output: Any, record: dict[str, Any]) -> Any:
+    """An admitted answer with ``record`` in its ``response_metadata``, when it is a chat
+    message or chunk (a copy: the wrapped runnable's value is not changed); anything else as
+    it is."""
+    if not isinstance(output, BaseMessage):
+        return output
+    metadata = {**output.response_metadata, METADATA_KEY: record}
+    return output.model_copy(update={"response_metadata": metadata})
 
 
 class ReplyText(str):
     """The gate's reply as text, the decision attached as on an ``AIMessage``.
 
     A ``str`` in every way (equality, JSON, formatting); ``response_metadata["gatekeeper"]``
-    holds the decision, ``Decision.model_dump(mode="json")``.
+    holds the decision (:func:`decision_record`).
     """
 
     response_metadata: dict[str, Any]

@@ -8,7 +8,8 @@ models sees the refusal as it sees the wrapped model's answers: ``on_chat_model_
 the event chat UIs render) and LangSmith traces. The run is recognisable: it is named and tagged
 ``gatekeeper_reply``, reports ``ls_provider="gatekeeper"``, makes no network call, is never
 cached, and carries the decision in its metadata (``gatekeeper_route``, ``gatekeeper_intent``,
-…, added by the caller's config) and in its message's ``response_metadata["gatekeeper"]``.
+…, added by the caller's config) and in its message's ``response_metadata["gatekeeper"]``
+(:func:`~gatekeeper.interfaces.langchain_output.decision_record`).
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from gatekeeper.decision import Decision
+from gatekeeper.interfaces.langchain_output import METADATA_KEY
 from gatekeeper.types import Message
 
 #: The name and tag of the reply run.
 REPLY_RUN = "gatekeeper_reply"
-#: Where the decision is in a reply's ``response_metadata``.
-METADATA_KEY = "gatekeeper"
 
 _MESSAGE_CLASSES: dict[str, type[BaseMessage]] = {
     "user": HumanMessage,
@@ -56,7 +56,8 @@ class GatekeeperReplyModel(BaseChatModel):
     reply: str
     """The text it answers with."""
     decision: dict[str, Any]
-    """The decision, ``Decision.model_dump(mode="json")``, put in ``response_metadata``."""
+    """The decision record put in ``response_metadata`` (see
+    :func:`~gatekeeper.interfaces.langchain_output.decision_record`)."""
 
     @property
     def _llm_type(self) -> str:
@@ -115,11 +116,12 @@ class GatekeeperReplyModel(BaseChatModel):
         yield self._chunk()
 
 
-def reply_model(decision: Decision) -> GatekeeperReplyModel:
-    """The chat model answering ``decision``: its reply, named and tagged ``gatekeeper_reply``."""
+def reply_model(decision: Decision, record: dict[str, Any]) -> GatekeeperReplyModel:
+    """The chat model answering ``decision``: its reply, named and tagged ``gatekeeper_reply``,
+    ``record`` (the decision as answers carry it) attached."""
     return GatekeeperReplyModel(
         reply=decision.reply or "",
-        decision=decision.model_dump(mode="json"),
+        decision=record,
         name=REPLY_RUN,
         tags=[REPLY_RUN],
         cache=False,

@@ -119,7 +119,8 @@ def assert_blocked(result: Any, route: str, reply: str) -> None:
     assert result == reply
     decision = result.response_metadata["gatekeeper"]
     assert decision["route"] == route
-    assert {"intent", "score", "threshold", "reason", "neighbours"} <= set(decision)
+    assert {"intent", "score", "threshold", "message_id"} <= set(decision)
+    assert "neighbours" not in decision  # exemplar texts only with decision_detail="full"
 
 
 # -- input types ---------------------------------------------------------------------------
@@ -153,9 +154,27 @@ def test_decision_in_response_metadata_matches_the_gate(
 ) -> None:
     """The decision attached to a blocked answer is the gate's own decision, as JSON."""
     attached = gated.invoke("write a poem").response_metadata["gatekeeper"]
+    direct = tiny_gate.check("write a poem").summary()
+    assert {k: v for k, v in attached.items() if k != "latency_ms"} == {
+        k: v for k, v in direct.items() if k != "latency_ms"
+    }
+
+
+def test_full_decision_detail_carries_the_neighbours(
+    gated: GatekeeperRunnable, tiny_gate: Gatekeeper
+) -> None:
+    """With decision_detail="full" a blocked answer carries the whole decision (neighbours'
+    exemplar texts, reason); by default it carries none of them, so a host that shows
+    response_metadata does not let users read the catalog out of it."""
+    full = gated.model_copy(update={"decision_detail": "full"})
+    attached = full.invoke("write a poem").response_metadata["gatekeeper"]
     direct = tiny_gate.check("write a poem").model_dump(mode="json")
     for key in ("route", "intent", "score", "threshold", "reason", "neighbours", "message_id"):
         assert attached[key] == direct[key]
+    slim = gated.invoke("write a poem").response_metadata["gatekeeper"]
+    texts = {n["text"] for n in direct["neighbours"]}
+    assert texts and not texts & set(map(str, slim.values()))
+    assert {"neighbours", "reason"}.isdisjoint(slim)
 
 
 def test_message_objects_are_judged_as_a_conversation(
@@ -317,15 +336,37 @@ def test_from_settings_builds_its_gate(tmp_path: Path, counter: Counter) -> None
 # -- chat models -----------------------------------------------------------------------------
 
 
-def test_chat_model_output_is_unchanged(tiny_gate: Gatekeeper) -> None:
-    """Admitted: the chat model's AIMessage is returned as is, without gate metadata."""
+def test_an_admitted_chat_message_carries_its_decision(tiny_gate: Gatekeeper) -> None:
+    """Admitted: the chat model's AIMessage comes back with its content and metadata, the
+    decision summary added to response_metadata (admitted answers carried none, so a caller
+    could not tell a follow-up from a first question)."""
     gated = GatekeeperRunnable(
         gate=tiny_gate, runnable=FakeListChatModel(responses=["On its way."])
     )
     result = gated.invoke("where is my order")
     assert isinstance(result, AIMessage)
     assert result.content == "On its way."
-    assert "gatekeeper" not in result.response_metadata
+    decision = result.response_metadata["gatekeeper"]
+    assert (decision["route"], decision["intent"]) == ("llm", "order_status")
+    assert "neighbours" not in decision
+
+
+def test_the_first_streamed_chunk_carries_the_decision(tiny_gate: Gatekeeper) -> None:
+    """Streaming an admitted answer, the first chunk carries the decision and the chunks add
+    up to one message with it once (a decision on every chunk would be merged into nonsense,
+    strings concatenated)."""
+    gated = GatekeeperRunnable(
+        gate=tiny_gate, runnable=FakeListChatModel(responses=["On its way."])
+    )
+    chunks = list(gated.stream("where is my order"))
+    assert len(chunks) > 1 and "gatekeeper" in chunks[0].response_metadata
+    assert all("gatekeeper" not in c.response_metadata for c in chunks[1:])
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    assert (
+        total.content == "On its way." and total.response_metadata["gatekeeper"]["route"] == "llm"
+    )
 
 
 def test_shadow_mode_always_calls_runnable(tmp_path: Path, counter: Counter) -> None:
@@ -383,10 +424,10 @@ MIXED = ["where is my order", "tell me a joke", "hello", "refund my money", "wri
 def check_batch_results(results: list[Any]) -> None:
     assert [r.content for r in results] == ["ok", REFUSAL, GREETING, "ok", REFUSAL]
     assert [r.response_metadata.get("gatekeeper", {}).get("route") for r in results] == [
-        None,
+        "llm",
         "off_topic",
         "canned",
-        None,
+        "llm",
         "off_topic",
     ]
 
