@@ -28,7 +28,10 @@ oldest first, by :func:`route_conversation`:
 4. A turn with **no text, only attachments** (an image, audio, a file: a photo of the damaged
    parcel) has nothing to score, so it follows the conversation: forwarded as a ``followup`` in
    a served conversation, refused right after a refusal, and forwarded as the first turn (the
-   gate cannot tell, and refusing a customer's photo is the worse mistake).
+   gate cannot tell, and refusing a customer's photo is the worse mistake). A turn whose text
+   the embedding model **reads nothing of** (:data:`UNREADABLE`: "👍", a 4,000-letter "word")
+   follows the conversation the same way, but is refused as a first turn: there is no photo
+   the LLM could read instead, and every such text would otherwise get the same score.
 
 So "Alessandro Phoenix" after "Could you tell me the name on the order?" is forwarded, while
 "thanks! now write my essay on the French revolution" is refused: it is close to off-topic
@@ -228,6 +231,7 @@ class Turn:
     words: int
     asked: bool = False
     no_text: bool = False  # attachments only: nothing was scored (see :data:`NO_TEXT`)
+    unreadable: bool = False  # text the model reads nothing of (see :data:`UNREADABLE`)
 
 
 #: The judgement of a turn of attachments only: nothing to score.
@@ -235,6 +239,17 @@ NO_TEXT = Judged(
     score=0.0,
     intent=None,
     why="no text to judge (attachments only)",
+    nearest_in=None,
+    nearest_off=None,
+)
+
+#: The judgement of a text the embedding model reads nothing of (every token unknown to it: an
+#: emoji alone, a script it lacks, one 4,000-letter "word"): it would embed like every other
+#: such text, so its similarity would be the same meaningless number for all of them.
+UNREADABLE = Judged(
+    score=0.0,
+    intent=None,
+    why="nothing in it the embedding model can read",
     nearest_in=None,
     nearest_off=None,
 )
@@ -344,31 +359,33 @@ def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str
     )
 
 
-def route_attachments(
-    previous: Routed | None, *, catalog: Catalog, thresholds: Thresholds
+def route_unscored(
+    turn: Turn, previous: Routed | None, *, catalog: Catalog, thresholds: Thresholds
 ) -> Routed:
-    """A turn of attachments only follows the conversation (rule 4 of the module docstring)."""
-    if previous is None:
+    """A turn with nothing to score follows the conversation (rule 4 of the module
+    docstring): attachments only, or text the model cannot read (refused as a first turn)."""
+    what = "attachments only" if turn.no_text else "nothing the model can read"
+    if previous is None and turn.no_text:
         return Routed(
             route=Route.LLM,
             intent=None,
             threshold=thresholds.default,
             reason="no text to judge (attachments only), first turn: forwarded",
         )
-    if previous.route is Route.OFF_TOPIC:
+    if previous is None or previous.route is Route.OFF_TOPIC:
         return Routed(
             route=Route.OFF_TOPIC,
             intent=None,
-            threshold=previous.threshold,
-            reason="attachments only, right after a refusal",
+            threshold=thresholds.default if previous is None else previous.threshold,
+            reason=f"{what}, " + ("first turn" if previous is None else "right after a refusal"),
             reply=catalog.off_topic.reply,
-            nearest_intent=previous.nearest_intent,
+            nearest_intent=None if previous is None else previous.nearest_intent,
         )
     return Routed(
         route=Route.LLM,
         intent=previous.intent,
         threshold=previous.threshold,
-        reason=f"follow-up (attachments only) in a conversation about {previous.intent!r}",
+        reason=f"follow-up ({what}) in a conversation about {previous.intent!r}",
         nearest_intent=previous.nearest_intent,
         followup=True,
     )
@@ -380,8 +397,8 @@ def route_conversation(
     """Route a conversation's last turn in the light of the turns before it. Pure."""
     previous: Routed | None = None
     for turn in turns:
-        if turn.no_text:
-            previous = route_attachments(previous, catalog=catalog, thresholds=thresholds)
+        if turn.no_text or turn.unreadable:
+            previous = route_unscored(turn, previous, catalog=catalog, thresholds=thresholds)
             continue
         alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
         if previous is not None and previous.route is Route.OFF_TOPIC:

@@ -19,6 +19,7 @@ from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.chroma_client import open_lazily
 from gatekeeper.conversation import (
     NO_TEXT,
+    UNREADABLE,
     FollowupPolicy,
     Turn,
     attachments_only,
@@ -374,23 +375,45 @@ class Gatekeeper:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
         self._follow_index()
         unique = list(dict.fromkeys(text for turns in texts for text, _ in turns if text))
-        known = self._known_intents
         judged: dict[str, Judged] = {"": NO_TEXT}  # a turn of attachments only
         if unique:
-            vectors = self._turn_vectors.embed(
-                unique, lambda missing: self.embedder.embed(missing, progress=progress), progress
-            )
-            for text, found in zip(unique, self.store.query(vectors), strict=True):
-                # An index shared with a replica on another catalog version (a rolling deploy,
-                # or auto_sync off) may hold intents this catalog lacks: those are ignored.
-                judged[text] = judge([n for n in found if n.intent in known], self.rule)
+            judged.update(self._judge_texts(unique, progress))
         return [
             [
-                Turn(text, judged[text], word_count(text), asked, no_text=not text)
+                Turn(
+                    text,
+                    judged[text],
+                    word_count(text),
+                    asked,
+                    no_text=not text,
+                    unreadable=judged[text] is UNREADABLE,
+                )
                 for text, asked in turns
             ]
             for turns in texts
         ]
+
+    def _judge_texts(self, texts: list[str], progress: Progress | None) -> dict[str, Judged]:
+        """Each distinct text judged: embedded in the form the model reads (see
+        :meth:`~gatekeeper.embedding.Embedder.legible`), or :data:`UNREADABLE`."""
+        forms = dict(zip(texts, self.embedder.legible(texts), strict=True))
+        judged = {text: UNREADABLE for text, form in forms.items() if form is None}
+        embedded = list(dict.fromkeys(form for form in forms.values() if form is not None))
+        if progress is not None and len(embedded) < len(texts):
+            progress(len(texts) - len(embedded))  # not embedded: done
+        if not embedded:
+            return judged
+        vectors = self._turn_vectors.embed(
+            embedded, lambda missing: self.embedder.embed(missing, progress=progress), progress
+        )
+        known = self._known_intents
+        # An index shared with a replica on another catalog version (a rolling deploy, or
+        # auto_sync off) may hold intents this catalog lacks: those are ignored.
+        found = dict(zip(embedded, self.store.query(vectors), strict=True))
+        for text, form in forms.items():
+            if form is not None:
+                judged[text] = judge([n for n in found[form] if n.intent in known], self.rule)
+        return judged
 
     def _fallback(self, exc: Exception, policy: OnError) -> Decision:
         route = Route.LLM if policy == "fail_open" else Route.OFF_TOPIC

@@ -104,6 +104,9 @@ class AdaptedEmbedder(Embedder):
                 f"dimensional vectors; {self.base.identity} gives {self.base.dimension}"
             )
 
+    def legible(self, texts: Sequence[str]) -> list[str | None]:
+        return self.base.legible(texts)
+
     def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> Vectors:
         vectors = self.base.embed(texts, progress=progress)
         if not len(texts):

@@ -52,6 +52,16 @@ class Embedder(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model now rather than on first use."""
 
+    def legible(self, texts: Sequence[str]) -> list[str | None]:
+        """For each text, the form of it the model reads: the text itself; or, when the model
+        knows some of its tokens only after Unicode compatibility normalisation (NFKC:
+        full-width "ｗｈｅｒｅ", mathematical bold "𝐰𝐡𝐞𝐫𝐞"), that form; or None when it reads
+        none of it (every token unknown to its vocabulary: an emoji alone, a script it lacks,
+        one 4,000-letter "word"), so that it would embed like every other such text and no
+        similarity of it would mean anything. A model that cannot tell (a remote endpoint)
+        reads every text as it is."""
+        return list(texts)
+
     @property
     def runtime(self) -> str:
         """What computes the vectors (a local model's runtime, ``openai`` for a remote

@@ -3,12 +3,15 @@ tokenizer.
 
 Both runtimes of a BERT encoder (:mod:`gatekeeper.embedding.bert`, plain torch, and
 :mod:`gatekeeper.embedding.ort`, ONNX Runtime) read the same files: ``config.json``,
-``tokenizer.json`` and ``model.safetensors``.
+``tokenizer.json`` and ``model.safetensors``. :func:`legible_forms` tells, with any tokenizer,
+which texts the model reads nothing of.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +63,45 @@ def _model_max_length(path: Path) -> int:
         return int(tokenizer_config.get("model_max_length", 512))
     except (OSError, ValueError, TypeError):
         return 512
+
+
+def legible_forms(tokenizer: Any, texts: Sequence[str]) -> list[str | None]:
+    """For each text, the form ``tokenizer`` reads (see
+    :meth:`~gatekeeper.embedding.Embedder.legible`): the text; its NFKC form when that has
+    fewer unknown tokens; None when every token of the better form is unknown (or it has
+    none)."""
+    counts = unknown_counts(tokenizer, texts)
+    nfkc = [unicodedata.normalize("NFKC", text) for text in texts]
+    retry = [i for i, (unknown, _) in enumerate(counts) if unknown and nfkc[i] != texts[i]]
+    forms: list[str] = list(texts)
+    for i, (unknown, tokens) in zip(
+        retry, unknown_counts(tokenizer, [nfkc[i] for i in retry]), strict=True
+    ):
+        if unknown < counts[i][0]:
+            forms[i], counts[i] = nfkc[i], (unknown, tokens)
+    return [
+        None if unknown == tokens else form
+        for form, (unknown, tokens) in zip(forms, counts, strict=True)
+    ]
+
+
+def unknown_counts(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, int]]:
+    """For each text, how many of its tokens ``tokenizer`` (a ``tokenizers.Tokenizer`` or a
+    transformers tokenizer) does not know, and how many tokens it has (special ones aside)."""
+    if not texts:
+        return []
+    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer
+        unknown = getattr(tokenizer.model, "unk_token", None)
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [_count(unknown, _real_tokens(e)) for e in encodings]
+    unknown = getattr(tokenizer, "unk_token", None)
+    return [_count(unknown, tokenizer.tokenize(text)) for text in texts]
+
+
+def _real_tokens(encoding: Any) -> list[str]:
+    """An encoding's tokens without the batch's padding."""
+    return [t for t, real in zip(encoding.tokens, encoding.attention_mask, strict=True) if real]
+
+
+def _count(unknown: str | None, tokens: Sequence[str]) -> tuple[int, int]:
+    return sum(1 for token in tokens if token == unknown), len(tokens)

@@ -15,6 +15,7 @@ import importlib
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,14 @@ class LocalEmbedder(Embedder):
         if isinstance(model, NativeBert):
             return "native"
         return "transformers" if isinstance(model, Encoder) else "FlagEmbedding"
+
+    def legible(self, texts: Sequence[str]) -> list[str | None]:
+        """What its tokenizer reads of each text (see :meth:`Embedder.legible`)."""
+        self.load()
+        tokenizer = getattr(self._model, "tokenizer", None)
+        if tokenizer is None:
+            return super().legible(texts)
+        return bert_files.legible_forms(tokenizer, texts)
 
     def load(self) -> None:
         with self._lock:

@@ -322,3 +322,41 @@ def test_bert_runtimes_are_thread_safe(runtime: str) -> None:
         concurrent = list(pool.map(embedder.embed, batches))
     for one, other in zip(sequential, concurrent, strict=True):
         assert np.allclose(one, other, atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "native", "transformers"])
+def test_the_tokenizer_says_what_the_model_reads(runtime: str) -> None:
+    """Each runtime's tokenizer finds the texts MiniLM reads nothing of (an emoji alone, one
+    4,000-letter word, a noncharacter) and reads full-width and mathematical-bold letters in
+    their NFKC form; ordinary text, and text with some unknown tokens, stay as they are."""
+    embedder = LocalEmbedder(EmbeddingSettings(runtime=runtime))  # type: ignore[arg-type]
+    unread = ["👍", "😀 😀 😀", "a" * 4000, "\uffff"]
+    styled = ["ｗｈｅｒｅ ｉｓ ｍｙ ｏｒｄｅｒ", "𝐰𝐡𝐞𝐫𝐞"]
+    plain = ["where is my order", "😀 where is my order"]
+    forms = embedder.legible([*unread, *styled, *plain])
+    assert forms == [None] * len(unread) + ["where is my order", "where", *plain]
+
+
+def test_unreadable_and_styled_messages_on_the_default_gate(real_gate: Gatekeeper) -> None:
+    """On the shipped gate, full-width and mathematical-bold questions are decided like the
+    plain one (they were refused at 0.23 < 0.257), and texts the model reads nothing of are
+    refused as a first turn (all scored the same 0.333, so all were forwarded), yet followed as
+    a short answer in a served chat."""
+    plain = real_gate.check("where is my order")
+    for styled in ("ｗｈｅｒｅ ｉｓ ｍｙ ｏｒｄｅｒ", "𝐰𝐡𝐞𝐫𝐞 𝐢𝐬 𝐦𝐲 𝐨𝐫𝐝𝐞𝐫"):
+        decision = real_gate.check(styled)
+        assert (decision.route, decision.intent, decision.score) == (
+            plain.route,
+            plain.intent,
+            pytest.approx(plain.score, abs=1e-4),
+        )
+    for unreadable in ("👍", "a" * 4000, "\uffff"):
+        refused = real_gate.check(unreadable)
+        assert refused.route is Route.OFF_TOPIC and "can read" in refused.reason
+    chat = [
+        {"role": "user", "content": "where is my order?"},
+        {"role": "assistant", "content": "Shall I cancel it for you?"},
+        {"role": "user", "content": "👍"},
+    ]
+    followed = real_gate.check(chat)
+    assert followed.route is Route.LLM and followed.followup

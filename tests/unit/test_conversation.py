@@ -8,6 +8,7 @@ import pytest
 
 from gatekeeper.conversation import (
     NO_TEXT,
+    UNREADABLE,
     FollowupPolicy,
     Turn,
     attachments_only,
@@ -199,6 +200,30 @@ def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
     assert after_refusal.reply == catalog.off_topic.reply
     first = route(photo)
     assert first.route is Route.LLM and not first.followup and first.intent is None
+
+
+def test_a_turn_the_model_cannot_read_follows_the_conversation_but_never_opens_one() -> None:
+    """Text the model reads nothing of ("👍") is a follow-up in a served chat and refused
+    right after a refusal, like a photo, but refused as a first turn (it scored a fixed
+    0.333 there, so every such text was forwarded)."""
+    from gatekeeper.testing import tiny_catalog
+
+    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
+    served = Turn("my order is broken", Judged(0.9, "order_status", "close", 0.9, None), 4)
+    refused = Turn("tell me a joke", Judged(0.1, None, "far", 0.1, 0.9), 4)
+    thumbs = Turn("👍", UNREADABLE, 0, asked=True, unreadable=True)
+
+    def route(*turns: Turn) -> Routed:
+        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
+
+    after_served = route(served, thumbs)
+    assert after_served.route is Route.LLM and after_served.followup
+    assert "nothing the model can read" in after_served.reason
+    after_refusal = route(refused, thumbs)
+    assert after_refusal.route is Route.OFF_TOPIC
+    first = route(thumbs)
+    assert first.route is Route.OFF_TOPIC and first.reply == catalog.off_topic.reply
+    assert first.reason == "nothing the model can read, first turn"
 
 
 @pytest.mark.parametrize(

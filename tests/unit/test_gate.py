@@ -313,3 +313,34 @@ def test_a_reasoning_block_is_read_as_text(tiny_gate: Gatekeeper) -> None:
     attachment: forwarded unread as a first turn)."""
     message = [{"role": "user", "content": [{"type": "reasoning", "reasoning": "tell me a joke"}]}]
     assert tiny_gate.check(message).route is Route.OFF_TOPIC
+
+
+class LegibleEmbedder(HashingEmbedder):
+    """A hashing embedder whose model reads no emoji and reads full-width letters only as
+    ASCII (as MiniLM's tokenizer does)."""
+
+    def legible(self, texts: Sequence[str]) -> list[str | None]:
+        import unicodedata
+
+        forms = [unicodedata.normalize("NFKC", t) for t in texts]
+        return [None if all(ord(c) > 0x1F000 or c.isspace() for c in f) else f for f in forms]
+
+
+def test_the_gate_embeds_what_the_model_reads(tmp_path: Path) -> None:
+    """The gate embeds each text in the form the model reads, never a text it reads nothing
+    of (decided without a score), and a progress bar still counts every text."""
+    embedder = LegibleEmbedder()
+    gate = Gatekeeper.from_settings(
+        Settings(data_dir=tmp_path, gate={"threshold": 0.35, "allow_uncalibrated": True}),
+        catalog=tiny_catalog(),
+        embedder=embedder,
+    )
+    gate.index()
+    embedder.encoded.clear()
+    done: list[int] = []
+    texts = ["🙂 🙂", "ｗｈｅｒｅ ｉｓ ｍｙ ｏｒｄｅｒ"]
+    styled, plain = gate.judge_many(texts, progress=done.append)
+    assert embedder.encoded == ["where is my order"] and sum(done) == 2
+    assert styled[0].unreadable and not plain[0].unreadable
+    assert plain[0].judged == gate.judge_many(["where is my order"])[0][0].judged
+    assert gate.check("🙂 🙂").route is Route.OFF_TOPIC
