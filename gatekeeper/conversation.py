@@ -22,6 +22,11 @@ oldest first, by :func:`route_conversation`:
      one"), or when its score is within ``gate.session_margin`` of the threshold (hysteresis:
      a lower bar for staying in a served session: small talk inside service, a polite
      push-back, "exactly!").
+   * a turn answers the assistant only once a turn of the conversation went to the LLM (since
+     the last refusal): before that, the assistant's questions were the gate's own fixed
+     replies ("Hello! How can I help?"), which ask for nothing in particular, so "write me a
+     poem" after a greeting is judged alone (and by the session margin), not taken for an
+     answer; the same holds for rule 1's "no fixed reply to an answer".
 3. After a refused turn there is no benefit of the doubt: a new in-domain question passes on
    its own score, and short agreement ("ok", "please?") is refused like the request it follows.
 
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gatekeeper.catalog import Catalog
@@ -396,17 +401,20 @@ def route_conversation(
 ) -> Routed:
     """Route a conversation's last turn in the light of the turns before it. Pure."""
     previous: Routed | None = None
+    forwarded = False  # a turn went to the LLM since the last refusal (rule 2's answers)
     for turn in turns:
         if turn.no_text or turn.unreadable:
             previous = route_unscored(turn, previous, catalog=catalog, thresholds=thresholds)
-            continue
-        alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
-        if previous is not None and previous.route is Route.OFF_TOPIC:
-            previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)
         else:
-            previous = no_canned_answer(
-                rescue_followup(alone, turn, previous, policy), turn, previous
-            )
+            alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
+            if previous is not None and previous.route is Route.OFF_TOPIC:
+                previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)
+            else:
+                answering = turn if forwarded else replace(turn, asked=False)
+                previous = no_canned_answer(
+                    rescue_followup(alone, answering, previous, policy), answering, previous
+                )
+        forwarded = previous.route is Route.LLM or (forwarded and previous.route is Route.CANNED)
     if previous is None:
         raise EmptyMessageError("the conversation has no user message to judge")
     return previous

@@ -202,6 +202,30 @@ def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
     assert first.route is Route.LLM and not first.followup and first.intent is None
 
 
+def test_the_gates_own_greeting_asks_nothing_in_particular() -> None:
+    """After only a canned greeting ("How can I help?"), a short off-topic request is judged
+    alone, not taken for an answer (13 of 16 such requests were forwarded), while a turn near
+    the bar still gets the session margin; once a turn went to the LLM, a short answer after a
+    canned "thanks, anything else?" is an answer again."""
+    from gatekeeper.testing import tiny_catalog
+
+    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
+    hello = Turn("hi", Judged(0.9, "greeting", "close", 0.9, None), 1)
+    poem = Turn("write a poem", Judged(0.1, None, "far", 0.1, 0.2), 3, asked=True)
+    vague = Turn("I have a question", Judged(0.45, None, "near", 0.45, 0.3), 4, asked=True)
+    order = Turn("where is my order", Judged(0.9, "order_status", "close", 0.9, None), 4)
+    thanks = Turn("hello again", Judged(0.9, "greeting", "close", 0.9, None), 2)
+
+    def route(*turns: Turn) -> Routed:
+        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
+
+    assert route(hello).route is Route.CANNED
+    assert route(hello, poem).route is Route.OFF_TOPIC
+    assert route(hello, vague).followup
+    assert route(hello, order, thanks).route is Route.CANNED
+    assert route(hello, order, thanks, poem).followup  # an answer to "How can I help?" now
+
+
 def test_a_turn_the_model_cannot_read_follows_the_conversation_but_never_opens_one() -> None:
     """Text the model reads nothing of ("👍") is a follow-up in a served chat and refused
     right after a refusal, like a photo, but refused as a first turn (it scored a fixed
