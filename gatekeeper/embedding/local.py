@@ -204,7 +204,13 @@ class LocalEmbedder(Embedder):
         tokenizer = getattr(self._model, "tokenizer", None)
         if tokenizer is None:
             return super().legible(texts)
-        return bert_files.legible_forms(tokenizer, texts)
+        try:
+            if isinstance(self._model, NativeBert | ort.OrtBert):  # thread-safe: side by side
+                return bert_files.legible_forms(tokenizer, texts)
+            with self._encode_lock:  # transformers' tokenizers are not (see _encode)
+                return bert_files.legible_forms(tokenizer, texts)
+        except Exception as exc:  # a tokenizer failure is the model's, like _encode's
+            raise EmbeddingError(f"local tokenizer failed: {exc}") from exc
 
     def load(self) -> None:
         with self._lock:

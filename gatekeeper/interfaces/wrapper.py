@@ -211,7 +211,7 @@ class GatedBackend:
             def gated(message: Message, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
                 return self(message, *args, **kwargs)
 
-        return functools.wraps(self.backend)(gated)
+        return functools.wraps(self.backend, updated=())(gated)
 
 
 BackendKind = Literal["sync", "async", "generator", "async generator"]
