@@ -9,6 +9,10 @@ needs only the vectors, so it holds for remote models too): too many distinct in
 exemplars that the model cannot tell apart. The bar was read off catalogs the model does read
 (MiniLM: 0.8% of banking77's 5,903 real customer queries have such a twin, 0% of the shop's)
 and one it does not (31%, and 17% of a 209-exemplar Chinese catalog from ``gatekeeper init``).
+
+Exemplars the model reads nothing of at all (:func:`illegible_warning`: every token unknown to
+it, "👋" in a greeting intent) are named one by one: a message like them is not scored (it is
+refused as a first turn, :data:`~gatekeeper.conversation.UNREADABLE`), so they match nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy.typing as npt
 from gatekeeper.types import OFF_TOPIC
 
 if TYPE_CHECKING:
+    from gatekeeper.embedding import Embedder
     from gatekeeper.store import ExemplarStore
 
 #: Two distinct texts closer than this are ones the model cannot tell apart.
@@ -68,8 +73,32 @@ def unreadable_warning(texts: Sequence[str], vectors: npt.NDArray[np.floating]) 
     )
 
 
-def index_warning(store: ExemplarStore) -> str | None:
-    """:func:`unreadable_warning` on the in-domain exemplars of an index, as stored."""
+def illegible_warning(texts: Sequence[str], forms: Sequence[str | None]) -> str | None:
+    """A warning naming the exemplars whose readable form (``Embedder.legible``) is None;
+    None when there are none."""
+    unread = sorted({text for text, form in zip(texts, forms, strict=True) if form is None})
+    if not unread:
+        return None
+    shown = ", ".join(repr(text[:40]) for text in unread[:5])
+    more = f" and {len(unread) - 5} more" if len(unread) > 5 else ""
+    one = len(unread) == 1
+    them, they = ("it", "it matches") if one else ("them", "they match")
+    return (
+        f"the embedding model reads nothing of {len(unread)} exemplar{'' if one else 's'} "
+        f"({shown}{more}): every token is unknown to it, so a message like {them} is not "
+        f"scored (refused as a first turn) and {they} nothing. Write {them} in words the model "
+        f"reads, or use a model that reads {them}."
+    )
+
+
+def index_warnings(store: ExemplarStore, embedder: Embedder) -> list[str]:
+    """:func:`unreadable_warning` on the in-domain exemplars of an index, as stored, and
+    :func:`illegible_warning` on all of them."""
     exemplars = store.exemplars()
     in_domain = [i for i, name in enumerate(exemplars.intents) if name != OFF_TOPIC]
-    return unreadable_warning([exemplars.texts[i] for i in in_domain], exemplars.vectors[in_domain])
+    texts = list(exemplars.texts)
+    warnings = [
+        unreadable_warning([texts[i] for i in in_domain], exemplars.vectors[in_domain]),
+        illegible_warning(texts, embedder.legible(texts)),
+    ]
+    return [warning for warning in warnings if warning]

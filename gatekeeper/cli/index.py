@@ -19,7 +19,7 @@ from gatekeeper.cli._app import (
     tracked,
 )
 from gatekeeper.errors import UncalibratedError
-from gatekeeper.legibility import index_warning
+from gatekeeper.legibility import index_warnings
 
 
 @app.command()
@@ -46,9 +46,8 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
-        unreadable = index_warning(gate.store)
-        if unreadable:
-            console.print(f"[bold yellow]warning:[/] {escape(unreadable)}", highlight=False)
+        for warning in index_warnings(gate.store, gate.embedder):
+            console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         try:
             gate.check_calibrated()
         except UncalibratedError as exc:  # the index is fine; serving needs a recalibration

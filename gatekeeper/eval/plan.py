@@ -31,7 +31,7 @@ from gatekeeper.eval.replay import run_replay
 from gatekeeper.eval.run import run_eval
 from gatekeeper.eval.schema import EvalOptions, EvalReport
 from gatekeeper.eval.thresholds import calibrate, check_target
-from gatekeeper.legibility import index_warning
+from gatekeeper.legibility import index_warnings
 from gatekeeper.settings import Settings
 
 if TYPE_CHECKING:
@@ -158,9 +158,7 @@ def evaluate_gate(
         tune = finetuned_gate if plan.tune_method == "encoder" else tuned_gate
         gate, tuned = tune(gate, seed=plan.options.seed, task=task)
     synced = ensure_index(gate, task)
-    unreadable = index_warning(gate.store)
-    if unreadable:
-        checked.append(unreadable)
+    checked += index_warnings(gate.store, gate.embedder)
     if plan.threshold is not None:
         gate = with_threshold(gate, plan.threshold)
     calibration = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,29 @@ def test_init_warns_when_the_model_cannot_read_the_examples(tmp_path: Path) -> N
     blind = scaffold_catalog(catalog, AsciiOnlyEmbedder())
     assert len(blind.notes) == 1 and "cannot tell" in blind.notes[0]
     assert scaffold_catalog(catalog, HashingEmbedder()).notes == ()
+
+
+class EmojiBlindEmbedder(HashingEmbedder):
+    """A model whose vocabulary has no emoji: a text of emoji alone is one it reads nothing
+    of."""
+
+    def legible(self, texts: Sequence[str]) -> list[str | None]:
+        return [None if t and all(ord(c) > 0x2000 or c.isspace() for c in t) else t for t in texts]
+
+
+def test_index_names_the_exemplars_the_model_reads_nothing_of(tmp_path: Path) -> None:
+    """`index_warnings` names exemplars the model reads nothing of ("👋" in a greeting), which
+    would match nothing, since such messages are not scored; a catalog it reads gets none."""
+    from gatekeeper.catalog import parse_catalog
+    from gatekeeper.legibility import index_warnings
+    from gatekeeper.testing import make_gate, tiny_catalog
+
+    plain = make_gate(tmp_path / "plain")
+    plain.index()
+    assert index_warnings(plain.store, EmojiBlindEmbedder()) == []
+    data = tiny_catalog().model_dump(mode="json")
+    data["intents"][2]["exemplars"] += ["👋", "🙋 👋"]
+    waving = make_gate(tmp_path / "waving", parse_catalog(data, source="<waving>"))
+    waving.index()
+    (warning,) = index_warnings(waving.store, EmojiBlindEmbedder())
+    assert "reads nothing of 2 exemplars ('👋', '🙋 👋')" in warning
