@@ -44,7 +44,7 @@ from gatekeeper.language import (
     detect_language,
     not_english_warning,
 )
-from gatekeeper.legibility import unreadable_warning
+from gatekeeper.legibility import illegible_warning, unreadable_warning
 from gatekeeper.types import OFF_TOPIC
 
 #: Quantile of the owner's within-intent nearest-neighbour similarities used as the auto cut.
@@ -273,6 +273,7 @@ def scaffold_catalog(
     notes = [
         not_english_warning(owner_texts, embedder.identity),
         unreadable_warning(texts, vectors),
+        illegible_warning(owner_texts, embedder.legible(owner_texts)),
     ]
     return Scaffold(
         catalog=catalog,

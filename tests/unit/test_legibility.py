@@ -95,3 +95,12 @@ def test_index_names_the_exemplars_the_model_reads_nothing_of(tmp_path: Path) ->
     waving.index()
     (warning,) = index_warnings(waving.store, EmojiBlindEmbedder())
     assert "reads nothing of 2 exemplars ('👋', '🙋 👋')" in warning
+
+
+def test_init_names_the_examples_the_model_reads_nothing_of(tmp_path: Path) -> None:
+    """`init` notes an owner's example the model reads nothing of, by its text."""
+    examples = tmp_path / "shop.csv"
+    rows = ["where is my order,orders", "track my parcel,orders", "👋,greeting", "hello,greeting"]
+    examples.write_text("text,intent\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    scaffold = scaffold_catalog(read_catalog(examples).catalog, EmojiBlindEmbedder())
+    assert any("reads nothing of 1 exemplar ('👋')" in note for note in scaffold.notes)
