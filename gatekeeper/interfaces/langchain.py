@@ -134,11 +134,18 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: Path | None = None,
         input_key: str = "input",
         history_key: str | None = None,
+        decision_detail: DecisionDetail = "summary",
         **overrides: Any,
     ) -> GatekeeperRunnable:
         """``runnable`` behind a gate built from settings (see :meth:`Gatekeeper.from_settings`)."""
         gate = Gatekeeper.from_settings(settings, config=config, **overrides)
-        return cls(gate=gate, runnable=runnable, input_key=input_key, history_key=history_key)
+        return cls(
+            gate=gate,
+            runnable=runnable,
+            input_key=input_key,
+            history_key=history_key,
+            decision_detail=decision_detail,
+        )
 
     @property
     def InputType(self) -> Any:

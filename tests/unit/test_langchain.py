@@ -331,6 +331,15 @@ def test_from_settings_builds_its_gate(tmp_path: Path, counter: Counter) -> None
     )
     assert gated.invoke("where is my order") == "LLM ANSWER"
     assert_blocked(gated.invoke("tell me a joke"), "off_topic", REFUSAL)
+    full = GatekeeperRunnable.from_settings(
+        RunnableLambda(counter),
+        decision_detail="full",
+        data_dir=tmp_path,
+        catalog=tiny_catalog(),
+        embedder=HashingEmbedder(),
+        gate={"threshold": 0.35, "allow_uncalibrated": True},
+    )
+    assert "neighbours" in full.invoke("tell me a joke").response_metadata["gatekeeper"]
 
 
 # -- chat models -----------------------------------------------------------------------------
