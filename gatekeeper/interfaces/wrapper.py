@@ -106,7 +106,7 @@ class GatedBackend:
         """Decide all ``messages`` in one batched pass, then call the backend for each admitted
         one, in order."""
         messages = batch_of(messages)
-        decisions = self.gate.check_many(messages)
+        decisions = self.gate.check_many([ui_message(m) for m in messages])
         return [self.respond(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
 
     async def abatch_with_decisions(
@@ -114,7 +114,7 @@ class GatedBackend:
     ) -> list[Gated]:
         """Async :meth:`batch_with_decisions`: the admitted backend calls run concurrently."""
         messages = batch_of(messages)
-        decisions = await self.gate.acheck_many(messages)
+        decisions = await self.gate.acheck_many([ui_message(m) for m in messages])
         return list(
             await asyncio.gather(
                 *(self._afinish(m, d, kwargs) for m, d in zip(messages, decisions, strict=True))

@@ -130,3 +130,12 @@ def test_a_multimodal_message_after_a_history_is_its_next_turn(tiny_gate: Gateke
     bot = GatedBackend(tiny_gate, lambda m, h: "thanks")
     result = bot.invoke_with_decision({"text": "", "files": ["parcel.jpg"]}, history)
     assert result.called and result.decision.followup
+
+
+def test_a_batch_reads_multimodal_messages_too(tiny_gate: Gatekeeper) -> None:
+    """batch_with_decisions judges Gradio multimodal messages like a single call does."""
+    bot = GatedBackend(tiny_gate, lambda m: "answer")
+    results = bot.batch_with_decisions(
+        [{"text": ADMITTED, "files": []}, {"text": REFUSED, "files": []}]  # type: ignore[list-item]
+    )
+    assert [r.called for r in results] == [True, False]
