@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gatekeeper.decision import Decision
+from gatekeeper.errors import InputError
 from gatekeeper.types import batch_of
 
 if TYPE_CHECKING:
@@ -267,7 +268,11 @@ def ui_message(message: Any) -> Any:
     if not isinstance(message, Mapping) or "content" in message or "text" not in message:
         return message
     text, files = message.get("text"), message.get("files") or ()
-    parts: list[Any] = [{"type": "text", "text": text}] if isinstance(text, str) else []
+    if text is not None and not isinstance(text, str):
+        raise InputError(f"a chat UI message's 'text' must be a string, not {type(text).__name__}")
+    if not _is_sequence(files):
+        raise InputError(f"a chat UI message's 'files' must be a list, not {type(files).__name__}")
+    parts: list[Any] = [{"type": "text", "text": text}] if text is not None else []
     parts += [{"type": "file", "file": {}} for _ in files]
     return {"role": "user", "content": parts}
 

@@ -139,3 +139,18 @@ def test_a_batch_reads_multimodal_messages_too(tiny_gate: Gatekeeper) -> None:
         [{"text": ADMITTED, "files": []}, {"text": REFUSED, "files": []}]  # type: ignore[list-item]
     )
     assert [r.called for r in results] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [({"text": 5}, "'text' must be a string, not int"), ({"text": "hi", "files": "a.png"}, "list")],
+)
+def test_a_malformed_multimodal_message_is_named(
+    tiny_gate: Gatekeeper, message: dict[str, Any], problem: str
+) -> None:
+    """A multimodal message with a text that is no string, or files that are no list, is an
+    InputError that says which (a number as text was taken for an empty message)."""
+    from gatekeeper.errors import InputError
+
+    with pytest.raises(InputError, match=problem):
+        GatedBackend(tiny_gate, lambda m, h: "answer").invoke_with_decision(message, [])
