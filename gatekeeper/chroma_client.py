@@ -41,7 +41,8 @@ def open_client(settings: StoreSettings, data_dir: Path) -> Any:
         return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
     except (ValueError, OSError, RuntimeError) as exc:
         where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
-        raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {exc}") from exc
+        why = str(exc) or type(exc).__name__  # a timeout can say nothing
+        raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {why}") from exc
 
 
 #: How long a failed open is remembered before the next use tries again.
