@@ -24,6 +24,17 @@ from gatekeeper.decision import Judged, Route, Routed, Thresholds
 from gatekeeper.errors import EmptyMessageError, InputError
 
 POLICY = FollowupPolicy(max_words=12, off_topic_max=0.55, off_topic_gap=0.15, session_margin=0.1)
+SERVED = Turn("my order is broken", Judged(0.9, "order_status", "close", 0.9, None), 4)
+REFUSED = Turn("tell me a joke", Judged(0.1, None, "far", 0.1, 0.9), 4)
+
+
+def _route(*turns: Turn) -> Routed:
+    """``turns`` routed on the tiny catalog at threshold 0.5 under :data:`POLICY`."""
+    from gatekeeper.testing import tiny_catalog
+
+    return route_conversation(
+        turns, catalog=tiny_catalog(), thresholds=Thresholds(0.5), policy=POLICY
+    )
 
 
 def _routed(route: Route, intent: str | None = "order_status") -> Routed:
@@ -182,23 +193,14 @@ def test_route_conversation_rescues_only_in_a_served_chat() -> None:
 def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
     """A photo with no text is forwarded as a follow-up in a served chat, refused right after a
     refusal, and forwarded (not as a follow-up) as the first turn."""
-    from gatekeeper.testing import tiny_catalog
-
-    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
-    served = Turn("my order is broken", Judged(0.9, "order_status", "close", 0.9, None), 4)
-    refused = Turn("tell me a joke", Judged(0.1, None, "far", 0.1, 0.9), 4)
     photo = Turn("", NO_TEXT, 0, asked=True, no_text=True)
-
-    def route(*turns: Turn) -> Routed:
-        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
-
-    after_served = route(served, photo)
+    after_served = _route(SERVED, photo)
     assert after_served.route is Route.LLM and after_served.followup
     assert after_served.intent == "order_status"
-    after_refusal = route(refused, photo)
+    after_refusal = _route(REFUSED, photo)
     assert after_refusal.route is Route.OFF_TOPIC and after_refusal.intent is None
-    assert after_refusal.reply == catalog.off_topic.reply
-    first = route(photo)
+    assert after_refusal.reply == "Sorry, I only help with orders."
+    first = _route(photo)
     assert first.route is Route.LLM and not first.followup and first.intent is None
 
 
@@ -206,47 +208,30 @@ def test_the_gates_own_greeting_asks_nothing_in_particular() -> None:
     """After only a canned greeting ("How can I help?"), a short off-topic request is judged
     alone, not taken for an answer (13 of 16 such requests were forwarded), while a turn near
     the bar still gets the session margin; once a turn went to the LLM, a short answer after a
-    canned "thanks, anything else?" is an answer again."""
-    from gatekeeper.testing import tiny_catalog
-
-    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
+    canned reply is an answer again."""
     hello = Turn("hi", Judged(0.9, "greeting", "close", 0.9, None), 1)
     poem = Turn("write a poem", Judged(0.1, None, "far", 0.1, 0.2), 3, asked=True)
     vague = Turn("I have a question", Judged(0.45, None, "near", 0.45, 0.3), 4, asked=True)
     order = Turn("where is my order", Judged(0.9, "order_status", "close", 0.9, None), 4)
-    thanks = Turn("hello again", Judged(0.9, "greeting", "close", 0.9, None), 2)
-
-    def route(*turns: Turn) -> Routed:
-        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
-
-    assert route(hello).route is Route.CANNED
-    assert route(hello, poem).route is Route.OFF_TOPIC
-    assert route(hello, vague).followup
-    assert route(hello, order, thanks).route is Route.CANNED
-    assert route(hello, order, thanks, poem).followup  # an answer to "How can I help?" now
+    again = Turn("hello again", Judged(0.9, "greeting", "close", 0.9, None), 2)
+    assert _route(hello).route is Route.CANNED
+    assert _route(hello, poem).route is Route.OFF_TOPIC
+    assert _route(hello, vague).followup
+    assert _route(hello, order, again).route is Route.CANNED
+    assert _route(hello, order, again, poem).followup  # an answer to "How can I help?" now
 
 
 def test_a_turn_the_model_cannot_read_follows_the_conversation_but_never_opens_one() -> None:
     """Text the model reads nothing of ("👍") is a follow-up in a served chat and refused
     right after a refusal, like a photo, but refused as a first turn (it scored a fixed
     0.333 there, so every such text was forwarded)."""
-    from gatekeeper.testing import tiny_catalog
-
-    catalog, thresholds = tiny_catalog(), Thresholds(0.5)
-    served = Turn("my order is broken", Judged(0.9, "order_status", "close", 0.9, None), 4)
-    refused = Turn("tell me a joke", Judged(0.1, None, "far", 0.1, 0.9), 4)
     thumbs = Turn("👍", UNREADABLE, 0, asked=True, unreadable=True)
-
-    def route(*turns: Turn) -> Routed:
-        return route_conversation(turns, catalog=catalog, thresholds=thresholds, policy=POLICY)
-
-    after_served = route(served, thumbs)
+    after_served = _route(SERVED, thumbs)
     assert after_served.route is Route.LLM and after_served.followup
     assert "nothing the model can read" in after_served.reason
-    after_refusal = route(refused, thumbs)
-    assert after_refusal.route is Route.OFF_TOPIC
-    first = route(thumbs)
-    assert first.route is Route.OFF_TOPIC and first.reply == catalog.off_topic.reply
+    assert _route(REFUSED, thumbs).route is Route.OFF_TOPIC
+    first = _route(thumbs)
+    assert first.route is Route.OFF_TOPIC and first.reply == "Sorry, I only help with orders."
     assert first.reason == "nothing the model can read, first turn"
 
 
