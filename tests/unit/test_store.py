@@ -207,3 +207,18 @@ async def test_an_idle_proxy_loads_a_changed_build_before_its_next_request(
             break
     warming.cancel()
     assert "parcel tracking number" in copied()
+
+
+def test_an_open_that_fails_silently_names_its_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Chroma client that fails with an empty message (a connect timeout) is reported by the
+    exception's name, not as "cannot open ... at host:port: " with nothing after it."""
+    import chromadb
+
+    def timeout(**_: object) -> None:
+        raise TimeoutError()
+
+    monkeypatch.setattr(chromadb, "HttpClient", timeout)
+    with pytest.raises(StoreUnavailableError, match=r"10\.0\.0\.9:8000: TimeoutError$"):
+        open_client(StoreSettings(host="10.0.0.9", port=8000), tmp_path)
