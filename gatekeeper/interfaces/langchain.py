@@ -192,7 +192,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         item, message = self._prepared(input)
-        decision = self._decided(check_runs(self.gate, [message], [config], False))
+        decision = self._decide(message, config)
         if decision.forwarded:
             answer = self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
             return with_decision(answer, self._record(decision))
@@ -206,7 +206,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         item, message = self._prepared(input)
-        decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
+        decision = await self._adecide(message, config)
         if decision.forwarded:
             child = self._child_config(config, decision)
             answer = await self.runnable.ainvoke(item, child, **kwargs)
@@ -267,7 +267,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
         outcomes = check_runs(
-            self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
+            self.gate,
+            list(messages.values()),
+            [configs[i] for i in messages],
+            return_exceptions,
+            self.decision_detail,
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
@@ -290,7 +294,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
         outcomes = await acheck_runs(
-            self.gate, list(messages.values()), [configs[i] for i in messages], return_exceptions
+            self.gate,
+            list(messages.values()),
+            [configs[i] for i in messages],
+            return_exceptions,
+            self.decision_detail,
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
@@ -377,7 +385,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> Iterator[Any]:
         value = _collect(chunks)
         item, message = self._prepared(value)
-        decision = self._decided(check_runs(self.gate, [message], [config], False))
+        decision = self._decide(message, config)
         if decision.forwarded:
             child, record = self._child_config(config, decision), self._record(decision)
             for number, out in enumerate(self.runnable.stream(item, child, **kwargs)):
@@ -396,7 +404,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         async for chunk in chunks:
             value = _add(value, chunk)
         item, message = self._prepared(value)
-        decision = self._decided(await acheck_runs(self.gate, [message], [config], False))
+        decision = await self._adecide(message, config)
         if decision.forwarded:
             child, record = self._child_config(config, decision), self._record(decision)
             first = True
@@ -409,12 +417,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
     # -- the gate's own runs -------------------------------------------------------------
 
-    @staticmethod
-    def _decided(outcomes: list[Decision | InputError]) -> Decision:
-        """The one decision of a single-message check (errors were raised, not returned)."""
-        outcome = outcomes[0]
-        assert isinstance(outcome, Decision)
-        return outcome
+    def _decide(self, message: Message, config: RunnableConfig) -> Decision:
+        """The decision on one message, traced (input mistakes raise)."""
+        return _decided(check_runs(self.gate, [message], [config], False, self.decision_detail))
+
+    async def _adecide(self, message: Message, config: RunnableConfig) -> Decision:
+        outcomes = await acheck_runs(self.gate, [message], [config], False, self.decision_detail)
+        return _decided(outcomes)
 
     def _record(self, decision: Decision) -> dict[str, Any]:
         return decision_record(decision, self.decision_detail)
@@ -462,6 +471,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config = self._reply_config(config, decision)
         async for chunk in model.astream(reply_input(message), config):
             yield shaped(chunk, shape)
+
+
+def _decided(outcomes: list[Decision | InputError]) -> Decision:
+    """The one decision of a single-message check (errors were raised, not returned)."""
+    outcome = outcomes[0]
+    assert isinstance(outcome, Decision)
+    return outcome
 
 
 def _add(total: Any, chunk: Any) -> Any:

@@ -24,6 +24,7 @@ from langchain_core.runnables.config import (
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.langchain_output import DecisionDetail, decision_record
 from gatekeeper.types import Message
 
 #: The name of the run that spans the gate's decision.
@@ -35,8 +36,11 @@ def check_runs(
     messages: list[Message],
     configs: list[RunnableConfig],
     return_exceptions: bool,
+    detail: DecisionDetail = "summary",
 ) -> list[Decision | InputError]:
-    """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message.
+    """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message, whose
+    output is the decision record of ``detail`` (no exemplar texts unless ``full``: hosts pass
+    stream events on to their users).
 
     With ``return_exceptions``, a batch holding a message the gate refuses to judge
     (:class:`InputError`) is decided again one message at a time, so the error lands in
@@ -62,7 +66,7 @@ def check_runs(
         if isinstance(outcome, Exception):
             run.on_chain_error(outcome)
         else:
-            run.on_chain_end(outcome.model_dump(mode="json"))
+            run.on_chain_end(decision_record(outcome, detail))
     return outcomes
 
 
@@ -71,6 +75,7 @@ async def acheck_runs(
     messages: list[Message],
     configs: list[RunnableConfig],
     return_exceptions: bool,
+    detail: DecisionDetail = "summary",
 ) -> list[Decision | InputError]:
     """:func:`check_runs`, async: the gate runs in a worker thread."""
     if not messages:
@@ -99,7 +104,7 @@ async def acheck_runs(
         if isinstance(outcome, Exception):
             await run.on_chain_error(outcome)
         else:
-            await run.on_chain_end(outcome.model_dump(mode="json"))
+            await run.on_chain_end(decision_record(outcome, detail))
     return outcomes
 
 

@@ -573,10 +573,30 @@ async def test_astream_events_admitted(tiny_gate: Gatekeeper) -> None:
     assert kinds[-1] == ("on_chain_end", "GatekeeperRunnable")
     check_end = next(e for e in events if (e["event"], e["name"]) == ("on_chain_end", CHECK_RUN))
     assert check_end["data"]["output"]["route"] == "llm"
+    assert "neighbours" not in check_end["data"]["output"]  # hosts forward events to users
     streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
     assert "".join(str(e["data"]["chunk"].content) for e in streamed) == "ships today"
     assert all(e["metadata"]["gatekeeper_route"] == "llm" for e in streamed)
     assert all(e["metadata"]["gatekeeper_intent"] == "order_status" for e in streamed)
+
+
+async def test_the_check_run_outputs_exemplar_texts_only_with_full_detail(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """The gatekeeper_check run's output, which hosts stream to their users (LangServe's
+    stream_events), holds the neighbours' exemplar texts only with decision_detail="full" (it
+    held them whatever the detail)."""
+
+    async def check_output(gated: GatekeeperRunnable) -> dict[str, Any]:
+        events = [e async for e in gated.astream_events("write a poem", version="v2")]
+        ends = [e for e in events if (e["event"], e["name"]) == ("on_chain_end", CHECK_RUN)]
+        output: dict[str, Any] = ends[0]["data"]["output"]
+        return output
+
+    slim = GatekeeperRunnable(gate=tiny_gate, runnable=answers("ok"))
+    full = slim.model_copy(update={"decision_detail": "full"})
+    assert {"neighbours", "reason"}.isdisjoint(await check_output(slim))
+    assert (await check_output(full))["neighbours"]
 
 
 async def test_astream_events_blocked(tiny_gate: Gatekeeper, counter: Counter) -> None:
