@@ -22,11 +22,12 @@ oldest first, by :func:`route_conversation`:
      one"), or when its score is within ``gate.session_margin`` of the threshold (hysteresis:
      a lower bar for staying in a served session: small talk inside service, a polite
      push-back, "exactly!").
-   * a turn answers the assistant only once a turn of the conversation went to the LLM (since
-     the last refusal): before that, the assistant's questions were the gate's own fixed
-     replies ("Hello! How can I help?"), which ask for nothing in particular, so "write me a
-     poem" after a greeting is judged alone (and by the session margin), not taken for an
-     answer; the same holds for rule 1's "no fixed reply to an answer".
+   * the gate's own fixed replies ask for nothing in particular: a turn after "Hello! How can
+     I help?" or "You're welcome! Anything else?" (a canned reply, the refusal or the
+     unavailable reply, as the gate sent it) answers no question, so "write me a poem" after
+     one is judged alone and by the session margin; and a turn answers the assistant only
+     once a turn of the conversation went to the LLM (since the last refusal), for hosts that
+     reword the gate's replies. The same holds for rule 1's "no fixed reply to an answer".
 3. After a refused turn there is no benefit of the doubt: a new in-domain question passes on
    its own score, and short agreement ("ok", "please?") is refused like the request it follows.
 
@@ -53,7 +54,7 @@ the one validator of chat messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -176,10 +177,12 @@ def user_turns(messages: Any) -> list[str]:
     return [text for text, _ in customer_turns(messages)]
 
 
-def customer_turns(messages: Any) -> list[tuple[str, bool]]:
+def customer_turns(messages: Any, fixed_replies: Collection[str] = ()) -> list[tuple[str, bool]]:
     """The last :data:`CONTEXT_TURNS` user messages, oldest first, each with whether the
-    assistant's message right before it asked the customer something. A last turn of
-    attachments only has the text ``""`` (see :func:`attachments_only`)."""
+    assistant's message right before it asked the customer something. The gate's own
+    ``fixed_replies`` (stripped) ask nothing: "How can I help?" in a greeting or "Anything
+    else?" in a thanks is no question a short turn answers. A last turn of attachments only
+    has the text ``""`` (see :func:`attachments_only`)."""
     if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
         raise EmptyMessageError("the conversation has no user message to judge")
     turns: list[tuple[str, bool]] = []
@@ -187,7 +190,8 @@ def customer_turns(messages: Any) -> list[tuple[str, bool]]:
     for message in chat_messages(messages):
         role = message.get("role")
         if role == "assistant":
-            asked = asks(content_text(message.get("content")))
+            said = content_text(message.get("content"))
+            asked = asks(said) and said.strip() not in fixed_replies
         elif role == "user":
             last_content = message.get("content")
             turns.append((content_text(last_content), asked))
@@ -262,6 +266,10 @@ UNREADABLE = Judged(
 
 #: ``off_topic_gap`` at or above this turns the gap rule off.
 GAP_OFF = 1.0
+#: Float noise in a similarity: a verbatim repeat of an exemplar, embedded in a batch of other
+#: lengths, scored 0.99999988 (and 1.00000024 alone), so ``off_topic_max`` 1 ("only a repeat")
+#: is met within this.
+SIMILARITY_NOISE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -287,7 +295,7 @@ def clearly_off_topic(judged: Judged, policy: FollowupPolicy) -> bool:
     refused every such turn ("Maria Lopez" on a small catalog among 600 generic lines)."""
     if judged.nearest_off is None:
         return False
-    if judged.nearest_off >= policy.off_topic_max:
+    if judged.nearest_off >= policy.off_topic_max - SIMILARITY_NOISE:
         return True
     if policy.off_topic_gap >= GAP_OFF:
         return False

@@ -392,3 +392,15 @@ def test_conversation_calibration_takes_the_gentlest_setting_within_one_standard
     assert choose_policy(rows, 0.995, 1000)[0][0] == strict
     chosen, reached = choose_policy([(stricter, 0.9, 0.8), (gentle, 0.95, 0.1)], 0.995, 45)
     assert not reached and chosen[0] == gentle
+
+
+def test_a_repeat_of_an_off_topic_exemplar_is_clearly_off_topic_despite_float_noise() -> None:
+    """off_topic_max 1 means "a repeat of an off-topic exemplar": a repeat embedded in a batch
+    scored 0.99999988 and was forwarded as a follow-up ("tell me a joke" after a served chat);
+    0.9999 is no repeat."""
+    from gatekeeper.conversation import clearly_off_topic
+
+    policy = FollowupPolicy(off_topic_max=1.0)
+    repeat = Judged(0.1, None, "far", 0.2, 0.99999988)
+    assert clearly_off_topic(repeat, policy)
+    assert not clearly_off_topic(Judged(0.1, None, "far", 0.2, 0.9999), policy)
