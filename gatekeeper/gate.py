@@ -92,6 +92,9 @@ class Gatekeeper:
             catalog, gate.threshold, gate.intent_thresholds, gate.canned_min_similarity
         )
         self._known_intents = frozenset([OFF_TOPIC, *(i.name for i in catalog.intents)])
+        replies = [i.reply for i in catalog.intents if i.reply]
+        replies += [catalog.off_topic.reply, gate.unavailable_reply]
+        self._fixed_replies = frozenset(reply.strip() for reply in replies)
         self._catalog_hash = catalog.content_hash()
         self.catalog = catalog
 
@@ -258,7 +261,7 @@ class Gatekeeper:
         ``raise``, or ``fail_open``/``fail_closed`` decisions; default ``gate.on_error``.
         Client mistakes (empty or oversized messages) always raise :class:`InputError`.
         """
-        policy = on_error or self.settings.gate.on_error
+        policy = self.settings.gate.on_error if on_error is None else on_error
         if policy not in ON_ERROR:  # a typo must not turn into refusing everyone
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {policy!r}")
         texts = self._all_turns(batch_of(messages))
@@ -353,7 +356,7 @@ class Gatekeeper:
             content = message.get("content")
             turns, attached = [(content_text(content), False)], attachments_only(content)
         else:
-            turns = customer_turns(message)
+            turns = customer_turns(message, self._fixed_replies)
             attached = turns[-1][0] == ""
         last = turns[-1][0]
         if blank(last) and not attached:

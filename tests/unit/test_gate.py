@@ -275,13 +275,13 @@ def test_a_single_message_that_is_not_the_customers_is_refused(tmp_path: Path, r
     assert gate.check({"content": "where is my order"}).admitted
 
 
-@pytest.mark.parametrize("typo", ["fail-open", "FAIL_OPEN", "ignore"])
+@pytest.mark.parametrize("typo", ["fail-open", "FAIL_OPEN", "ignore", "", 0, False])
 def test_an_unknown_on_error_raises_instead_of_refusing_everyone(
     tiny_gate: Gatekeeper, typo: str
 ) -> None:
     """A per-call on_error that is no policy raises ConfigError naming the choices (it was
     taken for fail_closed, so a typo refused every customer once the gate failed)."""
-    with pytest.raises(ConfigError, match="raise, fail_open, fail_closed.*" + typo):
+    with pytest.raises(ConfigError, match="raise, fail_open, fail_closed, not " + repr(typo)):
         tiny_gate.check("where is my order?", on_error=typo)  # type: ignore[arg-type]
 
 
@@ -344,3 +344,24 @@ def test_the_gate_embeds_what_the_model_reads(tmp_path: Path) -> None:
     assert styled[0].unreadable and not plain[0].unreadable
     assert plain[0].judged == gate.judge_many(["where is my order"])[0][0].judged
     assert gate.check("🙂 🙂").route is Route.OFF_TOPIC
+
+
+def test_the_gates_own_replies_ask_nothing(tiny_gate: Gatekeeper) -> None:
+    """A turn right after one of the gate's own replies (the greeting's "How can I help?", as
+    sent or with white space around it) answered no question: judged on its own, it is not let
+    through as an answer the way a reply to the LLM's own question is."""
+
+    def asked(assistant: str) -> bool:
+        chat = [
+            {"role": "user", "content": "where is my order"},
+            {"role": "assistant", "content": "It ships tomorrow."},
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": "sing me a song"},
+        ]
+        return tiny_gate.judge_many([chat])[0][-1].asked
+
+    greeting = tiny_gate.catalog.intents[2].reply
+    assert greeting == "Hello! How can I help?"
+    assert not asked(greeting) and not asked(f"  {greeting}\n")
+    assert asked("Could you give me the order number?")
