@@ -265,7 +265,9 @@ def ui_message(message: Any) -> Any:
     """A chat UI's multimodal message (Gradio's ``{"text": ..., "files": [...]}``) as the chat
     message the gate reads: its text, and its files as attachments; any other message as it
     is."""
-    if not isinstance(message, Mapping) or "content" in message or "text" not in message:
+    if not isinstance(message, Mapping) or "content" in message:
+        return message
+    if "text" not in message and "files" not in message:
         return message
     text, files = message.get("text"), message.get("files") or ()
     if text is not None and not isinstance(text, str):

@@ -103,6 +103,7 @@ def test_as_function_of_a_plain_backend_returns_its_answer(tiny_gate: Gatekeeper
         ({"text": ADMITTED, "files": []}, True),
         ({"text": REFUSED, "files": []}, False),
         ({"text": "", "files": ["/tmp/gradio/parcel.jpg"]}, True),
+        ({"files": [{"path": "/tmp/gradio/parcel.jpg"}]}, True),
     ],
 )
 def test_gradio_multimodal_messages_are_read(
