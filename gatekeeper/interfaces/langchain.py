@@ -68,7 +68,9 @@ from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.langchain_check import (
     CHECK_RUN,
+    acheck_one,
     acheck_runs,
+    check_one,
     check_runs,
     decision_metadata,
 )
@@ -192,7 +194,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         item, message = self._prepared(input)
-        decision = self._decide(message, config)
+        decision = check_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
             answer = self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
             return with_decision(answer, self._record(decision))
@@ -206,7 +208,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         **kwargs: Any,
     ) -> Any:
         item, message = self._prepared(input)
-        decision = await self._adecide(message, config)
+        decision = await acheck_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
             child = self._child_config(config, decision)
             answer = await self.runnable.ainvoke(item, child, **kwargs)
@@ -385,7 +387,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> Iterator[Any]:
         value = _collect(chunks)
         item, message = self._prepared(value)
-        decision = self._decide(message, config)
+        decision = check_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
             child, record = self._child_config(config, decision), self._record(decision)
             for number, out in enumerate(self.runnable.stream(item, child, **kwargs)):
@@ -404,7 +406,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         async for chunk in chunks:
             value = _add(value, chunk)
         item, message = self._prepared(value)
-        decision = await self._adecide(message, config)
+        decision = await acheck_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
             child, record = self._child_config(config, decision), self._record(decision)
             first = True
@@ -416,14 +418,6 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
                 yield reply
 
     # -- the gate's own runs -------------------------------------------------------------
-
-    def _decide(self, message: Message, config: RunnableConfig) -> Decision:
-        """The decision on one message, traced (input mistakes raise)."""
-        return _decided(check_runs(self.gate, [message], [config], False, self.decision_detail))
-
-    async def _adecide(self, message: Message, config: RunnableConfig) -> Decision:
-        outcomes = await acheck_runs(self.gate, [message], [config], False, self.decision_detail)
-        return _decided(outcomes)
 
     def _record(self, decision: Decision) -> dict[str, Any]:
         return decision_record(decision, self.decision_detail)
@@ -471,13 +465,6 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config = self._reply_config(config, decision)
         async for chunk in model.astream(reply_input(message), config):
             yield shaped(chunk, shape)
-
-
-def _decided(outcomes: list[Decision | InputError]) -> Decision:
-    """The one decision of a single-message check (errors were raised, not returned)."""
-    outcome = outcomes[0]
-    assert isinstance(outcome, Decision)
-    return outcome
 
 
 def _add(total: Any, chunk: Any) -> Any:

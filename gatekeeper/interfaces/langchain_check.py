@@ -108,6 +108,27 @@ async def acheck_runs(
     return outcomes
 
 
+def check_one(
+    gate: Gatekeeper, message: Message, config: RunnableConfig, detail: DecisionDetail
+) -> Decision:
+    """One message's decision, traced as :func:`check_runs` does; an input mistake raises."""
+    return _only(check_runs(gate, [message], [config], False, detail))
+
+
+async def acheck_one(
+    gate: Gatekeeper, message: Message, config: RunnableConfig, detail: DecisionDetail
+) -> Decision:
+    """:func:`check_one`, async."""
+    return _only(await acheck_runs(gate, [message], [config], False, detail))
+
+
+def _only(outcomes: list[Decision | InputError]) -> Decision:
+    """The one decision of a single-message check (errors were raised, not returned)."""
+    outcome = outcomes[0]
+    assert isinstance(outcome, Decision)
+    return outcome
+
+
 def _check_alone(gate: Gatekeeper, message: Message) -> Decision | InputError:
     try:
         return gate.check(message)
