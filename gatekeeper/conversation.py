@@ -240,7 +240,11 @@ class Turn:
     words: int
     asked: bool = False
     no_text: bool = False  # attachments only: nothing was scored (see :data:`NO_TEXT`)
-    unreadable: bool = False  # text the model reads nothing of (see :data:`UNREADABLE`)
+
+    @property
+    def unreadable(self) -> bool:
+        """Text the model reads nothing of (judged :data:`UNREADABLE`)."""
+        return self.judged is UNREADABLE
 
 
 #: The judgement of a turn of attachments only: nothing to score.

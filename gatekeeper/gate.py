@@ -383,14 +383,7 @@ class Gatekeeper:
             judged.update(self._judge_texts(unique, progress))
         return [
             [
-                Turn(
-                    text,
-                    judged[text],
-                    word_count(text),
-                    asked,
-                    no_text=not text,
-                    unreadable=judged[text] is UNREADABLE,
-                )
+                Turn(text, judged[text], word_count(text), asked, no_text=not text)
                 for text, asked in turns
             ]
             for turns in texts

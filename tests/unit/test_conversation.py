@@ -225,7 +225,7 @@ def test_a_turn_the_model_cannot_read_follows_the_conversation_but_never_opens_o
     """Text the model reads nothing of ("👍") is a follow-up in a served chat and refused
     right after a refusal, like a photo, but refused as a first turn (it scored a fixed
     0.333 there, so every such text was forwarded)."""
-    thumbs = Turn("👍", UNREADABLE, 0, asked=True, unreadable=True)
+    thumbs = Turn("👍", UNREADABLE, 0, asked=True)
     after_served = _route(SERVED, thumbs)
     assert after_served.route is Route.LLM and after_served.followup
     assert "nothing the model can read" in after_served.reason
