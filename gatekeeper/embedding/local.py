@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +206,7 @@ class LocalEmbedder(Embedder):
         if tokenizer is None:
             return super().legible(texts)
         try:
-            if isinstance(self._model, NativeBert | ort.OrtBert):  # thread-safe: side by side
-                return bert_files.legible_forms(tokenizer, texts)
-            with self._encode_lock:  # transformers' tokenizers are not (see _encode)
+            with self._tokenizer_turn():
                 return bert_files.legible_forms(tokenizer, texts)
         except Exception as exc:  # a tokenizer failure is the model's, like _encode's
             raise EmbeddingError(f"local tokenizer failed: {exc}") from exc
@@ -360,16 +359,21 @@ class LocalEmbedder(Embedder):
                 f"cannot load embedding model from {path}: {_first_sentence(exc)}"
             ) from exc
 
+    def _tokenizer_turn(self) -> AbstractContextManager[Any]:
+        """Hold while the tokenizer runs. The gate's own BERT runtimes fix the tokenizer's
+        settings at load, so their calls run side by side; Hugging Face fast tokenizers called
+        through transformers are not thread-safe ("Already borrowed": each call sets padding
+        and truncation on the shared Rust tokenizer): one call at a time per model, whichever
+        interface calls."""
+        if isinstance(self._model, NativeBert | ort.OrtBert):
+            return nullcontext()
+        return self._encode_lock
+
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         self.load()
         try:
-            if isinstance(self._model, NativeBert | ort.OrtBert):  # thread-safe: side by side
-                return self._forward(texts)
-            # Hugging Face fast tokenizers called through transformers are not thread-safe
-            # ("Already borrowed": each call sets padding and truncation on the shared Rust
-            # tokenizer): one encode at a time per model, whichever interface calls.
-            with self._encode_lock:
-                if isinstance(self._model, Encoder):
+            with self._tokenizer_turn():
+                if isinstance(self._model, Encoder | ort.OrtBert):
                     return self._forward(texts)
                 out = self._model.encode_queries(texts, batch_size=self.batch_size)
         except Exception as exc:  # a model failure is an EmbeddingError, whatever raised it
