@@ -7,7 +7,9 @@ oldest first, by :func:`route_conversation`:
 
 1. A turn that passes alone (score over the threshold) passes: ``llm`` or ``canned``; but
    in a conversation being served, a turn that answers the assistant's question gets no fixed
-   reply ("yes" after "Shall I change the colour?" is no *thanks*): it is forwarded.
+   reply ("yes" after "Shall I change the colour?" is no *thanks*): it is forwarded. Nor does
+   a turn that came with attachments ("hi" and a photo of the damaged parcel): a fixed reply
+   cannot read them.
 2. A turn that would be refused alone, **in a conversation being served** (the customer's
    previous turn passed), is given the benefit of the doubt and forwarded as a ``followup``
    (with the conversation's intent) unless it is itself *clearly off-topic*:
@@ -56,7 +58,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from gatekeeper.catalog import Catalog
 from gatekeeper.decision import Judged, Route, Routed, Thresholds, route_turn
@@ -161,23 +163,46 @@ def last_user_text(messages: Any) -> str:
     return ""
 
 
+def attachment_types(content: Any) -> list[str]:
+    """The types of a message's typed content parts that carry no text (an image, audio, a
+    file), in order; none for a string content."""
+    if not isinstance(content, list):
+        return []
+    return [
+        part["type"]
+        for part in content
+        if isinstance(part, Mapping) and isinstance(part.get("type"), str) and not text_part(part)
+    ]
+
+
+def has_attachments(content: Any) -> bool:
+    """Whether a message's ``content`` has a part that is an attachment
+    (:func:`attachment_types`)."""
+    return bool(attachment_types(content))
+
+
 def attachments_only(content: Any) -> bool:
     """Whether a message's ``content`` is a list of parts with no text but at least one other
     part (an image, audio, a file)."""
-    if not isinstance(content, list) or not blank(content_text(content)):
-        return False
-    return any(
-        isinstance(part, Mapping) and isinstance(part.get("type"), str) and not text_part(part)
-        for part in content
-    )
+    return has_attachments(content) and blank(content_text(content))
+
+
+class Said(NamedTuple):
+    """A customer turn as the chat holds it, before it is judged."""
+
+    text: str
+    #: the assistant's message right before it asked the customer something
+    asked: bool = False
+    #: it came with attachments (an image, audio, a file), with or without text
+    attached: bool = False
 
 
 def user_turns(messages: Any) -> list[str]:
     """The texts of the last :data:`CONTEXT_TURNS` user messages, oldest first."""
-    return [text for text, _ in customer_turns(messages)]
+    return [said.text for said in customer_turns(messages)]
 
 
-def customer_turns(messages: Any, fixed_replies: Collection[str] = ()) -> list[tuple[str, bool]]:
+def customer_turns(messages: Any, fixed_replies: Collection[str] = ()) -> list[Said]:
     """The last :data:`CONTEXT_TURNS` user messages, oldest first, each with whether the
     assistant's message right before it asked the customer something. The gate's own
     ``fixed_replies`` (stripped) ask nothing: "How can I help?" in a greeting or "Anything
@@ -185,7 +210,7 @@ def customer_turns(messages: Any, fixed_replies: Collection[str] = ()) -> list[t
     has the text ``""`` (see :func:`attachments_only`)."""
     if isinstance(messages, Sequence) and not isinstance(messages, str | bytes) and not messages:
         raise EmptyMessageError("the conversation has no user message to judge")
-    turns: list[tuple[str, bool]] = []
+    turns: list[Said] = []
     asked, last_content = False, None
     for message in chat_messages(messages):
         role = message.get("role")
@@ -194,14 +219,14 @@ def customer_turns(messages: Any, fixed_replies: Collection[str] = ()) -> list[t
             asked = asks(said) and said.strip() not in fixed_replies
         elif role == "user":
             last_content = message.get("content")
-            turns.append((content_text(last_content), asked))
+            turns.append(Said(content_text(last_content), asked, has_attachments(last_content)))
             asked = False
     if not turns:
         raise EmptyMessageError("the conversation has no user message to judge")
-    if blank(turns[-1][0]):
+    if blank(turns[-1].text):
         if not attachments_only(last_content):
             raise EmptyMessageError("the last user message is empty")
-        turns[-1] = ("", turns[-1][1])
+        turns[-1] = turns[-1]._replace(text="")
     return turns[-CONTEXT_TURNS:]
 
 
@@ -240,6 +265,7 @@ class Turn:
     words: int
     asked: bool = False
     no_text: bool = False  # attachments only: nothing was scored (see :data:`NO_TEXT`)
+    attached: bool = False  # it came with attachments, with or without text
 
     @property
     def unreadable(self) -> bool:
@@ -355,6 +381,20 @@ def no_canned_answer(routed: Routed, turn: Turn, previous: Routed | None) -> Rou
     )
 
 
+def no_canned_attachments(routed: Routed, turn: Turn) -> Routed:
+    """``routed``, unless it gives a fixed reply to a turn that came with attachments: that
+    turn is forwarded ("hi" with a photo of the damaged parcel got the greeting, and the photo
+    was lost; a fixed reply cannot read a file)."""
+    if routed.route is not Route.CANNED or not turn.attached:
+        return routed
+    return replace(
+        routed,
+        route=Route.LLM,
+        reason=f"{routed.reason}; it came with attachments a fixed reply cannot read, so forwarded",
+        reply=None,
+    )
+
+
 def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str) -> Routed:
     """Right after a refused turn the bar is higher for a short turn ("ok", "please?"): it
     must clear the threshold by ``session_margin`` (hysteresis the other way)."""
@@ -426,6 +466,7 @@ def route_conversation(
                 previous = no_canned_answer(
                     rescue_followup(alone, answering, previous, policy), answering, previous
                 )
+            previous = no_canned_attachments(previous, turn)
         forwarded = previous.route is Route.LLM or (forwarded and previous.route is Route.CANNED)
     if previous is None:
         raise EmptyMessageError("the conversation has no user message to judge")

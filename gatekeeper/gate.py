@@ -21,10 +21,12 @@ from gatekeeper.conversation import (
     NO_TEXT,
     UNREADABLE,
     FollowupPolicy,
+    Said,
     Turn,
     attachments_only,
     content_text,
     customer_turns,
+    has_attachments,
     route_conversation,
     word_count,
 )
@@ -325,7 +327,7 @@ class Gatekeeper:
         )
         return to_decision(turns[-1].judged, routed)
 
-    def _all_turns(self, messages: Sequence[Message]) -> list[list[tuple[str, bool]]]:
+    def _all_turns(self, messages: Sequence[Message]) -> list[list[Said]]:
         """Every message's turns (:meth:`_turns`); in a batch, an input mistake names the
         message's position (``messages[500]: ...``)."""
         if len(messages) == 1:
@@ -338,11 +340,11 @@ class Gatekeeper:
                 raise type(exc)(f"messages[{position}]: {exc}") from exc
         return out
 
-    def _turns(self, message: Message) -> list[tuple[str, bool]]:
-        """The customer turns to judge, with whether the assistant had just asked something;
-        a last turn of attachments only is ``("", asked)`` (nothing to score)."""
+    def _turns(self, message: Message) -> list[Said]:
+        """The customer turns to judge (:class:`~gatekeeper.conversation.Said`); a last turn of
+        attachments only has the text ``""`` (nothing to score)."""
         if isinstance(message, str):
-            turns, attached = [(message, False)], False
+            turns, attached = [Said(message)], False
         elif isinstance(message, Mapping):  # one chat message: the customer's, validated
             if message.get("role") not in ("user", None):
                 raise InputError(
@@ -354,11 +356,12 @@ class Gatekeeper:
                 keys = ", ".join(map(str, single)) or "none"
                 raise InputError(f"a chat message needs a 'content' (its keys: {keys})")
             content = message.get("content")
-            turns, attached = [(content_text(content), False)], attachments_only(content)
+            turns = [Said(content_text(content), attached=has_attachments(content))]
+            attached = attachments_only(content)
         else:
             turns = customer_turns(message, self._fixed_replies)
-            attached = turns[-1][0] == ""
-        last = turns[-1][0]
+            attached = turns[-1].text == ""
+        last = turns[-1].text
         if blank(last) and not attached:
             raise EmptyMessageError("the message is empty")
         limit = self.settings.gate.max_message_chars
@@ -367,24 +370,29 @@ class Gatekeeper:
                 f"the message has {len(last)} characters; the limit is {limit} "
                 "(gate.max_message_chars)"
             )
-        kept = [(text[:limit], asked) for text, asked in turns if not blank(text)]
-        for number, (text, _) in enumerate(kept, start=1):
-            _require_text(text, "the message" if number == len(kept) else "an earlier turn")
-        return [*kept, ("", turns[-1][1])] if attached else kept
+        kept = [said._replace(text=said.text[:limit]) for said in turns if not blank(said.text)]
+        for number, said in enumerate(kept, start=1):
+            _require_text(said.text, "the message" if number == len(kept) else "an earlier turn")
+        return [*kept, turns[-1]] if attached else kept
 
-    def _judge(
-        self, texts: list[list[tuple[str, bool]]], progress: Progress | None
-    ) -> list[list[Turn]]:
+    def _judge(self, texts: list[list[Said]], progress: Progress | None) -> list[list[Turn]]:
         """One embedding pass and one store query for every distinct turn of ``texts``."""
         self._follow_index()
-        unique = list(dict.fromkeys(text for turns in texts for text, _ in turns if text))
+        unique = list(dict.fromkeys(said.text for turns in texts for said in turns if said.text))
         judged: dict[str, Judged] = {"": NO_TEXT}  # a turn of attachments only
         if unique:
             judged.update(self._judge_texts(unique, progress))
         return [
             [
-                Turn(text, judged[text], word_count(text), asked, no_text=not text)
-                for text, asked in turns
+                Turn(
+                    said.text,
+                    judged[said.text],
+                    word_count(said.text),
+                    said.asked,
+                    no_text=not said.text,
+                    attached=said.attached,
+                )
+                for said in turns
             ]
             for turns in texts
         ]

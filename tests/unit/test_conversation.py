@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_customer_turns_know_when_the_assistant_asked() -> None:
         {"role": "assistant", "content": "Thanks, it ships today."},
         {"role": "user", "content": "great"},
     ]
-    assert customer_turns(messages) == [
+    assert [said[:2] for said in customer_turns(messages)] == [
         ("where is my order", False),
         ("Maria Lopez", True),
         ("great", False),
@@ -204,6 +205,20 @@ def test_a_turn_of_attachments_only_follows_the_conversation() -> None:
     assert first.route is Route.LLM and not first.followup and first.intent is None
 
 
+def test_a_turn_with_attachments_gets_no_fixed_reply() -> None:
+    """ "hi" with a photo is forwarded, not greeted (the greeting dropped the photo), in a
+    first turn, a served chat and after a refusal; an off-topic text with a photo is still
+    refused, and "hi" alone still gets the greeting."""
+    hello = Judged(0.9, "greeting", "close", 0.9, None)
+    with_photo = Turn("hi", hello, 1, attached=True)
+    for turns in [(with_photo,), (SERVED, with_photo), (REFUSED, with_photo)]:
+        routed = _route(*turns)
+        assert routed.route is Route.LLM and routed.reply is None
+        assert routed.intent == "greeting" and "attachments" in routed.reason
+    assert _route(Turn("hi", hello, 1)).route is Route.CANNED
+    assert _route(replace(REFUSED, attached=True)).route is Route.OFF_TOPIC
+
+
 def test_the_gates_own_greeting_asks_nothing_in_particular() -> None:
     """After only a canned greeting ("How can I help?"), a short off-topic request is judged
     alone, not taken for an answer (13 of 16 such requests were forwarded), while a turn near
@@ -258,11 +273,23 @@ def test_attachments_only_needs_a_typed_non_text_part_and_no_text(
     assert attachments_only(content) is expected
 
 
+def test_customer_turns_say_which_came_with_attachments() -> None:
+    """Each customer turn says whether it came with a typed non-text part, text or not."""
+    photo = {"type": "image_url", "image_url": {"url": "x"}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, photo]},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": [" ", photo, {"type": "text", "text": "broken"}]},
+        {"role": "user", "content": [{"no": "type"}, "where is it"]},
+    ]
+    assert [said.attached for said in customer_turns(messages)] == [True, True, False]
+
+
 def test_customer_turns_keep_a_last_turn_of_attachments_as_empty_text() -> None:
     """A last turn of attachments only is kept as ''; an untyped empty part is still empty."""
     photo = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
     messages = [{"role": "user", "content": "it broke"}, {"role": "assistant", "content": "Photo?"}]
-    assert customer_turns([*messages, photo]) == [("it broke", False), ("", True)]
+    assert customer_turns([*messages, photo]) == [("it broke", False, False), ("", True, True)]
     with pytest.raises(EmptyMessageError):
         customer_turns([*messages, {"role": "user", "content": [{"no": "type"}]}])
 

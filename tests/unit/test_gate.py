@@ -83,6 +83,19 @@ def test_a_photo_is_decided_without_embedding_anything(tiny_gate: Gatekeeper) ->
     assert "" not in embedded
 
 
+def test_a_greeting_with_a_photo_reaches_the_llm(tiny_gate: Gatekeeper) -> None:
+    """ "hello" with an image part is forwarded (the canned greeting dropped the photo), alone,
+    in a chat, and as a single chat message; "hello" alone is still greeted."""
+    hello = {
+        "role": "user",
+        "content": [{"type": "text", "text": "hello"}, {"type": "image_url", "image_url": {}}],
+    }
+    for message in (hello, [hello], [{"role": "user", "content": "track my order"}, hello]):
+        decision = tiny_gate.check(message)
+        assert decision.route is Route.LLM and decision.reply is None
+    assert tiny_gate.check({"role": "user", "content": "hello"}).route is Route.CANNED
+
+
 def test_photos_and_texts_share_one_batch(tiny_gate: Gatekeeper) -> None:
     """A micro-batch mixing photos and texts decides each as it would alone."""
     photo = {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}

@@ -780,7 +780,8 @@ async def test_continuing_the_proxys_own_answer_sends_the_upstream_what_it_misse
 
 def test_remembered_conversations_keep_only_what_the_gate_reads() -> None:
     """A remembered chat keeps the customer's and the assistant's turns as text cut to
-    max_chars (attachments by type): 15 MB of instructions is not held per answer."""
+    max_chars (attachments by type, beside the text of a turn that has both): 15 MB of
+    instructions is not held per answer."""
     from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
 
     threads = ResponseThreads(10, max_chars=100)
@@ -789,6 +790,7 @@ def test_remembered_conversations_keep_only_what_the_gate_reads() -> None:
         {"role": "system", "content": "x" * 15_000_000},
         {"role": "user", "content": "y" * 5_000},
         {"role": "user", "content": [image]},
+        {"role": "user", "content": [" ", image, {"type": "input_text", "text": "hi"}]},
         {"role": "assistant", "content": "Sure."},
     )
     threads.remember("resp_1", Thread(chat))
@@ -797,6 +799,7 @@ def test_remembered_conversations_keep_only_what_the_gate_reads() -> None:
     assert kept.messages == (
         {"role": "user", "content": "y" * 100},
         {"role": "user", "content": [{"type": "input_image"}]},
+        {"role": "user", "content": [{"type": "text", "text": " \nhi"}, {"type": "input_image"}]},
         {"role": "assistant", "content": "Sure."},
     )
 

@@ -104,13 +104,16 @@ def test_as_function_of_a_plain_backend_returns_its_answer(tiny_gate: Gatekeeper
         ({"text": REFUSED, "files": []}, False),
         ({"text": "", "files": ["/tmp/gradio/parcel.jpg"]}, True),
         ({"files": [{"path": "/tmp/gradio/parcel.jpg"}]}, True),
+        ({"text": "hello", "files": ["/tmp/gradio/parcel.jpg"]}, True),
+        ({"text": "hello", "files": []}, False),
     ],
 )
 def test_gradio_multimodal_messages_are_read(
     tiny_gate: Gatekeeper, message: dict[str, Any], called: bool
 ) -> None:
     """A Gradio multimodal message {"text", "files"} is judged by its text, its files as
-    attachments (it raised 'the message is empty'); the backend gets it as it was."""
+    attachments (it raised 'the message is empty'), and a greeting with a file reaches the
+    backend (it got the canned greeting); the backend gets it as it was."""
     seen: list[Any] = []
 
     def answer(m: Any, history: list[Any]) -> str:

@@ -32,8 +32,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from gatekeeper.conversation import attachments_only, content_text, text_part
+from gatekeeper.conversation import attachment_types, content_text
 from gatekeeper.interfaces.proxy.errors import Json
+from gatekeeper.types import blank
 
 #: Messages kept per conversation: the conversation rule reads the last few customer turns.
 KEPT_MESSAGES = 16
@@ -89,12 +90,14 @@ def _turn(message: Json) -> bool:
 
 
 def _slim(message: Json, limit: int) -> Json:
-    """A turn as the gate reads it: its text cut to ``limit``, or its attachments' types."""
+    """A turn as the gate reads it: its text cut to ``limit``, and its attachments' types."""
     content = message.get("content")
-    if isinstance(content, list) and attachments_only(content):
-        kinds = [{"type": p["type"]} for p in content if not text_part(p) and "type" in p]
-        return {"role": message["role"], "content": kinds}
-    return {"role": message["role"], "content": content_text(content)[:limit]}
+    text = content_text(content)[:limit]
+    kinds = [{"type": kind} for kind in attachment_types(content)]
+    if not kinds:
+        return {"role": message["role"], "content": text}
+    said = [] if blank(text) else [{"type": "text", "text": text}]
+    return {"role": message["role"], "content": said + kinds}
 
 
 def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
