@@ -140,6 +140,31 @@ def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
     return list(messages)
 
 
+def without_refused(
+    messages: Sequence[Mapping[str, Any]], refusals: Collection[str]
+) -> list[Mapping[str, Any]]:
+    """``messages`` without the turns the gate refused: each assistant message whose text (or
+    structured-output ``refusal``), stripped, is one of ``refusals``, and the customer's
+    messages right before it. What the LLM is sent after a refusal: "write my essay" and
+    "Sorry, I only help with orders" would hand it the request the gate turned away, with
+    "ok, where is my order? and do what I asked first" after it."""
+    kept: list[Mapping[str, Any]] = []
+    for message in messages:
+        if message.get("role") == "assistant" and _said(message).strip() in refusals:
+            while kept and kept[-1].get("role") == "user":
+                kept.pop()
+            continue
+        kept.append(message)
+    return kept
+
+
+def _said(message: Mapping[str, Any]) -> str:
+    """An assistant message's text, or its structured-output ``refusal``."""
+    text = content_text(message.get("content"))
+    refusal = message.get("refusal")
+    return refusal if not text and isinstance(refusal, str) else text
+
+
 def _check_parts(parts: list[Any], where: str) -> None:
     """:class:`InputError` unless every part is a text or an object, and every text-typed part
     has a string ``text`` (what the chat APIs require; a number's text is not the customer's)."""

@@ -28,6 +28,7 @@ from gatekeeper.conversation import (
     customer_turns,
     has_attachments,
     route_conversation,
+    without_refused,
     word_count,
 )
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
@@ -235,6 +236,14 @@ class Gatekeeper:
             self._log.warning("gate.calibration_stale", hint=warning)
 
     # -- decisions -----------------------------------------------------------------------
+
+    def without_refused(self, messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """A chat (OpenAI-format messages) without the turns this gate refused: each of its
+        off-topic replies, as the gate sent it, and the customer's messages right before it;
+        what to send the LLM once a later turn is admitted (it would otherwise be handed the
+        request the gate turned away). The proxy does this unless
+        ``server.forward_refused_turns``; see :func:`~gatekeeper.conversation.without_refused`."""
+        return without_refused(messages, {self.catalog.off_topic.reply.strip()})
 
     def check(self, message: Message, *, on_error: OnError | None = None) -> Decision:
         """Decide one message (a text or a conversation)."""

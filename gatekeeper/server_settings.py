@@ -53,6 +53,12 @@ class ServerSettings(_Section):
         description="Responses API answers whose conversation each process remembers, so that "
         "a request naming one in previous_response_id is judged as the whole chat (0: none)",
     )
+    forward_refused_turns: bool = Field(
+        False,
+        description="forward the chat as sent, with the turns the gate refused (each customer "
+        "turn answered by the off-topic reply, and that reply); by default they are taken out, "
+        "so the LLM is never handed a request the gate turned away",
+    )
     public_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz"],
         description="paths answered without an inbound key when api_keys is set (comma-separated"

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
+from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
 from gatekeeper.types import batch_of
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class GatedBackend:
         forwarded, else build the reply locally."""
         if not decision.forwarded:
             return Gated(self._local(decision, kwargs), decision, called=False)
-        output = self.backend(message, *args, **kwargs)
+        output = self.backend(self._sent(message), *args, **kwargs)
         if inspect.isawaitable(output):
             output = _run_sync(output)
         return Gated(output, decision, called=True)
@@ -157,6 +158,7 @@ class GatedBackend:
     async def _acall_backend(
         self, message: Message, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        message = self._sent(message)
         acall = getattr(self.backend, "acall", None)
         if callable(acall):
             return await acall(message, *args, **kwargs)
@@ -164,6 +166,14 @@ class GatedBackend:
             return await self.backend(message, *args, **kwargs)
         output = await asyncio.to_thread(self.backend, message, *args, **kwargs)
         return await output if inspect.isawaitable(output) else output
+
+    def _sent(self, message: Message) -> Message:
+        """What the backend is sent: a chat for the LLM endpoint (:class:`OpenAIChatBackend`)
+        without the turns the gate refused (:meth:`Gatekeeper.without_refused`), as the proxy
+        forwards it; any other backend gets the message as given."""
+        if not isinstance(self.backend, OpenAIChatBackend) or not isinstance(message, list):
+            return message
+        return self.gate.without_refused(message)
 
     def _local(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
         text = self._reply_text(decision)

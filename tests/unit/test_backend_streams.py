@@ -127,3 +127,24 @@ def test_an_error_in_the_middle_of_a_stream_is_a_gatekeeper_error(
 
         with pytest.raises(error):
             asyncio.run(aread())
+
+
+def test_the_llm_endpoint_is_sent_the_chat_without_refused_turns(gate: Gatekeeper) -> None:
+    """Behind GatedBackend, OpenAIChatBackend is sent an admitted chat without the turn the gate
+    refused and its refusal (sync and async), as the proxy forwards it; another backend gets
+    the chat as given."""
+    chat = [
+        {"role": "user", "content": REFUSED},
+        {"role": "assistant", "content": gate.catalog.off_topic.reply},
+        {"role": "user", "content": ADMITTED},
+    ]
+    with RecordingUpstream() as upstream:
+        bot = GatedBackend(
+            gate, OpenAIChatBackend(UpstreamSettings(base_url=upstream.base_url, model="m"))
+        )
+        bot(chat)
+        asyncio.run(bot.acall(chat))
+    assert [call["messages"] for call in upstream.calls] == [chat[2:], chat[2:]]
+    given: list[Any] = []
+    GatedBackend(gate, given.append)(chat)
+    assert given == [chat]

@@ -56,8 +56,10 @@ async def chat_completions(request: Request) -> Response:
     headers = decision_headers(decision)
     if decision.forwarded:
         stream = payload.get("stream") is True
+        kept = _unrefused(proxy, payload, "messages")
+        sent = body if kept is None else _json_body(kept)
         return await forward_gated(
-            proxy, request, body, path="chat/completions", stream=stream, headers=headers
+            proxy, request, sent, path="chat/completions", stream=stream, headers=headers
         )
     return local_answer(payload, _refusal(proxy, decision), headers)
 
@@ -83,7 +85,7 @@ async def responses(request: Request) -> Response:
         return await forward_gated(
             proxy,
             request,
-            _continuable(body, payload, previous, previous_id),
+            _continuable(body, payload, previous, previous_id, _unrefused(proxy, payload, "input")),
             path="responses",
             stream=payload.get("stream") is True,
             headers=headers,
@@ -97,14 +99,33 @@ async def responses(request: Request) -> Response:
     return local_responses_answer(payload, text, headers, ident=ident)
 
 
-def _continuable(body: bytes, payload: Json, previous: Thread | None, previous_id: Any) -> bytes:
+def _continuable(
+    body: bytes, payload: Json, previous: Thread | None, previous_id: Any, kept: Json | None
+) -> bytes:
     """The body to forward: as sent, unless it continues one of the proxy's own answers, which
-    the upstream never saw (see :mod:`gatekeeper.interfaces.proxy.threads`)."""
+    the upstream never saw (see :mod:`gatekeeper.interfaces.proxy.threads`), or ``kept`` (the
+    payload without refused turns, :func:`_unrefused`) differs from it."""
     if previous is None and isinstance(previous_id, str) and previous_id.startswith(LOCAL_PREFIX):
         previous = Thread(messages=(), local=True)  # ours but forgotten: continue from nothing
-    if previous is None or not previous.local:
-        return body
-    return json.dumps(upstream_payload(payload, previous), ensure_ascii=False).encode()
+    if previous is not None and previous.local:
+        return _json_body(upstream_payload(kept or payload, previous))
+    return body if kept is None else _json_body(kept)
+
+
+def _unrefused(proxy: Proxy, payload: Json, key: str) -> Json | None:
+    """``payload`` with the turns the gate refused taken out of its chat (``payload[key]``:
+    :meth:`~gatekeeper.gate.Gatekeeper.without_refused`), or None when there are none (or
+    ``server.forward_refused_turns`` keeps them)."""
+    chat = payload[key]
+    if proxy.settings.server.forward_refused_turns or not isinstance(chat, list):
+        return None
+    kept = proxy.gate.without_refused(chat)
+    return None if len(kept) == len(chat) else {**payload, key: kept}
+
+
+def _json_body(payload: Json) -> bytes:
+    """A request body rewritten by the proxy (lone surrogates were refused on parsing)."""
+    return json.dumps(payload, ensure_ascii=False).encode()
 
 
 def _refusal(proxy: Proxy, decision: Decision) -> str:

@@ -1,0 +1,103 @@
+"""What the upstream is sent after a refusal: the chat without the turns the gate refused, in
+chat completions and the Responses API (in-process proxy, fake upstream)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gatekeeper.conversation import without_refused
+from gatekeeper.gate import Gatekeeper
+from tests.unit.test_proxy_app import (
+    OFF_TOPIC_REPLY,
+    FakeUpstream,
+    gate,  # noqa: F401  (the module's gate fixture)
+    serving,
+)
+
+JOKE = {"role": "user", "content": "tell me a joke"}
+REFUSAL = {"role": "assistant", "content": OFF_TOPIC_REPLY}
+ORDER = {"role": "user", "content": "where is my order"}
+SYSTEM = {"role": "system", "content": "You are the shop's assistant."}
+
+
+def _sent(upstream: FakeUpstream) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(upstream.requests[-1].content)
+    return body
+
+
+def test_without_refused_drops_each_refusal_and_the_turns_it_answered() -> None:
+    """Each assistant refusal (text, parts, or a structured-output refusal) goes, with the
+    customer turns right before it; other turns, the system prompt and other replies stay."""
+    parts = {"role": "assistant", "content": [{"type": "output_text", "text": OFF_TOPIC_REPLY}]}
+    structured = {"role": "assistant", "content": None, "refusal": f" {OFF_TOPIC_REPLY}\n"}
+    served = {"role": "assistant", "content": "It ships today."}
+    chat = [SYSTEM, JOKE, JOKE, REFUSAL, ORDER, served, JOKE, parts, JOKE, structured, ORDER]
+    assert without_refused(chat, {OFF_TOPIC_REPLY}) == [SYSTEM, ORDER, served, ORDER]
+    assert without_refused(chat, set()) == chat
+    other = {"role": "assistant", "content": "Sorry, that item is sold out."}
+    assert without_refused([JOKE, other, ORDER], {OFF_TOPIC_REPLY}) == [JOKE, other, ORDER]
+
+
+async def test_a_chat_forwarded_after_a_refusal_leaves_the_refused_turn_out(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """An in-domain turn after a refused one is forwarded without the refused request and its
+    refusal (the LLM was handed "tell me a joke" again); the rest of the body is unchanged."""
+    upstream = FakeUpstream()
+    body = {"model": "m", "temperature": 0.2, "messages": [SYSTEM, JOKE, REFUSAL, ORDER]}
+    async with serving(gate, upstream) as client:
+        answer = await client.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200 and answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream) == {**body, "messages": [SYSTEM, ORDER]}
+
+
+async def test_a_chat_without_refusals_is_forwarded_byte_for_byte(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """A chat with no refusal in it reaches the upstream as the client sent it, to the byte."""
+    upstream = FakeUpstream()
+    raw = b'{"messages": [{"role": "user", "content": "where is my order"}],  "model":"m"}'
+    async with serving(gate, upstream) as client:
+        await client.post(
+            "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+        )
+    assert upstream.requests[-1].content == raw
+
+
+async def test_forward_refused_turns_keeps_the_chat_as_sent(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """server.forward_refused_turns forwards the refused turns too."""
+    upstream = FakeUpstream()
+    body = {"model": "m", "messages": [JOKE, REFUSAL, ORDER]}
+    async with serving(gate, upstream, forward_refused_turns=True) as client:
+        await client.post("/v1/chat/completions", json=body)
+    assert _sent(upstream) == body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_responses_input_leaves_the_refused_turn_out(
+    gate: Gatekeeper,  # noqa: F811
+    stream: bool,
+) -> None:
+    """A Responses API input list that holds a refused exchange (the proxy's refusal as an
+    output message) is forwarded without it; tool items and instructions stay."""
+    upstream = FakeUpstream()
+    refusal = {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": OFF_TOPIC_REPLY}],
+    }
+    tool = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
+    body = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "stream": stream,
+        "input": [JOKE, refusal, tool, ORDER],
+    }
+    async with serving(gate, upstream) as client:
+        await client.post("/v1/responses", json=body)
+    assert _sent(upstream) == {**body, "input": [tool, ORDER]}
