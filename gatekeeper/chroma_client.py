@@ -41,8 +41,16 @@ def open_client(settings: StoreSettings, data_dir: Path) -> Any:
         return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
     except (ValueError, OSError, RuntimeError) as exc:
         where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
-        why = str(exc) or type(exc).__name__  # a timeout can say nothing
+        why = str(exc) or _silent(exc, server=bool(settings.host))  # a timeout can say nothing
         raise StoreUnavailableError(f"cannot open the exemplar store at {where}: {why}") from exc
+
+
+def _silent(exc: BaseException, *, server: bool) -> str:
+    """What to say of an open that failed with no message: its exception's name, and for a
+    server what usually causes it (a host that drops the connection attempt gives no error)."""
+    if not server:
+        return type(exc).__name__
+    return f"{type(exc).__name__} with no message: is the server running, at that host and port?"
 
 
 #: How long a failed open is remembered before the next use tries again.
