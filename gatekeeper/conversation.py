@@ -143,19 +143,26 @@ def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
 def without_refused(
     messages: Sequence[Mapping[str, Any]], refusals: Collection[str]
 ) -> list[Mapping[str, Any]]:
-    """``messages`` without the turns the gate refused: each assistant message whose text (or
-    structured-output ``refusal``), stripped, is one of ``refusals``, and the customer's
-    messages right before it. What the LLM is sent after a refusal: "write my essay" and
-    "Sorry, I only help with orders" would hand it the request the gate turned away, with
-    "ok, where is my order? and do what I asked first" after it."""
-    kept: list[Mapping[str, Any]] = []
-    for message in messages:
+    """``messages`` without the turns the gate refused (:func:`refused_positions`). What the LLM
+    is sent after a refusal: "write my essay" and "Sorry, I only help with orders" would hand
+    it the request the gate turned away, with "ok, where is my order? and do what I asked
+    first" after it."""
+    refused = refused_positions(messages, refusals)
+    return [message for i, message in enumerate(messages) if i not in refused]
+
+
+def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collection[str]) -> set[int]:
+    """The positions of each assistant message whose text (or structured-output ``refusal``),
+    stripped, is one of ``refusals``, and of the customer's messages right before it."""
+    refused: set[int] = set()
+    for i, message in enumerate(messages):
         if message.get("role") == "assistant" and _said(message).strip() in refusals:
-            while kept and kept[-1].get("role") == "user":
-                kept.pop()
-            continue
-        kept.append(message)
-    return kept
+            refused.add(i)
+            before = i - 1
+            while before >= 0 and messages[before].get("role") == "user":
+                refused.add(before)
+                before -= 1
+    return refused
 
 
 def _said(message: Mapping[str, Any]) -> str:

@@ -243,7 +243,13 @@ class Gatekeeper:
         what to send the LLM once a later turn is admitted (it would otherwise be handed the
         request the gate turned away). The proxy does this unless
         ``server.forward_refused_turns``; see :func:`~gatekeeper.conversation.without_refused`."""
-        return without_refused(messages, {self.catalog.off_topic.reply.strip()})
+        return without_refused(messages, self.refusals)
+
+    @property
+    def refusals(self) -> frozenset[str]:
+        """The texts of this gate's refusals as it sends them (stripped): its catalog's
+        off-topic reply. The ``unavailable_reply`` is none: that turn was never judged."""
+        return frozenset({self.catalog.off_topic.reply.strip()})
 
     def check(self, message: Message, *, on_error: OnError | None = None) -> Decision:
         """Decide one message (a text or a conversation)."""

@@ -79,6 +79,7 @@ from gatekeeper.interfaces.langchain_input import (
     GateInputSchema,
     forwarded_input,
     gate_message,
+    without_refused_input,
 )
 from gatekeeper.interfaces.langchain_output import (
     DecisionDetail,
@@ -171,8 +172,11 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         return gate_message(value, self.input_key, self.history_key)
 
     def _prepared(self, value: GateInput) -> tuple[Any, Message]:
-        """What the runnable would get for ``value``, and what the gate judges (or InputError)."""
-        return forwarded_input(value, self.runnable), self.to_gate_message(value)
+        """What the runnable would get for ``value`` (without the turns the gate refused), and
+        what the gate judges (or InputError)."""
+        keys = [self.input_key, *([self.history_key] if self.history_key else [])]
+        sent = without_refused_input(value, self.gate.refusals, keys)
+        return forwarded_input(sent, self.runnable), self.to_gate_message(value)
 
     # -- invoke --------------------------------------------------------------------------
 

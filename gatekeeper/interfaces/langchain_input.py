@@ -21,12 +21,16 @@ message is admitted or refused, so an input that works for one works for the oth
   function); to one that cannot (a chat model, whose declared input type has no dict) it is an
   :class:`~gatekeeper.errors.InputError` before the gate judges it: put a prompt in front of
   the model, or pass the messages themselves;
-* anything else goes on unchanged.
+* anything else goes on unchanged;
+* but never with a turn the gate refused: a chat (messages, a chat prompt value, or the lists
+  under ``input_key`` and ``history_key``) goes on without each of the gate's refusals and the
+  customer's messages right before it (:func:`without_refused_input`), so the chain is never
+  handed the request the gate turned away.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import (
@@ -42,7 +46,7 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPro
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
-from gatekeeper.conversation import chat_roles_hint
+from gatekeeper.conversation import chat_roles_hint, refused_positions
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.langchain_types import declared_input, may_take_mapping
 from gatekeeper.types import Message
@@ -96,6 +100,35 @@ def forwarded_input(value: GateInput, runnable: Runnable[Any, Any]) -> Any:
             f"instead of a dict"
         )
     return value
+
+
+def without_refused_input(value: Any, refusals: Collection[str], keys: Sequence[str]) -> Any:
+    """``value`` without the turns the gate refused (each refusal, one of ``refusals``, and the
+    customer's messages right before it: :func:`~gatekeeper.conversation.refused_positions`),
+    in a list of messages, a chat prompt value, or a dict's lists under ``keys`` (the input and
+    history keys); anything else, or a chat without a refusal, as it is."""
+    if isinstance(value, ChatPromptValue):
+        kept = _kept(value.messages, refusals)
+        return value if kept is None else ChatPromptValue(messages=kept)
+    if isinstance(value, Mapping):
+        kept = {key: _kept(value[key], refusals) for key in keys if key in value}
+        changed = {key: items for key, items in kept.items() if items is not None}
+        return {**value, **changed} if changed else value
+    items = _kept(value, refusals)
+    return value if items is None else items
+
+
+def _kept(items: Any, refusals: Collection[str]) -> list[Any] | None:
+    """``items`` (a list of messages) without its refused turns; None when it is no list of
+    messages or has none."""
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        return None
+    try:
+        messages = convert_to_messages(items)
+    except _COERCION_ERRORS:
+        return None  # judging it raises the InputError that says why
+    refused = refused_positions([_openai_message(m) for m in messages], refusals)
+    return [item for i, item in enumerate(items) if i not in refused] if refused else None
 
 
 def _message(value: Any, where: str) -> Message:

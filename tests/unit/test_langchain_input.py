@@ -140,3 +140,30 @@ def test_message_errors_never_quote_the_customer(
     assert str(caught.value).startswith(says)
     for error in (caught.value, caught.value.__cause__, caught.value.__context__):
         assert "4111" not in str(error)
+
+
+def test_an_admitted_chat_reaches_the_model_without_the_refused_turn(
+    tiny_gate: Gatekeeper, gated_model: GatekeeperRunnable, model: Recording
+) -> None:
+    """A chat with the gate's refusal in it reaches the model without the refused request and
+    the refusal, as messages, tuples or a chat prompt value, and under a dict's history key;
+    a chat without a refusal goes on as it was."""
+    from langchain_core.runnables import RunnableLambda
+
+    order = HumanMessage("where is my order")
+    chat = [HumanMessage("tell me a joke"), AIMessage(REFUSAL), order]
+    gated_model.invoke(chat)
+    gated_model.invoke(
+        [("human", "tell me a joke"), ("ai", REFUSAL), ("human", "where is my order")]
+    )
+    gated_model.invoke(ChatPromptValue(messages=chat))
+    gated_model.invoke([order])
+    assert model.seen[0] == [order]
+    assert model.seen[1] == [("human", "where is my order")]
+    assert model.seen[2] == ChatPromptValue(messages=[order])
+    assert model.seen[3] == [order]
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    with_history = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    with_history.invoke({"input": "where is my order", "history": chat[:2]})
+    assert got == [{"input": "where is my order", "history": []}]
