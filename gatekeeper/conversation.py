@@ -156,18 +156,28 @@ def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collectio
     stripped, is one of ``refusals``, and of the customer's messages right before it."""
     refused: set[int] = set()
     for i, message in enumerate(messages):
-        if message.get("role") == "assistant" and _said(message).strip() in refusals:
+        if _role(message) == "assistant" and _said(message).strip() in refusals:
             refused.add(i)
             before = i - 1
-            while before >= 0 and messages[before].get("role") == "user":
+            while before >= 0 and _role(messages[before]) == "user":
                 refused.add(before)
                 before -= 1
     return refused
 
 
+def _role(message: Any) -> Any:
+    """A message's role; None for an item that is no message (a tool call of the Responses
+    API)."""
+    return message.get("role") if isinstance(message, Mapping) else None
+
+
 def _said(message: Mapping[str, Any]) -> str:
-    """An assistant message's text, or its structured-output ``refusal``."""
-    text = content_text(message.get("content"))
+    """An assistant message's text, or its structured-output ``refusal`` ('' when its content
+    is unreadable: no refusal the gate sent)."""
+    try:
+        text = content_text(message.get("content"))
+    except InputError:
+        return ""
     refusal = message.get("refusal")
     return refusal if not text and isinstance(refusal, str) else text
 

@@ -111,8 +111,8 @@ def without_refused_input(value: Any, refusals: Collection[str], keys: Sequence[
         kept = _kept(value.messages, refusals)
         return value if kept is None else ChatPromptValue(messages=kept)
     if isinstance(value, Mapping):
-        kept = {key: _kept(value[key], refusals) for key in keys if key in value}
-        changed = {key: items for key, items in kept.items() if items is not None}
+        lists = {key: _kept(value[key], refusals) for key in keys if key in value}
+        changed = {key: items for key, items in lists.items() if items is not None}
         return {**value, **changed} if changed else value
     items = _kept(value, refusals)
     return value if items is None else items

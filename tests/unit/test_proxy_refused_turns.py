@@ -39,6 +39,8 @@ def test_without_refused_drops_each_refusal_and_the_turns_it_answered() -> None:
     assert without_refused(chat, set()) == chat
     other = {"role": "assistant", "content": "Sorry, that item is sold out."}
     assert without_refused([JOKE, other, ORDER], {OFF_TOPIC_REPLY}) == [JOKE, other, ORDER]
+    odd: list[Any] = ["text", {"role": "assistant", "content": 7}, {"type": "tool"}, ORDER]
+    assert without_refused(odd, {OFF_TOPIC_REPLY}) == odd  # not chat messages: kept, no error
 
 
 async def test_a_chat_forwarded_after_a_refusal_leaves_the_refused_turn_out(
