@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:
     """One eval per rule; the reports go to ``args.out/<rule>/``."""
     from gatekeeper.cli._app import friendly_errors, progress_bar, setup, tracked
     from gatekeeper.eval.plan import EvalPlan, evaluate
-    from gatekeeper.eval.report import write_report
+    from gatekeeper.eval.report_files import write_report
     from gatekeeper.eval.schema import EvalOptions
 
     rows = []

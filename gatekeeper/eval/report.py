@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.errors import InputError
 from gatekeeper.eval.formatting import money, num, pct
 from gatekeeper.eval.guide import GLOSSARY, Section, recommended_section
-from gatekeeper.eval.plots import plot_intents, plot_scores, plot_tradeoff
 from gatekeeper.eval.schema import EvalReport, Listed, SweepPoint
-from gatekeeper.eval.settings_file import why_unwritable
 
 PLOTS = ("scores.png", "tradeoff.png", "intents.png")
 MD_LISTED = 50
-
-
-@dataclass(frozen=True)
-class ReportFiles:
-    """Where a report was written."""
-
-    directory: Path
-    json: Path
-    markdown: Path
-    html: Path
-    plots: tuple[Path, ...]
-    rows: Path
 
 
 def _ci(report: EvalReport, name: str, fmt: Any = pct) -> str:
@@ -150,7 +133,10 @@ def _threshold_origin(report: EvalReport) -> str:
     if c is None:
         given = report.meta.get("threshold_given") is not None
         return "given (--threshold)" if given else "from settings"
-    return f"calibrated on {c.source} for {pct(c.target_pass_rate)} in-domain pass"
+    origin = f"calibrated on {c.source} for {pct(c.target_pass_rate)} in-domain pass"
+    if not c.reached:  # the lowest threshold, and still short of the target
+        origin += f": NOT reached, {pct(c.in_domain_pass_rate)} at best"
+    return origin
 
 
 def _latency(report: EvalReport) -> str:
@@ -473,46 +459,3 @@ def _html_section(section: Section) -> list[str]:
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-# -- writing ------------------------------------------------------------------------------------
-
-
-def check_report_dir(out_dir: Path) -> None:
-    """Refuse, with :class:`InputError`, a report directory that cannot be written: call it
-    before a long eval so the problem shows before the work, not after."""
-    problem = why_unwritable(out_dir, want_dir=True)
-    if problem:
-        raise InputError(f"cannot write the report to {out_dir}: {problem}")
-
-
-def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
-    """Write report.json, the PNG plots, report.md, report.html and rows.jsonl (one line per
-    evaluated row) into ``out_dir``;
-    :class:`InputError` if the directory cannot be written."""
-    check_report_dir(out_dir)
-    try:
-        return _write_report(report, out_dir)
-    except OSError as exc:
-        raise InputError(f"cannot write the report to {out_dir}: {exc}") from exc
-
-
-def _write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "report.json"
-    json_path.write_text(
-        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
-    plots = (
-        plot_scores(report, out_dir / PLOTS[0]),
-        plot_tradeoff(report, out_dir / PLOTS[1]),
-        plot_intents(report, out_dir / PLOTS[2]),
-    )
-    md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(report), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(render_html(report, plots), encoding="utf-8")
-    rows_path = out_dir / "rows.jsonl"  # every row: for a notebook, a spreadsheet, a recount
-    rows_path.write_text("".join(r.model_dump_json() + "\n" for r in report.rows), "utf-8")
-    return ReportFiles(out_dir, json_path, md_path, html_path, plots, rows_path)

@@ -14,7 +14,7 @@ from gatekeeper.cli import app
 from gatekeeper.cli._app import setup
 from gatekeeper.errors import ConfigError, InputError
 from gatekeeper.eval.plan import EvalPlan, check_plan
-from gatekeeper.eval.report import check_report_dir
+from gatekeeper.eval.report_files import check_report_dir
 from gatekeeper.eval.settings_file import store_threshold
 from gatekeeper.eval.thresholds import choose_threshold
 

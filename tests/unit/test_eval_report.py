@@ -17,8 +17,8 @@ from gatekeeper.eval.report import (
     _thin,
     render_html,
     render_markdown,
-    write_report,
 )
+from gatekeeper.eval.report_files import write_report
 from gatekeeper.eval.schema import EvalOptions, EvalReport, SweepPoint
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.testing import make_gate
@@ -83,6 +83,31 @@ def test_html_sections_are_in_reading_order(report: EvalReport, tmp_path: Path) 
     found = _positions(text, [f"<h2>{t}" for t in [*ORDER[:3], "Plots", *ORDER[3:]]])
     assert found == sorted(found)
     assert render_html(report, files.plots) == text
+
+
+def test_a_write_interrupted_midway_leaves_the_previous_report_whole(
+    report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a new report is being written leaves every file of the previous one as it
+    was and no scratch files (report.json of the new run beside the old report.md before)."""
+    import gatekeeper.eval.report_files as report_files
+
+    out = tmp_path / "out"
+    first = write_report(report, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    newer = report.model_copy(update={"meta": {**report.meta, "datasets": ["newer.jsonl"]}})
+
+    def interrupted(*args: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_files, "render_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(newer, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    again = write_report(newer, out)
+    assert again.json == first.json and "newer.jsonl" in again.json.read_text(encoding="utf-8")
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
 def test_glossary_explains_every_term(report: EvalReport) -> None:
@@ -178,6 +203,16 @@ def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
     assert all(f"{t} pass → " in line for t in ("99%", "98%", "95%"))
     assert "GATEKEEPER_GATE__THRESHOLD" in line
     assert "gatekeeper calibrate --dataset" in recommendation_line(report)
+
+
+def test_no_in_domain_rows_is_said_as_such(report: EvalReport) -> None:
+    """With no in-domain rows and no threshold to recommend, the summary says there was
+    nothing to measure (it said no threshold "reaches 95% in-domain pass")."""
+    recs = [r.model_copy(update={"threshold": None}) for r in report.recommended_thresholds]
+    empty = report.model_copy(update={"n_in_domain": 0, "recommended_thresholds": recs})
+    assert "no in-domain rows" in recommendation_line(empty)
+    with_rows = report.model_copy(update={"recommended_thresholds": recs})
+    assert "none reaches 95% in-domain pass" in recommendation_line(with_rows)
 
 
 def test_the_recommended_command_repeats_what_the_run_needed(report: EvalReport) -> None:

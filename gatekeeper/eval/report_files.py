@@ -1,0 +1,110 @@
+"""Writing an eval report's files: ``report.json``, the plots, ``report.md``,
+``report.html`` and ``rows.jsonl``, all of one run or none of it.
+
+The files are written into a hidden directory inside the report directory, then each is
+renamed over its old copy, with Ctrl-C held back for those few renames: a run interrupted
+while writing leaves the previous run's files as they were (it once left a ``report.json`` of
+the new run beside the ``report.md`` and ``rows.jsonl`` of the old one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper.artifacts import scratch_dir
+from gatekeeper.errors import InputError
+from gatekeeper.eval.plots import plot_intents, plot_scores, plot_tradeoff
+from gatekeeper.eval.report import PLOTS, render_html, render_markdown
+from gatekeeper.eval.schema import EvalReport
+from gatekeeper.paths import why_unwritable
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a report was written."""
+
+    directory: Path
+    json: Path
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+    rows: Path
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Refuse, with :class:`InputError`, a report directory that cannot be written: call it
+    before a long eval so the problem shows before the work, not after."""
+    problem = why_unwritable(out_dir, want_dir=True)
+    if problem:
+        raise InputError(f"cannot write the report to {out_dir}: {problem}")
+
+
+def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
+    """Write report.json, the PNG plots, report.md, report.html and rows.jsonl (one line per
+    evaluated row) into ``out_dir``, all or none (see the module docstring);
+    :class:`InputError` if the directory cannot be written."""
+    check_report_dir(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staged = scratch_dir(out_dir, "report")
+        try:
+            written = _write_files(report, staged)
+            _publish([path.name for path in written], staged, out_dir)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {out_dir}: {exc}") from exc
+    json_path, *plots, md_path, html_path, rows_path = (out_dir / p.name for p in written)
+    return ReportFiles(out_dir, json_path, md_path, html_path, tuple(plots), rows_path)
+
+
+def _write_files(report: EvalReport, out_dir: Path) -> list[Path]:
+    """Every file of the report, written into ``out_dir``: report.json, the plots, report.md,
+    report.html, rows.jsonl, in that order."""
+    json_path = out_dir / "report.json"
+    json_path.write_text(
+        json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    plots = [
+        plot_scores(report, out_dir / PLOTS[0]),
+        plot_tradeoff(report, out_dir / PLOTS[1]),
+        plot_intents(report, out_dir / PLOTS[2]),
+    ]
+    md_path = out_dir / "report.md"
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    html_path = out_dir / "report.html"
+    html_path.write_text(render_html(report, plots), encoding="utf-8")
+    rows_path = out_dir / "rows.jsonl"  # every row: for a notebook, a spreadsheet, a recount
+    rows_path.write_text("".join(r.model_dump_json() + "\n" for r in report.rows), "utf-8")
+    return [json_path, *plots, md_path, html_path, rows_path]
+
+
+def _publish(names: list[str], staged: Path, out_dir: Path) -> None:
+    """Rename each staged file over its copy in ``out_dir``, Ctrl-C held until all are."""
+    with _sigint_held():
+        for name in names:
+            (staged / name).replace(out_dir / name)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked (delivered on exit) in the main thread; elsewhere, nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+__all__ = ["ReportFiles", "check_report_dir", "write_report"]
