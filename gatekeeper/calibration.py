@@ -68,6 +68,8 @@ def check_calibrated(
     that the shipped calibration lives in one)."""
     found = gate.calibrated_for
     hint = calibrate_hint(config_flag, catalog)
+    if found is not None and rule != found.rule and "GATEKEEPER_GATE__RULE" not in os.environ:
+        hint += f" --rule {rule}"  # chosen by the file or for this run (eval --rule): say so
     if found is None:
         if gate.allow_uncalibrated:
             return Calibrated()
@@ -88,9 +90,10 @@ def check_calibrated(
         if was != now
     ]
     if differs and not gate.allow_uncalibrated:
+        scale = "another model's" if found.model != model else "another rule's"
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
-            f"threshold means nothing on another model's scale. Run `{hint}` to calibrate it "
+            f"threshold means nothing on {scale} scale. Run `{hint}` to calibrate it "
             "for this gate (with --conversations CHATS.jsonl, the conversation settings too: "
             "they are on the same scale), or set gate.allow_uncalibrated: true to decide with "
             "it anyway"

@@ -62,7 +62,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
     """Run an eval plan with progress bars, write the report, print the summary."""
     from gatekeeper.eval.guide import adopt_tuned_hint
     from gatekeeper.eval.plan import evaluate
-    from gatekeeper.eval.report import check_report_dir, write_report
+    from gatekeeper.eval.report_files import check_report_dir, write_report
 
     check_report_dir(out)  # before the model loads, not after the whole run
     console = _stderr()
@@ -90,6 +90,15 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
         console.print(skipped_warning(skipped) + " (all listed in the report)")
     for warning in report.meta.get("dataset_warnings") or []:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+    calibration = report.calibration
+    if calibration is not None and not calibration.reached:
+        console.print(
+            f"[bold yellow]warning:[/] no threshold reaches {pct(calibration.target_pass_rate)} "
+            f"in-domain pass on {escape(calibration.source)} (at most "
+            f"{pct(calibration.in_domain_pass_rate)}): the eval ran at threshold "
+            f"{calibration.threshold:.4f}, the nearest it came",
+            highlight=False,
+        )
     if report.counting["gate_errors"]:
         console.print(
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
@@ -279,6 +288,12 @@ def calibrate(
         data = load_dataset(
             dataset, skip_invalid=skip_invalid, max_chars=settings.gate.max_message_chars
         )
+        chats = None
+        if conversations is not None:  # read before any work, so a bad file changes nothing
+            _target(conversation_target)
+            chats = load_dataset(
+                conversations, skip_invalid=skip_invalid, max_chars=settings.gate.max_message_chars
+            )
         if data.skipped:
             _stderr().print(skipped_warning(data.skipped))
         for warning in data.warnings:
@@ -310,27 +325,31 @@ def calibrate(
         command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")
         if rule is not None or gate.rule.name != DEFAULT_RULE:
             command += f" --rule {gate.rule.name}"  # the note's command gives this threshold
-        if write:
-            note = (
-                f"{command} --write → {pct(result.in_domain_pass_rate)} in-domain pass, "
-                f"{pct(result.off_topic_block_rate)} off-topic blocked there "
-                f"({gate.embedder.identity}, rule {gate.rule.name})"
+        found = None
+        if chats is not None and conversations is not None:
+            found = _choose_conversations(
+                calibrated(gate, result.threshold), chats, conversation_target, conversations
             )
-            made_for = record_of(gate)
-            if new_file and catalog is not None:
-                start_settings_file(target, catalog)
-            store_threshold(target, result.threshold, note, made_for)
-            typer.echo(f"wrote gate.threshold = {result.threshold:.4f} to {target}")
-            if conversations is None:
-                _warn_foreign_conversations(settings, made_for)
-        if conversations is not None:
-            _calibrate_conversations(
-                calibrated(gate, result.threshold),
-                conversations,
-                conversation_target,
-                target if write else None,
-                skip_invalid,
-                command,
+        if not write:
+            return
+        note = (
+            f"{command} --write → {pct(result.in_domain_pass_rate)} in-domain pass, "
+            f"{pct(result.off_topic_block_rate)} off-topic blocked there "
+            f"({gate.embedder.identity}, rule {gate.rule.name})"
+        )
+        made_for = record_of(gate)
+        if new_file and catalog is not None:
+            start_settings_file(target, catalog)
+        rule_set = store_threshold(target, result.threshold, note, made_for)
+        also = (
+            f" and gate.rule = {made_for.rule} (the rule it was calibrated for)" if rule_set else ""
+        )
+        typer.echo(f"wrote gate.threshold = {result.threshold:.4f}{also} to {target}")
+        if found is None:
+            _warn_foreign_conversations(settings, made_for)
+        else:
+            _store_conversations(
+                found, made_for, target, command, conversations, conversation_target
             )
 
 
@@ -348,19 +367,11 @@ def _warn_foreign_conversations(settings: Settings, made_for: CalibrationRecord)
         )
 
 
-def _calibrate_conversations(
-    gate: Any, path: Path, target: float, write_to: Path | None, skip_invalid: bool, command: str
-) -> None:
-    """Choose the conversation settings on the chats in ``path``; store them if asked."""
+def _choose_conversations(gate: Any, chats: Any, target: float, path: Path | None) -> Any:
+    """The conversation settings chosen on the labelled ``chats`` (read from ``path``) at the
+    gate's threshold, printed."""
     from gatekeeper.eval.conversations import calibrate_conversations
-    from gatekeeper.eval.datasets import load_dataset
-    from gatekeeper.eval.gates import record_of
-    from gatekeeper.eval.settings_file import store_gate_settings
 
-    _target(target)
-    chats = load_dataset(
-        path, skip_invalid=skip_invalid, max_chars=gate.settings.gate.max_message_chars
-    )
     with progress_bar(_stderr()) as progress:
         found = calibrate_conversations(gate, chats, target, lambda d: tracked(progress, d))
     p = found.policy
@@ -373,24 +384,35 @@ def _calibrate_conversations(
         f"{found.n_in_domain} in-domain customer turns and refuse "
         f"{pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
     )
-    if write_to is not None:
-        note = (
-            f"{command} --conversations {path} --conversation-target {target:g} "
-            f"--write → {pct(found.in_domain_pass_rate)} customer turns passed, "
-            f"{pct(found.off_topic_block_rate)} drift turns refused there"
-        )
-        values = {
-            "session_margin": f"{p.session_margin:g}",
-            "followup_off_topic_max": f"{p.off_topic_max:g}",
-            "followup_off_topic_gap": f"{p.off_topic_gap:g}",
-            "followup_max_words": str(p.max_words),
-        }
-        made_for = record_of(gate)
-        values["conversations_calibrated_for"] = json.dumps(
-            made_for.model_dump(), ensure_ascii=False
-        )
-        store_gate_settings(write_to, values, note)
-        typer.echo(f"wrote the conversation settings to {write_to}")
+    return found
+
+
+def _store_conversations(
+    found: Any,
+    made_for: CalibrationRecord,
+    write_to: Path,
+    command: str,
+    path: Path | None,
+    target: float,
+) -> None:
+    """Store the chosen conversation settings (``found``) in the settings file."""
+    from gatekeeper.eval.settings_file import store_gate_settings
+
+    p = found.policy
+    note = (
+        f"{command} --conversations {path} --conversation-target {target:g} "
+        f"--write → {pct(found.in_domain_pass_rate)} customer turns passed, "
+        f"{pct(found.off_topic_block_rate)} drift turns refused there"
+    )
+    values = {
+        "session_margin": f"{p.session_margin:g}",
+        "followup_off_topic_max": f"{p.off_topic_max:g}",
+        "followup_off_topic_gap": f"{p.off_topic_gap:g}",
+        "followup_max_words": str(p.max_words),
+        "conversations_calibrated_for": json.dumps(made_for.model_dump(), ensure_ascii=False),
+    }
+    store_gate_settings(write_to, values, note)
+    typer.echo(f"wrote the conversation settings to {write_to}")
 
 
 def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path) -> None:

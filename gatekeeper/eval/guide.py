@@ -99,6 +99,8 @@ def recommendation_line(report: EvalReport) -> str:
         for r in report.recommended_thresholds
         if r.threshold is not None
     ]
+    if not parts and report.n_in_domain == 0:
+        return "recommended thresholds: none (no in-domain rows to measure a pass rate on)"
     if not parts:
         return "recommended thresholds: none reaches 95% in-domain pass on this data"
     recs = report.recommended_thresholds

@@ -4,13 +4,13 @@ comments."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigError
+from gatekeeper.paths import why_unwritable
 
 if TYPE_CHECKING:
     from gatekeeper.settings import CalibrationRecord
@@ -22,17 +22,21 @@ def _block_start(block: str) -> re.Pattern[str]:
 
 def store_threshold(
     path: Path, threshold: float, note: str, calibrated_for: CalibrationRecord | None = None
-) -> None:
+) -> bool:
     """Set ``gate.threshold`` (and ``gate.calibrated_for``) in the YAML settings file ``path``
     (created if absent), keeping its other keys and comments; ``note`` becomes the threshold
     line's comment. A threshold calibrated for another rule than the file's (``--rule``,
-    ``GATEKEEPER_GATE__RULE``) sets ``gate.rule`` too: the file then serves what it records."""
+    ``GATEKEEPER_GATE__RULE``) sets ``gate.rule`` too: the file then serves what it records.
+    Whether it did."""
+    rule_set = False
 
     def edit(text: str) -> str:
+        nonlocal rule_set
         text = _with_gate_key(text, "threshold", f"{threshold:.4f}", note)
         if calibrated_for is None:
             return text
-        if _file_rule(text) != calibrated_for.rule:
+        rule_set = _file_rule(text) != calibrated_for.rule
+        if rule_set:
             text = _with_gate_key(text, "rule", calibrated_for.rule, None)
         record = json.dumps(calibrated_for.model_dump(), ensure_ascii=False)
         return _with_gate_key(text, "calibrated_for", record, None)
@@ -44,6 +48,7 @@ def store_threshold(
         return f"gate.threshold reads back as {stored!r}"
 
     _edit_settings(path, "the threshold", edit, check)
+    return rule_set
 
 
 def _file_rule(text: str) -> str:
@@ -163,23 +168,6 @@ def check_settings_target(path: Path) -> None:
     problem = why_unwritable(path, want_dir=False)
     if problem:
         raise ConfigError(f"cannot write the threshold to settings file {path}: {problem}")
-
-
-def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
-    """Why ``path`` (a directory if ``want_dir``, else a file) cannot be written, or None."""
-
-    if path.exists():
-        if want_dir and not path.is_dir():
-            return "it exists and is not a directory"
-        if not want_dir and path.is_dir():
-            return "it is a directory"
-        return None if os.access(path, os.W_OK) else "permission denied"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is not a directory"
-    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
 def _with_gate_key(text: str, key: str, value: str, note: str | None) -> str:

@@ -28,16 +28,25 @@ def test_a_threshold_calibrated_for_this_gate_is_used() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "rule", "named"),
-    [("openai:e5-query", RULE, "model"), (MODEL, "top1", "rule")],
+    ("model", "rule", "named", "command"),
+    [
+        ("openai:e5-query", RULE, "model", "--catalog shop.yaml`"),
+        (MODEL, "top1", "rule", "--catalog shop.yaml --rule top1`"),
+    ],
 )
 def test_another_model_or_rule_is_refused_with_the_command(
-    model: str, rule: str, named: str
+    model: str, rule: str, named: str, command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A threshold from another model or rule raises, naming what differs and the fix."""
+    """A threshold from another model or rule raises, naming what differs, on whose scale,
+    and a command that calibrates for it (it lacked --rule, so it wrote the old rule's
+    threshold again)."""
+    monkeypatch.delenv("GATEKEEPER_GATE__RULE", raising=False)
     gate = _gate(calibrated_for=record(MODEL, RULE, "c1"))
-    with pytest.raises(UncalibratedError, match=rf"calibrated for {named} .*gatekeeper calibrate"):
+    with pytest.raises(UncalibratedError) as raised:
         check_calibrated(gate, model=model, rule=rule, catalog_hash="c1", catalog="shop.yaml")
+    message = str(raised.value)
+    assert f"calibrated for {named} " in message and f"on another {named}'s scale" in message
+    assert command in message
 
 
 def test_a_never_calibrated_threshold_is_refused_unless_allowed() -> None:

@@ -170,8 +170,8 @@ def test_calibrate_write_round_trip(config: Path) -> None:
 
 
 def test_calibrate_with_another_rule_writes_a_file_that_serves(config: Path) -> None:
-    """calibrate --rule top1 --write sets gate.rule as well (the file's rule was contrast), and
-    its note's command names --rule: the file serves what it records."""
+    """calibrate --rule top1 --write sets gate.rule as well (the file's rule was contrast) and
+    says so, and its note's command names --rule: the file serves what it records."""
     catalog = FIXTURES / "tiny_catalog.yaml"
     config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
     code, output = _invoke(
@@ -179,6 +179,7 @@ def test_calibrate_with_another_rule_writes_a_file_that_serves(config: Path) -> 
         "--target-pass-rate", "0.85", "--rule", "top1", "--write",
     )  # fmt: skip
     assert code == 0, output
+    assert "and gate.rule = top1" in " ".join(output.split())  # it was written silently
     settings = load_settings(config)
     assert settings.gate.rule == "top1"
     assert settings.gate.calibrated_for is not None and settings.gate.calibrated_for.rule == "top1"
@@ -207,6 +208,43 @@ def test_calibrate_never_writes_a_threshold_that_misses_the_target(
     assert config.read_text() == before
     code, output = _invoke(*args)
     assert code == 0 and "no threshold reaches the target" in output
+
+
+def test_eval_says_when_its_calibration_missed_the_target(config: Path, tmp_path: Path) -> None:
+    """eval --calibrate-on a file where no threshold reaches the target warns and says so in
+    the report's summary (it said "calibrated ... for 100.0% in-domain pass" at -1, exit 0)."""
+    config.write_text(config.read_text().replace("top_k: 5", "top_k: 1"))
+    data = tmp_path / "cal.jsonl"
+    rows = [("where is my order", "in_domain"), ("tell me a joke", "in_domain"),
+            ("write a poem", "off_topic")]  # fmt: skip
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    out = tmp_path / "r"
+    code, output = _invoke(
+        "eval", "--config", config, "--catalog", FIXTURES / "tiny_catalog.yaml",
+        "--dataset", FIXTURES / "tiny_eval.jsonl", "--calibrate-on", data,
+        "--target-pass-rate", "1.0", "--out", out, "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "no threshold reaches 100.0% in-domain pass" in " ".join(output.split())
+    assert "NOT reached, 50.0% at best" in (out / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("chats", ["missing.jsonl", "broken.jsonl"])
+def test_calibrate_with_a_bad_chats_file_writes_nothing(
+    config: Path, tmp_path: Path, chats: str
+) -> None:
+    """calibrate --write --conversations with a missing or malformed chats file exits 2 and
+    leaves the settings file as it was (the threshold was written before the chats were read)."""
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
+    before = config.read_text()
+    (tmp_path / "broken.jsonl").write_text('{"messages": [\n', encoding="utf-8")
+    code, output = _invoke(
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--write", "--conversations", tmp_path / chats,
+    )  # fmt: skip
+    assert code == 2 and "wrote" not in output, output
+    assert config.read_text() == before
 
 
 def test_calibrate_conversations_records_the_model_and_later_warns(
