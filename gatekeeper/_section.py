@@ -10,7 +10,7 @@ from gatekeeper._validation import sendable_key
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 #: A secret an HTTP client can send (see :func:`gatekeeper._validation.sendable_key`).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.errors import InputError
+from gatekeeper.paths import why_unwritable
 
 MANIFEST_FILE = "manifest.json"
 
@@ -25,11 +26,15 @@ def artifact_name(catalog_name: str, digest: str, kind: str = "") -> str:
 
 
 def scratch_dir(parent: Path, label: str) -> Path:
-    """A fresh hidden directory under ``parent`` to write an artifact into."""
+    """A fresh hidden directory under ``parent`` to write an artifact into; :class:`InputError`
+    when ``parent`` cannot take one."""
     parent = Path(parent).expanduser()
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{label}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:  # a read-only place, a file where a directory should be
+        raise InputError(f"cannot write into {parent}: {exc.strerror or exc}") from exc
     return tmp
 
 
@@ -41,14 +46,18 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 def check_replaceable(target: Path) -> None:
     """:class:`InputError` unless ``target`` is free or an earlier artifact (a directory with a
-    ``manifest.json``): publishing replaces it whole, so ``--out ~/models`` must never delete
-    a directory of other files."""
+    ``manifest.json``), and its directory can be written: publishing replaces it whole, so
+    ``--out ~/models`` must never delete a directory of other files, and a read-only place is
+    refused before the training, not after it."""
     target = Path(target).expanduser()
     if target.exists() and not (target.is_dir() and (target / MANIFEST_FILE).is_file()):
         raise InputError(
             f"--out {target} exists and is not an earlier tuned model (no {MANIFEST_FILE}): "
             "it would be replaced whole; name a new directory"
         )
+    problem = why_unwritable(target.parent, want_dir=True)  # it is written beside the target
+    if problem:
+        raise InputError(f"--out {target} cannot be written: {problem}")
 
 
 def _as_umask_allows(directory: Path) -> None:

@@ -34,6 +34,7 @@ from gatekeeper.catalog_review import (
     review_warnings,
 )
 from gatekeeper.errors import CatalogError, ConfigError
+from gatekeeper.paths import why_not_a_file
 from gatekeeper.types import OFF_TOPIC, blank
 
 DEFAULT_REFUSAL = (
@@ -45,7 +46,7 @@ ExemplarKind = Literal["intent", "off_topic"]
 class Intent(BaseModel):
     """A named thing customers ask the business, with example messages."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(max_length=200)
     description: str = ""
@@ -74,7 +75,7 @@ class Intent(BaseModel):
 class OffTopic(BaseModel):
     """What the business does not serve: contrast exemplars and the refusal reply."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     reply: str = Field(DEFAULT_REFUSAL, min_length=1)
     exemplars: tuple[str, ...] = ()
@@ -98,7 +99,7 @@ class Exemplar:
 class Catalog(BaseModel):
     """The set of intents with their exemplars, plus off-topic exemplars and replies."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     domain: str = ""
     intents: tuple[Intent, ...] = Field(min_length=1)
@@ -177,8 +178,8 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
     likely typos of intent names, near-repeated exemplars); raise :class:`CatalogError`
     listing every problem of the file."""
     path = Path(path)
-    if not path.is_file():
-        raise CatalogError(f"catalog {path} does not exist")
+    if problem := why_not_a_file(path):
+        raise CatalogError(f"catalog {path} {problem}")
     suffix = path.suffix.lower()
     problems: list[str] = []
     warnings: list[str] = []

@@ -82,8 +82,10 @@ class IndexMissingError(StoreError):
     """No index has been built for this collection yet (run ``gatekeeper index``)."""
 
     @classmethod
-    def for_collection(cls, name: str) -> IndexMissingError:
-        return cls(f"no index in collection {name!r} yet: run `gatekeeper index`")
+    def for_collection(cls, name: str, command: str = "gatekeeper index") -> IndexMissingError:
+        """The error for collection ``name``, advising ``command`` (with the flags that name
+        the gate's settings file and catalog, when known)."""
+        return cls(f"no index in collection {name!r} yet: run `{command}`")
 
 
 class IndexMismatchError(StoreError):

@@ -212,7 +212,8 @@ class Gatekeeper:
         if stale:
             if not self.settings.store.auto_sync:
                 if info is None:
-                    raise IndexMissingError.for_collection(self.store.name)
+                    command = self.settings.index_command()
+                    raise IndexMissingError.for_collection(self.store.name, command)
                 self._log.warning("index.stale", collection=info.collection)
             else:
                 self.index()

@@ -40,6 +40,7 @@ from gatekeeper._settings_sources import OwnVariables, YamlFile
 from gatekeeper._validation import describe_invalid, http_url
 from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
+from gatekeeper.paths import why_not_a_file
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 from gatekeeper.server_settings import ServerSettings
 
@@ -347,6 +348,17 @@ class Settings(BaseSettings):
             return ""
         return f" --config {path}"
 
+    def index_command(self) -> str:
+        """The ``gatekeeper index`` command that builds this gate's store: with the settings
+        file and the catalog it was given apart (``--catalog``), as the advice must say."""
+        served = self._served_catalog
+        apart = served is not None and served.resolve() != self.catalog.resolve()
+        return (
+            "gatekeeper index"
+            + self.config_flag()
+            + (f" --catalog {self.catalog}" if apart else "")
+        )
+
     def write_flag(self) -> str:
         """:meth:`config_flag` for a command that writes (``calibrate --write``): when that is
         ``""`` and no settings file of the user's would take the write (:func:`own_settings_file`:
@@ -403,8 +415,8 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     """Load settings from ``config`` (or the default settings file), the environment and
     ``overrides``; raise :class:`ConfigError` naming every bad field and where it came from."""
     path = Path(config) if config is not None else default_config_path()
-    if path is not None and not path.is_file():
-        raise ConfigError(f"settings file {path} does not exist")
+    if path is not None and (problem := why_not_a_file(path)):
+        raise ConfigError(f"settings file {path} {problem}")
     dotenv = dotenv_variables(Path(str(Settings.model_config.get("env_file") or ".env")))
     unknown = unknown_variables(os.environ, "environment", Settings) + unknown_variables(
         dotenv, ".env", Settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -124,9 +125,22 @@ def _message_argument(text: str | None, conversation: Path | None) -> Any:
             raise InputError(f"{conversation}: {exc}") from None
         _warn_unknown_roles(messages, conversation)
         if text is not None:  # the customer's next turn after the conversation so far
-            turn = sys.stdin.read() if text == "-" else text
-            return [*messages, {"role": "user", "content": turn}]
+            return [*messages, {"role": "user", "content": _given_text(text)}]
         return messages
     if text is None:
         raise InputError("give the message to check, or --conversation FILE")
-    return sys.stdin.read() if text == "-" else text
+    return _given_text(text)
+
+
+def _given_text(text: str) -> str:
+    """The message given on the command line, or read from stdin for '-': UTF-8 text, or an
+    :class:`InputError` naming the first byte that is not (it said "a lone surrogate")."""
+    where = "stdin" if text == "-" else "the message"
+    raw = sys.stdin.buffer.read() if text == "-" else os.fsencode(text)
+    try:
+        return raw.decode("utf-8-sig" if text == "-" else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where} is not UTF-8 text (byte {exc.start}: {raw[exc.start]:#04x}); "
+            "save or send it as UTF-8"
+        ) from None

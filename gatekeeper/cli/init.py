@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from gatekeeper.cli._app import ConfigOption, _stderr, app, friendly_errors, setup
 from gatekeeper.errors import InputError
+from gatekeeper.paths import why_unwritable
 
 if TYPE_CHECKING:
     from gatekeeper.scaffold import Scaffold
@@ -78,6 +79,9 @@ def init(
             raise InputError(f"--out {out}: the catalog is written as YAML; name it *.yaml")
         if out.exists() and not force:
             raise InputError(f"{out} exists; pass --force to overwrite it")
+        problem = why_unwritable(out, want_dir=False)
+        if problem:  # before the model loads and embeds, not after
+            raise InputError(f"--out {out} cannot be written: {problem}")
         if language is not None and language not in LANGUAGES:
             raise InputError(f"--language {language!r}: use one of {', '.join(LANGUAGES)}")
         if cut is not None and not -1.0 <= cut <= 1.0:
@@ -104,9 +108,12 @@ def init(
         dropped_file = out.with_name(out.stem + ".dropped.txt")
         text = render_yaml(result, source=examples.name, dropped_file=dropped_file.name)
         parse_catalog(yaml.safe_load(text), source=str(out))  # what we write loads
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        dropped_file.write_text(render_dropped(result), encoding="utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            dropped_file.write_text(render_dropped(result), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
         _report(result, out, dropped_file, top, config)
         for note in result.notes:
             console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)

@@ -24,6 +24,7 @@ from gatekeeper._rows import DuplicateKeyError, loads_json, read_csv, read_jsonl
 from gatekeeper.catalog_review import looks_like_off_topic
 from gatekeeper.conversation import chat_messages, last_user_text
 from gatekeeper.errors import DatasetError, InputError
+from gatekeeper.paths import why_not_a_file
 from gatekeeper.types import OFF_TOPIC, blank
 
 Label = Literal["in_domain", "off_topic"]
@@ -110,8 +111,8 @@ def load_dataset(
     file-level problems still raise. With ``max_chars`` (``gate.max_message_chars``), a row
     whose judged message is longer is malformed too: the gate would refuse to judge it."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset {path} does not exist")
+    if problem := why_not_a_file(path):
+        raise DatasetError(f"dataset {path} {problem}")
     suffix = path.suffix.lower()
     skipped: list[str] = []
     problems: list[str] = []  # malformed rows: all reported at once, or skipped

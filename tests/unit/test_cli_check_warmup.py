@@ -52,3 +52,22 @@ def test_check_times_a_warm_decision(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("COLUMNS", "200")
     table = CliRunner().invoke(app, ["check", "where is my order", "--config", str(config)])
     assert table.exit_code == 0 and "first decision" in table.output
+
+
+def test_check_reads_stdin_as_utf8_and_names_a_bad_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check -` decodes stdin as UTF-8 (a BOM dropped); bytes that are not UTF-8 exit 2 naming
+    the byte (it blamed "a lone surrogate")."""
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
+        "gate:\n  allow_uncalibrated: true\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    args = ["check", "--config", str(config), "--json", "-"]
+    bad = CliRunner().invoke(app, args, input=b"\xff\xfewhere is my order")
+    assert bad.exit_code == 2 and "stdin is not UTF-8 text (byte 0: 0xff)" in bad.output
+    good = CliRunner().invoke(app, args, input="\ufefftrack my order".encode())
+    assert good.exit_code == 0, good.output

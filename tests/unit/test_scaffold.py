@@ -170,6 +170,16 @@ def test_cli_writes_a_catalog_that_loads_and_the_report(tmp_path: Path, hashing:
     assert read_catalog(out).catalog.off_topic.reply == REFUSAL["zh"]
 
 
+def test_cli_refuses_an_out_it_cannot_write_before_any_work(tmp_path: Path, hashing: None) -> None:
+    """`init --out` under a file (or a read-only place) exits 2 naming the path, before the
+    model loads (it embedded everything, then raised a traceback, exit 1)."""
+    examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    code, output = _invoke("init", examples, "--out", blocker / "c.yaml")
+    assert code == 2 and "cannot be written" in output and "is not a directory" in output
+
+
 def test_cli_next_commands_use_the_given_settings_file(tmp_path: Path, hashing: None) -> None:
     """With --config, the printed next commands read that file (index, calibrate, check), not a
     placeholder: the index must land in its data_dir."""

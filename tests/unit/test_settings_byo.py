@@ -128,3 +128,27 @@ def test_the_package_and_its_distribution_have_one_version() -> None:
     from gatekeeper import __version__
 
     assert version("gatekeeper") == __version__
+
+
+def test_a_missing_index_advises_the_command_for_this_file_and_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auto_sync off and no index, the error names `gatekeeper index` with the settings
+    file and the catalog given apart (it said only `gatekeeper index`, which indexes another
+    catalog)."""
+    from gatekeeper.errors import IndexMissingError
+    from gatekeeper.gate import Gatekeeper
+    from gatekeeper.testing import HashingEmbedder
+
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    config = tmp_path / "gk.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nstore:\n  auto_sync: false\n"
+        "gate:\n  allow_uncalibrated: true\n",
+        encoding="utf-8",
+    )
+    catalog = Path(__file__).resolve().parent.parent / "fixtures" / "tiny_catalog.yaml"
+    settings = load_settings(config, catalog=catalog)
+    assert settings.index_command() == f"gatekeeper index --config {config} --catalog {catalog}"
+    with pytest.raises(IndexMissingError, match=f"run `gatekeeper index --config {config} "):
+        Gatekeeper.from_settings(settings).ready()

@@ -345,6 +345,20 @@ def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path:
     assert "# my settings" in config.read_text()
 
 
+def test_tune_refuses_an_out_it_cannot_write_before_training(config: Path, tmp_path: Path) -> None:
+    """`tune --out` under a file exits 2 naming the path before any training (a traceback,
+    exit 1, after it)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(
+        app,
+        ["tune", "--config", str(config), "--catalog", str(FIXTURES / "tiny_catalog.yaml"),
+         "--steps", "5", "--out", str(blocker / "t")],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "cannot be written" in result.output and "not a directory" in result.output
+
+
 def test_tune_command_out_and_a_bad_catalog(config: Path, tmp_path: Path) -> None:
     out = tmp_path / "my-adapter"
     result = CliRunner().invoke(

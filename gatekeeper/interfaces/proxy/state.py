@@ -193,7 +193,7 @@ class Proxy:
                 "reason": "StoreUnavailableError"
             }
         if info is None:
-            raise IndexMissingError.for_collection(store.name)
+            raise IndexMissingError.for_collection(store.name, self.gate.settings.index_command())
         return self._ready("ready", info.collection, info.count)
 
     def _ready(self, status: str, collection: str, count: int) -> Json:
