@@ -47,6 +47,7 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
 from gatekeeper.interfaces.wrapper import Gated, GatedBackend
+from gatekeeper.logging import configure_logging
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.types import Message, Neighbour, OnError
 
@@ -107,6 +108,7 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "__version__",
+    "configure_logging",
     "create_app",
     "load_catalog",
     "load_settings",

@@ -212,7 +212,9 @@ def to_decision(judged: Judged, routed: Routed) -> Decision:
         route=routed.route,
         intent=routed.intent,
         score=judged.score,
-        threshold=routed.threshold,
+        # a bar moved by a margin (0.2569 - 0.2) is reported without float noise (0.0569, not
+        # 0.056900000000000006)
+        threshold=round(routed.threshold, 10),
         reason=routed.reason,
         nearest_intent=routed.nearest_intent,
         neighbours=judged.neighbours,

@@ -28,6 +28,10 @@ PASSTHROUGH = (
     "chat",
     "responses",
 )
+#: First segments of the OpenAI API's other endpoints: a name close to one of these but not it
+#: is a typo ("modles"); a name close to none may be an upstream's own endpoint, and passes.
+OTHER_ENDPOINTS = ("images", "fine_tuning", "assistants", "containers", "evals", "videos")
+
 #: Endpoints generating text from input the gate does not read: never passed through.
 NEVER_PASSED = ("completions", "threads", "realtime", "batches", "engines", "messages")
 
@@ -93,6 +97,10 @@ class ServerSettings(_Section):
                 raise ValueError(f"{given!r}: name an endpoint's first segment, e.g. 'embeddings'")
             if segment in NEVER_PASSED:
                 raise ValueError(f"{given!r} would reach the LLM without passing the gate")
+            known = (*PASSTHROUGH, *OTHER_ENDPOINTS, *NEVER_PASSED)
+            close = difflib.get_close_matches(segment, known, n=1, cutoff=0.8)
+            if segment not in known and close:
+                raise ValueError(f"{given!r} is no endpoint of the API: did you mean {close[0]!r}?")
         return segments
 
     @field_validator("public_paths")

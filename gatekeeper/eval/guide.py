@@ -104,12 +104,16 @@ def recommendation_line(report: EvalReport) -> str:
     if not parts:
         return "recommended thresholds: none reaches 95% in-domain pass on this data"
     recs = report.recommended_thresholds
+    c = report.calibration
+    # the run's own target when it calibrated (the 99% one told a 98% demo to lower its bar)
+    same = [
+        r for r in recs if c is not None and abs(r.target_pass_rate - c.target_pass_rate) < 1e-9
+    ]
     how = (
-        f"apply with: {recs[0].command}"
-        if report.calibration is not None
+        f"apply with: {(same or recs)[0].command}"
+        if c is not None
         else "apply with GATEKEEPER_GATE__THRESHOLD=<t> or gate.threshold: <t>"
     )
-    c = report.calibration
     where = (
         f"chosen on {c.source}, measured on the evaluated data"
         if c is not None and c.by_target

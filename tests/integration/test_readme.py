@@ -52,6 +52,26 @@ def test_python_api_example(isolated: Path) -> None:
     assert out.startswith("llm payment_methods")
 
 
+def test_logging_example(isolated: Path) -> None:
+    """The logging example makes a library gate write one JSON `gate.decided` line per
+    decision to stderr, without the customer's text (it logged nothing)."""
+    import logging
+
+    import structlog
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            _run(_block("gate.check_many") + _block("configure_logging(gate.settings.logging)"))
+            _run(_block("gate.check_many").replace("can I pay with PayPal?", "where is my parcel"))
+    finally:
+        structlog.reset_defaults()
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+    decided = [line for line in err.getvalue().splitlines() if '"gate.decided"' in line]
+    assert decided and all(line.startswith("{") for line in decided)
+    assert "PayPal" not in err.getvalue() and "parcel" not in err.getvalue()
+
+
 def test_wrapper_example(isolated: Path) -> None:
     """The wrapper example answers the parcel question, refuses the poem, cans the thanks."""
     lines = _run(_block("GatedBackend(gate, ")).splitlines()

@@ -153,3 +153,12 @@ def test_loose_canned_match_is_forwarded_not_canned() -> None:
     assert "too loose" in loose.reason
     tight = decide([n("greeting", 0.8)], rule=TopOneRule(), catalog=CATALOG, thresholds=thresholds)
     assert tight.route is Route.CANNED
+
+
+def test_a_bar_moved_by_a_margin_is_reported_without_float_noise() -> None:
+    """A threshold of 0.2569 - 0.2 is reported as 0.0569 (check --json printed
+    0.056900000000000006)."""
+    from gatekeeper.decision import Judged, Routed, to_decision
+
+    routed = Routed(route=Route.LLM, intent="a", threshold=0.2569 - 0.2, reason="follow-up")
+    assert to_decision(Judged(0.1, "a", "why", 0.1, None), routed).threshold == 0.0569

@@ -203,6 +203,12 @@ def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
     assert all(f"{t} pass → " in line for t in ("99%", "98%", "95%"))
     assert "GATEKEEPER_GATE__THRESHOLD" in line
     assert "gatekeeper calibrate --dataset" in recommendation_line(report)
+    assert report.calibration is not None
+    at_98 = report.model_copy(
+        update={"calibration": report.calibration.model_copy(update={"target_pass_rate": 0.98})}
+    )
+    advised = recommendation_line(at_98).split("apply with: ", 1)[1]
+    assert "--target-pass-rate 0.98 " in advised  # the run's own target, not the 99% line's
 
 
 def test_no_in_domain_rows_is_said_as_such(report: EvalReport) -> None:

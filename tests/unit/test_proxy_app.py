@@ -1240,3 +1240,21 @@ async def test_ready_log_says_what_is_served(gate: Gatekeeper, upstream: FakeUps
     assert ready["catalog"] == str(gate.settings.catalog)
     assert ready["store"] == "embedded"
     assert "config" in ready
+
+
+@pytest.mark.parametrize(("host", "keys", "warned"), [
+    ("0.0.0.0", [], True),
+    ("::", [], True),
+    ("127.0.0.1", [], False),
+    ("localhost", [], False),
+    ("0.0.0.0", [SecretStr(CLIENT_KEY)], False),
+])  # fmt: skip
+async def test_an_open_proxy_on_a_public_interface_is_warned_about(
+    gate: Gatekeeper, upstream: FakeUpstream, host: str, keys: list[SecretStr], warned: bool
+) -> None:
+    """Listening beyond loopback without an inbound key logs `server.open` (an empty
+    GATEKEEPER_SERVER__API_KEYS opened the proxy with only `inbound_auth: false` to show)."""
+    with capture_logs() as logs:
+        async with serving(gate, upstream, host=host, api_keys=keys):
+            pass
+    assert any(entry["event"] == "server.open" for entry in logs) is warned

@@ -539,8 +539,8 @@ async def test_the_passthrough_list_is_the_operators(
     upstream: FakeUpstream,
 ) -> None:
     """server.passthrough opens an endpoint the default keeps shut (images); an endpoint that
-    generates from unjudged input cannot be listed; the default no longer passes embeddings
-    once the list leaves them out."""
+    generates from unjudged input cannot be listed, nor a typo of an endpoint; the default no
+    longer passes embeddings, nor the model list, once the list leaves them out."""
     upstream.handler = lambda request: httpx.Response(200, json={"ok": True})
     listed = ServerSettings(passthrough="images, /Models/").passthrough
     assert listed == ["images", "models"]
@@ -552,6 +552,11 @@ async def test_the_passthrough_list_is_the_operators(
         load_settings(None, server={"passthrough": ["completions"]})
     with pytest.raises(ConfigError, match="first segment"):
         load_settings(None, server={"passthrough": ["images/generations"]})
+    with pytest.raises(ConfigError, match="did you mean 'models'"):
+        load_settings(None, server={"passthrough": ["modles", "embeddings"]})
+    assert ServerSettings(passthrough="my_tools").passthrough == ["my_tools"]  # an upstream's own
+    async with serving(gate, upstream, passthrough=["embeddings"]) as proxied:
+        assert (await proxied.get("/v1/models")).status_code == 403  # it was always passed
 
 
 @pytest.mark.parametrize(

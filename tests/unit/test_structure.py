@@ -158,6 +158,7 @@ def test_public_api_snapshot() -> None:
         "UpstreamTimeoutError",
         "UpstreamUnavailableError",
         "__version__",
+        "configure_logging",
         "create_app",
         "load_catalog",
         "load_settings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -107,6 +108,13 @@ def _log_ready(log: Any, settings: Settings) -> None:
     upstream = str(httpx.URL(base).copy_with(username=None, password=None)) if base else None
     if upstream is None:
         log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
+    if not settings.server.api_keys and not _loopback(settings.server.host):
+        log.warning(
+            "server.open",
+            host=settings.server.host,
+            hint="no inbound key (server.api_keys): anyone who reaches this port uses the "
+            "upstream on the proxy's key; set GATEKEEPER_SERVER__API_KEYS",
+        )
     log.info(
         "server.ready",
         upstream=upstream,
@@ -118,6 +126,14 @@ def _log_ready(log: Any, settings: Settings) -> None:
         catalog=str(settings.catalog),
         store=f"{settings.store.host}:{settings.store.port}" if settings.store.host else "embedded",
     )
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (``server.host``) listens on this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _add_error_handlers(app: FastAPI, log: Any) -> None:

@@ -153,9 +153,13 @@ async def passthrough(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    """The upstream's model list, passed through (read whole: a cut list is a 502)."""
+    """The upstream's model list, passed through (read whole: a cut list is a 502) when
+    ``server.passthrough`` lists ``models``."""
     proxy = proxy_of(request)
     authorize(proxy, request)
+    refusal = passthrough_refusal("models", "GET", proxy.settings.server.passthrough)
+    if refusal is not None:
+        raise refusal
     try:
         upstream = await send_upstream(proxy, "GET", "models", body=None, accept=None, headers={})
     except Passthrough as passthrough:
