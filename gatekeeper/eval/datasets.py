@@ -254,16 +254,37 @@ def _within(examples: list[Example], max_chars: int | None) -> list[Example]:
 def load_datasets(
     paths: Iterable[Path | str], *, skip_invalid: bool = False, max_chars: int | None = None
 ) -> Dataset:
-    """Load several dataset files as one, keeping each example's source."""
-    loaded = [load_dataset(p, skip_invalid=skip_invalid, max_chars=max_chars) for p in paths]
-    if not loaded:
+    """Load several dataset files as one, keeping each example's source (the path as given).
+    One file given twice (or by two paths to it) is an error: its rows would count twice."""
+    files = [Path(p) for p in paths]
+    if not files:
         raise DatasetError("no dataset given")
+    _check_distinct(files)
+    loaded = [load_dataset(f, skip_invalid=skip_invalid, max_chars=max_chars) for f in files]
     return Dataset(
         examples=tuple(e for d in loaded for e in d.examples),
         sources=tuple(s for d in loaded for s in d.sources),
         skipped=tuple(s for d in loaded for s in d.skipped),
         warnings=tuple(w for d in loaded for w in d.warnings),
     )
+
+
+def _check_distinct(paths: list[Path]) -> None:
+    """Raise :class:`DatasetError` when two of ``paths`` are one file (the same path, another
+    spelling of it, a link to it); a path that cannot be read is left to :func:`load_dataset`."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        first = seen.setdefault((stat.st_dev, stat.st_ino), path)
+        if first is not path:
+            spelt = "" if str(first) == str(path) else f" (as {first} and as {path})"
+            raise DatasetError(
+                f"dataset {first} is given twice{spelt}: its rows would be counted twice; "
+                "give each dataset once"
+            )
 
 
 def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
