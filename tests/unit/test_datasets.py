@@ -339,3 +339,19 @@ def test_labels_on_a_text_row_must_agree_with_its_label(
     with pytest.raises(DatasetError, match=rf"data\.jsonl, line 2: .*{problem}"):
         load_dataset(path)
     assert [e.text for e in load_dataset(path, skip_invalid=True).examples] == ["track my order"]
+
+
+def test_a_huge_csv_cell_is_its_rows_error_as_in_jsonl(tmp_path: Path) -> None:
+    """A CSV cell over csv's 131,072-character limit is its row's skippable error, as in JSONL."""
+    limit = csv.field_size_limit()
+    rows = [
+        ["where is my order", "in_domain"],
+        ["x" * 200_000, "off_topic"],
+        ["a poem", "off_topic"],
+    ]
+    path = _csv(tmp_path, ["text", "label"], *rows)
+    with pytest.raises(DatasetError, match=r"data\.csv, row 3: the message has 200000 characters"):
+        load_dataset(path, max_chars=4000)
+    data = load_dataset(path, max_chars=4000, skip_invalid=True)
+    assert [e.text for e in data.examples] == ["where is my order", "a poem"]
+    assert "row 3" in data.skipped[0] and csv.field_size_limit() == limit
