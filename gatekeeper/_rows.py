@@ -20,7 +20,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,36 +189,37 @@ def read_csv(
     ``error`` names them all."""
     text = read_text(path, error, what)
     delimiter = sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[Row] = []
-    overflow: list[tuple[int, str]] = []  # rows with more cells than the header
     try:
-        header: list[str] | None = None
-        for number, cells in enumerate(reader, start=1):
-            if header is None:
-                if not any(cell.strip() for cell in cells):
-                    continue
-                header = [header_key(cell) for cell in cells]
-                named = [key for key in header if key]
-                twice = sorted({key for key in named if named.count(key) > 1})
-                if twice:
-                    raise error(
-                        f"{what} {path}: the header names the column {twice[0]!r} twice "
-                        "(which one is meant?)"
-                    )
-                problem = check_header(header)
-                if problem:
-                    raise error(f"{what} {path}: {problem} (header: {header})")
-                continue
-            if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
-                continue
-            if len(cells) > len(header) and any(cell.strip() for cell in cells):
-                overflow.append((number, too_many_cells(cells, len(header), delimiter)))
-                continue
-            row = {key: value for key, value in zip(header, cells, strict=False) if key}
-            rows.append((number, row))
+        with field_limit(len(text)):
+            records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
         raise error(f"{what} {path}: not valid CSV: {exc}") from exc
+    rows: list[Row] = []
+    overflow: list[tuple[int, str]] = []  # rows with more cells than the header
+    header: list[str] | None = None
+    for number, cells in enumerate(records, start=1):
+        if header is None:
+            if not any(cell.strip() for cell in cells):
+                continue
+            header = [header_key(cell) for cell in cells]
+            named = [key for key in header if key]
+            twice = sorted({key for key in named if named.count(key) > 1})
+            if twice:
+                raise error(
+                    f"{what} {path}: the header names the column {twice[0]!r} twice "
+                    "(which one is meant?)"
+                )
+            problem = check_header(header)
+            if problem:
+                raise error(f"{what} {path}: {problem} (header: {header})")
+            continue
+        if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
+            continue
+        if len(cells) > len(header) and any(cell.strip() for cell in cells):
+            overflow.append((number, too_many_cells(cells, len(header), delimiter)))
+            continue
+        row = {key: value for key, value in zip(header, cells, strict=False) if key}
+        rows.append((number, row))
     if header is None:
         raise error(f"{what} {path}: the file is empty (expected a header row)")
     if overflow and on_bad_row is None:
@@ -228,6 +230,28 @@ def read_csv(
         for number, problem in overflow:
             on_bad_row(number, problem)
     return rows
+
+
+#: The largest field limit the csv module takes everywhere (a C ``long`` on Windows).
+_MOST_FIELD_LIMIT = 2**31 - 1
+
+
+@contextmanager
+def field_limit(chars: int) -> Iterator[None]:
+    """Let the csv module read a field of up to ``chars`` characters while in the block.
+
+    Its default limit (131,072) refuses a whole file over one long cell, with no row number
+    and nothing ``--skip-invalid`` could skip; with the limit raised to the file's length, a
+    long cell is read and the callers' checks of each row (a dataset message over
+    ``gate.max_message_chars``) name its row, as for the same JSONL line. The limit is
+    process-wide, so it is put back after; a thread reading another CSV file meanwhile may
+    see either limit."""
+    before = csv.field_size_limit()
+    csv.field_size_limit(min(max(before, chars), _MOST_FIELD_LIMIT))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
 
 
 def too_many_cells(cells: list[str], width: int, delimiter: str) -> str:

@@ -22,10 +22,12 @@ build or the new one, never a half-built collection.
 
 Readers in other processes (replicas, ``index --rebuild`` beside a live proxy) hold the build
 they opened, so a rebuild keeps the build it replaced as ``gatekeeper_previous`` and the *next*
-rebuild drops it. Readers re-read the pointer every ``pointer_ttl`` seconds and, on an error
-reading a build the pointer no longer names, follow it and retry: quick rebuilds fail no query.
-A row without metadata (a build dropped mid-read) is a StoreError, never a TypeError. A search
-in memory rides out an unreachable Chroma on its copy of the build (:meth:`serving_copy`).
+rebuild drops it; a build no pointer names (an ``index`` killed while filling it) is dropped by
+a later sync once no other process can still be filling it (:mod:`gatekeeper.builds`). Readers
+re-read the pointer every ``pointer_ttl`` seconds and, on an error reading a build the pointer
+no longer names, follow it and retry: quick rebuilds fail no query. A row without metadata (a
+build dropped mid-read) is a StoreError, never a TypeError. A search in memory rides out an
+unreachable Chroma on its copy of the build (:meth:`serving_copy`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from gatekeeper.build_copy import BuildCopy
+from gatekeeper.builds import POINTER_KEY, PREVIOUS_KEY, drop_orphans, new_build_name
 from gatekeeper.catalog import Catalog, Exemplar
 from gatekeeper.chroma_client import collection_name, is_connection_error, open_client
 from gatekeeper.embedding import Embedder, Vectors
@@ -60,8 +63,6 @@ from gatekeeper.search import (
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
-POINTER_KEY = "gatekeeper_active"
-PREVIOUS_KEY = "gatekeeper_previous"
 POINTER_TTL = 2.0
 _WRITE_BATCH = 1000
 _ATTEMPTS = 3
@@ -255,8 +256,10 @@ class ExemplarStore:
         on_total: Callable[[int], None] | None = None,
     ) -> SyncReport:
         """Make the index match ``catalog``: incrementally, or as an atomic rebuild; a copy in
-        memory is current when it returns (another's sync: :mod:`gatekeeper.build_copy`)."""
+        memory is current when it returns (another's sync: :mod:`gatekeeper.build_copy`). Old
+        orphan builds are dropped (:mod:`gatekeeper.builds`)."""
         report = self._sync(catalog, embedder, rebuild, progress, on_total)
+        drop_orphans(self._client, self.name, report.collection, self._drop)
         if self.holds_copy:
             self._copy.of(self._active, self._count)
         return report
@@ -370,9 +373,7 @@ class ExemplarStore:
     ) -> Any:
         """A fresh build of ``exemplars`` (the vectors of ``known`` ids copied, not embedded)."""
         known = known or {}
-        now = time.time_ns()
-        stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now // 10**9))
-        build_name = f"{self.name}--{stamp}-{now % 10**9:09d}"
+        build_name = new_build_name(self.name)
         collection = self._guard(
             lambda: self._client.create_collection(
                 build_name,
@@ -482,11 +483,12 @@ class ExemplarStore:
             raise failure
         return None
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str) -> bool:
         try:
             self._client.delete_collection(name)
         except Exception:  # an old build that cannot be dropped is garbage, not a failure
-            return
+            return False
+        return True
 
     def drop_all(self) -> None:
         """Delete the pointer and every build of this store."""

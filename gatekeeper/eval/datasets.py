@@ -3,8 +3,9 @@
 A dataset is a JSONL or CSV file of rows with ``text``, ``label`` (``in_domain`` | ``off_topic``)
 and an optional ``intent``. A multi-turn row carries ``messages`` (OpenAI chat format; in CSV, a
 JSON string) instead of ``text``: the last user message is judged, earlier user turns are its
-context. An intent ``unsupported:<name>`` marks an in-domain question of an intent the catalog
-lacks (on-topic for the business, so it should still reach the LLM).
+context; its optional ``labels`` (in CSV, also a JSON string) gives one label per customer
+turn, oldest first. An intent ``unsupported:<name>`` marks an in-domain question of an intent
+the catalog lacks (on-topic for the business, so it should still reach the LLM).
 
 Rows with neither a text nor messages (blank lines of a spreadsheet, a benchmark's few empty
 texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal. Every other problem is a
@@ -254,10 +255,13 @@ def _within(examples: list[Example], max_chars: int | None) -> list[Example]:
 def load_datasets(
     paths: Iterable[Path | str], *, skip_invalid: bool = False, max_chars: int | None = None
 ) -> Dataset:
-    """Load several dataset files as one, keeping each example's source."""
-    loaded = [load_dataset(p, skip_invalid=skip_invalid, max_chars=max_chars) for p in paths]
-    if not loaded:
+    """Load several dataset files as one, keeping each example's source (the path as given).
+    One file given twice (or by two paths to it) is an error: its rows would count twice."""
+    files = [Path(p) for p in paths]
+    if not files:
         raise DatasetError("no dataset given")
+    _check_distinct(files)
+    loaded = [load_dataset(f, skip_invalid=skip_invalid, max_chars=max_chars) for f in files]
     return Dataset(
         examples=tuple(e for d in loaded for e in d.examples),
         sources=tuple(s for d in loaded for s in d.sources),
@@ -266,21 +270,95 @@ def load_datasets(
     )
 
 
+def _check_distinct(paths: list[Path]) -> None:
+    """Raise :class:`DatasetError` when two of ``paths`` are one file (the same path, another
+    spelling of it, a link to it); a path that cannot be read is left to :func:`load_dataset`."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        first = seen.setdefault((stat.st_dev, stat.st_ino), path)
+        if first is not path:
+            spelt = "" if str(first) == str(path) else f" (as {first} and as {path})"
+            raise DatasetError(
+                f"dataset {first} is given twice{spelt}: its rows would be counted twice; "
+                "give each dataset once"
+            )
+
+
 def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
     """One dataset row as its :class:`Example` s: one, or with per-turn ``labels`` one per
     customer turn (the chat up to that turn, labelled with that turn's label). A row with
-    ``labels`` needs no ``label``: it is the last turn's."""
-    labels = row.get("labels")
-    if row.get("label") is None and isinstance(labels, list) and labels:
+    ``labels`` needs no ``label``: it is the last turn's. A text row is one customer turn: its
+    ``labels``, if given, is its ``label`` alone."""
+    where = f"dataset {located(source, line)}"
+    labels = _labels(row.get("labels"), where)
+    if not _present(row.get("label")) and labels:
         row = {**row, "label": labels[-1]}  # a chat's label is its last turn's
     example = parse_row(row, source=source, line=line)
-    if labels is None or isinstance(example.message, str):
+    if labels is None:
         return [example]
-    where = f"dataset {located(source, line)}"
-    user_at = [i for i, m in enumerate(example.message) if m.get("role") == "user"]
-    if not isinstance(labels, list) or len(labels) != len(user_at):
+    if isinstance(example.message, str):
+        _check_text_labels(labels, example.label, where)
+        return [example]
+    return _per_turn(example, example.message, labels, where)
+
+
+def _labels(value: Any, where: str) -> list[Any] | None:
+    """A row's per-turn ``labels``: None when absent (or an empty CSV cell); a string (a CSV
+    cell) is the list as JSON text, as a ``messages`` cell is."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = loads_json(value)
+        except (json.JSONDecodeError, DuplicateKeyError, RecursionError) as exc:
+            raise DatasetError(
+                f"{where}: {_LABELS_SHAPE}, got {_shown(value)}, which is not JSON ({exc})"
+            ) from exc
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {_shown(value)}")
+    return value
+
+
+_LABELS_SHAPE = (
+    "'labels' must be a list of in_domain/off_topic, one per user turn (in CSV, the list as "
+    'JSON text: ["in_domain","off_topic"])'
+)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
+    """A text row's ``labels`` must be its ``label`` alone: anything else is a mistake (a
+    chat's labels on a text row, or a label changed in one column only)."""
+    if len(labels) != 1:
         raise DatasetError(
-            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), got {labels!r}"
+            f"{where}: a 'text' row is one customer turn, so 'labels' (if given) has one "
+            f"entry, got {len(labels)} (per-turn labels need 'messages')"
+        )
+    if labels[0] != label:
+        raise DatasetError(
+            f"{where}: 'labels' {_shown(labels)} disagrees with its 'label' {label!r} "
+            "(which one is meant?)"
+        )
+
+
+def _per_turn(
+    example: Example, messages: ChatMessages, labels: list[Any], where: str
+) -> list[Example]:
+    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``."""
+    user_at = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if len(labels) != len(user_at):
+        raise DatasetError(
+            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), "
+            f"got {_shown(labels)}"
         )
     if labels[-1] != example.label:
         raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
@@ -290,11 +368,11 @@ def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Exampl
             raise DatasetError(f"{where}: labels[{turn - 1}] must be in_domain or off_topic")
         examples.append(
             Example(
-                message=example.message[: at + 1],
+                message=messages[: at + 1],
                 label=label,
                 intent=example.intent if label == "in_domain" else None,
-                source=source,
-                line=line,
+                source=example.source,
+                line=example.line,
                 turn=turn,
                 turns=len(user_at),
             )

@@ -265,7 +265,7 @@ def listed(outcome: Outcome) -> Listed:
     d = outcome.decision
     nearest = best_in_domain(d.neighbours)
     return Listed(
-        source=Path(outcome.example.source).name,
+        source=outcome.example.source,
         line=outcome.example.line,
         text=outcome.example.text,
         label_intent=outcome.example.intent,

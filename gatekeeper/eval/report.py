@@ -242,7 +242,7 @@ def sections(report: EvalReport) -> list[Section]:
             ),
             [
                 [
-                    Path(s.source).name,
+                    s.source,
                     str(s.n),
                     str(s.n_in_domain),
                     str(s.n_off_topic),
@@ -360,7 +360,7 @@ def notes(report: EvalReport) -> list[str]:
 def render_markdown(report: EvalReport) -> str:
     """``report.md``."""
     parts = [
-        f"# Gate eval: {', '.join(Path(d).name for d in report.meta.get('datasets', []))}",
+        f"# Gate eval: {', '.join(report.meta.get('datasets', []))}",
         "",
         _meta_line(report),
         "",
@@ -419,7 +419,7 @@ th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 def render_html(report: EvalReport, plots: Sequence[Path]) -> str:
     """``report.html``: the tables, and the plots embedded as data URIs."""
-    title = "Gate eval: " + ", ".join(Path(d).name for d in report.meta.get("datasets", []))
+    title = "Gate eval: " + ", ".join(report.meta.get("datasets", []))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",

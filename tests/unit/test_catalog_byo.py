@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -318,3 +319,17 @@ def test_a_row_with_a_value_only_in_an_unknown_column_is_not_called_empty(tmp_pa
         "row 4 has 'repyl' (did you mean 'reply'?)"
     )
     assert not any("empty row" in w for w in warnings)
+
+
+def test_a_huge_csv_cell_reads_as_the_same_jsonl_row_does(tmp_path: Path) -> None:
+    """A CSV catalog cell over csv's 131,072-character limit loads as the same JSONL row does."""
+    limit = csv.field_size_limit()
+    big = "where is my order " * 10_000
+    rows = [{"text": big.strip(), "intent": "order_status"}, {"text": "hi", "intent": "off_topic"}]
+    as_csv = _csv(tmp_path, "text,intent\n" + "".join(f"{r['text']},{r['intent']}\n" for r in rows))
+    as_jsonl = tmp_path / "c.jsonl"
+    as_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    from_csv = read_catalog(as_csv).catalog
+    assert from_csv.exemplars() == read_catalog(as_jsonl).catalog.exemplars()
+    assert len(from_csv.intent("order_status").exemplars[0]) > 131_072
+    assert csv.field_size_limit() == limit

@@ -274,3 +274,84 @@ def test_every_malformed_row_is_reported_at_once(tmp_path: Path) -> None:
     path.write_text("\n".join([good] + ["{bad"] * 12) + "\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"12 malformed rows[\s\S]*\.\.\. and 2 more$"):
         load_dataset(path)
+
+
+def _csv(tmp_path: Path, header: list[str], *rows: list[str]) -> Path:
+    path = tmp_path / "data.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_a_csv_row_gives_per_turn_labels_as_json_text(tmp_path: Path) -> None:
+    """A CSV 'labels' cell is JSON list text, as a 'messages' cell is; an empty cell gives none."""
+    chat = json.dumps(
+        [{"role": "user", "content": "where is my order"}, {"role": "user", "content": "a poem"}]
+    )
+    path = _csv(
+        tmp_path,
+        ["text", "messages", "label", "labels"],
+        ["", chat, "off_topic", '["in_domain","off_topic"]'],
+        ["", chat, "", '["in_domain","in_domain"]'],
+        ["track my order", "", "in_domain", ""],
+    )
+    data = load_dataset(path)
+    assert [(e.line, e.turn, e.label) for e in data.examples] == [
+        (2, 1, "in_domain"),
+        (2, 2, "off_topic"),
+        (3, 1, "in_domain"),
+        (3, 2, "in_domain"),
+        (4, None, "in_domain"),
+    ]
+
+
+@pytest.mark.parametrize("cell", ["in_domain,off_topic", '{"turn": "in_domain"}'])
+def test_a_csv_labels_cell_that_is_not_a_json_list_names_its_row(tmp_path: Path, cell: str) -> None:
+    """A 'labels' cell that is not a JSON list is an error naming the row, skippable."""
+    chat = json.dumps([{"role": "user", "content": "hi"}, {"role": "user", "content": "a poem"}])
+    path = _csv(
+        tmp_path,
+        ["messages", "label", "labels"],
+        [chat, "off_topic", '["in_domain","off_topic"]'],
+        [chat, "off_topic", cell],
+    )
+    with pytest.raises(DatasetError, match=r"data\.csv, row 3: 'labels' must be a list"):
+        load_dataset(path)
+    assert len(load_dataset(path, skip_invalid=True)) == 2
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        (["off_topic"], "disagrees with its 'label'"),
+        (["in_domain", "in_domain"], "one customer turn"),
+        ([], "one customer turn"),
+    ],
+)
+def test_labels_on_a_text_row_must_agree_with_its_label(
+    tmp_path: Path, labels: list[str], problem: str
+) -> None:
+    """A text row is one customer turn: its 'labels', if any, is its 'label' alone."""
+    agreeing = {"text": "track my order", "label": "in_domain", "labels": ["in_domain"]}
+    path = _jsonl(tmp_path, agreeing, {"text": "hi", "label": "in_domain", "labels": labels})
+    with pytest.raises(DatasetError, match=rf"data\.jsonl, line 2: .*{problem}"):
+        load_dataset(path)
+    assert [e.text for e in load_dataset(path, skip_invalid=True).examples] == ["track my order"]
+
+
+def test_a_huge_csv_cell_is_its_rows_error_as_in_jsonl(tmp_path: Path) -> None:
+    """A CSV cell over csv's 131,072-character limit is its row's skippable error, as in JSONL."""
+    limit = csv.field_size_limit()
+    rows = [
+        ["where is my order", "in_domain"],
+        ["x" * 200_000, "off_topic"],
+        ["a poem", "off_topic"],
+    ]
+    path = _csv(tmp_path, ["text", "label"], *rows)
+    with pytest.raises(DatasetError, match=r"data\.csv, row 3: the message has 200000 characters"):
+        load_dataset(path, max_chars=4000)
+    data = load_dataset(path, max_chars=4000, skip_invalid=True)
+    assert [e.text for e in data.examples] == ["where is my order", "a poem"]
+    assert "row 3" in data.skipped[0] and csv.field_size_limit() == limit

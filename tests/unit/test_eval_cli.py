@@ -309,3 +309,52 @@ def test_index_shows_no_progress_bar_when_nothing_needs_embedding(config: Path) 
     assert code == 0 and "embedding exemplars" in first, first
     code, again = _invoke("index", "--config", config)
     assert code == 0 and "0 added" in again and "embedding exemplars" not in again, again
+
+
+def _two_files_named_x(tmp_path: Path) -> list[Path]:
+    lines = (FIXTURES / "tiny_eval.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    paths = [tmp_path / "d1" / "x.jsonl", tmp_path / "d2" / "x.jsonl"]
+    for path, half in zip(paths, (lines[::2], lines[1::2]), strict=True):
+        path.parent.mkdir()
+        path.write_text("".join(half), encoding="utf-8")
+    return paths
+
+
+def test_rows_and_report_name_datasets_as_by_source_does(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two x.jsonl datasets stay apart in rows.jsonl and report.md, named as in by_source."""
+    _two_files_named_x(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o"
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", "d1/x.jsonl", "--dataset", "d2/x.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.yaml", "--out", out,
+        "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    named = ["d1/x.jsonl", "d2/x.jsonl"]
+    assert report["meta"]["datasets"] == named
+    assert [s["source"] for s in report["by_source"]] == named
+    assert sorted({r["source"] for r in rows}) == named
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# Gate eval: d1/x.jsonl, d2/x.jsonl\n")
+    assert "| d1/x.jsonl |" in markdown and "| d2/x.jsonl |" in markdown
+
+
+@pytest.mark.parametrize("again", ["d1/x.jsonl", "d1/../d1/./x.jsonl"])
+def test_eval_refuses_a_dataset_given_twice(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, again: str
+) -> None:
+    """One dataset file given twice (or by two paths to it) exits 2 naming it, not counted twice."""
+    _two_files_named_x(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, output = _invoke(
+        "eval", "--config", config, "--dataset", "d1/x.jsonl", "--dataset", again,
+        "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert code == 2, output
+    assert "d1/x.jsonl" in output and "given twice" in " ".join(output.split())
+    assert not (tmp_path / "o").exists()
