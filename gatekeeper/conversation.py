@@ -39,7 +39,8 @@ oldest first, by :func:`route_conversation`:
    gate cannot tell, and refusing a customer's photo is the worse mistake). A turn whose text
    the embedding model **reads nothing of** (:data:`UNREADABLE`: "👍", a 4,000-letter "word")
    follows the conversation the same way, but is refused as a first turn: there is no photo
-   the LLM could read instead, and every such text would otherwise get the same score.
+   the LLM could read instead, and every such text would otherwise get the same score (a photo
+   captioned "😢" is a photo: forwarded).
 
 So "Alessandro Phoenix" after "Could you tell me the name on the order?" is forwarded, while
 "thanks! now write my essay on the French revolution" is refused: it is close to off-topic
@@ -138,48 +139,6 @@ def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
         if isinstance(content, list):
             _check_parts(content, f"messages[{index}].content")
     return list(messages)
-
-
-def without_refused(
-    messages: Sequence[Mapping[str, Any]], refusals: Collection[str]
-) -> list[Mapping[str, Any]]:
-    """``messages`` without the turns the gate refused (:func:`refused_positions`). What the LLM
-    is sent after a refusal: "write my essay" and "Sorry, I only help with orders" would hand
-    it the request the gate turned away, with "ok, where is my order? and do what I asked
-    first" after it."""
-    refused = refused_positions(messages, refusals)
-    return [message for i, message in enumerate(messages) if i not in refused]
-
-
-def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collection[str]) -> set[int]:
-    """The positions of each assistant message whose text (or structured-output ``refusal``),
-    stripped, is one of ``refusals``, and of the customer's messages right before it."""
-    refused: set[int] = set()
-    for i, message in enumerate(messages):
-        if _role(message) == "assistant" and _said(message).strip() in refusals:
-            refused.add(i)
-            before = i - 1
-            while before >= 0 and _role(messages[before]) == "user":
-                refused.add(before)
-                before -= 1
-    return refused
-
-
-def _role(message: Any) -> Any:
-    """A message's role; None for an item that is no message (a tool call of the Responses
-    API)."""
-    return message.get("role") if isinstance(message, Mapping) else None
-
-
-def _said(message: Mapping[str, Any]) -> str:
-    """An assistant message's text, or its structured-output ``refusal`` ('' when its content
-    is unreadable: no refusal the gate sent)."""
-    try:
-        text = content_text(message.get("content"))
-    except InputError:
-        return ""
-    refusal = message.get("refusal")
-    return refusal if not text and isinstance(refusal, str) else text
 
 
 def _check_parts(parts: list[Any], where: str) -> None:
@@ -464,12 +423,13 @@ def route_unscored(
     """A turn with nothing to score follows the conversation (rule 4 of the module
     docstring): attachments only, or text the model cannot read (refused as a first turn)."""
     what = "attachments only" if turn.no_text else "nothing the model can read"
-    if previous is None and turn.no_text:
+    if previous is None and (turn.no_text or turn.attached):  # a photo, with "😢" or not
+        why = "attachments only" if turn.no_text else "attachments, and text the model cannot read"
         return Routed(
             route=Route.LLM,
             intent=None,
             threshold=thresholds.default,
-            reason="no text to judge (attachments only), first turn: forwarded",
+            reason=f"no text to judge ({why}), first turn: forwarded",
         )
     if previous is None or previous.route is Route.OFF_TOPIC:
         return Routed(

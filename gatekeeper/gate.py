@@ -28,7 +28,6 @@ from gatekeeper.conversation import (
     customer_turns,
     has_attachments,
     route_conversation,
-    without_refused,
     word_count,
 )
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
@@ -46,6 +45,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.outage import Outage
+from gatekeeper.refusals import without_refused
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name
@@ -243,7 +243,7 @@ class Gatekeeper:
         off-topic replies, as the gate sent it, and the customer's messages right before it;
         what to send the LLM once a later turn is admitted (it would otherwise be handed the
         request the gate turned away). The proxy does this unless
-        ``server.forward_refused_turns``; see :func:`~gatekeeper.conversation.without_refused`."""
+        ``server.forward_refused_turns``; see :func:`~gatekeeper.refusals.without_refused`."""
         return without_refused(messages, self.refusals)
 
     @property

@@ -90,6 +90,11 @@ def calibrate_conversations(
     outside = [j for e, j in zip(chats, judged, strict=True) if not e.in_domain]
     if not inside:
         raise DatasetError(f"{dataset.name}: no in-domain customer turns to calibrate on")
+    if not outside:  # every setting passes them all: the gentlest would win unmeasured
+        raise DatasetError(
+            f"{dataset.name}: no off-topic (drift) customer turns to calibrate on: the "
+            "conversation settings trade customers passed against drifts refused, and need both"
+        )
     measured = [(policy, *_rates(gate, inside, outside, policy)) for policy in _grid()]
     chosen, reached = choose_policy(measured, target, len(outside))
     policy, pass_rate, block_rate = chosen

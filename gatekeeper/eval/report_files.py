@@ -2,9 +2,10 @@
 ``report.html`` and ``rows.jsonl``, all of one run or none of it.
 
 The files are written into a hidden directory inside the report directory, then each is
-renamed over its old copy, with Ctrl-C held back for those few renames: a run interrupted
-while writing leaves the previous run's files as they were (it once left a ``report.json`` of
-the new run beside the ``report.md`` and ``rows.jsonl`` of the old one).
+renamed over its old copy, with Ctrl-C and SIGTERM held back for those few renames, and a
+rename that fails undoes the earlier ones: a run interrupted or failing while writing leaves
+the previous run's files as they were (it once left a ``report.json`` of the new run beside the
+``report.md`` and ``rows.jsonl`` of the old one).
 """
 
 from __future__ import annotations
@@ -88,23 +89,56 @@ def _write_files(report: EvalReport, out_dir: Path) -> list[Path]:
 
 
 def _publish(names: list[str], staged: Path, out_dir: Path) -> None:
-    """Rename each staged file over its copy in ``out_dir``, Ctrl-C held until all are."""
-    with _sigint_held():
-        for name in names:
-            (staged / name).replace(out_dir / name)
+    """Rename each staged file over its copy in ``out_dir``, Ctrl-C and SIGTERM held until all
+    are; a rename that fails puts every earlier one back (the old copies wait in a hidden
+    directory meanwhile). A directory in the way of a file is refused before any rename."""
+    in_the_way = [name for name in names if (out_dir / name).is_dir()]
+    if in_the_way:
+        raise OSError(f"{out_dir / in_the_way[0]} is a directory, not a report file")
+    with _signals_held():
+        old = scratch_dir(out_dir, "report-old")
+        done: list[tuple[str, bool]] = []  # (name, whether an old copy was set aside)
+        try:
+            for name in names:
+                had = (out_dir / name).exists()
+                if had:
+                    (out_dir / name).replace(old / name)
+                done.append((name, had))
+                (staged / name).replace(out_dir / name)
+        except OSError:
+            _put_back(done, old, out_dir)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_back(done: list[tuple[str, bool]], old: Path, out_dir: Path) -> None:
+    """Undo :func:`_publish`'s renames: each old copy back in place, each new file without
+    an old one removed."""
+    for name, had in reversed(done):
+        with contextlib.suppress(OSError):
+            if had:
+                (old / name).replace(out_dir / name)
+            else:
+                (out_dir / name).unlink(missing_ok=True)
+
+
+#: Signals held while the report's files are renamed into place (delivered right after).
+_HELD = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT blocked (delivered on exit) in the main thread; elsewhere, nothing to hold."""
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked (delivered on exit) in the main thread; elsewhere, nothing
+    to hold."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 __all__ = ["ReportFiles", "check_report_dir", "write_report"]

@@ -174,8 +174,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _prepared(self, value: GateInput) -> tuple[Any, Message]:
         """What the runnable would get for ``value`` (without the turns the gate refused), and
         what the gate judges (or InputError)."""
-        keys = [self.input_key, *([self.history_key] if self.history_key else [])]
-        sent = without_refused_input(value, self.gate.refusals, keys)
+        sent = without_refused_input(value, self.gate.refusals, self.input_key, self.history_key)
         return forwarded_input(sent, self.runnable), self.to_gate_message(value)
 
     # -- invoke --------------------------------------------------------------------------

@@ -46,9 +46,10 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPro
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
-from gatekeeper.conversation import chat_roles_hint, refused_positions
+from gatekeeper.conversation import chat_roles_hint
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.langchain_types import declared_input, may_take_mapping
+from gatekeeper.refusals import refused_positions
 from gatekeeper.types import Message
 
 #: What :class:`GatekeeperRunnable` accepts (see the module docstring).
@@ -102,32 +103,39 @@ def forwarded_input(value: GateInput, runnable: Runnable[Any, Any]) -> Any:
     return value
 
 
-def without_refused_input(value: Any, refusals: Collection[str], keys: Sequence[str]) -> Any:
+def without_refused_input(
+    value: Any, refusals: Collection[str], input_key: str, history_key: str | None
+) -> Any:
     """``value`` without the turns the gate refused (each refusal, one of ``refusals``, and the
-    customer's messages right before it: :func:`~gatekeeper.conversation.refused_positions`),
-    in a list of messages, a chat prompt value, or a dict's lists under ``keys`` (the input and
-    history keys); anything else, or a chat without a refusal, as it is."""
+    customer's messages right before it: :func:`~gatekeeper.refusals.refused_positions`),
+    in a list of messages, a chat prompt value, or a dict's lists under ``input_key`` and
+    ``history_key`` (the earlier turns, which the input follows); anything else, or a chat
+    without a refusal, as it is."""
     if isinstance(value, ChatPromptValue):
         kept = _kept(value.messages, refusals)
         return value if kept is None else ChatPromptValue(messages=kept)
     if isinstance(value, Mapping):
-        lists = {key: _kept(value[key], refusals) for key in keys if key in value}
+        lists = {input_key: _kept(value.get(input_key), refusals)}
+        if history_key is not None:
+            lists[history_key] = _kept(value.get(history_key), refusals, followed=True)
         changed = {key: items for key, items in lists.items() if items is not None}
         return {**value, **changed} if changed else value
     items = _kept(value, refusals)
     return value if items is None else items
 
 
-def _kept(items: Any, refusals: Collection[str]) -> list[Any] | None:
+def _kept(items: Any, refusals: Collection[str], *, followed: bool = False) -> list[Any] | None:
     """``items`` (a list of messages) without its refused turns; None when it is no list of
-    messages or has none."""
+    messages or has none. ``followed``: the customer's turn comes after the list (a history)."""
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):
         return None
     try:
         messages = convert_to_messages(items)
     except _COERCION_ERRORS:
         return None  # judging it raises the InputError that says why
-    refused = refused_positions([_openai_message(m) for m in messages], refusals)
+    chat = [_openai_message(m, calls=True) for m in messages]
+    after = [{"role": "user", "content": ""}] if followed else []
+    refused = refused_positions([*chat, *after], refusals)
     return [item for i, item in enumerate(items) if i not in refused] if refused else None
 
 
@@ -180,7 +188,9 @@ def _why(item: Any) -> str:
     return f"is of type {type(item).__name__}, not a chat message"
 
 
-def _openai_message(message: BaseMessage) -> dict[str, Any]:
+def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, Any]:
+    """``message`` as an OpenAI chat message: role and content (and, with ``calls``, an AI
+    message's ``tool_calls``)."""
     if isinstance(message, HumanMessage):
         role = "user"
     elif isinstance(message, AIMessage):
@@ -193,4 +203,7 @@ def _openai_message(message: BaseMessage) -> dict[str, Any]:
         role = _ROLES.get(message.role, message.role)
     else:
         role = _ROLES.get(message.type, message.type)
-    return {"role": role, "content": message.content}
+    out: dict[str, Any] = {"role": role, "content": message.content}
+    if calls and isinstance(message, AIMessage) and message.tool_calls:
+        out["tool_calls"] = message.tool_calls
+    return out

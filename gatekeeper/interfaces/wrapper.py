@@ -171,9 +171,10 @@ class GatedBackend:
         """What the backend is sent: a chat for the LLM endpoint (:class:`OpenAIChatBackend`)
         without the turns the gate refused (:meth:`Gatekeeper.without_refused`), as the proxy
         forwards it; any other backend gets the message as given."""
-        if not isinstance(self.backend, OpenAIChatBackend) or not isinstance(message, list):
+        if not isinstance(self.backend, OpenAIChatBackend) or not _is_sequence(message):
             return message
-        return self.gate.without_refused(message)
+        kept = self.gate.without_refused(message)  # type: ignore[arg-type]  # a judged chat
+        return message if len(kept) == len(message) else kept
 
     def _local(self, decision: Decision, kwargs: dict[str, Any]) -> Any:
         text = self._reply_text(decision)

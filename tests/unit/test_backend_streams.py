@@ -144,7 +144,8 @@ def test_the_llm_endpoint_is_sent_the_chat_without_refused_turns(gate: Gatekeepe
         )
         bot(chat)
         asyncio.run(bot.acall(chat))
-    assert [call["messages"] for call in upstream.calls] == [chat[2:], chat[2:]]
+        bot(tuple(chat))  # a chat is any sequence of messages (a tuple was sent whole)
+    assert [call["messages"] for call in upstream.calls] == [chat[2:], chat[2:], chat[2:]]
     given: list[Any] = []
     GatedBackend(gate, given.append)(chat)
     assert given == [chat]

@@ -219,6 +219,16 @@ def test_a_turn_with_attachments_gets_no_fixed_reply() -> None:
     assert _route(replace(REFUSED, attached=True)).route is Route.OFF_TOPIC
 
 
+def test_a_photo_captioned_with_an_emoji_is_a_photo() -> None:
+    """A first turn of a photo whose caption the model reads nothing of ("😢") is forwarded
+    like the photo alone (it was refused for its caption)."""
+    captioned = Turn("😢", UNREADABLE, 0, attached=True)
+    first = _route(captioned)
+    assert first.route is Route.LLM and "attachments" in first.reason
+    assert _route(Turn("😢", UNREADABLE, 0)).route is Route.OFF_TOPIC
+    assert _route(REFUSED, captioned).route is Route.OFF_TOPIC
+
+
 def test_the_gates_own_greeting_asks_nothing_in_particular() -> None:
     """After only a canned greeting ("How can I help?"), a short off-topic request is judged
     alone, not taken for an answer (13 of 16 such requests were forwarded), while a turn near

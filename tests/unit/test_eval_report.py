@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.errors import InputError
 from gatekeeper.eval.guide import GLOSSARY, recommendation_line
 from gatekeeper.eval.metrics import RECOMMENDED_TARGETS, recommend_thresholds
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
@@ -108,6 +109,36 @@ def test_a_write_interrupted_midway_leaves_the_previous_report_whole(
     again = write_report(newer, out)
     assert again.json == first.json and "newer.jsonl" in again.json.read_text(encoding="utf-8")
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_a_write_that_fails_midway_puts_the_previous_report_back(
+    report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename that fails after others succeeded undoes them, and a directory in the way of a
+    report file is refused before any rename: the previous report stays whole (report.json and
+    the plots were the new run's, report.html and rows.jsonl the old one's)."""
+    out = tmp_path / "out"
+    write_report(report, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    newer = report.model_copy(update={"meta": {**report.meta, "datasets": ["newer.jsonl"]}})
+    replace, calls = Path.replace, []
+
+    def failing(self: Path, target: Path) -> Path:  # type: ignore[override]
+        calls.append(self.name)
+        if len(calls) == 7:
+            raise OSError("disk full")
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing)
+    with pytest.raises(InputError, match="disk full"):
+        write_report(newer, out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "report.md").unlink()
+    (out / "report.md").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        write_report(newer, out)
+    assert (out / "report.json").read_bytes() == before["report.json"]
 
 
 def test_glossary_explains_every_term(report: EvalReport) -> None:

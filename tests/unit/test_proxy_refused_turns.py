@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.conversation import without_refused
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.refusals import without_refused
 from tests.unit.test_proxy_app import (
     OFF_TOPIC_REPLY,
     FakeUpstream,
@@ -103,3 +103,48 @@ async def test_a_responses_input_leaves_the_refused_turn_out(
     async with serving(gate, upstream) as client:
         await client.post("/v1/responses", json=body)
     assert _sent(upstream) == {**body, "input": [tool, ORDER]}
+
+
+def test_a_refusal_after_the_last_customer_turn_takes_nothing_away() -> None:
+    """The turn being judged is never removed: a chat ending in a refusal, or whose refusal
+    text comes from an assistant message calling tools (the gate's refusal calls none), is
+    kept whole (the admitted turn was dropped, leaving an empty chat or an orphan tool result)."""
+    ending = [SYSTEM, ORDER, REFUSAL]
+    assert without_refused(ending, {OFF_TOPIC_REPLY}) == ending
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    calling = {"role": "assistant", "content": OFF_TOPIC_REPLY, "tool_calls": [call]}
+    tools = [ORDER, calling, {"role": "tool", "tool_call_id": "c1", "content": "ok"}, ORDER]
+    assert without_refused(tools, {OFF_TOPIC_REPLY}) == tools
+
+
+async def test_a_responses_greeting_with_a_photo_reaches_the_upstream(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """ "hello" with an input_image on /v1/responses is forwarded, as on chat completions (it
+    got the canned greeting, and the photo was lost)."""
+    upstream = FakeUpstream()
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    turn = {"role": "user", "content": [{"type": "input_text", "text": "hello"}, image]}
+    async with serving(gate, upstream) as client:
+        answer = await client.post("/v1/responses", json={"model": "m", "input": [turn]})
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream)["input"] == [turn]
+
+
+async def test_a_local_answer_never_keeps_a_refused_exchange_for_the_upstream(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """A canned Responses answer to an input holding a refused exchange, continued with
+    previous_response_id, sends the upstream the turns it missed without that exchange (the
+    joke and the refusal reached it)."""
+    upstream = FakeUpstream()
+    body = {"model": "m", "input": [JOKE, REFUSAL, {"role": "user", "content": "hello"}]}
+    async with serving(gate, upstream) as client:
+        canned = await client.post("/v1/responses", json=body)
+        assert canned.headers["x-gatekeeper-route"] == "canned"
+        follow = {"model": "m", "input": "where is my order"}
+        await client.post(
+            "/v1/responses", json={**follow, "previous_response_id": canned.json()["id"]}
+        )
+    sent = json.dumps(_sent(upstream))
+    assert "joke" not in sent and OFF_TOPIC_REPLY not in sent and "hello" in sent

@@ -94,7 +94,9 @@ async def responses(request: Request) -> Response:
     text = _refusal(proxy, decision)
     ident = response_id()
     refused = decision.route is Route.OFF_TOPIC
-    thread = local_thread(judged, messages, text, previous, previous_id, refused=refused)
+    kept = _unrefused(proxy, {"input": messages}, "input")  # what the upstream may be shown
+    shown = messages if kept is None else kept["input"]
+    thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
     proxy.threads.remember(ident, thread)
     return local_responses_answer(payload, text, headers, ident=ident)
 

@@ -17,6 +17,7 @@ from gatekeeper._rows import DuplicateKeyError, unique_pairs
 from gatekeeper.conversation import (
     CHAT_ROLES,
     TEXT_PARTS,
+    attachment_types,
     chat_messages,
     chat_roles_hint,
     part_text,
@@ -25,7 +26,6 @@ from gatekeeper.conversation import (
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
-from gatekeeper.types import blank
 
 
 def authorize(proxy: Proxy, request: Request) -> None:
@@ -279,14 +279,13 @@ def _check_message_item(item: Json, kind: Any, index: int) -> None:
 
 def _content(content: Any, index: int) -> str | list[Json]:
     """An input item's content as the gate reads chat content: its text, or, when it has
-    parts without text (images, files, audio), chat parts that keep them in view (a turn of
-    attachments only follows the conversation, see :mod:`gatekeeper.conversation`)."""
+    parts without text (images, files, audio), chat parts that keep them in view beside the
+    text (a turn of attachments only follows the conversation, and one with text gets no fixed
+    reply, see :mod:`gatekeeper.conversation`)."""
     text = _content_text(content, index)
-    if isinstance(content, list) and blank(text):
-        kinds = [part.get("type") for part in content if not text_part(part)]
-        others = [{"type": k} for k in kinds if isinstance(k, str)]
-        if others:
-            return [{"type": "text", "text": text}, *others]
+    others = [{"type": kind} for kind in attachment_types(content)]
+    if others:
+        return [{"type": "text", "text": text}, *others]
     return text
 
 

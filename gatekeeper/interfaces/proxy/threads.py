@@ -118,7 +118,8 @@ def local_thread(
     """The thread of the proxy's own ``answer`` to a request whose ``new`` input items (chat
     messages) were judged as ``judged``, continuing ``previous`` (named ``previous_id``). A
     ``refused`` exchange is not among the turns the upstream will be shown."""
-    turns = [] if refused else [m for m in new if m.get("role") != "system"]
+    # as text: the judged form of an attachment is its type alone, which no upstream takes
+    turns = [] if refused else [_as_text(m) for m in new if m.get("role") != "system"]
     shown = [] if refused else [{"role": "assistant", "content": answer}]
     if previous is not None and previous.local:
         upstream_previous, unseen = previous.upstream_previous, previous.unseen
@@ -131,6 +132,13 @@ def local_thread(
         upstream_previous=upstream_previous,
         unseen=(*unseen, *turns, *shown)[-KEPT_MESSAGES:],
     )
+
+
+def _as_text(message: Json) -> Json:
+    """A judged chat message with its content as text (parts joined; attachments, kept by type
+    alone, left out)."""
+    content = message.get("content")
+    return {**message, "content": content_text(content)} if isinstance(content, list) else message
 
 
 def upstream_payload(payload: Json, previous: Thread) -> Json:
