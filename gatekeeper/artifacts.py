@@ -55,7 +55,9 @@ def check_replaceable(target: Path) -> None:
             f"--out {target} exists and is not an earlier tuned model (no {MANIFEST_FILE}): "
             "it would be replaced whole; name a new directory"
         )
-    problem = why_unwritable(target.parent, want_dir=True)  # it is written beside the target
+    # a new target: where it would be made; an earlier one: beside it, where the new one is
+    # written before the swap
+    problem = why_unwritable(target.parent if target.exists() else target, want_dir=True)
     if problem:
         raise InputError(f"--out {target} cannot be written: {problem}")
 
