@@ -94,9 +94,8 @@ async def responses(request: Request) -> Response:
     text = _refusal(proxy, decision)
     ident = response_id()
     refused = decision.route is Route.OFF_TOPIC
-    kept = _unrefused(proxy, {"input": messages}, "input")  # what the upstream may be shown
-    shown = messages if kept is None else kept["input"]
-    thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
+    shown = _unrefused_chat(proxy, messages)  # what the upstream may be shown later
+    thread = local_thread(judged, shown or messages, text, previous, previous_id, refused=refused)
     proxy.threads.remember(ident, thread)
     return local_responses_answer(payload, text, headers, ident=ident)
 
@@ -115,14 +114,20 @@ def _continuable(
 
 
 def _unrefused(proxy: Proxy, payload: Json, key: str) -> Json | None:
-    """``payload`` with the turns the gate refused taken out of its chat (``payload[key]``:
-    :meth:`~gatekeeper.gate.Gatekeeper.without_refused`), or None when there are none (or
-    ``server.forward_refused_turns`` keeps them)."""
-    chat = payload[key]
+    """``payload`` with the turns the gate refused taken out of its chat ``payload[key]``
+    (:func:`_unrefused_chat`), or None when there are none."""
+    kept = _unrefused_chat(proxy, payload[key])
+    return None if kept is None else {**payload, key: kept}
+
+
+def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
+    """``chat`` without the turns the gate refused
+    (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`), or None when there are none, it is
+    no list, or ``server.forward_refused_turns`` keeps them."""
     if proxy.settings.server.forward_refused_turns or not isinstance(chat, list):
         return None
     kept = proxy.gate.without_refused(chat)
-    return None if len(kept) == len(chat) else {**payload, key: kept}
+    return None if len(kept) == len(chat) else [dict(message) for message in kept]
 
 
 def _json_body(payload: Json) -> bytes:
