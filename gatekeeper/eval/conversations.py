@@ -95,6 +95,12 @@ def calibrate_conversations(
             f"{dataset.name}: no off-topic (drift) customer turns to calibrate on: the "
             "conversation settings trade customers passed against drifts refused, and need both"
         )
+    if all(len(turns) == 1 for turns in outside):  # a first turn is judged alone
+        raise DatasetError(
+            f"{dataset.name}: its {len(outside)} off-topic customer turns all open their chat, "
+            "and no conversation setting changes how a first turn is judged: add chats that "
+            "drift off-topic after a served turn"
+        )
     measured = [(policy, *_rates(gate, inside, outside, policy)) for policy in _grid()]
     chosen, reached = choose_policy(measured, target, len(outside))
     policy, pass_rate, block_rate = chosen

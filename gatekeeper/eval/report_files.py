@@ -105,7 +105,7 @@ def _publish(names: list[str], staged: Path, out_dir: Path) -> None:
                     (out_dir / name).replace(old / name)
                 done.append((name, had))
                 (staged / name).replace(out_dir / name)
-        except OSError:
+        except BaseException:
             _put_back(done, old, out_dir)
             raise
         finally:
@@ -124,21 +124,28 @@ def _put_back(done: list[tuple[str, bool]], old: Path, out_dir: Path) -> None:
 
 
 #: Signals held while the report's files are renamed into place (delivered right after).
-_HELD = frozenset({signal.SIGINT, signal.SIGTERM})
+_HELD = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked (delivered on exit) in the main thread; elsewhere, nothing
-    to hold."""
+    """SIGINT and SIGTERM recorded, not acted on, until the block ends, then delivered as they
+    would have been. Python runs signal handlers in the main thread whichever thread the kernel
+    picked (a per-thread mask let a progress bar's thread take them); elsewhere than the main
+    thread no handler can be set, and nothing is held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    caught: list[int] = []
+    previous = {number: signal.signal(number, lambda n, _: caught.append(n)) for number in _HELD}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+        for number, handler in previous.items():
+            if handler is not None:  # None: set outside Python, which left it as it was
+                signal.signal(number, handler)
+        for received in dict.fromkeys(caught):
+            signal.raise_signal(received)  # as if it came now: KeyboardInterrupt, or the exit
 
 
 __all__ = ["ReportFiles", "check_report_dir", "write_report"]

@@ -229,19 +229,26 @@ def test_eval_says_when_its_calibration_missed_the_target(config: Path, tmp_path
     assert "NOT reached, 50.0% at best" in (out / "report.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("chats", ["missing.jsonl", "broken.jsonl", "no_drifts.jsonl"])
+@pytest.mark.parametrize(
+    "chats", ["missing.jsonl", "broken.jsonl", "no_drifts.jsonl", "first_turn_drifts.jsonl"]
+)
 def test_calibrate_with_a_bad_chats_file_writes_nothing(
     config: Path, tmp_path: Path, chats: str
 ) -> None:
     """calibrate --write --conversations with a missing or malformed chats file, or one with
-    no drift turn, exits 2 and leaves the settings file as it was (the threshold was written
-    before the chats were read; chats without drifts wrote the loosest settings)."""
+    no drift turn a setting could change (none, or only chat openers), exits 2 and leaves the
+    settings file as it was (the threshold was written before the chats were read; chats
+    without such drifts wrote the loosest settings)."""
     catalog = FIXTURES / "tiny_catalog.yaml"
     config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
     before = config.read_text()
     (tmp_path / "broken.jsonl").write_text('{"messages": [\n', encoding="utf-8")
     turn = {"messages": [{"role": "user", "content": "where is my order"}], "labels": ["in_domain"]}
     (tmp_path / "no_drifts.jsonl").write_text(json.dumps(turn) + "\n", encoding="utf-8")
+    opener = {"messages": [{"role": "user", "content": "tell me a joke"}], "labels": ["off_topic"]}
+    (tmp_path / "first_turn_drifts.jsonl").write_text(
+        json.dumps(turn) + "\n" + json.dumps(opener) + "\n", encoding="utf-8"
+    )
     code, output = _invoke(
         "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
         "--target-pass-rate", "0.85", "--write", "--conversations", tmp_path / chats,

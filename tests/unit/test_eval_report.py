@@ -141,6 +141,37 @@ def test_a_write_that_fails_midway_puts_the_previous_report_back(
     assert (out / "report.json").read_bytes() == before["report.json"]
 
 
+def test_ctrl_c_while_the_files_are_renamed_waits_for_the_last_rename(
+    report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT arriving among the renames is delivered after the last one: the report is all
+    new, then KeyboardInterrupt (it left report.json new beside the old report.md)."""
+    import os
+    import signal
+
+    out = tmp_path / "out"
+    write_report(report, out)
+    newer = report.model_copy(update={"meta": {**report.meta, "datasets": ["newer.jsonl"]}})
+    replace, calls = Path.replace, []
+
+    def interrupted(self: Path, target: Path) -> Path:  # type: ignore[override]
+        calls.append(self.name)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(newer, out)
+    monkeypatch.undo()
+    assert len(calls) == 14  # every file set aside and put in place
+    fresh = tmp_path / "fresh"
+    write_report(newer, fresh)
+    for name in ("report.json", "report.md", "rows.jsonl"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fresh.iterdir())
+
+
 def test_glossary_explains_every_term(report: EvalReport) -> None:
     """The glossary names each number the report shows, in plain words."""
     terms = {term for term, _ in GLOSSARY}

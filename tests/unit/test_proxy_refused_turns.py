@@ -148,3 +148,61 @@ async def test_a_local_answer_never_keeps_a_refused_exchange_for_the_upstream(
         )
     sent = json.dumps(_sent(upstream))
     assert "joke" not in sent and OFF_TOPIC_REPLY not in sent and "hello" in sent
+
+
+async def test_a_local_answer_keeps_what_the_client_sent_for_the_upstream(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """Continuing a canned answer sends the upstream the turns it missed as the client sent
+    them, a photo and a tool item included (the photo was lost, and an empty user message
+    sent); continuing a refusal sends the earlier in-domain turns but not the refused one (all
+    were lost)."""
+    upstream = FakeUpstream()
+    photo = {"role": "user", "content": [{"type": "input_image", "image_url": "data:,x"}]}
+    tool = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
+    served = {"role": "assistant", "content": "It ships tomorrow."}
+    hello = {"role": "user", "content": "hello"}
+    async with serving(gate, upstream) as client:
+        canned = await client.post(
+            "/v1/responses", json={"model": "m", "input": [photo, served, tool, hello]}
+        )
+        assert canned.headers["x-gatekeeper-route"] == "canned"
+        follow = {"model": "m", "input": "where is my order"}
+        await client.post(
+            "/v1/responses", json={**follow, "previous_response_id": canned.json()["id"]}
+        )
+        assert _sent(upstream)["input"][:4] == [photo, served, tool, hello]
+        refused = await client.post(
+            "/v1/responses", json={"model": "m", "input": [ORDER, served, JOKE]}
+        )
+        assert refused.headers["x-gatekeeper-route"] == "off_topic"
+        await client.post(
+            "/v1/responses", json={**follow, "previous_response_id": refused.json()["id"]}
+        )
+    assert _sent(upstream)["input"] == [
+        ORDER,
+        served,
+        {"role": "user", "content": "where is my order"},
+    ]
+
+
+def test_a_large_item_is_kept_for_the_upstream_by_its_text() -> None:
+    """An input item over MAX_KEPT_ITEM (a photo inline) is kept by its text, or left out
+    when it has none, so a remembered answer costs little memory."""
+    from gatekeeper.interfaces.proxy.threads import MAX_KEPT_ITEM, local_thread
+
+    big = "data:image/png;base64," + "A" * MAX_KEPT_ITEM
+    captioned = {
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "the box"},
+            {"type": "input_image", "image_url": big},
+        ],
+    }
+    bare = {"role": "user", "content": [{"type": "input_image", "image_url": big}]}
+    thread = local_thread([ORDER], [captioned, bare, ORDER], "Hi!", None, None, refused=False)
+    assert list(thread.unseen) == [
+        {"role": "user", "content": "the box"},
+        ORDER,
+        {"role": "assistant", "content": "Hi!"},
+    ]

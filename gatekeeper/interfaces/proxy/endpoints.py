@@ -94,8 +94,10 @@ async def responses(request: Request) -> Response:
     text = _refusal(proxy, decision)
     ident = response_id()
     refused = decision.route is Route.OFF_TOPIC
-    shown = _unrefused_chat(proxy, messages)  # what the upstream may be shown later
-    thread = local_thread(judged, shown or messages, text, previous, previous_id, refused=refused)
+    sent = payload["input"]  # as the client sent it: the upstream may be shown it later
+    items = [{"role": "user", "content": sent}] if isinstance(sent, str) else list(sent)
+    shown = _unrefused_chat(proxy, items) or items
+    thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
     proxy.threads.remember(ident, thread)
     return local_responses_answer(payload, text, headers, ident=ident)
 

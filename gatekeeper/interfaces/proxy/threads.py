@@ -20,13 +20,16 @@ Held in memory only, per serving process, the most recent ``server.response_thre
 (least recently used out; 0 keeps none). It holds customer text, like any request in flight,
 and is never logged. Only what the gate reads is kept of the judged chat: the customer's and
 the assistant's turns as text, each cut to ``gate.max_message_chars`` (an attachment by its type
-alone), so a request of 15 MB of instructions costs no more memory than any other. A request
+alone), so a request of 15 MB of instructions costs no more memory than any other. The turns a
+local answer keeps for the upstream are kept as the client sent them (photos, files and tool
+items included), each up to :data:`MAX_KEPT_ITEM` characters; a larger one by its text. A request
 naming an answer it does not hold (another process, evicted, a restart) is judged on what it
 carries.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -115,11 +118,13 @@ def local_thread(
     *,
     refused: bool,
 ) -> Thread:
-    """The thread of the proxy's own ``answer`` to a request whose ``new`` input items (chat
-    messages) were judged as ``judged``, continuing ``previous`` (named ``previous_id``). A
-    ``refused`` exchange is not among the turns the upstream will be shown."""
-    # as text: the judged form of an attachment is its type alone, which no upstream takes
-    turns = [] if refused else [_as_text(m) for m in new if m.get("role") != "system"]
+    """The thread of the proxy's own ``answer`` to a request judged as ``judged``, whose
+    ``new`` input items (as the client sent them, refused exchanges taken out) continue
+    ``previous`` (named ``previous_id``). The upstream will be shown those items, images,
+    files and tool items included, and a canned answer; of a ``refused`` request, neither the
+    customer's last turn nor the refusal."""
+    items = _customer_turn_dropped(new) if refused else new
+    turns = [kept for item in items if (kept := _kept_item(item)) is not None]
     shown = [] if refused else [{"role": "assistant", "content": answer}]
     if previous is not None and previous.local:
         upstream_previous, unseen = previous.upstream_previous, previous.unseen
@@ -134,11 +139,28 @@ def local_thread(
     )
 
 
-def _as_text(message: Json) -> Json:
-    """A judged chat message with its content as text (parts joined; attachments, kept by type
-    alone, left out)."""
-    content = message.get("content")
-    return {**message, "content": content_text(content)} if isinstance(content, list) else message
+#: An input item larger than this (JSON characters: a photo inline) is kept for the upstream
+#: as its text alone, so a remembered answer costs little memory.
+MAX_KEPT_ITEM = 65_536
+
+
+def _kept_item(item: Json) -> Json | None:
+    """An input item as kept for the upstream: as sent; one larger than
+    :data:`MAX_KEPT_ITEM` by its text (none when it has no text: it is left out)."""
+    if not isinstance(item, dict) or item.get("role") == "system":
+        return None
+    if len(json.dumps(item, ensure_ascii=False)) <= MAX_KEPT_ITEM:
+        return item
+    text = content_text(item.get("content")) if "role" in item else ""
+    return {"role": item["role"], "content": text} if not blank(text) else None
+
+
+def _customer_turn_dropped(items: list[Json]) -> list[Json]:
+    """``items`` without the customer's messages at their end (the turn that was refused)."""
+    end = len(items)
+    while end and isinstance(items[end - 1], dict) and items[end - 1].get("role") == "user":
+        end -= 1
+    return items[:end]
 
 
 def upstream_payload(payload: Json, previous: Thread) -> Json:
