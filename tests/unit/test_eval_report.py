@@ -161,8 +161,13 @@ def test_ctrl_c_while_the_files_are_renamed_waits_for_the_last_rename(
         return replace(self, target)
 
     monkeypatch.setattr(Path, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_report(newer, out)
+    # Python's own SIGINT handler (a server started by an earlier test may have left its own)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_report(newer, out)
+    finally:
+        signal.signal(signal.SIGINT, before)
     monkeypatch.undo()
     assert len(calls) == 14  # every file set aside and put in place
     fresh = tmp_path / "fresh"
