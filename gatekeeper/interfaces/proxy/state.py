@@ -223,8 +223,36 @@ def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     # The limits belong to the transport: an AsyncClient given a transport ignores its own.
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
     transport = UpstreamTransport(limits=limits, retries=settings.max_retries)
-    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(timeout=timeout, transport=transport, cookies=no_cookies)
+    return _CookielessClient(timeout=timeout, transport=transport)
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that takes none: an answer's headers are not even parsed for them (5% of
+    the event loop under load, for a jar that kept nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _CookielessClient(httpx.AsyncClient):
+    """An :class:`httpx.AsyncClient` that keeps and sends no cookies (see
+    :func:`build_upstream_client`)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._none = _NoCookies()
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        if cookies:
+            raise ValueError("the upstream client keeps no cookies")
 
 
 def model_settings(settings: Settings) -> EmbeddingSettings:
