@@ -351,13 +351,14 @@ class Settings(BaseSettings):
     def index_command(self) -> str:
         """The ``gatekeeper index`` command that builds this gate's store: with the settings
         file and the catalog it was given apart (``--catalog``), as the advice must say."""
+        apart = f" --catalog {self.catalog}" if self._catalog_apart() else ""
+        return "gatekeeper index" + self.config_flag() + apart
+
+    def _catalog_apart(self) -> bool:
+        """Whether ``catalog`` was given apart from the settings file (``--catalog``) and is
+        another catalog than the one the file serves."""
         served = self._served_catalog
-        apart = served is not None and served.resolve() != self.catalog.resolve()
-        return (
-            "gatekeeper index"
-            + self.config_flag()
-            + (f" --catalog {self.catalog}" if apart else "")
-        )
+        return served is not None and served.resolve() != self.catalog.resolve()
 
     def write_flag(self) -> str:
         """:meth:`config_flag` for a command that writes (``calibrate --write``): when that is
@@ -366,8 +367,7 @@ class Settings(BaseSettings):
         ``--write`` without it fails. When ``--catalog`` named another catalog than the settings
         file serves, a new file named after that catalog (``calibrate --write`` creates it; into
         the file it would refuse to store another catalog's threshold)."""
-        served = self._served_catalog
-        if served is not None and served.resolve() != self.catalog.resolve():
+        if self._catalog_apart():
             return f" --config gatekeeper-{self.catalog.stem}.yaml"
         flag = self.config_flag()
         return flag or ("" if own_settings_file() is not None else f" --config {YOUR_SETTINGS}")

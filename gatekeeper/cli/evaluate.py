@@ -326,7 +326,7 @@ def calibrate(
         if rule is not None or gate.rule.name != DEFAULT_RULE:
             command += f" --rule {gate.rule.name}"  # the note's command gives this threshold
         found = None
-        if chats is not None and conversations is not None:
+        if chats is not None:
             found = _choose_conversations(
                 calibrated(gate, result.threshold), chats, conversation_target, conversations
             )

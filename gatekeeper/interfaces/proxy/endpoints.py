@@ -33,6 +33,7 @@ from gatekeeper.interfaces.proxy.threads import (
     LOCAL_PREFIX,
     Thread,
     answered,
+    input_items,
     local_thread,
     output_text,
     upstream_payload,
@@ -94,8 +95,7 @@ async def responses(request: Request) -> Response:
     text = _refusal(proxy, decision)
     ident = response_id()
     refused = decision.route is Route.OFF_TOPIC
-    sent = payload["input"]  # as the client sent it: the upstream may be shown it later
-    items = [{"role": "user", "content": sent}] if isinstance(sent, str) else list(sent)
+    items = input_items(payload["input"])  # as sent: the upstream may be shown them later
     shown = _unrefused_chat(proxy, items) or items
     thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
     proxy.threads.remember(ident, thread)

@@ -163,12 +163,16 @@ def _customer_turn_dropped(items: list[Json]) -> list[Json]:
     return items[:end]
 
 
+def input_items(value: Any) -> list[Json]:
+    """A Responses request's ``input`` as a list of items (a string is one user message)."""
+    return [{"role": "user", "content": value}] if isinstance(value, str) else list(value)
+
+
 def upstream_payload(payload: Json, previous: Thread) -> Json:
     """A forwarded request that continues the proxy's own answer (``previous``), as the
     upstream can take it: its ``previous_response_id`` the last one the upstream knows (or
     none), the turns it has not seen before its ``input``."""
-    items = payload["input"]
-    given = [{"role": "user", "content": items}] if isinstance(items, str) else list(items)
+    given = input_items(payload["input"])
     rewritten = {k: v for k, v in payload.items() if k != "previous_response_id"}
     if previous.upstream_previous is not None:
         rewritten["previous_response_id"] = previous.upstream_previous
