@@ -57,6 +57,12 @@ class ServerSettings(_Section):
         description="Responses API answers whose conversation each process remembers, so that "
         "a request naming one in previous_response_id is judged as the whole chat (0: none)",
     )
+    response_threads_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="most memory (JSON size) those remembered conversations take in all; the "
+        "least recently used go first, and one larger than this is not remembered",
+    )
     forward_refused_turns: bool = Field(
         False,
         description="forward the chat as sent, with the turns the gate refused (each customer "

@@ -840,6 +840,35 @@ def test_remembered_conversations_are_bounded() -> None:
     assert none.get("a") is None
 
 
+def test_remembered_conversations_fit_their_memory_budget() -> None:
+    """Remembered answers are evicted, least recently used first, to keep their JSON size
+    within `max_bytes`; one answer larger than the budget is not remembered at all."""
+    from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
+
+    photo = {"role": "user", "content": [{"type": "input_image", "image_url": "x" * 60_000}]}
+    threads = ResponseThreads(10_000, max_bytes=200_000)
+    for ident in range(10):
+        threads.remember(f"r{ident}", Thread(messages=(), local=True, unseen=(photo,)))
+        assert threads.bytes <= 200_000
+    assert threads.get("r9") is not None and threads.get("r0") is None
+    threads.remember("r9", Thread(messages=(), local=True, unseen=(photo,) * 4))
+    assert threads.get("r9") is None and threads.bytes <= 200_000
+    assert threads.get("r8") is not None
+
+
+async def test_the_memory_budget_is_the_operators(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """With `server.response_threads_bytes` too small for an answer's conversation, the answer
+    is not remembered: a reply naming it is judged on what it carries."""
+    upstream.handler = answering("Your order number, please?", "resp_up_1")
+    async with serving(gate, upstream, response_threads_bytes=10) as small:
+        await post(small, {"model": "m", "input": "where is my order"})
+        body = {"model": "m", "input": "NW-55120", "previous_response_id": "resp_up_1"}
+        assert (await post(small, body)).headers["x-gatekeeper-route"] == "off_topic"
+
+
 # -- text the gate must read, shapes the gate must refuse (walkthrough of session 23) -----------
 
 

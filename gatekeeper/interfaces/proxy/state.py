@@ -99,8 +99,10 @@ class Proxy:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
         values = (k.get_secret_value().encode() for k in keys if k is not None)
         self._secrets = [v for v in values if len(v) >= MIN_SCRUBBED]
-        limit = self.settings.gate.max_message_chars
-        self.threads = ResponseThreads(self.settings.server.response_threads, limit)
+        server, limit = self.settings.server, self.settings.gate.max_message_chars
+        self.threads = ResponseThreads(
+            server.response_threads, limit, max_bytes=server.response_threads_bytes
+        )
         self.batcher = DecisionBatcher(
             self.gate,
             on_error=self.settings.gate.on_error,

@@ -17,14 +17,16 @@ stay out of what the upstream sees (they would hand the LLM the very request the
 away, with "now do what I asked first" after it); canned replies and the turns they answered are.
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
-(least recently used out; 0 keeps none). It holds customer text, like any request in flight,
-and is never logged. Only what the gate reads is kept of the judged chat: the customer's and
-the assistant's turns as text, each cut to ``gate.max_message_chars`` (an attachment by its type
-alone), so a request of 15 MB of instructions costs no more memory than any other. The turns a
-local answer keeps for the upstream are kept as the client sent them (photos, files and tool
-items included), each up to :data:`MAX_KEPT_ITEM` characters; a larger one by its text. A request
-naming an answer it does not hold (another process, evicted, a restart) is judged on what it
-carries.
+(least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
+them in all (their JSON size: a client sending many large items cannot grow the process without
+bound; a single answer over that budget is not remembered). It holds customer text, like any
+request in flight, and is never logged. Only what the gate reads is kept of the judged chat:
+the customer's and the assistant's turns as text, each cut to ``gate.max_message_chars`` (an
+attachment by its type alone), so a request of 15 MB of instructions costs no more memory than
+any other. The turns a local answer keeps for the upstream are kept as the client sent them
+(photos, files and tool items included), each up to :data:`MAX_KEPT_ITEM` characters; a larger
+one by its text. A request naming an answer it does not hold (another process, evicted, a
+restart) is judged on what it carries.
 """
 
 from __future__ import annotations
@@ -58,11 +60,19 @@ class Thread:
 class ResponseThreads:
     """A bounded, thread-safe LRU of response id → :class:`Thread`."""
 
-    def __init__(self, size: int, max_chars: int = 10_000) -> None:
+    def __init__(self, size: int, max_chars: int = 10_000, max_bytes: int = 256 * 2**20) -> None:
         self.size = size
         self.max_chars = max_chars
+        self.max_bytes = max_bytes
         self._threads: OrderedDict[str, Thread] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        """The JSON size of the conversations held now."""
+        return self._bytes
 
     def get(self, response_id: Any) -> Thread | None:
         """The thread of ``response_id`` (any JSON value: only a known string finds one)."""
@@ -80,11 +90,27 @@ class ResponseThreads:
             return
         slim = tuple(_slim(m, self.max_chars) for m in thread.messages if _turn(m))
         thread = Thread(slim, thread.local, thread.upstream_previous, thread.unseen)
+        size = _json_size(thread)
         with self._lock:
+            self._forget(response_id)
+            if size > self.max_bytes:
+                return
             self._threads[response_id] = thread
-            self._threads.move_to_end(response_id)
-            while len(self._threads) > self.size:
-                self._threads.popitem(last=False)
+            self._sizes[response_id] = size
+            self._bytes += size
+            while len(self._threads) > self.size or self._bytes > self.max_bytes:
+                self._forget(next(iter(self._threads)))
+
+    def _forget(self, response_id: str) -> None:
+        """Drop ``response_id``'s thread, if held (the lock is held)."""
+        if self._threads.pop(response_id, None) is not None:
+            self._bytes -= self._sizes.pop(response_id)
+
+
+def _json_size(thread: Thread) -> int:
+    """About the memory ``thread`` holds: the JSON characters of its turns."""
+    items = (*thread.messages, *thread.unseen)
+    return sum(len(json.dumps(item, ensure_ascii=False, default=str)) for item in items)
 
 
 def _turn(message: Json) -> bool:
