@@ -5,10 +5,13 @@ published whole or not at all (written into a hidden sibling, then renamed over 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,17 @@ def artifact_name(catalog_name: str, digest: str, kind: str = "") -> str:
     return "-".join(part for part in (slug, kind, digest[:12]) if part)
 
 
+#: A scratch directory left by a process that is gone is removed once it is this old (seconds):
+#: the age keeps a write in progress on another host (a shared directory) safe.
+STALE_SCRATCH_AGE = 3600.0
+
+
 def scratch_dir(parent: Path, label: str) -> Path:
     """A fresh hidden directory under ``parent`` to write an artifact into; :class:`InputError`
-    when ``parent`` cannot take one."""
+    when ``parent`` cannot take one. Those of the same ``label`` that a killed run left behind
+    are removed first (see :func:`drop_stale_scratch`)."""
     parent = Path(parent).expanduser()
+    drop_stale_scratch(parent, label)
     tmp = parent / f".{label}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +46,42 @@ def scratch_dir(parent: Path, label: str) -> Path:
     except OSError as exc:  # a read-only place, a file where a directory should be
         raise InputError(f"cannot write into {parent}: {exc.strerror or exc}") from exc
     return tmp
+
+
+def drop_stale_scratch(parent: Path, label: str, age: float = STALE_SCRATCH_AGE) -> list[Path]:
+    """Remove the ``label`` scratch directories under ``parent`` whose process is no longer
+    running here and that were last changed more than ``age`` seconds ago (a run killed while
+    writing); the removed ones. Never raises: a directory that cannot be read or removed is
+    left alone."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for candidate in parent.glob(f".{glob.escape(label)}.partial-*"):
+            if _stale(candidate, label, age):
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate)
+    return removed
+
+
+def _stale(candidate: Path, label: str, age: float) -> bool:
+    """Whether ``candidate`` (``.<label>.partial-<pid>-<hex>``) is a dead process's, and old."""
+    pid = candidate.name[len(label) + len("..partial-") :].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+        return False
+    try:
+        return candidate.is_dir() and time.time() - candidate.stat().st_mtime > age
+    except OSError:
+        return False
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

@@ -111,6 +111,36 @@ def test_a_write_interrupted_midway_leaves_the_previous_report_whole(
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
+def test_scratch_files_of_a_killed_run_are_removed_by_the_next_write(
+    report: EvalReport, tmp_path: Path
+) -> None:
+    """A report write removes the hidden scratch directories a killed run (its process gone,
+    an hour old) left in the report directory, and keeps a live process's or a recent one."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(gone.stdout)
+    out = tmp_path / "out"
+    left = out / f".report.partial-{dead}-0badf00d"
+    recent = out / f".report.partial-{dead}-0000cafe"
+    live = out / f".report.partial-{os.getppid()}-00c0ffee"
+    for directory in (left, recent, live):
+        directory.mkdir(parents=True)
+        (directory / "report.json").write_text("{}", encoding="utf-8")
+    for directory in (left, live):
+        os.utime(directory, (time.time() - 7200, time.time() - 7200))
+    write_report(report, out)
+    assert not left.exists() and recent.exists() and live.exists()
+
+
 def test_a_write_that_fails_midway_puts_the_previous_report_back(
     report: EvalReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
