@@ -167,3 +167,47 @@ def test_an_admitted_chat_reaches_the_model_without_the_refused_turn(
     with_history = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
     with_history.invoke({"input": "where is my order", "history": chat[:2]})
     assert got == [{"input": "where is my order", "history": []}]
+
+
+SERVED_CHAT: list[Any] = [
+    HumanMessage("where is my order"),
+    AIMessage(ANSWER),
+    HumanMessage("tell me a joke"),
+    AIMessage(REFUSAL),
+    HumanMessage("where is my order now"),
+]
+
+
+@pytest.mark.parametrize("split", range(len(SERVED_CHAT)))
+def test_a_chat_split_across_history_and_input_loses_its_refused_turn_as_one_list_does(
+    tiny_gate: Gatekeeper, split: int
+) -> None:
+    """Wherever a chat is split between history_key and input_key, the refused turn and its
+    refusal are taken out as from the same chat given as one list (the turn kept in history)."""
+    from langchain_core.runnables import RunnableLambda
+
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    gated.invoke({"input": SERVED_CHAT[split:], "history": SERVED_CHAT[:split]})
+    assert [*got[0]["history"], *got[0]["input"]] == [*SERVED_CHAT[:2], SERVED_CHAT[-1]]
+    assert got[0]["history"] == [m for m in SERVED_CHAT[:split] if m in got[0]["history"]]
+
+
+def test_a_chat_prompt_value_under_the_input_key_loses_its_refused_turn(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """A ChatPromptValue under input_key goes on without the refused turn and its refusal,
+    still a ChatPromptValue, as it does when given alone."""
+    from langchain_core.runnables import RunnableLambda
+
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    gated.invoke({"input": ChatPromptValue(messages=SERVED_CHAT[2:]), "history": SERVED_CHAT[:2]})
+    gated.invoke({"input": ChatPromptValue(messages=SERVED_CHAT)})
+    assert got[0] == {
+        "input": ChatPromptValue(messages=SERVED_CHAT[-1:]),
+        "history": SERVED_CHAT[:2],
+    }
+    assert got[1] == {"input": ChatPromptValue(messages=[*SERVED_CHAT[:2], SERVED_CHAT[-1]])}
