@@ -220,7 +220,7 @@ def _why(item: Any) -> str:
 
 def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, Any]:
     """``message`` as an OpenAI chat message: role and content (and, with ``calls``, an AI
-    message's ``tool_calls``)."""
+    message's ``tool_calls`` and structured-output ``refusal``)."""
     if isinstance(message, HumanMessage):
         role = "user"
     elif isinstance(message, AIMessage):
@@ -234,6 +234,18 @@ def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, A
     else:
         role = _ROLES.get(message.type, message.type)
     out: dict[str, Any] = {"role": role, "content": message.content}
-    if calls and isinstance(message, AIMessage) and message.tool_calls:
-        out["tool_calls"] = message.tool_calls
+    if calls and isinstance(message, AIMessage):
+        out.update(_calls_and_refusal(message))
     return out
+
+
+def _calls_and_refusal(message: AIMessage) -> dict[str, Any]:
+    """An AI message's ``tool_calls`` and its structured-output ``refusal`` (which
+    langchain-openai keeps in ``additional_kwargs``), as OpenAI-format message fields."""
+    fields: dict[str, Any] = {}
+    if message.tool_calls:
+        fields["tool_calls"] = message.tool_calls
+    refusal = message.additional_kwargs.get("refusal")
+    if isinstance(refusal, str):
+        fields["refusal"] = refusal
+    return fields

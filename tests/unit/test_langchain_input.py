@@ -211,3 +211,19 @@ def test_a_chat_prompt_value_under_the_input_key_loses_its_refused_turn(
         "history": SERVED_CHAT[:2],
     }
     assert got[1] == {"input": ChatPromptValue(messages=[*SERVED_CHAT[:2], SERVED_CHAT[-1]])}
+
+
+def test_a_structured_output_refusal_in_additional_kwargs_is_taken_out(
+    gated_model: GatekeeperRunnable, model: Recording
+) -> None:
+    """A refusal in additional_kwargs["refusal"] (langchain-openai's) goes with its turn."""
+    # as an AIMessage or an OpenAI-format dict; an AI message that calls tools is no refusal
+    joke, order = HumanMessage("tell me a joke"), HumanMessage("where is my order")
+    structured = AIMessage("", additional_kwargs={"refusal": REFUSAL})
+    as_dict = {"role": "assistant", "content": None, "refusal": REFUSAL}
+    call = {"name": "track", "args": {}, "id": "c1"}
+    calling = AIMessage("", additional_kwargs={"refusal": REFUSAL}, tool_calls=[call])
+    gated_model.invoke([joke, structured, order])
+    gated_model.invoke([joke, as_dict, order])
+    gated_model.invoke([order, calling, order])
+    assert model.seen == [[order], [order], [order, calling, order]]
