@@ -182,8 +182,7 @@ SERVED_CHAT: list[Any] = [
 def test_a_chat_split_across_history_and_input_loses_its_refused_turn_as_one_list_does(
     tiny_gate: Gatekeeper, split: int
 ) -> None:
-    """Wherever a chat is split between history_key and input_key, the refused turn and its
-    refusal are taken out as from the same chat given as one list (the turn kept in history)."""
+    """Split anywhere over history_key and input_key, a chat loses what one list would."""
     from langchain_core.runnables import RunnableLambda
 
     got: list[Any] = []
@@ -197,8 +196,7 @@ def test_a_chat_split_across_history_and_input_loses_its_refused_turn_as_one_lis
 def test_a_chat_prompt_value_under_the_input_key_loses_its_refused_turn(
     tiny_gate: Gatekeeper,
 ) -> None:
-    """A ChatPromptValue under input_key goes on without the refused turn and its refusal,
-    still a ChatPromptValue, as it does when given alone."""
+    """A ChatPromptValue under input_key goes on, still one, without the refused turn."""
     from langchain_core.runnables import RunnableLambda
 
     got: list[Any] = []

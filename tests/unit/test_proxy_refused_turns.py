@@ -118,8 +118,8 @@ def test_a_refusal_after_the_last_customer_turn_takes_nothing_away() -> None:
 
 
 def test_a_refusal_after_a_system_message_or_item_reference_takes_the_turn_before_it() -> None:
-    """A system message or an item reference between the refused turn and the refusal is
-    skipped over and kept; a tool call or result stops the walk (the turn was answered)."""
+    """A system message or item reference between a refused turn and its refusal stays."""
+    # and the turn still goes; a tool call or result between them means it was answered
     noted = [SYSTEM, JOKE, SYSTEM, REFUSAL, ORDER]
     assert without_refused(noted, {OFF_TOPIC_REPLY}) == [SYSTEM, SYSTEM, ORDER]
     reference = {"type": "item_reference", "id": "msg_1"}
@@ -135,8 +135,7 @@ def test_a_refusal_after_a_system_message_or_item_reference_takes_the_turn_befor
 async def test_a_responses_item_reference_before_a_refusal_still_drops_the_refused_turn(
     gate: Gatekeeper,  # noqa: F811
 ) -> None:
-    """A Responses input with an item reference between the refused turn and the refusal is
-    forwarded without the turn and the refusal; the reference stays."""
+    """The proxy drops a refused Responses turn and its refusal over an item reference."""
     upstream = FakeUpstream()
     reference = {"type": "item_reference", "id": "msg_1"}
     body = {"model": "m", "input": [JOKE, reference, REFUSAL, ORDER]}
