@@ -16,6 +16,9 @@ from typing import Any
 from gatekeeper.conversation import content_text
 from gatekeeper.errors import InputError
 
+#: The roles of messages that answer no turn (instructions a client puts anywhere in a chat).
+_ASIDE_ROLES = frozenset({"system", "developer"})
+
 
 def without_refused(
     messages: Sequence[Mapping[str, Any]], refusals: Collection[str]
@@ -30,19 +33,38 @@ def without_refused(
 
 def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collection[str]) -> set[int]:
     """The positions of each assistant message whose text (or structured-output ``refusal``),
-    stripped, is one of ``refusals``, and of the customer's messages right before it. Only
-    refusals the customer spoke after count (the turn being judged is never taken away), and
-    never an assistant message that calls tools: the gate's refusal calls none."""
+    stripped, is one of ``refusals``, and of the customer's messages right before it (over
+    any system messages and item references between them, which stay:
+    :func:`_turns_answered`). Only refusals the customer spoke after count (the turn being
+    judged is never taken away), and never an assistant message that calls tools: the gate's
+    refusal calls none."""
     last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
     refused: set[int] = set()
     for i, message in enumerate(messages[:last_user]):
         if _gate_refusal(message, refusals):
-            refused.add(i)
-            before = i - 1
-            while before >= 0 and _role(messages[before]) == "user":
-                refused.add(before)
-                before -= 1
+            refused |= {i, *_turns_answered(messages, i)}
     return refused
+
+
+def _turns_answered(messages: Sequence[Any], refusal: int) -> set[int]:
+    """The positions of the customer's messages right before the one at ``refusal``, walking
+    back over asides (:func:`_aside`) and stopping at anything else: an assistant message, a
+    tool call or result (the turn before it was answered by the LLM, not refused)."""
+    turns: set[int] = set()
+    for before in range(refusal - 1, -1, -1):
+        if _role(messages[before]) == "user":
+            turns.add(before)
+        elif not _aside(messages[before]):
+            break
+    return turns
+
+
+def _aside(item: Any) -> bool:
+    """Whether ``item`` answers no turn, so may sit between a customer's turn and the gate's
+    refusal of it: a system (or developer) message, or a Responses ``item_reference``."""
+    if _role(item) in _ASIDE_ROLES:
+        return True
+    return isinstance(item, Mapping) and "role" not in item and item.get("type") == "item_reference"
 
 
 def _gate_refusal(message: Any, refusals: Collection[str]) -> bool:

@@ -22,10 +22,11 @@ message is admitted or refused, so an input that works for one works for the oth
   :class:`~gatekeeper.errors.InputError` before the gate judges it: put a prompt in front of
   the model, or pass the messages themselves;
 * anything else goes on unchanged;
-* but never with a turn the gate refused: a chat (messages, a chat prompt value, or the lists
-  under ``input_key`` and ``history_key``) goes on without each of the gate's refusals and the
-  customer's messages right before it (:func:`without_refused_input`), so the chain is never
-  handed the request the gate turned away.
+* but never with a turn the gate refused: a chat (messages, a chat prompt value, or those
+  under ``history_key`` and ``input_key``, read as one chat however it is split between them)
+  goes on without each of the gate's refusals and the customer's messages right before it
+  (:func:`without_refused_input`), so the chain is never handed the request the gate turned
+  away.
 """
 
 from __future__ import annotations
@@ -108,35 +109,64 @@ def without_refused_input(
 ) -> Any:
     """``value`` without the turns the gate refused (each refusal, one of ``refusals``, and the
     customer's messages right before it: :func:`~gatekeeper.refusals.refused_positions`),
-    in a list of messages, a chat prompt value, or a dict's lists under ``input_key`` and
-    ``history_key`` (the earlier turns, which the input follows); anything else, or a chat
-    without a refusal, as it is."""
-    if isinstance(value, ChatPromptValue):
-        kept = _kept(value.messages, refusals)
-        return value if kept is None else ChatPromptValue(messages=kept)
-    if isinstance(value, Mapping):
-        lists = {input_key: _kept(value.get(input_key), refusals)}
-        if history_key is not None:
-            lists[history_key] = _kept(value.get(history_key), refusals, followed=True)
-        changed = {key: items for key, items in lists.items() if items is not None}
-        return {**value, **changed} if changed else value
-    items = _kept(value, refusals)
-    return value if items is None else items
+    in a list of messages, a chat prompt value, or a dict's values under ``history_key`` and
+    ``input_key`` (one chat split in two: taken out as from the same chat given whole);
+    anything else, or a chat without a refusal, as it is."""
+    if not isinstance(value, Mapping):
+        kept = _without_refused_parts([value], refusals)
+        return value if kept is None else kept[0]
+    keys = [k for k in dict.fromkeys((history_key, input_key)) if k is not None]
+    keys = [key for key in keys if value.get(key) is not None]
+    kept = _without_refused_parts([value[key] for key in keys], refusals)
+    return value if kept is None else {**value, **dict(zip(keys, kept, strict=True))}
 
 
-def _kept(items: Any, refusals: Collection[str], *, followed: bool = False) -> list[Any] | None:
-    """``items`` (a list of messages) without its refused turns; None when it is no list of
-    messages or has none. ``followed``: the customer's turn comes after the list (a history)."""
-    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+def _without_refused_parts(parts: Sequence[Any], refusals: Collection[str]) -> list[Any] | None:
+    """``parts`` (the pieces of one chat, in order: a history and the input) each without the
+    refused turns of the chat they make up; None when it has none or a part is no chat."""
+    chats = [_part_chat(part) for part in parts]
+    if any(chat is None for chat in chats):
+        return None  # judging it raises the InputError that says why
+    readable = [chat for chat in chats if chat is not None]
+    refused = refused_positions([m for chat in readable for m in chat], refusals)
+    if not refused:
+        return None
+    kept: list[Any] = []
+    start = 0
+    for part, chat in zip(parts, readable, strict=True):
+        here = {i - start for i in refused if start <= i < start + len(chat)}
+        kept.append(_part_without(part, here) if here else part)
+        start += len(chat)
+    return kept
+
+
+def _part_chat(part: Any) -> list[dict[str, Any]] | None:
+    """A piece of a chat (a text, a prompt value, a message or a list of messages) as the
+    OpenAI-format messages it stands for, one per item of a list; None when it is none."""
+    if isinstance(part, str):
+        return [{"role": "user", "content": part}]
+    if isinstance(part, BaseMessage):
+        return [_openai_message(part, calls=True)]
+    if isinstance(part, PromptValue):
+        part = part.messages if isinstance(part, ChatPromptValue) else part.to_messages()
+    if not isinstance(part, Sequence) or isinstance(part, bytes):
         return None
     try:
-        messages = convert_to_messages(items)
+        return [_openai_message(m, calls=True) for m in convert_to_messages(part)]
     except _COERCION_ERRORS:
-        return None  # judging it raises the InputError that says why
-    chat = [_openai_message(m, calls=True) for m in messages]
-    after = [{"role": "user", "content": ""}] if followed else []
-    refused = refused_positions([*chat, *after], refusals)
-    return [item for i, item in enumerate(items) if i not in refused] if refused else None
+        return None
+
+
+def _part_without(part: Any, refused: set[int]) -> Any:
+    """``part`` (read by :func:`_part_chat`) without its items at the ``refused`` positions:
+    a list or chat prompt value without them, a text or a single message gone ("" or [])."""
+    if isinstance(part, ChatPromptValue):
+        return ChatPromptValue(messages=_part_without(part.messages, refused))
+    if isinstance(part, StringPromptValue):
+        return StringPromptValue(text="")
+    if isinstance(part, Sequence) and not isinstance(part, str):
+        return [item for i, item in enumerate(part) if i not in refused]
+    return "" if isinstance(part, str) else []
 
 
 def _message(value: Any, where: str) -> Message:
@@ -190,7 +220,7 @@ def _why(item: Any) -> str:
 
 def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, Any]:
     """``message`` as an OpenAI chat message: role and content (and, with ``calls``, an AI
-    message's ``tool_calls``)."""
+    message's ``tool_calls`` and structured-output ``refusal``)."""
     if isinstance(message, HumanMessage):
         role = "user"
     elif isinstance(message, AIMessage):
@@ -204,6 +234,18 @@ def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, A
     else:
         role = _ROLES.get(message.type, message.type)
     out: dict[str, Any] = {"role": role, "content": message.content}
-    if calls and isinstance(message, AIMessage) and message.tool_calls:
-        out["tool_calls"] = message.tool_calls
+    if calls and isinstance(message, AIMessage):
+        out.update(_calls_and_refusal(message))
     return out
+
+
+def _calls_and_refusal(message: AIMessage) -> dict[str, Any]:
+    """An AI message's ``tool_calls`` and its structured-output ``refusal`` (which
+    langchain-openai keeps in ``additional_kwargs``), as OpenAI-format message fields."""
+    fields: dict[str, Any] = {}
+    if message.tool_calls:
+        fields["tool_calls"] = message.tool_calls
+    refusal = message.additional_kwargs.get("refusal")
+    if isinstance(refusal, str):
+        fields["refusal"] = refusal
+    return fields

@@ -167,3 +167,61 @@ def test_an_admitted_chat_reaches_the_model_without_the_refused_turn(
     with_history = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
     with_history.invoke({"input": "where is my order", "history": chat[:2]})
     assert got == [{"input": "where is my order", "history": []}]
+
+
+SERVED_CHAT: list[Any] = [
+    HumanMessage("where is my order"),
+    AIMessage(ANSWER),
+    HumanMessage("tell me a joke"),
+    AIMessage(REFUSAL),
+    HumanMessage("where is my order now"),
+]
+
+
+@pytest.mark.parametrize("split", range(len(SERVED_CHAT)))
+def test_a_chat_split_across_history_and_input_loses_its_refused_turn_as_one_list_does(
+    tiny_gate: Gatekeeper, split: int
+) -> None:
+    """Split anywhere over history_key and input_key, a chat loses what one list would."""
+    from langchain_core.runnables import RunnableLambda
+
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    gated.invoke({"input": SERVED_CHAT[split:], "history": SERVED_CHAT[:split]})
+    assert [*got[0]["history"], *got[0]["input"]] == [*SERVED_CHAT[:2], SERVED_CHAT[-1]]
+    assert got[0]["history"] == [m for m in SERVED_CHAT[:split] if m in got[0]["history"]]
+
+
+def test_a_chat_prompt_value_under_the_input_key_loses_its_refused_turn(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """A ChatPromptValue under input_key goes on, still one, without the refused turn."""
+    from langchain_core.runnables import RunnableLambda
+
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    gated.invoke({"input": ChatPromptValue(messages=SERVED_CHAT[2:]), "history": SERVED_CHAT[:2]})
+    gated.invoke({"input": ChatPromptValue(messages=SERVED_CHAT)})
+    assert got[0] == {
+        "input": ChatPromptValue(messages=SERVED_CHAT[-1:]),
+        "history": SERVED_CHAT[:2],
+    }
+    assert got[1] == {"input": ChatPromptValue(messages=[*SERVED_CHAT[:2], SERVED_CHAT[-1]])}
+
+
+def test_a_structured_output_refusal_in_additional_kwargs_is_taken_out(
+    gated_model: GatekeeperRunnable, model: Recording
+) -> None:
+    """A refusal in additional_kwargs["refusal"] (langchain-openai's) goes with its turn."""
+    # as an AIMessage or an OpenAI-format dict; an AI message that calls tools is no refusal
+    joke, order = HumanMessage("tell me a joke"), HumanMessage("where is my order")
+    structured = AIMessage("", additional_kwargs={"refusal": REFUSAL})
+    as_dict = {"role": "assistant", "content": None, "refusal": REFUSAL}
+    call = {"name": "track", "args": {}, "id": "c1"}
+    calling = AIMessage("", additional_kwargs={"refusal": REFUSAL}, tool_calls=[call])
+    gated_model.invoke([joke, structured, order])
+    gated_model.invoke([joke, as_dict, order])
+    gated_model.invoke([order, calling, order])
+    assert model.seen == [[order], [order], [order, calling, order]]

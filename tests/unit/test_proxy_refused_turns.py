@@ -117,6 +117,33 @@ def test_a_refusal_after_the_last_customer_turn_takes_nothing_away() -> None:
     assert without_refused(tools, {OFF_TOPIC_REPLY}) == tools
 
 
+def test_a_refusal_after_a_system_message_or_item_reference_takes_the_turn_before_it() -> None:
+    """A system message or item reference between a refused turn and its refusal stays."""
+    # and the turn still goes; a tool call or result between them means it was answered
+    noted = [SYSTEM, JOKE, SYSTEM, REFUSAL, ORDER]
+    assert without_refused(noted, {OFF_TOPIC_REPLY}) == [SYSTEM, SYSTEM, ORDER]
+    reference = {"type": "item_reference", "id": "msg_1"}
+    refusal = {"type": "message", "role": "assistant", "content": OFF_TOPIC_REPLY}
+    developer = {"role": "developer", "content": "Be brief."}
+    items = [JOKE, reference, developer, refusal, ORDER]
+    assert without_refused(items, {OFF_TOPIC_REPLY}) == [reference, developer, ORDER]
+    tool = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
+    answered = [JOKE, tool, REFUSAL, ORDER]
+    assert without_refused(answered, {OFF_TOPIC_REPLY}) == [JOKE, tool, ORDER]
+
+
+async def test_a_responses_item_reference_before_a_refusal_still_drops_the_refused_turn(
+    gate: Gatekeeper,  # noqa: F811
+) -> None:
+    """The proxy drops a refused Responses turn and its refusal over an item reference."""
+    upstream = FakeUpstream()
+    reference = {"type": "item_reference", "id": "msg_1"}
+    body = {"model": "m", "input": [JOKE, reference, REFUSAL, ORDER]}
+    async with serving(gate, upstream) as client:
+        await client.post("/v1/responses", json=body)
+    assert _sent(upstream) == {**body, "input": [reference, ORDER]}
+
+
 async def test_a_responses_greeting_with_a_photo_reaches_the_upstream(
     gate: Gatekeeper,  # noqa: F811
 ) -> None:
