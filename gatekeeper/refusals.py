@@ -35,21 +35,22 @@ def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collectio
     """The positions of each assistant message whose text (or structured-output ``refusal``),
     stripped, is one of ``refusals``, and of the customer's messages right before it (over
     any system messages and item references between them, which stay:
-    :func:`_turns_answered`). Only refusals the customer spoke after count (the turn being
+    :func:`turns_answered`). Only refusals the customer spoke after count (the turn being
     judged is never taken away), and never an assistant message that calls tools: the gate's
     refusal calls none."""
     last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
     refused: set[int] = set()
     for i, message in enumerate(messages[:last_user]):
         if _gate_refusal(message, refusals):
-            refused |= {i, *_turns_answered(messages, i)}
+            refused |= {i, *turns_answered(messages, i)}
     return refused
 
 
-def _turns_answered(messages: Sequence[Any], refusal: int) -> set[int]:
-    """The positions of the customer's messages right before the one at ``refusal``, walking
-    back over asides (:func:`_aside`) and stopping at anything else: an assistant message, a
-    tool call or result (the turn before it was answered by the LLM, not refused)."""
+def turns_answered(messages: Sequence[Any], refusal: int) -> set[int]:
+    """The positions of the customer's messages right before position ``refusal`` (the gate's
+    refusal, or the end of a refused request), walking back over asides (:func:`_aside`) and
+    stopping at anything else: an assistant message, a tool call or result (the turn before it
+    was answered by the LLM, not refused)."""
     turns: set[int] = set()
     for before in range(refusal - 1, -1, -1):
         if _role(messages[before]) == "user":
@@ -91,4 +92,4 @@ def _said(message: Mapping[str, Any]) -> str:
     return refusal if not text and isinstance(refusal, str) else text
 
 
-__all__ = ["refused_positions", "without_refused"]
+__all__ = ["refused_positions", "turns_answered", "without_refused"]

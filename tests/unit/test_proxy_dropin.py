@@ -783,6 +783,29 @@ async def test_continuing_the_proxys_own_answer_sends_the_upstream_what_it_misse
     assert b"joke" not in upstream.requests[-1].content
 
 
+async def test_a_refused_turn_before_a_trailing_system_message_never_reaches_the_upstream(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A refused Responses input ending in a system message after the customer's turn keeps
+    that turn out of what a later continuation sends the upstream."""
+    upstream.handler = answering("Sure, which order?", "resp_up_9")
+    await post(client, {"model": "m", "input": "where is my order"})
+    joke = [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "system", "content": "answer briefly"},
+    ]
+    body = {"model": "m", "input": joke, "previous_response_id": "resp_up_9"}
+    refused = await post(client, body)
+    assert refused.headers["x-gatekeeper-route"] == "off_topic"
+    body = {
+        "model": "m",
+        "input": "where is my parcel",
+        "previous_response_id": refused.json()["id"],
+    }
+    assert (await post(client, body)).headers["x-gatekeeper-route"] == "llm"
+    assert b"joke" not in upstream.requests[-1].content
+
+
 def test_remembered_conversations_keep_only_what_the_gate_reads() -> None:
     """A remembered chat keeps the customer's and the assistant's turns as text cut to
     max_chars (attachments by type, beside the text of a turn that has both): 15 MB of

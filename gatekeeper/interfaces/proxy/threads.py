@@ -39,6 +39,7 @@ from typing import Any
 
 from gatekeeper.conversation import attachment_types, content_text
 from gatekeeper.interfaces.proxy.errors import Json
+from gatekeeper.refusals import turns_answered
 from gatekeeper.types import blank
 
 #: Messages kept per conversation: the conversation rule reads the last few customer turns.
@@ -182,11 +183,10 @@ def _kept_item(item: Json) -> Json | None:
 
 
 def _customer_turn_dropped(items: list[Json]) -> list[Json]:
-    """``items`` without the customer's messages at their end (the turn that was refused)."""
-    end = len(items)
-    while end and isinstance(items[end - 1], dict) and items[end - 1].get("role") == "user":
-        end -= 1
-    return items[:end]
+    """``items`` without the customer's messages at their end (the turn that was refused; a
+    system message or item reference after it stays)."""
+    refused = turns_answered(items, len(items))
+    return [item for i, item in enumerate(items) if i not in refused]
 
 
 def input_items(value: Any) -> list[Json]:
