@@ -18,9 +18,10 @@ empty cells (``,,``) is kept, for the caller to count as an empty row.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,41 @@ from gatekeeper.errors import GatekeeperError
 
 Row = tuple[int, dict[str, Any]]
 DELIMITERS = (",", ";", "\t")
+#: Problems an error lists one by one (the rest are counted).
+LISTED_PROBLEMS = 10
+
+
+def listed(problems: Sequence[str], limit: int = LISTED_PROBLEMS) -> str:
+    """The first ``limit`` of ``problems``, one an indented line, then how many more."""
+    shown = "\n".join(f"  {problem}" for problem in problems[:limit])
+    more = len(problems) - limit
+    return shown + (f"\n  ... and {more} more" if more > 0 else "")
+
+
+def near_key(key: str, known: Sequence[str], cutoff: float = 0.6) -> str | None:
+    """The one of ``known`` that ``key`` (case aside) looks like a misspelling of, if any."""
+    close = difflib.get_close_matches(str(key).casefold(), known, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def unknown_keys(keys: Iterable[str], known: Sequence[str], cutoff: float = 0.6) -> str:
+    """Unknown keys (or CSV columns), quoted, each with a did-you-mean when one is close."""
+    named = []
+    for key in keys:
+        meant = near_key(key, known, cutoff)
+        named.append(repr(key) + (f" (did you mean {meant!r}?)" if meant else ""))
+    return ", ".join(named)
+
+
+def class_id(value: Any) -> bool:
+    """A benchmark's class id where a name belongs: a number, or a CSV cell of digits."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number or (isinstance(value, str) and value.strip().isdigit())
+
+
+def map_class_ids(to: str) -> str:
+    """How to fix a class id written where a name belongs: map the ids ``to`` names."""
+    return f"a class id: map the benchmark's ids to {to}"
 
 
 def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
@@ -121,10 +157,10 @@ def read_jsonl(
     path: Path,
     error: type[GatekeeperError],
     what: str,
-    on_bad_line: Callable[[str], None] | None = None,
+    on_bad_line: Callable[[int, str], None] | None = None,
 ) -> list[Row]:
     """One JSON object per non-blank line. A line that is not one raises ``error``, or with
-    ``on_bad_line`` is left out and its problem passed to it."""
+    ``on_bad_line`` is left out and passed to it as ``(line number, problem)``."""
     rows: list[Row] = []
     for number, line in enumerate(read_text(path, error, what).splitlines(), start=1):
         if not line.strip():
@@ -134,7 +170,7 @@ def read_jsonl(
         except GatekeeperError as exc:
             if on_bad_line is None:
                 raise
-            on_bad_line(str(exc))
+            on_bad_line(number, str(exc))
     return rows
 
 
@@ -176,6 +212,7 @@ def read_csv(
     what: str,
     check_header: Callable[[list[str]], str | None],
     on_bad_row: Callable[[int, str], None] | None = None,
+    on_delimiter: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """CSV rows keyed by the (normalised) header; ``check_header`` returns a problem with the
     header, or None.
@@ -186,9 +223,12 @@ def read_csv(
     otherwise shift the rest of the row one column right and make up an intent. (Spreadsheets
     pad the header row as they pad the others, so their exports never do this.) Such rows are
     left out and passed to ``on_bad_row`` as ``(row number, problem)``; without it, one
-    ``error`` names them all."""
+    ``error`` names them all. ``on_delimiter``, if given, is told the delimiter the header
+    uses."""
     text = read_text(path, error, what)
     delimiter = sniff_delimiter(text)
+    if on_delimiter is not None:
+        on_delimiter(delimiter)
     try:
         with field_limit(len(text)):
             records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
@@ -223,9 +263,7 @@ def read_csv(
     if header is None:
         raise error(f"{what} {path}: the file is empty (expected a header row)")
     if overflow and on_bad_row is None:
-        listed = "\n".join(f"  row {number} {problem}" for number, problem in overflow[:10])
-        more = f"\n  ... and {len(overflow) - 10} more" if len(overflow) > 10 else ""
-        raise error(f"{what} {path}:\n{listed}{more}")
+        raise error(f"{what} {path}:\n" + listed([f"row {n} {p}" for n, p in overflow]))
     if on_bad_row is not None:
         for number, problem in overflow:
             on_bad_row(number, problem)

@@ -24,15 +24,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatekeeper._rows import Row, load_yaml, read_csv, read_jsonl, read_text, yaml_problem
+from gatekeeper._rows import (
+    listed,
+    load_yaml,
+    read_csv,
+    read_jsonl,
+    read_text,
+    yaml_problem,
+)
 from gatekeeper._validation import plain_type_error
 from gatekeeper.catalog_review import (
     IntentTexts,
     consistency_problems,
-    lookalike,
-    looks_like_off_topic,
     review_warnings,
 )
+from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.paths import why_not_a_file
 from gatekeeper.types import OFF_TOPIC, blank
@@ -191,13 +197,13 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
             path,
             CatalogError,
             "catalog",
-            _check_catalog_header,
+            check_catalog_header,
             lambda n, p: bad.append(f"row {n} {p}"),
         )
-        raw, problems, warnings = _rows_to_raw(rows, path)
+        raw, problems, warnings = rows_to_raw(rows, path)
         problems = bad + problems
     elif suffix in {".jsonl", ".ndjson"}:
-        raw, problems, warnings = _rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
+        raw, problems, warnings = rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
     else:
         raise CatalogError(f"catalog {path}: unknown format {suffix!r} (use .yaml, .csv or .jsonl)")
     catalog = _validated(raw, str(path), problems)
@@ -235,7 +241,7 @@ def _validated(raw: Any, source: str, problems: list[str]) -> Catalog:
         problems = problems + [_describe_one(e, raw) for e in _root_causes(exc.errors())]
     problems = problems + _consistency_problems(raw)
     if problems or catalog is None:
-        raise CatalogError(f"catalog {source}:\n" + "\n".join(f"  {p}" for p in problems))
+        raise CatalogError(f"catalog {source}:\n" + listed(problems))
     return catalog
 
 
@@ -354,156 +360,3 @@ def _read_yaml(path: Path) -> Any:
         return load_yaml(text)
     except yaml.YAMLError as exc:
         raise CatalogError(f"catalog {path}{yaml_problem(exc)}") from exc
-
-
-_COLUMNS = ("text", "intent", "reply", "description", "threshold")
-_PROPERTIES = ("reply", "description", "threshold")
-
-
-def _check_catalog_header(header: list[str]) -> str | None:
-    missing = {"text", "intent"} - set(header)
-    return (
-        f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}"
-        if missing
-        else None
-    )
-
-
-def _cell(value: Any) -> Any:
-    """A cell's value: text stripped, blank text as None."""
-    if isinstance(value, str):
-        return value.strip() or None
-    return value
-
-
-def _rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Rows of ``text,intent[,reply,description,threshold]`` as a catalog mapping, with the
-    problems (fatal) and warnings (not) found on the way.
-
-    An intent's reply, description and threshold may sit on any of its rows (on several, they
-    must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
-    text only sets the property; a row with neither is empty and skipped."""
-    problems: list[str] = []
-    empty: list[int] = []
-    only_stray: list[str] = []  # rows whose only values are under unknown columns
-    repeated: list[str] = []
-    lookalikes: dict[str, list[int]] = {}
-    unknown: set[str] = set()
-    entries: dict[str, dict[str, Any]] = {}
-    off_topic: dict[str, Any] = {"exemplars": []}
-    given: dict[tuple[str, str], tuple[Any, int]] = {}
-    first_row: dict[tuple[str, str], int] = {}
-    column = "column" if path.suffix.lower() == ".csv" else "key"
-    for number, row in rows:
-        unknown.update(k for k in row if k not in _COLUMNS)
-        text, intent = _cell(row.get("text")), _cell(row.get("intent"))
-        props = {k: _cell(row.get(k)) for k in _PROPERTIES if _cell(row.get(k)) is not None}
-        stray = [k for k in row if k not in _COLUMNS and _cell(row[k]) is not None]
-        if text is None and not props and stray:  # e.g. a reply under a typo'd 'Repyl'
-            only_stray.append(f"row {number} has {_unknown_keys(stray)}")
-            continue
-        if intent is None:
-            if text is None and not props:
-                empty.append(number)
-            else:
-                hint = f"; the row has the unknown {column} {_unknown_keys(stray)}" if stray else ""
-                problems.append(f"row {number}: 'intent' is empty{hint}")
-            continue
-        if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
-            problems.append(f"row {number}: 'text' and 'intent' must be text")
-            continue
-        if looks_like_off_topic(intent):
-            lookalikes.setdefault(intent, []).append(number)
-            continue
-        target = (
-            off_topic
-            if intent == OFF_TOPIC
-            else entries.setdefault(intent, {"name": intent, "exemplars": []})
-        )
-        for key, value in props.items():
-            problem = _set_property(target, intent, key, value, number, given)
-            if problem:
-                problems.append(problem)
-        if text is None:
-            if not props:
-                empty.append(number)
-            continue
-        seen = first_row.setdefault((intent, text), number)
-        if seen != number:
-            repeated.append(f"row {number} repeats row {seen}")
-            continue
-        target["exemplars"].append(text)
-    for name, numbers in lookalikes.items():
-        problems.append(
-            f"{_rows_label(numbers)}: "
-            + lookalike(name, "write the intent of off-topic exemplars as 'off_topic'")
-        )
-    warnings = []
-    if empty:
-        count = "1 empty row" if len(empty) == 1 else f"{len(empty)} empty rows"
-        warnings.append(f"skipped {count} (no text): {_rows_label(empty)}")
-    if repeated:
-        count = "1 row repeats" if len(repeated) == 1 else f"{len(repeated)} rows repeat"
-        warnings.append(
-            f"{count} an earlier row verbatim (kept once): "
-            + ", ".join(repeated[:10])
-            + (" …" if len(repeated) > 10 else "")
-        )
-    if only_stray:
-        warnings.append(
-            f"skipped {len(only_stray)} row{'s' if len(only_stray) > 1 else ''} with no text "
-            f"and values only under unknown {column}s: {'; '.join(only_stray[:10])}"
-            + (" …" if len(only_stray) > 10 else "")
-        )
-    if unknown:
-        named = _unknown_keys(sorted(unknown))
-        warnings.append(f"ignored unknown {column}s {named}; known: {', '.join(_COLUMNS)}")
-    raw = {
-        "domain": f"intents from {path.name}",
-        "intents": list(entries.values()),
-        "off_topic": off_topic,
-    }
-    return raw, problems, warnings
-
-
-def _unknown_keys(keys: Iterable[str]) -> str:
-    """Unknown columns (or JSONL keys), each with a did-you-mean when one is close."""
-    hints = {k: difflib.get_close_matches(str(k).casefold(), _COLUMNS, n=1) for k in keys}
-    return ", ".join(
-        repr(k) + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()
-    )
-
-
-def _set_property(
-    target: dict[str, Any],
-    intent: str,
-    key: str,
-    value: Any,
-    number: int,
-    given: dict[tuple[str, str], tuple[Any, int]],
-) -> str | None:
-    """Set an intent's ``key`` from row ``number``; the problem, if any."""
-    if intent == OFF_TOPIC and key != "reply":
-        return f"row {number}: off_topic rows take a 'reply' (the refusal), not a {key!r}"
-    if key == "threshold":
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return f"row {number}: threshold {value!r} of intent {intent!r} is not a number"
-    if not isinstance(value, str | float | int) or isinstance(value, bool):
-        return f"row {number}: {key!r} of intent {intent!r} must be text"
-    earlier = given.get((intent, key))
-    if earlier is not None and earlier[0] != value:
-        return (
-            f"row {number}: intent {intent!r} has {key} {value!r} here but {earlier[0]!r} "
-            f"on row {earlier[1]}"
-        )
-    given.setdefault((intent, key), (value, number))
-    target[key] = value
-    return None
-
-
-def _rows_label(numbers: list[int], limit: int = 10) -> str:
-    shown = ", ".join(str(n) for n in numbers[:limit])
-    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
-    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"

@@ -74,6 +74,12 @@ def text_key(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum()) or text.casefold()
 
 
+def exemplar_key(text: str) -> str:
+    """How texts are compared for one exemplar in two intents (or one message labelled both
+    ways): case and surrounding white space do not count."""
+    return text.strip().casefold()
+
+
 def consistency_problems(intents: Sequence[IntentTexts], off_topic: Sequence[str]) -> list[str]:
     """Errors between intents (see the module docstring), one line each."""
     problems: list[str] = []
@@ -109,7 +115,7 @@ def consistency_problems(intents: Sequence[IntentTexts], off_topic: Sequence[str
 
 
 def _claim(owner: dict[str, str], text: str, intent: str, problems: list[str]) -> None:
-    key = text.casefold()
+    key = exemplar_key(text)
     if key in owner and owner[key] != intent:
         problems.append(f"exemplar {text!r} belongs to both {owner[key]!r} and {intent!r}")
         return

@@ -51,10 +51,12 @@ def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[f
     )
 
 
-def _target(value: float | None) -> float | None:
-    """``--target-pass-rate``, refused unless in (0, 1]."""
-    if value is not None and not 0.0 < value <= 1.0:
-        raise InputError(f"--target-pass-rate must be above 0 and at most 1, got {value:g}")
+def _target(value: float | None, option: str = "--target-pass-rate") -> float | None:
+    """``--target-pass-rate`` (or ``option``), refused unless in (0, 1]."""
+    from gatekeeper.eval.thresholds import check_target
+
+    if value is not None:
+        check_target(value, option)
     return value
 
 
@@ -290,7 +292,7 @@ def calibrate(
         )
         chats = None
         if conversations is not None:  # read before any work, so a bad file changes nothing
-            _target(conversation_target)
+            _target(conversation_target, "--conversation-target")
             chats = load_dataset(
                 conversations, skip_invalid=skip_invalid, max_chars=settings.gate.max_message_chars
             )

@@ -23,7 +23,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import InputError
-from gatekeeper.eval.datasets import UNSUPPORTED_PREFIX, Dataset, Example
+from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
+from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.language import model_language_warning
 
 if TYPE_CHECKING:

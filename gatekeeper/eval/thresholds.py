@@ -52,10 +52,12 @@ def floor_threshold(value: float, decimals: int = 4) -> float:
     return float(max(-1.0, min(1.0, math.floor(value * scale) / scale)))
 
 
-def check_target(target: float) -> None:
-    """Refuse a target pass rate outside (0, 1] with :class:`InputError`."""
+def check_target(target: float, name: str = "the target pass rate") -> None:
+    """Refuse a target pass rate outside (0, 1] with :class:`InputError` (``name`` says which
+    option it came from); a percentage (``99``) gets "did you mean 0.99?"."""
     if not 0.0 < target <= 1.0:
-        raise InputError(f"the target pass rate must be above 0 and at most 1, got {target:g}")
+        meant = f" (did you mean {target / 100:g}?)" if 1.0 < target <= 100.0 else ""
+        raise InputError(f"{name} must be above 0 and at most 1, got {target:g}{meant}")
 
 
 def choose_threshold(

@@ -333,3 +333,29 @@ def test_a_huge_csv_cell_reads_as_the_same_jsonl_row_does(tmp_path: Path) -> Non
     assert from_csv.exemplars() == read_catalog(as_jsonl).catalog.exemplars()
     assert len(from_csv.intent("order_status").exemplars[0]) > 131_072
     assert csv.field_size_limit() == limit
+
+
+def test_many_row_problems_are_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
+    """A catalog with hundreds of bad rows lists the first 10 problems, then "... and N more"."""
+    rows = "".join(json.dumps({"text": f"message {i}", "label": i % 7}) + "\n" for i in range(300))
+    problems = _problems(_csv(tmp_path, rows, name="c.jsonl"))
+    assert len(problems.splitlines()) == 1 + 10 + 1
+    assert problems.endswith("... and 291 more")  # 300 rows, and no intents at all
+
+
+@pytest.mark.parametrize("key", ["label", "labels", "class", "category"])
+def test_an_intent_under_a_benchmark_key_is_told_to_be_renamed(tmp_path: Path, key: str) -> None:
+    """A row whose intent is under 'label' (or labels/class/category) is told to rename it to
+    'intent'; a class id is told to be mapped to an intent name."""
+    path = _csv(tmp_path, json.dumps({"text": "where is my card", key: 9}) + "\n", name="c.jsonl")
+    problems = _problems(path)
+    assert "rename it to 'intent'" in problems
+    assert "map the benchmark's ids to intent names" in problems
+    named = _csv(tmp_path, json.dumps({"text": "hi", key: "card"}) + "\n", name="n.jsonl")
+    assert "rename it to 'intent'" in (text := _problems(named)) and "class id" not in text
+
+
+def test_a_csv_header_with_label_for_intent_is_told_to_rename_it(tmp_path: Path) -> None:
+    """A CSV catalog headed text,label is told to rename the column 'label' to 'intent'."""
+    problems = _problems(_csv(tmp_path, "text,label\nwhere is my card,card_arrival\n"))
+    assert "rename the column 'label' to 'intent'" in problems

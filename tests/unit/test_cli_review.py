@@ -16,7 +16,7 @@ from gatekeeper.errors import ConfigError, InputError
 from gatekeeper.eval.plan import EvalPlan, check_plan
 from gatekeeper.eval.report_files import check_report_dir
 from gatekeeper.eval.settings_file import store_threshold
-from gatekeeper.eval.thresholds import choose_threshold
+from gatekeeper.eval.thresholds import check_target, choose_threshold
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CATALOG = FIXTURES / "tiny_catalog.yaml"
@@ -267,3 +267,9 @@ def test_quiet_commands_keep_a_log_level_set_in_yaml(
     )
     setup(config, quiet=True)
     assert seen == [expected]
+
+
+def test_a_target_given_as_a_percentage_gets_a_did_you_mean() -> None:
+    """A target pass rate of 99 is refused with "did you mean 0.99?"."""
+    with pytest.raises(InputError, match=r"got 99 \(did you mean 0\.99\?\)"):
+        check_target(99.0)

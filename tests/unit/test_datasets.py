@@ -355,3 +355,85 @@ def test_a_huge_csv_cell_is_its_rows_error_as_in_jsonl(tmp_path: Path) -> None:
     data = load_dataset(path, max_chars=4000, skip_invalid=True)
     assert [e.text for e in data.examples] == ["where is my order", "a poem"]
     assert "row 3" in data.skipped[0] and csv.field_size_limit() == limit
+
+
+def test_a_text_under_an_unknown_key_is_a_malformed_row_not_an_empty_one(tmp_path: Path) -> None:
+    """A row whose only values are under unknown keys (the text as 'utterance') is an error
+    naming the line and the key, not an empty row skipped."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "where is my order", "label": "in_domain"},
+        {"utterance": "tell me a joke", "label": "off_topic"},
+    )
+    with pytest.raises(DatasetError, match=r"line 2: no 'text'.*unknown key 'utterance'"):
+        load_dataset(path)
+
+
+def test_with_skip_invalid_a_text_under_an_unknown_key_is_skipped_with_that_reason(
+    tmp_path: Path,
+) -> None:
+    """With skip_invalid, a row with its text under an unknown key is skipped and recorded as
+    such, not as an empty row."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "where is my order", "label": "in_domain"},
+        {"utterance": "tell me a joke", "label": "off_topic"},
+    )
+    data = load_dataset(path, skip_invalid=True)
+    assert len(data) == 1 and len(data.skipped) == 1
+    assert "unknown key 'utterance'" in data.skipped[0] and "empty" not in data.skipped[0]
+
+
+def test_a_blank_text_is_still_an_empty_row_skipped_without_skip_invalid(tmp_path: Path) -> None:
+    """A row whose 'text' is present but blank is an empty row: skipped and counted, extra keys
+    (an id) or not."""
+    path = _jsonl(
+        tmp_path,
+        {"text": "where is my order", "label": "in_domain"},
+        {"text": "  ", "label": "off_topic", "id": 7},
+    )
+    data = load_dataset(path)
+    assert len(data) == 1 and data.skipped == (
+        f"dataset {path}, line 2: empty row (no text), skipped",
+    )
+
+
+def test_keys_spelt_another_way_keep_their_did_you_mean_when_every_row_has_them(
+    tmp_path: Path,
+) -> None:
+    """Every row under 'Text'/'Label': the error names the keys with "did you mean", with or
+    without skip_invalid (no bare "has no rows left")."""
+    path = _jsonl(tmp_path, {"Text": "where is my order", "Label": "in_domain"})
+    for skip in (False, True):
+        with pytest.raises(DatasetError, match=r"'Text' \(did you mean 'text'\?\)"):
+            load_dataset(path, skip_invalid=skip)
+
+
+def test_malformed_rows_are_listed_in_file_order(tmp_path: Path) -> None:
+    """A line that is not JSON is listed among the malformed rows at its place in the file."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(
+        '{"text": "a", "label": "maybe"}\nnot json\n{"text": "b", "label": "in_domain"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    message = str(caught.value)
+    assert message.index("line 1:") < message.index("line 2:")
+
+
+def test_a_row_without_a_label_says_the_label_is_missing(tmp_path: Path) -> None:
+    """A row with no 'label' key says "missing 'label'", not "... not None"."""
+    path = _jsonl(tmp_path, {"text": "where is my order", "intent": "order_status"})
+    with pytest.raises(DatasetError, match="line 1: missing 'label'") as caught:
+        load_dataset(path)
+    assert "None" not in str(caught.value)
+
+
+def test_a_tab_separated_csv_file_is_read_with_a_warning(tmp_path: Path) -> None:
+    """A .csv file whose header has tabs is read as tab-separated, and a warning says so."""
+    path = tmp_path / "data.csv"
+    path.write_text("text\tlabel\nwhere is my order\tin_domain\n", encoding="utf-8")
+    data = load_dataset(path)
+    assert [e.text for e in data.examples] == ["where is my order"]
+    assert any("read as tab-separated" in w for w in data.warnings)

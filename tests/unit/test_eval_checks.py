@@ -93,6 +93,16 @@ def test_repeated_and_contradicting_rows_are_warned_about(tmp_path: Path) -> Non
     assert any(both in w for w in warnings)
 
 
+def test_a_message_labelled_both_ways_is_found_case_and_spaces_aside(tmp_path: Path) -> None:
+    """Two rows whose texts differ only in case and surrounding white space but are labelled
+    differently are reported as labelled both ways (as the catalog compares exemplars)."""
+    rows = [_row("Tell me a joke", "off_topic"), _row("  tell me a JOKE ")]
+    warnings = load_dataset(_jsonl(tmp_path / "d.jsonl", rows)).warnings
+    assert any(
+        "labelled both ways (e.g. line 2 in_domain, line 1 off_topic)" in w for w in warnings
+    )
+
+
 def test_chats_sharing_their_opening_turn_are_no_repeats(tmp_path: Path) -> None:
     """Per-turn labelled chats that open alike are not reported as repeated rows."""
     opening = {"role": "user", "content": "hi"}

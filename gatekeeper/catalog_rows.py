@@ -1,0 +1,184 @@
+"""A catalog given as rows (CSV or JSONL) of ``text,intent``, as the catalog mapping YAML gives.
+
+Optional ``reply``, ``description`` and ``threshold`` columns carry what the YAML form says per
+intent; the intent ``off_topic`` marks an off-topic exemplar (its row's ``reply`` is the
+refusal). :func:`rows_to_raw` returns the mapping with the problems (fatal) and warnings (not)
+found on the way; :mod:`gatekeeper.catalog` validates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gatekeeper._rows import Row, class_id, map_class_ids, unknown_keys
+from gatekeeper.catalog_review import lookalike, looks_like_off_topic
+from gatekeeper.types import OFF_TOPIC
+
+_COLUMNS = ("text", "intent", "reply", "description", "threshold")
+_PROPERTIES = ("reply", "description", "threshold")
+
+
+def check_catalog_header(header: list[str]) -> str | None:
+    missing = {"text", "intent"} - set(header)
+    if not missing:
+        return None
+    alias = next((k for k in header if k in _INTENT_ALIASES), None) if "intent" in missing else None
+    rename = f" (rename the column {alias!r} to 'intent')" if alias else ""
+    return f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}{rename}"
+
+
+def _cell(value: Any) -> Any:
+    """A cell's value: text stripped, blank text as None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Rows of ``text,intent[,reply,description,threshold]`` as a catalog mapping, with the
+    problems (fatal) and warnings (not) found on the way.
+
+    An intent's reply, description and threshold may sit on any of its rows (on several, they
+    must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
+    text only sets the property; a row with neither is empty and skipped."""
+    problems: list[str] = []
+    empty: list[int] = []
+    only_stray: list[str] = []  # rows whose only values are under unknown columns
+    repeated: list[str] = []
+    lookalikes: dict[str, list[int]] = {}
+    unknown: set[str] = set()
+    entries: dict[str, dict[str, Any]] = {}
+    off_topic: dict[str, Any] = {"exemplars": []}
+    given: dict[tuple[str, str], tuple[Any, int]] = {}
+    first_row: dict[tuple[str, str], int] = {}
+    column = "column" if path.suffix.lower() == ".csv" else "key"
+    for number, row in rows:
+        unknown.update(k for k in row if k not in _COLUMNS)
+        text, intent = _cell(row.get("text")), _cell(row.get("intent"))
+        props = {k: _cell(row.get(k)) for k in _PROPERTIES if _cell(row.get(k)) is not None}
+        stray = [k for k in row if k not in _COLUMNS and _cell(row[k]) is not None]
+        if text is None and not props and stray:  # e.g. a reply under a typo'd 'Repyl'
+            only_stray.append(f"row {number} has {_unknown_keys(stray)}")
+            continue
+        if intent is None:
+            if text is None and not props:
+                empty.append(number)
+            else:
+                hint = f"; the row has the unknown {column} {_unknown_keys(stray)}" if stray else ""
+                problems.append(f"row {number}: 'intent' is empty{hint}{_intent_as(row, stray)}")
+            continue
+        if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
+            problems.append(f"row {number}: 'text' and 'intent' must be text")
+            continue
+        if looks_like_off_topic(intent):
+            lookalikes.setdefault(intent, []).append(number)
+            continue
+        target = (
+            off_topic
+            if intent == OFF_TOPIC
+            else entries.setdefault(intent, {"name": intent, "exemplars": []})
+        )
+        for key, value in props.items():
+            problem = _set_property(target, intent, key, value, number, given)
+            if problem:
+                problems.append(problem)
+        if text is None:
+            if not props:
+                empty.append(number)
+            continue
+        seen = first_row.setdefault((intent, text), number)
+        if seen != number:
+            repeated.append(f"row {number} repeats row {seen}")
+            continue
+        target["exemplars"].append(text)
+    for name, numbers in lookalikes.items():
+        problems.append(
+            f"{_rows_label(numbers)}: "
+            + lookalike(name, "write the intent of off-topic exemplars as 'off_topic'")
+        )
+    warnings = []
+    if empty:
+        count = "1 empty row" if len(empty) == 1 else f"{len(empty)} empty rows"
+        warnings.append(f"skipped {count} (no text): {_rows_label(empty)}")
+    if repeated:
+        count = "1 row repeats" if len(repeated) == 1 else f"{len(repeated)} rows repeat"
+        warnings.append(
+            f"{count} an earlier row verbatim (kept once): "
+            + ", ".join(repeated[:10])
+            + (" …" if len(repeated) > 10 else "")
+        )
+    if only_stray:
+        warnings.append(
+            f"skipped {len(only_stray)} row{'s' if len(only_stray) > 1 else ''} with no text "
+            f"and values only under unknown {column}s: {'; '.join(only_stray[:10])}"
+            + (" …" if len(only_stray) > 10 else "")
+        )
+    if unknown:
+        named = _unknown_keys(sorted(unknown))
+        warnings.append(f"ignored unknown {column}s {named}; known: {', '.join(_COLUMNS)}")
+    raw = {
+        "domain": f"intents from {path.name}",
+        "intents": list(entries.values()),
+        "off_topic": off_topic,
+    }
+    return raw, problems, warnings
+
+
+def _unknown_keys(keys: Iterable[str]) -> str:
+    """Unknown columns (or JSONL keys), each with a did-you-mean when one is close."""
+    return unknown_keys(keys, _COLUMNS)
+
+
+#: Names a benchmark gives the column a catalog calls ``intent``.
+_INTENT_ALIASES = ("label", "labels", "class", "category")
+
+
+def _intent_as(row: dict[str, Any], stray: list[str]) -> str:
+    """For a row without an intent: rename a ``label`` (``class``, ...) key to ``intent``,
+    mapping class ids to intent names when that is what it holds."""
+    alias = next((k for k in stray if str(k).strip().casefold() in _INTENT_ALIASES), None)
+    if alias is None:
+        return ""
+    ids = class_id(row[alias])
+    mapped = f"; {map_class_ids(_INTENT_NAMES)}" if ids else ""
+    return f" (rename it to 'intent'{mapped})"
+
+
+_INTENT_NAMES = "intent names and its out-of-scope id, if any, to 'off_topic'"
+
+
+def _set_property(
+    target: dict[str, Any],
+    intent: str,
+    key: str,
+    value: Any,
+    number: int,
+    given: dict[tuple[str, str], tuple[Any, int]],
+) -> str | None:
+    """Set an intent's ``key`` from row ``number``; the problem, if any."""
+    if intent == OFF_TOPIC and key != "reply":
+        return f"row {number}: off_topic rows take a 'reply' (the refusal), not a {key!r}"
+    if key == "threshold":
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return f"row {number}: threshold {value!r} of intent {intent!r} is not a number"
+    if not isinstance(value, str | float | int) or isinstance(value, bool):
+        return f"row {number}: {key!r} of intent {intent!r} must be text"
+    earlier = given.get((intent, key))
+    if earlier is not None and earlier[0] != value:
+        return (
+            f"row {number}: intent {intent!r} has {key} {value!r} here but {earlier[0]!r} "
+            f"on row {earlier[1]}"
+        )
+    given.setdefault((intent, key), (value, number))
+    target[key] = value
+    return None
+
+
+def _rows_label(numbers: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"

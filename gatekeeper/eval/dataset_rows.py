@@ -1,0 +1,329 @@
+"""One row of a labelled dataset as the example(s) it holds.
+
+A row has ``text``, ``label`` (``in_domain`` | ``off_topic``) and an optional ``intent``, or
+``messages`` (a chat; in CSV, a JSON string) instead of ``text``, with optional per-turn
+``labels``. :func:`parse_rows` turns one row into its :class:`Example` s or raises a
+:class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
+:func:`stray_values` tell a row to skip from a malformed one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gatekeeper._rows import (
+    DuplicateKeyError,
+    class_id,
+    loads_json,
+    map_class_ids,
+    near_key,
+    unknown_keys,
+)
+from gatekeeper.catalog_review import looks_like_off_topic
+from gatekeeper.conversation import chat_messages, last_user_text
+from gatekeeper.errors import DatasetError, InputError
+from gatekeeper.types import OFF_TOPIC, blank
+
+Label = Literal["in_domain", "off_topic"]
+LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
+UNSUPPORTED_PREFIX = "unsupported:"
+ChatMessages = tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled customer message (or conversation) and where it came from."""
+
+    message: str | ChatMessages
+    label: Label
+    intent: str | None
+    source: str
+    line: int
+    turn: int | None = None  # with per-turn ``labels``: which customer turn (1-based) is judged
+    turns: int | None = None  # ... of how many in the chat
+
+    @property
+    def in_domain(self) -> bool:
+        return self.label == "in_domain"
+
+    @property
+    def multi_turn(self) -> bool:
+        return not isinstance(self.message, str)
+
+    @property
+    def unsupported(self) -> bool:
+        """An on-topic question of an intent the catalog has no exemplars for."""
+        return self.intent is not None and self.intent.startswith(UNSUPPORTED_PREFIX)
+
+    @property
+    def text(self) -> str:
+        """The text that is judged: the message, or the conversation's last user turn."""
+        if isinstance(self.message, str):
+            return self.message
+        return last_user_text(self.message)
+
+    @property
+    def where(self) -> str:
+        turn = f", turn {self.turn}/{self.turns}" if self.turn is not None else ""
+        return f"{located(self.source, self.line)}{turn}"
+
+    def as_input(self) -> str | list[dict[str, Any]]:
+        """The message in the form the gate takes."""
+        if isinstance(self.message, str):
+            return self.message
+        return [dict(m) for m in self.message]
+
+
+def located(source: str, line: int) -> str:
+    """``"FILE, line N"``; ``"FILE, row N"`` for a CSV file, whose N is the spreadsheet's row
+    (a quoted cell may span lines)."""
+    return f"{source}, {'row' if source.lower().endswith('.csv') else 'line'} {line}"
+
+
+KEYS = ("text", "label", "intent", "messages", "labels")
+
+
+#: How close an unknown key must be to a known one to be called a misspelling of it.
+NEAR = 0.75
+
+
+def keys_named(keys: list[str]) -> str:
+    """Unknown keys of a dataset row, each with a did-you-mean when close to a known one."""
+    return unknown_keys(keys, KEYS, NEAR)
+
+
+def stray_values(row: Mapping[str, Any], where: str) -> str | None:
+    """The problem of a row with no ``text`` or ``messages`` key but values under unknown keys
+    (its message under ``utterance``, or ``Text``): malformed, not an empty row to skip."""
+    if "text" in row or "messages" in row:
+        return None
+    stray = [k for k in row if k not in KEYS and _present(_stripped(row[k]))]
+    if not stray:
+        return None
+    values = "a value under the unknown key" if len(stray) == 1 else "values under the unknown keys"
+    return (
+        f"{where}: no 'text' (or 'messages'), but {values} {keys_named(stray)}: rename the key "
+        "that holds the message to 'text'"
+    )
+
+
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
+    """One dataset row as its :class:`Example` s: one, or with per-turn ``labels`` one per
+    customer turn (the chat up to that turn, labelled with that turn's label). A row with
+    ``labels`` needs no ``label``: it is the last turn's. A text row is one customer turn: its
+    ``labels``, if given, is its ``label`` alone."""
+    where = f"dataset {located(source, line)}"
+    labels = _labels(row.get("labels"), where)
+    if not _present(row.get("label")) and labels:
+        row = {**row, "label": labels[-1]}  # a chat's label is its last turn's
+    example = parse_row(row, source=source, line=line)
+    if labels is None:
+        return [example]
+    if isinstance(example.message, str):
+        _check_text_labels(labels, example.label, where)
+        return [example]
+    return _per_turn(example, example.message, labels, where)
+
+
+def _labels(value: Any, where: str) -> list[Any] | None:
+    """A row's per-turn ``labels``: None when absent (or an empty CSV cell); a string (a CSV
+    cell) is the list as JSON text, as a ``messages`` cell is."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = loads_json(value)
+        except (json.JSONDecodeError, DuplicateKeyError, RecursionError) as exc:
+            raise DatasetError(
+                f"{where}: {_LABELS_SHAPE}, got {_shown(value)}, which is not JSON ({exc})"
+            ) from exc
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {_shown(value)}")
+    return value
+
+
+_LABELS_SHAPE = (
+    "'labels' must be a list of in_domain/off_topic, one per user turn (in CSV, the list as "
+    'JSON text: ["in_domain","off_topic"])'
+)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
+    """A text row's ``labels`` must be its ``label`` alone: anything else is a mistake (a
+    chat's labels on a text row, or a label changed in one column only)."""
+    if len(labels) != 1:
+        raise DatasetError(
+            f"{where}: a 'text' row is one customer turn, so 'labels' (if given) has one "
+            f"entry, got {len(labels)} (per-turn labels need 'messages')"
+        )
+    if labels[0] != label:
+        raise DatasetError(
+            f"{where}: 'labels' {_shown(labels)} disagrees with its 'label' {label!r} "
+            "(which one is meant?)"
+        )
+
+
+def _per_turn(
+    example: Example, messages: ChatMessages, labels: list[Any], where: str
+) -> list[Example]:
+    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``."""
+    user_at = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if len(labels) != len(user_at):
+        raise DatasetError(
+            f"{where}: 'labels' must list one label per user turn ({len(user_at)}), "
+            f"got {_shown(labels)}"
+        )
+    if labels[-1] != example.label:
+        raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
+    examples = []
+    for turn, (at, label) in enumerate(zip(user_at, labels, strict=True), start=1):
+        if label not in LABELS:
+            raise DatasetError(f"{where}: labels[{turn - 1}] must be in_domain or off_topic")
+        examples.append(
+            Example(
+                message=messages[: at + 1],
+                label=label,
+                intent=example.intent if label == "in_domain" else None,
+                source=example.source,
+                line=example.line,
+                turn=turn,
+                turns=len(user_at),
+            )
+        )
+    return examples
+
+
+def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
+    """One dataset row as an :class:`Example`; ``source`` and ``line`` go into errors."""
+    where = f"dataset {located(source, line)}"
+    label = row.get("label")
+    if label is None:
+        raise DatasetError(f"{where}: missing 'label' (in_domain or off_topic){_meant(row)}")
+    if label not in LABELS:
+        hint = _label_hint(label)
+        raise DatasetError(
+            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}{hint}"
+        )
+    intent = row.get("intent")
+    if intent is not None and not isinstance(intent, str):
+        raise DatasetError(f"{where}: 'intent' must be a string, not {type(intent).__name__}")
+    intent = (intent.strip() or None) if isinstance(intent, str) else None
+    if label == "in_domain" and intent is not None and _off_topic_intent(intent):
+        raise DatasetError(
+            f"{where}: the intent {intent!r} marks an off-topic message, but the label is "
+            "'in_domain' (it would count as a customer wrongly refused): label the row "
+            "'off_topic', or give the in-domain intent"
+        )
+    message = _message(row, where)
+    return Example(message=message, label=label, intent=intent, source=source, line=line)
+
+
+#: Label spellings that mean one of :data:`LABELS` (compared on letters only, case aside).
+_LABEL_SPELLINGS = {
+    "indomain": "in_domain",
+    "inscope": "in_domain",
+    "supported": "in_domain",
+    "offtopic": "off_topic",
+    "oos": "off_topic",
+    "ood": "off_topic",
+    "outofscope": "off_topic",
+    "outofdomain": "off_topic",
+}
+
+
+def _label_hint(label: Any) -> str:
+    """A did-you-mean for a label spelt another way (``OOS``, ``In_Domain``); a note for a
+    class id (benchmarks ship integer labels, which need mapping to the two words)."""
+    if class_id(label):  # 9, or a CSV cell "9"
+        words = (
+            "the two words, e.g. its out-of-scope id to 'off_topic' and the rest to "
+            "'in_domain' with the intent name"
+        )
+        return f" ({map_class_ids(words)})"
+    if isinstance(label, str):
+        meant = _LABEL_SPELLINGS.get("".join(ch for ch in label.casefold() if ch.isalpha()))
+        if meant:
+            return f" (did you mean {meant!r}?)"
+    return ""
+
+
+def _meant(row: Mapping[str, Any]) -> str:
+    """For a row without ``label``: its unknown keys that look like ``label`` (``Label``)."""
+    near = [k for k in row if k not in KEYS and near_key(k, ("label",), NEAR)]
+    return f"; the row has {keys_named(near)}" if near else ""
+
+
+def _off_topic_intent(intent: str) -> bool:
+    """The off-topic marker, or a spelling of it (``oos``, ``out_of_scope``), as an intent."""
+    return intent == OFF_TOPIC or looks_like_off_topic(intent)
+
+
+def _message(row: Mapping[str, Any], where: str) -> str | ChatMessages:
+    text, messages = row.get("text"), row.get("messages")
+    if _present(text) and _present(messages):
+        raise DatasetError(f"{where}: give either 'text' or 'messages', not both")
+    if _present(messages):
+        return _chat(messages, where)
+    if text is not None and not isinstance(text, str):
+        raise DatasetError(
+            f"{where}: 'text' must be a string, not {type(text).__name__} (quote it in JSON)"
+        )
+    if not isinstance(text, str) or blank(text):
+        raise DatasetError(f"{where}: 'text' is missing or empty (or give 'messages')")
+    return text
+
+
+def empty_row(row: Mapping[str, Any]) -> bool:
+    """A row without anything to judge: no text (or only white space and invisible
+    characters, such as a zero-width space) and no messages."""
+    text, messages = row.get("text"), row.get("messages")
+    blank_text = text is None or (isinstance(text, str) and blank(text))
+    return blank_text and not _present(messages)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _chat(messages: Any, where: str) -> ChatMessages:
+    if isinstance(messages, str):  # CSV cells carry the conversation as JSON
+        try:
+            messages = loads_json(messages)
+        except (json.JSONDecodeError, DuplicateKeyError) as exc:
+            raise DatasetError(
+                f"{where}: 'messages' must be a list of chat messages (in CSV, the list as "
+                f"JSON text), got a string that is not that: {exc}"
+            ) from exc
+    try:
+        messages = chat_messages(messages)
+    except InputError as exc:
+        raise DatasetError(f"{where}: {exc}") from exc
+    if blank(last_user_text(messages)):
+        raise DatasetError(f"{where}: the conversation has no non-empty last user message")
+    return tuple(messages)
+
+
+def example_row(example: Example) -> dict[str, Any]:
+    """An example back as a dataset row (for writing JSONL)."""
+    row: dict[str, Any] = {}
+    if isinstance(example.message, str):
+        row["text"] = example.message
+    else:
+        row["messages"] = [dict(m) for m in example.message]
+    row["label"] = example.label
+    if example.intent is not None:
+        row["intent"] = example.intent
+    return row
