@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -222,21 +223,41 @@ def test_collection_name_is_valid_and_distinct(tmp_path: Path) -> None:
     load_settings(None, store={"collection": first})  # the settings accept it too
 
 
-@pytest.mark.parametrize("script", ["benchmark_banking77.py", "benchmark_indexing.py"])
-def test_benchmark_skips_without_its_data(tmp_path: Path, script: str) -> None:
-    """A benchmark script exits 0 with a message when its data (banking77's files, enough
-    texts) is absent."""
-    import subprocess
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
     path = Path(__file__).resolve().parents[2] / "eval" / script
-    done = subprocess.run(
-        [sys.executable, str(path), "--data", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-        check=False,
+    return subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, check=False
     )
+
+
+def test_benchmark_skips_without_its_data(tmp_path: Path) -> None:
+    """benchmark_indexing.py exits 0 with a message when its data (enough texts) is absent."""
+    done = _run_script("benchmark_indexing.py", "--data", str(tmp_path / "nowhere"))
     assert done.returncode == 0 and "skipped" in done.stdout
+
+
+def test_banking77_benchmark_fails_on_a_given_data_dir_without_the_files(tmp_path: Path) -> None:
+    """benchmark_banking77.py --data DIR lacking the files exits 2 naming them, not skipped."""
+    done = _run_script("benchmark_banking77.py", "--data", str(tmp_path / "nowhere"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "exemplars.csv" in done.stderr and "skipped" not in done.stdout
+
+
+def test_banking77_benchmark_skips_when_the_default_data_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmark_banking77.py without --data exits 0 with 'skipped' when the default is absent."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "eval" / "benchmark_banking77.py"
+    spec = importlib.util.spec_from_file_location("benchmark_banking77", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "DEFAULT_DATA", tmp_path / "nowhere")
+    assert module.main([]) == 0
 
 
 def test_search_benchmark_runs_on_a_tiny_catalog() -> None:
