@@ -179,7 +179,12 @@ def eval_command(
     latency_sample: Annotated[
         int, typer.Option("--latency-sample", min=0, help="Messages timed one by one.")
     ] = 200,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap draws.")] = 1000,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap", min=0, help="Bootstrap draws: 0 (no intervals) or at least 100."
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and sampling.")] = 0,
     off_topic_share: Annotated[
         list[float] | None,

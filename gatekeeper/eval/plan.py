@@ -25,6 +25,7 @@ from gatekeeper.eval.gates import (
     tuned_gate,
     with_threshold,
 )
+from gatekeeper.eval.intervals import check_draws
 from gatekeeper.eval.metrics import build_report
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.replay import run_replay
@@ -99,6 +100,7 @@ def check_plan(plan: EvalPlan) -> None:
         )
     if plan.target_pass_rate is not None:
         check_target(plan.target_pass_rate)
+    check_draws(plan.options.bootstrap)  # before the run, not after it
 
 
 def load_plan_data(

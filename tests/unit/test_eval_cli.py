@@ -49,7 +49,7 @@ def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
         "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
         "--catalog", FIXTURES / "tiny_catalog.yaml",
         "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.85",
-        "--out", out, "--latency-sample", "3", "--bootstrap", "50",
+        "--out", out, "--latency-sample", "3", "--bootstrap", "100",
         "--off-topic-share", "0.7", "--off-topic-share", "0.5",
     )  # fmt: skip
     assert code == 0, output
@@ -368,3 +368,21 @@ def test_eval_refuses_a_dataset_given_twice(
     assert code == 2, output
     assert "d1/x.jsonl" in output and "given twice" in " ".join(output.split())
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("draws", ["1", "99"])
+def test_eval_refuses_too_few_bootstrap_draws(config: Path, tmp_path: Path, draws: str) -> None:
+    """--bootstrap from 1 to 99 exits 2 before any work (1 draw gave an interval beside the
+    estimate); --bootstrap 0 still means no intervals."""
+    args = (
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.csv", "--threshold", "0.4",
+        "--latency-sample", "0",
+    )  # fmt: skip
+    code, output = _invoke(*args, "--out", tmp_path / "few", "--bootstrap", draws)
+    assert code == 2 and "at least 100" in output, output
+    assert not (tmp_path / "few").exists()
+    code, output = _invoke(*args, "--out", tmp_path / "none", "--bootstrap", "0")
+    assert code == 0, output
+    report = json.loads((tmp_path / "none" / "report.json").read_text())
+    assert report["confidence_intervals"] == {}

@@ -27,7 +27,7 @@ from gatekeeper.testing import make_gate
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EVAL = FIXTURES / "tiny_eval.jsonl"
 CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
-FAST = EvalOptions(latency_sample=2, bootstrap=20, seed=3)
+FAST = EvalOptions(latency_sample=2, bootstrap=100, seed=3)
 
 
 @pytest.fixture(scope="module")
