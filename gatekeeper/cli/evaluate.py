@@ -104,9 +104,10 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
             "messages (decided by gate.on_error); see the log"
         )
+    plots = f"{len(files.plots)} plot{'' if len(files.plots) == 1 else 's'}"
     typer.echo(
         f"report: {files.html}  ({files.json.name}, {files.markdown.name}, {files.rows.name}, "
-        f"{len(files.plots)} plots in {files.directory})"
+        f"{plots} in {files.directory})"
     )
 
 

@@ -386,3 +386,28 @@ def test_eval_refuses_too_few_bootstrap_draws(config: Path, tmp_path: Path, draw
     assert code == 0, output
     report = json.loads((tmp_path / "none" / "report.json").read_text())
     assert report["confidence_intervals"] == {}
+
+
+def test_eval_of_off_topic_rows_alone_leaves_out_the_in_domain_plots(
+    config: Path, tmp_path: Path
+) -> None:
+    """With only off-topic rows, tradeoff.png and intents.png (empty charts) are not written,
+    an older run's copies are removed, and the CLI counts the one plot written."""
+    rows = [json.loads(line) for line in (FIXTURES / "tiny_eval.jsonl").read_text().splitlines()]
+    off_topic = tmp_path / "off_topic.jsonl"
+    off_topic.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if r["label"] == "off_topic"), "utf-8"
+    )
+    out = tmp_path / "report"
+    common = (
+        "eval", "--config", config, "--catalog", FIXTURES / "tiny_catalog.csv",
+        "--threshold", "0.4", "--out", out, "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    code, output = _invoke(*common, "--dataset", FIXTURES / "tiny_eval.jsonl")
+    assert code == 0 and "3 plots in" in output and (out / "tradeoff.png").is_file(), output
+    code, output = _invoke(*common, "--dataset", off_topic)
+    assert code == 0 and "1 plot in" in output, output
+    assert (out / "scores.png").is_file()
+    assert not (out / "tradeoff.png").exists() and not (out / "intents.png").exists()
+    markdown = (out / "report.md").read_text()
+    assert "scores.png" in markdown and "tradeoff.png" not in markdown
