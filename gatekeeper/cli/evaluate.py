@@ -279,6 +279,7 @@ def calibrate(
         store_threshold,
     )
     from gatekeeper.eval.thresholds import calibrate as choose
+    from gatekeeper.eval.thresholds import too_few_rows_warning
 
     with friendly_errors():
         _target(target_pass_rate)
@@ -326,6 +327,9 @@ def calibrate(
             f"and blocks {pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
             f"(rule {gate.rule.name}, model {gate.embedder.identity})"
         )
+        too_few = too_few_rows_warning(result)
+        if too_few:
+            _stderr().print(f"[bold yellow]warning:[/] {escape(too_few)}", highlight=False)
         flag = f" --config {config}" if config else ""
         command = f"gatekeeper calibrate{flag} --dataset {dataset} --target-pass-rate "
         command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")

@@ -30,8 +30,9 @@ def recommended_section(report: EvalReport) -> Section:
         intro = [
             f"For each target, the threshold `gatekeeper calibrate` chooses on {c.source} (the "
             "highest that still lets at least 99%, 98% or 95% of its in-domain customers "
-            "through): exactly what the command writes. The other columns are what it does on "
-            "the evaluated data, which it was not chosen on, so the pass rate there can fall "
+            "through, and the run's own target): exactly what the command writes. The other "
+            "columns are what it does on the evaluated data, which it was not chosen on, so the "
+            "pass rate there can fall "
             "short of the target or exceed it. A higher threshold saves more LLM calls and turns "
             "away more customers."
         ]

@@ -36,6 +36,7 @@ from gatekeeper.eval.schema import (
 from gatekeeper.eval.thresholds import (
     RECOMMENDED_TARGETS,
     rate,
+    report_targets,
     roc_metrics,
     score_rows,
     sweep,
@@ -416,6 +417,7 @@ def build_report(
         catalog=meta.get("catalog"),
         config_flag=_settings_flag(gate, meta),
         skip_invalid=bool(meta.get("skip_invalid")),
+        targets=report_targets(calibration.target_pass_rate if calibration else None),
         at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
     )
     return EvalReport(

@@ -31,7 +31,7 @@ from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.replay import run_replay
 from gatekeeper.eval.run import run_eval
 from gatekeeper.eval.schema import EvalOptions, EvalReport
-from gatekeeper.eval.thresholds import calibrate, check_target
+from gatekeeper.eval.thresholds import calibrate, check_target, too_few_rows_warning
 from gatekeeper.legibility import index_warnings
 from gatekeeper.settings import Settings
 
@@ -173,6 +173,7 @@ def evaluate_gate(
             plan.options.chunk_size,
         )
         gate = calibrated(gate, calibration.threshold)
+        checked += [w for w in [too_few_rows_warning(calibration)] if w]
     runner = run_replay if plan.replay else run_eval
     run = runner(gate, dataset, plan.options, task)
     meta = {

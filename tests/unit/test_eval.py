@@ -328,3 +328,12 @@ def test_canned_mismatch_names_the_exemplar_that_chose_the_reply(
     [section] = [s for s in sections(report) if s.title.startswith("Answered with another")]
     assert "gate.canned_min_similarity" in section.title
     assert section.rows[0][3:] == ["greeting", "hello", "1.000"]
+
+
+def test_rows_needed_is_the_exchangeability_bound() -> None:
+    """A target needs n >= target / (1 - target) in-domain rows (95%: 19, 99.9%: 999); 100%
+    has no such n."""
+    from gatekeeper.eval.thresholds import rows_needed
+
+    assert [rows_needed(t) for t in (0.95, 0.98, 0.99, 0.999)] == [19, 49, 99, 999]
+    assert rows_needed(1.0) is None

@@ -411,3 +411,43 @@ def test_eval_of_off_topic_rows_alone_leaves_out_the_in_domain_plots(
     assert not (out / "tradeoff.png").exists() and not (out / "intents.png").exists()
     markdown = (out / "report.md").read_text()
     assert "scores.png" in markdown and "tradeoff.png" not in markdown
+
+
+def test_calibrate_warns_when_the_file_has_too_few_rows_for_the_target(config: Path) -> None:
+    """calibrate with 7 in-domain rows for a 99% target (99 needed) warns, naming both counts
+    and that the threshold is just the lowest in-domain score; 85% (6 needed) does not."""
+    args = (
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.yaml", "--target-pass-rate",
+    )  # fmt: skip
+    code, output = _invoke(*args, "0.99")
+    said = " ".join(output.split())
+    assert code == 0, output
+    assert "only 7 in-domain rows" in said and "needs about 99 or more" in said
+    assert "just the lowest in-domain score" in said
+    code, output = _invoke(*args, "0.85")
+    assert code == 0 and "in-domain rows;" not in output, output
+
+
+def test_eval_records_a_calibration_file_too_small_for_its_target(
+    config: Path, tmp_path: Path
+) -> None:
+    """eval --calibrate-on 7 in-domain rows at 99.9% records enough_rows false and
+    rows_needed 999 beside reached, warns in meta.dataset_warnings and on the console, and
+    its "apply with" command carries the run's own target (it printed 0.99)."""
+    out = tmp_path / "r"
+    code, output = _invoke(
+        "eval", "--config", config, "--catalog", FIXTURES / "tiny_catalog.yaml",
+        "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.999",
+        "--out", out, "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    calibration = report["calibration"]
+    assert calibration["reached"] is True
+    assert calibration["enough_rows"] is False and calibration["rows_needed"] == 999
+    assert any("only 7 in-domain rows" in w for w in report["meta"]["dataset_warnings"])
+    said = " ".join(output.split())
+    assert "needs about 999 or more" in said
+    assert "--target-pass-rate 0.999 " in said.split("apply with: ", 1)[1]
