@@ -43,7 +43,7 @@ from gatekeeper.eval.thresholds import (
     sweep_point,
 )
 from gatekeeper.rules import best_in_domain
-from gatekeeper.settings import PricingSettings
+from gatekeeper.settings import PricingSettings, catalog_settings_file
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -374,7 +374,7 @@ def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
     catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
     if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
         return flag or gate.settings.write_flag()  # never a --write that must fail
-    return f" --config gatekeeper-{Path(catalog).stem}.yaml"
+    return f" --config {catalog_settings_file(Path(catalog))}"
 
 
 def build_report(

@@ -21,6 +21,7 @@ from gatekeeper.eval.gates import (
     ensure_index,
     finetuned_gate,
     for_calibration,
+    for_single_messages,
     settings_for_catalog,
     tuned_gate,
     with_threshold,
@@ -154,6 +155,8 @@ def evaluate_gate(
         gate.embedder.identity,
         {"the test messages": dataset, "the calibration messages": calibration_set},
     )
+    if not any(e.multi_turn for d in (dataset, calibration_set) if d for e in d.examples):
+        gate = for_single_messages(gate)  # no chat here: the conversation settings act on none
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,43 @@ def test_rows_needed_is_the_exchangeability_bound() -> None:
 
     assert [rows_needed(t) for t in (0.95, 0.98, 0.99, 0.999)] == [19, 49, 99, 999]
     assert rows_needed(1.0) is None
+
+
+def test_an_eval_at_a_given_threshold_does_not_warn_about_the_configured_one(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """eval --threshold logs no stale-calibration hint about the configured threshold (recorded
+    for another catalog), which the run does not use."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.calibration import record
+    from gatekeeper.eval.gates import with_gate_settings
+
+    foreign = record(tiny_gate.embedder.identity, tiny_gate.rule.name, "another-catalog")
+    gate = with_gate_settings(tiny_gate, allow_uncalibrated=False, calibrated_for=foreign)
+    with capture_logs() as logs:
+        evaluate_gate(gate, EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST))
+    assert "gate.calibration_stale" not in [entry["event"] for entry in logs]
+
+
+def test_an_eval_of_single_messages_does_not_warn_about_the_conversation_settings(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """Conversation settings calibrated for another model are no hint in an eval of single
+    messages (they act inside chats alone); the threshold's own record still counts."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.calibration import record
+    from gatekeeper.eval.gates import with_gate_settings
+
+    here = record(tiny_gate.embedder.identity, tiny_gate.rule.name, "c")
+    other = record("openai:e5-query", tiny_gate.rule.name, "c")
+    gate = with_gate_settings(tiny_gate, calibrated_for=here, conversations_calibrated_for=other)
+    single = tmp_path / "single.jsonl"
+    lines = EVAL.read_text(encoding="utf-8").splitlines(keepends=True)
+    single.write_text("".join(line for line in lines if '"messages"' not in line), "utf-8")
+    with_chats = EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST)
+    for plan, warned in ((with_chats, True), (replace(with_chats, datasets=(single,)), False)):
+        with capture_logs() as logs:
+            evaluate_gate(gate, plan)
+        assert ("gate.calibration_stale" in [entry["event"] for entry in logs]) is warned

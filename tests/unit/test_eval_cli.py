@@ -451,3 +451,30 @@ def test_eval_records_a_calibration_file_too_small_for_its_target(
     said = " ".join(output.split())
     assert "needs about 999 or more" in said
     assert "--target-pass-rate 0.999 " in said.split("apply with: ", 1)[1]
+
+
+def test_check_refuses_another_catalogs_threshold_as_eval_does(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check --catalog C at a threshold calibrated on the settings' own catalog exits 2 with
+    the calibrate command (it decided at that threshold and hinted to create C's settings
+    file), and names C's own settings file once one serves C."""
+    identity = HashingEmbedder().identity
+    made_for = json.dumps({"model": identity, "rule": "contrast", "catalog": "another"})
+    config.write_text(
+        config.read_text().replace(
+            "  threshold: 0.2\n", f"  threshold: 0.2\n  calibrated_for: {made_for}\n"
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    args = ("check", "--config", config, "--catalog", catalog, "where is my order")
+    code, output = _invoke(*args)
+    said = " ".join(output.split())
+    assert code == 2 and "nobody chose" in said, output
+    assert "calibrate --config gatekeeper-tiny_catalog.yaml" in said
+    assert "Use --config" not in said
+    (tmp_path / "gatekeeper-tiny_catalog.yaml").write_text(f"catalog: {catalog}\n")
+    code, output = _invoke(*args)
+    said = " ".join(output.split())
+    assert code == 2 and "Use --config gatekeeper-tiny_catalog.yaml, which serves" in said
