@@ -11,6 +11,7 @@ import numpy as np
 
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
+from gatekeeper.eval.guide import serving_steps
 from gatekeeper.eval.intervals import bootstrap_intervals, score_arrays
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import (
@@ -409,13 +410,17 @@ def build_report(
     meta = dict(meta or {})
     points = sweep(gate, outcomes, gate.settings.gate.threshold, task)
     sources = meta.get("datasets") or sorted({o.example.source for o in outcomes})
+    config_flag = _settings_flag(gate, meta)
+    if meta.get("tuned"):  # how to serve it: the file the recommended command writes
+        steps = serving_steps(config_flag, meta.get("catalog"), meta.get("settings_catalog"))
+        meta["tuned"] = {**meta["tuned"], "serve": steps}
     recommended = recommend_thresholds(
         points,
         source=" + ".join(Path(s).name for s in sources),
         calibration=calibration,
         calibration_path=meta.get("calibration_path"),
         catalog=meta.get("catalog"),
-        config_flag=_settings_flag(gate, meta),
+        config_flag=config_flag,
         skip_invalid=bool(meta.get("skip_invalid")),
         targets=report_targets(calibration.target_pass_rate if calibration else None),
         at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
