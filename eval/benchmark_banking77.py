@@ -16,7 +16,9 @@ encoder) on exemplars.csv alone (``gatekeeper eval --tune``,
 the ``gatekeeper tune`` recipe; calibration and test files never reach the trainer), then
 indexes, calibrates and evaluates the adapted model; reports go to ``<out>/<rule>-tuned/``.
 
-Exits 0 with a message when the benchmark data is not there (a user's machine won't have it).
+Exits 0 with a message when the benchmark data is not at its default place (a user's machine
+won't have it); a ``--data DIR`` given explicitly that lacks the files exits 2: a typo there must
+not pass for a skipped benchmark.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "banking77"
 FILES = ("exemplars.csv", "calibration.jsonl", "test.jsonl", "unsupported_banking_test.jsonl")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the banking77 gate benchmark.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="banking77 directory")
+    parser.add_argument(
+        "--data", type=Path, default=None, help=f"banking77 directory (default {DEFAULT_DATA})"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "banking77")
     parser.add_argument("--target", type=float, default=0.99, help="in-domain pass rate target")
     parser.add_argument(
@@ -56,12 +60,22 @@ def parse_args() -> argparse.Namespace:
         default="adapter",
         help="with --tune: a linear adapter (default) or a fine-tuned local encoder",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    given = args.data is not None
+    args.data = args.data if given else DEFAULT_DATA
     missing = [name for name in FILES if not (args.data / name).is_file()]
+    if missing and given:  # asked for this directory: a wrong path is an error, not a skip
+        print(
+            f"error: --data {args.data}: {', '.join(missing)} not found there (the banking77 "
+            "directory holds exemplars.csv, calibration.jsonl, test.jsonl and "
+            "unsupported_banking_test.jsonl)",
+            file=sys.stderr,
+        )
+        return 2
     if missing:
         print(f"banking77 benchmark skipped: {', '.join(missing)} not found in {args.data}")
         return 0

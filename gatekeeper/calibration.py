@@ -70,9 +70,13 @@ def check_calibrated(
     hint = calibrate_hint(config_flag, catalog)
     if found is not None and rule != found.rule and "GATEKEEPER_GATE__RULE" not in os.environ:
         hint += f" --rule {rule}"  # chosen by the file or for this run (eval --rule): say so
+    foreign = conversations_foreign(gate, model=model, rule=rule)
+    chats_hint = (
+        f"{foreign}: if you serve chats, run `{hint} --conversations CHATS.jsonl` (labelled chats)"
+    )
     if found is None:
-        if gate.allow_uncalibrated:
-            return Calibrated()
+        if gate.allow_uncalibrated:  # a threshold chosen by hand: the chats' settings still count
+            return Calibrated((chats_hint,) if foreign else ())
         in_code = (
             ""
             if from_file
@@ -91,11 +95,16 @@ def check_calibrated(
     ]
     if differs and not gate.allow_uncalibrated:
         scale = "another model's" if found.model != model else "another rule's"
+        chats = (
+            " (if you serve chats, add --conversations CHATS.jsonl to calibrate the "
+            "conversation settings too: they were calibrated for the old scale)"
+            if foreign
+            else ""
+        )
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
             f"threshold means nothing on {scale} scale. Run `{hint}` to calibrate it "
-            "for this gate (with --conversations CHATS.jsonl, the conversation settings too: "
-            "they are on the same scale), or set gate.allow_uncalibrated: true to decide with "
+            f"for this gate{chats}, or set gate.allow_uncalibrated: true to decide with "
             "it anyway"
         )
     warnings = []
@@ -104,9 +113,8 @@ def check_calibrated(
             "gate.threshold was calibrated on a catalog with other contents (an earlier version, "
             f"or another catalog); consider `{hint}`"
         )
-    foreign = conversations_foreign(gate, model=model, rule=rule)
     if foreign:
-        warnings.append(f"{foreign}: run `{hint} --conversations CHATS.jsonl`")
+        warnings.append(chats_hint)
     return Calibrated(tuple(warnings))
 
 

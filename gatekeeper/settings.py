@@ -351,10 +351,10 @@ class Settings(BaseSettings):
     def index_command(self) -> str:
         """The ``gatekeeper index`` command that builds this gate's store: with the settings
         file and the catalog it was given apart (``--catalog``), as the advice must say."""
-        apart = f" --catalog {self.catalog}" if self._catalog_apart() else ""
+        apart = f" --catalog {self.catalog}" if self.catalog_apart() else ""
         return "gatekeeper index" + self.config_flag() + apart
 
-    def _catalog_apart(self) -> bool:
+    def catalog_apart(self) -> bool:
         """Whether ``catalog`` was given apart from the settings file (``--catalog``) and is
         another catalog than the one the file serves."""
         served = self._served_catalog
@@ -367,8 +367,8 @@ class Settings(BaseSettings):
         ``--write`` without it fails. When ``--catalog`` named another catalog than the settings
         file serves, a new file named after that catalog (``calibrate --write`` creates it; into
         the file it would refuse to store another catalog's threshold)."""
-        if self._catalog_apart():
-            return f" --config gatekeeper-{self.catalog.stem}.yaml"
+        if self.catalog_apart():
+            return f" --config {catalog_settings_file(self.catalog)}"
         flag = self.config_flag()
         return flag or ("" if own_settings_file() is not None else f" --config {YOUR_SETTINGS}")
 
@@ -386,6 +386,25 @@ class Settings(BaseSettings):
         if yaml_file:
             sources.append(YamlFile(settings_cls, yaml_file=yaml_file))
         return (*sources, file_secret_settings)
+
+
+def catalog_settings_file(catalog: Path) -> Path:
+    """The settings file of its own that advice names for a catalog given apart (``--catalog``)
+    from the settings file: ``gatekeeper-<stem>.yaml`` in the working directory."""
+    return Path(f"gatekeeper-{catalog.stem}.yaml")
+
+
+def settings_file_serving(catalog: Path) -> Path | None:
+    """:func:`catalog_settings_file` of ``catalog`` when it is there and serves that catalog
+    (``calibrate --catalog C --config F --write`` made it so), else None."""
+    path = catalog_settings_file(catalog)
+    if not path.is_file():
+        return None
+    try:
+        served = load_settings(path).catalog
+    except ConfigError:
+        return None
+    return path if served.resolve() == catalog.resolve() else None
 
 
 #: The settings file a printed command names when the user has none yet.

@@ -57,8 +57,12 @@ def check(
         settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
         # No turn cache: the second, timed decision must embed its message as a new one would
         # (from the cache it took 0.3 ms instead of the forward pass's 5-14 ms).
-        no_cache = settings.gate.model_copy(update={"turn_cache": 0})
+        # One message alone is judged without the conversation settings: no hint about them.
+        single = {"conversations_calibrated_for": None} if conversation is None else {}
+        no_cache = settings.gate.model_copy(update={"turn_cache": 0, **single})
         gate = load_gate(settings.model_copy(update={"gate": no_cache}))
+        if settings.catalog_apart():
+            _check_threshold_fits(settings, gate)
         started = time.perf_counter()
         gate.ready()  # model load and index check: once per process, not part of a decision
         startup_ms = (time.perf_counter() - started) * 1000
@@ -95,6 +99,24 @@ def check(
         for n in decision.neighbours[:3]:
             table.add_row("[dim]nearest[/]", escape(f"{n.similarity:.3f}  {n.intent}: {n.text}"))
         Console().print(table)
+
+
+def _check_threshold_fits(settings: Any, gate: Any) -> None:
+    """``check --catalog C`` decides at the settings file's threshold: refuse it, as ``eval``
+    does, when that was calibrated on another catalog (the decision would be at a threshold
+    nobody chose for C; it used to decide at the shop's while a log line advised creating the
+    settings file of C that was already there), pointing at C's own settings file."""
+    from gatekeeper.calibration import calibrate_hint
+    from gatekeeper.eval.checks import check_threshold_fits
+
+    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
+    check_threshold_fits(
+        settings.gate,
+        catalog_hash=gate.catalog.content_hash(),
+        catalog=str(settings.catalog),
+        other_catalog=True,
+        advice=f"Calibrate one for it: `{calibrate}`, then check with that --config",
+    )
 
 
 def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:

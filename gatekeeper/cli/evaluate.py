@@ -106,9 +106,10 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
             f"[bold red]warning:[/] the gate failed on {report.counting['gate_errors']} "
             "messages (decided by gate.on_error); see the log"
         )
+    plots = f"{len(files.plots)} plot{'' if len(files.plots) == 1 else 's'}"
     typer.echo(
         f"report: {files.html}  ({files.json.name}, {files.markdown.name}, {files.rows.name}, "
-        f"{len(files.plots)} plots in {files.directory})"
+        f"{plots} in {files.directory})"
     )
 
 
@@ -181,7 +182,12 @@ def eval_command(
     latency_sample: Annotated[
         int, typer.Option("--latency-sample", min=0, help="Messages timed one by one.")
     ] = 200,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap draws.")] = 1000,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap", min=0, help="Bootstrap draws: 0 (no intervals) or at least 100."
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and sampling.")] = 0,
     off_topic_share: Annotated[
         list[float] | None,
@@ -275,6 +281,7 @@ def calibrate(
         store_threshold,
     )
     from gatekeeper.eval.thresholds import calibrate as choose
+    from gatekeeper.eval.thresholds import too_few_rows_warning
 
     with friendly_errors():
         _target(target_pass_rate)
@@ -322,6 +329,9 @@ def calibrate(
             f"and blocks {pct(result.off_topic_block_rate)} of {result.n_off_topic} off-topic "
             f"(rule {gate.rule.name}, model {gate.embedder.identity})"
         )
+        too_few = too_few_rows_warning(result)
+        if too_few:
+            _stderr().print(f"[bold yellow]warning:[/] {escape(too_few)}", highlight=False)
         flag = f" --config {config}" if config else ""
         command = f"gatekeeper calibrate{flag} --dataset {dataset} --target-pass-rate "
         command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")

@@ -20,12 +20,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.language import model_language_warning
+from gatekeeper.settings import settings_file_serving
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
@@ -112,19 +114,34 @@ def _example(keys: set[str]) -> str:
     return repr(sorted(keys)[0][:60])
 
 
+#: What ``eval`` can do instead of using another catalog's threshold.
+EVAL_ADVICE = (
+    "Add --calibrate-on LABELLED.jsonl --target-pass-rate 0.98 (labelled messages other than "
+    "the test set), or --threshold T to measure a threshold of your choice"
+)
+
+
 def check_threshold_fits(
-    gate: GateSettings, *, catalog_hash: str, catalog: str, other_catalog: bool
+    gate: GateSettings,
+    *,
+    catalog_hash: str,
+    catalog: str,
+    other_catalog: bool,
+    advice: str = EVAL_ADVICE,
 ) -> None:
-    """Refuse (:class:`InputError`) to evaluate ``catalog``, another catalog than the settings
-    serve, at a threshold calibrated on a catalog with other contents."""
+    """Refuse (:class:`InputError`) to judge ``catalog``, another catalog than the settings
+    serve, at a threshold calibrated on a catalog with other contents; ``advice`` says what to
+    do instead (the command's own options), and a settings file of the catalog's own that
+    serves it (:func:`~gatekeeper.settings.settings_file_serving`) is named."""
     found = gate.calibrated_for
     if not other_catalog or found is None or found.catalog in (None, catalog_hash):
         return
+    own = settings_file_serving(Path(catalog))
+    use_own = f"Use --config {own}, which serves {catalog}. Otherwise: " if own else ""
     raise InputError(
         f"gate.threshold {gate.threshold:g} was calibrated on the settings' own catalog, not "
-        f"on {catalog}, so its numbers there would be at a threshold nobody chose. Add "
-        "--calibrate-on LABELLED.jsonl --target-pass-rate 0.98 (labelled messages other than "
-        "the test set), or --threshold T to measure a threshold of your choice"
+        f"on {catalog}, so deciding there would be at a threshold nobody chose. "
+        f"{use_own}{advice}"
     )
 
 

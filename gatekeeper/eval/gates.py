@@ -38,8 +38,17 @@ def with_gate_settings(gate: Gatekeeper, **changes: Any) -> Gatekeeper:
 
 def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
     """The same gate with another global threshold, chosen explicitly (so it may be used
-    although it was not calibrated for this model)."""
-    return with_gate_settings(gate, threshold=threshold, allow_uncalibrated=True)
+    although it was not calibrated for this model). The configured threshold's record goes
+    with it: a hint that *that* threshold is stale would be about a value this run ignores."""
+    return with_gate_settings(
+        gate, threshold=threshold, allow_uncalibrated=True, calibrated_for=None
+    )
+
+
+def for_single_messages(gate: Gatekeeper) -> Gatekeeper:
+    """The same gate for a run that judges single messages only: the conversation settings act
+    inside chats alone, so a hint that they are stale (to calibrate them on chats) is dropped."""
+    return with_gate_settings(gate, conversations_calibrated_for=None)
 
 
 def for_calibration(gate: Gatekeeper) -> Gatekeeper:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from gatekeeper.eval.formatting import pct
 from gatekeeper.eval.schema import EvalReport
@@ -30,8 +31,9 @@ def recommended_section(report: EvalReport) -> Section:
         intro = [
             f"For each target, the threshold `gatekeeper calibrate` chooses on {c.source} (the "
             "highest that still lets at least 99%, 98% or 95% of its in-domain customers "
-            "through): exactly what the command writes. The other columns are what it does on "
-            "the evaluated data, which it was not chosen on, so the pass rate there can fall "
+            "through, and the run's own target): exactly what the command writes. The other "
+            "columns are what it does on the evaluated data, which it was not chosen on, so the "
+            "pass rate there can fall "
             "short of the target or exceed it. A higher threshold saves more LLM calls and turns "
             "away more customers."
         ]
@@ -77,17 +79,42 @@ def recommended_section(report: EvalReport) -> Section:
     )
 
 
+def serving_steps(
+    config_flag: str, catalog: str | None, settings_catalog: str | None
+) -> dict[str, str | None]:
+    """Where an ``eval --tune`` run's tuned model gets served (``meta.tuned.serve``): the
+    settings file the recommended calibrate command reads and writes (``config_flag``, as
+    :func:`~gatekeeper.eval.metrics.recommend_thresholds` got it), the ``catalog:`` that file
+    must name when the run evaluated another catalog than the settings serve (else
+    ``calibrate --catalog C --write`` refuses to write into it), and the index command that
+    rebuilds that file's store: once the file names the catalog it serves it, so the command
+    needs no ``--catalog`` (without ``--config``, it rebuilt the default shop catalog)."""
+    apart = bool(catalog and settings_catalog) and (
+        Path(str(catalog)).resolve() != Path(str(settings_catalog)).resolve()
+    )
+    return {
+        "settings_file": config_flag.removeprefix(" --config ") or None,
+        "catalog": str(Path(str(catalog)).resolve()) if apart else None,
+        "index_command": f"gatekeeper index{config_flag} --rebuild",
+    }
+
+
 def adopt_tuned_hint(report: EvalReport) -> str | None:
     """How to serve the model an ``eval --tune`` run tuned (the calibrate command calibrates
-    whatever model the settings file names: without this step, the frozen one)."""
+    whatever model the settings file names: without these steps, the frozen one)."""
     tuned = (report.meta or {}).get("tuned")
     if not tuned:
         return None
     key, path = ("model", tuned["model"]) if "model" in tuned else ("adapter", tuned["adapter"])
+    serve = tuned.get("serve") or {}
+    settings = [f"catalog: {serve['catalog']}"] if serve.get("catalog") else []
+    settings.append(f"embedding.{key}: {path}")
+    where = serve.get("settings_file") or "the settings file"
+    index = serve.get("index_command") or "gatekeeper index --rebuild"
     return (
-        f"This run's numbers are for the tuned model. To serve it, set embedding.{key}: {path} "
-        "in the settings file and run `gatekeeper index --rebuild` before the calibrate "
-        "command; without that step the command calibrates the frozen model."
+        f"This run's numbers are for the tuned model. To serve it, set {' and '.join(settings)} "
+        f"in {where} (create it if absent), run `{index}`, then the calibrate command; without "
+        "these steps the command calibrates the frozen model."
     )
 
 

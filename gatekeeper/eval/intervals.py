@@ -9,16 +9,38 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper.errors import InputError
 from gatekeeper.eval.schema import BOOTSTRAP_LEVEL, Interval, Outcome
 
 FloatArray = npt.NDArray[np.float64]
+
+#: The fewest bootstrap draws an interval is made from (0 draws: no intervals at all). A 95%
+#: percentile interval's ends are the 2.5th and 97.5th percentiles of the draws; below 100
+#: draws fewer than 2.5 draws lie beyond each end, so the ends are the extremes of a handful of
+#: draws, interpolated, and can both fall on one side of the estimate (1 draw gave
+#: "57.9% | 60.0% – 60.0%"). Refused rather than reported: a number in the report that looks
+#: like an interval must be one.
+MIN_BOOTSTRAP_DRAWS = 100
+
+
+def check_draws(draws: int) -> None:
+    """Refuse (:class:`InputError`) a number of bootstrap draws that makes no interval: below
+    0, or from 1 to :data:`MIN_BOOTSTRAP_DRAWS` - 1."""
+    if draws < 0 or 0 < draws < MIN_BOOTSTRAP_DRAWS:
+        raise InputError(
+            f"--bootstrap must be 0 (no confidence intervals) or at least "
+            f"{MIN_BOOTSTRAP_DRAWS}, got {draws}: the ends of a 95% interval are the 2.5th and "
+            f"97.5th percentiles of the draws, which fewer draws cannot place"
+        )
 
 
 def bootstrap_intervals(
     outcomes: Sequence[Outcome], scored: Sequence[Outcome], draws: int, seed: int
 ) -> dict[str, Interval]:
-    """Percentile bootstrap intervals (rows resampled with replacement, seeded)."""
-    if draws <= 0 or not outcomes:
+    """Percentile bootstrap intervals (rows resampled with replacement, seeded); none for 0
+    draws, :class:`InputError` for too few to make one (:func:`check_draws`)."""
+    check_draws(draws)
+    if draws == 0 or not outcomes:
         return {}
     rng = np.random.default_rng(seed)
     inside = np.array([o.example.in_domain for o in outcomes])

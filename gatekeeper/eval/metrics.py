@@ -11,6 +11,7 @@ import numpy as np
 
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
+from gatekeeper.eval.guide import serving_steps
 from gatekeeper.eval.intervals import bootstrap_intervals, score_arrays
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import (
@@ -36,13 +37,14 @@ from gatekeeper.eval.schema import (
 from gatekeeper.eval.thresholds import (
     RECOMMENDED_TARGETS,
     rate,
+    report_targets,
     roc_metrics,
     score_rows,
     sweep,
     sweep_point,
 )
 from gatekeeper.rules import best_in_domain
-from gatekeeper.settings import PricingSettings
+from gatekeeper.settings import PricingSettings, catalog_settings_file
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -373,7 +375,7 @@ def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
     catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
     if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
         return flag or gate.settings.write_flag()  # never a --write that must fail
-    return f" --config gatekeeper-{Path(catalog).stem}.yaml"
+    return f" --config {catalog_settings_file(Path(catalog))}"
 
 
 def build_report(
@@ -408,14 +410,19 @@ def build_report(
     meta = dict(meta or {})
     points = sweep(gate, outcomes, gate.settings.gate.threshold, task)
     sources = meta.get("datasets") or sorted({o.example.source for o in outcomes})
+    config_flag = _settings_flag(gate, meta)
+    if meta.get("tuned"):  # how to serve it: the file the recommended command writes
+        steps = serving_steps(config_flag, meta.get("catalog"), meta.get("settings_catalog"))
+        meta["tuned"] = {**meta["tuned"], "serve": steps}
     recommended = recommend_thresholds(
         points,
         source=" + ".join(Path(s).name for s in sources),
         calibration=calibration,
         calibration_path=meta.get("calibration_path"),
         catalog=meta.get("catalog"),
-        config_flag=_settings_flag(gate, meta),
+        config_flag=config_flag,
         skip_invalid=bool(meta.get("skip_invalid")),
+        targets=report_targets(calibration.target_pass_rate if calibration else None),
         at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
     )
     return EvalReport(

@@ -21,16 +21,18 @@ from gatekeeper.eval.gates import (
     ensure_index,
     finetuned_gate,
     for_calibration,
+    for_single_messages,
     settings_for_catalog,
     tuned_gate,
     with_threshold,
 )
+from gatekeeper.eval.intervals import check_draws
 from gatekeeper.eval.metrics import build_report
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.replay import run_replay
 from gatekeeper.eval.run import run_eval
 from gatekeeper.eval.schema import EvalOptions, EvalReport
-from gatekeeper.eval.thresholds import calibrate, check_target
+from gatekeeper.eval.thresholds import calibrate, check_target, too_few_rows_warning
 from gatekeeper.legibility import index_warnings
 from gatekeeper.settings import Settings
 
@@ -99,6 +101,7 @@ def check_plan(plan: EvalPlan) -> None:
         )
     if plan.target_pass_rate is not None:
         check_target(plan.target_pass_rate)
+    check_draws(plan.options.bootstrap)  # before the run, not after it
 
 
 def load_plan_data(
@@ -152,6 +155,8 @@ def evaluate_gate(
         gate.embedder.identity,
         {"the test messages": dataset, "the calibration messages": calibration_set},
     )
+    if not any(e.multi_turn for d in (dataset, calibration_set) if d for e in d.examples):
+        gate = for_single_messages(gate)  # no chat here: the conversation settings act on none
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:
@@ -171,6 +176,7 @@ def evaluate_gate(
             plan.options.chunk_size,
         )
         gate = calibrated(gate, calibration.threshold)
+        checked += [w for w in [too_few_rows_warning(calibration)] if w]
     runner = run_replay if plan.replay else run_eval
     run = runner(gate, dataset, plan.options, task)
     meta = {

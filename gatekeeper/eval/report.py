@@ -16,6 +16,19 @@ PLOTS = ("scores.png", "tradeoff.png", "intents.png")
 MD_LISTED = 50
 
 
+def plots_of(report: EvalReport) -> tuple[str, ...]:
+    """The plots of :data:`PLOTS` with something to show: the trade-off and per-intent plots
+    chart in-domain customers, so a run of off-topic rows alone leaves them out (they were
+    empty charts)."""
+    has_in_domain = any(p.false_block_rate is not None for p in report.sweep)
+    shown = {
+        "scores.png": True,
+        "tradeoff.png": has_in_domain,
+        "intents.png": bool(report.per_intent),
+    }
+    return tuple(name for name in PLOTS if shown[name])
+
+
 def _ci(report: EvalReport, name: str, fmt: Any = pct) -> str:
     interval = report.confidence_intervals.get(name)
     if interval is None or interval.low is None or interval.high is None:
@@ -376,7 +389,7 @@ def render_markdown(report: EvalReport) -> str:
         parts += [_md_table(section.header, shown) if shown else "_none_", ""]
         if len(shown) < len(rows):
             parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
-    parts += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+    parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots_of(report)] + [""]
     parts += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
     parts += ["## How these numbers were made", ""] + [f"- {n}" for n in notes(report)] + [""]
     return "\n".join(parts)

@@ -15,14 +15,14 @@ import json
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gatekeeper.artifacts import scratch_dir
 from gatekeeper.errors import InputError
 from gatekeeper.eval.plots import plot_intents, plot_scores, plot_tradeoff
-from gatekeeper.eval.report import PLOTS, render_html, render_markdown
+from gatekeeper.eval.report import PLOTS, plots_of, render_html, render_markdown
 from gatekeeper.eval.schema import EvalReport
 from gatekeeper.paths import why_unwritable
 
@@ -57,7 +57,9 @@ def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:
         staged = scratch_dir(out_dir, "report")
         try:
             written = _write_files(report, staged)
-            _publish([path.name for path in written], staged, out_dir)
+            names = [path.name for path in written]
+            # a plot this run left out goes too: an older run's copy would pass for this one's
+            _publish(names, staged, out_dir, gone=[p for p in PLOTS if p not in names])
         finally:
             shutil.rmtree(staged, ignore_errors=True)
     except OSError as exc:
@@ -74,11 +76,8 @@ def _write_files(report: EvalReport, out_dir: Path) -> list[Path]:
         json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
-    plots = [
-        plot_scores(report, out_dir / PLOTS[0]),
-        plot_tradeoff(report, out_dir / PLOTS[1]),
-        plot_intents(report, out_dir / PLOTS[2]),
-    ]
+    drawn = dict(zip(PLOTS, (plot_scores, plot_tradeoff, plot_intents), strict=True))
+    plots = [drawn[name](report, out_dir / name) for name in plots_of(report)]
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report), encoding="utf-8")
     html_path = out_dir / "report.html"
@@ -88,10 +87,11 @@ def _write_files(report: EvalReport, out_dir: Path) -> list[Path]:
     return [json_path, *plots, md_path, html_path, rows_path]
 
 
-def _publish(names: list[str], staged: Path, out_dir: Path) -> None:
-    """Rename each staged file over its copy in ``out_dir``, Ctrl-C and SIGTERM held until all
-    are; a rename that fails puts every earlier one back (the old copies wait in a hidden
-    directory meanwhile). A directory in the way of a file is refused before any rename."""
+def _publish(names: list[str], staged: Path, out_dir: Path, gone: Sequence[str] = ()) -> None:
+    """Rename each staged file over its copy in ``out_dir`` and set aside the old copies of
+    ``gone`` (files this run does not have), Ctrl-C and SIGTERM held until all are; a rename
+    that fails puts every earlier one back (the old copies wait in a hidden directory
+    meanwhile). A directory in the way of a file is refused before any rename."""
     in_the_way = [name for name in names if (out_dir / name).is_dir()]
     if in_the_way:
         raise OSError(f"{out_dir / in_the_way[0]} is a directory, not a report file")
@@ -99,12 +99,13 @@ def _publish(names: list[str], staged: Path, out_dir: Path) -> None:
         old = scratch_dir(out_dir, "report-old")
         done: list[tuple[str, bool]] = []  # (name, whether an old copy was set aside)
         try:
-            for name in names:
-                had = (out_dir / name).exists()
+            for name in [*names, *gone]:
+                had = (out_dir / name).is_file()
                 if had:
                     (out_dir / name).replace(old / name)
                 done.append((name, had))
-                (staged / name).replace(out_dir / name)
+                if name in names:
+                    (staged / name).replace(out_dir / name)
         except BaseException:
             _put_back(done, old, out_dir)
             raise

@@ -241,6 +241,16 @@ class Calibration(BaseModel):
     target_pass_rate: float
     threshold: float
     reached: bool
+    enough_rows: bool = Field(
+        default=True,
+        description="whether the file has the in-domain rows the target needs (rows_needed); "
+        "false: the threshold is just the lowest in-domain score there, whatever the target",
+    )
+    rows_needed: int | None = Field(
+        default=None,
+        description="the fewest in-domain rows that can resolve target_pass_rate (n >= "
+        "target / (1 - target)); None for a 100% target, which no number of rows resolves",
+    )
     in_domain_pass_rate: float | None
     off_topic_block_rate: float | None
     n_in_domain: int

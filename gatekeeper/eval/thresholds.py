@@ -19,6 +19,7 @@ from gatekeeper.conversation import Turn
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError, InputError
 from gatekeeper.eval.datasets import Dataset
+from gatekeeper.eval.formatting import pct
 from gatekeeper.eval.gates import judge_all
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import Calibration, Outcome, SweepPoint
@@ -98,22 +99,67 @@ def calibrate(
     judged = judge_all(gate, dataset, task, chunk_size)
     inside = [j for e, j in zip(dataset.examples, judged, strict=True) if e.in_domain]
     outside = [j for e, j in zip(dataset.examples, judged, strict=True) if not e.in_domain]
-    targets = dict.fromkeys((target, *RECOMMENDED_TARGETS))  # each chosen once
+    targets = report_targets(target)  # each chosen once, the run's own too
     chosen = {t: choose_threshold(gate, inside, t) for t in targets}
     threshold, reached = chosen[target]
     blocked = [r is Route.OFF_TOPIC for r in routes_at(gate, outside, threshold)]
-    by_target = {f"{t:g}": (chosen[t][0] if chosen[t][1] else None) for t in RECOMMENDED_TARGETS}
+    by_target = {f"{t:g}": (chosen[t][0] if chosen[t][1] else None) for t in targets}
+    needed = rows_needed(target)
     return Calibration(
         source=dataset.name,
         target_pass_rate=target,
         threshold=threshold,
         reached=reached,
+        enough_rows=needed is None or len(inside) >= needed,
+        rows_needed=needed,
         in_domain_pass_rate=pass_rate_at(gate, inside, threshold),
         off_topic_block_rate=rate(blocked),
         n_in_domain=len(inside),
         n_off_topic=len(outside),
         score_basis=basis_of(dataset),
         by_target=by_target,
+    )
+
+
+def report_targets(target: float | None = None) -> tuple[float, ...]:
+    """The pass rates a report recommends a threshold for: :data:`RECOMMENDED_TARGETS` and the
+    run's own ``target`` (so its "apply with" command is the run's, e.g. 0.999), highest
+    first."""
+    extra = () if target is None else (target,)
+    return tuple(sorted(set(RECOMMENDED_TARGETS) | set(extra), reverse=True))
+
+
+def rows_needed(target: float) -> int | None:
+    """The fewest in-domain calibration rows that can resolve ``target`` (None for 1.0).
+
+    The bound: the lowest threshold calibration can choose is the lowest of the ``n`` in-domain
+    scores, and a new in-domain message, exchangeable with them, scores below all ``n`` with
+    probability 1 / (n + 1) (its rank among the n + 1 is uniform). So even that threshold
+    passes an expected n / (n + 1) of new customers, and a target above that is not resolved by
+    the data: every target from n / (n + 1) up gives the same threshold as 100% would (30 rows:
+    99.9% and 100% both gave the lowest score, and the test set then passed 98.5%). Hence
+    n >= target / (1 - target): 19 rows for 95%, 49 for 98%, 99 for 99%, 999 for 99.9%. A
+    100% target asks for the lowest score by definition; no number of rows resolves it, and it
+    is not warned about.
+    """
+    if target >= 1.0:
+        return None
+    return math.ceil(round(target / (1.0 - target), 6))
+
+
+def too_few_rows_warning(calibration: Calibration) -> str | None:
+    """What to tell a user whose calibration file has fewer in-domain rows than its target
+    needs (:func:`rows_needed`), or None."""
+    if calibration.enough_rows or calibration.rows_needed is None:
+        return None
+    n = calibration.n_in_domain
+    return (
+        f"{calibration.source} has only {n} in-domain rows; a {pct(calibration.target_pass_rate)} "
+        f"target needs about {calibration.rows_needed} or more (with {n} rows even the lowest "
+        f"in-domain score, as a threshold, passes an expected {pct(n / (n + 1))} of new "
+        f"customers). The threshold {calibration.threshold:.4f} is then just the lowest "
+        "in-domain score there, the same as a 100% target: add labelled in-domain messages, or "
+        f"lower --target-pass-rate to {math.floor(n / (n + 1) * 1000) / 1000:g} or below"
     )
 
 

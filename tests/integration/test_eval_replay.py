@@ -17,7 +17,7 @@ from gatekeeper.gate import Gatekeeper
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-FAST = EvalOptions(latency_sample=2, bootstrap=50)
+FAST = EvalOptions(latency_sample=2, bootstrap=100)
 
 
 def test_replay_counts_what_the_upstream_received(tiny_gate: Gatekeeper) -> None:

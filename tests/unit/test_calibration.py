@@ -204,3 +204,22 @@ def test_a_write_hint_for_another_catalog_names_a_new_settings_file(tmp_path: Pa
     assert load_settings(own, catalog=other).write_flag() == " --config gatekeeper-shop_de.yaml"
     assert load_settings(own, catalog=tmp_path / "a.yaml").write_flag() == f" --config {own}"
     assert load_settings(own).write_flag() == f" --config {own}"
+
+
+def test_a_refused_threshold_mentions_chats_only_when_the_conversation_settings_are_stale() -> None:
+    """Another model's threshold is refused with --conversations advised (as optional) only
+    when the conversation settings too were calibrated for another model."""
+    alone = _gate(calibrated_for=record(MODEL, RULE, "c"))
+    both = _gate(
+        calibrated_for=record(MODEL, RULE, "c"),
+        conversations_calibrated_for=record(MODEL, RULE, "c"),
+    )
+    said = {}
+    for name, gate in (("alone", alone), ("both", both)):
+        with pytest.raises(UncalibratedError) as raised:
+            check_calibrated(
+                gate, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x"
+            )
+        said[name] = str(raised.value)
+    assert "--conversations" not in said["alone"]
+    assert "if you serve chats, add --conversations CHATS.jsonl" in said["both"]

@@ -92,7 +92,7 @@ def test_eval_summary_prints_a_bracketed_file_name(
     shutil.copy(CALIBRATION, calibration)
     code, output = _invoke(
         "eval", "--config", config, "--dataset", EVAL, "--calibrate-on", calibration,
-        "--target-pass-rate", "0.85", "--out", tmp_path / "out", "--bootstrap", "10",
+        "--target-pass-rate", "0.85", "--out", tmp_path / "out", "--bootstrap", "100",
         "--latency-sample", "2",
     )  # fmt: skip
     assert code == 0, output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,21 +224,41 @@ def test_collection_name_is_valid_and_distinct(tmp_path: Path) -> None:
     load_settings(None, store={"collection": first})  # the settings accept it too
 
 
-@pytest.mark.parametrize("script", ["benchmark_banking77.py", "benchmark_indexing.py"])
-def test_benchmark_skips_without_its_data(tmp_path: Path, script: str) -> None:
-    """A benchmark script exits 0 with a message when its data (banking77's files, enough
-    texts) is absent."""
-    import subprocess
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
     path = Path(__file__).resolve().parents[2] / "eval" / script
-    done = subprocess.run(
-        [sys.executable, str(path), "--data", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-        check=False,
+    return subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, check=False
     )
+
+
+def test_benchmark_skips_without_its_data(tmp_path: Path) -> None:
+    """benchmark_indexing.py exits 0 with a message when its data (enough texts) is absent."""
+    done = _run_script("benchmark_indexing.py", "--data", str(tmp_path / "nowhere"))
     assert done.returncode == 0 and "skipped" in done.stdout
+
+
+def test_banking77_benchmark_fails_on_a_given_data_dir_without_the_files(tmp_path: Path) -> None:
+    """benchmark_banking77.py --data DIR lacking the files exits 2 naming them, not skipped."""
+    done = _run_script("benchmark_banking77.py", "--data", str(tmp_path / "nowhere"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "exemplars.csv" in done.stderr and "skipped" not in done.stdout
+
+
+def test_banking77_benchmark_skips_when_the_default_data_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmark_banking77.py without --data exits 0 with 'skipped' when the default is absent."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "eval" / "benchmark_banking77.py"
+    spec = importlib.util.spec_from_file_location("benchmark_banking77", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "DEFAULT_DATA", tmp_path / "nowhere")
+    assert module.main([]) == 0
 
 
 def test_search_benchmark_runs_on_a_tiny_catalog() -> None:
@@ -307,3 +329,52 @@ def test_canned_mismatch_names_the_exemplar_that_chose_the_reply(
     [section] = [s for s in sections(report) if s.title.startswith("Answered with another")]
     assert "gate.canned_min_similarity" in section.title
     assert section.rows[0][3:] == ["greeting", "hello", "1.000"]
+
+
+def test_rows_needed_is_the_exchangeability_bound() -> None:
+    """A target needs n >= target / (1 - target) in-domain rows (95%: 19, 99.9%: 999); 100%
+    has no such n."""
+    from gatekeeper.eval.thresholds import rows_needed
+
+    assert [rows_needed(t) for t in (0.95, 0.98, 0.99, 0.999)] == [19, 49, 99, 999]
+    assert rows_needed(1.0) is None
+
+
+def test_an_eval_at_a_given_threshold_does_not_warn_about_the_configured_one(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """eval --threshold logs no stale-calibration hint about the configured threshold (recorded
+    for another catalog), which the run does not use."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.calibration import record
+    from gatekeeper.eval.gates import with_gate_settings
+
+    foreign = record(tiny_gate.embedder.identity, tiny_gate.rule.name, "another-catalog")
+    gate = with_gate_settings(tiny_gate, allow_uncalibrated=False, calibrated_for=foreign)
+    with capture_logs() as logs:
+        evaluate_gate(gate, EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST))
+    assert "gate.calibration_stale" not in [entry["event"] for entry in logs]
+
+
+def test_an_eval_of_single_messages_does_not_warn_about_the_conversation_settings(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """Conversation settings calibrated for another model are no hint in an eval of single
+    messages (they act inside chats alone); the threshold's own record still counts."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.calibration import record
+    from gatekeeper.eval.gates import with_gate_settings
+
+    here = record(tiny_gate.embedder.identity, tiny_gate.rule.name, "c")
+    other = record("openai:e5-query", tiny_gate.rule.name, "c")
+    gate = with_gate_settings(tiny_gate, calibrated_for=here, conversations_calibrated_for=other)
+    single = tmp_path / "single.jsonl"
+    lines = EVAL.read_text(encoding="utf-8").splitlines(keepends=True)
+    single.write_text("".join(line for line in lines if '"messages"' not in line), "utf-8")
+    with_chats = EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST)
+    for plan, warned in ((with_chats, True), (replace(with_chats, datasets=(single,)), False)):
+        with capture_logs() as logs:
+            evaluate_gate(gate, plan)
+        assert ("gate.calibration_stale" in [entry["event"] for entry in logs]) is warned

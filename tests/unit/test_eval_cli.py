@@ -49,7 +49,7 @@ def test_eval_writes_the_whole_report(config: Path, tmp_path: Path) -> None:
         "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
         "--catalog", FIXTURES / "tiny_catalog.yaml",
         "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.85",
-        "--out", out, "--latency-sample", "3", "--bootstrap", "50",
+        "--out", out, "--latency-sample", "3", "--bootstrap", "100",
         "--off-topic-share", "0.7", "--off-topic-share", "0.5",
     )  # fmt: skip
     assert code == 0, output
@@ -368,3 +368,113 @@ def test_eval_refuses_a_dataset_given_twice(
     assert code == 2, output
     assert "d1/x.jsonl" in output and "given twice" in " ".join(output.split())
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("draws", ["1", "99"])
+def test_eval_refuses_too_few_bootstrap_draws(config: Path, tmp_path: Path, draws: str) -> None:
+    """--bootstrap from 1 to 99 exits 2 before any work (1 draw gave an interval beside the
+    estimate); --bootstrap 0 still means no intervals."""
+    args = (
+        "eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.csv", "--threshold", "0.4",
+        "--latency-sample", "0",
+    )  # fmt: skip
+    code, output = _invoke(*args, "--out", tmp_path / "few", "--bootstrap", draws)
+    assert code == 2 and "at least 100" in output, output
+    assert not (tmp_path / "few").exists()
+    code, output = _invoke(*args, "--out", tmp_path / "none", "--bootstrap", "0")
+    assert code == 0, output
+    report = json.loads((tmp_path / "none" / "report.json").read_text())
+    assert report["confidence_intervals"] == {}
+
+
+def test_eval_of_off_topic_rows_alone_leaves_out_the_in_domain_plots(
+    config: Path, tmp_path: Path
+) -> None:
+    """With only off-topic rows, tradeoff.png and intents.png (empty charts) are not written,
+    an older run's copies are removed, and the CLI counts the one plot written."""
+    rows = [json.loads(line) for line in (FIXTURES / "tiny_eval.jsonl").read_text().splitlines()]
+    off_topic = tmp_path / "off_topic.jsonl"
+    off_topic.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if r["label"] == "off_topic"), "utf-8"
+    )
+    out = tmp_path / "report"
+    common = (
+        "eval", "--config", config, "--catalog", FIXTURES / "tiny_catalog.csv",
+        "--threshold", "0.4", "--out", out, "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    code, output = _invoke(*common, "--dataset", FIXTURES / "tiny_eval.jsonl")
+    assert code == 0 and "3 plots in" in output and (out / "tradeoff.png").is_file(), output
+    code, output = _invoke(*common, "--dataset", off_topic)
+    assert code == 0 and "1 plot in" in output, output
+    assert (out / "scores.png").is_file()
+    assert not (out / "tradeoff.png").exists() and not (out / "intents.png").exists()
+    markdown = (out / "report.md").read_text()
+    assert "scores.png" in markdown and "tradeoff.png" not in markdown
+
+
+def test_calibrate_warns_when_the_file_has_too_few_rows_for_the_target(config: Path) -> None:
+    """calibrate with 7 in-domain rows for a 99% target (99 needed) warns, naming both counts
+    and that the threshold is just the lowest in-domain score; 85% (6 needed) does not."""
+    args = (
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--catalog", FIXTURES / "tiny_catalog.yaml", "--target-pass-rate",
+    )  # fmt: skip
+    code, output = _invoke(*args, "0.99")
+    said = " ".join(output.split())
+    assert code == 0, output
+    assert "only 7 in-domain rows" in said and "needs about 99 or more" in said
+    assert "just the lowest in-domain score" in said
+    code, output = _invoke(*args, "0.85")
+    assert code == 0 and "in-domain rows;" not in output, output
+
+
+def test_eval_records_a_calibration_file_too_small_for_its_target(
+    config: Path, tmp_path: Path
+) -> None:
+    """eval --calibrate-on 7 in-domain rows at 99.9% records enough_rows false and
+    rows_needed 999 beside reached, warns in meta.dataset_warnings and on the console, and
+    its "apply with" command carries the run's own target (it printed 0.99)."""
+    out = tmp_path / "r"
+    code, output = _invoke(
+        "eval", "--config", config, "--catalog", FIXTURES / "tiny_catalog.yaml",
+        "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "--calibrate-on", FIXTURES / "tiny_calibration.jsonl", "--target-pass-rate", "0.999",
+        "--out", out, "--latency-sample", "0", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    calibration = report["calibration"]
+    assert calibration["reached"] is True
+    assert calibration["enough_rows"] is False and calibration["rows_needed"] == 999
+    assert any("only 7 in-domain rows" in w for w in report["meta"]["dataset_warnings"])
+    said = " ".join(output.split())
+    assert "needs about 999 or more" in said
+    assert "--target-pass-rate 0.999 " in said.split("apply with: ", 1)[1]
+
+
+def test_check_refuses_another_catalogs_threshold_as_eval_does(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check --catalog C at a threshold calibrated on the settings' own catalog exits 2 with
+    the calibrate command (it decided at that threshold and hinted to create C's settings
+    file), and names C's own settings file once one serves C."""
+    identity = HashingEmbedder().identity
+    made_for = json.dumps({"model": identity, "rule": "contrast", "catalog": "another"})
+    config.write_text(
+        config.read_text().replace(
+            "  threshold: 0.2\n", f"  threshold: 0.2\n  calibrated_for: {made_for}\n"
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    args = ("check", "--config", config, "--catalog", catalog, "where is my order")
+    code, output = _invoke(*args)
+    said = " ".join(output.split())
+    assert code == 2 and "nobody chose" in said, output
+    assert "calibrate --config gatekeeper-tiny_catalog.yaml" in said
+    assert "Use --config" not in said
+    (tmp_path / "gatekeeper-tiny_catalog.yaml").write_text(f"catalog: {catalog}\n")
+    code, output = _invoke(*args)
+    said = " ".join(output.split())
+    assert code == 2 and "Use --config gatekeeper-tiny_catalog.yaml, which serves" in said

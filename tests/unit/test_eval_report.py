@@ -27,7 +27,7 @@ from gatekeeper.testing import make_gate
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EVAL = FIXTURES / "tiny_eval.jsonl"
 CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
-FAST = EvalOptions(latency_sample=2, bootstrap=20, seed=3)
+FAST = EvalOptions(latency_sample=2, bootstrap=100, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -425,7 +425,7 @@ def test_tradeoff_labels_do_not_overlap_and_stay_inside(report: EvalReport) -> N
     spots = (0.0, 0.001, 0.099)  # two points nearly on top of each other, one at the edge
     recs = [
         r.model_copy(update={"threshold": 0.3 + i / 100, "false_block_rate": x, "saved_rate": 0.25})
-        for i, (r, x) in enumerate(zip(report.recommended_thresholds, spots, strict=True))
+        for i, (r, x) in enumerate(zip(report.recommended_thresholds[:3], spots, strict=True))
     ]
     crowded = report.model_copy(update={"recommended_thresholds": recs})
     fig = tradeoff_figure(crowded)

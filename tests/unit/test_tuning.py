@@ -510,3 +510,44 @@ def test_eval_tune_reports_the_adapter_as_an_absolute_path(
     _, meta = tuned_gate(make_gate(Path("data")))
     assert Path(meta["adapter"]).is_absolute()
     assert meta["adapter"].startswith(str(tmp_path / "data" / "adapters"))
+
+
+def test_eval_tune_advice_for_another_catalog_runs_as_printed(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After eval --tune --catalog C, doing what the advice says (set catalog and adapter in
+    the named settings file, run its index command, then the calibrate command) works: the
+    index command names that file (it rebuilt the default catalog) and the calibrate --write
+    is not refused for a file that serves another catalog."""
+    import re
+    import shlex
+
+    real_tune = tuning.tune_adapter
+    monkeypatch.setattr(
+        tuning, "tune_adapter", lambda *a, **kw: real_tune(*a, **{**kw, "config": FAST})
+    )
+    monkeypatch.chdir(tmp_path)
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    result = CliRunner().invoke(app, [
+        "eval", "--config", str(config), "--tune", "--catalog", str(catalog),
+        "--dataset", str(FIXTURES / "tiny_eval.jsonl"),
+        "--calibrate-on", str(FIXTURES / "tiny_calibration.jsonl"), "--target-pass-rate", "0.85",
+        "--out", str(tmp_path / "r"), "--latency-sample", "0", "--bootstrap", "0",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    found = re.search(r"set catalog: (\S+) and embedding\.adapter: (\S+) in (\S+) \(create", said)
+    assert found, said
+    assert Path(found[1]) == catalog.resolve()
+    index = re.search(r"run `(gatekeeper index[^`]*)`", said)
+    assert index and index[1] == f"gatekeeper index --config {found[3]} --rebuild"
+    settings_file = tmp_path / found[3]
+    settings_file.write_text(f"catalog: {found[1]}\nembedding:\n  adapter: {found[2]}\n")
+    code = CliRunner().invoke(app, shlex.split(index[1])[1:])
+    assert code.exit_code == 0, code.output
+    command = said.split("apply with: ", 1)[1].split(" tuned: ", 1)[0]
+    done = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert done.exit_code == 0, done.output
+    written = load_settings(settings_file)
+    assert written.catalog == catalog.resolve() and written.gate.calibrated_for is not None
+    assert written.embedding.adapter == Path(found[2])
