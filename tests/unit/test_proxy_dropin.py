@@ -879,6 +879,16 @@ def test_remembered_conversations_fit_their_memory_budget() -> None:
     assert threads.get("r8") is not None
 
 
+def test_the_memory_budget_counts_bytes_not_characters() -> None:
+    """An emoji costs 4 bytes of the budget, not 1: 60,000 of them do not fit in 200,000."""
+    from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
+
+    threads = ResponseThreads(10, max_bytes=200_000)
+    said = {"role": "assistant", "content": "\N{GRINNING FACE}" * 60_000}
+    threads.remember("r", Thread(messages=(), local=True, unseen=(said,)))
+    assert threads.get("r") is None and threads.bytes == 0
+
+
 async def test_the_memory_budget_is_the_operators(
     gate: Gatekeeper,  # noqa: F811
     upstream: FakeUpstream,

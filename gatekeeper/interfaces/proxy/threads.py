@@ -18,9 +18,9 @@ away, with "now do what I asked first" after it); canned replies and the turns t
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
-them in all (their JSON size: a client sending many large items cannot grow the process without
-bound; a single answer over that budget is not remembered). It holds customer text, like any
-request in flight, and is never logged. Only what the gate reads is kept of the judged chat:
+them in all (their JSON in UTF-8 bytes: a client sending many large items cannot grow the
+process without bound; a single answer over that budget is not remembered). It holds customer
+text, like any request in flight, and is never logged. Only what the gate reads is kept of the judged chat:
 the customer's and the assistant's turns as text, each cut to ``gate.max_message_chars`` (an
 attachment by its type alone), so a request of 15 MB of instructions costs no more memory than
 any other. The turns a local answer keeps for the upstream are kept as the client sent them
@@ -109,9 +109,11 @@ class ResponseThreads:
 
 
 def _json_size(thread: Thread) -> int:
-    """About the memory ``thread`` holds: the JSON characters of its turns."""
+    """About the memory ``thread`` holds: the UTF-8 bytes of its turns as JSON (a character
+    costs Python up to 4 bytes: counting characters let emoji take 4 times the budget)."""
     items = (*thread.messages, *thread.unseen)
-    return sum(len(json.dumps(item, ensure_ascii=False, default=str)) for item in items)
+    dumped = (json.dumps(item, ensure_ascii=False, default=str) for item in items)
+    return sum(len(text.encode("utf-8", "surrogatepass")) for text in dumped)
 
 
 def _turn(message: Json) -> bool:
