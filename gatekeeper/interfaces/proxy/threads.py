@@ -20,13 +20,13 @@ Held in memory only, per serving process, the most recent ``server.response_thre
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
 them in all (their JSON in UTF-8 bytes: a client sending many large items cannot grow the
 process without bound; a single answer over that budget is not remembered). It holds customer
-text, like any request in flight, and is never logged. Only what the gate reads is kept of the judged chat:
-the customer's and the assistant's turns as text, each cut to ``gate.max_message_chars`` (an
-attachment by its type alone), so a request of 15 MB of instructions costs no more memory than
-any other. The turns a local answer keeps for the upstream are kept as the client sent them
-(photos, files and tool items included), each up to :data:`MAX_KEPT_ITEM` characters; a larger
-one by its text. A request naming an answer it does not hold (another process, evicted, a
-restart) is judged on what it carries.
+text, like any request in flight, and is never logged. Only what the gate reads is kept of the
+judged chat: the customer's and the assistant's turns as text, each cut to
+``gate.max_message_chars`` (an attachment by its type alone), so a request of 15 MB of
+instructions costs no more memory than any other. The turns a local answer keeps for the
+upstream are kept as the client sent them (photos, files and tool items included), each up to
+:data:`MAX_KEPT_ITEM` characters; a larger one by its text. A request naming an answer it does
+not hold (another process, evicted, a restart) is judged on what it carries.
 """
 
 from __future__ import annotations
