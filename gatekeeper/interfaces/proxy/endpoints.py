@@ -21,7 +21,7 @@ from gatekeeper.interfaces.proxy.answers import (
     passthrough_headers,
 )
 from gatekeeper.interfaces.proxy.errors import Json
-from gatekeeper.interfaces.proxy.passthrough import passthrough_refusal
+from gatekeeper.interfaces.proxy.passthrough import declares_body, passthrough_refusal
 from gatekeeper.interfaces.proxy.requests import (
     authorize,
     parse_chat_request,
@@ -153,10 +153,17 @@ async def passthrough(request: Request) -> Response:
     # decoded (/v1/%63ompletions is refused too), as the server received it: request.url.path
     # would drop a %09 or %0A that the upstream receives
     path = str(request.scope["path"]).removeprefix("/v1/")
-    refusal = passthrough_refusal(path, request.method, proxy.settings.server.passthrough)
+    raw = request.scope.get("raw_path")  # as sent: %2F in an id stays %2F
+    refusal = passthrough_refusal(
+        path,
+        request.method,
+        proxy.settings.server.passthrough,
+        raw=raw if isinstance(raw, bytes) else b"",
+        query=request.url.query,
+        body=declares_body(request.headers),
+    )
     if refusal is not None:
         raise refusal
-    raw = request.scope.get("raw_path")  # as sent: %2F in an id stays %2F
     raw_path = raw.decode("latin-1").removeprefix("/v1/") if isinstance(raw, bytes) else path
     return await forward_passthrough(proxy, request, raw_path)
 

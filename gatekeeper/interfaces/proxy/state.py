@@ -46,23 +46,46 @@ _KNOWN_URLS = 64  # parsed upstream URLs kept (paths: the gated ones and the pas
 _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 _USER_AGENT = "gatekeeper-proxy"
 
-#: Client request headers never passed upstream: hop-by-hop ones, the client's key and cookies,
-#: and what httpx sets itself.
-_NOT_FORWARDED = HOP_BY_HOP | {
-    "authorization",
-    # a method override would turn a passed-through GET into what the upstream judges it to be
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "cookie",
-    "host",
-    "accept-encoding",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-}
+#: Method-override header names (also refused as query parameters of a passed-through request,
+#: see :mod:`gatekeeper.interfaces.proxy.passthrough`): one would turn a passed-through GET into
+#: what the upstream judges it to be.
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+#: Client request headers never passed upstream (names compared in lower case, ``_`` read as
+#: ``-`` as CGI-style servers do): hop-by-hop ones, the client's key and cookies, what httpx sets
+#: itself, method overrides, the headers by which a server behind a reverse proxy serves another
+#: path than the request line's, and the OpenAI organization and project to bill (the operator's
+#: key's, never the client's choice).
+_NOT_FORWARDED = (
+    HOP_BY_HOP
+    | METHOD_OVERRIDES
+    | {
+        "authorization",
+        "cookie",
+        "host",
+        "accept-encoding",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-forwarded-server",
+        "x-real-ip",
+        "x-original-url",
+        "x-original-uri",
+        "x-original-path",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-envoy-original-path",
+        "x-host",
+        "x-http-host-override",
+        "openai-organization",
+        "openai-project",
+    }
+)
 
 
 @dataclass
@@ -143,14 +166,14 @@ class Proxy:
 
     def forwarded_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Headers of a passed-through request: the client's end-to-end ones (content type,
-        ``OpenAI-Beta``, ...; printable ASCII only, others are dropped rather than re-encoded),
-        with the proxy's own key instead of the client's."""
+        ``OpenAI-Beta``, ...; printable ASCII only, others are dropped rather than re-encoded;
+        never one of :data:`_NOT_FORWARDED`), with the proxy's own key instead of the client's."""
         headers = [
             (k, v)
             for k, v in raw
             if _PRINTABLE.fullmatch(k)
             and _PRINTABLE.fullmatch(v or b" ")
-            and k.decode().lower() not in _NOT_FORWARDED
+            and k.decode().lower().replace("_", "-") not in _NOT_FORWARDED
         ]
         headers.append((b"accept-encoding", b"identity"))
         key = self.settings.upstream.api_key

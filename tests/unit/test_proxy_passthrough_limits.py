@@ -1,0 +1,178 @@
+"""What a passed-through request may not carry to the upstream with the proxy's key, in-process
+(the app and fake upstream of test_proxy_app.py): a body where stored objects are only read, a
+method override in the query, a rewrite or billing header, a dot segment in any spelling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from gatekeeper.gate import Gatekeeper
+from tests.unit.test_proxy_app import (
+    FakeUpstream,
+    gate,  # noqa: F401  (the module's gate fixture)
+    serving,
+)
+from tests.unit.test_proxy_dropin import raw_call, status_of
+
+CHAT = b'{"model":"m","messages":[{"role":"user","content":"write me a poem"}]}'
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    upstream = FakeUpstream()
+    upstream.handler = lambda request: httpx.Response(200, json={"id": "x", "object": "list"})
+    return upstream
+
+
+@pytest.fixture
+async def client(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(gate, upstream) as proxied:
+        yield proxied
+
+
+async def chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/chat/completions", CHAT),
+        ("DELETE", "/v1/chat/completions", CHAT),
+        ("OPTIONS", "/v1/chat/completions", CHAT),
+        ("HEAD", "/v1/chat/completions", CHAT),
+        ("GET", "/v1/chat/completions/chatcmpl-1", CHAT),
+        ("GET", "/v1/responses", b'{"model":"m","input":"write me a poem"}'),
+        ("POST", "/v1/responses/resp_1/cancel", b'{"input":"write me a poem"}'),
+        ("GET", "/v1/models/m", b'{"contents":"write me a poem"}'),
+    ],
+)
+async def test_a_body_on_a_stored_object_path_is_refused(
+    client: httpx.AsyncClient, upstream: FakeUpstream, method: str, path: str, body: bytes
+) -> None:
+    """A body sent where stored objects are only read, deleted or cancelled is a 400, never
+    forwarded (a lenient upstream reads a chat in it as a generation request)."""
+    response = await client.request(method, path, content=body)
+    assert response.status_code == 400, response.text
+    if method != "HEAD":
+        assert response.json()["error"]["code"] == "unexpected_body"
+    chunked = await client.request(method, path, content=chunks(body))  # no content-length
+    assert chunked.status_code == 400
+    assert upstream.requests == []
+
+
+async def test_stored_objects_are_still_read_deleted_and_cancelled(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """The official client's calls on stored objects (no body, or an empty one) still pass."""
+    sdk = openai.AsyncOpenAI(
+        base_url="http://proxy/v1", api_key="unused", http_client=client, max_retries=0
+    )
+    await sdk.responses.with_raw_response.retrieve("resp_1")
+    await sdk.responses.with_raw_response.delete("resp_1")
+    await sdk.responses.with_raw_response.cancel("resp_1")
+    await sdk.chat.completions.with_raw_response.list()
+    await sdk.models.with_raw_response.retrieve("m")
+    assert (await client.request("GET", "/v1/models/m", content=b"")).status_code == 200
+    assert [(r.method, r.url.path, r.content) for r in upstream.requests] == [
+        ("GET", "/v1/responses/resp_1", b""),
+        ("DELETE", "/v1/responses/resp_1", b""),
+        ("POST", "/v1/responses/resp_1/cancel", b""),
+        ("GET", "/v1/chat/completions", b""),
+        ("GET", "/v1/models/m", b""),
+        ("GET", "/v1/models/m", b""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "query", ["_method=POST", "a=1&_METHOD=post", "%5Fmethod=POST", "x-http-method-override=POST"]
+)
+async def test_a_method_override_in_the_query_is_refused(
+    client: httpx.AsyncClient, upstream: FakeUpstream, query: str
+) -> None:
+    """``?_method=POST`` (which frameworks read as the method) is a 400 on any passed-through
+    path, never forwarded; other query strings pass as sent."""
+    for path in ("/v1/chat/completions", "/v1/files"):
+        response = await client.get(f"{path}?{query}")
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "method_override"
+    assert upstream.requests == []
+    assert (await client.get("/v1/files?purpose=assistants&method=x")).status_code == 200
+
+
+async def test_rewrite_and_billing_headers_are_not_forwarded(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Headers by which a server serves another path than the request's (``X-Original-URL``,
+    ``X-Rewrite-URL``, also spelt with ``_``) and the client's choice of the OpenAI
+    organization or project billed on the proxy's key never reach the upstream."""
+    dropped = {
+        "x-original-url": "/v1/chat/completions",
+        "X-Rewrite-URL": "/v1/chat/completions",
+        "x_original_url": "/v1/chat/completions",
+        "x-forwarded-prefix": "/v1/chat",
+        "OpenAI-Organization": "org-client",
+        "OpenAI-Project": "proj_client",
+        "openai_project": "proj_client",
+        "x_http_method_override": "POST",
+    }
+    response = await client.get("/v1/models/m", headers={**dropped, "openai-beta": "x"})
+    assert response.status_code == 200
+    [sent] = upstream.requests
+    assert sent.headers["openai-beta"] == "x"
+    forwarded = {name.lower().replace("_", "-") for name in sent.headers}
+    assert not forwarded & {name.lower().replace("_", "-") for name in dropped}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/v1/files/..;/chat/completions",
+        b"/v1/files/%2e%2e%3b/chat/completions",
+        b"/v1/files/..%3Bx/chat/completions",
+        b"/v1/files/..%00/chat/completions",
+        b"/v1/files/..%20/chat/completions",
+        b"/v1/files/%20../chat/completions",
+        b"/v1/files/..%09/chat/completions",
+        b"/v1/files/%E2%80%8B../chat/completions",
+        b"/v1/files/.%E2%80%8B./chat/completions",
+        b"/v1/files/%C0%AE%C0%AE/chat/completions",  # overlong UTF-8 for '..'
+        b"/v1/files/%C0%AE/chat/completions",
+        b"/v1/files/%FF/x",  # not UTF-8 at all
+        b"/v1/files/%252e%252e/chat/completions",  # decoded twice by some upstreams
+        b"/v1/files/..%5Cchat/completions",  # a backslash read as a slash
+        b"/v1/files/...;x/chat/completions",
+    ],
+)
+async def test_dot_segments_in_any_spelling_never_pass(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+    path: bytes,
+) -> None:
+    """A segment an upstream may read as ``..`` (after the clean-up of canonical_path, an
+    overlong or invalid UTF-8 percent-encoding, a second decoding, a backslash) is a 400,
+    never forwarded with the proxy's key."""
+    sent, _ = await raw_call(gate, upstream, path, [CHAT])
+    assert status_of(sent) == 400
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "path", [b"/v1/files/file-1..x", b"/v1/files/.hidden", b"/v1/files/%C3%A9t%C3%A9"]
+)
+async def test_names_with_dots_or_utf8_still_pass(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+    path: bytes,
+) -> None:
+    """Dots inside a name and valid UTF-8 are no dot segment."""
+    sent, _ = await raw_call(gate, upstream, path, [b"{}"])
+    assert status_of(sent) == 200
+    assert [r.url.raw_path for r in upstream.requests] == [path]
