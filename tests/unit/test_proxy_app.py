@@ -117,12 +117,14 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
     return built
 
 
-def proxy_settings(gate: Gatekeeper, **server: Any) -> Settings:
+def proxy_settings(
+    gate: Gatekeeper, *, upstream_key: str = "sk-upstream-key", **server: Any
+) -> Settings:
     s = gate.settings
     return s.model_copy(
         update={
             "upstream": UpstreamSettings(
-                base_url=UPSTREAM, api_key=SecretStr("sk-upstream-key"), timeout=5, max_retries=0
+                base_url=UPSTREAM, api_key=SecretStr(upstream_key), timeout=5, max_retries=0
             ),
             "server": s.server.model_copy(update=server),
         }
@@ -131,11 +133,12 @@ def proxy_settings(gate: Gatekeeper, **server: Any) -> Settings:
 
 @asynccontextmanager
 async def serving(
-    gate: Gatekeeper, upstream: FakeUpstream, **server: Any
+    gate: Gatekeeper, upstream: FakeUpstream, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running; a client that talks to it in-process."""
+    """The app with its lifespan running (``options``: of :func:`proxy_settings`); a client
+    that talks to it in-process."""
     upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
-    app = create_app(proxy_settings(gate, **server), gate=gate, upstream_client=upstream_client)
+    app = create_app(proxy_settings(gate, **options), gate=gate, upstream_client=upstream_client)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:

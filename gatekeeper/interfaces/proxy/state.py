@@ -33,13 +33,12 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
+from gatekeeper.interfaces.proxy.scrubbing import Scrubber
 from gatekeeper.interfaces.proxy.threads import ResponseThreads
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore, collection_name
 
-#: Shorter keys are not scrubbed from upstream errors (they would match ordinary text).
-MIN_SCRUBBED = 8
 #: How often an idle proxy loads a changed build into memory (``index`` run elsewhere).
 WARM_SECONDS = 5.0
 _KNOWN_URLS = 64  # parsed upstream URLs kept (paths: the gated ones and the passed-through)
@@ -100,14 +99,14 @@ class Proxy:
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
-    _secrets: list[bytes] = field(init=False, default_factory=list)
+    _scrubber: Scrubber = field(init=False)
 
     def scrub(self, data: bytes) -> bytes:
-        """``data`` (an upstream's error body) with the proxy's keys replaced by ``***``: an
-        upstream may echo the key it was sent, and its errors reach the client."""
-        for secret in self._secrets:
-            data = data.replace(secret, b"***")
-        return data
+        """``data`` (an upstream's error body, a header) with the proxy's keys, in any spelling,
+        replaced by ``***``: an upstream may echo the key it was sent, and its errors reach the
+        client (see :mod:`~gatekeeper.interfaces.proxy.scrubbing`; a successful answer's body is
+        relayed as sent)."""
+        return self._scrubber(data)
 
     def record_serving(self) -> None:
         """``gatekeeper_build_info``: the version, model, rule and catalog served now."""
@@ -120,8 +119,7 @@ class Proxy:
 
     def __post_init__(self) -> None:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
-        values = (k.get_secret_value().encode() for k in keys if k is not None)
-        self._secrets = [v for v in values if len(v) >= MIN_SCRUBBED]
+        self._scrubber = Scrubber(k.get_secret_value() for k in keys if k is not None)
         server, limit = self.settings.server, self.settings.gate.max_message_chars
         self.threads = ResponseThreads(
             server.response_threads, limit, max_bytes=server.response_threads_bytes

@@ -209,6 +209,8 @@ async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Resp
     except Passthrough as passthrough:
         return passthrough.response
     sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    # A successful body is relayed as sent, never scrubbed of the proxy's keys (its headers are):
+    # see gatekeeper.interfaces.proxy.scrubbing; an upstream's 4xx/5xx body was scrubbed above.
     return StreamingResponse(
         relay(proxy, upstream) if sse else relay_body(proxy, upstream),
         status_code=upstream.status_code,

@@ -1,10 +1,14 @@
-"""What a passed-through request may not carry to the upstream with the proxy's key, in-process
-(the app and fake upstream of test_proxy_app.py): a body where stored objects are only read, a
-method override in the query, a rewrite or billing header, a dot segment in any spelling."""
+"""Hardening found by a security walkthrough, in-process (the app and fake upstream of
+test_proxy_app.py): what a passed-through request may not carry to the upstream with the proxy's
+key (a body where stored objects are only read, a method override in the query, a rewrite or
+billing header, a dot segment in any spelling), and the proxy's key in any spelling an upstream
+error may echo it in."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -12,6 +16,7 @@ import pytest
 
 from gatekeeper.gate import Gatekeeper
 from tests.unit.test_proxy_app import (
+    ORDER,
     FakeUpstream,
     gate,  # noqa: F401  (the module's gate fixture)
     serving,
@@ -176,3 +181,52 @@ async def test_names_with_dots_or_utf8_still_pass(
     sent, _ = await raw_call(gate, upstream, path, [b"{}"])
     assert status_of(sent) == 200
     assert [r.url.raw_path for r in upstream.requests] == [path]
+
+
+KEY = "sk-proj/Ab+c=d_e-f~9"
+
+
+def _json_slashes(key: str) -> str:
+    return key.replace("/", "\\/")
+
+
+def _unicode_escapes(key: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in key)
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        _json_slashes,  # PHP's json_encode
+        lambda key: json.dumps(key, ensure_ascii=True)[1:-1].replace("/", "\\u002F"),
+        _unicode_escapes,
+        lambda key: quote(key, safe=""),
+        lambda key: "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in key),
+        lambda key: "".join(f"%{ord(c):02X}" for c in key),
+        lambda key: key.replace("/", "&#x2F;"),
+    ],
+    ids=["json-slash", "json-u", "u-all", "percent", "percent-lower", "percent-all", "html"],
+)
+async def test_an_upstream_error_echoing_an_encoded_key_does_not_return_it(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+    spell: Callable[[str], str],
+) -> None:
+    """An upstream 4xx whose body repeats the proxy's key JSON-escaped, percent-encoded or as
+    character references reaches the client with the key replaced by ***."""
+    echoed = spell(KEY)
+    assert echoed != KEY
+    upstream.handler = lambda request: httpx.Response(
+        400,
+        content=b'{"error": {"message": "bad key ' + echoed.encode() + b'"}}',
+        headers={"content-type": "application/json", "x-echo": echoed},
+    )
+    async with serving(gate, upstream, upstream_key=KEY) as client:
+        answers = [
+            await client.get("/v1/files/file-1"),
+            await client.post("/v1/chat/completions", json={"model": "m", "messages": ORDER}),
+        ]
+    for answer in answers:
+        assert answer.status_code == 400
+        assert echoed not in answer.text and "bad key ***" in answer.text
+        assert answer.headers["x-echo"] == "***"
