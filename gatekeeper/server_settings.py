@@ -63,6 +63,13 @@ class ServerSettings(_Section):
         description="most memory (JSON size) those remembered conversations take in all; the "
         "least recently used go first, and one larger than this is not remembered",
     )
+    max_passthrough: int = Field(
+        128,
+        ge=1,
+        description="passed-through requests in progress at once per process (beyond: 503 with "
+        "Retry-After); keep it below upstream.max_connections, so that gated requests always "
+        "find a connection",
+    )
     forward_refused_turns: bool = Field(
         False,
         description="forward the chat as sent, with the turns the gate refused (each customer "

@@ -27,6 +27,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -256,6 +257,9 @@ class UpstreamSettings(_Section):
     model: str | None = Field(None, description="default chat model for the Python backend")
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+    max_connections: int = Field(
+        512, ge=1, description="the proxy's pool of upstream connections, per process"
+    )
 
 
 class LoggingSettings(_Section):
@@ -326,6 +330,18 @@ class Settings(BaseSettings):
                 raise
             dotenv = dotenv_variables(Path(str(self.model_config.get("env_file") or ".env")))
             raise ConfigError(describe_invalid(exc, Settings, None, values, dotenv)) from exc
+
+    @model_validator(mode="after")
+    def _room_for_gated_requests(self) -> Settings:
+        """Passed-through requests cannot take every upstream connection (gated ones wait)."""
+        passthrough, pool = self.server.max_passthrough, self.upstream.max_connections
+        if passthrough >= pool:
+            raise ValueError(
+                f"server.max_passthrough ({passthrough}) must be below "
+                f"upstream.max_connections ({pool}): passed-through requests would leave "
+                "gated ones no upstream connection"
+            )
+        return self
 
     @property
     def source_file(self) -> Path | None:

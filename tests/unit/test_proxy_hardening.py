@@ -6,6 +6,7 @@ error may echo it in."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
@@ -14,10 +15,14 @@ import httpx
 import openai
 import pytest
 
+from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.state import build_upstream_client
+from gatekeeper.settings import load_settings
 from tests.unit.test_proxy_app import (
     ORDER,
     FakeUpstream,
+    completion,
     gate,  # noqa: F401  (the module's gate fixture)
     serving,
 )
@@ -230,3 +235,53 @@ async def test_an_upstream_error_echoing_an_encoded_key_does_not_return_it(
         assert answer.status_code == 400
         assert echoed not in answer.text and "bad key ***" in answer.text
         assert answer.headers["x-echo"] == "***"
+
+
+async def test_passed_through_requests_cannot_take_every_upstream_connection(
+    gate: Gatekeeper,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """Beyond server.max_passthrough passed-through requests in progress, another is a 503
+    with Retry-After at once, while gated chats are still forwarded; a slot is given back when
+    its answer is sent, also after an upstream failure or a client's 4xx."""
+    release, both_held, hung = asyncio.Event(), asyncio.Event(), []
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/hang"):
+            hung.append(request)
+            if len(hung) == 2:
+                both_held.set()
+            await release.wait()
+        if request.url.path.endswith("/fail"):
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.path.endswith("/missing"):
+            return httpx.Response(404, json={"error": {"message": "no"}})
+        return httpx.Response(200, json=completion())
+
+    upstream.handler = hanging  # type: ignore[assignment]  # MockTransport awaits it
+    async with serving(gate, upstream, max_passthrough=2) as client:
+        held = [asyncio.create_task(client.get("/v1/files/hang")) for _ in range(2)]
+        await asyncio.wait_for(both_held.wait(), 5)
+        for busy in [client.get("/v1/files/x"), client.get("/v1/models")]:
+            refused = await asyncio.wait_for(busy, 5)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "passthrough_busy"
+        chat = await client.post("/v1/chat/completions", json={"model": "m", "messages": ORDER})
+        assert chat.status_code == 200 and chat.headers["x-gatekeeper-route"] == "llm"
+        release.set()
+        assert [(await task).status_code for task in held] == [200, 200]
+        for path, status in [("fail", 502), ("missing", 404)] * 2 + [("x", 200)] * 3:
+            assert (await client.get(f"/v1/files/{path}")).status_code == status
+        assert (await client.get("/v1/models")).status_code == 200
+
+
+async def test_the_passthrough_cap_leaves_room_in_the_upstream_pool() -> None:
+    """upstream.max_connections sizes the pool; server.max_passthrough must stay below it."""
+    settings = load_settings(None, upstream={"max_connections": 300})
+    assert settings.server.max_passthrough < settings.upstream.max_connections == 300
+    pooled = build_upstream_client(settings.upstream)
+    assert pooled._transport._inner.limits.max_connections == 300  # type: ignore[attr-defined]
+    await pooled.aclose()
+    with pytest.raises(ConfigError, match=r"max_passthrough \(300\) must be below"):
+        load_settings(None, server={"max_passthrough": 300}, upstream={"max_connections": 300})

@@ -176,11 +176,14 @@ async def list_models(request: Request) -> Response:
     refusal = passthrough_refusal("models", "GET", proxy.settings.server.passthrough)
     if refusal is not None:
         raise refusal
-    try:
-        upstream = await send_upstream(proxy, "GET", "models", body=None, accept=None, headers={})
-    except Passthrough as passthrough:
-        return passthrough.response
-    content = await read_answer(proxy, upstream, {})
+    with proxy.passthrough_slots.slot():
+        try:
+            upstream = await send_upstream(
+                proxy, "GET", "models", body=None, accept=None, headers={}
+            )
+        except Passthrough as passthrough:
+            return passthrough.response
+        content = await read_answer(proxy, upstream, {})
     return Response(
         content, upstream.status_code, headers=passthrough_headers(upstream, {}, proxy.scrub)
     )

@@ -34,6 +34,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.scrubbing import Scrubber
+from gatekeeper.interfaces.proxy.slots import Slots
 from gatekeeper.interfaces.proxy.threads import ResponseThreads
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
@@ -98,6 +99,7 @@ class Proxy:
     log: Any = field(default_factory=get_logger)
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
+    passthrough_slots: Slots = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
     _scrubber: Scrubber = field(init=False)
 
@@ -121,6 +123,7 @@ class Proxy:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
         self._scrubber = Scrubber(k.get_secret_value() for k in keys if k is not None)
         server, limit = self.settings.server, self.settings.gate.max_message_chars
+        self.passthrough_slots = Slots(server.max_passthrough)
         self.threads = ResponseThreads(
             server.response_threads, limit, max_bytes=server.response_threads_bytes
         )
@@ -244,7 +247,10 @@ def build_upstream_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     from gatekeeper.interfaces.proxy.transport import UpstreamTransport
 
     # The limits belong to the transport: an AsyncClient given a transport ignores its own.
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=min(64, settings.max_connections),
+    )
     transport = UpstreamTransport(limits=limits, retries=settings.max_retries)
     return _CookielessClient(timeout=timeout, transport=transport)
 

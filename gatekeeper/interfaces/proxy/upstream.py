@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from gatekeeper.interfaces.proxy.answers import passthrough_headers
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import path_label
+from gatekeeper.interfaces.proxy.slots import HeldStream
 from gatekeeper.interfaces.proxy.state import Proxy
 
 
@@ -193,30 +194,33 @@ async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Resp
     proxy's key. The answer is streamed back; connect failures, timeouts and 5xx are 502/504
     as for gated requests. Once the answer has started, an SSE stream that breaks ends with an
     SSE error event; any other body that breaks is cut off (the connection is aborted), never
-    passed off as whole."""
+    passed off as whole. It holds one of ``server.max_passthrough`` slots until its answer is
+    sent (503 when none is free: :mod:`~gatekeeper.interfaces.proxy.slots`)."""
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-    try:
-        upstream = await send_upstream(
-            proxy,
-            request.method,
-            path,
-            body=request.stream() if has_body else None,
-            accept=None,
-            headers={},
-            query=request.url.query,
-            upstream_headers=proxy.forwarded_headers(request.headers.raw),
+    with proxy.passthrough_slots.slot() as slot:
+        try:
+            upstream = await send_upstream(
+                proxy,
+                request.method,
+                path,
+                body=request.stream() if has_body else None,
+                accept=None,
+                headers={},
+                query=request.url.query,
+                upstream_headers=proxy.forwarded_headers(request.headers.raw),
+            )
+        except Passthrough as passthrough:
+            return passthrough.response
+        sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        # A successful body is relayed as sent, never scrubbed of the proxy's keys (its headers
+        # are): see gatekeeper.interfaces.proxy.scrubbing; an error status's body was scrubbed.
+        return HeldStream(
+            relay(proxy, upstream) if sse else relay_body(proxy, upstream),
+            status_code=upstream.status_code,
+            headers=passthrough_headers(upstream, {}, proxy.scrub),
+            background=BackgroundTask(upstream.aclose),
+            release=slot.hand_over(),
         )
-    except Passthrough as passthrough:
-        return passthrough.response
-    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    # A successful body is relayed as sent, never scrubbed of the proxy's keys (its headers are):
-    # see gatekeeper.interfaces.proxy.scrubbing; an upstream's 4xx/5xx body was scrubbed above.
-    return StreamingResponse(
-        relay(proxy, upstream) if sse else relay_body(proxy, upstream),
-        status_code=upstream.status_code,
-        headers=passthrough_headers(upstream, {}, proxy.scrub),
-        background=BackgroundTask(upstream.aclose),
-    )
 
 
 class UpstreamBodyBroken(Exception):
