@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy import endpoints
 from gatekeeper.interfaces.proxy.state import build_upstream_client
 from gatekeeper.settings import load_settings
 from tests.unit.test_proxy_app import (
@@ -285,3 +288,37 @@ async def test_the_passthrough_cap_leaves_room_in_the_upstream_pool() -> None:
     await pooled.aclose()
     with pytest.raises(ConfigError, match=r"max_passthrough \(300\) must be below"):
         load_settings(None, server={"max_passthrough": 300}, upstream={"max_connections": 300})
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+async def test_a_large_body_is_parsed_off_the_event_loop(
+    client: httpx.AsyncClient,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """A gated body of 2 MB (over requests.THREADED_PARSE_BYTES) is parsed in a worker thread
+    (an 11 MB chat took the event loop for a second), a small one on the loop; both are decided
+    the same."""
+    parsed_in: list[int] = []
+    for name in ("parse_chat_request", "parse_responses_request"):
+        parse = getattr(endpoints, name)
+        monkeypatch.setattr(endpoints, name, _spied(parse, parsed_in))
+    key = "messages" if path.endswith("completions") else "input"
+    small = {"model": "m", key: ORDER}
+    large = {"model": "m", key: ORDER * 50_000}
+    for body in (small, large):
+        content = json.dumps(body).encode()
+        response = await client.post(path, content=content)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-gatekeeper-route"] == "llm"
+    assert len(content) > 2_000_000
+    assert parsed_in[0] == threading.get_ident() != parsed_in[1]
+
+
+def _spied(parse: Callable[[bytes], Any], threads: list[int]) -> Callable[[bytes], Any]:
+    def spied(body: bytes) -> Any:
+        threads.append(threading.get_ident())
+        return parse(body)
+
+    return spied

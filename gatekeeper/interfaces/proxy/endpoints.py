@@ -25,6 +25,7 @@ from gatekeeper.interfaces.proxy.passthrough import declares_body, passthrough_r
 from gatekeeper.interfaces.proxy.requests import (
     authorize,
     parse_chat_request,
+    parse_request,
     parse_responses_request,
     read_body,
 )
@@ -52,7 +53,7 @@ async def chat_completions(request: Request) -> Response:
     proxy = proxy_of(request)
     authorize(proxy, request)
     body = await read_body(request, proxy.settings.server.max_body_bytes)
-    payload = parse_chat_request(body)
+    payload = await parse_request(parse_chat_request, body)
     decision = await proxy.decide(payload["messages"])
     headers = decision_headers(decision)
     if decision.forwarded:
@@ -70,7 +71,7 @@ async def responses(request: Request) -> Response:
     proxy = proxy_of(request)
     authorize(proxy, request)
     body = await read_body(request, proxy.settings.server.max_body_bytes)
-    payload, messages = parse_responses_request(body)
+    payload, messages = await parse_request(parse_responses_request, body)
     previous_id = payload.get("previous_response_id")
     previous = proxy.threads.get(previous_id)
     judged = [*previous.messages, *messages] if previous is not None else messages
