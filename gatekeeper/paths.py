@@ -1,10 +1,13 @@
 """Paths a user names: why one cannot be read as a file, or written, asked before long work so
 that the problem shows before the work, not after it (a read-only mount, a file where a
-directory should be, a directory where a file should be)."""
+directory should be, a directory where a file should be); files written whole by a rename,
+which replaces a symbolic link rather than write through it."""
 
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 
@@ -33,4 +36,38 @@ def why_unwritable(path: Path, *, want_dir: bool) -> str | None:
     return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
-__all__ = ["why_not_a_file", "why_unwritable"]
+def write_atomically(target: Path, data: bytes, mode: int | None = None) -> None:
+    """``data`` in ``target``, whole or not at all: a temporary file beside it renamed over it,
+    so a symbolic link at ``target`` is replaced, never written through. The file gets
+    ``mode``; by default an existing regular file keeps its own (a settings file holding a key
+    stays private), and a new one gets what the umask allows."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept = _regular_mode(target) if mode is None else mode
+    handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(part, _umask_mode() if kept is None else kept)  # mkstemp's is 0600
+        os.replace(part, target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+
+
+def _regular_mode(path: Path) -> int | None:
+    """The permission bits of ``path`` if it is a regular file (not a link to one), or None."""
+    try:
+        status = path.lstat()
+    except OSError:
+        return None
+    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
+
+
+def _umask_mode() -> int:
+    """The mode a new file gets from ``open``: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+__all__ = ["why_not_a_file", "why_unwritable", "write_atomically"]
