@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from gatekeeper.catalog import read_catalog
 from gatekeeper.cli import app
-from gatekeeper.errors import CatalogError, DatasetError
+from gatekeeper.errors import CatalogError, ConfigError, DatasetError
 from gatekeeper.eval.datasets import load_dataset
+from gatekeeper.eval.settings_file import store_threshold
 from gatekeeper.paths import why_not_a_file
 
 #: Long enough that quoting it whole would be plain (the reviewer's header was 300 MB).
@@ -95,3 +96,14 @@ def test_a_long_intent_name_is_quoted_cut_short(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as caught:
         load_dataset(dataset)
     assert len(str(caught.value)) < 500 and "…" in str(caught.value)
+
+
+def test_a_settings_file_linked_to_nothing_is_not_written(tmp_path: Path) -> None:
+    """calibrate --write refuses a settings file that is a symbolic link to nothing (writing
+    would create the file it points to, elsewhere)."""
+    elsewhere = tmp_path / "elsewhere.yaml"
+    link = tmp_path / "gk.yaml"
+    link.symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="symbolic link to nothing"):
+        store_threshold(link, 0.3, "note")
+    assert not elsewhere.exists() and link.is_symlink()
