@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.paths import why_not_a_file
 
 Row = tuple[int, dict[str, Any]]
 DELIMITERS = (",", ";", "\t")
@@ -82,7 +83,10 @@ def map_class_ids(to: str) -> str:
 
 def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
     """The file's UTF-8 text, without a leading byte-order mark; a file in another encoding
-    is an error naming the line and how to save it."""
+    is an error naming the line and how to save it, and so is a path that is no regular file
+    (a FIFO would block, ``/dev/zero`` never ends)."""
+    if problem := why_not_a_file(path):
+        raise error(f"{what} {path} {problem}")
     try:
         data = path.read_bytes()
     except OSError as exc:

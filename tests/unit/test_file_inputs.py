@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from gatekeeper.catalog import read_catalog
 from gatekeeper.cli import app
-from gatekeeper.errors import CatalogError, ConfigError, DatasetError
+from gatekeeper.errors import CatalogError, ConfigError, DatasetError, InputError
 from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.eval.settings_file import store_threshold
 from gatekeeper.paths import why_not_a_file
+from gatekeeper.scaffold import read_traffic
 
 #: Long enough that quoting it whole would be plain (the reviewer's header was 300 MB).
 LONG = 100_000
@@ -107,3 +108,9 @@ def test_a_settings_file_linked_to_nothing_is_not_written(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="symbolic link to nothing"):
         store_threshold(link, 0.3, "note")
     assert not elsewhere.exists() and link.is_symlink()
+
+
+def test_a_traffic_sample_that_is_a_device_is_refused() -> None:
+    """`init --traffic` refuses a device as no regular file (/dev/zero was read without end)."""
+    with pytest.raises(InputError, match="traffic sample /dev/null is not a regular file"):
+        read_traffic(Path("/dev/null"))
