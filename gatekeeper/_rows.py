@@ -29,11 +29,23 @@ from typing import Any
 import yaml
 
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.paths import why_not_a_file
 
 Row = tuple[int, dict[str, Any]]
 DELIMITERS = (",", ";", "\t")
 #: Problems an error lists one by one (the rest are counted).
 LISTED_PROBLEMS = 10
+#: The most characters of a file's content an error or warning quotes.
+QUOTED_CHARS = 200
+
+
+def shown(value: Any, limit: int = QUOTED_CHARS) -> str:
+    """``repr(value)`` for a message, a text in it cut to ``limit`` characters with "…" (a
+    header or a line of a file can be megabytes long), or the repr itself cut so."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def listed(problems: Sequence[str], limit: int = LISTED_PROBLEMS) -> str:
@@ -54,7 +66,7 @@ def unknown_keys(keys: Iterable[str], known: Sequence[str], cutoff: float = 0.6)
     named = []
     for key in keys:
         meant = near_key(key, known, cutoff)
-        named.append(repr(key) + (f" (did you mean {meant!r}?)" if meant else ""))
+        named.append(shown(key) + (f" (did you mean {meant!r}?)" if meant else ""))
     return ", ".join(named)
 
 
@@ -71,7 +83,10 @@ def map_class_ids(to: str) -> str:
 
 def read_text(path: Path, error: type[GatekeeperError], what: str) -> str:
     """The file's UTF-8 text, without a leading byte-order mark; a file in another encoding
-    is an error naming the line and how to save it."""
+    is an error naming the line and how to save it, and so is a path that is no regular file
+    (a FIFO would block, ``/dev/zero`` never ends)."""
+    if problem := why_not_a_file(path):
+        raise error(f"{what} {path} {problem}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -126,7 +141,7 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[An
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
+                None, None, f"the key {shown(key)} is given twice", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node)
@@ -246,12 +261,12 @@ def read_csv(
             twice = sorted({key for key in named if named.count(key) > 1})
             if twice:
                 raise error(
-                    f"{what} {path}: the header names the column {twice[0]!r} twice "
+                    f"{what} {path}: the header names the column {shown(twice[0])} twice "
                     "(which one is meant?)"
                 )
             problem = check_header(header)
             if problem:
-                raise error(f"{what} {path}: {problem} (header: {header})")
+                raise error(f"{what} {path}: {problem} (header: {shown(header)})")
             continue
         if len(cells) <= 1 and not "".join(cells).strip():  # a blank line
             continue
@@ -294,11 +309,10 @@ def field_limit(chars: int) -> Iterator[None]:
 
 def too_many_cells(cells: list[str], width: int, delimiter: str) -> str:
     """Why a row with more cells than the header is refused, and how to fix it."""
-    shown = delimiter.join(cells)
-    shown = shown if len(shown) <= 80 else shown[:79] + "…"
     name = {",": "comma", ";": "semicolon", "\t": "tab"}[delimiter]
     return (
-        f"has {len(cells)} cells but the header has {width} ({shown!r}): put a text that holds "
+        f"has {len(cells)} cells but the header has {width} "
+        f"({shown(delimiter.join(cells), 80)}): put a text that holds "
         f'a {name} in double quotes ("my brakes squeak, can you look at them"), or delete '
         "the cells past the header's last column"
     )

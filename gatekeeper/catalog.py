@@ -30,6 +30,7 @@ from gatekeeper._rows import (
     read_csv,
     read_jsonl,
     read_text,
+    shown,
     yaml_problem,
 )
 from gatekeeper._validation import plain_type_error
@@ -145,7 +146,7 @@ def check_intent_names(
             continue
         hint = difflib.get_close_matches(name, known, n=1)
         problems.append(
-            f"{setting} names intent {name!r}, which the catalog does not have"
+            f"{setting} names intent {shown(name)}, which the catalog does not have"
             + (f" (did you mean {hint[0]!r}?)" if hint else "")
         )
     if problems:
@@ -334,7 +335,7 @@ def _describe_one(err: Any, raw: dict[str, Any]) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), _ALLOWED[scope], n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         allowed = ", ".join(_ALLOWED[scope])
-        return f"{where}: unknown key {loc[-1]!r}{suggestion}; allowed: {allowed}"
+        return f"{where}: unknown key {shown(loc[-1])}{suggestion}; allowed: {allowed}"
     if scope == "intent" and loc == ["exemplars"] and err.get("input") is None:
         return f"{where} has no exemplars"
     message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
@@ -346,7 +347,7 @@ def _intent_label(raw: dict[str, Any], index: int) -> str:
     if isinstance(intents, list) and index < len(intents) and isinstance(intents[index], dict):
         name = intents[index].get("name")
         if isinstance(name, str):
-            return f"intent {name!r}"
+            return f"intent {shown(name)}"
     return f"intent #{index + 1}"
 
 

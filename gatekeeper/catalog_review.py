@@ -36,6 +36,7 @@ import difflib
 import re
 from collections.abc import Sequence
 
+from gatekeeper._rows import shown
 from gatekeeper.types import OFF_TOPIC
 
 #: An intent's name and its exemplars, as written (stripped, before repeats are dropped).
@@ -58,7 +59,7 @@ def looks_like_off_topic(name: str) -> bool:
 def lookalike(name: str, fix: str) -> str:
     """The problem of an intent named like the off-topic marker, with ``fix``."""
     return (
-        f"intent {name!r} looks like the off-topic marker: did you mean 'off_topic'? "
+        f"intent {shown(name)} looks like the off-topic marker: did you mean 'off_topic'? "
         f"(as written it would be served as an in-domain intent; {fix})"
     )
 
@@ -96,13 +97,14 @@ def consistency_problems(intents: Sequence[IntentTexts], off_topic: Sequence[str
             problems.append(lookalike(name, "put off-topic exemplars in the 'off_topic' block"))
             continue
         if name in names:
-            problems.append(f"intent {name!r} is defined twice")
+            problems.append(f"intent {shown(name)} is defined twice")
             continue
         names.add(name)
         first = spelt.setdefault(name_key(name), name)
         if first != name:
             problems.append(
-                f"intents {first!r} and {name!r} differ only in case, spaces or underscores: "
+                f"intents {shown(first)} and {shown(name)} differ only in case, spaces or "
+                "underscores: "
                 "write one name (as written they are two intents, each with part of the "
                 "exemplars)"
             )
@@ -117,7 +119,9 @@ def consistency_problems(intents: Sequence[IntentTexts], off_topic: Sequence[str
 def _claim(owner: dict[str, str], text: str, intent: str, problems: list[str]) -> None:
     key = exemplar_key(text)
     if key in owner and owner[key] != intent:
-        problems.append(f"exemplar {text!r} belongs to both {owner[key]!r} and {intent!r}")
+        problems.append(
+            f"exemplar {shown(text)} belongs to both {shown(owner[key])} and {shown(intent)}"
+        )
         return
     owner[key] = intent
 
@@ -128,7 +132,7 @@ def review_warnings(intents: Sequence[IntentTexts], off_topic: Sequence[str] = (
     sizes = {name: len(dict.fromkeys(exemplars)) for name, exemplars in intents}
     near = near_names(list(sizes))
     if near:
-        pairs = [f"{a!r} ({_n(sizes[a])}) ~ {b!r} ({_n(sizes[b])})" for a, b in near]
+        pairs = [f"{shown(a)} ({_n(sizes[a])}) ~ {shown(b)} ({_n(sizes[b])})" for a, b in near]
         warnings.append(
             "intent names this close may be one intent typo'd (as written they are served as "
             f"separate intents): {_listed(pairs)}"
@@ -148,7 +152,7 @@ def review_warnings(intents: Sequence[IntentTexts], off_topic: Sequence[str] = (
             f"{_listed(close)}"
         )
     twice = [
-        f"{text!r} in {name!r}"
+        f"{shown(text)} in {shown(name)}"
         for name, exemplars in intents
         for text in dict.fromkeys(exemplars)
         if exemplars.count(text) > 1
@@ -197,7 +201,7 @@ def _near_repeats(intents: Sequence[IntentTexts]) -> list[str]:
             key = text_key(text)
             other = first.setdefault(key, (name, text))
             if other[0] != name and other[1].casefold() != text.casefold():
-                found.append(f"{text!r} ({name}) ~ {other[1]!r} ({other[0]})")
+                found.append(f"{shown(text)} ({name}) ~ {shown(other[1])} ({other[0]})")
     return found
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gatekeeper._rows import Row, class_id, map_class_ids, unknown_keys
+from gatekeeper._rows import Row, class_id, map_class_ids, shown, unknown_keys
 from gatekeeper.catalog_review import lookalike, looks_like_off_topic
 from gatekeeper.types import OFF_TOPIC
 
@@ -159,18 +159,21 @@ def _set_property(
 ) -> str | None:
     """Set an intent's ``key`` from row ``number``; the problem, if any."""
     if intent == OFF_TOPIC and key != "reply":
-        return f"row {number}: off_topic rows take a 'reply' (the refusal), not a {key!r}"
+        return f"row {number}: off_topic rows take a 'reply' (the refusal), not a {shown(key)}"
     if key == "threshold":
         try:
             value = float(value)
         except (TypeError, ValueError):
-            return f"row {number}: threshold {value!r} of intent {intent!r} is not a number"
+            return (
+                f"row {number}: threshold {shown(value)} of intent {shown(intent)} is not a number"
+            )
     if not isinstance(value, str | float | int) or isinstance(value, bool):
-        return f"row {number}: {key!r} of intent {intent!r} must be text"
+        return f"row {number}: {shown(key)} of intent {shown(intent)} must be text"
     earlier = given.get((intent, key))
     if earlier is not None and earlier[0] != value:
         return (
-            f"row {number}: intent {intent!r} has {key} {value!r} here but {earlier[0]!r} "
+            f"row {number}: intent {shown(intent)} has {key} {shown(value)} here but "
+            f"{shown(earlier[0])} "
             f"on row {earlier[1]}"
         )
     given.setdefault((intent, key), (value, number))

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gatekeeper._rows import DuplicateKeyError, loads_json
+from gatekeeper._rows import loads_json, shown
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
@@ -28,6 +28,7 @@ from gatekeeper.conversation import CHAT_ROLES, chat_messages
 from gatekeeper.errors import (
     InputError,
 )
+from gatekeeper.paths import read_capped
 
 
 @app.command()
@@ -53,8 +54,8 @@ def check(
 ) -> None:
     """Decide one message and print the decision."""
     with friendly_errors():
-        message = _message_argument(text, conversation)
         settings = setup(config, quiet=True, **({"catalog": catalog} if catalog else {}))
+        message = _message_argument(text, conversation, settings.server.max_body_bytes)
         # No turn cache: the second, timed decision must embed its message as a new one would
         # (from the cache it took 0.3 ms instead of the forward pass's 5-14 ms).
         # One message alone is judged without the conversation settings: no hint about them.
@@ -124,7 +125,7 @@ def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:
     say so, rather than judge a conversation other than the one the file means."""
     unknown = sorted({m["role"] for m in messages if m["role"] not in CHAT_ROLES})
     if unknown:
-        named = escape(", ".join(map(repr, unknown)))
+        named = escape(", ".join(map(shown, unknown)))
         what = f"role {named} is no chat role" if len(unknown) == 1 else f"roles {named} are none"
         _stderr().print(
             f"[bold yellow]warning:[/] {escape(str(conversation))}: {what} and skipped; the "
@@ -133,11 +134,14 @@ def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:
         )
 
 
-def _message_argument(text: str | None, conversation: Path | None) -> Any:
+def _message_argument(text: str | None, conversation: Path | None, limit: int) -> Any:
+    """The message or chat to judge: TEXT, stdin, or the --conversation file, each of at most
+    ``limit`` bytes (``server.max_body_bytes``, what the proxy takes in one request)."""
     if conversation is not None:
+        raw = read_capped(conversation, limit, "conversation", setting="server.max_body_bytes")
         try:
-            messages = loads_json(conversation.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, DuplicateKeyError) as exc:
+            messages = loads_json(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InputError(f"cannot read conversation {conversation}: {exc}") from exc
         if isinstance(messages, dict):
             messages = messages.get("messages")
@@ -147,18 +151,21 @@ def _message_argument(text: str | None, conversation: Path | None) -> Any:
             raise InputError(f"{conversation}: {exc}") from None
         _warn_unknown_roles(messages, conversation)
         if text is not None:  # the customer's next turn after the conversation so far
-            return [*messages, {"role": "user", "content": _given_text(text)}]
+            return [*messages, {"role": "user", "content": _given_text(text, limit)}]
         return messages
     if text is None:
         raise InputError("give the message to check, or --conversation FILE")
-    return _given_text(text)
+    return _given_text(text, limit)
 
 
-def _given_text(text: str) -> str:
-    """The message given on the command line, or read from stdin for '-': UTF-8 text, or an
-    :class:`InputError` naming the first byte that is not (it said "a lone surrogate")."""
+def _given_text(text: str, limit: int) -> str:
+    """The message given on the command line, or read from stdin for '-' (at most ``limit``
+    bytes): UTF-8 text, or an :class:`InputError` naming the first byte that is not (it said
+    "a lone surrogate")."""
     where = "stdin" if text == "-" else "the message"
-    raw = sys.stdin.buffer.read() if text == "-" else os.fsencode(text)
+    raw = sys.stdin.buffer.read(limit + 1) if text == "-" else os.fsencode(text)
+    if len(raw) > limit:
+        raise InputError(f"{where} holds more than {limit:,} bytes (server.max_body_bytes)")
     try:
         return raw.decode("utf-8-sig" if text == "-" else "utf-8")
     except UnicodeDecodeError as exc:

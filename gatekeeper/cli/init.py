@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,7 +12,7 @@ from rich.markup import escape
 
 from gatekeeper.cli._app import ConfigOption, _stderr, app, friendly_errors, setup
 from gatekeeper.errors import InputError
-from gatekeeper.paths import why_unwritable
+from gatekeeper.paths import why_unwritable, write_atomically
 
 if TYPE_CHECKING:
     from gatekeeper.scaffold import Scaffold
@@ -30,7 +31,9 @@ def init(
     out: Annotated[Path, typer.Option("--out", "-o", help="The catalog to write (.yaml).")] = Path(
         "catalog.yaml"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite --out and its .dropped.txt if they exist.")
+    ] = False,
     domain: Annotated[
         str | None,
         typer.Option("--domain", help="One sentence on what your customer service covers."),
@@ -77,8 +80,10 @@ def init(
     with friendly_errors():
         if out.suffix.lower() not in {".yaml", ".yml"}:
             raise InputError(f"--out {out}: the catalog is written as YAML; name it *.yaml")
-        if out.exists() and not force:
-            raise InputError(f"{out} exists; pass --force to overwrite it")
+        dropped_file = out.with_name(out.stem + ".dropped.txt")
+        for target in (out, dropped_file):
+            if os.path.lexists(target) and not force:  # a link, even to nothing, is there
+                raise InputError(f"{target} exists; pass --force to overwrite it")
         problem = why_unwritable(out, want_dir=False)
         if problem:  # before the model loads and embeds, not after
             raise InputError(f"--out {out} cannot be written: {problem}")
@@ -105,13 +110,11 @@ def init(
                 cut=cut,
                 traffic=sample,
             )
-        dropped_file = out.with_name(out.stem + ".dropped.txt")
         text = render_yaml(result, source=examples.name, dropped_file=dropped_file.name)
         parse_catalog(yaml.safe_load(text), source=str(out))  # what we write loads
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-            dropped_file.write_text(render_dropped(result), encoding="utf-8")
+            write_atomically(out, text.encode())
+            write_atomically(dropped_file, render_dropped(result).encode())
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
         _report(result, out, dropped_file, top, config)

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from gatekeeper.embedding import bert_files
 from gatekeeper.errors import ModelNotFoundError
+from gatekeeper.paths import write_atomically
 
 #: Bump when :class:`~gatekeeper.embedding.bert.PackedBert`'s graph changes: graphs cached by
 #: an earlier version are then not reused.
@@ -49,6 +50,8 @@ TOLERANCE = 1e-4
 #: Smallest cosine between the int8 graph's vectors of :data:`PROBES` and the float graph's.
 INT8_MIN_COSINE = 0.95
 _OPSET = 17
+#: Cached graphs are read by every user of a shared cache (mkstemp's 0600 would hide them).
+_SHARED = 0o644
 _GRAPH_SOURCES = ("config.json", "model.safetensors")
 
 
@@ -97,7 +100,9 @@ def weights_digest(path: Path, memo_dir: Path | None = None) -> str:
                 digest.update(chunk)
     if memo is not None:
         with contextlib.suppress(OSError):
-            write_atomically(memo, json.dumps({"key": key, "digest": digest.hexdigest()}).encode())
+            write_atomically(
+                memo, json.dumps({"key": key, "digest": digest.hexdigest()}).encode(), _SHARED
+            )
     return digest.hexdigest()
 
 
@@ -117,25 +122,11 @@ def load_graph(path: Path, cache_dir: Path | None, log: Any, *, int8: bool = Fal
         seconds=round(time.perf_counter() - started, 2),
     )
     try:
-        write_atomically(cached, graph)
+        write_atomically(cached, graph, _SHARED)
     except OSError as exc:
         log.warning("embedding.onnx_cache_unwritable", cache_dir=str(directory), error=str(exc))
         return graph
     return cached
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """``data`` in ``target``, whole or not at all (a temporary file renamed into place)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(part, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(part, target)
-    except BaseException:
-        Path(part).unlink(missing_ok=True)
-        raise
 
 
 def export_graph(path: Path) -> bytes:

@@ -20,6 +20,7 @@ from gatekeeper._rows import (
     loads_json,
     map_class_ids,
     near_key,
+    shown,
     unknown_keys,
 )
 from gatekeeper.catalog_review import looks_like_off_topic
@@ -142,10 +143,10 @@ def _labels(value: Any, where: str) -> list[Any] | None:
             value = loads_json(value)
         except (json.JSONDecodeError, DuplicateKeyError, RecursionError) as exc:
             raise DatasetError(
-                f"{where}: {_LABELS_SHAPE}, got {_shown(value)}, which is not JSON ({exc})"
+                f"{where}: {_LABELS_SHAPE}, got {shown(value)}, which is not JSON ({exc})"
             ) from exc
     if not isinstance(value, list):
-        raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {_shown(value)}")
+        raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {shown(value)}")
     return value
 
 
@@ -153,12 +154,6 @@ _LABELS_SHAPE = (
     "'labels' must be a list of in_domain/off_topic, one per user turn (in CSV, the list as "
     'JSON text: ["in_domain","off_topic"])'
 )
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
@@ -171,7 +166,7 @@ def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
         )
     if labels[0] != label:
         raise DatasetError(
-            f"{where}: 'labels' {_shown(labels)} disagrees with its 'label' {label!r} "
+            f"{where}: 'labels' {shown(labels)} disagrees with its 'label' {shown(label)} "
             "(which one is meant?)"
         )
 
@@ -184,7 +179,7 @@ def _per_turn(
     if len(labels) != len(user_at):
         raise DatasetError(
             f"{where}: 'labels' must list one label per user turn ({len(user_at)}), "
-            f"got {_shown(labels)}"
+            f"got {shown(labels)}"
         )
     if labels[-1] != example.label:
         raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
@@ -215,7 +210,7 @@ def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     if label not in LABELS:
         hint = _label_hint(label)
         raise DatasetError(
-            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {label!r}{hint}"
+            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {shown(label)}{hint}"
         )
     intent = row.get("intent")
     if intent is not None and not isinstance(intent, str):
@@ -223,7 +218,7 @@ def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     intent = (intent.strip() or None) if isinstance(intent, str) else None
     if label == "in_domain" and intent is not None and _off_topic_intent(intent):
         raise DatasetError(
-            f"{where}: the intent {intent!r} marks an off-topic message, but the label is "
+            f"{where}: the intent {shown(intent)} marks an off-topic message, but the label is "
             "'in_domain' (it would count as a customer wrongly refused): label the row "
             "'off_topic', or give the in-domain intent"
         )

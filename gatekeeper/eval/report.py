@@ -157,12 +157,30 @@ def _latency(report: EvalReport) -> str:
     return f"{num(lat.p50, 1)} / {num(lat.p95, 1)} / {num(lat.p99, 1)} ms"
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def clean(cell: str) -> str:
-        return cell.replace("|", "\\|").replace("\n", " ")
+def md_text(text: str) -> str:
+    """``text`` (a customer message, an intent name) as Markdown that shows it as written, on
+    one line: ``&``, ``<`` and ``>`` as HTML entities (a dataset's ``<script>`` stays text),
+    a backslash, ``|``, a backtick and brackets escaped (no text ends a table row, opens a code
+    span or makes a link), and line breaks as spaces."""
+    flat = " ".join(text.splitlines())
+    escaped = html.escape(flat, quote=False).replace("\\", "\\\\")
+    for char in "|`[]":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped
+
+
+def _md_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], code_columns: Sequence[int] = ()
+) -> str:
+    """A Markdown table; the cells of ``code_columns`` (commands the report writes) as code."""
+
+    def cell(i: int, text: str) -> str:
+        if i in code_columns:
+            return "`" + " ".join(text.splitlines()).replace("|", "\\|") + "`"
+        return md_text(text)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(i, c) for i, c in enumerate(row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -373,25 +391,24 @@ def notes(report: EvalReport) -> list[str]:
 def render_markdown(report: EvalReport) -> str:
     """``report.md``."""
     parts = [
-        f"# Gate eval: {', '.join(report.meta.get('datasets', []))}",
+        f"# Gate eval: {md_text(', '.join(report.meta.get('datasets', [])))}",
         "",
         _meta_line(report),
         "",
     ]
     for section in sections(report):
-        rows = [
-            [f"`{c}`" if i in section.code_columns else c for i, c in enumerate(row)]
-            for row in section.rows
-        ]
+        rows = section.rows
         shown = rows[:MD_LISTED] if section.listed else rows
         parts += [f"## {section.title}", ""]
         parts += [line for text in section.intro for line in (text, "")]
-        parts += [_md_table(section.header, shown) if shown else "_none_", ""]
+        table = _md_table(section.header, shown, section.code_columns)
+        parts += [table if shown else "_none_", ""]
         if len(shown) < len(rows):
             parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
     parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots_of(report)] + [""]
     parts += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
-    parts += ["## How these numbers were made", ""] + [f"- {n}" for n in notes(report)] + [""]
+    parts += ["## How these numbers were made", ""] + [f"- {md_text(n)}" for n in notes(report)]
+    parts += [""]
     return "\n".join(parts)
 
 

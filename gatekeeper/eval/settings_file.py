@@ -134,7 +134,10 @@ def _edit_settings(
 ) -> None:
     """Apply ``edit`` to the settings file's text (an absent file is empty) and write it; then
     read it back (YAML, ``check`` on the parsed mapping, and the settings loader). On any
-    problem the file is restored (or removed, if it was new) and :class:`ConfigError` raised."""
+    problem the file is restored (or removed, if it was new) and :class:`ConfigError` raised.
+
+    A settings file that is a symbolic link to a file is edited where it points (the file the
+    gate reads through the link, as an editor would); a link to nothing is refused."""
     import yaml
 
     from gatekeeper.settings import load_settings
@@ -166,6 +169,8 @@ def check_settings_target(path: Path) -> None:
     """Refuse, with :class:`ConfigError`, a settings file that cannot be written: call before
     a long calibration so the problem shows before the work, not after."""
     problem = why_unwritable(path, want_dir=False)
+    if path.is_symlink() and not path.exists():  # writing would create the file it names
+        problem = "it is a symbolic link to nothing (link it to a file, or remove the link)"
     if problem:
         raise ConfigError(f"cannot write the threshold to settings file {path}: {problem}")
 

@@ -14,6 +14,7 @@ from gatekeeper.eval.plan import EvalPlan, evaluate_gate
 from gatekeeper.eval.plots import TRADEOFF_MAX_FALSE_BLOCK, tradeoff_figure
 from gatekeeper.eval.progress import Advance
 from gatekeeper.eval.report import (
+    LISTED_HEADER,
     SWEEP_SHOWN_SPAN,
     _thin,
     render_html,
@@ -476,3 +477,31 @@ def test_the_threshold_sweep_shows_progress(gate: Gatekeeper) -> None:
     evaluate_gate(gate, EvalPlan(datasets=(EVAL,), threshold=0.3, options=FAST), task)
     done, total = seen["sweeping thresholds"]
     assert total > 10 and done == total
+
+
+def _unescaped_pipes(line: str) -> int:
+    """Cell separators of a Markdown table row as GFM counts them (``\\x`` escapes one char)."""
+    count, i = 0, 0
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        count += line[i] == "|"
+        i += 1
+    return count
+
+
+def test_markdown_report_shows_dataset_html_and_pipes_as_text(report: EvalReport) -> None:
+    """report.md quotes messages, contexts and intents with ``<``, ``>`` and ``&`` as entities and
+    backslashes, pipes and line breaks (``\\r`` too) escaped: no raw HTML, no broken table row."""
+    hostile = "a <script>x</script> & <img src=x onerror=y> \\|b|c\r\nd\re [l](javascript:z)"
+    listed = report.wrongly_blocked[0].model_copy(
+        update={"text": hostile, "context": "<b>hi</b>", "label_intent": "x</td><script>"}
+    )
+    text = render_markdown(report.model_copy(update={"wrongly_blocked": [listed]}))
+    assert "<script>" not in text and "<img" not in text and "<b>" not in text
+    assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;img" in text
+    rows = [line for line in text.splitlines() if line.startswith(f"| {listed.source}:")]
+    row = next(line for line in rows if "&lt;script" in line)
+    assert _unescaped_pipes(row) == len(LISTED_HEADER) + 1
+    assert "\r" not in text and "[l](" not in text and "\\[l\\](javascript" in text

@@ -278,3 +278,39 @@ def test_cli_prints_the_language_warning(tmp_path: Path, hashing: None) -> None:
     code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml")
     assert code == 0, output
     assert "warning:" in output and "do not look English" in output
+
+
+def _linked_outs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``catalog.yaml`` a link to nothing and ``catalog.dropped.txt`` a link to a victim file:
+    (the catalog, the victim, where the dangling link points)."""
+    victim = _write(tmp_path / "victim.txt", "keep me\n")
+    (tmp_path / "catalog.dropped.txt").symlink_to(victim)
+    elsewhere = tmp_path / "created-elsewhere.yaml"
+    (tmp_path / "catalog.yaml").symlink_to(elsewhere)
+    return tmp_path / "catalog.yaml", victim, elsewhere
+
+
+def test_cli_refuses_links_in_the_way_without_force(tmp_path: Path, hashing: None) -> None:
+    """`init` refuses an --out or .dropped.txt that is a symbolic link (even to nothing) without
+    --force, and writes nothing through it."""
+    examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
+    out, victim, elsewhere = _linked_outs(tmp_path)
+    code, output = _invoke("init", examples, "--out", out)
+    assert code == 2 and "--force" in output
+    (tmp_path / "catalog.dropped.txt").unlink()  # the dangling catalog link alone
+    code, output = _invoke("init", examples, "--out", out)
+    assert code == 2 and "--force" in output
+    assert victim.read_text(encoding="utf-8") == "keep me\n" and not elsewhere.exists()
+
+
+def test_cli_force_replaces_links_not_what_they_point_to(tmp_path: Path, hashing: None) -> None:
+    """`init --force` replaces a linked --out and .dropped.txt with files of their own; the files
+    the links pointed to are neither written nor created."""
+    examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
+    out, victim, elsewhere = _linked_outs(tmp_path)
+    code, output = _invoke("init", examples, "--out", out, "--force")
+    assert code == 0, output
+    dropped = tmp_path / "catalog.dropped.txt"
+    assert not out.is_symlink() and not dropped.is_symlink()
+    assert read_catalog(out).catalog.intents and "account" in dropped.read_text(encoding="utf-8")
+    assert victim.read_text(encoding="utf-8") == "keep me\n" and not elsewhere.exists()
