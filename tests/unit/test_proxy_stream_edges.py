@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.upstream import DoneEnd, ResponseEnd
 from tests.unit.test_proxy_app import (
     FakeUpstream,
     gate,  # noqa: F401  (the module's gate fixture)
@@ -65,3 +66,49 @@ async def test_an_odd_response_is_relayed(
     upstream.handler = lambda request: httpx.Response(200, json=ODD_OUTPUT)
     answer = await post(client, "responses", {"input": "where is my order"})
     assert answer.status_code == 200 and answer.json() == ODD_OUTPUT
+
+
+CHAT_CHUNK = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}
+STREAMS = {
+    "chat/completions": f"data: {json.dumps(CHAT_CHUNK)}\n\ndata: [DONE]\n\n",
+    "responses": completed_stream({"id": "resp_up_2", "output": []}).decode(),
+}
+
+
+@pytest.mark.parametrize("path", sorted(STREAMS))
+async def test_a_stream_with_cr_line_ends_is_relayed_unchanged(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """A whole stream whose lines end in CR alone (as SSE allows) gets no error event."""
+    body = STREAMS[path].replace("\n", "\r").encode()
+    upstream.handler = sse_answer(body)
+    messages = {"messages": [{"role": "user", "content": "where is my order"}]}
+    request = {"input": "where is my order"} if path == "responses" else messages
+    answer = await post(client, path, {**request, "stream": True})
+    assert answer.content == body
+
+
+async def test_a_stream_cut_inside_its_last_event_ends_with_an_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A Responses stream cut after ``event: response.completed``, before its data is whole,
+    ends with the SSE error event (it was taken for a whole stream)."""
+    whole = STREAMS["responses"].encode()
+    cut = whole[: whole.index(b"data:") + len(b"data: {")]
+    upstream.handler = sse_answer(cut)
+    answer = await post(client, "responses", {"input": "where is my order", "stream": True})
+    assert answer.content.startswith(cut)
+    last = answer.text.strip().splitlines()[-1]
+    assert json.loads(last.removeprefix("data: "))["error"]["code"] == "upstream_stream_truncated"
+
+
+@pytest.mark.parametrize("eol", ["\r", "\r\n", "\n"])
+def test_stream_ends_are_found_byte_by_byte_with_any_line_end(eol: str) -> None:
+    """Fed one byte at a time, a whole stream with any line end is complete; cut, it is not."""
+    for path, end_of in (("responses", ResponseEnd), ("chat/completions", DoneEnd)):
+        whole = STREAMS[path].replace("\n", eol).encode()
+        for body, complete in ((whole, True), (whole[: whole.rindex(b"data:") + 7], False)):
+            end = end_of()
+            for byte in body:
+                end.feed(bytes([byte]))
+            assert end.complete() is complete, (path, body)

@@ -290,7 +290,7 @@ class DoneEnd:
         self._tail = (self._tail + chunk)[-self._TAIL :]
 
     def complete(self) -> bool:
-        last = self._tail.rstrip().rsplit(b"\n", 1)[-1].strip()
+        last = _lf(self._tail).rstrip().rsplit(b"\n", 1)[-1].strip()
         return last in (b"data: [DONE]", b"data:[DONE]")
 
 
@@ -303,20 +303,19 @@ class ResponseEnd:
     TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
     def __init__(self) -> None:
-        self._pending = bytearray()  # the event being received
+        self._pending = b""  # the event being received, its line ends LF (see _lf)
         self._last = b""  # the last complete event
 
     def feed(self, chunk: bytes) -> None:
-        self._pending += chunk
-        if b"\n\n" not in self._pending and b"\r\n\r\n" not in self._pending:
+        self._pending = _lf(self._pending + chunk)
+        if b"\n\n" not in self._pending:
             return
-        text = bytes(self._pending).replace(b"\r\n", b"\n")
-        complete, _, rest = text.rpartition(b"\n\n")
+        complete, _, rest = self._pending.rpartition(b"\n\n")
         for event in reversed(complete.split(b"\n\n")):
             if _event_type(event) is not None:
                 self._last = event
                 break
-        self._pending = bytearray(rest)
+        self._pending = rest
 
     def complete(self) -> bool:
         return _event_type(self._final()) in self.TERMINAL
@@ -331,8 +330,20 @@ class ResponseEnd:
         return response if isinstance(response, dict) else None
 
     def _final(self) -> bytes:
-        pending = bytes(self._pending).replace(b"\r\n", b"\n").strip()
-        return pending if _event_type(pending) is not None else self._last
+        """The last event: the one being received when it is whole but for its blank line
+        (its data JSON), else the last complete one."""
+        pending = self._pending.replace(b"\r", b"\n").strip()
+        data = _sse_fields(pending)[1]
+        whole = data is not None and _json_object(data) is not None
+        return pending if whole else self._last
+
+
+def _lf(data: bytes) -> bytes:
+    """``data`` with SSE's three line ends (CRLF, CR, LF) as LF; a last CR is kept as it is,
+    as it may be the first half of a CRLF."""
+    held = data.endswith(b"\r")
+    body = (data[:-1] if held else data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body + b"\r" if held else body
 
 
 def _sse_fields(event: bytes) -> tuple[str | None, bytes | None]:
