@@ -55,9 +55,9 @@ def _remember_ids(stack: Stack, answer: bytes) -> None:
     for event in sse_events(answer):
         data = json_object(event.data) or {}
         response = data.get("response")
-        if data.get("type") == "response.completed" and isinstance(response, dict):
-            if isinstance(response.get("id"), str):
-                stack.ids.append(response["id"])
+        ident = response.get("id") if isinstance(response, dict) else None
+        if data.get("type") == "response.completed" and isinstance(ident, str):
+            stack.ids.append(ident)
 
 
 # -- odd upstream streams --------------------------------------------------------------------------
