@@ -97,7 +97,7 @@ async def test_a_stream_cut_inside_its_last_event_ends_with_an_error(
     cut = whole[: whole.index(b"data:") + len(b"data: {")]
     upstream.handler = sse_answer(cut)
     answer = await post(client, "responses", {"input": "where is my order", "stream": True})
-    assert answer.content.startswith(cut)
+    assert b"event: response.completed" not in answer.content
     last = answer.text.strip().splitlines()[-1]
     assert json.loads(last.removeprefix("data: "))["error"]["code"] == "upstream_stream_truncated"
 
@@ -112,3 +112,19 @@ def test_stream_ends_are_found_byte_by_byte_with_any_line_end(eol: str) -> None:
             for byte in body:
                 end.feed(bytes([byte]))
             assert end.complete() is complete, (path, body)
+
+
+@pytest.mark.parametrize("path", sorted(STREAMS))
+async def test_a_stream_cut_mid_event_never_passes_half_an_event(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str
+) -> None:
+    """A stream cut inside an event passes its whole events, then only the error event."""
+    first = f"data: {json.dumps(CHAT_CHUNK)}\n\n".encode()  # any whole event
+    whole = STREAMS[path].encode()
+    upstream.handler = sse_answer(first + whole[: whole.index(b"\n\n") - 3])
+    messages = {"messages": [{"role": "user", "content": "where is my order"}]}
+    request = {"input": "where is my order"} if path == "responses" else messages
+    answer = await post(client, path, {**request, "stream": True})
+    assert answer.content.startswith(first)
+    error = json.loads(answer.content[len(first) :].strip().removeprefix(b"data: "))
+    assert error["error"]["code"] == "upstream_stream_truncated"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
@@ -395,11 +396,14 @@ async def relay(
     connection closed without chunked framing, which httpx does not report): it is ended with
     the same SSE error event, never passed off as whole.
     """
+    held = b""  # with ``end``: the start of an event not yet whole (_whole_events)
     try:
         async for chunk in upstream.aiter_bytes():
             if end is not None:
                 end.feed(chunk)
-            yield chunk
+                chunk, held = _whole_events(held + chunk)
+            if chunk:
+                yield chunk
     except httpx.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "stream_interrupted"
         yield _stream_failed(proxy, kind, f"the upstream stream failed ({type(exc).__name__})")
@@ -410,8 +414,28 @@ async def relay(
         yield _stream_failed(
             proxy, "stream_truncated", f"the upstream stream ended without {end.missing}"
         )
-    elif on_response is not None and isinstance(end, ResponseEnd):
+        return
+    if held:
+        yield held
+    if on_response is not None and isinstance(end, ResponseEnd):
         _hand_over(on_response, end.response())
+
+
+#: A blank line, SSE's end of an event: two line ends (CRLF, CR or LF; a CR before an LF is
+#: half of a CRLF).
+_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+#: The most of an unfinished event held back (a stream without blank lines is passed on).
+MAX_HELD_BYTES = 1024 * 1024
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` as the whole events to pass on now and the start of an event held back, so
+    that a stream cut mid-event never hands the client half an event (which it would parse,
+    once the error event's blank line ends it, instead of the error)."""
+    cut = max((blank.end() for blank in _BLANK_LINE.finditer(data)), default=0)
+    if len(data) - cut > MAX_HELD_BYTES:
+        return data, b""
+    return data[:cut], data[cut:]
 
 
 def _json_object(content: bytes) -> Json | None:
