@@ -128,3 +128,16 @@ async def test_a_stream_cut_mid_event_never_passes_half_an_event(
     assert answer.content.startswith(first)
     error = json.loads(answer.content[len(first) :].strip().removeprefix(b"data: "))
     assert error["error"]["code"] == "upstream_stream_truncated"
+
+
+async def test_an_event_after_the_completed_one_ended_by_a_last_cr_ends_with_an_error(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """With CR line ends, an event after response.completed ends the stream: an error follows."""
+    after = "event: response.output_text.delta\ndata: {not json\n\n"
+    body = (STREAMS["responses"] + after).replace("\n", "\r").encode()
+    upstream.handler = sse_answer(body)
+    answer = await post(client, "responses", {"input": "where is my order", "stream": True})
+    assert answer.content.startswith(body)
+    last = answer.text.strip().splitlines()[-1]
+    assert json.loads(last.removeprefix("data: "))["error"]["code"] == "upstream_stream_truncated"

@@ -309,14 +309,7 @@ class ResponseEnd:
 
     def feed(self, chunk: bytes) -> None:
         self._pending = _lf(self._pending + chunk)
-        if b"\n\n" not in self._pending:
-            return
-        complete, _, rest = self._pending.rpartition(b"\n\n")
-        for event in reversed(complete.split(b"\n\n")):
-            if _event_type(event) is not None:
-                self._last = event
-                break
-        self._pending = rest
+        self._last, self._pending = _split_events(self._pending, self._last)
 
     def complete(self) -> bool:
         return _event_type(self._final()) in self.TERMINAL
@@ -333,10 +326,24 @@ class ResponseEnd:
     def _final(self) -> bytes:
         """The last event: the one being received when it is whole but for its blank line
         (its data JSON), else the last complete one."""
-        pending = self._pending.replace(b"\r", b"\n").strip()
+        ended = self._pending[:-1] + b"\n" if self._pending.endswith(b"\r") else self._pending
+        last, pending = _split_events(ended, self._last)  # at the end, a last CR is a line end
+        pending = pending.strip()
         data = _sse_fields(pending)[1]
         whole = data is not None and _json_object(data) is not None
-        return pending if whole else self._last
+        return pending if whole else last
+
+
+def _split_events(text: bytes, last: bytes) -> tuple[bytes, bytes]:
+    """The last complete event with data in ``text`` (line ends LF; ``last`` when it has
+    none) and what follows the last blank line."""
+    if b"\n\n" not in text:
+        return last, text
+    complete, _, rest = text.rpartition(b"\n\n")
+    for event in reversed(complete.split(b"\n\n")):
+        if _event_type(event) is not None:
+            return event, rest
+    return last, rest
 
 
 def _lf(data: bytes) -> bytes:
