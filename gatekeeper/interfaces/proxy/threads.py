@@ -217,9 +217,14 @@ def output_text(response: Any) -> str | None:
         part["text"]
         for item in response["output"]
         if isinstance(item, dict) and item.get("type") == "message"
-        for part in item.get("content") or []
+        for part in _parts(item.get("content"))
         if isinstance(part, dict)
         and part.get("type") == "output_text"
         and isinstance(part.get("text"), str)
     ]
     return "\n".join(texts)
+
+
+def _parts(content: Any) -> list[Any]:
+    """An output message's content parts (an upstream may send anything there: none then)."""
+    return content if isinstance(content, list) else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
@@ -296,7 +297,7 @@ class DoneEnd:
         self._tail = (self._tail + chunk)[-self._TAIL :]
 
     def complete(self) -> bool:
-        last = self._tail.rstrip().rsplit(b"\n", 1)[-1].strip()
+        last = _lf(self._tail).rstrip().rsplit(b"\n", 1)[-1].strip()
         return last in (b"data: [DONE]", b"data:[DONE]")
 
 
@@ -309,20 +310,12 @@ class ResponseEnd:
     TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
     def __init__(self) -> None:
-        self._pending = bytearray()  # the event being received
+        self._pending = b""  # the event being received, its line ends LF (see _lf)
         self._last = b""  # the last complete event
 
     def feed(self, chunk: bytes) -> None:
-        self._pending += chunk
-        if b"\n\n" not in self._pending and b"\r\n\r\n" not in self._pending:
-            return
-        text = bytes(self._pending).replace(b"\r\n", b"\n")
-        complete, _, rest = text.rpartition(b"\n\n")
-        for event in reversed(complete.split(b"\n\n")):
-            if _event_type(event) is not None:
-                self._last = event
-                break
-        self._pending = bytearray(rest)
+        self._pending = _lf(self._pending + chunk)
+        self._last, self._pending = _split_events(self._pending, self._last)
 
     def complete(self) -> bool:
         return _event_type(self._final()) in self.TERMINAL
@@ -337,8 +330,34 @@ class ResponseEnd:
         return response if isinstance(response, dict) else None
 
     def _final(self) -> bytes:
-        pending = bytes(self._pending).replace(b"\r\n", b"\n").strip()
-        return pending if _event_type(pending) is not None else self._last
+        """The last event: the one being received when it is whole but for its blank line
+        (its data JSON), else the last complete one."""
+        ended = self._pending[:-1] + b"\n" if self._pending.endswith(b"\r") else self._pending
+        last, pending = _split_events(ended, self._last)  # at the end, a last CR is a line end
+        pending = pending.strip()
+        data = _sse_fields(pending)[1]
+        whole = data is not None and _json_object(data) is not None
+        return pending if whole else last
+
+
+def _split_events(text: bytes, last: bytes) -> tuple[bytes, bytes]:
+    """The last complete event with data in ``text`` (line ends LF; ``last`` when it has
+    none) and what follows the last blank line."""
+    if b"\n\n" not in text:
+        return last, text
+    complete, _, rest = text.rpartition(b"\n\n")
+    for event in reversed(complete.split(b"\n\n")):
+        if _event_type(event) is not None:
+            return event, rest
+    return last, rest
+
+
+def _lf(data: bytes) -> bytes:
+    """``data`` with SSE's three line ends (CRLF, CR, LF) as LF; a last CR is kept as it is,
+    as it may be the first half of a CRLF."""
+    held = data.endswith(b"\r")
+    body = (data[:-1] if held else data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body + b"\r" if held else body
 
 
 def _sse_fields(event: bytes) -> tuple[str | None, bytes | None]:
@@ -390,11 +409,14 @@ async def relay(
     connection closed without chunked framing, which httpx does not report): it is ended with
     the same SSE error event, never passed off as whole.
     """
+    held = b""  # with ``end``: the start of an event not yet whole (_whole_events)
     try:
         async for chunk in upstream.aiter_bytes():
             if end is not None:
                 end.feed(chunk)
-            yield chunk
+                chunk, held = _whole_events(held + chunk)
+            if chunk:
+                yield chunk
     except httpx.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "stream_interrupted"
         yield _stream_failed(proxy, kind, f"the upstream stream failed ({type(exc).__name__})")
@@ -405,8 +427,28 @@ async def relay(
         yield _stream_failed(
             proxy, "stream_truncated", f"the upstream stream ended without {end.missing}"
         )
-    elif on_response is not None and isinstance(end, ResponseEnd):
+        return
+    if held:
+        yield held
+    if on_response is not None and isinstance(end, ResponseEnd):
         _hand_over(on_response, end.response())
+
+
+#: A blank line, SSE's end of an event: two line ends (CRLF, CR or LF; a CR before an LF is
+#: half of a CRLF).
+_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+#: The most of an unfinished event held back (a stream without blank lines is passed on).
+MAX_HELD_BYTES = 1024 * 1024
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` as the whole events to pass on now and the start of an event held back, so
+    that a stream cut mid-event never hands the client half an event (which it would parse,
+    once the error event's blank line ends it, instead of the error)."""
+    cut = max((blank.end() for blank in _BLANK_LINE.finditer(data)), default=0)
+    if len(data) - cut > MAX_HELD_BYTES:
+        return data, b""
+    return data[:cut], data[cut:]
 
 
 def _json_object(content: bytes) -> Json | None:
