@@ -128,8 +128,17 @@ def publish(tmp: Path, target: Path) -> None:
     _as_umask_allows(tmp)
     old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        if target.exists():
+        if os.path.lexists(target):
             os.replace(target, old)
         os.replace(tmp, target)
     finally:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path``, a directory or a symbolic link (to an earlier artifact: the link goes,
+    not what it points to), if it is there; errors ignored."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

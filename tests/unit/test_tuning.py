@@ -433,6 +433,24 @@ def test_tune_out_never_replaces_a_directory_of_other_files(tmp_path: Path) -> N
     assert (earlier / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
+def test_tune_out_that_links_to_an_earlier_model_replaces_the_link(tmp_path: Path) -> None:
+    """Publishing over a symbolic link to an earlier model replaces the link, leaves the model
+    it pointed to as it was, and leaves no hidden copy behind."""
+    from gatekeeper.artifacts import MANIFEST_FILE, publish, scratch_dir
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / MANIFEST_FILE).write_text("{}")
+    link = tmp_path / "adapter"
+    link.symlink_to(earlier)
+    fresh = scratch_dir(tmp_path, "y")
+    (fresh / MANIFEST_FILE).write_text('{"new": 1}')
+    publish(fresh, link)
+    assert not link.is_symlink() and (link / MANIFEST_FILE).read_text() == '{"new": 1}'
+    assert (earlier / MANIFEST_FILE).read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "earlier"]
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
