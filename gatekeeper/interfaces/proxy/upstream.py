@@ -414,7 +414,7 @@ async def relay(
         async for chunk in upstream.aiter_bytes():
             if end is not None:
                 end.feed(chunk)
-                chunk, held = _whole_events(held + chunk)
+                chunk, held = _whole_events(held, chunk)
             if chunk:
                 yield chunk
     except httpx.HTTPError as exc:
@@ -441,11 +441,15 @@ _BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 MAX_HELD_BYTES = 1024 * 1024
 
 
-def _whole_events(data: bytes) -> tuple[bytes, bytes]:
-    """``data`` as the whole events to pass on now and the start of an event held back, so
-    that a stream cut mid-event never hands the client half an event (which it would parse,
-    once the error event's blank line ends it, instead of the error)."""
-    cut = max((blank.end() for blank in _BLANK_LINE.finditer(data)), default=0)
+def _whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """``held`` (no blank line in it) and the next ``chunk`` as the whole events to pass on now
+    and the start of an event held back, so that a stream cut mid-event never hands the client
+    half an event (which it would parse, once the error event's blank line ends it, instead of
+    the error). Only the chunk and the few bytes before it are searched: a large event arriving
+    in many chunks is not scanned again for each."""
+    data = held + chunk
+    start = max(0, len(held) - 3)  # a blank line is at most 4 bytes, one of them new
+    cut = max((blank.end() for blank in _BLANK_LINE.finditer(data, start)), default=0)
     if len(data) - cut > MAX_HELD_BYTES:
         return data, b""
     return data[:cut], data[cut:]
