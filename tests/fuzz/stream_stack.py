@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import UpstreamSettings
 from gatekeeper.testing import LoopbackServer, make_gate
 from tests.fuzz.scripted_upstream import Script, ScriptedUpstream
+
+#: The stream fuzz tests' hypothesis profile. Each example is a few requests over real sockets,
+#: so the default count (``GATEKEEPER_FUZZ_EXAMPLES``) is below the in-process fuzz tests'.
+FUZZ = settings(
+    max_examples=int(os.environ.get("GATEKEEPER_FUZZ_EXAMPLES", "30")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
 
 CLIENT_KEY = "sk-stream-fuzz"
 OFF_TOPIC_REPLY = "Sorry, I only help with orders."

@@ -15,27 +15,18 @@ and only when, the upstream failed; never a parse error or a broken connection.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.scripted_upstream import HEALTHY, UPSTREAM_TEXT, Script
-from tests.fuzz.stream_stack import CLIENT_KEY, LOCAL_REPLIES, OFF_TOPIC_REPLY, Stack
+from tests.fuzz.stream_stack import CLIENT_KEY, FUZZ, LOCAL_REPLIES, OFF_TOPIC_REPLY, Stack
 
 pytestmark = pytest.mark.fuzz
 
-# Each example is a few requests over real sockets: fewer than the in-process fuzz tests.
-EXAMPLES = int(os.environ.get("GATEKEEPER_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 
 WORDS = ["where is my order", "tell me a joke", "hello", "i want a refund", "write a poem"]
 #: Event kinds every client can parse (each ``data:`` is JSON or ``[DONE]``).

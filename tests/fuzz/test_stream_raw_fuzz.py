@@ -15,31 +15,19 @@ and with a healthy upstream never with an error; the server never fails.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.scripted_upstream import Script
-from tests.fuzz.stream_stack import Stack, check_answer, ended_well, json_object, sse_events
+from tests.fuzz.stream_stack import FUZZ, Stack, check_answer, ended_well, json_object, sse_events
 from tests.fuzz.test_proxy_fuzz import any_json, chat, texts
 from tests.fuzz.test_stream_client_fuzz import WORDS, scripts
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("GATEKEEPER_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.data_too_large,
-    ],
-)
 
 #: Every event kind, those no client can parse included.
 ODD_KINDS = ["created", "text", "done", "error", "comment", "garbage", "empty_data"]
