@@ -25,7 +25,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import UpstreamSettings
 from gatekeeper.testing import make_gate
-from tests.support.proxy import http_scope, with_upstream
+from tests.support.proxy import http_scope, request_messages, with_upstream
 
 pytestmark = pytest.mark.fuzz
 
@@ -101,13 +101,7 @@ class App:
         chunks: list[bytes],
         disconnect: bool,
     ) -> int:
-        incoming: list[dict[str, Any]] = [
-            {"type": "http.request", "body": c, "more_body": True} for c in chunks
-        ]
-        if disconnect:
-            incoming.append({"type": "http.disconnect"})
-        else:
-            incoming.append({"type": "http.request", "body": b"", "more_body": False})
+        incoming = request_messages(chunks, disconnect=disconnect)
         statuses: list[int] = []
         complete = asyncio.Event()
 

@@ -114,6 +114,19 @@ def http_scope(
     }
 
 
+def request_messages(body_parts: list[bytes], *, disconnect: bool) -> list[dict[str, Any]]:
+    """The ASGI messages of a request body sent in ``body_parts``, then its end or, with
+    ``disconnect``, the client gone."""
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
+    ]
+    if disconnect:
+        messages.append({"type": "http.disconnect"})
+    else:
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
+    return messages
+
+
 async def call_asgi(
     app: Any,
     body_parts: list[bytes],
@@ -124,13 +137,7 @@ async def call_asgi(
     """Drive the app with raw ASGI messages (no client-side path normalisation):
     ``body_parts`` POSTed to ``raw_path``, then (maybe) a disconnect; what the app sent."""
 
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
-    ]
-    if disconnect:
-        messages.append({"type": "http.disconnect"})
-    else:
-        messages.append({"type": "http.request", "body": b"", "more_body": False})
+    messages = request_messages(body_parts, disconnect=disconnect)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
