@@ -23,6 +23,7 @@ from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import UpstreamSettings
 from gatekeeper.testing import LoopbackServer, make_gate
 from tests.fuzz.scripted_upstream import Script, ScriptedUpstream
+from tests.support.proxy import with_upstream
 
 #: The stream fuzz tests' hypothesis profile. Each example is a few requests over real sockets,
 #: so the default count (``GATEKEEPER_FUZZ_EXAMPLES``) is below the in-process fuzz tests'.
@@ -100,12 +101,10 @@ def running_stack(data_dir: Path) -> Iterator[Stack]:
     for logger in loggers:
         logger.addHandler(errors)
     with ScriptedUpstream() as upstream:
-        s = gate.settings
-        settings = s.model_copy(
-            update={
-                "upstream": UpstreamSettings(base_url=upstream.base_url, max_retries=0, timeout=10),
-                "server": s.server.model_copy(update={"api_keys": [SecretStr(CLIENT_KEY)]}),
-            }
+        settings = with_upstream(
+            gate.settings,
+            UpstreamSettings(base_url=upstream.base_url, max_retries=0, timeout=10),
+            api_keys=[SecretStr(CLIENT_KEY)],
         )
         with LoopbackServer(create_app(settings, gate=gate)) as proxy:
             try:

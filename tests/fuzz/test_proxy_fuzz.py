@@ -25,6 +25,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import UpstreamSettings
 from gatekeeper.testing import make_gate
+from tests.support.proxy import http_scope, request_messages, with_upstream
 
 pytestmark = pytest.mark.fuzz
 
@@ -65,14 +66,11 @@ class App:
     def __init__(self, gate: Gatekeeper) -> None:
         self.runner = asyncio.Runner()
         self.upstream = httpx.AsyncClient(transport=httpx.MockTransport(upstream_answer))
-        s = gate.settings
-        proxy_settings = s.model_copy(
-            update={
-                "upstream": UpstreamSettings(base_url=UPSTREAM, max_retries=0, timeout=5),
-                "server": s.server.model_copy(
-                    update={"api_keys": [SecretStr(CLIENT_KEY)], "max_body_bytes": MAX_BODY}
-                ),
-            }
+        proxy_settings = with_upstream(
+            gate.settings,
+            UpstreamSettings(base_url=UPSTREAM, max_retries=0, timeout=5),
+            api_keys=[SecretStr(CLIENT_KEY)],
+            max_body_bytes=MAX_BODY,
         )
         self.app = create_app(proxy_settings, gate=gate, upstream_client=self.upstream)
         self.lifespan = self.app.router.lifespan_context(self.app)
@@ -103,13 +101,7 @@ class App:
         chunks: list[bytes],
         disconnect: bool,
     ) -> int:
-        incoming: list[dict[str, Any]] = [
-            {"type": "http.request", "body": c, "more_body": True} for c in chunks
-        ]
-        if disconnect:
-            incoming.append({"type": "http.disconnect"})
-        else:
-            incoming.append({"type": "http.request", "body": b"", "more_body": False})
+        incoming = request_messages(chunks, disconnect=disconnect)
         statuses: list[int] = []
         complete = asyncio.Event()
 
@@ -125,20 +117,7 @@ class App:
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 complete.set()
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode("utf-8", "surrogateescape"),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
+        scope = http_scope(method, path, path.encode("utf-8", "surrogateescape"), headers)
         await asyncio.wait_for(self.app(scope, receive, send), timeout=30)
         assert len(statuses) == 1, statuses
         return statuses[0]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy.typing as npt
 import openai
 import pytest
 from pydantic import SecretStr
@@ -29,120 +28,30 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.wrapper import GatedBackend
-from gatekeeper.settings import Settings, UpstreamSettings, load_settings
-from gatekeeper.testing import HashingEmbedder, LoopbackServer, RecordingUpstream, tiny_catalog
+from gatekeeper.settings import UpstreamSettings, load_settings
+from gatekeeper.testing import LoopbackServer, RecordingUpstream
+from tests.integration._processes import free_port
+from tests.support.loopback import (
+    UPSTREAM_KEY,
+    StartProxy,
+    client_for,
+    proxy_settings,
+    tiny_gate_at,
+)
+from tests.support.proxy import CLIENT_KEY, JOKE, OFF_TOPIC_REPLY, ORDER
 
 pytestmark = pytest.mark.integration
-
-UPSTREAM_KEY = "sk-upstream-secret-0001"
-CLIENT_KEY = "sk-client-0001"
-OFF_TOPIC_REPLY = "Sorry, I only help with orders."
-ORDER = [{"role": "user", "content": "where is my order"}]
-JOKE = [{"role": "user", "content": "tell me a joke"}]
-
 
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-class BreakableEmbedder(HashingEmbedder):
-    """The hashing embedder, with a switch that makes it raise ``failure``."""
-
-    failure: Exception | None = None
-
-    def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
-        if self.failure is not None:
-            raise self.failure
-        return super()._encode(texts)
-
-
-def tiny_gate_at(data_dir: Path, **gate: Any) -> Gatekeeper:
-    """An indexed tiny gate on a breakable hashing embedder."""
-    settings = Settings(data_dir=data_dir, gate={"threshold": 0.35, "rule": "contrast", **gate})
-    built = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=BreakableEmbedder())
-    built.index()
-    return built
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    """One recording upstream for the module; it accepts only the proxy's own key."""
-    with RecordingUpstream(api_key=UPSTREAM_KEY) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upstream(upstream: RecordingUpstream) -> None:
-    """Every test starts with no recorded calls and no simulated failure."""
-    upstream.reset()
-
-
-@pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
-    """The tiny hashing gate, indexed once for the module."""
-    return tiny_gate_at(tmp_path_factory.mktemp("proxy-gate"))
-
-
-def proxy_settings(
-    gate: Gatekeeper,
-    base_url: str | None,
-    *,
-    api_keys: tuple[str, ...] = (),
-    timeout: float = 10.0,
-    max_body_bytes: int = 1_000_000,
-    **gate_settings: Any,
-) -> Settings:
-    """The gate's settings with an upstream, inbound keys and gate policy for the proxy."""
-    s = gate.settings
-    return s.model_copy(
-        update={
-            "upstream": UpstreamSettings(
-                base_url=base_url,
-                api_key=SecretStr(UPSTREAM_KEY),
-                timeout=timeout,
-                max_retries=0,
-            ),
-            "server": s.server.model_copy(
-                update={
-                    "api_keys": [SecretStr(k) for k in api_keys],
-                    "max_body_bytes": max_body_bytes,
-                }
-            ),
-            "gate": s.gate.model_copy(update=gate_settings),
-        }
-    )
-
-
-StartProxy = Callable[..., LoopbackServer]
-
-
-@pytest.fixture
-def start_proxy(gate: Gatekeeper, upstream: RecordingUpstream) -> Iterator[StartProxy]:
-    """Start a real proxy (uvicorn on loopback); stopped when the test ends."""
-    started: list[LoopbackServer] = []
-
-    def start(
-        with_gate: Gatekeeper | None = None, base_url: str | None = "upstream", **options: Any
-    ) -> LoopbackServer:
-        the_gate = with_gate or gate
-        url = upstream.base_url if base_url == "upstream" else base_url
-        server = LoopbackServer(create_app(proxy_settings(the_gate, url, **options), gate=the_gate))
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+# upstream, gate and start_proxy: tests/integration/conftest.py
 
 
 @pytest.fixture
 def proxy(start_proxy: StartProxy) -> LoopbackServer:
     """A proxy with the tiny gate, no inbound auth."""
     return start_proxy()
-
-
-def client_for(server: LoopbackServer, key: str = CLIENT_KEY) -> openai.OpenAI:
-    """The official client pointed at the proxy, no retries."""
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
 def chat(server: LoopbackServer, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -155,14 +64,6 @@ def chat(server: LoopbackServer, messages: list[dict[str, Any]], **kwargs: Any) 
 def stream_text(stream: Any) -> str:
     """The text of a parsed chat completion stream."""
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def post_raw(server: LoopbackServer, content: bytes, **headers: str) -> httpx.Response:

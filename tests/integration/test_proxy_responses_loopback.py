@@ -5,39 +5,21 @@ admitted, streamed and not; and other ``/v1/`` routes passed through."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from gatekeeper.testing import LoopbackServer, RecordingUpstream
-from tests.integration.test_proxy import (
-    CLIENT_KEY,
-    OFF_TOPIC_REPLY,
-    UPSTREAM_KEY,
-    StartProxy,
-    client_for,
-    gate,  # noqa: F401  (the module's gate fixture)
-    start_proxy,  # noqa: F401
-)
+from tests.support.loopback import UPSTREAM_KEY, StartProxy, client_for
+from tests.support.proxy import CLIENT_KEY, OFF_TOPIC_REPLY
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream(api_key=UPSTREAM_KEY) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upstream(upstream: RecordingUpstream) -> None:
-    upstream.reset()
-
-
 @pytest.fixture
-def proxy(start_proxy: StartProxy) -> LoopbackServer:  # noqa: F811
+def proxy(start_proxy: StartProxy) -> LoopbackServer:
+    """A proxy with the tiny gate, asking for the inbound key."""
     return start_proxy(api_keys=(CLIENT_KEY,))
 
 
@@ -102,7 +84,7 @@ def test_passthrough_on_loopback(proxy: LoopbackServer, upstream: RecordingUpstr
 
 
 def test_a_passthrough_body_cut_mid_way_is_cut_for_the_client(
-    start_proxy: StartProxy,  # noqa: F811
+    start_proxy: StartProxy,
 ) -> None:
     """An upstream answer (not SSE) that breaks after its status: the client's answer is cut
     off too (a protocol error on its side), never passed off as a complete, shorter body."""

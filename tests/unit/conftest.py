@@ -1,17 +1,24 @@
-"""Fixtures the unit tests share: a settings file on the tiny catalog, the hashing embedder, and
-background build loads held until released."""
+"""Fixtures the unit tests share: a settings file on the tiny catalog, the hashing embedder,
+background build loads held until released, and the in-process proxy in front of a fake upstream
+(:mod:`tests.support.proxy`)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from gatekeeper.gate import Gatekeeper
 from gatekeeper.search import ExemplarMatrix
-from gatekeeper.testing import HashingEmbedder
+from gatekeeper.testing import HashingEmbedder, make_gate
+
+if TYPE_CHECKING:  # the proxy's modules load in the fixtures that need them
+    import httpx
+
+    from tests.support.fake_upstream import FakeUpstream
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_CATALOG = FIXTURES / "tiny_catalog.yaml"
@@ -50,3 +57,42 @@ def held_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     monkeypatch.setattr(ExemplarMatrix, "load", held)
     yield release
     release.set()
+
+
+# -- the in-process proxy (its modules imported by the fixtures: other tests do not load them) ----
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
+    """The tiny hashing gate, indexed once for the module."""
+    built: Gatekeeper = make_gate(tmp_path_factory.mktemp("proxy-app"))
+    built.index()
+    return built
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    """A fake upstream answering a completion (a module may override it)."""
+    from tests.support.fake_upstream import FakeUpstream
+
+    return FakeUpstream()
+
+
+@pytest.fixture
+async def client(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the proxy (in-process, lifespan running) in front of ``upstream``."""
+    from tests.support.proxy import serving
+
+    async with serving(gate, upstream) as proxied:
+        yield proxied
+
+
+@pytest.fixture
+async def keyed(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
+    """As ``client``, the proxy asking for the inbound key ``CLIENT_KEY``."""
+    from pydantic import SecretStr
+
+    from tests.support.proxy import CLIENT_KEY, serving
+
+    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
+        yield proxied

@@ -11,8 +11,6 @@ import asyncio
 import json
 import re
 import warnings
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -37,124 +35,19 @@ from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.settings import Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
-
-UPSTREAM = "http://upstream.test/v1"
-CLIENT_KEY = "sk-client-0001"
-ORDER = [{"role": "user", "content": "where is my order"}]
-JOKE = [{"role": "user", "content": "tell me a joke"}]
-OFF_TOPIC_REPLY = "Sorry, I only help with orders."
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-# -- a fake upstream ------------------------------------------------------------------------------
-
-
-def completion(text: str = "echo") -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-    }
-
-
-def sse(*events: str, done: bool = True) -> bytes:
-    chunks = [f"data: {e}\n\n" for e in events]
-    if done:
-        chunks.append("data: [DONE]\n\n")
-    return "".join(chunks).encode()
-
-
-CHUNK = json.dumps(
-    {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
-    }
+from tests.support.fake_upstream import CHUNK, CutStream, FakeUpstream, completion, sse, sse_answer
+from tests.support.proxy import (
+    CLIENT_KEY,
+    JOKE,
+    OFF_TOPIC_REPLY,
+    ORDER,
+    UPSTREAM,
+    call_asgi,
+    proxy_settings,
+    serving,
 )
 
-
-class FakeUpstream:
-    """Records the requests it receives; answers with ``handler`` (default: a completion)."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.handler: Handler = self.default
-
-    def default(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/models"):
-            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
-        if json.loads(request.content).get("stream"):
-            return httpx.Response(
-                200, content=sse(CHUNK), headers={"content-type": "text/event-stream"}
-            )
-        return httpx.Response(200, json=completion())
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.handler(request)
-
-    @property
-    def bodies(self) -> list[bytes]:
-        return [r.content for r in self.requests if r.url.path.endswith("/chat/completions")]
-
-
-# -- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
-    """The tiny hashing gate, indexed once for the module."""
-    built: Gatekeeper = make_gate(tmp_path_factory.mktemp("proxy-app"))
-    built.index()
-    return built
-
-
-def proxy_settings(
-    gate: Gatekeeper, *, upstream_key: str = "sk-upstream-key", **server: Any
-) -> Settings:
-    s = gate.settings
-    return s.model_copy(
-        update={
-            "upstream": UpstreamSettings(
-                base_url=UPSTREAM, api_key=SecretStr(upstream_key), timeout=5, max_retries=0
-            ),
-            "server": s.server.model_copy(update=server),
-        }
-    )
-
-
-@asynccontextmanager
-async def serving(
-    gate: Gatekeeper, upstream: FakeUpstream, **options: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running (``options``: of :func:`proxy_settings`); a client
-    that talks to it in-process."""
-    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
-    app = create_app(proxy_settings(gate, **options), gate=gate, upstream_client=upstream_client)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            yield client
-    await upstream_client.aclose()
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
-
-
-@pytest.fixture
-async def client(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream) as proxied:
-        yield proxied
+# -- the fixtures gate, upstream, client and keyed are in tests/unit/conftest.py ------------------
 
 
 async def post(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> httpx.Response:
@@ -601,21 +494,6 @@ def test_duplicate_keys_never_forwarded(gate: Gatekeeper, key: str, depth: int) 
 # -- 3. an upstream body cut short -----------------------------------------------------------------
 
 
-class CutStream(httpx.AsyncByteStream):
-    """Sends ``head``, then fails as httpcore does when the peer closes before content-length."""
-
-    def __init__(self, head: bytes, error: Exception | None = None) -> None:
-        self.head = head
-        self.error = error or httpx.RemoteProtocolError(
-            "peer closed connection without sending complete message body: "
-            "received 40 bytes, expected 775"
-        )
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.head
-        raise self.error
-
-
 def cut_answer(request: httpx.Request) -> httpx.Response:
     headers = {"content-type": "application/json", "content-length": "775"}
     return httpx.Response(
@@ -654,13 +532,6 @@ async def test_upstream_body_read_timeout_is_504(
 
 
 # -- 8. an SSE stream that ends without [DONE] -----------------------------------------------------
-
-
-def sse_answer(body: bytes) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    return handler
 
 
 async def stream(client: httpx.AsyncClient) -> httpx.Response:
@@ -723,12 +594,6 @@ async def test_stream_failing_mid_way_ends_with_an_sse_error(
 # -- 9. operational endpoints behind the inbound key -----------------------------------------------
 
 OPERATIONAL = ["/metrics", "/readyz", "/openapi.json"]
-
-
-@pytest.fixture
-async def keyed(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
-        yield proxied
 
 
 @pytest.mark.parametrize("path", OPERATIONAL)
@@ -819,49 +684,6 @@ def test_a_misspelt_public_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 # -- 5. a client gone mid-request ----------------------------------------------------------------
-
-
-async def call_asgi(
-    app: Any,
-    body_parts: list[bytes],
-    *,
-    disconnect: bool,
-    raw_path: bytes = b"/v1/chat/completions",
-) -> list[dict[str, Any]]:
-    """Drive the app with raw ASGI messages (no client-side path normalisation):
-    ``body_parts`` POSTed to ``raw_path``, then (maybe) a disconnect; what the app sent."""
-
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": part, "more_body": True} for part in body_parts
-    ]
-    if disconnect:
-        messages.append({"type": "http.disconnect"})
-    else:
-        messages.append({"type": "http.request", "body": b"", "more_body": False})
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": unquote(raw_path.decode()),
-        "raw_path": raw_path,
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
-    return sent
 
 
 async def test_client_disconnect_mid_body_is_a_client_event_not_a_500(

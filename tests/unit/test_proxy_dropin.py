@@ -5,28 +5,18 @@ through to the upstream with the proxy's key."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import openai
 import pytest
-from pydantic import SecretStr
 
 from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.upstream import ResponseEnd
 from gatekeeper.server_settings import ServerSettings
 from gatekeeper.settings import load_settings
-from tests.unit.test_proxy_app import (
-    CLIENT_KEY,
-    OFF_TOPIC_REPLY,
-    CutStream,
-    FakeUpstream,
-    gate,  # noqa: F401  (the module's gate fixture)
-    serving,
-    sse_answer,
-)
+from tests.support.fake_upstream import CutStream, FakeUpstream, sse_answer
+from tests.support.proxy import CLIENT_KEY, OFF_TOPIC_REPLY, raw_call, sdk, serving, status_of
 
 REFUSAL_EVENTS = [
     "response.created",
@@ -39,36 +29,6 @@ REFUSAL_EVENTS = [
     "response.output_item.done",
     "response.completed",
 ]
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
-
-
-@pytest.fixture
-async def client(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream) as proxied:
-        yield proxied
-
-
-@pytest.fixture
-async def keyed(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream, api_keys=[SecretStr(CLIENT_KEY)]) as proxied:
-        yield proxied
-
-
-def sdk(client: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    """The official client, talking to the app in-process."""
-    return openai.AsyncOpenAI(
-        base_url="http://proxy/v1", api_key="unused", http_client=client, max_retries=0
-    )
 
 
 async def post(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> httpx.Response:
@@ -540,7 +500,7 @@ async def test_the_endpoints_a_chatbot_uses_beside_the_chat_pass(
 
 
 async def test_the_passthrough_list_is_the_operators(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
 ) -> None:
     """server.passthrough opens an endpoint the default keeps shut (images); an endpoint that
@@ -657,40 +617,11 @@ async def test_passthrough_sse_is_relayed(
     assert response.status_code == 200 and response.content == body
 
 
-async def raw_call(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-    raw_path: bytes,
-    body_parts: list[bytes],
-    *,
-    disconnect: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Drive the app with raw ASGI messages (no client-side path normalisation); the messages
-    it sent and its log events."""
-    from structlog.testing import capture_logs
-
-    from gatekeeper.interfaces.proxy.app import create_app
-    from tests.unit.test_proxy_app import call_asgi, proxy_settings
-
-    upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
-    app = create_app(proxy_settings(gate), gate=gate, upstream_client=upstream_client)
-    async with app.router.lifespan_context(app):
-        with capture_logs() as logs:
-            sent = await call_asgi(app, body_parts, disconnect=disconnect, raw_path=raw_path)
-    await upstream_client.aclose()
-    return sent, logs
-
-
-def status_of(sent: list[dict[str, Any]]) -> int:
-    [start] = [m for m in sent if m["type"] == "http.response.start"]
-    return int(start["status"])
-
-
 @pytest.mark.parametrize(
     "path", [b"/v1/../admin", b"/v1/files/%2e%2e/%2E%2E/admin", b"/v1/./x", b"/v1/a/.."]
 )
 async def test_passthrough_never_leaves_the_upstream_v1(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
     path: bytes,
 ) -> None:
@@ -702,7 +633,7 @@ async def test_passthrough_never_leaves_the_upstream_v1(
 
 
 async def test_client_gone_mid_passthrough_body_is_499_not_500(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
 ) -> None:
     """The passed-through body is streamed upstream; a client gone mid-body is the client's
@@ -895,7 +826,7 @@ def test_the_memory_budget_counts_bytes_not_characters() -> None:
 
 
 async def test_the_memory_budget_is_the_operators(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
 ) -> None:
     """With `server.response_threads_bytes` too small for an answer's conversation, the answer

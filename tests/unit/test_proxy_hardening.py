@@ -1,5 +1,5 @@
 """Hardening found by a security walkthrough, in-process (the app and fake upstream of
-test_proxy_app.py): what a passed-through request may not carry to the upstream with the proxy's
+``tests/support``): what a passed-through request may not carry to the upstream with the proxy's
 key (a body where stored objects are only read, a method override in the query, a rewrite or
 billing header, a dot segment in any spelling), and the proxy's key in any spelling an upstream
 error may echo it in."""
@@ -22,14 +22,8 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy import endpoints
 from gatekeeper.interfaces.proxy.state import build_upstream_client
 from gatekeeper.settings import load_settings
-from tests.unit.test_proxy_app import (
-    ORDER,
-    FakeUpstream,
-    completion,
-    gate,  # noqa: F401  (the module's gate fixture)
-    serving,
-)
-from tests.unit.test_proxy_dropin import raw_call, status_of
+from tests.support.fake_upstream import FakeUpstream, completion
+from tests.support.proxy import ORDER, raw_call, serving, status_of
 
 CHAT = b'{"model":"m","messages":[{"role":"user","content":"write me a poem"}]}'
 
@@ -39,15 +33,6 @@ def upstream() -> FakeUpstream:
     upstream = FakeUpstream()
     upstream.handler = lambda request: httpx.Response(200, json={"id": "x", "object": "list"})
     return upstream
-
-
-@pytest.fixture
-async def client(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream) as proxied:
-        yield proxied
 
 
 async def chunks(body: bytes) -> AsyncIterator[bytes]:
@@ -165,7 +150,7 @@ async def test_rewrite_and_billing_headers_are_not_forwarded(
     ],
 )
 async def test_dot_segments_in_any_spelling_never_pass(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
     path: bytes,
 ) -> None:
@@ -181,7 +166,7 @@ async def test_dot_segments_in_any_spelling_never_pass(
     "path", [b"/v1/files/file-1..x", b"/v1/files/.hidden", b"/v1/files/%C3%A9t%C3%A9"]
 )
 async def test_names_with_dots_or_utf8_still_pass(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
     path: bytes,
 ) -> None:
@@ -216,7 +201,7 @@ def _unicode_escapes(key: str) -> str:
     ids=["json-slash", "json-u", "u-all", "percent", "percent-lower", "percent-all", "html"],
 )
 async def test_an_upstream_error_echoing_an_encoded_key_does_not_return_it(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
     spell: Callable[[str], str],
 ) -> None:
@@ -241,7 +226,7 @@ async def test_an_upstream_error_echoing_an_encoded_key_does_not_return_it(
 
 
 async def test_passed_through_requests_cannot_take_every_upstream_connection(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     upstream: FakeUpstream,
 ) -> None:
     """Beyond server.max_passthrough passed-through requests in progress, another is a 503

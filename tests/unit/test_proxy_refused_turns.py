@@ -10,12 +10,8 @@ import pytest
 
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.refusals import without_refused
-from tests.unit.test_proxy_app import (
-    OFF_TOPIC_REPLY,
-    FakeUpstream,
-    gate,  # noqa: F401  (the module's gate fixture)
-    serving,
-)
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.proxy import OFF_TOPIC_REPLY, serving
 
 JOKE = {"role": "user", "content": "tell me a joke"}
 REFUSAL = {"role": "assistant", "content": OFF_TOPIC_REPLY}
@@ -44,7 +40,7 @@ def test_without_refused_drops_each_refusal_and_the_turns_it_answered() -> None:
 
 
 async def test_a_chat_forwarded_after_a_refusal_leaves_the_refused_turn_out(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """An in-domain turn after a refused one is forwarded without the refused request and its
     refusal (the LLM was handed "tell me a joke" again); the rest of the body is unchanged."""
@@ -57,7 +53,7 @@ async def test_a_chat_forwarded_after_a_refusal_leaves_the_refused_turn_out(
 
 
 async def test_a_chat_without_refusals_is_forwarded_byte_for_byte(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """A chat with no refusal in it reaches the upstream as the client sent it, to the byte."""
     upstream = FakeUpstream()
@@ -70,7 +66,7 @@ async def test_a_chat_without_refusals_is_forwarded_byte_for_byte(
 
 
 async def test_forward_refused_turns_keeps_the_chat_as_sent(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """server.forward_refused_turns forwards the refused turns too."""
     upstream = FakeUpstream()
@@ -82,7 +78,7 @@ async def test_forward_refused_turns_keeps_the_chat_as_sent(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_responses_input_leaves_the_refused_turn_out(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
     stream: bool,
 ) -> None:
     """A Responses API input list that holds a refused exchange (the proxy's refusal as an
@@ -133,7 +129,7 @@ def test_a_refusal_after_a_system_message_or_item_reference_takes_the_turn_befor
 
 
 async def test_a_responses_item_reference_before_a_refusal_still_drops_the_refused_turn(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """The proxy drops a refused Responses turn and its refusal over an item reference."""
     upstream = FakeUpstream()
@@ -145,7 +141,7 @@ async def test_a_responses_item_reference_before_a_refusal_still_drops_the_refus
 
 
 async def test_a_responses_greeting_with_a_photo_reaches_the_upstream(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """ "hello" with an input_image on /v1/responses is forwarded, as on chat completions (it
     got the canned greeting, and the photo was lost)."""
@@ -159,7 +155,7 @@ async def test_a_responses_greeting_with_a_photo_reaches_the_upstream(
 
 
 async def test_a_local_answer_never_keeps_a_refused_exchange_for_the_upstream(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """A canned Responses answer to an input holding a refused exchange, continued with
     previous_response_id, sends the upstream the turns it missed without that exchange (the
@@ -178,7 +174,7 @@ async def test_a_local_answer_never_keeps_a_refused_exchange_for_the_upstream(
 
 
 async def test_a_local_answer_keeps_what_the_client_sent_for_the_upstream(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """Continuing a canned answer sends the upstream the turns it missed as the client sent
     them, a photo and a tool item included (the photo was lost, and an empty user message

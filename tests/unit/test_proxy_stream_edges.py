@@ -4,34 +4,13 @@ answers the proxy reads while relaying them, and where a stream's end is."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.upstream import DoneEnd, ResponseEnd
-from tests.unit.test_proxy_app import (
-    FakeUpstream,
-    gate,  # noqa: F401  (the module's gate fixture)
-    serving,
-    sse_answer,
-)
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
-
-
-@pytest.fixture
-async def client(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(gate, upstream) as proxied:
-        yield proxied
+from tests.support.fake_upstream import FakeUpstream, sse_answer
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:

@@ -14,12 +14,8 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
 from gatekeeper.interfaces.wrapper import GatedBackend
 from gatekeeper.settings import UpstreamSettings
-from tests.unit.test_proxy_app import (
-    OFF_TOPIC_REPLY,
-    FakeUpstream,
-    gate,  # noqa: F401  (the module's gate fixture)
-    serving,
-)
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.proxy import OFF_TOPIC_REPLY, sdk, serving
 
 
 class Answer(BaseModel):
@@ -34,19 +30,10 @@ JSON_MODE = {"type": "json_object"}
 
 
 @pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
-
-
-@pytest.fixture
-async def client(
-    gate: Gatekeeper,  # noqa: F811
-    upstream: FakeUpstream,
-) -> AsyncIterator[openai.AsyncOpenAI]:
+async def client(gate: Gatekeeper, upstream: FakeUpstream) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official client of the proxy (in-process) in front of ``upstream``."""
     async with serving(gate, upstream) as proxied:
-        yield openai.AsyncOpenAI(
-            base_url="http://proxy/v1", api_key="unused", http_client=proxied, max_retries=0
-        )
+        yield sdk(proxied)
 
 
 async def test_parse_gets_the_refusal_not_a_validation_error(
@@ -135,7 +122,7 @@ async def test_a_streamed_responses_refusal_is_refusal_events(
 
 
 def test_the_wrapped_backend_answers_a_structured_request_with_a_refusal(
-    gate: Gatekeeper,  # noqa: F811
+    gate: Gatekeeper,
 ) -> None:
     """GatedBackend over OpenAIChatBackend: an off-topic call with response_format gets a
     ChatCompletion whose refusal is the reply, streamed or not; the backend is not called."""
