@@ -70,9 +70,16 @@ def _aside(item: Any) -> bool:
 
 def _gate_refusal(message: Any, refusals: Collection[str]) -> bool:
     """Whether ``message`` reads as one of the gate's ``refusals`` as it sent it."""
-    if _role(message) != "assistant" or message.get("tool_calls") or message.get("function_call"):
+    if _role(message) != "assistant" or calls_tools(message):
         return False
     return _said(message).strip() in refusals
+
+
+def calls_tools(message: Mapping[str, Any]) -> bool:
+    """Whether an OpenAI-format assistant ``message`` calls tools: any ``tool_calls``, or a
+    legacy ``function_call`` (the LangChain runnable maps an ``AIMessage``'s calls, valid,
+    invalid or legacy, onto these fields: one rule for both)."""
+    return bool(message.get("tool_calls") or message.get("function_call"))
 
 
 def _role(message: Any) -> Any:
@@ -92,4 +99,4 @@ def _said(message: Mapping[str, Any]) -> str:
     return refusal if not text and isinstance(refusal, str) else text
 
 
-__all__ = ["refused_positions", "turns_answered", "without_refused"]
+__all__ = ["calls_tools", "refused_positions", "turns_answered", "without_refused"]
