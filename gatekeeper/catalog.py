@@ -7,8 +7,8 @@ intent ``off_topic`` marks an off-topic exemplar; optional ``reply``, ``descript
 
 Every problem of a file is reported at once, in one :class:`CatalogError` that names the file
 and, for each problem, the row or intent. What is not worth stopping for (empty rows, rows
-repeated verbatim, unknown columns, likely typos found by :mod:`gatekeeper.catalog_review`)
-comes back as warnings (:func:`read_catalog`).
+repeated verbatim, unknown columns beside a row's text, likely typos found by
+:mod:`gatekeeper.catalog_review`) comes back as warnings (:func:`read_catalog`).
 """
 
 from __future__ import annotations
@@ -181,9 +181,9 @@ class LoadedCatalog:
 
 def read_catalog(path: Path | str) -> LoadedCatalog:
     """Load a catalog from YAML, CSV or JSONL, with its warnings (empty rows skipped, repeated
-    rows kept once, unknown columns ignored, and what :mod:`gatekeeper.catalog_review` finds:
-    likely typos of intent names, near-repeated exemplars); raise :class:`CatalogError`
-    listing every problem of the file."""
+    rows kept once, unknown columns beside a row's text ignored, and what
+    :mod:`gatekeeper.catalog_review` finds: likely typos of intent names, near-repeated
+    exemplars); raise :class:`CatalogError` listing every problem of the file."""
     path = Path(path)
     if problem := why_not_a_file(path):
         raise CatalogError(f"catalog {path} {problem}")

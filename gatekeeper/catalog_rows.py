@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gatekeeper._rows import Row, class_id, map_class_ids, shown, unknown_keys
+from gatekeeper._rows import Row, class_id, map_class_ids, near_key, shown, unknown_keys
 from gatekeeper.catalog_review import lookalike, looks_like_off_topic
 from gatekeeper.types import OFF_TOPIC
 
@@ -24,8 +24,11 @@ def check_catalog_header(header: list[str]) -> str | None:
     missing = {"text", "intent"} - set(header)
     if not missing:
         return None
+    others = [k for k in header if k not in _COLUMNS]
     alias = next((k for k in header if k in _INTENT_ALIASES), None) if "intent" in missing else None
-    rename = f" (rename the column {alias!r} to 'intent')" if alias else ""
+    typo = next((k for k in others if near_key(k, ("text",))), None) if "text" in missing else None
+    renames = [f"{k!r} to {to!r}" for k, to in ((typo, "text"), (alias, "intent")) if k]
+    rename = f" (rename the column {' and '.join(renames)})" if renames else ""
     return f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}{rename}"
 
 
@@ -42,10 +45,10 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
 
     An intent's reply, description and threshold may sit on any of its rows (on several, they
     must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
-    text only sets the property; a row with neither is empty and skipped."""
+    text only sets the property; a row with neither is empty and skipped; a row with no text
+    but a value under an unknown column (its exemplar under ``utterance``) is a problem."""
     problems: list[str] = []
     empty: list[int] = []
-    only_stray: list[str] = []  # rows whose only values are under unknown columns
     repeated: list[str] = []
     lookalikes: dict[str, list[int]] = {}
     unknown: set[str] = set()
@@ -59,8 +62,8 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
         text, intent = _cell(row.get("text")), _cell(row.get("intent"))
         props = {k: _cell(row.get(k)) for k in _PROPERTIES if _cell(row.get(k)) is not None}
         stray = [k for k in row if k not in _COLUMNS and _cell(row[k]) is not None]
-        if text is None and not props and stray:  # e.g. a reply under a typo'd 'Repyl'
-            only_stray.append(f"row {number} has {_unknown_keys(stray)}")
+        if text is None and stray:  # e.g. the text under 'utterance', a reply under 'Repyl'
+            problems.append(_stray_problem(number, stray, column, intent is None))
             continue
         if intent is None:
             if text is None and not props:
@@ -109,12 +112,6 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
             + ", ".join(repeated[:10])
             + (" …" if len(repeated) > 10 else "")
         )
-    if only_stray:
-        warnings.append(
-            f"skipped {len(only_stray)} row{'s' if len(only_stray) > 1 else ''} with no text "
-            f"and values only under unknown {column}s: {'; '.join(only_stray[:10])}"
-            + (" …" if len(only_stray) > 10 else "")
-        )
     if unknown:
         named = _unknown_keys(sorted(unknown))
         warnings.append(f"ignored unknown {column}s {named}; known: {', '.join(_COLUMNS)}")
@@ -124,6 +121,18 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
         "off_topic": off_topic,
     }
     return raw, problems, warnings
+
+
+def _stray_problem(number: int, stray: list[str], column: str, no_intent: bool) -> str:
+    """The problem of row ``number``, which has no text but values under the unknown
+    ``stray`` columns (keys): its exemplar (or reply) would be lost without a word."""
+    one = len(stray) == 1
+    values = f"a value under the unknown {column}" if one else f"values under the unknown {column}s"
+    intent = " and its intent under 'intent'" if no_intent else ""
+    return (
+        f"row {number}: no 'text', but {values} {_unknown_keys(stray)}: "
+        f"an exemplar's text goes under 'text'{intent}"
+    )
 
 
 def _unknown_keys(keys: Iterable[str]) -> str:

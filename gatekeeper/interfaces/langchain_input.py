@@ -240,11 +240,19 @@ def _openai_message(message: BaseMessage, *, calls: bool = False) -> dict[str, A
 
 
 def _calls_and_refusal(message: AIMessage) -> dict[str, Any]:
-    """An AI message's ``tool_calls`` and its structured-output ``refusal`` (which
-    langchain-openai keeps in ``additional_kwargs``), as OpenAI-format message fields."""
+    """An AI message's tool calls and its structured-output ``refusal`` (which
+    langchain-openai keeps in ``additional_kwargs``), as OpenAI-format message fields, so
+    :func:`~gatekeeper.refusals.calls_tools` reads them as it reads an OpenAI message: parsed
+    ``tool_calls``, ``invalid_tool_calls`` (arguments that are no JSON), the raw
+    ``additional_kwargs["tool_calls"]`` and a legacy ``additional_kwargs["function_call"]``."""
     fields: dict[str, Any] = {}
-    if message.tool_calls:
-        fields["tool_calls"] = message.tool_calls
+    calls = [*message.tool_calls, *message.invalid_tool_calls]
+    raw = message.additional_kwargs.get("tool_calls")
+    if calls or raw:
+        fields["tool_calls"] = calls or raw
+    function_call = message.additional_kwargs.get("function_call")
+    if function_call:
+        fields["function_call"] = function_call
     refusal = message.additional_kwargs.get("refusal")
     if isinstance(refusal, str):
         fields["refusal"] = refusal

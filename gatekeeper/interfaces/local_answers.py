@@ -184,6 +184,14 @@ def _message_id(response_ident: str) -> str:
     return "msg_gk_" + (response_ident.removeprefix("resp_gk_") or _fresh_hex())
 
 
+def answer_of_item(item_id: Any) -> str | None:
+    """The id of the local ``response`` whose output message has the id ``item_id`` (None for
+    an id no local answer gives its message)."""
+    if not isinstance(item_id, str) or not item_id.startswith("msg_gk_") or item_id == "msg_gk_":
+        return None
+    return "resp_gk_" + item_id.removeprefix("msg_gk_")
+
+
 def _part(text: str, *, refusal: bool) -> Any:
     """One content part of a local answer: output text, or a refusal."""
     from openai.types.responses import ResponseOutputRefusal, ResponseOutputText

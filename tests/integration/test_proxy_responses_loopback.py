@@ -106,3 +106,22 @@ def test_a_passthrough_body_cut_mid_way_is_cut_for_the_client(
             httpx.get(f"{proxy.url}/v1/files").read()
         metrics = httpx.get(f"{proxy.url}/metrics").text
     assert 'gatekeeper_upstream_errors_total{kind="body_interrupted"} 1.0' in metrics
+
+
+def test_a_streamed_refusal_given_back_by_reference_keeps_the_refused_turn_from_the_upstream(
+    proxy: LoopbackServer, upstream: RecordingUpstream
+) -> None:
+    """The openai client streams a refusal, then sends the chat with that refusal as an
+    item_reference to its output message: the upstream gets neither the refused request nor
+    the reference (it would fail to resolve the proxy's id), only the admitted turn."""
+    client = client_for(proxy)
+    with client.responses.stream(model="shop-llm", input="tell me a joke") as stream:
+        refusal_id = stream.get_final_response().output[0].id
+    items: Any = [
+        {"role": "user", "content": "tell me a joke"},
+        {"type": "item_reference", "id": refusal_id},
+        {"role": "user", "content": "where is my order"},
+    ]
+    answer = client.responses.create(model="shop-llm", input=items)
+    assert answer.output_text == "echo: where is my order"
+    assert [c["input"] for c in upstream.calls] == [items[-1:]]

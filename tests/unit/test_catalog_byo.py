@@ -304,8 +304,9 @@ def test_a_jsonl_key_typo_gets_a_did_you_mean_in_the_row_error(tmp_path: Path) -
     )
 
 
-def test_a_row_with_a_value_only_in_an_unknown_column_is_not_called_empty(tmp_path: Path) -> None:
-    """A row with a value only under a misspelt 'Repyl' column is reported as such."""
+def test_a_row_with_a_value_only_in_an_unknown_column_is_an_error(tmp_path: Path) -> None:
+    """A row whose only value is under a misspelt 'Repyl' column is an error naming the row and
+    the column, with a did-you-mean (it was a warning, and the refusal fell back to the default)."""
     path = _csv(
         tmp_path,
         "Text,Intent,Repyl\n"
@@ -313,12 +314,55 @@ def test_a_row_with_a_value_only_in_an_unknown_column_is_not_called_empty(tmp_pa
         "track my parcel,orders,\n"
         ',off_topic,"Sorry, only orders here."\n',
     )
-    warnings = read_catalog(path).warnings
-    assert warnings[0] == (
-        "skipped 1 row with no text and values only under unknown columns: "
-        "row 4 has 'repyl' (did you mean 'reply'?)"
-    )
-    assert not any("empty row" in w for w in warnings)
+    assert _problems(path).splitlines()[1:] == [
+        "  row 4: no 'text', but a value under the unknown column 'repyl' (did you mean "
+        "'reply'?): an exemplar's text goes under 'text'"
+    ]
+
+
+def _jsonl(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_a_jsonl_row_with_its_text_under_an_unknown_key_is_an_error(tmp_path: Path) -> None:
+    """A row whose exemplar is under 'utterance' (or 'Txt') is an error naming the row, the key
+    and 'text', not a warning while the exemplar is lost; with a reply beside it as well."""
+    rows: list[dict[str, object]] = [
+        {"text": "where is my order", "intent": "orders"},
+        {"utterance": "track my parcel", "intent": "orders"},
+        {"Txt": "hello", "intent": "greeting", "reply": "Hi!"},
+        {"utterance": "refund please", "label": "refunds"},
+        {"text": "tell me a joke", "intent": "off_topic"},
+    ]
+    assert _problems(_jsonl(tmp_path, rows)).splitlines()[1:] == [
+        "  row 2: no 'text', but a value under the unknown key 'utterance': an exemplar's text "
+        "goes under 'text'",
+        "  row 3: no 'text', but a value under the unknown key 'Txt' (did you mean 'text'?): an "
+        "exemplar's text goes under 'text'",
+        "  row 4: no 'text', but values under the unknown keys 'utterance', 'label': an "
+        "exemplar's text goes under 'text' and its intent under 'intent'",
+    ]
+
+
+def test_rows_with_text_under_an_unknown_key_are_listed_up_to_ten(tmp_path: Path) -> None:
+    """Twelve such rows: one error lists the first ten and counts the rest, as other errors."""
+    rows: list[dict[str, object]] = [{"text": "where is my order", "intent": "orders"}]
+    rows += [{"utterance": f"track parcel {n}", "intent": "orders"} for n in range(12)]
+    problems = _problems(_jsonl(tmp_path, rows)).splitlines()
+    assert [p.split(":")[0] for p in problems[1:11]] == [f"  row {n}" for n in range(2, 12)]
+    assert problems[11:] == ["  ... and 2 more"]
+
+
+def test_a_misspelt_text_column_is_named_in_the_header_error(tmp_path: Path) -> None:
+    """A CSV header 'txt,intent' is an error saying to rename 'txt' to 'text'; a YAML intent
+    with its exemplars under an unknown key is an error naming that key."""
+    path = _csv(tmp_path, "txt,intent\nwhere is my order,orders\n")
+    assert "missing ['text'] (rename the column 'txt' to 'text')" in _problems(path)
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("intents:\n  - name: orders\n    utterances: [where is my order]\n")
+    assert "intent 'orders': unknown key 'utterances'" in _problems(yaml_path)
 
 
 def test_a_huge_csv_cell_reads_as_the_same_jsonl_row_does(tmp_path: Path) -> None:

@@ -25,6 +25,25 @@ def test_catalog_typo_is_one_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", [["index"], ["check", "where is my order"]])
+def test_catalog_text_under_an_unknown_key_is_one_clear_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A JSONL catalog row with its text under 'utterance': index and check exit 2 naming the
+    row, the key and 'text' (they warned and served the catalog without that exemplar)."""
+    catalog = tmp_path / "rows.jsonl"
+    catalog.write_text(
+        '{"text": "where is my order", "intent": "orders"}\n'
+        '{"utterance": "track my parcel", "intent": "orders"}\n'
+    )
+    result = runner.invoke(
+        app, [*command, "--catalog", str(catalog)], env={"GATEKEEPER_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2
+    assert "row 2: no 'text', but a value under the unknown key 'utterance'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_settings_file(tmp_path: Path) -> None:
     """An invalid settings value exits 2 naming the field."""
     config = tmp_path / "gk.yaml"

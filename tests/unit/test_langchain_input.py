@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
 from pydantic import ValidationError
 
@@ -225,3 +225,49 @@ def test_a_structured_output_refusal_in_additional_kwargs_is_taken_out(
     gated_model.invoke([joke, as_dict, order])
     gated_model.invoke([order, calling, order])
     assert model.seen == [[order], [order], [order, calling, order]]
+
+
+BAD_CALL = {"name": "track", "args": "{not json", "id": "c1", "error": "bad arguments"}
+LEGACY_CALL = {"name": "track", "arguments": "{}"}
+RAW_CALL = {"id": "c1", "type": "function", "function": {"name": "track", "arguments": "{}"}}
+#: Tool calls in each shape LangChain keeps them, beside the OpenAI message each stands for.
+CALL_SHAPES: list[tuple[AIMessage, dict[str, Any]]] = [
+    (
+        AIMessage(REFUSAL, invalid_tool_calls=[BAD_CALL]),
+        {"role": "assistant", "content": REFUSAL, "tool_calls": [RAW_CALL]},
+    ),
+    (
+        AIMessage(REFUSAL, additional_kwargs={"function_call": LEGACY_CALL}),
+        {"role": "assistant", "content": REFUSAL, "function_call": LEGACY_CALL},
+    ),
+    (  # raw OpenAI calls LangChain could not parse (no "arguments"): in additional_kwargs only
+        AIMessage(REFUSAL, additional_kwargs={"tool_calls": [{"id": "c1", "type": "function"}]}),
+        {"role": "assistant", "content": REFUSAL, "tool_calls": [RAW_CALL]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("calling", "as_openai"), CALL_SHAPES, ids=["invalid", "legacy", "raw"])
+def test_an_ai_message_with_invalid_or_legacy_tool_calls_is_no_refusal(
+    gated_model: GatekeeperRunnable,
+    model: Recording,
+    calling: AIMessage,
+    as_openai: dict[str, Any],
+) -> None:
+    """invalid_tool_calls, raw and legacy calls count as tool calls, as in OpenAI chats."""
+    from gatekeeper.refusals import without_refused
+
+    order, joke = HumanMessage("where is my order"), HumanMessage("tell me a joke")
+    result = ToolMessage("shipped", tool_call_id="c1")
+    bare = calling.model_copy(update={"content": ""})
+    between = [joke, bare, result, AIMessage(REFUSAL), order]  # the call answered the joke
+    chats: list[list[Any]] = [
+        [order, calling, order],  # the refusal's text, but calling a tool: no refusal
+        [order, as_openai, order],  # the OpenAI message, read by LangChain
+        between,
+    ]
+    for chat in chats:
+        gated_model.invoke(chat)
+    assert model.seen == [chats[0], chats[1], [joke, bare, result, order]]
+    openai = [{"role": "user", "content": "where is my order"}, as_openai]
+    assert without_refused([*openai, openai[0]], {REFUSAL}) == [*openai, openai[0]]

@@ -229,3 +229,64 @@ def test_a_large_item_is_kept_for_the_upstream_by_its_text() -> None:
         ORDER,
         {"role": "assistant", "content": "Hi!"},
     ]
+
+
+def _reference(item_id: str) -> dict[str, str]:
+    return {"type": "item_reference", "id": item_id}
+
+
+async def test_a_responses_reference_to_an_item_taken_out_is_dropped(
+    gate: Gatekeeper,
+) -> None:
+    """An item_reference naming an item taken out as refused (by the id the client gave the
+    refused turn, or the refusal's own) goes too (the upstream would resolve it and put the
+    refused request back); a reference to any other item stays."""
+    upstream = FakeUpstream()
+    joke = {"type": "message", "id": "msg_joke", **JOKE}
+    refusal = {
+        "type": "message",
+        "id": "msg_refusal",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": OFF_TOPIC_REPLY}],
+    }
+    stored = _reference("msg_up_1")
+    items = [stored, joke, refusal, _reference("msg_joke"), _reference("msg_refusal"), ORDER]
+    async with serving(gate, upstream) as client:
+        answer = await client.post("/v1/responses", json={"model": "m", "input": items})
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream)["input"] == [stored, ORDER]
+
+
+async def test_a_responses_reference_to_the_proxys_refusal_takes_the_refused_turn_out(
+    gate: Gatekeeper,
+) -> None:
+    """A later input giving the proxy's refusal by reference (its output item's id) loses it
+    and the customer's turn before it, as the refusal's text would; a reference to its canned
+    answer, or to an item stored upstream, is forwarded as sent."""
+    upstream = FakeUpstream()
+    hello = {"role": "user", "content": "hello"}
+    async with serving(gate, upstream) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        canned = await client.post("/v1/responses", json={"model": "m", "input": [hello]})
+        assert refused.headers["x-gatekeeper-route"] == "off_topic"
+        assert canned.headers["x-gatekeeper-route"] == "canned"
+        to_refusal = _reference(refused.json()["output"][0]["id"])
+        to_canned = _reference(canned.json()["output"][0]["id"])
+        stored = _reference("msg_up_1")
+        items = [stored, hello, to_canned, JOKE, to_refusal, ORDER]
+        await client.post("/v1/responses", json={"model": "m", "input": items})
+    assert _sent(upstream)["input"] == [stored, hello, to_canned, ORDER]
+
+
+async def test_a_reference_to_a_refusal_the_proxy_does_not_hold_is_forwarded_as_sent(
+    gate: Gatekeeper,
+) -> None:
+    """With no answers remembered (server.response_threads 0: as after a restart or on another
+    replica) the proxy cannot tell its refusal's item from its canned answer's: the reference
+    and the turn before it are forwarded as sent (the upstream never stored that item)."""
+    upstream = FakeUpstream()
+    async with serving(gate, upstream, response_threads=0) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        to_refusal = _reference(refused.json()["output"][0]["id"])
+        await client.post("/v1/responses", json={"model": "m", "input": [JOKE, to_refusal, ORDER]})
+    assert _sent(upstream)["input"] == [JOKE, to_refusal, ORDER]

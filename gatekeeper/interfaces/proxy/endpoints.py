@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -99,7 +100,8 @@ async def responses(request: Request) -> Response:
     items = input_items(payload["input"])  # as sent: the upstream may be shown them later
     shown = _unrefused_chat(proxy, items) or items
     thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
-    proxy.threads.remember(ident, thread)
+    # a refusal (not the gate failing): an item_reference to its output message is one too
+    proxy.threads.remember(ident, replace(thread, refusal=refused and decision.gate_error is None))
     return local_responses_answer(payload, text, headers, ident=ident)
 
 
@@ -125,11 +127,12 @@ def _unrefused(proxy: Proxy, payload: Json, key: str) -> Json | None:
 
 def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
     """``chat`` without the turns the gate refused
-    (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`), or None when there are none, it is
-    no list, or ``server.forward_refused_turns`` keeps them."""
+    (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`; a Responses ``item_reference`` to
+    one of this process's answers it still holds is that answer: a refusal, or a reply), or
+    None when there are none, it is no list, or ``server.forward_refused_turns`` keeps them."""
     if proxy.settings.server.forward_refused_turns or not isinstance(chat, list):
         return None
-    kept = proxy.gate.without_refused(chat)
+    kept = proxy.gate.without_refused(chat, proxy.threads.answer_items(chat))
     return None if len(kept) == len(chat) else [dict(message) for message in kept]
 
 

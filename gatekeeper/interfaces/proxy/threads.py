@@ -16,6 +16,11 @@ A refusal is never put before a forwarded request: the off-topic turn it refused
 stay out of what the upstream sees (they would hand the LLM the very request the gate turned
 away, with "now do what I asked first" after it); canned replies and the turns they answered are.
 
+A Responses ``input`` may also give one of the proxy's answers back as an ``item_reference`` to
+its output message (``msg_gk_...``, which the upstream cannot resolve): while the answer is held,
+:meth:`ResponseThreads.answer_items` says which it is, so a reference to a refusal is taken out
+with the turn it refused, as the refusal's text would be (:mod:`gatekeeper.refusals`).
+
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
 them in all (their JSON in UTF-8 bytes: a client sending many large items cannot grow the
@@ -34,10 +39,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gatekeeper.conversation import attachment_types, content_text
+from gatekeeper.interfaces.local_answers import answer_of_item
 from gatekeeper.interfaces.proxy.errors import Json
 from gatekeeper.refusals import turns_answered
 from gatekeeper.types import blank
@@ -56,6 +62,7 @@ class Thread:
     local: bool = False
     upstream_previous: str | None = None  # a local answer's last id the upstream knows
     unseen: tuple[Json, ...] = ()  # a local answer's turns the upstream has not seen
+    refusal: bool = False  # a local answer that is one of the gate's refusals
 
 
 class ResponseThreads:
@@ -90,7 +97,7 @@ class ResponseThreads:
         if self.size <= 0 or not isinstance(response_id, str) or not response_id:
             return
         slim = tuple(_slim(m, self.max_chars) for m in thread.messages if _turn(m))
-        thread = Thread(slim, thread.local, thread.upstream_previous, thread.unseen)
+        thread = replace(thread, messages=slim)
         size = _json_size(thread)
         with self._lock:
             self._forget(response_id)
@@ -102,10 +109,34 @@ class ResponseThreads:
             while len(self._threads) > self.size or self._bytes > self.max_bytes:
                 self._forget(next(iter(self._threads)))
 
+    def answer_items(self, items: Any) -> dict[str, bool]:
+        """The ids named by the ``item_reference`` s among ``items`` (a Responses ``input``)
+        that are the output messages of this process's own answers it still holds
+        (:func:`~gatekeeper.interfaces.local_answers.answer_of_item`), each with whether that
+        answer is a refusal; an item it never made or no longer holds is not among them."""
+        if not isinstance(items, list):
+            return {}
+        answers = {
+            item["id"]: answer
+            for item in items
+            if _reference(item) and (answer := answer_of_item(item.get("id"))) is not None
+        }
+        with self._lock:
+            return {
+                item_id: thread.refusal
+                for item_id, answer in answers.items()
+                if (thread := self._threads.get(answer)) is not None and thread.local
+            }
+
     def _forget(self, response_id: str) -> None:
         """Drop ``response_id``'s thread, if held (the lock is held)."""
         if self._threads.pop(response_id, None) is not None:
             self._bytes -= self._sizes.pop(response_id)
+
+
+def _reference(item: Any) -> bool:
+    """Whether ``item`` is a Responses ``item_reference``."""
+    return isinstance(item, dict) and item.get("type") == "item_reference" and "role" not in item
 
 
 def _json_size(thread: Thread) -> int:
