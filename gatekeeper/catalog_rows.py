@@ -52,6 +52,7 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
     repeated: list[str] = []
     lookalikes: dict[str, list[int]] = {}
     unknown: set[str] = set()
+    misspelt: dict[str, list[int]] = {}
     entries: dict[str, dict[str, Any]] = {}
     off_topic: dict[str, Any] = {"exemplars": []}
     given: dict[tuple[str, str], tuple[Any, int]] = {}
@@ -65,6 +66,9 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
         if text is None and stray:  # e.g. the text under 'utterance', a reply under 'Repyl'
             problems.append(_stray_problem(number, stray, column, intent is None))
             continue
+        for key in stray:  # beside a text: e.g. a reply under 'replly'
+            if near_key(key, _COLUMNS):
+                misspelt.setdefault(key, []).append(number)
         if intent is None:
             if text is None and not props:
                 empty.append(number)
@@ -96,6 +100,9 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
             repeated.append(f"row {number} repeats row {seen}")
             continue
         target["exemplars"].append(text)
+    for key, numbers in misspelt.items():
+        problems.append(_misspelt_problem(key, numbers, column))
+        unknown.discard(key)
     for name, numbers in lookalikes.items():
         problems.append(
             f"{_rows_label(numbers)}: "
@@ -132,6 +139,15 @@ def _stray_problem(number: int, stray: list[str], column: str, no_intent: bool) 
     return (
         f"row {number}: no 'text', but {values} {_unknown_keys(stray)}: "
         f"an exemplar's text goes under 'text'{intent}"
+    )
+
+
+def _misspelt_problem(key: str, numbers: list[int], column: str) -> str:
+    """The problem of a value under ``key``, a misspelling of a known column: a reply under
+    ``replly`` would be dropped and its intent sent to the LLM instead of answered."""
+    return (
+        f"{_rows_label(numbers)}: a value under the unknown {column} {_unknown_keys([key])}, "
+        "which would be ignored: rename it"
     )
 
 

@@ -189,14 +189,25 @@ def test_conflicting_replies_name_both_rows(tmp_path: Path) -> None:
     assert "row 3: intent 'greeting' has reply 'Hi!' here but 'Hello!' on row 2" in _problems(path)
 
 
-def test_unknown_columns_are_a_warning_with_a_did_you_mean(tmp_path: Path) -> None:
-    """A typo'd optional column is ignored with a warning suggesting the right name."""
+def test_a_value_under_a_misspelt_column_is_an_error_naming_its_rows(tmp_path: Path) -> None:
+    """A reply under a misspelt 'replly' column beside an exemplar is an error naming the rows
+    and the column it meant (it was a warning, and the intent went to the LLM uncanned)."""
+    path = _csv(
+        tmp_path, "text,intent,replly\nhi,greeting,Hello\nhello,greeting,\nhey,greeting,Hi\n"
+    )
+    assert _problems(path).endswith(
+        "\n  rows 2, 4: a value under the unknown column 'replly' (did you mean 'reply'?), "
+        "which would be ignored: rename it"
+    )
+
+
+def test_unknown_columns_are_a_warning_with_the_known_ones(tmp_path: Path) -> None:
+    """A column like no known one (a note for the owner) is ignored with a warning."""
     loaded = read_catalog(
-        _csv(tmp_path, "text,intent,replly\nhi,greeting,Hello\nhello,greeting,\n")
+        _csv(tmp_path, "text,intent,notes\nhi,greeting,ask Sam\nhello,greeting,\n")
     )
     assert loaded.warnings == (
-        "ignored unknown columns 'replly' (did you mean 'reply'?); "
-        "known: text, intent, reply, description, threshold",
+        "ignored unknown columns 'notes'; known: text, intent, reply, description, threshold",
     )
 
 
