@@ -4,13 +4,18 @@ chat completions and the Responses API (in-process proxy, fake upstream)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gatekeeper.errors import EmbeddingError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.refusals import without_refused
+from gatekeeper.settings import Settings
+from gatekeeper.testing import tiny_catalog
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.loopback import BreakableEmbedder
 from tests.support.proxy import OFF_TOPIC_REPLY, serving
 
 JOKE = {"role": "user", "content": "tell me a joke"}
@@ -290,3 +295,37 @@ async def test_a_reference_to_a_refusal_the_proxy_does_not_hold_is_forwarded_as_
         to_refusal = _reference(refused.json()["output"][0]["id"])
         await client.post("/v1/responses", json={"model": "m", "input": [JOKE, to_refusal, ORDER]})
     assert _sent(upstream)["input"] == [JOKE, to_refusal, ORDER]
+
+
+async def test_a_gate_failure_keeps_the_customers_turn_for_the_upstream(tmp_path: Path) -> None:
+    """A Responses request the gate could not judge (fail_closed: the unavailable reply) is no
+    refusal: continued with previous_response_id once the gate works, the upstream is sent the
+    customer's question and the reply (the question was dropped as if refused)."""
+    embedder = BreakableEmbedder()
+    settings = Settings(
+        data_dir=tmp_path,
+        gate={
+            "threshold": 0.35,
+            "rule": "contrast",
+            "allow_uncalibrated": True,
+            "on_error": "fail_closed",
+        },
+    )
+    gate = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=embedder)
+    gate.index()
+    upstream = FakeUpstream()
+    question = {"role": "user", "content": "where is my order NW-1"}
+    async with serving(gate, upstream) as client:
+        embedder.failure = EmbeddingError("the model is not loaded")
+        failed = await client.post("/v1/responses", json={"model": "m", "input": [question]})
+        assert failed.headers["x-gatekeeper-gate-error"] == "EmbeddingError"
+        embedder.failure = None
+        follow = {
+            "model": "m",
+            "input": "track my order",
+            "previous_response_id": failed.json()["id"],
+        }
+        await client.post("/v1/responses", json=follow)
+    sent = _sent(upstream)["input"]
+    assert sent[0] == question
+    assert sent[1] == {"role": "assistant", "content": settings.gate.unavailable_reply}

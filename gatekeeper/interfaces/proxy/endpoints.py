@@ -96,12 +96,13 @@ async def responses(request: Request) -> Response:
         )
     text = _refusal(proxy, decision)
     ident = response_id()
-    refused = decision.route is Route.OFF_TOPIC
+    # a refusal, not the gate failing (its unavailable reply answers the turn, which stays)
+    refused = decision.route is Route.OFF_TOPIC and decision.gate_error is None
     items = input_items(payload["input"])  # as sent: the upstream may be shown them later
     shown = _unrefused_chat(proxy, items) or items
     thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
-    # a refusal (not the gate failing): an item_reference to its output message is one too
-    proxy.threads.remember(ident, replace(thread, refusal=refused and decision.gate_error is None))
+    # an item_reference to a refusal's output message is one too
+    proxy.threads.remember(ident, replace(thread, refusal=refused))
     return local_responses_answer(payload, text, headers, ident=ident)
 
 
