@@ -267,7 +267,8 @@ async def test_a_responses_reference_to_the_proxys_refusal_takes_the_refused_tur
 ) -> None:
     """A later input giving the proxy's refusal by reference (its output item's id) loses it
     and the customer's turn before it, as the refusal's text would; a reference to its canned
-    answer, or to an item stored upstream, is forwarded as sent."""
+    answer is sent as that answer (the upstream never stored it: the reference failed there);
+    one to an item stored upstream is forwarded as sent."""
     upstream = FakeUpstream()
     hello = {"role": "user", "content": "hello"}
     async with serving(gate, upstream) as client:
@@ -280,7 +281,23 @@ async def test_a_responses_reference_to_the_proxys_refusal_takes_the_refused_tur
         stored = _reference("msg_up_1")
         items = [stored, hello, to_canned, JOKE, to_refusal, ORDER]
         await client.post("/v1/responses", json={"model": "m", "input": items})
-    assert _sent(upstream)["input"] == [stored, hello, to_canned, ORDER]
+    text = canned.json()["output"][0]["content"][0]["text"]
+    reply = {"role": "assistant", "content": text}
+    assert _sent(upstream)["input"] == [stored, hello, reply, ORDER]
+
+
+async def test_forward_refused_turns_sends_a_referenced_refusal_as_its_text(
+    gate: Gatekeeper,
+) -> None:
+    """With server.forward_refused_turns the chat goes as sent, but a reference to the proxy's
+    own refusal is sent as the refusal's text, which the upstream can read (it never stored
+    the item the reference names)."""
+    upstream = FakeUpstream()
+    async with serving(gate, upstream, forward_refused_turns=True) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        to_refusal = _reference(refused.json()["output"][0]["id"])
+        await client.post("/v1/responses", json={"model": "m", "input": [JOKE, to_refusal, ORDER]})
+    assert _sent(upstream)["input"] == [JOKE, REFUSAL, ORDER]
 
 
 async def test_a_reference_to_a_refusal_the_proxy_does_not_hold_is_forwarded_as_sent(

@@ -127,14 +127,18 @@ def _unrefused(proxy: Proxy, payload: Json, key: str) -> Json | None:
 
 
 def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
-    """``chat`` without the turns the gate refused
-    (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`; a Responses ``item_reference`` to
-    one of this process's answers it still holds is that answer: a refusal, or a reply), or
-    None when there are none, it is no list, or ``server.forward_refused_turns`` keeps them."""
-    if proxy.settings.server.forward_refused_turns or not isinstance(chat, list):
+    """``chat`` as the upstream may see it, or None when that is as sent (or it is no list):
+    a Responses ``item_reference`` to one of this process's answers it still holds replaced by
+    that answer (a refusal, or a reply:
+    :meth:`~gatekeeper.interfaces.proxy.threads.ResponseThreads.resolved`), then without the
+    turns the gate refused (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`) unless
+    ``server.forward_refused_turns`` keeps them."""
+    if not isinstance(chat, list):
         return None
-    kept = proxy.gate.without_refused(chat, proxy.threads.answer_items(chat))
-    return None if len(kept) == len(chat) else [dict(message) for message in kept]
+    kept: list[Any] = proxy.threads.resolved(chat)
+    if not proxy.settings.server.forward_refused_turns:
+        kept = list(proxy.gate.without_refused(kept, proxy.threads.answer_items(chat)))
+    return None if kept == chat else [dict(m) if isinstance(m, dict) else m for m in kept]
 
 
 def _json_body(payload: Json) -> bytes:

@@ -19,7 +19,8 @@ away, with "now do what I asked first" after it); canned replies and the turns t
 A Responses ``input`` may also give one of the proxy's answers back as an ``item_reference`` to
 its output message (``msg_gk_...``, which the upstream cannot resolve): while the answer is held,
 :meth:`ResponseThreads.answer_items` says which it is, so a reference to a refusal is taken out
-with the turn it refused, as the refusal's text would be (:mod:`gatekeeper.refusals`).
+with the turn it refused, as the refusal's text would be (:mod:`gatekeeper.refusals`), and
+:meth:`ResponseThreads.resolved` sends the upstream a held answer's message in its place.
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
@@ -127,6 +128,22 @@ class ResponseThreads:
                 for item_id, answer in answers.items()
                 if (thread := self._threads.get(answer)) is not None and thread.local
             }
+
+    def resolved(self, items: list[Any]) -> list[Any]:
+        """``items`` (a Responses ``input``) with each ``item_reference`` to the output message
+        of one of this process's own answers it still holds replaced by that message: the
+        upstream never stored it, so it could not resolve the reference."""
+        with self._lock:
+            return [self._answer_message(item) or item for item in items]
+
+    def _answer_message(self, item: Any) -> Json | None:
+        """The answer message an ``item_reference`` names, if this process holds it (the lock
+        is held)."""
+        answer = answer_of_item(item.get("id")) if _reference(item) else None
+        thread = self._threads.get(answer) if answer is not None else None
+        if thread is None or not thread.local or not thread.messages:
+            return None
+        return dict(thread.messages[-1])  # the answer: see answered()
 
     def _forget(self, response_id: str) -> None:
         """Drop ``response_id``'s thread, if held (the lock is held)."""
