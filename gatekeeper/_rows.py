@@ -50,9 +50,9 @@ def shown(value: Any, limit: int = QUOTED_CHARS) -> str:
 
 def listed(problems: Sequence[str], limit: int = LISTED_PROBLEMS) -> str:
     """The first ``limit`` of ``problems``, one an indented line, then how many more."""
-    shown = "\n".join(f"  {problem}" for problem in problems[:limit])
+    lines = "\n".join(f"  {problem}" for problem in problems[:limit])
     more = len(problems) - limit
-    return shown + (f"\n  ... and {more} more" if more > 0 else "")
+    return lines + (f"\n  ... and {more} more" if more > 0 else "")
 
 
 def near_key(key: str, known: Sequence[str], cutoff: float = 0.6) -> str | None:
