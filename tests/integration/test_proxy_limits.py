@@ -1,19 +1,26 @@
 """What the proxy takes from a hostile or broken peer, for real (uvicorn on loopback): an
-upstream sending an endless error body."""
+upstream sending an endless error body, clients that send their body slowly, and connections
+left idle."""
 
 from __future__ import annotations
 
+import json
 import re
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from structlog.testing import capture_logs
 
+from gatekeeper.interfaces.proxy.runner import KEEP_ALIVE_SECONDS
 from gatekeeper.interfaces.proxy.upstream import MAX_ERROR_BYTES
+from gatekeeper.testing import LoopbackServer, RecordingUpstream
 from tests.support.loopback import StartProxy, client_for
 from tests.support.proxy import ORDER
 
@@ -124,3 +131,121 @@ def test_an_endless_error_body_of_a_passed_through_request_is_not_read_whole(
     assert upstream.sent < 32 * MAX_ERROR_BYTES
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "upstream_error_too_long"
+
+
+# -- slow and idle clients ------------------------------------------------------------------------
+
+#: ``server.body_timeout`` of the slow-client tests.
+BODY_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def reading() -> Iterator[tuple[LoopbackServer, list[bytes]]]:
+    """An upstream that reads each request's whole body before it answers (a JSON list); the
+    bodies it received."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    received: list[bytes] = []
+
+    async def answer(request: Any) -> JSONResponse:
+        received.append(await request.body())
+        return JSONResponse({"object": "list", "data": []})
+
+    app = Starlette(routes=[Route("/v1/{path:path}", answer, methods=["GET", "POST"])])
+    with LoopbackServer(app) as server:
+        yield server, received
+
+
+def _trickled(port: int, head: bytes, byte: bytes, limit: float = 10.0) -> tuple[bytes, float]:
+    """Send a request's ``head``, then its body one ``byte`` every 0.1 s until the server
+    answers; what came back until the server closed the connection, and the seconds from the
+    head to the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(head)
+        started, answer = time.monotonic(), b""
+        while time.monotonic() - started < limit:
+            if select.select([sock], [], [], 0.1)[0]:
+                data = sock.recv(65_536)
+                if not data:
+                    return answer, time.monotonic() - started
+                answer += data
+            elif not answer:
+                sock.sendall(byte)
+    raise AssertionError(f"the connection was still open after {limit} s: {answer!r}")
+
+
+def _head(method: str, path: str, framing: str) -> bytes:
+    return (
+        f"{method} {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
+        f"{framing}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "framing", "byte"),
+    [
+        ("/v1/chat/completions", "content-length: 1000", b" "),
+        ("/v1/chat/completions", "transfer-encoding: chunked", b"1\r\n \r\n"),
+        ("/v1/files", "content-length: 1000", b" "),  # passed through: streamed upstream
+    ],
+    ids=["gated", "gated-chunked", "passthrough"],
+)
+def test_a_body_not_whole_within_body_timeout_is_a_408_and_the_connection_closed(
+    start_proxy: StartProxy,
+    reading: tuple[LoopbackServer, list[bytes]],
+    path: str,
+    framing: str,
+    byte: bytes,
+) -> None:
+    """A client trickling its body (a byte every 0.1 s) gets a 408 in the proxy's error JSON
+    once server.body_timeout has passed, and its connection is closed; nothing reached the
+    upstream whole, no 500, the server goes on serving, and a passed-through request's slot is
+    free again."""
+    upstream, received = reading
+    server = {"body_timeout": BODY_TIMEOUT, "max_passthrough": 1}
+    proxy = start_proxy(base_url=f"{upstream.url}/v1", server=server)
+    with capture_logs() as events:
+        answer, seconds = _trickled(proxy.port, _head("POST", path, framing), byte)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and "server.body_timeout" in error["message"]
+    assert BODY_TIMEOUT <= seconds < BODY_TIMEOUT + 3
+    assert [e for e in events if e["event"] == "http.body_timeout"]
+    assert not [e for e in events if e["event"] == "server.internal_error"]
+    assert received == []
+    assert httpx.get(f"{proxy.url}/v1/models", timeout=10).status_code == 200  # the slot is free
+    assert httpx.get(f"{proxy.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_slow_body_within_body_timeout_and_a_slow_answer_after_it_are_served(
+    start_proxy: StartProxy, upstream: RecordingUpstream
+) -> None:
+    """The deadline is the body's alone: a body trickled in within server.body_timeout is
+    served, and an answer that takes longer than it once the body is whole is not cut."""
+    proxy = start_proxy(server={"body_timeout": 1.0})
+    body = json.dumps({"model": "m", "messages": ORDER}).encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(_head("POST", "/v1/chat/completions", f"content-length: {len(body)}"))
+        for piece in (body[:10], body[10:20], body[20:]):
+            time.sleep(0.2)
+            sock.sendall(piece)
+        assert sock.recv(65_536).startswith(b"HTTP/1.1 200 ")
+    upstream.delay(1.5)
+    answer = client_for(proxy).chat.completions.create(model="m", messages=ORDER)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "echo: where is my order"
+
+
+def test_an_idle_keep_alive_connection_is_closed(start_proxy: StartProxy) -> None:
+    """After an answer, a keep-alive connection with no new request is closed after uvicorn's
+    timeout_keep_alive (KEEP_ALIVE_SECONDS, as gatekeeper serve sets it), not kept open."""
+    proxy = start_proxy()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        assert sock.recv(65_536).startswith(b"HTTP/1.1 200 ")
+        answered = time.monotonic()
+        assert sock.recv(65_536) == b""  # closed by the server
+    assert KEEP_ALIVE_SECONDS - 1 < time.monotonic() - answered < KEEP_ALIVE_SECONDS + 3
