@@ -4,6 +4,7 @@ left idle."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import select
@@ -159,9 +160,9 @@ def reading() -> Iterator[tuple[LoopbackServer, list[bytes]]]:
 
 
 def _trickled(port: int, head: bytes, byte: bytes, limit: float = 10.0) -> tuple[bytes, float]:
-    """Send a request's ``head``, then its body one ``byte`` every 0.1 s until the server
-    answers; what came back until the server closed the connection, and the seconds from the
-    head to the close."""
+    """Send a request's ``head``, then its body one ``byte`` every 0.1 s, answered or not,
+    until the server closes the connection; what came back, and the seconds from the head to
+    the close."""
     with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
         sock.sendall(head)
         started, answer = time.monotonic(), b""
@@ -171,8 +172,9 @@ def _trickled(port: int, head: bytes, byte: bytes, limit: float = 10.0) -> tuple
                 if not data:
                     return answer, time.monotonic() - started
                 answer += data
-            elif not answer:
-                sock.sendall(byte)
+            else:
+                with contextlib.suppress(OSError):  # closed for writing: read what came
+                    sock.sendall(byte)
     raise AssertionError(f"the connection was still open after {limit} s: {answer!r}")
 
 
@@ -219,6 +221,18 @@ def test_a_body_not_whole_within_body_timeout_is_a_408_and_the_connection_closed
     assert received == []
     assert httpx.get(f"{proxy.url}/v1/models", timeout=10).status_code == 200  # the slot is free
     assert httpx.get(f"{proxy.url}/healthz", timeout=10).status_code == 200
+
+
+def test_an_answer_given_before_the_body_is_whole_closes_the_connection(
+    start_proxy: StartProxy,
+) -> None:
+    """A request answered before its body has arrived (401: no key) has its connection closed
+    after the answer: a client trickling the rest of its body cannot keep it open."""
+    proxy = start_proxy(api_keys=("sk-client-0001",), server={"body_timeout": BODY_TIMEOUT})
+    head = _head("POST", "/v1/chat/completions", "content-length: 100000")
+    answer, seconds = _trickled(proxy.port, head, b" ")
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"connection: close" in answer.lower()
+    assert seconds < BODY_TIMEOUT + 3
 
 
 def test_a_slow_body_within_body_timeout_and_a_slow_answer_after_it_are_served(

@@ -160,9 +160,10 @@ class BodyDeadline:
     proxy's error JSON and its connection closed, and the handler reading the body (a gated
     request's, or a passed-through one's on its way upstream) is cancelled. So a client
     trickling its body (slowloris) holds a connection, and a passthrough slot, that long at
-    most. The deadline ends once the body is whole, the client has gone or the answer has begun
-    without the body (a 401, a 413 on the declared length); a request that announces no body
-    (no ``content-length``, or 0, and no ``transfer-encoding``) has none."""
+    most. The deadline ends once the body is whole, the client has gone or the answer has begun;
+    an answer begun before the body is whole (a 401, a 413 on the declared length) closes the
+    connection once sent, so the rest of the body cannot keep it open either. A request that
+    announces no body (no ``content-length``, or 0, and no ``transfer-encoding``) has none."""
 
     def __init__(
         self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, seconds: float, log: Any
@@ -175,13 +176,15 @@ class BodyDeadline:
         if scope["type"] != "http" or not declares_body(Headers(scope=scope)):
             await self.app(scope, receive, send)
             return
-        answered = False
+        answered = whole = False
         with anyio.move_on_after(self.seconds) as deadline:
 
             async def receiving() -> AsgiMessage:
+                nonlocal whole
                 message = await receive()
                 if message["type"] != "http.request" or not message.get("more_body", False):
                     deadline.deadline = math.inf  # the body is whole, or the client gone
+                    whole = True
                 return message
 
             async def sending(message: AsgiMessage) -> None:
@@ -189,6 +192,8 @@ class BodyDeadline:
                 if message["type"] == "http.response.start":
                     deadline.deadline = math.inf
                     answered = True
+                    if not whole:
+                        message = _closing(message)
                 await send(message)
 
             await self.app(scope, receiving, sending)
@@ -201,3 +206,9 @@ class BodyDeadline:
                 "request_timeout",
                 headers={"connection": "close"},
             )(scope, receive, send)
+
+
+def _closing(start: AsgiMessage) -> AsgiMessage:
+    """An ``http.response.start`` that closes the connection after its answer."""
+    headers = [(k, v) for k, v in start.get("headers", []) if bytes(k).lower() != b"connection"]
+    return {**start, "headers": [*headers, (b"connection", b"close")]}
