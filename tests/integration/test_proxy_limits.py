@@ -83,6 +83,7 @@ class EndlessErrors:
 
 @pytest.fixture
 def endless() -> Iterator[EndlessErrors]:
+    """An :class:`EndlessErrors` upstream, closed after the test."""
     upstream = EndlessErrors()
     yield upstream
     upstream.close()
