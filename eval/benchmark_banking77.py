@@ -24,6 +24,7 @@ not pass for a skipped benchmark.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,17 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    given = args.data is not None
-    args.data = args.data if given else DEFAULT_DATA
-    missing = [name for name in FILES if not (args.data / name).is_file()]
-    if missing and given:  # asked for this directory: a wrong path is an error, not a skip
-        print(
-            f"error: --data {args.data}: {', '.join(missing)} not found there (the banking77 "
-            "directory holds exemplars.csv, calibration.jsonl, test.jsonl and "
-            "unsupported_banking_test.jsonl)",
-            file=sys.stderr,
-        )
+    if args.data is not None and (error := wrong_data(args.data)):
+        print(error, file=sys.stderr)
         return 2
+    args.data = args.data or DEFAULT_DATA
+    missing = missing_files(args.data)
     if missing:
         print(f"banking77 benchmark skipped: {', '.join(missing)} not found in {args.data}")
         return 0
@@ -89,6 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     for rule, report, seconds, html in rows:
         print_result(rule, report, seconds, html)
     return 0
+
+
+def missing_files(data: Path) -> list[str]:
+    """The banking77 files that ``data`` lacks or cannot read."""
+    return [name for name in FILES if not _readable(data / name)]
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def wrong_data(data: Path) -> str | None:
+    """The error for a ``--data`` directory given explicitly that lacks a banking77 file or
+    cannot read one (None: it holds them all). A benchmark asked for that directory stops on
+    it (exit 2): a typo there must not pass for a skipped benchmark."""
+    missing = missing_files(data)
+    if not missing:
+        return None
+    return (
+        f"error: --data {data}: {', '.join(missing)} not found or not readable there (the "
+        f"banking77 directory holds {', '.join(FILES)})"
+    )
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, Any, float, Path]]:

@@ -24,7 +24,9 @@ exemplars/s and the ratio index/encode of each round, then the medians, the fast
 encode. ``--profile F`` runs the last round's index build under cProfile and writes the stats
 to F (``python -m pstats F``); that round's index time includes the profiler's overhead.
 
-Exits 0 with a message when there are not ``--n`` distinct texts (no banking77 data).
+Exits 0 with a message when there are not ``--n`` distinct texts (no banking77 data at its
+default place); a ``--data DIR`` given explicitly that lacks the banking77 files exits 2, as
+``benchmark_banking77.py`` does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import cProfile
 import csv
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,11 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark_banking77 import DEFAULT_DATA, wrong_data
+
 from gatekeeper.catalog import Catalog
 from gatekeeper.embedding import Embedder, Vectors
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "banking77"
 OFF_TOPIC = "off_topic"
 
 
@@ -199,17 +203,22 @@ def _line(label: str, n: int, encode: float, index: float, encoding: float) -> s
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="banking77 directory")
+    parser.add_argument(
+        "--data", type=Path, default=None, help=f"banking77 directory (default {DEFAULT_DATA})"
+    )
     parser.add_argument("--n", type=int, default=15_000, help="exemplars in the catalog")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the last index")
-    args = parser.parse_args()
-
-    catalog = build_catalog(args.data, args.n)
+    args = parser.parse_args(argv)
+    if args.data is not None and (error := wrong_data(args.data)):
+        print(error, file=sys.stderr)
+        return 2
+    data = args.data or DEFAULT_DATA
+    catalog = build_catalog(data, args.n)
     if catalog is None:
-        print(f"indexing benchmark skipped: fewer than {args.n} distinct texts ({args.data})")
+        print(f"indexing benchmark skipped: fewer than {args.n} distinct texts ({data})")
         return 0
 
     from gatekeeper.embedding import LocalEmbedder

@@ -47,6 +47,13 @@ class ServerSettings(_Section):
         ge=1024,
         description="largest gated request body: a chat resends its photos (base64) every turn",
     )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a request's body may take to arrive whole, from its headers on "
+        "(beyond: 408, the connection closed): a client trickling its body holds a connection "
+        "no longer; passed-through uploads (files, audio) must arrive within it too",
+    )
     # Threads per forward pass of a local model: cores / (processes * decision_workers).
     decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
     max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")

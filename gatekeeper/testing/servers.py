@@ -28,7 +28,8 @@ def _part_texts(content: Any) -> Any:
 
 
 class LoopbackServer:
-    """An ASGI app served by uvicorn on 127.0.0.1, on a free port, in a background thread.
+    """An ASGI app served by uvicorn on 127.0.0.1, on a free port, in a background thread,
+    with the options ``gatekeeper serve`` gives uvicorn (keep-alive timeout and all).
 
     ::
 
@@ -59,19 +60,14 @@ class LoopbackServer:
 
         import uvicorn
 
+        from gatekeeper.interfaces.proxy.runner import uvicorn_options
+
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=self.graceful_shutdown_seconds,
-        )
+        options = uvicorn_options(self.graceful_shutdown_seconds)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="loopback-server"

@@ -54,9 +54,11 @@ def proxy_settings(
     api_keys: tuple[str, ...] = (),
     timeout: float = 10.0,
     max_body_bytes: int = 1_000_000,
+    server: dict[str, Any] | None = None,
     **gate_settings: Any,
 ) -> Settings:
-    """The gate's settings with an upstream, inbound keys and gate policy for the proxy."""
+    """The gate's settings with an upstream, inbound keys, other ``server`` settings and gate
+    policy for the proxy."""
     upstream = UpstreamSettings(
         base_url=base_url, api_key=SecretStr(UPSTREAM_KEY), timeout=timeout, max_retries=0
     )
@@ -66,6 +68,7 @@ def proxy_settings(
         gate=gate_settings,
         api_keys=[SecretStr(k) for k in api_keys],
         max_body_bytes=max_body_bytes,
+        **(server or {}),
     )
 
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,15 +234,28 @@ def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_benchmark_skips_without_its_data(tmp_path: Path) -> None:
-    """benchmark_indexing.py exits 0 with a message when its data (enough texts) is absent."""
-    done = _run_script("benchmark_indexing.py", "--data", str(tmp_path / "nowhere"))
-    assert done.returncode == 0 and "skipped" in done.stdout
+def _load_script(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An eval script as a module, imported as running it would (``eval/`` on the path)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "eval"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_banking77_benchmark_fails_on_a_given_data_dir_without_the_files(tmp_path: Path) -> None:
-    """benchmark_banking77.py --data DIR lacking the files exits 2 naming them, not skipped."""
-    done = _run_script("benchmark_banking77.py", "--data", str(tmp_path / "nowhere"))
+@pytest.mark.parametrize("script", ["benchmark_banking77.py", "benchmark_indexing.py"])
+def test_a_benchmark_fails_on_a_given_data_dir_without_the_files(
+    tmp_path: Path, script: str
+) -> None:
+    """A benchmark reading banking77, given --data DIR lacking its files, exits 2 naming them,
+    not skipped."""
+    done = _run_script(script, "--data", str(tmp_path / "nowhere"))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "exemplars.csv" in done.stderr and "skipped" not in done.stdout
 
@@ -250,15 +264,20 @@ def test_banking77_benchmark_skips_when_the_default_data_is_absent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """benchmark_banking77.py without --data exits 0 with 'skipped' when the default is absent."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "eval" / "benchmark_banking77.py"
-    spec = importlib.util.spec_from_file_location("benchmark_banking77", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("benchmark_banking77", monkeypatch)
     monkeypatch.setattr(module, "DEFAULT_DATA", tmp_path / "nowhere")
     assert module.main([]) == 0
+
+
+def test_indexing_benchmark_skips_without_enough_texts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmark_indexing.py without --data exits 0 with 'skipped' when the default banking77
+    directory is absent and the repo's own texts are fewer than --n."""
+    module = _load_script("benchmark_indexing", monkeypatch)
+    monkeypatch.setattr(module, "DEFAULT_DATA", tmp_path / "nowhere")
+    assert module.main([]) == 0
+    assert "skipped" in capsys.readouterr().out
 
 
 def test_search_benchmark_runs_on_a_tiny_catalog() -> None:

@@ -4,6 +4,7 @@ through to the upstream with the proxy's key."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -16,7 +17,15 @@ from gatekeeper.interfaces.proxy.upstream import ResponseEnd
 from gatekeeper.server_settings import ServerSettings
 from gatekeeper.settings import load_settings
 from tests.support.fake_upstream import CutStream, FakeUpstream, sse_answer
-from tests.support.proxy import CLIENT_KEY, OFF_TOPIC_REPLY, raw_call, sdk, serving, status_of
+from tests.support.proxy import (
+    CLIENT_KEY,
+    OFF_TOPIC_REPLY,
+    raw_call,
+    running_app,
+    sdk,
+    serving,
+    status_of,
+)
 
 REFUSAL_EVENTS = [
     "response.created",
@@ -823,6 +832,62 @@ def test_the_memory_budget_counts_bytes_not_characters() -> None:
     said = {"role": "assistant", "content": "\N{GRINNING FACE}" * 60_000}
     threads.remember("r", Thread(messages=(), local=True, unseen=(said,)))
     assert threads.get("r") is None and threads.bytes == 0
+
+
+def test_a_continued_conversation_is_measured_for_its_new_items_only() -> None:
+    """Remembering an answer that continues a remembered one measures only its new turns and
+    items (those it took over keep their size) and counts the same bytes as measuring all."""
+    from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
+
+    class Photo:
+        """An item's value whose JSON is its str(): counts how often it is serialised."""
+
+        serialised = 0
+
+        def __str__(self) -> str:
+            self.serialised += 1
+            return "data:image/png;base64,AAAA"
+
+    photo = Photo()
+    shown = {"role": "user", "content": [{"type": "input_image", "image_url": photo}]}
+    asked = ({"role": "user", "content": "where is my order"},)
+    threads = ResponseThreads(10)
+    threads.remember("r1", Thread(messages=asked, local=True, unseen=(shown,)))
+    first = threads.get("r1")
+    assert first is not None and photo.serialised == 1
+    said = {"role": "user", "content": "NW-55120"}
+    continued = Thread((*first.messages, said), local=True, unseen=(*first.unseen, said))
+    threads.remember("r2", continued, first)
+    assert photo.serialised == 1
+    second = threads.get("r2")
+    assert second is not None and second.messages[0] is first.messages[0]
+    measured = ResponseThreads(10)  # the same two answers, each measured whole
+    measured.remember("r1", Thread(messages=asked, local=True, unseen=(shown,)))
+    measured.remember("r2", continued)
+    assert threads.bytes == measured.bytes and photo.serialised == 3
+
+
+async def test_the_proxy_remembers_a_continued_conversation_from_what_it_holds(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """A reply naming a remembered answer (forwarded, or refused by the gate) is remembered with
+    the earlier turns as they were held, not cut down and measured again."""
+    upstream.handler = answering("Your order number, please?", "resp_up_1")
+    async with running_app(gate, upstream) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            await post(client, {"model": "m", "input": "where is my order"})
+            upstream.handler = answering("Thanks", "resp_up_2")
+            body = {"model": "m", "input": "NW-55120", "previous_response_id": "resp_up_1"}
+            assert (await post(client, body)).headers["x-gatekeeper-route"] == "llm"
+            body = {"model": "m", "input": "tell me a joke", "previous_response_id": "resp_up_2"}
+            refused = await post(client, body)
+        threads = app.state.proxy.threads
+        chain = [threads.get(ident) for ident in ("resp_up_1", "resp_up_2", refused.json()["id"])]
+    for earlier, later in itertools.pairwise(chain):
+        assert earlier is not None and later is not None
+        assert all(a is b for a, b in zip(earlier.messages, later.messages, strict=False))
+        assert later.sizes[: len(earlier.messages)] == earlier.sizes[: len(earlier.messages)]
 
 
 async def test_the_memory_budget_is_the_operators(

@@ -225,6 +225,29 @@ async def test_an_upstream_error_echoing_an_encoded_key_does_not_return_it(
         assert answer.headers["x-echo"] == "***"
 
 
+async def test_an_upstream_error_body_is_passed_on_up_to_its_limit(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """A 4xx error body of MAX_ERROR_BYTES reaches the client as sent; one byte more is replaced
+    by the proxy's error JSON under the same status, the upstream's other headers kept."""
+    from gatekeeper.interfaces.proxy.upstream import MAX_ERROR_BYTES
+
+    async with serving(gate, upstream) as client:
+        for size in (MAX_ERROR_BYTES, MAX_ERROR_BYTES + 1):
+            upstream.handler = lambda request, size=size: httpx.Response(
+                429, content=b"x" * size, headers={"content-type": "text/plain", "retry-after": "7"}
+            )
+            answer = await client.post(
+                "/v1/chat/completions", json={"model": "m", "messages": ORDER}
+            )
+            assert answer.status_code == 429 and answer.headers["retry-after"] == "7"
+            if size == MAX_ERROR_BYTES:
+                assert answer.content == b"x" * size
+            else:
+                assert answer.headers["content-type"] == "application/json"
+                assert answer.json()["error"]["code"] == "upstream_error_too_long"
+
+
 async def test_passed_through_requests_cannot_take_every_upstream_connection(
     gate: Gatekeeper,
     upstream: FakeUpstream,

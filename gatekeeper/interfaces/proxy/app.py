@@ -28,7 +28,12 @@ from gatekeeper.interfaces.proxy.endpoints import (
 )
 from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics
-from gatekeeper.interfaces.proxy.middleware import CLIENT_CLOSED_REQUEST, InboundAuth, RequestLog
+from gatekeeper.interfaces.proxy.middleware import (
+    CLIENT_CLOSED_REQUEST,
+    BodyDeadline,
+    InboundAuth,
+    RequestLog,
+)
 from gatekeeper.interfaces.proxy.state import (
     Proxy,
     build_gate,
@@ -96,6 +101,7 @@ def create_app(
     _add_error_handlers(app, log)
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
+    app.add_middleware(BodyDeadline, seconds=server.body_timeout, log=log)
     app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
     return app
 

@@ -83,7 +83,8 @@ async def responses(request: Request) -> Response:
         def remember(response: Json) -> None:
             text = output_text(response)
             if text is not None:
-                proxy.threads.remember(response.get("id"), Thread(answered(judged, text)))
+                thread = Thread(answered(judged, text))
+                proxy.threads.remember(response.get("id"), thread, previous)
 
         return await forward_gated(
             proxy,
@@ -102,7 +103,7 @@ async def responses(request: Request) -> Response:
     shown = _unrefused_chat(proxy, items) or items
     thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
     # an item_reference to a refusal's output message is one too
-    proxy.threads.remember(ident, replace(thread, refusal=refused))
+    proxy.threads.remember(ident, replace(thread, refusal=refused), previous)
     return local_responses_answer(payload, text, headers, ident=ident)
 
 

@@ -1,19 +1,23 @@
-"""ASGI middleware: one log event and one metrics count per answer, a last-resort 500, and the
-inbound key check on every non-public path."""
+"""ASGI middleware: one log event and one metrics count per answer, a last-resort 500, the
+inbound key check on every non-public path, and the deadline of a request's body."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
+import anyio
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from gatekeeper.interfaces.proxy.errors import error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics, path_label
+from gatekeeper.interfaces.proxy.passthrough import declares_body
 from gatekeeper.interfaces.proxy.requests import key_refusal
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
@@ -148,3 +152,63 @@ class InboundAuth:
                 await refusal.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyDeadline:
+    """ASGI middleware: a request's body must arrive whole within ``seconds`` of the request's
+    start, its headers (``server.body_timeout``); else the request is answered 408 in the
+    proxy's error JSON and its connection closed, and the handler reading the body (a gated
+    request's, or a passed-through one's on its way upstream) is cancelled. So a client
+    trickling its body (slowloris) holds a connection, and a passthrough slot, that long at
+    most. The deadline ends once the body is whole, the client has gone or the answer has begun;
+    an answer begun before the body is whole (a 401, a 413 on the declared length) closes the
+    connection once sent, so the rest of the body cannot keep it open either. A request that
+    announces no body (no ``content-length``, or 0, and no ``transfer-encoding``) has none."""
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, seconds: float, log: Any
+    ) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not declares_body(Headers(scope=scope)):
+            await self.app(scope, receive, send)
+            return
+        answered = whole = False
+        with anyio.move_on_after(self.seconds) as deadline:
+
+            async def receiving() -> AsgiMessage:
+                nonlocal whole
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    deadline.deadline = math.inf  # the body is whole, or the client gone
+                    whole = True
+                return message
+
+            async def sending(message: AsgiMessage) -> None:
+                nonlocal answered
+                if message["type"] == "http.response.start":
+                    deadline.deadline = math.inf
+                    answered = True
+                    if not whole:
+                        message = _closing(message)
+                await send(message)
+
+            await self.app(scope, receiving, sending)
+        if deadline.cancelled_caught and not answered:
+            self.log.warning("http.body_timeout", path=scope.get("path"), seconds=self.seconds)
+            await error_response(
+                408,
+                f"the request body did not arrive whole within {self.seconds:g} s "
+                "(server.body_timeout)",
+                "request_timeout",
+                headers={"connection": "close"},
+            )(scope, receive, send)
+
+
+def _closing(start: AsgiMessage) -> AsgiMessage:
+    """An ``http.response.start`` that closes the connection after its answer."""
+    headers = [(k, v) for k, v in start.get("headers", []) if bytes(k).lower() != b"connection"]
+    return {**start, "headers": [*headers, (b"connection", b"close")]}

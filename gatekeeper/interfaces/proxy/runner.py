@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
+#: Seconds uvicorn keeps a keep-alive connection open with no new request after an answer
+#: (``timeout_keep_alive``, uvicorn's own default, set here so that it is said); then it closes
+#: it. A connection that has not yet sent a whole request's headers is not timed out by uvicorn
+#: (README, Scale out: a reverse proxy in front); its body is, by ``server.body_timeout``.
+KEEP_ALIVE_SECONDS = 5
 # The collector's thresholds while serving (Python's defaults: 700, 10, 10). Measured with
 # eval/benchmark_throughput.py: with the model and the app frozen out of the collector's scans
 # and young collections 28x rarer, the proxy's p99 at 64 clients fell from 335-366 ms to
@@ -227,13 +232,16 @@ def _portable(settings: Settings) -> Settings:
 def _config(app: Any, host: str, port: int, graceful: float, *, factory: bool = False) -> Any:
     import uvicorn
 
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        factory=factory,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(graceful),
-    )
+    return uvicorn.Config(app, host=host, port=port, factory=factory, **uvicorn_options(graceful))
+
+
+def uvicorn_options(graceful_shutdown_seconds: float) -> dict[str, Any]:
+    """The options ``gatekeeper serve`` runs uvicorn with, beside the app and the address (also
+    those of :class:`~gatekeeper.testing.LoopbackServer`)."""
+    return {
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(graceful_shutdown_seconds),
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+    }

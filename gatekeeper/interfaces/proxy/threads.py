@@ -33,6 +33,10 @@ instructions costs no more memory than any other. The turns a local answer keeps
 upstream are kept as the client sent them (photos, files and tool items included), each up to
 :data:`MAX_KEPT_ITEM` characters; a larger one by its text. A request naming an answer it does
 not hold (another process, evicted, a restart) is judged on what it carries.
+
+Each turn and item is measured once, when it is first remembered, and keeps its size: an answer
+continuing a remembered one reuses the sizes of the turns the two share (the same objects, never
+changed once held), so remembering a long conversation costs what its new turns cost.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gatekeeper.conversation import attachment_types, content_text
@@ -64,6 +68,8 @@ class Thread:
     upstream_previous: str | None = None  # a local answer's last id the upstream knows
     unseen: tuple[Json, ...] = ()  # a local answer's turns the upstream has not seen
     refusal: bool = False  # a local answer that is one of the gate's refusals
+    # the JSON size of each of ``messages`` then ``unseen`` (set by ResponseThreads.remember)
+    sizes: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
 
 class ResponseThreads:
@@ -93,13 +99,21 @@ class ResponseThreads:
                 self._threads.move_to_end(response_id)
             return thread
 
-    def remember(self, response_id: Any, thread: Thread) -> None:
-        """Keep ``thread`` as the chat behind ``response_id`` (a string id, else nothing)."""
+    def remember(self, response_id: Any, thread: Thread, previous: Thread | None = None) -> None:
+        """Keep ``thread`` as the chat behind ``response_id`` (a string id, else nothing).
+
+        ``previous``: the remembered thread (as :meth:`get` gave it) that ``thread`` continues;
+        the turns and items ``thread`` took over from it are kept as they are, with the sizes
+        measured then, and only the new ones are cut down and measured."""
         if self.size <= 0 or not isinstance(response_id, str) or not response_id:
             return
-        slim = tuple(_slim(m, self.max_chars) for m in thread.messages if _turn(m))
-        thread = replace(thread, messages=slim)
-        size = _json_size(thread)
+        turns, items = _held(previous)
+        slim = tuple(
+            m if _among(m, turns) else _slim(m, self.max_chars) for m in thread.messages if _turn(m)
+        )
+        sizes = (*(_size(m, turns) for m in slim), *(_size(i, items) for i in thread.unseen))
+        thread = replace(thread, messages=slim, sizes=sizes)
+        size = sum(sizes)
         with self._lock:
             self._forget(response_id)
             if size > self.max_bytes:
@@ -156,12 +170,42 @@ def _reference(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "item_reference" and "role" not in item
 
 
-def _json_size(thread: Thread) -> int:
-    """About the memory ``thread`` holds: the UTF-8 bytes of its turns as JSON (a character
-    costs Python up to 4 bytes: counting characters let emoji take 4 times the budget)."""
-    items = (*thread.messages, *thread.unseen)
-    dumped = (json.dumps(item, ensure_ascii=False, default=str) for item in items)
-    return sum(len(text.encode("utf-8", "surrogatepass")) for text in dumped)
+#: Turns or items of a remembered thread by ``id()``, each with its size (:func:`_held`).
+_Held = dict[int, tuple[Json, int]]
+
+
+def _held(thread: Thread | None) -> tuple[_Held, _Held]:
+    """The turns (``messages``) and the items (``unseen``) of a remembered ``thread``, with the
+    sizes measured for them (none for a thread that was not remembered)."""
+    if thread is None or len(thread.sizes) != len(thread.messages) + len(thread.unseen):
+        return {}, {}
+    cut = len(thread.messages)
+    turns = zip(thread.messages, thread.sizes[:cut], strict=True)
+    items = zip(thread.unseen, thread.sizes[cut:], strict=True)
+    return (
+        {id(turn): (turn, size) for turn, size in turns},
+        {id(item): (item, size) for item, size in items},
+    )
+
+
+def _among(item: Json, held: _Held) -> bool:
+    """Whether ``item`` is one of the turns or items in ``held`` (that very object)."""
+    entry = held.get(id(item))
+    return entry is not None and entry[0] is item
+
+
+def _size(item: Json, held: _Held) -> int:
+    """``item``'s size: as measured when it was remembered, else :func:`_json_size`."""
+    entry = held.get(id(item))
+    return entry[1] if entry is not None and entry[0] is item else _json_size(item)
+
+
+def _json_size(item: Json) -> int:
+    """About the memory ``item`` (a turn, an input item) holds: the UTF-8 bytes of its JSON (a
+    character costs Python up to 4 bytes: counting characters let emoji take 4 times the
+    budget)."""
+    text = json.dumps(item, ensure_ascii=False, default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _turn(message: Json) -> bool:

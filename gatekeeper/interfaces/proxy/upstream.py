@@ -76,17 +76,42 @@ def timeout_error(proxy: Proxy, exc: Exception, headers: Mapping[str, str]) -> P
     )
 
 
+#: The most of an upstream's error body the proxy reads (an OpenAI error is under a kilobyte):
+#: a longer one is not read on, and not passed on (:func:`_raise_for_upstream_status`).
+MAX_ERROR_BYTES = 1024 * 1024
+
+
+async def _error_body(response: httpx.Response) -> bytes | None:
+    """An upstream error answer's body (empty when it broke off), closing the answer; None,
+    unread beyond it, when it is longer than :data:`MAX_ERROR_BYTES`."""
+    declared = response.headers.get("content-length", "")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        if declared.isdigit() and int(declared) > MAX_ERROR_BYTES:
+            return None
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ERROR_BYTES:
+                return None
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
+    return b"".join(chunks)
+
+
 async def _raise_for_upstream_status(
     proxy: Proxy, response: httpx.Response, headers: Mapping[str, str]
 ) -> None:
-    """5xx and a refused proxy key become 502; other 4xx (the client's) pass through as-is."""
+    """5xx and a refused proxy key become 502; other 4xx (the client's) pass through as-is,
+    their body scrubbed of the proxy's keys. A 4xx error body over :data:`MAX_ERROR_BYTES` is
+    not passed on: the client gets the upstream's status (so the ``openai`` client raises the
+    same error class) with the proxy's own error JSON saying so."""
     status = response.status_code
-    try:
-        body = proxy.scrub(await response.aread())
-    except httpx.HTTPError:
-        body = b""
-    finally:
-        await response.aclose()
+    read = await _error_body(response)
+    body = b"" if read is None else proxy.scrub(read)
     if status in (401, 403):
         proxy.log.error("upstream.auth_failed", status=status)
         raise _fault(
@@ -97,15 +122,24 @@ async def _raise_for_upstream_status(
             headers,
             code="upstream_auth_failed",
         )
+    too_long = f"an error body over {MAX_ERROR_BYTES} bytes (not read)"
     if status >= 500:
-        proxy.log.warning("upstream.error", status=status)
-        detail = _upstream_message(body)
+        proxy.log.warning("upstream.error", status=status, body_too_long=read is None)
+        detail = too_long if read is None else _upstream_message(body)
         message = f"the upstream LLM endpoint answered HTTP {status}"
         raise _fault(proxy, "status_5xx", message + (f": {detail}" if detail else ""), headers)
     proxy.metrics.upstream_error("status_4xx")
-    raise Passthrough(
-        Response(body, status, headers=passthrough_headers(response, headers, proxy.scrub))
-    )
+    out_headers = passthrough_headers(response, headers, proxy.scrub)
+    if read is None:
+        proxy.log.warning("upstream.error_body_too_long", status=status, limit=MAX_ERROR_BYTES)
+        out_headers.pop("content-type", None)  # the proxy's JSON replaces the upstream's body
+        raise upstream_failure(
+            status,
+            f"the upstream LLM endpoint answered HTTP {status} with {too_long}",
+            "upstream_error_too_long",
+            out_headers,
+        )
+    raise Passthrough(Response(body, status, headers=out_headers))
 
 
 def _fault(
