@@ -12,6 +12,7 @@ only a warning (exemplars are edited often, and the scale does not move much).
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
@@ -23,19 +24,37 @@ CALIBRATE_HINT = (
 
 
 #: Environment variables that choose the model or the rule: a calibration must see them too.
-_SCALE_VARIABLES = ("GATEKEEPER_EMBEDDING__", "GATEKEEPER_GATE__RULE", "GATEKEEPER_GATE__DENSITY_K")
+#: The embedding settings among them make up the embedder's identity (provider, model, pooling,
+#: model class, instruction, max length, int8 and its runtime, dimensions, adapter) or say which
+#: server embeds (base_url); not where graphs are cached, threads, batches, timeouts or the key.
+_SCALE_VARIABLES = (
+    "GATEKEEPER_EMBEDDING__PROVIDER",
+    "GATEKEEPER_EMBEDDING__MODEL",
+    "GATEKEEPER_EMBEDDING__POOLING",
+    "GATEKEEPER_EMBEDDING__MODEL_CLASS",
+    "GATEKEEPER_EMBEDDING__QUERY_INSTRUCTION",
+    "GATEKEEPER_EMBEDDING__MAX_LENGTH",
+    "GATEKEEPER_EMBEDDING__QUANTIZE",
+    "GATEKEEPER_EMBEDDING__RUNTIME",
+    "GATEKEEPER_EMBEDDING__DIMENSIONS",
+    "GATEKEEPER_EMBEDDING__ADAPTER",
+    "GATEKEEPER_EMBEDDING__BASE_URL",
+    "GATEKEEPER_GATE__RULE",
+    "GATEKEEPER_GATE__DENSITY_K",
+)
 
 
 def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
     """The ``gatekeeper calibrate`` command to advise, reading (and writing) the same settings
     file (``config_flag``, see :meth:`Settings.write_flag`: a ``--config`` even when only the
     package's own settings are in play, which ``--write`` refuses) and catalog as the gate,
-    with the environment variables that chose its model or rule (never a key's value)."""
+    with the environment variables that chose its model or rule (never a key's value), each
+    value quoted for the shell (an e5 instruction is 'query: ')."""
     command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
     env = sorted(
-        f"{name}={value}"
+        f"{name}={shlex.quote(value)}"
         for name, value in os.environ.items()
-        if name.upper().startswith(_SCALE_VARIABLES) and "KEY" not in name.upper()
+        if name.upper() in _SCALE_VARIABLES
     )
     return " ".join([*env, command]) + (f" --catalog {catalog}" if catalog else "")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,48 @@ def test_the_advised_command_carries_the_variables_that_chose_the_scale(
     hint = calibrate_hint(" --config my.yaml")
     assert hint.startswith("GATEKEEPER_GATE__RULE=contrast gatekeeper calibrate --config my.yaml")
     assert "sk-secret" not in hint and "UPSTREAM" not in hint
+
+
+def test_the_advised_command_carries_only_the_embedding_variables_that_choose_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Of the GATEKEEPER_EMBEDDING__* variables the advised command carries those that choose
+    the model (an instruction quoted for the shell), not the graph cache, threads, batch size,
+    timeout or key (it copied every one, GATEKEEPER_EMBEDDING__CACHE_DIR too)."""
+    import shlex
+
+    from gatekeeper.calibration import calibrate_hint
+
+    for name in [n for n in os.environ if n.upper().startswith("GATEKEEPER_")]:
+        monkeypatch.delenv(name)
+    chosen = {
+        "GATEKEEPER_EMBEDDING__MODEL": "/models/e5",
+        "GATEKEEPER_EMBEDDING__QUERY_INSTRUCTION": "query: ",
+        "GATEKEEPER_EMBEDDING__ADAPTER": "/adapters/shop-1",
+    }
+    other = {
+        "GATEKEEPER_EMBEDDING__CACHE_DIR": "/cache",
+        "GATEKEEPER_EMBEDDING__THREADS": "2",
+        "GATEKEEPER_EMBEDDING__BATCH_SIZE": "8",
+        "GATEKEEPER_EMBEDDING__TIMEOUT": "5",
+        "GATEKEEPER_EMBEDDING__API_KEY": "sk-secret",
+    }
+    for name, value in {**chosen, **other}.items():
+        monkeypatch.setenv(name, value)
+    words = shlex.split(calibrate_hint())
+    at = words.index("gatekeeper")
+    assert dict(word.split("=", 1) for word in words[:at]) == chosen
+    assert words[at + 1] == "calibrate"
+
+
+def test_every_variable_the_advised_command_may_carry_is_a_setting() -> None:
+    """The variables the calibrate hint copies are all names a setting reads."""
+    from gatekeeper._variables import known_variables
+    from gatekeeper.calibration import _SCALE_VARIABLES
+    from gatekeeper.settings import Settings
+
+    known, _ = known_variables(Settings)
+    assert set(_SCALE_VARIABLES) <= known
 
 
 def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:
