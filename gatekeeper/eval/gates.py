@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.calibration import for_single_messages as single_messages
 from gatekeeper.calibration import record
 from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
@@ -47,8 +48,9 @@ def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
 
 def for_single_messages(gate: Gatekeeper) -> Gatekeeper:
     """The same gate for a run that judges single messages only: the conversation settings act
-    inside chats alone, so a hint that they are stale (to calibrate them on chats) is dropped."""
-    return with_gate_settings(gate, conversations_calibrated_for=None)
+    inside chats alone, so a hint that they are stale (to calibrate them on chats) is dropped
+    (see :func:`gatekeeper.calibration.for_single_messages`)."""
+    return with_gate_settings(gate, **dict(single_messages(gate.settings.gate)))
 
 
 def for_calibration(gate: Gatekeeper) -> Gatekeeper:

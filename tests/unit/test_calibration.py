@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 from gatekeeper.calibration import check_calibrated, record
 from gatekeeper.errors import UncalibratedError
 from gatekeeper.eval.settings_file import store_threshold
-from gatekeeper.settings import GateSettings, load_settings
+from gatekeeper.settings import CalibrationRecord, GateSettings, load_settings
 from gatekeeper.testing import make_gate
 
 MODEL, RULE = "local:minilm:mean", "density"
@@ -81,17 +82,86 @@ def test_conversation_settings_of_another_model_warn_with_the_command() -> None:
     assert "--conversations CHATS.jsonl" in warning
 
 
-def test_conversation_settings_of_this_model_or_unrecorded_do_not_warn() -> None:
-    """No warning when the conversation settings were calibrated for this model and rule, or
-    carry no record (the built-in defaults, or values set by hand)."""
+def test_conversation_settings_of_this_model_defaults_or_beside_no_record_do_not_warn() -> None:
+    """No warning when the conversation settings were calibrated for this model and rule, are
+    the built-in defaults, or sit beside a threshold with no record (allowed uncalibrated)."""
     made_here = _gate(
         calibrated_for=record(MODEL, RULE, "c"),
         conversations_calibrated_for=record(MODEL, RULE, "c"),
+        **OLD_CALIBRATION,
     )
-    unrecorded = _gate(calibrated_for=record(MODEL, RULE, "c"))
-    for gate in (made_here, unrecorded):
+    defaults = _gate(calibrated_for=record(MODEL, RULE, "c"))
+    uncalibrated = _gate(allow_uncalibrated=True, **OLD_CALIBRATION)
+    for gate in (made_here, defaults, uncalibrated):
         outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
         assert outcome.warnings == ()
+
+
+#: Conversation settings as an older `calibrate --conversations --write` left them: no record.
+OLD_CALIBRATION = {"session_margin": 0.05, "followup_max_words": 6}
+
+
+def test_unrecorded_conversation_settings_beside_a_calibrated_threshold_warn() -> None:
+    """Conversation settings other than the defaults with no record, beside a threshold that
+    has one (an older calibrate --conversations --write wrote none): one warning naming them,
+    the calibrate command with --conversations, and the record that would end it."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    outcome = check_calibrated(
+        gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x", config_flag=" --config my.yaml"
+    )
+    (warning,) = outcome.warnings
+    assert "gate.session_margin, gate.followup_max_words are set with no record" in warning
+    assert "`gatekeeper calibrate --config my.yaml --dataset " in warning
+    assert "--write --catalog x --conversations CHATS.jsonl`" in warning
+    made_for = json.dumps({"model": MODEL, "rule": RULE})
+    assert warning.endswith(f"gate.conversations_calibrated_for: {made_for}")
+
+
+def test_the_record_an_unrecorded_warning_advises_ends_it_and_catches_a_later_model() -> None:
+    """Setting the record the warning names ends the warning; a later change of model then
+    warns that the conversation settings were calibrated for the old one."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    (warning,) = check_calibrated(
+        gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x"
+    ).warnings
+    advised = yaml.safe_load(warning.rsplit("gate.", 1)[1])["conversations_calibrated_for"]
+    recorded = gate.model_copy(
+        update={"conversations_calibrated_for": CalibrationRecord(**advised)}
+    )
+    outcome = check_calibrated(recorded, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
+    assert outcome.warnings == ()
+    moved = recorded.model_copy(update={"calibrated_for": record("openai:e5-query", RULE, "c")})
+    (later,) = check_calibrated(
+        moved, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x"
+    ).warnings
+    assert f"were calibrated for model {MODEL!r}" in later
+
+
+def test_a_refused_threshold_mentions_chats_when_the_conversation_settings_have_no_record() -> None:
+    """Another model's threshold is refused with --conversations advised when the conversation
+    settings were set with no record (they may be the old model's too)."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    with pytest.raises(UncalibratedError) as raised:
+        check_calibrated(gate, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x")
+    assert "add --conversations CHATS.jsonl" in str(raised.value)
+    assert "nothing records which model they were chosen for" in str(raised.value)
+
+
+def test_the_gate_logs_unrecorded_conversation_settings_once(tmp_path: Path) -> None:
+    """A library gate whose conversation settings have no record beside a calibrated threshold
+    logs one gate.calibration_stale event, however many chats it then decides."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.testing import HashingEmbedder
+
+    made_for = CalibrationRecord(model=HashingEmbedder().identity, rule="contrast")
+    gate = make_gate(tmp_path, gate={"calibrated_for": made_for, **OLD_CALIBRATION})
+    chat = [{"role": "user", "content": "where is my order"}]
+    with capture_logs() as logs:
+        gate.check(chat)
+        gate.check(chat)
+    (hint,) = [entry["hint"] for entry in logs if entry["event"] == "gate.calibration_stale"]
+    assert "set with no record" in hint and "--conversations CHATS.jsonl" in hint
 
 
 def test_the_gate_refuses_before_deciding(tmp_path: Path) -> None:
