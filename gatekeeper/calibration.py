@@ -218,10 +218,11 @@ def conversations_warning(gate: GateSettings, *, model: str, rule: str, command:
     )
 
 
-def for_single_messages(gate: GateSettings) -> GateSettings:
-    """``gate`` for judging single messages only: the conversation settings act inside chats
-    alone, so they go back to their defaults with no record (they change no decision there,
-    and a hint to calibrate them would be about values the run does not use)."""
+def without_conversation_settings(gate: GateSettings) -> GateSettings:
+    """``gate`` with the conversation settings at their defaults and no record, for a run they
+    change nothing in: one that judges single messages only (they act inside chats alone), or
+    one that chooses them (``calibrate --conversations`` routes the chats with candidates of
+    its own). A hint to calibrate them would be about values the run does not use."""
     fields = GateSettings.model_fields
     defaults = {name: fields[name].default for name in CONVERSATION_SETTINGS}
     return gate.model_copy(update={**defaults, "conversations_calibrated_for": None})

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper._rows import loads_json, shown
-from gatekeeper.calibration import for_single_messages
+from gatekeeper.calibration import without_conversation_settings
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
@@ -60,8 +60,9 @@ def check(
         # No turn cache: the second, timed decision must embed its message as a new one would
         # (from the cache it took 0.3 ms instead of the forward pass's 5-14 ms).
         # One message alone is judged without the conversation settings: no hint about them.
-        single = conversation is None
-        gate_settings = for_single_messages(settings.gate) if single else settings.gate
+        gate_settings = settings.gate
+        if conversation is None:
+            gate_settings = without_conversation_settings(gate_settings)
         no_cache = gate_settings.model_copy(update={"turn_cache": 0})
         gate = load_gate(settings.model_copy(update={"gate": no_cache}))
         if settings.catalog_apart():
