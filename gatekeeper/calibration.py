@@ -11,7 +11,9 @@ only a warning (exemplars are edited often, and the scale does not move much).
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
@@ -23,19 +25,37 @@ CALIBRATE_HINT = (
 
 
 #: Environment variables that choose the model or the rule: a calibration must see them too.
-_SCALE_VARIABLES = ("GATEKEEPER_EMBEDDING__", "GATEKEEPER_GATE__RULE", "GATEKEEPER_GATE__DENSITY_K")
+#: The embedding settings among them make up the embedder's identity (provider, model, pooling,
+#: model class, instruction, max length, int8 and its runtime, dimensions, adapter) or say which
+#: server embeds (base_url); not where graphs are cached, threads, batches, timeouts or the key.
+_SCALE_VARIABLES = (
+    "GATEKEEPER_EMBEDDING__PROVIDER",
+    "GATEKEEPER_EMBEDDING__MODEL",
+    "GATEKEEPER_EMBEDDING__POOLING",
+    "GATEKEEPER_EMBEDDING__MODEL_CLASS",
+    "GATEKEEPER_EMBEDDING__QUERY_INSTRUCTION",
+    "GATEKEEPER_EMBEDDING__MAX_LENGTH",
+    "GATEKEEPER_EMBEDDING__QUANTIZE",
+    "GATEKEEPER_EMBEDDING__RUNTIME",
+    "GATEKEEPER_EMBEDDING__DIMENSIONS",
+    "GATEKEEPER_EMBEDDING__ADAPTER",
+    "GATEKEEPER_EMBEDDING__BASE_URL",
+    "GATEKEEPER_GATE__RULE",
+    "GATEKEEPER_GATE__DENSITY_K",
+)
 
 
 def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
     """The ``gatekeeper calibrate`` command to advise, reading (and writing) the same settings
     file (``config_flag``, see :meth:`Settings.write_flag`: a ``--config`` even when only the
     package's own settings are in play, which ``--write`` refuses) and catalog as the gate,
-    with the environment variables that chose its model or rule (never a key's value)."""
+    with the environment variables that chose its model or rule (never a key's value), each
+    value quoted for the shell (an e5 instruction is 'query: ')."""
     command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
     env = sorted(
-        f"{name}={value}"
+        f"{name}={shlex.quote(value)}"
         for name, value in os.environ.items()
-        if name.upper().startswith(_SCALE_VARIABLES) and "KEY" not in name.upper()
+        if name.upper() in _SCALE_VARIABLES
     )
     return " ".join([*env, command]) + (f" --catalog {catalog}" if catalog else "")
 
@@ -71,12 +91,10 @@ def check_calibrated(
     if found is not None and rule != found.rule and "GATEKEEPER_GATE__RULE" not in os.environ:
         hint += f" --rule {rule}"  # chosen by the file or for this run (eval --rule): say so
     foreign = conversations_foreign(gate, model=model, rule=rule)
-    chats_hint = (
-        f"{foreign}: if you serve chats, run `{hint} --conversations CHATS.jsonl` (labelled chats)"
-    )
+    chats_hint = conversations_warning(gate, model=model, rule=rule, command=hint)
     if found is None:
         if gate.allow_uncalibrated:  # a threshold chosen by hand: the chats' settings still count
-            return Calibrated((chats_hint,) if foreign else ())
+            return Calibrated((chats_hint,) if chats_hint else ())
         in_code = (
             ""
             if from_file
@@ -95,17 +113,11 @@ def check_calibrated(
     ]
     if differs and not gate.allow_uncalibrated:
         scale = "another model's" if found.model != model else "another rule's"
-        chats = (
-            " (if you serve chats, add --conversations CHATS.jsonl to calibrate the "
-            "conversation settings too: they were calibrated for the old scale)"
-            if foreign
-            else ""
-        )
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
             f"threshold means nothing on {scale} scale. Run `{hint}` to calibrate it "
-            f"for this gate{chats}, or set gate.allow_uncalibrated: true to decide with "
-            "it anyway"
+            f"for this gate{_chats_too(gate, foreign=foreign is not None)}, or set "
+            "gate.allow_uncalibrated: true to decide with it anyway"
         )
     warnings = []
     if found.catalog is not None and found.catalog != catalog_hash:
@@ -113,9 +125,24 @@ def check_calibrated(
             "gate.threshold was calibrated on a catalog with other contents (an earlier version, "
             f"or another catalog); consider `{hint}`"
         )
-    if foreign:
+    if chats_hint:
         warnings.append(chats_hint)
     return Calibrated(tuple(warnings))
+
+
+def _chats_too(gate: GateSettings, *, foreign: bool) -> str:
+    """What a refusal of another scale's threshold adds about the conversation settings: to
+    calibrate them too, when they were calibrated for the old scale or have no record."""
+    if foreign:
+        why = "they were calibrated for the old scale"
+    elif conversations_unrecorded(gate):
+        why = "nothing records which model they were chosen for"
+    else:
+        return ""
+    return (
+        " (if you serve chats, add --conversations CHATS.jsonl to calibrate the conversation "
+        f"settings too: {why})"
+    )
 
 
 def conversations_foreign(gate: GateSettings, *, model: str, rule: str) -> str | None:
@@ -141,3 +168,61 @@ def conversations_foreign(gate: GateSettings, *, model: str, rule: str) -> str |
         f"{', '.join(differs)}: on another score scale they can refuse customers in the "
         "middle of a served chat, or let drifts through"
     )
+
+
+#: What ``calibrate --conversations --write`` chooses: cosine values and a word count measured
+#: at one model's threshold, on its score scale.
+CONVERSATION_SETTINGS = (
+    "session_margin",
+    "followup_max_words",
+    "followup_off_topic_max",
+    "followup_off_topic_gap",
+)
+
+
+def conversations_unrecorded(gate: GateSettings) -> tuple[str, ...]:
+    """The conversation settings whose model cannot be checked: those set to other than their
+    defaults with no ``gate.conversations_calibrated_for`` beside a threshold that has its record
+    (``calibrated_for``), as a ``calibrate --conversations --write`` from before that record
+    existed left them. They went unchecked: after a ``tune`` and a threshold-only calibration,
+    an adapter gate kept such values and refused 15 of 344 test customer turns (10 with values
+    calibrated for it). Empty beside a threshold without a record: nothing is checked there."""
+    if gate.conversations_calibrated_for is not None or gate.calibrated_for is None:
+        return ()
+    fields = GateSettings.model_fields
+    return tuple(n for n in CONVERSATION_SETTINGS if getattr(gate, n) != fields[n].default)
+
+
+def conversations_warning(gate: GateSettings, *, model: str, rule: str, command: str) -> str | None:
+    """The warning to give about the conversation settings of a gate on ``model`` and ``rule``,
+    if any (calibrated for another model or rule, or set with no record), with ``command`` (a
+    ``gatekeeper calibrate ... --write`` for this gate) to fix it."""
+    run = f"`{command} --conversations CHATS.jsonl` (labelled chats)"
+    foreign = conversations_foreign(gate, model=model, rule=rule)
+    if foreign:
+        return f"{foreign}: if you serve chats, run {run}"
+    unrecorded = conversations_unrecorded(gate)
+    if not unrecorded:
+        return None
+    made_for = json.dumps({"model": model, "rule": rule}, ensure_ascii=False)
+    one = len(unrecorded) == 1
+    return (
+        f"{', '.join(f'gate.{name}' for name in unrecorded)} {'is' if one else 'are'} set with "
+        f"no record of the model {'it was' if one else 'they were'} chosen for (no "
+        "gate.conversations_calibrated_for: set by hand, or by the `calibrate --conversations "
+        "--write` of an older gatekeeper, which wrote none), so a change of model goes "
+        "unnoticed, and on another model's score scale they can refuse customers in the middle "
+        f"of a served chat. If you serve chats, calibrate them for this model: {run}; if they "
+        "were chosen for this model, record that instead (which also ends this warning): "
+        f"gate.conversations_calibrated_for: {made_for}"
+    )
+
+
+def without_conversation_settings(gate: GateSettings) -> GateSettings:
+    """``gate`` with the conversation settings at their defaults and no record, for a run they
+    change nothing in: one that judges single messages only (they act inside chats alone), or
+    one that chooses them (``calibrate --conversations`` routes the chats with candidates of
+    its own). A hint to calibrate them would be about values the run does not use."""
+    fields = GateSettings.model_fields
+    defaults = {name: fields[name].default for name in CONVERSATION_SETTINGS}
+    return gate.model_copy(update={**defaults, "conversations_calibrated_for": None})

@@ -233,7 +233,8 @@ class GateSettings(_Section):
         None,
         description="the model, rule and catalog the conversation settings (session_margin, "
         "followup_*) were calibrated for (`calibrate --conversations ... --write`); another "
-        "model or rule gets a warning: they are cosine values on the model's scale",
+        "model or rule gets a warning: they are cosine values on the model's scale. Values "
+        "other than the defaults without it, beside a calibrated threshold, warn too",
     )
     allow_uncalibrated: bool = Field(
         False,

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper._rows import loads_json, shown
+from gatekeeper.calibration import without_conversation_settings
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
@@ -59,8 +60,10 @@ def check(
         # No turn cache: the second, timed decision must embed its message as a new one would
         # (from the cache it took 0.3 ms instead of the forward pass's 5-14 ms).
         # One message alone is judged without the conversation settings: no hint about them.
-        single = {"conversations_calibrated_for": None} if conversation is None else {}
-        no_cache = settings.gate.model_copy(update={"turn_cache": 0, **single})
+        gate_settings = settings.gate
+        if conversation is None:
+            gate_settings = without_conversation_settings(gate_settings)
+        no_cache = gate_settings.model_copy(update={"turn_cache": 0})
         gate = load_gate(settings.model_copy(update={"gate": no_cache}))
         if settings.catalog_apart():
             _check_threshold_fits(settings, gate)

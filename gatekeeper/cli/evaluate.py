@@ -358,25 +358,26 @@ def calibrate(
         )
         typer.echo(f"wrote gate.threshold = {result.threshold:.4f}{also} to {target}")
         if found is None:
-            _warn_foreign_conversations(settings, made_for)
+            _warn_stale_conversations(settings, made_for, f"{command} --write")
         else:
             _store_conversations(
                 found, made_for, target, command, conversations, conversation_target
             )
 
 
-def _warn_foreign_conversations(settings: Settings, made_for: CalibrationRecord) -> None:
-    """After a threshold alone was written: warn when the file's conversation settings were
-    calibrated for another model or rule."""
-    from gatekeeper.calibration import conversations_foreign
+def _warn_stale_conversations(
+    settings: Settings, made_for: CalibrationRecord, command: str
+) -> None:
+    """After a threshold alone was written (recorded as ``made_for``): warn when the file's
+    conversation settings were calibrated for another model or rule, or carry no record."""
+    from gatekeeper.calibration import conversations_warning
 
-    foreign = conversations_foreign(settings.gate, model=made_for.model, rule=made_for.rule)
-    if foreign:
-        _stderr().print(
-            f"[bold yellow]warning:[/] {escape(foreign)}. Calibrate them for this model too: "
-            "run the same command with --conversations CHATS.jsonl (labelled chats)",
-            highlight=False,
-        )
+    written = settings.gate.model_copy(update={"calibrated_for": made_for})
+    warning = conversations_warning(
+        written, model=made_for.model, rule=made_for.rule, command=command
+    )
+    if warning:
+        _stderr().print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def _choose_conversations(gate: Any, chats: Any, target: float, path: Path | None) -> Any:

@@ -25,7 +25,7 @@ from gatekeeper.conversation import GAP_OFF, FollowupPolicy, Turn
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset
-from gatekeeper.eval.gates import judge_all
+from gatekeeper.eval.gates import judge_all, without_conversation_settings
 from gatekeeper.eval.progress import TaskFactory, no_progress
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ def calibrate_conversations(
     chunk_size: int = 128,
 ) -> ConversationCalibration:
     """Choose ``gate.session_margin``, ``followup_off_topic_max``, ``followup_off_topic_gap`` and
-    ``followup_max_words`` on the chats of ``dataset`` at the gate's threshold."""
+    ``followup_max_words`` on the chats of ``dataset`` at the gate's threshold. The gate's own
+    values play no part (each candidate routes the chats), nor a hint that they are stale."""
+    gate = without_conversation_settings(gate)
     chats = [e for e in dataset.examples if e.multi_turn]
     if not chats:
         raise DatasetError(

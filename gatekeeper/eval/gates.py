@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.calibration import record
+from gatekeeper.calibration import without_conversation_settings as without_them
 from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
@@ -45,17 +46,23 @@ def with_threshold(gate: Gatekeeper, threshold: float) -> Gatekeeper:
     )
 
 
-def for_single_messages(gate: Gatekeeper) -> Gatekeeper:
-    """The same gate for a run that judges single messages only: the conversation settings act
-    inside chats alone, so a hint that they are stale (to calibrate them on chats) is dropped."""
-    return with_gate_settings(gate, conversations_calibrated_for=None)
+def without_conversation_settings(gate: Gatekeeper) -> Gatekeeper:
+    """The same gate for a run the conversation settings change nothing in (single messages
+    only, or choosing them): they go back to their defaults with no record, so no hint that
+    they are stale is given (see :func:`gatekeeper.calibration.without_conversation_settings`)."""
+    return with_gate_settings(gate, **dict(without_them(gate.settings.gate)))
 
 
 def for_calibration(gate: Gatekeeper) -> Gatekeeper:
     """The same gate, allowed to score before its threshold is calibrated (calibration only
     needs threshold-free scores). The configured threshold's record is dropped too: it is about
-    to be replaced, so a warning that it was calibrated on another catalog would be noise."""
-    return with_gate_settings(gate, allow_uncalibrated=True, calibrated_for=None)
+    to be replaced, so a warning that it was calibrated on another catalog would be noise; and
+    the conversation settings' record (they still route the calibration chats): whether they
+    are stale is said by the gate the threshold is then used in (or by ``calibrate`` once it
+    wrote the threshold), not once more here."""
+    return with_gate_settings(
+        gate, allow_uncalibrated=True, calibrated_for=None, conversations_calibrated_for=None
+    )
 
 
 def record_of(gate: Gatekeeper) -> CalibrationRecord:

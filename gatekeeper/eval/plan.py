@@ -21,10 +21,10 @@ from gatekeeper.eval.gates import (
     ensure_index,
     finetuned_gate,
     for_calibration,
-    for_single_messages,
     settings_for_catalog,
     tuned_gate,
     with_threshold,
+    without_conversation_settings,
 )
 from gatekeeper.eval.intervals import check_draws
 from gatekeeper.eval.metrics import build_report
@@ -156,7 +156,7 @@ def evaluate_gate(
         {"the test messages": dataset, "the calibration messages": calibration_set},
     )
     if not any(e.multi_turn for d in (dataset, calibration_set) if d for e in d.examples):
-        gate = for_single_messages(gate)  # no chat here: the conversation settings act on none
+        gate = without_conversation_settings(gate)  # no chat here: they act on none
     started = time.perf_counter()
     tuned: dict[str, Any] | None = None
     if plan.tune:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import yaml
 from gatekeeper.calibration import check_calibrated, record
 from gatekeeper.errors import UncalibratedError
 from gatekeeper.eval.settings_file import store_threshold
-from gatekeeper.settings import GateSettings, load_settings
+from gatekeeper.settings import CalibrationRecord, GateSettings, load_settings
 from gatekeeper.testing import make_gate
 
 MODEL, RULE = "local:minilm:mean", "density"
@@ -80,17 +82,86 @@ def test_conversation_settings_of_another_model_warn_with_the_command() -> None:
     assert "--conversations CHATS.jsonl" in warning
 
 
-def test_conversation_settings_of_this_model_or_unrecorded_do_not_warn() -> None:
-    """No warning when the conversation settings were calibrated for this model and rule, or
-    carry no record (the built-in defaults, or values set by hand)."""
+def test_conversation_settings_of_this_model_defaults_or_beside_no_record_do_not_warn() -> None:
+    """No warning when the conversation settings were calibrated for this model and rule, are
+    the built-in defaults, or sit beside a threshold with no record (allowed uncalibrated)."""
     made_here = _gate(
         calibrated_for=record(MODEL, RULE, "c"),
         conversations_calibrated_for=record(MODEL, RULE, "c"),
+        **OLD_CALIBRATION,
     )
-    unrecorded = _gate(calibrated_for=record(MODEL, RULE, "c"))
-    for gate in (made_here, unrecorded):
+    defaults = _gate(calibrated_for=record(MODEL, RULE, "c"))
+    uncalibrated = _gate(allow_uncalibrated=True, **OLD_CALIBRATION)
+    for gate in (made_here, defaults, uncalibrated):
         outcome = check_calibrated(gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
         assert outcome.warnings == ()
+
+
+#: Conversation settings as an older `calibrate --conversations --write` left them: no record.
+OLD_CALIBRATION = {"session_margin": 0.05, "followup_max_words": 6}
+
+
+def test_unrecorded_conversation_settings_beside_a_calibrated_threshold_warn() -> None:
+    """Conversation settings other than the defaults with no record, beside a threshold that
+    has one (an older calibrate --conversations --write wrote none): one warning naming them,
+    the calibrate command with --conversations, and the record that would end it."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    outcome = check_calibrated(
+        gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x", config_flag=" --config my.yaml"
+    )
+    (warning,) = outcome.warnings
+    assert "gate.session_margin, gate.followup_max_words are set with no record" in warning
+    assert "`gatekeeper calibrate --config my.yaml --dataset " in warning
+    assert "--write --catalog x --conversations CHATS.jsonl`" in warning
+    made_for = json.dumps({"model": MODEL, "rule": RULE})
+    assert warning.endswith(f"gate.conversations_calibrated_for: {made_for}")
+
+
+def test_the_record_an_unrecorded_warning_advises_ends_it_and_catches_a_later_model() -> None:
+    """Setting the record the warning names ends the warning; a later change of model then
+    warns that the conversation settings were calibrated for the old one."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    (warning,) = check_calibrated(
+        gate, model=MODEL, rule=RULE, catalog_hash="c", catalog="x"
+    ).warnings
+    advised = yaml.safe_load(warning.rsplit("gate.", 1)[1])["conversations_calibrated_for"]
+    recorded = gate.model_copy(
+        update={"conversations_calibrated_for": CalibrationRecord(**advised)}
+    )
+    outcome = check_calibrated(recorded, model=MODEL, rule=RULE, catalog_hash="c", catalog="x")
+    assert outcome.warnings == ()
+    moved = recorded.model_copy(update={"calibrated_for": record("openai:e5-query", RULE, "c")})
+    (later,) = check_calibrated(
+        moved, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x"
+    ).warnings
+    assert f"were calibrated for model {MODEL!r}" in later
+
+
+def test_a_refused_threshold_mentions_chats_when_the_conversation_settings_have_no_record() -> None:
+    """Another model's threshold is refused with --conversations advised when the conversation
+    settings were set with no record (they may be the old model's too)."""
+    gate = _gate(calibrated_for=record(MODEL, RULE, "c"), **OLD_CALIBRATION)
+    with pytest.raises(UncalibratedError) as raised:
+        check_calibrated(gate, model="openai:e5-query", rule=RULE, catalog_hash="c", catalog="x")
+    assert "add --conversations CHATS.jsonl" in str(raised.value)
+    assert "nothing records which model they were chosen for" in str(raised.value)
+
+
+def test_the_gate_logs_unrecorded_conversation_settings_once(tmp_path: Path) -> None:
+    """A library gate whose conversation settings have no record beside a calibrated threshold
+    logs one gate.calibration_stale event, however many chats it then decides."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.testing import HashingEmbedder
+
+    made_for = CalibrationRecord(model=HashingEmbedder().identity, rule="contrast")
+    gate = make_gate(tmp_path, gate={"calibrated_for": made_for, **OLD_CALIBRATION})
+    chat = [{"role": "user", "content": "where is my order"}]
+    with capture_logs() as logs:
+        gate.check(chat)
+        gate.check(chat)
+    (hint,) = [entry["hint"] for entry in logs if entry["event"] == "gate.calibration_stale"]
+    assert "set with no record" in hint and "--conversations CHATS.jsonl" in hint
 
 
 def test_the_gate_refuses_before_deciding(tmp_path: Path) -> None:
@@ -148,6 +219,48 @@ def test_the_advised_command_carries_the_variables_that_chose_the_scale(
     hint = calibrate_hint(" --config my.yaml")
     assert hint.startswith("GATEKEEPER_GATE__RULE=contrast gatekeeper calibrate --config my.yaml")
     assert "sk-secret" not in hint and "UPSTREAM" not in hint
+
+
+def test_the_advised_command_carries_only_the_embedding_variables_that_choose_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Of the GATEKEEPER_EMBEDDING__* variables the advised command carries those that choose
+    the model (an instruction quoted for the shell), not the graph cache, threads, batch size,
+    timeout or key (it copied every one, GATEKEEPER_EMBEDDING__CACHE_DIR too)."""
+    import shlex
+
+    from gatekeeper.calibration import calibrate_hint
+
+    for name in [n for n in os.environ if n.upper().startswith("GATEKEEPER_")]:
+        monkeypatch.delenv(name)
+    chosen = {
+        "GATEKEEPER_EMBEDDING__MODEL": "/models/e5",
+        "GATEKEEPER_EMBEDDING__QUERY_INSTRUCTION": "query: ",
+        "GATEKEEPER_EMBEDDING__ADAPTER": "/adapters/shop-1",
+    }
+    other = {
+        "GATEKEEPER_EMBEDDING__CACHE_DIR": "/cache",
+        "GATEKEEPER_EMBEDDING__THREADS": "2",
+        "GATEKEEPER_EMBEDDING__BATCH_SIZE": "8",
+        "GATEKEEPER_EMBEDDING__TIMEOUT": "5",
+        "GATEKEEPER_EMBEDDING__API_KEY": "sk-secret",
+    }
+    for name, value in {**chosen, **other}.items():
+        monkeypatch.setenv(name, value)
+    words = shlex.split(calibrate_hint())
+    at = words.index("gatekeeper")
+    assert dict(word.split("=", 1) for word in words[:at]) == chosen
+    assert words[at + 1] == "calibrate"
+
+
+def test_every_variable_the_advised_command_may_carry_is_a_setting() -> None:
+    """The variables the calibrate hint copies are all names a setting reads."""
+    from gatekeeper._variables import known_variables
+    from gatekeeper.calibration import _SCALE_VARIABLES
+    from gatekeeper.settings import Settings
+
+    known, _ = known_variables(Settings)
+    assert set(_SCALE_VARIABLES) <= known
 
 
 def test_store_threshold_writes_the_record_and_reads_back(tmp_path: Path) -> None:

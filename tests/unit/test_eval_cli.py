@@ -283,6 +283,87 @@ def test_calibrate_conversations_records_the_model_and_later_warns(
     assert "were calibrated for rule 'contrast' (now 'top1')" in " ".join(output.split())
 
 
+def _with_old_conversation_settings(config: Path) -> None:
+    """``config`` as an older gatekeeper's `calibrate --conversations --write` left it: the
+    threshold with its record, the conversation settings with none."""
+    made_for = json.dumps({"model": HashingEmbedder().identity, "rule": "contrast"})
+    catalog = FIXTURES / "tiny_catalog.yaml"
+    old = "  threshold: 0.2\n"
+    new = (
+        f"  threshold: 0.2\n  calibrated_for: {made_for}\n  followup_max_words: 6\n"
+        "  session_margin: 0.05  # gatekeeper calibrate ... --conversations chats.jsonl --write\n"
+    )
+    config.write_text(config.read_text().replace(old, new) + f"catalog: {catalog}\n")
+
+
+def test_calibrate_warns_once_about_conversation_settings_without_a_record(config: Path) -> None:
+    """A threshold-only calibrate --write into a file whose conversation settings have no
+    record (an older calibrate --conversations wrote none) warns once with the command that
+    calibrates them; with --conversations they are recorded and the warning ends."""
+    _with_old_conversation_settings(config)
+    base = [
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--write",
+    ]  # fmt: skip
+    code, output = _invoke(*base)
+    said = " ".join(output.split())
+    assert code == 0 and said.count("set with no record") == 1, output
+    command = (
+        f"`gatekeeper calibrate --config {config} --dataset {FIXTURES / 'tiny_calibration.jsonl'} "
+        "--target-pass-rate 0.85 --rule contrast --write --conversations CHATS.jsonl`"
+    )
+    assert command in said
+    code, output = _invoke(*base, "--conversations", FIXTURES / "tiny_chats.jsonl")
+    assert code == 0 and "set with no record" not in output, output  # they are being chosen
+    code, output = _invoke(*base)
+    assert code == 0 and "conversation" not in output, output
+
+
+def test_calibrate_says_once_that_the_conversation_settings_are_foreign(config: Path) -> None:
+    """A threshold-only calibrate --write for another rule than the conversation settings'
+    says they are foreign once (it said so twice: a log line, then the printed warning); one
+    with --conversations, which recalibrates them, not at all (it logged it twice)."""
+    _with_old_conversation_settings(config)
+    base = [
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--write",
+    ]  # fmt: skip
+    code, output = _invoke(*base, "--conversations", FIXTURES / "tiny_chats.jsonl")
+    assert code == 0, output
+    foreign = "were calibrated for rule 'contrast' (now 'top1')"
+    for extra, times in (((), 1), (("--conversations", FIXTURES / "tiny_chats.jsonl"), 0)):
+        code, output = _invoke(*base, "--rule", "top1", *extra)
+        assert code == 0 and " ".join(output.split()).count(foreign) == times, output
+
+
+def test_check_and_eval_of_chats_warn_once_about_unrecorded_conversation_settings(
+    config: Path, tmp_path: Path
+) -> None:
+    """check --conversation and an eval with chats (also one that calibrates first) log the
+    unrecorded-conversation-settings warning once; check TEXT and an eval of single messages,
+    which they do not act on, not."""
+    _with_old_conversation_settings(config)
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "user", "content": "where is my order"}]))
+    single = tmp_path / "single.jsonl"
+    lines = (FIXTURES / "tiny_eval.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    single.write_text("".join(line for line in lines if '"messages"' not in line), "utf-8")
+    out = ["--out", tmp_path / "report", "--latency-sample", "0", "--bootstrap", "0"]
+    calibration = FIXTURES / "tiny_calibration.jsonl"
+    calibrating = [*out, "--calibrate-on", calibration, "--target-pass-rate", "0.85"]
+    runs = [
+        (("check", "--config", config, "--conversation", chat), 1),
+        (("check", "--config", config, "where is my order"), 0),
+        (("eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl", *out), 1),
+        (("eval", "--config", config, "--dataset", single, *out), 0),
+        (("eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl", *calibrating), 1),
+    ]
+    for args, warnings in runs:
+        code, output = _invoke(*args)
+        assert code == 0, output
+        assert output.count("set with no record") == warnings, (args, output)
+
+
 def test_store_threshold_creates_a_missing_file(tmp_path: Path) -> None:
     """A settings file that does not exist yet is created with gate.threshold."""
     path = tmp_path / "new" / "gatekeeper.yaml"
