@@ -23,7 +23,8 @@ build or the new one, never a half-built collection.
 Readers in other processes (replicas, ``index --rebuild`` beside a live proxy) hold the build
 they opened, so a rebuild keeps the build it replaced as ``gatekeeper_previous`` and the *next*
 rebuild drops it; a build no pointer names (an ``index`` killed while filling it) is dropped by
-a later sync once no other process can still be filling it (:mod:`gatekeeper.builds`). Readers
+a later sync once no other process can still be filling it (:mod:`gatekeeper.builds`); embedded,
+a dropped build's folder on disk goes with it (:mod:`gatekeeper.segment_folders`). Readers
 re-read the pointer every ``pointer_ttl`` seconds and, on an error reading a build the pointer
 no longer names, follow it and retry: quick rebuilds fail no query. A row without metadata (a
 build dropped mid-read) is a StoreError, never a TypeError. A search in memory rides out an
@@ -60,6 +61,7 @@ from gatekeeper.search import (
     search_path,
     shortlist,
 )
+from gatekeeper.segment_folders import drop_build, sweep
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
@@ -257,9 +259,11 @@ class ExemplarStore:
     ) -> SyncReport:
         """Make the index match ``catalog``: incrementally, or as an atomic rebuild; a copy in
         memory is current when it returns (another's sync: :mod:`gatekeeper.build_copy`). Old
-        orphan builds are dropped (:mod:`gatekeeper.builds`)."""
+        orphan builds are dropped (:mod:`gatekeeper.builds`), and embedded, the folders of
+        dropped builds removed (:mod:`gatekeeper.segment_folders`)."""
         report = self._sync(catalog, embedder, rebuild, progress, on_total)
         drop_orphans(self._client, self.name, report.collection, self._drop)
+        sweep(self._client)  # folders an earlier version's drops left (embedded)
         if self.holds_copy:
             self._copy.of(self._active, self._count)
         return report
@@ -484,11 +488,7 @@ class ExemplarStore:
         return None
 
     def _drop(self, name: str) -> bool:
-        try:
-            self._client.delete_collection(name)
-        except Exception:  # an old build that cannot be dropped is garbage, not a failure
-            return False
-        return True
+        return drop_build(self._client, name)  # with its folders, embedded
 
     def drop_all(self) -> None:
         """Delete the pointer and every build of this store."""
