@@ -44,7 +44,7 @@ import numpy as np
 from gatekeeper.build_copy import BuildCopy
 from gatekeeper.builds import POINTER_KEY, PREVIOUS_KEY, drop_orphans, new_build_name
 from gatekeeper.catalog import Catalog, Exemplar
-from gatekeeper.chroma_client import collection_name, is_connection_error, open_client
+from gatekeeper.chroma_client import collection_name, guard, open_client
 from gatekeeper.embedding import Embedder, Vectors
 from gatekeeper.errors import (
     IndexMismatchError,
@@ -498,20 +498,7 @@ class ExemplarStore:
                 self._drop(name)
         self._active = None
 
-    def _guard(
-        self, call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()
-    ) -> Any:
-        """Run a Chroma call; turn its failures into StoreErrors."""
-        try:
-            return call()
-        except passthrough:
-            raise
-        except StoreError:
-            raise
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
-            raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
+    _guard = staticmethod(guard)  # a Chroma call whose failures become StoreErrors
 
 
 __all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "collection_name", "open_client"]
