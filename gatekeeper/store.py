@@ -221,6 +221,16 @@ class ExemplarStore:
             return None
         return matrix
 
+    def copy_behind(self) -> ExemplarMatrix | None:
+        """The in-memory copy queries read when it is not of the build last read (its reload
+        pending, or failing: :attr:`reload_failing`); None when it is, or there is none."""
+        return self._copy.behind(self._active, self._count) if self.serving_copy() else None
+
+    @property
+    def reload_failing(self) -> bool:
+        """Whether the copy's last reload failed (logged: ``store.reload_failed``)."""
+        return self._copy.reload_failing
+
     @property
     def holds_copy(self) -> bool:
         """Whether a copy is held in memory (a ``memory``/``pca`` search, or :meth:`exemplars`)."""
