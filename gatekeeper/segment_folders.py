@@ -4,8 +4,10 @@ An embedded Chroma (``PersistentClient``, under ``<data_dir>/chroma``) keeps eac
 HNSW index in a folder named by the collection's vector segment id, ``<segment uuid>/``
 (``header.bin``, ``data_level0.bin``, ``length.bin``, ``link_lists.bin``). chromadb 1.x's
 ``delete_collection`` removes the collection and its segments from its SQLite catalog
-(``chroma.sqlite3``, "sysdb") but leaves that folder on disk (chroma-core/chroma#5259 and #5520,
-open in chromadb 1.5.9; the fix proposed upstream, #7218, was unmerged when this was written).
+(``chroma.sqlite3``, "sysdb") but leaves that folder on disk (seen with chromadb 1.5.9; upstream
+issues chroma-core/chroma#5259 and #5520, open: a maintainer there says removing the files is
+left to a garbage collector that a local Chroma does not run; the fix proposed upstream,
+#7218, was unmerged when this was written).
 Every ``index`` that changes something fills a new build and drops the one before the previous
 (:mod:`gatekeeper.store`), so each left a dead folder: a 2,498-exemplar catalog rebuilt 7 times
 grew ``data/chroma`` from 6.5 MB to 31 MB, 7 folders of 3.4 MB for 2 live builds.
@@ -24,9 +26,10 @@ earlier versions left behind. What it relies on, and why:
   gatekeeper never touches a folder.
 * The sweep removes a folder only if, besides the above, no collection id names it either, it
   holds nothing but HNSW files, and nothing in it was written for :data:`LEAK_AGE`. A live
-  segment is in the sysdb before its folder exists (Chroma writes a collection and its segments
-  in one transaction; the folder comes with the first vectors), and the age keeps a folder that
-  another process is writing out of reach whatever the order.
+  segment is in the sysdb before its folder exists (Chroma records a collection's segments
+  when it creates the collection: a new, empty one has its segment rows and no folder; the
+  folder comes with the first vectors), and the age keeps a folder that another process is
+  writing out of reach whatever the order.
 
 Any failure (a sysdb another Chroma version laid out otherwise, a file still open on Windows)
 leaves folders on disk and is logged; it never fails the drop or the sync.
