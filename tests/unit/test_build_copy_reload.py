@@ -168,3 +168,31 @@ def test_a_failed_reload_is_retried_after_the_retry_interval_not_by_every_query(
     copy = gate.store.serving_copy()
     assert copy is not None and "parcel tracking number" in copy.texts
     assert gate.check("parcel tracking number").intent == "order_status"
+
+
+def test_a_build_that_reads_back_short_is_not_served(
+    tmp_path: Path, held_loads: threading.Event
+) -> None:
+    """A build whose rows are gone by the time its copy loads (a Chroma server's get that races
+    the build's drop answers no rows, not NotFound) is a failed reload, not an empty copy that
+    refused every message as off-topic with no gate error."""
+    gate = make_gate(tmp_path, store={"search": "memory"})
+    gate.index()
+    gate.store.pointer_ttl = 0.0
+    assert gate.check("where is my order", on_error="raise").route.value == "llm"
+    new = make_gate(tmp_path, catalog=_edited()).index(rebuild=True)
+    with capture_logs() as logs:
+        assert gate.check("where is my order", on_error="raise").route.value == "llm"  # held
+        build = gate.store._client.get_collection(new.collection, embedding_function=None)
+        build.delete(ids=build.get()["ids"])  # what the server's racing get answers
+        held_loads.set()
+        deadline = time.monotonic() + 10
+        while not gate.store.reload_failing and gate.store.copy_behind() is not None:
+            assert time.monotonic() < deadline  # until the load is done, either way
+            time.sleep(0.01)
+        for text in ("where is my order", "i want a refund"):
+            assert gate.check(text, on_error="raise").route.value == "llm"
+    copy = gate.store.serving_copy()
+    assert copy is not None and len(copy) == 11
+    (failed,) = _events(logs, "store.reload_failed")
+    assert "0 of its 13 rows" in failed["error"]
