@@ -12,39 +12,93 @@ hash is the copy's (:meth:`~gatekeeper.store.ExemplarStore.indexed_catalog_hash`
 moves to the new build's catalog with its exemplars, as soon as they are loaded. With
 ``wait=True`` (what :meth:`~gatekeeper.store.ExemplarStore.exemplars` and a sync of this
 process ask) :meth:`BuildCopy.of` returns the current build.
+
+A reload that fails leaves the copy before answering, so it is said, and tried again. An
+operator saw why (an older gatekeeper's ``index`` wrote rows in place into the build a newer
+proxy held, which an embedded Chroma client cannot read back: "Error finding id"): the proxy
+served its old 15-exemplar copy for minutes, with no log line, while ``/readyz`` reported the
+store's 20. Now the first failed reload logs ``store.reload_failed`` (a warning: decisions go
+on, from the copy before), repeats at most every 10 s with how many failed since, and the load
+that works again logs ``store.reload_recovered`` (:class:`~gatekeeper.outage.Outage`, the rule
+of ``gate.failed``). A failed background reload of a build is tried again by a query (or the
+proxy's refresh) once :data:`RETRY_SECONDS` have passed; another build is loaded at once.
+:meth:`BuildCopy.behind` says when the copy served is not the build a store last read
+(``/readyz`` answers ``degraded`` then). A load that reads back another number of rows than
+the build held is a failed one too: a Chroma server's ``get`` that races the build's drop
+answers no rows rather than NotFound (16 of 450 such reads on loopback), and that empty copy
+refused every message as off-topic, with no gate error, until the next build loaded.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from gatekeeper.errors import StoreError
+from gatekeeper.logging import get_logger
+from gatekeeper.outage import Outage
 from gatekeeper.search import BuildKey, ExemplarMatrix
 
 #: The store's guard around a Chroma call: failures become StoreErrors, but for the
 #: ``passthrough`` exceptions (chromadb's NotFoundError: a build dropped meanwhile).
 Guard = Callable[..., Any]
 
+#: Seconds before a background reload of a build that failed is tried again.
+RETRY_SECONDS = 5.0
+
+
+def build_key(collection: Any, count: int) -> BuildKey:
+    """What identifies the contents of ``collection`` (a build holding ``count`` rows)."""
+    return (collection.name, str((collection.metadata or {}).get("catalog_hash")), count)
+
 
 class BuildCopy:
     """The copy in memory of the build last read (``matrix``), read through ``guard``."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.matrix: ExemplarMatrix | None = None
         self._guard = guard
         self._lock = threading.Lock()  # one load at a time
         self._loading: BuildKey | None = None  # the build a background thread is loading
         self._flag = threading.Lock()
+        self._retry_seconds, self._clock = retry_seconds, clock
+        self._failed: tuple[BuildKey, float] | None = None  # the last reload that failed, when
+        self._reloads = Outage(
+            get_logger(),
+            clock=clock,
+            failed="store.reload_failed",
+            recovered="store.reload_recovered",
+            level="warning",
+        )
+
+    @property
+    def reload_failing(self) -> bool:
+        """Whether the last reload of the copy failed (the copy before answers meanwhile)."""
+        return self._reloads.going_on
+
+    def behind(self, collection: Any, count: int) -> ExemplarMatrix | None:
+        """The copy, when it is not of ``collection`` holding ``count`` rows (a reload under
+        way or failing), else None."""
+        matrix = self.matrix
+        if matrix is None or collection is None or matrix.key == build_key(collection, count):
+            return None
+        return matrix
 
     def of(self, collection: Any, count: int, pca: int = 0, *, wait: bool = True) -> ExemplarMatrix:
         """The copy of ``collection`` (holding ``count`` rows), loaded again when the build's
         name, catalog hash or count has changed; with a coarse index on ``pca`` principal
         directions when ``pca`` is set. Without ``wait``, a copy of another build answers
         while this one loads in the background (see the module's docstring)."""
-        key = (collection.name, str((collection.metadata or {}).get("catalog_hash")), count)
+        key = build_key(collection, count)
         matrix = self.matrix
         if matrix is not None and matrix.key == key and (not pca or matrix.pca == pca):
             return matrix
@@ -63,14 +117,41 @@ class BuildCopy:
     def _load(self, collection: Any, key: BuildKey) -> ExemplarMatrix:
         from chromadb.errors import NotFoundError
 
+        served = self.matrix
         load = partial(ExemplarMatrix.load, collection, key)
-        matrix: ExemplarMatrix = self._guard(load, passthrough=(NotFoundError,))
+        try:
+            matrix: ExemplarMatrix = self._guard(load, passthrough=(NotFoundError,))
+            if len(matrix) != key[2]:  # a Chroma server's get racing a drop answers no rows
+                raise StoreError(
+                    f"build {key[0]!r} read back {len(matrix)} of its {key[2]} rows "
+                    "(dropped or rewritten while it was read)"
+                )
+        except StoreError as exc:  # NotFoundError: the build was dropped, a newer one follows
+            if served is not None:
+                self._reload_failed(exc, served, key)
+            raise
+        self._failed = None
+        self._reloads.succeeded(collection=key[0], exemplars=len(matrix))
         return matrix
+
+    def _reload_failed(self, exc: StoreError, served: ExemplarMatrix, key: BuildKey) -> None:
+        self._failed = (key, self._clock())
+        self._reloads.failed(
+            exc,
+            collection=key[0],
+            exemplars=key[2],
+            serving=served.key[0],
+            serving_exemplars=len(served),
+            retry_seconds=self._retry_seconds,
+        )
 
     def _load_behind(self, collection: Any, count: int, pca: int, key: BuildKey) -> None:
         with self._flag:
             if self._loading is not None:
                 return  # one background load at a time; a newer build is loaded after it
+            failed = self._failed
+            if failed and failed[0] == key and self._clock() - failed[1] < self._retry_seconds:
+                return  # this build failed to load a moment ago: not yet again
             self._loading = key
         threading.Thread(
             target=self._load_quietly,
@@ -85,7 +166,7 @@ class BuildCopy:
         try:
             self.of(collection, count, pca)
         except (StoreError, NotFoundError):
-            pass  # the copy before keeps answering; the next query tries again
+            pass  # logged by _load; the copy before keeps answering, a later query retries
         finally:
             with self._flag:
                 self._loading = None

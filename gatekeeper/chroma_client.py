@@ -1,5 +1,5 @@
-"""Opening Chroma (at once, or on first use: :class:`LazyClient`), and the name of a catalog's
-store in it."""
+"""Opening Chroma (at once, or on first use: :class:`LazyClient`), the name of a catalog's
+store in it, and its failures as StoreErrors (:func:`guard`)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,18 @@ def is_connection_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def guard(call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()) -> Any:
+    """Run a Chroma call; turn its failures into StoreErrors (StoreUnavailableError when Chroma
+    cannot be reached), but for the ``passthrough`` exceptions."""
+    try:
+        return call()
+    except passthrough:
+        raise
+    except StoreError:
+        raise
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
+        raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc

@@ -1,11 +1,13 @@
-"""A run of gate failures (the model or Chroma down), logged as an operator reads it.
+"""A run of failures (the model or Chroma down, a build copy that will not reload), logged as
+an operator reads it.
 
 Each failed decision is still counted (``gatekeeper_gate_failures_total``) and carries
 ``gate_error`` in its own ``gate.decided`` line; what this module limits is the ``gate.failed``
 ERROR line, which a Chroma outage under load wrote once per request (1,087 lines in ten
 seconds, an operator's walkthrough). The first failure of a run is logged at once, repeats at
-most every ``every`` seconds with how many failed since, and the first decision that works
-again logs ``gate.recovered`` with the run's length.
+most every ``every`` seconds with how many failed since, and the first success after it logs
+``gate.recovered`` with the run's length. The same rule, under other event names, logs a copy
+of a build that keeps failing to reload (:mod:`gatekeeper.build_copy`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ REPEAT_EVERY = 10.0
 
 
 class Outage:
-    """The current run of failures, if any (thread-safe)."""
+    """The current run of failures, if any (thread-safe), logged as ``failed`` (at ``level``)
+    and ``recovered`` events."""
 
     def __init__(
         self,
@@ -28,17 +31,26 @@ class Outage:
         *,
         every: float = REPEAT_EVERY,
         clock: Callable[[], float] = time.monotonic,
+        failed: str = "gate.failed",
+        recovered: str = "gate.recovered",
+        level: str = "error",
     ) -> None:
         self._log, self._every, self._clock = log, every, clock
+        self._events, self._level = (failed, recovered), level
         self._lock = threading.Lock()
         self._started: float | None = None
         self._logged_at = 0.0
         self._failures = 0
         self._unlogged = 0
 
-    def failed(self, exc: Exception, policy: str) -> None:
-        """One failed decision: logged when it starts a run, or ``every`` seconds after the
-        last line."""
+    @property
+    def going_on(self) -> bool:
+        """Whether a run of failures is going on (no success since the last failure)."""
+        return self._started is not None
+
+    def failed(self, exc: Exception, policy: str | None = None, **fields: Any) -> None:
+        """One failure: logged (with ``policy`` and ``fields``) when it starts a run, or
+        ``every`` seconds after the last line."""
         now = self._clock()
         with self._lock:
             self._failures += 1
@@ -49,14 +61,15 @@ class Outage:
             if first:
                 self._started = now
             repeated, self._unlogged, self._logged_at = self._unlogged, 0, now
-        fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
-        fields["policy"] = policy
+        fields = {"error": str(exc), "error_type": type(exc).__name__, **fields}
+        if policy is not None:
+            fields["policy"] = policy
         if not first:
             fields["repeated"] = repeated + 1  # failures since the last line, this one included
-        self._log.error("gate.failed", **fields)
+        getattr(self._log, self._level)(self._events[0], **fields)
 
-    def succeeded(self) -> None:
-        """A decision that worked: ends the run, if one is going on."""
+    def succeeded(self, **fields: Any) -> None:
+        """A success: ends the run, if one is going on (logged with ``fields``)."""
         if self._started is None:  # the usual case, without the lock
             return
         with self._lock:
@@ -64,4 +77,4 @@ class Outage:
                 return
             seconds, failures = self._clock() - self._started, self._failures
             self._started, self._failures, self._unlogged = None, 0, 0
-        self._log.info("gate.recovered", failures=failures, seconds=round(seconds, 3))
+        self._log.info(self._events[1], failures=failures, seconds=round(seconds, 3), **fields)

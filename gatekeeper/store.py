@@ -23,7 +23,8 @@ build or the new one, never a half-built collection.
 Readers in other processes (replicas, ``index --rebuild`` beside a live proxy) hold the build
 they opened, so a rebuild keeps the build it replaced as ``gatekeeper_previous`` and the *next*
 rebuild drops it; a build no pointer names (an ``index`` killed while filling it) is dropped by
-a later sync once no other process can still be filling it (:mod:`gatekeeper.builds`). Readers
+a later sync once no other process can still be filling it (:mod:`gatekeeper.builds`); embedded,
+a dropped build's folder on disk goes with it (:mod:`gatekeeper.segment_folders`). Readers
 re-read the pointer every ``pointer_ttl`` seconds and, on an error reading a build the pointer
 no longer names, follow it and retry: quick rebuilds fail no query. A row without metadata (a
 build dropped mid-read) is a StoreError, never a TypeError. A search in memory rides out an
@@ -43,7 +44,7 @@ import numpy as np
 from gatekeeper.build_copy import BuildCopy
 from gatekeeper.builds import POINTER_KEY, PREVIOUS_KEY, drop_orphans, new_build_name
 from gatekeeper.catalog import Catalog, Exemplar
-from gatekeeper.chroma_client import collection_name, is_connection_error, open_client
+from gatekeeper.chroma_client import collection_name, guard, open_client
 from gatekeeper.embedding import Embedder, Vectors
 from gatekeeper.errors import (
     IndexMismatchError,
@@ -60,6 +61,7 @@ from gatekeeper.search import (
     search_path,
     shortlist,
 )
+from gatekeeper.segment_folders import drop_build, sweep
 from gatekeeper.settings import StoreSettings
 from gatekeeper.types import Neighbour
 
@@ -219,6 +221,16 @@ class ExemplarStore:
             return None
         return matrix
 
+    def copy_behind(self) -> ExemplarMatrix | None:
+        """The in-memory copy queries read when it is not of the build last read (its reload
+        pending, or failing: :attr:`reload_failing`); None when it is, or there is none."""
+        return self._copy.behind(self._active, self._count) if self.serving_copy() else None
+
+    @property
+    def reload_failing(self) -> bool:
+        """Whether the copy's last reload failed (logged: ``store.reload_failed``)."""
+        return self._copy.reload_failing
+
     @property
     def holds_copy(self) -> bool:
         """Whether a copy is held in memory (a ``memory``/``pca`` search, or :meth:`exemplars`)."""
@@ -257,9 +269,11 @@ class ExemplarStore:
     ) -> SyncReport:
         """Make the index match ``catalog``: incrementally, or as an atomic rebuild; a copy in
         memory is current when it returns (another's sync: :mod:`gatekeeper.build_copy`). Old
-        orphan builds are dropped (:mod:`gatekeeper.builds`)."""
+        orphan builds are dropped (:mod:`gatekeeper.builds`), and embedded, the folders of
+        dropped builds removed (:mod:`gatekeeper.segment_folders`)."""
         report = self._sync(catalog, embedder, rebuild, progress, on_total)
         drop_orphans(self._client, self.name, report.collection, self._drop)
+        sweep(self._client)  # folders an earlier version's drops left (embedded)
         if self.holds_copy:
             self._copy.of(self._active, self._count)
         return report
@@ -484,11 +498,7 @@ class ExemplarStore:
         return None
 
     def _drop(self, name: str) -> bool:
-        try:
-            self._client.delete_collection(name)
-        except Exception:  # an old build that cannot be dropped is garbage, not a failure
-            return False
-        return True
+        return drop_build(self._client, name)  # with its folders, embedded
 
     def drop_all(self) -> None:
         """Delete the pointer and every build of this store."""
@@ -498,20 +508,7 @@ class ExemplarStore:
                 self._drop(name)
         self._active = None
 
-    def _guard(
-        self, call: Callable[[], Any], passthrough: tuple[type[BaseException], ...] = ()
-    ) -> Any:
-        """Run a Chroma call; turn its failures into StoreErrors."""
-        try:
-            return call()
-        except passthrough:
-            raise
-        except StoreError:
-            raise
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise StoreUnavailableError(f"Chroma is unreachable: {exc}") from exc
-            raise StoreError(f"Chroma failed: {type(exc).__name__}: {exc}") from exc
+    _guard = staticmethod(guard)  # a Chroma call whose failures become StoreErrors
 
 
 __all__ = ["ExemplarStore", "IndexInfo", "SyncReport", "collection_name", "open_client"]

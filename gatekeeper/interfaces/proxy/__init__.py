@@ -71,7 +71,9 @@ is down starts (logging ``gate.not_ready``), serves per ``gate.on_error`` with `
 and recovers by itself when Chroma is back (requests retry, at most once every 5 s). A
 misconfiguration (a bad catalog, a model not found, an index built with another model) still
 refuses to start. A Chroma lost after start is ridden out by a search in memory (decisions
-from its copy of the build, ``/readyz`` 200 ``degraded``). With ``gate.shadow`` every request
+from its copy of the build, ``/readyz`` 200 ``degraded``), and so is a copy that is not of the
+store's build yet (its reload pending or failing: ``/readyz`` 200 ``degraded`` naming the copy
+served; a failing reload logged as ``store.reload_failed``). With ``gate.shadow`` every request
 is decided, logged and counted, then forwarded.
 """
 

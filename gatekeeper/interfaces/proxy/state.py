@@ -206,7 +206,8 @@ class Proxy:
         """Model loaded and collection reachable (blocking: run in a thread). While Chroma is
         unreachable, a gate that decides on its in-memory copy of the build is still ready
         (``status: degraded``): taking it out of a load balancer would refuse customers the
-        gate can serve."""
+        gate can serve. So is one whose copy is not of the store's build (its reload pending or
+        failing): it names the copy it serves, and under ``indexed`` the store's build."""
         self.gate.ready()
         store = self.gate.store
         try:
@@ -220,6 +221,11 @@ class Proxy:
             }
         if info is None:
             raise IndexMissingError.for_collection(store.name, self.gate.settings.index_command())
+        if (copy := store.copy_behind()) is not None:
+            return self._ready("degraded", copy.key[0], len(copy.ids)) | {
+                "reason": "reload_failed" if store.reload_failing else "reload_pending",
+                "indexed": {"collection": info.collection, "exemplars": info.count},
+            }
         return self._ready("ready", info.collection, info.count)
 
     def _ready(self, status: str, collection: str, count: int) -> Json:
