@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
+from gatekeeper.paths import option
 from gatekeeper.settings import CalibrationRecord, GateSettings
 
 CALIBRATE_HINT = (
@@ -57,7 +58,7 @@ def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
         for name, value in os.environ.items()
         if name.upper() in _SCALE_VARIABLES
     )
-    return " ".join([*env, command]) + (f" --catalog {catalog}" if catalog else "")
+    return " ".join([*env, command]) + (option("catalog", catalog) if catalog else "")
 
 
 @dataclass(frozen=True)

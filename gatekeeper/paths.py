@@ -6,6 +6,7 @@ files written whole by a rename, which replaces a symbolic link rather than writ
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import tempfile
 from pathlib import Path
@@ -95,3 +96,10 @@ def _umask_mode() -> int:
 
 
 __all__ = ["read_capped", "why_not_a_file", "why_unwritable", "write_atomically"]
+
+
+def option(name: str, path: object) -> str:
+    """``" --name PATH"`` for a command printed as advice, the path quoted for the shell when it
+    needs it (a settings file under "My Shop/" was advised unquoted, and the pasted command
+    named two arguments)."""
+    return f" --{name} {shlex.quote(str(path))}"

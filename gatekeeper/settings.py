@@ -41,7 +41,7 @@ from gatekeeper._settings_sources import OwnVariables, YamlFile
 from gatekeeper._validation import describe_invalid, http_url
 from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
-from gatekeeper.paths import why_not_a_file
+from gatekeeper.paths import option, why_not_a_file
 from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 from gatekeeper.server_settings import ServerSettings
 
@@ -363,12 +363,12 @@ class Settings(BaseSettings):
         path, default = self._source_file, default_config_path()
         if path is None or (default is not None and path.resolve() == default.resolve()):
             return ""
-        return f" --config {path}"
+        return option("config", path)
 
     def index_command(self) -> str:
         """The ``gatekeeper index`` command that builds this gate's store: with the settings
         file and the catalog it was given apart (``--catalog``), as the advice must say."""
-        apart = f" --catalog {self.catalog}" if self.catalog_apart() else ""
+        apart = option("catalog", self.catalog) if self.catalog_apart() else ""
         return "gatekeeper index" + self.config_flag() + apart
 
     def catalog_apart(self) -> bool:
@@ -385,7 +385,7 @@ class Settings(BaseSettings):
         file serves, a new file named after that catalog (``calibrate --write`` creates it; into
         the file it would refuse to store another catalog's threshold)."""
         if self.catalog_apart():
-            return f" --config {catalog_settings_file(self.catalog)}"
+            return option("config", catalog_settings_file(self.catalog))
         flag = self.config_flag()
         return flag or ("" if own_settings_file() is not None else f" --config {YOUR_SETTINGS}")
 

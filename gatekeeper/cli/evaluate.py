@@ -34,6 +34,7 @@ from gatekeeper.errors import (
     InputError,
 )
 from gatekeeper.eval.formatting import pct
+from gatekeeper.paths import option
 from gatekeeper.rules import DEFAULT_RULE, RULES
 from gatekeeper.settings import CalibrationRecord, Settings
 
@@ -332,9 +333,11 @@ def calibrate(
         too_few = too_few_rows_warning(result)
         if too_few:
             _stderr().print(f"[bold yellow]warning:[/] {escape(too_few)}", highlight=False)
-        flag = f" --config {config}" if config else ""
-        command = f"gatekeeper calibrate{flag} --dataset {dataset} --target-pass-rate "
-        command += f"{target_pass_rate}" + (f" --catalog {catalog}" if catalog is not None else "")
+        flag = option("config", config) if config else ""
+        command = f"gatekeeper calibrate{flag}{option('dataset', dataset)} --target-pass-rate "
+        command += f"{target_pass_rate}" + (
+            option("catalog", catalog) if catalog is not None else ""
+        )
         if rule is not None or gate.rule.name != DEFAULT_RULE:
             command += f" --rule {gate.rule.name}"  # the note's command gives this threshold
         found = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,7 +13,7 @@ from rich.markup import escape
 
 from gatekeeper.cli._app import ConfigOption, _stderr, app, friendly_errors, setup
 from gatekeeper.errors import InputError
-from gatekeeper.paths import why_unwritable, write_atomically
+from gatekeeper.paths import option, why_unwritable, write_atomically
 
 if TYPE_CHECKING:
     from gatekeeper.scaffold import Scaffold
@@ -161,13 +162,13 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: P
         )
         for line, nearest in hits[:top]:
             echo(f"  {line!r}  ~ {nearest!r}")
-    settings_file = config or "YOUR_SETTINGS.yaml"
-    flag = f" --config {config}" if config else ""
+    settings_file = shlex.quote(str(config)) if config else "YOUR_SETTINGS.yaml"
+    flag = option("config", config) if config else ""
     echo("")
     echo("next: edit the catalog (its comments say what), then")
-    echo(f"  gatekeeper index{flag} --catalog {out}")
+    echo(f"  gatekeeper index{flag}{option('catalog', out)}")
     echo(
-        f"  gatekeeper calibrate --catalog {out} --dataset YOUR_LABELLED_MESSAGES.jsonl "
+        f"  gatekeeper calibrate{option('catalog', out)} --dataset YOUR_LABELLED_MESSAGES.jsonl "
         f"--target-pass-rate 0.98 --write --config {settings_file}"
     )
     echo(

@@ -23,6 +23,7 @@ from gatekeeper.cli._app import (
     setup,
     tracked,
 )
+from gatekeeper.paths import option
 from gatekeeper.settings import Settings
 
 
@@ -96,10 +97,11 @@ def tune(
         loaded = load_catalog(catalog_path)
         # The advised commands repeat the user's own --config and --catalog: they must read the
         # same settings file and catalog (and calibrate --write must have a file to write).
-        on_catalog = f" --catalog {catalog}" if catalog else ""
+        on_catalog = option("catalog", catalog) if catalog else ""
         flags = _Flags(
-            for_index=(f" --config {config}" if config else "") + on_catalog,
-            for_calibrate=(f" --config {config}" if config else settings.write_flag()) + on_catalog,
+            for_index=(option("config", config) if config else "") + on_catalog,
+            for_calibrate=(option("config", config) if config else settings.write_flag())
+            + on_catalog,
         )
         if method is TuneMethod.encoder:
             _tune_encoder(

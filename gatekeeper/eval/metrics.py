@@ -43,6 +43,7 @@ from gatekeeper.eval.thresholds import (
     sweep,
     sweep_point,
 )
+from gatekeeper.paths import option
 from gatekeeper.rules import best_in_domain
 from gatekeeper.settings import PricingSettings, catalog_settings_file
 
@@ -325,9 +326,9 @@ def recommend_thresholds(
             best, read_off = _highest_reaching(points, target), source
         if calibration is not None:
             where = calibration_path or calibration.source
-            command = f"gatekeeper calibrate{config_flag} --dataset {where}"
+            command = f"gatekeeper calibrate{config_flag}{option('dataset', where)}"
             command += f" --target-pass-rate {key}"
-            command += f" --catalog {catalog}" if catalog else ""
+            command += option("catalog", catalog) if catalog else ""
             command += " --skip-invalid --write" if skip_invalid else " --write"
         elif best is not None:
             command = (
@@ -375,7 +376,7 @@ def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
     catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
     if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
         return flag or gate.settings.write_flag()  # never a --write that must fail
-    return f" --config {catalog_settings_file(Path(catalog))}"
+    return option("config", catalog_settings_file(Path(catalog)))
 
 
 def build_report(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,31 @@ def test_the_advised_command_reads_the_same_settings_file(tmp_path: Path) -> Non
             catalog="shop.yaml",
             config_flag=settings.config_flag(),
         )
+
+
+def test_advised_commands_quote_paths_with_spaces_for_the_shell(tmp_path: Path) -> None:
+    """A settings file and catalog under "My Shop/" are named quoted in the advised calibrate
+    and index commands, so the pasted command reads them (unquoted, it named two arguments)."""
+    shop = tmp_path / "My Shop"
+    shop.mkdir()
+    own, catalog = shop / "gk.yaml", shop / "my catalog.yaml"
+    own.write_text(f"gate:\n  threshold: 0.3\n  calibrated_for: {{model: {MODEL}, rule: {RULE}}}\n")
+    settings = load_settings(own, catalog=catalog)
+    with pytest.raises(UncalibratedError) as caught:
+        check_calibrated(
+            settings.gate,
+            model="openai:e5-query",
+            rule=RULE,
+            catalog_hash="c",
+            catalog=str(catalog),
+            config_flag=settings.config_flag(),
+        )
+    advised = str(caught.value).split("`gatekeeper calibrate", 1)[1].split("`", 1)[0]
+    words = shlex.split(advised)
+    assert words[words.index("--config") + 1] == str(own)
+    assert words[words.index("--catalog") + 1] == str(catalog)
+    index = shlex.split(settings.index_command())
+    assert index[index.index("--config") + 1] == str(own)
 
 
 def test_settings_built_in_code_are_pointed_to_load_settings() -> None:
