@@ -312,9 +312,9 @@ class FollowupPolicy:
     a catalog of one's own starts from them until ``calibrate --conversations`` runs."""
 
     max_words: int = 4
-    off_topic_max: float = 1.0
+    off_topic_max: float = 0.65
     off_topic_gap: float = GAP_OFF
-    session_margin: float = 0.2
+    session_margin: float = 0.3
 
 
 def clearly_off_topic(judged: Judged, policy: FollowupPolicy) -> bool:

@@ -181,7 +181,7 @@ class GateSettings(_Section):
         "question is forwarded unless clearly off-topic",
     )
     followup_off_topic_max: float = Field(
-        1.0,
+        0.65,
         ge=-1.0,
         le=1.0,
         description="in a served conversation, a turn this close to an off-topic exemplar is "
@@ -195,7 +195,7 @@ class GateSettings(_Section):
         "nearest in-domain one (1.0 and more: off)",
     )
     session_margin: float = Field(
-        0.2,
+        0.3,
         ge=0.0,
         le=1.0,
         description="hysteresis: in a served conversation a turn passes down to threshold - "

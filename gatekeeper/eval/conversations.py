@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)
 OFF_TOPIC_MAX = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
 GAPS = (0.05, 0.1, 0.15, 0.2, GAP_OFF)
-WORDS = (4, 8, 12)
+#: What counts as an answer to the assistant's question is not chosen on chats: an answer is a
+#: datum (a name, an e-mail, a phone number, an order id, "yes", "the blue one"), at most 4
+#: words as a customer counts them. Chosen on the calibration chats from 4, 8 and 12, the grid
+#: paid for a narrower margin with 12 words (their longer in-chat sentences pass on the margin
+#: instead), and forwarded any sentence of up to 12 words after an assistant's question as an
+#: answer: "by the way, who won the match last night?" after "Could you give me the order
+#: number?" (eval/README.md, "How the grid point is chosen").
+WORDS = (4,)
 
 Measured = tuple[FollowupPolicy, float, float | None]  # a policy, its pass and block rates
 
