@@ -131,16 +131,11 @@ class ResponseThreads:
         answer is a refusal; an item it never made or no longer holds is not among them."""
         if not isinstance(items, list):
             return {}
-        answers = {
-            item["id"]: answer
-            for item in items
-            if _reference(item) and (answer := answer_of_item(item.get("id"))) is not None
-        }
         with self._lock:
             return {
-                item_id: thread.refusal
-                for item_id, answer in answers.items()
-                if (thread := self._threads.get(answer)) is not None and thread.local
+                item["id"]: thread.refusal
+                for item in items
+                if (thread := self._answer_of(item)) is not None
             }
 
     def resolved(self, items: list[Any]) -> list[Any]:
@@ -150,14 +145,18 @@ class ResponseThreads:
         with self._lock:
             return [self._answer_message(item) or item for item in items]
 
+    def _answer_of(self, item: Any) -> Thread | None:
+        """The thread of this process's own answer whose output message ``item`` references,
+        if it is held (the lock is held)."""
+        answer = answer_of_item(item.get("id")) if _reference(item) else None
+        thread = self._threads.get(answer) if answer is not None else None
+        return thread if thread is not None and thread.local else None
+
     def _answer_message(self, item: Any) -> Json | None:
         """The answer message an ``item_reference`` names, if this process holds it (the lock
         is held)."""
-        answer = answer_of_item(item.get("id")) if _reference(item) else None
-        thread = self._threads.get(answer) if answer is not None else None
-        if thread is None or not thread.local or not thread.messages:
-            return None
-        return dict(thread.messages[-1])  # the answer: see answered()
+        thread = self._answer_of(item)
+        return dict(thread.messages[-1]) if thread and thread.messages else None  # answered()
 
     def _forget(self, response_id: str) -> None:
         """Drop ``response_id``'s thread, if held (the lock is held)."""
@@ -196,8 +195,7 @@ def _among(item: Json, held: _Held) -> bool:
 
 def _size(item: Json, held: _Held) -> int:
     """``item``'s size: as measured when it was remembered, else :func:`_json_size`."""
-    entry = held.get(id(item))
-    return entry[1] if entry is not None and entry[0] is item else _json_size(item)
+    return held[id(item)][1] if _among(item, held) else _json_size(item)
 
 
 def _json_size(item: Json) -> int:
