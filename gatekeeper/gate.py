@@ -238,16 +238,13 @@ class Gatekeeper:
 
     # -- decisions -----------------------------------------------------------------------
 
-    def without_refused(
-        self, messages: Sequence[Mapping[str, Any]], answer_items: Mapping[str, bool] | None = None
-    ) -> list[Mapping[str, Any]]:
+    def without_refused(self, messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """A chat (OpenAI-format messages) without the turns this gate refused: each of its
-        off-topic replies, as the gate sent it (or a Responses ``item_reference`` to one: the
-        ``answer_items`` marked True), and the customer's messages right before it; what to
+        off-topic replies, as the gate sent it, and the customer's messages right before it; what to
         send the LLM once a later turn is admitted (it would otherwise be handed the request
         the gate turned away). The proxy does this unless ``server.forward_refused_turns``;
         see :func:`~gatekeeper.refusals.without_refused`."""
-        return without_refused(messages, self.refusals, answer_items)
+        return without_refused(messages, self.refusals)
 
     @property
     def refusals(self) -> frozenset[str]:

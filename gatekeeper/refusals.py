@@ -21,41 +21,31 @@ _ASIDE_ROLES = frozenset({"system", "developer"})
 
 
 def without_refused(
-    messages: Sequence[Mapping[str, Any]],
-    refusals: Collection[str],
-    answer_items: Mapping[str, bool] | None = None,
+    messages: Sequence[Mapping[str, Any]], refusals: Collection[str]
 ) -> list[Mapping[str, Any]]:
     """``messages`` without the turns the gate refused (:func:`refused_positions`). What the LLM
     is sent after a refusal: "write my essay" and "Sorry, I only help with orders" would hand
     it the request the gate turned away, with "ok, where is my order? and do what I asked
     first" after it."""
-    refused = refused_positions(messages, refusals, answer_items)
+    refused = refused_positions(messages, refusals)
     return [message for i, message in enumerate(messages) if i not in refused]
 
 
-def refused_positions(
-    messages: Sequence[Mapping[str, Any]],
-    refusals: Collection[str],
-    answer_items: Mapping[str, bool] | None = None,
-) -> set[int]:
+def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collection[str]) -> set[int]:
     """The positions of each assistant message whose text (or structured-output ``refusal``),
     stripped, is one of ``refusals``, and of the customer's messages right before it (over
     any system messages and item references between them, which stay:
     :func:`turns_answered`). Only refusals the customer spoke after count (the turn being
     judged is never taken away), and never an assistant message that calls tools: the gate's
-    refusal calls none.
-
-    ``answer_items`` are the ids of answers the caller gave as items (the proxy's local
-    answers), each with whether it is a refusal: a Responses ``item_reference`` naming one is
-    that answer, a refusal (given by reference) or a reply the walk back stops at. Then every
-    item reference naming an item taken out (by its ``id``) goes too: the upstream would
-    resolve it from its store and put the refused request back."""
-    answers = answer_items or {}
+    refusal calls none. Then every Responses ``item_reference`` naming an item taken out (by
+    the ``id`` it was given) goes too: the upstream would resolve it from its store and put the
+    refused request back. (A reference to one of the proxy's own answers is that answer's
+    message by then: :meth:`~gatekeeper.interfaces.proxy.threads.ResponseThreads.resolved`.)"""
     last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
     refused: set[int] = set()
     for i, message in enumerate(messages[:last_user]):
-        if _refusal(message, refusals, answers):
-            refused |= {i, *turns_answered(messages, i, answers)}
+        if _gate_refusal(message, refusals):
+            refused |= {i, *turns_answered(messages, i)}
     return refused | _references_to(messages, refused)
 
 
@@ -69,19 +59,16 @@ def _references_to(messages: Sequence[Any], taken: set[int]) -> set[int]:
     return {i for i, item in enumerate(messages) if _referenced(item) in named}
 
 
-def turns_answered(
-    messages: Sequence[Any], refusal: int, answer_items: Mapping[str, bool] | None = None
-) -> set[int]:
+def turns_answered(messages: Sequence[Any], refusal: int) -> set[int]:
     """The positions of the customer's messages right before position ``refusal`` (the gate's
     refusal, or the end of a refused request), walking back over asides (:func:`_aside`) and
     stopping at anything else: an assistant message, a tool call or result (the turn before it
-    was answered by the LLM, not refused), a reference to one of ``answer_items``."""
-    answers = answer_items or {}
+    was answered by the LLM, not refused)."""
     turns: set[int] = set()
     for before in range(refusal - 1, -1, -1):
         if _role(messages[before]) == "user":
             turns.add(before)
-        elif not _aside(messages[before]) or _referenced(messages[before]) in answers:
+        elif not _aside(messages[before]):
             break
     return turns
 
@@ -90,26 +77,18 @@ def _aside(item: Any) -> bool:
     """Whether ``item`` answers no turn, so may sit between a customer's turn and the gate's
     refusal of it: a system (or developer) message, or a Responses ``item_reference`` (to an
     item the caller cannot tell: it may be an answer or not)."""
-    return _role(item) in _ASIDE_ROLES or _reference(item)
+    return _role(item) in _ASIDE_ROLES or is_item_reference(item)
 
 
-def _reference(item: Any) -> bool:
+def is_item_reference(item: Any) -> bool:
     """Whether ``item`` is a Responses ``item_reference`` (an item the upstream resolves)."""
     return isinstance(item, Mapping) and "role" not in item and item.get("type") == "item_reference"
 
 
 def _referenced(item: Any) -> str | None:
     """The id a Responses ``item_reference`` names (None for any other item)."""
-    item_id = item.get("id") if _reference(item) else None
+    item_id = item.get("id") if is_item_reference(item) else None
     return item_id if isinstance(item_id, str) else None
-
-
-def _refusal(item: Any, refusals: Collection[str], answers: Mapping[str, bool]) -> bool:
-    """Whether ``item`` is one of the gate's refusals: as it sent it, or by reference."""
-    referenced = _referenced(item)
-    if referenced is not None:
-        return answers.get(referenced, False)
-    return _gate_refusal(item, refusals)
 
 
 def _gate_refusal(message: Any, refusals: Collection[str]) -> bool:
@@ -143,4 +122,10 @@ def _said(message: Mapping[str, Any]) -> str:
     return refusal if not text and isinstance(refusal, str) else text
 
 
-__all__ = ["calls_tools", "refused_positions", "turns_answered", "without_refused"]
+__all__ = [
+    "calls_tools",
+    "is_item_reference",
+    "refused_positions",
+    "turns_answered",
+    "without_refused",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -102,8 +101,7 @@ async def responses(request: Request) -> Response:
     items = input_items(payload["input"])  # as sent: the upstream may be shown them later
     shown = _unrefused_chat(proxy, items) or items
     thread = local_thread(judged, shown, text, previous, previous_id, refused=refused)
-    # an item_reference to a refusal's output message is one too
-    proxy.threads.remember(ident, replace(thread, refusal=refused), previous)
+    proxy.threads.remember(ident, thread, previous)
     return local_responses_answer(payload, text, headers, ident=ident)
 
 
@@ -138,7 +136,7 @@ def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
         return None
     kept: list[Any] = proxy.threads.resolved(chat)
     if not proxy.settings.server.forward_refused_turns:
-        kept = list(proxy.gate.without_refused(kept, proxy.threads.answer_items(chat)))
+        kept = list(proxy.gate.without_refused(kept))
     return None if kept == chat else [dict(m) if isinstance(m, dict) else m for m in kept]
 
 

@@ -18,9 +18,8 @@ away, with "now do what I asked first" after it); canned replies and the turns t
 
 A Responses ``input`` may also give one of the proxy's answers back as an ``item_reference`` to
 its output message (``msg_gk_...``, which the upstream cannot resolve): while the answer is held,
-:meth:`ResponseThreads.answer_items` says which it is, so a reference to a refusal is taken out
-with the turn it refused, as the refusal's text would be (:mod:`gatekeeper.refusals`), and
-:meth:`ResponseThreads.resolved` sends the upstream a held answer's message in its place.
+:meth:`ResponseThreads.resolved` puts that answer's message in its place, so a refusal given by
+reference is taken out with the turn it refused, as its text is (:mod:`gatekeeper.refusals`).
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
@@ -50,7 +49,7 @@ from typing import Any
 from gatekeeper.conversation import attachment_types, content_text
 from gatekeeper.interfaces.local_answers import answer_of_item
 from gatekeeper.interfaces.proxy.errors import Json
-from gatekeeper.refusals import turns_answered
+from gatekeeper.refusals import is_item_reference, turns_answered
 from gatekeeper.types import blank
 
 #: Messages kept per conversation: the conversation rule reads the last few customer turns.
@@ -67,7 +66,6 @@ class Thread:
     local: bool = False
     upstream_previous: str | None = None  # a local answer's last id the upstream knows
     unseen: tuple[Json, ...] = ()  # a local answer's turns the upstream has not seen
-    refusal: bool = False  # a local answer that is one of the gate's refusals
     # the JSON size of each of ``messages`` then ``unseen`` (set by ResponseThreads.remember)
     sizes: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
@@ -124,20 +122,6 @@ class ResponseThreads:
             while len(self._threads) > self.size or self._bytes > self.max_bytes:
                 self._forget(next(iter(self._threads)))
 
-    def answer_items(self, items: Any) -> dict[str, bool]:
-        """The ids named by the ``item_reference`` s among ``items`` (a Responses ``input``)
-        that are the output messages of this process's own answers it still holds
-        (:func:`~gatekeeper.interfaces.local_answers.answer_of_item`), each with whether that
-        answer is a refusal; an item it never made or no longer holds is not among them."""
-        if not isinstance(items, list):
-            return {}
-        with self._lock:
-            return {
-                item["id"]: thread.refusal
-                for item in items
-                if (thread := self._answer_of(item)) is not None
-            }
-
     def resolved(self, items: list[Any]) -> list[Any]:
         """``items`` (a Responses ``input``) with each ``item_reference`` to the output message
         of one of this process's own answers it still holds replaced by that message: the
@@ -148,7 +132,7 @@ class ResponseThreads:
     def _answer_of(self, item: Any) -> Thread | None:
         """The thread of this process's own answer whose output message ``item`` references,
         if it is held (the lock is held)."""
-        answer = answer_of_item(item.get("id")) if _reference(item) else None
+        answer = answer_of_item(item.get("id")) if is_item_reference(item) else None
         thread = self._threads.get(answer) if answer is not None else None
         return thread if thread is not None and thread.local else None
 
@@ -162,11 +146,6 @@ class ResponseThreads:
         """Drop ``response_id``'s thread, if held (the lock is held)."""
         if self._threads.pop(response_id, None) is not None:
             self._bytes -= self._sizes.pop(response_id)
-
-
-def _reference(item: Any) -> bool:
-    """Whether ``item`` is a Responses ``item_reference``."""
-    return isinstance(item, dict) and item.get("type") == "item_reference" and "role" not in item
 
 
 #: Turns or items of a remembered thread by ``id()``, each with its size (:func:`_held`).
