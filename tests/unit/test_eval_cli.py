@@ -264,10 +264,7 @@ def test_calibrate_conversations_records_the_model_and_later_warns(
     a later threshold-only calibration for another model warns that they are foreign."""
     catalog = FIXTURES / "tiny_catalog.yaml"
     config.write_text(config.read_text() + f"catalog: {catalog}\n", encoding="utf-8")
-    base = [
-        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
-        "--target-pass-rate", "0.85", "--write",
-    ]  # fmt: skip
+    base = _calibrate_into(config)
     code, output = _invoke(*base, "--conversations", FIXTURES / "tiny_chats.jsonl")
     assert code == 0, output
     made_for = load_settings(config).gate.conversations_calibrated_for
@@ -281,6 +278,14 @@ def test_calibrate_conversations_records_the_model_and_later_warns(
     code, output = _invoke(*base, "--rule", "top1")
     assert code == 0, output
     assert "were calibrated for rule 'contrast' (now 'top1')" in " ".join(output.split())
+
+
+def _calibrate_into(config: Path) -> list[str | Path]:
+    """The arguments of a threshold-only `calibrate --write` of the tiny files into ``config``."""
+    return [
+        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
+        "--target-pass-rate", "0.85", "--write",
+    ]  # fmt: skip
 
 
 def _with_old_conversation_settings(config: Path) -> None:
@@ -301,10 +306,7 @@ def test_calibrate_warns_once_about_conversation_settings_without_a_record(confi
     record (an older calibrate --conversations wrote none) warns once with the command that
     calibrates them; with --conversations they are recorded and the warning ends."""
     _with_old_conversation_settings(config)
-    base = [
-        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
-        "--target-pass-rate", "0.85", "--write",
-    ]  # fmt: skip
+    base = _calibrate_into(config)
     code, output = _invoke(*base)
     said = " ".join(output.split())
     assert code == 0 and said.count("set with no record") == 1, output
@@ -324,10 +326,7 @@ def test_calibrate_says_once_that_the_conversation_settings_are_foreign(config: 
     says they are foreign once (it said so twice: a log line, then the printed warning); one
     with --conversations, which recalibrates them, not at all (it logged it twice)."""
     _with_old_conversation_settings(config)
-    base = [
-        "calibrate", "--config", config, "--dataset", FIXTURES / "tiny_calibration.jsonl",
-        "--target-pass-rate", "0.85", "--write",
-    ]  # fmt: skip
+    base = _calibrate_into(config)
     code, output = _invoke(*base, "--conversations", FIXTURES / "tiny_chats.jsonl")
     assert code == 0, output
     foreign = "were calibrated for rule 'contrast' (now 'top1')"
