@@ -30,8 +30,12 @@ oldest first, by :func:`route_conversation`:
      one is judged alone and by the session margin; and a turn answers the assistant only
      once a turn of the conversation went to the LLM (since the last refusal), for hosts that
      reword the gate's replies. The same holds for rule 1's "no fixed reply to an answer".
-3. After a refused turn there is no benefit of the doubt: a new in-domain question passes on
-   its own score, and short agreement ("ok", "please?") is refused like the request it follows.
+3. After a refused turn there is no benefit of the doubt. A new in-domain question passes on
+   its own score, however short ("wrong size", "NW-12345": nearest a service intent), while a
+   short turn nearest a small-talk intent (one with a fixed reply) is agreement or pleading
+   ("ok", "please?", "come on": near *thanks* or *goodbye*) and is refused like the request it
+   follows, unless it is clearly that small talk: a close match for the fixed reply, scoring at
+   least the threshold plus ``gate.session_margin`` ("thanks" gets *You're welcome!*).
 
 4. A turn with **no text, only attachments** (an image, audio, a file: a photo of the damaged
    parcel) has nothing to score, so it follows the conversation: forwarded as a ``followup`` in
@@ -396,23 +400,33 @@ def no_canned_attachments(routed: Routed, turn: Turn) -> Routed:
     )
 
 
-def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, reply: str) -> Routed:
-    """Right after a refused turn the bar is higher for a short turn ("ok", "please?"): it
-    must clear the threshold by ``session_margin`` (hysteresis the other way)."""
+def after_refusal(routed: Routed, turn: Turn, policy: FollowupPolicy, catalog: Catalog) -> Routed:
+    """Right after a refused turn, a short turn nearest a small-talk intent (one with a fixed
+    reply) is agreement or pleading ("ok", "please?", "come on" near *thanks* or *goodbye*) and
+    is refused like the request it follows, unless it is clearly that small talk: answered with
+    its fixed reply and scoring at least the threshold plus ``session_margin`` ("thanks"). A
+    short turn nearest a service intent is a new question and keeps its own decision. Until
+    session 28 every short turn had to clear the raised bar, which refused short new questions
+    ("wrong size", "can I exchange it?"); the calibration chats hold no short turn after a
+    refusal to set a bar of its own on."""
     short = turn.words <= policy.max_words
-    if routed.route is Route.OFF_TOPIC or not short:
+    if routed.route is Route.OFF_TOPIC or not short or routed.intent is None:
         return routed
-    if turn.judged.score >= routed.threshold + policy.session_margin:
+    intent = catalog.intent(routed.intent)
+    bar = routed.threshold + policy.session_margin
+    if not intent.canned or (routed.route is Route.CANNED and turn.judged.score >= bar):
         return routed
     return Routed(
         route=Route.OFF_TOPIC,
         intent=None,
-        threshold=routed.threshold + policy.session_margin,  # the bar the score missed
+        threshold=bar,  # the bar the small talk missed (or cleared as no close match)
         reason=(
-            f"short turn right after a refusal, not clearly in-domain (score "
-            f"{turn.judged.score:.3f} < {routed.threshold + policy.session_margin:.3f})"
+            f"short turn right after a refusal, nearest the small talk {intent.name!r} but not "
+            f"clearly it (score {turn.judged.score:.3f}, bar {bar:.3f}, fixed reply "
+            f"{'matched' if routed.route is Route.CANNED else 'too loose'}): agreement or "
+            "pleading, not a new request"
         ),
-        reply=reply,
+        reply=catalog.off_topic.reply,
         nearest_intent=routed.nearest_intent,
     )
 
@@ -462,7 +476,7 @@ def route_conversation(
         else:
             alone = route_turn(turn.judged, catalog=catalog, thresholds=thresholds)
             if previous is not None and previous.route is Route.OFF_TOPIC:
-                previous = after_refusal(alone, turn, policy, catalog.off_topic.reply)
+                previous = after_refusal(alone, turn, policy, catalog)
             else:
                 answering = turn if forwarded else replace(turn, asked=False)
                 previous = no_canned_answer(

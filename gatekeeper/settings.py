@@ -199,7 +199,8 @@ class GateSettings(_Section):
         ge=0.0,
         le=1.0,
         description="hysteresis: in a served conversation a turn passes down to threshold - "
-        "session_margin unless it is clearly off-topic",
+        "session_margin unless it is clearly off-topic; right after a refusal, short small talk "
+        "keeps its fixed reply only from threshold + session_margin",
     )
     canned_min_similarity: float = Field(
         0.7,

@@ -64,6 +64,25 @@ def test_realistic_conversations(real_gate: Gatekeeper) -> None:
     assert real_gate.check(drift).route is Route.OFF_TOPIC
 
 
+def test_after_a_refusal(real_gate: Gatekeeper) -> None:
+    """After a refused joke request, short new questions are served; short pleading is not."""
+    joke = real_gate.check("tell me a joke")
+    chat = [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": joke.reply},
+    ]
+    for text, route in [
+        ("wrong size", Route.LLM),
+        ("can I exchange it?", Route.LLM),
+        ("NW-12345", Route.LLM),
+        ("please?", Route.OFF_TOPIC),
+        ("ok", Route.OFF_TOPIC),
+        ("come on", Route.OFF_TOPIC),
+    ]:
+        decision = real_gate.check([*chat, {"role": "user", "content": text}])
+        assert decision.route is route, (text, decision.reason)
+
+
 def test_vectors_are_normalised_and_deterministic() -> None:
     """The local embedder returns unit float32 vectors, the same for the same text."""
     embedder = LocalEmbedder(EmbeddingSettings())

@@ -91,7 +91,7 @@ def test_check_text_with_a_conversation_is_the_next_turn(
     chat.write_text(json.dumps([{"role": "user", "content": "tell me a joke"}]), encoding="utf-8")
     code, output = _invoke("check", "--conversation", chat, "--config", config, "--json")
     assert code == 0 and json.loads(output)["route"] == "off_topic"
-    question = "where is my order please, it is late"  # a short turn after a refusal needs more
+    question = "where is my order please, it is late"  # judged on its own score after a refusal
     code, output = _invoke("check", question, "--conversation", chat, "--config", config, "--json")
     assert code == 0, output
     decision = json.loads(output)

@@ -116,9 +116,10 @@ def test_in_session_a_turn_near_the_bar_passes() -> None:
 
 def test_a_decision_names_the_bar_its_score_was_held_to() -> None:
     """threshold is the bar applied: the session's (threshold - margin) for a turn passed near
-    the bar, the raised one (threshold + margin) for short agreement refused after a refusal,
+    the bar, the raised one (threshold + margin) for short small talk refused after a refusal,
     the plain one for an answer to the assistant's question (no bar lowered)."""
     from gatekeeper.conversation import after_refusal
+    from gatekeeper.testing import tiny_catalog
 
     near = rescue_followup(
         _routed(Route.OFF_TOPIC), _turn("haha nice", score=0.45), _routed(Route.LLM), POLICY
@@ -127,7 +128,8 @@ def test_a_decision_names_the_bar_its_score_was_held_to() -> None:
     answer = _turn("Maria Lopez", nearest_in=0.25, asked=True)
     answered = rescue_followup(_routed(Route.OFF_TOPIC), answer, _routed(Route.LLM), POLICY)
     assert answered.followup and answered.threshold == 0.5
-    agree = after_refusal(_routed(Route.LLM), _turn("ok", score=0.55), POLICY, "sorry")
+    loose = _routed(Route.LLM, intent="greeting")
+    agree = after_refusal(loose, _turn("ok", score=0.55), POLICY, tiny_catalog())
     assert agree.route is Route.OFF_TOPIC
     assert agree.threshold == pytest.approx(0.5 + POLICY.session_margin)
 
@@ -304,16 +306,35 @@ def test_customer_turns_keep_a_last_turn_of_attachments_as_empty_text() -> None:
         customer_turns([*messages, {"role": "user", "content": [{"no": "type"}]}])
 
 
-def test_short_agreement_after_a_refusal_needs_to_clear_the_bar_by_the_margin() -> None:
-    """After a refused turn, "please?" just over the threshold is refused; a clear new in-domain
-    question passes."""
-    from gatekeeper.conversation import after_refusal
+def _after_a_refusal(text: str, intent: str, score: float, nearest: float | None = None) -> Routed:
+    """``text`` (``intent`` at ``score``, its nearest exemplar at ``nearest``, else ``score``)
+    right after a refused request, on the tiny catalog at threshold 0.5 (bar after a refusal
+    0.6) with a fixed reply only for a match of at least 0.7."""
+    from gatekeeper.testing import tiny_catalog
 
-    passed = Routed(route=Route.LLM, intent="thanks", threshold=0.5, reason="alone")
-    please = after_refusal(passed, _turn("please?", score=0.55), POLICY, "no")
-    assert please.route is Route.OFF_TOPIC and please.intent is None and please.reply == "no"
-    question = after_refusal(passed, _turn("can I change my address?", score=0.7), POLICY, "no")
-    assert question is passed
+    near = score if nearest is None else nearest
+    turn = Turn(text, Judged(score, intent, "near", near, None), word_count(text))
+    thresholds = Thresholds(0.5, canned_min_similarity=0.7)
+    return route_conversation(
+        [REFUSED, turn], catalog=tiny_catalog(), thresholds=thresholds, policy=POLICY
+    )
+
+
+def test_after_a_refusal_short_small_talk_is_refused_and_a_short_question_served() -> None:
+    """Right after a refused request, "ok" nearest a greeting is refused like the request unless
+    it is clearly one (a fixed-reply match over the raised bar); "NW-12345" just over the
+    threshold is served as a new question (the raised bar refused it), and a long turn is
+    judged alone."""
+    agree = _after_a_refusal("ok", "greeting", 0.55)
+    assert (agree.route, agree.intent, agree.nearest_intent) == (Route.OFF_TOPIC, None, "greeting")
+    assert agree.reply == "Sorry, I only help with orders."
+    question = _after_a_refusal("NW-12345", "order_status", 0.55)
+    assert (question.route, question.intent) == (Route.LLM, "order_status")
+    assert _after_a_refusal("hello", "greeting", 0.9).route is Route.CANNED
+    sentence = "ok well then could you just say hello to me nicely and properly like a friend?"
+    assert _after_a_refusal(sentence, "greeting", 0.55).route is Route.LLM
+    assert _after_a_refusal("ok", "greeting", 0.3).route is Route.OFF_TOPIC
+    assert _after_a_refusal("hi", "greeting", 0.55, nearest=0.8).route is Route.OFF_TOPIC
 
 
 def test_conversation_settings_are_calibrated_on_labelled_chats(tmp_path: Path) -> None:
