@@ -201,8 +201,9 @@ def test_calibrate_never_writes_a_threshold_that_misses_the_target(
     rows = [("where is my order", "in_domain"), ("tell me a joke", "in_domain"),
             ("write a poem", "off_topic")]  # fmt: skip
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    args = ["calibrate", "--config", config, "--dataset", data, "--target-pass-rate", "1.0",
-            "--catalog", FIXTURES / "tiny_catalog.yaml"]  # fmt: skip
+    args: list[str | Path] = ["calibrate", "--config", config, "--dataset", data,
+                              "--target-pass-rate", "1.0",
+                              "--catalog", FIXTURES / "tiny_catalog.yaml"]  # fmt: skip
     code, output = _invoke(*args, "--write")
     assert code == 2 and "nothing was written" in " ".join(output.split())
     assert config.read_text() == before
@@ -347,10 +348,17 @@ def test_check_and_eval_of_chats_warn_once_about_unrecorded_conversation_setting
     single = tmp_path / "single.jsonl"
     lines = (FIXTURES / "tiny_eval.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     single.write_text("".join(line for line in lines if '"messages"' not in line), "utf-8")
-    out = ["--out", tmp_path / "report", "--latency-sample", "0", "--bootstrap", "0"]
+    out: list[str | Path] = [
+        "--out",
+        tmp_path / "report",
+        "--latency-sample",
+        "0",
+        "--bootstrap",
+        "0",
+    ]
     calibration = FIXTURES / "tiny_calibration.jsonl"
     calibrating = [*out, "--calibrate-on", calibration, "--target-pass-rate", "0.85"]
-    runs = [
+    runs: list[tuple[tuple[str | Path, ...], int]] = [
         (("check", "--config", config, "--conversation", chat), 1),
         (("check", "--config", config, "where is my order"), 0),
         (("eval", "--config", config, "--dataset", FIXTURES / "tiny_eval.jsonl", *out), 1),
