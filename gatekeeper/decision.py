@@ -33,6 +33,12 @@ threshold when it has one), else ``llm``, or ``canned`` when the intent has a fi
 the nearest exemplar is that close (similarity at least ``gate.canned_min_similarity``). A
 canned reply skips the LLM, so a loose match ("yes" vaguely like "hi") must not earn one: it is
 forwarded instead, which costs a call but never answers a customer with the wrong fixed reply.
+
+Whatever the rule, a message that **is** one of the catalog's off-topic exemplars (similarity at
+least :data:`VERBATIM`, and closer to it than to any in-domain exemplar) scores -1, under every
+threshold: the owner said that text is off-topic. Before, a Spanish shop's own "¿qué tiempo hará
+mañana en Sevilla?" scored 0.442 on the English-only default model (the gap rule took off 0.230
+from an in-domain mean of 0.671) and was forwarded at threshold 0.302.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ from gatekeeper.types import Neighbour
 
 #: How many of the nearest exemplars a decision shows.
 SHOWN_NEIGHBOURS = 5
+#: A similarity this high is the same text (up to float noise, batching and int8 quantisation).
+VERBATIM = 0.999
+#: The score of a copy of an off-topic exemplar: under every threshold.
+OFF_TOPIC_COPY = -1.0
 
 
 class Route(StrEnum):
@@ -171,15 +181,26 @@ def judge(neighbours: Sequence[Neighbour], rule: DecisionRule) -> Judged:
     scored = rule.score(neighbours)
     best_in, best_off = best_in_domain(neighbours), best_off_topic(neighbours)
     ranked = sorted(neighbours, key=lambda n: -n.similarity)
+    score, why = scored.score, scored.why
+    if off_topic_copy(best_in, best_off):
+        score, why = OFF_TOPIC_COPY, f"a copy of an off-topic exemplar of the catalog; {why}"
     return Judged(
-        score=scored.score,
+        score=score,
         intent=scored.intent,
-        why=scored.why,
+        why=why,
         nearest_in=best_in.similarity if best_in is not None else None,
         nearest_off=best_off.similarity if best_off is not None else None,
         neighbours=tuple(ranked[:SHOWN_NEIGHBOURS]),
         farthest=ranked[-1].similarity if ranked else None,
     )
+
+
+def off_topic_copy(best_in: Neighbour | None, best_off: Neighbour | None) -> bool:
+    """Whether the nearest off-topic exemplar is the message itself (:data:`VERBATIM`) and no
+    in-domain exemplar is as close (a text in both blocks is left to the rule)."""
+    if best_off is None or best_off.similarity < VERBATIM:
+        return False
+    return best_in is None or best_in.similarity < best_off.similarity
 
 
 def route_turn(judged: Judged, *, catalog: Catalog, thresholds: Thresholds) -> Routed:

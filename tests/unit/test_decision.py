@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gatekeeper.catalog import parse_catalog
 from gatekeeper.decision import Route, Thresholds, decide
-from gatekeeper.rules import ContrastRule, DensityRule, TopOneRule, build_rule
+from gatekeeper.rules import ContrastRule, DecisionRule, DensityRule, TopOneRule, build_rule
 from gatekeeper.types import Neighbour
 
 CATALOG = parse_catalog(
@@ -162,3 +162,19 @@ def test_a_bar_moved_by_a_margin_is_reported_without_float_noise() -> None:
 
     routed = Routed(route=Route.LLM, intent="a", threshold=0.2569 - 0.2, reason="follow-up")
     assert to_decision(Judged(0.1, "a", "why", 0.1, None), routed).threshold == 0.0569
+
+
+@pytest.mark.parametrize("rule", [TopOneRule(), ContrastRule(), DensityRule(k=3)])
+def test_a_copy_of_an_off_topic_exemplar_is_refused_under_any_threshold(rule: DecisionRule) -> None:
+    """A message that is one of the catalog's off-topic exemplars scores -1 under every rule,
+    however close the in-domain exemplars (the owner labelled that text off-topic); a text in
+    both blocks, or an off-topic exemplar short of a copy, is left to the rule."""
+    low = Thresholds.from_catalog(CATALOG, -0.9)
+    copy = [n("off_topic", 0.9999994), n("order_status", 0.95), n("order_status", 0.94)]
+    d = decide(copy, rule=rule, catalog=CATALOG, thresholds=low)
+    assert (d.route, d.score) == (Route.OFF_TOPIC, -1.0)
+    assert "a copy of an off-topic exemplar" in d.reason
+    both = [n("off_topic", 1.0), n("order_status", 1.0)]
+    assert decide(both, rule=rule, catalog=CATALOG, thresholds=low).route is Route.LLM
+    near = [n("off_topic", 0.99), n("order_status", 0.95)]
+    assert decide(near, rule=rule, catalog=CATALOG, thresholds=low).score > -1.0
