@@ -31,6 +31,7 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils.utils import LC_ID_PREFIX
 
 from gatekeeper.decision import Decision
 from gatekeeper.interfaces.langchain_output import METADATA_KEY
@@ -68,14 +69,16 @@ class GatekeeperReplyModel(BaseChatModel):
             ls_provider="gatekeeper", ls_model_name=REPLY_RUN, ls_model_type="chat"
         )
 
-    def _message(self) -> AIMessage:
-        return AIMessage(content=self.reply, response_metadata={METADATA_KEY: self.decision})
+    def _message(self, message_id: str | None = None) -> AIMessage:
+        metadata = {METADATA_KEY: self.decision}
+        return AIMessage(content=self.reply, response_metadata=metadata, id=message_id)
 
-    def _chunk(self) -> ChatGenerationChunk:
+    def _chunk(self, message_id: str | None = None) -> ChatGenerationChunk:
         message = AIMessageChunk(
             content=self.reply,
             response_metadata={METADATA_KEY: self.decision},
             chunk_position="last",
+            id=message_id,
         )
         return ChatGenerationChunk(message=message)
 
@@ -86,7 +89,16 @@ class GatekeeperReplyModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._message())])
+        """The reply (``invoke``, ``batch``), sent as one ``on_llm_new_token`` (with its chunk)
+        first: a UI that streams answers through token callbacks (``AsyncIteratorCallbackHandler``,
+        Chainlit, Streamlit) shows the refusal as it shows a streaming model's answer, instead of
+        an empty reply. Always, not only when the wrapped model streams: the gate cannot tell
+        whether a chain or a function streams, and for a handler that also reads ``on_llm_end``
+        the token says the same text."""
+        message_id = _run_message_id(run_manager)
+        if run_manager:
+            run_manager.on_llm_new_token(self.reply, chunk=self._chunk(message_id))
+        return ChatResult(generations=[ChatGeneration(message=self._message(message_id))])
 
     async def _agenerate(
         self,
@@ -95,7 +107,11 @@ class GatekeeperReplyModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._generate(messages, stop)
+        """:meth:`_generate`, async (``ainvoke``, ``abatch``)."""
+        message_id = _run_message_id(run_manager)
+        if run_manager:
+            await run_manager.on_llm_new_token(self.reply, chunk=self._chunk(message_id))
+        return ChatResult(generations=[ChatGeneration(message=self._message(message_id))])
 
     def _stream(
         self,
@@ -114,6 +130,14 @@ class GatekeeperReplyModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         yield self._chunk()
+
+
+def _run_message_id(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> str | None:
+    """The id LangChain gives a streamed run's message (``lc_run--<run id>``), so the token's
+    chunk and the answer have the same id, as when the reply is streamed."""
+    return f"{LC_ID_PREFIX}-{run_manager.run_id}" if run_manager else None
 
 
 def reply_model(decision: Decision, record: dict[str, Any]) -> GatekeeperReplyModel:
