@@ -87,12 +87,11 @@ from gatekeeper.interfaces.langchain_output import (
     decision_record,
     output_shape,
     output_type,
-    shaped,
     with_decision,
 )
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
-    reply_input,
+    Reply,
     reply_model,
 )
 from gatekeeper.settings import Settings
@@ -201,7 +200,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         if decision.forwarded:
             answer = self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
             return with_decision(answer, self._record(decision))
-        return self._reply(decision, message, config)
+        return self._reply(decision, config).say(message)
 
     async def _ainvoke(
         self,
@@ -216,7 +215,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             child = self._child_config(config, decision)
             answer = await self.runnable.ainvoke(item, child, **kwargs)
             return with_decision(answer, self._record(decision))
-        return await self._areply(decision, message, config)
+        return await self._reply(decision, config).asay(message)
 
     # -- batch ---------------------------------------------------------------------------
 
@@ -280,7 +279,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = self._reply(decision, messages[i], configs[i])
+            results[i] = self._reply(decision, configs[i]).say(messages[i])
         if forward:
             admitted, child_configs = self._forwarded(items, configs, forward)
             answers = self.runnable.batch(
@@ -307,7 +306,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = await self._areply(decision, messages[i], configs[i])
+            results[i] = await self._reply(decision, configs[i]).asay(messages[i])
         if forward:
             admitted, child_configs = self._forwarded(items, configs, forward)
             answers = await self.runnable.abatch(
@@ -396,7 +395,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             for number, out in enumerate(self.runnable.stream(item, child, **kwargs)):
                 yield out if number else with_decision(out, record)
         else:
-            yield from self._reply_stream(decision, message, config)
+            yield from self._reply(decision, config).stream(message)
 
     async def _atransform(
         self,
@@ -417,7 +416,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
                 yield with_decision(out, record) if first else out
                 first = False
         else:
-            async for reply in self._areply_stream(decision, message, config):
+            async for reply in self._reply(decision, config).astream(message):
                 yield reply
 
     # -- the gate's own runs -------------------------------------------------------------
@@ -437,37 +436,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """``config`` with the decision added to its metadata (inherited by every child run)."""
         return merge_configs(config, {"metadata": decision_metadata(decision)})
 
-    def _reply_config(self, config: RunnableConfig, decision: Decision) -> RunnableConfig:
-        return {**self._child_config(config, decision), "run_name": REPLY_RUN}
-
-    def _reply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        """The reply run's answer, in the wrapped runnable's output shape."""
+    def _reply(self, decision: Decision, config: RunnableConfig) -> Reply:
+        """The reply run answering ``decision`` in the wrapped runnable's output shape."""
         model = reply_model(decision, self._record(decision))
-        answer = model.invoke(reply_input(message), self._reply_config(config, decision))
-        return shaped(answer, output_shape(self.runnable))
-
-    async def _areply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        model = reply_model(decision, self._record(decision))
-        answer = await model.ainvoke(reply_input(message), self._reply_config(config, decision))
-        return shaped(answer, output_shape(self.runnable))
-
-    def _reply_stream(
-        self, decision: Decision, message: Message, config: RunnableConfig
-    ) -> Iterator[Any]:
-        """The reply run's chunk, in the wrapped runnable's output shape."""
-        model = reply_model(decision, self._record(decision))
-        shape = output_shape(self.runnable)
-        for chunk in model.stream(reply_input(message), self._reply_config(config, decision)):
-            yield shaped(chunk, shape)
-
-    async def _areply_stream(
-        self, decision: Decision, message: Message, config: RunnableConfig
-    ) -> AsyncIterator[Any]:
-        model = reply_model(decision, self._record(decision))
-        shape = output_shape(self.runnable)
-        config = self._reply_config(config, decision)
-        async for chunk in model.astream(reply_input(message), config):
-            yield shaped(chunk, shape)
+        return Reply(model, self._child_config(config, decision), output_shape(self.runnable))
 
 
 def _add(total: Any, chunk: Any) -> Any:

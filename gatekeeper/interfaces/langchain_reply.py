@@ -15,6 +15,7 @@ cached, and carries the decision in its metadata (``gatekeeper_route``, ``gateke
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -31,10 +32,11 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from gatekeeper.decision import Decision
-from gatekeeper.interfaces.langchain_output import METADATA_KEY
+from gatekeeper.interfaces.langchain_output import METADATA_KEY, OutputShape, shaped
 from gatekeeper.types import Message
 
 #: The name and tag of the reply run.
@@ -166,3 +168,35 @@ def _chat_message(turn: Any) -> BaseMessage:
         content = "" if content is None else str(content)
     cls = _MESSAGE_CLASSES.get(role)
     return cls(content=content) if cls else ChatMessage(role=role, content=content)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply run ready to answer: the model saying the reply, the run's config (the caller's,
+    with the decision in its metadata), and the shape the answer is returned in."""
+
+    model: GatekeeperReplyModel
+    config: RunnableConfig
+    shape: OutputShape
+
+    def say(self, message: Message) -> Any:
+        """The reply run's answer to ``message`` (run as ``gatekeeper_reply``), as ``shape``."""
+        return shaped(self.model.invoke(reply_input(message), self._named()), self.shape)
+
+    async def asay(self, message: Message) -> Any:
+        """:meth:`say`, async."""
+        answer = await self.model.ainvoke(reply_input(message), self._named())
+        return shaped(answer, self.shape)
+
+    def stream(self, message: Message) -> Iterator[Any]:
+        """:meth:`say`, streamed: the reply run's one chunk, as ``shape``."""
+        for chunk in self.model.stream(reply_input(message), self._named()):
+            yield shaped(chunk, self.shape)
+
+    async def astream(self, message: Message) -> AsyncIterator[Any]:
+        """:meth:`stream`, async."""
+        async for chunk in self.model.astream(reply_input(message), self._named()):
+            yield shaped(chunk, self.shape)
+
+    def _named(self) -> RunnableConfig:
+        return {**self.config, "run_name": REPLY_RUN}
