@@ -61,7 +61,7 @@ from langchain_core.runnables.config import (
     merge_configs,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, PrivateAttr, field_validator
 
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
@@ -79,6 +79,7 @@ from gatekeeper.interfaces.langchain_input import (
     GateInputSchema,
     forwarded_input,
     gate_message,
+    unread_history_key,
     without_refused_input,
 )
 from gatekeeper.interfaces.langchain_output import (
@@ -94,6 +95,7 @@ from gatekeeper.interfaces.langchain_reply import (
     Reply,
     reply_model,
 )
+from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
 from gatekeeper.types import Message
 
@@ -120,6 +122,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     customer text: safe to pass on to users) or ``full`` (the neighbours' exemplar texts too)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _history_warned: bool = PrivateAttr(default=False)
 
     @field_validator("runnable", mode="before")
     @classmethod
@@ -173,8 +176,24 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _prepared(self, value: GateInput) -> tuple[Any, Message]:
         """What the runnable would get for ``value`` (without the turns the gate refused), and
         what the gate judges (or InputError)."""
+        self._warn_unread_history(value)
         sent = without_refused_input(value, self.gate.refusals, self.input_key, self.history_key)
         return forwarded_input(sent, self.runnable), self.to_gate_message(value)
+
+    def _warn_unread_history(self, value: GateInput) -> None:
+        """Once per runnable: a dict holds chat messages the gate does not read (no
+        ``history_key``), so it judges each turn alone and forwards the turns it refused."""
+        key = unread_history_key(value, self.input_key, self.history_key)
+        if key is None or self._history_warned:
+            return
+        self._history_warned = True
+        get_logger("gatekeeper.langchain").warning(
+            "langchain.history_not_read",
+            key=key,
+            message=f"the input dict holds chat messages under {key!r}, which the gate does "
+            f"not read: it judges each turn alone and cannot take refused turns out of them; "
+            f'if they are the earlier turns, pass GatekeeperRunnable(..., history_key="{key}")',
+        )
 
     # -- invoke --------------------------------------------------------------------------
 
