@@ -74,9 +74,12 @@ from gatekeeper.interfaces.langchain_check import (
     check_runs,
     decision_metadata,
 )
+from gatekeeper.interfaces.langchain_delegate import delegated
 from gatekeeper.interfaces.langchain_input import (
     GateInput,
     GateInputSchema,
+    added,
+    collected,
     forwarded_input,
     gate_message,
     unread_history_key,
@@ -166,6 +169,21 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         """The wrapped runnable's configurable fields, so ``with_config(configurable=…)`` works."""
         return self.runnable.config_specs
+
+    # -- for agents: tools, structured output -------------------------------------------------
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.bind_tools(tools, **kwargs)`` (see
+        :mod:`~gatekeeper.interfaces.langchain_delegate`); AttributeError if it has none."""
+        return self._around(delegated(self.runnable, "bind_tools", tools, **kwargs))
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.with_structured_output(schema, **kwargs)``; a reply
+        of the gate is an ``AIMessage`` still."""
+        return self._around(delegated(self.runnable, "with_structured_output", schema, **kwargs))
+
+    def _around(self, runnable: Runnable[Any, Any]) -> GatekeeperRunnable:
+        return self.model_copy(update={"runnable": runnable})
 
     # -- input ---------------------------------------------------------------------------
 
@@ -406,7 +424,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        value = _collect(chunks)
+        value = collected(chunks)
         item, message = self._prepared(value)
         decision = check_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
@@ -425,7 +443,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> AsyncIterator[Any]:
         value: Any = None
         async for chunk in chunks:
-            value = _add(value, chunk)
+            value = added(value, chunk)
         item, message = self._prepared(value)
         decision = await acheck_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
@@ -459,23 +477,6 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """The reply run answering ``decision`` in the wrapped runnable's output shape."""
         model = reply_model(decision, self._record(decision))
         return Reply(model, self._child_config(config, decision), output_shape(self.runnable))
-
-
-def _add(total: Any, chunk: Any) -> Any:
-    """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
-    if total is None:
-        return chunk
-    try:
-        return total + chunk
-    except TypeError:
-        return chunk
-
-
-def _collect(chunks: Iterator[Any]) -> Any:
-    total: Any = None
-    for chunk in chunks:
-        total = _add(total, chunk)
-    return total
 
 
 def _sort(

@@ -33,7 +33,7 @@ message is admitted or refused, so an input that works for one works for the oth
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import (
@@ -69,6 +69,24 @@ GateInputSchema = Annotated[
 
 _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
 _COERCION_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError)
+
+
+def added(total: Any, chunk: Any) -> Any:
+    """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:
+        return chunk
+
+
+def collected(chunks: Iterator[Any]) -> Any:
+    """A streamed input, its chunks added up (:func:`added`)."""
+    total: Any = None
+    for chunk in chunks:
+        total = added(total, chunk)
+    return total
 
 
 def gate_message(value: GateInput, input_key: str, history_key: str | None) -> Message:
