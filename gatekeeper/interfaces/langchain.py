@@ -365,16 +365,18 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
     ) -> tuple[list[Any], dict[int, Message]]:
-        """Each input as forwarded, and its gate message by position; errors go to ``results``."""
+        """Each input as forwarded, and its gate message by position; errors, naming the input
+        (``inputs[3]: question[0] is ...``, the message's index inside), go to ``results``."""
         items: list[Any] = [None] * len(inputs)
         messages: dict[int, Message] = {}
         for i, value in enumerate(inputs):
             try:
                 items[i], messages[i] = self._prepared(value)
             except InputError as exc:
+                named = type(exc)(f"inputs[{i}]: {exc}")
                 if not return_exceptions:
-                    raise
-                results[i] = exc
+                    raise named from exc
+                results[i] = named
         return items, messages
 
     # -- stream --------------------------------------------------------------------------

@@ -842,3 +842,21 @@ def test_lcel_chain_with_history(tiny_gate: Gatekeeper) -> None:
     history = [HumanMessage("where is my order"), AIMessage("Your order number?")]
     assert chain.invoke({"question": "NW-55120", "history": history}) == "Found it."
     assert chain.invoke({"question": "tell me a joke", "history": history}) == REFUSAL
+
+
+async def test_a_batch_input_error_names_the_input_and_its_message(
+    gated: GatekeeperRunnable,
+) -> None:
+    """batch/abatch: an unreadable input's error says inputs[i], then the message's index."""
+    batch = ["where is my order", "tell me a joke", {"question": [{"role": "user"}]}]
+    expected = "inputs[2]: question[0] is an object without 'content'"
+    with pytest.raises(InputError) as raised:
+        gated.batch(batch)
+    assert str(raised.value) == expected
+    with pytest.raises(InputError) as araised:
+        await gated.abatch(batch)
+    assert str(araised.value) == expected
+    returned = gated.batch(batch, return_exceptions=True)
+    assert str(returned[2]) == expected
+    with pytest.raises(InputError, match=r"^inputs\[1\]: the input dict has no key"):
+        gated.batch(["where is my order", {"wrong": "key"}])
