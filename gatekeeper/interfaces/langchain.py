@@ -170,7 +170,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """The wrapped runnable's configurable fields, so ``with_config(configurable=…)`` works."""
         return self.runnable.config_specs
 
-    # -- for agents: tools, structured output -------------------------------------------------
+    # -- for agents: tools, structured output --------------------------------------------
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> GatekeeperRunnable:
         """The same gate around ``runnable.bind_tools(tools, **kwargs)`` (see
