@@ -61,7 +61,7 @@ from langchain_core.runnables.config import (
     merge_configs,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, PrivateAttr, field_validator
 
 from gatekeeper.decision import Decision
 from gatekeeper.errors import InputError
@@ -74,11 +74,15 @@ from gatekeeper.interfaces.langchain_check import (
     check_runs,
     decision_metadata,
 )
+from gatekeeper.interfaces.langchain_delegate import delegated
 from gatekeeper.interfaces.langchain_input import (
     GateInput,
     GateInputSchema,
+    added,
+    collected,
     forwarded_input,
     gate_message,
+    unread_history_key,
     without_refused_input,
 )
 from gatekeeper.interfaces.langchain_output import (
@@ -87,14 +91,14 @@ from gatekeeper.interfaces.langchain_output import (
     decision_record,
     output_shape,
     output_type,
-    shaped,
     with_decision,
 )
 from gatekeeper.interfaces.langchain_reply import (
     REPLY_RUN,
-    reply_input,
+    Reply,
     reply_model,
 )
+from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings
 from gatekeeper.types import Message
 
@@ -121,6 +125,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     customer text: safe to pass on to users) or ``full`` (the neighbours' exemplar texts too)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _history_warned: bool = PrivateAttr(default=False)
 
     @field_validator("runnable", mode="before")
     @classmethod
@@ -165,6 +170,21 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """The wrapped runnable's configurable fields, so ``with_config(configurable=…)`` works."""
         return self.runnable.config_specs
 
+    # -- for agents: tools, structured output --------------------------------------------
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.bind_tools(tools, **kwargs)`` (see
+        :mod:`~gatekeeper.interfaces.langchain_delegate`); AttributeError if it has none."""
+        return self._around(delegated(self.runnable, "bind_tools", tools, **kwargs))
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.with_structured_output(schema, **kwargs)``; a reply
+        of the gate is an ``AIMessage`` still."""
+        return self._around(delegated(self.runnable, "with_structured_output", schema, **kwargs))
+
+    def _around(self, runnable: Runnable[Any, Any]) -> GatekeeperRunnable:
+        return self.model_copy(update={"runnable": runnable})
+
     # -- input ---------------------------------------------------------------------------
 
     def to_gate_message(self, value: GateInput) -> Message:
@@ -174,8 +194,24 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _prepared(self, value: GateInput) -> tuple[Any, Message]:
         """What the runnable would get for ``value`` (without the turns the gate refused), and
         what the gate judges (or InputError)."""
+        self._warn_unread_history(value)
         sent = without_refused_input(value, self.gate.refusals, self.input_key, self.history_key)
         return forwarded_input(sent, self.runnable), self.to_gate_message(value)
+
+    def _warn_unread_history(self, value: GateInput) -> None:
+        """Once per runnable: a dict holds chat messages the gate does not read (no
+        ``history_key``), so it judges each turn alone and forwards the turns it refused."""
+        key = unread_history_key(value, self.input_key, self.history_key)
+        if key is None or self._history_warned:
+            return
+        self._history_warned = True
+        get_logger("gatekeeper.langchain").warning(
+            "langchain.history_not_read",
+            key=key,
+            message=f"the input dict holds chat messages under {key!r}, which the gate does "
+            f"not read: it judges each turn alone and cannot take refused turns out of them; "
+            f'if they are the earlier turns, pass GatekeeperRunnable(..., history_key="{key}")',
+        )
 
     # -- invoke --------------------------------------------------------------------------
 
@@ -201,7 +237,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         if decision.forwarded:
             answer = self.runnable.invoke(item, self._child_config(config, decision), **kwargs)
             return with_decision(answer, self._record(decision))
-        return self._reply(decision, message, config)
+        return self._reply(decision, config).say(message)
 
     async def _ainvoke(
         self,
@@ -216,7 +252,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             child = self._child_config(config, decision)
             answer = await self.runnable.ainvoke(item, child, **kwargs)
             return with_decision(answer, self._record(decision))
-        return await self._areply(decision, message, config)
+        return await self._reply(decision, config).asay(message)
 
     # -- batch ---------------------------------------------------------------------------
 
@@ -280,7 +316,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = self._reply(decision, messages[i], configs[i])
+            results[i] = self._reply(decision, configs[i]).say(messages[i])
         if forward:
             admitted, child_configs = self._forwarded(items, configs, forward)
             answers = self.runnable.batch(
@@ -307,7 +343,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         )
         forward, answer = _sort(list(messages), outcomes, results)
         for i, decision in answer:
-            results[i] = await self._areply(decision, messages[i], configs[i])
+            results[i] = await self._reply(decision, configs[i]).asay(messages[i])
         if forward:
             admitted, child_configs = self._forwarded(items, configs, forward)
             answers = await self.runnable.abatch(
@@ -329,16 +365,18 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
     ) -> tuple[list[Any], dict[int, Message]]:
-        """Each input as forwarded, and its gate message by position; errors go to ``results``."""
+        """Each input as forwarded, and its gate message by position; errors, naming the input
+        (``inputs[3]: question[0] is ...``, the message's index inside), go to ``results``."""
         items: list[Any] = [None] * len(inputs)
         messages: dict[int, Message] = {}
         for i, value in enumerate(inputs):
             try:
                 items[i], messages[i] = self._prepared(value)
             except InputError as exc:
+                named = type(exc)(f"inputs[{i}]: {exc}")
                 if not return_exceptions:
-                    raise
-                results[i] = exc
+                    raise named from exc
+                results[i] = named
         return items, messages
 
     # -- stream --------------------------------------------------------------------------
@@ -388,7 +426,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        value = _collect(chunks)
+        value = collected(chunks)
         item, message = self._prepared(value)
         decision = check_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
@@ -396,7 +434,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
             for number, out in enumerate(self.runnable.stream(item, child, **kwargs)):
                 yield out if number else with_decision(out, record)
         else:
-            yield from self._reply_stream(decision, message, config)
+            yield from self._reply(decision, config).stream(message)
 
     async def _atransform(
         self,
@@ -407,7 +445,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> AsyncIterator[Any]:
         value: Any = None
         async for chunk in chunks:
-            value = _add(value, chunk)
+            value = added(value, chunk)
         item, message = self._prepared(value)
         decision = await acheck_one(self.gate, message, config, self.decision_detail)
         if decision.forwarded:
@@ -417,7 +455,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
                 yield with_decision(out, record) if first else out
                 first = False
         else:
-            async for reply in self._areply_stream(decision, message, config):
+            async for reply in self._reply(decision, config).astream(message):
                 yield reply
 
     # -- the gate's own runs -------------------------------------------------------------
@@ -437,54 +475,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         """``config`` with the decision added to its metadata (inherited by every child run)."""
         return merge_configs(config, {"metadata": decision_metadata(decision)})
 
-    def _reply_config(self, config: RunnableConfig, decision: Decision) -> RunnableConfig:
-        return {**self._child_config(config, decision), "run_name": REPLY_RUN}
-
-    def _reply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        """The reply run's answer, in the wrapped runnable's output shape."""
+    def _reply(self, decision: Decision, config: RunnableConfig) -> Reply:
+        """The reply run answering ``decision`` in the wrapped runnable's output shape."""
         model = reply_model(decision, self._record(decision))
-        answer = model.invoke(reply_input(message), self._reply_config(config, decision))
-        return shaped(answer, output_shape(self.runnable))
-
-    async def _areply(self, decision: Decision, message: Message, config: RunnableConfig) -> Any:
-        model = reply_model(decision, self._record(decision))
-        answer = await model.ainvoke(reply_input(message), self._reply_config(config, decision))
-        return shaped(answer, output_shape(self.runnable))
-
-    def _reply_stream(
-        self, decision: Decision, message: Message, config: RunnableConfig
-    ) -> Iterator[Any]:
-        """The reply run's chunk, in the wrapped runnable's output shape."""
-        model = reply_model(decision, self._record(decision))
-        shape = output_shape(self.runnable)
-        for chunk in model.stream(reply_input(message), self._reply_config(config, decision)):
-            yield shaped(chunk, shape)
-
-    async def _areply_stream(
-        self, decision: Decision, message: Message, config: RunnableConfig
-    ) -> AsyncIterator[Any]:
-        model = reply_model(decision, self._record(decision))
-        shape = output_shape(self.runnable)
-        config = self._reply_config(config, decision)
-        async for chunk in model.astream(reply_input(message), config):
-            yield shaped(chunk, shape)
-
-
-def _add(total: Any, chunk: Any) -> Any:
-    """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
-    if total is None:
-        return chunk
-    try:
-        return total + chunk
-    except TypeError:
-        return chunk
-
-
-def _collect(chunks: Iterator[Any]) -> Any:
-    total: Any = None
-    for chunk in chunks:
-        total = _add(total, chunk)
-    return total
+        return Reply(model, self._child_config(config, decision), output_shape(self.runnable))
 
 
 def _sort(

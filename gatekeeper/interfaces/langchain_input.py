@@ -11,7 +11,9 @@ What it accepts, and what the gate judges:
   (:mod:`gatekeeper.conversation`);
 * a ``PromptValue`` (what a prompt template produces): its messages, as above;
 * a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
-  messages under that key are the earlier turns of the conversation.
+  messages under that key are the earlier turns of the conversation. Without it, the gate
+  judges the turn alone; a dict holding chat messages under another key is most likely a
+  history the gate should read (:func:`unread_history_key`: the runnable warns once).
 
 What an admitted input is forwarded as (:func:`forwarded_input`), the same rule whether the
 message is admitted or refused, so an input that works for one works for the other:
@@ -31,7 +33,7 @@ message is admitted or refused, so an input that works for one works for the oth
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import (
@@ -69,6 +71,24 @@ _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
 _COERCION_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError)
 
 
+def added(total: Any, chunk: Any) -> Any:
+    """Input chunks added up the way LangChain does: ``+`` when they support it, else the last."""
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:
+        return chunk
+
+
+def collected(chunks: Iterator[Any]) -> Any:
+    """A streamed input, its chunks added up (:func:`added`)."""
+    total: Any = None
+    for chunk in chunks:
+        total = added(total, chunk)
+    return total
+
+
 def gate_message(value: GateInput, input_key: str, history_key: str | None) -> Message:
     """What the gate judges for ``value``: a text, or a conversation in OpenAI format."""
     if isinstance(value, Mapping):
@@ -87,6 +107,25 @@ def gate_message(value: GateInput, input_key: str, history_key: str | None) -> M
             message = [{"role": "user", "content": message}]
         return [*history, *message]
     return _message(value, "input")
+
+
+def unread_history_key(value: Any, input_key: str, history_key: str | None) -> str | None:
+    """With no ``history_key``, the first key of a dict input other than ``input_key`` whose
+    value is a non-empty list of chat messages (message objects or role/content dicts): most
+    likely the conversation's earlier turns (``MessagesPlaceholder("history")``), which the
+    gate does not read then; else None."""
+    if history_key is not None or not isinstance(value, Mapping):
+        return None
+    return next((str(k) for k, v in value.items() if k != input_key and _is_chat(v)), None)
+
+
+def _is_chat(value: Any) -> bool:
+    if not isinstance(value, list | tuple) or not value:
+        return False
+    return all(
+        isinstance(m, BaseMessage) or (isinstance(m, Mapping) and "role" in m and "content" in m)
+        for m in value
+    )
 
 
 def forwarded_input(value: GateInput, runnable: Runnable[Any, Any]) -> Any:

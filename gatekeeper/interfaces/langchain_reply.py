@@ -15,6 +15,7 @@ cached, and carries the decision in its metadata (``gatekeeper_route``, ``gateke
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -31,9 +32,11 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.utils.utils import LC_ID_PREFIX
 
 from gatekeeper.decision import Decision
-from gatekeeper.interfaces.langchain_output import METADATA_KEY
+from gatekeeper.interfaces.langchain_output import METADATA_KEY, OutputShape, shaped
 from gatekeeper.types import Message
 
 #: The name and tag of the reply run.
@@ -68,14 +71,16 @@ class GatekeeperReplyModel(BaseChatModel):
             ls_provider="gatekeeper", ls_model_name=REPLY_RUN, ls_model_type="chat"
         )
 
-    def _message(self) -> AIMessage:
-        return AIMessage(content=self.reply, response_metadata={METADATA_KEY: self.decision})
+    def _message(self, message_id: str | None = None) -> AIMessage:
+        metadata = {METADATA_KEY: self.decision}
+        return AIMessage(content=self.reply, response_metadata=metadata, id=message_id)
 
-    def _chunk(self) -> ChatGenerationChunk:
+    def _chunk(self, message_id: str | None = None) -> ChatGenerationChunk:
         message = AIMessageChunk(
             content=self.reply,
             response_metadata={METADATA_KEY: self.decision},
             chunk_position="last",
+            id=message_id,
         )
         return ChatGenerationChunk(message=message)
 
@@ -86,7 +91,16 @@ class GatekeeperReplyModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._message())])
+        """The reply (``invoke``, ``batch``), sent as one ``on_llm_new_token`` (with its chunk)
+        first: a UI that streams answers through token callbacks (``AsyncIteratorCallbackHandler``,
+        Chainlit, Streamlit) shows the refusal as it shows a streaming model's answer, instead of
+        an empty reply. Always, not only when the wrapped model streams: the gate cannot tell
+        whether a chain or a function streams, and for a handler that also reads ``on_llm_end``
+        the token says the same text."""
+        message_id = _run_message_id(run_manager)
+        if run_manager:
+            run_manager.on_llm_new_token(self.reply, chunk=self._chunk(message_id))
+        return ChatResult(generations=[ChatGeneration(message=self._message(message_id))])
 
     async def _agenerate(
         self,
@@ -95,7 +109,11 @@ class GatekeeperReplyModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._generate(messages, stop)
+        """:meth:`_generate`, async (``ainvoke``, ``abatch``)."""
+        message_id = _run_message_id(run_manager)
+        if run_manager:
+            await run_manager.on_llm_new_token(self.reply, chunk=self._chunk(message_id))
+        return ChatResult(generations=[ChatGeneration(message=self._message(message_id))])
 
     def _stream(
         self,
@@ -114,6 +132,14 @@ class GatekeeperReplyModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         yield self._chunk()
+
+
+def _run_message_id(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> str | None:
+    """The id LangChain gives a streamed run's message (``lc_run--<run id>``), so the token's
+    chunk and the answer have the same id, as when the reply is streamed."""
+    return f"{LC_ID_PREFIX}-{run_manager.run_id}" if run_manager else None
 
 
 def reply_model(decision: Decision, record: dict[str, Any]) -> GatekeeperReplyModel:
@@ -142,3 +168,35 @@ def _chat_message(turn: Any) -> BaseMessage:
         content = "" if content is None else str(content)
     cls = _MESSAGE_CLASSES.get(role)
     return cls(content=content) if cls else ChatMessage(role=role, content=content)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply run ready to answer: the model saying the reply, the run's config (the caller's,
+    with the decision in its metadata), and the shape the answer is returned in."""
+
+    model: GatekeeperReplyModel
+    config: RunnableConfig
+    shape: OutputShape
+
+    def say(self, message: Message) -> Any:
+        """The reply run's answer to ``message`` (run as ``gatekeeper_reply``), as ``shape``."""
+        return shaped(self.model.invoke(reply_input(message), self._named()), self.shape)
+
+    async def asay(self, message: Message) -> Any:
+        """:meth:`say`, async."""
+        answer = await self.model.ainvoke(reply_input(message), self._named())
+        return shaped(answer, self.shape)
+
+    def stream(self, message: Message) -> Iterator[Any]:
+        """:meth:`say`, streamed: the reply run's one chunk, as ``shape``."""
+        for chunk in self.model.stream(reply_input(message), self._named()):
+            yield shaped(chunk, self.shape)
+
+    async def astream(self, message: Message) -> AsyncIterator[Any]:
+        """:meth:`stream`, async."""
+        async for chunk in self.model.astream(reply_input(message), self._named()):
+            yield shaped(chunk, self.shape)
+
+    def _named(self) -> RunnableConfig:
+        return {**self.config, "run_name": REPLY_RUN}

@@ -30,11 +30,13 @@ def declared_input(runnable: Runnable[Any, Any]) -> Any:
 
 
 def declared_output(runnable: Runnable[Any, Any]) -> Any:
-    """``runnable.OutputType``, or ``Any`` when it cannot say."""
+    """``runnable.OutputType``, or ``Any`` when it cannot say (it raises, or it is ``None``,
+    as a LangGraph graph's is: no type, not a runnable that returns ``None``)."""
     try:
-        return runnable.OutputType
+        declared = runnable.OutputType
     except TypeError:
         return Any
+    return Any if declared is None else declared
 
 
 def type_members(tp: Any) -> list[Any]:

@@ -102,7 +102,17 @@ def test_langchain_example(
     """The LCEL example refuses the poem without an LLM call and forwards the parcel question."""
     monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    lines = _run(_block("GatekeeperRunnable(")).splitlines()
+    lines = _run(_block("StrOutputParser()")).splitlines()
     assert lines[0].startswith("Sorry")
     assert "parcel" in lines[1]
+    assert len(upstream.calls) == 1
+
+
+def test_langchain_history_example(
+    isolated: Path, upstream: RecordingUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history_key example forwards the name answering the assistant's question."""
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert _run(_block('history_key="history"')).strip() == "llm"
     assert len(upstream.calls) == 1

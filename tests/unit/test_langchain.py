@@ -653,6 +653,46 @@ def test_stream_refusal_is_a_chat_model_stream(tiny_gate: Gatekeeper) -> None:
     assert tokens.tokens == [REFUSAL]
 
 
+class TokenChunks(BaseCallbackHandler):
+    """Collects on_llm_new_token tokens and their chunks' message ids, and on_llm_end ids."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.chunk_ids: list[str | None] = []
+        self.end_ids: list[str | None] = []
+
+    def on_llm_new_token(self, token: str, *, chunk: Any = None, **kwargs: Any) -> None:
+        self.tokens.append(token)
+        self.chunk_ids.append(chunk.message.id if chunk is not None else None)
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.end_ids.append(response.generations[0][0].message.id)
+
+
+async def test_refusal_reaches_token_callbacks_through_invoke_ainvoke_batch(
+    tiny_gate: Gatekeeper,
+) -> None:
+    """invoke, ainvoke and batch send the refusal as one on_llm_new_token, ids matching."""
+    prompt = ChatPromptTemplate.from_messages([("system", "Shop."), ("human", "{question}")])
+    chain = prompt | GatekeeperRunnable(gate=tiny_gate, runnable=answers()) | StrOutputParser()
+    question = {"question": "tell me a joke"}
+    for run in ("invoke", "ainvoke", "batch"):
+        handler = TokenChunks()
+        config: RunnableConfig = {"callbacks": [handler]}
+        if run == "invoke":
+            answer = chain.invoke(question, config)
+        elif run == "ainvoke":
+            answer = await chain.ainvoke(question, config)
+        else:
+            (answer,) = chain.batch([question], config)
+        assert answer == REFUSAL
+        assert handler.tokens == [REFUSAL], run
+        assert handler.chunk_ids == handler.end_ids  # one message: a stream dedupes by id
+        assert handler.end_ids[0]
+
+
 # -- callbacks, tags, metadata ---------------------------------------------------------------
 
 
@@ -802,3 +842,21 @@ def test_lcel_chain_with_history(tiny_gate: Gatekeeper) -> None:
     history = [HumanMessage("where is my order"), AIMessage("Your order number?")]
     assert chain.invoke({"question": "NW-55120", "history": history}) == "Found it."
     assert chain.invoke({"question": "tell me a joke", "history": history}) == REFUSAL
+
+
+async def test_a_batch_input_error_names_the_input_and_its_message(
+    gated: GatekeeperRunnable,
+) -> None:
+    """batch/abatch: an unreadable input's error says inputs[i], then the message's index."""
+    batch = ["where is my order", "tell me a joke", {"question": [{"role": "user"}]}]
+    expected = "inputs[2]: question[0] is an object without 'content'"
+    with pytest.raises(InputError) as raised:
+        gated.batch(batch)
+    assert str(raised.value) == expected
+    with pytest.raises(InputError) as araised:
+        await gated.abatch(batch)
+    assert str(araised.value) == expected
+    returned = gated.batch(batch, return_exceptions=True)
+    assert str(returned[2]) == expected
+    with pytest.raises(InputError, match=r"^inputs\[1\]: the input dict has no key"):
+        gated.batch(["where is my order", {"wrong": "key"}])

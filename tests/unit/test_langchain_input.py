@@ -8,7 +8,9 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
@@ -271,3 +273,27 @@ def test_an_ai_message_with_invalid_or_legacy_tool_calls_is_no_refusal(
     assert model.seen == [chats[0], chats[1], [joke, bare, result, order]]
     openai = [{"role": "user", "content": "where is my order"}, as_openai]
     assert without_refused([*openai, openai[0]], {REFUSAL}) == [*openai, openai[0]]
+
+
+def test_a_history_the_gate_does_not_read_is_warned_about_once(tiny_gate: Gatekeeper) -> None:
+    """Without history_key, chat messages under another dict key log one warning naming it."""
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Shop."), MessagesPlaceholder("history"), ("human", "{question}")]
+    )
+    chain = prompt | FakeListChatModel(responses=[ANSWER])
+    history = [HumanMessage("where is my order"), AIMessage("Which name was it under?")]
+    as_dicts = [{"role": "user", "content": "where is my order"}]
+    unread = GatekeeperRunnable(gate=tiny_gate, runnable=chain, input_key="question")
+    read = GatekeeperRunnable(
+        gate=tiny_gate, runnable=chain, input_key="question", history_key="history"
+    )
+    with capture_logs() as logs:
+        read.invoke({"question": "Maria Lopez", "history": history})
+        unread.invoke({"question": "where is my parcel", "history": []})  # a first turn
+        unread.invoke({"question": "Maria Lopez", "history": history})
+        unread.invoke({"question": "tell me a joke", "history": as_dicts})
+    (warning,) = [e for e in logs if e["event"] == "langchain.history_not_read"]
+    assert warning["log_level"] == "warning"
+    assert warning["key"] == "history"
+    assert 'history_key="history"' in warning["message"]
+    assert "Maria" not in str(warning) and "order" not in str(warning)
