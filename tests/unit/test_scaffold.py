@@ -51,9 +51,11 @@ def _invoke(*args: str | Path) -> tuple[int, str]:
 
 
 @pytest.fixture
-def hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``gatekeeper init`` embeds with the hashing embedder."""
+def hashing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``gatekeeper init`` embeds with the hashing embedder, in a working directory of its own
+    (where the settings file its next commands name, ``gatekeeper-<stem>.yaml``, goes)."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.chdir(tmp_path)
 
 
 def test_bundled_sets_are_there_for_both_languages() -> None:
@@ -181,15 +183,20 @@ def test_cli_refuses_an_out_it_cannot_write_before_any_work(tmp_path: Path, hash
 
 
 def test_cli_next_commands_use_the_given_settings_file(tmp_path: Path, hashing: None) -> None:
-    """With --config, the printed next commands read that file (index, calibrate, check), not a
-    placeholder: the index must land in its data_dir."""
+    """With --config (serving another catalog), the printed next commands read a copy of that
+    file serving the new catalog (index, calibrate, check), not a placeholder: the index must
+    land in its data_dir."""
+    from gatekeeper.settings import load_settings
+
     examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
     config = _write(tmp_path / "mine.yaml", f"data_dir: {tmp_path / 'data'}\n")
     out = tmp_path / "catalog.yaml"
     code, output = _invoke("init", examples, "--out", out, "--config", config)
     assert code == 0, output
-    assert f"gatekeeper index --config {config} --catalog {out}" in output
-    assert f"--write --config {config}" in output and "YOUR_SETTINGS" not in output
+    assert "gatekeeper index --config gatekeeper-catalog.yaml\n" in output
+    assert "calibrate --config gatekeeper-catalog.yaml --dataset" in output
+    assert "YOUR_SETTINGS" not in output
+    assert load_settings(tmp_path / "gatekeeper-catalog.yaml").data_dir == tmp_path / "data"
 
 
 def test_cli_refuses_a_bad_language_and_a_non_yaml_out(tmp_path: Path, hashing: None) -> None:
