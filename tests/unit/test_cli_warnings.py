@@ -1,5 +1,5 @@
 """Warnings a person running a command reads: a catalog in a language the model does not read
-(`index`, `serve`)."""
+(`index`, `serve`), and a stale calibration as a readable line, not a JSON log line."""
 
 from __future__ import annotations
 
@@ -112,3 +112,26 @@ def test_serve_logs_one_language_warning_at_startup(tmp_path: Path, es_de: Path)
     with capture_logs() as logs:
         warn_unread_language(gate, structlog.get_logger())
     assert logs == []
+
+
+@pytest.mark.parametrize("command", ["index", "check"])
+def test_a_stale_calibration_is_a_readable_warning_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """`index` and `check` print a threshold calibrated on other catalog contents as a
+    `warning:` line with the calibrate command, not a JSON log line ({"hint": ..., "event":
+    "gate.calibration_stale", ...})."""
+    _embedding_as(monkeypatch, "hashing:test")
+    catalog = tmp_path / "en.csv"
+    catalog.write_text(
+        "text,intent\nwhere is my parcel,delivery\nhow do I return my shoes,returns\n",
+        encoding="utf-8",
+    )
+    made_for = '{"model": "hashing:test", "rule": "density", "catalog": "0123456789abcdef"}'
+    config = _settings(tmp_path, catalog, calibrated_for=made_for)
+    args = ["where is my parcel"] if command == "check" else []
+    code, output = _invoke(command, *args, "--config", config)
+    assert code == 0, output
+    assert "warning: gate.threshold was calibrated on a catalog with other contents" in output
+    assert "gatekeeper calibrate --config" in output
+    assert '"event"' not in output and "gate.calibration_stale" not in output
