@@ -40,11 +40,14 @@ def drop_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
-def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
+def configure_logging(
+    settings: LoggingSettings, *, stream: Any = None, readable_hints: bool = False
+) -> None:
     """Configure structlog, and the stdlib root logger through the same renderer, for this
     process: uvicorn's, Chroma's and httpx's records come out as the same JSON lines (or
     console lines) as gatekeeper's own, with ``logger`` naming their source. JSON lines carry
-    the ``pid``: several serving processes share one stderr."""
+    the ``pid``: several serving processes share one stderr. ``readable_hints``, for a command
+    a person runs (not a server): see :func:`hints_as_lines`."""
     stream = stream or sys.stderr
     fmt = settings.format
     if fmt == "auto":
@@ -64,6 +67,7 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
     level = getattr(logging, settings.level)
     structlog.configure(
         processors=[
+            *([hints_as_lines(stream)] if readable_hints else []),
             structlog.contextvars.merge_contextvars,
             *stamped,
             structlog.processors.format_exc_info,
@@ -86,6 +90,23 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         )
     )
     logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
+
+
+def hints_as_lines(stream: Any) -> Any:
+    """A structlog processor for a command a person runs: a warning that carries a ``hint``
+    (advice, e.g. ``gate.calibration_stale``'s command to run) is written on ``stream`` as one
+    readable ``warning: <hint>`` line, as the command's other warnings are, instead of a log
+    line (a JSON object, when stderr is no terminal)."""
+
+    def processor(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        hint = event_dict.get("hint")
+        if method != "warning" or not isinstance(hint, str):
+            return event_dict
+        stream.write(f"warning: {hint}\n")
+        stream.flush()
+        raise structlog.DropEvent
+
+    return processor
 
 
 def add_pid(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

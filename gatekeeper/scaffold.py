@@ -258,8 +258,9 @@ def scaffold_catalog(
             kept.append(KeptLine(line, texts[j], owner_intents[j], float(own[i, j])))
     dropped.sort(key=lambda d: (d.reason != "repeats", -d.similarity))
     kept.sort(key=lambda k: -k.similarity)  # stable: equal ones stay in the bundled order
+    own_refusal = _owner_refusal(examples)
     off_topic = OffTopic(
-        reply=_owner_refusal(examples) or REFUSAL[lang],
+        reply=own_refusal or REFUSAL[lang],
         exemplars=(*examples.off_topic.exemplars, *(k.text for k in kept)),
     )
     catalog = Catalog(
@@ -271,7 +272,9 @@ def scaffold_catalog(
     if traffic:
         report = _traffic_report(embedder, traffic, vectors, generic, generic_vectors)
     notes = [
-        not_english_warning(owner_texts, embedder.identity),
+        not_english_warning(
+            owner_texts, embedder.identity, _additions(lang, added, own_refusal is None, kept)
+        ),
         unreadable_warning(texts, vectors),
         illegible_warning(owner_texts, embedder.legible(owner_texts)),
     ]
@@ -290,6 +293,18 @@ def scaffold_catalog(
         notes=tuple(note for note in notes if note),
         kept_nearest=tuple(kept),
     )
+
+
+def _additions(
+    lang: Language, canned: Sequence[str], refusal: bool, kept: Sequence[KeptLine]
+) -> list[str]:
+    """What ``init`` added in ``lang`` (canned intents, the refusal, generic lines), as said."""
+    name = {"en": "English", "zh": "Chinese"}[lang]
+    return [
+        *([f"{name} canned replies ({', '.join(canned)})"] if canned else []),
+        *([f"{'an' if lang == 'en' else 'a'} {name} refusal"] if refusal else []),
+        *([f"{len(kept)} lines of the {name} generic off-topic set"] if kept else []),
+    ]
 
 
 def _owner_refusal(examples: Catalog) -> str | None:

@@ -112,14 +112,16 @@ def friendly_errors() -> Iterator[None]:
 
 
 def setup(config: Path | None, *, quiet: bool = False, **overrides: Any) -> Settings:
-    """Load settings and configure logging; ``quiet`` commands log warnings and worse only."""
+    """Load settings and configure logging; ``quiet`` commands (all but ``serve``) log warnings
+    and worse only, and print a warning's advice (its ``hint``: a stale calibration) as a
+    readable line, not as a log line."""
     from gatekeeper.logging import configure_logging
 
     settings = load_settings(config, **overrides)
     log_settings = settings.logging
     if quiet and "level" not in log_settings.model_fields_set:  # set in YAML, .env or env var
         log_settings = log_settings.model_copy(update={"level": "WARNING"})
-    configure_logging(log_settings)
+    configure_logging(log_settings, readable_hints=quiet)
     return settings
 
 

@@ -19,6 +19,7 @@ from gatekeeper.cli._app import (
     tracked,
 )
 from gatekeeper.errors import UncalibratedError
+from gatekeeper.language import catalog_language_warning
 from gatekeeper.legibility import index_warnings
 
 
@@ -46,7 +47,8 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
-        for warning in index_warnings(gate.store, gate.embedder):
+        language = catalog_language_warning(gate.catalog, gate.embedder.identity)
+        for warning in [*index_warnings(gate.store, gate.embedder), *filter(None, [language])]:
             console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         try:
             gate.check_calibrated()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -118,12 +117,14 @@ def init(
             write_atomically(dropped_file, render_dropped(result).encode())
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        _report(result, out, dropped_file, top, config)
-        for note in result.notes:
-            console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)
+        settings_file, note = _next_settings(out, config, settings.catalog)
+        _report(result, out, dropped_file, top)
+        _next_commands(out, settings_file, note)
+        for warning in result.notes:
+            console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
-def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: Path | None) -> None:
+def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
     from gatekeeper.scaffold import REVIEW_KEPT
 
     echo = typer.echo
@@ -162,17 +163,62 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int, config: P
         )
         for line, nearest in hits[:top]:
             echo(f"  {line!r}  ~ {nearest!r}")
-    settings_file = shlex.quote(str(config)) if config else "YOUR_SETTINGS.yaml"
-    flag = option("config", config) if config else ""
+
+
+def _next_settings(out: Path, config: Path | None, served: Path) -> tuple[Path, str]:
+    """The settings file the next commands use for the catalog ``out``, and a note on it.
+
+    The file ``init`` read (``--config``, else the user's own, ``served``: the catalog it
+    serves) when it serves ``out``; else ``gatekeeper-<out stem>.yaml``, as ``index`` and
+    ``eval`` advise for a catalog apart: used as it is when it serves ``out``, else written
+    now as a copy of the file read, serving ``out`` (the model must stay the one this run
+    chose the generic lines with), or, with no file of the user's, created by
+    ``calibrate --write``."""
+    from gatekeeper.eval.settings_file import copy_settings
+    from gatekeeper.settings import catalog_settings_file, own_settings_file
+
+    source = config if config is not None else own_settings_file()
+    if source is not None and served.resolve() == out.resolve():
+        return source, f"{source} serves {out}"
+    own = catalog_settings_file(out)
+    if os.path.lexists(own):
+        if _served_by(own) == out.resolve():
+            return own, f"{own} serves {out}"
+        raise InputError(
+            f"{own}, the settings file the next commands would name for {out}, serves another "
+            f"catalog: set 'catalog: {out.resolve()}' in it, or move it away, and run init again"
+        )
+    if source is None:
+        return own, f"calibrate --write creates {own}, serving {out}"
+    copy_settings(source, own, out)
+    return own, (
+        f"wrote {own}: the settings of {source} (which serves {served}), serving {out}, with "
+        "no threshold yet"
+    )
+
+
+def _served_by(path: Path) -> Path:
+    """The catalog (resolved) that the settings file ``path`` serves."""
+    from gatekeeper.settings import load_settings
+
+    return load_settings(path).catalog.resolve()
+
+
+def _next_commands(out: Path, settings_file: Path, note: str) -> None:
+    """Print the next commands: each runs as printed, in order (index, calibrate, check)."""
+    echo = typer.echo
+    flag = option("config", settings_file)
+    there = os.path.lexists(settings_file)  # else calibrate --write creates it
+    catalog = "" if there else option("catalog", out)
     echo("")
     echo("next: edit the catalog (its comments say what), then")
-    echo(f"  gatekeeper index{flag}{option('catalog', out)}")
+    echo(f"  gatekeeper index{flag if there else ''}{catalog}")
     echo(
-        f"  gatekeeper calibrate{option('catalog', out)} --dataset YOUR_LABELLED_MESSAGES.jsonl "
-        f"--target-pass-rate 0.98 --write --config {settings_file}"
+        f"  gatekeeper calibrate{flag}{catalog} --dataset YOUR_LABELLED_MESSAGES.jsonl "
+        "--target-pass-rate 0.98 --write"
     )
     echo(
-        f"  ({settings_file} says `catalog: {out.resolve()}`; the labelled messages are rows "
-        "of text,label with label in_domain or off_topic, not exemplars of the catalog)"
+        f"  ({note}; the labelled messages are rows of text,label with label in_domain or "
+        "off_topic, not exemplars of the catalog)"
     )
-    echo(f'  gatekeeper check --config {settings_file} "a customer message"')
+    echo(f'  gatekeeper check{flag} "a customer message"')

@@ -396,6 +396,9 @@ def render_markdown(report: EvalReport) -> str:
         _meta_line(report),
         "",
     ]
+    warnings = dataset_warnings(report)
+    if warnings:
+        parts += ["## Warnings", ""] + [f"- {md_text(w)}" for w in warnings] + [""]
     for section in sections(report):
         rows = section.rows
         shown = rows[:MD_LISTED] if section.listed else rows
@@ -410,6 +413,12 @@ def render_markdown(report: EvalReport) -> str:
     parts += ["## How these numbers were made", ""] + [f"- {md_text(n)}" for n in notes(report)]
     parts += [""]
     return "\n".join(parts)
+
+
+def dataset_warnings(report: EvalReport) -> list[str]:
+    """``meta.dataset_warnings``: what the run found wrong with its data, catalog or model (a
+    language the model does not read, too few rows, leaked exemplars), shown near the top."""
+    return [str(w) for w in report.meta.get("dataset_warnings") or []]
 
 
 def _meta_line(report: EvalReport) -> str:
@@ -455,6 +464,10 @@ def render_html(report: EvalReport, plots: Sequence[Path]) -> str:
         f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<p class='meta'>{html.escape(_meta_line(report).replace('`', ''))}</p>",
     ]
+    warnings = dataset_warnings(report)
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>")
+        parts += [f"<li>{html.escape(w)}</li>" for w in warnings] + ["</ul>"]
     tables = sections(report)
     for section in tables[:3]:  # summary, customers wrongly blocked, recommended thresholds
         parts += _html_section(section)

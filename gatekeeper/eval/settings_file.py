@@ -84,6 +84,66 @@ def start_settings_file(path: Path, catalog: Path) -> None:
     )
 
 
+#: What a calibration on one catalog wrote: not carried over to a copy serving another one.
+_CATALOG_KEYS = ("threshold", "calibrated_for")
+
+
+def copy_settings(source: Path, target: Path, catalog: Path) -> None:
+    """Create the settings file ``target``: ``source``'s settings (its model, data dir, rule)
+    serving ``catalog``, without the threshold and its record, which were calibrated on
+    ``source``'s catalog (``calibrate --write`` sets them). Its paths are made absolute and its
+    comments are not kept. :class:`ConfigError` when it would not read as ``source`` does."""
+    import yaml
+
+    from gatekeeper._rows import load_yaml
+    from gatekeeper.settings import load_settings
+
+    try:
+        data = dict(load_yaml(source.read_text(encoding="utf-8")) or {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError) as exc:
+        raise ConfigError(f"cannot copy settings file {source}: {exc}") from exc
+    base = source.resolve().parent
+    data.pop("catalog", None)
+    _absolute(data, ("data_dir",), base)
+    if isinstance(data.get("embedding"), dict):
+        data["embedding"] = dict(data["embedding"])
+        _absolute(data["embedding"], ("adapter", "cache_dir"), base)
+    if isinstance(data.get("gate"), dict):
+        data["gate"] = {k: v for k, v in data["gate"].items() if k not in _CATALOG_KEYS}
+        if not data["gate"]:
+            del data["gate"]
+    wanted = catalog.resolve()
+    text = (
+        f"# The settings of {source} serving {catalog.name}, written by `gatekeeper init`; "
+        "calibrate gate.threshold for it (`gatekeeper calibrate --config "
+        f"{target} ... --write`).\n"
+        + yaml.safe_dump({"catalog": str(wanted), **data}, allow_unicode=True, sort_keys=False)
+    )
+
+    def check(written: dict[str, Any]) -> str | None:
+        return None if Path(str(written.get("catalog"))) == wanted else "catalog differs"
+
+    _edit_settings(target, "the settings", lambda _: text, check)
+    if _apart_from_catalog(load_settings(target)) != _apart_from_catalog(load_settings(source)):
+        target.unlink()
+        raise ConfigError(f"a copy of {source} serving {catalog} does not read as {source} does")
+
+
+def _absolute(section: dict[str, Any], keys: tuple[str, ...], base: Path) -> None:
+    """The relative paths under ``keys`` of a settings file's ``section``, made absolute."""
+    for key in keys:
+        if isinstance(value := section.get(key), str) and value:
+            path = Path(value).expanduser()
+            section[key] = str(path if path.is_absolute() else base / path)
+
+
+def _apart_from_catalog(settings: Any) -> dict[str, Any]:
+    """``settings`` without what belongs to their catalog (the catalog, its threshold)."""
+    dumped: dict[str, Any] = settings.model_dump(mode="json", exclude={"catalog"})
+    dumped["gate"] = {k: v for k, v in dumped["gate"].items() if k not in _CATALOG_KEYS}
+    return dumped
+
+
 def store_gate_settings(path: Path, values: dict[str, str], note: str) -> None:
     """Set several ``gate.<key>`` lines (YAML values) in the settings file ``path``, keeping its
     other keys and comments; ``note`` goes on the first line."""

