@@ -121,7 +121,10 @@ class BuildCopy:
         load = partial(ExemplarMatrix.load, collection, key)
         try:
             matrix: ExemplarMatrix = self._guard(load, passthrough=(NotFoundError,))
-            if len(matrix) != key[2]:  # a Chroma server's get racing a drop answers no rows
+            # a Chroma server's get racing a drop answers no rows; and a build read with no
+            # rows at all (its count read after the rows went) is never a catalog's: served,
+            # it refused every message with no gate error
+            if len(matrix) != key[2] or not len(matrix):
                 raise StoreError(
                     f"build {key[0]!r} read back {len(matrix)} of its {key[2]} rows "
                     "(dropped or rewritten while it was read)"

@@ -196,3 +196,20 @@ def test_a_build_that_reads_back_short_is_not_served(
     assert copy is not None and len(copy) == 11
     (failed,) = _events(logs, "store.reload_failed")
     assert "0 of its 13 rows" in failed["error"]
+
+
+def test_a_build_read_with_no_rows_is_never_served(tmp_path: Path) -> None:
+    """A build whose rows are all gone, its count read after they went (0), is a failed reload
+    too: the copy before keeps answering, instead of an empty copy refusing every message."""
+    from gatekeeper.build_copy import BuildCopy
+    from gatekeeper.errors import StoreError
+
+    gate = make_gate(tmp_path, store={"search": "memory"})
+    report = gate.index()
+    build = gate.store._client.get_collection(report.collection, embedding_function=None)
+    copy = BuildCopy(lambda call, passthrough=(): call())
+    served = copy.of(build, build.count())
+    build.delete(ids=build.get()["ids"])
+    with pytest.raises(StoreError, match="read back 0 of its 0 rows"):
+        copy.of(build, build.count())
+    assert copy.matrix is served and len(served) == 11
