@@ -3,7 +3,10 @@
 Given as YAML (``configs/intents/*.yaml``) or as CSV/JSONL rows of ``text,intent`` where the
 intent ``off_topic`` marks an off-topic exemplar; optional ``reply``, ``description`` and
 ``threshold`` columns carry what the YAML form says per intent (and an ``off_topic`` row's
-``reply`` is the refusal). Intent names are any non-empty text, kept as written.
+``reply`` is the refusal). Intent names are any non-empty text, kept as written but for
+surrounding white space and the Unicode normal form: names and exemplars are taken in NFC
+(:func:`~gatekeeper.types.nfc`), so a name or exemplar pasted decomposed (from macOS, a web
+form) is the one typed composed.
 
 Every problem of a file is reported at once, in one :class:`CatalogError` that names the file
 and, for each problem, the row or intent. What is not worth stopping for (empty rows, rows
@@ -42,7 +45,7 @@ from gatekeeper.catalog_review import (
 from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.paths import why_not_a_file
-from gatekeeper.types import OFF_TOPIC, blank
+from gatekeeper.types import OFF_TOPIC, blank, nfc
 
 DEFAULT_REFUSAL = (
     "Sorry, I can't help with that here: I can only answer questions about our services."
@@ -71,7 +74,7 @@ class Intent(BaseModel):
     def _clean_name(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the intent name is empty")
-        return value.strip()
+        return nfc(value.strip())
 
     @field_validator("exemplars")
     @classmethod
@@ -163,7 +166,7 @@ def _exemplar(text: str, intent: str, kind: ExemplarKind) -> Exemplar:
 def _clean_texts(texts: Iterable[str]) -> tuple[str, ...]:
     cleaned: list[str] = []
     for text in texts:
-        stripped = text.strip()
+        stripped = nfc(text.strip())
         if blank(stripped):
             raise ValueError("an exemplar is empty (or only invisible characters)")
         if stripped not in cleaned:
@@ -268,10 +271,12 @@ def _consistency_problems(raw: dict[str, Any]) -> list[str]:
 
 
 def _as_written(raw: dict[str, Any], catalog: Catalog) -> list[IntentTexts]:
-    """The (valid) catalog's intents with their exemplars as written: stripped, repeats kept."""
+    """The (valid) catalog's intents with their exemplars as written: stripped and in NFC (as
+    the catalog holds them), repeats kept."""
     listed = [item.get("exemplars") for item in raw["intents"]]
     return [
-        (i.name, [t.strip() for t in ts]) for i, ts in zip(catalog.intents, listed, strict=True)
+        (i.name, [nfc(t.strip()) for t in ts])
+        for i, ts in zip(catalog.intents, listed, strict=True)
     ]
 
 

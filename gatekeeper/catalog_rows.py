@@ -3,7 +3,9 @@
 Optional ``reply``, ``description`` and ``threshold`` columns carry what the YAML form says per
 intent; the intent ``off_topic`` marks an off-topic exemplar (its row's ``reply`` is the
 refusal). :func:`rows_to_raw` returns the mapping with the problems (fatal) and warnings (not)
-found on the way; :mod:`gatekeeper.catalog` validates it.
+found on the way; :mod:`gatekeeper.catalog` validates it. Intent names and texts are taken in
+NFC (:func:`~gatekeeper.types.nfc`), so rows of one intent pasted from different places group
+as one intent.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from gatekeeper._rows import Row, class_id, map_class_ids, near_key, shown, unknown_keys
 from gatekeeper.catalog_review import lookalike, looks_like_off_topic
-from gatekeeper.types import OFF_TOPIC
+from gatekeeper.types import OFF_TOPIC, nfc
 
 _COLUMNS = ("text", "intent", "reply", "description", "threshold")
 _PROPERTIES = ("reply", "description", "threshold")
@@ -79,6 +81,7 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
         if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
             problems.append(f"row {number}: 'text' and 'intent' must be text")
             continue
+        intent, text = nfc(intent), nfc(text) if text is not None else None
         if looks_like_off_topic(intent):
             lookalikes.setdefault(intent, []).append(number)
             continue

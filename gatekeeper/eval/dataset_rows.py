@@ -5,6 +5,11 @@ A row has ``text``, ``label`` (``in_domain`` | ``off_topic``) and an optional ``
 ``labels``. :func:`parse_rows` turns one row into its :class:`Example` s or raises a
 :class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
 :func:`stray_values` tell a row to skip from a malformed one.
+
+An intent is taken in NFC (:func:`~gatekeeper.types.nfc`), as the catalog takes its names, so
+``cancelación`` pasted decomposed names the catalog's intent. The message itself is kept as
+written: it stands for what a customer sends, and the gate judges (and the proxy forwards) a
+customer's text as sent; repeats and leakage are found regardless of the normal form.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from gatekeeper._rows import (
 from gatekeeper.catalog_review import looks_like_off_topic
 from gatekeeper.conversation import chat_messages, last_user_text
 from gatekeeper.errors import DatasetError, InputError
-from gatekeeper.types import OFF_TOPIC, blank
+from gatekeeper.types import OFF_TOPIC, blank, nfc
 
 Label = Literal["in_domain", "off_topic"]
 LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
@@ -215,7 +220,7 @@ def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     intent = row.get("intent")
     if intent is not None and not isinstance(intent, str):
         raise DatasetError(f"{where}: 'intent' must be a string, not {type(intent).__name__}")
-    intent = (intent.strip() or None) if isinstance(intent, str) else None
+    intent = (nfc(intent.strip()) or None) if isinstance(intent, str) else None
     if label == "in_domain" and intent is not None and _off_topic_intent(intent):
         raise DatasetError(
             f"{where}: the intent {shown(intent)} marks an off-topic message, but the label is "

@@ -36,6 +36,7 @@ from gatekeeper.eval.dataset_rows import (
     stray_values,
 )
 from gatekeeper.paths import why_not_a_file
+from gatekeeper.types import nfc
 
 # Example and example_row live with the row parser; importers find them here too.
 __all__ = ["Dataset", "Example", "example_row", "load_dataset", "load_datasets", "write_jsonl"]
@@ -218,9 +219,11 @@ def _rows(n: int, one: str, many: str) -> str:
 
 
 def _message_key(example: Example) -> str:
+    """A message as compared for repeats: surrounding white space and the normal form aside."""
     if isinstance(example.message, str):
-        return example.message.strip()
-    return json.dumps([dict(m) for m in example.message], ensure_ascii=False, sort_keys=True)
+        return nfc(example.message.strip())
+    chat = [dict(m) for m in example.message]
+    return nfc(json.dumps(chat, ensure_ascii=False, sort_keys=True))
 
 
 def _meaning_key(example: Example) -> str:
