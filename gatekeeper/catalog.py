@@ -42,7 +42,7 @@ from gatekeeper.catalog_review import (
     consistency_problems,
     review_warnings,
 )
-from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw
+from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw, use_a_dot
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.paths import why_not_a_file
 from gatekeeper.types import OFF_TOPIC, blank, nfc
@@ -197,14 +197,16 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
         raw = _read_yaml(path)
     elif suffix == ".csv":
         bad: list[str] = []
+        delimiters: list[str] = []
         rows = read_csv(
             path,
             CatalogError,
             "catalog",
             check_catalog_header,
             lambda n, p: bad.append(f"row {n} {p}"),
+            delimiters.append,
         )
-        raw, problems, warnings = rows_to_raw(rows, path)
+        raw, problems, warnings = rows_to_raw(rows, path, decimal_comma=delimiters != [","])
         problems = bad + problems
     elif suffix in {".jsonl", ".ndjson"}:
         raw, problems, warnings = rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
@@ -344,6 +346,8 @@ def _describe_one(err: Any, raw: dict[str, Any]) -> str:
     if scope == "intent" and loc == ["exemplars"] and err.get("input") is None:
         return f"{where} has no exemplars"
     message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
+    if loc == ["threshold"]:
+        message += use_a_dot(err.get("input"))
     return f"{where}: {field + ': ' if field else ''}{message}"
 
 

@@ -10,6 +10,7 @@ as one intent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,15 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+def rows_to_raw(
+    rows: list[Row], path: Path, *, decimal_comma: bool = False
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """Rows of ``text,intent[,reply,description,threshold]`` as a catalog mapping, with the
     problems (fatal) and warnings (not) found on the way.
+
+    With ``decimal_comma`` (a CSV file separated by ``;`` or tab, as Excel saves one in a
+    locale that writes ``0,85``), a threshold written with one decimal comma is that number;
+    elsewhere such a threshold is a problem that says to use a dot.
 
     An intent's reply, description and threshold may sit on any of its rows (on several, they
     must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
@@ -91,6 +98,8 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
             else entries.setdefault(intent, {"name": intent, "exemplars": []})
         )
         for key, value in props.items():
+            if key == "threshold":
+                value = _threshold(value, decimal_comma)
             problem = _set_property(target, intent, key, value, number, given)
             if problem:
                 problems.append(problem)
@@ -193,7 +202,8 @@ def _set_property(
             value = float(value)
         except (TypeError, ValueError):
             return (
-                f"row {number}: threshold {shown(value)} of intent {shown(intent)} is not a number"
+                f"row {number}: threshold {shown(value)} of intent {shown(intent)} is not a "
+                f"number{use_a_dot(value)}"
             )
     if not isinstance(value, str | float | int) or isinstance(value, bool):
         return f"row {number}: {shown(key)} of intent {shown(intent)} must be text"
@@ -207,6 +217,26 @@ def _set_property(
     given.setdefault((intent, key), (value, number))
     target[key] = value
     return None
+
+
+#: A number written with one decimal comma (``0,85``), as Excel writes it in Spain or Germany.
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def _threshold(value: Any, decimal_comma: bool) -> Any:
+    """A threshold cell; with ``decimal_comma``, ``0,85`` read as ``0.85`` (one comma with
+    digits on both sides: in a file separated by ``;`` or tab that is the only reading)."""
+    if decimal_comma and isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value):
+        return value.replace(",", ".")
+    return value
+
+
+def use_a_dot(value: Any) -> str:
+    """For a number written with a decimal comma where it is not read so (a comma-separated
+    CSV, JSONL, YAML): ``" (use a dot: 0.85)"``; else nothing."""
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+        return f" (use a dot: {value.strip().replace(',', '.')})"
+    return ""
 
 
 def _rows_label(numbers: list[int], limit: int = 10) -> str:
