@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gatekeeper._rows import Row, class_id, map_class_ids, near_key, shown, unknown_keys
+from gatekeeper._rows import (
+    Row,
+    class_id,
+    map_class_ids,
+    misspelt_column,
+    near_key,
+    rename_columns,
+    shown,
+    unknown_keys,
+)
 from gatekeeper.catalog_review import lookalike, looks_like_off_topic
 from gatekeeper.types import OFF_TOPIC, nfc
 
@@ -24,15 +33,24 @@ _PROPERTIES = ("reply", "description", "threshold")
 
 
 def check_catalog_header(header: list[str]) -> str | None:
+    """The problem of a CSV header without ``text`` or ``intent``, with the column to rename:
+    one spelt close to the missing name (``Texto``, ``intnet``), or a benchmark's ``label``."""
     missing = {"text", "intent"} - set(header)
     if not missing:
         return None
-    others = [k for k in header if k not in _COLUMNS]
-    alias = next((k for k in header if k in _INTENT_ALIASES), None) if "intent" in missing else None
-    typo = next((k for k in others if near_key(k, ("text",))), None) if "text" in missing else None
-    renames = [f"{k!r} to {to!r}" for k, to in ((typo, "text"), (alias, "intent")) if k]
-    rename = f" (rename the column {' and '.join(renames)})" if renames else ""
-    return f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}{rename}"
+    renames: list[tuple[str, str]] = []
+    for name in (n for n in ("text", "intent") if n in missing):
+        free = [k for k in header if k not in {key for key, _ in renames}]
+        rename = misspelt_column(free, (name,), _COLUMNS)
+        alias = next((k for k in free if k in _INTENT_ALIASES), None)
+        if rename is None and name == "intent" and alias is not None:
+            rename = (alias, name)
+        if rename is not None:
+            renames.append(rename)
+    return (
+        f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}"
+        f"{rename_columns(renames)}"
+    )
 
 
 def _cell(value: Any) -> Any:

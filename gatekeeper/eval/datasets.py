@@ -20,7 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper._rows import Row, listed, near_key, read_csv, read_jsonl
+from gatekeeper._rows import (
+    Row,
+    listed,
+    misspelt_column,
+    near_key,
+    read_csv,
+    read_jsonl,
+    rename_columns,
+)
 from gatekeeper.catalog_review import exemplar_key
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.dataset_rows import (
@@ -284,9 +292,19 @@ def _check_distinct(paths: list[Path]) -> None:
 
 
 def _check_dataset_header(header: list[str]) -> str | None:
-    if "label" not in header or not ({"text", "messages"} & set(header)):
-        return "the CSV header needs 'label' and 'text' (or 'messages') columns"
-    return None
+    """The problem of a CSV header without ``label`` or a message column, with the column to
+    rename when one is spelt close to the missing name (``lable``, ``txet``)."""
+    wanted: list[tuple[str, ...]] = []
+    if not {"text", "messages"} & set(header):
+        wanted.append(("text", "messages"))
+    if "label" not in header:
+        wanted.append(("label",))
+    if not wanted:
+        return None
+    renames = [m for names in wanted if (m := misspelt_column(header, names, KEYS, NEAR))]
+    return (
+        f"the CSV header needs 'label' and 'text' (or 'messages') columns{rename_columns(renames)}"
+    )
 
 
 def write_jsonl(examples: Iterable[Example], path: Path) -> int:

@@ -446,3 +446,18 @@ def test_a_decimal_comma_elsewhere_is_told_to_use_a_dot(
         assert "use a dot" not in problems
     else:
         assert "(use a dot: 0.85)" in problems
+
+
+@pytest.mark.parametrize(
+    ("header", "rename"),
+    [
+        ("text;intnet;reply", "(rename the column 'intnet' to 'intent')"),
+        ("Texto;Intnet", "(rename the column 'texto' to 'text' and 'intnet' to 'intent')"),
+    ],
+)
+def test_a_misspelt_intent_column_gets_a_did_you_mean(
+    tmp_path: Path, header: str, rename: str
+) -> None:
+    """A CSV catalog headed 'intnet' is told to rename it to 'intent', as 'Texto' is to 'text'."""
+    problems = _problems(_csv(tmp_path, f"{header}\n¿dónde está mi pedido?;Lieferstatus\n"))
+    assert rename in problems

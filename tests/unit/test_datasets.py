@@ -437,3 +437,22 @@ def test_a_tab_separated_csv_file_is_read_with_a_warning(tmp_path: Path) -> None
     data = load_dataset(path)
     assert [e.text for e in data.examples] == ["where is my order"]
     assert any("read as tab-separated" in w for w in data.warnings)
+
+
+@pytest.mark.parametrize(
+    ("header", "rename"),
+    [
+        ("text,lable", "(rename the column 'lable' to 'label')"),
+        ("Txt,Label", "(rename the column 'txt' to 'text')"),
+        ("mesages,lable", "(rename the column 'mesages' to 'messages' and 'lable' to 'label')"),
+    ],
+)
+def test_a_misspelt_csv_header_column_gets_a_did_you_mean(
+    tmp_path: Path, header: str, rename: str
+) -> None:
+    """A dataset CSV headed 'lable' (or 'txt') is told which column to rename."""
+    path = tmp_path / "d.csv"
+    path.write_text(f"{header}\nfalta una pieza,in_domain\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="the CSV header needs 'label'") as caught:
+        load_dataset(path)
+    assert rename in str(caught.value)
