@@ -1,6 +1,7 @@
 """One row of a labelled dataset as the example(s) it holds.
 
-A row has ``text``, ``label`` (``in_domain`` | ``off_topic``) and an optional ``intent``, or
+A row has ``text``, ``label`` (``in_domain`` | ``off_topic``, case and surrounding white space
+aside, as header names are matched) and an optional ``intent``, or
 ``messages`` (a chat; in CSV, a JSON string) instead of ``text``, with optional per-turn
 ``labels``. :func:`parse_rows` turns one row into its :class:`Example` s or raises a
 :class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
@@ -152,7 +153,13 @@ def _labels(value: Any, where: str) -> list[Any] | None:
             ) from exc
     if not isinstance(value, list):
         raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {shown(value)}")
-    return value
+    return [label_value(v) for v in value]
+
+
+def label_value(value: Any) -> Any:
+    """A label as matched, as header names are: case and surrounding white space do not count
+    (``Off_Topic``, ``"in_domain "``); anything else (``in-domain``, ``OOS``) is not a label."""
+    return value.strip().casefold() if isinstance(value, str) else value
 
 
 _LABELS_SHAPE = (
@@ -209,13 +216,14 @@ def _per_turn(
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     """One dataset row as an :class:`Example`; ``source`` and ``line`` go into errors."""
     where = f"dataset {located(source, line)}"
-    label = row.get("label")
-    if label is None:
+    written = row.get("label")
+    if written is None:
         raise DatasetError(f"{where}: missing 'label' (in_domain or off_topic){_meant(row)}")
+    label = label_value(written)
     if label not in LABELS:
-        hint = _label_hint(label)
+        hint = _label_hint(written)
         raise DatasetError(
-            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {shown(label)}{hint}"
+            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {shown(written)}{hint}"
         )
     intent = row.get("intent")
     if intent is not None and not isinstance(intent, str):
