@@ -251,16 +251,31 @@ def _validated(raw: Any, source: str, problems: list[str]) -> Catalog:
     return catalog
 
 
-def _valid_intents(raw: dict[str, Any]) -> list[Intent]:
-    """The intents of ``raw`` that validate on their own."""
+def _named_intents(raw: dict[str, Any]) -> list[IntentTexts]:
+    """Each intent of ``raw`` that has a name, with its exemplars: as validated, or, for an
+    intent with a problem of its own (an empty exemplar, a misspelt key), its usable ones. The
+    problems between intents (one defined twice) are then found in the same round as the
+    intents' own problems, not only once those are fixed."""
     intents = raw.get("intents")
-    valid: list[Intent] = []
+    named: list[IntentTexts] = []
     for item in intents if isinstance(intents, list) else []:
         try:
-            valid.append(Intent.model_validate(item))
+            intent = Intent.model_validate(item)
         except ValidationError:
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name.strip():
+                named.append((nfc(name.strip()), _usable_texts(item.get("exemplars"))))
             continue
-    return valid
+        named.append((intent.name, intent.exemplars))
+    return named
+
+
+def _usable_texts(texts: Any) -> tuple[str, ...]:
+    """The texts of an exemplar list that would validate: non-blank strings, stripped, in NFC."""
+    if not isinstance(texts, list | tuple):
+        return ()
+    usable = (nfc(t.strip()) for t in texts if isinstance(t, str))
+    return tuple(dict.fromkeys(t for t in usable if not blank(t)))
 
 
 def _consistency_problems(raw: dict[str, Any]) -> list[str]:
@@ -268,8 +283,9 @@ def _consistency_problems(raw: dict[str, Any]) -> list[str]:
     try:
         off_topic = OffTopic.model_validate(raw.get("off_topic") or {}).exemplars
     except ValidationError:
-        off_topic = ()
-    return consistency_problems([(i.name, i.exemplars) for i in _valid_intents(raw)], off_topic)
+        block = raw.get("off_topic")
+        off_topic = _usable_texts(block.get("exemplars") if isinstance(block, dict) else None)
+    return consistency_problems(_named_intents(raw), off_topic)
 
 
 def _as_written(raw: dict[str, Any], catalog: Catalog) -> list[IntentTexts]:
