@@ -431,7 +431,7 @@ def test_a_decimal_comma_threshold_in_a_semicolon_csv_is_read(
     [
         ("c.csv", 'text,intent,threshold\nwhere is it,orders,"0,85"\n'),
         ("c.jsonl", '{"text": "where is it", "intent": "orders", "threshold": "0,85"}\n'),
-        ("c.yaml", "intents:\n  - name: orders\n    exemplars: [where is it]\n    threshold: 0,85\n"),
+        ("c.yaml", "intents:\n  - name: orders\n    exemplars: [where is it]\n    threshold: 0,85"),
         ("d.csv", "text;intent;threshold\nwhere is it;orders;0,8,5\n"),
     ],
 )
