@@ -282,7 +282,8 @@ def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
 ) -> None:
     """Under a model not known English-only (e5), the warning gives no advice to switch to a
     multilingual model (it did, naming the model it was run with), and names only what init
-    added: the owner's own refusal and greeting are no English additions."""
+    added: the owner's own refusal and greeting are no English additions, and with a reply of
+    their own no canned intents are added at all."""
     rows = DE_EXAMPLES.replace("text,intent\n", "text,intent,reply\n").replace("\n", ",\n")
     own = rows.replace("text,intent,reply,\n", "text,intent,reply\n")
     own += ",off_topic,Nur Fahrräder bitte.\nHallo,greeting,Hallo!\n"
@@ -290,8 +291,8 @@ def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
     (note,) = scaffold_catalog(examples, _embedder("openai:e5-query"), cut=0.6).notes
     assert "do not look English" in note and "supports en and zh only" in note
     assert "multilingual" not in note and "English-only" not in note
-    assert "refusal" not in note and "greeting" not in note
-    assert "English canned replies (thanks, goodbye)" in note
+    assert "refusal" not in note and "greeting" not in note and "canned" not in note
+    assert "lines of the English generic off-topic set" in note
 
 
 @pytest.mark.parametrize(("text", "language"), [(EN_EXAMPLES, "en"), (ZH_EXAMPLES, "zh")])
