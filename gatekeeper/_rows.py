@@ -70,6 +70,24 @@ def unknown_keys(keys: Iterable[str], known: Sequence[str], cutoff: float = 0.6)
     return ", ".join(named)
 
 
+def misspelt_column(
+    header: Sequence[str], wanted: Sequence[str], known: Sequence[str], cutoff: float = 0.6
+) -> tuple[str, str] | None:
+    """The first column of ``header`` that is none of ``known`` but looks like a misspelling
+    of one of ``wanted`` (:func:`near_key`), with the one it looks like."""
+    for key in header:
+        meant = near_key(key, wanted, cutoff) if key and key not in known else None
+        if meant:
+            return key, meant
+    return None
+
+
+def rename_columns(renames: Sequence[tuple[str, str]]) -> str:
+    """``" (rename the column 'texto' to 'text' and 'intnet' to 'intent')"``, or nothing."""
+    named = [f"{key!r} to {to!r}" for key, to in renames]
+    return f" (rename the column {' and '.join(named)})" if named else ""
+
+
 def class_id(value: Any) -> bool:
     """A benchmark's class id where a name belongs: a number, or a CSV cell of digits."""
     number = isinstance(value, int | float) and not isinstance(value, bool)

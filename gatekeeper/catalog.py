@@ -3,7 +3,10 @@
 Given as YAML (``configs/intents/*.yaml``) or as CSV/JSONL rows of ``text,intent`` where the
 intent ``off_topic`` marks an off-topic exemplar; optional ``reply``, ``description`` and
 ``threshold`` columns carry what the YAML form says per intent (and an ``off_topic`` row's
-``reply`` is the refusal). Intent names are any non-empty text, kept as written.
+``reply`` is the refusal). Intent names are any non-empty text, kept as written but for
+surrounding white space and the Unicode normal form: names and exemplars are taken in NFC
+(:func:`~gatekeeper.types.nfc`), so a name or exemplar pasted decomposed (from macOS, a web
+form) is the one typed composed.
 
 Every problem of a file is reported at once, in one :class:`CatalogError` that names the file
 and, for each problem, the row or intent. What is not worth stopping for (empty rows, rows
@@ -39,10 +42,10 @@ from gatekeeper.catalog_review import (
     consistency_problems,
     review_warnings,
 )
-from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw
+from gatekeeper.catalog_rows import check_catalog_header, rows_to_raw, use_a_dot
 from gatekeeper.errors import CatalogError, ConfigError
 from gatekeeper.paths import why_not_a_file
-from gatekeeper.types import OFF_TOPIC, blank
+from gatekeeper.types import OFF_TOPIC, blank, nfc
 
 DEFAULT_REFUSAL = (
     "Sorry, I can't help with that here: I can only answer questions about our services."
@@ -71,7 +74,7 @@ class Intent(BaseModel):
     def _clean_name(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the intent name is empty")
-        return value.strip()
+        return nfc(value.strip())
 
     @field_validator("exemplars")
     @classmethod
@@ -163,7 +166,7 @@ def _exemplar(text: str, intent: str, kind: ExemplarKind) -> Exemplar:
 def _clean_texts(texts: Iterable[str]) -> tuple[str, ...]:
     cleaned: list[str] = []
     for text in texts:
-        stripped = text.strip()
+        stripped = nfc(text.strip())
         if blank(stripped):
             raise ValueError("an exemplar is empty (or only invisible characters)")
         if stripped not in cleaned:
@@ -194,14 +197,16 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
         raw = _read_yaml(path)
     elif suffix == ".csv":
         bad: list[str] = []
+        delimiters: list[str] = []
         rows = read_csv(
             path,
             CatalogError,
             "catalog",
             check_catalog_header,
             lambda n, p: bad.append(f"row {n} {p}"),
+            delimiters.append,
         )
-        raw, problems, warnings = rows_to_raw(rows, path)
+        raw, problems, warnings = rows_to_raw(rows, path, decimal_comma=delimiters != [","])
         problems = bad + problems
     elif suffix in {".jsonl", ".ndjson"}:
         raw, problems, warnings = rows_to_raw(read_jsonl(path, CatalogError, "catalog"), path)
@@ -246,16 +251,31 @@ def _validated(raw: Any, source: str, problems: list[str]) -> Catalog:
     return catalog
 
 
-def _valid_intents(raw: dict[str, Any]) -> list[Intent]:
-    """The intents of ``raw`` that validate on their own."""
+def _named_intents(raw: dict[str, Any]) -> list[IntentTexts]:
+    """Each intent of ``raw`` that has a name, with its exemplars: as validated, or, for an
+    intent with a problem of its own (an empty exemplar, a misspelt key), its usable ones. The
+    problems between intents (one defined twice) are then found in the same round as the
+    intents' own problems, not only once those are fixed."""
     intents = raw.get("intents")
-    valid: list[Intent] = []
+    named: list[IntentTexts] = []
     for item in intents if isinstance(intents, list) else []:
         try:
-            valid.append(Intent.model_validate(item))
+            intent = Intent.model_validate(item)
         except ValidationError:
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name.strip():
+                named.append((nfc(name.strip()), _usable_texts(item.get("exemplars"))))
             continue
-    return valid
+        named.append((intent.name, intent.exemplars))
+    return named
+
+
+def _usable_texts(texts: Any) -> tuple[str, ...]:
+    """The texts of an exemplar list that would validate: non-blank strings, stripped, in NFC."""
+    if not isinstance(texts, list | tuple):
+        return ()
+    usable = (nfc(t.strip()) for t in texts if isinstance(t, str))
+    return tuple(dict.fromkeys(t for t in usable if not blank(t)))
 
 
 def _consistency_problems(raw: dict[str, Any]) -> list[str]:
@@ -263,15 +283,18 @@ def _consistency_problems(raw: dict[str, Any]) -> list[str]:
     try:
         off_topic = OffTopic.model_validate(raw.get("off_topic") or {}).exemplars
     except ValidationError:
-        off_topic = ()
-    return consistency_problems([(i.name, i.exemplars) for i in _valid_intents(raw)], off_topic)
+        block = raw.get("off_topic")
+        off_topic = _usable_texts(block.get("exemplars") if isinstance(block, dict) else None)
+    return consistency_problems(_named_intents(raw), off_topic)
 
 
 def _as_written(raw: dict[str, Any], catalog: Catalog) -> list[IntentTexts]:
-    """The (valid) catalog's intents with their exemplars as written: stripped, repeats kept."""
+    """The (valid) catalog's intents with their exemplars as written: stripped and in NFC (as
+    the catalog holds them), repeats kept."""
     listed = [item.get("exemplars") for item in raw["intents"]]
     return [
-        (i.name, [t.strip() for t in ts]) for i, ts in zip(catalog.intents, listed, strict=True)
+        (i.name, [nfc(t.strip()) for t in ts])
+        for i, ts in zip(catalog.intents, listed, strict=True)
     ]
 
 
@@ -339,6 +362,8 @@ def _describe_one(err: Any, raw: dict[str, Any]) -> str:
     if scope == "intent" and loc == ["exemplars"] and err.get("input") is None:
         return f"{where} has no exemplars"
     message = plain_type_error(err) or str(err["msg"]).removeprefix("Value error, ")
+    if loc == ["threshold"]:
+        message += use_a_dot(err.get("input"))
     return f"{where}: {field + ': ' if field else ''}{message}"
 
 

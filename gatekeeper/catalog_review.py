@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 
 from gatekeeper._rows import shown
-from gatekeeper.types import OFF_TOPIC
+from gatekeeper.types import OFF_TOPIC, nfc
 
 #: An intent's name and its exemplars, as written (stripped, before repeats are dropped).
 IntentTexts = tuple[str, Sequence[str]]
@@ -65,20 +65,22 @@ def lookalike(name: str, fix: str) -> str:
 
 
 def name_key(name: str) -> str:
-    """How intent names are compared: case, spaces, underscores and hyphens do not count."""
-    return re.sub(r"[\s_\-]+", "", name.casefold())
+    """How intent names are compared: case, spaces, underscores, hyphens and the Unicode normal
+    form do not count."""
+    return re.sub(r"[\s_\-]+", "", nfc(name).casefold())
 
 
 def text_key(text: str) -> str:
     """How near-repeats of an exemplar are recognised: only letters and digits count (the
-    text itself, case aside, when it has none, e.g. an emoji)."""
-    return "".join(ch for ch in text.casefold() if ch.isalnum()) or text.casefold()
+    text itself, case aside, when it has none, e.g. an emoji), in NFC."""
+    folded = nfc(text).casefold()
+    return "".join(ch for ch in folded if ch.isalnum()) or folded
 
 
 def exemplar_key(text: str) -> str:
     """How texts are compared for one exemplar in two intents (or one message labelled both
-    ways): case and surrounding white space do not count."""
-    return text.strip().casefold()
+    ways): case, surrounding white space and the Unicode normal form (NFC or NFD) do not count."""
+    return nfc(text.strip()).casefold()
 
 
 def consistency_problems(intents: Sequence[IntentTexts], off_topic: Sequence[str]) -> list[str]:

@@ -3,33 +3,54 @@
 Optional ``reply``, ``description`` and ``threshold`` columns carry what the YAML form says per
 intent; the intent ``off_topic`` marks an off-topic exemplar (its row's ``reply`` is the
 refusal). :func:`rows_to_raw` returns the mapping with the problems (fatal) and warnings (not)
-found on the way; :mod:`gatekeeper.catalog` validates it.
+found on the way; :mod:`gatekeeper.catalog` validates it. Intent names and texts are taken in
+NFC (:func:`~gatekeeper.types.nfc`), so rows of one intent pasted from different places group
+as one intent.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gatekeeper._rows import Row, class_id, map_class_ids, near_key, shown, unknown_keys
+from gatekeeper._rows import (
+    Row,
+    class_id,
+    map_class_ids,
+    misspelt_column,
+    near_key,
+    rename_columns,
+    shown,
+    unknown_keys,
+)
 from gatekeeper.catalog_review import lookalike, looks_like_off_topic
-from gatekeeper.types import OFF_TOPIC
+from gatekeeper.types import OFF_TOPIC, nfc
 
 _COLUMNS = ("text", "intent", "reply", "description", "threshold")
 _PROPERTIES = ("reply", "description", "threshold")
 
 
 def check_catalog_header(header: list[str]) -> str | None:
+    """The problem of a CSV header without ``text`` or ``intent``, with the column to rename:
+    one spelt close to the missing name (``Texto``, ``intnet``), or a benchmark's ``label``."""
     missing = {"text", "intent"} - set(header)
     if not missing:
         return None
-    others = [k for k in header if k not in _COLUMNS]
-    alias = next((k for k in header if k in _INTENT_ALIASES), None) if "intent" in missing else None
-    typo = next((k for k in others if near_key(k, ("text",))), None) if "text" in missing else None
-    renames = [f"{k!r} to {to!r}" for k, to in ((typo, "text"), (alias, "intent")) if k]
-    rename = f" (rename the column {' and '.join(renames)})" if renames else ""
-    return f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}{rename}"
+    renames: list[tuple[str, str]] = []
+    for name in (n for n in ("text", "intent") if n in missing):
+        free = [k for k in header if k not in {key for key, _ in renames}]
+        rename = misspelt_column(free, (name,), _COLUMNS)
+        alias = next((k for k in free if k in _INTENT_ALIASES), None)
+        if rename is None and name == "intent" and alias is not None:
+            rename = (alias, name)
+        if rename is not None:
+            renames.append(rename)
+    return (
+        f"the CSV header needs 'text' and 'intent' columns; missing {sorted(missing)}"
+        f"{rename_columns(renames)}"
+    )
 
 
 def _cell(value: Any) -> Any:
@@ -39,9 +60,15 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+def rows_to_raw(
+    rows: list[Row], path: Path, *, decimal_comma: bool = False
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """Rows of ``text,intent[,reply,description,threshold]`` as a catalog mapping, with the
     problems (fatal) and warnings (not) found on the way.
+
+    With ``decimal_comma`` (a CSV file separated by ``;`` or tab, as Excel saves one in a
+    locale that writes ``0,85``), a threshold written with one decimal comma is that number;
+    elsewhere such a threshold is a problem that says to use a dot.
 
     An intent's reply, description and threshold may sit on any of its rows (on several, they
     must agree); the ``off_topic`` rows' reply is the refusal. A row with a property and no
@@ -79,6 +106,7 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
         if not isinstance(intent, str) or (text is not None and not isinstance(text, str)):
             problems.append(f"row {number}: 'text' and 'intent' must be text")
             continue
+        intent, text = nfc(intent), nfc(text) if text is not None else None
         if looks_like_off_topic(intent):
             lookalikes.setdefault(intent, []).append(number)
             continue
@@ -88,6 +116,8 @@ def rows_to_raw(rows: list[Row], path: Path) -> tuple[dict[str, Any], list[str],
             else entries.setdefault(intent, {"name": intent, "exemplars": []})
         )
         for key, value in props.items():
+            if key == "threshold":
+                value = _threshold(value, decimal_comma)
             problem = _set_property(target, intent, key, value, number, given)
             if problem:
                 problems.append(problem)
@@ -190,7 +220,8 @@ def _set_property(
             value = float(value)
         except (TypeError, ValueError):
             return (
-                f"row {number}: threshold {shown(value)} of intent {shown(intent)} is not a number"
+                f"row {number}: threshold {shown(value)} of intent {shown(intent)} is not a "
+                f"number{use_a_dot(value)}"
             )
     if not isinstance(value, str | float | int) or isinstance(value, bool):
         return f"row {number}: {shown(key)} of intent {shown(intent)} must be text"
@@ -204,6 +235,26 @@ def _set_property(
     given.setdefault((intent, key), (value, number))
     target[key] = value
     return None
+
+
+#: A number written with one decimal comma (``0,85``), as Excel writes it in Spain or Germany.
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def _threshold(value: Any, decimal_comma: bool) -> Any:
+    """A threshold cell; with ``decimal_comma``, ``0,85`` read as ``0.85`` (one comma with
+    digits on both sides: in a file separated by ``;`` or tab that is the only reading)."""
+    if decimal_comma and isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value):
+        return value.replace(",", ".")
+    return value
+
+
+def use_a_dot(value: Any) -> str:
+    """For a number written with a decimal comma where it is not read so (a comma-separated
+    CSV, JSONL, YAML): ``" (use a dot: 0.85)"``; else nothing."""
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+        return f" (use a dot: {value.strip().replace(',', '.')})"
+    return ""
 
 
 def _rows_label(numbers: list[int], limit: int = 10) -> str:

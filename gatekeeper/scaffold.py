@@ -3,8 +3,12 @@
 The owner brings rows of ``text,intent`` (CSV or JSONL, as :func:`~gatekeeper.catalog.read_catalog`
 reads them). The scaffold adds what every customer-service gate needs and owners rarely write:
 
-* canned ``greeting`` / ``thanks`` / ``goodbye`` intents with replies (unless the owner already
-  has intents of those names), and a refusal reply, in the catalog's language;
+* canned ``greeting`` / ``thanks`` / ``goodbye`` intents with replies and a refusal reply, in
+  the catalog's language; no canned intent the owner has by name, and none at all when the owner
+  has any intent with a reply (``saludo``, ``Danke``): their small talk is in their words and
+  language, and a second greeting would compete with it (a rule on similarity would need a
+  model that reads their language: with the default English one, ``thanks`` is nearer
+  ``saludo`` than ``Danke``); a missing canned intent only sends such messages to the LLM;
 * the bundled generic off-topic set for that language (``gatekeeper/_data/off_topic.<lang>.txt``)
   as the contrast class, **minus the lines too close to the owner's intents**: a generic line is
   left out when it repeats an in-domain exemplar, or when its cosine similarity to the nearest
@@ -141,6 +145,7 @@ class Scaffold:
     traffic: TrafficReport | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     kept_nearest: tuple[KeptLine, ...] = ()  # generic_kept with their nearest exemplars
+    owner_canned: tuple[str, ...] = ()  # the owner's intents with a reply (then none is added)
 
     def review_kept(self, n: int = REVIEW_KEPT) -> tuple[KeptLine, ...]:
         """The ``n`` kept generic lines nearest to the owner's exemplars: the ones to read
@@ -204,19 +209,21 @@ def scaffold_catalog(
     traffic: Sequence[str] = (),
 ) -> Scaffold:
     """A catalog from the owner's ``examples``: their intents (with any replies, descriptions,
-    thresholds and off-topic rows they gave), canned greeting/thanks/goodbye intents and a
-    refusal in ``language`` (detected from the exemplars when None), and the generic off-topic
-    set minus the lines too close to the in-domain exemplars (see the module docstring)."""
+    thresholds and off-topic rows they gave), canned greeting/thanks/goodbye intents (none when
+    the owner has an intent with a reply) and a refusal in ``language`` (detected from the
+    exemplars when None), and the generic off-topic set minus the lines too close to the
+    in-domain exemplars (see the module docstring)."""
     owner_texts = [text for intent in examples.intents for text in intent.exemplars]
     lang: Language = language or detect_language(owner_texts)
     if lang not in LANGUAGES:
         raise InputError(f"unknown language {lang!r}; use one of: {', '.join(LANGUAGES)}")
     taken = {_key(t) for t in owner_texts} | {_key(t) for t in examples.off_topic.exemplars}
     have = {intent.name.casefold() for intent in examples.intents}
+    owner_canned = tuple(intent.name for intent in examples.intents if intent.canned)
     intents = list(examples.intents)
     added: list[str] = []
     for name, (exemplars, reply) in CANNED[lang].items():
-        if name in have:
+        if name in have or owner_canned:
             continue
         fresh = tuple(t for t in exemplars if _key(t) not in taken)
         if fresh:
@@ -292,6 +299,7 @@ def scaffold_catalog(
         traffic=report,
         notes=tuple(note for note in notes if note),
         kept_nearest=tuple(kept),
+        owner_canned=owner_canned,
     )
 
 
@@ -351,9 +359,7 @@ _HEADER: dict[Language, str] = {
 # * domain: one sentence on what your customer service covers (for people; not used to decide).
 # * intents: your intents with their exemplars. Add more real customer wording (15-30 per
 #   intent is a good start); a message near any exemplar is forwarded to the LLM.
-# * greeting / thanks / goodbye have a `reply`: such messages are answered with it, without
-#   the LLM. Edit the replies, or delete an intent to send those messages to the LLM instead.
-# * off_topic: the refusal, and example messages your business does not serve (a contrast
+{canned}# * off_topic: the refusal, and example messages your business does not serve (a contrast
 #   class). The generic lines were chosen by `gatekeeper init`, the nearest to your exemplars
 #   first; delete any your business does serve. The ones left out as too close to your
 #   intents are listed in {dropped}.
@@ -365,12 +371,35 @@ _HEADER: dict[Language, str] = {
 # * domain：用一句话说明您的客服负责哪些问题（给人看的，不参与判断）。
 # * intents：您的意图（intent）和示例（exemplars）。请多补充顾客的真实说法（每个意图 15-30 条
 #   为宜）；与任一示例相近的消息会转给大模型（LLM）。
-# * greeting / thanks / goodbye 带有 `reply`：这类消息直接用它回复，不调用大模型。
-#   可以修改回复；删掉某个意图，这类消息就会转给大模型。
-# * off_topic：拒答语（reply）和本店不处理的示例消息（对照类）。通用示例由 `gatekeeper init`
+{canned}# * off_topic：拒答语（reply）和本店不处理的示例消息（对照类）。通用示例由 `gatekeeper init`
 #   挑选，与您的示例最接近的排在前面；如有本店其实处理的，请删掉。因与您的意图太接近而被去掉的，
 #   列在 {dropped}。
 """,
+}
+#: The header's line on canned intents: init's, or (when the owner has some) the owner's.
+_CANNED_NOTE: dict[Language, dict[str, str]] = {
+    "en": {
+        "added": """\
+# * greeting / thanks / goodbye have a `reply`: such messages are answered with it, without
+#   the LLM. Edit the replies, or delete an intent to send those messages to the LLM instead.
+""",
+        "owner": """\
+# * Your intents with a `reply` ({names}) are answered with it, without the LLM. As you have
+#   your own, `gatekeeper init` added no greeting / thanks / goodbye; add any you miss as an
+#   intent with a `reply`, or leave such messages to the LLM.
+""",
+    },
+    "zh": {
+        "added": """\
+# * greeting / thanks / goodbye 带有 `reply`：这类消息直接用它回复，不调用大模型。
+#   可以修改回复；删掉某个意图，这类消息就会转给大模型。
+""",
+        "owner": """\
+# * 您带有 `reply` 的意图（{names}）直接用它回复，不调用大模型。因为您已有自己的固定回复，
+#   `gatekeeper init` 没有添加 greeting / thanks / goodbye；如需要，请自行添加带 `reply` 的意图，
+#   否则这类消息会转给大模型。
+""",
+    },
 }
 _COMMENTS: dict[Language, dict[str, str]] = {
     "en": {
@@ -402,7 +431,9 @@ def render_yaml(scaffold: Scaffold, *, source: str, dropped_file: str) -> str:
     lang = scaffold.language
     say = _COMMENTS[lang]
     catalog = scaffold.catalog
-    out = [_HEADER[lang].format(source=source, dropped=dropped_file)]
+    owner = ", ".join(scaffold.owner_canned)
+    note = _CANNED_NOTE[lang]["owner" if owner else "added"].format(names=owner)
+    out = [_HEADER[lang].format(source=source, dropped=dropped_file, canned=note)]
     out.append(say["domain"])
     out.append(f"domain: {_q(catalog.domain)}")
     out.append("intents:")

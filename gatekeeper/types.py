@@ -49,6 +49,14 @@ def blank(text: str) -> bool:
     return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
+def nfc(text: str) -> str:
+    """``text`` in Unicode normal form C (composed): ``cancelación`` typed on one machine and
+    pasted from another (macOS, web forms: decomposed, ``o`` + a combining accent) are then one
+    string. Canonically equivalent texts only; no compatibility mapping (NFKC would change
+    full-width letters, ligatures, superscripts)."""
+    return unicodedata.normalize("NFC", text)
+
+
 def batch_of(messages: Any) -> list[Message]:
     """``messages`` as a list of messages; :class:`InputError` for one message (a string, a
     chat message) or no collection at all, which would otherwise be decided (and, behind a

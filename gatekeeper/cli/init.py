@@ -135,6 +135,12 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
         + (f" + canned {', '.join(result.canned_added)}" if result.canned_added else "")
         + f", language {result.language}"
     )
+    if result.owner_canned:
+        echo(
+            f"no canned greeting/thanks/goodbye added: your intents "
+            f"{', '.join(map(repr, result.owner_canned))} have replies of their own (add any "
+            "you miss to the catalog as an intent with a reply)"
+        )
     echo(
         f"generic off-topic ({result.language}): kept {len(result.generic_kept)} of "
         f"{result.generic_total}; left out {len(too_close)} too close to your exemplars "

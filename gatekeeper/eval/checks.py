@@ -28,6 +28,7 @@ from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.language import model_language_warning
 from gatekeeper.settings import settings_file_serving
+from gatekeeper.types import nfc
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
@@ -107,7 +108,7 @@ def _texts(examples: tuple[Example, ...]) -> set[str]:
 
 
 def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(nfc(text).casefold().split())
 
 
 def _example(keys: set[str]) -> str:

@@ -1,10 +1,16 @@
 """One row of a labelled dataset as the example(s) it holds.
 
-A row has ``text``, ``label`` (``in_domain`` | ``off_topic``) and an optional ``intent``, or
+A row has ``text``, ``label`` (``in_domain`` | ``off_topic``, case and surrounding white space
+aside, as header names are matched) and an optional ``intent``, or
 ``messages`` (a chat; in CSV, a JSON string) instead of ``text``, with optional per-turn
 ``labels``. :func:`parse_rows` turns one row into its :class:`Example` s or raises a
 :class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
 :func:`stray_values` tell a row to skip from a malformed one.
+
+An intent is taken in NFC (:func:`~gatekeeper.types.nfc`), as the catalog takes its names, so
+``cancelación`` pasted decomposed names the catalog's intent. The message itself is kept as
+written: it stands for what a customer sends, and the gate judges (and the proxy forwards) a
+customer's text as sent; repeats and leakage are found regardless of the normal form.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from gatekeeper._rows import (
 from gatekeeper.catalog_review import looks_like_off_topic
 from gatekeeper.conversation import chat_messages, last_user_text
 from gatekeeper.errors import DatasetError, InputError
-from gatekeeper.types import OFF_TOPIC, blank
+from gatekeeper.types import OFF_TOPIC, blank, nfc
 
 Label = Literal["in_domain", "off_topic"]
 LABELS: tuple[Label, ...] = ("in_domain", "off_topic")
@@ -147,7 +153,13 @@ def _labels(value: Any, where: str) -> list[Any] | None:
             ) from exc
     if not isinstance(value, list):
         raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {shown(value)}")
-    return value
+    return [label_value(v) for v in value]
+
+
+def label_value(value: Any) -> Any:
+    """A label as matched, as header names are: case and surrounding white space do not count
+    (``Off_Topic``, ``"in_domain "``); anything else (``in-domain``, ``OOS``) is not a label."""
+    return value.strip().casefold() if isinstance(value, str) else value
 
 
 _LABELS_SHAPE = (
@@ -204,18 +216,19 @@ def _per_turn(
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
     """One dataset row as an :class:`Example`; ``source`` and ``line`` go into errors."""
     where = f"dataset {located(source, line)}"
-    label = row.get("label")
-    if label is None:
+    written = row.get("label")
+    if written is None:
         raise DatasetError(f"{where}: missing 'label' (in_domain or off_topic){_meant(row)}")
+    label = label_value(written)
     if label not in LABELS:
-        hint = _label_hint(label)
+        hint = _label_hint(written)
         raise DatasetError(
-            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {shown(label)}{hint}"
+            f"{where}: 'label' must be 'in_domain' or 'off_topic', not {shown(written)}{hint}"
         )
     intent = row.get("intent")
     if intent is not None and not isinstance(intent, str):
         raise DatasetError(f"{where}: 'intent' must be a string, not {type(intent).__name__}")
-    intent = (intent.strip() or None) if isinstance(intent, str) else None
+    intent = (nfc(intent.strip()) or None) if isinstance(intent, str) else None
     if label == "in_domain" and intent is not None and _off_topic_intent(intent):
         raise DatasetError(
             f"{where}: the intent {shown(intent)} marks an off-topic message, but the label is "

@@ -20,7 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper._rows import Row, listed, near_key, read_csv, read_jsonl
+from gatekeeper._rows import (
+    Row,
+    listed,
+    misspelt_column,
+    near_key,
+    read_csv,
+    read_jsonl,
+    rename_columns,
+)
 from gatekeeper.catalog_review import exemplar_key
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.dataset_rows import (
@@ -36,6 +44,7 @@ from gatekeeper.eval.dataset_rows import (
     stray_values,
 )
 from gatekeeper.paths import why_not_a_file
+from gatekeeper.types import nfc
 
 # Example and example_row live with the row parser; importers find them here too.
 __all__ = ["Dataset", "Example", "example_row", "load_dataset", "load_datasets", "write_jsonl"]
@@ -218,9 +227,11 @@ def _rows(n: int, one: str, many: str) -> str:
 
 
 def _message_key(example: Example) -> str:
+    """A message as compared for repeats: surrounding white space and the normal form aside."""
     if isinstance(example.message, str):
-        return example.message.strip()
-    return json.dumps([dict(m) for m in example.message], ensure_ascii=False, sort_keys=True)
+        return nfc(example.message.strip())
+    chat = [dict(m) for m in example.message]
+    return nfc(json.dumps(chat, ensure_ascii=False, sort_keys=True))
 
 
 def _meaning_key(example: Example) -> str:
@@ -281,9 +292,19 @@ def _check_distinct(paths: list[Path]) -> None:
 
 
 def _check_dataset_header(header: list[str]) -> str | None:
-    if "label" not in header or not ({"text", "messages"} & set(header)):
-        return "the CSV header needs 'label' and 'text' (or 'messages') columns"
-    return None
+    """The problem of a CSV header without ``label`` or a message column, with the column to
+    rename when one is spelt close to the missing name (``lable``, ``txet``)."""
+    wanted: list[tuple[str, ...]] = []
+    if not {"text", "messages"} & set(header):
+        wanted.append(("text", "messages"))
+    if "label" not in header:
+        wanted.append(("label",))
+    if not wanted:
+        return None
+    renames = [m for names in wanted if (m := misspelt_column(header, names, KEYS, NEAR))]
+    return (
+        f"the CSV header needs 'label' and 'text' (or 'messages') columns{rename_columns(renames)}"
+    )
 
 
 def write_jsonl(examples: Iterable[Example], path: Path) -> int:

@@ -414,3 +414,50 @@ def test_a_csv_header_with_label_for_intent_is_told_to_rename_it(tmp_path: Path)
     """A CSV catalog headed text,label is told to rename the column 'label' to 'intent'."""
     problems = _problems(_csv(tmp_path, "text,label\nwhere is my card,card_arrival\n"))
     assert "rename the column 'label' to 'intent'" in problems
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_decimal_comma_threshold_in_a_semicolon_csv_is_read(
+    tmp_path: Path, separator: str
+) -> None:
+    """Excel in Spain or Germany saves '0,85' in a ';' (or tab) separated CSV: that is 0.85."""
+    lines = ["text;intent;threshold", "¿dónde está mi pedido?;Lieferstatus;0,85", "hola;saludo;"]
+    path = _csv(tmp_path, "\n".join(lines).replace(";", separator) + "\n", bom=True)
+    assert load_catalog(path).intent("Lieferstatus").threshold == 0.85
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("c.csv", 'text,intent,threshold\nwhere is it,orders,"0,85"\n'),
+        ("c.jsonl", '{"text": "where is it", "intent": "orders", "threshold": "0,85"}\n'),
+        ("c.yaml", "intents:\n  - name: orders\n    exemplars: [where is it]\n    threshold: 0,85"),
+        ("d.csv", "text;intent;threshold\nwhere is it;orders;0,8,5\n"),
+    ],
+)
+def test_a_decimal_comma_elsewhere_is_told_to_use_a_dot(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    """Where a decimal comma is not the file's own convention (a comma-separated CSV, JSONL,
+    YAML), '0,85' is refused with "use a dot: 0.85"; '0,8,5' is no number anywhere."""
+    problems = _problems(_csv(tmp_path, content, name=name))
+    if name == "d.csv":
+        assert "threshold '0,8,5' of intent 'orders' is not a number" in problems
+        assert "use a dot" not in problems
+    else:
+        assert "(use a dot: 0.85)" in problems
+
+
+@pytest.mark.parametrize(
+    ("header", "rename"),
+    [
+        ("text;intnet;reply", "(rename the column 'intnet' to 'intent')"),
+        ("Texto;Intnet", "(rename the column 'texto' to 'text' and 'intnet' to 'intent')"),
+    ],
+)
+def test_a_misspelt_intent_column_gets_a_did_you_mean(
+    tmp_path: Path, header: str, rename: str
+) -> None:
+    """A CSV catalog headed 'intnet' is told to rename it to 'intent', as 'Texto' is to 'text'."""
+    problems = _problems(_csv(tmp_path, f"{header}\n¿dónde está mi pedido?;Lieferstatus\n"))
+    assert rename in problems

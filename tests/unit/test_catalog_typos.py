@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gatekeeper.catalog import read_catalog
+from gatekeeper.catalog import parse_catalog, read_catalog
 from gatekeeper.catalog_review import near_names
 from gatekeeper.cli import app
 from gatekeeper.errors import CatalogError
@@ -126,3 +126,40 @@ def test_init_prints_the_typo_warnings(tmp_path: Path, monkeypatch: pytest.Monke
     result = CliRunner().invoke(app, ["init", str(examples), "--out", str(tmp_path / "c.yaml")])
     assert result.exit_code == 0, result.output
     assert "'repair_status' (2 exemplars) ~ 'repiar_status' (1 exemplar)" in result.output
+
+
+def test_a_yaml_catalogs_errors_arrive_in_one_round(tmp_path: Path) -> None:
+    """An empty exemplar, a misspelt key and an intent defined twice (one of its definitions
+    among the broken intents) are all listed at once, not the duplicate only after a fix."""
+    path = tmp_path / "hand.yaml"
+    path.write_text(
+        "intents:\n"
+        "  - name: devoluciones\n"
+        "    exemplars: ['quiero devolver un pedido', '', 'Rücksendung bitte',\n"
+        "                'Wo ist mein Paket?']\n"
+        "  - name: Lieferstatus\n"
+        "    exemplars: ['¿dónde está mi pedido?', 'Wo ist mein Paket?']\n"
+        "    treshold: 0.9\n"
+        "  - name: devoluciones\n"
+        "    exemplars: ['¿cómo devuelvo algo?']\n"
+        "off_topic:\n"
+        "  exemplars: ['cuéntame un chiste', '', 'Rücksendung bitte']\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(path)
+    problems = str(caught.value)
+    assert "intent 'devoluciones': exemplars: an exemplar is empty" in problems
+    assert "unknown key 'treshold' (did you mean 'threshold'?)" in problems
+    assert "intent 'devoluciones' is defined twice" in problems
+    assert "'Wo ist mein Paket?' belongs to both 'devoluciones' and 'Lieferstatus'" in problems
+    assert "exemplar 'Rücksendung bitte' belongs to both 'devoluciones' and 'off_topic'" in problems
+
+
+def test_a_broken_off_topic_block_does_not_hide_the_other_problems() -> None:
+    """An off_topic block that is a list, not a mapping, is one problem among the others."""
+    raw = {"intents": [{"name": "a", "exemplars": ["x"]}, {"name": "a", "exemplars": ["y"]}]}
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog({**raw, "off_topic": ["tell me a joke"]})
+    assert "off_topic block: must be a mapping" in str(caught.value)
+    assert "intent 'a' is defined twice" in str(caught.value)

@@ -437,3 +437,49 @@ def test_a_tab_separated_csv_file_is_read_with_a_warning(tmp_path: Path) -> None
     data = load_dataset(path)
     assert [e.text for e in data.examples] == ["where is my order"]
     assert any("read as tab-separated" in w for w in data.warnings)
+
+
+@pytest.mark.parametrize(
+    ("header", "rename"),
+    [
+        ("text,lable", "(rename the column 'lable' to 'label')"),
+        ("Txt,Label", "(rename the column 'txt' to 'text')"),
+        ("mesages,lable", "(rename the column 'mesages' to 'messages' and 'lable' to 'label')"),
+    ],
+)
+def test_a_misspelt_csv_header_column_gets_a_did_you_mean(
+    tmp_path: Path, header: str, rename: str
+) -> None:
+    """A dataset CSV headed 'lable' (or 'txt') is told which column to rename."""
+    path = tmp_path / "d.csv"
+    path.write_text(f"{header}\nfalta una pieza,in_domain\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="the CSV header needs 'label'") as caught:
+        load_dataset(path)
+    assert rename in str(caught.value)
+
+
+def test_labels_ignore_case_and_surrounding_spaces_as_headers_do(tmp_path: Path) -> None:
+    """'Off_Topic', 'in_domain ' and ' IN_DOMAIN' (also in per-turn 'labels') are the labels."""
+    chat = [{"role": "user", "content": "hola"}, {"role": "user", "content": "un chiste"}]
+    path = _jsonl(
+        tmp_path,
+        {"text": "¿dónde está mi pedido?", "label": "in_domain "},
+        {"text": "cuéntame un chiste", "label": "Off_Topic"},
+        {"text": "Wo ist mein Paket?", "label": " IN_DOMAIN", "labels": ["in_domain"]},
+        {"messages": chat, "labels": ["In_Domain", "OFF_TOPIC "]},
+    )
+    data = load_dataset(path)
+    assert [e.label for e in data.examples] == [
+        "in_domain",
+        "off_topic",
+        "in_domain",
+        "in_domain",
+        "off_topic",
+    ]
+
+
+@pytest.mark.parametrize("label", ["in-domain", "OOS", "offtopic"])
+def test_other_label_spellings_stay_errors_with_a_did_you_mean(tmp_path: Path, label: str) -> None:
+    """'in-domain' (a hyphen), 'OOS' or 'offtopic' is still refused, as written, with a hint."""
+    with pytest.raises(DatasetError, match=f"not '{label}' \\(did you mean"):
+        load_dataset(_jsonl(tmp_path, {"text": "hi", "label": label}))

@@ -45,7 +45,7 @@ def test_an_in_domain_row_with_an_off_topic_intent_is_an_error(tmp_path: Path, i
 
 @pytest.mark.parametrize(
     ("label", "hint"),
-    [("OOS", "did you mean 'off_topic'"), ("In_Domain", "did you mean 'in_domain'"),
+    [("OOS", "did you mean 'off_topic'"), ("in-domain", "did you mean 'in_domain'"),
      (42, "a class id"), ("7", "a class id"), ("spam", None)],
 )  # fmt: skip
 def test_a_misspelt_or_numeric_label_gets_a_hint(

@@ -100,8 +100,8 @@ def test_auto_cut_is_read_off_the_exemplars_and_never_below_the_floor(tmp_path: 
 
 
 def test_existing_canned_intents_and_refusal_are_the_owners(tmp_path: Path) -> None:
-    """An owner who has a greeting intent and a refusal keeps them; their off-topic rows stay
-    first in the off-topic block."""
+    """An owner who has a greeting intent with a reply and a refusal keeps them, and gets no
+    canned intents beside their own; their off-topic rows stay first in the off-topic block."""
     path = _write(
         tmp_path / "ex.csv",
         "text,intent,reply\n"
@@ -112,7 +112,7 @@ def test_existing_canned_intents_and_refusal_are_the_owners(tmp_path: Path) -> N
     result = scaffold_catalog(read_catalog(path).catalog, HashingEmbedder(), cut=0.6)
     catalog = result.catalog
     assert catalog.intent("greeting").reply == "Hello! This is Smile Dental."
-    assert result.canned_added == ("thanks", "goodbye")
+    assert result.canned_added == () and result.owner_canned == ("greeting",)
     assert catalog.off_topic.reply == "Sorry - dental questions only."
     assert catalog.off_topic.exemplars[0] == "tell me a joke"
 
@@ -282,7 +282,8 @@ def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
 ) -> None:
     """Under a model not known English-only (e5), the warning gives no advice to switch to a
     multilingual model (it did, naming the model it was run with), and names only what init
-    added: the owner's own refusal and greeting are no English additions."""
+    added: the owner's own refusal and greeting are no English additions, and with a reply of
+    their own no canned intents are added at all."""
     rows = DE_EXAMPLES.replace("text,intent\n", "text,intent,reply\n").replace("\n", ",\n")
     own = rows.replace("text,intent,reply,\n", "text,intent,reply\n")
     own += ",off_topic,Nur Fahrräder bitte.\nHallo,greeting,Hallo!\n"
@@ -290,8 +291,8 @@ def test_a_multilingual_run_gets_no_model_advice_and_only_what_init_added(
     (note,) = scaffold_catalog(examples, _embedder("openai:e5-query"), cut=0.6).notes
     assert "do not look English" in note and "supports en and zh only" in note
     assert "multilingual" not in note and "English-only" not in note
-    assert "refusal" not in note and "greeting" not in note
-    assert "English canned replies (thanks, goodbye)" in note
+    assert "refusal" not in note and "greeting" not in note and "canned" not in note
+    assert "lines of the English generic off-topic set" in note
 
 
 @pytest.mark.parametrize(("text", "language"), [(EN_EXAMPLES, "en"), (ZH_EXAMPLES, "zh")])
@@ -347,3 +348,37 @@ def test_cli_force_replaces_links_not_what_they_point_to(tmp_path: Path, hashing
     assert not out.is_symlink() and not dropped.is_symlink()
     assert read_catalog(out).catalog.intents and "account" in dropped.read_text(encoding="utf-8")
     assert victim.read_text(encoding="utf-8") == "keep me\n" and not elsewhere.exists()
+
+
+OWN_SMALL_TALK = (
+    "text;intent;reply\n"
+    "¿dónde está mi pedido?;Lieferstatus;\n"
+    "Wo ist mein Paket?;Lieferstatus;\n"
+    "hola;saludo;¡Hola! ¿En qué puedo ayudarte? / Hallo! Wie kann ich helfen?\n"
+    "Hallo;saludo;\n"
+    "gracias;Danke;¡De nada! / Gern geschehen!\n"
+    "Vielen Dank!;Danke;\n"
+)
+
+
+def test_an_owner_with_own_replies_gets_no_canned_intents(tmp_path: Path) -> None:
+    """An owner whose intents 'saludo' and 'Danke' have replies gets no English greeting,
+    thanks or goodbye beside them; an owner with no reply at all still gets all three."""
+    own = read_catalog(_write(tmp_path / "own.csv", OWN_SMALL_TALK)).catalog
+    result = scaffold_catalog(own, HashingEmbedder(), cut=0.6)
+    assert [i.name for i in result.catalog.intents] == ["Lieferstatus", "saludo", "Danke"]
+    assert result.canned_added == () and result.owner_canned == ("saludo", "Danke")
+    text = render_yaml(result, source="own.csv", dropped_file="own.dropped.txt")
+    assert "Your intents with a `reply` (saludo, Danke) are answered with it" in text
+    assert "greeting / thanks / goodbye have a `reply`" not in text
+    plain = read_catalog(_write(tmp_path / "plain.csv", EN_EXAMPLES)).catalog
+    assert scaffold_catalog(plain, HashingEmbedder(), cut=0.6).canned_added == tuple(CANNED["en"])
+
+
+def test_cli_says_why_no_canned_intents_were_added(tmp_path: Path, hashing: None) -> None:
+    """`gatekeeper init` on examples with their own replies says it added no canned intents."""
+    examples = _write(tmp_path / "own.csv", OWN_SMALL_TALK)
+    code, output = _invoke("init", examples, "--out", tmp_path / "c.yaml", "--cut", "0.6")
+    assert code == 0, output
+    assert "no canned greeting/thanks/goodbye added: your intents 'saludo', 'Danke'" in output
+    assert "+ canned" not in output
