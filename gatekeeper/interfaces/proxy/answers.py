@@ -117,11 +117,17 @@ def passthrough_headers(
     upstream: httpx.Response, extra: Mapping[str, str], scrub: Callable[[bytes], bytes]
 ) -> dict[str, str]:
     """The upstream answer's end-to-end headers, each ``scrub``-bed of the proxy's keys (an
-    upstream that echoes the ``Authorization`` it got), plus ``extra``."""
-    headers = {
-        k: scrub(v.encode()).decode()  # the keys are ASCII: UTF-8 round-trips any value
-        for k, v in upstream.headers.items()
-        if k.lower() not in _DROP_HEADERS
-    }
+    upstream that echoes the ``Authorization`` it got), plus ``extra``.
+
+    Values are relayed as the bytes received (held as Latin-1 text, which the server encodes
+    back to the same bytes): a UTF-8 value (``café``) is passed on, never a 500. A name given
+    more than once is passed on once, its values joined by ``, `` (as ``httpx`` reads them)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in upstream.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in _DROP_HEADERS:
+            continue
+        value = scrub(raw_value).decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
     headers.update(extra)
     return headers
