@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import ORDER
@@ -44,3 +45,29 @@ async def test_an_upstream_header_value_in_utf8_is_relayed_as_sent(
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert dict(answer.headers.raw)[b"x-note"] == NOTE
+
+
+FORGED = [
+    (f"x-gatekeeper-{name}".encode(), b"forged")
+    for name in ("route", "shadow", "gate-error", "followup", "nearest-intent", "message-id")
+]
+
+
+async def test_the_upstream_cannot_forge_the_gates_headers(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """x-gatekeeper-* headers from the upstream never reach the client (gated or passed-through
+    answer), and the request log reads the proxy's own values, not the upstream's."""
+    with_headers(upstream, [(b"X-Gatekeeper-Intent", b"forged"), *FORGED])
+    with capture_logs() as logs:
+        gated = await client.post("/v1/chat/completions", json={"model": "m", "messages": ORDER})
+        passed = await client.post("/v1/embeddings", json={"model": "e", "input": "x"})
+    assert gated.headers["x-gatekeeper-route"] == "llm"
+    assert gated.headers["x-gatekeeper-intent"] == "order_status"
+    for answer in (gated, passed):
+        assert answer.status_code == 200
+        assert b"forged" not in b"".join(value for _, value in answer.headers.raw)
+    lines = [e for e in logs if e["event"] == "http.request"]
+    assert [line["route"] for line in lines] == ["llm", None]
+    assert lines[1]["message_id"] is None
+    assert "forged" not in repr(logs)

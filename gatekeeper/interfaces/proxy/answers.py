@@ -33,6 +33,10 @@ _DROP_HEADERS = HOP_BY_HOP | {
 }
 
 
+#: The prefix of the proxy's own answer headers (:func:`decision_headers`).
+_OWN_PREFIX = "x-gatekeeper-"
+
+
 def _header_value(value: str) -> str:
     """An intent name as a header value: as written when it is printable ASCII without a
     ``%``, else percent-encoded (UTF-8, ``%`` too), so a name with a line break (a spreadsheet
@@ -120,12 +124,14 @@ def passthrough_headers(
     upstream that echoes the ``Authorization`` it got), plus ``extra``.
 
     Values are relayed as the bytes received (held as Latin-1 text, which the server encodes
-    back to the same bytes): a UTF-8 value (``café``) is passed on, never a 500. A name given
-    more than once is passed on once, its values joined by ``, `` (as ``httpx`` reads them)."""
+    back to the same bytes): a UTF-8 value (``café``) is passed on, never a 500. Headers named
+    ``x-gatekeeper-*`` are the proxy's own (its decision, read by its request log too): an
+    upstream's are dropped, never passed off as the gate's. A name given more than once is
+    passed on once, its values joined by ``, `` (as ``httpx`` reads them)."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in upstream.headers.raw:
         name = raw_name.decode("latin-1").lower()
-        if name in _DROP_HEADERS:
+        if name in _DROP_HEADERS or name.startswith(_OWN_PREFIX):
             continue
         value = scrub(raw_value).decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
