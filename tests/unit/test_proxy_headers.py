@@ -71,3 +71,24 @@ async def test_the_upstream_cannot_forge_the_gates_headers(
     assert [line["route"] for line in lines] == ["llm", None]
     assert lines[1]["message_id"] is None
     assert "forged" not in repr(logs)
+
+
+async def test_no_client_credential_header_is_passed_upstream(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A passed-through request's key headers (x-api-key, api-key, ... also spelt with _) never
+    reach the upstream; the proxy's own Authorization does."""
+    keys = {
+        "x-api-key": "sk-client-x",
+        "api-key": "sk-client-azure",
+        "api_key": "sk-client-cgi",
+        "x-goog-api-key": "client-goog",
+        "Ocp-Apim-Subscription-Key": "client-apim",
+        "x-auth-token": "client-token",
+        "authorization": "Bearer sk-client-bearer",
+    }
+    response = await client.post("/v1/embeddings", json={"input": "x"}, headers=keys)
+    assert response.status_code == 200
+    [sent] = upstream.requests
+    assert sent.headers["authorization"] == "Bearer sk-upstream-key"
+    assert "client" not in repr(sent.headers.raw)
