@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from gatekeeper.gate import Gatekeeper
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy import ORDER
+from tests.support.proxy import CLIENT_KEY, ORDER, serving
 
 NOTE = "café € 😀".encode()
 
@@ -92,3 +94,34 @@ async def test_no_client_credential_header_is_passed_upstream(
     [sent] = upstream.requests
     assert sent.headers["authorization"] == "Bearer sk-upstream-key"
     assert "client" not in repr(sent.headers.raw)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "shopbot-INBOUND-77",
+        "req-shopbot-INBOUND-77",
+        "sk-client-0001",
+        "id-sk-client-0001",
+        "client-0001",
+        "upstream-key",
+    ],
+)
+async def test_a_request_id_holding_a_configured_key_is_not_logged(
+    gate: Gatekeeper, upstream: FakeUpstream, given: str
+) -> None:
+    """An x-request-id equal to, holding, or a long piece of an inbound key or the upstream key
+    is not logged (whatever its shape); an ordinary id still is."""
+    keys = [SecretStr(CLIENT_KEY), SecretStr("shopbot-INBOUND-77")]
+    async with serving(gate, upstream, api_keys=keys) as proxied:
+        auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+        with capture_logs() as logs:
+            for request_id in (given, "lb-7:01"):
+                await proxied.post(
+                    "/v1/chat/completions",
+                    json={"model": "m", "messages": ORDER},
+                    headers={**auth, "x-request-id": request_id},
+                )
+    lines = [e for e in logs if e["event"] == "http.request"]
+    assert [line["request_id"] for line in lines] == [None, "lb-7:01"]
+    assert given not in repr(logs)

@@ -102,7 +102,9 @@ def create_app(
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
     app.add_middleware(BodyDeadline, seconds=server.body_timeout, log=log)
-    app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
+    secrets = [k for k in (settings.upstream.api_key, *server.api_keys) if k is not None]
+    # outermost: sees every answer
+    app.add_middleware(RequestLog, metrics=metrics_, log=log, secrets=secrets)
     return app
 
 
