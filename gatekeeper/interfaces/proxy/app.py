@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from gatekeeper._validation import shown_url
 from gatekeeper._version import __version__
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.endpoints import (
@@ -113,7 +114,7 @@ _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 def _log_ready(log: Any, settings: Settings) -> None:
     base = settings.upstream.base_url
-    upstream = str(httpx.URL(base).copy_with(username=None, password=None)) if base else None
+    upstream = shown_url(base) if base else None
     if upstream is None:
         log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
     if not settings.server.api_keys and not _loopback(settings.server.host):
