@@ -794,7 +794,7 @@ async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
     app = create_app(settings, gate=gate, upstream_client=upstream_client)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as proxied:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as proxied:
             joke = await post(proxied, {"model": "m", "messages": JOKE})
             assert joke.status_code == 200
             assert joke.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
@@ -992,7 +992,7 @@ async def test_upstream_requests_carry_the_clients_timeout_and_the_proxys_name(
     body = {"model": "m", "messages": [{"role": "user", "content": "where is my order"}]}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             for _ in range(2):  # the second from the parsed URL the proxy keeps
                 answered = await client.post(
                     "/v1/chat/completions",
@@ -1037,9 +1037,9 @@ def test_a_public_path_that_could_never_answer_is_a_settings_error(
 def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> None:
     """Only loopback addresses count as private: any other host without inbound keys gets
     the `server.open_to_the_network` warning."""
-    from gatekeeper.interfaces.proxy.runner import _loopback
+    from gatekeeper.interfaces.proxy.browsers import loopback as listens_locally
 
-    assert _loopback(host) is loopback
+    assert listens_locally(host) is loopback
 
 
 async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) -> None:

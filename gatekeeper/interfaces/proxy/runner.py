@@ -14,7 +14,6 @@ answers for all.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import secrets
 import socket
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.browsers import loopback
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.logging import configure_logging, get_logger
@@ -62,11 +62,11 @@ def run_server(
 ) -> None:
     """Serve the proxy with uvicorn until SIGINT/SIGTERM; in-flight requests then get up to
     ``graceful_shutdown_seconds`` to finish."""
-    host = host or settings.server.host
-    port = port or settings.server.port
+    settings = serving_settings(settings, host, port)
+    host, port = settings.server.host, settings.server.port
     log = get_logger()
     log.info("server.starting", host=host, port=port, processes=settings.server.processes)
-    if not settings.server.api_keys and not _loopback(host):
+    if not settings.server.api_keys and not loopback(host):
         log.warning(
             "server.open_to_the_network",
             host=host,
@@ -92,11 +92,13 @@ def run_server(
         uvicorn.Server(config).run(sockets=[listening])
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
+def serving_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """``settings`` with the address served (``--host``/``--port`` over ``server.*``): the app
+    checks Host headers by the address it listens on (:mod:`.browsers`)."""
+    server = settings.server.model_copy(
+        update={"host": host or settings.server.host, "port": port or settings.server.port}
+    )
+    return settings.model_copy(update={"server": server})
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
