@@ -95,6 +95,12 @@ class ServerSettings(_Section):
         "upstream key (comma-separated in env); every other /v1/ path is refused (403)",
     )
 
+    allow_open: bool = Field(
+        False,
+        description="serve on a non-loopback address without api_keys (anyone who reaches the "
+        "port then uses the upstream key): only behind something that authenticates clients. "
+        "Without it, `serve` refuses to start there",
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="browser origins (scheme://host[:port], comma-separated in env) whose "

@@ -67,12 +67,7 @@ def run_server(
     log = get_logger()
     log.info("server.starting", host=host, port=port, processes=settings.server.processes)
     if not settings.server.api_keys and not loopback(host):
-        log.warning(
-            "server.open_to_the_network",
-            host=host,
-            hint="no server.api_keys: anyone who reaches this port uses the upstream key; set "
-            "GATEKEEPER_SERVER__API_KEYS, or listen on 127.0.0.1",
-        )
+        refuse_open(settings, log)
     if settings.server.processes > 1:
         _run_processes(settings, host, port, graceful_shutdown_seconds)
         return
@@ -99,6 +94,26 @@ def serving_settings(settings: Settings, host: str | None, port: int | None) -> 
         update={"host": host or settings.server.host, "port": port or settings.server.port}
     )
     return settings.model_copy(update={"server": server})
+
+
+def refuse_open(settings: Settings, log: Any) -> None:
+    """For a proxy listening beyond loopback without inbound keys: :class:`ConfigError` unless
+    ``server.allow_open`` says so (then a warning), since anyone who reaches the port would use
+    the upstream key."""
+    host = settings.server.host
+    if not settings.server.allow_open:
+        raise ConfigError(
+            f"refusing to serve on {host} without inbound keys: anyone who reaches this port "
+            "would use the upstream key. Set GATEKEEPER_SERVER__API_KEYS, listen on 127.0.0.1, "
+            "or set GATEKEEPER_SERVER__ALLOW_OPEN=true behind something that authenticates "
+            "clients"
+        )
+    log.warning(
+        "server.open_to_the_network",
+        host=host,
+        hint="no server.api_keys (server.allow_open): anyone who reaches this port uses the "
+        "upstream key",
+    )
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
