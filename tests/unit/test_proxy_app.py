@@ -252,6 +252,19 @@ def test_build_info_follows_the_catalog_served() -> None:
     assert 'catalog="bbb",model="m",rule="density",version="1"} 1.0' in text
 
 
+def test_metric_labels_never_carry_control_characters(gate: Gatekeeper) -> None:
+    """An intent name with CR, NUL or another control character is counted under a label with
+    U+FFFD in their place: the exposition's lines stay whole (a line feed was escaped already)."""
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+
+    metrics = Metrics()
+    decision = gate.check("where is my order").model_copy(update={"intent": "a\rb\x00c\x1bd e"})
+    metrics.observe_decision(decision, seconds=0.01, policy="fail_open")
+    text = metrics.render()[0].decode()
+    assert not any(c in text for c in "\r\x00\x1b")
+    assert 'intent="a\ufffdb\ufffdc\ufffdd e"' in text
+
+
 async def test_a_photo_sent_on_request_is_forwarded(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
