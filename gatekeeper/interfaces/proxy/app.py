@@ -102,14 +102,15 @@ def create_app(
     _add_error_handlers(app, log)
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
-    app.add_middleware(BodyDeadline, seconds=server.body_timeout, log=log)
-    # outside the key check: a refused browser never reaches it, a preflight carries no key
+    # outside the key check: a refused browser never reaches it, a preflight carries no key;
+    # inside the body's deadline, which closes the connection of a refusal sent before the body
     app.add_middleware(
         BrowserGuard,
         origins=server.allowed_origins,
         hosts=server.allowed_hosts,
         check_host=loopback(server.host),
     )
+    app.add_middleware(BodyDeadline, seconds=server.body_timeout, log=log)
     secrets = [k for k in (settings.upstream.api_key, *server.api_keys) if k is not None]
     # outermost: sees every answer
     app.add_middleware(RequestLog, metrics=metrics_, log=log, secrets=secrets)
