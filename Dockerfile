@@ -37,4 +37,6 @@ from gatekeeper.settings import EmbeddingSettings; LocalEmbedder(EmbeddingSettin
 EXPOSE 8080
 # The catalog is the installed one (/usr/local/share/gatekeeper/configs/intents/shop.yaml)
 # unless GATEKEEPER_CATALOG names another; every replica must name the same path.
+# On 0.0.0.0 `serve` refuses to start without inbound keys: set GATEKEEPER_SERVER__API_KEYS
+# (or GATEKEEPER_SERVER__ALLOW_OPEN=true behind something that authenticates clients).
 CMD ["gatekeeper", "serve", "--host", "0.0.0.0", "--port", "8080"]

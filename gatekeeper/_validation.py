@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -38,7 +38,7 @@ def http_url(value: str | None) -> str | None:
         return None
     parts = urlsplit(value)  # raises ValueError on a malformed IPv6 host
     _ = parts.port  # raises ValueError on a bad port
-    shown = repr(_without_password(value, parts.password))
+    shown = repr(shown_url(value))
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError(f"{shown} is not an http(s) URL with a host")
     if parts.username is not None or parts.password is not None:
@@ -49,8 +49,24 @@ def http_url(value: str | None) -> str | None:
     return value
 
 
-def _without_password(value: str, password: str | None) -> str:
-    return value.replace(f":{password}@", ":***@", 1) if password else value
+def shown_url(url: str) -> str:
+    """``url`` as a message or a log line shows it (the one place URLs are formatted for them):
+    a password and every query-string value as ``***`` (``?api-key=***``: a key passed in the
+    query), no fragment."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<an unreadable URL>"
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1) if password else parts.netloc
+    query = "&".join(_masked(piece) for piece in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _masked(parameter: str) -> str:
+    """A query parameter with its value as ``***`` (a bare one, which may be a key, all of it)."""
+    name, equals, _ = parameter.partition("=")
+    return f"{name}=***" if equals else "***" if parameter else ""
 
 
 def sendable_key(key: SecretStr | None) -> SecretStr | None:

@@ -95,7 +95,35 @@ class ServerSettings(_Section):
         "upstream key (comma-separated in env); every other /v1/ path is refused (403)",
     )
 
-    @field_validator("api_keys", "public_paths", "passthrough", mode="before")
+    allow_open: bool = Field(
+        False,
+        description="serve on a non-loopback address without api_keys (anyone who reaches the "
+        "port then uses the upstream key): only behind something that authenticates clients. "
+        "Without it, `serve` refuses to start there",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port], comma-separated in env) whose "
+        "requests are served, with CORS headers; a request carrying any other Origin header, "
+        "and any OPTIONS preflight from one, is refused (403). Empty: no browser is served "
+        "(API clients such as the openai SDK send no Origin)",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names served besides localhost, 127.0.0.1 and [::1] "
+        "(comma-separated in env), e.g. the name a reverse proxy on this machine passes on. "
+        "Checked when the proxy listens on a loopback address, or when any are set; another "
+        "Host is refused (403): a DNS-rebinding page cannot reach a proxy on 127.0.0.1",
+    )
+
+    @field_validator(
+        "api_keys",
+        "public_paths",
+        "passthrough",
+        "allowed_origins",
+        "allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         """A comma-separated list, or a JSON list (as pydantic-settings reads other lists)."""
@@ -122,6 +150,31 @@ class ServerSettings(_Section):
             if segment not in known and close:
                 raise ValueError(f"{given!r} is no endpoint of the API: did you mean {close[0]!r}?")
         return segments
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        normal = []
+        for origin in origins:
+            scheme, sep, rest = origin.strip().lower().rstrip("/").partition("://")
+            if not sep or scheme not in {"http", "https"} or not rest or "/" in rest:
+                raise ValueError(
+                    f"{origin!r} is no browser origin: write it as scheme://host[:port], "
+                    "e.g. 'https://shop.example'"
+                )
+            normal.append(f"{scheme}://{rest}")
+        return normal
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            bare_colon = ":" in host and not host.strip().startswith("[")
+            if not host.strip() or bare_colon or any(c in host for c in "/@ "):
+                raise ValueError(
+                    f"{host!r}: name a host without scheme or port, e.g. 'shop.example'"
+                )
+        return [host.strip().lower() for host in hosts]
 
     @field_validator("public_paths")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gatekeeper._validation import shown_url
 from gatekeeper.embedding.base import Embedder, checked_vectors
 from gatekeeper.errors import EmbeddingError
 from gatekeeper.settings import EmbeddingSettings
@@ -62,7 +63,8 @@ class OpenAIEmbedder(Embedder):
         }
         if self._settings.dimensions:
             kwargs["dimensions"] = self._settings.dimensions
-        where = self._settings.base_url or "the OpenAI API"
+        base = self._settings.base_url
+        where = shown_url(base) if base else "the OpenAI API"
         try:
             response = self._get_client().embeddings.create(**kwargs)
             ordered = sorted(response.data, key=lambda item: item.index)

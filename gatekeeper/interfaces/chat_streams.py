@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gatekeeper._validation import shown_url
 from gatekeeper.errors import BackendError, UpstreamTimeoutError, UpstreamUnavailableError
 
 #: What an upstream's error text may repeat of a key: a bearer token, an ``sk-`` key.
@@ -41,7 +42,7 @@ def upstream_errors(where: str | None) -> Iterator[None]:
     """Turn the ``openai`` client's errors into gatekeeper's backend errors."""
     import openai
 
-    where = where or "the OpenAI API"
+    where = shown_url(where) if where else "the OpenAI API"
     try:
         yield
     except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass

@@ -33,7 +33,8 @@ def structured(response_format: Any) -> bool:
     asks for structured output, so a local answer must be a refusal, not content."""
     if not isinstance(response_format, Mapping):
         return False
-    return response_format.get("type") in STRUCTURED_FORMATS
+    kind = response_format.get("type")
+    return isinstance(kind, str) and kind in STRUCTURED_FORMATS
 
 
 #: The ``model`` of a locally built reply when neither the request nor the backend names one.

@@ -407,9 +407,9 @@ def send_and_close(server: LoopbackServer, raw: bytes) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: [::1]\r\ncontent-type: application/json\r\n"
         b'content-length: 1000\r\n\r\n{"messages": [{"role": "us',
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: [::1]\r\ncontent-type: application/json\r\n"
         b'transfer-encoding: chunked\r\n\r\n5\r\n{"mes\r\nzz\r\nnot a chunk\r\n',
     ],
     ids=["disconnect-mid-body", "broken-chunked-body"],

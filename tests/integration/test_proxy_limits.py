@@ -186,7 +186,7 @@ def _trickled(port: int, head: bytes, byte: bytes, limit: float = 10.0) -> tuple
 
 def _head(method: str, path: str, framing: str) -> bytes:
     return (
-        f"{method} {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
         f"{framing}\r\n\r\n"
     ).encode()
 
@@ -246,6 +246,18 @@ def test_an_answer_given_before_the_body_is_whole_closes_the_connection(
     assert seconds < BODY_TIMEOUT + 3
 
 
+def test_a_browser_refused_before_its_body_is_whole_has_its_connection_closed(
+    start_proxy: StartProxy,
+) -> None:
+    """A request refused for its Host (403, a rebound name) before its body has arrived has its
+    connection closed after the answer, as a 401 does."""
+    proxy = start_proxy(server={"body_timeout": BODY_TIMEOUT})
+    head = _head("POST", "/v1/chat/completions", "content-length: 100000")
+    answer, seconds = _trickled(proxy.port, head.replace(b"localhost", b"evil.example"), b" ")
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"connection: close" in answer.lower()
+    assert b"host_not_allowed" in answer and seconds < BODY_TIMEOUT + 3
+
+
 def test_a_slow_body_within_body_timeout_and_a_slow_answer_after_it_are_served(
     start_proxy: StartProxy, upstream: RecordingUpstream
 ) -> None:
@@ -269,7 +281,7 @@ def test_an_idle_keep_alive_connection_is_closed(start_proxy: StartProxy) -> Non
     timeout_keep_alive (KEEP_ALIVE_SECONDS, as gatekeeper serve sets it), not kept open."""
     proxy = start_proxy()
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
         assert sock.recv(65_536).startswith(b"HTTP/1.1 200 ")
         answered = time.monotonic()
         assert sock.recv(65_536) == b""  # closed by the server

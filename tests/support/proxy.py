@@ -80,14 +80,14 @@ async def serving(
     that talks to it in-process."""
     async with running_app(gate, upstream, **options) as app:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
 
 
 def sdk(client: httpx.AsyncClient) -> openai.AsyncOpenAI:
     """The official client, talking to the app in-process."""
     return openai.AsyncOpenAI(
-        base_url="http://proxy/v1", api_key="unused", http_client=client, max_retries=0
+        base_url="http://localhost/v1", api_key="unused", http_client=client, max_retries=0
     )
 
 

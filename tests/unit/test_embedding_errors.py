@@ -99,3 +99,56 @@ def test_an_answer_that_is_no_embeddings_list_is_an_embedding_error(answer: Any)
     """A proxy's HTML page or a list without data: EmbeddingError, not AttributeError."""
     with pytest.raises(EmbeddingError, match="sent no list of embeddings"):
         _embedder(answer).embed(["hello"])
+
+
+QUERY_KEY = "sk-QUERY-SECRET"
+KEYED_URL = f"http://127.0.0.1:9/v1?api-key={QUERY_KEY}&x"
+
+
+def test_a_key_in_the_endpoint_query_never_reaches_an_error_message() -> None:
+    """An embeddings or chat endpoint URL with a key in its query string is named in errors
+    with every query value as *** (embeddings failures, an unreachable chat upstream)."""
+    from gatekeeper.errors import UpstreamUnavailableError
+    from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
+    from gatekeeper.settings import UpstreamSettings
+
+    settings = EmbeddingSettings(provider="openai", model="e5", base_url=KEYED_URL)
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/embeddings")
+    failing = openai.BadRequestError("no", response=httpx.Response(400, request=request), body=None)
+    embedder = OpenAIEmbedder(settings, client=SimpleNamespace(embeddings=_Embeddings(failing)))
+    with pytest.raises(EmbeddingError) as embedding:
+        embedder.embed(["hello"])
+    backend = OpenAIChatBackend(UpstreamSettings(base_url=KEYED_URL, model="m", max_retries=0))
+    with pytest.raises(UpstreamUnavailableError) as chat:
+        backend("hello")
+    for caught in (embedding, chat):
+        assert "http://127.0.0.1:9/v1?api-key=***&***" in str(caught.value)
+        assert QUERY_KEY not in str(caught.value)
+
+
+def test_shown_urls_hide_passwords_query_values_and_fragments() -> None:
+    """shown_url masks a password and each query value, drops a fragment, keeps the rest."""
+    from gatekeeper._validation import shown_url
+
+    assert shown_url("https://api.example/v1") == "https://api.example/v1"
+    assert shown_url("http://u:pw@h:8/v1?a=1&b=&c#frag") == "http://u:***@h:8/v1?a=***&b=***&***"
+
+
+async def test_the_ready_log_names_the_upstream_without_its_query_values(
+    gate: Gatekeeper,
+) -> None:
+    """`server.ready` names the upstream URL with its query values (a key) as ***."""
+    from structlog.testing import capture_logs
+
+    from gatekeeper.interfaces.proxy.app import create_app
+    from tests.support.proxy import proxy_settings
+
+    settings = proxy_settings(gate)
+    upstream = settings.upstream.model_copy(update={"base_url": KEYED_URL})
+    app = create_app(settings.model_copy(update={"upstream": upstream}), gate=gate)
+    with capture_logs() as logs:
+        async with app.router.lifespan_context(app):
+            pass
+    [ready] = [entry for entry in logs if entry["event"] == "server.ready"]
+    assert ready["upstream"] == "http://127.0.0.1:9/v1?api-key=***&***"
+    assert QUERY_KEY not in repr(logs)

@@ -32,6 +32,7 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
+from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
@@ -249,6 +250,19 @@ def test_build_info_follows_the_catalog_served() -> None:
     text = metrics.render()[0].decode()
     assert 'catalog="aaa",model="m",rule="density",version="1"} 0.0' in text
     assert 'catalog="bbb",model="m",rule="density",version="1"} 1.0' in text
+
+
+def test_metric_labels_never_carry_control_characters(gate: Gatekeeper) -> None:
+    """An intent name with CR, NUL or another control character is counted under a label with
+    U+FFFD in their place: the exposition's lines stay whole (a line feed was escaped already)."""
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+
+    metrics = Metrics()
+    decision = gate.check("where is my order").model_copy(update={"intent": "a\rb\x00c\x1bd e"})
+    metrics.observe_decision(decision, seconds=0.01, policy="fail_open")
+    text = metrics.render()[0].decode()
+    assert not any(c in text for c in "\r\x00\x1b")
+    assert 'intent="a\ufffdb\ufffdc\ufffdd e"' in text
 
 
 async def test_a_photo_sent_on_request_is_forwarded(
@@ -794,7 +808,7 @@ async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
     app = create_app(settings, gate=gate, upstream_client=upstream_client)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as proxied:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as proxied:
             joke = await post(proxied, {"model": "m", "messages": JOKE})
             assert joke.status_code == 200
             assert joke.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
@@ -992,7 +1006,7 @@ async def test_upstream_requests_carry_the_clients_timeout_and_the_proxys_name(
     body = {"model": "m", "messages": [{"role": "user", "content": "where is my order"}]}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             for _ in range(2):  # the second from the parsed URL the proxy keeps
                 answered = await client.post(
                     "/v1/chat/completions",
@@ -1035,11 +1049,25 @@ def test_a_public_path_that_could_never_answer_is_a_settings_error(
      ("0.0.0.0", False), ("10.1.2.3", False), ("shop.example", False)],
 )  # fmt: skip
 def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> None:
-    """Only loopback addresses count as private: any other host without inbound keys gets
-    the `server.open_to_the_network` warning."""
-    from gatekeeper.interfaces.proxy.runner import _loopback
+    """Only loopback addresses count as private: `serve` on any other host without inbound
+    keys refuses to start (or, with server.allow_open, logs `server.open_to_the_network`)."""
+    from gatekeeper.interfaces.proxy.browsers import loopback as listens_locally
 
-    assert _loopback(host) is loopback
+    assert listens_locally(host) is loopback
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+def test_serving_the_network_without_keys_needs_an_explicit_opt_in(host: str) -> None:
+    """`serve` on a non-loopback address without server.api_keys refuses to start (a
+    ConfigError naming the settings) unless server.allow_open, which only warns."""
+    from gatekeeper.errors import ConfigError
+    from gatekeeper.interfaces.proxy.runner import refuse_open, run_server
+
+    with pytest.raises(ConfigError, match="GATEKEEPER_SERVER__ALLOW_OPEN"):
+        run_server(Settings(server={"host": host}))
+    with capture_logs() as logs:
+        refuse_open(Settings(server={"host": host, "allow_open": True}), get_logger())
+    assert [entry["event"] for entry in logs] == ["server.open_to_the_network"]
 
 
 async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) -> None:

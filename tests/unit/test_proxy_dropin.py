@@ -875,7 +875,7 @@ async def test_the_proxy_remembers_a_continued_conversation_from_what_it_holds(
     upstream.handler = answering("Your order number, please?", "resp_up_1")
     async with running_app(gate, upstream) as app:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             await post(client, {"model": "m", "input": "where is my order"})
             upstream.handler = answering("Thanks", "resp_up_2")
             body = {"model": "m", "input": "NW-55120", "previous_response_id": "resp_up_1"}

@@ -5,6 +5,7 @@ through the proxy (chat completions and Responses, streamed or not) and the wrap
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -146,3 +147,56 @@ def test_structured_formats() -> None:
     assert not structured({"type": "text"})
     assert not structured(None)
     assert not structured("json_object")
+    assert not structured({"type": []}) and not structured({"type": {"a": 1}})
+
+
+WRONG_FORMATS = [{"type": []}, {"type": {"a": 1}}, "json_object", [1]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("response_format", WRONG_FORMATS)
+async def test_a_format_of_the_wrong_type_is_a_422_before_any_decision(
+    gate: Gatekeeper, upstream: FakeUpstream, response_format: Any, stream: bool
+) -> None:
+    """A response_format (or Responses text.format) that is no object or has a type that is no
+    string is a 422 in OpenAI's shape, nothing decided or counted, no upstream call."""
+    chat = {"model": "m", "messages": JOKE, "response_format": response_format, "stream": stream}
+    responses = {"model": "m", "input": "tell me a joke", "text": {"format": response_format}}
+    async with serving(gate, upstream) as proxied:
+        answers = [
+            await proxied.post("/v1/chat/completions", json=chat),
+            await proxied.post("/v1/responses", json={**responses, "stream": stream}),
+        ]
+        metrics = (await proxied.get("/metrics")).text
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "invalid_type"
+        assert "format" in answer.json()["error"]["message"]
+    assert "gatekeeper_llm_calls_saved_total 0.0" in metrics
+    assert "gatekeeper_decisions_total{" not in metrics
+    assert upstream.requests == []
+
+
+async def test_a_responses_text_option_that_is_no_object_is_a_422(
+    gate: Gatekeeper, upstream: FakeUpstream
+) -> None:
+    """A Responses request whose text option is not an object is a 422, not a 500."""
+    async with serving(gate, upstream) as proxied:
+        answer = await proxied.post(
+            "/v1/responses", json={"model": "m", "input": "tell me a joke", "text": [1]}
+        )
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_type"
+
+
+def test_the_wrapped_backend_reads_a_malformed_format_as_no_structured_one(
+    gate: Gatekeeper,
+) -> None:
+    """GatedBackend over OpenAIChatBackend: an off-topic call whose response_format type is no
+    string gets the reply as content (no TypeError), streamed or not."""
+    backend = OpenAIChatBackend(UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="m"))
+    gated = GatedBackend(gate, backend)
+    answer = gated("tell me a joke", response_format={"type": []})
+    assert answer.choices[0].message.content == OFF_TOPIC_REPLY
+    with gated("tell me a joke", response_format={"type": {"a": 1}}, stream=True) as stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == OFF_TOPIC_REPLY

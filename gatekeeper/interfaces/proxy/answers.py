@@ -33,6 +33,13 @@ _DROP_HEADERS = HOP_BY_HOP | {
 }
 
 
+#: The prefix of the proxy's own answer headers (:func:`decision_headers`).
+_OWN_PREFIX = "x-gatekeeper-"
+#: Upstream answer headers by prefix never passed back: the proxy's own, and CORS (which
+#: browser origins may read an answer is the proxy's to say: :mod:`.browsers`).
+_NOT_RELAYED_PREFIXES = (_OWN_PREFIX, "access-control-")
+
+
 def _header_value(value: str) -> str:
     """An intent name as a header value: as written when it is printable ASCII without a
     ``%``, else percent-encoded (UTF-8, ``%`` too), so a name with a line break (a spreadsheet
@@ -117,11 +124,20 @@ def passthrough_headers(
     upstream: httpx.Response, extra: Mapping[str, str], scrub: Callable[[bytes], bytes]
 ) -> dict[str, str]:
     """The upstream answer's end-to-end headers, each ``scrub``-bed of the proxy's keys (an
-    upstream that echoes the ``Authorization`` it got), plus ``extra``."""
-    headers = {
-        k: scrub(v.encode()).decode()  # the keys are ASCII: UTF-8 round-trips any value
-        for k, v in upstream.headers.items()
-        if k.lower() not in _DROP_HEADERS
-    }
+    upstream that echoes the ``Authorization`` it got), plus ``extra``.
+
+    Values are relayed as the bytes received (held as Latin-1 text, which the server encodes
+    back to the same bytes): a UTF-8 value (``café``) is passed on, never a 500. Headers named
+    ``x-gatekeeper-*`` are the proxy's own (its decision, read by its request log too): an
+    upstream's are dropped, never passed off as the gate's, and so are its ``access-control-*``
+    (CORS) headers. A name given more than once is
+    passed on once, its values joined by ``, `` (as ``httpx`` reads them)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in upstream.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in _DROP_HEADERS or name.startswith(_NOT_RELAYED_PREFIXES):
+            continue
+        value = scrub(raw_value).decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
     headers.update(extra)
     return headers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +14,10 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from gatekeeper._validation import shown_url
 from gatekeeper._version import __version__
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.browsers import BrowserGuard, loopback
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
     healthz,
@@ -101,8 +102,18 @@ def create_app(
     _add_error_handlers(app, log)
     server = settings.server
     app.add_middleware(InboundAuth, keys=server.api_keys, public_paths=server.public_paths)
+    # outside the key check: a refused browser never reaches it, a preflight carries no key;
+    # inside the body's deadline, which closes the connection of a refusal sent before the body
+    app.add_middleware(
+        BrowserGuard,
+        origins=server.allowed_origins,
+        hosts=server.allowed_hosts,
+        check_host=loopback(server.host),
+    )
     app.add_middleware(BodyDeadline, seconds=server.body_timeout, log=log)
-    app.add_middleware(RequestLog, metrics=metrics_, log=log)  # outermost: sees every answer
+    secrets = [k for k in (settings.upstream.api_key, *server.api_keys) if k is not None]
+    # outermost: sees every answer
+    app.add_middleware(RequestLog, metrics=metrics_, log=log, secrets=secrets)
     return app
 
 
@@ -111,10 +122,10 @@ _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 def _log_ready(log: Any, settings: Settings) -> None:
     base = settings.upstream.base_url
-    upstream = str(httpx.URL(base).copy_with(username=None, password=None)) if base else None
+    upstream = shown_url(base) if base else None
     if upstream is None:
         log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
-    if not settings.server.api_keys and not _loopback(settings.server.host):
+    if not settings.server.api_keys and not loopback(settings.server.host):
         log.warning(
             "server.open",
             host=settings.server.host,
@@ -132,14 +143,6 @@ def _log_ready(log: Any, settings: Settings) -> None:
         catalog=str(settings.catalog),
         store=f"{settings.store.host}:{settings.store.port}" if settings.store.host else "embedded",
     )
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (``server.host``) listens on this machine only."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _add_error_handlers(app: FastAPI, log: Any) -> None:

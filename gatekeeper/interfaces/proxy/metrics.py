@@ -38,6 +38,14 @@ KNOWN_PATHS = frozenset(
 )
 
 
+def label_value(value: str) -> str:
+    """``value`` as a label value: control characters (which the text exposition does not
+    escape, but for a line feed) replaced by U+FFFD, so an intent name can never break a line."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in value)
+
+
 def path_label(path: str) -> str:
     """A request path as a metrics label: one of :data:`KNOWN_PATHS`, ``/v1/other`` for the rest
     of the API (passed through), ``other`` for anything else (bounded: no label per path)."""
@@ -114,7 +122,15 @@ class Metrics:
     def serving(self, *, version: str, model: str, rule: str, catalog: str) -> None:
         """Record what the proxy serves (``gatekeeper_build_info``); what it served before
         (a catalog it has since followed) drops to 0."""
-        labels = {"version": version, "model": model, "rule": rule, "catalog": catalog}
+        labels = {
+            name: label_value(value)
+            for name, value in {
+                "version": version,
+                "model": model,
+                "rule": rule,
+                "catalog": catalog,
+            }.items()
+        }
         if self._serving not in (None, labels):
             self.build_info.labels(**self._serving).set(0)
         self.build_info.labels(**labels).set(1)
@@ -127,7 +143,7 @@ class Metrics:
     def observe_decision(self, decision: Decision, *, seconds: float, policy: str) -> None:
         """Count one request's decision (and a gate failure, when the policy decided it)."""
         mode = "shadow" if decision.shadow else "enforce"
-        intent = decision.intent or NO_INTENT
+        intent = label_value(decision.intent or NO_INTENT)
         self.decisions.labels(route=decision.route.value, intent=intent, mode=mode).inc()
         self.gate_seconds.observe(seconds)
         if decision.gate_error:

@@ -19,6 +19,7 @@ from gatekeeper.interfaces.proxy.errors import error_response, internal_error_re
 from gatekeeper.interfaces.proxy.metrics import Metrics, path_label
 from gatekeeper.interfaces.proxy.passthrough import declares_body
 from gatekeeper.interfaces.proxy.requests import key_refusal
+from gatekeeper.interfaces.proxy.scrubbing import MIN_SCRUBBED
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
@@ -36,11 +37,17 @@ class RequestLog:
     generic 500 body for anything that escaped every handler."""
 
     def __init__(
-        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, metrics: Metrics, log: Any
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        metrics: Metrics,
+        log: Any,
+        secrets: Sequence[SecretStr] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.log = log
+        self.secrets = list(secrets)  # never logged as a request id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,20 +113,31 @@ class RequestLog:
             route=seen.get("route"),
             # joins this line with the decision's gate.decided line
             message_id=seen.get("message_id"),
-            request_id=request_id(scope),
+            request_id=request_id(scope, self.secrets),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
 
-def request_id(scope: Scope) -> str | None:
+def request_id(scope: Scope, secrets: Sequence[SecretStr] = ()) -> str | None:
     """The client's (or load balancer's) ``x-request-id``, when it looks like an id (at most
     128 letters, digits and ``.-_:``): logged, so a request can be followed across systems.
     Anything else is not logged (it could carry anything), nor a value shaped like an API key
-    (``sk-...``: a client that put its key in the wrong header)."""
+    (``sk-...``), nor one holding one of ``secrets`` (the inbound keys and the upstream key) or
+    a long piece of one: a client that put its key in the wrong header."""
     value = _header(scope, b"x-request-id")
     if value is None or not _REQUEST_ID.fullmatch(value) or _KEY_LIKE.match(value):
         return None
+    if any(_holds_secret(value, secret.get_secret_value()) for secret in secrets):
+        return None
     return value
+
+
+def _holds_secret(value: str, secret: str) -> bool:
+    """Whether ``value`` holds ``secret``, or is a piece of it of :data:`MIN_SCRUBBED` characters
+    or more (an empty secret is none)."""
+    if not secret:
+        return False
+    return secret in value or (len(value) >= MIN_SCRUBBED and value in secret)
 
 
 def _header(message: AsgiMessage | Scope, name: bytes) -> str | None:

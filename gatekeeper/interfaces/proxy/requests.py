@@ -111,7 +111,20 @@ def parse_chat_request(body: bytes) -> Json:
     n = payload.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
         raise ProxyError(422, "'n' must be an integer from 1 to 128", code="invalid_value")
+    check_format(payload.get("response_format"), "response_format")
     return payload
+
+
+def check_format(response_format: Any, where: str) -> None:
+    """422 for an output format (``response_format``, ``text.format``) that is not an object,
+    or whose ``type`` is not a string: checked before the gate decides, so that a request the
+    proxy cannot answer is neither decided nor counted."""
+    if response_format is None:
+        return
+    if not isinstance(response_format, dict):
+        raise ProxyError(422, f"'{where}' must be an object", code="invalid_type")
+    if "type" in response_format and not isinstance(response_format["type"], str):
+        raise ProxyError(422, f"'{where}.type' must be a string", code="invalid_type")
 
 
 class _Refused(ValueError):
@@ -245,6 +258,10 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     instructions = payload.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise ProxyError(422, "'instructions' must be a string", code="invalid_type")
+    text = payload.get("text")
+    if text is not None and not isinstance(text, dict):
+        raise ProxyError(422, "'text' must be an object", code="invalid_type")
+    check_format((text or {}).get("format"), "text.format")
     messages: list[Json] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})

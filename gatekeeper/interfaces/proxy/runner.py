@@ -14,7 +14,6 @@ answers for all.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import secrets
 import socket
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
+from gatekeeper.interfaces.proxy.browsers import loopback
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.language import catalog_language_warning
@@ -65,17 +65,12 @@ def run_server(
 ) -> None:
     """Serve the proxy with uvicorn until SIGINT/SIGTERM; in-flight requests then get up to
     ``graceful_shutdown_seconds`` to finish."""
-    host = host or settings.server.host
-    port = port or settings.server.port
+    settings = serving_settings(settings, host, port)
+    host, port = settings.server.host, settings.server.port
     log = get_logger()
     log.info("server.starting", host=host, port=port, processes=settings.server.processes)
-    if not settings.server.api_keys and not _loopback(host):
-        log.warning(
-            "server.open_to_the_network",
-            host=host,
-            hint="no server.api_keys: anyone who reaches this port uses the upstream key; set "
-            "GATEKEEPER_SERVER__API_KEYS, or listen on 127.0.0.1",
-        )
+    if not settings.server.api_keys and not loopback(host):
+        refuse_open(settings, log)
     if settings.server.processes > 1:
         _run_processes(settings, host, port, graceful_shutdown_seconds)
         return
@@ -104,11 +99,33 @@ def warn_unread_language(gate: Gatekeeper, log: Logger) -> None:
         log.warning("server.language_unread", catalog=str(gate.settings.catalog), hint=warning)
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
+def serving_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """``settings`` with the address served (``--host``/``--port`` over ``server.*``): the app
+    checks Host headers by the address it listens on (:mod:`.browsers`)."""
+    server = settings.server.model_copy(
+        update={"host": host or settings.server.host, "port": port or settings.server.port}
+    )
+    return settings.model_copy(update={"server": server})
+
+
+def refuse_open(settings: Settings, log: Any) -> None:
+    """For a proxy listening beyond loopback without inbound keys: :class:`ConfigError` unless
+    ``server.allow_open`` says so (then a warning), since anyone who reaches the port would use
+    the upstream key."""
+    host = settings.server.host
+    if not settings.server.allow_open:
+        raise ConfigError(
+            f"refusing to serve on {host} without inbound keys: anyone who reaches this port "
+            "would use the upstream key. Set GATEKEEPER_SERVER__API_KEYS, listen on 127.0.0.1, "
+            "or set GATEKEEPER_SERVER__ALLOW_OPEN=true behind something that authenticates "
+            "clients"
+        )
+    log.warning(
+        "server.open_to_the_network",
+        host=host,
+        hint="no server.api_keys (server.allow_open): anyone who reaches this port uses the "
+        "upstream key",
+    )
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:

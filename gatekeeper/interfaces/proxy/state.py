@@ -51,16 +51,31 @@ _USER_AGENT = "gatekeeper-proxy"
 #: what the upstream judges it to be.
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 
+#: Headers that carry a client's credential in one API or another (OpenAI's ``Authorization``,
+#: Anthropic's ``x-api-key``, Azure OpenAI's ``api-key``, Gemini's ``x-goog-api-key``, Azure API
+#: Management's subscription key): the proxy's upstream key replaces the client's, so none is
+#: passed upstream.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+        "x-auth-token",
+    }
+)
+
 #: Client request headers never passed upstream (names compared in lower case, ``_`` read as
-#: ``-`` as CGI-style servers do): hop-by-hop ones, the client's key and cookies, what httpx sets
+#: ``-`` as CGI-style servers do): hop-by-hop ones, the client's keys and cookies, what httpx sets
 #: itself, method overrides, the headers by which a server behind a reverse proxy serves another
 #: path than the request line's, and the OpenAI organization and project to bill (the operator's
 #: key's, never the client's choice).
 _NOT_FORWARDED = (
     HOP_BY_HOP
     | METHOD_OVERRIDES
+    | CREDENTIAL_HEADERS
     | {
-        "authorization",
         "cookie",
         "host",
         "accept-encoding",
