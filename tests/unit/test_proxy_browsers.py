@@ -109,6 +109,7 @@ async def test_a_listed_origin_gets_cors_and_its_preflight_answered(
     ("options", "host", "status"),
     [
         ({"allowed_hosts": ["gk.internal"]}, "gk.internal:443", 200),
+        ({"allowed_hosts": ["GK.Internal"]}, "gk.INTERNAL", 200),  # names are caseless
         ({"allowed_hosts": ["gk.internal"]}, "evil.example", 403),
         ({"host": "0.0.0.0"}, "evil.example", 200),  # serving the network: names vary
         ({"host": "0.0.0.0", "allowed_hosts": ["gk.internal"]}, "evil.example", 403),

@@ -72,7 +72,7 @@ class BrowserGuard:
     ) -> None:
         self.app = app
         self.origins = frozenset(origins)
-        self.hosts = frozenset(hosts)
+        self.hosts = frozenset(host.strip().lower() for host in hosts)  # as Host is read
         self.check_host = check_host or bool(self.hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
