@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.errors import EmbeddingError
+from gatekeeper.types import nfc
 
 Vectors = npt.NDArray[np.float32]
 Progress = Callable[[int], None]
@@ -59,8 +60,10 @@ class Embedder(ABC):
         none of it (every token unknown to its vocabulary: an emoji alone, a script it lacks,
         one 4,000-letter "word"), so that it would embed like every other such text and no
         similarity of it would mean anything. A model that cannot tell (a remote endpoint)
-        reads every text as it is."""
-        return list(texts)
+        reads every text in Unicode NFC, the form the catalog's exemplars are read in: a
+        message typed decomposed ("cancelación" as ``o`` + a combining accent, from macOS or a
+        web form) is then embedded as its exemplar is, whatever the endpoint does with it."""
+        return [nfc(text) for text in texts]
 
     @property
     def runtime(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from gatekeeper.catalog import parse_catalog
 from gatekeeper.decision import Route
 from gatekeeper.errors import (
     ConfigError,
@@ -378,3 +379,20 @@ def test_the_gates_own_replies_ask_nothing(tiny_gate: Gatekeeper) -> None:
     assert greeting == "Hello! How can I help?"
     assert not asked(greeting) and not asked(f"  {greeting}\n")
     assert asked("Could you give me the order number?")
+
+
+def test_a_decomposed_message_is_judged_as_its_composed_exemplar(tmp_path: Path) -> None:
+    """A model that reads text as given (a remote endpoint, the hashing fake) is sent messages
+    in NFC, as the catalog's exemplars are read: "wo ist meine bestellung, café" typed
+    decomposed (macOS, web forms) scores as typed composed."""
+    import unicodedata
+
+    raw = tiny_catalog().model_dump(mode="json")
+    raw["intents"][0]["exemplars"].append("wo ist meine bestellung, café")
+    gate = make_gate(tmp_path, catalog=parse_catalog(raw, source="de"))
+    gate.index()
+    composed = "wo ist meine bestellung, café"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    same, other = gate.check_many([composed, decomposed])
+    assert other.score == pytest.approx(same.score) and other.intent == same.intent
