@@ -44,7 +44,7 @@ from gatekeeper.eval.thresholds import (
     sweep_point,
 )
 from gatekeeper.paths import option
-from gatekeeper.rules import best_in_domain
+from gatekeeper.rules import DEFAULT_RULE, best_in_domain
 from gatekeeper.settings import PricingSettings, catalog_settings_file
 
 if TYPE_CHECKING:
@@ -306,6 +306,7 @@ def recommend_thresholds(
     skip_invalid: bool = False,
     targets: Sequence[float] = RECOMMENDED_TARGETS,
     at: Callable[[float], SweepPoint] | None = None,
+    rule: str | None = None,
 ) -> list[RecommendedThreshold]:
     """For each target, a threshold, what it does on the evaluated data and the command that
     applies it.
@@ -314,7 +315,9 @@ def recommend_thresholds(
     ``at`` (the evaluated data's sweep point at any threshold), the threshold is the one
     chosen on the calibration file: exactly what the command writes, and an honest preview
     of it on data it was not chosen on. Otherwise it is the highest threshold of the evaluated
-    data's sweep (``source``) that reaches the target, set directly.
+    data's sweep (``source``) that reaches the target, set directly. ``rule`` (the eval's,
+    when ``--rule`` chose it or it is not the default) is passed on as ``--rule``, as
+    ``calibrate`` itself prints it: without it the command calibrates the settings' rule.
     """
     out = []
     for target in targets:
@@ -329,6 +332,7 @@ def recommend_thresholds(
             command = f"gatekeeper calibrate{config_flag}{option('dataset', where)}"
             command += f" --target-pass-rate {key}"
             command += option("catalog", catalog) if catalog else ""
+            command += f" --rule {rule}" if rule else ""
             command += " --skip-invalid --write" if skip_invalid else " --write"
         elif best is not None:
             command = (
@@ -365,6 +369,14 @@ def _recommended(
         source=source,
         command=command,
     )
+
+
+def _rule_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str | None:
+    """The ``--rule`` of a recommended calibrate command: the gate's rule when the run was
+    given one (``meta.rule_given``: the settings file may name another) or it is not the
+    default, as ``calibrate`` prints its own command."""
+    name = gate.rule.name
+    return name if meta.get("rule_given") is not None or name != DEFAULT_RULE else None
 
 
 def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
@@ -425,6 +437,7 @@ def build_report(
         skip_invalid=bool(meta.get("skip_invalid")),
         targets=report_targets(calibration.target_pass_rate if calibration else None),
         at=lambda t: sweep_point(gate, [o for o in outcomes if o.turns], t),
+        rule=_rule_flag(gate, meta),
     )
     return EvalReport(
         n_queries=n,

@@ -183,6 +183,7 @@ def evaluate_gate(
         "datasets": list(dataset.sources),
         "calibration_path": str(plan.calibrate_on) if plan.calibrate_on is not None else None,
         "threshold_given": plan.threshold,
+        "rule_given": plan.rule,
         "skip_invalid": plan.skip_invalid,
         "catalog": str(gate.settings.catalog),
         "settings_catalog": str(settings_catalog or gate.settings.catalog),
