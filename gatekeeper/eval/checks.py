@@ -23,12 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gatekeeper.catalog_review import text_key
 from gatekeeper.errors import InputError
 from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.language import model_language_warning
 from gatekeeper.settings import settings_file_serving
-from gatekeeper.types import nfc
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
@@ -78,41 +78,44 @@ def _lacking_warning(lacking: dict[str, int], known: set[str]) -> str:
 def leakage_warnings(
     dataset: Dataset, catalog: Catalog, calibration_set: Dataset | None = None
 ) -> list[str]:
-    """A warning when test rows are catalog exemplars or calibration rows (text, case and
-    surrounding space aside): the gate is then measured on what it was fitted to."""
+    """A warning when test rows are catalog exemplars or calibration rows: the gate is then
+    measured on what it was fitted to. Texts are compared as the catalog review compares
+    near-repeats of an exemplar (:func:`~gatekeeper.catalog_review.text_key`: case,
+    punctuation, spacing and the Unicode normal form aside), so a lower-cased copy without
+    its question mark still counts."""
     tested = _texts(dataset.examples)
     warnings = []
-    exemplars = {_key(e.text) for e in catalog.exemplars()}
-    shared = tested & exemplars
+    shared = tested.keys() & {text_key(e.text) for e in catalog.exemplars()}
     if shared:
         warnings.append(
             f"{len(shared)} distinct test messages are exemplars of the catalog (e.g. "
-            f"{_example(shared)}): the gate matches them to themselves, so the report "
+            f"{_example(shared, tested)}): the gate matches them to themselves, so the report "
             "overstates how it does on new messages; test on messages the catalog lacks"
         )
     if calibration_set is not None:
-        overlap = tested & _texts(calibration_set.examples)
+        overlap = tested.keys() & _texts(calibration_set.examples).keys()
         if overlap:
             share = len(overlap) / len(tested)
             warnings.append(
                 f"{len(overlap)} distinct test messages ({share:.0%}) are also in the "
-                f"calibration file (e.g. {_example(overlap)}): the threshold was chosen on "
-                "them, so the pass rate is measured on the data that set it; calibrate on a "
+                f"calibration file (e.g. {_example(overlap, tested)}): the threshold was chosen "
+                "on them, so the pass rate is measured on the data that set it; calibrate on a "
                 "separate split"
             )
     return warnings
 
 
-def _texts(examples: tuple[Example, ...]) -> set[str]:
-    return {_key(e.text) for e in examples if not e.multi_turn}
+def _texts(examples: tuple[Example, ...]) -> dict[str, str]:
+    """The single messages by their :func:`text_key` (the first text written so)."""
+    texts: dict[str, str] = {}
+    for e in examples:
+        if not e.multi_turn:
+            texts.setdefault(text_key(e.text), e.text)
+    return texts
 
 
-def _key(text: str) -> str:
-    return " ".join(nfc(text).casefold().split())
-
-
-def _example(keys: set[str]) -> str:
-    return repr(sorted(keys)[0][:60])
+def _example(keys: set[str], texts: Mapping[str, str]) -> str:
+    return repr(texts[sorted(keys)[0]][:60])
 
 
 #: What ``eval`` can do instead of using another catalog's threshold.

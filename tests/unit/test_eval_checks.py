@@ -151,6 +151,19 @@ def test_test_rows_that_are_exemplars_or_calibration_rows_are_leakage(tmp_path: 
     assert leakage_warnings(calibration, tiny_catalog()) == []
 
 
+def test_near_copies_of_calibration_rows_or_exemplars_are_leakage(tmp_path: Path) -> None:
+    """A test message that is a calibration row or an exemplar but for case, punctuation and
+    spacing counts as leakage, as the catalog review counts near-repeats; quoted as written."""
+    test = load_dataset(
+        _jsonl(tmp_path / "t.jsonl", [_row("Where is my ORDER?!"), _row("can i  PAY by card")])
+    )
+    calibration = load_dataset(_jsonl(tmp_path / "c.jsonl", [_row("Can I pay by card?")]))
+    warnings = leakage_warnings(test, tiny_catalog(), calibration)
+    assert len(warnings) == 2, warnings
+    assert "1 distinct test messages are exemplars of the catalog" in warnings[0]
+    assert "(e.g. 'can i  PAY by card')" in warnings[1]
+
+
 def test_a_threshold_calibrated_on_another_catalog_is_refused_for_it() -> None:
     """eval --catalog X at the settings' threshold of another catalog is refused; ok for its own."""
     gate = GateSettings(
