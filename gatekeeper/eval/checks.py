@@ -27,6 +27,7 @@ from gatekeeper.catalog_review import text_key
 from gatekeeper.errors import InputError
 from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
+from gatekeeper.eval.formatting import pct
 from gatekeeper.language import model_language_warning
 from gatekeeper.settings import settings_file_serving
 
@@ -95,9 +96,9 @@ def leakage_warnings(
     if calibration_set is not None:
         overlap = tested.keys() & _texts(calibration_set.examples).keys()
         if overlap:
-            share = len(overlap) / len(tested)
+            share = pct(len(overlap) / len(tested), 0)  # never "(0%)" for a real overlap
             warnings.append(
-                f"{len(overlap)} distinct test messages ({share:.0%}) are also in the "
+                f"{len(overlap)} distinct test messages ({share}) are also in the "
                 f"calibration file (e.g. {_example(overlap, tested)}): the threshold was chosen "
                 "on them, so the pass rate is measured on the data that set it; calibrate on a "
                 "separate split"

@@ -164,6 +164,15 @@ def test_near_copies_of_calibration_rows_or_exemplars_are_leakage(tmp_path: Path
     assert "(e.g. 'can i  PAY by card')" in warnings[1]
 
 
+def test_a_small_calibration_overlap_is_not_rounded_to_zero(tmp_path: Path) -> None:
+    """1 test message of 400 in the calibration file reads (0.2%), never (0%)."""
+    rows = [_row(f"question number {i}") for i in range(400)]
+    test = load_dataset(_jsonl(tmp_path / "t.jsonl", rows))
+    calibration = load_dataset(_jsonl(tmp_path / "c.jsonl", rows[:1]))
+    (warning,) = leakage_warnings(test, tiny_catalog(), calibration)
+    assert "1 distinct test messages (0.2%) are also in the calibration file" in warning
+
+
 def test_a_threshold_calibrated_on_another_catalog_is_refused_for_it() -> None:
     """eval --catalog X at the settings' threshold of another catalog is refused; ok for its own."""
     gate = GateSettings(
