@@ -94,7 +94,7 @@ def leakage_warnings(
             "overstates how it does on new messages; test on messages the catalog lacks"
         )
     if calibration_set is not None:
-        overlap = tested.keys() & _texts(calibration_set.examples).keys()
+        overlap = _overlap(tested, calibration_set)
         if overlap:
             share = pct(len(overlap) / len(tested), 0)  # never "(0%)" for a real overlap
             warnings.append(
@@ -104,6 +104,18 @@ def leakage_warnings(
                 "separate split"
             )
     return warnings
+
+
+def calibration_overlap(dataset: Dataset, calibration_set: Dataset | None) -> int:
+    """How many distinct test messages are also in the calibration file (compared as
+    :func:`leakage_warnings` compares them); 0 without one."""
+    if calibration_set is None:
+        return 0
+    return len(_overlap(_texts(dataset.examples), calibration_set))
+
+
+def _overlap(tested: Mapping[str, str], calibration_set: Dataset) -> set[str]:
+    return set(tested.keys() & _texts(calibration_set.examples).keys())
 
 
 def _texts(examples: tuple[Example, ...]) -> dict[str, str]:

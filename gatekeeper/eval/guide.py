@@ -32,7 +32,7 @@ def recommended_section(report: EvalReport) -> Section:
             f"For each target, the threshold `gatekeeper calibrate` chooses on {c.source} (the "
             "highest that still lets at least 99%, 98% or 95% of its in-domain customers "
             "through, and the run's own target): exactly what the command writes. The other "
-            "columns are what it does on the evaluated data, which it was not chosen on, so the "
+            f"columns are what it does on the evaluated data, {_chosen_on(report)}, so the "
             "pass rate there can fall "
             "short of the target or exceed it. A higher threshold saves more LLM calls and turns "
             "away more customers."
@@ -76,6 +76,23 @@ def recommended_section(report: EvalReport) -> Section:
         rows,
         intro=tuple(intro),
         code_columns=(6,),
+    )
+
+
+def shared_with_calibration(report: EvalReport) -> int:
+    """How many distinct evaluated messages are also in the calibration file
+    (``meta.calibration_overlap``, warned about as leakage)."""
+    return int((report.meta or {}).get("calibration_overlap") or 0)
+
+
+def _chosen_on(report: EvalReport) -> str:
+    """How the evaluated data relates to the file the thresholds were chosen on."""
+    shared = shared_with_calibration(report)
+    if not shared:
+        return "which it was not chosen on"
+    return (
+        f"which shares {shared} distinct messages with the file it was chosen on (see "
+        "Warnings): not an independent preview"
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gatekeeper.errors import InputError
 from gatekeeper.eval.checks import (
+    calibration_overlap,
     check_threshold_fits,
     language_warnings,
     leakage_warnings,
@@ -182,6 +183,7 @@ def evaluate_gate(
     meta = {
         "datasets": list(dataset.sources),
         "calibration_path": str(plan.calibrate_on) if plan.calibrate_on is not None else None,
+        "calibration_overlap": calibration_overlap(dataset, calibration_set),
         "threshold_given": plan.threshold,
         "rule_given": plan.rule,
         "skip_invalid": plan.skip_invalid,

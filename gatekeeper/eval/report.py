@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.eval.formatting import money, num, pct
-from gatekeeper.eval.guide import GLOSSARY, Section, recommended_section
+from gatekeeper.eval.guide import (
+    GLOSSARY,
+    Section,
+    recommended_section,
+    shared_with_calibration,
+)
 from gatekeeper.eval.schema import EvalReport, Listed, SweepPoint
 
 PLOTS = ("scores.png", "tradeoff.png", "intents.png")
@@ -379,11 +384,13 @@ def notes(report: EvalReport) -> list[str]:
             f"{len(skipped)} malformed rows were skipped (--skip-invalid): " + "; ".join(skipped)
         )
     if c is not None:
+        shared = shared_with_calibration(report)
         out.append(
-            f"The threshold {c.threshold:.4f} was chosen on {c.source} alone "
+            f"The threshold {c.threshold:.4f} was chosen on {c.source}{'' if shared else ' alone'} "
             f"({c.n_in_domain} in-domain, {c.n_off_topic} off-topic; there: "
             f"{pct(c.in_domain_pass_rate)} pass, {pct(c.off_topic_block_rate)} blocked) "
-            "and applied unchanged to the evaluated data."
+            "and applied unchanged to the evaluated data"
+            + (f", which shares {shared} distinct messages with {c.source}." if shared else ".")
         )
     return out
 

@@ -11,10 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
+from gatekeeper.eval.plan import EvalPlan, evaluate_gate
+from gatekeeper.eval.report import render_markdown
+from gatekeeper.eval.schema import EvalOptions
 from gatekeeper.settings import load_settings
-from gatekeeper.testing import HashingEmbedder
+from gatekeeper.testing import HashingEmbedder, make_gate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FAST = EvalOptions(latency_sample=0, bootstrap=0)
 
 
 @pytest.fixture
@@ -58,3 +62,23 @@ def test_the_apply_command_of_an_eval_with_rule_writes_that_rule_and_threshold(
     assert code == 0, output
     written = load_settings(config)
     assert written.gate.rule == "top1" and written.gate.threshold == rec["threshold"]
+
+
+def test_a_report_calibrated_on_its_own_test_file_says_so_where_it_explains_the_threshold(
+    tmp_path: Path,
+) -> None:
+    """Evaluated on the calibration file itself, the recommended-thresholds intro and the notes
+    say the two share every message, not "which it was not chosen on" or "chosen on … alone"."""
+    gate = make_gate(tmp_path)
+    gate.index()
+    calibration = FIXTURES / "tiny_calibration.jsonl"
+    plan = EvalPlan(
+        datasets=(calibration,), calibrate_on=calibration, target_pass_rate=0.85, options=FAST
+    )
+    report, _ = evaluate_gate(gate, plan)
+    shared = report.meta["calibration_overlap"]
+    assert shared == len({json.loads(line)["text"] for line in calibration.open()})
+    text = " ".join(render_markdown(report).split())
+    assert "which it was not chosen on" not in text and ".jsonl alone" not in text
+    assert f"which shares {shared} distinct messages with the file it was chosen on" in text
+    assert f"which shares {shared} distinct messages with tiny_calibration.jsonl." in text
