@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -39,12 +40,40 @@ class ReportFiles:
     rows: Path
 
 
+#: The files a report writes into its directory (the plots only when drawn).
+_FILES = ("report.json", *PLOTS, "report.md", "report.html", "rows.jsonl")
+
+
 def check_report_dir(out_dir: Path) -> None:
     """Refuse, with :class:`InputError`, a report directory that cannot be written: call it
-    before a long eval so the problem shows before the work, not after."""
-    problem = why_unwritable(out_dir, want_dir=True)
+    before a long eval so the problem shows before the work, not after. Beyond what the path
+    looks like, it creates the directory and the hidden staging directory the report is
+    written into (``/proc/x`` passes a permission check and fails there), then removes what
+    it created; a report file's name taken by a directory is refused too."""
+    problem = why_unwritable(out_dir, want_dir=True) or _staging_problem(out_dir)
     if problem:
         raise InputError(f"cannot write the report to {out_dir}: {problem}")
+    in_the_way = [name for name in _FILES if (out_dir / name).is_dir()]
+    if in_the_way:
+        raise InputError(f"{out_dir / in_the_way[0]} is a directory, not a report file")
+
+
+def _staging_problem(out_dir: Path) -> str | None:
+    """Why a hidden staging directory cannot be made in ``out_dir``, or None; nothing made
+    here is left behind."""
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
+    probe = out_dir / f".report.probe-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for directory in created:  # deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    return None
 
 
 def write_report(report: EvalReport, out_dir: Path) -> ReportFiles:

@@ -179,6 +179,22 @@ def test_check_report_dir_refuses_a_path_under_a_file(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()
 
 
+def test_check_report_dir_refuses_a_report_file_name_taken_by_a_directory(tmp_path: Path) -> None:
+    """A directory named report.md inside the report directory is refused before the run (the
+    run failed only when renaming the new report.md over it)."""
+    (tmp_path / "out" / "report.md").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"report\.md is a directory, not a report file"):
+        check_report_dir(tmp_path / "out")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_report_dir_tries_to_create_the_directory() -> None:
+    """A directory the permission check allows but that cannot be created (/proc/x) is
+    refused before the run; it ran the whole eval, then failed with [Errno 2]."""
+    with pytest.raises(InputError, match="cannot write the report to /proc/gatekeeper-h59-report"):
+        check_report_dir(Path("/proc/gatekeeper-h59-report"))
+
+
 def test_calibrate_write_to_an_unusable_settings_path_fails_first(
     tmp_path: Path, no_model: None
 ) -> None:
