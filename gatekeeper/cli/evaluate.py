@@ -116,7 +116,7 @@ def _run_eval(settings: Settings, plan: Any, out: Path, title: str = "gatekeeper
 
 def _print_summary(report: Any, title: str) -> None:
     from gatekeeper.eval.guide import recommendation_line
-    from gatekeeper.eval.report import summary_rows
+    from gatekeeper.eval.summary import summary_rows
 
     table = Table(title=title, show_lines=False)
     table.add_column("metric", style="bold")

@@ -17,8 +17,8 @@ from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.eval.formatting import num, pct
 from gatekeeper.eval.metrics import time_summary
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
-from gatekeeper.eval.report import summary_rows
 from gatekeeper.eval.schema import EvalOptions
+from gatekeeper.eval.summary import summary_rows
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.settings import CalibrationRecord, GateSettings, PricingSettings
 from gatekeeper.testing.fakes import HashingEmbedder, make_gate, tiny_catalog
