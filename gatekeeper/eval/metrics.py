@@ -29,6 +29,7 @@ from gatekeeper.eval.schema import (
     Projection,
     RecommendedThreshold,
     Row,
+    SavedCalls,
     ScoreSamples,
     SourceRow,
     SweepPoint,
@@ -112,6 +113,20 @@ def cost_summary(n: int, llm_calls: int, pricing: PricingSettings) -> Cost:
         net_saved=net,
         net_saved_fraction=net / without if without else None,
         net_saved_per_1k_messages=net / n * 1000 if n else None,
+    )
+
+
+def saved_calls(outcomes: Sequence[Outcome], per_call: float) -> SavedCalls:
+    """The messages that caused no LLM call, by kind: off-topic refused, customers refused,
+    answered by a canned reply (``per_call``: an LLM call's cost)."""
+    saved = [o for o in outcomes if not o.called]
+    refused = [o for o in saved if o.decision.route is Route.OFF_TOPIC]
+    customers = sum(o.example.in_domain for o in refused)
+    return SavedCalls(
+        off_topic_refused=len(refused) - customers,
+        customers_refused=customers,
+        canned=sum(o.decision.route is Route.CANNED for o in saved),
+        customers_refused_cost=customers * per_call,
     )
 
 
@@ -450,6 +465,7 @@ def build_report(
         saved_rate=(n - run.llm_calls) / n,
         canned_replies=sum(o.decision.route is Route.CANNED for o in outcomes),
         off_topic_replies=sum(o.decision.route is Route.OFF_TOPIC for o in outcomes),
+        llm_calls_saved_by=saved_calls(outcomes, llm_cost_per_call(pricing)),
         in_domain_pass_rate=pass_rate,
         false_block_rate=false_block,
         off_topic_block_rate=rate([not o.passed for o in outside]),

@@ -97,6 +97,21 @@ class Cost(BaseModel):
     net_saved_per_1k_messages: float | None
 
 
+class SavedCalls(BaseModel):
+    """Where ``llm_calls_saved`` comes from: every message that caused no LLM call is counted
+    as saved, a refused customer too; this says how many of each kind."""
+
+    off_topic_refused: int = Field(description="off-topic messages refused: the gate's purpose")
+    customers_refused: int = Field(
+        description="in-domain messages refused: a call saved, and a customer turned away"
+    )
+    canned: int = Field(description="messages answered by a fixed (canned) reply")
+    customers_refused_cost: float = Field(
+        description="what the refused customers' calls would have cost (USD), within "
+        "cost.llm_cost_saved"
+    )
+
+
 class TimeSaved(BaseModel):
     """LLM time not spent, from ``pricing.llm_seconds_per_call``."""
 
@@ -283,6 +298,7 @@ class EvalReport(BaseModel):
     saved_rate: float
     canned_replies: int
     off_topic_replies: int
+    llm_calls_saved_by: SavedCalls | None = None
     in_domain_pass_rate: float | None
     false_block_rate: float | None
     off_topic_block_rate: float | None

@@ -30,6 +30,7 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             f"{report.llm_calls_saved} ({pct(report.saved_rate)})",
             _ci(report, "saved_rate"),
         ),
+        *_saved_by(report),
         (
             "in-domain pass rate",
             pct(report.in_domain_pass_rate),
@@ -118,6 +119,21 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def _saved_by(report: EvalReport) -> list[tuple[str, str, str]]:
+    """The calls saved by kind: a refused customer counts as a saved call too."""
+    by = report.llm_calls_saved_by
+    if by is None:
+        return []
+    return [
+        (
+            "  saved on",
+            f"{by.off_topic_refused} off-topic refused, {by.customers_refused} customers "
+            f"refused, {by.canned} canned replies",
+            f"customers refused: {money(by.customers_refused_cost)} of the LLM cost saved",
+        )
+    ]
 
 
 def _threshold_origin(report: EvalReport) -> str:
