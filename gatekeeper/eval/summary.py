@@ -89,10 +89,11 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             f"{num(report.latency_ms.embed_p50, 1)} ms",
         ),
         (
-            "LLM cost saved",
+            "LLM cost saved, net of embedding",
             f"{money(report.cost.net_saved)} of {money(report.cost.without_gate)} "
             f"({pct(report.cost.net_saved_fraction)})",
-            f"{report.cost.llm_model} prices",
+            f"{report.cost.llm_model} prices: calls saved {money(report.cost.llm_cost_saved)}"
+            f" − embedding every message {money(report.cost.embedding_cost)}",
         ),
         (
             "LLM time saved",

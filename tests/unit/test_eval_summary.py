@@ -1,5 +1,5 @@
-"""The eval summary a manager reads (console and report): what the savings are made of (tiny
-fixtures, hashing embedder)."""
+"""The eval summary a manager reads (console and report): what the savings are made of, and
+what the cost line is net of (tiny fixtures, hashing embedder)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.eval.formatting import money
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
-from gatekeeper.eval.report import summary_rows
+from gatekeeper.eval.report import render_markdown, summary_rows
 from gatekeeper.eval.schema import EvalOptions, EvalReport
 from gatekeeper.testing import make_gate
 
@@ -47,3 +48,12 @@ def test_the_calls_saved_are_split_into_off_topic_customers_refused_and_canned(
     )
     assert "llm_calls_saved_by" in report.model_dump(mode="json")
 
+
+def test_the_cost_saved_row_says_it_is_net_of_the_embedding_cost(report: EvalReport) -> None:
+    """The cost row is labelled net of embedding and shows the gross saving and the embedding
+    cost it subtracts (it showed net_saved as "LLM cost saved")."""
+    text = render_markdown(report)
+    cost = report.cost
+    assert "| LLM cost saved, net of embedding | " + money(cost.net_saved) in text
+    assert f"calls saved {money(cost.llm_cost_saved)}" in text
+    assert f"embedding every message {money(cost.embedding_cost)}" in text
