@@ -96,6 +96,47 @@ def _chosen_on(report: EvalReport) -> str:
     )
 
 
+#: An intent is warned about when it has at least this many labelled in-domain rows...
+WEAK_INTENT_ROWS = 20
+#: ...and passes at least this much (as a rate) below the target. At a 98% target, 20 rows of
+#: an intent that truly passes 98% fall to 88% or less with probability under 1%: noise alone
+#: rarely names one, while a segment the global threshold fails (85% against 99%) is named.
+WEAK_INTENT_GAP = 0.10
+#: Intents a warning names before counting the rest.
+WEAK_INTENTS_LISTED = 8
+
+
+def weak_intents_warning(report: EvalReport) -> str | None:
+    """A warning naming the intents a global threshold fails: at least
+    :data:`WEAK_INTENT_ROWS` labelled in-domain rows passing :data:`WEAK_INTENT_GAP` or more
+    below the calibration target (without one, below the run's overall in-domain pass rate)."""
+    c = report.calibration
+    reference = c.target_pass_rate if c is not None else report.in_domain_pass_rate
+    if reference is None:
+        return None
+    weak = [
+        r
+        for r in report.per_intent
+        if r.n >= WEAK_INTENT_ROWS and r.pass_rate < reference - WEAK_INTENT_GAP - 1e-12
+    ]
+    if not weak:
+        return None
+    named = ", ".join(
+        f"{r.intent!r} {pct(r.pass_rate)} of {r.n}" for r in weak[:WEAK_INTENTS_LISTED]
+    )
+    more = len(weak) - WEAK_INTENTS_LISTED
+    against = f"the {pct(reference)} target" if c is not None else f"{pct(reference)} overall"
+    one = len(weak) == 1
+    return (
+        f"{len(weak)} intent{'' if one else 's'} with {WEAK_INTENT_ROWS} or more labelled rows "
+        f"pass{'es' if one else ''} {WEAK_INTENT_GAP * 100:g} points or more below {against}: "
+        f"{named}" + (f" and {more} more" if more > 0 else "") + "; the global threshold "
+        f"hides {'it' if one else 'them'} (see 'Pass rate per intent'). Give "
+        f"{'it' if one else 'them'} more exemplars (an unsupported:<name> one an intent of its "
+        "own), or a lower threshold of its own (gate.intent_thresholds), then evaluate again"
+    )
+
+
 def serving_steps(
     config_flag: str, catalog: str | None, settings_catalog: str | None
 ) -> dict[str, str | None]:

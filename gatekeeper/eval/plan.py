@@ -27,6 +27,7 @@ from gatekeeper.eval.gates import (
     with_threshold,
     without_conversation_settings,
 )
+from gatekeeper.eval.guide import weak_intents_warning
 from gatekeeper.eval.intervals import check_draws
 from gatekeeper.eval.metrics import build_report
 from gatekeeper.eval.progress import TaskFactory, no_progress
@@ -204,7 +205,11 @@ def evaluate_gate(
         ],
         "tuned": tuned,
     }
-    return build_report(gate, run, plan.options, calibration, meta, task), gate
+    report = build_report(gate, run, plan.options, calibration, meta, task)
+    weak = weak_intents_warning(report)  # a segment the global threshold fails
+    if weak:
+        report.meta["dataset_warnings"] = [*report.meta["dataset_warnings"], weak]
+    return report, gate
 
 
 def _other_catalog(catalog: Path, settings_catalog: Path | None) -> bool:

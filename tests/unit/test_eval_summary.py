@@ -1,13 +1,14 @@
-"""The eval summary a manager reads (console and report): what the savings are made of, and
-what the cost line is net of (tiny fixtures, hashing embedder)."""
+"""The eval summary a manager reads (console and report): what the savings are made of, what
+the cost line is net of, and the intents a global threshold fails (hashing embedder)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from gatekeeper.eval.formatting import money
+from gatekeeper.eval.formatting import money, pct
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
 from gatekeeper.eval.report import render_markdown, summary_rows
 from gatekeeper.eval.schema import EvalOptions, EvalReport
@@ -57,3 +58,26 @@ def test_the_cost_saved_row_says_it_is_net_of_the_embedding_cost(report: EvalRep
     assert "| LLM cost saved, net of embedding | " + money(cost.net_saved) in text
     assert f"calls saved {money(cost.llm_cost_saved)}" in text
     assert f"embedding every message {money(cost.embedding_cost)}" in text
+
+
+def test_an_intent_the_global_threshold_fails_is_named_in_the_warnings(tmp_path: Path) -> None:
+    """20 refund rows that mostly fail while order rows pass: the run's warnings name
+    refund_request with its pass rate and point to gate.intent_thresholds (only the per-intent
+    table showed it); an intent with fewer rows, or near the target, is not named."""
+    rows = [{"text": f"where is my order {i}", "intent": "order_status"} for i in range(20)]
+    rows += [{"text": f"zq{i} blorf vunk", "intent": "refund_request"} for i in range(18)]
+    rows += [{"text": f"refund my money {i}", "intent": "refund_request"} for i in range(2)]
+    rows += [{"text": f"xx{i} plim", "intent": "greeting"} for i in range(5)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({**r, "label": "in_domain"}) + "\n" for r in rows))
+    gate = make_gate(tmp_path / "g")
+    gate.index()
+    plan = EvalPlan(datasets=(data,), threshold=0.3, options=FAST)
+    report = evaluate_gate(gate, plan)[0]
+    by_intent = {r.intent: r for r in report.per_intent}
+    assert by_intent["refund_request"].pass_rate < 0.5 <= by_intent["order_status"].pass_rate
+    (warning,) = [w for w in report.meta["dataset_warnings"] if "intent_thresholds" in w]
+    refund = by_intent["refund_request"]
+    assert f"'refund_request' {pct(refund.pass_rate)} of 20" in warning
+    assert warning.startswith("1 intent with 20 or more labelled rows passes 10 points or more")
+    assert "order_status" not in warning and "greeting" not in warning
