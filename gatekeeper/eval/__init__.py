@@ -8,8 +8,8 @@ Score-based metrics (AUROC, FPR at 95% TPR, the threshold sweep and calibration)
 **single-message** rows: a single message's score does not depend on the threshold. A
 conversation's outcome does (a short follow-up is rescued only when the turn before it was
 forwarded), so conversations are counted in the headline rates and reported on their own, but
-kept out of the score curves. A dataset of conversations only falls back to their last turns'
-scores (``score_basis`` says which).
+kept out of the score curves. A dataset of conversations only falls back to the scores of
+every judged user turn (``score_basis`` says which).
 
 Calibration (:func:`choose_threshold`) picks the highest global threshold whose in-domain pass
 rate (routed ``llm`` or ``canned``) on the calibration file reaches the target, then the gate is

@@ -225,7 +225,8 @@ def sweep_point(gate: Gatekeeper, outcomes: Sequence[Outcome], threshold: float)
 
 def score_rows(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], str]:
     """The rows whose score describes them alone (single messages), for AUROC and the score
-    plot; a dataset of conversations only falls back to their last turns."""
+    plot; a dataset of conversations only falls back to every judged (labelled) user turn of
+    them, each scored as the gate scored it in its chat."""
     single = [o for o in outcomes if not o.example.multi_turn]
     if single:
         basis = (
@@ -234,7 +235,7 @@ def score_rows(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], str]:
             else "single messages; conversations reported separately"
         )
         return single, basis
-    return list(outcomes), "last user turns of conversations (no single messages)"
+    return list(outcomes), "every judged user turn of the conversations (no single messages)"
 
 
 def roc_metrics(

@@ -81,3 +81,15 @@ def test_an_intent_the_global_threshold_fails_is_named_in_the_warnings(tmp_path:
     assert f"'refund_request' {pct(refund.pass_rate)} of 20" in warning
     assert warning.startswith("1 intent with 20 or more labelled rows passes 10 points or more")
     assert "order_status" not in warning and "greeting" not in warning
+
+
+def test_the_score_basis_of_chats_alone_names_every_judged_turn(tmp_path: Path) -> None:
+    """With conversations only, AUROC is computed over every judged turn (4 turns of 2 chats),
+    and score_basis says so (it said "last user turns of conversations")."""
+    gate = make_gate(tmp_path)
+    gate.index()
+    plan = EvalPlan(datasets=(FIXTURES / "tiny_chats.jsonl",), threshold=0.3, options=FAST)
+    report = evaluate_gate(gate, plan)[0]
+    assert report.n_queries == 4 and len(report.rows) == 4
+    assert report.score_basis.startswith("every judged user turn of the conversations")
+    assert "last" not in report.score_basis
