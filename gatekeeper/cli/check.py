@@ -86,9 +86,10 @@ def check(
         table = Table(show_header=False, box=None)
         for key in ("route", "intent", "score", "threshold", "reason", "latency_ms"):
             value = getattr(decision, key)
+            digits = 3 if key == "latency_ms" else 4  # a score as precise as its threshold
             table.add_row(
                 f"[bold]{key}[/]",
-                escape(f"{value:.3f}" if isinstance(value, float) else str(value)),
+                escape(f"{value:.{digits}f}" if isinstance(value, float) else str(value)),
             )
         table.add_row(
             "[dim]first decision[/]",

@@ -36,7 +36,7 @@ def plot_scores(report: EvalReport, path: Path) -> Path:
             samples.off_topic, bins=bins, range=span, alpha=0.6, label="off-topic", color="#d9534f"
         )
     ax.axvline(
-        report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}"
+        report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.4f}"
     )
     ax.set_xlabel("score (similarity to the catalog)")
     ax.set_ylabel("messages")
@@ -97,7 +97,7 @@ def tradeoff_figure(report: EvalReport) -> Any:
     labels: list[tuple[str, float, float]] = []  # (text, x, y), placed once the axes are set
     for rec in report.recommended_thresholds:  # one label per point, however many targets
         if rec.threshold in labelled and rec.false_block_rate is not None:
-            text = f"{' / '.join(labelled.pop(rec.threshold))} pass → {rec.threshold:.3f}"
+            text = f"{' / '.join(labelled.pop(rec.threshold))} pass → {rec.threshold:.4f}"
             labels.append((text, min(rec.false_block_rate, limit), rec.saved_rate or 0.0))
     here = _operating_point(report.sweep, report.threshold)
     if here is not None and here.false_block_rate is not None:

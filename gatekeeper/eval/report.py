@@ -69,7 +69,8 @@ def _named(i: Listed) -> list[str]:
 
 
 def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
-    return [[*_named(i), f"{i.score:.3f}", f"{i.threshold:.3f}"] for i in items]
+    # as many decimals as a threshold: 0.41614 is below 0.4162, "0.416" was not
+    return [[*_named(i), f"{i.score:.4f}", f"{i.threshold:.4f}"] for i in items]
 
 
 LISTED_HEADER = ("where", "message", "labelled intent", "nearest intent", "score", "threshold")

@@ -71,3 +71,22 @@ def test_check_reads_stdin_as_utf8_and_names_a_bad_byte(
     assert bad.exit_code == 2 and "stdin is not UTF-8 text (byte 0: 0xff)" in bad.output
     good = CliRunner().invoke(app, args, input="\ufefftrack my order".encode())
     assert good.exit_code == 0, good.output
+
+
+def test_check_prints_the_score_as_precisely_as_the_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check's table shows score and threshold with 4 decimals (0.41614 refused at 0.4162
+    read "0.416" twice)."""
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
+        "gate:\n  allow_uncalibrated: true\n  threshold: 0.41237\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["check", "track my parcel", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    threshold = next(line for line in result.output.splitlines() if "threshold" in line)
+    assert threshold.split()[-1] == "0.4124"

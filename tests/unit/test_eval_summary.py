@@ -93,3 +93,11 @@ def test_the_score_basis_of_chats_alone_names_every_judged_turn(tmp_path: Path) 
     assert report.n_queries == 4 and len(report.rows) == 4
     assert report.score_basis.startswith("every judged user turn of the conversations")
     assert "last" not in report.score_basis
+
+
+def test_listed_scores_have_as_many_decimals_as_the_threshold(report: EvalReport) -> None:
+    """A wrongly blocked customer's score is shown with 4 decimals beside the 4-decimal
+    threshold (0.41614 and 0.4162 both read "0.416")."""
+    blocked = report.wrongly_blocked[0]
+    text = render_markdown(report)
+    assert f"| {blocked.score:.4f} | {blocked.threshold:.4f} |" in text
