@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from gatekeeper.errors import (
     BackendError,
@@ -140,13 +149,26 @@ def load_gate(settings: Settings) -> Any:
     return Gatekeeper.from_settings(settings, catalog=loaded.catalog)
 
 
+class TimeLeftColumn(TimeRemainingColumn):
+    """The estimated time left ("0:01:20 left") of a running task whose total is known; blank
+    for a task without a total (nothing to estimate) or a finished one."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished:
+            return Text("")
+        shown = super().render(task)
+        return Text(f"{shown.plain} left", style=shown.style)
+
+
 def progress_bar(console: Console | None = None) -> Progress:
-    """The progress bar every long command uses (hidden when not on a terminal)."""
+    """The progress bar every long command uses (hidden when not on a terminal): elapsed time,
+    and the time left of a task with a known total."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeLeftColumn(),
         console=console or _stderr(),
         transient=False,
     )

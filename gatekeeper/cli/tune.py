@@ -8,7 +8,6 @@ from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.markup import escape
-from rich.progress import TimeRemainingColumn
 from rich.table import Table
 
 from gatekeeper.cli._app import (
@@ -209,10 +208,8 @@ def _tune_encoder(
 
 
 def _tune_progress(console: Any) -> Any:
-    """The shared progress bar, with the time left (the loss is in the description)."""
-    progress = progress_bar(console)
-    progress.columns = (*progress.columns, TimeRemainingColumn())
-    return progress
+    """The shared progress bar (with the time left; the loss is in the description)."""
+    return progress_bar(console)
 
 
 def _print_result(manifest: dict[str, Any], seconds: float) -> None:

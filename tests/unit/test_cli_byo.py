@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.progress import ProgressColumn
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
@@ -107,6 +108,20 @@ def test_no_empty_progress_bar_when_nothing_needs_embedding() -> None:
     _, set_total = tracked(progress, "scoring")
     set_total(3)
     assert progress.tasks[1].visible
+
+
+def test_the_progress_bar_shows_the_time_left_of_a_task_with_a_total() -> None:
+    """eval and calibrate bars show the time left once a task's total is known (they showed
+    the elapsed time only, as tune's did not); a task without a total shows none."""
+    progress = progress_bar(Console(file=io.StringIO()))
+    advance, set_total = tracked(progress, "judging messages")
+    tracked(progress, "loading the model")
+    set_total(10)
+    advance(4)
+    left = progress.columns[-1]
+    assert isinstance(left, ProgressColumn)
+    assert str(left.render(progress.tasks[0])).endswith(" left")
+    assert str(left.render(progress.tasks[1])) == ""
 
 
 def test_demo_table_is_titled_demo(monkeypatch: pytest.MonkeyPatch, config: Path) -> None:
