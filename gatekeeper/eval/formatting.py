@@ -38,6 +38,10 @@ def _off_bounds(value: float, digits: int, bounds: tuple[float, ...]) -> str:
 
 
 def money(value: float | None) -> str:
+    """``1234.5`` as ``$1,234.50``, ``0.02`` as ``$0.0200``; an amount above 0 that 4 decimals
+    would show as ``$0.0000`` (embedding 443 messages) as ``<$0.0001``."""
     if value is None:
         return "–"
+    if 0 < value < 0.00005:
+        return "<$0.0001"
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"

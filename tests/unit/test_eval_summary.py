@@ -101,3 +101,9 @@ def test_listed_scores_have_as_many_decimals_as_the_threshold(report: EvalReport
     blocked = report.wrongly_blocked[0]
     text = render_markdown(report)
     assert f"| {blocked.score:.4f} | {blocked.threshold:.4f} |" in text
+
+
+def test_a_tiny_cost_is_not_shown_as_zero() -> None:
+    """An embedding cost of $0.0000009 reads "<$0.0001", not "$0.0000"; 0 stays "$0.0000"."""
+    assert money(0.0000009) == "<$0.0001"
+    assert money(0.0) == "$0.0000" and money(0.0212) == "$0.0212" and money(1234.5) == "$1,234.50"
