@@ -10,8 +10,9 @@ import pytest
 
 from gatekeeper.eval.formatting import money, pct
 from gatekeeper.eval.plan import EvalPlan, evaluate_gate
-from gatekeeper.eval.report import render_markdown, summary_rows
+from gatekeeper.eval.report import render_markdown
 from gatekeeper.eval.schema import EvalOptions, EvalReport
+from gatekeeper.eval.summary import summary_rows
 from gatekeeper.testing import make_gate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
