@@ -21,6 +21,7 @@ class Section:
     intro: tuple[str, ...] = ()
     listed: bool = False  # a list of messages: Markdown shows the first MD_LISTED
     code_columns: tuple[int, ...] = ()  # cells shown as code (commands)
+    total: int | None = None  # a capped list: how many there are in all
 
 
 def recommended_section(report: EvalReport) -> Section:

@@ -502,6 +502,8 @@ def build_report(
         by_source=source_rows(outcomes),
         conversations=conversation_stats(outcomes),
         wrongly_blocked=[listed(o) for o in inside if not o.passed][: options.max_listed],
+        n_wrongly_blocked=sum(not o.passed for o in inside),
+        n_wrongly_admitted=sum(o.passed for o in outside),
         wrongly_admitted=[
             listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],

@@ -114,7 +114,7 @@ def sections(report: EvalReport) -> list[Section]:
             "Summary", ("metric", "value", "95% CI / note"), [list(r) for r in summary_rows(report)]
         ),
         Section(
-            f"Customers wrongly blocked ({len(report.wrongly_blocked)})",
+            f"Customers wrongly blocked ({report.n_wrongly_blocked})",
             LISTED_HEADER,
             _listed_rows(report.wrongly_blocked),
             intro=(
@@ -122,13 +122,15 @@ def sections(report: EvalReport) -> list[Section]:
                 "Read them first.",
             ),
             listed=True,
+            total=report.n_wrongly_blocked,
         ),
         recommended_section(report),
         Section(
-            f"Off-topic messages let through ({len(report.wrongly_admitted)}, highest score first)",
+            f"Off-topic messages let through ({report.n_wrongly_admitted}, highest score first)",
             LISTED_HEADER,
             _listed_rows(report.wrongly_admitted),
             listed=True,
+            total=report.n_wrongly_admitted,
         ),
         Section(
             f"Answered with another intent's canned reply ({len(report.canned_mismatches)}"
@@ -288,6 +290,8 @@ def render_markdown(report: EvalReport) -> str:
         parts += [table if shown else "_none_", ""]
         if len(shown) < len(rows):
             parts += [f"_{len(rows) - len(shown)} more in report.json_", ""]
+        if unlisted := _unlisted(section):
+            parts += [f"_{unlisted}_", ""]
     parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots_of(report)] + [""]
     parts += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
     parts += ["## How these numbers were made", ""] + [f"- {md_text(n)}" for n in notes(report)]
@@ -375,9 +379,19 @@ def _html_section(section: Section) -> list[str]:
     )
     head = [f"<h2>{html.escape(section.title)}</h2>"]
     head += [f"<p>{html.escape(text)}</p>" for text in section.intro]
+    unlisted = _unlisted(section)
+    tail = [f"<p><em>{html.escape(unlisted)}</em></p>"] if unlisted else []
     if len(rows) > 30:
-        return [*head, f"<details><summary>{len(rows)} rows</summary>{table}</details>"]
-    return [*head, table]
+        return [*head, f"<details><summary>{len(rows)} rows</summary>{table}</details>", *tail]
+    return [*head, table, *tail]
+
+
+def _unlisted(section: Section) -> str | None:
+    """What a capped list of messages leaves out (every row is in rows.jsonl), or None."""
+    if section.total is None or section.total <= len(section.rows):
+        return None
+    left = section.total - len(section.rows)
+    return f"{left} more, listed neither here nor in report.json: rows.jsonl has every row"
 
 
 def _b64(path: Path) -> str:

@@ -327,6 +327,12 @@ class EvalReport(BaseModel):
     conversations: ConversationStats | None
     wrongly_blocked: list[Listed]
     wrongly_admitted: list[Listed]
+    n_wrongly_blocked: int = Field(
+        0, description="in-domain messages refused: all of them (the list holds the first 500)"
+    )
+    n_wrongly_admitted: int = Field(
+        0, description="off-topic messages passed: all of them (the list holds the first 500)"
+    )
     canned_mismatches: list[Listed] = Field(
         description="in-domain messages answered by another intent's canned reply "
         "(passed, but the customer got e.g. a greeting to a delivery question)"

@@ -38,7 +38,7 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
         ),
         (
             "customers wrongly blocked",
-            f"{len(report.wrongly_blocked)} ({pct(report.false_block_rate)})",
+            f"{report.n_wrongly_blocked} ({pct(report.false_block_rate)})",
             _ci(report, "false_block_rate"),
         ),
         (

@@ -520,3 +520,20 @@ def test_dataset_warnings_are_shown_near_the_top_of_both_reports(
         assert f"the test messages do not look English {shown}" in text
         assert "only 7 in-domain rows" in text
     assert "Warnings" not in render_markdown(fixed) and "Warnings" not in render_html(fixed, [])
+
+
+def test_a_capped_list_counts_every_row_and_says_where_the_rest_are(
+    gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """With the lists capped below the rows they hold, the summary and the section titles count
+    every wrongly blocked / let-through message, and both reports say the rest are in
+    rows.jsonl (the count was the length of the capped list)."""
+    options = EvalOptions(latency_sample=0, bootstrap=0, max_listed=1)
+    plan = EvalPlan(datasets=(EVAL,), threshold=0.9, options=options)
+    capped = evaluate_gate(gate, plan)[0]
+    assert len(capped.wrongly_blocked) == 1 and capped.n_wrongly_blocked > 1
+    markdown = render_markdown(capped)
+    assert f"Customers wrongly blocked ({capped.n_wrongly_blocked})" in markdown
+    assert f"| customers wrongly blocked | {capped.n_wrongly_blocked} (" in markdown
+    left = f"{capped.n_wrongly_blocked - 1} more, listed neither here nor in report.json"
+    assert left in markdown and left in render_html(capped, plots=[])
