@@ -1,11 +1,11 @@
 # The gatekeeper proxy image (also runs `gatekeeper index` and, in compose.yaml, the Chroma
 # server: chromadb is a dependency). Build:  docker build -t gatekeeper .
 #
-# torch is installed first, CPU only, so pip never pulls a multi-GB CUDA build (as the Makefile
-# does). torch==2.13.0 is the version this project is developed with; on the development
-# machines it comes from their own pip configuration. TORCH_INDEX_URL points pip at PyTorch's CPU
-# wheel index; set it to your mirror (or to https://pypi.org/simple) if that index lacks the
-# version.
+# torch is installed first, CPU only, so pip never pulls a multi-GB CUDA build (the Makefile
+# does the same when given TORCH_INDEX_URL). torch==2.13.0 is the version this project is
+# developed with; on the development machines it comes from their own pip configuration.
+# TORCH_INDEX_URL points pip at PyTorch's CPU wheel index; set it to your mirror (or to
+# https://pypi.org/simple) if that index lacks the version.
 FROM python:3.11-slim
 
 ARG TORCH=torch==2.13.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 import yaml
@@ -92,6 +92,8 @@ def init(
         if cut is not None and not -1.0 <= cut <= 1.0:
             raise InputError(f"--cut must be a cosine similarity in [-1, 1], got {cut:g}")
         settings = setup(config, quiet=True)
+        # the settings file the next commands name: refused before anything is written
+        next_settings = _next_settings(out, config, settings.catalog)
         console = _stderr()
         loaded = read_catalog(examples)
         for warning in loaded.warnings:
@@ -117,9 +119,12 @@ def init(
             write_atomically(dropped_file, render_dropped(result).encode())
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        settings_file, note = _next_settings(out, config, settings.catalog)
+        if next_settings.copy_of is not None:
+            from gatekeeper.eval.settings_file import copy_settings
+
+            copy_settings(next_settings.copy_of, next_settings.path, out)
         _report(result, out, dropped_file, top)
-        _next_commands(out, settings_file, note)
+        _next_commands(out, next_settings.path, next_settings.note)
         for warning in result.notes:
             console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
@@ -171,36 +176,46 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
             echo(f"  {line!r}  ~ {nearest!r}")
 
 
-def _next_settings(out: Path, config: Path | None, served: Path) -> tuple[Path, str]:
-    """The settings file the next commands use for the catalog ``out``, and a note on it.
+class _NextSettings(NamedTuple):
+    """The settings file the next commands use, a note on it, and the file it is to be written
+    as a copy of (once the catalog is written), if any."""
+
+    path: Path
+    note: str
+    copy_of: Path | None = None
+
+
+def _next_settings(out: Path, config: Path | None, served: Path) -> _NextSettings:
+    """The settings file the next commands use for the catalog ``out``, and a note on it;
+    nothing is written here, so a file that cannot be used is refused before the catalog is.
 
     The file ``init`` read (``--config``, else the user's own, ``served``: the catalog it
     serves) when it serves ``out``; else ``gatekeeper-<out stem>.yaml``, as ``index`` and
-    ``eval`` advise for a catalog apart: used as it is when it serves ``out``, else written
-    now as a copy of the file read, serving ``out`` (the model must stay the one this run
+    ``eval`` advise for a catalog apart: used as it is when it serves ``out``, else to be
+    written as a copy of the file read, serving ``out`` (the model must stay the one this run
     chose the generic lines with), or, with no file of the user's, created by
     ``calibrate --write``."""
-    from gatekeeper.eval.settings_file import copy_settings
     from gatekeeper.settings import catalog_settings_file, own_settings_file
 
     source = config if config is not None else own_settings_file()
     if source is not None and served.resolve() == out.resolve():
-        return source, f"{source} serves {out}"
+        return _NextSettings(source, f"{source} serves {out}")
     own = catalog_settings_file(out)
     if os.path.lexists(own):
         if _served_by(own) == out.resolve():
-            return own, f"{own} serves {out}"
+            return _NextSettings(own, f"{own} serves {out}")
         raise InputError(
             f"{own}, the settings file the next commands would name for {out}, serves another "
-            f"catalog: set 'catalog: {out.resolve()}' in it, or move it away, and run init again"
+            f"catalog: set 'catalog: {out.resolve()}' in it, or move it away, and run init "
+            "again (nothing was written)"
         )
     if source is None:
-        return own, f"calibrate --write creates {own}, serving {out}"
-    copy_settings(source, own, out)
-    return own, (
+        return _NextSettings(own, f"calibrate --write creates {own}, serving {out}")
+    note = (
         f"wrote {own}: the settings of {source} (which serves {served}), serving {out}, with "
         "no threshold yet"
     )
+    return _NextSettings(own, note, copy_of=source)
 
 
 def _served_by(path: Path) -> Path:

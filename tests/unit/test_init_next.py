@@ -132,3 +132,20 @@ def test_a_settings_file_serving_the_catalog_is_named_as_it_is(shop: Path) -> No
     assert f"{mine} serves t5.yaml" in output and not (shop / "gatekeeper-t5.yaml").exists()
     _run_next_commands(output)
     assert load_settings(mine).gate.calibrated_for is not None
+
+
+def test_a_settings_file_of_another_catalog_is_refused_before_anything_is_written(
+    shop: Path,
+) -> None:
+    """An existing gatekeeper-<stem>.yaml serving another catalog is refused (exit 2) before
+    the catalog is written, so running init again after the fix works without --force (it
+    wrote the catalog first, and the rerun then asked for --force)."""
+    elsewhere = shop / "elsewhere"
+    elsewhere.mkdir()
+    _settings(shop / "gatekeeper-catalog.yaml", str(shop / "other.yaml"), shop / "data")
+    code, output = _invoke("init", "examples.csv", "--out", elsewhere / "catalog.yaml")
+    assert code == 2 and "serves another catalog" in output and "nothing was written" in output
+    assert list(elsewhere.iterdir()) == []
+    (shop / "gatekeeper-catalog.yaml").unlink()
+    code, output = _invoke("init", "examples.csv", "--out", elsewhere / "catalog.yaml")
+    assert code == 0, output

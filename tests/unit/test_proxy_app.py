@@ -32,7 +32,6 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
-from gatekeeper.logging import get_logger
 from gatekeeper.settings import Settings, UpstreamSettings
 from gatekeeper.store import ExemplarStore
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
@@ -1050,7 +1049,7 @@ def test_a_public_path_that_could_never_answer_is_a_settings_error(
 )  # fmt: skip
 def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> None:
     """Only loopback addresses count as private: `serve` on any other host without inbound
-    keys refuses to start (or, with server.allow_open, logs `server.open_to_the_network`)."""
+    keys refuses to start (or, with server.allow_open, logs `server.open`)."""
     from gatekeeper.interfaces.proxy.browsers import loopback as listens_locally
 
     assert listens_locally(host) is loopback
@@ -1059,15 +1058,16 @@ def test_serving_without_keys_warns_off_loopback(host: str, loopback: bool) -> N
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
 def test_serving_the_network_without_keys_needs_an_explicit_opt_in(host: str) -> None:
     """`serve` on a non-loopback address without server.api_keys refuses to start (a
-    ConfigError naming the settings) unless server.allow_open, which only warns."""
+    ConfigError naming the settings) unless server.allow_open (the app then warns once when
+    ready: `server.open`, not a second event of the runner's too)."""
     from gatekeeper.errors import ConfigError
     from gatekeeper.interfaces.proxy.runner import refuse_open, run_server
 
     with pytest.raises(ConfigError, match="GATEKEEPER_SERVER__ALLOW_OPEN"):
         run_server(Settings(server={"host": host}))
     with capture_logs() as logs:
-        refuse_open(Settings(server={"host": host, "allow_open": True}), get_logger())
-    assert [entry["event"] for entry in logs] == ["server.open_to_the_network"]
+        refuse_open(Settings(server={"host": host, "allow_open": True}))
+    assert logs == []
 
 
 async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) -> None:

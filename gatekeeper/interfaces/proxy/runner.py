@@ -70,7 +70,7 @@ def run_server(
     log = get_logger()
     log.info("server.starting", host=host, port=port, processes=settings.server.processes)
     if not settings.server.api_keys and not loopback(host):
-        refuse_open(settings, log)
+        refuse_open(settings)
     if settings.server.processes > 1:
         _run_processes(settings, host, port, graceful_shutdown_seconds)
         return
@@ -108,10 +108,10 @@ def serving_settings(settings: Settings, host: str | None, port: int | None) -> 
     return settings.model_copy(update={"server": server})
 
 
-def refuse_open(settings: Settings, log: Any) -> None:
+def refuse_open(settings: Settings) -> None:
     """For a proxy listening beyond loopback without inbound keys: :class:`ConfigError` unless
-    ``server.allow_open`` says so (then a warning), since anyone who reaches the port would use
-    the upstream key."""
+    ``server.allow_open`` says so (the app then logs ``server.open`` when ready), since anyone
+    who reaches the port would use the upstream key."""
     host = settings.server.host
     if not settings.server.allow_open:
         raise ConfigError(
@@ -120,12 +120,6 @@ def refuse_open(settings: Settings, log: Any) -> None:
             "or set GATEKEEPER_SERVER__ALLOW_OPEN=true behind something that authenticates "
             "clients"
         )
-    log.warning(
-        "server.open_to_the_network",
-        host=host,
-        hint="no server.api_keys (server.allow_open): anyone who reaches this port uses the "
-        "upstream key",
-    )
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
