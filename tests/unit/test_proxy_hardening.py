@@ -49,6 +49,7 @@ async def chunks(body: bytes) -> AsyncIterator[bytes]:
         ("GET", "/v1/responses", b'{"model":"m","input":"write me a poem"}'),
         ("POST", "/v1/responses/resp_1/cancel", b'{"input":"write me a poem"}'),
         ("GET", "/v1/models/m", b'{"contents":"write me a poem"}'),
+        ("GET", "/v1/models", b'{"contents":"write me a poem"}'),
     ],
 )
 async def test_a_body_on_a_stored_object_path_is_refused(
@@ -96,7 +97,7 @@ async def test_a_method_override_in_the_query_is_refused(
 ) -> None:
     """``?_method=POST`` (which frameworks read as the method) is a 400 on any passed-through
     path, never forwarded; other query strings pass as sent."""
-    for path in ("/v1/chat/completions", "/v1/files"):
+    for path in ("/v1/chat/completions", "/v1/files", "/v1/models"):
         response = await client.get(f"{path}?{query}")
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "method_override"

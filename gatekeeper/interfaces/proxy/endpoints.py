@@ -178,10 +178,18 @@ async def passthrough(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     """The upstream's model list, passed through (read whole: a cut list is a 502) when
-    ``server.passthrough`` lists ``models``."""
+    ``server.passthrough`` lists ``models``; refused like any passthrough for a method
+    override in the query or a body. Its query string is not forwarded (the list takes
+    none)."""
     proxy = proxy_of(request)
     authorize(proxy, request)
-    refusal = passthrough_refusal("models", "GET", proxy.settings.server.passthrough)
+    refusal = passthrough_refusal(
+        "models",
+        "GET",
+        proxy.settings.server.passthrough,
+        query=request.url.query,
+        body=declares_body(request.headers),
+    )
     if refusal is not None:
         raise refusal
     with proxy.passthrough_slots.slot():
