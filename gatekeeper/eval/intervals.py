@@ -37,8 +37,11 @@ def check_draws(draws: int) -> None:
 def bootstrap_intervals(
     outcomes: Sequence[Outcome], scored: Sequence[Outcome], draws: int, seed: int
 ) -> dict[str, Interval]:
-    """Percentile bootstrap intervals (rows resampled with replacement, seeded); none for 0
-    draws, :class:`InputError` for too few to make one (:func:`check_draws`)."""
+    """Percentile bootstrap intervals (seeded); none for 0 draws, :class:`InputError` for too
+    few to make one (:func:`check_draws`). What is resampled with replacement is a chat (the
+    customer turns of one dataset line with per-turn labels, which are not independent: a
+    refused turn refuses the short turns after it) or a row on its own, so a file of single
+    messages is resampled row by row as before."""
     check_draws(draws)
     if draws == 0 or not outcomes:
         return {}
@@ -46,14 +49,22 @@ def bootstrap_intervals(
     inside = np.array([o.example.in_domain for o in outcomes])
     passed = np.array([o.passed for o in outcomes])
     saved = np.array([not o.called for o in outcomes])
-    idx = rng.integers(0, len(outcomes), size=(draws, len(outcomes)), dtype=np.int32)
-    ins, pas = inside[idx], passed[idx]
-    n_in, n_off = ins.sum(axis=1), (~ins).sum(axis=1)
+    group = chats(outcomes)
+    n_groups = int(group.max()) + 1
+
+    def per_chat(values: npt.NDArray[np.bool_]) -> FloatArray:
+        counts = np.bincount(group, weights=values.astype(np.float64), minlength=n_groups)
+        return counts.astype(np.float64)
+
+    rows, n_saved = per_chat(np.ones(len(outcomes), dtype=bool)), per_chat(saved)
+    n_in, n_off = per_chat(inside), per_chat(~inside)
+    n_pass, n_block = per_chat(inside & passed), per_chat(~inside & ~passed)
+    idx = rng.integers(0, n_groups, size=(draws, n_groups), dtype=np.int32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pass_rate = (ins & pas).sum(axis=1) / n_in
-        block_rate = (~ins & ~pas).sum(axis=1) / n_off
+        pass_rate = n_pass[idx].sum(axis=1) / n_in[idx].sum(axis=1)
+        block_rate = n_block[idx].sum(axis=1) / n_off[idx].sum(axis=1)
     samples = {
-        "saved_rate": saved[idx].mean(axis=1),
+        "saved_rate": n_saved[idx].sum(axis=1) / rows[idx].sum(axis=1),
         "in_domain_pass_rate": pass_rate,
         "false_block_rate": 1 - pass_rate,
         "off_topic_block_rate": block_rate,
@@ -70,6 +81,16 @@ def bootstrap_intervals(
         if n and k in (0, n):
             intervals[name] = exact_interval(k, n)
     return intervals
+
+
+def chats(outcomes: Sequence[Outcome]) -> npt.NDArray[np.int64]:
+    """Each row's chat, numbered in order of first appearance: the turns of one dataset line
+    share a number; every other row has one of its own."""
+    numbers: dict[tuple[str, int], int] = {}
+    return np.array(
+        [numbers.setdefault((o.example.source, o.example.line), len(numbers)) for o in outcomes],
+        dtype=np.int64,
+    )
 
 
 def exact_interval(k: int, n: int) -> Interval:
