@@ -22,15 +22,20 @@ both, before the key check:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from gatekeeper.interfaces.proxy.errors import error_response
+from starlette.datastructures import Headers
+from starlette.responses import Response
 
-Scope = MutableMapping[str, Any]
-AsgiMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[AsgiMessage]]
-Send = Callable[[AsgiMessage], Awaitable[None]]
+from gatekeeper.interfaces.proxy.errors import error_response
+from gatekeeper.interfaces.proxy.middleware import (
+    AsgiMessage,
+    Receive,
+    Scope,
+    Send,
+    with_headers,
+)
 
 #: The methods a listed origin's preflight is told it may use.
 _METHODS = "GET, HEAD, POST, DELETE"
@@ -79,7 +84,7 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = Headers(scope=scope)
         refusal = self._refusal(headers)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -94,12 +99,12 @@ class BrowserGuard:
 
         async def with_cors(message: AsgiMessage) -> None:
             if message["type"] == "http.response.start":
-                message = _with_headers(message, _cors(origin))
+                message = with_headers(message, _cors(origin))
             await send(message)
 
         await self.app(scope, receive, with_cors)
 
-    def _refusal(self, headers: dict[str, str]) -> Any:
+    def _refusal(self, headers: Headers) -> Any:
         """The 403 for a Host or an Origin not allowed, or None."""
         host = headers.get("host")
         if self.check_host and host is not None and not self._host_allowed(host):
@@ -121,7 +126,7 @@ class BrowserGuard:
         name = host_name(host)
         return loopback(name) or name in self.hosts
 
-    def _options(self, origin: str | None, headers: dict[str, str]) -> Any:
+    def _options(self, origin: str | None, headers: Headers) -> Any:
         """The answer to OPTIONS: an allowed origin's preflight (204), else 405."""
         if origin is None:
             return error_response(
@@ -138,42 +143,15 @@ class BrowserGuard:
         asked = headers.get("access-control-request-headers")
         if asked:
             allowed["access-control-allow-headers"] = asked
-        return _Empty(204, allowed)
+        return Response(status_code=204, headers=allowed)
 
 
 def _cors(origin: str) -> dict[str, str]:
     return {"access-control-allow-origin": origin, "vary": "Origin"}
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name (the first of a name given twice)."""
-    found: dict[str, str] = {}
-    for key, value in scope.get("headers", []):
-        found.setdefault(bytes(key).decode("latin-1").lower(), bytes(value).decode("latin-1"))
-    return found
-
-
-def _with_headers(start: AsgiMessage, extra: dict[str, str]) -> AsgiMessage:
-    names = {name.encode() for name in extra}
-    kept = [(k, v) for k, v in start.get("headers", []) if bytes(k).lower() not in names]
-    added = [(k.encode(), v.encode("latin-1")) for k, v in extra.items()]
-    return {**start, "headers": [*kept, *added]}
-
-
 def _forbidden(message: str, code: str) -> Any:
     return error_response(403, message, code, "permission_error")
-
-
-class _Empty:
-    """An ASGI answer with a status, headers and no body."""
-
-    def __init__(self, status: int, headers: dict[str, str]) -> None:
-        self.status = status
-        self.headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b""})
 
 
 __all__ = ["BrowserGuard", "host_name", "loopback"]

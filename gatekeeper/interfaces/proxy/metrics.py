@@ -122,15 +122,8 @@ class Metrics:
     def serving(self, *, version: str, model: str, rule: str, catalog: str) -> None:
         """Record what the proxy serves (``gatekeeper_build_info``); what it served before
         (a catalog it has since followed) drops to 0."""
-        labels = {
-            name: label_value(value)
-            for name, value in {
-                "version": version,
-                "model": model,
-                "rule": rule,
-                "catalog": catalog,
-            }.items()
-        }
+        named = {"version": version, "model": model, "rule": rule, "catalog": catalog}
+        labels = {name: label_value(value) for name, value in named.items()}
         if self._serving not in (None, labels):
             self.build_info.labels(**self._serving).set(0)
         self.build_info.labels(**labels).set(1)

@@ -210,8 +210,8 @@ class BodyDeadline:
                 if message["type"] == "http.response.start":
                     deadline.deadline = math.inf
                     answered = True
-                    if not whole:
-                        message = _closing(message)
+                    if not whole:  # closed once answered: the rest cannot keep it open
+                        message = with_headers(message, {"connection": "close"})
                 await send(message)
 
             await self.app(scope, receiving, sending)
@@ -226,7 +226,10 @@ class BodyDeadline:
             )(scope, receive, send)
 
 
-def _closing(start: AsgiMessage) -> AsgiMessage:
-    """An ``http.response.start`` that closes the connection after its answer."""
-    headers = [(k, v) for k, v in start.get("headers", []) if bytes(k).lower() != b"connection"]
-    return {**start, "headers": [*headers, (b"connection", b"close")]}
+def with_headers(start: AsgiMessage, extra: dict[str, str]) -> AsgiMessage:
+    """An ``http.response.start`` with the headers ``extra`` set (any of those names it had,
+    replaced)."""
+    names = {name.lower().encode() for name in extra}
+    kept = [(k, v) for k, v in start.get("headers", []) if bytes(k).lower() not in names]
+    added = [(k.encode(), v.encode("latin-1")) for k, v in extra.items()]
+    return {**start, "headers": [*kept, *added]}
