@@ -47,8 +47,10 @@ def index(
             f"{report.unchanged} unchanged in {report.seconds:.1f}s"
             + (" (rebuilt)" if report.rebuilt else "")
         )
-        language = catalog_language_warning(gate.catalog, gate.embedder.identity)
-        for warning in [*index_warnings(gate.store, gate.embedder), *filter(None, [language])]:
+        warnings = index_warnings(gate.store, gate.embedder)
+        if language := catalog_language_warning(gate.catalog, gate.embedder.identity):
+            warnings.append(language)
+        for warning in warnings:
             console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
         try:
             gate.check_calibrated()

@@ -201,8 +201,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _warn_unread_history(self, value: GateInput) -> None:
         """Once per runnable: a dict holds chat messages the gate does not read (no
         ``history_key``), so it judges each turn alone and forwards the turns it refused."""
+        if self._history_warned:  # said once: no scan of every later input
+            return
         key = unread_history_key(value, self.input_key, self.history_key)
-        if key is None or self._history_warned:
+        if key is None:
             return
         self._history_warned = True
         get_logger("gatekeeper.langchain").warning(

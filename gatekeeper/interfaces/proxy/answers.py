@@ -33,11 +33,10 @@ _DROP_HEADERS = HOP_BY_HOP | {
 }
 
 
-#: The prefix of the proxy's own answer headers (:func:`decision_headers`).
-_OWN_PREFIX = "x-gatekeeper-"
-#: Upstream answer headers by prefix never passed back: the proxy's own, and CORS (which
-#: browser origins may read an answer is the proxy's to say: :mod:`.browsers`).
-_NOT_RELAYED_PREFIXES = (_OWN_PREFIX, "access-control-")
+#: Upstream answer headers by prefix never passed back: the proxy's own
+#: (:func:`decision_headers`), and CORS (which browser origins may read an answer is the
+#: proxy's to say: :mod:`.browsers`).
+_NOT_RELAYED_PREFIXES = ("x-gatekeeper-", "access-control-")
 
 
 def _header_value(value: str) -> str:
@@ -130,8 +129,8 @@ def passthrough_headers(
     back to the same bytes): a UTF-8 value (``café``) is passed on, never a 500. Headers named
     ``x-gatekeeper-*`` are the proxy's own (its decision, read by its request log too): an
     upstream's are dropped, never passed off as the gate's, and so are its ``access-control-*``
-    (CORS) headers. A name given more than once is
-    passed on once, its values joined by ``, `` (as ``httpx`` reads them)."""
+    (CORS) headers. A name given more than once is passed on once, its values joined by
+    ``, `` (as ``httpx`` reads them)."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in upstream.headers.raw:
         name = raw_name.decode("latin-1").lower()
