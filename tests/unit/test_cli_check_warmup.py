@@ -54,18 +54,25 @@ def test_check_times_a_warm_decision(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert table.exit_code == 0 and "first decision" in table.output
 
 
+def _tiny_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gate: str = "") -> Path:
+    """A settings file serving the tiny catalog uncalibrated (plus ``gate`` lines); the CLI's
+    gates embed with the hashing embedder."""
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\ncatalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
+        f"gate:\n  allow_uncalibrated: true\n{gate}",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    return config
+
+
 def test_check_reads_stdin_as_utf8_and_names_a_bad_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`check -` decodes stdin as UTF-8 (a BOM dropped); bytes that are not UTF-8 exit 2 naming
     the byte (it blamed "a lone surrogate")."""
-    config = tmp_path / "gatekeeper.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'data'}\ncatalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
-        "gate:\n  allow_uncalibrated: true\n",
-        encoding="utf-8",
-    )
-    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    config = _tiny_settings(tmp_path, monkeypatch)
     args = ["check", "--config", str(config), "--json", "-"]
     bad = CliRunner().invoke(app, args, input=b"\xff\xfewhere is my order")
     assert bad.exit_code == 2 and "stdin is not UTF-8 text (byte 0: 0xff)" in bad.output
@@ -78,13 +85,7 @@ def test_check_prints_the_score_as_precisely_as_the_threshold(
 ) -> None:
     """check's table shows score and threshold with 4 decimals (0.41614 refused at 0.4162
     read "0.416" twice)."""
-    config = tmp_path / "gatekeeper.yaml"
-    config.write_text(
-        f"data_dir: {tmp_path / 'data'}\ncatalog: {FIXTURES / 'tiny_catalog.yaml'}\n"
-        "gate:\n  allow_uncalibrated: true\n  threshold: 0.41237\n",
-        encoding="utf-8",
-    )
-    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    config = _tiny_settings(tmp_path, monkeypatch, "  threshold: 0.41237\n")
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["check", "track my parcel", "--config", str(config)])
     assert result.exit_code == 0, result.output
