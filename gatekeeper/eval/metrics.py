@@ -259,9 +259,7 @@ def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [
         o
         for o in outcomes
-        if o.decision.route is Route.CANNED
-        and o.example.intent is not None
-        and o.example.intent != o.decision.intent
+        if o.decision.route is Route.CANNED and o.example.intent not in (None, o.decision.intent)
     ]
 
 
@@ -423,6 +421,7 @@ def build_report(
     outside = [o for o in outcomes if not o.example.in_domain]
     supported = [o for o in inside if not o.example.unsupported]
     unsupported = [o for o in inside if o.example.unsupported]
+    mismatched = canned_mismatches(inside)
     rows, basis = score_rows(outcomes)
     scores, scores_in = score_arrays(rows)
     auroc, fpr95 = roc_metrics(scores, scores_in)
@@ -507,7 +506,8 @@ def build_report(
         wrongly_admitted=[
             listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],
-        canned_mismatches=[listed(o) for o in canned_mismatches(inside)][: options.max_listed],
+        canned_mismatches=[listed(o) for o in mismatched][: options.max_listed],
+        n_canned_mismatches=len(mismatched),
         sweep=points,
         meta=meta,
         recommended_thresholds=recommended,

@@ -133,12 +133,13 @@ def sections(report: EvalReport) -> list[Section]:
             total=report.n_wrongly_admitted,
         ),
         Section(
-            f"Answered with another intent's canned reply ({len(report.canned_mismatches)}"
+            f"Answered with another intent's canned reply ({report.n_canned_mismatches}"
             + _canned_bar(report)
             + ")",
             CANNED_HEADER,
             _canned_rows(report.canned_mismatches),
             listed=True,
+            total=report.n_canned_mismatches,
         ),
         Section(
             "By dataset",

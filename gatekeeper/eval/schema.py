@@ -335,7 +335,10 @@ class EvalReport(BaseModel):
     )
     canned_mismatches: list[Listed] = Field(
         description="in-domain messages answered by another intent's canned reply "
-        "(passed, but the customer got e.g. a greeting to a delivery question)"
+        "(passed, but the customer got e.g. a greeting to a delivery question; the first 500)"
+    )
+    n_canned_mismatches: int = Field(
+        0, description="in-domain messages given another intent's canned reply: all of them"
     )
     sweep: list[SweepPoint]
     meta: dict[str, Any]

@@ -47,10 +47,8 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             _ci(report, "off_topic_block_rate"),
         ),
     ]
-    if report.canned_mismatches:
-        rows.append(
-            ("  in-domain given a wrong canned reply", str(len(report.canned_mismatches)), "")
-        )
+    if report.n_canned_mismatches:
+        rows.append(("  in-domain given a wrong canned reply", str(report.n_canned_mismatches), ""))
     if report.n_unsupported:
         rows_kind = " (messages and chat turns)" if report.n_multi_turn else ""
         rows += [

@@ -350,6 +350,31 @@ def test_canned_mismatch_names_the_exemplar_that_chose_the_reply(
     assert section.rows[0][3:] == ["greeting", "hello", "1.000"]
 
 
+def test_wrong_canned_replies_are_counted_past_a_capped_list(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """With the lists capped at one row, the summary and the section title count every
+    in-domain message given another intent's canned reply, and the report says where the rest
+    are (the count was the length of the capped list)."""
+    from gatekeeper.eval.report import render_markdown
+
+    data_file = tmp_path / "canned.jsonl"
+    data_file.write_text(
+        '{"text": "hello", "label": "in_domain", "intent": "order_status"}\n'
+        '{"text": "hello", "label": "in_domain", "intent": "refund"}\n'
+        '{"text": "hello", "label": "in_domain", "intent": "delivery"}\n'
+        '{"text": "tell me a joke", "label": "off_topic"}\n',
+        encoding="utf-8",
+    )
+    capped = EvalOptions(latency_sample=0, bootstrap=0, max_listed=1)
+    report = build_report(tiny_gate, run_eval(tiny_gate, load_dataset(data_file), capped), capped)
+    assert len(report.canned_mismatches) == 1 and report.n_canned_mismatches == 3
+    markdown = render_markdown(report)
+    assert "Answered with another intent's canned reply (3;" in markdown
+    assert "in-domain given a wrong canned reply | 3 |" in markdown
+    assert "2 more, listed neither here nor in report.json" in markdown
+
+
 def test_rows_needed_is_the_exchangeability_bound() -> None:
     """A target needs n >= target / (1 - target) in-domain rows (95%: 19, 99.9%: 999); 100%
     has no such n."""
