@@ -91,7 +91,6 @@ def check_calibrated(
     hint = calibrate_hint(config_flag, catalog)
     if found is not None and rule != found.rule and "GATEKEEPER_GATE__RULE" not in os.environ:
         hint += f" --rule {rule}"  # chosen by the file or for this run (eval --rule): say so
-    foreign = conversations_foreign(gate, model=model, rule=rule)
     chats_hint = conversations_warning(gate, model=model, rule=rule, command=hint)
     if found is None:
         if gate.allow_uncalibrated:  # a threshold chosen by hand: the chats' settings still count
@@ -117,7 +116,7 @@ def check_calibrated(
         raise UncalibratedError(
             f"gate.threshold {gate.threshold:g} was calibrated for {', '.join(differs)}: a "
             f"threshold means nothing on {scale} scale. Run `{hint}` to calibrate it "
-            f"for this gate{_chats_too(gate, foreign=foreign is not None)}, or set "
+            f"for this gate{_chats_too(gate, model=model, rule=rule)}, or set "
             "gate.allow_uncalibrated: true to decide with it anyway"
         )
     warnings = []
@@ -131,10 +130,10 @@ def check_calibrated(
     return Calibrated(tuple(warnings))
 
 
-def _chats_too(gate: GateSettings, *, foreign: bool) -> str:
+def _chats_too(gate: GateSettings, *, model: str, rule: str) -> str:
     """What a refusal of another scale's threshold adds about the conversation settings: to
     calibrate them too, when they were calibrated for the old scale or have no record."""
-    if foreign:
+    if conversations_foreign(gate, model=model, rule=rule):
         why = "they were calibrated for the old scale"
     elif conversations_unrecorded(gate):
         why = "nothing records which model they were chosen for"
