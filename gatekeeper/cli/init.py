@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from gatekeeper.cli._app import ConfigOption, _stderr, app, friendly_errors, setup
 from gatekeeper.errors import InputError
+from gatekeeper.eval.formatting import pct
 from gatekeeper.paths import option, why_unwritable, write_atomically
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def _report(result: Scaffold, out: Path, dropped_file: Path, top: int) -> None:
         hits = result.traffic.looks_off_topic
         share = len(hits) / result.traffic.n_lines
         echo(
-            f"traffic sample: {len(hits)} of {result.traffic.n_lines} lines ({share:.0%}) look "
+            f"traffic sample: {len(hits)} of {result.traffic.n_lines} lines ({pct(share, 0)}) look "
             "off-topic (nearer to a generic off-topic message than to any exemplar of yours)"
         )
         for line, nearest in hits[:top]:

@@ -149,3 +149,13 @@ def test_a_settings_file_of_another_catalog_is_refused_before_anything_is_writte
     (shop / "gatekeeper-catalog.yaml").unlink()
     code, output = _invoke("init", "examples.csv", "--out", elsewhere / "catalog.yaml")
     assert code == 0, output
+
+
+def test_a_small_share_of_off_topic_traffic_is_not_printed_as_zero(shop: Path) -> None:
+    """One off-topic line in a traffic sample of 300 reads "(0.3%)", not "(0%)"."""
+    lines = [f"where is my parcel number {i}" for i in range(299)]
+    lines.append("write me a leetcode solution for two sum please")
+    (shop / "traffic.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, output = _invoke("init", "examples.csv", "--out", "shop.yaml", "--traffic", "traffic.txt")
+    assert code == 0, output
+    assert "traffic sample: 1 of 300 lines (0.3%) look off-topic" in output, output
