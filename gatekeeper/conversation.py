@@ -129,7 +129,31 @@ def chat_roles_hint() -> str:
 
 def chat_messages(messages: Any) -> list[Mapping[str, Any]]:
     """``messages`` checked to be a non-empty list of ``{"role": str, "content": ...}`` objects
-    with a readable content; :class:`InputError` naming the first bad message otherwise."""
+    with a readable content and a chat role (:data:`CHAT_ROLES`); :class:`InputError` naming
+    the first bad message otherwise."""
+    checked = chat_shaped(messages)
+    why = role_error(checked)
+    if why:
+        raise InputError(why)
+    return checked
+
+
+def role_error(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """What is wrong with the first message whose role is no chat role, if one is. Such a turn
+    is no customer's to the gate, but an upstream whose chat template prints any role ("User",
+    "user ", "customer") reads it as one: skipping it would judge one chat and forward another."""
+    for index, message in enumerate(messages):
+        if message["role"] not in CHAT_ROLES:
+            return (
+                f"messages[{index}].role {message['role']!r} is not a chat role "
+                f"({chat_roles_hint()}; the customer's turns are 'user', the chatbot's 'assistant')"
+            )
+    return None
+
+
+def chat_shaped(messages: Any) -> list[Mapping[str, Any]]:
+    """``messages`` checked to be a non-empty list of ``{"role": str, "content": ...}`` objects
+    with a readable content, whatever their roles; :class:`InputError` otherwise."""
     if not isinstance(messages, Sequence) or isinstance(messages, str | bytes) or not messages:
         raise InputError("'messages' must be a non-empty list of chat messages")
     for index, message in enumerate(messages):

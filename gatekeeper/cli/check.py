@@ -14,18 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gatekeeper._rows import loads_json, shown
+from gatekeeper._rows import loads_json
 from gatekeeper.calibration import without_conversation_settings
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
-    _stderr,
     app,
     friendly_errors,
     load_gate,
     setup,
 )
-from gatekeeper.conversation import CHAT_ROLES, chat_messages
+from gatekeeper.conversation import chat_messages
 from gatekeeper.errors import (
     InputError,
 )
@@ -124,20 +123,6 @@ def _check_threshold_fits(settings: Any, gate: Any) -> None:
     )
 
 
-def _warn_unknown_roles(messages: list[Any], conversation: Path) -> None:
-    """A turn whose role is no chat role ('customer', 'agent') is read as no customer turn:
-    say so, rather than judge a conversation other than the one the file means."""
-    unknown = sorted({m["role"] for m in messages if m["role"] not in CHAT_ROLES})
-    if unknown:
-        named = escape(", ".join(map(shown, unknown)))
-        what = f"role {named} is no chat role" if len(unknown) == 1 else f"roles {named} are none"
-        _stderr().print(
-            f"[bold yellow]warning:[/] {escape(str(conversation))}: {what} and skipped; the "
-            "customer's turns are 'user', the chatbot's 'assistant'",
-            highlight=False,
-        )
-
-
 def _message_argument(text: str | None, conversation: Path | None, limit: int) -> Any:
     """The message or chat to judge: TEXT, stdin, or the --conversation file, each of at most
     ``limit`` bytes (``server.max_body_bytes``, what the proxy takes in one request)."""
@@ -153,7 +138,6 @@ def _message_argument(text: str | None, conversation: Path | None, limit: int) -
             messages = chat_messages(messages)
         except InputError as exc:
             raise InputError(f"{conversation}: {exc}") from None
-        _warn_unknown_roles(messages, conversation)
         if text is not None:  # the customer's next turn after the conversation so far
             return [*messages, {"role": "user", "content": _given_text(text, limit)}]
         return messages

@@ -69,9 +69,9 @@ def test_unreadable_conversation_file(tmp_path: Path) -> None:
     assert "cannot read conversation" in result.output
 
 
-def test_a_conversation_with_roles_of_its_own_is_warned_about(tmp_path: Path) -> None:
-    """A chat file with 'customer'/'agent' roles says they are skipped (it judged another
-    conversation than the file means, silently)."""
+def test_a_conversation_with_roles_of_its_own_is_refused(tmp_path: Path) -> None:
+    """A chat file with a 'customer' role is an input error naming the message and the roles a
+    chat has (it was skipped with a warning: the gate judged another chat than the file's)."""
     chat = tmp_path / "chat.json"
     chat.write_text(
         '[{"role": "user", "content": "where is my order"},'
@@ -80,8 +80,10 @@ def test_a_conversation_with_roles_of_its_own_is_warned_about(tmp_path: Path) ->
     result = runner.invoke(
         app, ["check", "--conversation", str(chat)], env={"GATEKEEPER_DATA_DIR": str(tmp_path)}
     )
-    assert result.exit_code == 0, result.output
-    assert "role 'customer' is no chat role and skipped" in " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    shown = " ".join(result.output.split())
+    assert "messages[1].role 'customer' is not a chat role" in shown
+    assert "the customer's turns are 'user'" in shown
 
 
 @pytest.mark.parametrize("command", ["index", "check", "serve"])

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.wrapper import GatedBackend, backend_kind
 
@@ -158,3 +159,24 @@ def test_a_malformed_multimodal_message_is_named(
 
     with pytest.raises(InputError, match=problem):
         GatedBackend(tiny_gate, lambda m, h: "answer").invoke_with_decision(message, [])
+
+
+@pytest.mark.parametrize("role", ["User", "user ", "customer", "human"])
+def test_a_turn_whose_role_is_no_chat_role_is_an_error_not_forwarded(
+    tiny_gate: Gatekeeper, role: str
+) -> None:
+    """A chat whose last turn has a role no chat has ('User', 'customer') raises InputError
+    naming it, and the backend is not called (the gate judged the turn before it and the
+    backend got the whole chat)."""
+    calls: list[Any] = []
+    gated = GatedBackend(tiny_gate, lambda message, history: calls.append(message) or "ok")
+    chat = [
+        {"role": "user", "content": "where is my order?"},
+        {"role": "assistant", "content": "It ships today."},
+        {"role": role, "content": REFUSED},
+    ]
+    with pytest.raises(InputError, match=rf"messages\[2\]\.role {role!r} is not a chat role"):
+        gated(chat)
+    with pytest.raises(InputError, match="is not a chat role"):
+        tiny_gate.check(chat)
+    assert calls == []

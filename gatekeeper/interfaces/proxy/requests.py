@@ -16,12 +16,11 @@ from pydantic import SecretStr
 
 from gatekeeper._rows import DuplicateKeyError, unique_pairs
 from gatekeeper.conversation import (
-    CHAT_ROLES,
     TEXT_PARTS,
     attachment_types,
-    chat_messages,
-    chat_roles_hint,
+    chat_shaped,
     part_text,
+    role_error,
     text_part,
 )
 from gatekeeper.errors import InputError
@@ -219,21 +218,16 @@ def _refuse_lone_surrogates(payload: Any) -> None:
 
 def check_messages(messages: Any) -> None:
     """422 unless ``messages`` is a non-empty list of ``{"role": str, "content": ...}``
-    (the gate's own chat validator, :func:`gatekeeper.conversation.chat_messages`) whose roles
+    (the gate's own chat validator, :func:`gatekeeper.conversation.chat_shaped`) whose roles
     are chat roles, as OpenAI requires: an upstream whose chat template prints any role (``User``,
     ``user ``) would otherwise read a turn the gate took for no customer's."""
     try:
-        chat_messages(messages)
+        shaped = chat_shaped(messages)
     except InputError as exc:
         raise ProxyError(422, str(exc), code="invalid_type") from exc
-    for index, message in enumerate(messages):
-        if message["role"] not in CHAT_ROLES:
-            raise ProxyError(
-                422,
-                f"messages[{index}].role {message['role']!r} is not a chat role "
-                f"({chat_roles_hint()})",
-                code="invalid_value",
-            )
+    why = role_error(shaped)
+    if why:
+        raise ProxyError(422, why, code="invalid_value")
 
 
 def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
