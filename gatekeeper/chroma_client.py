@@ -93,6 +93,15 @@ class LazyClient:
             self._failure = None
             return self._client
 
+    def close(self) -> None:
+        """Release the client opened (an embedded Chroma's files, a server's HTTP pool); the
+        next use opens it again."""
+        with self._lock:
+            client, self._client = self._client, None
+        close = getattr(client, "close", None)  # chromadb < 1.5 has no close(): nothing to do
+        if close is not None:
+            close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._open(), name)
 

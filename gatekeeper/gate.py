@@ -86,6 +86,22 @@ class Gatekeeper:
         id_key = settings.logging.message_id_key
         self._id_key = id_key.get_secret_value().encode() if id_key else os.urandom(32)
         self._declined_hash: str | None = None
+        self._closers: list[Callable[[], None]] = []  # what from_settings opened for this gate
+
+    def close(self) -> None:
+        """Release what :meth:`from_settings` opened for this gate: an embedded Chroma's file
+        handles (about ten per data dir, until the process ends otherwise), a Chroma server's
+        or an embeddings endpoint's HTTP pool. A later check opens them again. A store or
+        embedder passed in is its owner's to close. Also ``with Gatekeeper.from_settings()
+        as gate:``."""
+        for close in self._closers:
+            close()
+
+    def __enter__(self) -> Gatekeeper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _use_catalog(self, catalog: Catalog) -> None:
         """Serve ``catalog``: its intents, replies and per-intent thresholds."""
@@ -155,12 +171,18 @@ class Gatekeeper:
         source = Path(catalog) if isinstance(catalog, str | Path) else settings.catalog
         if not isinstance(catalog, Catalog):
             catalog = load_catalog(source)
-        embedder = embedder or build_embedder(settings.embedding)
+        closers: list[Callable[[], None]] = []
+        if embedder is None:
+            embedder = build_embedder(settings.embedding)
+            closers.append(embedder.close)
         if store is None:
             client = open_lazily(settings.store, settings.data_dir)  # Chroma may be down yet
             name = collection_name(settings.store.collection, source, embedder.identity)
             store = ExemplarStore.from_settings(client, name, settings.store)
-        return cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
+            closers.append(client.close)
+        gate = cls(settings=settings, catalog=catalog, embedder=embedder, store=store)
+        gate._closers = closers
+        return gate
 
     # -- index ---------------------------------------------------------------------------
 

@@ -104,6 +104,9 @@ class AdaptedEmbedder(Embedder):
                 f"dimensional vectors; {self.base.identity} gives {self.base.dimension}"
             )
 
+    def close(self) -> None:
+        self.base.close()
+
     def legible(self, texts: Sequence[str]) -> list[str | None]:
         return self.base.legible(texts)
 

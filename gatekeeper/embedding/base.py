@@ -53,6 +53,10 @@ class Embedder(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model now rather than on first use."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the embedder holds open (a remote endpoint's HTTP pool); the next
+        embedding opens it again."""
+
     def legible(self, texts: Sequence[str]) -> list[str | None]:
         """For each text, the form of it the model reads: the text itself; or, when the model
         knows some of its tokens only after Unicode compatibility normalisation (NFKC:

@@ -24,6 +24,7 @@ class OpenAIEmbedder(Embedder):
         instruction = f":{settings.query_instruction}" if settings.query_instruction else ""
         self.identity = f"openai:{settings.model}{dims}{instruction}"
         self._client = client
+        self._owns_client = client is None  # a client passed in is its owner's to close
         self._dimension: int | None = settings.dimensions
 
     def _get_client(self) -> Any:
@@ -38,6 +39,11 @@ class OpenAIEmbedder(Embedder):
                 max_retries=self._settings.max_retries,
             )
         return self._client
+
+    def close(self) -> None:
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            client.close()
 
     @property
     def runtime(self) -> str:
