@@ -41,11 +41,12 @@ def _reset_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def tiny_gate(tmp_path: Path) -> Gatekeeper:
-    """A gate over the tiny catalog, on the hashing embedder and an embedded Chroma."""
-    gate: Gatekeeper = make_gate(tmp_path / "data")
-    gate.index()
-    return gate
+def tiny_gate(tmp_path: Path) -> Iterator[Gatekeeper]:
+    """A gate over the tiny catalog, on the hashing embedder and an embedded Chroma (closed
+    after the test: its files stay open otherwise)."""
+    with make_gate(tmp_path / "data") as gate:
+        gate.index()
+        yield gate
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,7 @@ class GatedBackend:
     def invoke_with_decision(self, message: Message, *args: Any, **kwargs: Any) -> Gated:
         """Decide ``message`` (with the history in ``args``, if any), call the backend if
         admitted; the output and the decision."""
+        _callable_here(self.backend)
         decision = self.gate.check(with_history(message, args))
         return self.respond(message, decision, kwargs, args)
 
@@ -108,6 +109,7 @@ class GatedBackend:
         """Decide all ``messages`` in one batched pass, then call the backend for each admitted
         one, in order."""
         messages = batch_of(messages)
+        _callable_here(self.backend)
         decisions = self.gate.check_many([ui_message(m) for m in messages])
         return [self.respond(m, d, kwargs) for m, d in zip(messages, decisions, strict=True)]
 
@@ -313,6 +315,23 @@ def _is_async_callable(obj: Any) -> bool:
     )
 
 
+#: Why a sync call of an async backend cannot finish here.
+ASYNC_IN_LOOP = "the backend is async and an event loop is running: use `await gated.acall(...)`"
+
+
+def _callable_here(backend: Any) -> None:
+    """:class:`TypeError` when ``backend`` is async and an event loop runs in this thread, so a
+    sync call could not finish: raised before deciding, for every message (it was raised only
+    for admitted ones, after the decision was logged, so a test of refusals passed)."""
+    if backend_kind(backend) != "async":
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise TypeError(ASYNC_IN_LOOP)
+
+
 def _run_sync(awaitable: Awaitable[Any]) -> Any:
     """Run an async backend's result from sync code (only when no event loop is running)."""
     try:
@@ -325,6 +344,4 @@ def _run_sync(awaitable: Awaitable[Any]) -> Any:
         return asyncio.run(wait())
     if inspect.iscoroutine(awaitable):
         awaitable.close()
-    raise TypeError(
-        "the backend is async and an event loop is running: use `await gated.acall(...)`"
-    )
+    raise TypeError(ASYNC_IN_LOOP)

@@ -63,11 +63,11 @@ def held_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Gatekeeper:
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatekeeper]:
     """The tiny hashing gate, indexed once for the module."""
-    built: Gatekeeper = make_gate(tmp_path_factory.mktemp("proxy-app"))
-    built.index()
-    return built
+    with make_gate(tmp_path_factory.mktemp("proxy-app")) as built:
+        built.index()
+        yield built
 
 
 @pytest.fixture

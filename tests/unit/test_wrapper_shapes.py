@@ -180,3 +180,17 @@ def test_a_turn_whose_role_is_no_chat_role_is_an_error_not_forwarded(
     with pytest.raises(InputError, match="is not a chat role"):
         tiny_gate.check(chat)
     assert calls == []
+
+
+@pytest.mark.parametrize("text", [ADMITTED, REFUSED])
+async def test_a_sync_call_of_an_async_backend_in_a_running_loop_fails_for_every_message(
+    tiny_gate: Gatekeeper, text: str
+) -> None:
+    """Calling a GatedBackend of an async backend synchronously inside an event loop raises
+    TypeError before deciding, refused messages too (only admitted ones failed, so a test of
+    refusals passed and production failed)."""
+    gated = GatedBackend(tiny_gate, areply)
+    with pytest.raises(TypeError, match="await gated.acall"):
+        gated(text)
+    with pytest.raises(TypeError, match="await gated.acall"):
+        gated.batch_with_decisions([text])
