@@ -190,7 +190,7 @@ async def test_a_sync_call_of_an_async_backend_in_a_running_loop_fails_for_every
     TypeError before deciding, refused messages too (only admitted ones failed, so a test of
     refusals passed and production failed)."""
     gated = GatedBackend(tiny_gate, areply)
-    with pytest.raises(TypeError, match="await gated.acall"):
+    with pytest.raises(TypeError, match="an event loop is running"):
         gated(text)
-    with pytest.raises(TypeError, match="await gated.acall"):
+    with pytest.raises(TypeError, match="an event loop is running"):
         gated.batch_with_decisions([text])
