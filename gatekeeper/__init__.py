@@ -65,12 +65,14 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gatekeeper' has no attribute {name!r}")
+if not TYPE_CHECKING:  # a type checker would take every unknown name for a lazy one (Any)
+
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            value = getattr(import_module(_LAZY[name]), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'gatekeeper' has no attribute {name!r}")
 
 
 __all__ = [
