@@ -1,6 +1,7 @@
 """gatekeeper: an intent gate in front of a customer-service LLM.
 
-The public API is what :data:`__all__` lists, importable from here::
+The public API is what :data:`__all__` lists, plus three names imported on first use
+(:func:`create_app`, :class:`GatekeeperRunnable`, :class:`ReplyText`), all importable from here::
 
     from gatekeeper import Gatekeeper, GatedBackend
     gate = Gatekeeper.from_settings()
@@ -14,7 +15,9 @@ Every other module is internal and may change: the core at the top level, ``embe
 
 Importing this package is cheap: models, Chroma, FastAPI and LangChain load on first use; the
 proxy (:func:`create_app`) and the runnable (:class:`GatekeeperRunnable`) are imported only when
-first named.
+first named, by name: ``from gatekeeper import *`` leaves them out (it would import FastAPI,
+which only the ``[server]`` extra installs, and LangChain). ``create_app`` without FastAPI is an
+ImportError naming that extra.
 """
 
 from __future__ import annotations
@@ -51,28 +54,43 @@ from gatekeeper.logging import configure_logging
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.types import Message, Neighbour, OnError
 
-if TYPE_CHECKING:
-    from gatekeeper.interfaces.langchain import GatekeeperRunnable
-    from gatekeeper.interfaces.langchain_output import ReplyText
-    from gatekeeper.interfaces.proxy import create_app
+if TYPE_CHECKING:  # re-exported explicitly: they are public, though not in __all__
+    from gatekeeper.interfaces.langchain import GatekeeperRunnable as GatekeeperRunnable
+    from gatekeeper.interfaces.langchain_output import ReplyText as ReplyText
+    from gatekeeper.interfaces.proxy import create_app as create_app
 
 
-#: Names whose modules pull in a heavy dependency (FastAPI, LangChain): imported on first use.
+#: Public names whose modules pull in a heavy dependency (FastAPI, LangChain): imported on first
+#: use, by name only (not by ``import *``), with the extra that installs the dependency if any.
 _LAZY = {
-    "GatekeeperRunnable": "gatekeeper.interfaces.langchain",
-    "ReplyText": "gatekeeper.interfaces.langchain_output",
-    "create_app": "gatekeeper.interfaces.proxy",
+    "GatekeeperRunnable": ("gatekeeper.interfaces.langchain", None),
+    "ReplyText": ("gatekeeper.interfaces.langchain_output", None),
+    "create_app": ("gatekeeper.interfaces.proxy", "server"),
 }
 
 
 if not TYPE_CHECKING:  # a type checker would take every unknown name for a lazy one (Any)
 
     def __getattr__(name: str) -> Any:
-        if name in _LAZY:
-            value = getattr(import_module(_LAZY[name]), name)
-            globals()[name] = value
-            return value
-        raise AttributeError(f"module 'gatekeeper' has no attribute {name!r}")
+        if name not in _LAZY:
+            raise AttributeError(f"module 'gatekeeper' has no attribute {name!r}")
+        module, extra = _LAZY[name]
+        try:
+            value = getattr(import_module(module), name)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if extra is None or missing in ("", "gatekeeper"):
+                raise
+            raise ImportError(
+                f"gatekeeper.{name} needs {missing}, which is not installed: "
+                f"pip install 'gatekeeper[{extra}]'",
+                name=exc.name,
+            ) from exc
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
@@ -89,7 +107,6 @@ __all__ = [
     "GatedBackend",
     "Gatekeeper",
     "GatekeeperError",
-    "GatekeeperRunnable",
     "IndexMismatchError",
     "IndexMissingError",
     "InputError",
@@ -102,7 +119,6 @@ __all__ = [
     "OnError",
     "OpenAIChatBackend",
     "OpenAIEmbedder",
-    "ReplyText",
     "Route",
     "Settings",
     "StoreError",
@@ -111,7 +127,6 @@ __all__ = [
     "UpstreamUnavailableError",
     "__version__",
     "configure_logging",
-    "create_app",
     "load_catalog",
     "load_settings",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import gatekeeper
@@ -37,3 +39,47 @@ def test_a_misspelled_import_is_a_type_error(tmp_path: Path) -> None:
     assert 'Module "gatekeeper" has no attribute "Gatekeper"' in report, report
     report = _mypy(tmp_path, "from gatekeeper import Gatekeeper, create_app\n")
     assert "Success" in report, report
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (its own sys.modules), stdout and stderr captured."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_star_import_works_without_the_server_extra() -> None:
+    """`from gatekeeper import *` without FastAPI imports the library (it failed with
+    ModuleNotFoundError: fastapi), and naming create_app says which extra to install."""
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"
+        "from gatekeeper import *\n"
+        "print(Gatekeeper.__name__, 'create_app' in dir())\n"
+        "try:\n"
+        "    from gatekeeper import create_app\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Gatekeeper False"
+    assert lines[1].startswith("ImportError gatekeeper.create_app needs fastapi")
+    assert "pip install 'gatekeeper[server]'" in lines[1]
+
+
+def test_star_import_loads_no_web_framework_or_langchain() -> None:
+    """`from gatekeeper import *` stays as cheap as `import gatekeeper`: the lazy names are
+    imported when named, not by a star import."""
+    heavy = ("fastapi", "langchain_core")
+    done = _run(
+        f"import sys\nfrom gatekeeper import *\nprint([m for m in {heavy!r} if m in sys.modules])"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_lazy_names_are_listed_and_resolve() -> None:
+    """dir(gatekeeper) lists the lazy names (completion in a REPL), which resolve by name."""
+    assert {"create_app", "GatekeeperRunnable", "ReplyText"} <= set(dir(gatekeeper))
+    from gatekeeper import GatekeeperRunnable, create_app
+
+    assert callable(create_app) and GatekeeperRunnable.__name__ == "GatekeeperRunnable"
