@@ -44,6 +44,7 @@ from gatekeeper.errors import (
     ModelNotFoundError,
     StoreError,
     StoreUnavailableError,
+    UncalibratedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
@@ -123,6 +124,7 @@ __all__ = [
     "Settings",
     "StoreError",
     "StoreUnavailableError",
+    "UncalibratedError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "__version__",

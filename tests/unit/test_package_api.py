@@ -83,3 +83,33 @@ def test_lazy_names_are_listed_and_resolve() -> None:
     from gatekeeper import GatekeeperRunnable, create_app
 
     assert callable(create_app) and GatekeeperRunnable.__name__ == "GatekeeperRunnable"
+
+
+def _error_classes() -> list[type[Exception]]:
+    """Every class of gatekeeper.errors that derives from GatekeeperError, the base included."""
+    import inspect
+
+    from gatekeeper import errors
+
+    return [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.GatekeeperError)
+    ]
+
+
+def test_every_error_class_is_exported_and_in_the_readme_table() -> None:
+    """Each error class is importable from gatekeeper (UncalibratedError was not) and each
+    derived one is named in README.md's error table (BackendError, IndexMissingError and
+    StoreUnavailableError were not)."""
+    import re
+
+    readme = (PACKAGE_INIT.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Errors", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    tabled = {name for row in rows for name in re.findall(r"`(\w+Error)`", row.split("|")[1])}
+    classes = _error_classes()
+    assert len(classes) >= 17
+    for cls in classes:
+        assert cls.__name__ in gatekeeper.__all__ and getattr(gatekeeper, cls.__name__) is cls
+        assert cls is gatekeeper.GatekeeperError or cls.__name__ in tabled, cls.__name__

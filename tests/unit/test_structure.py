@@ -153,6 +153,7 @@ def test_public_api_snapshot() -> None:
         "Settings",
         "StoreError",
         "StoreUnavailableError",
+        "UncalibratedError",
         "UpstreamTimeoutError",
         "UpstreamUnavailableError",
         "__version__",
