@@ -476,5 +476,30 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     return loaded.with_source_file(path, served.catalog if served is not None else None)
 
 
+class _ValuesOnly(Settings):
+    """Settings whose only source is their arguments."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from_values(**values: Any) -> Settings:
+    """Settings from ``values`` and the defaults alone: no ``GATEKEEPER_*`` variable, no
+    ``.env``, no settings file (a test's gate, which the developer's environment must not
+    change); :class:`ConfigError` naming every bad field."""
+    try:
+        return _ValuesOnly(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_invalid(exc, Settings, None, values, {})) from exc
+
+
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != key}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.catalog import Catalog, parse_catalog
+from gatekeeper.decision import Decision
 from gatekeeper.embedding import Embedder
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.settings import Settings
+from gatekeeper.settings import settings_from_values
+from gatekeeper.types import Message, OnError, Progress
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -83,16 +86,53 @@ def tiny_catalog() -> Catalog:
     )
 
 
-def make_gate(data_dir: Path, catalog: Catalog | None = None, **overrides: Any) -> Gatekeeper:
+class _TestGate(Gatekeeper):
+    """A gate whose checks that name no ``on_error`` follow :attr:`on_error` (``raise`` is no
+    ``gate.on_error`` a settings file or a proxy can take)."""
+
+    on_error: OnError = "raise"
+
+    def check_many(
+        self,
+        messages: Sequence[Message],
+        *,
+        on_error: OnError | None = None,
+        progress: Progress | None = None,
+    ) -> list[Decision]:
+        chosen = self.on_error if on_error is None else on_error
+        return super().check_many(messages, on_error=chosen, progress=progress)
+
+
+def make_gate(
+    data_dir: Path,
+    catalog: Catalog | None = None,
+    *,
+    on_error: OnError | None = None,
+    **overrides: Any,
+) -> Gatekeeper:
     """A :class:`~gatekeeper.gate.Gatekeeper` on :class:`HashingEmbedder` and an embedded Chroma
-    under ``data_dir``; ``overrides`` are settings (``gate={"threshold": 0.4}``)."""
-    overrides["gate"] = {
+    under ``data_dir``; ``overrides`` are settings (``gate={"threshold": 0.4}``), and the only
+    ones read: no ``GATEKEEPER_*`` variable, ``.env`` or settings file changes a test's gate.
+
+    ``on_error`` is what a check that names none does when the gate fails (the model or
+    Chroma): by default ``gate.on_error`` when ``overrides`` set it, else ``"raise"``, so that a
+    broken test gate fails the test rather than forwarding every message. ``"fail_open"`` and
+    ``"fail_closed"`` also become ``gate.on_error``, which a proxy in front of the gate follows
+    (a proxy never raises: it follows ``gate.on_error``, ``fail_open`` unless set).
+    """
+    gate = {
         "threshold": 0.35,
         "rule": "contrast",
         "allow_uncalibrated": True,  # a test gate: the threshold is the test's own choice
         **overrides.get("gate", {}),
     }
-    settings = Settings(data_dir=data_dir, **overrides)  # no settings file: tests stay isolated
-    return Gatekeeper.from_settings(
+    policy: OnError = on_error or gate.get("on_error") or "raise"
+    if policy != "raise":
+        gate["on_error"] = policy
+    settings = settings_from_values(data_dir=data_dir, **{**overrides, "gate": gate})
+    built = _TestGate.from_settings(
         settings, catalog=catalog or tiny_catalog(), embedder=HashingEmbedder()
     )
+    assert isinstance(built, _TestGate)  # from_settings builds its class
+    built.on_error = policy
+    return built
