@@ -66,7 +66,23 @@ def batch_of(messages: Any) -> list[Message]:
             f"expected a list of messages, got {type(messages).__name__}: "
             "to decide one message, use check() (or call(), invoke())"
         )
-    return list(messages)
+    batch = list(messages)
+    for position, message in enumerate(batch):
+        # one message is the caller's `message` (check()), as its other mistakes say
+        _check_kind(message, "message" if len(batch) == 1 else f"messages[{position}]")
+    return batch
+
+
+def _check_kind(message: Any, name: str) -> None:
+    """:class:`InputError` naming ``name`` unless ``message`` is a :data:`Message` or one chat
+    message (a mapping): what else would be read as a conversation is named as the caller's."""
+    if isinstance(message, str | Mapping):
+        return
+    if not isinstance(message, Sequence) or isinstance(message, bytes | bytearray):
+        raise InputError(
+            f"{name} must be a text, a chat message or a list of chat messages (OpenAI format), "
+            f"not {type(message).__name__}"
+        )
 
 
 __all__ = [

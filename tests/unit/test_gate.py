@@ -437,3 +437,16 @@ def test_close_closes_the_embeddings_client_the_gate_made(tmp_path: Path) -> Non
     mine = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="unused")
     OpenAIEmbedder(settings.embedding, client=mine).close()
     assert not mine.is_closed()
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"where is my order"])
+def test_a_message_of_no_kind_is_named_as_the_caller_passed_it(
+    tiny_gate: Gatekeeper, bad: Any
+) -> None:
+    """check(None) names its parameter, `message`, and what it got (it said "'messages' must
+    be a non-empty list of chat messages"); in a batch, the message's position."""
+    kind = type(bad).__name__
+    with pytest.raises(InputError, match=rf"^message must be a text, .* not {kind}$"):
+        tiny_gate.check(bad)
+    with pytest.raises(InputError, match=rf"^messages\[1\] must be a text, .* not {kind}$"):
+        tiny_gate.check_many(["where is my order", bad])
