@@ -72,16 +72,50 @@ class Route(StrEnum):
 
 
 class Decision(BaseModel):
-    """Route + intent + score + threshold + nearest exemplars + reason + latency."""
+    """The gate's decision on one message: route + intent + score + threshold + nearest
+    exemplars + reason + latency. Frozen.
+
+    Attributes:
+        route: where the message goes: :attr:`Route.LLM` (to the backend), :attr:`Route.OFF_TOPIC`
+            (refused with :attr:`reply`) or :attr:`Route.CANNED` (answered with :attr:`reply`).
+        intent: the intent served (routes ``llm`` and ``canned``); None when refused (see
+            :attr:`nearest_intent`) or when the gate failed.
+        score: how in-domain the message is under ``gate.rule`` (higher = more); -1 for a copy
+            of an off-topic exemplar. When the gate failed: 1.0 (``fail_open``) or -1.0
+            (``fail_closed``).
+        threshold: the bar the score was held to: the intent's own, ``gate.threshold``, or in a
+            conversation the session's moved bar (lower for a follow-up passed near it, higher
+            for small talk after a refusal).
+        reason: why, for people: the score against the threshold and the rule's account.
+        nearest_intent: the closest in-domain intent, whatever the route (None when the gate
+            failed or no in-domain exemplar was among the nearest).
+        neighbours: the nearest exemplars (up to 5, most similar first), each with its text,
+            intent and similarity; empty when the gate failed.
+        followup: True when a conversation's turn that would be refused alone was forwarded
+            as part of the conversation being served (an answer to the assistant's question, a
+            score near the threshold, an attachment).
+        reply: what to answer the customer instead of calling the LLM: the intent's fixed
+            reply (``canned``), the catalog's off-topic reply, or ``gate.unavailable_reply``
+            (``fail_closed``); None when the message goes to the LLM.
+        latency_ms: the gate's own time for the message (embedding, search and rule; a
+            batch's time shared among its messages; loading the model not included).
+        message_id: a keyed hash of the message's text (``logging.message_id_key``) that joins
+            logs, headers and reports without holding the text; None for a message with no
+            text (attachments only).
+        shadow: ``gate.shadow`` was on: decided and logged, but forwarded whatever the route
+            (see :attr:`forwarded`).
+        gate_error: the error class's name when the gate itself failed (model or Chroma) and
+            ``gate.on_error`` decided, not the model; None otherwise.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     route: Route
-    intent: str | None  # the intent served; None when refused (see nearest_intent)
+    intent: str | None
     score: float
     threshold: float
     reason: str
-    nearest_intent: str | None = None  # the closest in-domain intent, whatever the route
+    nearest_intent: str | None = None
     neighbours: tuple[Neighbour, ...] = ()
     followup: bool = False
     reply: str | None = None

@@ -9,18 +9,21 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 from gatekeeper.errors import InputError
 
 #: The intent name that marks off-topic exemplars (a contrast class, never served).
 OFF_TOPIC = "off_topic"
 
-#: A customer message: its text, or a conversation in OpenAI chat format.
-Message = str | Sequence[Mapping[str, Any]]
+Message: TypeAlias = str | Sequence[Mapping[str, Any]]
+"""A customer message: its text, or a conversation in OpenAI chat format (``[{"role": "user",
+"content": "..."}, ...]``, oldest first), whose last user message is judged in its light."""
 
-#: What happens when the gate itself fails (model or Chroma): raise, forward, or refuse.
-OnError = Literal["raise", "fail_open", "fail_closed"]
+OnError: TypeAlias = Literal["raise", "fail_open", "fail_closed"]
+"""What happens when the gate itself fails (model or Chroma): ``raise`` the error, ``fail_open``
+(forward: route ``llm``) or ``fail_closed`` (refuse with ``gate.unavailable_reply``); either
+decision names the error in ``Decision.gate_error``."""
 ON_ERROR: tuple[OnError, ...] = get_args(OnError)
 
 #: Called with the number of items just done (progress bars).

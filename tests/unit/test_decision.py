@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatekeeper.catalog import parse_catalog
-from gatekeeper.decision import Route, Thresholds, decide
+from gatekeeper.decision import Decision, Route, Thresholds, decide
 from gatekeeper.rules import ContrastRule, DecisionRule, DensityRule, TopOneRule, build_rule
 from gatekeeper.types import Neighbour
 
@@ -178,3 +178,14 @@ def test_a_copy_of_an_off_topic_exemplar_is_refused_under_any_threshold(rule: De
     assert decide(both, rule=rule, catalog=CATALOG, thresholds=low).route is Route.LLM
     near = [n("off_topic", 0.99), n("order_status", 0.95)]
     assert decide(near, rule=rule, catalog=CATALOG, thresholds=low).score > -1.0
+
+
+def test_every_decision_field_is_described_in_its_docstring() -> None:
+    """help(Decision) and IDE hovers describe each field (they were described only in
+    comments), in field order under "Attributes:"."""
+    import inspect
+    import re
+
+    doc = inspect.cleandoc(Decision.__doc__ or "")
+    described = re.findall(r"^ {4}(\w+): \S", doc.split("Attributes:", 1)[-1], re.M)
+    assert described == list(Decision.model_fields)
