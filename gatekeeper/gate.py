@@ -224,6 +224,10 @@ class Gatekeeper:
                 return self._ready
             return self._make_ready()
 
+    async def aready(self) -> IndexInfo:
+        """:meth:`ready` without blocking the event loop (a FastAPI lifespan's warm-up)."""
+        return await asyncio.to_thread(self.ready)
+
     def _make_ready(self) -> IndexInfo:
         self.embedder.load()
         self.check_calibrated()

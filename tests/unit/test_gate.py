@@ -54,6 +54,27 @@ async def test_acheck_matches_check(tiny_gate: Gatekeeper) -> None:
     assert [d.route for d in many] == [Route.LLM, Route.OFF_TOPIC]
 
 
+async def test_aready_warms_up_in_a_worker_thread(tmp_path: Path) -> None:
+    """aready() loads the model and builds the index like ready(), off the event loop's thread
+    (a FastAPI lifespan awaits it), and the first check then has nothing left to load."""
+    import threading
+
+    loaded_in: list[threading.Thread] = []
+
+    class _Loading(HashingEmbedder):
+        def load(self) -> None:
+            loaded_in.append(threading.current_thread())
+
+    gate = Gatekeeper.from_settings(
+        make_gate(tmp_path).settings, catalog=tiny_catalog(), embedder=_Loading()
+    )
+    info = await gate.aready()
+    assert loaded_in and loaded_in[0] is not threading.current_thread()
+    assert info.count > 0 and gate.ready() is info
+    gate.check("track my order")
+    assert len(loaded_in) == 1
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n", "\u200b", "\ufeff", "\x00", "\u200d\u200c "])
 def test_empty_message(tiny_gate: Gatekeeper, text: str) -> None:
     """Empty messages, or only invisible characters (zero-width, BOM, NUL), are a client
