@@ -7,6 +7,7 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,40 @@ def test_python_api_example(isolated: Path) -> None:
     assert out.startswith("llm payment_methods")
 
 
+def test_lifespan_example(isolated: Path) -> None:
+    """The FastAPI lifespan example has the gate ready (model loaded, index built) when the
+    app starts, before any request."""
+    from fastapi.testclient import TestClient
+
+    namespace: dict[str, Any] = {"__name__": "__readme__"}
+    exec(compile(_block("aready()"), "README.md", "exec"), namespace)
+    app = namespace["app"]
+    with TestClient(app):
+        ready = app.state.gate._ready  # what ready() keeps once the model and index are there
+        assert ready is not None and ready.count > 0
+
+
+def test_testing_example(tmp_path: Path) -> None:
+    """The 'Testing your app' example passes as a test file of its own, under pytest, with
+    a GATEKEEPER_* variable that must not reach make_gate set."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_example.py").write_text(_block("make_gate("), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEKEEPER_GATE__SHADOW": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
 def test_logging_example(isolated: Path) -> None:
     """The logging example makes a library gate write one JSON `gate.decided` line per
     decision to stderr, without the customer's text (it logged nothing)."""
@@ -74,7 +109,7 @@ def test_logging_example(isolated: Path) -> None:
 
 def test_wrapper_example(isolated: Path) -> None:
     """The wrapper example answers the parcel question, refuses the poem, cans the thanks."""
-    lines = _run(_block("GatedBackend(gate, ")).splitlines()
+    lines = _run(_block('invoke_with_decision("thanks!")')).splitlines()
     assert lines[0].startswith("(the LLM answers")
     assert "Sorry" in lines[1]
     assert lines[2] == "canned False"
