@@ -31,6 +31,7 @@ from gatekeeper.errors import (
     StoreUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.drain import Drain
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.scrubbing import Scrubber
@@ -112,6 +113,7 @@ class Proxy:
     client: httpx.AsyncClient
     metrics: Metrics
     log: Any = field(default_factory=get_logger)
+    drain: Drain = field(default_factory=Drain)  # started by the server's shutdown
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     passthrough_slots: Slots = field(init=False)
