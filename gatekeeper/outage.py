@@ -42,6 +42,12 @@ class Outage:
         self._logged_at = 0.0
         self._failures = 0
         self._unlogged = 0
+        self._cause: type[Exception] | None = None
+
+    @property
+    def cause(self) -> type[Exception] | None:
+        """The class of the run's last failure (None when no run is going on)."""
+        return self._cause
 
     @property
     def going_on(self) -> bool:
@@ -54,6 +60,7 @@ class Outage:
         now = self._clock()
         with self._lock:
             self._failures += 1
+            self._cause = type(exc)
             first = self._started is None
             if not first and now - self._logged_at < self._every:
                 self._unlogged += 1
@@ -77,4 +84,5 @@ class Outage:
                 return
             seconds, failures = self._clock() - self._started, self._failures
             self._started, self._failures, self._unlogged = None, 0, 0
+            self._cause = None
         self._log.info(self._events[1], failures=failures, seconds=round(seconds, 3), **fields)

@@ -224,8 +224,11 @@ class Proxy:
         unreachable, a gate that decides on its in-memory copy of the build is still ready
         (``status: degraded``): taking it out of a load balancer would refuse customers the
         gate can serve. So is one whose copy is not of the store's build (its reload pending or
-        failing): it names the copy it serves, and under ``indexed`` the store's build."""
+        failing): it names the copy it serves, and under ``indexed`` the store's build. During
+        an outage of the model (an embeddings server down), the model is probed: not ready
+        while it fails, and its first answer ends the outage, with or without traffic."""
         self.gate.ready()
+        self.gate.probe_embedder()
         store = self.gate.store
         try:
             info = store.info()
