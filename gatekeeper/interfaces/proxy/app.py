@@ -125,7 +125,10 @@ def _log_ready(log: Any, settings: Settings) -> None:
     base = settings.upstream.base_url
     upstream = shown_url(base) if base else None
     if upstream is None:
-        log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
+        log.warning(
+            "server.no_upstream",
+            hint="set GATEKEEPER_UPSTREAM__BASE_URL (/readyz answers 503 until then)",
+        )
     if not settings.server.api_keys and not loopback(settings.server.host):
         log.warning(
             "server.open",
