@@ -72,6 +72,7 @@ class BuildCopy:
         self._flag = threading.Lock()
         self._retry_seconds, self._clock = retry_seconds, clock
         self._failed: tuple[BuildKey, float] | None = None  # the last reload that failed, when
+        self._missing_said = False  # store.index_missing logged since a build was last read
         self._reloads = Outage(
             get_logger(),
             clock=clock,
@@ -99,7 +100,7 @@ class BuildCopy:
         directions when ``pca`` is set. Without ``wait``, a copy of another build answers
         while this one loads in the background (see the module's docstring)."""
         key = build_key(collection, count)
-        matrix = self.matrix
+        matrix, self._missing_said = self.matrix, False
         if matrix is not None and matrix.key == key and (not pca or matrix.pca == pca):
             return matrix
         if matrix is not None and matrix.key != key and not wait:
@@ -113,6 +114,22 @@ class BuildCopy:
                 matrix = matrix.with_coarse(pca)
             self.matrix = matrix
             return matrix
+
+    def index_missing(self, store: str) -> None:
+        """The store's index is gone from Chroma (its pointer names no build: a lost volume, a
+        wrong path) while this copy answers: said once (``store.index_missing``, a warning)
+        until a build is read again."""
+        if self._missing_said or self.matrix is None:
+            return
+        self._missing_said = True
+        get_logger().warning(
+            "store.index_missing",
+            collection=store,
+            serving=self.matrix.key[0],
+            serving_exemplars=len(self.matrix),
+            hint="decisions come from the copy in memory; run `gatekeeper index` with this "
+            "server's settings to build the index again",
+        )
 
     def _load(self, collection: Any, key: BuildKey) -> ExemplarMatrix:
         from chromadb.errors import NotFoundError

@@ -31,7 +31,7 @@ from gatekeeper.conversation import (
     word_count,
 )
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
-from gatekeeper.embedding import Embedder, build_embedder
+from gatekeeper.embedding import Embedder, Vectors, build_embedder
 from gatekeeper.errors import (
     ConfigError,
     EmbeddingError,
@@ -44,7 +44,7 @@ from gatekeeper.errors import (
     StoreError,
 )
 from gatekeeper.logging import Logger, get_logger, message_id
-from gatekeeper.outage import Outage
+from gatekeeper.outage import Outage, ends_outage
 from gatekeeper.refusals import without_refused
 from gatekeeper.rules import DecisionRule, build_rule
 from gatekeeper.settings import Settings, load_settings
@@ -89,11 +89,8 @@ class Gatekeeper:
         self._closers: list[Callable[[], None]] = []  # what from_settings opened for this gate
 
     def close(self) -> None:
-        """Release what :meth:`from_settings` opened for this gate: an embedded Chroma's file
-        handles (about ten per data dir, until the process ends otherwise), a Chroma server's
-        or an embeddings endpoint's HTTP pool. A later check opens them again. A store or
-        embedder passed in is its owner's to close. Also ``with Gatekeeper.from_settings()
-        as gate:``."""
+        """Release what :meth:`from_settings` opened (an embedded Chroma's files, HTTP pools;
+        not a store or embedder passed in); a later check opens them again. Also ``with``."""
         for close in self._closers:
             close()
 
@@ -312,14 +309,27 @@ class Gatekeeper:
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
-            judged = self._judge(texts, progress)
-            self._outage.succeeded()
+            calls: set[str] = set()
+            judged = self._judge(texts, progress, calls)
+            if ends_outage(self._outage.cause, calls):
+                self._outage.succeeded()
             ms = (time.perf_counter() - started) * 1000 / max(1, len(texts))
             return [self.conclude(turns, latency_ms=ms) for turns in judged]
         except (EmbeddingError, StoreError) as exc:
             if policy == "raise" or isinstance(exc, ModelNotFoundError):
                 raise  # a missing model is a setup mistake, not a failure to ride out
             return [self._finish(self._fallback(exc, policy), turns[-1][0], 0.0) for turns in texts]
+
+    def probe_embedder(self) -> None:
+        """During a model outage, one tiny embedding: a success ends it, a failure raises."""
+        if not (cause := self._outage.cause) or not issubclass(cause, EmbeddingError):
+            return
+        try:
+            self.embedder.embed(["ready?"])
+        except EmbeddingError as exc:
+            self._outage.failed(exc)
+            raise
+        self._outage.succeeded()
 
     def conclude(self, turns: Sequence[Turn], *, latency_ms: float = 0.0) -> Decision:
         """The live decision on judged ``turns``: :meth:`route` at the gate's thresholds, with
@@ -346,7 +356,7 @@ class Gatekeeper:
         (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
         texts = self._all_turns(batch_of(messages))
         self.ready()
-        return self._judge(texts, progress)
+        return self._judge(texts, progress, set())
 
     def route(
         self,
@@ -417,13 +427,16 @@ class Gatekeeper:
             _require_text(said.text, "the message" if number == len(kept) else "an earlier turn")
         return [*kept, turns[-1]] if attached else kept
 
-    def _judge(self, texts: list[list[Said]], progress: Progress | None) -> list[list[Turn]]:
-        """One embedding pass and one store query for every distinct turn of ``texts``."""
+    def _judge(
+        self, texts: list[list[Said]], progress: Progress | None, calls: set[str]
+    ) -> list[list[Turn]]:
+        """One embedding pass and one store query for every distinct turn of ``texts`` (what
+        was called, ``embedder`` and ``store``, added to ``calls``)."""
         self._follow_index()
         unique = list(dict.fromkeys(said.text for turns in texts for said in turns if said.text))
         judged: dict[str, Judged] = {"": NO_TEXT}  # a turn of attachments only
         if unique:
-            judged.update(self._judge_texts(unique, progress))
+            judged.update(self._judge_texts(unique, progress, calls))
         return [
             [
                 Turn(
@@ -439,7 +452,9 @@ class Gatekeeper:
             for turns in texts
         ]
 
-    def _judge_texts(self, texts: list[str], progress: Progress | None) -> dict[str, Judged]:
+    def _judge_texts(
+        self, texts: list[str], progress: Progress | None, calls: set[str]
+    ) -> dict[str, Judged]:
         """Each distinct text judged: embedded in the form the model reads (see
         :meth:`~gatekeeper.embedding.Embedder.legible`), or :data:`UNREADABLE`."""
         forms = dict(zip(texts, self.embedder.legible(texts), strict=True))
@@ -449,13 +464,17 @@ class Gatekeeper:
             progress(len(texts) - len(embedded))  # not embedded: done
         if not embedded:
             return judged
-        vectors = self._turn_vectors.embed(
-            embedded, lambda missing: self.embedder.embed(missing, progress=progress), progress
-        )
+
+        def embed(missing: list[str]) -> Vectors:
+            calls.add("embedder")
+            return self.embedder.embed(missing, progress=progress)
+
+        vectors = self._turn_vectors.embed(embedded, embed, progress)
         known = self._known_intents
         # An index shared with a replica on another catalog version (a rolling deploy, or
         # auto_sync off) may hold intents this catalog lacks: those are ignored.
         found = dict(zip(embedded, self.store.query(vectors), strict=True))
+        calls.add("store")
         for text, form in forms.items():
             if form is not None:
                 judged[text] = judge([n for n in found[form] if n.intent in known], self.rule)

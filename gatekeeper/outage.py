@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
+
+from gatekeeper.errors import EmbeddingError
 
 #: Seconds between two ``gate.failed`` lines of one outage.
 REPEAT_EVERY = 10.0
@@ -42,6 +44,12 @@ class Outage:
         self._logged_at = 0.0
         self._failures = 0
         self._unlogged = 0
+        self._cause: type[Exception] | None = None
+
+    @property
+    def cause(self) -> type[Exception] | None:
+        """The class of the run's last failure (None when no run is going on)."""
+        return self._cause
 
     @property
     def going_on(self) -> bool:
@@ -54,6 +62,7 @@ class Outage:
         now = self._clock()
         with self._lock:
             self._failures += 1
+            self._cause = type(exc)
             first = self._started is None
             if not first and now - self._logged_at < self._every:
                 self._unlogged += 1
@@ -77,4 +86,14 @@ class Outage:
                 return
             seconds, failures = self._clock() - self._started, self._failures
             self._started, self._failures, self._unlogged = None, 0, 0
+            self._cause = None
         self._log.info(self._events[1], failures=failures, seconds=round(seconds, 3), **fields)
+
+
+def ends_outage(cause: type[Exception] | None, calls: Collection[str]) -> bool:
+    """Whether a decision that called ``calls`` (``embedder``, ``store``) ends a gate's run of
+    failures of class ``cause``: it called what had failed (a turn the turn cache answered
+    called no embedder: no sign that the model is back)."""
+    if cause is None:
+        return True
+    return ("embedder" if issubclass(cause, EmbeddingError) else "store") in calls

@@ -54,6 +54,15 @@ class ServerSettings(_Section):
         "(beyond: 408, the connection closed): a client trickling its body holds a connection "
         "no longer; passed-through uploads (files, audio) must arrive within it too",
     )
+    shutdown_grace: int = Field(
+        30,
+        ge=2,
+        le=3600,
+        description="seconds a SIGTERM gives the requests in flight to finish; a stream still "
+        "running 1 s before the end is ended by the proxy with an SSE error event "
+        "server_shutting_down, and a request still waiting on the upstream gets a 503 "
+        "server_shutting_down (a container's stop grace period must exceed this)",
+    )
     # Threads per forward pass of a local model: cores / (processes * decision_workers).
     decision_workers: int = Field(2, ge=1, le=64, description="micro-batches decided at once")
     max_batch: int = Field(32, ge=1, le=1024, description="most messages in one micro-batch")

@@ -28,7 +28,7 @@ a dropped build's folder on disk goes with it (:mod:`gatekeeper.segment_folders`
 re-read the pointer every ``pointer_ttl`` seconds and, on an error reading a build the pointer
 no longer names, follow it and retry: quick rebuilds fail no query. A row without metadata (a
 build dropped mid-read) is a StoreError, never a TypeError. A search in memory rides out an
-unreachable Chroma on its copy of the build (:meth:`serving_copy`).
+unreachable Chroma on its copy of the build (:meth:`serving_copy`), and so an index gone from it.
 """
 
 from __future__ import annotations
@@ -184,8 +184,11 @@ class ExemplarStore:
                 if (copy := self.serving_copy()) is None:
                     raise
                 return self._nearest_in(copy, vectors, k)
-            if collection is None:
-                raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
+            if collection is None:  # gone from Chroma (a lost volume): ridden out on a copy
+                if (copy := self.serving_copy()) is None:
+                    raise IndexMissingError(f"the index of {self.name!r} was dropped") from failure
+                self._copy.index_missing(self.name)
+                return self._nearest_in(copy, vectors, k)
             if failure is not None and collection.name == failed_on:
                 break  # the pointer did not move: a real failure, not the rebuild race
             path = self._path(vectors)

@@ -60,6 +60,7 @@ class LoopbackServer:
 
         import uvicorn
 
+        from gatekeeper.interfaces.proxy.drain import DrainingServer
         from gatekeeper.interfaces.proxy.runner import uvicorn_options
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -68,7 +69,7 @@ class LoopbackServer:
         self.port = sock.getsockname()[1]
         options = uvicorn_options(self.graceful_shutdown_seconds)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, **options)
-        self._server = uvicorn.Server(config)
+        self._server = DrainingServer(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="loopback-server"
         )

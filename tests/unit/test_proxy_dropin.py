@@ -13,7 +13,7 @@ import pytest
 
 from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gatekeeper
-from gatekeeper.interfaces.proxy.upstream import ResponseEnd
+from gatekeeper.interfaces.proxy.stream_ends import ResponseEnd
 from gatekeeper.server_settings import ServerSettings
 from gatekeeper.settings import load_settings
 from tests.support.fake_upstream import CutStream, FakeUpstream, sse_answer

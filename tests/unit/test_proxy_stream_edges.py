@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gatekeeper.interfaces.proxy.upstream import DoneEnd, ResponseEnd
+from gatekeeper.interfaces.proxy.stream_ends import DoneEnd, ResponseEnd
 from tests.support.fake_upstream import FakeUpstream, sse_answer
 
 

@@ -18,6 +18,7 @@ from gatekeeper._validation import shown_url
 from gatekeeper._version import __version__
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.browsers import BrowserGuard, loopback
+from gatekeeper.interfaces.proxy.drain import STATE_KEY
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
     healthz,
@@ -58,7 +59,7 @@ def create_app(
     log = get_logger()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         the_gate = gate
         if the_gate is None:
             the_gate = await asyncio.to_thread(build_gate, settings)
@@ -71,7 +72,7 @@ def create_app(
         _log_ready(log, settings)
         warmer = asyncio.create_task(keep_warm(app.state.proxy))
         try:
-            yield
+            yield {STATE_KEY: app.state.proxy.drain}  # started by a DrainingServer's shutdown
         finally:
             warmer.cancel()
             app.state.proxy.batcher.close()
@@ -124,7 +125,10 @@ def _log_ready(log: Any, settings: Settings) -> None:
     base = settings.upstream.base_url
     upstream = shown_url(base) if base else None
     if upstream is None:
-        log.warning("server.no_upstream", hint="set GATEKEEPER_UPSTREAM__BASE_URL")
+        log.warning(
+            "server.no_upstream",
+            hint="set GATEKEEPER_UPSTREAM__BASE_URL (/readyz answers 503 until then)",
+        )
     if not settings.server.api_keys and not loopback(settings.server.host):
         log.warning(
             "server.open",

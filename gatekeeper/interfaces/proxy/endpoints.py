@@ -211,7 +211,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready: the model is loaded and the collection is reachable."""
+    """Ready: the model is loaded, the collection is reachable and an upstream is set."""
     proxy = proxy_of(request)
     try:
         ready = await asyncio.to_thread(proxy.readiness)
@@ -219,7 +219,7 @@ async def readyz(request: Request) -> Response:
         # The detail (hosts, paths) goes to the log, not to an unauthenticated probe.
         proxy.log.warning("server.not_ready", error=str(exc), error_type=type(exc).__name__)
         return JSONResponse({"status": "not_ready", "reason": type(exc).__name__}, status_code=503)
-    return JSONResponse(ready)
+    return JSONResponse(ready, status_code=503 if ready["status"] == "not_ready" else 200)
 
 
 async def metrics(request: Request) -> Response:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
+from gatekeeper.interfaces.proxy.drain import ENDED_KEY
 from gatekeeper.interfaces.proxy.errors import error_response, internal_error_response
 from gatekeeper.interfaces.proxy.metrics import Metrics, path_label
 from gatekeeper.interfaces.proxy.passthrough import declares_body
@@ -104,12 +105,17 @@ class RequestLog:
     def _log_request(self, scope: Scope, seen: dict[str, Any], started: float) -> None:
         path = scope.get("path", "")
         status = int(seen.get("status", 500))
+        # an answer begun as a 200 that the shutdown's cutoff ended (a stream): its outcome
+        ended = scope.get(ENDED_KEY)
+        if ended is not None:
+            status = 503
         self.metrics.answered(path_label(path), status)
         self.log.info(
             "http.request",
             method=scope.get("method"),
             path=path,
             status=status,
+            **({"ended": ended} if ended is not None else {}),
             route=seen.get("route"),
             # joins this line with the decision's gate.decided line
             message_id=seen.get("message_id"),

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.browsers import loopback
+from gatekeeper.interfaces.proxy.drain import DrainingServer
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.language import catalog_language_warning
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
     from gatekeeper.gate import Gatekeeper
 
-GRACEFUL_SHUTDOWN_SECONDS = 30.0
 #: Seconds uvicorn keeps a keep-alive connection open with no new request after an answer
 #: (``timeout_keep_alive``, uvicorn's own default, set here so that it is said); then it closes
 #: it. A connection that has not yet sent a whole request's headers is not timed out by uvicorn
@@ -61,11 +61,13 @@ def run_server(
     *,
     host: str | None = None,
     port: int | None = None,
-    graceful_shutdown_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
+    graceful_shutdown_seconds: float | None = None,
 ) -> None:
     """Serve the proxy with uvicorn until SIGINT/SIGTERM; in-flight requests then get up to
-    ``graceful_shutdown_seconds`` to finish."""
+    ``graceful_shutdown_seconds`` (default ``server.shutdown_grace``) to finish."""
     settings = serving_settings(settings, host, port)
+    if graceful_shutdown_seconds is None:
+        graceful_shutdown_seconds = settings.server.shutdown_grace
     host, port = settings.server.host, settings.server.port
     log = get_logger()
     log.info("server.starting", host=host, port=port, processes=settings.server.processes)
@@ -74,8 +76,6 @@ def run_server(
     if settings.server.processes > 1:
         _run_processes(settings, host, port, graceful_shutdown_seconds)
         return
-    import uvicorn
-
     cap_malloc_arenas()
     # Configuration mistakes (catalog, model, an index of another model) stop the server here,
     # with the library's own error, before it listens: never a proxy that forwards everything.
@@ -88,7 +88,7 @@ def run_server(
         prepare_gate(gate)
         config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
         settle_collector()
-        uvicorn.Server(config).run(sockets=[listening])
+        DrainingServer(config).run(sockets=[listening])
 
 
 def warn_unread_language(gate: Gatekeeper, log: Logger) -> None:

@@ -31,6 +31,7 @@ from gatekeeper.errors import (
     StoreUnavailableError,
 )
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.drain import Drain
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.scrubbing import Scrubber
@@ -112,6 +113,7 @@ class Proxy:
     client: httpx.AsyncClient
     metrics: Metrics
     log: Any = field(default_factory=get_logger)
+    drain: Drain = field(default_factory=Drain)  # started by the server's shutdown
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     passthrough_slots: Slots = field(init=False)
@@ -218,12 +220,26 @@ class Proxy:
         return decision
 
     def readiness(self) -> Json:
+        """The gate's readiness (:meth:`gate_readiness`; blocking: run in a thread), and an
+        upstream to forward to: without one every admitted request would get a 502, so the
+        proxy is ``not_ready`` (``reason: upstream_not_configured``; it still serves, so a
+        local try-out shows its refusals)."""
+        ready = self.gate_readiness()
+        if not self.settings.upstream.base_url:
+            return {"status": "not_ready", "reason": "upstream_not_configured"}
+        return ready
+
+    def gate_readiness(self) -> Json:
         """Model loaded and collection reachable (blocking: run in a thread). While Chroma is
         unreachable, a gate that decides on its in-memory copy of the build is still ready
         (``status: degraded``): taking it out of a load balancer would refuse customers the
         gate can serve. So is one whose copy is not of the store's build (its reload pending or
-        failing): it names the copy it serves, and under ``indexed`` the store's build."""
+        failing): it names the copy it serves, and under ``indexed`` the store's build. During
+        an outage of the model (an embeddings server down), the model is probed: not ready
+        while it fails, and its first answer ends the outage, with or without traffic. An index
+        gone from Chroma while a copy answers is ``degraded`` too (``reason: index_missing``)."""
         self.gate.ready()
+        self.gate.probe_embedder()
         store = self.gate.store
         try:
             info = store.info()
@@ -234,8 +250,11 @@ class Proxy:
             return self._ready("degraded", copy.key[0], len(copy.ids)) | {
                 "reason": "StoreUnavailableError"
             }
-        if info is None:
-            raise IndexMissingError.for_collection(store.name, self.gate.settings.index_command())
+        if info is None:  # gone from Chroma: ridden out on a copy, if one is held
+            if (copy := store.serving_copy()) is None:
+                command = self.gate.settings.index_command()
+                raise IndexMissingError.for_collection(store.name, command)
+            return self._ready("degraded", copy.key[0], len(copy.ids)) | {"reason": "index_missing"}
         if (copy := store.copy_behind()) is not None:
             return self._ready("degraded", copy.key[0], len(copy.ids)) | {
                 "reason": "reload_failed" if store.reload_failing else "reload_pending",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, MutableMapping
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -14,10 +14,22 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gatekeeper.interfaces.proxy.answers import passthrough_headers
+from gatekeeper.interfaces.proxy.drain import (
+    SHUTTING_DOWN,
+    SHUTTING_DOWN_MESSAGE,
+    mark_ended,
+    shutting_down_event,
+)
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError, upstream_failure
 from gatekeeper.interfaces.proxy.metrics import path_label
 from gatekeeper.interfaces.proxy.slots import HeldStream
 from gatekeeper.interfaces.proxy.state import Proxy
+from gatekeeper.interfaces.proxy.stream_ends import (
+    STREAM_ENDS,
+    ResponseEnd,
+    StreamEnd,
+    json_object,
+)
 
 
 async def send_upstream(
@@ -193,30 +205,39 @@ async def forward_gated(
     """Forward an admitted request's raw body to ``upstream/<path>`` (``chat/completions`` or
     ``responses``); the upstream's answer back unchanged (streamed chunk by chunk).
     ``on_response`` is given a successful Responses API answer's ``response`` object (the
-    body, or a stream's ``response.completed`` event's), once it has been passed on whole."""
+    body, or a stream's ``response.completed`` event's), once it has been passed on whole.
+    Still waiting on the upstream at the shutdown's cutoff (:mod:`.drain`), it answers 503
+    ``server_shutting_down``, or a stream ends with that SSE error event."""
     accept = "text/event-stream" if stream else request.headers.get("accept")
     try:
-        upstream = await send_upstream(
-            proxy, "POST", path, body=body, accept=accept, headers=headers
-        )
+        with proxy.drain.bounded() as wait:
+            upstream = await send_upstream(
+                proxy, "POST", path, body=body, accept=accept, headers=headers
+            )
     except Passthrough as passthrough:
         return passthrough.response
+    if wait.cancelled_caught:
+        raise _shutting_down(proxy, headers)
     out_headers = passthrough_headers(upstream, headers, proxy.scrub)
     sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
     if not upstream.is_success or (stream and not sse):  # a redirect; JSON for a stream
         await upstream.aclose()
         raise _unusable(proxy, f"HTTP {upstream.status_code}", headers)
     if not stream:
-        content = await read_answer(proxy, upstream, headers)
-        answer = _json_object(content)
+        with proxy.drain.bounded() as wait:
+            content = await read_answer(proxy, upstream, headers)
+        if wait.cancelled_caught:
+            await upstream.aclose()
+            raise _shutting_down(proxy, headers)
+        answer = json_object(content)
         if answer is None:  # HTML from a captive portal, an empty 204, a JSON list
             raise _unusable(proxy, "a body that is no JSON object", headers)
         if on_response is not None:
             _hand_over(on_response, answer)
         return Response(content, upstream.status_code, headers=out_headers)
-    end = _STREAM_ENDS[path]()
+    end = STREAM_ENDS[path]()
     return StreamingResponse(
-        relay(proxy, upstream, end=end, on_response=on_response),
+        relay(proxy, upstream, end=end, on_response=on_response, scope=request.scope),
         status_code=upstream.status_code,
         headers=out_headers,
         background=BackgroundTask(upstream.aclose),
@@ -250,7 +271,7 @@ async def forward_passthrough(proxy: Proxy, request: Request, path: str) -> Resp
         # A successful body is relayed as sent, never scrubbed of the proxy's keys (its headers
         # are): see gatekeeper.interfaces.proxy.scrubbing; an error status's body was scrubbed.
         return HeldStream(
-            relay(proxy, upstream) if sse else relay_body(proxy, upstream),
+            relay(proxy, upstream, scope=request.scope) if sse else relay_body(proxy, upstream),
             status_code=upstream.status_code,
             headers=passthrough_headers(upstream, {}, proxy.scrub),
             background=BackgroundTask(upstream.aclose),
@@ -308,144 +329,34 @@ async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[s
         await upstream.aclose()
 
 
-class StreamEnd(Protocol):
-    """Watches an SSE stream go by and tells whether it ended as such a stream must end."""
-
-    missing: str  # what a cut stream lacks, for the error event
-
-    def feed(self, chunk: bytes) -> None: ...
-
-    def complete(self) -> bool: ...
-
-
-class DoneEnd:
-    """A chat completion stream ends with ``data: [DONE]``."""
-
-    missing = "its final [DONE] event"
-    _TAIL = 64
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    def feed(self, chunk: bytes) -> None:
-        self._tail = (self._tail + chunk)[-self._TAIL :]
-
-    def complete(self) -> bool:
-        last = _lf(self._tail).rstrip().rsplit(b"\n", 1)[-1].strip()
-        return last in (b"data: [DONE]", b"data:[DONE]")
-
-
-class ResponseEnd:
-    """A Responses API stream ends with a terminal event: ``response.completed`` (or
-    ``response.incomplete``, ``response.failed``, ``error``: the upstream's own account of a
-    failure, passed on as it is). Only the last event is kept (and parsed, at the end)."""
-
-    missing = "its final response.completed event"
-    TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-
-    def __init__(self) -> None:
-        self._pending = b""  # the event being received, its line ends LF (see _lf)
-        self._last = b""  # the last complete event
-
-    def feed(self, chunk: bytes) -> None:
-        self._pending = _lf(self._pending + chunk)
-        self._last, self._pending = _split_events(self._pending, self._last)
-
-    def complete(self) -> bool:
-        return _event_type(self._final()) in self.TERMINAL
-
-    def response(self) -> Json | None:
-        """The ``response`` object of a stream that ended with ``response.completed``."""
-        final = self._final()
-        if _event_type(final) != "response.completed":
-            return None
-        event = _json_object(_sse_fields(final)[1] or b"")
-        response = event.get("response") if event is not None else None
-        return response if isinstance(response, dict) else None
-
-    def _final(self) -> bytes:
-        """The last event: the one being received when it is whole but for its blank line
-        (its data JSON), else the last complete one."""
-        ended = self._pending[:-1] + b"\n" if self._pending.endswith(b"\r") else self._pending
-        last, pending = _split_events(ended, self._last)  # at the end, a last CR is a line end
-        pending = pending.strip()
-        data = _sse_fields(pending)[1]
-        whole = data is not None and _json_object(data) is not None
-        return pending if whole else last
-
-
-def _split_events(text: bytes, last: bytes) -> tuple[bytes, bytes]:
-    """The last complete event with data in ``text`` (line ends LF; ``last`` when it has
-    none) and what follows the last blank line."""
-    if b"\n\n" not in text:
-        return last, text
-    complete, _, rest = text.rpartition(b"\n\n")
-    for event in reversed(complete.split(b"\n\n")):
-        if _event_type(event) is not None:
-            return event, rest
-    return last, rest
-
-
-def _lf(data: bytes) -> bytes:
-    """``data`` with SSE's three line ends (CRLF, CR, LF) as LF; a last CR is kept as it is,
-    as it may be the first half of a CRLF."""
-    held = data.endswith(b"\r")
-    body = (data[:-1] if held else data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return body + b"\r" if held else body
-
-
-def _sse_fields(event: bytes) -> tuple[str | None, bytes | None]:
-    """An SSE event's ``event:`` field and its ``data:`` lines joined (None when absent)."""
-    name, data = None, []
-    for line in event.split(b"\n"):
-        field, _, value = line.partition(b":")
-        value = value[1:] if value.startswith(b" ") else value
-        if field == b"event":
-            name = value.decode("utf-8", "replace").strip()
-        elif field == b"data":
-            data.append(value)
-    return name, b"\n".join(data) if data else None
-
-
-def _event_type(event: bytes) -> str | None:
-    """An SSE event's type: its ``event:`` field, else its data's ``type``; None for an event
-    without data (comments, keep-alives)."""
-    name, data = _sse_fields(event)
-    if data is None:
-        return None
-    if name:
-        return name
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        return ""
-    kind = payload.get("type") if isinstance(payload, dict) else None
-    return kind if isinstance(kind, str) else ""
-
-
-_STREAM_ENDS: dict[str, Callable[[], StreamEnd]] = {
-    "chat/completions": DoneEnd,
-    "responses": ResponseEnd,
-}
-
-
 async def relay(
     proxy: Proxy,
     upstream: httpx.Response,
     *,
     end: StreamEnd | None = None,
     on_response: Callable[[Json], None] | None = None,
+    scope: MutableMapping[str, Any] | None = None,
 ) -> AsyncIterator[bytes]:
     """The upstream's stream as it arrives; a failure mid-stream ends it with an SSE error.
 
     With ``end`` (an SSE stream of a known kind), a stream that stops before its final event
     (``data: [DONE]`` for chat, ``response.completed`` for Responses) was cut (e.g. the
     connection closed without chunked framing, which httpx does not report): it is ended with
-    the same SSE error event, never passed off as whole.
+    the same SSE error event, never passed off as whole. One still waiting for its next chunk at
+    the shutdown's cutoff (:mod:`.drain`) ends with a ``server_shutting_down`` error event, the
+    request's ``scope`` marked so for its log line.
     """
     held = b""  # with ``end``: the start of an event not yet whole (_whole_events)
+    chunks = upstream.aiter_bytes()
     try:
-        async for chunk in upstream.aiter_bytes():
+        while True:
+            with proxy.drain.bounded() as wait:
+                chunk = await anext(chunks, None)
+            if wait.cancelled_caught:
+                yield _stream_cut_at_shutdown(proxy, scope)
+                return
+            if chunk is None:
+                break
             if end is not None:
                 end.feed(chunk)
                 chunk, held = _whole_events(held, chunk)
@@ -489,17 +400,26 @@ def _whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
     return data[:cut], data[cut:]
 
 
-def _json_object(content: bytes) -> Json | None:
-    try:
-        value = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _hand_over(on_response: Callable[[Json], None], response: Json | None) -> None:
     if response is not None:
         on_response(response)
+
+
+def _shutting_down(proxy: Proxy, headers: Mapping[str, str]) -> ProxyError:
+    """The 503 for a request still waiting on the upstream at the shutdown's cutoff, with the
+    decision's headers."""
+    proxy.log.warning("server.shutdown_cutoff", answer="not begun")
+    return ProxyError(
+        503, SHUTTING_DOWN_MESSAGE, code=SHUTTING_DOWN, kind="server_error", headers=headers
+    )
+
+
+def _stream_cut_at_shutdown(proxy: Proxy, scope: MutableMapping[str, Any] | None) -> bytes:
+    """Log a stream ended at the shutdown's cutoff; the SSE error event that ends it."""
+    proxy.log.warning("server.shutdown_cutoff", answer="stream")
+    if scope is not None:
+        mark_ended(scope)
+    return shutting_down_event()
 
 
 def _stream_failed(proxy: Proxy, kind: str, message: str) -> bytes:
