@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from gatekeeper.chroma_client import LazyClient
 from gatekeeper.errors import StoreUnavailableError
@@ -263,3 +267,146 @@ def test_the_first_refusals_import_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     imported = json.loads(done.stdout.strip().splitlines()[-1])
     assert [name for name in imported if name.startswith("openai")] == []
+
+
+# -- the serving processes' lives: real uvicorn servers in subprocesses -----------------------
+
+TINY_APP = """
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+SERVE = """
+import sys
+
+import uvicorn
+
+from gatekeeper.interfaces.proxy.lifecycle import draining_server, serving_supervisor
+from gatekeeper.interfaces.proxy.runner import bind_listening_socket, uvicorn_options
+from gatekeeper.logging import configure_logging, get_logger
+from gatekeeper.settings import LoggingSettings
+
+configure_logging(LoggingSettings(format="json", level="INFO"))
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+listening = bind_listening_socket("127.0.0.1", port)
+config = uvicorn.Config("tiny_app:app", **{**uvicorn_options(5), "lifespan": "off"})
+if workers == 1:
+    draining_server(config, get_logger()).run(sockets=[listening])
+else:
+    config.workers = workers
+    serving_supervisor(config, [listening]).run()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(tmp_path: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path, int]:
+    (tmp_path / "tiny_app.py").write_text(TINY_APP, encoding="utf-8")
+    port, log = _free_port(), tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(port), str(workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    _wait_for(lambda: _answers(port), process, log)
+    return process, log, port
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_for(done: Any, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60  # a bound for a stuck test, not a measure of speed
+    while not done():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def _lines(log: Path) -> list[dict[str, Any]]:
+    text = log.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _serving_children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_sigterm_logs_the_drain_and_one_process_exits_0(tmp_path: Path) -> None:
+    """SIGTERM to a one-process server logs `server.draining` (signal SIGTERM) when the drain
+    starts and exits 0 once drained, as `--processes` does (it exited 143, with no line until
+    `server.stopped`)."""
+    process, log, _ = _start(tmp_path, workers=1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    [draining] = [e for e in _lines(log) if e["event"] == "server.draining"]
+    assert draining["signal"] == "SIGTERM"
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
+def test_a_serving_process_that_dies_is_said_and_replaced(tmp_path: Path) -> None:
+    """With two serving processes, one killed is logged as `server.worker_died` (pid, exit
+    code, SIGKILL) and its successor as `server.worker_respawned`; SIGTERM then logs
+    `server.draining` and the supervisor exits 0."""
+    process, log, port = _start(tmp_path, workers=2)
+    _wait_for(lambda: len(_serving_children(process.pid)) == 2, process, log)
+    victim = _serving_children(process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    respawned = lambda: any(e["event"] == "server.worker_respawned" for e in _lines(log))  # noqa: E731
+    _wait_for(respawned, process, log)
+    _wait_for(lambda: _answers(port), process, log)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    lines = _lines(log)
+    [died] = [e for e in lines if e["event"] == "server.worker_died"]
+    assert (died["worker"], died["exitcode"], died["signal"]) == (victim, -9, "SIGKILL")
+    [again] = [e for e in lines if e["event"] == "server.worker_respawned"]
+    assert again["replaces"] == victim and again["worker"] != victim
+    assert died["pid"] == again["pid"] == process.pid  # said by the supervisor
+    assert [e["signal"] for e in lines if e["event"] == "server.draining"] == ["SIGTERM"]
+
+
+# -- a start that fails, in the log's format ----------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_failed_start_is_a_json_line_when_the_log_is_json(tmp_path: Path, fmt: str) -> None:
+    """`serve` that cannot start (here: an open address without inbound keys) writes one JSON
+    `server.start_failed` line with GATEKEEPER_LOGGING__FORMAT=json (only `--processes` did;
+    one process printed plain text), and the readable `error:` line otherwise; exit 2 both."""
+    from gatekeeper.cli import app
+
+    env = {
+        "GATEKEEPER_DATA_DIR": str(tmp_path),
+        "GATEKEEPER_LOGGING__FORMAT": fmt,
+        "GATEKEEPER_SERVER__API_KEYS": "",
+    }
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "1"], env=env)
+    assert result.exit_code == 2
+    if fmt == "console":
+        assert "error: refusing to serve on 0.0.0.0" in result.output
+        return
+    assert "error: refusing" not in result.output
+    [failed] = [
+        json.loads(line)
+        for line in result.output.splitlines()
+        if line.startswith("{") and json.loads(line)["event"] == "server.start_failed"
+    ]
+    assert failed["error_type"] == "ConfigError" and failed["level"] == "error"
+    assert "refusing to serve on 0.0.0.0" in failed["error"]
