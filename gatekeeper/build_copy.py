@@ -20,8 +20,11 @@ served its old 15-exemplar copy for minutes, with no log line, while ``/readyz``
 store's 20. Now the first failed reload logs ``store.reload_failed`` (a warning: decisions go
 on, from the copy before), repeats at most every 10 s with how many failed since, and the load
 that works again logs ``store.reload_recovered`` (:class:`~gatekeeper.outage.Outage`, the rule
-of ``gate.failed``). A failed background reload of a build is tried again by a query (or the
-proxy's refresh) once :data:`RETRY_SECONDS` have passed; another build is loaded at once.
+of ``gate.failed``). A copy that replaces another logs ``store.build_switched`` (info: the
+build's collection and exemplars, and those it replaces) the moment queries move to the new
+build (``/readyz`` used to move from ``reload_pending`` to it with no line). A failed
+background reload of a build is tried again by a query (or the proxy's refresh) once
+:data:`RETRY_SECONDS` have passed; another build is loaded at once.
 :meth:`BuildCopy.behind` says when the copy served is not the build a store last read
 (``/readyz`` answers ``degraded`` then). A load that reads back another number of rows than
 the build held is a failed one too: a Chroma server's ``get`` that races the build's drop
@@ -73,8 +76,9 @@ class BuildCopy:
         self._retry_seconds, self._clock = retry_seconds, clock
         self._failed: tuple[BuildKey, float] | None = None  # the last reload that failed, when
         self._missing_said = False  # store.index_missing logged since a build was last read
+        self._log = get_logger()
         self._reloads = Outage(
-            get_logger(),
+            self._log,
             clock=clock,
             failed="store.reload_failed",
             recovered="store.reload_recovered",
@@ -152,6 +156,14 @@ class BuildCopy:
             raise
         self._failed = None
         self._reloads.succeeded(collection=key[0], exemplars=len(matrix))
+        if served is not None:  # queries move to another build (a rebuild, or a sync)
+            self._log.info(
+                "store.build_switched",
+                collection=key[0],
+                exemplars=len(matrix),
+                was=served.key[0],
+                was_exemplars=len(served),
+            )
         return matrix
 
     def _reload_failed(self, exc: StoreError, served: ExemplarMatrix, key: BuildKey) -> None:

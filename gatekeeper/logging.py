@@ -49,9 +49,7 @@ def configure_logging(
     the ``pid``: several serving processes share one stderr. ``readable_hints``, for a command
     a person runs (not a server): see :func:`hints_as_lines`."""
     stream = stream or sys.stderr
-    fmt = settings.format
-    if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    fmt = log_format(settings, stream)
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"
@@ -90,6 +88,15 @@ def configure_logging(
         )
     )
     logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
+
+
+def log_format(settings: LoggingSettings, stream: Any = None) -> str:
+    """``json`` or ``console``: the format lines written on ``stream`` (stderr) come in, with
+    ``auto`` read as ``console`` on a terminal, else ``json``."""
+    if settings.format != "auto":
+        return settings.format
+    stream = stream or sys.stderr
+    return "console" if getattr(stream, "isatty", lambda: False)() else "json"
 
 
 def hints_as_lines(stream: Any) -> Any:

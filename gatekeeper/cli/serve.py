@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from gatekeeper.cli._app import CatalogOption, ConfigOption, app, friendly_errors, setup
+from gatekeeper.cli._app import (
+    CatalogOption,
+    ConfigOption,
+    app,
+    exit_code,
+    friendly_errors,
+    setup,
+)
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.settings import Settings
 
 
 @app.command()
@@ -35,4 +46,21 @@ def serve(
         if processes is not None:
             server = settings.server.model_copy(update={"processes": processes})
             settings = settings.model_copy(update={"server": server})
-        run_server(settings, host=host, port=port)
+        with _start_failures_logged(settings):
+            run_server(settings, host=host, port=port)
+
+
+@contextmanager
+def _start_failures_logged(settings: Settings) -> Iterator[None]:
+    """With JSON logging, a failure to start is one ``server.start_failed`` log line (its
+    ``error`` and ``error_type``), as the rest of the server's output, instead of the readable
+    ``error:`` line; the exit code is the same."""
+    from gatekeeper.logging import get_logger, log_format
+
+    try:
+        yield
+    except GatekeeperError as exc:
+        if log_format(settings.logging) != "json":
+            raise
+        get_logger().error("server.start_failed", error=str(exc), error_type=type(exc).__name__)
+        raise typer.Exit(exit_code(exc)) from None

@@ -86,7 +86,7 @@ def test_two_serving_processes_share_the_port_the_metrics_and_the_log(tmp_path: 
     assert decided == 20
     lines = [line for line in stderr.decode().splitlines() if line.strip()]
     events = [json.loads(line)["event"] for line in lines]  # each line whole JSON
-    assert events.count("server.ready") == 2
+    assert events.count("server.started") == 2
     assert events.count("gate.decided") == 20
 
 

@@ -137,7 +137,7 @@ def test_shown_urls_hide_passwords_query_values_and_fragments() -> None:
 async def test_the_ready_log_names_the_upstream_without_its_query_values(
     gate: Gatekeeper,
 ) -> None:
-    """`server.ready` names the upstream URL with its query values (a key) as ***."""
+    """`server.started` names the upstream URL with its query values (a key) as ***."""
     from structlog.testing import capture_logs
 
     from gatekeeper.interfaces.proxy.app import create_app
@@ -149,6 +149,6 @@ async def test_the_ready_log_names_the_upstream_without_its_query_values(
     with capture_logs() as logs:
         async with app.router.lifespan_context(app):
             pass
-    [ready] = [entry for entry in logs if entry["event"] == "server.ready"]
+    [ready] = [entry for entry in logs if entry["event"] == "server.started"]
     assert ready["upstream"] == "http://127.0.0.1:9/v1?api-key=***&***"
     assert QUERY_KEY not in repr(logs)

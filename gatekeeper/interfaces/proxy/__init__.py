@@ -67,14 +67,17 @@ more: it ends with an SSE event ``data: {"error": {...}}`` and is counted in
 
 When the gate itself fails (model or Chroma), ``gate.on_error`` decides: ``fail_open`` forwards,
 ``fail_closed`` refuses; both are counted. That holds at start-up too: a proxy whose Chroma server
-is down starts (logging ``gate.not_ready``), serves per ``gate.on_error`` with ``/readyz`` at 503,
+is down starts (logging ``gate.not_ready``, then ``server.started`` with ``status: not_ready``),
+serves per ``gate.on_error`` with ``/readyz`` at 503,
 and recovers by itself when Chroma is back (requests retry, at most once every 5 s). A
 misconfiguration (a bad catalog, a model not found, an index built with another model) still
 refuses to start. A Chroma lost after start is ridden out by a search in memory (decisions
 from its copy of the build, ``/readyz`` 200 ``degraded``), and so is a copy that is not of the
 store's build yet (its reload pending or failing: ``/readyz`` 200 ``degraded`` naming the copy
-served; a failing reload logged as ``store.reload_failed``). With ``gate.shadow`` every request
-is decided, logged and counted, then forwarded.
+served; a failing reload logged as ``store.reload_failed``). The status ``/readyz`` answers is
+also the gauge ``gatekeeper_ready{status}``, and each change of it is logged once
+(``server.degraded``, ``server.not_ready``, ``server.recovered``: :mod:`.health`). With
+``gate.shadow`` every request is decided, logged and counted, then forwarded.
 """
 
 from gatekeeper.interfaces.proxy.app import create_app

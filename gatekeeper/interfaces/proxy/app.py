@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -16,7 +16,9 @@ from starlette.requests import ClientDisconnect
 
 from gatekeeper._validation import shown_url
 from gatekeeper._version import __version__
+from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate import Gatekeeper
+from gatekeeper.interfaces.proxy.answers import warm_local_answers
 from gatekeeper.interfaces.proxy.browsers import BrowserGuard, loopback
 from gatekeeper.interfaces.proxy.drain import STATE_KEY
 from gatekeeper.interfaces.proxy.endpoints import (
@@ -28,7 +30,12 @@ from gatekeeper.interfaces.proxy.endpoints import (
     readyz,
     responses,
 )
-from gatekeeper.interfaces.proxy.errors import ProxyError, error_response, internal_error_response
+from gatekeeper.interfaces.proxy.errors import (
+    Json,
+    ProxyError,
+    error_response,
+    internal_error_response,
+)
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.middleware import (
     CLIENT_CLOSED_REQUEST,
@@ -52,10 +59,13 @@ def create_app(
     *,
     gate: Gatekeeper | None = None,
     upstream_client: httpx.AsyncClient | None = None,
+    prepared: bool = False,
 ) -> FastAPI:
     """The proxy app. The gate is built from ``settings`` at startup unless given, and its model
-    loaded then; ``upstream_client`` (closed by its owner) replaces the pooled HTTP client."""
+    loaded then (not again when ``prepared`` says the caller ran :func:`prepare_gate` on it);
+    ``upstream_client`` (closed by its owner) replaces the pooled HTTP client."""
     metrics_ = Metrics()
+    metrics_.count_failures_from(settings.gate.on_error)
     log = get_logger()
 
     @asynccontextmanager
@@ -63,13 +73,16 @@ def create_app(
         the_gate = gate
         if the_gate is None:
             the_gate = await asyncio.to_thread(build_gate, settings)
-        # Misconfigured (model, index of another model): refuse to serve rather than fail open.
-        # Unavailable (Chroma down): logged, served per gate.on_error until it recovers.
-        await asyncio.to_thread(prepare_gate, the_gate, settings.gate.on_error, log)
+        if gate is None or not prepared:
+            # Misconfigured (model, index of another model): refuse to serve, not fail open.
+            # Unavailable (Chroma down): logged, served per gate.on_error until it recovers.
+            await asyncio.to_thread(prepare_gate, the_gate, settings.gate.on_error, log)
         client = upstream_client or build_upstream_client(settings.upstream)
-        app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
-        app.state.proxy.record_serving()
-        _log_ready(log, settings)
+        proxy = app.state.proxy = Proxy(settings, the_gate, client, metrics_, log)
+        proxy.record_serving()
+        ready, _ = await asyncio.to_thread(proxy.health.check, proxy.readiness)
+        await asyncio.to_thread(_warm, the_gate, search=ready["status"] != "not_ready")
+        _log_started(log, settings, ready)
         warmer = asyncio.create_task(keep_warm(app.state.proxy))
         try:
             yield {STATE_KEY: app.state.proxy.drain}  # started by a DrainingServer's shutdown
@@ -121,7 +134,19 @@ def create_app(
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def _log_ready(log: Any, settings: Settings) -> None:
+def _warm(gate: Gatekeeper, *, search: bool) -> None:
+    """Pay the first request's one-time costs at start-up: the local answers' imports (paid
+    by the first refusal on the event loop, they held every request up for ~0.4 s), and with
+    ``search`` (a gate that is not down) the first search's read of the build into memory
+    (~40 ms for 800 exemplars). No decision is made, logged or counted."""
+    warm_local_answers()
+    if search:
+        with suppress(GatekeeperError):  # failing now: the requests retry, and say so
+            gate.store.query(gate.embedder.embed(["warm"]))
+
+
+def _log_started(log: Any, settings: Settings, ready: Json) -> None:
+    """``server.started``, with the status ``/readyz`` answers (a warning unless ready)."""
     base = settings.upstream.base_url
     upstream = shown_url(base) if base else None
     if upstream is None:
@@ -136,8 +161,11 @@ def _log_ready(log: Any, settings: Settings) -> None:
             hint="no inbound key (server.api_keys): anyone who reaches this port uses the "
             "upstream on the proxy's key; set GATEKEEPER_SERVER__API_KEYS",
         )
-    log.info(
-        "server.ready",
+    said = log.info if ready["status"] == "ready" else log.warning
+    said(
+        "server.started",
+        status=ready["status"],
+        **({"reason": ready["reason"]} if "reason" in ready else {}),
         upstream=upstream,
         inbound_auth=bool(settings.server.api_keys),
         shadow=settings.gate.shadow,

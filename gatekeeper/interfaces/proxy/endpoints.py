@@ -10,9 +10,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from gatekeeper.decision import Decision, Route
-from gatekeeper.errors import (
-    GatekeeperError,
-)
 from gatekeeper.interfaces.local_answers import response_id
 from gatekeeper.interfaces.proxy.answers import (
     decision_headers,
@@ -211,20 +208,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready: the model is loaded, the collection is reachable and an upstream is set."""
+    """Ready: the model is loaded, the collection is reachable and an upstream is set (the
+    detail of a failure, hosts and paths, goes to the log, not to an unauthenticated probe)."""
     proxy = proxy_of(request)
-    try:
-        ready = await asyncio.to_thread(proxy.readiness)
-    except GatekeeperError as exc:
-        # The detail (hosts, paths) goes to the log, not to an unauthenticated probe.
-        proxy.log.warning("server.not_ready", error=str(exc), error_type=type(exc).__name__)
-        return JSONResponse({"status": "not_ready", "reason": type(exc).__name__}, status_code=503)
-    return JSONResponse(ready, status_code=503 if ready["status"] == "not_ready" else 200)
+    answer, status = await asyncio.to_thread(proxy.health.check, proxy.readiness)
+    return JSONResponse(answer, status_code=status)
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (readiness checked first: ``gatekeeper_ready`` is current)."""
     proxy = proxy_of(request)
+    await asyncio.to_thread(proxy.health.check, proxy.readiness)
     proxy.record_serving()  # the catalog may have been followed since the last scrape
     content, media_type = proxy.metrics.render()
     return Response(content, media_type=media_type)

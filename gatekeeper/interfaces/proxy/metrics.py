@@ -5,9 +5,11 @@
                                                (``enforce`` or ``shadow``)
 ``gatekeeper_llm_calls_saved_total``           requests answered without calling the LLM
 ``gatekeeper_gate_seconds``                    histogram: time the proxy spent deciding
-``gatekeeper_upstream_errors_total``           upstream failures by ``kind``
+``gatekeeper_upstream_errors_total``           upstream failures by ``kind`` (every kind
+                                               of :data:`UPSTREAM_ERROR_KINDS` from 0)
 ``gatekeeper_gate_failures_total``             gate failures (model, Chroma) by ``policy``
-                                               and ``error``
+                                               and ``error`` (the policy served with each of
+                                               :data:`GATE_ERRORS` from 0)
 ``gatekeeper_requests_total``                  HTTP answers by ``path`` (the proxy's own
                                                paths; ``/v1/other`` for the passed-through
                                                API, ``other`` for the rest) and ``status``
@@ -15,13 +17,22 @@
 ``gatekeeper_upstream_seconds``                histogram: time until the upstream's answer
                                                began (its headers), by ``path``
 ``gatekeeper_build_info``                      1, labelled with ``version``, ``model``,
-                                               ``rule`` and ``catalog`` (its content hash)
+                                               ``rule`` and ``catalog`` (its content hash);
+                                               a build no longer served is not shown
+``gatekeeper_ready``                           1 for the ``status`` ``/readyz`` answered
+                                               last (``ready``, ``degraded``, ``not_ready``),
+                                               0 for the others
 =============================================  =============================================
+
+No ``_created`` series: one serving process would export them and several
+(``server.processes``) cannot, so the series an alert reads would change with the process
+count.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from gatekeeper.decision import Decision
@@ -36,6 +47,25 @@ NO_INTENT = "none"
 KNOWN_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/responses", "/v1/models", "/healthz", "/readyz", "/metrics"}
 )
+#: Every ``kind`` of ``gatekeeper_upstream_errors_total`` (each exported from 0: an alert on
+#: its rate reads 0, not "no data", before the first failure).
+UPSTREAM_ERROR_KINDS = (
+    "unavailable",
+    "timeout",
+    "auth",
+    "status_4xx",
+    "status_5xx",
+    "malformed",
+    "body_interrupted",
+    "stream_interrupted",
+    "stream_truncated",
+)
+#: The ``error`` of ``gatekeeper_gate_failures_total`` exported from 0: the gate's failures
+#: while serving (an outage of the model or of Chroma; another error is counted when it
+#: happens).
+GATE_ERRORS = ("EmbeddingError", "StoreError", "StoreUnavailableError", "IndexMissingError")
+#: The ``status`` values of ``gatekeeper_ready`` (those of ``/readyz``).
+READY_STATUSES = ("ready", "degraded", "not_ready")
 
 
 def label_value(value: str) -> str:
@@ -117,11 +147,32 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.ready = Gauge(
+            "gatekeeper_ready",
+            "1 for the status /readyz answered last (ready, degraded, not_ready), else 0.",
+            ["status"],
+            registry=self.registry,
+            # the process that checked last answers (a dead one's value is dropped)
+            multiprocess_mode="livemostrecent",
+        )
         self._serving: dict[str, str] | None = None
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind=kind)
+
+    def count_failures_from(self, policy: str) -> None:
+        """Export ``gatekeeper_gate_failures_total`` at 0 for ``policy`` (``gate.on_error``)
+        and each of :data:`GATE_ERRORS`."""
+        for error in GATE_ERRORS:
+            self.gate_failures.labels(policy=policy, error=error)
+
+    def readiness(self, status: str) -> None:
+        """``gatekeeper_ready``: 1 for ``status``, 0 for the other statuses."""
+        for known in READY_STATUSES:
+            self.ready.labels(status=known).set(1 if known == status else 0)
 
     def serving(self, *, version: str, model: str, rule: str, catalog: str) -> None:
         """Record what the proxy serves (``gatekeeper_build_info``); what it served before
-        (a catalog it has since followed) drops to 0."""
+        (a catalog it has since followed) drops to 0, which :meth:`render` does not show."""
         named = {"version": version, "model": model, "rule": rule, "catalog": catalog}
         labels = {name: label_value(value) for name, value in named.items()}
         if self._serving not in (None, labels):
@@ -159,10 +210,31 @@ class Metrics:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         if not os.environ.get(MULTIPROC_DIR):
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(_Exposed(self.registry)), CONTENT_TYPE_LATEST
         # Several serving processes (server.processes): every process's counters, summed.
         from prometheus_client.multiprocess import MultiProcessCollector
 
         shared = CollectorRegistry()
         MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
-        return generate_latest(shared), CONTENT_TYPE_LATEST
+        return generate_latest(_Exposed(shared)), CONTENT_TYPE_LATEST
+
+
+class _Exposed:
+    """The samples of ``registry`` that ``/metrics`` shows: the same series whatever the
+    process count. Without ``_created`` samples (one process's counters and histograms have
+    them, the multiprocess collector's never; prometheus-client's own switch,
+    ``disable_created_metrics``, is global to the interpreter, for every registry of an
+    application that embeds the proxy), and without a ``gatekeeper_build_info`` at 0 (a build
+    no longer served: several processes share their values in files, from which a label set
+    cannot be removed)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self._registry.collect():  # fresh Metric objects on every collect
+            created, stale = f"{metric.name}_created", metric.name == "gatekeeper_build_info"
+            metric.samples = [
+                s for s in metric.samples if s.name != created and not (stale and s.value == 0)
+            ]
+            yield metric

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.browsers import loopback
-from gatekeeper.interfaces.proxy.drain import DrainingServer
+from gatekeeper.interfaces.proxy.lifecycle import draining_server, serving_supervisor
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.language import catalog_language_warning
@@ -64,7 +64,8 @@ def run_server(
     graceful_shutdown_seconds: float | None = None,
 ) -> None:
     """Serve the proxy with uvicorn until SIGINT/SIGTERM; in-flight requests then get up to
-    ``graceful_shutdown_seconds`` (default ``server.shutdown_grace``) to finish."""
+    ``graceful_shutdown_seconds`` (default ``server.shutdown_grace``) to finish (after SIGTERM,
+    this returns: exit 0)."""
     settings = serving_settings(settings, host, port)
     if graceful_shutdown_seconds is None:
         graceful_shutdown_seconds = settings.server.shutdown_grace
@@ -83,12 +84,13 @@ def run_server(
     gate = build_gate(settings)  # settings and catalog: nothing loaded yet
     warn_unread_language(gate, log)
     # The port before the model: one taken by another server is said in a second, and
-    # "server.ready" is only logged once the address is ours.
+    # "server.started" is only logged once the address is ours.
     with bind_listening_socket(host, port) as listening:
         prepare_gate(gate)
-        config = _config(create_app(settings, gate=gate), host, port, graceful_shutdown_seconds)
+        app = create_app(settings, gate=gate, prepared=True)
+        config = _config(app, host, port, graceful_shutdown_seconds)
         settle_collector()
-        DrainingServer(config).run(sockets=[listening])
+        draining_server(config, log).run(sockets=[listening])
 
 
 def warn_unread_language(gate: Gatekeeper, log: Logger) -> None:
@@ -185,7 +187,7 @@ class ServingProcess:
             # misconfiguration would fail the same way on every restart.
             get_logger().error("server.start_failed", error=str(exc), error_type=type(exc).__name__)
             sys.exit(STARTUP_FAILURE)
-        app = create_app(self.settings, gate=gate)
+        app = create_app(self.settings, gate=gate, prepared=True)
         settle_collector()
         return app
 
@@ -216,20 +218,6 @@ def _run_processes(settings: Settings, host: str, port: int, graceful: float) ->
 def _supervise(
     settings: Settings, listening: socket.socket, host: str, port: int, graceful: float
 ) -> Any:
-    from uvicorn.supervisors import Multiprocess
-
-    class Supervisor(Multiprocess):
-        """uvicorn's supervisor, which closes its own copy of the listening socket before the
-        serving processes drain. Each process stops listening when told to stop, but the
-        supervisor's copy kept the port open: the kernel went on accepting connections that
-        nobody would serve, and reset them at exit. Now a new connection is refused at once
-        (a load balancer retries it elsewhere) while requests in flight finish."""
-
-        def terminate_all(self) -> None:
-            for sock in self.sockets:
-                sock.close()
-            super().terminate_all()
-
     config = _config(ServingProcess(_portable(settings)), host, port, graceful, factory=True)
     config.workers = settings.server.processes
     ours = not os.environ.get(MULTIPROC_DIR)
@@ -237,7 +225,7 @@ def _supervise(
         if ours:
             os.environ[MULTIPROC_DIR] = shared  # inherited by the spawned processes
         try:
-            supervisor = Supervisor(config, sockets=[listening])
+            supervisor = serving_supervisor(config, [listening])
             supervisor.run()
         finally:
             if ours:

@@ -33,6 +33,7 @@ from gatekeeper.errors import (
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.drain import Drain
 from gatekeeper.interfaces.proxy.errors import HOP_BY_HOP, Json, ProxyError, upstream_failure
+from gatekeeper.interfaces.proxy.health import Health
 from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.scrubbing import Scrubber
 from gatekeeper.interfaces.proxy.slots import Slots
@@ -117,6 +118,7 @@ class Proxy:
     batcher: DecisionBatcher = field(init=False)
     threads: ResponseThreads = field(init=False)
     passthrough_slots: Slots = field(init=False)
+    health: Health = field(init=False)
     _urls: dict[str, httpx.URL] = field(init=False, default_factory=dict)
     _scrubber: Scrubber = field(init=False)
 
@@ -139,6 +141,7 @@ class Proxy:
     def __post_init__(self) -> None:
         keys = [self.settings.upstream.api_key, *self.settings.server.api_keys]
         self._scrubber = Scrubber(k.get_secret_value() for k in keys if k is not None)
+        self.health = Health(self.metrics, self.log)
         server, limit = self.settings.server, self.settings.gate.max_message_chars
         self.passthrough_slots = Slots(server.max_passthrough)
         self.threads = ResponseThreads(
@@ -246,7 +249,7 @@ class Proxy:
         except StoreUnavailableError as exc:
             if (copy := store.serving_copy()) is None:
                 raise
-            self.log.warning("server.degraded", error=str(exc), collection=copy.key[0])
+            self.health.store_unreachable(str(exc))  # logged when the status changes
             return self._ready("degraded", copy.key[0], len(copy.ids)) | {
                 "reason": "StoreUnavailableError"
             }
