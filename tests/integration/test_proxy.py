@@ -518,9 +518,10 @@ def test_fail_open_forwards_when_the_model_fails(
 def test_fail_closed_refuses_when_the_store_fails(
     start_proxy: StartProxy, upstream: RecordingUpstream, tmp_path: Path
 ) -> None:
-    """With fail_closed, a lost Chroma index refuses requests with the unavailable reply (not
-    the off-topic one: the customer asked about an order), counted; /readyz says not ready."""
-    broken = tiny_gate_at(tmp_path / "data")
+    """With fail_closed and no copy in memory to ride it out on (store.search chroma), a lost
+    Chroma index refuses requests with the unavailable reply (not the off-topic one: the
+    customer asked about an order), counted; /readyz says not ready."""
+    broken = tiny_gate_at(tmp_path / "data", store={"search": "chroma"})
     server = start_proxy(with_gate=broken, on_error="fail_closed")
     broken.store.drop_all()
     raw = chat(server, ORDER)

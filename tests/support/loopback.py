@@ -39,9 +39,10 @@ class BreakableEmbedder(HashingEmbedder):
         return super()._encode(texts)
 
 
-def tiny_gate_at(data_dir: Path, **gate: Any) -> Gatekeeper:
-    """An indexed tiny gate on a breakable hashing embedder."""
-    settings = Settings(data_dir=data_dir, gate={"threshold": 0.35, "rule": "contrast", **gate})
+def tiny_gate_at(data_dir: Path, store: dict[str, Any] | None = None, **gate: Any) -> Gatekeeper:
+    """An indexed tiny gate on a breakable hashing embedder (``store`` and ``gate``: settings)."""
+    gate = {"threshold": 0.35, "rule": "contrast", **gate}
+    settings = Settings(data_dir=data_dir, gate=gate, store=store or {})
     built = Gatekeeper.from_settings(settings, catalog=tiny_catalog(), embedder=BreakableEmbedder())
     built.index()
     return built

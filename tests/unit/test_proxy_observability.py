@@ -97,7 +97,10 @@ async def test_a_proxy_started_with_chroma_down_says_so_once(
             raise StoreUnavailableError("Chroma is unreachable: connection refused")
         return indexed.store._client
 
-    settings = indexed.settings.model_copy(update={"data_dir": tmp_path / "proxy"})
+    upstream_set = indexed.settings.upstream.model_copy(update={"base_url": "http://up.test/v1"})
+    settings = indexed.settings.model_copy(
+        update={"data_dir": tmp_path / "proxy", "upstream": upstream_set}
+    )
     gate = Gatekeeper.from_settings(
         settings,
         catalog=tiny_catalog(),
