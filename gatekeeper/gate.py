@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.calibration import check_calibrated
+from gatekeeper.calibration import check_calibrated, tune_hint
 from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.chroma_client import open_lazily
 from gatekeeper.conversation import (
@@ -32,6 +32,7 @@ from gatekeeper.conversation import (
 )
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
 from gatekeeper.embedding import Embedder, build_embedder
+from gatekeeper.embedding.adapted import ForeignAdapterError, adapter_catalog_warning
 from gatekeeper.errors import (
     ConfigError,
     EmbeddingError,
@@ -173,7 +174,10 @@ class Gatekeeper:
             catalog = load_catalog(source)
         closers: list[Callable[[], None]] = []
         if embedder is None:
-            embedder = build_embedder(settings.embedding)
+            try:
+                embedder = build_embedder(settings.embedding)
+            except ForeignAdapterError as exc:  # advise this gate's own tune command
+                raise exc.advising(tune_hint(settings)) from None
             closers.append(embedder.close)
         if store is None:
             client = open_lazily(settings.store, settings.data_dir)  # Chroma may be down yet
@@ -245,7 +249,11 @@ class Gatekeeper:
 
     def check_calibrated(self) -> None:
         """Refuse a threshold calibrated for another model or rule (see
-        :mod:`gatekeeper.calibration`); log a warning when only the catalog changed."""
+        :mod:`gatekeeper.calibration`); log a warning when only the catalog changed, or when
+        the adapter was trained on another catalog."""
+        hint = adapter_catalog_warning(self.embedder, self._catalog_hash, tune_hint(self.settings))
+        if hint:
+            self._log.warning("gate.adapter_stale", hint=hint)
         outcome = check_calibrated(
             self.settings.gate,
             model=self.embedder.identity,

@@ -325,8 +325,12 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path: Path) -> None:
-    """`tune --write` saves an adapter, writes its setting, and advises the rebuild and the
-    recalibration with the user's own --config and --catalog."""
+    """`tune --write` into a file serving the catalog saves an adapter, writes its setting, and
+    advises the rebuild and the recalibration with the user's own --config (the file serves
+    the catalog: no --catalog needed)."""
+    config.write_text(
+        config.read_text() + f"catalog: {FIXTURES / 'tiny_catalog.yaml'}\n", encoding="utf-8"
+    )
     result = CliRunner().invoke(
         app,
         ["tune", "--config", str(config), "--catalog", str(FIXTURES / "tiny_catalog.yaml"),
@@ -337,9 +341,8 @@ def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path:
     assert len(adapters) == 1 and adapters[0].name.startswith("tiny_catalog-")
     out = result.output
     assert f"GATEKEEPER_EMBEDDING__ADAPTER={adapters[0]}" in out
-    flags = f"--config {config} --catalog {FIXTURES / 'tiny_catalog.yaml'}"
-    assert f"gatekeeper index --rebuild {flags}\n" in out
-    assert f"gatekeeper calibrate {flags} --dataset" in out
+    assert f"  gatekeeper index --rebuild --config {config}\n" in out
+    assert f"  gatekeeper calibrate --config {config} --dataset" in out
     assert "density AUROC" in out
     assert load_settings(config).embedding.adapter == adapters[0]
     assert "# my settings" in config.read_text()
@@ -484,7 +487,8 @@ def test_the_intent_term_keeps_intents_apart(seed: int) -> None:
 def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`tune` with no settings file of the user's advises calibrate --config YOUR_SETTINGS.yaml."""
+    """`tune --catalog C` with no settings file of the user's advises the adapted model's index
+    and a calibrate --write into a settings file of C's own (which it creates serving C)."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
@@ -494,9 +498,10 @@ def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
     assert result.exit_code == 0, result.output
     assert f"gatekeeper index --rebuild --catalog {catalog}\n" in result.output
     assert (
-        f"gatekeeper calibrate --config YOUR_SETTINGS.yaml --catalog {catalog} --dataset"
-        in result.output
+        f"gatekeeper calibrate --config gatekeeper-tiny_catalog.yaml --catalog {catalog} "
+        "--dataset" in result.output
     )
+    assert "GATEKEEPER_EMBEDDING__ADAPTER=" in result.output.split("Then run:")[1]
 
 
 def test_the_held_out_line_says_what_was_held_out() -> None:
