@@ -99,10 +99,6 @@ def finetune_encoder(
     base = _base_model(settings)
     config = config or FinetuneConfig()
     started = time.perf_counter()
-    texts = tuning_texts(catalog)
-    split = split_holdout(texts, config.holdout, seed)
-    names = sorted(split.train)
-    train = [t for n in names for t in split.train[n]]
     prefix = settings.query_instruction or ""
 
     import torch
@@ -114,6 +110,10 @@ def finetune_encoder(
     set_seed(seed)
     torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(base), device="cpu")
+    texts = tuning_texts(catalog, lambda t: _unit(model, [prefix + x for x in t]))
+    split = split_holdout(texts, config.holdout, seed)
+    names = sorted(split.train)
+    train = [t for n in names for t in split.train[n]]
     measure = _HeldOut(split, names, prefix, config.k)
     frozen = measure.metrics(model)
     fit_started = time.perf_counter()
@@ -307,18 +307,21 @@ class _HeldOut:
         self.k = k
 
     def metrics(self, model: Any) -> dict[str, float]:
-        def embed(texts: list[str]) -> npt.NDArray[np.float32]:
-            if not texts:
-                return np.zeros((0, 1), dtype=np.float32)
-            v = model.encode(texts, batch_size=64, convert_to_numpy=True)
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            return np.asarray(v, dtype=np.float32)
-
-        index, held, off = embed(self.train), embed(self.held), embed(self.off)
+        index, held = _unit(model, self.train), _unit(model, self.held)
+        off = _unit(model, self.off)
         eye = np.eye(index.shape[1], dtype=np.float32)
         return heldout_metrics(
             eye, (index, self.train_labels), (held, self.held_labels), off, self.k
         )
+
+
+def _unit(model: Any, texts: list[str]) -> npt.NDArray[np.float32]:
+    """The sentence-transformers ``model``'s vectors of ``texts``, as unit rows."""
+    if not texts:
+        return np.zeros((0, 1), dtype=np.float32)
+    v = model.encode(texts, batch_size=64, convert_to_numpy=True)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return np.asarray(v, dtype=np.float32)
 
 
 def _digest(path: Path) -> str:

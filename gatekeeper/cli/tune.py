@@ -65,17 +65,19 @@ def tune(
         bool,
         typer.Option(
             "--write",
-            help="Store embedding.adapter (or, with --method encoder, embedding.model) in the "
-            "settings file.",
+            help="Store embedding.adapter (or, with --method encoder, embedding.model, removing "
+            "embedding.adapter) in the settings file; one that does not exist is created "
+            "serving the catalog, one serving another catalog is refused.",
         ),
     ] = False,
 ) -> None:
     """Adapt the embedder to the catalog: a linear adapter, or a fine-tuned local encoder.
 
-    Only the catalog is used (its exemplars, its off_topic block and the bundled generic
-    off-topic set); 10% of each (at least one exemplar of an intent with three or more) is
-    held out and scored before and after. The result is a new model: rebuild the index and
-    calibrate the threshold for it.
+    Only the catalog is used (its exemplars, its off_topic block and, as `gatekeeper init`
+    would add them, the bundled generic off-topic lines: none when the block holds them
+    already); 10% of each (at least one exemplar of an intent with three or more) is held out
+    and scored before and after. The result is a new model: rebuild the index and calibrate
+    the threshold for it (the commands it prints).
     """
     from gatekeeper.artifacts import check_replaceable
     from gatekeeper.catalog import load_catalog

@@ -61,6 +61,47 @@ def test_a_generic_line_repeating_an_exemplar_is_dropped() -> None:
     assert generic not in texts.off_topic
 
 
+def _bike_catalog(off_topic: list[str]) -> Any:
+    """The tiny catalog with a flat-tyre intent (near the generic "how do I change a flat
+    tire"), and ``off_topic`` as its off-topic lines."""
+    from gatekeeper.catalog import parse_catalog
+
+    raw = tiny_catalog().model_dump()
+    raw["intents"] = [
+        *raw["intents"],
+        {"name": "flat_tyre", "exemplars": ["how do I fix a flat tire on my bike", "flat tire"]},
+    ]
+    raw["off_topic"]["exemplars"] = off_topic
+    return parse_catalog(raw)
+
+
+def test_a_catalog_holding_the_generic_set_gets_none_of_the_lines_it_lacks() -> None:
+    """An init-made catalog (its off-topic lines mostly generic ones) trains on its own block
+    only: a generic line init cut, or that the owner deleted ("how do I change a flat tire"
+    at a bike shop), does not come back."""
+    generic = tuning.generic_off_topic("en")
+    deleted = "how do I change a flat tire"
+    block = ["my own off-topic line", *[t for t in generic[:200] if t != deleted]]
+    texts = tuning_texts(_bike_catalog(block))  # no embedding needed to see that
+    assert texts.off_topic == block and texts.n_generic == 0
+    assert deleted not in texts.off_topic
+
+
+def test_tune_leaves_out_the_generic_lines_init_would_cut() -> None:
+    """A catalog of its own off-topic lines gets the generic set minus exactly the lines
+    `gatekeeper init`'s cut leaves out for the same exemplars and model."""
+    from gatekeeper.scaffold import scaffold_catalog
+
+    catalog = _bike_catalog(["tell me a joke", "write a poem"])
+    embedder = HashingEmbedder()
+    texts = tuning_texts(catalog, embedder.embed)
+    scaffold = scaffold_catalog(catalog, embedder)
+    left_out = set(tuning.generic_off_topic("en")) - set(texts.off_topic)
+    assert "how do I change a flat tire" in left_out
+    assert left_out == {d.text for d in scaffold.dropped}
+    assert texts.off_topic[2:] == [t for t in tuning.generic_off_topic("en") if t not in left_out]
+
+
 def test_chinese_catalogs_get_the_chinese_generic_set() -> None:
     from gatekeeper.catalog import parse_catalog
 
@@ -262,8 +303,8 @@ def test_eval_tune_trains_on_the_catalog_only(
     seen: list[str] = []
     real_texts, real_tune = tuning.tuning_texts, tuning.tune_adapter
 
-    def spy_texts(catalog: Any) -> tuning.TuningTexts:
-        texts = real_texts(catalog)
+    def spy_texts(catalog: Any, embed: Any = None) -> tuning.TuningTexts:
+        texts = real_texts(catalog, embed)
         seen.extend(t for ts in texts.intents.values() for t in ts)
         seen.extend(texts.off_topic)
         return texts
