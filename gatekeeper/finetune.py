@@ -223,16 +223,18 @@ def _train(
     targets = model.encode(anchors, batch_size=64, convert_to_numpy=True)
     distill = Dataset.from_dict({"text": anchors, "label": [v.tolist() for v in targets]})
 
-    class Report(TrainerCallback):  # type: ignore[misc]
-        last = float("nan")
+    losses = LossReport(progress)
 
+    class Report(TrainerCallback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-            if logs and "loss" in logs:
-                self.last = float(logs["loss"])
+            losses.logged(state.global_step, state.max_steps, logs)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            if progress is not None:
-                progress(state.global_step, state.max_steps, self.last)
+            losses.stepped(state.global_step, state.max_steps)
+
+        @property
+        def last(self) -> float:
+            return losses.last
 
     import datasets
 
@@ -243,6 +245,25 @@ def _train(
     finally:
         if quiet:
             datasets.utils.logging.enable_progress_bar()
+
+
+class LossReport:
+    """The trainer's progress as ``progress`` sees it: each step, and each logged loss as it
+    comes. The trainer logs a step's loss after that step's end, so a bar updated at step ends
+    only showed the loss of the step before the last (0.0267 shown, 0.0204 in the manifest)."""
+
+    def __init__(self, progress: TrainProgress | None) -> None:
+        self.progress = progress
+        self.last = float("nan")
+
+    def stepped(self, step: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(step, total, self.last)
+
+    def logged(self, step: int, total: int, logs: dict[str, Any] | None) -> None:
+        if logs and "loss" in logs:
+            self.last = float(logs["loss"])
+            self.stepped(step, total)
 
 
 def _run_trainer(

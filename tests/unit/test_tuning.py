@@ -615,3 +615,16 @@ def test_eval_tune_advice_for_another_catalog_runs_as_printed(
     written = load_settings(settings_file)
     assert written.catalog == catalog.resolve() and written.gate.calibrated_for is not None
     assert written.embedding.adapter == Path(found[2])
+
+
+def test_the_encoder_progress_ends_on_the_loss_the_manifest_records() -> None:
+    """The fine-tune's progress bar ends on the last logged loss, the manifest's final_loss (it
+    showed the loss of the step before: the trainer logs a step's loss after its step end)."""
+    from gatekeeper.finetune import LossReport
+
+    shown: list[float] = []
+    report = LossReport(lambda step, total, loss: shown.append(loss))
+    for step, loss in ((1, 0.5), (2, 0.0267), (3, 0.0204)):
+        report.stepped(step, 3)  # the trainer's order: step end, then the step's log
+        report.logged(step, 3, {"loss": loss})
+    assert shown[-1] == report.last == 0.0204
