@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
 from gatekeeper.paths import option
-from gatekeeper.settings import CalibrationRecord, GateSettings
+from gatekeeper.settings import CalibrationRecord, GateSettings, Settings
 
 CALIBRATE_HINT = (
     "gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 --write"
@@ -53,12 +53,32 @@ def calibrate_hint(config_flag: str = "", catalog: str = "") -> str:
     with the environment variables that chose its model or rule (never a key's value), each
     value quoted for the shell (an e5 instruction is 'query: ')."""
     command = CALIBRATE_HINT.replace("calibrate", "calibrate" + config_flag, 1)
-    env = sorted(
-        f"{name}={shlex.quote(value)}"
-        for name, value in os.environ.items()
-        if name.upper() in _SCALE_VARIABLES
+    return " ".join([*scale_environment(), command]) + (
+        option("catalog", catalog) if catalog else ""
     )
-    return " ".join([*env, command]) + (option("catalog", catalog) if catalog else "")
+
+
+def scale_environment(**values: str | None) -> list[str]:
+    """The ``NAME=value`` words (values quoted for the shell) that put an advised command on
+    the same model and rule as this process: the environment variables that chose them
+    (:data:`_SCALE_VARIABLES`), with ``values`` (``GATEKEEPER_EMBEDDING__ADAPTER="..."``)
+    replacing or, when None, removing one."""
+    chosen = {n: v for n, v in os.environ.items() if n.upper() in _SCALE_VARIABLES}
+    for name, value in values.items():
+        chosen.pop(name, None)
+        if value is not None:
+            chosen[name] = value
+    return sorted(f"{name}={shlex.quote(value)}" for name, value in chosen.items())
+
+
+def tune_hint(settings: Settings) -> str:
+    """The ``gatekeeper tune ... --write`` command that trains an adapter for the gate of
+    ``settings``: its model, and its catalog, into the settings file that serves that catalog
+    (:meth:`Settings.write_flag`), with the environment variables that chose the model but
+    not the adapter's (the new one is to be read from the file)."""
+    env = scale_environment(GATEKEEPER_EMBEDDING__ADAPTER=None)
+    apart = option("catalog", settings.catalog) if settings.catalog_apart() else ""
+    return " ".join([*env, f"gatekeeper tune{settings.write_flag()}{apart} --write"])
 
 
 @dataclass(frozen=True)

@@ -219,14 +219,16 @@ def read_catalog(path: Path | str) -> LoadedCatalog:
 
 def load_catalog(path: Path | str) -> Catalog:
     """Load a catalog from YAML, CSV or JSONL; raise :class:`CatalogError` on any problem.
-    Warnings (see :func:`read_catalog`) are logged."""
+    Warnings (see :func:`read_catalog`) are logged, each with its readable line as the ``hint``
+    (a command a person runs prints that line, as ``gatekeeper index`` does, not a log line)."""
     loaded = read_catalog(path)
     if loaded.warnings:
         from gatekeeper.logging import get_logger
 
         log = get_logger()
         for warning in loaded.warnings:
-            log.warning("catalog.warning", catalog=str(path), warning=warning)
+            hint = f"catalog {path}: {warning}"
+            log.warning("catalog.warning", catalog=str(path), warning=warning, hint=hint)
     return loaded.catalog
 
 

@@ -99,10 +99,6 @@ def finetune_encoder(
     base = _base_model(settings)
     config = config or FinetuneConfig()
     started = time.perf_counter()
-    texts = tuning_texts(catalog)
-    split = split_holdout(texts, config.holdout, seed)
-    names = sorted(split.train)
-    train = [t for n in names for t in split.train[n]]
     prefix = settings.query_instruction or ""
 
     import torch
@@ -114,6 +110,10 @@ def finetune_encoder(
     set_seed(seed)
     torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(base), device="cpu")
+    texts = tuning_texts(catalog, lambda t: _unit(model, [prefix + x for x in t]))
+    split = split_holdout(texts, config.holdout, seed)
+    names = sorted(split.train)
+    train = [t for n in names for t in split.train[n]]
     measure = _HeldOut(split, names, prefix, config.k)
     frozen = measure.metrics(model)
     fit_started = time.perf_counter()
@@ -223,16 +223,18 @@ def _train(
     targets = model.encode(anchors, batch_size=64, convert_to_numpy=True)
     distill = Dataset.from_dict({"text": anchors, "label": [v.tolist() for v in targets]})
 
-    class Report(TrainerCallback):  # type: ignore[misc]
-        last = float("nan")
+    losses = LossReport(progress)
 
+    class Report(TrainerCallback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-            if logs and "loss" in logs:
-                self.last = float(logs["loss"])
+            losses.logged(state.global_step, state.max_steps, logs)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            if progress is not None:
-                progress(state.global_step, state.max_steps, self.last)
+            losses.stepped(state.global_step, state.max_steps)
+
+        @property
+        def last(self) -> float:
+            return losses.last
 
     import datasets
 
@@ -243,6 +245,25 @@ def _train(
     finally:
         if quiet:
             datasets.utils.logging.enable_progress_bar()
+
+
+class LossReport:
+    """The trainer's progress as ``progress`` sees it: each step, and each logged loss as it
+    comes. The trainer logs a step's loss after that step's end, so a bar updated at step ends
+    only showed the loss of the step before the last (0.0267 shown, 0.0204 in the manifest)."""
+
+    def __init__(self, progress: TrainProgress | None) -> None:
+        self.progress = progress
+        self.last = float("nan")
+
+    def stepped(self, step: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(step, total, self.last)
+
+    def logged(self, step: int, total: int, logs: dict[str, Any] | None) -> None:
+        if logs and "loss" in logs:
+            self.last = float(logs["loss"])
+            self.stepped(step, total)
 
 
 def _run_trainer(
@@ -307,18 +328,21 @@ class _HeldOut:
         self.k = k
 
     def metrics(self, model: Any) -> dict[str, float]:
-        def embed(texts: list[str]) -> npt.NDArray[np.float32]:
-            if not texts:
-                return np.zeros((0, 1), dtype=np.float32)
-            v = model.encode(texts, batch_size=64, convert_to_numpy=True)
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            return np.asarray(v, dtype=np.float32)
-
-        index, held, off = embed(self.train), embed(self.held), embed(self.off)
+        index, held = _unit(model, self.train), _unit(model, self.held)
+        off = _unit(model, self.off)
         eye = np.eye(index.shape[1], dtype=np.float32)
         return heldout_metrics(
             eye, (index, self.train_labels), (held, self.held_labels), off, self.k
         )
+
+
+def _unit(model: Any, texts: list[str]) -> npt.NDArray[np.float32]:
+    """The sentence-transformers ``model``'s vectors of ``texts``, as unit rows."""
+    if not texts:
+        return np.zeros((0, 1), dtype=np.float32)
+    v = model.encode(texts, batch_size=64, convert_to_numpy=True)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return np.asarray(v, dtype=np.float32)
 
 
 def _digest(path: Path) -> str:

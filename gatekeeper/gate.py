@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.calibration import check_calibrated
+from gatekeeper.calibration import check_calibrated, tune_hint
 from gatekeeper.catalog import Catalog, check_intent_names, load_catalog
 from gatekeeper.chroma_client import open_lazily
 from gatekeeper.conversation import (
@@ -32,6 +32,7 @@ from gatekeeper.conversation import (
 )
 from gatekeeper.decision import Decision, Judged, Route, Thresholds, judge, to_decision
 from gatekeeper.embedding import Embedder, Vectors, build_embedder
+from gatekeeper.embedding.adapted import ForeignAdapterError, adapter_catalog_warning
 from gatekeeper.errors import (
     ConfigError,
     EmbeddingError,
@@ -159,9 +160,7 @@ class Gatekeeper:
 
         Nothing heavy happens here: the model loads, Chroma is opened and the index is checked
         on first use (so a gate built while a Chroma server is down follows ``gate.on_error``).
-        The store is the catalog's own (:func:`~gatekeeper.store.collection_name` of the
-        catalog file, ``settings.catalog`` when ``catalog`` is given loaded).
-        """
+        The store is the catalog file's own (:func:`~gatekeeper.store.collection_name`)."""
         if isinstance(store, Mapping):  # the store *settings*, not an ExemplarStore
             overrides["store"], store = store, None
         settings = settings or load_settings(config, **overrides)
@@ -170,7 +169,10 @@ class Gatekeeper:
             catalog = load_catalog(source)
         closers: list[Callable[[], None]] = []
         if embedder is None:
-            embedder = build_embedder(settings.embedding)
+            try:
+                embedder = build_embedder(settings.embedding)
+            except ForeignAdapterError as exc:  # advise this gate's own tune command
+                raise exc.advising(tune_hint(settings)) from None
             closers.append(embedder.close)
         if store is None:
             client = open_lazily(settings.store, settings.data_dir)  # Chroma may be down yet
@@ -245,8 +247,12 @@ class Gatekeeper:
         return self._ready
 
     def check_calibrated(self) -> None:
-        """Refuse a threshold calibrated for another model or rule (see
-        :mod:`gatekeeper.calibration`); log a warning when only the catalog changed."""
+        """Refuse a threshold calibrated for another model or rule (:mod:`.calibration`); warn
+        when only the catalog changed, or the adapter was trained on another catalog."""
+        if hint := adapter_catalog_warning(
+            self.embedder, self._catalog_hash, tune_hint(self.settings)
+        ):
+            self._log.warning("gate.adapter_stale", hint=hint)
         outcome = check_calibrated(
             self.settings.gate,
             model=self.embedder.identity,

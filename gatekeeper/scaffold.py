@@ -183,7 +183,7 @@ def _key(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
-def _auto_cut(vectors: Vectors, owners: list[str]) -> float:
+def auto_cut(vectors: Vectors, owners: list[str]) -> float:
     """The :data:`AUTO_CUT_QUANTILE` of each in-domain exemplar's similarity to its nearest
     sibling in the same intent, floored at :data:`MIN_CUT`."""
     sims = vectors @ vectors.T
@@ -237,7 +237,7 @@ def scaffold_catalog(
     vectors = embedder.embed(texts)
     own_vectors = vectors[: len(owner_texts)]
     chosen_cut = (
-        cut if cut is not None else _auto_cut(own_vectors, owner_intents[: len(owner_texts)])
+        cut if cut is not None else auto_cut(own_vectors, owner_intents[: len(owner_texts)])
     )
     cut_source = "given" if cut is not None else "auto"
     generic_vectors = embedder.embed(generic)
@@ -505,6 +505,7 @@ __all__ = [
     "Language",
     "Scaffold",
     "TrafficReport",
+    "auto_cut",
     "detect_language",
     "generic_off_topic",
     "read_traffic",

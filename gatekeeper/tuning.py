@@ -10,7 +10,9 @@ The objective is aligned with the gate's ``density`` rule: a softplus surrogate 
 between the density score (mean of the ``k`` nearest in-domain similarities) of in-domain
 exemplars — leave-one-out (a supported question) and leave-intent-out (an on-topic question
 of an intent the catalog lacks) — and the density score of off-topic lines (the catalog's
-``off_topic`` block plus the bundled generic set for the catalog's language); an intent term,
+``off_topic`` block plus, as ``gatekeeper init`` would add them, the bundled generic set for
+the catalog's language: none to a block that holds it already, else all but the lines init's
+cut leaves out as too close to the exemplars; :func:`tuning_texts`); an intent term,
 the same surrogate on "nearest exemplar of another intent minus nearest of its own" (weight
 ``intent``; without it the adapter blurred intents: shop held-out nearest-exemplar accuracy
 0.78 → 0.70); and ``lam·‖W − I‖²``. Recipe and defaults were chosen by measurement
@@ -137,16 +139,38 @@ def generic_off_topic(language: str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def tuning_texts(catalog: Catalog) -> TuningTexts:
-    """The catalog's exemplars by intent; off-topic: its ``off_topic`` block plus the generic
-    set for its language, minus lines that repeat an exemplar (compared case-insensitively)."""
+#: A catalog whose off-topic block is at least this share of generic lines holds the generic set
+#: already (``gatekeeper init`` put it there, minus the lines it cut and those the owner then
+#: deleted): tune adds none of the generic lines it lacks.
+HOLDS_GENERIC_SHARE = 0.5
+
+#: Embeds texts for the generic lines' cut (unit rows, one per text).
+Embed = Callable[[list[str]], npt.NDArray[np.float32]]
+
+
+def tuning_texts(catalog: Catalog, embed: Embed | None = None) -> TuningTexts:
+    """The catalog's exemplars by intent; off-topic: its ``off_topic`` block, plus, as
+    ``gatekeeper init`` would add them, the generic set for its language minus lines that
+    repeat an exemplar (compared case-insensitively).
+
+    Consistent with ``init``: a block that already holds the generic set (at least
+    :data:`HOLDS_GENERIC_SHARE` of its lines are generic ones: init made it) gets none of the
+    generic lines it lacks, since init left them out as too close to the exemplars, or the
+    owner deleted them as lines the business serves; otherwise the generic lines init's cut
+    leaves out (cosine to the nearest exemplar at least :func:`~gatekeeper.scaffold.auto_cut`,
+    read off the exemplars' vectors by ``embed``; without ``embed``, no cut) are not added."""
     intents = {intent.name: list(intent.exemplars) for intent in catalog.intents}
     if len(intents) < 2:
         raise CatalogError("tuning needs a catalog with at least two intents")
     exemplars = {t.casefold() for texts in intents.values() for t in texts}
     language = catalog_language(catalog)
     own = list(catalog.off_topic.exemplars)
-    generic = [t for t in generic_off_topic(language) if t.casefold() not in exemplars]
+    bundled = generic_off_topic(language)
+    generic = (
+        [] if holds_generic(own, bundled) else [t for t in bundled if t.casefold() not in exemplars]
+    )
+    if generic and embed is not None:
+        generic = _under_the_cut(intents, own, generic, embed)
     seen: set[str] = set()
     off: list[str] = []
     for text in own + generic:
@@ -159,6 +183,31 @@ def tuning_texts(catalog: Catalog) -> TuningTexts:
             f"set is bundled for language {language!r})"
         )
     return TuningTexts(intents, off, language, len(own), len(off) - len(own))
+
+
+def holds_generic(off_topic: list[str], generic: list[str]) -> bool:
+    """Whether the off-topic lines ``off_topic`` hold the ``generic`` set already (at least
+    :data:`HOLDS_GENERIC_SHARE` of them are generic lines), as a catalog made by init does."""
+    bundled = {t.casefold() for t in generic}
+    share = sum(t.casefold() in bundled for t in off_topic) / max(len(off_topic), 1)
+    return bool(off_topic) and share >= HOLDS_GENERIC_SHARE
+
+
+def _under_the_cut(
+    intents: dict[str, list[str]], own: list[str], generic: list[str], embed: Embed
+) -> list[str]:
+    """The ``generic`` lines init would keep: cosine to the nearest exemplar under the cut read
+    off the exemplars (:func:`~gatekeeper.scaffold.auto_cut`). The catalog's own off-topic
+    lines are embedded in the same call (the trainer needs them next)."""
+    from gatekeeper.scaffold import auto_cut
+
+    texts = [t for ts in intents.values() for t in ts]
+    owners = [name for name, ts in intents.items() for _ in ts]
+    vectors = embed(texts + own + generic)
+    in_domain, lines = vectors[: len(texts)], vectors[len(texts) + len(own) :]
+    nearest = (lines @ in_domain.T).max(axis=1)
+    cut = auto_cut(in_domain, owners)
+    return [line for line, sim in zip(generic, nearest, strict=True) if sim < cut]
 
 
 def split_holdout(texts: TuningTexts, frac: float, seed: int) -> _Split:
@@ -320,16 +369,15 @@ def tune_adapter(
         raise ValueError("give exactly one of out and adapters_dir")
     config = config or TuneConfig()
     started = time.perf_counter()
-    texts = tuning_texts(catalog)
+    embed = _EmbedOnce(embedder, embed_progress, on_embed_total)
+    texts = tuning_texts(catalog, embed)
     split = split_holdout(texts, config.holdout, seed)
     names = sorted(split.train)
     number = {n: i for i, n in enumerate(names)}
     train_texts = [t for n in names for t in split.train[n]]
     held_texts = [t for n in names for t in split.held[n]]
     every = train_texts + held_texts + split.off_train + split.off_held
-    if on_embed_total is not None:
-        on_embed_total(len(every))
-    vectors = embedder.embed(every, progress=embed_progress)
+    vectors = embed(every)
     cut = np.cumsum([len(train_texts), len(held_texts), len(split.off_train)])
     train_v, held_v, off_v, off_held_v = np.split(vectors, cut)
     train_l = np.array([number[n] for n in names for _ in split.train[n]], dtype=np.int64)
@@ -381,6 +429,24 @@ def tune_adapter(
     return TuneResult(load_adapter(target), time.perf_counter() - started)
 
 
+class _EmbedOnce:
+    """The embedder's vectors of texts, each text embedded once (the generic lines' cut and
+    the trainer ask for the same ones); the progress total grows by the texts still to embed."""
+
+    def __init__(self, embedder: Embedder, progress: Count | None, on_total: Count | None) -> None:
+        self.embedder, self.progress, self.on_total = embedder, progress, on_total
+        self.vectors: dict[str, npt.NDArray[np.float32]] = {}
+
+    def __call__(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            if self.on_total is not None:
+                self.on_total(len(self.vectors) + len(missing))
+            embedded = self.embedder.embed(missing, progress=self.progress)
+            self.vectors.update(zip(missing, embedded, strict=True))
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+
 def write_adapter(target: Path, weights: npt.NDArray[np.float32], manifest: dict[str, Any]) -> None:
     """Write ``W.npy`` and ``manifest.json`` into a temporary sibling of ``target``, then
     rename it to ``target`` (replacing an older adapter there)."""
@@ -395,6 +461,7 @@ def write_adapter(target: Path, weights: npt.NDArray[np.float32], manifest: dict
 
 
 __all__ = [
+    "HOLDS_GENERIC_SHARE",
     "TuneConfig",
     "TuneResult",
     "TuningTexts",
@@ -402,6 +469,7 @@ __all__ = [
     "fit_linear",
     "generic_off_topic",
     "heldout_metrics",
+    "holds_generic",
     "load_adapter",
     "split_holdout",
     "tune_adapter",

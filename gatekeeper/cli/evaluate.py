@@ -278,6 +278,7 @@ def calibrate(
     from gatekeeper.eval.plan import build_gate
     from gatekeeper.eval.settings_file import (
         check_settings_target,
+        check_write_catalog,
         start_settings_file,
         store_threshold,
     )
@@ -292,7 +293,7 @@ def calibrate(
         )
         new_file = write and not target.exists()
         if write and not new_file:
-            _check_write_catalog(catalog, settings, target)
+            check_write_catalog(catalog, settings.catalog, target, "a threshold tuned for")
         if write:
             check_settings_target(target)
         data = load_dataset(
@@ -429,17 +430,6 @@ def _store_conversations(
     }
     store_gate_settings(write_to, values, note)
     typer.echo(f"wrote the conversation settings to {write_to}")
-
-
-def _check_write_catalog(catalog: Path | None, settings: Settings, target: Path) -> None:
-    """``calibrate --write`` stores a threshold only for the catalog the settings file serves."""
-    if catalog is None or catalog.resolve() == settings.catalog.resolve():
-        return
-    raise InputError(
-        f"--write would store a threshold tuned for {catalog} in {target}, which serves the "
-        f"catalog {settings.catalog}; set 'catalog: {catalog.resolve()}' in {target} as well "
-        "(paths there are relative to the file), or drop --catalog"
-    )
 
 
 @app.command()

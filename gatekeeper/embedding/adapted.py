@@ -120,14 +120,46 @@ class AdaptedEmbedder(Embedder):
         return self.embed(texts)
 
 
-def adapt(base: Embedder, path: Path | str) -> AdaptedEmbedder:
-    """``base`` with the adapter in ``path``; :class:`ConfigError` when the adapter was trained
-    on another embedder's vectors."""
-    adapter = load_adapter(path)
-    if adapter.base_identity != base.identity:
-        raise ConfigError(
+class ForeignAdapterError(ConfigError):
+    """An adapter trained on another embedder's vectors than the configured one's; the command
+    advised is the gate's own ``gatekeeper tune ... --write`` once the gate names it
+    (:meth:`advising`)."""
+
+    def __init__(self, adapter: Adapter, base: str, command: str = "gatekeeper tune") -> None:
+        self.adapter, self.base = adapter, base
+        super().__init__(
             f"embedding.adapter {adapter.path} was trained on {adapter.base_identity!r} vectors, "
-            f"but the configured embedder is {base.identity!r}: run `gatekeeper tune` for this "
+            f"but the configured embedder is {base!r}: run `{command}` to train one for this "
             "model, or unset embedding.adapter"
         )
+
+    def advising(self, command: str) -> ForeignAdapterError:
+        """The same error, advising ``command`` (with this gate's settings file and catalog)."""
+        return ForeignAdapterError(self.adapter, self.base, command)
+
+
+def adapt(base: Embedder, path: Path | str) -> AdaptedEmbedder:
+    """``base`` with the adapter in ``path``; :class:`ForeignAdapterError` (a
+    :class:`ConfigError`) when the adapter was trained on another embedder's vectors."""
+    adapter = load_adapter(path)
+    if adapter.base_identity != base.identity:
+        raise ForeignAdapterError(adapter, base.identity)
     return AdaptedEmbedder(base, adapter)
+
+
+def adapter_catalog_warning(embedder: Embedder, catalog_hash: str, command: str) -> str | None:
+    """The warning to give when ``embedder``'s adapter was trained on another catalog than the
+    one served (``catalog_hash``): another catalog's adapter sharpens that catalog's intents,
+    not these. A warning, not a refusal: a catalog edited after tuning is normal. ``command``
+    (``gatekeeper tune ... --write`` for this gate) retrains it."""
+    if not isinstance(embedder, AdaptedEmbedder):
+        return None
+    trained_on = embedder.adapter.manifest.get("catalog_hash")
+    if trained_on is None or trained_on == catalog_hash:
+        return None
+    return (
+        f"embedding.adapter {embedder.adapter.path} was trained on a catalog with other "
+        "contents than the one served (another catalog, or an earlier version of this one); "
+        f"to retrain it for this catalog, run `{command}` (then rebuild the index and "
+        "recalibrate, as it says)"
+    )

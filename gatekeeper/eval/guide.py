@@ -43,10 +43,12 @@ def recommended_section(report: EvalReport) -> Section:
         intro = [
             f"The highest threshold on the sweep of {source} that still lets at least 99%, 98% "
             "or 95% of in-domain customers through. A higher threshold saves more LLM calls and "
-            "turns away more customers. These are read off the evaluated data itself: apply "
-            "one in the environment (GATEKEEPER_GATE__THRESHOLD=<t>) or in the settings file "
-            "(gate.threshold: <t>); better, choose it with `gatekeeper calibrate` on a labelled "
-            "file of its own, and evaluate on another."
+            "turns away more customers. These were chosen on the evaluated data itself, so "
+            "what they do there is optimistic: a threshold fitted to the messages it is "
+            "scored on. Do not apply them as they are: choose the threshold with `gatekeeper "
+            "calibrate` on a separate labelled file (the commands here), or rerun with "
+            "`--calibrate-on FILE --target-pass-rate R` to see what such a threshold does on "
+            "this data."
         ]
     adopt = adopt_tuned_hint(report)
     if adopt:
@@ -195,15 +197,19 @@ def recommendation_line(report: EvalReport) -> str:
     same = [
         r for r in recs if c is not None and abs(r.target_pass_rate - c.target_pass_rate) < 1e-9
     ]
-    how = (
-        f"apply with: {(same or recs)[0].command}"
-        if c is not None
-        else "apply with GATEKEEPER_GATE__THRESHOLD=<t> or gate.threshold: <t>"
-    )
+    if c is not None:
+        how = f"apply with: {(same or recs)[0].command}"
+    else:  # fitted on the data they are scored on: never an apply line
+        advised = next((r for r in recs if abs(r.target_pass_rate - 0.98) < 1e-9), recs[0])
+        how = (
+            "optimistic, fitted on the data they are measured on: choose yours on a separate "
+            f"labelled file, `{advised.command}`, or rerun with --calibrate-on FILE "
+            "--target-pass-rate R"
+        )
     where = (
         f"chosen on {c.source}, measured on the evaluated data"
         if c is not None and c.by_target
-        else f"from {recs[0].source}"
+        else f"chosen on the evaluated data itself, {recs[0].source}"
     )
     return f"recommended thresholds ({where}): " + "; ".join(parts) + f" — {how}"
 

@@ -48,6 +48,8 @@ from gatekeeper.paths import option
 from gatekeeper.rules import DEFAULT_RULE, best_in_domain
 from gatekeeper.settings import PricingSettings, catalog_settings_file
 
+OWN_LABELLED = "YOUR_LABELLED_MESSAGES.jsonl"  # a labelled file apart from the evaluated data
+
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
 
@@ -328,7 +330,8 @@ def recommend_thresholds(
     ``at`` (the evaluated data's sweep point at any threshold), the threshold is the one
     chosen on the calibration file: exactly what the command writes, and an honest preview
     of it on data it was not chosen on. Otherwise it is the highest threshold of the evaluated
-    data's sweep (``source``) that reaches the target, set directly. ``rule`` (the eval's,
+    data's sweep (``source``) that reaches the target: optimistic, fitted on the data it is
+    scored on, so the command calibrates on a labelled file of its own. ``rule`` (the eval's,
     when ``--rule`` chose it or it is not the default) is passed on as ``--rule``, as
     ``calibrate`` itself prints it: without it the command calibrates the settings' rule.
     """
@@ -340,18 +343,13 @@ def recommend_thresholds(
             best, read_off = (None if chosen is None else at(chosen)), calibration.source
         else:
             best, read_off = _highest_reaching(points, target), source
-        if calibration is not None:
-            where = calibration_path or calibration.source
+        if calibration is not None or best is not None:  # never a threshold fitted on the data
+            where = (calibration_path or calibration.source) if calibration else OWN_LABELLED
             command = f"gatekeeper calibrate{config_flag}{option('dataset', where)}"
             command += f" --target-pass-rate {key}"
             command += option("catalog", catalog) if catalog else ""
             command += f" --rule {rule}" if rule else ""
             command += " --skip-invalid --write" if skip_invalid else " --write"
-        elif best is not None:
-            command = (
-                f"GATEKEEPER_GATE__THRESHOLD={best.threshold:.4f} / "
-                f"gate.threshold: {best.threshold:.4f}"
-            )
         else:
             command = "no swept threshold reaches this target on the evaluated data"
         out.append(_recommended(target, best, read_off, command))

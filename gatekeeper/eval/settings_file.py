@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.errors import ConfigError, InputError
 from gatekeeper.paths import why_unwritable
 
 if TYPE_CHECKING:
@@ -64,6 +64,19 @@ def _file_rule(text: str) -> str:
     gate = data.get("gate") if isinstance(data, dict) else None
     rule = gate.get("rule") if isinstance(gate, dict) else None
     return str(rule or DEFAULT_RULE)
+
+
+def check_write_catalog(catalog: Path | None, served: Path, target: Path, what: str) -> None:
+    """A ``--write`` stores what was made for ``catalog`` (``--catalog``; None: the file's own)
+    only into a settings file that serves it (``served``, its catalog): :class:`InputError`
+    otherwise. ``what`` says what was made: "a threshold tuned for", "an adapter trained on"."""
+    if catalog is None or catalog.resolve() == served.resolve():
+        return
+    raise InputError(
+        f"--write would store {what} {catalog} in {target}, which serves the catalog "
+        f"{served}; set 'catalog: {catalog.resolve()}' in {target} as well (paths there are "
+        "relative to the file), or drop --catalog"
+    )
 
 
 def start_settings_file(path: Path, catalog: Path) -> None:
@@ -162,28 +175,49 @@ def store_adapter(path: Path, adapter: Path, note: str | None = None) -> None:
     _store_embedding_path(path, "adapter", adapter, note)
 
 
-def store_model(path: Path, model: Path, note: str | None = None) -> None:
+def store_model(path: Path, model: Path, note: str | None = None) -> bool:
     """Set ``embedding.model`` in the YAML settings file ``path`` (created if absent) to the
-    absolute path of the model directory ``model``, keeping its other keys and comments."""
-    _store_embedding_path(path, "model", model, note)
+    absolute path of the model directory ``model``, keeping its other keys and comments, and
+    remove ``embedding.adapter``: an adapter is trained on one model's vectors, so the file's
+    would be refused for the new model (``index --rebuild`` exited 2). Whether it removed one."""
+    had = "adapter" in _embedding_section(path)
+    _store_embedding_path(path, "model", model, note, drop="adapter")
+    return had
 
 
-def _store_embedding_path(path: Path, key: str, target: Path, note: str | None) -> None:
+def _embedding_section(path: Path) -> dict[str, Any]:
+    """The ``embedding`` mapping of the settings file ``path`` (empty when absent or unreadable:
+    the edit then reports the problem)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    section = data.get("embedding") if isinstance(data, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def _store_embedding_path(
+    path: Path, key: str, target: Path, note: str | None, drop: str | None = None
+) -> None:
     wanted = Path(target).resolve()
     value = json.dumps(str(wanted), ensure_ascii=False)
 
     def check(data: dict[str, Any]) -> str | None:
-        stored = (data.get("embedding") or {}).get(key)
+        section = data.get("embedding") or {}
+        stored = section.get(key)
+        if drop is not None and drop in section:
+            return f"embedding.{drop} is still there"
         if stored is not None and Path(str(stored)) == wanted:
             return None
         return f"embedding.{key} reads back as {stored!r}"
 
-    _edit_settings(
-        path,
-        f"embedding.{key}",
-        lambda text: _with_block_key(text, "embedding", key, value, note),
-        check,
-    )
+    def edit(text: str) -> str:
+        text = _with_block_key(text, "embedding", key, value, note)
+        return _without_block_key(text, "embedding", drop) if drop is not None else text
+
+    _edit_settings(path, f"embedding.{key}", edit, check)
 
 
 def _edit_settings(
@@ -271,6 +305,40 @@ def _with_block_key(text: str, block: str, key: str, value: str, note: str | Non
         while at < end and lines[at].lstrip().startswith("#"):
             at += 1  # after the block's leading comments
         lines.insert(at, indent + line)
+    return "\n".join(lines) + "\n"
+
+
+def _without_block_key(text: str, block: str, key: str) -> str:
+    """``text`` (a YAML settings file) without ``<block>.<key>``, edited line by line; a block
+    in flow style is reloaded and dumped (comments are lost)."""
+    lines = text.splitlines()
+    start = next((i for i, row in enumerate(lines) if _block_start(block).match(row)), None)
+    if start is None:
+        if not re.search(rf"^{re.escape(block)}:", text, flags=re.MULTILINE):
+            return text
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+        data.get(block, {}).pop(key, None)
+        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    key_line = re.compile(rf"^[ \t]+{re.escape(key)}:")
+    at = start + 1
+    while at < len(lines) and (not lines[at].strip() or lines[at][:1] in " \t#"):
+        if key_line.match(lines[at]):
+            end = at + 1
+            while (
+                end < len(lines)
+                and lines[end][:1] in " \t"
+                and lines[end].strip()
+                and (
+                    len(lines[end]) - len(lines[end].lstrip())
+                    > len(lines[at]) - len(lines[at].lstrip())
+                )
+            ):
+                end += 1  # the key's own continuation lines
+            del lines[at:end]
+            break
+        at += 1
     return "\n".join(lines) + "\n"
 
 

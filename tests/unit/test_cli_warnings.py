@@ -135,3 +135,40 @@ def test_a_stale_calibration_is_a_readable_warning_line(
     assert "warning: gate.threshold was calibrated on a catalog with other contents" in output
     assert "gatekeeper calibrate --config" in output
     assert '"event"' not in output and "gate.calibration_stale" not in output
+
+
+@pytest.mark.parametrize("command", ["calibrate", "eval", "tune"])
+def test_catalog_warnings_are_readable_lines_in_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """`calibrate`, `eval` and `tune` print a catalog's warnings as `warning: catalog …: …`
+    lines, as `index` does, not as JSON log lines ({"event": "catalog.warning", ...})."""
+    embedder = HashingEmbedder()
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: embedder)
+    monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: embedder)
+    catalog = tmp_path / "en.csv"
+    catalog.write_text(
+        "text,intent\nwhere is my parcel,delivery\ntrack my parcel,delivery\n"
+        "how do I return my shoes,returns\ncan I send it back,returns\nrent a bike,rental\n"
+        "tell me a joke,off_topic\nwrite a poem,off_topic\n",
+        encoding="utf-8",
+    )
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(
+        '{"text": "where is my parcel now", "label": "in_domain"}\n'
+        '{"text": "write me a poem", "label": "off_topic"}\n',
+        encoding="utf-8",
+    )
+    config = _settings(tmp_path, catalog)
+    args = {
+        "calibrate": ["--dataset", labelled, "--target-pass-rate", "0.5"],
+        "eval": ["--dataset", labelled, "--out", tmp_path / "r", "--latency-sample", "0"],
+        "tune": ["--steps", "2", "--out", tmp_path / "adapter"],
+    }[command]
+    code, output = _invoke(command, "--config", config, *args)
+    assert code == 0, output
+    assert f"warning: catalog {catalog}: 1 intent has a single exemplar ('rental')" in " ".join(
+        output.split()
+    )
+    assert "catalog.warning" not in output and '"event"' not in output
+    assert output.count("single exemplar") == 1

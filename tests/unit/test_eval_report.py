@@ -284,7 +284,9 @@ def test_recommended_thresholds_with_calibration_are_what_calibrate_writes(
 
 
 def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
-    """With a calibration file: the calibrate command on that file; without: the setting."""
+    """With a calibration file: the calibrate command on that file; without: no line applying
+    a threshold fitted on the evaluated data (optimistic, and said so), but calibrate on a
+    separate labelled file."""
     rec = report.recommended_thresholds[0]
     assert rec.command.startswith(
         f"gatekeeper calibrate --dataset {CALIBRATION} --target-pass-rate 0.99"
@@ -294,12 +296,16 @@ def test_recommended_commands(report: EvalReport, fixed: EvalReport) -> None:
     assert "chooses on tiny_calibration.jsonl" in text and "exactly what the command writes" in text
     plain = fixed.recommended_thresholds[0]
     assert plain.threshold is not None
-    assert plain.command == (
-        f"GATEKEEPER_GATE__THRESHOLD={plain.threshold:.4f} / gate.threshold: {plain.threshold:.4f}"
+    assert plain.command.startswith(
+        "gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.99"
     )
     line = recommendation_line(fixed)
-    assert all(f"{t} pass → " in line for t in ("99%", "98%", "95%"))
-    assert "GATEKEEPER_GATE__THRESHOLD" in line
+    assert all(f"{t} pass → " in line for t in ("99%", "98%", "95%"))  # the numbers stay
+    assert "chosen on the evaluated data itself" in line and "optimistic" in line
+    assert "--calibrate-on" in line and "--dataset YOUR_LABELLED_MESSAGES.jsonl" in line
+    assert "GATEKEEPER_GATE__THRESHOLD" not in line and "apply with" not in line
+    section = " ".join(render_markdown(fixed).split())
+    assert "GATEKEEPER_GATE__THRESHOLD" not in section and "optimistic" in section
     assert "gatekeeper calibrate --dataset" in recommendation_line(report)
     assert report.calibration is not None
     at_98 = report.model_copy(

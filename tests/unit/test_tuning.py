@@ -61,6 +61,47 @@ def test_a_generic_line_repeating_an_exemplar_is_dropped() -> None:
     assert generic not in texts.off_topic
 
 
+def _bike_catalog(off_topic: list[str]) -> Any:
+    """The tiny catalog with a flat-tyre intent (near the generic "how do I change a flat
+    tire"), and ``off_topic`` as its off-topic lines."""
+    from gatekeeper.catalog import parse_catalog
+
+    raw = tiny_catalog().model_dump()
+    raw["intents"] = [
+        *raw["intents"],
+        {"name": "flat_tyre", "exemplars": ["how do I fix a flat tire on my bike", "flat tire"]},
+    ]
+    raw["off_topic"]["exemplars"] = off_topic
+    return parse_catalog(raw)
+
+
+def test_a_catalog_holding_the_generic_set_gets_none_of_the_lines_it_lacks() -> None:
+    """An init-made catalog (its off-topic lines mostly generic ones) trains on its own block
+    only: a generic line init cut, or that the owner deleted ("how do I change a flat tire"
+    at a bike shop), does not come back."""
+    generic = tuning.generic_off_topic("en")
+    deleted = "how do I change a flat tire"
+    block = ["my own off-topic line", *[t for t in generic[:200] if t != deleted]]
+    texts = tuning_texts(_bike_catalog(block))  # no embedding needed to see that
+    assert texts.off_topic == block and texts.n_generic == 0
+    assert deleted not in texts.off_topic
+
+
+def test_tune_leaves_out_the_generic_lines_init_would_cut() -> None:
+    """A catalog of its own off-topic lines gets the generic set minus exactly the lines
+    `gatekeeper init`'s cut leaves out for the same exemplars and model."""
+    from gatekeeper.scaffold import scaffold_catalog
+
+    catalog = _bike_catalog(["tell me a joke", "write a poem"])
+    embedder = HashingEmbedder()
+    texts = tuning_texts(catalog, embedder.embed)
+    scaffold = scaffold_catalog(catalog, embedder)
+    left_out = set(tuning.generic_off_topic("en")) - set(texts.off_topic)
+    assert "how do I change a flat tire" in left_out
+    assert left_out == {d.text for d in scaffold.dropped}
+    assert texts.off_topic[2:] == [t for t in tuning.generic_off_topic("en") if t not in left_out]
+
+
 def test_chinese_catalogs_get_the_chinese_generic_set() -> None:
     from gatekeeper.catalog import parse_catalog
 
@@ -262,8 +303,8 @@ def test_eval_tune_trains_on_the_catalog_only(
     seen: list[str] = []
     real_texts, real_tune = tuning.tuning_texts, tuning.tune_adapter
 
-    def spy_texts(catalog: Any) -> tuning.TuningTexts:
-        texts = real_texts(catalog)
+    def spy_texts(catalog: Any, embed: Any = None) -> tuning.TuningTexts:
+        texts = real_texts(catalog, embed)
         seen.extend(t for ts in texts.intents.values() for t in ts)
         seen.extend(texts.off_topic)
         return texts
@@ -325,8 +366,12 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path: Path) -> None:
-    """`tune --write` saves an adapter, writes its setting, and advises the rebuild and the
-    recalibration with the user's own --config and --catalog."""
+    """`tune --write` into a file serving the catalog saves an adapter, writes its setting, and
+    advises the rebuild and the recalibration with the user's own --config (the file serves
+    the catalog: no --catalog needed)."""
+    config.write_text(
+        config.read_text() + f"catalog: {FIXTURES / 'tiny_catalog.yaml'}\n", encoding="utf-8"
+    )
     result = CliRunner().invoke(
         app,
         ["tune", "--config", str(config), "--catalog", str(FIXTURES / "tiny_catalog.yaml"),
@@ -337,9 +382,8 @@ def test_tune_command_writes_the_adapter_and_the_setting(config: Path, tmp_path:
     assert len(adapters) == 1 and adapters[0].name.startswith("tiny_catalog-")
     out = result.output
     assert f"GATEKEEPER_EMBEDDING__ADAPTER={adapters[0]}" in out
-    flags = f"--config {config} --catalog {FIXTURES / 'tiny_catalog.yaml'}"
-    assert f"gatekeeper index --rebuild {flags}\n" in out
-    assert f"gatekeeper calibrate {flags} --dataset" in out
+    assert f"  gatekeeper index --rebuild --config {config}\n" in out
+    assert f"  gatekeeper calibrate --config {config} --dataset" in out
     assert "density AUROC" in out
     assert load_settings(config).embedding.adapter == adapters[0]
     assert "# my settings" in config.read_text()
@@ -484,7 +528,8 @@ def test_the_intent_term_keeps_intents_apart(seed: int) -> None:
 def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`tune` with no settings file of the user's advises calibrate --config YOUR_SETTINGS.yaml."""
+    """`tune --catalog C` with no settings file of the user's advises the adapted model's index
+    and a calibrate --write into a settings file of C's own (which it creates serving C)."""
     monkeypatch.setattr("gatekeeper.embedding.build_embedder", lambda settings: HashingEmbedder())
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
@@ -494,9 +539,10 @@ def test_tune_advises_a_settings_file_for_the_write_when_the_user_has_none(
     assert result.exit_code == 0, result.output
     assert f"gatekeeper index --rebuild --catalog {catalog}\n" in result.output
     assert (
-        f"gatekeeper calibrate --config YOUR_SETTINGS.yaml --catalog {catalog} --dataset"
-        in result.output
+        f"gatekeeper calibrate --config gatekeeper-tiny_catalog.yaml --catalog {catalog} "
+        "--dataset" in result.output
     )
+    assert "GATEKEEPER_EMBEDDING__ADAPTER=" in result.output.split("Then run:")[1]
 
 
 def test_the_held_out_line_says_what_was_held_out() -> None:
@@ -569,3 +615,16 @@ def test_eval_tune_advice_for_another_catalog_runs_as_printed(
     written = load_settings(settings_file)
     assert written.catalog == catalog.resolve() and written.gate.calibrated_for is not None
     assert written.embedding.adapter == Path(found[2])
+
+
+def test_the_encoder_progress_ends_on_the_loss_the_manifest_records() -> None:
+    """The fine-tune's progress bar ends on the last logged loss, the manifest's final_loss (it
+    showed the loss of the step before: the trainer logs a step's loss after its step end)."""
+    from gatekeeper.finetune import LossReport
+
+    shown: list[float] = []
+    report = LossReport(lambda step, total, loss: shown.append(loss))
+    for step, loss in ((1, 0.5), (2, 0.0267), (3, 0.0204)):
+        report.stepped(step, 3)  # the trainer's order: step end, then the step's log
+        report.logged(step, 3, {"loss": loss})
+    assert shown[-1] == report.last == 0.0204
