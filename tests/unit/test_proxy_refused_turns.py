@@ -341,6 +341,24 @@ async def test_a_responses_reference_to_the_proxys_refusal_takes_the_refused_tur
     assert _sent(upstream)["input"] == [stored, hello, reply, ORDER]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_reference_to_the_proxys_refusal_by_its_response_id_takes_the_turn_out(
+    gate: Gatekeeper, stream: bool
+) -> None:
+    """An item_reference naming the proxy's refusal by its response id (resp_gk_...), not its
+    output message's, counts as that refusal too: it and the refused turn before it stay out
+    (both were forwarded as sent)."""
+    upstream = FakeUpstream()
+    async with serving(gate, upstream) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        assert refused.headers["x-gatekeeper-route"] == "off_topic"
+        to_refusal = _reference(refused.json()["id"])
+        body = {"model": "m", "stream": stream, "input": [JOKE, to_refusal, ORDER]}
+        answer = await client.post("/v1/responses", json=body)
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream)["input"] == [ORDER]
+
+
 async def test_forward_refused_turns_sends_a_referenced_refusal_as_its_text(
     gate: Gatekeeper,
 ) -> None:
