@@ -101,9 +101,10 @@ def create_app(
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
-    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):  # some probes use HEAD
-        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+        # some probes and scrapers check with HEAD
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     # Last: every other /v1/ method and path goes through (GET /v1/responses/{id}, embeddings, ...),
     # one route per method so that each has an operation id of its own in /openapi.json.
     for method in _ALL_METHODS:
