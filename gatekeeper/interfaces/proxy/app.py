@@ -20,6 +20,7 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.answers import warm_local_answers
 from gatekeeper.interfaces.proxy.browsers import BrowserGuard, loopback
+from gatekeeper.interfaces.proxy.disconnects import ClientGone
 from gatekeeper.interfaces.proxy.drain import STATE_KEY
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
@@ -197,7 +198,9 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
         # left to read the answer; 499 (nginx's "client closed request") is for the log and
         # the metrics.
         log.info("http.client_disconnected", path=request.url.path, method=request.method)
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+        # gone while the upstream answered: with the decision's headers, for the log line
+        headers = exc.headers if isinstance(exc, ClientGone) else None
+        return Response(status_code=CLIENT_CLOSED_REQUEST, headers=headers)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error(

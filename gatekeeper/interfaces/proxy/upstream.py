@@ -219,6 +219,7 @@ async def forward_gated(
                 lambda: send_upstream(
                     proxy, "POST", path, body=body, accept=accept, headers=headers
                 ),
+                headers,
             )
     except Passthrough as passthrough:
         return passthrough.response
@@ -232,7 +233,7 @@ async def forward_gated(
     if not stream:
         with proxy.drain.bounded() as wait:
             content = await unless_disconnected(
-                request.receive, lambda: read_answer(proxy, upstream, headers)
+                request.receive, lambda: read_answer(proxy, upstream, headers), headers
             )
         if wait.cancelled_caught:
             await upstream.aclose()
