@@ -6,14 +6,22 @@ do what I asked first"). Once a later turn is admitted, forwarding that history 
 LLM the very request the gate turned away. The proxy, the wrapper's OpenAI backend and the
 LangChain runnable therefore forward a chat without each refusal and the customer messages
 right before it (:func:`without_refused`). Pure functions over OpenAI-format messages.
+
+A refusal is recognised by its text as the gate sent it, allowing for what a chat UI or an SDK
+may do to it on the way back (:func:`_rendered`): Unicode NFKC, runs of white space as one space,
+white space around it, its text split across several text parts of one message. Nothing looser
+(no case folding, no fuzzy match): this serves clients that keep the chat as it was answered.
+A client that controls the request body can leave the refusal out or edit it, or put a request
+anywhere else in the body; this is no security boundary against that.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from gatekeeper.conversation import content_text
+from gatekeeper.conversation import content_text, part_text, text_part
 from gatekeeper.errors import InputError
 
 #: The roles of messages that answer no turn (instructions a client puts anywhere in a chat).
@@ -32,20 +40,24 @@ def without_refused(
 
 
 def refused_positions(messages: Sequence[Mapping[str, Any]], refusals: Collection[str]) -> set[int]:
-    """The positions of each assistant message whose text (or structured-output ``refusal``),
-    stripped, is one of ``refusals``, and of the customer's messages right before it (over
-    any system messages and item references between them, which stay:
+    """The positions of each assistant message whose text (or structured-output ``refusal``)
+    reads as one of ``refusals`` (:func:`_rendered`), and of the customer's messages right
+    before it (over any system messages and item references between them, which stay:
     :func:`turns_answered`). Only refusals the customer spoke after count (the turn being
     judged is never taken away), and never an assistant message that calls tools: the gate's
-    refusal calls none. Then every Responses ``item_reference`` naming an item taken out (by
+    refusal calls none. A refusal with no customer message right before it (a tool result
+    between them: that turn was answered, and stays) stays too: the LLM is never shown a turn
+    without the answer it got. Then every Responses ``item_reference`` naming an item taken out (by
     the ``id`` it was given) goes too: the upstream would resolve it from its store and put the
     refused request back. (A reference to one of the proxy's own answers is that answer's
     message by then: :meth:`~gatekeeper.interfaces.proxy.threads.ResponseThreads.resolved`.)"""
     last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
+    known = {_rendered(refusal) for refusal in refusals}
     refused: set[int] = set()
     for i, message in enumerate(messages[:last_user]):
-        if _gate_refusal(message, refusals):
-            refused |= {i, *turns_answered(messages, i)}
+        turns = turns_answered(messages, i) if _gate_refusal(message, known) else set()
+        if turns:
+            refused |= {i, *turns}
     return refused | _references_to(messages, refused)
 
 
@@ -91,11 +103,19 @@ def _referenced(item: Any) -> str | None:
     return item_id if isinstance(item_id, str) else None
 
 
-def _gate_refusal(message: Any, refusals: Collection[str]) -> bool:
-    """Whether ``message`` reads as one of the gate's ``refusals`` as it sent it."""
+def _gate_refusal(message: Any, known: Collection[str]) -> bool:
+    """Whether ``message`` reads as one of the gate's refusals (``known``, as
+    :func:`_rendered` gives them): its text with its parts joined by a line end or by
+    nothing (a refusal split across parts)."""
     if _role(message) != "assistant" or calls_tools(message):
         return False
-    return _said(message).strip() in refusals
+    return any(_rendered(said) in known for said in _said(message))
+
+
+def _rendered(text: str) -> str:
+    """``text`` as a refusal is compared: Unicode NFKC (a no-break space, full-width letters),
+    each run of white space one space, none around it."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def calls_tools(message: Mapping[str, Any]) -> bool:
@@ -111,15 +131,28 @@ def _role(message: Any) -> Any:
     return message.get("role") if isinstance(message, Mapping) else None
 
 
-def _said(message: Mapping[str, Any]) -> str:
-    """An assistant message's text, or its structured-output ``refusal`` ('' when its content
-    is unreadable: no refusal the gate sent)."""
+def _said(message: Mapping[str, Any]) -> tuple[str, ...]:
+    """An assistant message's text, its parts joined by a line end and (when it has several)
+    by nothing, or its structured-output ``refusal`` (none when its content is unreadable: no
+    refusal the gate sent)."""
+    content = message.get("content")
     try:
-        text = content_text(message.get("content"))
+        text = content_text(content)
     except InputError:
-        return ""
+        return ()
     refusal = message.get("refusal")
-    return refusal if not text and isinstance(refusal, str) else text
+    if not text and isinstance(refusal, str):
+        return (refusal,)
+    if not isinstance(content, list):
+        return (text,)
+    parts = [p if isinstance(p, str) else part_text(p) for p in content if _text_of(p)]
+    return (text, "".join(parts))
+
+
+def _text_of(part: Any) -> bool:
+    """Whether a content part is text (as :func:`~gatekeeper.conversation.content_text` reads
+    it)."""
+    return isinstance(part, str) or (isinstance(part, Mapping) and text_part(part))
 
 
 __all__ = [

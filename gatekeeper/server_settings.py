@@ -76,8 +76,9 @@ class ServerSettings(_Section):
     response_threads_bytes: int = Field(
         256 * 2**20,
         ge=0,
-        description="most memory (JSON size) those remembered conversations take in all; the "
-        "least recently used go first, and one larger than this is not remembered",
+        description="most memory those remembered conversations take in all (each turn and item "
+        "held as its compact JSON in UTF-8, counted as the bytes objects in memory); the least "
+        "recently used go first, and one larger than this is not remembered",
     )
     max_passthrough: int = Field(
         128,

@@ -428,6 +428,31 @@ def test_client_gone_mid_request_is_a_client_event(proxy: LoopbackServer, raw: b
     assert metric(proxy, 'gatekeeper_requests_total{path="/v1/chat/completions",status="500"}') == 0
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_a_client_gone_while_the_upstream_answers_ends_the_wait(
+    proxy: LoopbackServer, upstream: RecordingUpstream, path: str
+) -> None:
+    """A client that hangs up on a non-streamed request while the upstream is still writing
+    its answer (3 s here) ends the proxy's wait: logged at once as http.client_disconnected
+    and counted as 499, with the decision's route and message id (the proxy waited the 3 s,
+    logged 200, and paid for the answer)."""
+    upstream.delay(3)
+    body = json.dumps({"model": "m", "messages": ORDER, "input": ORDER}).encode()
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    raw = head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body
+    with capture_logs() as logs:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(raw)
+            wait_for(lambda: upstream.calls)  # the proxy is waiting on the upstream
+        wait_for(lambda: any(e["event"] == "http.request" for e in logs))
+    [logged] = [entry for entry in logs if entry["event"] == "http.request"]
+    assert logged["status"] == 499 and logged["route"] == "llm", logged
+    [decided] = [entry for entry in logs if entry["event"] == "gate.decided"]
+    assert logged["message_id"] == decided["message_id"]
+    assert "http.client_disconnected" in [entry["event"] for entry in logs]
+    assert metric(proxy, f'gatekeeper_requests_total{{path="{path}",status="499"}}') == 1
+
+
 # -- upstream failures ----------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
 import httpx
 import openai
 from fastapi import FastAPI
@@ -139,12 +140,18 @@ async def call_asgi(
 
     messages = request_messages(body_parts, disconnect=disconnect)
     sent: list[dict[str, Any]] = []
+    answered = anyio.Event()
 
     async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
+        if messages:
+            return messages.pop(0)
+        await answered.wait()  # as a server does: the client is gone once the answer is sent
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered.set()
 
     headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
     scope = http_scope("POST", unquote(raw_path.decode()), raw_path, headers)

@@ -262,7 +262,8 @@ def test_an_ai_message_with_invalid_or_legacy_tool_calls_is_no_refusal(
     order, joke = HumanMessage("where is my order"), HumanMessage("tell me a joke")
     result = ToolMessage("shipped", tool_call_id="c1")
     bare = calling.model_copy(update={"content": ""})
-    between = [joke, bare, result, AIMessage(REFUSAL), order]  # the call answered the joke
+    # the call answered the joke: it stays, and so does the refusal after it
+    between = [joke, bare, result, AIMessage(REFUSAL), order]
     chats: list[list[Any]] = [
         [order, calling, order],  # the refusal's text, but calling a tool: no refusal
         [order, as_openai, order],  # the OpenAI message, read by LangChain
@@ -270,7 +271,7 @@ def test_an_ai_message_with_invalid_or_legacy_tool_calls_is_no_refusal(
     ]
     for chat in chats:
         gated_model.invoke(chat)
-    assert model.seen == [chats[0], chats[1], [joke, bare, result, order]]
+    assert model.seen == [chats[0], chats[1], between]
     openai = [{"role": "user", "content": "where is my order"}, as_openai]
     assert without_refused([*openai, openai[0]], {REFUSAL}) == [*openai, openai[0]]
 

@@ -1072,11 +1072,11 @@ def test_serving_the_network_without_keys_needs_an_explicit_opt_in(host: str) ->
 
 
 async def test_a_head_probe_gets_the_health_status(client: httpx.AsyncClient) -> None:
-    """Load balancers that probe with HEAD get 200 from /healthz and /readyz (it was 405);
-    the API description stays free of duplicate operation ids."""
+    """Load balancers that probe with HEAD get 200 from /healthz, /readyz and /metrics (it was
+    405); the API description stays free of duplicate operation ids."""
     import warnings
 
-    for path in ("/healthz", "/readyz"):
+    for path in ("/healthz", "/readyz", "/metrics"):
         response = await client.head(path)
         assert response.status_code == 200 and response.content == b""
     with warnings.catch_warnings():

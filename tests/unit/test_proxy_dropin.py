@@ -834,44 +834,35 @@ def test_the_memory_budget_counts_bytes_not_characters() -> None:
     assert threads.get("r") is None and threads.bytes == 0
 
 
-def test_a_continued_conversation_is_measured_for_its_new_items_only() -> None:
-    """Remembering an answer that continues a remembered one measures only its new turns and
-    items (those it took over keep their size) and counts the same bytes as measuring all."""
+def test_a_continued_conversation_is_encoded_for_its_new_items_only() -> None:
+    """Remembering an answer that continues a remembered one encodes only its new turns and
+    items (those it took over share the bytes held for them) and counts the same bytes as
+    encoding all."""
     from gatekeeper.interfaces.proxy.threads import ResponseThreads, Thread
 
-    class Photo:
-        """An item's value whose JSON is its str(): counts how often it is serialised."""
-
-        serialised = 0
-
-        def __str__(self) -> str:
-            self.serialised += 1
-            return "data:image/png;base64,AAAA"
-
-    photo = Photo()
-    shown = {"role": "user", "content": [{"type": "input_image", "image_url": photo}]}
+    shown = {"role": "user", "content": [{"type": "input_image", "image_url": "data:,AAAA"}]}
     asked = ({"role": "user", "content": "where is my order"},)
     threads = ResponseThreads(10)
     threads.remember("r1", Thread(messages=asked, local=True, unseen=(shown,)))
     first = threads.get("r1")
-    assert first is not None and photo.serialised == 1
+    assert first is not None and first.messages == asked and first.unseen == (shown,)
     said = {"role": "user", "content": "NW-55120"}
     continued = Thread((*first.messages, said), local=True, unseen=(*first.unseen, said))
     threads.remember("r2", continued, first)
-    assert photo.serialised == 1
     second = threads.get("r2")
-    assert second is not None and second.messages[0] is first.messages[0]
-    measured = ResponseThreads(10)  # the same two answers, each measured whole
+    assert second is not None and second.unseen == (shown, said)
+    assert second.blobs[0] is first.blobs[0] and second.blobs[2] is first.blobs[1]
+    measured = ResponseThreads(10)  # the same two answers, each encoded whole
     measured.remember("r1", Thread(messages=asked, local=True, unseen=(shown,)))
     measured.remember("r2", continued)
-    assert threads.bytes == measured.bytes and photo.serialised == 3
+    assert threads.bytes == measured.bytes
 
 
 async def test_the_proxy_remembers_a_continued_conversation_from_what_it_holds(
     gate: Gatekeeper, upstream: FakeUpstream
 ) -> None:
     """A reply naming a remembered answer (forwarded, or refused by the gate) is remembered with
-    the earlier turns as they were held, not cut down and measured again."""
+    the earlier turns as they were held (the same bytes), not cut down and encoded again."""
     upstream.handler = answering("Your order number, please?", "resp_up_1")
     async with running_app(gate, upstream) as app:
         transport = httpx.ASGITransport(app=app)
@@ -886,8 +877,11 @@ async def test_the_proxy_remembers_a_continued_conversation_from_what_it_holds(
         chain = [threads.get(ident) for ident in ("resp_up_1", "resp_up_2", refused.json()["id"])]
     for earlier, later in itertools.pairwise(chain):
         assert earlier is not None and later is not None
-        assert all(a is b for a, b in zip(earlier.messages, later.messages, strict=False))
-        assert later.sizes[: len(earlier.messages)] == earlier.sizes[: len(earlier.messages)]
+        shared = len(earlier.messages)
+        assert later.messages[:shared] == earlier.messages
+        assert all(
+            a is b for a, b in zip(earlier.blobs[:shared], later.blobs[:shared], strict=True)
+        )
 
 
 async def test_the_memory_budget_is_the_operators(

@@ -162,6 +162,46 @@ async def test_dot_segments_in_any_spelling_never_pass(
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("path", [b"/v1/models%ff", b"/v1/files/%FF/x", b"/v1/files/%C0%AE/x"])
+async def test_a_path_that_is_not_utf8_is_refused_as_such(
+    gate: Gatekeeper,
+    upstream: FakeUpstream,
+    path: bytes,
+) -> None:
+    """A percent-escape that is not UTF-8 is a 400 invalid_path saying so (it said "dot
+    segments are not allowed", which the path has none of)."""
+    sent, _ = await raw_call(gate, upstream, path, [CHAT])
+    assert status_of(sent) == 400
+    error = json.loads(b"".join(m.get("body", b"") for m in sent))["error"]
+    assert error["code"] == "invalid_path"
+    assert "not UTF-8" in error["message"] and "dot" not in error["message"]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP", "gzip, identity"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+async def test_a_compressed_body_is_refused_unread(
+    gate: Gatekeeper, upstream: FakeUpstream, encoding: str, path: str
+) -> None:
+    """A gated request whose body is compressed (Content-Encoding) is a 415
+    unsupported_content_encoding, never decompressed nor forwarded (it was a 400 about the
+    body's UTF-8); an identity encoding is read as usual."""
+    import gzip
+
+    body = {"model": "m", "messages": ORDER, "input": ORDER}
+    packed = gzip.compress(json.dumps(body).encode())
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    async with serving(gate, upstream) as client:
+        answer = await client.post(path, content=packed, headers=headers)
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["error"]["code"] == "unsupported_content_encoding"
+        assert "compressed" in answer.json()["error"]["message"]
+        assert upstream.requests == []
+        plain = {**headers, "content-encoding": "identity"}
+        sent = await client.post(path, content=json.dumps(body).encode(), headers=plain)
+        assert sent.status_code == 200
+
+
 @pytest.mark.parametrize(
     "path", [b"/v1/files/file-1..x", b"/v1/files/.hidden", b"/v1/files/%C3%A9t%C3%A9"]
 )

@@ -128,9 +128,64 @@ def test_a_refusal_after_a_system_message_or_item_reference_takes_the_turn_befor
     developer = {"role": "developer", "content": "Be brief."}
     items = [JOKE, reference, developer, refusal, ORDER]
     assert without_refused(items, {OFF_TOPIC_REPLY}) == [reference, developer, ORDER]
+
+
+def test_a_refusal_whose_turn_stays_stays_too() -> None:
+    """A refusal none of whose turns is taken out (a tool result between them: the turn was
+    answered) stays with it: the LLM is never shown a turn without the refusal it got."""
     tool = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
     answered = [JOKE, tool, REFUSAL, ORDER]
-    assert without_refused(answered, {OFF_TOPIC_REPLY}) == [JOKE, tool, ORDER]
+    assert without_refused(answered, {OFF_TOPIC_REPLY}) == answered
+    result = {"role": "tool", "tool_call_id": "c", "content": "x"}
+    assert without_refused([JOKE, result, REFUSAL, ORDER], {OFF_TOPIC_REPLY}) == [
+        JOKE,
+        result,
+        REFUSAL,
+        ORDER,
+    ]
+    assert without_refused([REFUSAL, ORDER], {OFF_TOPIC_REPLY}) == [REFUSAL, ORDER]
+
+
+async def test_a_chat_whose_refused_turn_was_answered_keeps_its_refusal(
+    gate: Gatekeeper,
+) -> None:
+    """A chat with a tool result between a turn and the gate's refusal is forwarded with both
+    (the turn was kept, its refusal was dropped: the LLM saw the request unanswered)."""
+    upstream = FakeUpstream()
+    result = {"role": "tool", "tool_call_id": "c", "content": "x"}
+    body = {"model": "m", "messages": [JOKE, result, REFUSAL, ORDER]}
+    async with serving(gate, upstream) as client:
+        answer = await client.post("/v1/chat/completions", json=body)
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream)["messages"] == [JOKE, result, REFUSAL, ORDER]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"  {OFF_TOPIC_REPLY.replace(' ', '  ')}\n",
+        OFF_TOPIC_REPLY.replace(" ", "\N{NO-BREAK SPACE}"),
+        OFF_TOPIC_REPLY.replace("S", "\N{FULLWIDTH LATIN CAPITAL LETTER S}"),
+        [
+            {"type": "text", "text": OFF_TOPIC_REPLY[:9]},
+            {"type": "text", "text": OFF_TOPIC_REPLY[9:]},
+        ],
+        [
+            {"type": "output_text", "text": "Sorry,"},
+            {"type": "output_text", "text": "I only help"},
+            {"type": "output_text", "text": " with orders."},
+        ],
+    ],
+    ids=["white-space", "no-break-spaces", "full-width", "split-parts", "split-at-spaces"],
+)
+def test_a_refusal_rerendered_by_a_client_still_takes_its_turn_out(content: Any) -> None:
+    """A refusal sent back re-rendered (white space runs, NFKC forms, split across text parts
+    of one message) still counts as the refusal; a changed letter case or text does not."""
+    rerendered = {"role": "assistant", "content": content}
+    assert without_refused([JOKE, rerendered, ORDER], {OFF_TOPIC_REPLY}) == [ORDER]
+    for edited in (OFF_TOPIC_REPLY.lower(), OFF_TOPIC_REPLY[:-1]):
+        chat = [JOKE, {"role": "assistant", "content": edited}, ORDER]
+        assert without_refused(chat, {OFF_TOPIC_REPLY}) == chat
 
 
 async def test_a_responses_item_reference_before_a_refusal_still_drops_the_refused_turn(
@@ -284,6 +339,24 @@ async def test_a_responses_reference_to_the_proxys_refusal_takes_the_refused_tur
     text = canned.json()["output"][0]["content"][0]["text"]
     reply = {"role": "assistant", "content": text}
     assert _sent(upstream)["input"] == [stored, hello, reply, ORDER]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_reference_to_the_proxys_refusal_by_its_response_id_takes_the_turn_out(
+    gate: Gatekeeper, stream: bool
+) -> None:
+    """An item_reference naming the proxy's refusal by its response id (resp_gk_...), not its
+    output message's, counts as that refusal too: it and the refused turn before it stay out
+    (both were forwarded as sent)."""
+    upstream = FakeUpstream()
+    async with serving(gate, upstream) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        assert refused.headers["x-gatekeeper-route"] == "off_topic"
+        to_refusal = _reference(refused.json()["id"])
+        body = {"model": "m", "stream": stream, "input": [JOKE, to_refusal, ORDER]}
+        answer = await client.post("/v1/responses", json=body)
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    assert _sent(upstream)["input"] == [ORDER]
 
 
 async def test_forward_refused_turns_sends_a_referenced_refusal_as_its_text(

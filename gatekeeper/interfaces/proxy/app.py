@@ -20,6 +20,7 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.answers import warm_local_answers
 from gatekeeper.interfaces.proxy.browsers import BrowserGuard, loopback
+from gatekeeper.interfaces.proxy.disconnects import ClientGone
 from gatekeeper.interfaces.proxy.drain import STATE_KEY
 from gatekeeper.interfaces.proxy.endpoints import (
     chat_completions,
@@ -101,9 +102,10 @@ def create_app(
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
-    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):  # some probes use HEAD
-        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+        # some probes and scrapers check with HEAD
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     # Last: every other /v1/ method and path goes through (GET /v1/responses/{id}, embeddings, ...),
     # one route per method so that each has an operation id of its own in /openapi.json.
     for method in _ALL_METHODS:
@@ -196,7 +198,9 @@ def _add_error_handlers(app: FastAPI, log: Any) -> None:
         # left to read the answer; 499 (nginx's "client closed request") is for the log and
         # the metrics.
         log.info("http.client_disconnected", path=request.url.path, method=request.method)
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+        # gone while the upstream answered: with the decision's headers, for the log line
+        headers = exc.headers if isinstance(exc, ClientGone) else None
+        return Response(status_code=CLIENT_CLOSED_REQUEST, headers=headers)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error(

@@ -80,7 +80,9 @@ def passthrough_refusal(
             f"/v1/{path} is a spelling of /v1/{canonical}: send it to that exact path, "
             "where the gate reads it"
         )
-    if _leaves_v1(path, raw):  # never out of the upstream's /v1/ with our key
+    if not _utf8(raw):  # an overlong %C0%AE is a "." to some servers
+        return _invalid_path("the path's percent-escapes are not UTF-8 (e.g. %ff)")
+    if _leaves_v1(path):  # never out of the upstream's /v1/ with our key
         return _invalid_path("dot segments are not allowed in the path")
     first = canonical.split("/", 1)[0]
     if first in NEVER_PASSED or first not in allowed:
@@ -128,14 +130,19 @@ def declares_body(headers: Mapping[str, str]) -> bool:
     return chunked or (length is not None and length.strip().lstrip("0") != "")
 
 
-def _leaves_v1(path: str, raw: bytes) -> bool:
-    """Whether ``path`` has a segment an upstream may read as ``.`` or ``..`` (also after the
-    clean-up of :func:`canonical_path`, a second percent-decoding or at a backslash), or
-    ``raw`` a percent-encoding that is not UTF-8 (``%C0%AE``, an overlong ``.``)."""
+def _utf8(raw: bytes) -> bool:
+    """Whether the path ``raw`` (as sent) is UTF-8 once percent-decoded (``%C0%AE``, an
+    overlong ``.``, is not; nor ``%ff``)."""
     try:
         unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        return True
+        return False
+    return True
+
+
+def _leaves_v1(path: str) -> bool:
+    """Whether ``path`` has a segment an upstream may read as ``.`` or ``..`` (also after the
+    clean-up of :func:`canonical_path`, a second percent-decoding or at a backslash)."""
     segments = path.replace("\\", "/").split("/")
     return any(_dots(s) or _dots(unquote(s)) for s in segments)
 

@@ -64,7 +64,11 @@ def key_refusal(keys: Sequence[SecretStr], authorization: str | None) -> ProxyEr
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; 413 as soon as it is longer than ``limit`` bytes."""
+    """The request body; 415 for a compressed one (:func:`encoding_refusal`), 413 as soon as
+    it is longer than ``limit`` bytes."""
+    refusal = encoding_refusal(request.headers.get("content-encoding"))
+    if refusal is not None:
+        raise refusal
     too_large = ProxyError(
         413,
         f"the request body is larger than {limit} bytes (server.max_body_bytes)",
@@ -79,6 +83,20 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise too_large
     return bytes(body)
+
+
+def encoding_refusal(encoding: str | None) -> ProxyError | None:
+    """The 415 for a request body sent compressed (``Content-Encoding`` other than
+    ``identity``): the gate reads, and forwards, the body as sent, and decompressing a small
+    body into a huge one is a way to run the proxy out of memory."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return None
+    return ProxyError(
+        415,
+        "compressed request bodies are not accepted (Content-Encoding): send the JSON body "
+        "uncompressed",
+        code="unsupported_content_encoding",
+    )
 
 
 async def parse_request(parse: Callable[[bytes], _Parsed], body: bytes) -> _Parsed:

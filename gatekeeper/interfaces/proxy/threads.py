@@ -17,14 +17,18 @@ stay out of what the upstream sees (they would hand the LLM the very request the
 away, with "now do what I asked first" after it); canned replies and the turns they answered are.
 
 A Responses ``input`` may also give one of the proxy's answers back as an ``item_reference`` to
-its output message (``msg_gk_...``, which the upstream cannot resolve): while the answer is held,
-:meth:`ResponseThreads.resolved` puts that answer's message in its place, so a refusal given by
-reference is taken out with the turn it refused, as its text is (:mod:`gatekeeper.refusals`).
+its output message (``msg_gk_...``, which the upstream cannot resolve), or to the answer itself
+(``resp_gk_...``): while the answer is held, :meth:`ResponseThreads.resolved` puts that answer's
+message in its place, so a refusal given by reference is taken out with the turn it refused, as
+its text is (:mod:`gatekeeper.refusals`).
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
-them in all (their JSON in UTF-8 bytes: a client sending many large items cannot grow the
-process without bound; a single answer over that budget is not remembered). It holds customer
+them in all: a client sending many large items cannot grow the process without bound; a single
+answer over that budget is not remembered. Each turn and item is held as its compact JSON in
+UTF-8 bytes (decoded again when it is read), and the budget counts those bytes objects as they
+sit in memory: parsed objects would have cost more than their JSON (16,000 empty objects are
+48 KB of JSON and 1.2 MB of dicts), which a budget of JSON sizes let grow 20-fold. It holds customer
 text, like any request in flight, and is never logged. Only what the gate reads is kept of the
 judged chat: the customer's and the assistant's turns as text, each cut to
 ``gate.max_message_chars`` (an attachment by its type alone), so a request of 15 MB of
@@ -33,17 +37,18 @@ upstream are kept as the client sent them (photos, files and tool items included
 :data:`MAX_KEPT_ITEM` characters; a larger one by its text. A request naming an answer it does
 not hold (another process, evicted, a restart) is judged on what it carries.
 
-Each turn and item is measured once, when it is first remembered, and keeps its size: an answer
-continuing a remembered one reuses the sizes of the turns the two share (the same objects, never
-changed once held), so remembering a long conversation costs what its new turns cost.
+Each turn and item is encoded once, when it is first remembered: an answer continuing a
+remembered one shares the bytes of the turns the two have in common (each held answer counts
+them in full), so remembering a long conversation costs the time its new turns cost.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.conversation import attachment_types, content_text
@@ -66,8 +71,34 @@ class Thread:
     local: bool = False
     upstream_previous: str | None = None  # a local answer's last id the upstream knows
     unseen: tuple[Json, ...] = ()  # a local answer's turns the upstream has not seen
-    # the JSON size of each of ``messages`` then ``unseen`` (set by ResponseThreads.remember)
-    sizes: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # the compact JSON each of ``messages`` then ``unseen`` is held as (set by
+    # ResponseThreads.get: a thread it gave)
+    blobs: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A thread as :class:`ResponseThreads` holds it: its turns and items as compact JSON."""
+
+    turns: tuple[bytes, ...]
+    items: tuple[bytes, ...]
+    local: bool
+    upstream_previous: str | None
+    size: int  # the memory of ``turns`` and ``items`` (:func:`_held_size`)
+
+    def thread(self) -> Thread:
+        """The thread, decoded (fresh objects: a caller may change them)."""
+        return Thread(
+            messages=tuple(_decoded(blob) for blob in self.turns),
+            local=self.local,
+            upstream_previous=self.upstream_previous,
+            unseen=tuple(_decoded(blob) for blob in self.items),
+            blobs=(*self.turns, *self.items),
+        )
+
+    def answer(self) -> Json | None:
+        """The last turn (a local answer's own message), decoded."""
+        return _decoded(self.turns[-1]) if self.turns else None
 
 
 class ResponseThreads:
@@ -77,14 +108,13 @@ class ResponseThreads:
         self.size = size
         self.max_chars = max_chars
         self.max_bytes = max_bytes
-        self._threads: OrderedDict[str, Thread] = OrderedDict()
-        self._sizes: dict[str, int] = {}
+        self._threads: OrderedDict[str, _Kept] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     @property
     def bytes(self) -> int:
-        """The JSON size of the conversations held now."""
+        """The memory of the turns and items held now (their bytes objects)."""
         return self._bytes
 
     def get(self, response_id: Any) -> Thread | None:
@@ -92,32 +122,34 @@ class ResponseThreads:
         if not isinstance(response_id, str):
             return None
         with self._lock:
-            thread = self._threads.get(response_id)
-            if thread is not None:
-                self._threads.move_to_end(response_id)
-            return thread
+            kept = self._threads.get(response_id)
+            if kept is None:
+                return None
+            self._threads.move_to_end(response_id)
+        return kept.thread()
 
     def remember(self, response_id: Any, thread: Thread, previous: Thread | None = None) -> None:
         """Keep ``thread`` as the chat behind ``response_id`` (a string id, else nothing).
 
         ``previous``: the remembered thread (as :meth:`get` gave it) that ``thread`` continues;
-        the turns and items ``thread`` took over from it are kept as they are, with the sizes
-        measured then, and only the new ones are cut down and measured."""
+        the turns and items ``thread`` took over from it are kept as the bytes held for them,
+        and only the new ones are cut down and encoded."""
         if self.size <= 0 or not isinstance(response_id, str) or not response_id:
             return
-        turns, items = _held(previous)
-        slim = tuple(
-            m if _among(m, turns) else _slim(m, self.max_chars) for m in thread.messages if _turn(m)
+        held_turns, held_items = _held(previous)
+        turns = tuple(
+            _blob(m, held_turns) or _encoded(_slim(m, self.max_chars))
+            for m in thread.messages
+            if _turn(m)
         )
-        sizes = (*(_size(m, turns) for m in slim), *(_size(i, items) for i in thread.unseen))
-        thread = replace(thread, messages=slim, sizes=sizes)
-        size = sum(sizes)
+        items = tuple(_blob(i, held_items) or _encoded(i) for i in thread.unseen)
+        size = sum(_held_size(blob) for blob in (*turns, *items))
+        kept = _Kept(turns, items, thread.local, thread.upstream_previous, size)
         with self._lock:
             self._forget(response_id)
             if size > self.max_bytes:
                 return
-            self._threads[response_id] = thread
-            self._sizes[response_id] = size
+            self._threads[response_id] = kept
             self._bytes += size
             while len(self._threads) > self.size or self._bytes > self.max_bytes:
                 self._forget(next(iter(self._threads)))
@@ -129,60 +161,77 @@ class ResponseThreads:
         with self._lock:
             return [self._answer_message(item) or item for item in items]
 
-    def _answer_of(self, item: Any) -> Thread | None:
-        """The thread of this process's own answer whose output message ``item`` references,
-        if it is held (the lock is held)."""
-        answer = answer_of_item(item.get("id")) if is_item_reference(item) else None
-        thread = self._threads.get(answer) if answer is not None else None
-        return thread if thread is not None and thread.local else None
+    def _answer_of(self, item: Any) -> _Kept | None:
+        """The held answer of this process's own that ``item`` references (by its output
+        message's id, or its own), if it is held (the lock is held)."""
+        answer = _answer_named(item.get("id")) if is_item_reference(item) else None
+        kept = self._threads.get(answer) if answer is not None else None
+        return kept if kept is not None and kept.local else None
 
     def _answer_message(self, item: Any) -> Json | None:
         """The answer message an ``item_reference`` names, if this process holds it (the lock
         is held)."""
-        thread = self._answer_of(item)
-        return dict(thread.messages[-1]) if thread and thread.messages else None  # answered()
+        kept = self._answer_of(item)
+        return kept.answer() if kept is not None else None  # answered()
 
     def _forget(self, response_id: str) -> None:
         """Drop ``response_id``'s thread, if held (the lock is held)."""
-        if self._threads.pop(response_id, None) is not None:
-            self._bytes -= self._sizes.pop(response_id)
+        kept = self._threads.pop(response_id, None)
+        if kept is not None:
+            self._bytes -= kept.size
 
 
-#: Turns or items of a remembered thread by ``id()``, each with its size (:func:`_held`).
-_Held = dict[int, tuple[Json, int]]
+def _answer_named(item_id: Any) -> str | None:
+    """The id of the proxy's own answer an item reference's ``item_id`` names: its output
+    message's (``msg_gk_...``) or its own (``resp_gk_...``, which is no item but names the
+    refusal as surely)."""
+    if isinstance(item_id, str) and item_id.startswith(LOCAL_PREFIX):
+        return item_id
+    return answer_of_item(item_id)
+
+
+#: The bytes held for the turns and items of a thread :meth:`ResponseThreads.get` gave, by the
+#: ``id()`` of the object decoded from them (:func:`_held`).
+_Held = dict[int, tuple[Json, bytes]]
 
 
 def _held(thread: Thread | None) -> tuple[_Held, _Held]:
-    """The turns (``messages``) and the items (``unseen``) of a remembered ``thread``, with the
-    sizes measured for them (none for a thread that was not remembered)."""
-    if thread is None or len(thread.sizes) != len(thread.messages) + len(thread.unseen):
+    """The turns (``messages``) and the items (``unseen``) of a thread
+    :meth:`ResponseThreads.get` gave, each with the bytes held for it (none for any other
+    thread)."""
+    if thread is None or len(thread.blobs) != len(thread.messages) + len(thread.unseen):
         return {}, {}
     cut = len(thread.messages)
-    turns = zip(thread.messages, thread.sizes[:cut], strict=True)
-    items = zip(thread.unseen, thread.sizes[cut:], strict=True)
+    turns = zip(thread.messages, thread.blobs[:cut], strict=True)
+    items = zip(thread.unseen, thread.blobs[cut:], strict=True)
     return (
-        {id(turn): (turn, size) for turn, size in turns},
-        {id(item): (item, size) for item, size in items},
+        {id(turn): (turn, blob) for turn, blob in turns},
+        {id(item): (item, blob) for item, blob in items},
     )
 
 
-def _among(item: Json, held: _Held) -> bool:
-    """Whether ``item`` is one of the turns or items in ``held`` (that very object)."""
+def _blob(item: Json, held: _Held) -> bytes | None:
+    """The bytes held for ``item`` when it is one of the turns or items in ``held`` (that very
+    object), else None."""
     entry = held.get(id(item))
-    return entry is not None and entry[0] is item
+    return entry[1] if entry is not None and entry[0] is item else None
 
 
-def _size(item: Json, held: _Held) -> int:
-    """``item``'s size: as measured when it was remembered, else :func:`_json_size`."""
-    return held[id(item)][1] if _among(item, held) else _json_size(item)
+def _encoded(item: Json) -> bytes:
+    """``item`` (a turn, an input item) as held: its compact JSON in UTF-8."""
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.encode("utf-8", "surrogatepass")
 
 
-def _json_size(item: Json) -> int:
-    """About the memory ``item`` (a turn, an input item) holds: the UTF-8 bytes of its JSON (a
-    character costs Python up to 4 bytes: counting characters let emoji take 4 times the
-    budget)."""
-    text = json.dumps(item, ensure_ascii=False, default=str)
-    return len(text.encode("utf-8", "surrogatepass"))
+def _decoded(blob: bytes) -> Json:
+    """A turn or item from the bytes held for it."""
+    item: Json = json.loads(blob.decode("utf-8", "surrogatepass"))
+    return item
+
+
+def _held_size(blob: bytes) -> int:
+    """The memory ``blob`` takes: its bytes and the object around them (``sys.getsizeof``)."""
+    return sys.getsizeof(blob)
 
 
 def _turn(message: Json) -> bool:
@@ -237,8 +286,8 @@ def local_thread(
     )
 
 
-#: An input item larger than this (JSON characters: a photo inline) is kept for the upstream
-#: as its text alone, so a remembered answer costs little memory.
+#: An input item larger than this (bytes of its compact JSON: a photo inline) is kept for the
+#: upstream as its text alone, so a remembered answer costs little memory.
 MAX_KEPT_ITEM = 65_536
 
 
@@ -247,7 +296,7 @@ def _kept_item(item: Json) -> Json | None:
     :data:`MAX_KEPT_ITEM` by its text (none when it has no text: it is left out)."""
     if not isinstance(item, dict) or item.get("role") == "system":
         return None
-    if len(json.dumps(item, ensure_ascii=False)) <= MAX_KEPT_ITEM:
+    if len(_encoded(item)) <= MAX_KEPT_ITEM:
         return item
     text = content_text(item.get("content")) if "role" in item else ""
     return {"role": item["role"], "content": text} if not blank(text) else None

@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, MutableMapping
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gatekeeper.interfaces.proxy.answers import passthrough_headers
+from gatekeeper.interfaces.proxy.disconnects import unless_disconnected
 from gatekeeper.interfaces.proxy.drain import (
     SHUTTING_DOWN,
     SHUTTING_DOWN_MESSAGE,
@@ -207,12 +209,17 @@ async def forward_gated(
     ``on_response`` is given a successful Responses API answer's ``response`` object (the
     body, or a stream's ``response.completed`` event's), once it has been passed on whole.
     Still waiting on the upstream at the shutdown's cutoff (:mod:`.drain`), it answers 503
-    ``server_shutting_down``, or a stream ends with that SSE error event."""
+    ``server_shutting_down``, or a stream ends with that SSE error event; the client gone
+    before the answer begins, the wait ends (:mod:`.disconnects`)."""
     accept = "text/event-stream" if stream else request.headers.get("accept")
     try:
         with proxy.drain.bounded() as wait:
-            upstream = await send_upstream(
-                proxy, "POST", path, body=body, accept=accept, headers=headers
+            upstream = await unless_disconnected(
+                request.receive,
+                lambda: send_upstream(
+                    proxy, "POST", path, body=body, accept=accept, headers=headers
+                ),
+                headers,
             )
     except Passthrough as passthrough:
         return passthrough.response
@@ -225,7 +232,9 @@ async def forward_gated(
         raise _unusable(proxy, f"HTTP {upstream.status_code}", headers)
     if not stream:
         with proxy.drain.bounded() as wait:
-            content = await read_answer(proxy, upstream, headers)
+            content = await unless_disconnected(
+                request.receive, lambda: read_answer(proxy, upstream, headers), headers
+            )
         if wait.cancelled_caught:
             await upstream.aclose()
             raise _shutting_down(proxy, headers)
@@ -326,7 +335,8 @@ async def read_answer(proxy: Proxy, upstream: httpx.Response, headers: Mapping[s
             headers,
         ) from exc
     finally:
-        await upstream.aclose()
+        with anyio.CancelScope(shield=True):  # closed also when the wait was cancelled
+            await upstream.aclose()
 
 
 async def relay(
