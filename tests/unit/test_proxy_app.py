@@ -1112,3 +1112,34 @@ async def test_an_open_proxy_on_a_public_interface_is_warned_about(
         async with serving(gate, upstream, host=host, api_keys=keys):
             pass
     assert any(entry["event"] == "server.open" for entry in logs) is warned
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")
+async def test_an_app_that_built_its_gate_closes_it_when_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create_app(settings), which builds its own gate, releases the gate's Chroma files when
+    its lifespan ends (each app built that way kept about ten open until the process ended)."""
+    monkeypatch.setattr("gatekeeper.gate.build_embedder", lambda settings: HashingEmbedder())
+    catalog = tmp_path / "tiny.yaml"
+    catalog.write_text(json.dumps(tiny_catalog_data()))
+
+    def open_files() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    async def run_one(n: int) -> None:
+        settings = Settings(
+            data_dir=tmp_path / f"d{n}",
+            catalog=catalog,
+            gate={"rule": "contrast", "allow_uncalibrated": True},
+            upstream={"base_url": "http://up.test/v1"},
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            assert app.state.proxy.gate.check("where is my order").route.value == "llm"
+
+    await run_one(0)  # Chroma's own one-time opens are not the gate's
+    before = open_files()
+    for n in range(1, 5):
+        await run_one(n)
+    assert open_files() <= before + 1

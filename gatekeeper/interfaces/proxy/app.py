@@ -92,6 +92,8 @@ def create_app(
             app.state.proxy.batcher.close()
             if upstream_client is None:
                 await client.aclose()
+            if gate is None:  # built here: its Chroma files or HTTP pools are ours to release
+                await asyncio.to_thread(the_gate.close)
             log.info("server.stopped")
 
     app = FastAPI(

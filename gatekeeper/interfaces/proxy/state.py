@@ -15,9 +15,8 @@ from fastapi import Request
 
 from gatekeeper._version import __version__
 from gatekeeper.batching import DecisionBatcher
-from gatekeeper.chroma_client import RETRY_SECONDS, open_lazily
 from gatekeeper.decision import Decision
-from gatekeeper.embedding import Embedder, build_embedder
+from gatekeeper.embedding import Embedder
 from gatekeeper.errors import (
     EmbeddingError,
     EmptyMessageError,
@@ -40,7 +39,6 @@ from gatekeeper.interfaces.proxy.slots import Slots
 from gatekeeper.interfaces.proxy.threads import ResponseThreads
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
-from gatekeeper.store import ExemplarStore, collection_name
 
 #: How often an idle proxy loads a changed build into memory (``index`` run elsewhere).
 WARM_SECONDS = 5.0
@@ -341,22 +339,16 @@ def model_settings(settings: Settings) -> EmbeddingSettings:
     return embedding.model_copy(update={"threads": threads})
 
 
-def build_gate(
-    settings: Settings,
-    *,
-    embedder: Embedder | None = None,
-    retry_seconds: float = RETRY_SECONDS,
-) -> Gatekeeper:
-    """The gate the proxy serves, its Chroma client opened lazily (see :class:`LazyClient`).
+def build_gate(settings: Settings, *, embedder: Embedder | None = None) -> Gatekeeper:
+    """The gate the proxy serves (:meth:`Gatekeeper.from_settings`, its model's threads split
+    between the serving processes and decision workers, :func:`model_settings`), its Chroma
+    client opened lazily (see :class:`LazyClient`); ``gate.close()`` releases both.
 
     Its store is the one ``gatekeeper index`` fills for the same settings: the catalog's own
     (:func:`~gatekeeper.store.collection_name` of ``settings.catalog`` and the embedder's
     identity). A bad catalog or settings raise here; nothing is loaded or connected yet."""
-    embedder = embedder or build_embedder(model_settings(settings))
-    client = open_lazily(settings.store, settings.data_dir, retry_seconds=retry_seconds)
-    name = collection_name(settings.store.collection, settings.catalog, embedder.identity)
-    store = ExemplarStore.from_settings(client, name, settings.store)
-    return Gatekeeper.from_settings(settings, embedder=embedder, store=store)
+    served = settings.model_copy(update={"embedding": model_settings(settings)})
+    return Gatekeeper.from_settings(served, embedder=embedder)
 
 
 def prepare_gate(gate: Gatekeeper, policy: str | None = None, log: Any = None) -> Gatekeeper:
