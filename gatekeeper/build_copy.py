@@ -123,10 +123,11 @@ class BuildCopy:
         """The store's index is gone from Chroma (its pointer names no build: a lost volume, a
         wrong path) while this copy answers: said once (``store.index_missing``, a warning)
         until a build is read again."""
-        if self._missing_said or self.matrix is None:
-            return
-        self._missing_said = True
-        get_logger().warning(
+        with self._flag:  # decision workers find it missing at once: one says so
+            if self._missing_said or self.matrix is None:
+                return
+            self._missing_said = True
+        self._log.warning(
             "store.index_missing",
             collection=store,
             serving=self.matrix.key[0],

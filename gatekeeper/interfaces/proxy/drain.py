@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import socket
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ from typing import Any
 
 import anyio
 import uvicorn
+
+from gatekeeper.logging import Logger, get_logger
 
 #: Seconds before the server's grace period ends at which the proxy ends what still waits
 #: (half the grace period when that is shorter).
@@ -80,11 +84,37 @@ def shutting_down_event() -> bytes:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, which starts the app's :class:`Drain` as its shutdown starts."""
+    """uvicorn's server as ``serve`` runs it: when its shutdown starts it logs
+    ``server.draining`` (with the signal) and starts the app's :class:`Drain`; after SIGTERM it
+    exits normally once drained (SIGINT, Ctrl-C, is raised again as uvicorn does: ``serve``
+    says "interrupted" and exits 130)."""
+
+    stop_signal: str | None = None
+
+    def __init__(self, config: uvicorn.Config, log: Logger | None = None) -> None:
+        super().__init__(config)
+        self._log = log or get_logger()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # a signal handler: nothing logged here (this thread may hold the log's lock)
+        self.stop_signal = self.stop_signal or signal_name(sig)
+        if sig == signal.SIGTERM:
+            self.should_exit = True  # drained, then a normal exit
+            return
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._log.info("server.draining", signal=self.stop_signal, pid=os.getpid())
         drain = getattr(getattr(self, "lifespan", None), "state", {}).get(STATE_KEY)
         grace = self.config.timeout_graceful_shutdown
         if isinstance(drain, Drain) and grace is not None:
             drain.begin(grace)
         await super().shutdown(sockets)
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; the number as text for one this platform does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

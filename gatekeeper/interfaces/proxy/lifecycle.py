@@ -12,36 +12,18 @@ did, while one process raised the signal again once drained (exit 143).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from typing import Any
 
+from gatekeeper.interfaces.proxy.drain import DrainingServer, signal_name
 from gatekeeper.interfaces.proxy.metrics import MULTIPROC_DIR
 from gatekeeper.logging import Logger, get_logger
 
 
-def draining_server(config: Any, log: Logger) -> Any:
-    """A uvicorn server for ``config`` that logs ``server.draining`` when its drain starts and
-    after SIGTERM exits normally once drained (SIGINT, Ctrl-C, is raised again as uvicorn does:
-    ``serve`` says "interrupted" and exits 130)."""
-    from gatekeeper.interfaces.proxy.drain import DrainingServer as EndingWaits
-
-    class DrainingServer(EndingWaits):  # which ends the waits on the upstream before the cut
-        stop_signal: str | None = None
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # a signal handler: nothing logged here (this thread may hold the log's lock)
-            self.stop_signal = self.stop_signal or signal_name(sig)
-            if sig == signal.SIGTERM:
-                self.should_exit = True  # drained, then a normal exit
-                return
-            super().handle_exit(sig, frame)
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            log.info("server.draining", signal=self.stop_signal, pid=os.getpid())
-            await super().shutdown(sockets)
-
-    return DrainingServer(config)
+def draining_server(config: Any, log: Logger) -> DrainingServer:
+    """The server ``serve`` runs for ``config`` (:class:`~.drain.DrainingServer`), logging to
+    ``log``."""
+    return DrainingServer(config, log)
 
 
 def serving_supervisor(config: Any, sockets: list[socket.socket]) -> Any:
@@ -97,14 +79,6 @@ def said_replaced(before: list[Any], after: list[Any], log: Logger) -> None:
         log.warning("server.worker_died", worker=old.pid, exitcode=code, **ended)
         forget_process(old.pid)
         log.info("server.worker_respawned", worker=new.pid, replaces=old.pid)
-
-
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; the number as text for one this platform does not name."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 def forget_process(pid: int | None) -> None:
