@@ -413,3 +413,33 @@ def test_a_failed_start_is_a_json_line_when_the_log_is_json(tmp_path: Path, fmt:
     ]
     assert failed["error_type"] == "ConfigError" and failed["level"] == "error"
     assert "refusing to serve on 0.0.0.0" in failed["error"]
+
+
+async def test_readiness_probes_that_arrive_during_a_check_share_its_answer(
+    tmp_path: Path,
+) -> None:
+    """Probes and scrapes that arrive while a readiness check runs (a model probe can take the
+    endpoint's timeout during an outage) take its answer instead of each starting one; a probe
+    after it runs a new check."""
+    import asyncio
+    import threading
+
+    from gatekeeper.interfaces.proxy.health import Health
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+    from gatekeeper.logging import get_logger
+
+    release, calls = threading.Event(), []
+
+    def slow_readiness() -> dict[str, Any]:
+        calls.append(1)
+        release.wait(10)
+        return {"status": "ready", "collection": "c", "exemplars": 1}
+
+    health = Health(Metrics(), get_logger())
+    waiting = [asyncio.create_task(health.acheck(slow_readiness)) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    release.set()
+    answers = await asyncio.gather(*waiting)
+    assert len(calls) == 1 and all(status == 200 for _, status in answers)
+    await health.acheck(slow_readiness)
+    assert len(calls) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -211,14 +210,14 @@ async def readyz(request: Request) -> Response:
     """Ready: the model is loaded, the collection is reachable and an upstream is set (the
     detail of a failure, hosts and paths, goes to the log, not to an unauthenticated probe)."""
     proxy = proxy_of(request)
-    answer, status = await asyncio.to_thread(proxy.health.check, proxy.readiness)
+    answer, status = await proxy.health.acheck(proxy.readiness)
     return JSONResponse(answer, status_code=status)
 
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (readiness checked first: ``gatekeeper_ready`` is current)."""
     proxy = proxy_of(request)
-    await asyncio.to_thread(proxy.health.check, proxy.readiness)
+    await proxy.health.acheck(proxy.readiness)
     proxy.record_serving()  # the catalog may have been followed since the last scrape
     content, media_type = proxy.metrics.render()
     return Response(content, media_type=media_type)

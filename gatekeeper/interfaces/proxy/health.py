@@ -13,6 +13,7 @@ instead. Readiness is checked by each ``/readyz`` and each ``/metrics`` scrape.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -33,11 +34,27 @@ class Health:
         self._seen: tuple[str, Any] | None = None  # (status, reason)
         self._since = time.monotonic()
         self._store_error: str | None = None
+        self._one = asyncio.Lock()  # one readiness check at a time (acheck)
+        self._checks = 0  # checks done by acheck
+        self._answer: tuple[Json, int] | None = None  # the last one's
 
     def store_unreachable(self, error: str) -> None:
         """Chroma's error, while the gate decides on its in-memory copy (said by
         ``server.degraded``, not to the unauthenticated probe)."""
         self._store_error = error
+
+    async def acheck(self, readiness: Callable[[], Json]) -> tuple[Json, int]:
+        """:meth:`check` in a worker thread, one at a time: callers that arrived while a check
+        ran take its answer rather than run their own (a caller after it runs a new one).
+        During an embeddings outage a check probes the model and can take the endpoint's
+        timeout; 3-s probes and scrapes would each start one, piling up threads and calls."""
+        arrived = self._checks
+        async with self._one:
+            if self._checks != arrived and self._answer is not None:
+                return self._answer  # a check ran while this caller waited
+            self._answer = await asyncio.to_thread(self.check, readiness)
+            self._checks += 1
+            return self._answer
 
     def check(self, readiness: Callable[[], Json]) -> tuple[Json, int]:
         """``/readyz``'s answer and status code from ``readiness`` (blocking: run in a thread),
