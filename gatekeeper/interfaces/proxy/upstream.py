@@ -212,32 +212,28 @@ async def forward_gated(
     ``server_shutting_down``, or a stream ends with that SSE error event; the client gone
     before the answer begins, the wait ends (:mod:`.disconnects`)."""
     accept = "text/event-stream" if stream else request.headers.get("accept")
+
+    async def answered() -> tuple[httpx.Response, bytes]:
+        """The upstream's answer: its response, and its body read whole unless streamed (one
+        wait, so one watch for the client's disconnect)."""
+        upstream = await send_upstream(
+            proxy, "POST", path, body=body, accept=accept, headers=headers
+        )
+        sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        if not upstream.is_success or (stream and not sse):  # a redirect; JSON for a stream
+            await upstream.aclose()
+            raise _unusable(proxy, f"HTTP {upstream.status_code}", headers)
+        return upstream, b"" if stream else await read_answer(proxy, upstream, headers)
+
     try:
         with proxy.drain.bounded() as wait:
-            upstream = await unless_disconnected(
-                request.receive,
-                lambda: send_upstream(
-                    proxy, "POST", path, body=body, accept=accept, headers=headers
-                ),
-                headers,
-            )
+            upstream, content = await unless_disconnected(request.receive, answered, headers)
     except Passthrough as passthrough:
         return passthrough.response
     if wait.cancelled_caught:
         raise _shutting_down(proxy, headers)
     out_headers = passthrough_headers(upstream, headers, proxy.scrub)
-    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    if not upstream.is_success or (stream and not sse):  # a redirect; JSON for a stream
-        await upstream.aclose()
-        raise _unusable(proxy, f"HTTP {upstream.status_code}", headers)
     if not stream:
-        with proxy.drain.bounded() as wait:
-            content = await unless_disconnected(
-                request.receive, lambda: read_answer(proxy, upstream, headers), headers
-            )
-        if wait.cancelled_caught:
-            await upstream.aclose()
-            raise _shutting_down(proxy, headers)
         answer = json_object(content)
         if answer is None:  # HTML from a captive portal, an empty 204, a JSON list
             raise _unusable(proxy, "a body that is no JSON object", headers)
