@@ -443,3 +443,41 @@ async def test_readiness_probes_that_arrive_during_a_check_share_its_answer(
     assert len(calls) == 1 and all(status == 200 for _, status in answers)
     await health.acheck(slow_readiness)
     assert len(calls) == 2
+
+
+async def test_a_client_gone_in_the_middle_of_a_stream_is_logged_499() -> None:
+    """A client that leaves while a stream is still being sent is logged and counted as 499
+    with ``ended: client_disconnected`` (it was logged as the 200 the stream began with); a
+    disconnect after the whole answer changes nothing."""
+    from gatekeeper.interfaces.proxy.metrics import Metrics
+    from gatekeeper.interfaces.proxy.middleware import RequestLog
+    from gatekeeper.logging import get_logger
+
+    async def stream_then_client_leaves(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+
+    async def whole_then_disconnect(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}", "more_body": False})
+        await receive()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    metrics = Metrics()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    with capture_logs() as logs:
+        await RequestLog(stream_then_client_leaves, metrics=metrics, log=get_logger())(
+            dict(scope), receive, send
+        )
+        await RequestLog(whole_then_disconnect, metrics=metrics, log=get_logger())(
+            dict(scope), receive, send
+        )
+    gone, whole = [e for e in logs if e["event"] == "http.request"]
+    assert (gone["status"], gone["ended"]) == (499, "client_disconnected")
+    assert whole["status"] == 200 and "ended" not in whole

@@ -24,6 +24,8 @@ from gatekeeper.interfaces.proxy.scrubbing import MIN_SCRUBBED
 from gatekeeper.interfaces.proxy.upstream import UpstreamBodyBroken
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer
+#: How an answer begun as a 200 ended when the client left before its end (a stream).
+CLIENT_GONE = "client_disconnected"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _KEY_LIKE = re.compile(r"(?i)sk-")
 
@@ -62,11 +64,19 @@ class RequestLog:
                 seen["status"] = message["status"]
                 seen["route"] = _header(message, b"x-gatekeeper-route")
                 seen["message_id"] = _header(message, b"x-gatekeeper-message-id")
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                seen["sent"] = True
             await send(message)
+
+        async def recording_receive() -> AsgiMessage:
+            message = await receive()
+            if message["type"] == "http.disconnect" and "status" in seen and "sent" not in seen:
+                seen["gone"] = True  # in the middle of its answer (a stream): a 499, not a 200
+            return message
 
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, recording_receive, recording_send)
         except ClientDisconnect:  # escaped the handlers (e.g. mid-answer): still the client's
             self.log.info("http.client_disconnected", path=scope.get("path"))
             seen.setdefault("status", CLIENT_CLOSED_REQUEST)
@@ -105,10 +115,14 @@ class RequestLog:
     def _log_request(self, scope: Scope, seen: dict[str, Any], started: float) -> None:
         path = scope.get("path", "")
         status = int(seen.get("status", 500))
-        # an answer begun as a 200 that the shutdown's cutoff ended (a stream): its outcome
+        # an answer begun as a 200 that the shutdown's cutoff ended (a stream), or that the
+        # client left before its end: its outcome
         ended = scope.get(ENDED_KEY)
+        if ended is None and seen.get("gone"):
+            ended = CLIENT_GONE
+            self.log.info("http.client_disconnected", path=path, during="answer")
         if ended is not None:
-            status = 503
+            status = CLIENT_CLOSED_REQUEST if ended == CLIENT_GONE else 503
         self.metrics.answered(path_label(path), status)
         self.log.info(
             "http.request",
