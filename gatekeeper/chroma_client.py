@@ -41,8 +41,8 @@ def open_client(settings: StoreSettings, data_dir: Path) -> Any:
         # Absolute: Chroma shares one open database per path *string* in a process, so a
         # relative data dir ('.gatekeeper') opened again after a chdir reused the database of
         # the directory it first named (deleted since, in a test: "no such table").
-        where = data_dir.expanduser().resolve() / "chroma"
-        return chromadb.PersistentClient(path=str(where), settings=chroma_settings)
+        folder = data_dir.expanduser().resolve() / "chroma"
+        return chromadb.PersistentClient(path=str(folder), settings=chroma_settings)
     except (ValueError, OSError, RuntimeError) as exc:
         where = f"Chroma server {settings.host}:{settings.port}" if settings.host else f"{data_dir}"
         why = str(exc) or _silent(exc, server=bool(settings.host))  # a timeout can say nothing
