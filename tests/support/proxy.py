@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from gatekeeper.errors import StoreUnavailableError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.settings import Settings, UpstreamSettings
@@ -179,3 +180,30 @@ def status_of(sent: list[dict[str, Any]]) -> int:
     """The status of the answer in the ASGI messages ``sent``."""
     [start] = [m for m in sent if m["type"] == "http.response.start"]
     return int(start["status"])
+
+
+class SwitchedChroma:
+    """A Chroma server that is down until :attr:`up` is set, then serves ``indexed``'s store:
+    a :class:`~gatekeeper.chroma_client.LazyClient` whose opener fails until then."""
+
+    def __init__(self, indexed: Gatekeeper, *, retry_seconds: float) -> None:
+        from gatekeeper.chroma_client import LazyClient
+
+        self.up = False
+        self._indexed = indexed
+        self.client = LazyClient(self._open, retry_seconds=retry_seconds)
+
+    def _open(self) -> Any:
+        if not self.up:
+            raise StoreUnavailableError("Chroma is unreachable: connection refused")
+        return self._indexed.store._client
+
+    def gate(self, settings: Settings) -> Gatekeeper:
+        """A hashing gate on ``settings`` whose store is ``indexed``'s, behind this Chroma."""
+        from gatekeeper.store import ExemplarStore
+        from gatekeeper.testing import HashingEmbedder, tiny_catalog
+
+        store = ExemplarStore(self.client, self._indexed.store.name)
+        return Gatekeeper.from_settings(
+            settings, catalog=tiny_catalog(), embedder=HashingEmbedder(), store=store
+        )

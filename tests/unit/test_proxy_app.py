@@ -33,7 +33,6 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.state import build_gate, prepare_gate
 from gatekeeper.settings import Settings, UpstreamSettings
-from gatekeeper.store import ExemplarStore
 from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
 from tests.support.fake_upstream import CHUNK, CutStream, FakeUpstream, completion, sse, sse_answer
 from tests.support.proxy import (
@@ -42,6 +41,7 @@ from tests.support.proxy import (
     OFF_TOPIC_REPLY,
     ORDER,
     UPSTREAM,
+    SwitchedChroma,
     call_asgi,
     proxy_settings,
     serving,
@@ -785,21 +785,9 @@ async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
     interval) is gated again and /readyz says ready."""
     indexed: Gatekeeper = make_gate(tmp_path / "chroma")
     indexed.index()
-    chroma_up = False
-
-    def opener() -> Any:
-        if not chroma_up:
-            raise StoreUnavailableError("Chroma is unreachable: connection refused")
-        return indexed.store._client
-
+    chroma = SwitchedChroma(indexed, retry_seconds=0.2)
     settings = down_chroma_settings(tmp_path)
-    client = LazyClient(opener, retry_seconds=0.2)
-    gate = Gatekeeper.from_settings(
-        settings,
-        catalog=tiny_catalog(),
-        embedder=HashingEmbedder(),
-        store=ExemplarStore(client, indexed.store.name),
-    )
+    gate = chroma.gate(settings)
     with capture_logs() as logs:
         prepare_gate(gate)
     assert [e["policy"] for e in logs if e["event"] == "gate.not_ready"] == ["fail_open"]
@@ -814,7 +802,7 @@ async def test_fail_open_proxy_starts_with_chroma_down_and_recovers(
             assert joke.headers["x-gatekeeper-gate-error"] == "StoreUnavailableError"
             assert len(upstream.bodies) == 1  # fail_open: forwarded
             assert (await proxied.get("/readyz")).status_code == 503
-            chroma_up = True
+            chroma.up = True
             await asyncio.sleep(0.25)  # the retry interval
             refused = await post(proxied, {"model": "m", "messages": JOKE})
             assert refused.headers["x-gatekeeper-route"] == "off_topic"

@@ -22,15 +22,12 @@ import pytest
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from gatekeeper.chroma_client import LazyClient
-from gatekeeper.errors import StoreUnavailableError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.proxy.state import prepare_gate
-from gatekeeper.store import ExemplarStore
-from gatekeeper.testing import HashingEmbedder, make_gate, tiny_catalog
+from gatekeeper.testing import make_gate, tiny_catalog
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy import ORDER, serving
+from tests.support.proxy import ORDER, SwitchedChroma, serving
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -90,23 +87,12 @@ async def test_a_proxy_started_with_chroma_down_says_so_once(
     503 probe, the gauge at not_ready; Chroma back: one `server.recovered`, the gauge at ready."""
     indexed: Gatekeeper = make_gate(tmp_path / "chroma")
     indexed.index()
-    chroma_up = False
-
-    def opener() -> Any:
-        if not chroma_up:
-            raise StoreUnavailableError("Chroma is unreachable: connection refused")
-        return indexed.store._client
-
+    chroma = SwitchedChroma(indexed, retry_seconds=0.0)
     upstream_set = indexed.settings.upstream.model_copy(update={"base_url": "http://up.test/v1"})
     settings = indexed.settings.model_copy(
         update={"data_dir": tmp_path / "proxy", "upstream": upstream_set}
     )
-    gate = Gatekeeper.from_settings(
-        settings,
-        catalog=tiny_catalog(),
-        embedder=HashingEmbedder(),
-        store=ExemplarStore(LazyClient(opener, retry_seconds=0.0), indexed.store.name),
-    )
+    gate = chroma.gate(settings)
     upstream_client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
     with capture_logs() as logs:
         prepare_gate(gate)  # as `gatekeeper serve` does, before it listens
@@ -119,7 +105,7 @@ async def test_a_proxy_started_with_chroma_down_says_so_once(
                 for _ in range(3):
                     assert (await proxied.get("/readyz")).status_code == 503
                 down = (await proxied.get("/metrics")).text
-                chroma_up = True
+                chroma.up = True
                 assert (await proxied.get("/readyz")).json()["status"] == "ready"
                 up = (await proxied.get("/metrics")).text
     await upstream_client.aclose()
