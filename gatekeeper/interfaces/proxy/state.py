@@ -328,9 +328,10 @@ class _CookielessClient(httpx.AsyncClient):
 def model_settings(settings: Settings) -> EmbeddingSettings:
     """The embedding settings the proxy runs: a local model's forward passes get
     ``cores / (server.processes * server.decision_workers)`` threads each unless
-    ``embedding.threads`` is set."""
+    ``embedding.threads`` is set (a second local model, ``embedding.ensemble``, too)."""
     embedding = settings.embedding
-    if embedding.provider != "local" or embedding.threads is not None:
+    local = embedding.provider == "local" or embedding.ensemble != "none"
+    if not local or embedding.threads is not None:
         return embedding
     from gatekeeper.embedding.local import available_cores
 
