@@ -35,6 +35,7 @@ from gatekeeper.interfaces.proxy.threads import (
     output_text,
     upstream_payload,
 )
+from gatekeeper.interfaces.proxy.tool_turns import tool_outputs, tool_results
 from gatekeeper.interfaces.proxy.upstream import (
     Passthrough,
     forward_gated,
@@ -50,7 +51,8 @@ async def chat_completions(request: Request) -> Response:
     authorize(proxy, request)
     body = await read_body(request, proxy.settings.server.max_body_bytes)
     payload = await parse_request(parse_chat_request, body)
-    decision = await proxy.decide(payload["messages"])
+    messages = payload["messages"]
+    decision = await proxy.decide(messages, tool_results=tool_results(messages))
     headers = decision_headers(decision)
     if decision.forwarded:
         stream = payload.get("stream") is True
@@ -71,7 +73,9 @@ async def responses(request: Request) -> Response:
     previous_id = payload.get("previous_response_id")
     previous = proxy.threads.get(previous_id)
     judged = [*previous.messages, *messages] if previous is not None else messages
-    decision = await proxy.decide(judged)
+    # tool results alone continue the held conversation (judged on its customer turn) or,
+    # when none is held, an admitted turn all the same (tool_turns)
+    decision = await proxy.decide(judged, tool_results=tool_outputs(payload["input"]))
     headers = decision_headers(decision)
     if decision.forwarded:
 

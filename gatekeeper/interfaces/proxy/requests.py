@@ -26,6 +26,7 @@ from gatekeeper.conversation import (
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
+from gatekeeper.interfaces.proxy.tool_turns import tool_outputs
 
 #: Bodies larger than this are parsed in a worker thread: an 11 MB chat of 300,000 messages
 #: took the event loop for about a second (every other request, /healthz too, waited).
@@ -256,7 +257,10 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     ``{"role", "content"}`` (``"type": "message"`` optional) whose content is a string or a list
     of parts (``input_text``/``output_text`` give text; images and files none). Other items
     (tool calls and outputs, reasoning, references) are no customer turn and are skipped.
-    ``instructions`` becomes a system message: a system prompt, never a user turn.
+    ``instructions`` becomes a system message: a system prompt, never a user turn. An input
+    with no customer message is a 400, unless it carries tool results
+    (:mod:`~gatekeeper.interfaces.proxy.tool_turns`): then the messages may hold no user turn,
+    or none at all.
     """
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -278,10 +282,11 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     if instructions:
         messages.append({"role": "system", "content": instructions})
     messages.extend(_input_messages(payload["input"]))
-    if not any(m["role"] == "user" for m in messages):
-        # nothing to judge (e.g. only tool outputs): refused like a chat without a user turn
+    if not any(m["role"] == "user" for m in messages) and not tool_outputs(payload["input"]):
+        # nothing to judge: refused like a chat without a user turn
         raise ProxyError(400, "the input has no user message to judge", code="empty_message")
-    check_messages(messages)
+    if messages:
+        check_messages(messages)
     return payload, messages
 
 
