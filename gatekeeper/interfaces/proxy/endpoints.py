@@ -33,6 +33,7 @@ from gatekeeper.interfaces.proxy.threads import (
     input_items,
     local_thread,
     output_text,
+    unnamed,
     upstream_payload,
 )
 from gatekeeper.interfaces.proxy.tool_turns import tool_outputs, tool_results
@@ -131,12 +132,16 @@ def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
     that answer (a refusal, or a reply:
     :meth:`~gatekeeper.interfaces.proxy.threads.ResponseThreads.resolved`), then without the
     turns the gate refused (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`) unless
-    ``server.forward_refused_turns`` keeps them."""
+    ``server.forward_refused_turns`` keeps them, and the proxy's own output messages given
+    back inline without the ids the upstream never stored
+    (:func:`~gatekeeper.interfaces.proxy.threads.unnamed`; after the refusals are taken out,
+    so that a reference to a refusal taken out still finds it by its id)."""
     if not isinstance(chat, list):
         return None
     kept: list[Any] = proxy.threads.resolved(chat)
     if not proxy.settings.server.forward_refused_turns:
         kept = list(proxy.gate.without_refused(kept))
+    kept = unnamed(kept)
     return None if kept == chat else [dict(m) if isinstance(m, dict) else m for m in kept]
 
 
