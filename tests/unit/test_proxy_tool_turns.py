@@ -246,3 +246,22 @@ async def test_a_tool_result_after_the_proxys_own_refusal_is_refused_again(
     answer = await _post(client, "responses", body)
     assert answer.headers["x-gatekeeper-route"] == "off_topic"
     assert upstream.requests == []
+
+
+# -- 3. client type errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["chat/completions", "responses"])
+@pytest.mark.parametrize("model", [5, ["m"], {"name": "m"}, True])
+async def test_a_model_that_is_no_string_is_a_422(
+    client: httpx.AsyncClient, upstream: FakeUpstream, path: str, model: Any
+) -> None:
+    """A non-string model is the client's type error: a 422 invalid_type naming 'model' (it
+    was answered 200, or forwarded), before the gate decides."""
+    chat = {"messages": [{"role": "user", "content": "tell me a joke"}]}
+    body = {"model": model, **(chat if path == "chat/completions" else {"input": "hello"})}
+    answer = await _post(client, path, body)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_type" and "'model'" in error["message"]
+    assert upstream.requests == []

@@ -124,13 +124,22 @@ def parse_chat_request(body: bytes) -> Json:
             422, "missing required parameter: 'messages'", code="missing_required_parameter"
         )
     check_messages(payload["messages"])
-    if "stream" in payload and not isinstance(payload["stream"], bool | None):
-        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    check_fields(payload)
     n = payload.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
         raise ProxyError(422, "'n' must be an integer from 1 to 128", code="invalid_value")
     check_format(payload.get("response_format"), "response_format")
     return payload
+
+
+def check_fields(payload: Json) -> None:
+    """422 for a ``stream`` that is no boolean or a ``model`` that is no string (null: as if
+    not given): the client's type error, refused before the gate decides (a local answer
+    echoed ``"model": 5`` with a 200)."""
+    if "stream" in payload and not isinstance(payload["stream"], bool | None):
+        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    if "model" in payload and not isinstance(payload["model"], str | None):
+        raise ProxyError(422, "'model' must be a string", code="invalid_type")
 
 
 def check_format(response_format: Any, where: str) -> None:
@@ -269,8 +278,7 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
         raise ProxyError(
             422, "missing required parameter: 'input'", code="missing_required_parameter"
         )
-    if "stream" in payload and not isinstance(payload["stream"], bool | None):
-        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    check_fields(payload)
     instructions = payload.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise ProxyError(422, "'instructions' must be a string", code="invalid_type")
