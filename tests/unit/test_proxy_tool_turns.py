@@ -248,7 +248,39 @@ async def test_a_tool_result_after_the_proxys_own_refusal_is_refused_again(
     assert upstream.requests == []
 
 
-# -- 3. client type errors ------------------------------------------------------------------------
+# -- 3. local answers to a request that offers tools ------------------------------------------
+
+
+async def test_a_local_responses_answer_echoes_the_requests_tool_fields(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """A refused Responses request's local answer echoes its tools, tool_choice and
+    parallel_tool_calls, streamed or not, as the API echoes request fields (it said tools [],
+    tool_choice auto, parallel_tool_calls true); the openai client parses it."""
+    fields = {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False}
+    body = {"model": "m", "input": "tell me a joke", **fields}
+    answer = await _post(client, "responses", body)
+    assert answer.headers["x-gatekeeper-route"] == "off_topic"
+    assert {key: answer.json()[key] for key in fields} == fields
+    streamed = await _post(client, "responses", {**body, "stream": True})
+    objects = [
+        json.loads(line.removeprefix("data: "))["response"]
+        for line in streamed.text.splitlines()
+        if line.startswith("data: ") and '"response":' in line
+    ]
+    assert len(objects) == 3  # created, in_progress, completed
+    for obj in objects:
+        assert {key: obj[key] for key in fields} == fields
+    parsed = await sdk(client).responses.create(**body)  # type: ignore[call-overload]
+    assert parsed.tool_choice == "required" and parsed.parallel_tool_calls is False
+    assert [tool.name for tool in parsed.tools] == ["lookup_order"]
+    plain = (await _post(client, "responses", {"model": "m", "input": "tell me a joke"})).json()
+    assert (plain["tools"], plain["tool_choice"], plain["parallel_tool_calls"]) == (
+        [],
+        "auto",
+        True,
+    )
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize("path", ["chat/completions", "responses"])
