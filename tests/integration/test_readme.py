@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encod
 def _block(marker: str) -> str:
     found = [b for b in BLOCKS if marker in b]
     assert len(found) == 1, f"one README python block should contain {marker!r}"
-    return found[0]
+    return textwrap.dedent(found[0])  # a block inside a list item is indented
 
 
 def _run(code: str) -> str:
@@ -124,11 +125,29 @@ def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
         server={"api_keys": "sk-shop-bot-1"},
     )
     with LoopbackServer(create_app(settings)) as proxy:
-        code = _block("with_raw_response").replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}")
+        code = _block('for text in ["where is my parcel?"').replace(
+            "127.0.0.1:8080", f"127.0.0.1:{proxy.port}"
+        )
         lines = _run(code).splitlines()
     assert lines[0].startswith("llm ->")
     assert lines[1].startswith("off_topic -> Sorry")
     assert len(upstream.calls) == 1
+
+
+def test_tool_calling_example(isolated: Path, upstream: RecordingUpstream) -> None:
+    """The tool-calling example checks the route before tool_calls: the refused match question
+    (tool_choice required) is a text answer with finish_reason stop, no LLM call."""
+    settings = load_settings(
+        None,
+        data_dir=isolated / "data",
+        upstream={"base_url": upstream.base_url, "api_key": "sk-upstream"},
+        server={"api_keys": "sk-shop-bot-1"},
+    )
+    with LoopbackServer(create_app(settings)) as proxy:
+        code = _block('tool_choice="required"').replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}")
+        lines = _run(code).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stop -> Sorry")
+    assert upstream.calls == []
 
 
 def test_langchain_example(

@@ -213,7 +213,7 @@ async def test_an_image_after_a_served_turn_is_forwarded_as_a_followup(
         ({"input": "where is my order", "stream": "yes"}, 422, "invalid_type"),
         ({"input": "where is my order", "instructions": ["x"]}, 422, "invalid_type"),
         ({"input": []}, 400, "empty_message"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, 400, None),
+        ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, 400, "empty_message"),
         ({"input": "   "}, 400, "empty_message"),
     ],
 )
@@ -224,7 +224,8 @@ async def test_bad_responses_requests_are_4xx(
     status: int,
     code: str | None,
 ) -> None:
-    """Wrong shapes are 422, nothing to judge is 400; never forwarded, never a 500."""
+    """Wrong shapes are 422, nothing to judge (no customer message, no tool result) is 400;
+    never forwarded, never a 500."""
     response = await post(client, body)
     assert response.status_code == status, response.text
     if code:

@@ -419,3 +419,48 @@ async def test_a_gate_failure_keeps_the_customers_turn_for_the_upstream(tmp_path
     sent = _sent(upstream)["input"]
     assert sent[0] == question
     assert sent[1] == {"role": "assistant", "content": settings.gate.unavailable_reply}
+
+
+@pytest.mark.parametrize("response_threads", [10, 0])
+async def test_the_proxys_own_answer_given_back_inline_reaches_the_upstream_without_its_id(
+    gate: Gatekeeper, response_threads: int
+) -> None:
+    """A stateless client that does `input += response.output` after a canned answer sends
+    back its output message (id msg_gk_...): the next admitted turn forwards it as a plain
+    assistant message, without the id and status the upstream never stored (it answered 400/404
+    "Item with id ... not found"), held by this process or not."""
+    upstream = FakeUpstream()
+    hello = {"role": "user", "content": "hello"}
+    async with serving(gate, upstream, response_threads=response_threads) as client:
+        canned = await client.post("/v1/responses", json={"model": "m", "input": [hello]})
+        assert canned.headers["x-gatekeeper-route"] == "canned"
+        [message] = canned.json()["output"]
+        assert message["id"].startswith("msg_gk_")
+        body = {"model": "m", "input": [hello, message, ORDER]}
+        answer = await client.post("/v1/responses", json=body)
+    assert answer.headers["x-gatekeeper-route"] == "llm"
+    plain = {k: v for k, v in message.items() if k not in ("id", "status")}
+    assert _sent(upstream)["input"] == [hello, plain, ORDER]
+    assert b"msg_gk_" not in upstream.requests[-1].content
+
+
+async def test_a_refusal_given_back_inline_is_forwarded_without_its_id_when_kept(
+    gate: Gatekeeper,
+) -> None:
+    """Under server.forward_refused_turns the proxy's refusal given back inline is forwarded,
+    without its msg_gk_ id; the upstream's own items keep theirs."""
+    upstream = FakeUpstream()
+    stored = {
+        "type": "message",
+        "id": "msg_up_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "It ships today.", "annotations": []}],
+    }
+    async with serving(gate, upstream, forward_refused_turns=True) as client:
+        refused = await client.post("/v1/responses", json={"model": "m", "input": [JOKE]})
+        [message] = refused.json()["output"]
+        body = {"model": "m", "input": [ORDER, stored, JOKE, message, ORDER]}
+        await client.post("/v1/responses", json=body)
+    plain = {k: v for k, v in message.items() if k not in ("id", "status")}
+    assert _sent(upstream)["input"] == [ORDER, stored, JOKE, plain, ORDER]

@@ -3,11 +3,13 @@ local Responses API responses and event streams."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import quote
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from gatekeeper.decision import Decision
 from gatekeeper.interfaces.local_answers import (
@@ -100,9 +102,10 @@ def local_responses_answer(
     )
     options = payload.get("text")
     refusal = isinstance(options, Mapping) and structured(options.get("format"))
+    echo = _tool_fields(payload)
     if payload.get("stream"):
         events = [
-            f"event: {e.type}\ndata: {e.model_dump_json(exclude_unset=True)}\n\n"
+            f"event: {e.type}\ndata: {_event_data(e, echo)}\n\n"
             for e in local_response_events(
                 text, model=model, instructions=instructions, ident=ident, refusal=refusal
             )
@@ -111,7 +114,26 @@ def local_responses_answer(
     response = local_response(
         text, model=model, instructions=instructions, ident=ident, refusal=refusal
     )
-    return JSONResponse(response.model_dump(mode="json", exclude_unset=True), headers=headers)
+    return JSONResponse(
+        {**response.model_dump(mode="json", exclude_unset=True), **echo}, headers=headers
+    )
+
+
+def _tool_fields(payload: Json) -> Json:
+    """The request's ``tools``, ``tool_choice`` and ``parallel_tool_calls`` that a local
+    ``response`` echoes, as the API echoes request fields (those given with the type the API
+    takes; the others keep the object's defaults: no tools, ``auto``, ``true``)."""
+    wanted = {"tools": list, "tool_choice": str | dict, "parallel_tool_calls": bool}
+    return {key: payload[key] for key, kind in wanted.items() if isinstance(payload.get(key), kind)}
+
+
+def _event_data(event: BaseModel, echo: Json) -> str:
+    """A local stream event's JSON, the ``response`` it carries (if any) echoing ``echo``."""
+    if not echo or not isinstance(getattr(event, "response", None), BaseModel):
+        return event.model_dump_json(exclude_unset=True)
+    data = event.model_dump(mode="json", exclude_unset=True)
+    data["response"].update(echo)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def warm_local_answers() -> None:

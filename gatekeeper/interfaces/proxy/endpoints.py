@@ -33,8 +33,10 @@ from gatekeeper.interfaces.proxy.threads import (
     input_items,
     local_thread,
     output_text,
+    unnamed,
     upstream_payload,
 )
+from gatekeeper.interfaces.proxy.tool_turns import tool_outputs, tool_results
 from gatekeeper.interfaces.proxy.upstream import (
     Passthrough,
     forward_gated,
@@ -50,7 +52,8 @@ async def chat_completions(request: Request) -> Response:
     authorize(proxy, request)
     body = await read_body(request, proxy.settings.server.max_body_bytes)
     payload = await parse_request(parse_chat_request, body)
-    decision = await proxy.decide(payload["messages"])
+    messages = payload["messages"]
+    decision = await proxy.decide(messages, tool_results=tool_results(messages))
     headers = decision_headers(decision)
     if decision.forwarded:
         stream = payload.get("stream") is True
@@ -71,7 +74,9 @@ async def responses(request: Request) -> Response:
     previous_id = payload.get("previous_response_id")
     previous = proxy.threads.get(previous_id)
     judged = [*previous.messages, *messages] if previous is not None else messages
-    decision = await proxy.decide(judged)
+    # tool results alone continue the held conversation (judged on its customer turn) or,
+    # when none is held, an admitted turn all the same (tool_turns)
+    decision = await proxy.decide(judged, tool_results=tool_outputs(payload["input"]))
     headers = decision_headers(decision)
     if decision.forwarded:
 
@@ -127,12 +132,16 @@ def _unrefused_chat(proxy: Proxy, chat: Any) -> list[Json] | None:
     that answer (a refusal, or a reply:
     :meth:`~gatekeeper.interfaces.proxy.threads.ResponseThreads.resolved`), then without the
     turns the gate refused (:meth:`~gatekeeper.gate.Gatekeeper.without_refused`) unless
-    ``server.forward_refused_turns`` keeps them."""
+    ``server.forward_refused_turns`` keeps them, and the proxy's own output messages given
+    back inline without the ids the upstream never stored
+    (:func:`~gatekeeper.interfaces.proxy.threads.unnamed`; after the refusals are taken out,
+    so that a reference to a refusal taken out still finds it by its id)."""
     if not isinstance(chat, list):
         return None
     kept: list[Any] = proxy.threads.resolved(chat)
     if not proxy.settings.server.forward_refused_turns:
         kept = list(proxy.gate.without_refused(kept))
+    kept = unnamed(kept)
     return None if kept == chat else [dict(m) if isinstance(m, dict) else m for m in kept]
 
 

@@ -26,6 +26,7 @@ from gatekeeper.conversation import (
 from gatekeeper.errors import InputError
 from gatekeeper.interfaces.proxy.errors import Json, ProxyError
 from gatekeeper.interfaces.proxy.state import Proxy
+from gatekeeper.interfaces.proxy.tool_turns import tool_outputs
 
 #: Bodies larger than this are parsed in a worker thread: an 11 MB chat of 300,000 messages
 #: took the event loop for about a second (every other request, /healthz too, waited).
@@ -123,13 +124,22 @@ def parse_chat_request(body: bytes) -> Json:
             422, "missing required parameter: 'messages'", code="missing_required_parameter"
         )
     check_messages(payload["messages"])
-    if "stream" in payload and not isinstance(payload["stream"], bool | None):
-        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    check_fields(payload)
     n = payload.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
         raise ProxyError(422, "'n' must be an integer from 1 to 128", code="invalid_value")
     check_format(payload.get("response_format"), "response_format")
     return payload
+
+
+def check_fields(payload: Json) -> None:
+    """422 for a ``stream`` that is no boolean or a ``model`` that is no string (null: as if
+    not given): the client's type error, refused before the gate decides (a local answer
+    echoed ``"model": 5`` with a 200)."""
+    if "stream" in payload and not isinstance(payload["stream"], bool | None):
+        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    if "model" in payload and not isinstance(payload["model"], str | None):
+        raise ProxyError(422, "'model' must be a string", code="invalid_type")
 
 
 def check_format(response_format: Any, where: str) -> None:
@@ -256,7 +266,10 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     ``{"role", "content"}`` (``"type": "message"`` optional) whose content is a string or a list
     of parts (``input_text``/``output_text`` give text; images and files none). Other items
     (tool calls and outputs, reasoning, references) are no customer turn and are skipped.
-    ``instructions`` becomes a system message: a system prompt, never a user turn.
+    ``instructions`` becomes a system message: a system prompt, never a user turn. An input
+    with no customer message is a 400, unless it carries tool results
+    (:mod:`~gatekeeper.interfaces.proxy.tool_turns`): then the messages may hold no user turn,
+    or none at all.
     """
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -265,8 +278,7 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
         raise ProxyError(
             422, "missing required parameter: 'input'", code="missing_required_parameter"
         )
-    if "stream" in payload and not isinstance(payload["stream"], bool | None):
-        raise ProxyError(422, "'stream' must be a boolean", code="invalid_type")
+    check_fields(payload)
     instructions = payload.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise ProxyError(422, "'instructions' must be a string", code="invalid_type")
@@ -278,10 +290,11 @@ def parse_responses_request(body: bytes) -> tuple[Json, list[Json]]:
     if instructions:
         messages.append({"role": "system", "content": instructions})
     messages.extend(_input_messages(payload["input"]))
-    if not any(m["role"] == "user" for m in messages):
-        # nothing to judge (e.g. only tool outputs): refused like a chat without a user turn
+    if not any(m["role"] == "user" for m in messages) and not tool_outputs(payload["input"]):
+        # nothing to judge: refused like a chat without a user turn
         raise ProxyError(400, "the input has no user message to judge", code="empty_message")
-    check_messages(messages)
+    if messages:
+        check_messages(messages)
     return payload, messages
 
 

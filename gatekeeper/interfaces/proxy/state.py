@@ -37,6 +37,7 @@ from gatekeeper.interfaces.proxy.metrics import Metrics
 from gatekeeper.interfaces.proxy.scrubbing import Scrubber
 from gatekeeper.interfaces.proxy.slots import Slots
 from gatekeeper.interfaces.proxy.threads import ResponseThreads
+from gatekeeper.interfaces.proxy.tool_turns import continuation, customer_message
 from gatekeeper.logging import get_logger
 from gatekeeper.settings import EmbeddingSettings, Settings, UpstreamSettings
 
@@ -200,13 +201,20 @@ class Proxy:
             headers.append((b"authorization", f"Bearer {key.get_secret_value()}".encode()))
         return headers
 
-    async def decide(self, messages: Any) -> Decision:
-        """The gate's decision on ``messages``; input mistakes become 4xx."""
+    async def decide(self, messages: Any, *, tool_results: bool = False) -> Decision:
+        """The gate's decision on ``messages``; input mistakes become 4xx. With
+        ``tool_results`` (the request carries some), ``messages`` without a customer turn are
+        the app's own turn continuing an admitted one, forwarded as a follow-up
+        (:mod:`~gatekeeper.interfaces.proxy.tool_turns`), not an empty message."""
         policy = self.settings.gate.on_error
         started = time.perf_counter()
         try:
-            # Concurrent requests share forward passes (see gatekeeper.batching).
-            decision = await self.batcher.decide(messages)
+            if tool_results and not customer_message(messages):
+                gate = self.settings.gate
+                decision = continuation(gate.threshold, shadow=gate.shadow)
+            else:
+                # Concurrent requests share forward passes (see gatekeeper.batching).
+                decision = await self.batcher.decide(messages)
         except EmptyMessageError as exc:
             raise ProxyError(400, str(exc), code="empty_message") from exc
         except MessageTooLongError as exc:

@@ -20,7 +20,9 @@ A Responses ``input`` may also give one of the proxy's answers back as an ``item
 its output message (``msg_gk_...``, which the upstream cannot resolve), or to the answer itself
 (``resp_gk_...``): while the answer is held, :meth:`ResponseThreads.resolved` puts that answer's
 message in its place, so a refusal given by reference is taken out with the turn it refused, as
-its text is (:mod:`gatekeeper.refusals`).
+its text is (:mod:`gatekeeper.refusals`). A client that gives the answer back inline
+(``input += response.output``) sends its output message with that ``msg_gk_...`` id:
+:func:`unnamed` forwards it as a plain assistant message, held or not.
 
 Held in memory only, per serving process, the most recent ``server.response_threads`` answers
 (least recently used out; 0 keeps none), and no more than ``server.response_threads_bytes`` of
@@ -179,6 +181,26 @@ class ResponseThreads:
         kept = self._threads.pop(response_id, None)
         if kept is not None:
             self._bytes -= kept.size
+
+
+#: Fields of the proxy's own output message that name it as an item the upstream never stored.
+_LOCAL_ITEM_FIELDS = ("id", "status")
+
+
+def unnamed(items: list[Any]) -> list[Any]:
+    """``items`` (a Responses ``input``) with each of the proxy's own output messages given back
+    inline (``"id": "msg_gk_..."``, as ``input += response.output`` sends it) without its id
+    and status: an assistant message of its role and content, which the upstream takes (it
+    never stored the item, and failed a request naming it: "Item with id ... not found")."""
+    return [_unnamed(item) for item in items]
+
+
+def _unnamed(item: Any) -> Any:
+    if not isinstance(item, dict) or is_item_reference(item) or "role" not in item:
+        return item  # a reference is :meth:`ResponseThreads.resolved`'s
+    if answer_of_item(item.get("id")) is None:
+        return item
+    return {key: value for key, value in item.items() if key not in _LOCAL_ITEM_FIELDS}
 
 
 def _answer_named(item_id: Any) -> str | None:
