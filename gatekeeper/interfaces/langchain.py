@@ -177,9 +177,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         :mod:`~gatekeeper.interfaces.langchain_delegate`); AttributeError if it has none."""
         return self._around(delegated(self.runnable, "bind_tools", tools, **kwargs))
 
-    def with_structured_output(self, schema: Any, **kwargs: Any) -> GatekeeperRunnable:
-        """The same gate around ``runnable.with_structured_output(schema, **kwargs)``; a reply
-        of the gate is an ``AIMessage`` still."""
+    def with_structured_output(self, schema: Any = None, **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.with_structured_output(schema, **kwargs)`` (no schema
+        for ``method="json_mode"`` on a model that allows it); a reply of the gate is an
+        ``AIMessage`` still."""
         return self._around(delegated(self.runnable, "with_structured_output", schema, **kwargs))
 
     def _around(self, runnable: Runnable[Any, Any]) -> GatekeeperRunnable:
