@@ -36,9 +36,10 @@ The caller's callbacks, tags and metadata flow to both.
 ``batch``/``abatch`` decide all inputs with one ``Gatekeeper.check_many`` call (one embedding
 pass, one store query), then call the wrapped runnable's ``batch``/``abatch`` once with the
 admitted inputs only; results come back in input order. Client mistakes (an empty message, no
-user turn, a dict without ``input_key``, a dict for a runnable that takes none) raise
-:class:`~gatekeeper.errors.InputError` whether the gate would admit the message or not, or with
-``return_exceptions=True`` come back in that input's slot.
+user turn, a dict without ``input_key``, a dict for a runnable that takes none) are found before
+the gate pass, each naming its input (``inputs[2]: the message is empty``): the first in input
+order raises its :class:`~gatekeeper.errors.InputError` whether the gate would admit the
+message or not, or with ``return_exceptions=True`` each comes back in its input's slot.
 """
 
 from __future__ import annotations
@@ -310,14 +311,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
-        outcomes = check_runs(
-            self.gate,
-            list(messages.values()),
-            [configs[i] for i in messages],
-            return_exceptions,
-            self.decision_detail,
+        decisions = check_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], self.decision_detail
         )
-        forward, answer = _sort(list(messages), outcomes, results)
+        forward, answer = _sort(list(messages), decisions)
         for i, decision in answer:
             results[i] = self._reply(decision, configs[i]).say(messages[i])
         if forward:
@@ -337,14 +334,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
-        outcomes = await acheck_runs(
-            self.gate,
-            list(messages.values()),
-            [configs[i] for i in messages],
-            return_exceptions,
-            self.decision_detail,
+        decisions = await acheck_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], self.decision_detail
         )
-        forward, answer = _sort(list(messages), outcomes, results)
+        forward, answer = _sort(list(messages), decisions)
         for i, decision in answer:
             results[i] = await self._reply(decision, configs[i]).asay(messages[i])
         if forward:
@@ -368,18 +361,23 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
     ) -> tuple[list[Any], dict[int, Message]]:
-        """Each input as forwarded, and its gate message by position; errors, naming the input
-        (``inputs[3]: question[0] is ...``, the message's index inside), go to ``results``."""
+        """Each input as forwarded, and its gate message by position, checked as the gate
+        checks it before deciding (empty, too long: :meth:`Gatekeeper.turns_to_judge`). Input
+        mistakes, each naming its input (``inputs[3]: question[0] is ...``, the message's index
+        inside), go to ``results``, or the first in input order is raised."""
         items: list[Any] = [None] * len(inputs)
         messages: dict[int, Message] = {}
         for i, value in enumerate(inputs):
             try:
-                items[i], messages[i] = self._prepared(value)
+                item, message = self._prepared(value)
+                self.gate.turns_to_judge([message])
             except InputError as exc:
                 named = type(exc)(f"inputs[{i}]: {exc}")
                 if not return_exceptions:
                     raise named from exc
                 results[i] = named
+            else:
+                items[i], messages[i] = item, message
         return items, messages
 
     # -- stream --------------------------------------------------------------------------
@@ -485,16 +483,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
 
 def _sort(
-    positions: list[int], outcomes: list[Decision | InputError], results: list[Any]
+    positions: list[int], decisions: list[Decision]
 ) -> tuple[list[tuple[int, Decision]], list[tuple[int, Decision]]]:
-    """Errors into ``results``; decisions split into (forwarded, answered by the gate)."""
+    """The decisions, by position, split into (forwarded, answered by the gate)."""
     forward: list[tuple[int, Decision]] = []
     answer: list[tuple[int, Decision]] = []
-    for i, outcome in zip(positions, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            results[i] = outcome
-        else:
-            (forward if outcome.forwarded else answer).append((i, outcome))
+    for i, decision in zip(positions, decisions, strict=True):
+        (forward if decision.forwarded else answer).append((i, decision))
     return forward, answer
 
 
