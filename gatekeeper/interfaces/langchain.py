@@ -1,12 +1,17 @@
 """The gate as a LangChain runnable: :class:`GatekeeperRunnable`.
 
-Put it where the chat model (or any runnable) was, and off-topic and canned messages are answered
+Put it in front of the chain (or chat model), and off-topic and canned messages are answered
 without calling it::
 
     from gatekeeper import GatekeeperRunnable
 
-    gated = GatekeeperRunnable(gate=gate, runnable=chat_model, input_key="question")
-    chain = prompt | gated | StrOutputParser()
+    chain = GatekeeperRunnable(
+        gate=gate, runnable=prompt | chat_model | StrOutputParser(), input_key="question"
+    )
+
+In front of the prompt, so that the gate judges the customer's own words (behind a prompt that
+adds context to the human turn it would judge that text), and of the parser, so that a refusal
+keeps its decision (a :class:`ReplyText`).
 
 What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`` and
 ``history_key``) and what the gate judges for each: :mod:`~gatekeeper.interfaces.langchain_input`.
