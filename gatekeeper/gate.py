@@ -311,7 +311,7 @@ class Gatekeeper:
         policy = self.settings.gate.on_error if on_error is None else on_error
         if policy not in ON_ERROR:  # a typo must not turn into refusing everyone
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {policy!r}")
-        texts = self._all_turns(batch_of(messages))
+        texts = self.turns_to_judge(messages)
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
@@ -360,7 +360,7 @@ class Gatekeeper:
     ) -> list[list[Turn]]:
         """Each message's customer turns, judged alone: what routing needs at any threshold
         (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
-        texts = self._all_turns(batch_of(messages))
+        texts = self.turns_to_judge(messages)
         self.ready()
         return self._judge(texts, progress, set())
 
@@ -385,16 +385,16 @@ class Gatekeeper:
         )
         return to_decision(turns[-1].judged, routed)
 
-    def _all_turns(self, messages: Sequence[Message]) -> list[list[Said]]:
-        """Every message's turns (:meth:`_turns`); in a batch, an input mistake names the
-        message's position (``messages[500]: ...``)."""
-        if len(messages) == 1:
-            return [self._turns(messages[0])]
+    def turns_to_judge(self, messages: Sequence[Message]) -> list[list[Said]]:
+        """Each message's customer turns, checked (no model or store call): an input mistake
+        raises InputError, in a batch naming the message's position (``messages[500]: ...``)."""
         out = []
-        for position, message in enumerate(messages):
+        for position, message in enumerate(batch := batch_of(messages)):
             try:
                 out.append(self._turns(message))
             except InputError as exc:
+                if len(batch) == 1:
+                    raise
                 raise type(exc)(f"messages[{position}]: {exc}") from exc
         return out
 

@@ -1,12 +1,17 @@
 """The gate as a LangChain runnable: :class:`GatekeeperRunnable`.
 
-Put it where the chat model (or any runnable) was, and off-topic and canned messages are answered
+Put it in front of the chain (or chat model), and off-topic and canned messages are answered
 without calling it::
 
     from gatekeeper import GatekeeperRunnable
 
-    gated = GatekeeperRunnable(gate=gate, runnable=chat_model, input_key="question")
-    chain = prompt | gated | StrOutputParser()
+    chain = GatekeeperRunnable(
+        gate=gate, runnable=prompt | chat_model | StrOutputParser(), input_key="question"
+    )
+
+In front of the prompt, so that the gate judges the customer's own words (behind a prompt that
+adds context to the human turn it would judge that text), and of the parser, so that a refusal
+keeps its decision (a :class:`ReplyText`).
 
 What it accepts (a string, messages, a ``PromptValue``, a dict with ``input_key`` and
 ``history_key``) and what the gate judges for each: :mod:`~gatekeeper.interfaces.langchain_input`.
@@ -36,9 +41,10 @@ The caller's callbacks, tags and metadata flow to both.
 ``batch``/``abatch`` decide all inputs with one ``Gatekeeper.check_many`` call (one embedding
 pass, one store query), then call the wrapped runnable's ``batch``/``abatch`` once with the
 admitted inputs only; results come back in input order. Client mistakes (an empty message, no
-user turn, a dict without ``input_key``, a dict for a runnable that takes none) raise
-:class:`~gatekeeper.errors.InputError` whether the gate would admit the message or not, or with
-``return_exceptions=True`` come back in that input's slot.
+user turn, a dict without ``input_key``, a dict for a runnable that takes none) are found before
+the gate pass, each naming its input (``inputs[2]: the message is empty``): the first in input
+order raises its :class:`~gatekeeper.errors.InputError` whether the gate would admit the
+message or not, or with ``return_exceptions=True`` each comes back in its input's slot.
 """
 
 from __future__ import annotations
@@ -177,9 +183,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         :mod:`~gatekeeper.interfaces.langchain_delegate`); AttributeError if it has none."""
         return self._around(delegated(self.runnable, "bind_tools", tools, **kwargs))
 
-    def with_structured_output(self, schema: Any, **kwargs: Any) -> GatekeeperRunnable:
-        """The same gate around ``runnable.with_structured_output(schema, **kwargs)``; a reply
-        of the gate is an ``AIMessage`` still."""
+    def with_structured_output(self, schema: Any = None, **kwargs: Any) -> GatekeeperRunnable:
+        """The same gate around ``runnable.with_structured_output(schema, **kwargs)`` (no schema
+        for ``method="json_mode"`` on a model that allows it); a reply of the gate is an
+        ``AIMessage`` still."""
         return self._around(delegated(self.runnable, "with_structured_output", schema, **kwargs))
 
     def _around(self, runnable: Runnable[Any, Any]) -> GatekeeperRunnable:
@@ -309,14 +316,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
-        outcomes = check_runs(
-            self.gate,
-            list(messages.values()),
-            [configs[i] for i in messages],
-            return_exceptions,
-            self.decision_detail,
+        decisions = check_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], self.decision_detail
         )
-        forward, answer = _sort(list(messages), outcomes, results)
+        forward, answer = _sort(list(messages), decisions)
         for i, decision in answer:
             results[i] = self._reply(decision, configs[i]).say(messages[i])
         if forward:
@@ -336,14 +339,10 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(inputs)
         items, messages = self._messages(inputs, results, return_exceptions)
-        outcomes = await acheck_runs(
-            self.gate,
-            list(messages.values()),
-            [configs[i] for i in messages],
-            return_exceptions,
-            self.decision_detail,
+        decisions = await acheck_runs(
+            self.gate, list(messages.values()), [configs[i] for i in messages], self.decision_detail
         )
-        forward, answer = _sort(list(messages), outcomes, results)
+        forward, answer = _sort(list(messages), decisions)
         for i, decision in answer:
             results[i] = await self._reply(decision, configs[i]).asay(messages[i])
         if forward:
@@ -367,18 +366,23 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
     def _messages(
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
     ) -> tuple[list[Any], dict[int, Message]]:
-        """Each input as forwarded, and its gate message by position; errors, naming the input
-        (``inputs[3]: question[0] is ...``, the message's index inside), go to ``results``."""
+        """Each input as forwarded, and its gate message by position, checked as the gate
+        checks it before deciding (empty, too long: :meth:`Gatekeeper.turns_to_judge`). Input
+        mistakes, each naming its input (``inputs[3]: question[0] is ...``, the message's index
+        inside), go to ``results``, or the first in input order is raised."""
         items: list[Any] = [None] * len(inputs)
         messages: dict[int, Message] = {}
         for i, value in enumerate(inputs):
             try:
-                items[i], messages[i] = self._prepared(value)
+                item, message = self._prepared(value)
+                self.gate.turns_to_judge([message])
             except InputError as exc:
                 named = type(exc)(f"inputs[{i}]: {exc}")
                 if not return_exceptions:
                     raise named from exc
                 results[i] = named
+            else:
+                items[i], messages[i] = item, message
         return items, messages
 
     # -- stream --------------------------------------------------------------------------
@@ -484,16 +488,13 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
 
 
 def _sort(
-    positions: list[int], outcomes: list[Decision | InputError], results: list[Any]
+    positions: list[int], decisions: list[Decision]
 ) -> tuple[list[tuple[int, Decision]], list[tuple[int, Decision]]]:
-    """Errors into ``results``; decisions split into (forwarded, answered by the gate)."""
+    """The decisions, by position, split into (forwarded, answered by the gate)."""
     forward: list[tuple[int, Decision]] = []
     answer: list[tuple[int, Decision]] = []
-    for i, outcome in zip(positions, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            results[i] = outcome
-        else:
-            (forward if outcome.forwarded else answer).append((i, outcome))
+    for i, decision in zip(positions, decisions, strict=True):
+        (forward if decision.forwarded else answer).append((i, decision))
     return forward, answer
 
 

@@ -8,7 +8,6 @@ runnable adds to the config of whatever answers (the wrapped runnable or the rep
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -22,7 +21,6 @@ from langchain_core.runnables.config import (
 )
 
 from gatekeeper.decision import Decision
-from gatekeeper.errors import InputError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.langchain_output import DecisionDetail, decision_record
 from gatekeeper.types import Message
@@ -35,16 +33,13 @@ def check_runs(
     gate: Gatekeeper,
     messages: list[Message],
     configs: list[RunnableConfig],
-    return_exceptions: bool,
     detail: DecisionDetail = "summary",
-) -> list[Decision | InputError]:
+) -> list[Decision]:
     """One ``check_many`` pass, traced as one ``gatekeeper_check`` run per message, whose
     output is the decision record of ``detail`` (no exemplar texts unless ``full``: hosts pass
-    stream events on to their users).
-
-    With ``return_exceptions``, a batch holding a message the gate refuses to judge
-    (:class:`InputError`) is decided again one message at a time, so the error lands in
-    that message's slot only; otherwise the error is raised.
+    stream events on to their users). An error (an input mistake, a gate failure under
+    ``on_error: raise``) ends every run with it and is raised: a batch checks its inputs first
+    (:meth:`Gatekeeper.turns_to_judge`), so that each mistake names its own input.
     """
     if not messages:
         return []
@@ -53,30 +48,21 @@ def check_runs(
         for m, c in zip(messages, configs, strict=True)
     ]
     try:
-        outcomes: list[Decision | InputError] = list(gate.check_many(messages))
-    except InputError as exc:
-        if not return_exceptions:
-            _fail(runs, exc)
-            raise
-        outcomes = [exc] if len(messages) == 1 else [_check_alone(gate, m) for m in messages]
+        decisions = gate.check_many(messages)
     except BaseException as exc:
         _fail(runs, exc)
         raise
-    for run, outcome in zip(runs, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            run.on_chain_error(outcome)
-        else:
-            run.on_chain_end(decision_record(outcome, detail))
-    return outcomes
+    for run, decision in zip(runs, decisions, strict=True):
+        run.on_chain_end(decision_record(decision, detail))
+    return decisions
 
 
 async def acheck_runs(
     gate: Gatekeeper,
     messages: list[Message],
     configs: list[RunnableConfig],
-    return_exceptions: bool,
     detail: DecisionDetail = "summary",
-) -> list[Decision | InputError]:
+) -> list[Decision]:
     """:func:`check_runs`, async: the gate runs in a worker thread."""
     if not messages:
         return []
@@ -87,53 +73,27 @@ async def acheck_runs(
         for m, c in zip(messages, configs, strict=True)
     ]
     try:
-        outcomes: list[Decision | InputError] = list(await gate.acheck_many(messages))
-    except InputError as exc:
-        if not return_exceptions:
-            await _afail(runs, exc)
-            raise
-        outcomes = (
-            [exc]
-            if len(messages) == 1
-            else [await asyncio.to_thread(_check_alone, gate, m) for m in messages]
-        )
+        decisions = await gate.acheck_many(messages)
     except BaseException as exc:
         await _afail(runs, exc)
         raise
-    for run, outcome in zip(runs, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            await run.on_chain_error(outcome)
-        else:
-            await run.on_chain_end(decision_record(outcome, detail))
-    return outcomes
+    for run, decision in zip(runs, decisions, strict=True):
+        await run.on_chain_end(decision_record(decision, detail))
+    return decisions
 
 
 def check_one(
     gate: Gatekeeper, message: Message, config: RunnableConfig, detail: DecisionDetail
 ) -> Decision:
     """One message's decision, traced as :func:`check_runs` does; an input mistake raises."""
-    return _only(check_runs(gate, [message], [config], False, detail))
+    return check_runs(gate, [message], [config], detail)[0]
 
 
 async def acheck_one(
     gate: Gatekeeper, message: Message, config: RunnableConfig, detail: DecisionDetail
 ) -> Decision:
     """:func:`check_one`, async."""
-    return _only(await acheck_runs(gate, [message], [config], False, detail))
-
-
-def _only(outcomes: list[Decision | InputError]) -> Decision:
-    """The one decision of a single-message check (errors were raised, not returned)."""
-    outcome = outcomes[0]
-    assert isinstance(outcome, Decision)
-    return outcome
-
-
-def _check_alone(gate: Gatekeeper, message: Message) -> Decision | InputError:
-    try:
-        return gate.check(message)
-    except InputError as exc:
-        return exc
+    return (await acheck_runs(gate, [message], [config], detail))[0]
 
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 
-def delegated(runnable: Runnable[Any, Any], method: str, *args: Any, **kwargs: Any) -> Any:
+def delegated(runnable: Runnable[Any, Any], method: str, /, *args: Any, **kwargs: Any) -> Any:
     """``runnable.<method>(*args, **kwargs)``; an ``AttributeError`` saying what to wrap when
-    ``runnable`` has no such method (a chain, a function)."""
+    ``runnable`` has no such method (a chain, a function). Its own two parameters are
+    positional-only, so every keyword reaches the wrapped method, ``method=`` and
+    ``runnable=`` too (``with_structured_output(T, method="json_mode")``)."""
     call = getattr(runnable, method, None)
     if not callable(call):
         raise AttributeError(

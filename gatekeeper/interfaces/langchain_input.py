@@ -10,8 +10,9 @@ What it accepts, and what the gate judges:
   gate judges the last user message in the light of the user turns before it
   (:mod:`gatekeeper.conversation`);
 * a ``PromptValue`` (what a prompt template produces): its messages, as above;
-* a dict: the value under ``input_key`` (itself any of the above); with ``history_key`` set, the
-  messages under that key are the earlier turns of the conversation. Without it, the gate
+* a dict: the value under ``input_key`` (itself any of the above, or one role/content dict,
+  a single message as a message object is); with ``history_key`` set, the messages under that
+  key are the earlier turns of the conversation. Without it, the gate
   judges the turn alone; a dict holding chat messages under another key is most likely a
   history the gate should read (:func:`unread_history_key`: the runnable warns once).
 
@@ -69,6 +70,11 @@ GateInputSchema = Annotated[
 
 _ROLES: dict[str, str] = {"human": "user", "ai": "assistant"}
 _COERCION_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError)
+#: What the runnable reads for a message, under a dict's key and given itself.
+_EXPECTED_UNDER_A_KEY = (
+    "a string, a message (or role/content dict), a list of messages or a PromptValue"
+)
+_EXPECTED = "a string, a message, a list of messages, a PromptValue or a dict"
 
 
 def added(total: Any, chunk: Any) -> Any:
@@ -97,10 +103,10 @@ def gate_message(value: GateInput, input_key: str, history_key: str | None) -> M
                 f"the input dict has no key {input_key!r} (input_key); "
                 f"its keys: {sorted(map(str, value))}"
             )
-        message = _message(value[input_key], input_key)
+        message = _message(value[input_key], input_key, in_dict=True)
         if history_key is None or value.get(history_key) is None:
             return message
-        history = _message(value[history_key], history_key)
+        history = _message(value[history_key], history_key, in_dict=True)
         if isinstance(history, str):
             history = [{"role": "user", "content": history}]
         if isinstance(message, str):
@@ -188,6 +194,8 @@ def _part_chat(part: Any) -> list[dict[str, Any]] | None:
         return [_openai_message(part, calls=True)]
     if isinstance(part, PromptValue):
         part = part.messages if isinstance(part, ChatPromptValue) else part.to_messages()
+    if isinstance(part, Mapping):  # one role/content dict under a key: one message
+        part = [part]
     if not isinstance(part, Sequence) or isinstance(part, bytes):
         return None
     try:
@@ -208,7 +216,9 @@ def _part_without(part: Any, refused: set[int]) -> Any:
     return "" if isinstance(part, str) else []
 
 
-def _message(value: Any, where: str) -> Message:
+def _message(value: Any, where: str, *, in_dict: bool = False) -> Message:
+    """What the gate judges for ``value``, given itself or (``in_dict``) under the key ``where``
+    of an input dict, where one role/content dict is one message (and no input dict)."""
     if isinstance(value, str):
         return value
     if isinstance(value, PromptValue):
@@ -225,10 +235,22 @@ def _message(value: Any, where: str) -> Message:
             # not travel along as the context. Say what is wrong by position and type instead.
             raise InputError(f"{where}{_bad(value)}")
         return [_openai_message(m) for m in messages]
-    raise InputError(
-        f"{where}: expected a string, a list of messages, a PromptValue or a dict, "
-        f"not {type(value).__name__}"
-    )
+    if in_dict and isinstance(value, Mapping):
+        return [_openai_message(_one_message(value, where))]
+    expected = _EXPECTED_UNDER_A_KEY if in_dict else _EXPECTED
+    raise InputError(f"{where}: expected {expected}, not {type(value).__name__}")
+
+
+def _one_message(value: Mapping[str, Any], where: str) -> BaseMessage:
+    """A role/content dict as the message it stands for; else an InputError saying why, by
+    type, never quoting its text."""
+    try:
+        message: BaseMessage | None = convert_to_messages([dict(value)])[0]
+    except _COERCION_ERRORS:
+        message = None
+    if message is None:  # raised outside the handler, as in _message
+        raise InputError(f"{where} {_why(value)}: expected {_EXPECTED_UNDER_A_KEY}")
+    return message
 
 
 def _bad(messages: Sequence[Any]) -> str:

@@ -153,13 +153,32 @@ def test_tool_calling_example(isolated: Path, upstream: RecordingUpstream) -> No
 def test_langchain_example(
     isolated: Path, upstream: RecordingUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The LCEL example refuses the poem without an LLM call and forwards the parcel question."""
+    """The LCEL example, the gate in front of a prompt that adds context: it refuses the poem
+    without an LLM call (behind the prompt, the context made it in-domain) and forwards the
+    parcel question, filled into the prompt."""
     monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    lines = _run(_block("StrOutputParser()")).splitlines()
-    assert lines[0].startswith("Sorry")
-    assert "parcel" in lines[1]
-    assert len(upstream.calls) == 1
+    out = _run(_block("StrOutputParser()"))
+    assert out.startswith("Sorry")
+    (call,) = upstream.calls
+    sent = call["messages"][-1]["content"]
+    assert sent.startswith("Context: Orders ship") and sent.endswith("I ordered last week")
+    assert sent in out  # the upstream's echo, printed
+
+
+def test_langchain_messages_example(
+    isolated: Path, upstream: RecordingUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-chat example (no RunnableWithMessageHistory): the name answering the
+    assistant goes on, the poem is refused, and the next question reaches the model without
+    the poem and its refusal."""
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert _run(_block('input_key="messages"')).split() == ["llm", "off_topic", "llm"]
+    assert len(upstream.calls) == 2
+    last = [m["content"] for m in upstream.calls[1]["messages"]]
+    assert last[-1] == "can I still change the delivery address?"
+    assert not any("poem" in text or "Sorry" in text for text in last)
 
 
 def test_langchain_history_example(

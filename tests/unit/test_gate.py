@@ -46,6 +46,27 @@ def test_check_many_embeds_once(tiny_gate: Gatekeeper) -> None:
     assert all(d.message_id and d.latency_ms > 0 for d in decisions)
 
 
+def test_turns_to_judge_checks_messages_without_a_model_call(tiny_gate: Gatekeeper) -> None:
+    """turns_to_judge raises the input mistakes check_many would (in a batch naming the
+    message's position) and reads the customer's turns, with no embedding."""
+    embedder = tiny_gate.embedder
+    assert isinstance(embedder, HashingEmbedder)
+    before = embedder.calls
+    with pytest.raises(EmptyMessageError, match=r"^the message is empty$"):
+        tiny_gate.turns_to_judge(["  "])
+    with pytest.raises(EmptyMessageError, match=r"^messages\[1\]: the message is empty$"):
+        tiny_gate.turns_to_judge(["where is my order", "  "])
+    with pytest.raises(InputError, match=r"^expected a list of messages, got str"):
+        tiny_gate.turns_to_judge("where is my order")
+    chat = [{"role": "user", "content": "where is my order"}]
+    judged = tiny_gate.turns_to_judge([chat, "refund my money"])
+    assert [[said.text for said in turns] for turns in judged] == [
+        ["where is my order"],
+        ["refund my money"],
+    ]
+    assert embedder.calls == before
+
+
 async def test_acheck_matches_check(tiny_gate: Gatekeeper) -> None:
     """The async check gives the same decision as the sync one."""
     sync = tiny_gate.check("track my order")

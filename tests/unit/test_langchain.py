@@ -860,3 +860,29 @@ async def test_a_batch_input_error_names_the_input_and_its_message(
     assert str(returned[2]) == expected
     with pytest.raises(InputError, match=r"^inputs\[1\]: the input dict has no key"):
         gated.batch(["where is my order", {"wrong": "key"}])
+
+
+async def test_batch_input_errors_name_inputs_in_input_order(
+    gated: GatekeeperRunnable, counter: Counter
+) -> None:
+    """batch/abatch: an empty input and an unreadable one both say inputs[i]; the first in
+    input order is raised; returned, each names its input (the empty one said messages[i],
+    or nothing)."""
+    batch: list[Any] = ["where is my order", "  ", None, "tell me a joke"]
+    for bad in (batch, batch[:2]):
+        with pytest.raises(EmptyMessageError, match=r"^inputs\[1\]: the message is empty$"):
+            gated.batch(bad)
+        with pytest.raises(EmptyMessageError, match=r"^inputs\[1\]: the message is empty$"):
+            await gated.abatch(bad)
+    assert counter.inputs == []
+    for results in (
+        gated.batch(batch, return_exceptions=True),
+        await gated.abatch(batch, return_exceptions=True),
+    ):
+        assert results[0] == "LLM ANSWER"
+        assert isinstance(results[1], EmptyMessageError)
+        assert str(results[1]) == "inputs[1]: the message is empty"
+        assert isinstance(results[2], InputError)
+        assert str(results[2]).startswith("inputs[2]: input: expected a string")
+        assert_blocked(results[3], "off_topic", REFUSAL)
+    assert counter.inputs == ["where is my order"] * 2

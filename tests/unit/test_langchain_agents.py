@@ -94,6 +94,44 @@ def test_with_structured_output_parses_admitted_answers_only(tiny_gate: Gatekeep
     assert isinstance(raw.invoke("write a poem"), AIMessage)
 
 
+@pytest.mark.parametrize("method", ["json_mode", "function_calling", "json_schema"])
+def test_with_structured_output_passes_a_method_keyword_through(
+    tiny_gate: Gatekeeper, method: str
+) -> None:
+    """with_structured_output(T, method=...) reaches ChatOpenAI's own (it was a TypeError)."""
+    chat_openai = pytest.importorskip("langchain_openai").ChatOpenAI
+    llm = chat_openai(model="gpt-4o-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=llm)
+    structured = gated.with_structured_output(Status, method=method)
+    assert isinstance(structured, GatekeeperRunnable)
+    bound = structured.runnable.first  # type: ignore[attr-defined]
+    assert bound.kwargs["ls_structured_output_format"]["kwargs"]["method"] == method
+    refused = structured.invoke("tell me a joke")  # no call to the model: no network
+    assert isinstance(refused, AIMessage)
+    assert refused.content == REFUSAL
+
+
+def test_with_structured_output_json_mode_needs_no_schema(tiny_gate: Gatekeeper) -> None:
+    """with_structured_output(method="json_mode") without a schema works as on ChatOpenAI."""
+    chat_openai = pytest.importorskip("langchain_openai").ChatOpenAI
+    llm = chat_openai(model="gpt-4o-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    structured = GatekeeperRunnable(gate=tiny_gate, runnable=llm).with_structured_output(
+        method="json_mode"
+    )
+    bound = structured.runnable.first  # type: ignore[attr-defined]
+    assert bound.kwargs["response_format"] == {"type": "json_object"}
+
+
+def test_bind_tools_passes_every_keyword_through(tiny_gate: Gatekeeper) -> None:
+    """bind_tools(tools, method=..., runnable=...) hands those keywords to the model's own."""
+    model = calling("order_status", {"order_id": "NW-1"})
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=model)
+    bound = gated.bind_tools([order_status], method="x", runnable="y", tool_choice="any")
+    assert bound.runnable.kwargs["method"] == "x"  # type: ignore[attr-defined]
+    assert bound.runnable.kwargs["runnable"] == "y"  # type: ignore[attr-defined]
+    assert bound.runnable.kwargs["tool_choice"] == "any"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("method", ["bind_tools", "with_structured_output"])
 def test_a_wrapped_runnable_without_the_method_says_what_to_wrap(
     tiny_gate: Gatekeeper, method: str

@@ -144,6 +144,49 @@ def test_message_errors_never_quote_the_customer(
         assert "4111" not in str(error)
 
 
+def test_one_role_content_dict_under_a_key_is_one_message(tiny_gate: Gatekeeper) -> None:
+    """Under input_key or history_key, one role/content dict is judged as one message (as one
+    HumanMessage is), admitted or refused; it was an InputError saying a dict was expected."""
+    from langchain_core.runnables import RunnableLambda
+
+    got: list[Any] = []
+    chain = RunnableLambda(lambda value: got.append(value) or ANSWER)
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, history_key="history")
+    order = {"role": "user", "content": "where is my order"}
+    joke = {"role": "user", "content": "tell me a joke"}
+    assert gated.to_gate_message({"input": order}) == [order]
+    assert gated.to_gate_message({"input": "tell me a joke", "history": order}) == [order, joke]
+    assert gated.invoke({"input": order}) == ANSWER
+    assert gated.invoke({"input": joke}).content == REFUSAL
+    assert got == [{"input": order}]
+    gated.invoke({"input": order, "history": [joke, {"role": "assistant", "content": REFUSAL}]})
+    assert got[-1] == {"input": order, "history": []}  # the refused turn taken out, as ever
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"text": SECRET}, "question is an object without a string 'role' (or 'type'): expected"),
+        ({"role": "user"}, "question is an object without 'content': expected"),
+        (42, "question: expected a string, a message (or role/content dict), a list of messages"),
+    ],
+    ids=["no-role", "no-content", "int"],
+)
+def test_a_value_under_a_key_that_is_no_message_says_what_is_expected(
+    tiny_gate: Gatekeeper, value: Any, says: str
+) -> None:
+    """A value under input_key that is no message says what is expected there (not "a dict",
+    which it was), by type, never quoting it."""
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    chain = prompt | FakeListChatModel(responses=[ANSWER])
+    gated = GatekeeperRunnable(gate=tiny_gate, runnable=chain, input_key="question")
+    with pytest.raises(InputError) as caught:
+        gated.invoke({"question": value})
+    assert str(caught.value).startswith(says)
+    assert "or a dict" not in str(caught.value)
+    assert "4111" not in str(caught.value)
+
+
 def test_an_admitted_chat_reaches_the_model_without_the_refused_turn(
     tiny_gate: Gatekeeper, gated_model: GatekeeperRunnable, model: Recording
 ) -> None:
