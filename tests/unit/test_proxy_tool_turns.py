@@ -297,3 +297,22 @@ async def test_a_model_that_is_no_string_is_a_422(
     error = answer.json()["error"]
     assert error["code"] == "invalid_type" and "'model'" in error["message"]
     assert upstream.requests == []
+
+
+async def test_a_long_tool_loop_keeps_the_customers_turn_in_the_held_thread(
+    client: httpx.AsyncClient, upstream: FakeUpstream
+) -> None:
+    """Twenty rounds of tool calls (assistant turns without text) do not push the customer's
+    turn out of the held thread: the last tool result is still judged on it, not forwarded
+    blind as a continuation."""
+    rounds = 20
+    answers = [_calling(f"resp_up_{i}") for i in range(1, rounds + 1)]
+    upstream.handler = _answers(*answers, _saying(f"resp_up_{rounds + 1}", "It ships today."))
+    first = await _post(client, "responses", {"model": "m", "input": [ORDER], "tools": TOOLS})
+    assert first.headers["x-gatekeeper-route"] == "llm"
+    for i in range(1, rounds + 1):
+        body = {"model": "m", "previous_response_id": f"resp_up_{i}", "input": [OUTPUT]}
+        answer = await _post(client, "responses", {**body, "tools": TOOLS})
+        assert answer.status_code == 200, answer.text
+    assert answer.headers["x-gatekeeper-intent"] == first.headers["x-gatekeeper-intent"]
+    assert answer.headers["x-gatekeeper-score"] == first.headers["x-gatekeeper-score"]

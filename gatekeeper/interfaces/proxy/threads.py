@@ -273,9 +273,23 @@ def _slim(message: Json, limit: int) -> Json:
 
 
 def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
-    """``messages`` and the assistant's ``answer``, the last :data:`KEPT_MESSAGES` of them."""
-    chat = [*messages, {"role": "assistant", "content": answer}]
+    """``messages`` and the assistant's ``answer``, the last :data:`KEPT_MESSAGES` of them.
+
+    An assistant turn without text (a tool call: the rounds of an agent's tool loop) is not
+    kept: it says nothing the conversation rule reads, and 16 rounds of them pushed the
+    customer's turn out of the thread (a text turn was then judged without its context)."""
+    chat = [m for m in (*messages, {"role": "assistant", "content": answer}) if not _silent(m)]
     return tuple(chat[-KEPT_MESSAGES:])
+
+
+def _silent(message: Json) -> bool:
+    """An assistant turn with no text and no attachment (a tool call's turn)."""
+    content = message.get("content")
+    return (
+        message.get("role") == "assistant"
+        and blank(content_text(content))
+        and not attachment_types(content)
+    )
 
 
 def local_thread(
