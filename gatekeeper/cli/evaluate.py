@@ -34,9 +34,10 @@ from gatekeeper.errors import (
     InputError,
 )
 from gatekeeper.eval.formatting import pct
+from gatekeeper.gate_settings import CalibrationRecord
 from gatekeeper.paths import option
 from gatekeeper.rules import DEFAULT_RULE, RULES
-from gatekeeper.settings import CalibrationRecord, Settings
+from gatekeeper.settings import Settings
 
 
 def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[float]) -> Any:

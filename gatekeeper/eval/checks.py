@@ -33,7 +33,7 @@ from gatekeeper.settings import settings_file_serving
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
-    from gatekeeper.settings import GateSettings
+    from gatekeeper.gate_settings import GateSettings
 
 #: Names a warning lists before counting the rest.
 LISTED = 8

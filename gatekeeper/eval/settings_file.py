@@ -13,7 +13,7 @@ from gatekeeper.errors import ConfigError, InputError
 from gatekeeper.paths import why_unwritable
 
 if TYPE_CHECKING:
-    from gatekeeper.settings import CalibrationRecord
+    from gatekeeper.gate_settings import CalibrationRecord
 
 
 def _block_start(block: str) -> re.Pattern[str]:
