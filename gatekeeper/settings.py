@@ -268,8 +268,8 @@ class Settings(BaseSettings):
         return self._source_file
 
     def with_source_file(self, path: Path | None, served_catalog: Path | None = None) -> Settings:
-        """These settings, recorded as read from ``path``, whose own catalog is
-        ``served_catalog`` when ``catalog`` was given apart (``--catalog``)."""
+        """These settings, recorded as read from ``path``, whose own catalog (its ``catalog:``,
+        else the default: the one its threshold was calibrated on) is ``served_catalog``."""
         self._source_file = path
         self._served_catalog = served_catalog
         return self
@@ -289,9 +289,17 @@ class Settings(BaseSettings):
         apart = option("catalog", self.catalog) if self.catalog_apart() else ""
         return "gatekeeper index" + self.config_flag() + apart
 
+    @property
+    def served_catalog(self) -> Path:
+        """The catalog the settings file serves (:meth:`with_source_file`), which its threshold
+        was calibrated on: ``catalog`` unless that was given apart."""
+        return self._served_catalog or self.catalog
+
     def catalog_apart(self) -> bool:
-        """Whether ``catalog`` was given apart from the settings file (``--catalog``) and is
-        another catalog than the one the file serves."""
+        """Whether ``catalog`` was given apart from the settings file (``--catalog``,
+        ``GATEKEEPER_CATALOG``, ``.env``, a keyword argument) and is another catalog file than
+        the one the file serves, whose threshold is then not this catalog's: an edit of the
+        file's own catalog is not apart (its threshold only goes stale)."""
         served = self._served_catalog
         return served is not None and served.resolve() != self.catalog.resolve()
 
@@ -324,8 +332,9 @@ class Settings(BaseSettings):
 
 
 def catalog_settings_file(catalog: Path) -> Path:
-    """The settings file of its own that advice names for a catalog given apart (``--catalog``)
-    from the settings file: ``gatekeeper-<stem>.yaml`` in the working directory."""
+    """The settings file of its own that advice names for a catalog given apart (``--catalog``,
+    ``GATEKEEPER_CATALOG``) from the settings file: ``gatekeeper-<stem>.yaml`` in the working
+    directory."""
     return Path(f"gatekeeper-{catalog.stem}.yaml")
 
 
@@ -336,7 +345,7 @@ def settings_file_serving(catalog: Path) -> Path | None:
     if not path.is_file():
         return None
     try:
-        served = load_settings(path).catalog
+        served = load_settings(path).served_catalog
     except ConfigError:
         return None
     return path if served.resolve() == catalog.resolve() else None
@@ -383,14 +392,22 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
 
     try:
         loaded = _FileSettings(**overrides)
-        served = _FileSettings(**_without(overrides, "catalog")) if "catalog" in overrides else None
+        served = _file_catalog(_FileSettings, path)
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, path, overrides, dotenv)) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
-    return loaded.with_source_file(path, served.catalog if served is not None else None)
+    return loaded.with_source_file(path, served)
+
+
+def _file_catalog(settings_cls: type[Settings], path: Path | None) -> Path:
+    """The catalog the settings file ``path`` serves, whatever the environment or the
+    arguments say: its own ``catalog:`` (relative to it), else the default."""
+    data = YamlFile(settings_cls, yaml_file=path)() if path is not None else {}
+    catalog = data.get("catalog")
+    return Path(str(catalog)) if catalog else project_path(_DEFAULT_CATALOG)
 
 
 class _ValuesOnly(Settings):
@@ -416,7 +433,3 @@ def settings_from_values(**values: Any) -> Settings:
         return _ValuesOnly(**values)
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, None, values, {})) from exc
-
-
-def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k != key}

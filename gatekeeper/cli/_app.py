@@ -150,8 +150,8 @@ def load_gate(settings: Settings) -> Any:
 
 
 def refuse_foreign_threshold(settings: Settings, command: str, catalog_hash: str | None) -> None:
-    """``check`` and ``serve`` on a catalog given apart from the settings file (``--catalog``:
-    :meth:`Settings.catalog_apart`) decide at that file's threshold:
+    """``check`` and ``serve`` on a catalog given apart from the settings file (``--catalog``,
+    ``GATEKEEPER_CATALOG``: :meth:`Settings.catalog_apart`) decide at that file's threshold:
     refuse it, as ``eval`` does, when it was calibrated on another catalog (a decision at a
     threshold nobody chose for this one; ``serve`` used to start on it with a log line), with
     the calibrate command, naming the catalog's own settings file when one serves it.

@@ -223,7 +223,7 @@ def _served_by(path: Path) -> Path:
     """The catalog (resolved) that the settings file ``path`` serves."""
     from gatekeeper.settings import load_settings
 
-    return load_settings(path).catalog.resolve()
+    return load_settings(path).served_catalog.resolve()
 
 
 def _next_commands(out: Path, settings_file: Path, note: str) -> None:

@@ -149,7 +149,8 @@ def evaluate_gate(
             gate.settings.gate,
             catalog_hash=gate.catalog.content_hash(),
             catalog=str(gate.settings.catalog),
-            other_catalog=_other_catalog(gate.settings.catalog, settings_catalog),
+            other_catalog=gate.settings.catalog_apart()
+            or _other_catalog(gate.settings.catalog, settings_catalog),
         )
     dataset = mark_unsupported(dataset, gate.catalog)
     checked = leakage_warnings(dataset, gate.catalog, calibration_set)

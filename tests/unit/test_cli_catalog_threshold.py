@@ -1,9 +1,10 @@
 """A threshold serves the catalog it was calibrated on: `check`, `eval` and `serve` refuse another
-catalog file's (exit 2, with the calibrate command)."""
+catalog file's (exit 2, with the calibrate command), however that catalog was chosen."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,38 @@ def test_serve_refuses_another_catalogs_threshold_as_check_does(
     assert code == 2 and "then check with that --config" in said, said
     code, said = _invoke("serve", "--config", config)
     assert code == 0 and len(served) == 1, said
+
+
+@pytest.mark.parametrize("source", ["environment", ".env"])
+@pytest.mark.parametrize("command", ["check", "eval", "serve"])
+def test_a_catalog_chosen_outside_the_settings_file_is_held_to_its_threshold(
+    config: Path, served: list[Any], tmp_path: Path, command: str, source: str
+) -> None:
+    """GATEKEEPER_CATALOG naming another catalog file (in the environment or .env) is held to
+    the rule --catalog is: check, eval and serve exit 2 with the calibrate command instead of
+    deciding at the threshold of the file's own catalog with a warning (exit 0)."""
+    env = {"GATEKEEPER_CATALOG": str(OTHER)}
+    if source == ".env":
+        (tmp_path / ".env").write_text(f"GATEKEEPER_CATALOG={OTHER}\n", encoding="utf-8")
+        env = {}
+    report = ("--out", tmp_path / "report", "--latency-sample", "0", "--bootstrap", "0")
+    args: tuple[str | Path, ...] = {
+        "check": ("check", "where is my order"),
+        "eval": ("eval", "--dataset", FIXTURES / "tiny_eval.jsonl", *report),
+        "serve": ("serve",),
+    }[command]
+    code, said = _invoke(*args, "--config", config, env=env)
+    assert code == 2 and "nobody chose" in said, said
+    assert served == []
+
+
+def test_an_edited_catalog_only_warns_whichever_way_it_is_named(config: Path) -> None:
+    """The settings' own catalog file, named by GATEKEEPER_CATALOG in another spelling, whose
+    contents changed since the calibration, is decided on with a warning (an edit, not another
+    catalog)."""
+    relative = os.path.relpath(CATALOG, Path.cwd())
+    code, said = _invoke(
+        "check", "--config", config, "where is my order", env={"GATEKEEPER_CATALOG": relative}
+    )
+    assert code == 0, said
+    assert "calibrated on a catalog with other contents" in said
