@@ -333,9 +333,12 @@ class Settings(BaseSettings):
 
 def catalog_settings_file(catalog: Path) -> Path:
     """The settings file of its own that advice names for a catalog given apart (``--catalog``,
-    ``GATEKEEPER_CATALOG``) from the settings file: ``gatekeeper-<stem>.yaml`` in the working
-    directory."""
-    return Path(f"gatekeeper-{catalog.stem}.yaml")
+    ``GATEKEEPER_CATALOG``) from the settings file, in the working directory:
+    ``gatekeeper-<stem>.yaml`` for a ``.yaml`` catalog, else ``gatekeeper-<file name>.yaml``
+    (``gatekeeper-dental.csv.yaml``), so that two formats of one catalog in a folder
+    (``cat.csv``, ``cat.jsonl``) never share one."""
+    name = catalog.stem if catalog.suffix.lower() == ".yaml" else catalog.name
+    return Path(f"gatekeeper-{name}.yaml")
 
 
 def settings_file_serving(catalog: Path) -> Path | None:

@@ -191,7 +191,8 @@ def _next_settings(out: Path, config: Path | None, served: Path) -> _NextSetting
     nothing is written here, so a file that cannot be used is refused before the catalog is.
 
     The file ``init`` read (``--config``, else the user's own, ``served``: the catalog it
-    serves) when it serves ``out``; else ``gatekeeper-<out stem>.yaml``, as ``index`` and
+    serves) when it serves ``out``; else its own (``gatekeeper-<out stem>.yaml``,
+    :func:`~gatekeeper.settings.catalog_settings_file`), as ``index`` and
     ``eval`` advise for a catalog apart: used as it is when it serves ``out``, else to be
     written as a copy of the file read, serving ``out`` (the model must stay the one this run
     chose the generic lines with), or, with no file of the user's, created by

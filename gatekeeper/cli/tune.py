@@ -92,7 +92,8 @@ def tune(
         )
         new_file = write and not target.exists()
         if write and not new_file:  # never an adapter of one catalog in a file serving another
-            check_write_catalog(catalog, settings.catalog, target, "an adapter trained on")
+            apart = catalog or (settings.catalog if settings.catalog_apart() else None)
+            check_write_catalog(apart, settings.served_catalog, target, "an adapter trained on")
         if write:
             check_settings_target(target)
         if out is not None:
