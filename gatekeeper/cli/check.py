@@ -38,7 +38,8 @@ def check(
         str | None,
         typer.Argument(
             help="The customer message ('-' reads stdin). With --conversation, it is judged as "
-            "the customer's next turn after the file's messages."
+            "the customer's next turn after the file's messages. A message starting with '-' "
+            "goes after `--`: `gatekeeper check -- '-50 euro off?'`."
         ),
     ] = None,
     config: ConfigOption = None,
