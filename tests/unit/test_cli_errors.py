@@ -241,3 +241,16 @@ def test_a_message_starting_with_a_dash_goes_after_two_dashes(config: Path, hash
     result = runner.invoke(app, ["check", "--config", str(config), "--json", "--", "-50 euro off?"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["route"] in {"llm", "off_topic", "canned"}
+
+
+def test_serve_with_server_keys_set_empty_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` with GATEKEEPER_SERVER__API_KEYS="" exits 2 naming the variable before it
+    starts (it served without inbound auth)."""
+    started: list[object] = []
+    monkeypatch.setattr(
+        "gatekeeper.interfaces.proxy.runner.run_server", lambda *a, **k: started.append(a)
+    )
+    result = runner.invoke(app, ["serve"], env={"GATEKEEPER_SERVER__API_KEYS": ""})
+    assert result.exit_code == 2, result.output
+    assert "GATEKEEPER_SERVER__API_KEYS" in result.output and "holds no key" in result.output
+    assert started == []
