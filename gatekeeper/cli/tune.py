@@ -310,8 +310,8 @@ def _flags(settings: Settings, config: Path | None, catalog: Path | None, *, wri
         flag = option("config", config) if config else ""
         return _Flags(flag, flag, written=True)
     on_catalog = option("catalog", catalog) if catalog else ""
-    served = settings.catalog
-    tuned = settings.model_copy(update={"catalog": catalog or served})
+    served = settings.served_catalog  # the settings file's own (GATEKEEPER_CATALOG aside)
+    tuned = settings.model_copy(update={"catalog": catalog or settings.catalog})
     tuned.with_source_file(settings.source_file, served)
     return _Flags(tuned.config_flag() + on_catalog, tuned.write_flag() + on_catalog, False)
 

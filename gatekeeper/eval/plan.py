@@ -85,7 +85,7 @@ def evaluate(
     # fail on bad data before loading the model
     data = load_plan_data(plan, max_chars=settings.gate.max_message_chars)
     gate = build_gate(settings, plan.catalog, plan.rule)
-    return evaluate_gate(gate, plan, task, data=data, settings_catalog=settings.catalog)
+    return evaluate_gate(gate, plan, task, data=data, settings_catalog=settings.served_catalog)
 
 
 def check_plan(plan: EvalPlan) -> None:

@@ -167,20 +167,26 @@ def test_calibrate_write_never_stores_another_catalogs_threshold(
     assert load_settings(fresh).catalog == OTHER
 
 
+@pytest.mark.parametrize("chosen", ["--catalog", "GATEKEEPER_CATALOG"])
 def test_evals_advised_command_for_another_catalog_runs_with_a_config_given(
-    config: Path, tmp_path: Path
+    config: Path, tmp_path: Path, chosen: str
 ) -> None:
-    """eval --config F --catalog C advises calibrating into C's own settings file, not into F
-    (which serves another catalog: the command was refused as printed)."""
+    """eval --config F on another catalog C (--catalog C, or GATEKEEPER_CATALOG=C) advises
+    calibrating into C's own settings file, not into F, which serves another catalog (the
+    command was refused as printed, or, with the variable, stored C's threshold in F)."""
+    before = config.read_text(encoding="utf-8")
+    env = {"GATEKEEPER_CATALOG": str(OTHER)} if chosen != "--catalog" else None
+    on = ("--catalog", OTHER) if chosen == "--catalog" else ()
     code, said = _invoke(
-        "eval", "--config", config, "--catalog", OTHER, "--dataset", FIXTURES / "tiny_eval.jsonl",
+        "eval", "--config", config, *on, "--dataset", FIXTURES / "tiny_eval.jsonl",
         "--calibrate-on", CALIBRATION, "--target-pass-rate", "0.85", "--out", tmp_path / "r",
-        "--latency-sample", "0", "--bootstrap", "0",
+        "--latency-sample", "0", "--bootstrap", "0", env=env,
     )  # fmt: skip
     assert code == 0, said
     report = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     command = next(r["command"] for r in report["recommended_thresholds"] if r["threshold"])
     assert " --config gatekeeper-tiny_catalog.csv.yaml " in command
-    code, said = _invoke(*shlex.split(command)[1:])
+    code, said = _invoke(*shlex.split(command)[1:], env=env)
     assert code == 0, said
     assert load_settings(tmp_path / "gatekeeper-tiny_catalog.csv.yaml").catalog == OTHER
+    assert config.read_text(encoding="utf-8") == before
