@@ -94,7 +94,7 @@ def init(
             raise InputError(f"--cut must be a cosine similarity in [-1, 1], got {cut:g}")
         settings = setup(config, quiet=True)
         # the settings file the next commands name: refused before anything is written
-        next_settings = _next_settings(out, config, settings.catalog)
+        next_settings = _next_settings(out, config, settings.served_catalog)
         console = _stderr()
         loaded = read_catalog(examples)
         for warning in loaded.warnings:
