@@ -17,8 +17,9 @@ import shlex
 from dataclasses import dataclass
 
 from gatekeeper.errors import UncalibratedError
+from gatekeeper.gate_settings import CalibrationRecord, GateSettings
 from gatekeeper.paths import option
-from gatekeeper.settings import CalibrationRecord, GateSettings, Settings
+from gatekeeper.settings import Settings
 
 CALIBRATE_HINT = (
     "gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 --write"

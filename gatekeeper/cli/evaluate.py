@@ -34,9 +34,10 @@ from gatekeeper.errors import (
     InputError,
 )
 from gatekeeper.eval.formatting import pct
+from gatekeeper.gate_settings import CalibrationRecord
 from gatekeeper.paths import option
 from gatekeeper.rules import DEFAULT_RULE, RULES
-from gatekeeper.settings import CalibrationRecord, Settings
+from gatekeeper.settings import Settings
 
 
 def _eval_options(latency_sample: int, bootstrap: int, seed: int, shares: list[float]) -> Any:
@@ -292,8 +293,10 @@ def calibrate(
             config if config is None or config.exists() or not write else None, quiet=True
         )
         new_file = write and not target.exists()
-        if write and not new_file:
-            check_write_catalog(catalog, settings.catalog, target, "a threshold tuned for")
+        # the catalog calibrated for when not the file's own: --catalog, or GATEKEEPER_CATALOG
+        apart = catalog or (settings.catalog if settings.catalog_apart() else None)
+        if write and not new_file:  # refused before any scoring
+            check_write_catalog(apart, settings.served_catalog, target, "a threshold tuned for")
         if write:
             check_settings_target(target)
         data = load_dataset(
@@ -354,8 +357,8 @@ def calibrate(
             f"({gate.embedder.identity}, rule {gate.rule.name})"
         )
         made_for = record_of(gate)
-        if new_file and catalog is not None:
-            start_settings_file(target, catalog)
+        if new_file and apart is not None:
+            start_settings_file(target, apart)
         rule_set = store_threshold(target, result.threshold, note, made_for)
         also = (
             f" and gate.rule = {made_for.rule} (the rule it was calibrated for)" if rule_set else ""

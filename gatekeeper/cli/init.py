@@ -94,7 +94,7 @@ def init(
             raise InputError(f"--cut must be a cosine similarity in [-1, 1], got {cut:g}")
         settings = setup(config, quiet=True)
         # the settings file the next commands name: refused before anything is written
-        next_settings = _next_settings(out, config, settings.catalog)
+        next_settings = _next_settings(out, config, settings.served_catalog)
         console = _stderr()
         loaded = read_catalog(examples)
         for warning in loaded.warnings:
@@ -191,7 +191,8 @@ def _next_settings(out: Path, config: Path | None, served: Path) -> _NextSetting
     nothing is written here, so a file that cannot be used is refused before the catalog is.
 
     The file ``init`` read (``--config``, else the user's own, ``served``: the catalog it
-    serves) when it serves ``out``; else ``gatekeeper-<out stem>.yaml``, as ``index`` and
+    serves) when it serves ``out``; else its own (``gatekeeper-<out stem>.yaml``,
+    :func:`~gatekeeper.settings.catalog_settings_file`), as ``index`` and
     ``eval`` advise for a catalog apart: used as it is when it serves ``out``, else to be
     written as a copy of the file read, serving ``out`` (the model must stay the one this run
     chose the generic lines with), or, with no file of the user's, created by
@@ -223,7 +224,7 @@ def _served_by(path: Path) -> Path:
     """The catalog (resolved) that the settings file ``path`` serves."""
     from gatekeeper.settings import load_settings
 
-    return load_settings(path).catalog.resolve()
+    return load_settings(path).served_catalog.resolve()
 
 
 def _next_commands(out: Path, settings_file: Path, note: str) -> None:

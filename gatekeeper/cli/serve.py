@@ -14,6 +14,7 @@ from gatekeeper.cli._app import (
     app,
     exit_code,
     friendly_errors,
+    refuse_foreign_threshold,
     setup,
 )
 from gatekeeper.errors import GatekeeperError
@@ -47,6 +48,7 @@ def serve(
             server = settings.server.model_copy(update={"processes": processes})
             settings = settings.model_copy(update={"server": server})
         with _start_failures_logged(settings):
+            refuse_foreign_threshold(settings, "serve", None)
             run_server(settings, host=host, port=port)
 
 

@@ -92,7 +92,8 @@ def tune(
         )
         new_file = write and not target.exists()
         if write and not new_file:  # never an adapter of one catalog in a file serving another
-            check_write_catalog(catalog, settings.catalog, target, "an adapter trained on")
+            apart = catalog or (settings.catalog if settings.catalog_apart() else None)
+            check_write_catalog(apart, settings.served_catalog, target, "an adapter trained on")
         if write:
             check_settings_target(target)
         if out is not None:
@@ -309,8 +310,8 @@ def _flags(settings: Settings, config: Path | None, catalog: Path | None, *, wri
         flag = option("config", config) if config else ""
         return _Flags(flag, flag, written=True)
     on_catalog = option("catalog", catalog) if catalog else ""
-    served = settings.catalog
-    tuned = settings.model_copy(update={"catalog": catalog or served})
+    served = settings.served_catalog  # the settings file's own (GATEKEEPER_CATALOG aside)
+    tuned = settings.model_copy(update={"catalog": catalog or settings.catalog})
     tuned.with_source_file(settings.source_file, served)
     return _Flags(tuned.config_flag() + on_catalog, tuned.write_flag() + on_catalog, False)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatekeeper.catalog_review import text_key
-from gatekeeper.errors import InputError
+from gatekeeper.errors import UncalibratedError
 from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.formatting import pct
@@ -33,7 +33,7 @@ from gatekeeper.settings import settings_file_serving
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
-    from gatekeeper.settings import GateSettings
+    from gatekeeper.gate_settings import GateSettings
 
 #: Names a warning lists before counting the rest.
 LISTED = 8
@@ -146,8 +146,9 @@ def check_threshold_fits(
     other_catalog: bool,
     advice: str = EVAL_ADVICE,
 ) -> None:
-    """Refuse (:class:`InputError`) to judge ``catalog``, another catalog than the settings
-    serve, at a threshold calibrated on a catalog with other contents; ``advice`` says what to
+    """Refuse (:class:`UncalibratedError`) to judge ``catalog``, another catalog file than the
+    settings serve, at a threshold calibrated on a catalog with other contents (a threshold not
+    calibrated for this gate, as one of another model or rule is); ``advice`` says what to
     do instead (the command's own options), and a settings file of the catalog's own that
     serves it (:func:`~gatekeeper.settings.settings_file_serving`) is named."""
     found = gate.calibrated_for
@@ -155,7 +156,7 @@ def check_threshold_fits(
         return
     own = settings_file_serving(Path(catalog))
     use_own = f"Use --config {own}, which serves {catalog}. Otherwise: " if own else ""
-    raise InputError(
+    raise UncalibratedError(
         f"gate.threshold {gate.threshold:g} was calibrated on the settings' own catalog, not "
         f"on {catalog}, so deciding there would be at a threshold nobody chose. "
         f"{use_own}{advice}"

@@ -12,7 +12,8 @@ from gatekeeper.conversation import Turn
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.progress import TaskFactory, no_progress
-from gatekeeper.settings import CalibrationRecord, Settings
+from gatekeeper.gate_settings import CalibrationRecord
+from gatekeeper.settings import Settings
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper

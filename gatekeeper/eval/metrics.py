@@ -392,14 +392,14 @@ def _rule_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str | None:
 
 def _settings_flag(gate: Gatekeeper, meta: Mapping[str, Any]) -> str:
     """The ``--config`` of a recommended calibrate command: the gate's settings file, or, when
-    the run evaluated another catalog than the default settings file serves, a new file named
-    after that catalog (``calibrate --write`` creates it serving the catalog; into the default
-    file it would refuse to write another catalog's threshold)."""
-    flag = gate.settings.config_flag()
+    the run evaluated another catalog than that file serves, a new file named after that
+    catalog (``calibrate --write`` creates it serving the catalog; into the settings file, the
+    default or a ``--config``, it would refuse to write another catalog's threshold)."""
     catalog, serving = meta.get("catalog"), meta.get("settings_catalog")
-    if flag or not catalog or not serving or Path(catalog).resolve() == Path(serving).resolve():
-        return flag or gate.settings.write_flag()  # never a --write that must fail
-    return option("config", catalog_settings_file(Path(catalog)))
+    other = bool(catalog and serving and Path(catalog).resolve() != Path(serving).resolve())
+    if catalog and (other or gate.settings.catalog_apart()):
+        return option("config", catalog_settings_file(Path(catalog)))
+    return gate.settings.write_flag()  # never a --write that must fail
 
 
 def build_report(

@@ -85,7 +85,7 @@ def evaluate(
     # fail on bad data before loading the model
     data = load_plan_data(plan, max_chars=settings.gate.max_message_chars)
     gate = build_gate(settings, plan.catalog, plan.rule)
-    return evaluate_gate(gate, plan, task, data=data, settings_catalog=settings.catalog)
+    return evaluate_gate(gate, plan, task, data=data, settings_catalog=settings.served_catalog)
 
 
 def check_plan(plan: EvalPlan) -> None:
@@ -149,7 +149,8 @@ def evaluate_gate(
             gate.settings.gate,
             catalog_hash=gate.catalog.content_hash(),
             catalog=str(gate.settings.catalog),
-            other_catalog=_other_catalog(gate.settings.catalog, settings_catalog),
+            other_catalog=gate.settings.catalog_apart()
+            or _other_catalog(gate.settings.catalog, settings_catalog),
         )
     dataset = mark_unsupported(dataset, gate.catalog)
     checked = leakage_warnings(dataset, gate.catalog, calibration_set)

@@ -13,7 +13,7 @@ from gatekeeper.errors import ConfigError, InputError
 from gatekeeper.paths import why_unwritable
 
 if TYPE_CHECKING:
-    from gatekeeper.settings import CalibrationRecord
+    from gatekeeper.gate_settings import CalibrationRecord
 
 
 def _block_start(block: str) -> re.Pattern[str]:
@@ -67,15 +67,24 @@ def _file_rule(text: str) -> str:
 
 
 def check_write_catalog(catalog: Path | None, served: Path, target: Path, what: str) -> None:
-    """A ``--write`` stores what was made for ``catalog`` (``--catalog``; None: the file's own)
-    only into a settings file that serves it (``served``, its catalog): :class:`InputError`
-    otherwise. ``what`` says what was made: "a threshold tuned for", "an adapter trained on"."""
+    """A ``--write`` stores what was made for ``catalog`` (``--catalog`` or
+    ``GATEKEEPER_CATALOG``; None: the file's own) only into a settings file that serves it
+    (``served``, its catalog): :class:`InputError` otherwise, naming the catalog's own settings
+    file. ``what`` says what was made: "a threshold tuned for", "an adapter trained on"."""
+    from gatekeeper.settings import catalog_settings_file
+
     if catalog is None or catalog.resolve() == served.resolve():
         return
+    own = catalog_settings_file(catalog)
+    into_own = (
+        f"write it into a settings file of its own (--config {own}, created serving it), or "
+        if own.resolve() != target.resolve()
+        else ""
+    )
     raise InputError(
         f"--write would store {what} {catalog} in {target}, which serves the catalog "
-        f"{served}; set 'catalog: {catalog.resolve()}' in {target} as well (paths there are "
-        "relative to the file), or drop --catalog"
+        f"{served}: {into_own}set 'catalog: {catalog.resolve()}' in {target} as well (paths "
+        "there are relative to the file)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,80 @@ def test_help_text_reflows_docstring_paragraphs() -> None:
     assert "messages (and, with --conversations, the conversation settings)" in result.output
     tune = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"})
     assert "<data_dir>/adapters/<catalog>-<hash>/" in tune.output
+
+
+def _usage_error(args: list[str]) -> list[str]:
+    """The stderr lines of a run that is a usage error (exit 2, nothing on stdout)."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    return result.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "problem", "where"),
+    [
+        (["calibrate", "-d", "d.jsonl"], "missing option '--target-pass-rate'", "calibrate"),
+        (
+            ["calibrate", "-d", "d.jsonl", "--target-pass-rate", "abc"],
+            "invalid value for '--target-pass-rate': ",
+            "calibrate",
+        ),
+        (["serve", "--port", "99999"], "invalid value for '--port': ", "serve"),
+        (["eval"], "missing option '--dataset'", "eval"),
+        (["nosuch"], "no such command 'nosuch'", ""),
+        (["--bogus"], "no such option: --bogus", ""),
+    ],
+)
+def test_a_usage_error_is_one_error_line(args: list[str], problem: str, where: str) -> None:
+    """A missing option, a bad value, an unknown command or option is one `error:` line and one
+    `try: gatekeeper <command> --help` line on stderr, exit 2, as the CLI's other errors (it was
+    Click's usage lines and a boxed panel)."""
+    error, hint = _usage_error(args)
+    assert error.startswith(f"error: {problem}"), error
+    assert hint == " ".join(["try: gatekeeper", *([where] if where else []), "--help"])
+
+
+def test_every_command_says_a_usage_error_in_one_line() -> None:
+    """Every command's unknown option is the one `error:` line and its `try:` line."""
+    from typer.main import get_command
+
+    commands = list(get_command(app).commands)  # type: ignore[attr-defined]
+    assert {"init", "index", "check", "serve", "eval", "calibrate", "demo", "tune"} <= set(commands)
+    for command in commands:
+        lines = _usage_error([command, "--no-such-option"])
+        assert lines == [
+            f"error: no such option: --no-such-option{_after_dashes(command)}",
+            f"try: gatekeeper {command} --help",
+        ]
+
+
+def _after_dashes(command: str) -> str:
+    return " (a message starting with '-' goes after --: gatekeeper check -- '-50 euro off?')" * (
+        command == "check"
+    )
+
+
+def test_a_message_starting_with_a_dash_goes_after_two_dashes(config: Path, hashing: None) -> None:
+    """`check "-50 euro off?"` says to put it after `--` (it was "No such option: -5" in a
+    panel), `check --help` says so too, and after `--` it is decided."""
+    (error, _) = _usage_error(["check", "-50 euro off?", "--config", str(config)])
+    assert error.endswith(_after_dashes("check")), error
+    shown = " ".join(runner.invoke(app, ["check", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert "A message starting with '-' goes after --: gatekeeper check -- '-50 euro off?'" in shown
+    result = runner.invoke(app, ["check", "--config", str(config), "--json", "--", "-50 euro off?"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["route"] in {"llm", "off_topic", "canned"}
+
+
+def test_serve_with_server_keys_set_empty_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` with GATEKEEPER_SERVER__API_KEYS="" exits 2 naming the variable before it
+    starts (it served without inbound auth)."""
+    started: list[object] = []
+    monkeypatch.setattr(
+        "gatekeeper.interfaces.proxy.runner.run_server", lambda *a, **k: started.append(a)
+    )
+    result = runner.invoke(app, ["serve"], env={"GATEKEEPER_SERVER__API_KEYS": ""})
+    assert result.exit_code == 2, result.output
+    assert "GATEKEEPER_SERVER__API_KEYS" in result.output and "holds no key" in result.output
+    assert started == []

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gatekeeper.errors import DatasetError, InputError
+from gatekeeper.errors import DatasetError, UncalibratedError
 from gatekeeper.eval.checks import check_threshold_fits, leakage_warnings, mark_unsupported
 from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.eval.formatting import num, pct
@@ -178,7 +178,7 @@ def test_a_threshold_calibrated_on_another_catalog_is_refused_for_it() -> None:
     gate = GateSettings(
         threshold=0.3, calibrated_for=CalibrationRecord(model="m", rule="density", catalog="aaa")
     )
-    with pytest.raises(InputError, match=r"--calibrate-on LABELLED\.jsonl"):
+    with pytest.raises(UncalibratedError, match=r"--calibrate-on LABELLED\.jsonl"):
         check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", other_catalog=True)
     check_threshold_fits(gate, catalog_hash="aaa", catalog="x.csv", other_catalog=True)
     check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", other_catalog=False)

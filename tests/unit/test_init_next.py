@@ -101,6 +101,24 @@ def test_with_a_settings_file_of_another_catalog_the_commands_run_on_a_copy(shop
     assert load_settings(copy).gate.calibrated_for is not None
 
 
+def test_a_catalog_named_by_the_environment_does_not_make_a_file_serve_it(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GATEKEEPER_CATALOG naming the new catalog does not make F (serving another) its
+    settings file: init writes and names gatekeeper-<stem>.yaml, the commands run in order with
+    the variable still set, and F is left as it was (it named F, whose calibrate --write stored
+    the new catalog's threshold there)."""
+    mine = _settings(shop / "mine.yaml", str(FIXTURES / "tiny_catalog.yaml"), shop / "data")
+    before = mine.read_text(encoding="utf-8")
+    monkeypatch.setenv("GATEKEEPER_CATALOG", "t5.yaml")
+    code, output = _invoke("init", "examples.csv", "--out", "t5.yaml", "--config", mine)
+    assert code == 0, output
+    assert "--config gatekeeper-t5.yaml" in output and f"--config {mine}" not in output
+    _run_next_commands(output)
+    assert mine.read_text(encoding="utf-8") == before
+    assert load_settings(shop / "gatekeeper-t5.yaml").gate.calibrated_for is not None
+
+
 def test_index_names_the_settings_file_init_named(shop: Path) -> None:
     """`index --config F --catalog C` on init's catalog advises calibrating into the same
     settings file init named and wrote (it advised gatekeeper-<stem>.yaml, init F)."""

@@ -384,7 +384,7 @@ def test_a_failed_start_is_a_json_line_when_the_log_is_json(tmp_path: Path, fmt:
     env = {
         "GATEKEEPER_DATA_DIR": str(tmp_path),
         "GATEKEEPER_LOGGING__FORMAT": fmt,
-        "GATEKEEPER_SERVER__API_KEYS": "",
+        "GATEKEEPER_SERVER__API_KEYS": None,  # unset: no inbound keys
     }
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "1"], env=env)
     assert result.exit_code == 2

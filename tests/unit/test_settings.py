@@ -38,6 +38,22 @@ def test_comma_separated_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "k1" not in repr(load_settings(None).server)
 
 
+@pytest.mark.parametrize("value", ["", "  ", ",", " , ,", "[]"])
+def test_server_keys_set_but_holding_none_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """GATEKEEPER_SERVER__API_KEYS set but holding no key (empty, spaces, commas: what a
+    template's unset ${KEYS} gives) is a settings error naming the variable and how to turn
+    inbound auth off (it turned inbound auth off unnoticed); unset, there are no keys."""
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", value)
+    variable = r"server\.api_keys \(environment variable GATEKEEPER_SERVER__API_KEYS\)"
+    with pytest.raises(ConfigError, match=rf"{variable}: is set but holds no key") as info:
+        load_settings(None)
+    assert "to serve without inbound auth, unset the variable" in str(info.value)
+    monkeypatch.delenv("GATEKEEPER_SERVER__API_KEYS")
+    assert load_settings(None).server.api_keys == []
+
+
 @pytest.mark.parametrize("key", ["clé-secrète", "sk key", "sk-\tx", "sk-\u200b"])
 @pytest.mark.parametrize(
     ("variable", "field"),

@@ -148,6 +148,24 @@ def test_tune_without_write_prints_commands_that_use_the_adapter(
     assert "embedding.adapter:" in " ".join(output.split())  # how to serve it
 
 
+def test_tunes_commands_for_a_catalog_chosen_by_the_environment_calibrate_its_own_file(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GATEKEEPER_CATALOG naming another catalog than --config F serves, tune's printed
+    commands run as printed and calibrate into that catalog's own settings file, not into F
+    (which took the other catalog's threshold)."""
+    config = _settings_file("mine.yaml", catalog=str(work / "tiny.yaml"))
+    monkeypatch.setenv("GATEKEEPER_CATALOG", "other.yaml")
+    code, output = _invoke("tune", "--config", config)
+    assert code == 0, output
+    for command in _then_run(output):
+        _run(command, monkeypatch)
+    assert load_settings(config).gate.calibrated_for is None
+    written = load_settings("gatekeeper-other.yaml")
+    assert written.served_catalog == work / "other.yaml"
+    assert written.gate.calibrated_for is not None
+
+
 def _fake_finetune(catalog: Any, settings: Any, *, out: Any, models_dir: Path, **_: Any) -> Any:
     """A "fine-tuned encoder": a directory :func:`_embedder` embeds with 128 dimensions."""
     path = models_dir / "tiny-encoder-000000000000"
