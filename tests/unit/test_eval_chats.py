@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gatekeeper.eval.datasets import load_dataset
 from gatekeeper.gate import Gatekeeper
 
@@ -37,3 +39,131 @@ def test_replayed_headers_give_back_the_follow_up_and_the_nearest_intent(
     assert refused.intent is None and refused.nearest_intent == "order_status"
     back = decision_from_headers(decision_headers(refused))
     assert not back.followup and back.nearest_intent == refused.nearest_intent
+
+
+PHOTO = [{"type": "image_url", "image_url": {"url": "https://example.com/tear.jpg"}}]
+TORN = [
+    {"role": "user", "content": "i want a refund, it arrived torn"},
+    {"role": "assistant", "content": "So sorry! Could you send a photo?"},
+    {"role": "user", "content": PHOTO},
+]
+
+
+def test_a_chat_ending_in_a_photo_is_judged_as_the_live_gate_judges_it(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """A last customer turn of a photo alone is a turn like any other (it was refused as "no
+    non-empty last user message"): judged, with labels or without, exactly as the live gate
+    judges the chat (a follow-up in a served chat)."""
+    from gatekeeper.eval.run import run_eval
+    from gatekeeper.eval.schema import EvalOptions
+
+    path = _jsonl(
+        tmp_path / "photo.jsonl",
+        {"messages": TORN, "labels": ["in_domain", "in_domain"]},
+        {"messages": TORN, "label": "in_domain"},
+    )
+    data = load_dataset(path)
+    assert [(e.line, e.turn, e.text) for e in data.examples] == [
+        (1, 1, TORN[0]["content"]),
+        (1, 2, ""),
+        (2, None, ""),
+    ]
+    run = run_eval(tiny_gate, data, EvalOptions(latency_sample=0, bootstrap=0))
+    live = tiny_gate.check(TORN)
+    assert live.followup and live.route.value == "llm"
+    for outcome in run.outcomes[1:]:
+        assert (outcome.decision.route, outcome.decision.followup) == (live.route, True)
+        assert outcome.decision.reason == live.reason
+
+
+def test_an_empty_turn_mid_chat_is_skipped_and_the_chat_judged(
+    config: Path, hashing: None, tmp_path: Path
+) -> None:
+    """A blank customer turn in the middle of a labelled chat no longer stops the run with
+    "messages[1]: the last user message is empty" (an index into the judging batch): the live
+    gate leaves such a turn out of the chat, so the eval skips that turn alone, names file,
+    line and turn, and judges the chat's other turns (exit 0, no --skip-invalid needed)."""
+    from typer.testing import CliRunner
+
+    from gatekeeper.cli import app
+
+    blank = [
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "Let me check."},
+        {"role": "user", "content": "  "},
+        {"role": "assistant", "content": "?"},
+        {"role": "user", "content": "order status please"},
+    ]
+    path = _jsonl(
+        tmp_path / "chats.jsonl",
+        {"messages": TORN[:1], "label": "in_domain"},
+        {"messages": blank, "labels": ["in_domain", "in_domain", "in_domain"]},
+    )
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("eval", "--config", str(config), "--dataset", str(path), "--out", str(out)),
+            *("--latency-sample", "0", "--bootstrap", "0"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_queries"] == 3
+    (skipped,) = report["meta"]["skipped_rows"]
+    assert f"{path}, line 2, turn 2/3: empty customer turn" in skipped
+    rows = [json.loads(r) for r in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["turn"]) for r in rows] == [(1, None), (2, 1), (2, 3)]
+
+
+def test_a_message_the_gate_refuses_is_named_by_file_line_and_turn(
+    tiny_gate: Gatekeeper, tmp_path: Path
+) -> None:
+    """A message the gate refuses to judge while the eval runs is named by its file, line and
+    turn, not by its place in the judging batch ("messages[127]")."""
+    from gatekeeper.errors import DatasetError
+    from gatekeeper.eval.run import run_eval
+    from gatekeeper.eval.schema import EvalOptions
+
+    surrogate = [*TORN[:2], {"role": "user", "content": "bad \ud800 text"}]
+    rows = [{"text": f"where is my order {n}", "label": "in_domain"} for n in range(3)]
+    path = _jsonl(tmp_path / "d.jsonl", *rows, {"messages": surrogate, "labels": ["in_domain"] * 2})
+    with pytest.raises(DatasetError, match=r"d\.jsonl, line 4, turn 2/2: .*not valid Unicode"):
+        run_eval(tiny_gate, load_dataset(path), EvalOptions(latency_sample=0, bootstrap=0))
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (
+            {"labels": ["in_domain", "in_domain"], "label": "off_topic"},
+            "'label' 'off_topic' disagrees with the last of 'labels' 'in_domain' "
+            "(labels ['in_domain', 'in_domain'])",
+        ),
+        (
+            {"labels": ["in_domain", "offtopic"], "label": "off_topic"},
+            "labels[1] (customer turn 2) must be 'in_domain' or 'off_topic', not 'offtopic' "
+            "(did you mean 'off_topic'?)",
+        ),
+        (
+            {"labels": ["in_domain", "offtopic"]},  # the row's label would be taken from it
+            "labels[1] (customer turn 2) must be 'in_domain' or 'off_topic', not 'offtopic'",
+        ),
+        ({"labels": ["OOS", "in_domain"]}, "not 'OOS' (did you mean 'off_topic'?)"),
+    ],
+)
+def test_a_bad_labels_entry_shows_the_value(
+    tmp_path: Path, row: dict[str, Any], problem: str
+) -> None:
+    """A 'label' contradicting 'labels' shows both values; a bad entry of 'labels' shows the
+    entry, its turn and a did-you-mean (it said "labels[1] must be in_domain or off_topic",
+    or blamed a 'label' the row did not have)."""
+    from gatekeeper.errors import DatasetError
+
+    path = _jsonl(tmp_path / "d.jsonl", {"messages": [*TORN[:2], TORN[0]], **row})
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    assert f"{path}, line 1: " in str(caught.value)
+    assert problem in str(caught.value)
+
