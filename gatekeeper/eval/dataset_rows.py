@@ -3,7 +3,8 @@
 A row has ``text``, ``label`` (``in_domain`` | ``off_topic``, case and surrounding white space
 aside, as header names are matched) and an optional ``intent``, or
 ``messages`` (a chat; in CSV, a JSON string) instead of ``text``, with optional per-turn
-``labels``.
+``labels`` and ``intents``. A chat's ``intent`` is its last customer turn's (the turn judged);
+with ``labels`` each earlier turn has the intent ``intents`` gives it, or none.
 :func:`parse_rows` turns one row into its :class:`Example` s or raises a
 :class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
 :func:`stray_values` tell a row to skip from a malformed one.
@@ -98,7 +99,7 @@ def located(source: str, line: int) -> str:
     return f"{source}, {'row' if source.lower().endswith('.csv') else 'line'} {line}"
 
 
-KEYS = ("text", "label", "intent", "messages", "labels")
+KEYS = ("text", "label", "intent", "messages", "labels", "intents")
 
 
 #: How close an unknown key must be to a known one to be called a misspelling of it.
@@ -139,9 +140,16 @@ def parse_rows(
     ``labels``, if given, is its ``label`` alone."""
     where = f"dataset {located(source, line)}"
     labels = _labels(row.get("labels"), where)
+    intents = _intents(row.get("intents"), where)
     if not _present(row.get("label")) and labels:
         row = {**row, "label": labels[-1]}  # a chat's label is its last turn's
     example = parse_row(row, source=source, line=line)
+    if intents is not None and (labels is None or isinstance(example.message, str)):
+        raise DatasetError(
+            f"{where}: 'intents' gives one intent per customer turn of a chat, beside its "
+            "'labels' (one per turn); this row has "
+            + ("no 'messages'" if isinstance(example.message, str) else "no 'labels'")
+        )
     if isinstance(example.message, str):
         if labels is not None:
             _check_text_labels(labels, example.label, where)
@@ -151,7 +159,7 @@ def parse_rows(
         if _empty_turn(last):
             return [], [f"{where}: empty row (its last customer turn has no text), skipped"]
         return [example], []
-    return _per_turn(example, example.message, labels, row, where)
+    return _per_turn(example, example.message, labels, intents, row, where)
 
 
 def _empty_turn(message: Mapping[str, Any]) -> bool:
@@ -197,6 +205,22 @@ def _json_list(value: Any, shape: str, where: str) -> list[Any] | None:
     return value
 
 
+def _intents(value: Any, where: str) -> list[str | None] | None:
+    """A chat row's per-turn ``intents``: None when absent; each entry an intent name (in NFC,
+    as the catalog reads names) or null (no intent for that turn)."""
+    value = _json_list(value, _INTENTS_SHAPE, where)
+    if value is None:
+        return None
+    intents: list[str | None] = []
+    for index, name in enumerate(value):
+        if name is not None and not isinstance(name, str):
+            raise DatasetError(
+                f"{where}: intents[{index}] must be an intent name or null, not {shown(name)}"
+            )
+        intents.append((nfc(name.strip()) or None) if isinstance(name, str) else None)
+    return intents
+
+
 def label_value(value: Any) -> Any:
     """A label as matched, as header names are: case and surrounding white space do not count
     (``Off_Topic``, ``"in_domain "``); anything else (``in-domain``, ``OOS``) is not a label."""
@@ -206,6 +230,10 @@ def label_value(value: Any) -> Any:
 _LABELS_SHAPE = (
     "'labels' must be a list of in_domain/off_topic, one per user turn (in CSV, the list as "
     'JSON text: ["in_domain","off_topic"])'
+)
+_INTENTS_SHAPE = (
+    "'intents' must be a list of intent names (or null), one per user turn (in CSV, the list "
+    'as JSON text: ["order_status",null])'
 )
 
 
@@ -228,11 +256,13 @@ def _per_turn(
     example: Example,
     messages: ChatMessages,
     labels: list[Label],
+    intents: list[str | None] | None,
     row: Mapping[str, Any],
     where: str,
 ) -> tuple[list[Example], list[str]]:
-    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``;
-    and its empty turns, skipped."""
+    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``
+    and of ``intents`` (the row's ``intent`` is the last turn's); and its empty turns, skipped.
+    """
     user_at = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if len(labels) != len(user_at):
         raise DatasetError(
@@ -244,8 +274,11 @@ def _per_turn(
             f"{where}: 'label' {shown(row.get('label'))} disagrees with the last of 'labels' "
             f"{shown(labels[-1])} (labels {shown(labels)}): which one is meant?"
         )
+    turn_intents = _turn_intents(example, intents, len(user_at), where)
     examples, skipped = [], []
-    for turn, (at, label) in enumerate(zip(user_at, labels, strict=True), start=1):
+    for turn, (at, label, intent) in enumerate(
+        zip(user_at, labels, turn_intents, strict=True), start=1
+    ):
         if _empty_turn(messages[at]):
             skipped.append(
                 f"dataset {located(example.source, example.line)}, turn {turn}/{len(user_at)}: "
@@ -253,11 +286,17 @@ def _per_turn(
                 "out of the chat, and the chat's other turns are judged"
             )
             continue
+        if label == "in_domain" and intent is not None and _off_topic_intent(intent):
+            raise DatasetError(
+                f"{where}: intents[{turn - 1}] {shown(intent)} marks an off-topic message, but "
+                f"labels[{turn - 1}] is 'in_domain' (it would count as a customer wrongly "
+                "refused)"
+            )
         examples.append(
             Example(
                 message=messages[: at + 1],
                 label=label,
-                intent=example.intent if label == "in_domain" else None,
+                intent=intent if label == "in_domain" else None,
                 source=example.source,
                 line=example.line,
                 turn=turn,
@@ -265,6 +304,28 @@ def _per_turn(
             )
         )
     return examples, skipped
+
+
+def _turn_intents(
+    example: Example, intents: list[str | None] | None, turns: int, where: str
+) -> list[str | None]:
+    """Each customer turn's intent: ``intents`` when given (its last entry and the row's
+    ``intent`` must agree), else the row's ``intent`` for the last turn (the one it describes)
+    and none for the others: a chat's intent given to every turn counted "thanks" and names as
+    that intent's messages."""
+    if intents is None:
+        return [*([None] * (turns - 1)), example.intent]
+    if len(intents) != turns:
+        raise DatasetError(
+            f"{where}: 'intents' must list one intent (or null) per user turn ({turns}), "
+            f"got {shown(intents)}"
+        )
+    if example.intent is not None and intents[-1] != example.intent:
+        raise DatasetError(
+            f"{where}: 'intent' {shown(example.intent)} disagrees with the last of 'intents' "
+            f"{shown(intents[-1])} (intents {shown(intents)}): which one is meant?"
+        )
+    return intents
 
 
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:

@@ -3,9 +3,10 @@
 A dataset is a JSONL or CSV file of rows with ``text``, ``label`` (``in_domain`` | ``off_topic``)
 and an optional ``intent``. A multi-turn row carries ``messages`` (OpenAI chat format; in CSV, a
 JSON string) instead of ``text``: the last user message is judged, earlier user turns are its
-context; its optional ``labels`` (in CSV, also a JSON string) gives one label per customer
-turn, oldest first. An intent ``unsupported:<name>`` marks an in-domain question of an intent
-the catalog lacks (on-topic for the business, so it should still reach the LLM).
+context, and ``intent`` is the judged turn's; its optional ``labels`` (in CSV, also a JSON
+string) gives one label per customer turn, oldest first, and ``intents`` (beside ``labels``)
+one intent or null per turn. An intent ``unsupported:<name>`` marks an in-domain question of an
+intent the catalog lacks (on-topic for the business, so it should still reach the LLM).
 
 Rows with neither a text nor messages (blank lines of a spreadsheet, a benchmark's few empty
 texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal, and so is a chat's

@@ -178,3 +178,93 @@ def test_photos_do_not_count_toward_the_language_warning(tmp_path: Path) -> None
     assert model_language_warning(["", "", "where is my order?"], model, "the messages") is None
     path = _jsonl(tmp_path / "photo.jsonl", *[{"messages": TORN, "label": "in_domain"}] * 3)
     assert language_warnings(model, {"the test messages": load_dataset(path)}) == []
+
+
+SERVED = [
+    {"role": "user", "content": "where is my order"},
+    {"role": "assistant", "content": "It ships today."},
+    {"role": "user", "content": "hello"},
+    {"role": "assistant", "content": "Hello! How can I help?"},
+    {"role": "user", "content": "order status please"},
+]
+
+
+def test_a_chats_intent_is_its_last_turns(tiny_gate: Gatekeeper, tmp_path: Path) -> None:
+    """A chat row's 'intent' belongs to the turn it describes, the last (judged) one; earlier
+    turns have none unless 'intents' gives them. It went to every customer turn, so a "hello"
+    answered with its fixed greeting counted as order_status given a wrong canned reply."""
+    from gatekeeper.eval.metrics import build_report
+    from gatekeeper.eval.run import run_eval
+    from gatekeeper.eval.schema import EvalOptions
+
+    labels = ["in_domain"] * 3
+    path = _jsonl(
+        tmp_path / "chats.jsonl",
+        {"messages": SERVED, "labels": labels, "intent": "order_status"},
+        {"messages": SERVED, "labels": labels, "intents": ["order_status", "greeting", None]},
+    )
+    data = load_dataset(path)
+    assert [e.intent for e in data.examples] == [
+        *(None, None, "order_status"),
+        *("order_status", "greeting", None),
+    ]
+    options = EvalOptions(latency_sample=0, bootstrap=0)
+    report = build_report(tiny_gate, run_eval(tiny_gate, data, options), options)
+    assert [r.route for r in report.rows][1] == "canned"
+    assert report.n_canned_mismatches == 0
+    assert {r.intent: r.n for r in report.per_intent} == {
+        "(no intent)": 3,
+        "order_status": 2,
+        "greeting": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (
+            {"intent": "order_status", "intents": [None, None, "refund_request"]},
+            "'intent' 'order_status' disagrees with the last of 'intents' 'refund_request' "
+            "(intents [None, None, 'refund_request'])",
+        ),
+        (
+            {"intents": ["order_status"]},
+            "'intents' must list one intent (or null) per user turn (3), got ['order_status']",
+        ),
+        ({"intents": [None, 7, None]}, "intents[1] must be an intent name or null, not 7"),
+        ({"intents": "order_status"}, "'intents' must be a list of intent names (or null)"),
+        ({"intents": [None, "oos", None]}, "intents[1] 'oos' marks an off-topic message"),
+    ],
+)
+def test_bad_intents_name_the_entry(tmp_path: Path, row: dict[str, Any], problem: str) -> None:
+    """A chat's per-turn 'intents' is checked like 'labels': one entry per customer turn, each
+    an intent name or null, agreeing with the row's 'intent' (the last turn's)."""
+    from gatekeeper.errors import DatasetError
+
+    path = _jsonl(tmp_path / "d.jsonl", {"messages": SERVED, "labels": ["in_domain"] * 3, **row})
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    assert f"{path}, line 1: {problem}" in str(caught.value)
+
+
+def test_intents_need_the_chats_labels(tmp_path: Path) -> None:
+    """'intents' without 'labels' (or on a text row) is an error: only per-turn labelled
+    chats judge more than their last turn."""
+    from gatekeeper.errors import DatasetError
+
+    path = _jsonl(tmp_path / "d.jsonl", {"messages": SERVED, "label": "in_domain", "intents": []})
+    with pytest.raises(DatasetError, match="'intents' gives one intent per customer turn"):
+        load_dataset(path)
+
+
+def test_intents_in_csv_are_json_text(tmp_path: Path) -> None:
+    """In CSV, 'intents' is the list as JSON text, as 'labels' and 'messages' are."""
+    import csv
+
+    path = tmp_path / "chats.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["messages", "label", "labels", "intents"])
+        labels, intents = json.dumps(["in_domain"] * 3), '[null, "greeting", "order_status"]'
+        writer.writerow([json.dumps(SERVED), "", labels, intents])
+    assert [e.intent for e in load_dataset(path).examples] == [None, "greeting", "order_status"]
