@@ -268,3 +268,67 @@ def test_intents_in_csv_are_json_text(tmp_path: Path) -> None:
         labels, intents = json.dumps(["in_domain"] * 3), '[null, "greeting", "order_status"]'
         writer.writerow([json.dumps(SERVED), "", labels, intents])
     assert [e.intent for e in load_dataset(path).examples] == [None, "greeting", "order_status"]
+
+
+def _calibrate(config: Path, chats: Path) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from gatekeeper.cli import app
+
+    args = ["calibrate", "--config", str(config), "--dataset"]
+    args += [str(FIXTURES / "tiny_calibration.jsonl"), "--target-pass-rate", "0.85"]
+    args += ["--conversations", str(chats), "--write"]
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _written_note(config: Path) -> str:
+    """The comment calibrate wrote on the conversation settings' first line."""
+    line = next(r for r in config.read_text().splitlines() if "session_margin:" in r)
+    return line.split("  # ", 1)[1]
+
+
+def test_too_few_chats_for_the_conversation_target_are_warned_about(
+    config: Path, hashing: None
+) -> None:
+    """Chats with fewer in-domain customer turns than the target needs (the threshold's rule:
+    about 199 for 99.5%) are warned about, and the written settings' comment says so (3
+    customer turns wrote "100% passed" without a word)."""
+    code, output = _calibrate(config, CHATS)
+    assert code == 0, output
+    assert (
+        "tiny_chats.jsonl has only 3 in-domain customer turns (and 1 drift turn); a 99.5% "
+        "conversation target needs about 199 or more"
+    ) in output
+    note = _written_note(config)
+    assert note.endswith(
+        "; warning: too few chats for 99.5%: 3 in-domain customer turns, about 199 needed"
+    )
+
+
+def test_a_conversation_target_no_setting_reaches_names_the_best_and_the_turns(
+    config: Path, hashing: None, tmp_path: Path
+) -> None:
+    """When no conversation setting reaches the target, the warning says the target, the best
+    reached, the customer turn no setting passes and that the settings written (that best)
+    miss the target; so does the written comment (it was one bare line, and the comment said
+    nothing)."""
+    refused_first = [{"role": "user", "content": "write a poem"}]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(
+        CHATS.read_text() + json.dumps({"messages": refused_first, "labels": ["in_domain"]}) + "\n"
+    )
+    code, output = _calibrate(config, chats)
+    assert code == 0, output
+    assert (
+        "no conversation setting passes 99.5% of the 4 in-domain customer turns of chats.jsonl: "
+        "the best passes 3 of 4 (75.0%); no setting passes this customer turn: "
+        f"{chats}, line 3, turn 1/1: 'write a poem'. The settings chosen are that best "
+        "(session_margin 0.3, followup_off_topic_max 1, followup_off_topic_gap 1, "
+        "followup_max_words 4) and miss the target"
+    ) in output
+    assert "(target 99.5%: NOT reached)" in output
+    assert (
+        "; warning: they miss the 99.5% target, no setting reaches it (the best passes 3 of 4; "
+        "1 turn passes under no setting)"
+    ) in _written_note(config)
