@@ -254,6 +254,12 @@ def notes(report: EvalReport) -> list[str]:
         f"seed {report.bootstrap['seed']}; a rate of 0% or 100% gets the exact "
         "(Clopper-Pearson) interval, which resampling cannot give.",
     ]
+    chats = report.conversation_settings
+    if chats is not None:
+        out.append(
+            f"The chats were routed with the conversation settings from {chats.source}"
+            + (f", chosen by: {chats.calibration}." if chats.calibration else ".")
+        )
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         out.append(

@@ -188,6 +188,31 @@ class ConversationStats(BaseModel):
     calls_saved_per_chat: float | None = None
 
 
+class ConversationSettings(BaseModel):
+    """The conversation settings a run with chats decided with, and where they came from."""
+
+    session_margin: float
+    followup_max_words: int
+    followup_off_topic_max: float
+    followup_off_topic_gap: float = Field(description="1 and more: the gap rule is off")
+    source: str = Field(
+        description="where they came from: 'settings file PATH', 'environment (NAMES)' "
+        "(GATEKEEPER_GATE__* variables), 'built-in defaults', or several of them"
+    )
+    calibrated_for: dict[str, Any] | None = Field(
+        None, description="gate.conversations_calibrated_for: the model, rule and catalog"
+    )
+    calibration: str | None = Field(
+        None,
+        description="the comment `calibrate --conversations ... --write` left on them in the "
+        "settings file: its command and what they did on its chats",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what that calibration warned about (too few chats, a missed target)",
+    )
+
+
 class Listed(BaseModel):
     """A message the report names: a customer wrongly blocked, or off-topic traffic let in."""
 
@@ -311,6 +336,9 @@ class EvalReport(BaseModel):
     score_basis: str
     threshold: float
     rule: str
+    conversation_settings: ConversationSettings | None = Field(
+        None, description="with chats among the rows: the conversation settings decided with"
+    )
     canned_min_similarity: float | None = Field(
         None, description="the nearest exemplar's similarity a canned reply needs"
     )

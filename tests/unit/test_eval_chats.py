@@ -332,3 +332,57 @@ def test_a_conversation_target_no_setting_reaches_names_the_best_and_the_turns(
         "; warning: they miss the 99.5% target, no setting reaches it (the best passes 3 of 4; "
         "1 turn passes under no setting)"
     ) in _written_note(config)
+
+
+def _eval(config: Path, out: Path, *datasets: Path) -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from gatekeeper.cli import app
+
+    args = ["eval", "--config", str(config), "--out", str(out), "--latency-sample", "0"]
+    args += ["--bootstrap", "0", *(a for d in datasets for a in ("--dataset", str(d)))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads((out / "report.json").read_text()))
+
+
+def test_the_report_shows_the_conversation_settings_and_where_they_came_from(
+    config: Path, hashing: None, tmp_path: Path
+) -> None:
+    """A run with chats reports the conversation settings it routed them with, where they came
+    from and what their calibration measured and warned about: in report.json, in the summary
+    beside the threshold (report.md) and in the report's warnings."""
+    assert _calibrate(config, CHATS)[0] == 0
+    report = _eval(config, tmp_path / "report", CHATS)
+    chats = report["conversation_settings"]
+    assert {k: chats[k] for k in ("session_margin", "followup_max_words")} == {
+        "session_margin": 0.3,
+        "followup_max_words": 4,
+    }
+    assert chats["source"] == f"settings file {config}"
+    assert chats["calibration"].startswith(f"gatekeeper calibrate --config {config} --dataset")
+    assert chats["warnings"] == [
+        "too few chats for 99.5%: 3 in-domain customer turns, about 199 needed"
+    ]
+    assert f"the conversation settings (settings file {config}): their calibration warned: " in (
+        " ".join(report["meta"]["dataset_warnings"])
+    )
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "| conversation settings | session margin 0.3, answers of at most 4 words, off-topic max "
+        f"off, gap off | from settings file {config}, calibrated on {CHATS}: 100.0% customer turns "
+        "passed (3 of 3)"
+    ) in markdown.replace("\\", "")
+
+
+def test_conversation_settings_from_the_environment_or_defaults_say_so(
+    config: Path, hashing: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings not in the file are the built-in defaults, and a GATEKEEPER_GATE__* variable
+    is named; a run of single messages alone (no chat) reports none."""
+    monkeypatch.setenv("GATEKEEPER_GATE__SESSION_MARGIN", "0.1")
+    chats = _eval(config, tmp_path / "a", CHATS)["conversation_settings"]
+    assert chats["session_margin"] == 0.1 and chats["calibration"] is None
+    assert chats["source"] == "environment (GATEKEEPER_GATE__SESSION_MARGIN) and built-in defaults"
+    single = _jsonl(tmp_path / "single.jsonl", {"text": "where is my order", "label": "in_domain"})
+    assert _eval(config, tmp_path / "b", single)["conversation_settings"] is None
