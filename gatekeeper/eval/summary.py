@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatekeeper.eval.conversation_settings import settings_origin, settings_value
-from gatekeeper.eval.formatting import money, num, pct
+from gatekeeper.eval.formatting import counted, money, num, pct
 from gatekeeper.eval.schema import EvalReport
 
 
@@ -73,7 +73,9 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
                 f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
                 f"{c.n} turns of {c.n_chats} chats: {c.customer_turns_wrongly_refused} customer "
                 f"turns wrongly refused, {c.drift_turns_refused} drift turns refused, "
-                f"{c.rescued_followups} follow-ups forwarded",
+                f"{c.rescued_followups} follow-ups forwarded "
+                f"({counted(c.followup_customer_turns, 'customer turn')}, "
+                f"{counted(c.followup_drift_turns, 'drift turn')})",
             )
         )
     rows += [

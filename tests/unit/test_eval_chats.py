@@ -386,3 +386,70 @@ def test_conversation_settings_from_the_environment_or_defaults_say_so(
     assert chats["source"] == "environment (GATEKEEPER_GATE__SESSION_MARGIN) and built-in defaults"
     single = _jsonl(tmp_path / "single.jsonl", {"text": "where is my order", "label": "in_domain"})
     assert _eval(config, tmp_path / "b", single)["conversation_settings"] is None
+
+
+REFUSAL = {"role": "assistant", "content": "Sorry, I only help with orders."}
+ASKED = {"role": "assistant", "content": "What is the order number?"}
+
+
+def test_a_chats_turn_is_listed_with_its_turn_and_the_customers_previous_turn(
+    config: Path, hashing: None, tmp_path: Path
+) -> None:
+    """A chat's wrongly refused turn is named by file, line and turn (report.json's
+    wrongly_blocked had no turn, report.md's where no turn), and shown after the customer's
+    previous turn and how it was routed, not only after the assistant's message."""
+    chat = [
+        {"role": "user", "content": "write a poem"},
+        REFUSAL,
+        {"role": "user", "content": "NW-12345"},
+    ]
+    path = _jsonl(
+        tmp_path / "chats.jsonl",
+        {"messages": chat, "labels": ["off_topic", "in_domain"]},
+        {"messages": chat, "label": "in_domain"},  # no labels: the gate routes turn 1 again
+    )
+    report = _eval(config, tmp_path / "report", path)
+    listed = report["wrongly_blocked"]
+    assert [(i["line"], i["turn"], i["text"]) for i in listed] == [
+        (1, 2, "NW-12345"),
+        (2, None, "NW-12345"),
+    ]
+    for item in listed:
+        assert (item["previous_turn"], item["previous_route"]) == ("write a poem", "off_topic")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        f"| {path}:1, turn 2 | NW-12345 (after the customer: 'write a poem' → off_topic; "
+        "then the assistant: 'Sorry, I only help with orders.') |"
+    ) in markdown
+
+
+def test_follow_ups_are_listed_as_customer_and_drift_turns(
+    config: Path, hashing: None, tmp_path: Path
+) -> None:
+    """The follow-ups forwarded (turns that alone would be refused) are counted and listed
+    apart as customer turns and drift turns: a drift turn forwarded as an answer is off-topic
+    traffic the conversation model let through (the report gave one count of both)."""
+    drift = [
+        {"role": "user", "content": "where is my order"},
+        ASKED,
+        {"role": "user", "content": "blue sky"},
+    ]
+    chats = _jsonl(
+        tmp_path / "chats.jsonl", {"messages": drift, "labels": ["in_domain", "off_topic"]}
+    )
+    report = _eval(config, tmp_path / "report", CHATS, chats)
+    c = report["conversations"]
+    assert (c["rescued_followups"], c["followup_customer_turns"], c["followup_drift_turns"]) == (
+        2,
+        1,
+        1,
+    )
+    assert [i["text"] for i in report["followup_customer_turns"]] == ["NW-12345"]
+    assert [(i["text"], i["turn"]) for i in report["followup_drift_turns"]] == [("blue sky", 2)]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Follow-ups forwarded (2: 1 customer turn, 1 drift turn)" in markdown
+    section = markdown.split("## Follow-ups forwarded", 1)[1].split("\n## ", 1)[0]
+    assert section.index("blue sky") < section.index("NW-12345")  # drift turns first
+    assert "2 follow-ups forwarded (1 customer turn, 1 drift turn)" in markdown
+    glossary = markdown.split("## Glossary", 1)[1]
+    assert "**drift turn**" in glossary and "**follow-up**" in glossary and "-0.0431" in glossary
