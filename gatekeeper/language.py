@@ -100,7 +100,9 @@ def detect_language(texts: Sequence[str]) -> Language:
 
 
 def english_share(texts: Sequence[str]) -> float:
-    """The share of ``texts`` that hold at least one of :data:`ENGLISH_WORDS`."""
+    """The share of ``texts`` that hold at least one of :data:`ENGLISH_WORDS`. Empty texts
+    (a chat turn of attachments only: a photo) are no text in any language and are left out."""
+    texts = [t for t in texts if t.strip()]
     if not texts:
         return 1.0
     hits = sum(

@@ -390,20 +390,17 @@ def _warn_stale_conversations(
 def _choose_conversations(gate: Any, chats: Any, target: float, path: Path | None) -> Any:
     """The conversation settings chosen on the labelled ``chats`` (read from ``path``) at the
     gate's threshold, printed."""
-    from gatekeeper.eval.conversations import calibrate_conversations
+    from gatekeeper.eval.conversations import (
+        calibrate_conversations,
+        conversation_warnings,
+        settings_line,
+    )
 
     with progress_bar(_stderr()) as progress:
         found = calibrate_conversations(gate, chats, target, lambda d: tracked(progress, d))
-    p = found.policy
-    if not found.reached:
-        _stderr().print("[bold yellow]warning:[/] no conversation setting reaches the target")
-    typer.echo(
-        f"conversation settings: session_margin {p.session_margin:g}, followup_off_topic_max "
-        f"{p.off_topic_max:g}, followup_off_topic_gap {p.off_topic_gap:g}, followup_max_words "
-        f"{p.max_words}: on {path} they pass {pct(found.in_domain_pass_rate)} of "
-        f"{found.n_in_domain} in-domain customer turns and refuse "
-        f"{pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
-    )
+    for warning in conversation_warnings(found):
+        _stderr().print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+    typer.echo(settings_line(found, path))
     return found
 
 
@@ -416,14 +413,11 @@ def _store_conversations(
     target: float,
 ) -> None:
     """Store the chosen conversation settings (``found``) in the settings file."""
+    from gatekeeper.eval.conversations import settings_note
     from gatekeeper.eval.settings_file import store_gate_settings
 
     p = found.policy
-    note = (
-        f"{command} --conversations {path} --conversation-target {target:g} "
-        f"--write → {pct(found.in_domain_pass_rate)} customer turns passed, "
-        f"{pct(found.off_topic_block_rate)} drift turns refused there"
-    )
+    note = settings_note(found, command, path, target)
     values = {
         "session_margin": f"{p.session_margin:g}",
         "followup_off_topic_max": f"{p.off_topic_max:g}",

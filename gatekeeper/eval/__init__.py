@@ -17,7 +17,9 @@ rebuilt with it (:func:`with_threshold`) and applied unchanged to the evaluated 
 
 Modules (internal; the CLI is the interface): :mod:`.datasets` (labelled data), :mod:`.gates`
 (the gate an eval runs), :mod:`.run` and :mod:`.replay` (counted runs), :mod:`.thresholds`
-(calibration, sweep), :mod:`.metrics` (every number), :mod:`.schema` (``report.json``),
+(calibration, sweep), :mod:`.conversations` (the conversation settings' calibration),
+:mod:`.metrics` (every number), :mod:`.listing` (the messages a report names, with their chat
+context), :mod:`.conversation_settings` (which ones a run used), :mod:`.schema` (``report.json``),
 :mod:`.plan` (the whole pipeline), :mod:`.summary`, :mod:`.report` and :mod:`.plots` (rendering),
 :mod:`.settings_file` (``calibrate --write``).
 """

@@ -12,6 +12,12 @@ and the drift counts of settings within one standard error of each other are the
 noise. Gentlest: the fewest calibration turns refused, then the widest session margin, the
 loosest off-topic bar, no gap rule, most words. The settings are on the model's own score
 scale, so a new model needs this as much as a new threshold.
+
+What a run says about its choice (:func:`conversation_warnings`, :func:`settings_line`,
+:func:`settings_note`, the last one the written settings' comment) is made here, so the command
+that writes them only prints it: too few in-domain customer turns for the target (the
+threshold's rule, :func:`~gatekeeper.eval.thresholds.rows_needed`: 199 for 99.5%), and, when no
+setting reaches the target, the best reached and the customer turns no setting passes.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gatekeeper._rows import shown
 from gatekeeper.conversation import GAP_OFF, FollowupPolicy, Turn
 from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.datasets import Dataset
+from gatekeeper.eval.formatting import pct
 from gatekeeper.eval.gates import judge_all, without_conversation_settings
 from gatekeeper.eval.progress import TaskFactory, no_progress
+from gatekeeper.eval.thresholds import rows_needed
 
 if TYPE_CHECKING:
     from gatekeeper.gate import Gatekeeper
@@ -45,6 +55,11 @@ WORDS = (4,)
 
 Measured = tuple[FollowupPolicy, float, float | None]  # a policy, its pass and block rates
 
+#: Customer turns no setting passes that a warning names before counting the rest.
+NAMED_TURNS = 5
+#: What the written settings' comment puts before each warning (read back by the eval report).
+WARNING_MARK = "; warning: "
+
 
 @dataclass(frozen=True)
 class ConversationCalibration:
@@ -58,6 +73,22 @@ class ConversationCalibration:
     off_topic_block_rate: float | None
     n_in_domain: int
     n_off_topic: int
+    #: the fewest in-domain customer turns that can resolve the target (the threshold's rule,
+    #: :func:`~gatekeeper.eval.thresholds.rows_needed`); None for a 100% target
+    turns_needed: int | None = None
+    #: the in-domain customer turns no setting of the grid passes ("FILE, line N, turn k/m:
+    #: 'text'"), in file order
+    never_passed: tuple[str, ...] = ()
+
+    @property
+    def n_passed(self) -> int:
+        """In-domain customer turns the chosen settings pass."""
+        return round(self.in_domain_pass_rate * self.n_in_domain)
+
+    @property
+    def enough_turns(self) -> bool:
+        """Whether the chats have the in-domain customer turns the target needs."""
+        return self.turns_needed is None or self.n_in_domain >= self.turns_needed
 
 
 def _grid() -> list[FollowupPolicy]:
@@ -70,12 +101,9 @@ def _grid() -> list[FollowupPolicy]:
     ]
 
 
-def _rates(
-    gate: Gatekeeper, inside: list[list[Turn]], outside: list[list[Turn]], policy: FollowupPolicy
-) -> tuple[float, float | None]:
-    passed = sum(gate.route(t, policy=policy).route is not Route.OFF_TOPIC for t in inside)
-    blocked = sum(gate.route(t, policy=policy).route is Route.OFF_TOPIC for t in outside)
-    return passed / len(inside), (blocked / len(outside) if outside else None)
+def _refused(gate: Gatekeeper, rows: list[list[Turn]], policy: FollowupPolicy) -> list[bool]:
+    """Whether each judged turn is refused under ``policy``."""
+    return [gate.route(turns, policy=policy).route is Route.OFF_TOPIC for turns in rows]
 
 
 def calibrate_conversations(
@@ -110,9 +138,17 @@ def calibrate_conversations(
             "and no conversation setting changes how a first turn is judged: add chats that "
             "drift off-topic after a served turn"
         )
-    measured = [(policy, *_rates(gate, inside, outside, policy)) for policy in _grid()]
+    measured: list[Measured] = []
+    never = [True] * len(inside)  # refused by every setting so far
+    for policy in _grid():
+        refused = _refused(gate, inside, policy)
+        never = [n and r for n, r in zip(never, refused, strict=True)]
+        blocked = sum(_refused(gate, outside, policy))
+        passed = len(inside) - sum(refused)
+        measured.append((policy, passed / len(inside), blocked / len(outside)))
     chosen, reached = choose_policy(measured, target, len(outside))
     policy, pass_rate, block_rate = chosen
+    customers = [e for e in chats if e.in_domain]
     return ConversationCalibration(
         policy=policy,
         source=dataset.name,
@@ -122,6 +158,12 @@ def calibrate_conversations(
         off_topic_block_rate=block_rate,
         n_in_domain=len(inside),
         n_off_topic=len(outside),
+        turns_needed=rows_needed(target),
+        never_passed=tuple(
+            f"{e.where}: {shown(e.text or '(attachments only)', 60)}"
+            for e, n in zip(customers, never, strict=True)
+            if n
+        ),
     )
 
 
@@ -138,3 +180,96 @@ def choose_policy(
     error = math.sqrt(best * (1 - best) / n_off_topic) if n_off_topic else 0.0
     near = [row for row in feasible if (row[2] or 0.0) >= best - error - 1e-12]
     return min(near, key=lambda row: (-row[1], row[2] or 0.0)), True
+
+
+def settings_text(policy: FollowupPolicy) -> str:
+    """The settings as the settings file names them."""
+    return (
+        f"session_margin {policy.session_margin:g}, followup_off_topic_max "
+        f"{policy.off_topic_max:g}, followup_off_topic_gap {policy.off_topic_gap:g}, "
+        f"followup_max_words {policy.max_words}"
+    )
+
+
+def too_few_turns_warning(found: ConversationCalibration) -> str | None:
+    """What to tell a user whose chats have fewer in-domain customer turns than the target
+    needs (the threshold's rule: a 99.5% target needs about 199), or None."""
+    if found.enough_turns or found.turns_needed is None:
+        return None
+    n, drifts = found.n_in_domain, found.n_off_topic
+    return (
+        f"{found.source} has only {n} in-domain customer turns (and {drifts} drift "
+        f"turn{'' if drifts == 1 else 's'}); a "
+        f"{pct(found.target_pass_rate)} conversation target needs about {found.turns_needed} "
+        f"or more: {n} turns cannot tell {pct(found.target_pass_rate)} from {pct(n / (n + 1))} "
+        f"(what passing all {n} shows), so '{pct(found.in_domain_pass_rate)} passed' there "
+        "says little about new chats. Add labelled chats, or lower --conversation-target to "
+        f"{math.floor(n / (n + 1) * 1000) / 1000:g} or below"
+    )
+
+
+def missed_target_warning(found: ConversationCalibration) -> str | None:
+    """When no setting passes the target share of the in-domain customer turns: the target,
+    the best reached, the turns no setting passes, and that the settings chosen (the best)
+    miss the target; None when the target is reached."""
+    if found.reached:
+        return None
+    named = list(found.never_passed[:NAMED_TURNS])
+    more = len(found.never_passed) - len(named)
+    if named:
+        which = "; ".join(named) + (f" and {more} more" if more > 0 else "")
+        turns = f"no setting passes {'this customer turn' if len(named) == 1 else 'these'}: {which}"
+    else:
+        turns = "each refused turn passes under some setting, but none passes enough of them"
+    return (
+        f"no conversation setting passes {pct(found.target_pass_rate)} of the "
+        f"{found.n_in_domain} in-domain customer turns of {found.source}: the best passes "
+        f"{found.n_passed} of {found.n_in_domain} ({pct(found.in_domain_pass_rate)}); {turns}. "
+        f"The settings chosen are that best ({settings_text(found.policy)}) and miss the "
+        "target: add exemplars for those turns, or lower --conversation-target"
+    )
+
+
+def conversation_warnings(found: ConversationCalibration) -> list[str]:
+    """Everything a conversation calibration should warn about."""
+    return [w for w in (missed_target_warning(found), too_few_turns_warning(found)) if w]
+
+
+def settings_line(found: ConversationCalibration, path: Path | str | None) -> str:
+    """The chosen settings and what they do on the chats (``path``: the file as given)."""
+    return (
+        f"conversation settings: {settings_text(found.policy)}: on {path} they pass "
+        f"{pct(found.in_domain_pass_rate)} of {found.n_in_domain} in-domain customer turns "
+        f"and refuse {pct(found.off_topic_block_rate)} of {found.n_off_topic} drift turns"
+        + ("" if found.reached else f" (target {pct(found.target_pass_rate)}: NOT reached)")
+    )
+
+
+def settings_note(
+    found: ConversationCalibration, command: str, path: Path | str | None, target: float
+) -> str:
+    """The written settings' comment: the command that chose them, what they do there, and
+    what the run warned about (each after :data:`WARNING_MARK`, short: one line of YAML)."""
+    note = (
+        f"{command} --conversations {path} --conversation-target {target:g} --write → "
+        f"{pct(found.in_domain_pass_rate)} customer turns passed ({found.n_passed} of "
+        f"{found.n_in_domain}), {pct(found.off_topic_block_rate)} drift turns refused there"
+    )
+    if not found.reached:
+        stuck = len(found.never_passed)
+        note += (
+            f"{WARNING_MARK}they miss the {pct(target)} target, no setting reaches it (the best "
+            f"passes {found.n_passed} of {found.n_in_domain}"
+            + (
+                f"; {stuck} {'turn passes' if stuck == 1 else 'turns pass'} under no setting"
+                if stuck
+                else ""
+            )
+            + ")"
+        )
+    if not found.enough_turns:
+        note += (
+            f"{WARNING_MARK}too few chats for {pct(target)}: {found.n_in_domain} in-domain "
+            f"customer turns, about {found.turns_needed} needed"
+        )
+    return note

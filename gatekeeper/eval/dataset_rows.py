@@ -3,9 +3,18 @@
 A row has ``text``, ``label`` (``in_domain`` | ``off_topic``, case and surrounding white space
 aside, as header names are matched) and an optional ``intent``, or
 ``messages`` (a chat; in CSV, a JSON string) instead of ``text``, with optional per-turn
-``labels``. :func:`parse_rows` turns one row into its :class:`Example` s or raises a
+``labels`` and ``intents``. A chat's ``intent`` is its last customer turn's (the turn judged);
+with ``labels`` each earlier turn has the intent ``intents`` gives it, or none.
+:func:`parse_rows` turns one row into its :class:`Example` s or raises a
 :class:`~gatekeeper.errors.DatasetError` naming the file and line; :func:`empty_row` and
 :func:`stray_values` tell a row to skip from a malformed one.
+
+A customer turn is judged as the live gate judges it: a turn of attachments only (a photo) has
+nothing to score and follows the chat (forwarded as a follow-up, or as a first turn), so it is
+a turn like any other; a turn with neither text nor attachments is an *empty turn*: the gate
+leaves it out of the chat's context and answers a chat ending in one with 400 (an empty
+message), so it is skipped and counted, as an empty row is, and the chat's other turns are
+judged.
 
 An intent is taken in NFC (:func:`~gatekeeper.types.nfc`), as the catalog takes its names, so
 ``cancelación`` pasted decomposed names the catalog's intent. The message itself is kept as
@@ -30,7 +39,7 @@ from gatekeeper._rows import (
     unknown_keys,
 )
 from gatekeeper.catalog_review import looks_like_off_topic
-from gatekeeper.conversation import chat_messages, last_user_text
+from gatekeeper.conversation import attachments_only, chat_messages, content_text, last_user_text
 from gatekeeper.errors import DatasetError, InputError
 from gatekeeper.types import OFF_TOPIC, blank, nfc
 
@@ -90,7 +99,7 @@ def located(source: str, line: int) -> str:
     return f"{source}, {'row' if source.lower().endswith('.csv') else 'line'} {line}"
 
 
-KEYS = ("text", "label", "intent", "messages", "labels")
+KEYS = ("text", "label", "intent", "messages", "labels", "intents")
 
 
 #: How close an unknown key must be to a known one to be called a misspelling of it.
@@ -121,27 +130,67 @@ def _stripped(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def parse_rows(row: Mapping[str, Any], *, source: str, line: int) -> list[Example]:
+def parse_rows(
+    row: Mapping[str, Any], *, source: str, line: int
+) -> tuple[list[Example], list[str]]:
     """One dataset row as its :class:`Example` s: one, or with per-turn ``labels`` one per
-    customer turn (the chat up to that turn, labelled with that turn's label). A row with
-    ``labels`` needs no ``label``: it is the last turn's. A text row is one customer turn: its
+    customer turn (the chat up to that turn, labelled with that turn's label and intent); and
+    the row's empty turns, each skipped with why (file, line and turn). A row with ``labels``
+    needs no ``label``: it is the last turn's. A text row is one customer turn: its
     ``labels``, if given, is its ``label`` alone."""
     where = f"dataset {located(source, line)}"
     labels = _labels(row.get("labels"), where)
+    intents = _intents(row.get("intents"), where)
     if not _present(row.get("label")) and labels:
         row = {**row, "label": labels[-1]}  # a chat's label is its last turn's
     example = parse_row(row, source=source, line=line)
-    if labels is None:
-        return [example]
+    if intents is not None and (labels is None or isinstance(example.message, str)):
+        raise DatasetError(
+            f"{where}: 'intents' gives one intent per customer turn of a chat, beside its "
+            "'labels' (one per turn); this row has "
+            + ("no 'messages'" if isinstance(example.message, str) else "no 'labels'")
+        )
     if isinstance(example.message, str):
-        _check_text_labels(labels, example.label, where)
-        return [example]
-    return _per_turn(example, example.message, labels, where)
+        if labels is not None:
+            _check_text_labels(labels, example.label, where)
+        return [example], []
+    if labels is None:  # the last customer turn alone is judged
+        last = next(m for m in reversed(example.message) if m.get("role") == "user")
+        if _empty_turn(last):
+            return [], [f"{where}: empty row (its last customer turn has no text), skipped"]
+        return [example], []
+    return _per_turn(example, example.message, labels, intents, row, where)
 
 
-def _labels(value: Any, where: str) -> list[Any] | None:
+def _empty_turn(message: Mapping[str, Any]) -> bool:
+    """A customer turn with nothing for the gate to judge: no text (white space and invisible
+    characters aside) and no attachments. A turn of attachments only is no empty turn."""
+    content = message.get("content")
+    return blank(content_text(content)) and not attachments_only(content)
+
+
+def _labels(value: Any, where: str) -> list[Label] | None:
     """A row's per-turn ``labels``: None when absent (or an empty CSV cell); a string (a CSV
-    cell) is the list as JSON text, as a ``messages`` cell is."""
+    cell) is the list as JSON text, as a ``messages`` cell is. Each entry is a label as
+    :func:`label_value` reads it; any other is an error showing it (with a did-you-mean)."""
+    value = _json_list(value, _LABELS_SHAPE, where)
+    if value is None:
+        return None
+    labels: list[Label] = []
+    for index, written in enumerate(value):
+        label = label_value(written)
+        if label not in LABELS:
+            raise DatasetError(
+                f"{where}: labels[{index}] (customer turn {index + 1}) must be 'in_domain' or "
+                f"'off_topic', not {shown(written)}{_label_hint(written)}"
+            )
+        labels.append(label)
+    return labels
+
+
+def _json_list(value: Any, shape: str, where: str) -> list[Any] | None:
+    """A list-valued key of a row: None when absent (or an empty CSV cell); a string (a CSV
+    cell) is read as JSON text."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
@@ -149,11 +198,27 @@ def _labels(value: Any, where: str) -> list[Any] | None:
             value = loads_json(value)
         except (json.JSONDecodeError, DuplicateKeyError, RecursionError) as exc:
             raise DatasetError(
-                f"{where}: {_LABELS_SHAPE}, got {shown(value)}, which is not JSON ({exc})"
+                f"{where}: {shape}, got {shown(value)}, which is not JSON ({exc})"
             ) from exc
     if not isinstance(value, list):
-        raise DatasetError(f"{where}: {_LABELS_SHAPE}, got {shown(value)}")
-    return [label_value(v) for v in value]
+        raise DatasetError(f"{where}: {shape}, got {shown(value)}")
+    return value
+
+
+def _intents(value: Any, where: str) -> list[str | None] | None:
+    """A chat row's per-turn ``intents``: None when absent; each entry an intent name (in NFC,
+    as the catalog reads names) or null (no intent for that turn)."""
+    value = _json_list(value, _INTENTS_SHAPE, where)
+    if value is None:
+        return None
+    intents: list[str | None] = []
+    for index, name in enumerate(value):
+        if name is not None and not isinstance(name, str):
+            raise DatasetError(
+                f"{where}: intents[{index}] must be an intent name or null, not {shown(name)}"
+            )
+        intents.append((nfc(name.strip()) or None) if isinstance(name, str) else None)
+    return intents
 
 
 def label_value(value: Any) -> Any:
@@ -166,9 +231,13 @@ _LABELS_SHAPE = (
     "'labels' must be a list of in_domain/off_topic, one per user turn (in CSV, the list as "
     'JSON text: ["in_domain","off_topic"])'
 )
+_INTENTS_SHAPE = (
+    "'intents' must be a list of intent names (or null), one per user turn (in CSV, the list "
+    'as JSON text: ["order_status",null])'
+)
 
 
-def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
+def _check_text_labels(labels: list[Label], label: Label, where: str) -> None:
     """A text row's ``labels`` must be its ``label`` alone: anything else is a mistake (a
     chat's labels on a text row, or a label changed in one column only)."""
     if len(labels) != 1:
@@ -184,9 +253,16 @@ def _check_text_labels(labels: list[Any], label: Label, where: str) -> None:
 
 
 def _per_turn(
-    example: Example, messages: ChatMessages, labels: list[Any], where: str
-) -> list[Example]:
-    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``."""
+    example: Example,
+    messages: ChatMessages,
+    labels: list[Label],
+    intents: list[str | None] | None,
+    row: Mapping[str, Any],
+    where: str,
+) -> tuple[list[Example], list[str]]:
+    """A chat's examples, one per customer turn, each labelled with its entry of ``labels``
+    and of ``intents`` (the row's ``intent`` is the last turn's); and its empty turns, skipped.
+    """
     user_at = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if len(labels) != len(user_at):
         raise DatasetError(
@@ -194,23 +270,62 @@ def _per_turn(
             f"got {shown(labels)}"
         )
     if labels[-1] != example.label:
-        raise DatasetError(f"{where}: 'label' must equal the last of 'labels'")
-    examples = []
-    for turn, (at, label) in enumerate(zip(user_at, labels, strict=True), start=1):
-        if label not in LABELS:
-            raise DatasetError(f"{where}: labels[{turn - 1}] must be in_domain or off_topic")
+        raise DatasetError(
+            f"{where}: 'label' {shown(row.get('label'))} disagrees with the last of 'labels' "
+            f"{shown(labels[-1])} (labels {shown(labels)}): which one is meant?"
+        )
+    turn_intents = _turn_intents(example, intents, len(user_at), where)
+    examples, skipped = [], []
+    for turn, (at, label, intent) in enumerate(
+        zip(user_at, labels, turn_intents, strict=True), start=1
+    ):
+        if _empty_turn(messages[at]):
+            skipped.append(
+                f"dataset {located(example.source, example.line)}, turn {turn}/{len(user_at)}: "
+                "empty customer turn (no text, no attachments), skipped: the gate leaves it "
+                "out of the chat, and the chat's other turns are judged"
+            )
+            continue
+        if label == "in_domain" and intent is not None and _off_topic_intent(intent):
+            raise DatasetError(
+                f"{where}: intents[{turn - 1}] {shown(intent)} marks an off-topic message, but "
+                f"labels[{turn - 1}] is 'in_domain' (it would count as a customer wrongly "
+                "refused)"
+            )
         examples.append(
             Example(
                 message=messages[: at + 1],
                 label=label,
-                intent=example.intent if label == "in_domain" else None,
+                intent=intent if label == "in_domain" else None,
                 source=example.source,
                 line=example.line,
                 turn=turn,
                 turns=len(user_at),
             )
         )
-    return examples
+    return examples, skipped
+
+
+def _turn_intents(
+    example: Example, intents: list[str | None] | None, turns: int, where: str
+) -> list[str | None]:
+    """Each customer turn's intent: ``intents`` when given (its last entry and the row's
+    ``intent`` must agree), else the row's ``intent`` for the last turn (the one it describes)
+    and none for the others: a chat's intent given to every turn counted "thanks" and names as
+    that intent's messages."""
+    if intents is None:
+        return [*([None] * (turns - 1)), example.intent]
+    if len(intents) != turns:
+        raise DatasetError(
+            f"{where}: 'intents' must list one intent (or null) per user turn ({turns}), "
+            f"got {shown(intents)}"
+        )
+    if example.intent is not None and intents[-1] != example.intent:
+        raise DatasetError(
+            f"{where}: 'intent' {shown(example.intent)} disagrees with the last of 'intents' "
+            f"{shown(intents[-1])} (intents {shown(intents)}): which one is meant?"
+        )
+    return intents
 
 
 def parse_row(row: Mapping[str, Any], *, source: str, line: int) -> Example:
@@ -319,8 +434,8 @@ def _chat(messages: Any, where: str) -> ChatMessages:
         messages = chat_messages(messages)
     except InputError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
-    if blank(last_user_text(messages)):
-        raise DatasetError(f"{where}: the conversation has no non-empty last user message")
+    if not any(m.get("role") == "user" for m in messages):
+        raise DatasetError(f"{where}: the conversation has no user message to judge")
     return tuple(messages)
 
 

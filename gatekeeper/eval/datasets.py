@@ -3,14 +3,16 @@
 A dataset is a JSONL or CSV file of rows with ``text``, ``label`` (``in_domain`` | ``off_topic``)
 and an optional ``intent``. A multi-turn row carries ``messages`` (OpenAI chat format; in CSV, a
 JSON string) instead of ``text``: the last user message is judged, earlier user turns are its
-context; its optional ``labels`` (in CSV, also a JSON string) gives one label per customer
-turn, oldest first. An intent ``unsupported:<name>`` marks an in-domain question of an intent
-the catalog lacks (on-topic for the business, so it should still reach the LLM).
+context, and ``intent`` is the judged turn's; its optional ``labels`` (in CSV, also a JSON
+string) gives one label per customer turn, oldest first, and ``intents`` (beside ``labels``)
+one intent or null per turn. An intent ``unsupported:<name>`` marks an in-domain question of an
+intent the catalog lacks (on-topic for the business, so it should still reach the LLM).
 
 Rows with neither a text nor messages (blank lines of a spreadsheet, a benchmark's few empty
-texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal; but a row whose only
-values are under unknown keys (its text under ``utterance``) is malformed. Every other problem
-is a :class:`~gatekeeper.errors.DatasetError` naming the file and the line.
+texts) are skipped and counted in :attr:`Dataset.skipped`, never fatal, and so is a chat's
+customer turn with neither text nor attachments (the live gate leaves it out of the chat); but
+a row whose only values are under unknown keys (its text under ``utterance``) is malformed.
+Every other problem is a :class:`~gatekeeper.errors.DatasetError` naming the file and the line.
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ def load_dataset(
             empty.append((line, f"{where}: empty row (no text), skipped"))
         else:
             try:
-                examples += _within(parse_rows(row, source=str(path), line=line), max_chars)
+                parsed, empty_turns = parse_rows(row, source=str(path), line=line)
+                examples += _within(parsed, max_chars)
             except DatasetError as exc:
                 problems.append((line, str(exc)))
+            else:
+                empty += [(line, turn) for turn in empty_turns]
     malformed = [p for _, p in sorted(problems, key=lambda item: item[0])]
     if malformed and not skip_invalid:
         raise DatasetError(_all_problems(path, malformed))

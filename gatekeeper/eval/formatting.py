@@ -45,3 +45,8 @@ def money(value: float | None) -> str:
     if 0 < value < 0.00005:
         return "<$0.0001"
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+def counted(n: int, thing: str) -> str:
+    """``"1 drift turn"``, ``"2 drift turns"``."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"

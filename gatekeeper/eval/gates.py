@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper.calibration import record
 from gatekeeper.calibration import without_conversation_settings as without_them
 from gatekeeper.conversation import Turn
-from gatekeeper.errors import DatasetError
+from gatekeeper.errors import DatasetError, InputError
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.gate_settings import CalibrationRecord
@@ -196,6 +196,24 @@ def chunks(items: Sequence[Example], size: int) -> list[Sequence[Example]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def judge_chunk(
+    gate: Gatekeeper, chunk: Sequence[Example], inputs: Sequence[Any] | None = None
+) -> list[list[Turn]]:
+    """``gate.judge_many`` on a chunk of examples (``inputs``: their :meth:`Example.as_input`,
+    if made already). A message the gate refuses to judge is a :class:`DatasetError` naming
+    its file, line and turn, not its place in the batch (``messages[127]: ...``)."""
+    inputs = [e.as_input() for e in chunk] if inputs is None else inputs
+    try:
+        return gate.judge_many(inputs)
+    except InputError as exc:
+        for example, message in zip(chunk, inputs, strict=True):
+            try:
+                gate.turns_to_judge([message])
+            except InputError as alone:
+                raise DatasetError(f"dataset {example.where}: {alone}") from exc
+        raise
+
+
 def judge_all(
     gate: Gatekeeper, dataset: Dataset, task: TaskFactory = no_progress, chunk_size: int = 128
 ) -> list[list[Turn]]:
@@ -205,6 +223,6 @@ def judge_all(
     set_total(len(dataset))
     judged: list[list[Turn]] = []
     for chunk in chunks(dataset.examples, chunk_size):
-        judged += gate.judge_many([e.as_input() for e in chunk])
+        judged += judge_chunk(gate, chunk)
         advance(len(chunk))
     return judged

@@ -264,6 +264,31 @@ GLOSSARY = (
         "another intent.",
     ),
     (
+        "drift turn",
+        "a customer turn of a chat labelled off_topic: any off-topic request inside a chat, "
+        "its first turn included (a chat that opens off-topic counts one).",
+    ),
+    (
+        "follow-up",
+        "a chat turn that would be refused alone but was forwarded because the chat was being "
+        "served: it answers the assistant's question (at most gate.followup_max_words words), "
+        "scores within gate.session_margin of the threshold, or is an attachment. A drift turn "
+        "forwarded so is off-topic traffic the conversation model let through.",
+    ),
+    (
+        "the threshold of a chat turn",
+        "the bar the turn was held to, not always the calibrated one: for a follow-up passed "
+        "near the bar, the threshold minus gate.session_margin (0.2569 - 0.3 = -0.0431 on the "
+        "shipped gate); for a short turn refused after a refusal as agreement or pleading, the "
+        "raised bar, the threshold plus the margin (0.5569).",
+    ),
+    (
+        "calls saved per chat",
+        "(report.json, conversations.calls_saved_per_chat) the chat rows that caused no LLM "
+        "call, refused or answered with a fixed reply, divided by the number of chats; with "
+        "per-turn labels every labelled turn is a row, so it is calls saved per conversation.",
+    ),
+    (
         "supported vs unsupported on-topic",
         "supported messages belong to an intent the catalog has; unsupported ones "
         "(`unsupported:<name>` in the data) are on-topic questions the catalog has no intent "

@@ -13,6 +13,7 @@ from gatekeeper.decision import Route
 from gatekeeper.errors import DatasetError
 from gatekeeper.eval.guide import serving_steps
 from gatekeeper.eval.intervals import bootstrap_intervals, score_arrays
+from gatekeeper.eval.listing import Listing, canned_mismatches, followups
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import (
     BOOTSTRAP_LEVEL,
@@ -24,11 +25,9 @@ from gatekeeper.eval.schema import (
     EvalRun,
     IntentRow,
     Latency,
-    Listed,
     Outcome,
     Projection,
     RecommendedThreshold,
-    Row,
     SavedCalls,
     ScoreSamples,
     SourceRow,
@@ -45,7 +44,7 @@ from gatekeeper.eval.thresholds import (
     sweep_point,
 )
 from gatekeeper.paths import option
-from gatekeeper.rules import DEFAULT_RULE, best_in_domain
+from gatekeeper.rules import DEFAULT_RULE
 from gatekeeper.settings import PricingSettings, catalog_settings_file
 
 OWN_LABELLED = "YOUR_LABELLED_MESSAGES.jsonl"  # a labelled file apart from the evaluated data
@@ -249,65 +248,13 @@ def conversation_stats(outcomes: Sequence[Outcome]) -> ConversationStats | None:
         in_domain_pass_rate=rate([o.passed for o in inside]),
         off_topic_block_rate=rate([not o.passed for o in outside]),
         rescued_followups=sum(o.decision.followup for o in multi),
+        followup_customer_turns=len(followups(multi, in_domain=True)),
+        followup_drift_turns=len(followups(multi, in_domain=False)),
         n_chats=len(chats),
         customer_turns_wrongly_refused=sum(not o.passed for o in inside),
         drift_turns_refused=sum(not o.passed for o in outside),
         calls_saved_per_chat=(sum(not o.called for o in multi) / len(chats) if chats else None),
     )
-
-
-def canned_mismatches(outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Labelled in-domain messages answered with the canned reply of another intent."""
-    return [
-        o
-        for o in outcomes
-        if o.decision.route is Route.CANNED and o.example.intent not in (None, o.decision.intent)
-    ]
-
-
-def row(outcome: Outcome) -> Row:
-    """An outcome as a line of ``rows.jsonl``."""
-    return Row(
-        **listed(outcome).model_dump(),
-        turn=outcome.example.turn,
-        label=outcome.example.label,
-        intent=outcome.decision.intent,
-        passed=outcome.passed,
-        called=outcome.called,
-        followup=outcome.decision.followup,
-    )
-
-
-def listed(outcome: Outcome) -> Listed:
-    """An outcome as a row of the report's lists."""
-    d = outcome.decision
-    nearest = best_in_domain(d.neighbours)
-    return Listed(
-        source=outcome.example.source,
-        line=outcome.example.line,
-        text=outcome.example.text,
-        label_intent=outcome.example.intent,
-        nearest_intent=d.nearest_intent,
-        context=_context(outcome),
-        route=d.route.value,
-        score=d.score,
-        threshold=d.threshold,
-        reason=d.reason,
-        nearest_exemplar=nearest.text if nearest is not None else None,
-        nearest_similarity=nearest.similarity if nearest is not None else None,
-    )
-
-
-def _context(outcome: Outcome) -> str | None:
-    """The assistant's message just before a chat's judged turn (shortened), if any."""
-    message = outcome.example.message
-    if isinstance(message, str) or len(message) < 2:
-        return None
-    before = message[-2]
-    if before.get("role") != "assistant":
-        return None
-    text = str(before.get("content") or "")
-    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def recommend_thresholds(
@@ -420,6 +367,7 @@ def build_report(
     supported = [o for o in inside if not o.example.unsupported]
     unsupported = [o for o in inside if o.example.unsupported]
     mismatched = canned_mismatches(inside)
+    listing = Listing(gate, outcomes)
     rows, basis = score_rows(outcomes)
     scores, scores_in = score_arrays(rows)
     auroc, fpr95 = roc_metrics(scores, scores_in)
@@ -498,18 +446,24 @@ def build_report(
         per_intent=per_intent_rows(outcomes),
         by_source=source_rows(outcomes),
         conversations=conversation_stats(outcomes),
-        wrongly_blocked=[listed(o) for o in inside if not o.passed][: options.max_listed],
+        wrongly_blocked=[listing.listed(o) for o in inside if not o.passed][: options.max_listed],
         n_wrongly_blocked=sum(not o.passed for o in inside),
         n_wrongly_admitted=sum(o.passed for o in outside),
         wrongly_admitted=[
-            listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
+            listing.listed(o) for o in sorted(outside, key=lambda o: -o.decision.score) if o.passed
         ][: options.max_listed],
-        canned_mismatches=[listed(o) for o in mismatched][: options.max_listed],
+        canned_mismatches=[listing.listed(o) for o in mismatched][: options.max_listed],
         n_canned_mismatches=len(mismatched),
+        followup_customer_turns=[
+            listing.listed(o) for o in followups(outcomes, in_domain=True)[: options.max_listed]
+        ],
+        followup_drift_turns=[
+            listing.listed(o) for o in followups(outcomes, in_domain=False)[: options.max_listed]
+        ],
         sweep=points,
         meta=meta,
         recommended_thresholds=recommended,
-        rows=[row(o) for o in outcomes],
+        rows=[listing.row(o) for o in outcomes],
         scores=ScoreSamples(
             in_domain=[float(s) for s in scores[scores_in]],
             off_topic=[float(s) for s in scores[~scores_in]],

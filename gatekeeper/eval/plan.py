@@ -16,6 +16,7 @@ from gatekeeper.eval.checks import (
     leakage_warnings,
     mark_unsupported,
 )
+from gatekeeper.eval.conversation_settings import conversation_settings
 from gatekeeper.eval.datasets import Dataset, load_datasets
 from gatekeeper.eval.gates import (
     calibrated,
@@ -207,9 +208,14 @@ def evaluate_gate(
         "tuned": tuned,
     }
     report = build_report(gate, run, plan.options, calibration, meta, task)
-    weak = weak_intents_warning(report)  # a segment the global threshold fails
-    if weak:
-        report.meta["dataset_warnings"] = [*report.meta["dataset_warnings"], weak]
+    warnings = [weak_intents_warning(report)]  # a segment the global threshold fails
+    if report.n_multi_turn:  # the chats were routed with the conversation settings: which
+        chats = report.conversation_settings = conversation_settings(gate.settings)
+        warnings += [
+            f"the conversation settings ({chats.source}): their calibration warned: {warning}"
+            for warning in chats.warnings
+        ]
+    report.meta["dataset_warnings"] = [*report.meta["dataset_warnings"], *filter(None, warnings)]
     return report, gate
 
 

@@ -93,17 +93,25 @@ def _replay_gate(gate: Gatekeeper, upstream_url: str) -> Gatekeeper:
 
 
 def decision_from_headers(headers: Mapping[str, str]) -> Decision:
-    """The decision a proxy answer's ``x-gatekeeper-*`` headers describe."""
+    """The decision a proxy answer's ``x-gatekeeper-*`` headers describe: every header
+    :func:`~gatekeeper.interfaces.proxy.answers.decision_headers` writes, the follow-up flag
+    (a chat's turn forwarded although it would be refused alone) and the nearest intent of a
+    refused message included (the replayed report counted no follow-up at all)."""
     from urllib.parse import unquote
 
     intent = unquote(headers.get("x-gatekeeper-intent", "none"))
+    served = None if intent == "none" else intent
+    nearest = headers.get("x-gatekeeper-nearest-intent")  # only when it differs from the intent
     route = Route(headers["x-gatekeeper-route"])
     return Decision(
         route=route,
-        intent=None if intent == "none" else intent,
+        intent=served,
         score=float(headers["x-gatekeeper-score"]),
         threshold=float(headers["x-gatekeeper-threshold"]),
         reason=f"replayed through the proxy: {route.value}",
+        nearest_intent=unquote(nearest) if nearest is not None else served,
+        followup=headers.get("x-gatekeeper-followup") == "true",
+        shadow=headers.get("x-gatekeeper-shadow") == "true",
         gate_error=headers.get("x-gatekeeper-gate-error"),
         message_id=headers.get("x-gatekeeper-message-id"),
     )

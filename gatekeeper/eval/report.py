@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from gatekeeper.eval.formatting import pct
+from gatekeeper.eval.formatting import counted, pct
 from gatekeeper.eval.guide import (
     GLOSSARY,
     Section,
@@ -62,10 +62,30 @@ def _md_table(
 
 
 def _named(i: Listed) -> list[str]:
-    """The first columns of every list: where, the message (with its chat context), the
-    labelled and the nearest intent."""
-    text = i.text if not i.context else f"{i.text} (after the assistant: {i.context!r})"
-    return [f"{i.source}:{i.line}", text, i.label_intent or "", i.nearest_intent or ""]
+    """The first columns of every list: where (a chat's turn too), the message (with its chat
+    context), the labelled and the nearest intent."""
+    where = f"{i.source}:{i.line}" + (f", turn {i.turn}" if i.turn is not None else "")
+    return [where, _in_context(i), i.label_intent or "", i.nearest_intent or ""]
+
+
+#: How much of the customer's previous turn a list shows.
+PREVIOUS_CHARS = 80
+
+
+def _in_context(i: Listed) -> str:
+    """The message, and for a chat's turn what came before it: the customer's previous turn
+    and how the gate routed it, then the assistant's message."""
+    before = []
+    if i.previous_turn is not None:
+        said = i.previous_turn or "(attachments only)"
+        if len(said) > PREVIOUS_CHARS:
+            said = said[: PREVIOUS_CHARS - 1] + "…"
+        routed = f" → {i.previous_route}" if i.previous_route else ""
+        before.append(f"the customer: {said!r}{routed}")
+    if i.context:
+        before.append(f"the assistant: {i.context!r}")
+    text = i.text or "(attachments only)"
+    return f"{text} (after {'; then '.join(before)})" if before else text
 
 
 def _listed_rows(items: Sequence[Listed]) -> list[list[str]]:
@@ -141,6 +161,7 @@ def sections(report: EvalReport) -> list[Section]:
             listed=True,
             total=report.n_canned_mismatches,
         ),
+        *_followups_section(report),
         Section(
             "By dataset",
             (
@@ -214,6 +235,34 @@ def sections(report: EvalReport) -> list[Section]:
     ]
 
 
+def _followups_section(report: EvalReport) -> list[Section]:
+    """The chat turns forwarded as follow-ups although they would be refused alone: the drift
+    turns first (off-topic, forwarded by the conversation model), then the customers'."""
+    c = report.conversations
+    if c is None:
+        return []
+    rows = [[*r, "drift"] for r in _listed_rows(report.followup_drift_turns)]
+    rows += [[*r, "customer"] for r in _listed_rows(report.followup_customer_turns)]
+    return [
+        Section(
+            f"Follow-ups forwarded ({c.rescued_followups}: "
+            f"{counted(c.followup_customer_turns, 'customer turn')}, "
+            f"{counted(c.followup_drift_turns, 'drift turn')})",
+            (*LISTED_HEADER, "kind"),
+            rows,
+            intro=(
+                "Chat turns that alone would be refused, forwarded because the chat was being "
+                "served (an answer to the assistant's question, a score within the session "
+                "margin, an attachment). A drift turn here is off-topic traffic the "
+                "conversation model let through; the threshold shown is the bar the turn was "
+                "held to (the threshold minus gate.session_margin when passed near it).",
+            ),
+            listed=True,
+            total=c.rescued_followups,
+        )
+    ]
+
+
 def _sweep_note(report: EvalReport, point: SweepPoint) -> str:
     notes = ["operating"] if point.threshold == report.threshold else []
     notes += [
@@ -254,6 +303,12 @@ def notes(report: EvalReport) -> list[str]:
         f"seed {report.bootstrap['seed']}; a rate of 0% or 100% gets the exact "
         "(Clopper-Pearson) interval, which resampling cannot give.",
     ]
+    chats = report.conversation_settings
+    if chats is not None:
+        out.append(
+            f"The chats were routed with the conversation settings from {chats.source}"
+            + (f", chosen by: {chats.calibration}." if chats.calibration else ".")
+        )
     skipped = report.meta.get("skipped_rows") or []
     if skipped:
         out.append(

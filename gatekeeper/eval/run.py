@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gatekeeper.eval.datasets import Dataset
-from gatekeeper.eval.gates import check_lengths, chunks, with_gate_settings
+from gatekeeper.eval.gates import check_lengths, chunks, judge_chunk, with_gate_settings
 from gatekeeper.eval.progress import TaskFactory, no_progress
 from gatekeeper.eval.schema import EvalOptions, EvalRun, Outcome
 from gatekeeper.interfaces.wrapper import GatedBackend
@@ -52,7 +52,7 @@ def run_eval(
     for chunk in chunks(dataset.examples, options.chunk_size):
         inputs = [e.as_input() for e in chunk]
         judged_at = time.perf_counter()
-        judged = gate.judge_many(inputs)
+        judged = judge_chunk(gate, chunk, inputs)
         ms = (time.perf_counter() - judged_at) * 1000 / len(chunk)
         for example, message, turns in zip(chunk, inputs, judged, strict=True):
             result = gated.respond(message, gate.conclude(turns, latency_ms=ms), {})

@@ -184,8 +184,49 @@ class ConversationStats(BaseModel):
         "counts once, each of its customer turns is a row)",
     )
     customer_turns_wrongly_refused: int = 0
-    drift_turns_refused: int = 0
-    calls_saved_per_chat: float | None = None
+    drift_turns_refused: int = Field(
+        0,
+        description="off-topic customer turns refused (a drift turn: any off-topic customer "
+        "turn of a chat, its first turn included)",
+    )
+    calls_saved_per_chat: float | None = Field(
+        None,
+        description="the chats' rows that caused no LLM call (refused or answered with a fixed "
+        "reply, every labelled turn counted) divided by the number of chats",
+    )
+    followup_customer_turns: int = Field(
+        0, description="of rescued_followups: in-domain customer turns (rescued, as meant)"
+    )
+    followup_drift_turns: int = Field(
+        0,
+        description="of rescued_followups: drift turns (forwarded as follow-ups although "
+        "off-topic: what the conversation model lets through)",
+    )
+
+
+class ConversationSettings(BaseModel):
+    """The conversation settings a run with chats decided with, and where they came from."""
+
+    session_margin: float
+    followup_max_words: int
+    followup_off_topic_max: float
+    followup_off_topic_gap: float = Field(description="1 and more: the gap rule is off")
+    source: str = Field(
+        description="where they came from: 'settings file PATH', 'environment (NAMES)' "
+        "(GATEKEEPER_GATE__* variables), 'built-in defaults', or several of them"
+    )
+    calibrated_for: dict[str, Any] | None = Field(
+        None, description="gate.conversations_calibrated_for: the model, rule and catalog"
+    )
+    calibration: str | None = Field(
+        None,
+        description="the comment `calibrate --conversations ... --write` left on them in the "
+        "settings file: its command and what they did on its chats",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what that calibration warned about (too few chats, a missed target)",
+    )
 
 
 class Listed(BaseModel):
@@ -193,11 +234,20 @@ class Listed(BaseModel):
 
     source: str
     line: int
+    turn: int | None = Field(None, description="for a per-turn labelled chat: the turn judged")
     text: str
     label_intent: str | None
     nearest_intent: str | None
     context: str | None = Field(
         None, description="for a chat: the assistant's message just before the judged turn"
+    )
+    previous_turn: str | None = Field(
+        None, description="for a chat: the customer's turn before the judged one"
+    )
+    previous_route: str | None = Field(
+        None,
+        description="how the gate routed that turn (llm, canned or off_topic; null when not "
+        "known: a chat without labels longer than the gate reads)",
     )
     route: str
     score: float
@@ -214,7 +264,6 @@ class Listed(BaseModel):
 class Row(Listed):
     """One evaluated row as ``rows.jsonl`` holds it: every row, for analysis elsewhere."""
 
-    turn: int | None = Field(None, description="for a per-turn labelled chat: the turn judged")
     label: str
     intent: str | None = Field(description="the intent served (a canned reply's); None if refused")
     passed: bool
@@ -311,6 +360,9 @@ class EvalReport(BaseModel):
     score_basis: str
     threshold: float
     rule: str
+    conversation_settings: ConversationSettings | None = Field(
+        None, description="with chats among the rows: the conversation settings decided with"
+    )
     canned_min_similarity: float | None = Field(
         None, description="the nearest exemplar's similarity a canned reply needs"
     )
@@ -339,6 +391,14 @@ class EvalReport(BaseModel):
     )
     n_canned_mismatches: int = Field(
         0, description="in-domain messages given another intent's canned reply: all of them"
+    )
+    followup_customer_turns: list[Listed] = Field(
+        default_factory=list,
+        description="in-domain chat turns forwarded as follow-ups (refused alone; first 500)",
+    )
+    followup_drift_turns: list[Listed] = Field(
+        default_factory=list,
+        description="off-topic chat turns forwarded as follow-ups (refused alone; first 500)",
     )
     sweep: list[SweepPoint]
     meta: dict[str, Any]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatekeeper.eval.formatting import money, num, pct
+from gatekeeper.eval.conversation_settings import settings_origin, settings_value
+from gatekeeper.eval.formatting import counted, money, num, pct
 from gatekeeper.eval.schema import EvalReport
 
 
@@ -24,6 +25,7 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             "",
         ),
         ("threshold", f"{report.threshold:.4f} ({_threshold_origin(report)})", ""),
+        *_conversation_settings(report),
         ("LLM calls (counted)", f"{report.llm_calls}", ""),
         (
             "LLM calls saved",
@@ -71,7 +73,9 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
                 f"{pct(c.in_domain_pass_rate)} / {pct(c.off_topic_block_rate)}",
                 f"{c.n} turns of {c.n_chats} chats: {c.customer_turns_wrongly_refused} customer "
                 f"turns wrongly refused, {c.drift_turns_refused} drift turns refused, "
-                f"{c.rescued_followups} follow-ups forwarded",
+                f"{c.rescued_followups} follow-ups forwarded "
+                f"({counted(c.followup_customer_turns, 'customer turn')}, "
+                f"{counted(c.followup_drift_turns, 'drift turn')})",
             )
         )
     rows += [
@@ -118,6 +122,12 @@ def summary_rows(report: EvalReport) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def _conversation_settings(report: EvalReport) -> list[tuple[str, str, str]]:
+    """The conversation settings the chats were routed with, beside the threshold."""
+    c = report.conversation_settings
+    return [] if c is None else [("conversation settings", settings_value(c), settings_origin(c))]
 
 
 def _saved_by(report: EvalReport) -> list[tuple[str, str, str]]:

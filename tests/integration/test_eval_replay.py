@@ -33,3 +33,14 @@ def test_replay_counts_what_the_upstream_received(tiny_gate: Gatekeeper) -> None
     report = build_report(tiny_gate, replayed, FAST)
     assert report.llm_calls_saved == 18 - counted.llm_calls
     assert "RecordingUpstream" in report.counting["method"] and report.counting["consistent"]
+
+
+def test_replay_keeps_the_follow_ups(tiny_gate: Gatekeeper) -> None:
+    """Chats replayed through the proxy flag the same follow-ups as the counted run (the
+    replayed report said 0 follow-ups forwarded, every row followup false)."""
+    data = load_dataset(FIXTURES / "tiny_chats.jsonl")
+    replayed = build_report(tiny_gate, run_replay(tiny_gate, data, FAST), FAST)
+    counted = build_report(tiny_gate, run_eval(tiny_gate, data, FAST), FAST)
+    assert [r.followup for r in replayed.rows] == [r.followup for r in counted.rows]
+    assert replayed.conversations is not None and counted.conversations is not None
+    assert replayed.conversations.rescued_followups == counted.conversations.rescued_followups > 0

@@ -65,7 +65,7 @@ def test_csv_with_text_and_messages(tmp_path: Path) -> None:
         ),
         (
             {"messages": [{"role": "assistant", "content": "x"}], "label": "in_domain"},
-            "no non-empty last user message",
+            "no user message to judge",
         ),
         (
             {"messages": "not json", "label": "in_domain"},
