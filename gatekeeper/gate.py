@@ -23,10 +23,6 @@ from gatekeeper.conversation import (
     FollowupPolicy,
     Said,
     Turn,
-    attachments_only,
-    content_text,
-    customer_turns,
-    has_attachments,
     route_conversation,
     word_count,
 )
@@ -36,11 +32,9 @@ from gatekeeper.embedding.adapted import ForeignAdapterError, adapter_catalog_wa
 from gatekeeper.errors import (
     ConfigError,
     EmbeddingError,
-    EmptyMessageError,
     GatekeeperError,
     IndexMissingError,
     InputError,
-    MessageTooLongError,
     ModelNotFoundError,
     StoreError,
 )
@@ -48,10 +42,11 @@ from gatekeeper.logging import Logger, get_logger, message_id
 from gatekeeper.outage import Outage, ends_outage
 from gatekeeper.refusals import without_refused
 from gatekeeper.rules import DecisionRule, build_rule
+from gatekeeper.said import turns_said
 from gatekeeper.settings import Settings, load_settings
 from gatekeeper.store import ExemplarStore, IndexInfo, SyncReport, collection_name
 from gatekeeper.turn_cache import TurnVectors
-from gatekeeper.types import OFF_TOPIC, ON_ERROR, Message, OnError, Progress, batch_of, blank
+from gatekeeper.types import OFF_TOPIC, ON_ERROR, Message, OnError, Progress, batch_of
 
 
 class Gatekeeper:
@@ -311,7 +306,7 @@ class Gatekeeper:
         policy = self.settings.gate.on_error if on_error is None else on_error
         if policy not in ON_ERROR:  # a typo must not turn into refusing everyone
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, not {policy!r}")
-        texts = self.turns_to_judge(messages)
+        texts = self._turns_to_judge(messages)
         try:
             self.ready()  # loads the model once; not part of any decision's latency
             started = time.perf_counter()
@@ -360,7 +355,7 @@ class Gatekeeper:
     ) -> list[list[Turn]]:
         """Each message's customer turns, judged alone: what routing needs at any threshold
         (the eval's calibration and sweep route these with :meth:`route`). Gate failures raise."""
-        texts = self.turns_to_judge(messages)
+        texts = self._turns_to_judge(messages)
         self.ready()
         return self._judge(texts, progress, set())
 
@@ -385,9 +380,15 @@ class Gatekeeper:
         )
         return to_decision(turns[-1].judged, routed)
 
-    def turns_to_judge(self, messages: Sequence[Message]) -> list[list[Said]]:
-        """Each message's customer turns, checked (no model or store call): an input mistake
-        raises InputError, in a batch naming the message's position (``messages[500]: ...``)."""
+    def validate(self, message: Message) -> None:
+        """Raise the :class:`~gatekeeper.errors.InputError` that :meth:`check` would raise for
+        ``message`` (empty, too long, a role no chat has, ...), with no model or store call:
+        to check what a caller sent before doing anything with it."""
+        self._turns(message)
+
+    def _turns_to_judge(self, messages: Sequence[Message]) -> list[list[Said]]:
+        """Each message's customer turns, checked: an input mistake raises InputError, in a
+        batch naming the message's position (``messages[500]: ...``)."""
         out = []
         for position, message in enumerate(batch := batch_of(messages)):
             try:
@@ -399,39 +400,9 @@ class Gatekeeper:
         return out
 
     def _turns(self, message: Message) -> list[Said]:
-        """The customer turns to judge (:class:`~gatekeeper.conversation.Said`); a last turn of
-        attachments only has the text ``""`` (nothing to score)."""
-        if isinstance(message, str):
-            turns, attached = [Said(message)], False
-        elif isinstance(message, Mapping):  # one chat message: the customer's, validated
-            if message.get("role") not in ("user", None):
-                raise InputError(
-                    f"a single message must be the customer's (role 'user'), not "
-                    f"{message.get('role')!r}: pass the whole chat as a list to judge it"
-                )
-            single: Mapping[str, Any] = message
-            if "content" not in single:
-                keys = ", ".join(map(str, single)) or "none"
-                raise InputError(f"a chat message needs a 'content' (its keys: {keys})")
-            content = message.get("content")
-            turns = [Said(content_text(content), attached=has_attachments(content))]
-            attached = attachments_only(content)
-        else:
-            turns = customer_turns(message, self._fixed_replies)
-            attached = turns[-1].text == ""
-        last = turns[-1].text
-        if blank(last) and not attached:
-            raise EmptyMessageError("the message is empty")
+        """The customer turns to judge (:func:`gatekeeper.said.turns_said`)."""
         limit = self.settings.gate.max_message_chars
-        if len(last) > limit:
-            raise MessageTooLongError(
-                f"the message has {len(last)} characters; the limit is {limit} "
-                "(gate.max_message_chars)"
-            )
-        kept = [said._replace(text=said.text[:limit]) for said in turns if not blank(said.text)]
-        for number, said in enumerate(kept, start=1):
-            _require_text(said.text, "the message" if number == len(kept) else "an earlier turn")
-        return [*kept, turns[-1]] if attached else kept
+        return turns_said(message, fixed_replies=self._fixed_replies, limit=limit)
 
     def _judge(
         self, texts: list[list[Said]], progress: Progress | None, calls: set[str]
@@ -505,16 +476,6 @@ class Gatekeeper:
         if self.settings.logging.log_text:
             fields["text"] = text
         self._log.info("gate.decided", **fields)
-
-
-def _require_text(text: str, what: str) -> None:
-    """Text the tokenizer can take; anything else is the client's mistake, not the model's."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(
-            f"{what} is not valid Unicode text (character {exc.start}: a lone surrogate)"
-        ) from None
 
 
 __all__ = ["Gatekeeper"]

@@ -208,7 +208,7 @@ def judge_chunk(
     except InputError as exc:
         for example, message in zip(chunk, inputs, strict=True):
             try:
-                gate.turns_to_judge([message])
+                gate.validate(message)
             except InputError as alone:
                 raise DatasetError(f"dataset {example.where}: {alone}") from exc
         raise

@@ -367,7 +367,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         self, inputs: list[GateInput], results: list[Any], return_exceptions: bool
     ) -> tuple[list[Any], dict[int, Message]]:
         """Each input as forwarded, and its gate message by position, checked as the gate
-        checks it before deciding (empty, too long: :meth:`Gatekeeper.turns_to_judge`). Input
+        checks it before deciding (empty, too long: :meth:`Gatekeeper.validate`). Input
         mistakes, each naming its input (``inputs[3]: question[0] is ...``, the message's index
         inside), go to ``results``, or the first in input order is raised."""
         items: list[Any] = [None] * len(inputs)
@@ -375,7 +375,7 @@ class GatekeeperRunnable(RunnableSerializable[GateInput, Any]):
         for i, value in enumerate(inputs):
             try:
                 item, message = self._prepared(value)
-                self.gate.turns_to_judge([message])
+                self.gate.validate(message)
             except InputError as exc:
                 named = type(exc)(f"inputs[{i}]: {exc}")
                 if not return_exceptions:

@@ -39,7 +39,7 @@ def check_runs(
     output is the decision record of ``detail`` (no exemplar texts unless ``full``: hosts pass
     stream events on to their users). An error (an input mistake, a gate failure under
     ``on_error: raise``) ends every run with it and is raised: a batch checks its inputs first
-    (:meth:`Gatekeeper.turns_to_judge`), so that each mistake names its own input.
+    (:meth:`Gatekeeper.validate`), so that each mistake names its own input.
     """
     if not messages:
         return []

@@ -46,24 +46,20 @@ def test_check_many_embeds_once(tiny_gate: Gatekeeper) -> None:
     assert all(d.message_id and d.latency_ms > 0 for d in decisions)
 
 
-def test_turns_to_judge_checks_messages_without_a_model_call(tiny_gate: Gatekeeper) -> None:
-    """turns_to_judge raises the input mistakes check_many would (in a batch naming the
-    message's position) and reads the customer's turns, with no embedding."""
+def test_validate_raises_what_check_would_without_a_model_call(tiny_gate: Gatekeeper) -> None:
+    """validate raises the input mistakes check would (empty, not a chat, a role no chat has,
+    a lone surrogate) and accepts a good message or chat, with no embedding."""
     embedder = tiny_gate.embedder
     assert isinstance(embedder, HashingEmbedder)
     before = embedder.calls
     with pytest.raises(EmptyMessageError, match=r"^the message is empty$"):
-        tiny_gate.turns_to_judge(["  "])
-    with pytest.raises(EmptyMessageError, match=r"^messages\[1\]: the message is empty$"):
-        tiny_gate.turns_to_judge(["where is my order", "  "])
-    with pytest.raises(InputError, match=r"^expected a list of messages, got str"):
-        tiny_gate.turns_to_judge("where is my order")
-    chat = [{"role": "user", "content": "where is my order"}]
-    judged = tiny_gate.turns_to_judge([chat, "refund my money"])
-    assert [[said.text for said in turns] for turns in judged] == [
-        ["where is my order"],
-        ["refund my money"],
-    ]
+        tiny_gate.validate("  ")
+    with pytest.raises(InputError, match="role"):
+        tiny_gate.validate([{"role": "User", "content": "write me a poem"}])
+    with pytest.raises(InputError, match="lone surrogate"):
+        tiny_gate.validate("bad \ud800")
+    tiny_gate.validate("where is my order")
+    tiny_gate.validate([{"role": "user", "content": "where is my order"}])
     assert embedder.calls == before
 
 
