@@ -316,3 +316,15 @@ async def test_a_long_tool_loop_keeps_the_customers_turn_in_the_held_thread(
         assert answer.status_code == 200, answer.text
     assert answer.headers["x-gatekeeper-intent"] == first.headers["x-gatekeeper-intent"]
     assert answer.headers["x-gatekeeper-score"] == first.headers["x-gatekeeper-score"]
+
+
+def test_a_held_thread_keeps_one_silent_turn_for_a_run_of_tool_calls() -> None:
+    """Tool-call turns in a row are held as one empty assistant turn: the assistant's question
+    before them no longer reads as the turn just before the customer's next one, as in the
+    whole chat sent again."""
+    from gatekeeper.interfaces.proxy.threads import answered
+
+    asked = {"role": "assistant", "content": "Shall I look it up?"}
+    chat = [ORDER, asked, {"role": "assistant", "content": ""}]
+    held = answered(chat, "")
+    assert held == (ORDER, asked, {"role": "assistant", "content": ""})

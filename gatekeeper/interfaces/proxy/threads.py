@@ -275,10 +275,14 @@ def _slim(message: Json, limit: int) -> Json:
 def answered(messages: list[Json], answer: str) -> tuple[Json, ...]:
     """``messages`` and the assistant's ``answer``, the last :data:`KEPT_MESSAGES` of them.
 
-    An assistant turn without text (a tool call: the rounds of an agent's tool loop) is not
-    kept: it says nothing the conversation rule reads, and 16 rounds of them pushed the
-    customer's turn out of the thread (a text turn was then judged without its context)."""
-    chat = [m for m in (*messages, {"role": "assistant", "content": answer}) if not _silent(m)]
+    Assistant turns without text in a row (tool calls: the rounds of an agent's tool loop) are
+    kept as one: 16 rounds of them pushed the customer's turn out of the thread (a text turn
+    was then judged without its context), and one still tells the conversation rule that the
+    assistant spoke since its last question, as the whole chat sent again would."""
+    chat: list[Json] = []
+    for message in (*messages, {"role": "assistant", "content": answer}):
+        if not (_silent(message) and chat and _silent(chat[-1])):
+            chat.append(message)
     return tuple(chat[-KEPT_MESSAGES:])
 
 
