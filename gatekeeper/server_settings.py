@@ -7,7 +7,7 @@ import difflib
 import json
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from gatekeeper._section import ApiKey, _Section
@@ -158,9 +158,19 @@ class ServerSettings(_Section):
                 raise ValueError("is neither a JSON list nor comma-separated values") from None
         else:
             items = [key.strip() for key in value.split(",") if key.strip()]
-        if info.field_name == "api_keys" and items == []:
+        blank = all(isinstance(item, str) and not item.strip() for item in items)
+        if info.field_name == "api_keys" and blank:  # "", ",", "[]", '[""]'
             raise ValueError(NO_KEYS)
         return items
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_key(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        """An empty key among others is a mistake (a stray comma in a JSON list, a blank line
+        of a YAML list): no client can send it."""
+        if any(not key.get_secret_value() for key in keys):
+            raise ValueError("holds an empty key: every client key needs at least one character")
+        return keys
 
     @field_validator("passthrough")
     @classmethod

@@ -38,7 +38,7 @@ def test_comma_separated_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "k1" not in repr(load_settings(None).server)
 
 
-@pytest.mark.parametrize("value", ["", "  ", ",", " , ,", "[]"])
+@pytest.mark.parametrize("value", ["", "  ", ",", " , ,", "[]", '[""]', '[" "]'])
 def test_server_keys_set_but_holding_none_are_refused(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -224,4 +224,12 @@ def test_an_unknown_log_level_is_still_refused(monkeypatch: pytest.MonkeyPatch) 
     """A level no logger has is a settings error naming the field."""
     monkeypatch.setenv("GATEKEEPER_LOGGING__LEVEL", "verbose")
     with pytest.raises(ConfigError, match=r"logging\.level"):
+        load_settings(None)
+
+
+def test_an_empty_key_among_server_keys_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty key among others (a stray "" in a JSON list) is a settings error: no client
+    can send it."""
+    monkeypatch.setenv("GATEKEEPER_SERVER__API_KEYS", '["k1", ""]')
+    with pytest.raises(ConfigError, match="holds an empty key"):
         load_settings(None)
