@@ -116,8 +116,9 @@ def test_wrapper_example(isolated: Path) -> None:
     assert lines[2] == "canned False"
 
 
-def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
-    """The proxy example prints llm for the parcel and off_topic for the match."""
+def _through_proxy(isolated: Path, upstream: RecordingUpstream, block: str) -> list[str]:
+    """The README's code block containing ``block`` run against a real proxy on loopback (the
+    README's client key, the recording upstream behind it): its output lines."""
     settings = load_settings(
         None,
         data_dir=isolated / "data",
@@ -125,10 +126,13 @@ def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
         server={"api_keys": "sk-shop-bot-1"},
     )
     with LoopbackServer(create_app(settings)) as proxy:
-        code = _block('for text in ["where is my parcel?"').replace(
-            "127.0.0.1:8080", f"127.0.0.1:{proxy.port}"
-        )
-        lines = _run(code).splitlines()
+        code = _block(block).replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}")
+        return _run(code).splitlines()
+
+
+def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
+    """The proxy example prints llm for the parcel and off_topic for the match."""
+    lines = _through_proxy(isolated, upstream, 'for text in ["where is my parcel?"')
     assert lines[0].startswith("llm ->")
     assert lines[1].startswith("off_topic -> Sorry")
     assert len(upstream.calls) == 1
@@ -137,15 +141,7 @@ def test_proxy_example(isolated: Path, upstream: RecordingUpstream) -> None:
 def test_tool_calling_example(isolated: Path, upstream: RecordingUpstream) -> None:
     """The tool-calling example checks the route before tool_calls: the refused match question
     (tool_choice required) is a text answer with finish_reason stop, no LLM call."""
-    settings = load_settings(
-        None,
-        data_dir=isolated / "data",
-        upstream={"base_url": upstream.base_url, "api_key": "sk-upstream"},
-        server={"api_keys": "sk-shop-bot-1"},
-    )
-    with LoopbackServer(create_app(settings)) as proxy:
-        code = _block('tool_choice="required"').replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}")
-        lines = _run(code).splitlines()
+    lines = _through_proxy(isolated, upstream, 'tool_choice="required"')
     assert len(lines) == 1 and lines[0].startswith("stop -> Sorry")
     assert upstream.calls == []
 
