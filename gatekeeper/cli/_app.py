@@ -57,20 +57,25 @@ class _Commands(TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
-        with _usage_errors():  # the command's own options are parsed here
+        with _usage_errors(ctx):  # the command's own options are parsed here
             return super().invoke(ctx)
 
 
 @contextmanager
-def _usage_errors() -> Iterator[None]:
-    """Print a Click usage error as one line (and where help is), then exit with its code."""
+def _usage_errors(group: Any = None) -> Iterator[None]:
+    """Print a Click usage error as one line (and where help is), then exit with its code.
+    ``group``: the group's context, whose chosen command is where help is when the error
+    carries no context of its own (an option missing its value: ``index --catalog``)."""
     try:
         yield
     except _UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `gatekeeper` alone: the help, as it is
             raise
         _stderr().print(f"[bold red]error:[/] {escape(_usage_problem(exc))}", highlight=False)
-        where = _command_path(getattr(exc, "ctx", None))
+        ctx = getattr(exc, "ctx", None)
+        where = _command_path(ctx if ctx is not None else group)
+        if ctx is None and group is not None and group.invoked_subcommand:
+            where += f" {group.invoked_subcommand}"
         _stderr().print(f"try: {escape(where)} --help", highlight=False)
         raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
