@@ -223,29 +223,12 @@ def load_gate(settings: Settings) -> Any:
 
 
 def refuse_foreign_threshold(settings: Settings, command: str, catalog_hash: str | None) -> None:
-    """``check`` and ``serve`` on a catalog given apart from the settings file (``--catalog``,
-    ``GATEKEEPER_CATALOG``: :meth:`Settings.catalog_apart`) decide at that file's threshold:
-    refuse it, as ``eval`` does, when it was calibrated on another catalog (a decision at a
-    threshold nobody chose for this one; ``serve`` used to start on it with a log line), with
-    the calibrate command, naming the catalog's own settings file when one serves it.
-    ``catalog_hash``: the served catalog's content hash (None: read the catalog for it)."""
-    found = settings.gate.calibrated_for
-    if not settings.catalog_apart() or found is None or found.catalog is None:
-        return
-    from gatekeeper.calibration import calibrate_hint
-    from gatekeeper.catalog import read_catalog
-    from gatekeeper.eval.checks import check_threshold_fits
+    """``check`` and ``serve`` refuse a threshold calibrated on the settings file's own catalog
+    for a catalog chosen apart from it (:func:`gatekeeper.calibration.refuse_foreign_threshold`,
+    which the proxy's app also applies at its start)."""
+    from gatekeeper.calibration import refuse_foreign_threshold as refuse
 
-    if catalog_hash is None:
-        catalog_hash = read_catalog(settings.catalog).catalog.content_hash()
-    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
-    check_threshold_fits(
-        settings.gate,
-        catalog_hash=catalog_hash,
-        catalog=str(settings.catalog),
-        other_catalog=True,
-        advice=f"Calibrate one for it: `{calibrate}`, then {command} with that --config",
-    )
+    refuse(settings, command, catalog_hash)
 
 
 class TimeLeftColumn(TimeRemainingColumn):
