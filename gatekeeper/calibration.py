@@ -6,7 +6,9 @@ to another embedder (tried: a gate that kept it blocked no off-topic message at 
 identity, the rule and the catalog hash it was measured on (``gate.calibrated_for``). A gate
 whose model or rule differs refuses to decide (:class:`~gatekeeper.errors.UncalibratedError`,
 with the exact command to run) unless ``gate.allow_uncalibrated`` is set; a changed catalog is
-only a warning (exemplars are edited often, and the scale does not move much).
+only a warning (exemplars are edited often, and the scale does not move much), but a threshold
+calibrated on the settings file's own catalog is refused on another catalog file
+(:func:`refuse_foreign_threshold`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import json
 import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
-from gatekeeper.errors import UncalibratedError
+from gatekeeper.errors import CatalogError, UncalibratedError
 from gatekeeper.gate_settings import CalibrationRecord, GateSettings
 from gatekeeper.paths import option
-from gatekeeper.settings import Settings
+from gatekeeper.settings import Settings, settings_file_serving
 
 CALIBRATE_HINT = (
     "gatekeeper calibrate --dataset YOUR_LABELLED_MESSAGES.jsonl --target-pass-rate 0.98 --write"
@@ -83,6 +86,66 @@ def tune_hint(settings: Settings) -> str:
     env = scale_environment(GATEKEEPER_EMBEDDING__ADAPTER=None)
     apart = option("catalog", settings.catalog) if settings.catalog_apart() else ""
     return " ".join([*env, f"gatekeeper tune{settings.write_flag()}{apart} --write"])
+
+
+def refuse_foreign_threshold(
+    settings: Settings, command: str = "serve", catalog_hash: str | None = None
+) -> None:
+    """Refuse (:class:`UncalibratedError`) to decide on a catalog chosen apart from the
+    settings file (``--catalog``, ``GATEKEEPER_CATALOG``, ``.env``:
+    :meth:`Settings.catalog_apart`) at a threshold calibrated on that file's own catalog;
+    ``command`` (``check``, ``serve``) is what the advice says to run after calibrating;
+    ``catalog_hash``: the chosen catalog's content hash (None: read the catalog for it)."""
+    if not settings.catalog_apart():
+        return
+    catalog_hash = catalog_hash or _content_hash(settings.catalog)
+    if catalog_hash is None:  # the gate says why it cannot read it
+        return
+    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
+    check_catalog_fits(
+        settings.gate,
+        catalog_hash=catalog_hash,
+        catalog=str(settings.catalog),
+        own_catalog=settings.served_catalog,
+        advice=f"Calibrate one for it: `{calibrate}`, then {command} with that --config",
+    )
+
+
+def check_catalog_fits(
+    gate: GateSettings, *, catalog_hash: str, catalog: str, own_catalog: Path | None, advice: str
+) -> None:
+    """Refuse (:class:`UncalibratedError`) to judge ``catalog`` (contents ``catalog_hash``),
+    another catalog file than the settings file's own (``own_catalog``; None: not another), at
+    a threshold whose record is the hash of that own catalog as it is now: a threshold chosen
+    for another catalog, as one of another model or rule is. The record holds a hash, not a
+    path: when it matches neither catalog, the chosen one may be the catalog the threshold was
+    calibrated on, since edited (a deployment's ``GATEKEEPER_CATALOG`` beside a file without
+    ``catalog:``), so that is left to :func:`check_calibrated`'s warning. ``advice`` says what
+    to do instead; a settings file of the catalog's own that serves it is named.
+    ``gate.allow_uncalibrated`` lifts the refusal."""
+    found = gate.calibrated_for
+    if own_catalog is None or gate.allow_uncalibrated or found is None:
+        return
+    if found.catalog in (None, catalog_hash) or found.catalog != _content_hash(own_catalog):
+        return
+    own = settings_file_serving(Path(catalog))
+    use_own = f"Use --config {own}, which serves {catalog}. Otherwise: " if own else ""
+    raise UncalibratedError(
+        f"gate.threshold {gate.threshold:g} was calibrated on the settings' own catalog "
+        f"({own_catalog}), not on {catalog}, so deciding there would be at a threshold nobody "
+        f"chose. {use_own}{advice} (or set gate.allow_uncalibrated: true to decide with it "
+        "anyway)"
+    )
+
+
+def _content_hash(catalog: Path) -> str | None:
+    """The content hash of the catalog file ``catalog``; None when it cannot be read."""
+    from gatekeeper.catalog import read_catalog
+
+    try:
+        return read_catalog(catalog).catalog.content_hash()
+    except (CatalogError, OSError):
+        return None
 
 
 @dataclass(frozen=True)

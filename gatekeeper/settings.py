@@ -238,6 +238,7 @@ class Settings(BaseSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     _source_file: Path | None = PrivateAttr(default=None)
     _served_catalog: Path | None = PrivateAttr(default=None)
+    _catalog_named: bool = PrivateAttr(default=False)
 
     def __init__(self, **values: Any) -> None:
         """Settings from ``values`` and the environment; :class:`ConfigError` naming every bad
@@ -267,11 +268,14 @@ class Settings(BaseSettings):
         """The settings file these settings were read from (:func:`load_settings`), if any."""
         return self._source_file
 
-    def with_source_file(self, path: Path | None, served_catalog: Path | None = None) -> Settings:
+    def with_source_file(
+        self, path: Path | None, served_catalog: Path | None = None, *, named: bool = False
+    ) -> Settings:
         """These settings, recorded as read from ``path``, whose own catalog (its ``catalog:``,
-        else the default: the one its threshold was calibrated on) is ``served_catalog``."""
+        else the default) is ``served_catalog``; ``named``: the file has a ``catalog:``."""
         self._source_file = path
         self._served_catalog = served_catalog
+        self._catalog_named = named
         return self
 
     def config_flag(self) -> str:
@@ -294,6 +298,20 @@ class Settings(BaseSettings):
         """The catalog the settings file serves (:meth:`with_source_file`), which its threshold
         was calibrated on: ``catalog`` unless that was given apart."""
         return self._served_catalog or self.catalog
+
+    @property
+    def catalog_named(self) -> bool:
+        """Whether the settings file names its catalog (``catalog:``). One that does not serves
+        the catalog the environment chooses (``GATEKEEPER_CATALOG``, ``.env``: a deployment's
+        mounted catalog), else the default; ``calibrate --write`` calibrates it for that one."""
+        return self._catalog_named
+
+    @property
+    def writable_catalog(self) -> Path:
+        """The catalog a ``--write`` into the settings file stores a threshold or an adapter
+        for: the one it names (:attr:`catalog_named`), else the one these settings serve (the
+        environment's choice, else the default)."""
+        return self.served_catalog if self._catalog_named else self.catalog
 
     def catalog_apart(self) -> bool:
         """Whether ``catalog`` was given apart from the settings file (``--catalog``,
@@ -395,22 +413,23 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
 
     try:
         loaded = _FileSettings(**overrides)
-        served = _file_catalog(_FileSettings, path)
+        named = _file_catalog(_FileSettings, path)
     except ValidationError as exc:
         raise ConfigError(describe_invalid(exc, Settings, path, overrides, dotenv)) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"settings file {path}{yaml_problem(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
-    return loaded.with_source_file(path, served)
+    served = named or project_path(_DEFAULT_CATALOG)
+    return loaded.with_source_file(path, served, named=named is not None)
 
 
-def _file_catalog(settings_cls: type[Settings], path: Path | None) -> Path:
-    """The catalog the settings file ``path`` serves, whatever the environment or the
-    arguments say: its own ``catalog:`` (relative to it), else the default."""
+def _file_catalog(settings_cls: type[Settings], path: Path | None) -> Path | None:
+    """The catalog the settings file ``path`` names, whatever the environment or the
+    arguments say: its own ``catalog:`` (relative to it), else None (it serves the default)."""
     data = YamlFile(settings_cls, yaml_file=path)() if path is not None else {}
     catalog = data.get("catalog")
-    return Path(str(catalog)) if catalog else project_path(_DEFAULT_CATALOG)
+    return Path(str(catalog)) if catalog else None
 
 
 class _ValuesOnly(Settings):

@@ -57,20 +57,25 @@ class _Commands(TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
-        with _usage_errors():  # the command's own options are parsed here
+        with _usage_errors(ctx):  # the command's own options are parsed here
             return super().invoke(ctx)
 
 
 @contextmanager
-def _usage_errors() -> Iterator[None]:
-    """Print a Click usage error as one line (and where help is), then exit with its code."""
+def _usage_errors(group: Any = None) -> Iterator[None]:
+    """Print a Click usage error as one line (and where help is), then exit with its code.
+    ``group``: the group's context, whose chosen command is where help is when the error
+    carries no context of its own (an option missing its value: ``index --catalog``)."""
     try:
         yield
     except _UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `gatekeeper` alone: the help, as it is
             raise
         _stderr().print(f"[bold red]error:[/] {escape(_usage_problem(exc))}", highlight=False)
-        where = _command_path(getattr(exc, "ctx", None))
+        ctx = getattr(exc, "ctx", None)
+        where = _command_path(ctx if ctx is not None else group)
+        if ctx is None and group is not None and group.invoked_subcommand:
+            where += f" {group.invoked_subcommand}"
         _stderr().print(f"try: {escape(where)} --help", highlight=False)
         raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
@@ -218,29 +223,12 @@ def load_gate(settings: Settings) -> Any:
 
 
 def refuse_foreign_threshold(settings: Settings, command: str, catalog_hash: str | None) -> None:
-    """``check`` and ``serve`` on a catalog given apart from the settings file (``--catalog``,
-    ``GATEKEEPER_CATALOG``: :meth:`Settings.catalog_apart`) decide at that file's threshold:
-    refuse it, as ``eval`` does, when it was calibrated on another catalog (a decision at a
-    threshold nobody chose for this one; ``serve`` used to start on it with a log line), with
-    the calibrate command, naming the catalog's own settings file when one serves it.
-    ``catalog_hash``: the served catalog's content hash (None: read the catalog for it)."""
-    found = settings.gate.calibrated_for
-    if not settings.catalog_apart() or found is None or found.catalog is None:
-        return
-    from gatekeeper.calibration import calibrate_hint
-    from gatekeeper.catalog import read_catalog
-    from gatekeeper.eval.checks import check_threshold_fits
+    """``check`` and ``serve`` refuse a threshold calibrated on the settings file's own catalog
+    for a catalog chosen apart from it (:func:`gatekeeper.calibration.refuse_foreign_threshold`,
+    which the proxy's app also applies at its start)."""
+    from gatekeeper.calibration import refuse_foreign_threshold as refuse
 
-    if catalog_hash is None:
-        catalog_hash = read_catalog(settings.catalog).catalog.content_hash()
-    calibrate = calibrate_hint(settings.write_flag(), str(settings.catalog))
-    check_threshold_fits(
-        settings.gate,
-        catalog_hash=catalog_hash,
-        catalog=str(settings.catalog),
-        other_catalog=True,
-        advice=f"Calibrate one for it: `{calibrate}`, then {command} with that --config",
-    )
+    refuse(settings, command, catalog_hash)
 
 
 class TimeLeftColumn(TimeRemainingColumn):

@@ -296,7 +296,9 @@ def calibrate(
         # the catalog calibrated for when not the file's own: --catalog, or GATEKEEPER_CATALOG
         apart = catalog or (settings.catalog if settings.catalog_apart() else None)
         if write and not new_file:  # refused before any scoring
-            check_write_catalog(apart, settings.served_catalog, target, "a threshold tuned for")
+            writes_for = catalog or settings.catalog
+            served = settings.writable_catalog
+            check_write_catalog(writes_for, served, target, "a threshold tuned for")
         if write:
             check_settings_target(target)
         data = load_dataset(
@@ -357,12 +359,15 @@ def calibrate(
             f"({gate.embedder.identity}, rule {gate.rule.name})"
         )
         made_for = record_of(gate)
-        if new_file and apart is not None:
-            start_settings_file(target, apart)
+        # a file naming no catalog records the one calibrated for (GATEKEEPER_CATALOG's): its
+        # threshold is then told from another catalog's, not by a content hash alone
+        recorded = apart if new_file or not settings.catalog_named else None
+        if recorded is not None:
+            start_settings_file(target, recorded)
         rule_set = store_threshold(target, result.threshold, note, made_for)
         also = (
             f" and gate.rule = {made_for.rule} (the rule it was calibrated for)" if rule_set else ""
-        )
+        ) + (f" and catalog = {recorded.resolve()}" if recorded is not None else "")
         typer.echo(f"wrote gate.threshold = {result.threshold:.4f}{also} to {target}")
         if found is None:
             _warn_stale_conversations(settings, made_for, f"{command} --write")

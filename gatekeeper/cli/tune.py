@@ -92,8 +92,8 @@ def tune(
         )
         new_file = write and not target.exists()
         if write and not new_file:  # never an adapter of one catalog in a file serving another
-            apart = catalog or (settings.catalog if settings.catalog_apart() else None)
-            check_write_catalog(apart, settings.served_catalog, target, "an adapter trained on")
+            trained_on, served = catalog or settings.catalog, settings.writable_catalog
+            check_write_catalog(trained_on, served, target, "an adapter trained on")
         if write:
             check_settings_target(target)
         if out is not None:

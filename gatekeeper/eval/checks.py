@@ -23,13 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gatekeeper.calibration import check_catalog_fits
 from gatekeeper.catalog_review import text_key
-from gatekeeper.errors import UncalibratedError
 from gatekeeper.eval.dataset_rows import UNSUPPORTED_PREFIX
 from gatekeeper.eval.datasets import Dataset, Example
 from gatekeeper.eval.formatting import pct
 from gatekeeper.language import model_language_warning
-from gatekeeper.settings import settings_file_serving
 
 if TYPE_CHECKING:
     from gatekeeper.catalog import Catalog
@@ -143,23 +142,15 @@ def check_threshold_fits(
     *,
     catalog_hash: str,
     catalog: str,
-    other_catalog: bool,
+    own_catalog: Path | None,
     advice: str = EVAL_ADVICE,
 ) -> None:
     """Refuse (:class:`UncalibratedError`) to judge ``catalog``, another catalog file than the
-    settings serve, at a threshold calibrated on a catalog with other contents (a threshold not
-    calibrated for this gate, as one of another model or rule is); ``advice`` says what to
-    do instead (the command's own options), and a settings file of the catalog's own that
-    serves it (:func:`~gatekeeper.settings.settings_file_serving`) is named."""
-    found = gate.calibrated_for
-    if not other_catalog or found is None or found.catalog in (None, catalog_hash):
-        return
-    own = settings_file_serving(Path(catalog))
-    use_own = f"Use --config {own}, which serves {catalog}. Otherwise: " if own else ""
-    raise UncalibratedError(
-        f"gate.threshold {gate.threshold:g} was calibrated on the settings' own catalog, not "
-        f"on {catalog}, so deciding there would be at a threshold nobody chose. "
-        f"{use_own}{advice}"
+    settings file's own (``own_catalog``; None: not another), at a threshold calibrated on that
+    own catalog (:func:`gatekeeper.calibration.check_catalog_fits`, as ``check`` and ``serve``
+    refuse it); ``advice`` says what to do instead (the command's own options)."""
+    check_catalog_fits(
+        gate, catalog_hash=catalog_hash, catalog=catalog, own_catalog=own_catalog, advice=advice
     )
 
 

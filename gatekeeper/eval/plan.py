@@ -150,8 +150,7 @@ def evaluate_gate(
             gate.settings.gate,
             catalog_hash=gate.catalog.content_hash(),
             catalog=str(gate.settings.catalog),
-            other_catalog=gate.settings.catalog_apart()
-            or _other_catalog(gate.settings.catalog, settings_catalog),
+            own_catalog=_own_catalog(gate.settings, settings_catalog),
         )
     dataset = mark_unsupported(dataset, gate.catalog)
     checked = leakage_warnings(dataset, gate.catalog, calibration_set)
@@ -219,6 +218,10 @@ def evaluate_gate(
     return report, gate
 
 
-def _other_catalog(catalog: Path, settings_catalog: Path | None) -> bool:
-    """Whether the gate evaluates another catalog than the settings file serves."""
-    return settings_catalog is not None and catalog.resolve() != Path(settings_catalog).resolve()
+def _own_catalog(settings: Settings, settings_catalog: Path | None) -> Path | None:
+    """The settings file's own catalog when the gate evaluates another (None: it does not)."""
+    if settings.catalog_apart():
+        return settings.served_catalog
+    if settings_catalog is None or settings.catalog.resolve() == settings_catalog.resolve():
+        return None
+    return settings_catalog

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from gatekeeper.catalog import read_catalog
 from gatekeeper.cli import app
 from gatekeeper.settings import catalog_settings_file, load_settings
 from gatekeeper.testing import HashingEmbedder
@@ -23,8 +24,14 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CATALOG = FIXTURES / "tiny_catalog.yaml"
 OTHER = FIXTURES / "tiny_catalog.csv"  # another catalog file
 CALIBRATION = FIXTURES / "tiny_calibration.jsonl"
-#: The record of a threshold calibrated on contents neither catalog has now.
-RECORD = {"model": HashingEmbedder().identity, "rule": "density", "catalog": "0123456789abcdef"}
+#: The record of a threshold calibrated on the settings' own catalog as it is now.
+RECORD = {
+    "model": HashingEmbedder().identity,
+    "rule": "density",
+    "catalog": read_catalog(CATALOG).catalog.content_hash(),
+}
+#: A catalog hash neither catalog has now: an edit since the calibration.
+EARLIER = "0123456789abcdef"
 
 
 @pytest.fixture
@@ -112,6 +119,7 @@ def test_an_edited_catalog_only_warns_whichever_way_it_is_named(config: Path) ->
     """The settings' own catalog file, named by GATEKEEPER_CATALOG in another spelling, whose
     contents changed since the calibration, is decided on with a warning (an edit, not another
     catalog)."""
+    config.write_text(config.read_text(encoding="utf-8").replace(RECORD["catalog"], EARLIER))
     relative = os.path.relpath(CATALOG, Path.cwd())
     code, said = _invoke(
         "check", "--config", config, "where is my order", env={"GATEKEEPER_CATALOG": relative}

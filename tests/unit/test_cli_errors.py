@@ -211,6 +211,21 @@ def test_a_usage_error_is_one_error_line(args: list[str], problem: str, where: s
     assert hint == " ".join(["try: gatekeeper", *([where] if where else []), "--help"])
 
 
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [(["index", "--catalog"], "index"), (["check", "--conversation"], "check"),
+     (["eval", "--dataset"], "eval")],
+)  # fmt: skip
+def test_an_option_missing_its_value_points_to_its_commands_help(
+    args: list[str], where: str
+) -> None:
+    """An option given last without its value points to its command's help (it said `try:
+    gatekeeper --help`: Click's error carries no context there)."""
+    error, hint = _usage_error(args)
+    assert error == f"error: option '{args[1]}' requires an argument", error
+    assert hint == f"try: gatekeeper {where} --help"
+
+
 def test_every_command_says_a_usage_error_in_one_line() -> None:
     """Every command's unknown option is the one `error:` line and its `try:` line."""
     from typer.main import get_command

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from gatekeeper.catalog import read_catalog
 from gatekeeper.errors import DatasetError, UncalibratedError
 from gatekeeper.eval.checks import check_threshold_fits, leakage_warnings, mark_unsupported
 from gatekeeper.eval.datasets import load_dataset
@@ -178,14 +179,21 @@ def test_a_small_calibration_overlap_is_not_rounded_to_zero(tmp_path: Path) -> N
 
 
 def test_a_threshold_calibrated_on_another_catalog_is_refused_for_it() -> None:
-    """eval --catalog X at the settings' threshold of another catalog is refused; ok for its own."""
+    """eval --catalog X at the threshold of the settings' own catalog is refused; ok for X's own,
+    and only a stale threshold (the stale warning's) when the record is neither catalog's."""
+    own = Path(__file__).resolve().parent.parent / "fixtures" / "tiny_catalog.yaml"
+    own_hash = read_catalog(own).catalog.content_hash()
     gate = GateSettings(
-        threshold=0.3, calibrated_for=CalibrationRecord(model="m", rule="density", catalog="aaa")
+        threshold=0.3, calibrated_for=CalibrationRecord(model="m", rule="density", catalog=own_hash)
     )
     with pytest.raises(UncalibratedError, match=r"--calibrate-on LABELLED\.jsonl"):
-        check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", other_catalog=True)
-    check_threshold_fits(gate, catalog_hash="aaa", catalog="x.csv", other_catalog=True)
-    check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", other_catalog=False)
+        check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", own_catalog=own)
+    check_threshold_fits(gate, catalog_hash=own_hash, catalog="x.csv", own_catalog=own)
+    check_threshold_fits(gate, catalog_hash="bbb", catalog="x.csv", own_catalog=None)
+    earlier = gate.model_copy(
+        update={"calibrated_for": CalibrationRecord(model="m", rule="density", catalog="aaa")}
+    )
+    check_threshold_fits(earlier, catalog_hash="bbb", catalog="x.csv", own_catalog=own)
 
 
 def test_no_traffic_projection_from_one_class(tiny_gate: Gatekeeper, tmp_path: Path) -> None:

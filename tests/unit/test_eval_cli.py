@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from gatekeeper.catalog import read_catalog
 from gatekeeper.cli import app
 from gatekeeper.errors import ConfigError
 from gatekeeper.eval.settings_file import store_threshold
@@ -548,7 +549,8 @@ def test_check_refuses_another_catalogs_threshold_as_eval_does(
     the calibrate command (it decided at that threshold and hinted to create C's settings
     file), and names C's own settings file once one serves C."""
     identity = HashingEmbedder().identity
-    made_for = json.dumps({"model": identity, "rule": "contrast", "catalog": "another"})
+    own = read_catalog(load_settings(config).served_catalog).catalog.content_hash()
+    made_for = json.dumps({"model": identity, "rule": "contrast", "catalog": own})
     config.write_text(
         config.read_text().replace(
             "  threshold: 0.2\n", f"  threshold: 0.2\n  calibrated_for: {made_for}\n"

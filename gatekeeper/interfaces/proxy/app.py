@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from gatekeeper._validation import shown_url
 from gatekeeper._version import __version__
+from gatekeeper.calibration import refuse_foreign_threshold
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.proxy.answers import warm_local_answers
@@ -74,6 +75,8 @@ def create_app(
         the_gate = gate
         if the_gate is None:
             the_gate = await asyncio.to_thread(build_gate, settings)
+            # never another catalog's threshold, however the app was made (a uvicorn factory)
+            refuse_foreign_threshold(settings, "serve", the_gate.catalog.content_hash())
         if gate is None or not prepared:
             # Misconfigured (model, index of another model): refuse to serve, not fail open.
             # Unavailable (Chroma down): logged, served per gate.on_error until it recovers.
