@@ -28,7 +28,7 @@ from gatekeeper.gate import Gatekeeper
 from gatekeeper.interfaces.openai_backend import OpenAIChatBackend
 from gatekeeper.interfaces.proxy.app import create_app
 from gatekeeper.interfaces.wrapper import GatedBackend
-from gatekeeper.settings import UpstreamSettings, load_settings
+from gatekeeper.settings import Settings, UpstreamSettings, load_settings
 from gatekeeper.testing import LoopbackServer, RecordingUpstream
 from tests.integration._processes import free_port
 from tests.support.loopback import (
@@ -626,17 +626,16 @@ def test_graceful_shutdown_lets_in_flight_requests_finish(
         httpx.get(f"{server.url}/healthz")
 
 
-def test_gate_is_built_from_settings_when_not_given(
-    upstream: RecordingUpstream, tmp_path: Path
-) -> None:
-    """Without a gate the app builds one from settings at startup and serves with it."""
+def _tiny_shop_settings(tmp_path: Path, upstream: RecordingUpstream, **gate: Any) -> Settings:
+    """Settings for a one-intent catalog of its own (the shipped threshold is the shop's), an
+    embeddings endpoint that is down, and the recording upstream."""
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(
         "domain: a tiny shop\n"
         "intents:\n  - name: order_status\n    exemplars: [where is my order]\n"
         "off_topic:\n  reply: Orders only.\n  exemplars: [tell me a joke]\n"
     )
-    settings = load_settings(
+    return load_settings(
         None,
         data_dir=tmp_path / "data",
         catalog=catalog,
@@ -648,12 +647,32 @@ def test_gate_is_built_from_settings_when_not_given(
             "timeout": 1,
         },
         upstream={"base_url": upstream.base_url, "api_key": UPSTREAM_KEY, "max_retries": 0},
-        gate={"on_error": "fail_closed"},
+        gate=gate,
+    )
+
+
+def test_gate_is_built_from_settings_when_not_given(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """Without a gate the app builds one from settings at startup and serves with it."""
+    settings = _tiny_shop_settings(
+        tmp_path, upstream, on_error="fail_closed", allow_uncalibrated=True
     )
     with LoopbackServer(create_app(settings)) as server:
         assert httpx.get(f"{server.url}/readyz").status_code == 503
         reply = client_for(server).chat.completions.create(model="m", messages=ORDER)
     assert reply.choices[0].message.content == settings.gate.unavailable_reply  # fail_closed
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_app_does_not_start_on_another_catalogs_threshold(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """create_app(settings) whose catalog is not the one the threshold was calibrated on
+    does not start (as `gatekeeper serve` refuses), unless gate.allow_uncalibrated."""
+    with pytest.raises(RuntimeError, match="did not start"):
+        LoopbackServer(create_app(_tiny_shop_settings(tmp_path, upstream))).start()
+    assert upstream.calls == []
 
 
 # -- the Python wrapper over a real endpoint ------------------------------------------------------
