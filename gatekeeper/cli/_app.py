@@ -222,15 +222,6 @@ def load_gate(settings: Settings) -> Any:
     return Gatekeeper.from_settings(settings, catalog=loaded.catalog)
 
 
-def refuse_foreign_threshold(settings: Settings, command: str, catalog_hash: str | None) -> None:
-    """``check`` and ``serve`` refuse a threshold calibrated on the settings file's own catalog
-    for a catalog chosen apart from it (:func:`gatekeeper.calibration.refuse_foreign_threshold`,
-    which the proxy's app also applies at its start)."""
-    from gatekeeper.calibration import refuse_foreign_threshold as refuse
-
-    refuse(settings, command, catalog_hash)
-
-
 class TimeLeftColumn(TimeRemainingColumn):
     """The estimated time left ("0:01:20 left") of a running task whose total is known; blank
     for a task without a total (nothing to estimate) or a finished one."""

@@ -15,14 +15,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from gatekeeper._rows import loads_json
-from gatekeeper.calibration import without_conversation_settings
+from gatekeeper.calibration import refuse_foreign_threshold, without_conversation_settings
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
     app,
     friendly_errors,
     load_gate,
-    refuse_foreign_threshold,
     setup,
 )
 from gatekeeper.conversation import chat_messages

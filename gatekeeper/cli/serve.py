@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
+from gatekeeper.calibration import refuse_foreign_threshold
 from gatekeeper.cli._app import (
     CatalogOption,
     ConfigOption,
     app,
     exit_code,
     friendly_errors,
-    refuse_foreign_threshold,
     setup,
 )
 from gatekeeper.errors import GatekeeperError
