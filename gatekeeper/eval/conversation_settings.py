@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gatekeeper.conversation import GAP_OFF
 from gatekeeper.eval.conversations import WARNING_MARK
 from gatekeeper.eval.schema import ConversationSettings
+from gatekeeper.eval.settings_file import settings_section
 
 if TYPE_CHECKING:
     from gatekeeper.settings import Settings
@@ -34,7 +35,7 @@ def conversation_settings(settings: Settings) -> ConversationSettings:
     named = {name.upper() for name in os.environ}
     from_env = [name for name in variables if name in named]
     path = settings.source_file
-    filed = _gate_block(path) if path is not None else {}
+    filed = settings_section(path, "gate") if path is not None else {}
     in_file = [key for key in KEYS if key in filed]
     sources = []
     if in_file:
@@ -75,18 +76,6 @@ def settings_origin(c: ConversationSettings) -> str:
     measured = c.calibration.split(" → ", 1)[-1]
     on = f" on {chats.group(1)}" if chats else ""
     return f"from {c.source}, calibrated{on}: {measured}"
-
-
-def _gate_block(path: Path) -> dict[str, Any]:
-    """The ``gate`` mapping of the settings file ``path`` (empty when it cannot be read)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    gate = data.get("gate") if isinstance(data, dict) else None
-    return gate if isinstance(gate, dict) else {}
 
 
 def _calibration_comment(path: Path | None) -> str | None:

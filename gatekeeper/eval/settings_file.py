@@ -189,21 +189,21 @@ def store_model(path: Path, model: Path, note: str | None = None) -> bool:
     absolute path of the model directory ``model``, keeping its other keys and comments, and
     remove ``embedding.adapter``: an adapter is trained on one model's vectors, so the file's
     would be refused for the new model (``index --rebuild`` exited 2). Whether it removed one."""
-    had = "adapter" in _embedding_section(path)
+    had = "adapter" in settings_section(path, "embedding")
     _store_embedding_path(path, "model", model, note, drop="adapter")
     return had
 
 
-def _embedding_section(path: Path) -> dict[str, Any]:
-    """The ``embedding`` mapping of the settings file ``path`` (empty when absent or unreadable:
-    the edit then reports the problem)."""
+def settings_section(path: Path, name: str) -> dict[str, Any]:
+    """The ``name`` mapping (``gate``, ``embedding``, ...) of the settings file ``path`` as the
+    file has it (empty when absent or unreadable: an edit then reports the problem)."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
-    section = data.get("embedding") if isinstance(data, dict) else None
+    section = data.get(name) if isinstance(data, dict) else None
     return section if isinstance(section, dict) else {}
 
 
